@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from .errors import LabError
 from .ports import free_port
+from .backend import Backend
 from .slapd import Slapd
 
-__all__ = ["LabError", "Slapd", "free_port"]
+__all__ = ["Backend", "LabError", "Slapd", "free_port"]
