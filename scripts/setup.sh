@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Install everything rolegate, its lab and its tests need. Idempotent: quick when all is present.
+#   Debian packages: slapd + ldap-utils (lab directory), nginx (bench anchor, forward-auth example),
+#                    wrk (load generator), chromium (UI tests)
+#   Python: a virtualenv in .venv with rolegate installed editable, plus test extras
+#   npm: the lab IdP (oidc-provider) in deploy/lab/idp
+set -euo pipefail
+cd "$(dirname "$0")/.."
+say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+
+APT_PACKAGES=(slapd ldap-utils nginx wrk chromium)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  say "installing Debian packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq || { echo "apt-get update failed: check the package mirror" >&2; exit 1; }
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Debian starts a system slapd/nginx on install; the lab runs private instances on free ports.
+pgrep -x slapd >/dev/null && [ -f /var/run/slapd/slapd.pid ] && { kill "$(cat /var/run/slapd/slapd.pid)" 2>/dev/null || true; }
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  say "creating .venv"
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.rolegate-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  say "installing rolegate and test dependencies into .venv"
+  .venv/bin/pip install -q --upgrade pip >/dev/null
+  .venv/bin/pip install -q -e '.[test]'
+  touch "$stamp"
+fi
+
+if [ -f deploy/lab/idp/package.json ]; then
+  idp_stamp=deploy/lab/idp/node_modules/.rolegate-installed
+  if [ ! -f "$idp_stamp" ] || [ deploy/lab/idp/package.json -nt "$idp_stamp" ]; then
+    say "installing the lab IdP (npm)"
+    (cd deploy/lab/idp && { [ -f package-lock.json ] && npm ci --silent --no-audit --no-fund || npm install --silent --no-audit --no-fund; }) >/dev/null
+    touch "$idp_stamp"
+  fi
+fi
+say "ready"

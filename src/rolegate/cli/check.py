@@ -1,0 +1,28 @@
+"""``rolegate check -c FILE``: validate a config and report every problem with file, line and key."""
+
+from __future__ import annotations
+
+import argparse
+
+from rolegate.cli import EXIT_ERROR, EXIT_OK, add_config_argument, load_or_exit
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("check", help="validate a config file")
+    add_config_argument(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_or_exit(args.config)
+    from rolegate.proxy.route_table import compile_routes
+
+    table, problems = compile_routes(config)
+    if problems:
+        print(f"rolegate: {args.config}: {len(problems)} route problem(s):")
+        for problem in problems:
+            print(f"  {problem}")
+        return EXIT_ERROR
+    print(f"{args.config}: OK ({len(config.routes)} routes, {len(config.roles)} roles, "
+          f"{len(config.permissions)} permissions, {len(config.upstreams)} upstreams)")
+    return EXIT_OK

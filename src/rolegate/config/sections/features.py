@@ -1,0 +1,78 @@
+"""``tokens``, ``daypass`` and ``audit``."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, SecretStr, field_validator
+
+from rolegate.config.types import Duration, Section
+
+
+class TokensConfig(Section):
+    algorithm: Literal["EdDSA", "ES256"] = "EdDSA"
+    lifetime: Duration = timedelta(minutes=5)
+    refresh_lifetime: Duration = timedelta(hours=12)
+    rotate_every: Duration = timedelta(days=7)
+    # Encrypts signing keys at rest in the Store; defaults to session.secret when absent.
+    key_secret: SecretStr | None = None
+    assertion: bool = True
+
+
+class DaypassTemplate(Section):
+    role: str
+    scopes: tuple[str, ...]
+    max_lifetime: Duration = timedelta(hours=24)
+    expires: str = "end_of_day"
+    timezone: str = "UTC"
+    devices: int = Field(default=1, ge=1, le=100)
+    require: tuple[Literal["name", "company", "reason"], ...] = ("name", "company", "reason")
+    description: str = ""
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not a known time zone (e.g. Europe/Amsterdam)") from None
+        return value
+
+    @field_validator("expires")
+    @classmethod
+    def _expires(cls, value: str) -> str:
+        from rolegate.config.types import parse_duration
+
+        if value != "end_of_day":
+            parse_duration(value)
+        return value
+
+
+class DaypassConfig(Section):
+    templates: dict[str, DaypassTemplate]
+    contact: str = "the person who gave you this pass"
+    redeem_rate: str = "10/min"
+
+
+class AuditReads(Section):
+    enabled: bool = True
+    sample: float = Field(default=1.0, ge=0.0, le=1.0)
+
+
+class AuditConfig(Section):
+    sinks: tuple[str, ...] = ("store",)
+    reads: AuditReads = AuditReads()
+    durable_writes: bool = True
+    retention: Duration | None = None
+    queue_size: int = Field(default=10000, ge=10)
+    batch_size: int = Field(default=256, ge=1)
+
+    @field_validator("sinks")
+    @classmethod
+    def _sinks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for sink in value:
+            if sink not in ("store", "stdout") and not (sink.startswith("jsonl:") and len(sink) > 6):
+                raise ValueError(f"unknown audit sink {sink!r}; use store, stdout or jsonl:/path/file.jsonl")
+        return value

@@ -1,0 +1,112 @@
+"""``scopes``, ``permissions``, ``roles``, ``bindings``, ``user_settings``: the authorization model."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, time, timezone
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+
+from rolegate.config.types import Section
+
+PERMISSION = re.compile(r"^[a-z][a-z0-9_\-]*(:[a-z0-9_\-*]+)+$")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+SCOPE = re.compile(r"^[a-z][a-z0-9_\-]*:[^\s:{}]+$")
+
+# rolegate's own permissions: always in the catalogue, never need declaring.
+ROLEGATE_PERMISSIONS = (
+    "rolegate:roles:edit",
+    "rolegate:bindings:edit",
+    "rolegate:daypass:issue",
+    "rolegate:audit:view",
+)
+
+
+class ScopeType(Section):
+    parent: str | None = None
+    # Which parent each scope of this type belongs to, e.g. {a: acme, b: acme} for buildings in client acme.
+    members: dict[str, str] = Field(default_factory=dict)
+    description: str = ""
+
+
+class Role(Section):
+    description: str = ""
+    permissions: tuple[str, ...] = ()
+    inherits: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+
+
+class UserSetting(Section):
+    description: str = ""
+    permissions: tuple[str, ...]
+    # Users for whom the toggle is on from config (the admin API can switch it on for others).
+    users: tuple[str, ...] = ()
+
+
+def _parse_until(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value if value is None or value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if isinstance(value, date):
+        # A date means "through the end of that day" (UTC).
+        return datetime.combine(value, time.max, tzinfo=timezone.utc)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an ISO date or date-time") from None
+        if len(value) == 10:
+            return datetime.combine(parsed.date(), time.max, tzinfo=timezone.utc)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    raise ValueError("until must be a date (2027-01-31) or date-time")
+
+
+class Binding(Section):
+    """Subject (group, user or day pass) -> role, optionally at a scope, optionally until a time.
+
+    With ``permission`` + ``object`` instead of ``role`` it is an object grant ("if added to a task").
+    """
+
+    group: str | None = None
+    user: str | None = None
+    daypass: str | None = None
+    role: str | None = None
+    permission: str | None = None
+    object: str | None = None
+    scope: str | None = None
+    until: datetime | None = None
+
+    @field_validator("until", mode="before")
+    @classmethod
+    def _until(cls, value: Any) -> datetime | None:
+        return _parse_until(value)
+
+    @field_validator("scope", "object")
+    @classmethod
+    def _scope(cls, value: str | None) -> str | None:
+        if value is not None and not SCOPE.match(value):
+            raise ValueError(f"{value!r} must look like type:id, e.g. building:a")
+        return value
+
+    @model_validator(mode="after")
+    def _shape(self) -> "Binding":
+        subjects = [s for s in (self.group, self.user, self.daypass) if s is not None]
+        if len(subjects) != 1:
+            raise ValueError("a binding names exactly one subject: group, user or daypass")
+        if self.role is None and self.permission is None:
+            raise ValueError("a binding needs a role (or a permission with an object, for an object grant)")
+        if self.role is not None and self.permission is not None:
+            raise ValueError("a binding has either a role or a permission, not both")
+        if self.permission is not None and self.object is None:
+            raise ValueError("an object grant (permission) needs an object, e.g. object: task:42")
+        if self.object is not None and self.role is not None:
+            raise ValueError("object goes with permission (an object grant), not with role")
+        return self
+
+    @property
+    def subject(self) -> tuple[str, str]:
+        if self.group is not None:
+            return ("group", self.group)
+        if self.user is not None:
+            return ("user", self.user)
+        return ("daypass", self.daypass or "")

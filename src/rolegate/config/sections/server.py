@@ -1,0 +1,80 @@
+"""``server``: listeners, public URL, workers, limits."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from datetime import timedelta
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
+
+from rolegate.config.types import Duration, Listen, Section, Size
+
+
+class ServerConfig(Section):
+    listen: Listen
+    public_url: str
+    internal_listen: Listen | None = None
+    workers: int | Literal["auto"] = 1
+    # Hosts a post-login redirect may go to, besides public_url's own host.
+    allowed_hosts: tuple[str, ...] = ()
+    # Proxies whose X-Forwarded-For we extend rather than replace (CIDRs).
+    trusted_proxies: tuple[str, ...] = ()
+    max_body: Size = 1024**3 * 10
+    max_header_size: Size = 16 * 1024
+    drain_timeout: Duration = timedelta(seconds=10)
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("public_url must be an absolute http(s) URL, e.g. https://safety.example.com")
+        if parts.query or parts.fragment:
+            raise ValueError("public_url must not carry a query or fragment")
+        return value.rstrip("/")
+
+    @field_validator("workers")
+    @classmethod
+    def _workers(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= 256:
+            raise ValueError("workers must be 'auto' or a number from 1 to 256")
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not an IP address or CIDR network") from None
+        return value
+
+    @property
+    def worker_count(self) -> int:
+        return (os.cpu_count() or 1) if self.workers == "auto" else int(self.workers)
+
+    @property
+    def public_host(self) -> str:
+        return urlsplit(self.public_url).netloc
+
+    @property
+    def public_scheme(self) -> str:
+        return urlsplit(self.public_url).scheme
+
+    @property
+    def secure_cookies(self) -> bool:
+        """Secure cookies unless the public URL is plain http on a loopback address."""
+        parts = urlsplit(self.public_url)
+        if parts.scheme == "https":
+            return True
+        host = parts.hostname or ""
+        if host == "localhost":
+            return False
+        try:
+            return not ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return True

@@ -1,0 +1,229 @@
+"""The embedded Store: SQLite in WAL mode, driven from one dedicated thread."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from rolegate.store.base import Record, Store, StoreUnavailable, VersionConflict
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS kv (
+    namespace TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    expires_at REAL,
+    PRIMARY KEY (namespace, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS kv_expiry ON kv (expires_at) WHERE expires_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    kind TEXT NOT NULL,
+    body TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_ts ON audit (ts);
+"""
+
+
+def sqlite_path(url: str) -> Path:
+    """sqlite:///relative/path or sqlite:////absolute/path -> Path."""
+    if not url.startswith("sqlite:///"):
+        raise ValueError("expected sqlite:///path")
+    return Path(url[len("sqlite:///"):])
+
+
+class SQLiteStore(Store):
+    def __init__(self, url: str, *, base_dir: Path | None = None) -> None:
+        self.url = url
+        path = sqlite_path(url)
+        self.path = path if path.is_absolute() or base_dir is None else base_dir / path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rolegate-sqlite")
+        self._db: sqlite3.Connection | None = None
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._db is None:
+            raise StoreUnavailable("the store is not open")
+        db = self._db
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, fn, db)
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+        def connect() -> sqlite3.Connection:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA busy_timeout=30000")
+            db.executescript(_SCHEMA)
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            return db
+
+        loop = asyncio.get_running_loop()
+        self._db = await loop.run_in_executor(self._executor, connect)
+
+    async def close(self) -> None:
+        if self._db is not None:
+            db, self._db = self._db, None
+            await asyncio.get_running_loop().run_in_executor(self._executor, db.close)
+        self._executor.shutdown(wait=False)
+
+    async def get(self, namespace: str, key: str) -> Record | None:
+        now = time.time()
+
+        def q(db: sqlite3.Connection) -> Record | None:
+            row = db.execute("SELECT value, version, expires_at FROM kv WHERE namespace=? AND key=?",
+                             (namespace, key)).fetchone()
+            if row is None or (row[2] is not None and row[2] <= now):
+                return None
+            return Record(key, json.loads(row[0]), row[1], row[2])
+
+        return await self._run(q)
+
+    async def put(self, namespace: str, key: str, value: Any, *, expected_version: int | None = None,
+                  expires_at: float | None = None) -> int:
+        text = json.dumps(value, separators=(",", ":"), sort_keys=True)
+        now = time.time()
+
+        def q(db: sqlite3.Connection) -> int:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute("SELECT version, expires_at FROM kv WHERE namespace=? AND key=?",
+                                 (namespace, key)).fetchone()
+                live = row is not None and (row[1] is None or row[1] > now)
+                current = row[0] if live else None
+                if expected_version is not None:
+                    if expected_version == 0 and live:
+                        raise VersionConflict(namespace, key, 0, current)
+                    if expected_version > 0 and current != expected_version:
+                        raise VersionConflict(namespace, key, expected_version, current)
+                version = (row[0] + 1) if row is not None else 1
+                db.execute("INSERT OR REPLACE INTO kv VALUES (?,?,?,?,?)",
+                           (namespace, key, text, version, expires_at))
+                db.execute("COMMIT")
+                return version
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+        return await self._run(q)
+
+    async def delete(self, namespace: str, key: str, *, expected_version: int | None = None) -> bool:
+        def q(db: sqlite3.Connection) -> bool:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute("SELECT version FROM kv WHERE namespace=? AND key=?", (namespace, key)).fetchone()
+                if expected_version is not None and (row is None or row[0] != expected_version):
+                    raise VersionConflict(namespace, key, expected_version, row[0] if row else None)
+                cur = db.execute("DELETE FROM kv WHERE namespace=? AND key=?", (namespace, key))
+                db.execute("COMMIT")
+                return cur.rowcount > 0
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+        return await self._run(q)
+
+    async def list(self, namespace: str, prefix: str = "") -> list[Record]:
+        now = time.time()
+        upper = prefix + "\U0010ffff"
+
+        def q(db: sqlite3.Connection) -> list[Record]:
+            rows = db.execute(
+                "SELECT key, value, version, expires_at FROM kv WHERE namespace=? AND key>=? AND key<? "
+                "AND (expires_at IS NULL OR expires_at>?) ORDER BY key", (namespace, prefix, upper, now)).fetchall()
+            return [Record(k, json.loads(v), ver, exp) for k, v, ver, exp in rows]
+
+        return await self._run(q)
+
+    async def incr(self, name: str) -> int:
+        def q(db: sqlite3.Connection) -> int:
+            row = db.execute("INSERT INTO counters VALUES (?, 1) ON CONFLICT(name) DO UPDATE SET value=value+1 "
+                             "RETURNING value", (name,)).fetchone()
+            return int(row[0])
+
+        return await self._run(q)
+
+    async def counter(self, name: str) -> int:
+        def q(db: sqlite3.Connection) -> int:
+            row = db.execute("SELECT value FROM counters WHERE name=?", (name,)).fetchone()
+            return int(row[0]) if row else 0
+
+        return await self._run(q)
+
+    async def counters(self, names: list[str]) -> dict[str, int]:
+        """Several counters in one round trip (workers poll these)."""
+        def q(db: sqlite3.Connection) -> dict[str, int]:
+            marks = ",".join("?" * len(names))
+            found = dict(db.execute(f"SELECT name, value FROM counters WHERE name IN ({marks})", names).fetchall())
+            return {n: int(found.get(n, 0)) for n in names}
+
+        return await self._run(q)
+
+    async def purge_expired(self, now: float | None = None) -> int:
+        cutoff = time.time() if now is None else now
+        return await self._run(lambda db: db.execute(
+            "DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at<=?", (cutoff,)).rowcount)
+
+    async def append_audit_rows(self, rows: list[dict[str, Any]]) -> None:
+        def q(db: sqlite3.Connection) -> None:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany("INSERT INTO audit (seq, ts, kind, body, prev_hash, hash) VALUES "
+                               "(:seq, :ts, :kind, :body, :prev_hash, :hash)", rows)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+        await self._run(q)
+
+    async def audit_tail(self) -> dict[str, Any] | None:
+        def q(db: sqlite3.Connection) -> dict[str, Any] | None:
+            row = db.execute("SELECT seq, ts, kind, body, prev_hash, hash FROM audit ORDER BY seq DESC LIMIT 1"
+                             ).fetchone()
+            return _audit_row(row) if row else None
+
+        return await self._run(q)
+
+    async def audit_rows(self, *, after_seq: int = 0, limit: int = 1000, kind: str | None = None,
+                         since: float | None = None, until: float | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT seq, ts, kind, body, prev_hash, hash FROM audit WHERE seq>?"
+        args: list[Any] = [after_seq]
+        if kind is not None:
+            sql += " AND kind=?"
+            args.append(kind)
+        if since is not None:
+            sql += " AND ts>=?"
+            args.append(since)
+        if until is not None:
+            sql += " AND ts<?"
+            args.append(until)
+        sql += " ORDER BY seq LIMIT ?"
+        args.append(limit)
+        return await self._run(lambda db: [_audit_row(r) for r in db.execute(sql, args).fetchall()])
+
+    async def audit_delete_before(self, seq: int) -> int:
+        return await self._run(lambda db: db.execute("DELETE FROM audit WHERE seq<?", (seq,)).rowcount)
+
+
+def _audit_row(row: tuple[Any, ...]) -> dict[str, Any]:
+    seq, ts, kind, body, prev_hash, hash_ = row
+    return {"seq": seq, "ts": ts, "kind": kind, "body": body, "prev_hash": prev_hash, "hash": hash_}
