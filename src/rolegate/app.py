@@ -1,0 +1,50 @@
+"""Wire the stages into one aiohttp application: rolegate's own paths, then the pipeline."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from rolegate.errors import AmbiguousPath, HeadersTooLarge
+from rolegate.proxy.paths import normalize_path
+from rolegate.server.pipeline import Pipeline, check_header_size
+from rolegate.server.responses import error_response
+from rolegate.server.runtime import RuntimeHolder
+
+RESERVED_PREFIX = "/.rolegate/"
+HOLDER_KEY = web.AppKey("rolegate.holder", RuntimeHolder)
+# aiohttp's own parser limit; rolegate's configurable limit (answered with 431) sits below it.
+PARSER_MAX_FIELD = 64 * 1024
+
+
+@web.middleware
+async def reserved_paths_guard(request: web.Request, handler):
+    """rolegate's own endpoints see only canonical paths, like the pipeline does."""
+    try:
+        path = normalize_path(request.raw_path.partition("?")[0])
+    except AmbiguousPath as exc:
+        return error_response(request, exc)
+    if not path.startswith(RESERVED_PREFIX):
+        return error_response(request, AmbiguousPath(f"reserved path reached through {request.raw_path!r}"))
+    try:
+        check_header_size(request, request.app[HOLDER_KEY].runtime.config.server.max_header_size)
+    except HeadersTooLarge as exc:
+        return error_response(request, exc)
+    return await handler(request)
+
+
+def build_reserved_app(holder: RuntimeHolder) -> web.Application:
+    """``/.rolegate/*``: sign-in, tokens, forward-auth, day passes, admin. Stages add their routes."""
+    reserved = web.Application(middlewares=[reserved_paths_guard])
+    reserved[HOLDER_KEY] = holder
+    return reserved
+
+
+def build_app(holder: RuntimeHolder) -> web.Application:
+    app = web.Application(
+        handler_args={"max_field_size": PARSER_MAX_FIELD, "max_line_size": 16 * 1024},
+        client_max_size=1024 * 1024,
+    )
+    app[HOLDER_KEY] = holder
+    app.add_subapp(RESERVED_PREFIX.rstrip("/"), build_reserved_app(holder))
+    app.router.add_route("*", "/{tail:.*}", Pipeline(holder))
+    return app

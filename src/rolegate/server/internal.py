@@ -1,0 +1,38 @@
+"""The internal listener: /healthz (alive), /readyz (able to serve), /metrics (Prometheus)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import multiprocess
+
+
+def build_internal_app(readiness: Callable[[], dict[str, Any]]) -> web.Application:
+    """``readiness()`` returns {"ready": bool, "checks": {...}}; it must be cheap."""
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(request: web.Request) -> web.Response:
+        state = readiness()
+        return web.Response(status=200 if state.get("ready") else 503, text=json.dumps(state),
+                            content_type="application/json")
+
+    async def metrics(request: web.Request) -> web.Response:
+        registry = CollectorRegistry()
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            multiprocess.MultiProcessCollector(registry)
+        else:  # pragma: no cover - single process embedding
+            from prometheus_client import REGISTRY as registry  # noqa: N811
+        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app

@@ -1,0 +1,225 @@
+"""The master process of ``rolegate serve``: spawns workers, reloads, drains, serves the internal listener.
+
+Workers are separate processes (spawned, so no event-loop state is inherited), each with its own
+socket on the same port via SO_REUSEPORT, so the kernel spreads connections across them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import tempfile
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+from aiohttp import web
+
+from rolegate.config import Config, load_config
+from rolegate.errors import ConfigError
+from rolegate.server.runtime import Runtime
+
+log = logging.getLogger("rolegate.serve")
+
+_RESPAWN_BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0)
+
+
+def reserve_port(host: str, port: int) -> tuple[socket.socket, int]:
+    """Bind (without listening) so that port 0 becomes a concrete port all workers share."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock, sock.getsockname()[1]
+
+
+class Master:
+    def __init__(self, config_path: str, config: Config, log_level: str = "INFO") -> None:
+        self.config_path = config_path
+        self.config = config
+        self.log_level = log_level
+        self.ctx = multiprocessing.get_context("spawn")
+        self.workers: dict[int, multiprocessing.process.BaseProcess] = {}
+        self.restarts: dict[int, int] = {}
+        self.stopping = False
+        self.port = 0
+        self.internal_port: int | None = None
+        self.config_mtime = self._mtime()
+        self.started = time.time()
+        self.last_reload_error: str | None = None
+
+    def _mtime(self) -> float:
+        try:
+            return os.stat(self.config_path).st_mtime
+        except OSError:
+            return 0.0
+
+    # -- workers --------------------------------------------------------------
+
+    def spawn(self, index: int, host: str) -> tuple[multiprocessing.process.BaseProcess, Connection]:
+        from rolegate.server.worker import worker_main
+
+        parent, child = self.ctx.Pipe(duplex=False)
+        proc = self.ctx.Process(target=worker_main, name=f"rolegate-worker-{index}",
+                                args=(self.config_path, host, self.port, index, child, self.log_level),
+                                daemon=False)
+        proc.start()
+        child.close()
+        self.workers[index] = proc
+        return proc, parent
+
+    async def wait_ready(self, conn: Connection, proc: multiprocessing.process.BaseProcess, timeout: float) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            if conn.poll():
+                try:
+                    conn.recv()
+                    return True
+                except EOFError:
+                    return False
+            if not proc.is_alive():
+                return False
+            await asyncio.sleep(0.02)
+        return False
+
+    def readiness(self) -> dict[str, Any]:
+        alive = sum(1 for p in self.workers.values() if p.is_alive())
+        expected = self.config.server.worker_count
+        checks: dict[str, Any] = {"workers": {"alive": alive, "expected": expected}}
+        if self.last_reload_error:
+            checks["config"] = {"state": "degraded", "last_reload_error": self.last_reload_error}
+        ready = alive == expected and not self.stopping
+        return {"ready": ready, "status": "ok" if ready else "unavailable", "checks": checks}
+
+    async def supervise(self, host: str) -> None:
+        """Respawn workers that die, with backoff, until stopping."""
+        while not self.stopping:
+            await asyncio.sleep(0.2)
+            for index, proc in list(self.workers.items()):
+                if proc.is_alive() or self.stopping:
+                    continue
+                self._mark_dead(proc)
+                count = self.restarts.get(index, 0)
+                delay = _RESPAWN_BACKOFF[min(count, len(_RESPAWN_BACKOFF) - 1)]
+                log.error("worker %d (pid %s) exited with %s; restarting in %.1fs", index, proc.pid,
+                          proc.exitcode, delay)
+                self.restarts[index] = count + 1
+                await asyncio.sleep(delay)
+                if not self.stopping:
+                    self.spawn(index, host)
+
+    def _mark_dead(self, proc: multiprocessing.process.BaseProcess) -> None:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR") and proc.pid:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(proc.pid)
+
+    # -- reload ---------------------------------------------------------------
+
+    def reload(self, reason: str) -> bool:
+        """Validate the file; only a valid config is handed to the workers."""
+        try:
+            config = load_config(self.config_path)
+            Runtime.build(config)  # routes and upstreams must compile too
+        except ConfigError as exc:
+            self.last_reload_error = "; ".join(exc.problems)
+            log.error("config reload (%s) rejected, keeping the running config:\n  %s", reason,
+                      "\n  ".join(exc.problems))
+            return False
+        if config.server.listen != self.config.server.listen or config.server.workers != self.config.server.workers:
+            log.warning("server.listen and server.workers take effect only after a restart")
+        self.config = config
+        self.last_reload_error = None
+        for proc in self.workers.values():
+            if proc.is_alive() and proc.pid:
+                os.kill(proc.pid, signal.SIGHUP)
+        log.info("config reloaded (%s)", reason)
+        return True
+
+    async def watch_file(self) -> None:
+        while not self.stopping:
+            await asyncio.sleep(1.0)
+            mtime = self._mtime()
+            if mtime and mtime != self.config_mtime:
+                self.config_mtime = mtime
+                self.reload("file changed")
+
+    # -- lifecycle ------------------------------------------------------------
+
+    async def run(self) -> int:
+        host, port = self.config.server.listen
+        reservation, self.port = reserve_port(host, port)
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self.reload("SIGHUP"))
+
+        internal_runner = None
+        if self.config.server.internal_listen is not None:
+            from rolegate.server.internal import build_internal_app
+
+            internal_runner = web.AppRunner(build_internal_app(self.readiness), access_log=None)
+            await internal_runner.setup()
+            ihost, iport = self.config.server.internal_listen
+            isite = web.TCPSite(internal_runner, ihost, iport)
+            await isite.start()
+            self.internal_port = internal_runner.addresses[0][1]
+
+        count = self.config.server.worker_count
+        pending = [self.spawn(i, host) for i in range(count)]
+        ok = all(await asyncio.gather(*(self.wait_ready(conn, proc, 60) for proc, conn in pending)))
+        reservation.close()
+        if not ok:
+            log.error("a worker failed to start; see the log above")
+            await self.shutdown(internal_runner)
+            return 1
+        shown = f"[{host}]" if ":" in host else host
+        print(f"rolegate: serving http://{shown}:{self.port} with {count} worker(s)"
+              + (f"; internal listener on port {self.internal_port}" if self.internal_port else ""), flush=True)
+        tasks = [asyncio.ensure_future(self.supervise(host)), asyncio.ensure_future(self.watch_file())]
+        await stop.wait()
+        log.info("draining workers")
+        self.stopping = True
+        for task in tasks:
+            task.cancel()
+        await self.shutdown(internal_runner)
+        return 0
+
+    async def shutdown(self, internal_runner: web.AppRunner | None) -> None:
+        self.stopping = True
+        for proc in self.workers.values():
+            if proc.is_alive() and proc.pid:
+                os.kill(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.config.server.drain_timeout.total_seconds() + 5
+        for proc in self.workers.values():
+            while proc.is_alive() and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            if proc.is_alive():
+                log.warning("worker pid %s did not drain in time; killing it", proc.pid)
+                proc.kill()
+            self._mark_dead(proc)
+        if internal_runner is not None:
+            await internal_runner.cleanup()
+
+
+def serve(config_path: str, log_level: str = "INFO") -> int:
+    """Run the master until SIGTERM/SIGINT. Returns the process exit code."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="rolegate-metrics-")
+    config = load_config(config_path)
+    Runtime.build(config)
+    master = Master(config_path, config, log_level)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover
+        pass
+    return asyncio.run(master.run())

@@ -1,0 +1,21 @@
+"""Prometheus metrics. With several worker processes, prometheus-client's multiprocess mode
+aggregates them on the internal listener (PROMETHEUS_MULTIPROC_DIR is set by the master)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+REQUESTS = Counter("rolegate_requests_total", "Requests answered by the proxy listener", ["outcome"])
+DECISIONS = Counter("rolegate_decisions_total", "Authorization decisions", ["decision", "mode"])
+UPSTREAM_ERRORS = Counter("rolegate_upstream_errors_total", "Upstream failures", ["upstream", "kind"])
+CONFIG_RELOADS = Counter("rolegate_config_reloads_total", "Config reload attempts", ["result"])
+DIRECTORY_SYNC = Counter("rolegate_directory_syncs_total", "Directory syncs", ["kind", "result"])
+DIRECTORY_USERS = Gauge("rolegate_directory_users", "Users in the applied directory snapshot",
+                        multiprocess_mode="max")
+DIRECTORY_PENDING_DELETIONS = Gauge("rolegate_directory_refused_deletions",
+                                    "Users a refused sync would have removed", multiprocess_mode="max")
+PERMISSION_VERSION = Gauge("rolegate_permission_version", "Permission state version in use",
+                           multiprocess_mode="max")
+AUDIT_QUEUE = Gauge("rolegate_audit_queue_depth", "Audit events waiting to be written", multiprocess_mode="sum")
+DECISION_SECONDS = Histogram("rolegate_decision_seconds", "Time to authenticate and authorize",
+                             buckets=(1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1))
