@@ -1,0 +1,206 @@
+"""Which headers cross the proxy, in each direction.
+
+Request side: everything a client could use to impersonate rolegate
+(``X-Rolegate-*`` in any case, any number of times) and every hop-by-hop
+header (RFC 9110 §7.6.1, including the ones named by ``Connection``) is
+dropped; framing (``Content-Length`` / ``Transfer-Encoding``), ``Host`` and
+``X-Forwarded-*`` are always written by rolegate itself, never copied, so no
+client header — not even ``Connection: X-Rolegate-User`` — can remove or
+forge what rolegate adds.
+
+Response side: hop-by-hop headers of the upstream are dropped; framing is
+left to aiohttp's writer.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+
+from multidict import CIMultiDict
+
+from rolegate.errors import BadRequest
+
+__all__ = [
+    "HOP_BY_HOP",
+    "RESERVED_PREFIX",
+    "connection_tokens",
+    "upstream_request_head",
+    "downstream_response_headers",
+    "websocket_request_headers",
+    "check_path_qs",
+]
+
+RESERVED_PREFIX = b"x-rolegate-"
+
+# RFC 9110 §7.6.1 plus the legacy ones proxies have always removed.
+HOP_BY_HOP: frozenset[bytes] = frozenset({
+    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
+    b"transfer-encoding", b"upgrade",
+})
+
+# Request headers rolegate never copies because it writes its own value
+# (framing, Host, forwarding chain) or because they are answered here
+# (Expect: aiohttp already sent 100 Continue to the client).
+_REQUEST_REWRITTEN: frozenset[bytes] = HOP_BY_HOP | frozenset({
+    b"content-length", b"host", b"expect",
+    b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host",
+})
+
+# Handshake headers aiohttp's ws_connect generates itself.
+_WS_HANDSHAKE: frozenset[bytes] = frozenset({
+    b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-extensions",
+    b"sec-websocket-protocol", b"sec-websocket-accept",
+})
+
+_RESPONSE_DROPPED: frozenset[str] = frozenset(
+    n.decode() for n in HOP_BY_HOP
+) | {"content-length"}
+
+# Origin-form path plus query, already normalized: visible ASCII only, so no
+# space, CR, LF or NUL can ever split the request line we write.
+_PATH_QS = re.compile(rb"/[\x21-\x7e]*").fullmatch
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
+
+
+def check_path_qs(path_qs: str) -> bytes:
+    """Encode the upstream request target, refusing anything that could break framing."""
+    try:
+        raw = path_qs.encode("ascii")
+    except UnicodeEncodeError:
+        raise BadRequest(f"non-ASCII request target {path_qs!r}") from None
+    if _PATH_QS(raw) is None:
+        raise BadRequest(f"request target not in origin form: {path_qs!r}")
+    return raw
+
+
+def connection_tokens(values: Iterable[bytes]) -> set[bytes]:
+    """Lower-cased header names listed in ``Connection`` header values."""
+    names: set[bytes] = set()
+    for value in values:
+        for token in value.split(b","):
+            token = token.strip().lower()
+            if token:
+                names.add(token)
+    return names
+
+
+def _drop_request_header(name: bytes, named_by_connection: set[bytes]) -> bool:
+    return (
+        name in _REQUEST_REWRITTEN
+        or name.startswith(RESERVED_PREFIX)
+        or name.startswith(b"proxy-")
+        or name in named_by_connection
+    )
+
+
+def _encode_set_headers(set_headers: Mapping[str, str]) -> list[bytes]:
+    out = []
+    for name, value in set_headers.items():
+        bname = name.encode("ascii")
+        bvalue = value.encode("latin-1")
+        if _TOKEN(bname) is None or b"\r" in bvalue or b"\n" in bvalue or b"\0" in bvalue:
+            # Our own headers: a bad one is a programming error, never sent.
+            raise ValueError(f"refusing to send invalid header {name!r}")
+        out.append(bname + b": " + bvalue + b"\r\n")
+    return out
+
+
+def upstream_request_head(
+    method: str,
+    target: bytes,
+    raw_headers: Iterable[tuple[bytes, bytes]],
+    *,
+    host: bytes,
+    client_addr: str,
+    forwarded_proto: str,
+    forwarded_host: str,
+    set_headers: Mapping[str, str],
+    framing: bytes,
+    connection: bytes = b"keep-alive",
+) -> bytes:
+    """The complete HTTP/1.1 request head to send upstream.
+
+    ``framing`` is ``b"content-length: N\\r\\n"``, ``b"transfer-encoding: chunked\\r\\n"``
+    or ``b""``: decided by the forwarder from what it will actually send.
+    """
+    raw = raw_headers if isinstance(raw_headers, tuple) else tuple(raw_headers)
+    named: set[bytes] = set()
+    xff_prior: list[bytes] = []
+    for name, value in raw:
+        lname = name.lower()
+        if lname == b"connection":
+            named |= connection_tokens((value,))
+        elif lname == b"x-forwarded-for":
+            xff_prior.append(value.strip())
+    parts = [method.encode("ascii"), b" ", target, b" HTTP/1.1\r\nhost: ", host, b"\r\n"]
+    for name, value in raw:
+        lname = name.lower()
+        if _drop_request_header(lname, named):
+            continue
+        parts.append(name)
+        parts.append(b": ")
+        parts.append(value)
+        parts.append(b"\r\n")
+    xff = b", ".join([v for v in xff_prior if v] + [client_addr.encode("latin-1")])
+    parts.append(b"x-forwarded-for: " + xff + b"\r\n")
+    parts.append(b"x-forwarded-proto: " + forwarded_proto.encode("latin-1") + b"\r\n")
+    if forwarded_host:
+        parts.append(b"x-forwarded-host: " + forwarded_host.encode("latin-1") + b"\r\n")
+    parts.extend(_encode_set_headers(set_headers))
+    parts.append(framing)
+    parts.append(b"connection: " + connection + b"\r\n\r\n")
+    return b"".join(parts)
+
+
+def websocket_request_headers(
+    raw_headers: Iterable[tuple[bytes, bytes]],
+    *,
+    client_addr: str,
+    forwarded_proto: str,
+    forwarded_host: str,
+    set_headers: Mapping[str, str],
+) -> CIMultiDict[str]:
+    """Headers for the upstream WebSocket handshake (aiohttp adds the handshake itself)."""
+    raw = tuple(raw_headers)
+    named: set[bytes] = set()
+    xff_prior: list[str] = []
+    for name, value in raw:
+        lname = name.lower()
+        if lname == b"connection":
+            named |= connection_tokens((value,))
+        elif lname == b"x-forwarded-for":
+            xff_prior.append(value.strip().decode("latin-1"))
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in raw:
+        lname = name.lower()
+        if lname in _WS_HANDSHAKE or _drop_request_header(lname, named):
+            continue
+        out.add(name.decode("latin-1"), value.decode("latin-1"))
+    out["X-Forwarded-For"] = ", ".join([v for v in xff_prior if v] + [client_addr])
+    out["X-Forwarded-Proto"] = forwarded_proto
+    if forwarded_host:
+        out["X-Forwarded-Host"] = forwarded_host
+    _encode_set_headers(set_headers)  # same validation as the HTTP path
+    for name, value in set_headers.items():
+        out[name] = value
+    return out
+
+
+def downstream_response_headers(headers: Mapping[str, str], *, keep_length: bool) -> CIMultiDict[str]:
+    """Upstream response headers minus hop-by-hop ones, for the client response."""
+    named: set[str] = set()
+    for value in headers.getall("Connection", ()) if hasattr(headers, "getall") else ():
+        for token in value.split(","):
+            token = token.strip().lower()
+            if token:
+                named.add(token)
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        lname = name.lower()
+        if lname in _RESPONSE_DROPPED or lname.startswith("proxy-") or lname in named:
+            if keep_length and lname == "content-length" and lname not in named:
+                out.add(name, value)
+            continue
+        out.add(name, value)
+    return out
