@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
+
+ChainFn = Callable[[str, int, float, str, str], str]
+# prev_hash of the very first event.
+GENESIS = "0" * 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,14 +81,19 @@ class Store(abc.ABC):
     async def purge_expired(self, now: float | None = None) -> int:
         """Delete expired documents; return how many."""
 
-    # The audit log: an append-only sequence; its hashing lives in rolegate.audit.
+    # The audit log: an append-only hash chain. The store extends it inside one transaction so that
+    # concurrent writers (workers, instances) can never fork the chain; the hash function is the
+    # audit package's, passed in, so the store knows nothing of the event format.
     @abc.abstractmethod
-    async def append_audit_rows(self, rows: list[dict[str, Any]]) -> None:
-        """Append rows (seq, ts, kind, body, prev_hash, hash) durably, in one transaction."""
+    async def append_audit(self, entries: list[tuple[float, str, str]], chain: ChainFn) -> list[int]:
+        """Append (ts, kind, body) entries durably in one transaction; return their seq numbers.
+
+        For each entry: seq = tail seq + 1, hash = chain(prev_hash, seq, ts, kind, body).
+        """
 
     @abc.abstractmethod
     async def audit_tail(self) -> dict[str, Any] | None:
-        """The last audit row, or None."""
+        """The last audit row (seq, ts, kind, body, prev_hash, hash), or None."""
 
     @abc.abstractmethod
     async def audit_rows(self, *, after_seq: int = 0, limit: int = 1000, kind: str | None = None,

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from rolegate.store.base import Record, Store, StoreUnavailable, VersionConflict
+from rolegate.store.base import GENESIS, ChainFn, Record, Store, StoreUnavailable, VersionConflict
 
 T = TypeVar("T")
 
@@ -182,18 +182,27 @@ class SQLiteStore(Store):
         return await self._run(lambda db: db.execute(
             "DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at<=?", (cutoff,)).rowcount)
 
-    async def append_audit_rows(self, rows: list[dict[str, Any]]) -> None:
-        def q(db: sqlite3.Connection) -> None:
+    async def append_audit(self, entries: list[tuple[float, str, str]], chain: ChainFn) -> list[int]:
+        def q(db: sqlite3.Connection) -> list[int]:
             db.execute("BEGIN IMMEDIATE")
             try:
-                db.executemany("INSERT INTO audit (seq, ts, kind, body, prev_hash, hash) VALUES "
-                               "(:seq, :ts, :kind, :body, :prev_hash, :hash)", rows)
+                tail = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+                seq, prev = (tail[0], tail[1]) if tail else (0, GENESIS)
+                rows, seqs = [], []
+                for ts, kind, body in entries:
+                    seq += 1
+                    digest = chain(prev, seq, ts, kind, body)
+                    rows.append((seq, ts, kind, body, prev, digest))
+                    seqs.append(seq)
+                    prev = digest
+                db.executemany("INSERT INTO audit (seq, ts, kind, body, prev_hash, hash) VALUES (?,?,?,?,?,?)", rows)
                 db.execute("COMMIT")
+                return seqs
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
 
-        await self._run(q)
+        return await self._run(q)
 
     async def audit_tail(self) -> dict[str, Any] | None:
         def q(db: sqlite3.Connection) -> dict[str, Any] | None:
