@@ -1,0 +1,314 @@
+#!/usr/bin/env python3
+"""One-command data-path benchmark: upstream, nginx, naive aiohttp proxy, rolegate.
+
+    .venv/bin/python bench/run.py [--duration 5] [--reps 3] [--connections 32]
+                                  [--only NAME,...] [--workers2]
+
+Every row proxies to the SAME upstream (nginx answering a 200-byte JSON from
+memory, far faster than any proxy here). Servers run under ``taskset -c 1``,
+wrk under ``taskset -c 0``; each row is warmed up, then measured REPS times and
+the median (by req/s) is reported. Results: a table on stdout and
+``bench/results/latest.json``.
+
+Targets are data (see ``TARGETS``): a name, how to build its command line
+(given a private temp dir, its port and the upstream URL), and how many worker
+processes it runs. A ``rolegate serve -c <generated config>`` row is one more
+entry once ``serve`` takes a bench config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+PYTHON = sys.executable
+PAYLOAD = json.dumps({
+    "id": 4711, "building": "a", "status": "open", "title": "Replace filter in AHU-3",
+    "assignee": "technician-17", "due": "2024-06-30", "tags": ["hvac", "maintenance"],
+    "notes": "x" * 40,
+}, separators=(",", ":"))
+PATH = "/api/bench.json"
+SERVER_CPUS = "1"
+WRK_CPUS = "0"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- target definitions ------------------------------------------------------------
+
+_NGINX_COMMON = """
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {tmp}/client_body;
+  proxy_temp_path {tmp}/proxy;
+  fastcgi_temp_path {tmp}/fastcgi;
+  uwsgi_temp_path {tmp}/uwsgi;
+  scgi_temp_path {tmp}/scgi;
+  keepalive_requests 1000000;
+  keepalive_timeout 75s;
+  {body}
+}}
+"""
+
+
+def _nginx(tmp: Path, body: str) -> list[str]:
+    conf = tmp / "nginx.conf"
+    conf.write_text(_NGINX_COMMON.format(tmp=tmp, body=body))
+    return ["nginx", "-e", str(tmp / "error.log"), "-p", str(tmp), "-c", str(conf), "-g", "daemon off;"]
+
+
+def upstream_cmd(tmp: Path, port: int, upstream: str) -> list[str]:
+    body = f"""server {{
+    listen 127.0.0.1:{port};
+    location / {{ default_type application/json; return 200 '{PAYLOAD}'; }}
+  }}"""
+    return _nginx(tmp, body)
+
+
+def nginx_proxy_cmd(tmp: Path, port: int, upstream: str) -> list[str]:
+    host = upstream.removeprefix("http://")
+    body = f"""upstream app {{ server {host}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}"""
+    return _nginx(tmp, body)
+
+
+def naive_cmd(workers: int) -> Callable[[Path, int, str], list[str]]:
+    def cmd(tmp: Path, port: int, upstream: str) -> list[str]:
+        return [PYTHON, str(BENCH / "naive_proxy.py"), str(port), upstream, "--workers", str(workers)]
+    return cmd
+
+
+def rolegate_harness_cmd(workers: int) -> Callable[[Path, int, str], list[str]]:
+    def cmd(tmp: Path, port: int, upstream: str) -> list[str]:
+        return [PYTHON, str(BENCH / "rolegate_harness.py"), str(port), upstream, "--workers", str(workers)]
+    return cmd
+
+
+# Later: a row that runs the real server on a generated config, e.g.
+#
+#   def rolegate_serve_cmd(tmp, port, upstream):
+#       cfg = tmp / "rolegate.yaml"
+#       cfg.write_text(f"server: {{listen: 127.0.0.1:{port}, workers: 1}}\n"
+#                      f"upstreams: {{app: {{url: {upstream}}}}}\n"
+#                      f"routes: [{{path: /**, mode: public, upstream: app}}]\n")
+#       return [str(ROOT / ".venv/bin/rolegate"), "serve", "-c", str(cfg)]
+#
+#   Target("rolegate serve", rolegate_serve_cmd)
+
+
+@dataclass
+class Target:
+    name: str
+    command: Callable[[Path, int, str], list[str]]
+    workers: int = 1
+    cpus: str = SERVER_CPUS
+    is_upstream: bool = False
+    note: str = ""
+    port: int = field(default_factory=free_port)
+
+
+def default_targets(workers2: bool) -> list[Target]:
+    targets = [
+        Target("upstream (nginx return)", upstream_cmd, is_upstream=True),
+        Target("nginx proxy_pass", nginx_proxy_cmd),
+        Target("naive aiohttp proxy", naive_cmd(1)),
+        Target("rolegate (harness)", rolegate_harness_cmd(1)),
+    ]
+    if workers2:
+        # Only 2 cores: a second worker has to share a core with wrk, so this
+        # row shows scaling headroom, not a clean per-core figure.
+        note = "2 workers on cpus 0,1 (shares a core with wrk)"
+        targets += [
+            Target("naive aiohttp proxy x2", naive_cmd(2), workers=2, cpus="0,1", note=note),
+            Target("rolegate (harness) x2", rolegate_harness_cmd(2), workers=2, cpus="0,1", note=note),
+        ]
+    return targets
+
+
+# -- running -------------------------------------------------------------------------
+
+class Running:
+    def __init__(self, target: Target, upstream: str) -> None:
+        self.target = target
+        self.tmp = Path(tempfile.mkdtemp(prefix="rolegate-bench-"))
+        cmd = target.command(self.tmp, target.port, upstream)
+        self.log = open(self.tmp / "server.log", "wb")
+        env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+        print(f"  start {target.name}: taskset -c {target.cpus} {' '.join(cmd)}", flush=True)
+        self.proc = subprocess.Popen(
+            ["taskset", "-c", target.cpus, *cmd], stdout=self.log, stderr=subprocess.STDOUT,
+            env=env, start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float = 15) -> None:
+        url = f"http://127.0.0.1:{self.target.port}{PATH}"
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    body = r.read()
+                if r.status == 200 and body == PAYLOAD.encode():
+                    return
+                last = RuntimeError(f"unexpected answer {r.status} {body[:80]!r}")
+            except Exception as exc:  # not up yet
+                last = exc
+            time.sleep(0.1)
+        self.stop()
+        log = (self.tmp / "server.log").read_text(errors="replace")[-2000:]
+        raise SystemExit(f"{self.target.name} did not become ready ({last}).\n{log}\n"
+                         f"Next step: run the command above by hand and read its output.")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            # The whole session: nginx master+worker, forked Python workers.
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait()
+        self.log.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+_UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if not m:
+        raise ValueError(text)
+    return float(m.group(1)) * _UNIT[m.group(2)]
+
+
+def run_wrk(port: int, duration: int, connections: int) -> dict:
+    cmd = ["taskset", "-c", WRK_CPUS, "wrk", "-t1", f"-c{connections}", f"-d{duration}s",
+           "--latency", f"http://127.0.0.1:{port}{PATH}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    lat = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)$", out, re.M))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock_err = re.search(r"Socket errors: (.*)", out)
+    return {
+        "rps": rps,
+        "p50_ms": _ms(lat["50"]),
+        "p99_ms": _ms(lat["99"]),
+        "non_2xx": int(errors.group(1)) if errors else 0,
+        "socket_errors": sock_err.group(1) if sock_err else "",
+    }
+
+
+def measure(target: Target, args) -> dict:
+    run_wrk(target.port, 1, args.connections)  # warm-up: pools, JIT-less caches, TCP
+    runs = [run_wrk(target.port, args.duration, args.connections) for _ in range(args.reps)]
+    median = sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
+    print(f"    {target.name}: " + ", ".join(f"{r['rps']:.0f}" for r in runs) + " req/s", flush=True)
+    return {"target": target.name, "workers": target.workers, "cpus": target.cpus, "note": target.note,
+            "runs": runs, **{k: median[k] for k in ("rps", "p50_ms", "p99_ms")},
+            "errors": sum(r["non_2xx"] for r in runs), "rps_all": [r["rps"] for r in runs],
+            "rps_stdev": statistics.pstdev(r["rps"] for r in runs)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--only", default="", help="comma-separated target names (substring match)")
+    parser.add_argument("--workers2", action="store_true", help="add 2-worker rows for the Python proxies")
+    args = parser.parse_args()
+    for tool in ("wrk", "nginx", "taskset"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} not found. Next step: apt-get install {tool if tool != 'taskset' else 'util-linux'}")
+
+    targets = default_targets(args.workers2)
+    upstream_target = next(t for t in targets if t.is_upstream)
+    upstream_url = f"http://127.0.0.1:{upstream_target.port}"
+    only = [s.strip().lower() for s in args.only.split(",") if s.strip()]
+
+    print(f"rolegate bench: wrk -t1 -c{args.connections} -d{args.duration}s x{args.reps} (median), "
+          f"servers on cpu {SERVER_CPUS}, wrk on cpu {WRK_CPUS}, {len(PAYLOAD)}-byte JSON", flush=True)
+    results = []
+    upstream = Running(upstream_target, upstream_url)
+    try:
+        upstream.wait_ready()
+        for target in targets:
+            if only and not target.is_upstream and not any(o in target.name.lower() for o in only):
+                continue
+            if target.is_upstream:
+                results.append(measure(target, args))
+                continue
+            running = Running(target, upstream_url)
+            try:
+                running.wait_ready()
+                results.append(measure(target, args))
+            finally:
+                running.stop()
+    finally:
+        upstream.stop()
+
+    by_name = {r["target"]: r for r in results}
+    naive = by_name.get("naive aiohttp proxy")
+    up = by_name.get(upstream_target.name)
+    for r in results:
+        r["vs_naive"] = r["rps"] / naive["rps"] if naive else None
+        r["vs_upstream"] = r["rps"] / up["rps"] if up else None
+
+    header = f"{'target':<28} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'vs naive':>9} {'vs upstream':>12}"
+    print()
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        vn = f"{r['vs_naive']:.2f}x" if r["vs_naive"] else "-"
+        vu = f"{r['vs_upstream']:.2f}x" if r["vs_upstream"] else "-"
+        flag = f"  ({r['errors']} non-2xx!)" if r["errors"] else ""
+        print(f"{r['target']:<28} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {vn:>9} {vu:>12}{flag}")
+
+    out_dir = BENCH / "results"
+    out_dir.mkdir(exist_ok=True)
+    meta = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "duration_s": args.duration, "reps": args.reps,
+            "connections": args.connections, "payload_bytes": len(PAYLOAD), "path": PATH,
+            "server_cpus": SERVER_CPUS, "wrk_cpus": WRK_CPUS, "python": sys.version.split()[0]}
+    (out_dir / "latest.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    print(f"\nwrote {out_dir / 'latest.json'}")
+
+
+if __name__ == "__main__":
+    main()
