@@ -116,6 +116,8 @@ class Slapd(LabProcess):
     def _before_start(self) -> None:
         if not Path(SLAPD).exists():
             raise LabError(f"{SLAPD} not found: run scripts/setup.sh (installs Debian's slapd)")
+        if not self._seeded and self.data_dir.exists():
+            shutil.rmtree(self.data_dir)  # a new Slapd object starts from a fresh directory
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.conf_path.write_text(self._config())
 
