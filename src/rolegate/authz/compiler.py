@@ -1,0 +1,126 @@
+"""``compile_policy``: config plus dynamic state (admin API, directory) -> an immutable ``Policy``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+
+from rolegate.authz.policy import DEFAULT_CACHE_SIZE, CompiledBinding, ObjectGrant, Policy, SettingGrant
+from rolegate.authz.roles import expand, flatten_roles
+from rolegate.authz.scopes import ScopeTree, is_scope
+from rolegate.config.sections.policy import ROLEGATE_PERMISSIONS, Binding
+
+__all__ = ["BindingInput", "compile_policy"]
+
+# A binding as the admin API stores it: the Binding value, optionally with where it came from.
+BindingInput = Binding | tuple[Binding, str]
+
+
+def _timestamp(until: datetime | None) -> float:
+    return math.inf if until is None else until.timestamp()
+
+
+def _where(config: object, path: tuple[object, ...], fallback: str) -> str:
+    source = getattr(config, "source", None)
+    if source is None:
+        return fallback
+    try:
+        return source.where(path)
+    except Exception:  # a source map is a nicety; never let it break compilation
+        return fallback
+
+
+def _unpack(item: BindingInput, fallback: str) -> tuple[Binding, str]:
+    if isinstance(item, tuple):
+        return item[0], item[1]
+    return item, fallback
+
+
+def compile_policy(
+    config: object,
+    extra_bindings: Iterable[BindingInput] = (),
+    enabled_settings: Mapping[str, Iterable[str]] | None = None,
+    object_grants: Iterable[BindingInput] = (),
+    scope_parents: Mapping[str, str] | None = None,
+    *,
+    version: int = 0,
+    cache_size: int = DEFAULT_CACHE_SIZE,
+) -> Policy:
+    """Compile ``config`` (a ``rolegate.config.Config``) and dynamic state into a ``Policy``.
+
+    - ``extra_bindings``: role bindings (and object grants) stored by the admin API or
+      issued day passes, as ``Binding`` values or ``(Binding, source)`` pairs.
+    - ``enabled_settings``: username -> names of user settings switched on for them
+      (added to the ``users`` config lists).
+    - ``object_grants``: ``Binding`` values with ``permission`` + ``object``.
+    - ``scope_parents``: runtime scope membership, child -> parent (``building:c`` ->
+      ``client:acme``), e.g. from directory attributes; overrides config ``members``.
+    - ``version``: the permission version the store counts (goes into tokens as ``ver``).
+
+    Anything that names an unknown role, permission or setting grants nothing and is
+    listed in ``policy.problems`` (fail closed); compilation itself never raises on it.
+    """
+    declared = tuple(getattr(config, "permissions", ()))
+    catalogue_order = declared + tuple(p for p in ROLEGATE_PERMISSIONS if p not in declared)
+    catalogue = frozenset(catalogue_order)
+    problems: list[str] = []
+    roles = flatten_roles(getattr(config, "roles", {}), catalogue)
+    scopes = ScopeTree(getattr(config, "scopes", {}), scope_parents)
+    problems.extend(scopes.problems)
+
+    bindings: list[CompiledBinding] = []
+    grants: list[ObjectGrant] = []
+
+    def add(binding: Binding, source: str) -> None:
+        kind, subject = binding.subject
+        until = _timestamp(binding.until)
+        if binding.scope is not None and not is_scope(binding.scope):
+            problems.append(f"{source}: scope {binding.scope!r} is not type:id; binding ignored")
+            return
+        if binding.permission is not None:
+            if binding.permission not in catalogue or binding.object is None or not is_scope(binding.object):
+                problems.append(f"{source}: object grant of {binding.permission!r} on {binding.object!r} ignored")
+                return
+            grants.append(ObjectGrant(kind, subject, binding.permission, binding.object, binding.scope, until,
+                                      source))
+            return
+        role = roles.get(binding.role or "")
+        if role is None:
+            problems.append(f"{source}: unknown role {binding.role!r}; binding ignored")
+            return
+        bindings.append(CompiledBinding(kind, subject, role, binding.scope, until, source))
+
+    for i, binding in enumerate(getattr(config, "bindings", ())):
+        add(binding, f"config {_where(config, ('bindings', i), f'bindings[{i}]')}")
+    for n, item in enumerate(extra_bindings):
+        binding, source = _unpack(item, f"dynamic binding #{n}")
+        add(binding, source)
+    for n, item in enumerate(object_grants):
+        binding, source = _unpack(item, f"object grant #{n}")
+        if binding.permission is None:
+            problems.append(f"{source}: an object grant needs permission and object; ignored")
+            continue
+        add(binding, source)
+
+    config_settings = getattr(config, "user_settings", {})
+    settings = {name: expand(s.permissions, catalogue) for name, s in config_settings.items()}
+    setting_grants: list[SettingGrant] = []
+    seen: set[tuple[str, str]] = set()
+    for name, s in config_settings.items():
+        for j, user in enumerate(s.users):
+            if (user, name) not in seen:
+                seen.add((user, name))
+                where = _where(config, ("user_settings", name, "users", j), f"user_settings.{name}.users")
+                setting_grants.append(SettingGrant(name, user, settings[name], f"config {where}"))
+    for user, names in (enabled_settings or {}).items():
+        for name in names:
+            if name not in settings:
+                problems.append(f"user setting {name!r} enabled for {user} is not in config; ignored")
+            elif (user, name) not in seen:
+                seen.add((user, name))
+                setting_grants.append(SettingGrant(name, user, settings[name], "enabled by an admin"))
+
+    return Policy(version=version, catalogue_order=catalogue_order, roles=roles, bindings=tuple(bindings),
+                  scopes=scopes, settings=settings, setting_grants=tuple(setting_grants),
+                  object_grants=tuple(grants), problems=tuple(problems), config=config, cache_size=cache_size)

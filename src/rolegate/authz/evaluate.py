@@ -1,0 +1,135 @@
+"""Decisions: ``decide``, ``effective_permissions``, ``roles_of`` against a compiled ``Policy``.
+
+Semantics (the contract explain, tokens and ``/me`` rely on):
+
+* A binding applies at scope S when it is global or at S or at any parent of S, and
+  it has not expired (``now < until``). Expired bindings grant and deny nothing.
+* allow(S) = union of the flattened allow sets of every role of every applying binding
+  of the user, their groups and their day pass, plus the permissions of the user
+  settings switched on for the user (settings apply at every scope).
+* deny(S) = union of the flattened deny lists of those same roles. A deny held at S or
+  at a parent of S (or globally) removes the permission from *everything* at S: roles,
+  settings and object grants. A deny held only at ``building:a`` does not reach
+  ``building:b`` or ``client:acme``.
+* effective(S) = allow(S) - deny(S).
+* ``decide(p, S, object=o)`` allows when p is in effective(S), or when p is not in
+  deny(S) and the identity holds an unexpired object grant of p on o (whose own scope,
+  if any, is S or a parent of S).
+* A disabled identity, a malformed scope or bad input is denied.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from time import time as _time
+
+from rolegate.authz.decision import Decision
+from rolegate.authz.identity import Identity
+from rolegate.authz.policy import CompiledBinding, Entry, Policy
+
+__all__ = ["decide", "decide_object_only", "effective_permissions", "holdings_of", "roles_of", "timestamp"]
+
+_DISABLED = ("deny: the account is disabled",)
+
+
+def timestamp(now: float | int | datetime | None) -> float:
+    """``now`` as POSIX seconds; None means the current time. Naive datetimes are read as UTC."""
+    if now is None:
+        return _time()
+    if isinstance(now, datetime):
+        if now.tzinfo is None:
+            from datetime import timezone
+            now = now.replace(tzinfo=timezone.utc)
+        return now.timestamp()
+    return float(now)
+
+
+def decide(policy: Policy, identity: Identity, permission: str, scope: str | None = None,
+           object: str | None = None, now: float | datetime | None = None) -> Decision:
+    """May ``identity`` use ``permission`` at ``scope`` (on ``object``) at ``now``?"""
+    try:
+        if now.__class__ is not float:
+            now = timestamp(now)
+        if identity.disabled:
+            return Decision(False, permission, scope, _DISABLED)
+        # Inlined Policy.entry(): this is the hot path.
+        key = (identity.key, scope)
+        entry = policy._cache.get(key)
+        if entry is None or not (entry.not_before <= now < entry.expires):
+            entry = policy.entry(identity, scope, now)
+        entry.used = now
+        decision = entry.decisions.get(permission)
+        if decision is None:
+            decision = _new_decision(policy, entry, permission, scope)
+        if object is None or decision.allowed:
+            return decision
+        return _decide_object(policy, entry, identity, permission, scope, object, now)
+    except Exception as exc:  # fail closed: a bug or hostile input must never become an allow
+        return Decision(False, permission if isinstance(permission, str) else repr(permission),
+                        scope if isinstance(scope, str) else None,
+                        (f"deny: could not evaluate ({type(exc).__name__})",))
+
+
+def _new_decision(policy: Policy, entry: Entry, permission: str, scope: str | None) -> Decision:
+    if not isinstance(permission, str):
+        return Decision(False, repr(permission), scope, ("deny: the permission is not a string",))
+    decision = Decision(permission in entry.allow, permission, scope, None, entry)
+    if permission in policy.catalogue:  # memoize catalogue permissions only: bounded
+        entry.decisions[permission] = decision
+    return decision
+
+
+def _decide_object(policy: Policy, entry: Entry, identity: Identity, permission: str | None,
+                   scope: str | None, obj: str, now: float) -> Decision:
+    if not isinstance(obj, str):
+        return Decision(False, str(permission), scope, ("deny: the object is not a string",))
+    grants = policy.object_grants_for(identity, permission, obj, scope, now)
+    label = permission if permission is not None else f"(any permission on {obj})"
+    if not grants:
+        base = entry.reasons_for(label, False) if permission is not None else ()
+        return Decision(False, label, scope, (*base, f"deny: no object grant of {label} on {obj}"))
+    if permission is not None and permission in entry.deny:
+        return Decision(False, label, scope, (*entry.reasons_for(permission, False),
+                                              *(f"overruled allow: {g.describe()}" for g in grants)))
+    return Decision(True, label, scope, tuple(f"allow: {g.describe()}" for g in grants))
+
+
+def decide_object_only(policy: Policy, identity: Identity, obj: str, scope: str | None = None,
+                       now: float | datetime | None = None) -> Decision:
+    """For routes with an ``object`` but no ``permission``: any unexpired grant on ``obj`` allows."""
+    now = timestamp(now)
+    if identity.disabled:
+        return Decision(False, f"(any permission on {obj})", scope, _DISABLED)
+    try:
+        entry = policy.entry(identity, scope, now)
+        return _decide_object(policy, entry, identity, None, scope, obj, now)
+    except Exception as exc:
+        return Decision(False, f"(any permission on {obj})", None, (f"deny: could not evaluate ({type(exc).__name__})",))
+
+
+def effective_permissions(policy: Policy, identity: Identity, scope: str | None = None,
+                          now: float | datetime | None = None) -> frozenset[str]:
+    """Everything ``identity`` may do at ``scope`` (object grants excluded): the token's ``perms``."""
+    if identity.disabled:
+        return frozenset()
+    try:
+        return policy.entry(identity, scope, timestamp(now)).allow
+    except Exception:
+        return frozenset()
+
+
+def holdings_of(policy: Policy, identity: Identity, scope: str | None = None,
+                now: float | datetime | None = None) -> tuple[CompiledBinding, ...]:
+    """The bindings that apply to ``identity`` at ``scope`` (role, scope, until, source): for ``/me``."""
+    if identity.disabled:
+        return ()
+    try:
+        return policy.entry(identity, scope, timestamp(now)).holdings
+    except Exception:
+        return ()
+
+
+def roles_of(policy: Policy, identity: Identity, scope: str | None = None,
+             now: float | datetime | None = None) -> tuple[str, ...]:
+    """Names of the roles ``identity`` holds at ``scope``, sorted: the token's ``roles``."""
+    return tuple(sorted({b.role.name for b in holdings_of(policy, identity, scope, now)}))

@@ -1,0 +1,253 @@
+"""The compiled policy: immutable indexes built once per config or state change, plus its cache.
+
+Evaluation (``rolegate.authz.evaluate``) reads these indexes; nothing here changes after
+``compile_policy`` except the bounded cache of per-identity-shape results, which lives
+on the policy so that a new policy (a new ``version``) starts with an empty one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import datetime, timezone
+
+from rolegate.authz.decision import Decision
+from rolegate.authz.identity import Identity
+from rolegate.authz.roles import FlatRole
+from rolegate.authz.scopes import ScopeTree, is_scope
+
+__all__ = ["CompiledBinding", "ObjectGrant", "Policy", "SettingGrant", "format_until"]
+
+INF = math.inf
+DEFAULT_CACHE_SIZE = 65536
+
+
+def format_until(until: float) -> str:
+    return datetime.fromtimestamp(until, timezone.utc).isoformat(timespec="seconds")
+
+
+class CompiledBinding:
+    """One role binding: subject -> role, at a scope (None = everywhere), until a time (inf = always)."""
+
+    __slots__ = ("subject_kind", "subject", "role", "scope", "until", "allow", "deny", "source")
+
+    def __init__(self, subject_kind: str, subject: str, role: FlatRole, scope: str | None,
+                 until: float, source: str) -> None:
+        self.subject_kind = subject_kind
+        self.subject = subject
+        self.role = role
+        self.scope = scope
+        self.until = until
+        self.allow = role.allow
+        self.deny = role.deny
+        self.source = source
+
+    def describe(self) -> str:
+        where = f"at {self.scope}" if self.scope else "globally"
+        until = f" until {format_until(self.until)}" if self.until != INF else ""
+        return f"{self.subject_kind} {self.subject} holds role {self.role.name} {where}{until} ({self.source})"
+
+    def __repr__(self) -> str:
+        return f"<CompiledBinding {self.describe()}>"
+
+
+class ObjectGrant:
+    """``permission`` on one ``object`` (e.g. ``task:42``) for a user, group or day pass."""
+
+    __slots__ = ("subject_kind", "subject", "permission", "object", "scope", "until", "source")
+
+    def __init__(self, subject_kind: str, subject: str, permission: str, object: str,
+                 scope: str | None, until: float, source: str) -> None:
+        self.subject_kind = subject_kind
+        self.subject = subject
+        self.permission = permission
+        self.object = object
+        self.scope = scope
+        self.until = until
+        self.source = source
+
+    def describe(self) -> str:
+        where = f" within {self.scope}" if self.scope else ""
+        until = f" until {format_until(self.until)}" if self.until != INF else ""
+        return (f"{self.subject_kind} {self.subject} was added to {self.object}: "
+                f"{self.permission}{where}{until} ({self.source})")
+
+
+class SettingGrant:
+    """A user setting switched on for one user: its permissions, everywhere."""
+
+    __slots__ = ("name", "username", "permissions", "source")
+
+    def __init__(self, name: str, username: str, permissions: frozenset[str], source: str) -> None:
+        self.name = name
+        self.username = username
+        self.permissions = permissions
+        self.source = source
+
+    def describe(self) -> str:
+        return f"user setting {self.name!r} is on for {self.username} ({self.source})"
+
+
+class Entry:
+    """What one identity shape holds at one scope; valid while ``not_before <= now < expires``."""
+
+    __slots__ = ("allow", "deny", "holdings", "settings", "scope", "not_before", "expires", "used",
+                 "decisions", "note")
+
+    def __init__(self, allow: frozenset[str], deny: frozenset[str], holdings: tuple[CompiledBinding, ...],
+                 settings: tuple[SettingGrant, ...], scope: str | None, not_before: float, expires: float,
+                 note: str | None = None) -> None:
+        self.allow = allow
+        self.deny = deny
+        self.holdings = holdings
+        self.settings = settings
+        self.scope = scope
+        self.not_before = not_before
+        self.expires = expires
+        self.used = 0.0
+        # permission -> shared Decision, filled on first use (catalogue permissions only).
+        self.decisions: dict[str, Decision] = {}
+        self.note = note
+
+    def reasons_for(self, permission: str, allowed: bool) -> tuple[str, ...]:
+        """Human-readable grants and denies behind a decision on ``permission``."""
+        where = self.scope or "(global)"
+        if self.note is not None:
+            return (self.note,)
+        granting = [f"allow: {b.describe()}" for b in self.holdings if permission in b.allow]
+        granting += [f"allow: {s.describe()}" for s in self.settings if permission in s.permissions]
+        if allowed:
+            return tuple(granting)
+        denying = [f"deny: role {b.role.name} denies {permission}; {b.describe()}"
+                   for b in self.holdings if permission in b.deny]
+        if denying:
+            overruled = [f"overruled {g}" for g in granting]
+            return (*denying, *overruled)
+        held = ", ".join(sorted({b.role.name for b in self.holdings})) or "no role"
+        return (f"deny: no binding, user setting or object grant gives {permission} at {where} "
+                f"(holds here: {held})",)
+
+
+class Policy:
+    """A compiled, immutable authorization policy with a ``version``."""
+
+    __slots__ = ("version", "catalogue", "catalogue_order", "roles", "bindings", "scopes", "settings",
+                 "setting_grants", "object_grants", "problems", "config",
+                 "_by_subject", "_settings_by_user", "_grants", "_grants_by_object", "_cache", "_cache_size")
+
+    def __init__(self, *, version: int, catalogue_order: tuple[str, ...], roles: dict[str, FlatRole],
+                 bindings: tuple[CompiledBinding, ...], scopes: ScopeTree,
+                 settings: Mapping[str, frozenset[str]], setting_grants: tuple[SettingGrant, ...],
+                 object_grants: tuple[ObjectGrant, ...], problems: tuple[str, ...],
+                 config: object = None, cache_size: int = DEFAULT_CACHE_SIZE) -> None:
+        self.version = version
+        self.catalogue_order = catalogue_order
+        self.catalogue = frozenset(catalogue_order)
+        self.roles = roles
+        self.bindings = bindings
+        self.scopes = scopes
+        self.settings = dict(settings)
+        self.setting_grants = setting_grants
+        self.object_grants = object_grants
+        self.problems = problems
+        self.config = config
+        by_subject: dict[str, dict[str | None, list[CompiledBinding]]] = {}
+        for b in bindings:
+            key = f"{b.subject_kind[0]}:{b.subject}"
+            by_subject.setdefault(key, {}).setdefault(b.scope, []).append(b)
+        self._by_subject = {k: {s: tuple(v) for s, v in d.items()} for k, d in by_subject.items()}
+        by_user: dict[str, list[SettingGrant]] = {}
+        for s in setting_grants:
+            by_user.setdefault(s.username, []).append(s)
+        self._settings_by_user = {u: tuple(v) for u, v in by_user.items()}
+        grants: dict[tuple[str, str], list[ObjectGrant]] = {}
+        by_object: dict[str, list[ObjectGrant]] = {}
+        for g in object_grants:
+            grants.setdefault((g.object, g.permission), []).append(g)
+            by_object.setdefault(g.object, []).append(g)
+        self._grants = {k: tuple(v) for k, v in grants.items()}
+        self._grants_by_object = {k: tuple(v) for k, v in by_object.items()}
+        self._cache: dict[tuple[object, str | None], Entry] = {}
+        self._cache_size = max(16, cache_size)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if hasattr(self, "_cache_size"):
+            raise AttributeError("Policy is immutable; compile a new one")
+        object.__setattr__(self, name, value)
+
+    def __repr__(self) -> str:
+        return (f"<Policy v{self.version}: {len(self.roles)} roles, {len(self.bindings)} bindings, "
+                f"{len(self.object_grants)} object grants>")
+
+    # --- evaluation support (used by rolegate.authz.evaluate) ------------------------
+
+    def entry(self, identity: Identity, scope: str | None, now: float) -> Entry:
+        """The cached entry for (identity shape, scope) valid at ``now``; computed on a miss."""
+        key = (identity.key, scope)
+        entry = self._cache.get(key)
+        if entry is None or not (entry.not_before <= now < entry.expires):
+            entry = self.compute_entry(identity, scope, now)
+            cache = self._cache
+            if len(cache) >= self._cache_size:
+                self._evict()
+            cache[key] = entry
+        entry.used = now
+        return entry
+
+    def _evict(self) -> None:
+        # Least recently used half goes; amortized, this keeps a hit down to one attribute store.
+        cache = self._cache
+        ordered = sorted(cache.items(), key=lambda item: item[1].used)
+        for key, _ in ordered[: len(ordered) // 2 + 1]:
+            cache.pop(key, None)
+
+    def compute_entry(self, identity: Identity, scope: str | None, now: float) -> Entry:
+        """Everything ``identity`` holds at ``scope`` (and its parents, and globally) at ``now``."""
+        if scope is not None and not is_scope(scope):
+            return Entry(frozenset(), frozenset(), (), (), scope, -INF, INF,
+                         note=f"deny: {scope!r} is not a valid scope (type:id)")
+        chain: tuple[str | None, ...] = (*self.scopes.chain(scope), None) if scope is not None else (None,)
+        allow: set[str] = set()
+        deny: set[str] = set()
+        holdings: list[CompiledBinding] = []
+        not_before, expires = -INF, INF
+        by_subject = self._by_subject
+        for subject in identity.subjects:
+            held = by_subject.get(subject)
+            if held is None:
+                continue
+            for at in chain:
+                bindings = held.get(at)
+                if bindings is None:
+                    continue
+                for b in bindings:
+                    if b.until <= now:
+                        # Expired: grants and denies nothing; the entry must not outlive a clock going back.
+                        if b.until > not_before:
+                            not_before = b.until
+                        continue
+                    if b.until < expires:
+                        expires = b.until
+                    allow |= b.allow
+                    deny |= b.deny
+                    holdings.append(b)
+        settings = self._settings_by_user.get(identity.username, ())
+        for s in settings:
+            allow |= s.permissions
+        allow -= deny
+        return Entry(frozenset(allow), frozenset(deny), tuple(holdings), settings, scope, not_before, expires)
+
+    def object_grants_for(self, identity: Identity, permission: str | None, obj: str, scope: str | None,
+                          now: float) -> list[ObjectGrant]:
+        """Unexpired grants of ``permission`` (any permission if None) on ``obj`` held by ``identity``."""
+        if permission is None:
+            candidates = self._grants_by_object.get(obj, ())
+        else:
+            candidates = self._grants.get((obj, permission), ())
+        if not candidates:
+            return []
+        subjects = identity.subjects
+        chain = self.scopes.chain(scope) if scope is not None and is_scope(scope) else ()
+        return [g for g in candidates
+                if f"{g.subject_kind[0]}:{g.subject}" in subjects and now < g.until
+                and (g.scope is None or g.scope in chain)]

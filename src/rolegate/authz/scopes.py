@@ -1,0 +1,63 @@
+"""Scope nesting: ``building:a`` lies in ``client:acme`` when config or the directory says so."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from rolegate.config.sections.policy import ScopeType
+
+__all__ = ["ScopeTree", "is_scope"]
+
+# Same shape as the config's scope check: type:id, no whitespace, no second ':' or braces.
+_SCOPE = re.compile(r"[a-z][a-z0-9_\-]*:[^\s:{}]+\Z")
+# Scope types nest a few levels at most; the bound keeps a bad directory attribute harmless.
+MAX_DEPTH = 16
+
+
+def is_scope(value: object) -> bool:
+    return isinstance(value, str) and len(value) <= 512 and _SCOPE.match(value) is not None
+
+
+class ScopeTree:
+    """Parent links between scopes, from config ``members`` and runtime ``scope_parents``.
+
+    Runtime membership (e.g. a directory attribute) overrides config for the same
+    child. A runtime parent must have the type config declares as the child type's
+    parent; anything else is ignored and reported in ``problems``.
+    """
+
+    __slots__ = ("parents", "problems")
+
+    def __init__(self, scope_types: Mapping[str, ScopeType],
+                 scope_parents: Mapping[str, str] | None = None) -> None:
+        parents: dict[str, str] = {}
+        problems: list[str] = []
+        for type_name, scope_type in scope_types.items():
+            if scope_type.parent is None:
+                continue
+            for child, parent in scope_type.members.items():
+                parents[f"{type_name}:{child}"] = f"{scope_type.parent}:{parent}"
+        for child, parent in (scope_parents or {}).items():
+            if not (is_scope(child) and is_scope(parent)):
+                problems.append(f"scope membership {child!r} -> {parent!r} ignored: not type:id scopes")
+                continue
+            child_type, parent_type = child.split(":", 1)[0], parent.split(":", 1)[0]
+            declared = scope_types.get(child_type)
+            if declared is None or declared.parent != parent_type:
+                expected = declared.parent if declared is not None else None
+                problems.append(f"scope membership {child} -> {parent} ignored: "
+                                f"scope type {child_type!r} has parent type {expected!r}")
+                continue
+            parents[child] = parent
+        self.parents = parents
+        self.problems = tuple(problems)
+
+    def chain(self, scope: str) -> tuple[str, ...]:
+        """``scope`` and its ancestors, nearest first; stops at a cycle or at MAX_DEPTH."""
+        out = [scope]
+        current = self.parents.get(scope)
+        while current is not None and current not in out and len(out) < MAX_DEPTH:
+            out.append(current)
+            current = self.parents.get(current)
+        return tuple(out)
