@@ -227,7 +227,9 @@ class UpstreamConnection(BaseProtocol):
         self.bytes_in_exchange = 0
         self._suspended = False
         self._last_activity = loop.time()
-        if self._timeout > 0:
+        # A timer left armed by the previous exchange is reused: it re-arms
+        # itself from _last_activity, so steady traffic costs no timer churn.
+        if self._timer is None and self._timeout > 0:
             self._timer = loop.call_at(self._last_activity + self._timeout, self._on_timer)
 
     def write(self, data: bytes) -> None:
@@ -276,7 +278,6 @@ class UpstreamConnection(BaseProtocol):
 
     def finish(self, reusable: bool) -> None:
         """End the exchange: back to the pool if clean, else close."""
-        self._cancel_timer()
         self._parser = None
         self._waiter = None
         payload = self._payload
@@ -297,6 +298,7 @@ class UpstreamConnection(BaseProtocol):
             self.pool._release(self)
         else:
             self.should_close = True
+            self._cancel_timer()
             self._close_transport()
 
     def abort(self) -> None:
