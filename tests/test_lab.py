@@ -217,3 +217,73 @@ async def test_rs256_client(make_idp, rolegate_url: str) -> None:  # type: ignor
                           redirect_uri=idp.client()["redirect_uris"][0], code_verifier=verifier)
     assert jwt.get_unverified_header(tokens["id_token"])["alg"] == "RS256"
     assert _verify(idp, tokens["id_token"], "rolegate")["groups"] == ["admins", "bs-admins", "staff"]
+
+
+async def test_backchannel_logout_reaches_the_client(make_idp) -> None:  # type: ignore[no-untyped-def]
+    from aiohttp import web
+
+    from rolegate_lab import free_port, rolegate_client
+
+    received: list[str] = []
+
+    async def backchannel(request: web.Request) -> web.Response:
+        received.append((await request.post())["logout_token"])
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/.rolegate/logout/backchannel", backchannel)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        idp = make_idp([rolegate_client(f"http://127.0.0.1:{port}", "s3cret")])
+        url, verifier = _authorize_url(idp)
+        async with lab_client_session() as http:
+            redirect = await idp_login(http, url, "heidi", "demo")
+            tokens = await _token(idp, grant_type="authorization_code", code=redirect.code,
+                                  redirect_uri=idp.client()["redirect_uris"][0], code_verifier=verifier)
+            end = f"{idp.discovery['end_session_endpoint']}?" + urlencode({"id_token_hint": tokens["id_token"]})
+            assert await idp_logout(http, end) is None  # no post-logout URI: the IdP's own page
+        assert len(received) == 1
+        claims = _verify(idp, received[0], "rolegate")
+        sid = _verify(idp, tokens["id_token"], "rolegate")["sid"]
+        assert claims["sub"] == "heidi" and claims["sid"] == sid
+        assert "http://schemas.openid.net/event/backchannel-logout" in claims["events"]
+    finally:
+        await runner.cleanup()
+
+
+def test_lab_starts_everything_and_writes_lab_json(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from rolegate_lab import Lab
+
+    with Lab(tmp_path, rolegate_url="http://127.0.0.1:1234", client_secret="sekrit") as lab:
+        json_path, env_path = lab.write_info()
+        info = json.loads(json_path.read_text())
+        assert info["oidc"]["client_secret"] == "sekrit"
+        assert info["oidc"]["redirect_uri"] == "http://127.0.0.1:1234/.rolegate/callback"
+        assert info["oidc"]["issuer"] == lab.idp.url and lab.idp.discovery["issuer"] == lab.idp.url
+        assert info["ldap"]["url"] == lab.slapd.url and info["backend"]["url"] == lab.backend.url
+        assert "ROLEGATE_OIDC_SECRET=sekrit" in env_path.read_text()
+        assert (json_path.stat().st_mode & 0o077) == 0
+    assert not (lab.slapd.running or lab.idp.running or lab.backend.running)
+
+
+def test_extra_schema_in_cn_config_ldif_form(make_slapd, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    schema = tmp_path / "lab-test.ldif"
+    schema.write_text(
+        "dn: cn=labtest,cn=schema,cn=config\nobjectClass: olcSchemaConfig\ncn: labtest\n"
+        "olcAttributeTypes: {0}( 1.3.6.1.4.1.99999.1.1 NAME 'labBadge'\n"
+        "  EQUALITY caseIgnoreMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )\n"
+        "olcObjectClasses: {0}( 1.3.6.1.4.1.99999.2.1 NAME 'labPerson' SUP top AUXILIARY MAY labBadge )\n"
+    )
+    slapd = make_slapd(extra_schemas=[schema])
+    slapd.ldapmodify(f"dn: uid=bob,ou=people,{BASE}\nchangetype: modify\nadd: objectClass\nobjectClass: labPerson\n"
+                     "-\nadd: labBadge\nlabBadge: B-42\n")
+    conn = _ldap(slapd)
+    conn.search(f"ou=people,{BASE}", "(labBadge=b-42)", attributes=["uid"])
+    assert [e.uid.value for e in conn.entries] == ["bob"]
+    with pytest.raises(LabError, match="does not exist"):
+        make_slapd(extra_schemas=[tmp_path / "missing.schema"])

@@ -188,6 +188,16 @@ const provider = new Provider(cfg.issuer, {
     short: { httpOnly: true, sameSite: 'lax' },
   },
   interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
+  // oidc-provider's SSRF guard refuses loopback targets, yet in the lab every client (and its
+  // back-channel logout URI) is on 127.0.0.1. Allow loopback only, and nothing else.
+  fetch: (url, options) => {
+    const host = new URL(url).hostname;
+    if (!['127.0.0.1', 'localhost', '[::1]'].includes(host)) {
+      return Promise.reject(new Error(`lab IdP only calls loopback addresses, not ${host}`));
+    }
+    const { dispatcher, ...rest } = options;
+    return globalThis.fetch(url, rest);
+  },
   issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
   // seconds; the Python side may override any of them (e.g. short AccessToken for expiry tests)
   ttl: {
@@ -244,7 +254,8 @@ provider.proxy = Boolean(cfg.proxy);
 for (const event of ['server_error', 'authorization.error', 'grant.error', 'backchannel.error', 'end_session.error']) {
   provider.on(event, (...args) => {
     const err = args.find((a) => a instanceof Error);
-    log(event, err ? `${err.name}: ${err.message}${err.error_description ? ` (${err.error_description})` : ''}` : '');
+    const detail = err ? `${err.name}: ${err.message}${err.error_description ? ` (${err.error_description})` : ''}${err.cause ? ` cause: ${err.cause.message || err.cause}` : ''}` : '';
+    log(event, detail);
   });
 }
 provider.on('backchannel.success', (client) => log('backchannel logout sent to', client.clientId));
