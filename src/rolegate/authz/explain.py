@@ -1,0 +1,186 @@
+"""Explain a decision: which route matched, what it needs, and every grant or deny behind the outcome.
+
+Shared by ``rolegate explain`` and the admin API; also gives the request pipeline
+``decide_route`` so that what is explained is exactly what is enforced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from rolegate.authz.decision import Decision
+from rolegate.authz.evaluate import decide, decide_object_only, roles_of, timestamp
+from rolegate.authz.identity import Identity
+from rolegate.authz.policy import Policy
+
+__all__ = ["Explanation", "Requirement", "decide_route", "explain", "explain_route", "requirement_of"]
+
+Getter = Callable[[str], "str | None"]
+
+
+def _none(_: str) -> None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Requirement:
+    """What a matched route needs for one request: mode, permission, resolved scope and object."""
+
+    mode: str
+    permission: str | None
+    scope: str | None
+    object: str | None
+    problem: str | None = None  # set when a template could not be filled: the request is denied
+
+
+def requirement_of(match: Any, query_get: Getter = _none, header_get: Getter = _none) -> Requirement:
+    """Resolve the route's ``scope`` / ``object`` templates for this request."""
+    route = match.route
+    scope = obj = None
+    problem = None
+    if route.scope:
+        scope = route.resolve(route.scope, match.params, query_get, header_get)
+        if scope is None:
+            problem = f"the scope {route.scope!r} could not be filled from the request"
+    if route.object:
+        obj = route.resolve(route.object, match.params, query_get, header_get)
+        if obj is None:
+            problem = f"the object {route.object!r} could not be filled from the request"
+    return Requirement(route.mode, route.permission, scope, obj, problem)
+
+
+def decide_route(policy: Policy, identity: Identity | None, requirement: Requirement,
+                 now: float | datetime | None = None) -> Decision:
+    """The decision for a route requirement (``log`` mode: the would-be decision; the caller allows)."""
+    perm = requirement.permission
+    if perm is None:
+        perm = f"(any permission on {requirement.object})" if requirement.object else ""
+    if requirement.mode == "public":
+        return Decision(True, perm, requirement.scope, ("allow: public route",))
+    if identity is None:
+        return Decision(False, perm, requirement.scope, ("deny: not signed in",))
+    if requirement.mode == "authenticated":
+        if identity.disabled:
+            return Decision(False, perm, requirement.scope, ("deny: the account is disabled",))
+        return Decision(True, perm, requirement.scope, ("allow: any signed-in user (mode authenticated)",))
+    if requirement.problem is not None:
+        return Decision(False, perm, requirement.scope, (f"deny: {requirement.problem}",))
+    if requirement.permission is None:
+        if requirement.object is None:
+            return Decision(False, perm, requirement.scope, ("deny: the route names no permission",))
+        return decide_object_only(policy, identity, requirement.object, requirement.scope, now)
+    return decide(policy, identity, requirement.permission, requirement.scope, requirement.object, now)
+
+
+@dataclass(slots=True)
+class Explanation:
+    """A structured answer to "why was this allowed / denied?"."""
+
+    allowed: bool
+    outcome: str
+    permission: str | None
+    scope: str | None
+    object: str | None
+    user: str
+    groups: list[str]
+    daypass: str | None
+    roles: list[str]
+    mode: str | None = None
+    route: dict[str, Any] | None = None
+    reasons: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    policy_version: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "allowed": self.allowed, "outcome": self.outcome, "permission": self.permission,
+            "scope": self.scope, "object": self.object, "mode": self.mode, "route": self.route,
+            "user": self.user, "groups": self.groups, "daypass": self.daypass, "roles": self.roles,
+            "reasons": self.reasons, "notes": self.notes, "policy_version": self.policy_version,
+        }
+
+    def to_text(self) -> str:
+        lines = [f"{'ALLOWED' if self.allowed else 'DENIED'}: {self.outcome}"]
+        who = self.user + (f" (day pass {self.daypass})" if self.daypass else "")
+        lines.append(f"  who:        {who}; groups: {', '.join(self.groups) or '(none)'}")
+        if self.route is not None:
+            r = self.route
+            source = r.get("source")
+            lines.append(f"  route:      {r['label']}" + (f"  [{source}]" if source and source not in r["label"] else ""))
+            lines.append(f"  mode:       {self.mode}; upstream: {r.get('upstream')}")
+        if self.permission:
+            lines.append(f"  needs:      {self.permission} at {self.scope or '(global)'}"
+                         + (f" on {self.object}" if self.object else ""))
+        lines.append(f"  roles here: {', '.join(self.roles) or '(none)'}")
+        for reason in self.reasons:
+            lines.append(f"  - {reason}")
+        for note in self.notes:
+            lines.append(f"  note: {note}")
+        return "\n".join(lines)
+
+
+def _explanation(policy: Policy, identity: Identity, decision: Decision, scope: str | None,
+                 obj: str | None, now: float) -> Explanation:
+    return Explanation(
+        allowed=decision.allowed,
+        outcome="allowed" if decision.allowed else "denied",
+        permission=decision.permission or None, scope=scope, object=obj,
+        user=identity.username, groups=sorted(identity.groups), daypass=identity.daypass,
+        roles=list(roles_of(policy, identity, scope if scope is None or isinstance(scope, str) else None, now)),
+        reasons=list(decision.reasons), policy_version=policy.version,
+    )
+
+
+def explain(policy: Policy, identity: Identity, permission: str, scope: str | None = None,
+            object: str | None = None, now: float | datetime | None = None) -> Explanation:
+    """Explain ``decide(policy, identity, permission, scope, object, now)``."""
+    ts = timestamp(now)
+    decision = decide(policy, identity, permission, scope, object, ts)
+    result = _explanation(policy, identity, decision, scope, object, ts)
+    if permission not in policy.catalogue:
+        result.notes.append(f"{permission!r} is not in the permission catalogue")
+    return result
+
+
+def explain_route(policy: Policy, identity: Identity, match: Any | None, method: str = "GET",
+                  path: str = "", query_get: Getter = _none, header_get: Getter = _none,
+                  now: float | datetime | None = None) -> Explanation:
+    """Explain the decision for a request that matched ``match`` (a route table ``Match``, or None)."""
+    ts = timestamp(now)
+    if match is None:
+        return Explanation(False, f"no route matches {method} {path}; unmatched requests are denied",
+                           None, None, None, identity.username, sorted(identity.groups), identity.daypass, [],
+                           policy_version=policy.version)
+    route = match.route
+    route_info = {
+        "label": getattr(route, "label", route.path), "path": route.path, "name": route.name or None,
+        "methods": sorted(route.methods) if route.methods else None, "host": route.host,
+        "upstream": route.upstream, "source": getattr(route, "source", None), "params": dict(match.params),
+        "redact": list(route.redact.fields) if route.redact else None,
+        "redact_unless": route.redact.unless if route.redact else None,
+    }
+    if not match.method_allowed:
+        allowed = sorted(match.allowed_methods or ())
+        return Explanation(False, f"method {method} is not allowed on this route (405; allowed: {allowed})",
+                           route.permission, None, None, identity.username, sorted(identity.groups),
+                           identity.daypass, [], mode=route.mode, route=route_info, policy_version=policy.version)
+    req = requirement_of(match, query_get, header_get)
+    decision = decide_route(policy, identity, req, ts)
+    result = _explanation(policy, identity, decision, req.scope, req.object, ts)
+    result.mode, result.route = req.mode, route_info
+    if req.mode == "log" and not decision.allowed:
+        result.allowed = True
+        result.outcome = "allowed (mode log: would have been denied; recorded in the audit trail)"
+    elif req.mode in ("public", "authenticated"):
+        result.outcome = f"{'allowed' if decision.allowed else 'denied'} (mode {req.mode})"
+    if route.redact is not None and result.allowed:
+        unless = route.redact.unless
+        if unless is None or not decide(policy, identity, unless, req.scope, None, ts).allowed:
+            result.notes.append(f"response fields {list(route.redact.fields)} will be removed"
+                                + (f" (caller lacks {unless})" if unless else ""))
+        else:
+            result.notes.append(f"response not redacted: caller holds {unless}")
+    return result
