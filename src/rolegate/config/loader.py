@@ -115,8 +115,9 @@ def _interpolate(value: Any, path: KeyPath, source: SourceMap, base_dir: Path, p
 
 def parse_yaml(text: str, file: str) -> tuple[Any, SourceMap]:
     """Parse YAML text into plain Python values and a SourceMap; raise ConfigError on bad YAML."""
-    loader = _PositionedLoader(text)
+    loader = None
     try:
+        loader = _PositionedLoader(text)
         node = loader.get_single_node()
         if node is None:
             raise ConfigError(f"{file}:1: the file is empty")
@@ -130,10 +131,16 @@ def parse_yaml(text: str, file: str) -> tuple[Any, SourceMap]:
         mark = exc.problem_mark or exc.context_mark
         line = f"{mark.line + 1}" if mark else "?"
         raise ConfigError(f"{file}:{line}: invalid YAML: {exc.problem or exc}") from None
+    except yaml.reader.ReaderError as exc:
+        raise ConfigError(f"{file}: invalid YAML: character #x{exc.character:04x} is not allowed "
+                          f"(position {exc.position})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{file}: invalid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{file}: invalid YAML: nested too deeply") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return data, SourceMap(file, lines)
 
 

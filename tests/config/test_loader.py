@@ -1,0 +1,177 @@
+"""Config loading: every problem names file, line and key; secrets interpolate; nothing crashes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rolegate.config import load_config, load_config_text
+from rolegate.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+
+BASE = """\
+server:
+  listen: 127.0.0.1:0
+  public_url: http://127.0.0.1:8080
+permissions: [invoices:view, pricing:view]
+roles:
+  office: {permissions: [invoices:view]}
+upstreams:
+  app: {url: "http://127.0.0.1:8081", timeout: 30s}
+routes:
+  - path: /invoices/**
+    permission: invoices:view
+    upstream: app
+"""
+
+
+def problems_of(text: str, **kw) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config_text(text, file="c.yaml", **kw)
+    return info.value.problems
+
+
+def test_minimal_config_loads_with_defaults():
+    config = load_config_text(BASE, file="c.yaml")
+    assert config.server.listen == ("127.0.0.1", 0)
+    assert config.upstreams["app"].timeout == timedelta(seconds=30)
+    assert config.routes[0].mode == "enforce"
+    assert config.oidc is None and config.directory is None  # absent section = feature off
+
+
+def test_unknown_key_names_line_and_path():
+    text = BASE.replace("    upstream: app\n", "    upstream: app\n    permision: x\n")
+    assert problems_of(text) == ["c.yaml:13: routes[0].permision: unknown key (check the spelling; "
+                                 "see config-shape.yaml for the accepted keys)"]
+
+
+def test_unknown_top_level_key_and_missing_required():
+    text = "server:\n  listen: 127.0.0.1:0\n  public_url: http://x\nfoo: 1\n"
+    found = problems_of(text)
+    assert "c.yaml:4: foo: unknown key" in found[-1] or any("c.yaml:4: foo: unknown key" in p for p in found)
+    assert any("routes: required key is missing" in p for p in found)
+    assert any("upstreams: required key is missing" in p for p in found)
+
+
+def test_bad_values_are_explained():
+    text = BASE.replace("timeout: 30s", "timeout: soon").replace("listen: 127.0.0.1:0", "listen: 127.0.0.1:99999")
+    found = problems_of(text)
+    assert any(p.startswith("c.yaml:2: server.listen:") and "port" in p for p in found)
+    assert any(p.startswith("c.yaml:8: upstreams.app.timeout:") and "duration" in p for p in found)
+
+
+def test_cross_references_are_checked():
+    text = BASE + """\
+bindings:
+  - {group: office, role: ghost}
+  - {group: office, role: office, scope: "building:a"}
+"""
+    text = text.replace("roles:\n  office: {permissions: [invoices:view]}",
+                        "roles:\n  office: {permissions: [invoices:edit], inherits: [a]}\n"
+                        "  a: {inherits: [b]}\n  b: {inherits: [a]}")
+    found = problems_of(text)
+    assert any("roles.office.permissions[0]: unknown permission 'invoices:edit'" in p for p in found)
+    assert any("roles inherit in a cycle" in p for p in found)
+    assert any("bindings[0].role: unknown role 'ghost'" in p for p in found)
+    assert any("bindings[1].scope: unknown scope type 'building'" in p for p in found)
+
+
+def test_env_and_file_interpolation(tmp_path, monkeypatch):
+    secret = tmp_path / "secret"
+    secret.write_text("s" * 40 + "\n")
+    text = BASE + "session:\n  secret: ${file:" + str(secret) + "}\noidc:\n  issuer: ${ISSUER}\n  client_id: rg\n"
+    config = load_config_text(text, file="c.yaml", env={"ISSUER": "https://sso.example.com"})
+    assert config.session.secret.get_secret_value() == "s" * 40
+    assert config.oidc.issuer == "https://sso.example.com"
+    assert "s" * 40 not in repr(config)  # secrets never print
+    found = problems_of(text, env={})
+    assert found == ["c.yaml:16: oidc.issuer: environment variable ISSUER is not set"]
+    found = problems_of(text.replace(str(secret), str(tmp_path / "missing")), env={"ISSUER": "https://x"})
+    assert found[0].startswith("c.yaml:14: session.secret: cannot read secret file")
+
+
+def test_literal_dollar_brace_escape():
+    text = BASE.replace("routes:", "scopes:\n  client: {description: \"costs $${x}\"}\nroutes:")
+    assert load_config_text(text, file="c.yaml").scopes["client"].description == "costs ${x}"
+
+
+def test_duplicate_keys_and_bad_yaml():
+    assert problems_of(BASE + "permissions: [a:b]\n")[0].startswith("c.yaml:13: permissions: duplicate key (first at line 4)")
+    assert problems_of("server: [\n")[0].startswith("c.yaml:2: invalid YAML")
+    assert problems_of("")[0] == "c.yaml:1: the file is empty"
+    assert problems_of("- a\n- b\n")[0].startswith("c.yaml:1: the top level must be a mapping")
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError) as info:
+        load_config("/nonexistent/rolegate.yaml")
+    assert "no such file" in info.value.problems[0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=300))
+def test_arbitrary_text_never_crashes(text):
+    try:
+        load_config_text(text, file="c.yaml")
+    except ConfigError as exc:
+        assert exc.problems and all(p.startswith("c.yaml") for p in exc.problems)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+                    max_leaves=20))
+def test_arbitrary_structures_under_known_keys_never_crash(value):
+    import yaml
+
+    for key in ("server", "routes", "roles", "bindings", "scopes", "upstreams", "daypass", "audit"):
+        doc = yaml.safe_load(BASE)
+        doc[key] = value
+        try:
+            load_config_text(yaml.safe_dump(doc), file="c.yaml")
+        except ConfigError as exc:
+            assert exc.problems
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "rolegate", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_check_cli_exit_codes(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text(BASE)
+    result = run_cli("check", "-c", str(good))
+    assert result.returncode == 0, result.stderr
+    assert "OK" in result.stdout
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BASE.replace("upstream: app", "upstream: nowhere"))
+    result = run_cli("check", "-c", str(bad))
+    assert result.returncode == 2
+    assert f"{bad}:12: routes[0].upstream: unknown upstream 'nowhere'" in result.stderr
+
+
+def test_check_reports_ambiguous_routes(tmp_path):
+    text = BASE + "  - {path: /invoices/**, permission: invoices:view, upstream: app}\n"
+    path = tmp_path / "dup.yaml"
+    path.write_text(text)
+    result = run_cli("check", "-c", str(path))
+    assert result.returncode == 2
+    assert str(path) in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("example", sorted((REPO / "config" / "examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_example_config_checks(example, tmp_path):
+    env = {"LAB_IDP_URL": "http://127.0.0.1:1", "LAB_CLIENT_SECRET": "x", "LAB_BACKEND_URL": "http://127.0.0.1:2",
+           "ROLEGATE_SESSION_SECRET": "x" * 40, "LAB_LDAP_URL": "ldap://127.0.0.1:3", "LAB_LDAP_PASSWORD": "x",
+           "ROLEGATE_DATA": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-m", "rolegate", "check", "-c", str(example)], capture_output=True,
+                            text=True, timeout=60, env={**__import__("os").environ, **env})
+    assert result.returncode == 0, result.stdout + result.stderr
