@@ -1,0 +1,212 @@
+"""From raw entries to a snapshot: resolve members, apply nesting, keep identity by stable id.
+
+One code path serves both sync kinds: a full sync applies every entry to an empty snapshot,
+an incremental sync applies the changed entries to the current one and recomputes group
+closures only for the users those changes can reach.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from rolegate.directory.closure import ClosureCache, group_closures, users_below
+from rolegate.directory.model import EMPTY, EMPTY_SNAPSHOT, DirectoryGroup, DirectorySnapshot, DirectoryUser
+from rolegate.directory.values import normalize_dn
+
+# Reported odd data is capped so a badly broken directory cannot flood logs or the snapshot.
+MAX_ISSUES = 200
+
+
+@dataclass(slots=True)
+class RawUser:
+    """A user entry as read, before membership resolution."""
+
+    id: str
+    dn: str
+    username: str
+    email: str | None
+    name: str | None
+    disabled: bool
+    attributes: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    member_of: tuple[str, ...] = ()  # normalized group DNs from the user side (memberOf)
+
+
+@dataclass(slots=True)
+class RawGroup:
+    """A group entry as read: member DNs (normalized) and memberUid usernames."""
+
+    id: str
+    dn: str
+    name: str
+    member_dns: tuple[str, ...] = ()
+    member_uids: tuple[str, ...] = ()
+
+
+class Issues:
+    """Collects odd-data reports, counting past the cap instead of growing without bound."""
+
+    __slots__ = ("items", "dropped")
+
+    def __init__(self, initial: Iterable[str] = ()) -> None:
+        self.items: list[str] = []
+        self.dropped = 0
+        for item in initial:
+            self.add(item)
+
+    def add(self, message: str) -> None:
+        if len(self.items) < MAX_ISSUES:
+            self.items.append(message)
+        else:
+            self.dropped += 1
+
+    def freeze(self) -> tuple[str, ...]:
+        if self.dropped:
+            return (*self.items, f"... and {self.dropped} more")
+        return tuple(self.items)
+
+
+def build_snapshot(users: Iterable[RawUser], groups: Iterable[RawGroup], *, issues: Issues | None = None,
+                   taken_at: float = 0.0, since: str | None = None) -> DirectorySnapshot:
+    """A full snapshot from every entry (a full sync)."""
+    return apply_changes(EMPTY_SNAPSHOT, users, groups, issues=issues, taken_at=taken_at,
+                         full_at=taken_at, since=since)
+
+
+def apply_changes(old: DirectorySnapshot, changed_users: Iterable[RawUser], changed_groups: Iterable[RawGroup],
+                  *, issues: Issues | None = None, taken_at: float = 0.0, full_at: float | None = None,
+                  since: str | None = None) -> DirectorySnapshot:
+    """``old`` with changed (or new) entries applied; entries are matched by stable id, so a
+    renamed or moved entry replaces its old self. Deletions are not seen here (full sync only)."""
+    if not old.incremental_ready:
+        raise ValueError("this snapshot was loaded from the store; run a full sync first")
+    issues = issues if issues is not None else Issues()
+    users: dict[str, DirectoryUser] = dict(old.users)
+    groups: dict[str, DirectoryGroup] = dict(old.groups)
+
+    # 1. users: replace by id, keeping their direct memberships until groups say otherwise
+    seen_users: set[str] = set()
+    pending_member_of: dict[str, tuple[str, ...]] = {}
+    for raw in changed_users:
+        if raw.id in seen_users:
+            issues.add(f"duplicate id {raw.id}: {raw.dn} ignored")
+            continue
+        seen_users.add(raw.id)
+        previous = users.get(raw.id)
+        users[raw.id] = DirectoryUser(
+            id=raw.id, dn=raw.dn, username=raw.username, email=raw.email, name=raw.name,
+            disabled=raw.disabled, groups=previous.groups if previous else EMPTY, attributes=raw.attributes,
+            direct_groups=previous.direct_groups if previous else EMPTY,
+            member_of_groups=previous.member_of_groups if previous else EMPTY,
+        )
+        pending_member_of[raw.id] = raw.member_of
+
+    user_by_dn = {normalize_dn(u.dn): u.id for u in users.values()}
+    user_by_name: dict[str, str | None] = {}
+    for user in users.values():
+        key = user.username.casefold()
+        user_by_name[key] = None if key in user_by_name else user.id  # memberUid of an ambiguous name: nobody
+
+    # 2. groups: replace by id, resolving members against the users as they are now
+    seen_groups: set[str] = set()
+    raw_groups = list(changed_groups)
+    for raw in raw_groups:
+        if raw.id in users:
+            issues.add(f"id {raw.id} is both a user and a group: {raw.dn} ignored")
+            continue
+        if raw.id in seen_groups:
+            issues.add(f"duplicate id {raw.id}: {raw.dn} ignored")
+            continue
+        seen_groups.add(raw.id)
+    group_by_dn = {normalize_dn(g.dn): g.id for g in groups.values() if g.id not in seen_groups}
+    for raw in raw_groups:
+        if raw.id in seen_groups:
+            group_by_dn[normalize_dn(raw.dn)] = raw.id
+    touched_groups: set[str] = set()
+    delta: dict[str, list[tuple[str, bool]]] = {}  # user id -> [(group id, added?)]
+    done: set[str] = set()
+    for raw in raw_groups:
+        if raw.id not in seen_groups or raw.id in done:
+            continue
+        done.add(raw.id)
+        member_users, member_groups, unresolved = _resolve(raw, user_by_dn, user_by_name, group_by_dn)
+        previous = groups.get(raw.id)
+        if previous is not None:
+            touched_groups.update(previous.member_groups)
+        groups[raw.id] = DirectoryGroup(id=raw.id, dn=raw.dn, name=raw.name, member_users=member_users,
+                                        member_groups=member_groups, unresolved=unresolved)
+        touched_groups.add(raw.id)
+        old_members = previous.member_users if previous else EMPTY
+        for uid in member_users - old_members:
+            delta.setdefault(uid, []).append((raw.id, True))
+        for uid in old_members - member_users:
+            delta.setdefault(uid, []).append((raw.id, False))
+
+    # 3. unchanged groups whose dangling members now name a new or renamed entry
+    if seen_users:
+        for gid, group in list(groups.items()):
+            if gid in done or not group.unresolved:
+                continue
+            probe = RawGroup(id=gid, dn=group.dn, name=group.name,
+                             member_dns=tuple(v for v in group.unresolved if "=" in v),
+                             member_uids=tuple(v for v in group.unresolved if "=" not in v))
+            more_users, more_groups, still = _resolve(probe, user_by_dn, user_by_name, group_by_dn)
+            if more_users or more_groups:
+                groups[gid] = DirectoryGroup(id=gid, dn=group.dn, name=group.name,
+                                             member_users=group.member_users | more_users,
+                                             member_groups=group.member_groups | more_groups, unresolved=still)
+                touched_groups.add(gid)
+                for uid in more_users - group.member_users:
+                    delta.setdefault(uid, []).append((gid, True))
+
+    # 4. who can be affected: changed users, users whose direct groups moved, everyone below a touched group
+    affected = set(seen_users) | set(delta) | users_below(groups, touched_groups)
+    if old.groups:
+        affected |= users_below(old.groups, touched_groups)
+    closures = group_closures(groups)
+    cache = ClosureCache(closures)
+    for uid in affected:
+        user = users.get(uid)
+        if user is None:
+            continue  # a member id of an old group version whose user is gone
+        direct = set(user.direct_groups)
+        for gid, added in delta.get(uid, ()):
+            (direct.add if added else direct.discard)(gid)
+        direct.intersection_update(groups)
+        member_of = user.member_of_groups
+        if uid in pending_member_of:
+            member_of = frozenset(g for dn in pending_member_of[uid] if (g := group_by_dn.get(dn)) is not None)
+        frozen_direct = frozenset(direct)
+        users[uid] = DirectoryUser(
+            id=user.id, dn=user.dn, username=user.username, email=user.email, name=user.name,
+            disabled=user.disabled, groups=cache.of(frozen_direct | member_of), attributes=user.attributes,
+            direct_groups=frozen_direct, member_of_groups=member_of,
+        )
+
+    return DirectorySnapshot(users, groups, taken_at=taken_at,
+                             full_at=old.full_at if full_at is None else full_at,
+                             since=since if since is not None else old.since, issues=issues.freeze())
+
+
+def _resolve(raw: RawGroup, user_by_dn: Mapping[str, str], user_by_name: Mapping[str, str | None],
+             group_by_dn: Mapping[str, str]) -> tuple[frozenset[str], frozenset[str], tuple[str, ...]]:
+    member_users: set[str] = set()
+    member_groups: set[str] = set()
+    unresolved: list[str] = []
+    for dn in raw.member_dns:
+        uid = user_by_dn.get(dn)
+        if uid is not None:
+            member_users.add(uid)
+            continue
+        gid = group_by_dn.get(dn)
+        if gid is not None and gid != raw.id:  # a group listing itself adds nothing
+            member_groups.add(gid)
+        elif gid is None:
+            unresolved.append(dn)
+    for name in raw.member_uids:
+        uid = user_by_name.get(name.casefold())
+        if uid is not None:
+            member_users.add(uid)
+        else:
+            unresolved.append(name)
+    return frozenset(member_users), frozenset(member_groups), tuple(unresolved)

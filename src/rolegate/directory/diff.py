@@ -1,0 +1,160 @@
+"""What a sync changes: users and groups added, removed and changed, and (through a hook) roles."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from rolegate.directory.model import DirectoryGroup, DirectorySnapshot, DirectoryUser
+
+# describe_roles(old_user, new_user) -> e.g. ["+ responsible@building:a", "- user"]; None: nothing to say.
+RolesHook = Callable[[DirectoryUser | None, DirectoryUser | None], "list[str] | None"]
+
+_FIELDS = ("dn", "username", "email", "name", "disabled")
+
+
+@dataclass(slots=True)
+class UserChange:
+    username: str
+    id: str
+    fields: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # field -> (old, new)
+    groups_added: list[str] = field(default_factory=list)
+    groups_removed: list[str] = field(default_factory=list)
+    roles: list[str] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"username": self.username, "id": self.id}
+        if self.fields:
+            out["fields"] = {k: {"old": o, "new": n} for k, (o, n) in self.fields.items()}
+        if self.groups_added:
+            out["groups_added"] = self.groups_added
+        if self.groups_removed:
+            out["groups_removed"] = self.groups_removed
+        if self.roles:
+            out["roles"] = self.roles
+        return out
+
+
+@dataclass(slots=True)
+class GroupChange:
+    name: str
+    id: str
+    renamed_from: str | None = None
+    dn_changed: bool = False
+    members_added: list[str] = field(default_factory=list)  # usernames, or group names for nested groups
+    members_removed: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "id": self.id}
+        if self.renamed_from is not None:
+            out["renamed_from"] = self.renamed_from
+        if self.dn_changed:
+            out["dn_changed"] = True
+        if self.members_added:
+            out["members_added"] = self.members_added
+        if self.members_removed:
+            out["members_removed"] = self.members_removed
+        return out
+
+
+@dataclass(slots=True)
+class SyncDiff:
+    users_added: list[UserChange] = field(default_factory=list)
+    users_removed: list[UserChange] = field(default_factory=list)
+    users_changed: list[UserChange] = field(default_factory=list)
+    groups_added: list[GroupChange] = field(default_factory=list)
+    groups_removed: list[GroupChange] = field(default_factory=list)
+    groups_changed: list[GroupChange] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.users_added or self.users_removed or self.users_changed
+                    or self.groups_added or self.groups_removed or self.groups_changed)
+
+    @property
+    def newly_disabled(self) -> list[UserChange]:
+        return [c for c in self.users_changed if c.fields.get("disabled") == (False, True)]
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "users_added": len(self.users_added), "users_removed": len(self.users_removed),
+            "users_changed": len(self.users_changed), "users_disabled": len(self.newly_disabled),
+            "groups_added": len(self.groups_added), "groups_removed": len(self.groups_removed),
+            "groups_changed": len(self.groups_changed),
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "counts": self.counts(),
+            "users_added": [c.as_dict() for c in self.users_added],
+            "users_removed": [c.as_dict() for c in self.users_removed],
+            "users_changed": [c.as_dict() for c in self.users_changed],
+            "groups_added": [c.as_dict() for c in self.groups_added],
+            "groups_removed": [c.as_dict() for c in self.groups_removed],
+            "groups_changed": [c.as_dict() for c in self.groups_changed],
+        }
+
+
+def diff(old: DirectorySnapshot, new: DirectorySnapshot, *, describe_roles: RolesHook | None = None) -> SyncDiff:
+    """Compare two snapshots entry by entry, matched by stable id (a rename is a change, not a swap)."""
+    result = SyncDiff()
+
+    def roles(before: DirectoryUser | None, after: DirectoryUser | None) -> list[str] | None:
+        if describe_roles is None:
+            return None
+        try:
+            return describe_roles(before, after)
+        except Exception as exc:  # noqa: BLE001 - a broken hook must not break the sync report
+            return [f"(roles unavailable: {type(exc).__name__})"]
+
+    for uid, after in new.users.items():
+        before = old.users.get(uid)
+        if before is None:
+            result.users_added.append(UserChange(after.username, uid, groups_added=sorted(after.groups),
+                                                 roles=roles(None, after)))
+        elif not before.same_as(after):
+            change = UserChange(after.username, uid)
+            for name in _FIELDS:
+                if getattr(before, name) != getattr(after, name):
+                    change.fields[name] = (getattr(before, name), getattr(after, name))
+            if dict(before.attributes) != dict(after.attributes):
+                change.fields["attributes"] = ({k: list(v) for k, v in before.attributes.items()},
+                                               {k: list(v) for k, v in after.attributes.items()})
+            change.groups_added = sorted(after.groups - before.groups)
+            change.groups_removed = sorted(before.groups - after.groups)
+            change.roles = roles(before, after)
+            result.users_changed.append(change)
+    for uid, before in old.users.items():
+        if uid not in new.users:
+            result.users_removed.append(UserChange(before.username, uid, groups_removed=sorted(before.groups),
+                                                   roles=roles(before, None)))
+
+    def member_names(snapshot: DirectorySnapshot, group: DirectoryGroup) -> set[str]:
+        names = {u.username for i in group.member_users if (u := snapshot.users.get(i)) is not None}
+        names.update(f"group:{g.name}" for i in group.member_groups if (g := snapshot.groups.get(i)) is not None)
+        return names
+
+    for gid, after_group in new.groups.items():
+        before_group = old.groups.get(gid)
+        if before_group is None:
+            result.groups_added.append(GroupChange(after_group.name, gid,
+                                                   members_added=sorted(member_names(new, after_group))))
+        elif before_group is not after_group:
+            old_members, new_members = member_names(old, before_group), member_names(new, after_group)
+            change = GroupChange(after_group.name, gid,
+                                 renamed_from=before_group.name if before_group.name != after_group.name else None,
+                                 dn_changed=before_group.dn != after_group.dn,
+                                 members_added=sorted(new_members - old_members),
+                                 members_removed=sorted(old_members - new_members))
+            if change.renamed_from or change.dn_changed or change.members_added or change.members_removed:
+                result.groups_changed.append(change)
+    for gid, before_group in old.groups.items():
+        if gid not in new.groups:
+            result.groups_removed.append(GroupChange(before_group.name, gid,
+                                                     members_removed=sorted(member_names(old, before_group))))
+    for changes in (result.users_added, result.users_removed, result.users_changed):
+        changes.sort(key=lambda c: c.username)
+    for group_changes in (result.groups_added, result.groups_removed, result.groups_changed):
+        group_changes.sort(key=lambda c: c.name)
+    return result

@@ -1,0 +1,229 @@
+"""Reading users and groups with ldap3: paged searches, attribute maps, ranged members.
+
+Blocking code: callers run it in a thread (``asyncio.to_thread``). Any failure raises
+``DirectoryUnavailable`` and the caller discards whatever was read: partial results are
+never applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import ldap3
+from ldap3.core.exceptions import LDAPException
+from ldap3.utils.conv import escape_filter_chars
+
+from rolegate.directory.builder import Issues, RawGroup, RawUser
+from rolegate.directory.connection import describe
+from rolegate.directory.errors import DirectoryUnavailable
+from rolegate.directory.presets import AD_ACCOUNT_DISABLED, DirectorySchema
+from rolegate.directory.ranged import RangeError, collect_values
+from rolegate.directory.values import (
+    decode_lenient,
+    decode_text,
+    format_guid,
+    normalize_dn,
+    parse_change_time,
+    parse_int,
+)
+
+Progress = Callable[[str, int], None]  # (what, entries so far)
+PROGRESS_EVERY = 1000
+
+
+@dataclass(slots=True)
+class Watermark:
+    """The highest change value seen in a run (generalized time as epoch seconds, or a USN)."""
+
+    integer: bool
+    highest: float | None = None
+
+    def see(self, raw: Sequence[bytes] | None) -> None:
+        if not raw:
+            return
+        text = decode_text(raw[0]) or ""
+        value = parse_int(text) if self.integer else parse_change_time(text)
+        if value is not None and (self.highest is None or value > self.highest):
+            self.highest = float(value)
+
+
+@dataclass(slots=True)
+class ReadResult:
+    users: list[RawUser] = field(default_factory=list)
+    groups: list[RawGroup] = field(default_factory=list)
+    issues: Issues = field(default_factory=Issues)
+    watermark: Watermark | None = None
+
+
+def since_filter(schema: DirectorySchema, base: str, since: str | None) -> str:
+    """``base`` narrowed to entries changed at or after ``since``."""
+    if since is None:
+        return base
+    return f"(&{base}({schema.change_attribute}>={escape_filter_chars(since)}))"
+
+
+def paged(conn: ldap3.Connection, base: str, search_filter: str, attributes: list[str], page_size: int,
+          *, scope: Any = ldap3.SUBTREE) -> Iterator[tuple[str, dict[str, list[bytes]]]]:
+    """(dn, raw attributes keyed in lower case) for every entry; raises DirectoryUnavailable."""
+    try:
+        # paged_criticality: a server that cannot page must fail, not truncate at its size limit.
+        for item in conn.extend.standard.paged_search(
+            base, search_filter, search_scope=scope, attributes=attributes, paged_size=page_size,
+            paged_criticality=True, generator=True,
+        ):
+            if item.get("type") != "searchResEntry":
+                continue  # continuation references: we never chase referrals during a sync
+            raw = item.get("raw_attributes") or {}
+            yield item.get("dn") or "", {str(k).lower(): list(v) for k, v in raw.items()}
+    except LDAPException as exc:
+        raise DirectoryUnavailable(f"search of {base} failed: {describe(exc)}") from None
+    except OSError as exc:
+        raise DirectoryUnavailable(f"search of {base} failed: {type(exc).__name__}: {exc}") from None
+
+
+def entry_id(schema: DirectorySchema, dn: str, attrs: Mapping[str, list[bytes]], issues: Issues) -> str:
+    """The stable id; an entry without one falls back to its DN (reported: renames will not carry)."""
+    values = attrs.get(schema.id_attribute.lower())
+    if values:
+        text = format_guid(values[0]) if schema.id_is_guid else decode_text(values[0])
+        if text:
+            return text
+    issues.add(f"{dn}: no usable {schema.id_attribute}; identified by DN instead")
+    return "dn:" + normalize_dn(dn)
+
+
+def to_user(schema: DirectorySchema, dn: str, attrs: Mapping[str, list[bytes]], issues: Issues,
+            disabled_ids: set[str] | None = None) -> RawUser | None:
+    """A RawUser, or None (reported) when the entry cannot be a user: no username, not UTF-8."""
+    names = attrs.get(schema.username_attribute.lower())
+    username = decode_text(names[0]) if names else None
+    if not username or not username.strip() or "\x00" in username:
+        issues.add(f"{dn}: no usable {schema.username_attribute}; user skipped")
+        return None
+    uid = entry_id(schema, dn, attrs, issues)
+    mapped: dict[str, tuple[str, ...]] = {}
+    for field_name, attribute in (*schema.attribute_map.items(), *schema.scope_attributes.items()):
+        values = tuple(v for raw in attrs.get(attribute.lower(), ()) if (v := decode_lenient(raw)) is not None)
+        if values:
+            mapped[field_name] = values
+    disabled = False
+    if schema.uac_attribute:
+        uac = attrs.get(schema.uac_attribute.lower())
+        flags = parse_int(decode_text(uac[0])) if uac else None
+        disabled = flags is not None and bool(flags & AD_ACCOUNT_DISABLED)
+    if disabled_ids is not None and uid in disabled_ids:
+        disabled = True
+    member_of: tuple[str, ...] = ()
+    if schema.member_of_attribute:
+        member_of = tuple(normalize_dn(t) for raw in attrs.get(schema.member_of_attribute.lower(), ())
+                          if (t := decode_text(raw)))
+    email = mapped.get("email")
+    name = mapped.get("name")
+    return RawUser(id=uid, dn=dn, username=username.strip(), email=email[0] if email else None,
+                   name=name[0] if name else None, disabled=disabled, attributes=mapped, member_of=member_of)
+
+
+def to_group(schema: DirectorySchema, dn: str, attrs: Mapping[str, list[bytes]], issues: Issues,
+             fetch_range: Callable[[str], Mapping[str, Sequence[bytes]]]) -> RawGroup | None:
+    """A RawGroup with every member (ranged answers followed), or None (reported)."""
+    names = attrs.get(schema.group_name_attribute.lower())
+    name = decode_text(names[0]) if names else None
+    if not name or "\x00" in name:
+        issues.add(f"{dn}: no usable {schema.group_name_attribute}; group skipped")
+        return None
+    gid = entry_id(schema, dn, attrs, issues)
+    member_dns: list[str] = []
+    for attribute in schema.dn_member_attributes:
+        try:
+            values = collect_values(attrs, attribute, fetch_range)
+        except RangeError as exc:
+            # A group we cannot read whole must not be applied part-way: fail the run.
+            raise DirectoryUnavailable(f"{dn}: {exc}") from None
+        for raw in values:
+            text = decode_text(raw)
+            if text is None:
+                issues.add(f"{dn}: a {attribute} value is not UTF-8; ignored")
+            else:
+                member_dns.append(normalize_dn(text))
+    member_uids: list[str] = []
+    for attribute in schema.uid_member_attributes:
+        for raw in attrs.get(attribute.lower(), ()):
+            text = decode_text(raw)
+            if text is None:
+                issues.add(f"{dn}: a {attribute} value is not UTF-8; ignored")
+            else:
+                member_uids.append(text.strip())
+    return RawGroup(id=gid, dn=dn, name=name, member_dns=tuple(member_dns), member_uids=tuple(member_uids))
+
+
+def _range_fetcher(conn: ldap3.Connection, dn: str) -> Callable[[str], Mapping[str, Sequence[bytes]]]:
+    def fetch(request: str) -> Mapping[str, Sequence[bytes]]:
+        try:
+            conn.search(dn, "(objectClass=*)", search_scope=ldap3.BASE, attributes=[request])
+        except LDAPException as exc:
+            raise DirectoryUnavailable(f"{dn}: ranged read failed: {describe(exc)}") from None
+        for item in conn.response or ():
+            if item.get("type") == "searchResEntry":
+                return {str(k): list(v) for k, v in (item.get("raw_attributes") or {}).items()}
+        return {}
+    return fetch
+
+
+def highest_committed_usn(conn: ldap3.Connection) -> int | None:
+    """AD's rootDSE highestCommittedUSN, read before a run so nothing changed during it is missed."""
+    try:
+        conn.search("", "(objectClass=*)", search_scope=ldap3.BASE, attributes=["highestCommittedUSN"])
+    except LDAPException:
+        return None
+    for item in conn.response or ():
+        values = (item.get("raw_attributes") or {}).get("highestCommittedUSN")
+        if values:
+            return parse_int(decode_text(values[0]))
+    return None
+
+
+def read_directory(conn: ldap3.Connection, schema: DirectorySchema, page_size: int, *, since: str | None = None,
+                   progress: Progress | None = None) -> ReadResult:
+    """Users and groups (all, or changed since ``since``); raises DirectoryUnavailable on any failure."""
+    result = ReadResult(watermark=Watermark(integer=schema.change_is_integer))
+    watermark = result.watermark
+    assert watermark is not None
+    change_key = schema.change_attribute.lower()
+
+    disabled_ids: set[str] | None = None
+    if schema.disabled_filter:
+        # The disabled users are a second, narrow search (ids only): the filter is the operator's own
+        # LDAP filter, which only the server can evaluate faithfully.
+        disabled_ids = set()
+        query = since_filter(schema, f"(&{schema.users_filter}{schema.disabled_filter})", since)
+        for dn, attrs in paged(conn, schema.users_base, query, [schema.id_attribute], page_size):
+            disabled_ids.add(entry_id(schema, dn, attrs, Issues()))
+
+    count = 0
+    for dn, attrs in paged(conn, schema.users_base, since_filter(schema, schema.users_filter, since),
+                           schema.user_attributes(), page_size):
+        watermark.see(attrs.get(change_key))
+        user = to_user(schema, dn, attrs, result.issues, disabled_ids)
+        if user is not None:
+            result.users.append(user)
+        count += 1
+        if progress is not None and count % PROGRESS_EVERY == 0:
+            progress("users", count)
+    if progress is not None:
+        progress("users", count)
+
+    count = 0
+    for dn, attrs in paged(conn, schema.groups_base, since_filter(schema, schema.groups_filter, since),
+                           schema.group_attributes(), page_size):
+        watermark.see(attrs.get(change_key))
+        group = to_group(schema, dn, attrs, result.issues, _range_fetcher(conn, dn))
+        if group is not None:
+            result.groups.append(group)
+        count += 1
+        if progress is not None and count % PROGRESS_EVERY == 0:
+            progress("groups", count)
+    if progress is not None:
+        progress("groups", count)
+    return result

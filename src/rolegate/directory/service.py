@@ -1,0 +1,239 @@
+"""``DirectorySync``: the master process's sync loop, one run at a time, fail closed.
+
+Full sync at start and every ``full_interval``, incremental every ``interval`` in between.
+A run reads everything first and applies nothing until it has read all of it, checked the
+deletion threshold and written the snapshot: a directory that fails mid-run, or answers
+with a broken filter, leaves the last good snapshot serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rolegate.config.sections.directory import DirectoryConfig
+from rolegate.directory.builder import apply_changes, build_snapshot
+from rolegate.directory.connection import connection
+from rolegate.directory.diff import RolesHook, SyncDiff, diff
+from rolegate.directory.errors import DirectoryUnavailable
+from rolegate.directory.model import EMPTY_SNAPSHOT, DirectorySnapshot
+from rolegate.directory.persist import load_snapshot, save_snapshot
+from rolegate.directory.presets import DirectorySchema, resolve_schema
+from rolegate.directory.reader import Progress, ReadResult, highest_committed_usn, read_directory
+from rolegate.directory.safety import check_deletions
+from rolegate.directory.status import SyncResult, SyncStatus
+from rolegate.directory.values import format_change_time
+
+log = logging.getLogger("rolegate.directory")
+
+# Entries per diff list written to the audit trail; counts are always complete.
+AUDIT_LIST_LIMIT = 1000
+
+
+def directory_config(config: Any) -> DirectoryConfig:
+    """Accept the whole Config or its ``directory`` section."""
+    section = getattr(config, "directory", config)
+    if not isinstance(section, DirectoryConfig):
+        raise ValueError("no directory section in the config")
+    return section
+
+
+class DirectorySync:
+    """Keeps the Store's directory snapshot in step with LDAP / Active Directory."""
+
+    def __init__(self, config: Any, store: Any, *, clock: Callable[[], float] = time.time,
+                 describe_roles: RolesHook | None = None, progress: Progress | None = None) -> None:
+        self.config = directory_config(config)
+        self.schema: DirectorySchema = resolve_schema(self.config)
+        self.store = store
+        self.clock = clock
+        self.describe_roles = describe_roles
+        self.progress = progress
+        self.status = SyncStatus()
+        self.snapshot: DirectorySnapshot | None = None  # the last applied (good) snapshot
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    # -- lifecycle -------------------------------------------------------------------
+    async def start(self) -> None:
+        """Serve the stored snapshot at once, then sync in the background (full first)."""
+        if self._task is not None:
+            return
+        try:
+            stored = await load_snapshot(self.store)
+        except Exception as exc:  # noqa: BLE001 - a store hiccup must not stop the sync from starting
+            log.warning("directory: could not read the stored snapshot: %s", exc)
+            stored = None
+        if stored is not None:
+            self.snapshot = stored
+            self.status.users, self.status.groups = len(stored.users), len(stored.groups)
+        self._task = asyncio.create_task(self._loop(), name="rolegate-directory-sync")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+
+    def wake(self) -> None:
+        """Run the next sync now (e.g. an admin pressed "sync")."""
+        self._wake.set()
+
+    async def _loop(self) -> None:
+        interval = self.config.interval.total_seconds()
+        full_every = self.config.full_interval.total_seconds()
+        failures = 0
+        while True:
+            last_full = self.status.last_full
+            full = (self.snapshot is None or not self.snapshot.incremental_ready or last_full is None
+                    or self.clock() - last_full >= full_every)
+            result = await self.sync_now(full=full)
+            if result.error is not None:
+                failures += 1
+                # Exponential back-off with a cap and some jitter, so a fleet does not stampede a
+                # directory that just came back.
+                delay = min(interval * 2 ** min(failures, 20), self.config.retry_max.total_seconds())
+                delay *= random.uniform(0.8, 1.0)
+            else:
+                failures = 0
+                delay = interval
+            self.status.next_attempt = self.clock() + delay
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+            except asyncio.TimeoutError:
+                pass
+
+    # -- one run ---------------------------------------------------------------------
+    async def sync_now(self, full: bool, force: bool = False, dry_run: bool = False) -> SyncResult:
+        """Run one sync; never raises for directory or data problems (see the result and status)."""
+        async with self._lock:
+            return await self._run(full, force, dry_run)
+
+    async def _run(self, full: bool, force: bool, dry_run: bool) -> SyncResult:
+        began, started = self.clock(), time.monotonic()
+        self.status.last_attempt = began
+        current = self.snapshot
+        if current is None:
+            try:
+                current = await load_snapshot(self.store)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("directory: could not read the stored snapshot: %s", exc)
+        old = current or EMPTY_SNAPSHOT
+        if not full and not old.incremental_ready:
+            full = True  # the incremental bookkeeping lives only in a snapshot this process built
+        result = SyncResult(full=full, dry_run=dry_run, forced=force)
+        try:
+            new, read = await asyncio.to_thread(self._read_and_build, old, full, began)
+            result.entries_read = len(read.users) + len(read.groups)
+            result.issues = new.issues
+            result.users, result.groups = len(new.users), len(new.groups)
+            changes = await asyncio.to_thread(diff, old, new, describe_roles=self.describe_roles)
+            result.diff = changes
+            check = check_deletions(changes, len(old.users), self.config.max_deletions)
+            result.pending_deletions = check.losing
+            if check.refused and not force:
+                result.refused = True
+                result.refusal = check.explain()
+                if not dry_run:
+                    self._refused(result, check.losing, check.explain())
+                return result
+            if dry_run:
+                return result
+            if check.refused:
+                log.warning("directory: %s; applied anyway (--force)", check.explain())
+            if current is None or not changes.empty:
+                await save_snapshot(self.store, new)
+                await self._audit(result, changes)
+            self.snapshot = new
+            result.applied = True
+            result.duration = time.monotonic() - started
+            self._succeeded(result, new, began)
+            return result
+        except DirectoryUnavailable as exc:
+            result.error = exc.detail or str(exc)
+        except Exception as exc:  # noqa: BLE001 - fail closed: the last good snapshot keeps serving
+            log.exception("directory: sync failed unexpectedly")
+            result.error = f"{type(exc).__name__}: {exc}"[:300]
+        finally:
+            result.duration = time.monotonic() - started
+        if not dry_run:
+            self._failed(result.error or "unknown error")
+        return result
+
+    def _read_and_build(self, old: DirectorySnapshot, full: bool, began: float
+                        ) -> tuple[DirectorySnapshot, ReadResult]:
+        since = None if full else old.since
+        started = time.monotonic()
+        with connection(self.config) as conn:
+            start_usn = highest_committed_usn(conn) if self.schema.change_is_integer else None
+            read = read_directory(conn, self.schema, self.config.page_size, since=since, progress=self.progress)
+        next_since = self._next_since(since, read, start_usn, time.monotonic() - started)
+        if full:
+            new = build_snapshot(read.users, read.groups, issues=read.issues, taken_at=began, since=next_since)
+        else:
+            new = apply_changes(old, read.users, read.groups, issues=read.issues, taken_at=began,
+                                since=next_since)
+        for issue in read.issues.items[:20]:
+            log.info("directory: %s", issue)
+        return new, read
+
+    def _next_since(self, since: str | None, read: ReadResult, start_usn: int | None, elapsed: float) -> str | None:
+        """The watermark for the next incremental run, chosen so no change made during this run is missed."""
+        mark = read.watermark
+        if self.schema.change_is_integer:
+            if start_usn is not None:
+                return str(start_usn + 1)  # AD: everything committed after this run began
+            if mark is None or mark.highest is None:
+                return since
+            return str(int(mark.highest) + 1)  # a directory without a rootDSE USN: best effort
+        if mark is None or mark.highest is None:
+            return since
+        # An entry changed while we paged may carry an older stamp than one we read later; going
+        # back by the run's duration (plus the stamps' one-second grain) re-reads rather than misses it.
+        candidate = format_change_time(mark.highest - elapsed - 1)
+        return max(candidate, since) if since else candidate
+
+    # -- bookkeeping -------------------------------------------------------------------
+    def _succeeded(self, result: SyncResult, new: DirectorySnapshot, began: float) -> None:
+        s = self.status
+        s.state, s.last_success, s.last_error, s.consecutive_failures = "ok", began, None, 0
+        if result.full:
+            s.last_full = began
+        s.users, s.groups, s.pending_deletions, s.issues = len(new.users), len(new.groups), 0, len(new.issues)
+        counts = result.diff.counts()
+        log.info("directory: %s sync applied: %d users, %d groups (%s) in %.2fs",
+                 "full" if result.full else "incremental", s.users, s.groups,
+                 ", ".join(f"{k} {v}" for k, v in counts.items() if v) or "no changes", result.duration)
+
+    def _refused(self, result: SyncResult, losing: int, why: str) -> None:
+        s = self.status
+        s.state, s.pending_deletions, s.last_error = "refused", losing, f"refused: {why}"
+        log.error("directory: sync refused, nothing applied: %s. Fix the directory or filters, "
+                  "or run `rolegate sync --force` to apply it.", why)
+
+    def _failed(self, error: str) -> None:
+        s = self.status
+        s.state, s.last_error = "degraded", error
+        s.consecutive_failures += 1
+        log.warning("directory: sync failed, the last good snapshot keeps serving: %s", error)
+
+    async def _audit(self, result: SyncResult, changes: SyncDiff) -> None:
+        body = changes.as_dict()
+        for key, value in body.items():
+            if isinstance(value, list) and len(value) > AUDIT_LIST_LIMIT:
+                body[key] = value[:AUDIT_LIST_LIMIT] + [{"truncated": len(value) - AUDIT_LIST_LIMIT}]
+        body.update(kind="full" if result.full else "incremental", forced=result.forced,
+                    users=result.users, groups=result.groups)
+        try:
+            await self.store.append_audit("directory.sync", body)
+        except Exception as exc:  # noqa: BLE001 - access changes (a disabled user) must not wait on audit
+            log.error("directory: could not write the sync to the audit trail: %s", exc)
