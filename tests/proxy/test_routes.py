@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from rolegate.errors import AmbiguousPath, ConfigError
 from rolegate.proxy.paths import normalize_path, split_segments
+from rolegate.proxy import routes as routes_module
 from rolegate.proxy.routes import Match, Route, RouteSpec, RouteTable, Template, canonical_host
 
 
@@ -364,26 +365,31 @@ def test_ambiguous_routes_resolve_by_config_order() -> None:
 
 def test_lookup_work_does_not_grow_with_route_count(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = 0
-    walk = RouteTable._walk
 
-    def counting(self: RouteTable, *args: object) -> object:
-        nonlocal calls
-        calls += 1
-        return walk(self, *args)  # type: ignore[arg-type]
+    def counting(fn):  # type: ignore[no-untyped-def]
+        def wrapper(*args):  # type: ignore[no-untyped-def]
+            nonlocal calls
+            calls += 1
+            return fn(*args)
+
+        return wrapper
 
     def specs(n: int) -> list[RouteSpec]:
         out = [spec("/buildings/{b}/dashboard", "GET"), spec("/static/**")]
         out += [spec(f"/svc{i}/{{id}}/items/**", "GET POST") for i in range(n)]
-        out += [spec(f"/x/{i}", host=f"h{i}.example.com") for i in range(n)]
+        out += [spec(f"/x/{i}", "GET", host=f"h{i}.example.com") for i in range(n)]
         return out
 
     small, large = RouteTable.compile(specs(5)), RouteTable.compile(specs(5000))
-    monkeypatch.setattr(RouteTable, "_walk", counting)
+    # The search recurses through module globals, so patching them counts every step.
+    monkeypatch.setattr(routes_module, "_walk", counting(routes_module._walk))
+    monkeypatch.setattr(routes_module, "_collect", counting(routes_module._collect))
     counts = []
     for t in (small, large):
         calls = 0
-        for p in ("/buildings/a/dashboard", "/svc3/1/items/a/b", "/x/3", "/nothing/here"):
-            hit(t, p, host="h3.example.com")
+        for p, method in (("/buildings/a/dashboard", "GET"), ("/svc3/1/items/a/b", "GET"),
+                          ("/x/3", "GET"), ("/x/3", "POST"), ("/nothing/here", "GET")):
+            hit(t, p, method, host="h3.example.com")
         counts.append(calls)
     assert counts[0] == counts[1]
 

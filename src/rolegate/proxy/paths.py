@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from urllib.parse import unquote
 
 from rolegate.errors import AmbiguousPath
 
@@ -38,21 +37,35 @@ __all__ = ["MAX_PATH_LENGTH", "normalize_path", "split_segments"]
 
 MAX_PATH_LENGTH = 8192
 
-# RFC 3986 pchar without "%" and without ";" (path parameters are refused).
+# RFC 3986 unreserved characters: the only escapes that are decoded. The
+# regexes below spell out pchar without "%" and ";" (parameters are refused).
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-_RAW_OK = _UNRESERVED | frozenset("!$&'()*+,=:@")
 # Printable ASCII that may not appear raw in a path but is harmless once encoded.
 _RAW_ENCODE = frozenset(' "<>[]^`{|}')
 # Printable ASCII that is refused raw: ";" parameters, "\" separators, and
 # "?"/"#" that cannot be part of a path whose query was already split off.
 _RAW_REJECT = frozenset(";\\?#")
-_HEX = frozenset("0123456789abcdefABCDEF")
 
 # Fast path: plain segments of pchar (no "%", no ";"), no empty segment, no dot
 # segment; an optional trailing slash. Such a path is already canonical.
 _CANONICAL_PLAIN = re.compile(
     r"(?:/(?!\.\.?(?:/|\Z))[A-Za-z0-9\-._~!$&'()*+,=:@]+)+/?|/"
 )
+_HEX_BYTE = [f"%{b:02X}" for b in range(256)]
+# What an encoded ASCII byte becomes: unreserved characters decoded, controls
+# and separators refused (None), everything else kept encoded.
+_ESCAPED_ASCII: list[str | None] = [
+    chr(b) if chr(b) in _UNRESERVED
+    else None if b < 0x20 or b == 0x7F or chr(b) in "/\\"
+    else _HEX_BYTE[b]
+    for b in range(128)
+]
+# A segment as tokens: plain runs, runs of well-formed escapes, any other character.
+_TOKENS = re.compile(r"([A-Za-z0-9\-._~!$&'()*+,=:@]+)|((?:%[0-9A-Fa-f]{2})+)|(.)", re.S)
+# One plain segment, for the slow path's common case.
+_PLAIN_SEGMENT = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,=:@]+")
+# Runs of escapes in a canonical path (upper-case hex, valid UTF-8 by construction).
+_ESCAPES = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
 
 
 def _reject(reason: str, raw: str) -> AmbiguousPath:
@@ -102,87 +115,78 @@ def normalize_path(raw: str, max_length: int = MAX_PATH_LENGTH) -> str:
 
 def _canonical_segment(seg: str, raw: str) -> tuple[str, bool]:
     """Canonicalize one non-empty segment; return it and whether it had an encoded dot."""
+    if _PLAIN_SEGMENT.fullmatch(seg) is not None:
+        return seg, False
     out: list[str] = []
     pending = bytearray()  # a run of non-ASCII bytes, validated as UTF-8 at its end
     dot_encoded = False
-    non_ascii = False
-    i = 0
-    n = len(seg)
-    while i < n:
-        c = seg[i]
-        if c == "%":
-            if i + 2 >= n:
-                raise _reject("truncated percent escape", raw)
-            h1 = seg[i + 1]
-            h2 = seg[i + 2]
-            if h1 not in _HEX or h2 not in _HEX:
-                raise _reject("invalid percent escape", raw)
-            b = int(seg[i + 1 : i + 3], 16)
-            i += 3
-            if b >= 0x80:
-                non_ascii = True
-                pending.append(b)
-                continue
+    needs_fold_check = False  # some non-ASCII text is not already NFKC
+    for plain, escapes, c in _TOKENS.findall(seg):
+        if plain:
             if pending:
-                _flush_utf8(pending, out, raw)
-            ch = chr(b)
-            if ch in _UNRESERVED:
-                out.append(ch)
-                if ch == ".":
-                    dot_encoded = True
-            elif b < 0x20 or b == 0x7F:
-                raise _reject("encoded control character", raw)
-            elif ch == "/" or ch == "\\":
-                raise _reject("encoded path separator", raw)
-            else:
-                out.append(f"%{b:02X}")
+                needs_fold_check |= _flush_utf8(pending, out, raw)
+            out.append(plain)
             continue
-        i += 1
+        if escapes:
+            for b in bytes.fromhex(escapes.replace("%", "")):
+                if b >= 0x80:
+                    pending.append(b)
+                    continue
+                if pending:
+                    needs_fold_check |= _flush_utf8(pending, out, raw)
+                text = _ESCAPED_ASCII[b]
+                if text is None:
+                    raise _reject(f"encoded character %{b:02X} not allowed", raw)
+                if b == 0x2E:
+                    dot_encoded = True
+                out.append(text)
+            continue
         o = ord(c)
         if o >= 0x80:
-            non_ascii = True
             try:
                 pending += c.encode("utf-8")
             except UnicodeEncodeError:  # lone surrogate (undecodable request bytes)
                 raise _reject("invalid character", raw) from None
             continue
         if pending:
-            _flush_utf8(pending, out, raw)
-        if c in _RAW_OK:
-            out.append(c)
-        elif o < 0x20 or o == 0x7F:
-            raise _reject("control character", raw)
+            needs_fold_check |= _flush_utf8(pending, out, raw)
+        if c == "%":
+            raise _reject("invalid percent escape", raw)
+        if c in _RAW_ENCODE:
+            out.append(_HEX_BYTE[o])
         elif c in _RAW_REJECT:
             raise _reject(f"character {c!r} not allowed", raw)
-        elif c in _RAW_ENCODE:
-            out.append(f"%{o:02X}")
-        else:  # pragma: no cover - every printable ASCII character is classified above
-            raise _reject("unexpected character", raw)
+        else:
+            raise _reject("control character", raw)
     if pending:
-        _flush_utf8(pending, out, raw)
+        needs_fold_check |= _flush_utf8(pending, out, raw)
     canon = "".join(out)
-    if non_ascii:
+    if needs_fold_check:
         _check_unicode_folding(canon, raw)
     return canon, dot_encoded
 
 
-def _flush_utf8(pending: bytearray, out: list[str], raw: str) -> None:
-    """Validate a run of non-ASCII bytes as UTF-8 and append it percent-encoded."""
+def _flush_utf8(pending: bytearray, out: list[str], raw: str) -> bool:
+    """Validate a run of non-ASCII bytes as UTF-8 and append it percent-encoded.
+
+    Return whether NFKC would change the text (then the segment needs the folding check).
+    """
     try:
         text = pending.decode("utf-8")
     except UnicodeDecodeError:
         raise _reject("invalid UTF-8", raw) from None
     for ch in text:
-        if 0x80 <= ord(ch) <= 0x9F:
+        if ord(ch) <= 0x9F:
             raise _reject("C1 control character", raw)
-    out.append("".join(f"%{b:02X}" for b in pending))
+    out.append("".join([_HEX_BYTE[b] for b in pending]))
     pending.clear()
+    return not unicodedata.is_normalized("NFKC", text)
 
 
 def _check_unicode_folding(canon: str, raw: str) -> None:
     # An upstream that applies NFKC (some frameworks and file systems do) must
     # not see a separator or a dot segment that rolegate did not see.
-    folded = unicodedata.normalize("NFKC", unquote(canon))
+    folded = unicodedata.normalize("NFKC", _decode(canon))
     if "/" in folded or "\\" in folded or folded in (".", ".."):
         raise _reject("character folds to a separator or dot segment", raw)
 
@@ -199,4 +203,13 @@ def split_segments(path: str) -> tuple[str, ...]:
     segments = path[1:].split("/")
     if "%" not in path:
         return tuple(segments)
-    return tuple(unquote(s, errors="strict") if "%" in s else s for s in segments)
+    return tuple(_decode(s) if "%" in s else s for s in segments)
+
+
+def _decode_run(m: re.Match[str]) -> str:
+    return bytes.fromhex(m.group().replace("%", "")).decode("utf-8")
+
+
+def _decode(canonical: str) -> str:
+    """Percent-decode canonical text once (escapes are upper-case and valid UTF-8)."""
+    return _ESCAPES.sub(_decode_run, canonical)

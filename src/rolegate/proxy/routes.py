@@ -44,6 +44,7 @@ __all__ = [
 ]
 
 MODES = frozenset({"enforce", "log", "authenticated", "public"})
+_HOST_CACHE_SIZE = 1024
 
 _PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PARAM_SEGMENT = re.compile(r"\{([^{}]*)\}")
@@ -328,6 +329,25 @@ class _Dispatch:
         self.wildcard = {h: _Methods(rs) for h, rs in wildcard.items()} or None
         self.any = _Methods(any_host) if any_host else None
 
+    def pick(self, method: str, host: str | None, suffix: str | None) -> Route | None:
+        """The route for a method and canonical host, most specific host first."""
+        if self.exact is not None and host is not None:
+            t = self.exact.get(host)
+            if t is not None:
+                r = t.by_method.get(method) or t.fallback
+                if r is not None:
+                    return r
+        if self.wildcard is not None and suffix is not None:
+            t = self.wildcard.get(suffix)
+            if t is not None:
+                r = t.by_method.get(method) or t.fallback
+                if r is not None:
+                    return r
+        t = self.any
+        if t is not None:
+            return t.by_method.get(method) or t.fallback
+        return None
+
     def tables(self, host: str | None, suffix: str | None) -> list[_Methods]:
         """The method tables that apply to a host, most specific first."""
         out = []
@@ -391,11 +411,13 @@ def canonical_host(host: str) -> str:
 class RouteTable:
     """Routes compiled into a segment trie; see the module docstring for precedence."""
 
-    __slots__ = ("routes", "_root", "_has_hosts", "_has_wildcards")
+    __slots__ = ("routes", "_root", "_has_hosts", "_has_wildcards", "_hosts")
 
     def __init__(self, routes: tuple[Route, ...], root: _Node) -> None:
         self.routes = routes
         self._root = root
+        # Host header -> (canonical host, wildcard suffix); a handful of hosts in practice.
+        self._hosts: dict[str, tuple[str, str | None]] = {}
         self._has_hosts = any(r.host is not None for r in routes)
         self._has_wildcards = any(r.host is not None and r.host.startswith("*.") for r in routes)
 
@@ -447,55 +469,33 @@ class RouteTable:
         h: str | None = None
         suffix: str | None = None
         if host is not None and self._has_hosts:
-            h = canonical_host(host)
-            if self._has_wildcards:
-                dot = h.find(".")
-                suffix = h[dot:] if dot > 0 else None
+            cached = self._hosts.get(host)
+            if cached is None:
+                cached = self._host_key(host)
+            h, suffix = cached
         values: list[str] = []
-        miss = _Miss()
-        route = self._walk(self._root, segments, 0, len(segments), method, h, suffix, values, miss)
+        n = len(segments)
+        route = _walk(self._root, segments, 0, n, method, h, suffix, values)
         if route is not None:
-            return Match(route, dict(zip(route.param_names, values)))
+            names = route.param_names
+            return Match(route, dict(zip(names, values)) if names else {})
+        # Rare path (404/405): search again, collecting what refused the method.
+        miss = _Miss()
+        _collect(self._root, segments, 0, n, h, suffix, [], miss)
         if miss.route is not None:
             r = miss.route
             return Match(r, dict(zip(r.param_names, miss.values)), False, frozenset(miss.allowed))
         return None
 
-    def _walk(
-        self,
-        node: _Node,
-        segments: tuple[str, ...],
-        i: int,
-        n: int,
-        method: str,
-        host: str | None,
-        suffix: str | None,
-        values: list[str],
-        miss: _Miss,
-    ) -> Route | None:
-        # Depth-first in precedence order: literal, {param}, then "**". On
-        # success ``values`` holds the parameter values of the route returned.
-        if i == n:
-            if node.terminal is not None:
-                r = _pick(node.terminal, method, host, suffix, values, miss)
-                if r is not None:
-                    return r
-        else:
-            seg = segments[i]
-            child = node.literals.get(seg)
-            if child is not None:
-                r = self._walk(child, segments, i + 1, n, method, host, suffix, values, miss)
-                if r is not None:
-                    return r
-            if node.param is not None and seg:
-                values.append(seg)
-                r = self._walk(node.param, segments, i + 1, n, method, host, suffix, values, miss)
-                if r is not None:
-                    return r
-                values.pop()
-        if node.catchall is not None:
-            return _pick(node.catchall, method, host, suffix, values, miss)
-        return None
+    def _host_key(self, host: str) -> tuple[str, str | None]:
+        h = canonical_host(host)
+        dot = h.find(".")
+        key = (h, h[dot:] if dot > 0 and self._has_wildcards else None)
+        # Bounded, so a client cycling Host headers cannot grow it without limit.
+        if len(self._hosts) >= _HOST_CACHE_SIZE:
+            self._hosts.clear()
+        self._hosts[host] = key
+        return key
 
     def problems(self) -> list[str]:
         """Ambiguous and unreachable routes, for ``rolegate check``."""
@@ -515,29 +515,73 @@ class RouteTable:
         return [p[1] for p in out]
 
 
-def _pick(
-    dispatch: _Dispatch,
+def _walk(
+    node: _Node,
+    segments: tuple[str, ...],
+    i: int,
+    n: int,
     method: str,
     host: str | None,
     suffix: str | None,
     values: list[str],
-    miss: _Miss,
 ) -> Route | None:
-    # Inline the common case (no host-specific routes here) to keep lookups cheap.
-    if dispatch.exact is None and dispatch.wildcard is None:
-        table = dispatch.any
-        if table is None:
-            return None
-        r = table.by_method.get(method) or table.fallback
-        if r is None:
-            _record_miss(table, values, miss)
-        return r
-    for table in dispatch.tables(host, suffix):
-        r = table.by_method.get(method) or table.fallback
-        if r is not None:
-            return r
-        _record_miss(table, values, miss)
+    """Depth-first search in precedence order: literal, ``{param}``, then ``**``.
+
+    On success ``values`` holds the parameter values of the route returned.
+    """
+    if i == n:
+        d = node.terminal
+        if d is not None:
+            r = d.pick(method, host, suffix)
+            if r is not None:
+                return r
+    else:
+        seg = segments[i]
+        child = node.literals.get(seg)
+        if child is not None:
+            r = _walk(child, segments, i + 1, n, method, host, suffix, values)
+            if r is not None:
+                return r
+        child = node.param
+        if child is not None and seg:
+            values.append(seg)
+            r = _walk(child, segments, i + 1, n, method, host, suffix, values)
+            if r is not None:
+                return r
+            values.pop()
+    d = node.catchall
+    if d is not None:
+        return d.pick(method, host, suffix)
     return None
+
+
+def _collect(
+    node: _Node,
+    segments: tuple[str, ...],
+    i: int,
+    n: int,
+    host: str | None,
+    suffix: str | None,
+    values: list[str],
+    miss: _Miss,
+) -> None:
+    """Visit, in the same order as ``_walk``, every dispatch matching path and host."""
+    if i == n:
+        if node.terminal is not None:
+            for table in node.terminal.tables(host, suffix):
+                _record_miss(table, values, miss)
+    else:
+        seg = segments[i]
+        child = node.literals.get(seg)
+        if child is not None:
+            _collect(child, segments, i + 1, n, host, suffix, values, miss)
+        if node.param is not None and seg:
+            values.append(seg)
+            _collect(node.param, segments, i + 1, n, host, suffix, values, miss)
+            values.pop()
+    if node.catchall is not None:
+        for table in node.catchall.tables(host, suffix):
+            _record_miss(table, values, miss)
 
 
 def _record_miss(table: _Methods, values: list[str], miss: _Miss) -> None:
