@@ -536,3 +536,13 @@ def test_authorized_route_is_the_forwarded_route(
     decoded = unquote(forwarded, errors="strict")
     upstream_segments = () if decoded == "/" else tuple(decoded[1:].split("/"))
     assert upstream_segments == segments
+
+    # Even re-normalizing the upstream's decoded view lands on the same route,
+    # unless the client double-encoded ("%25"), which stays literal by design.
+    if "%25" not in forwarded:
+        try:
+            renormalized = normalize_path(decoded)
+        except AmbiguousPath:
+            return
+        m2 = t.match(method, host, split_segments(renormalized))
+        assert m2 is not None and m2.route is m.route and m2.params == m.params
