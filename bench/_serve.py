@@ -38,6 +38,7 @@ def serve(make_app: Callable[[], web.Application], port: int, argv: list[str]) -
                 pass
         raise SystemExit(0)
 
-    signal.signal(signal.SIGTERM, stop)
+    if children:  # only the parent relays; workers die on SIGTERM's default action
+        signal.signal(signal.SIGTERM, stop)
     web.run_app(make_app(), host="127.0.0.1", port=port, access_log=None,
                 reuse_port=args.workers > 1, print=None, handle_signals=False)
