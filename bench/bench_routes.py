@@ -29,6 +29,7 @@ REQUESTS: list[tuple[str, str, str]] = [
     ("GET", "t3.tenant.example.com", "/api/v1/svc3/items/99/history"),
     ("GET", "app.example.com", "/buildings/a%20b/documents/%C3%A9t%C3%A9.pdf"),
     ("GET", "app.example.com", "/nothing/here/at/all"),
+    ("DELETE", "app.example.com", "/tasks/42/controls/7/perform"),
 ]
 
 
@@ -81,40 +82,48 @@ def _fields(spec: RouteSpec) -> dict[str, object]:
     return {f: getattr(spec, f) for f in RouteSpec.__slots__ if f != "name"}
 
 
-def per_call_ns(fn, args_list, loops: int, runs: int) -> float:  # type: ignore[no-untyped-def]
-    """Median over ``runs`` of the mean ns per call across ``args_list`` × ``loops``."""
-    samples = []
-    calls = loops * len(args_list)
-    for _ in range(runs):
-        start = time.perf_counter_ns()
-        for _ in range(loops):
-            for args in args_list:
-                fn(*args)
-        samples.append((time.perf_counter_ns() - start) / calls)
-    return statistics.median(samples)
+def per_call_ns(fn, args_list, loops: int) -> float:  # type: ignore[no-untyped-def]
+    """Mean ns per call of ``fn`` over ``args_list`` × ``loops``."""
+    start = time.perf_counter_ns()
+    for _ in range(loops):
+        for args in args_list:
+            fn(*args)
+    return (time.perf_counter_ns() - start) / (loops * len(args_list))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=7)
-    parser.add_argument("--loops", type=int, default=5000)
+    parser.add_argument("--runs", type=int, default=9)
+    parser.add_argument("--loops", type=int, default=3000)
     opts = parser.parse_args()
 
     print(f"timing {len(REQUESTS)} request paths, {opts.loops} loops, median of {opts.runs} runs")
     norm_args = [(p,) for _, _, p in REQUESTS]
-    rows = []
-    for n in (10, 10_000):
+    split_args = [(normalize_path(p),) for _, _, p in REQUESTS]
+    sizes = (10, 10_000)
+    setups = {}
+    for n in sizes:
         t0 = time.perf_counter()
         table = RouteTable.compile(many_routes(n))
         compile_ms = (time.perf_counter() - t0) * 1000
         match_args = [(m, h, split_segments(normalize_path(p))) for m, h, p in REQUESTS]
         results = [table.match(*a) for a in match_args]
         outcome = "".join("M" if r and r.method_allowed else "4" if r else "-" for r in results)
-        norm_ns = per_call_ns(normalize_path, norm_args, opts.loops, opts.runs)
-        split_ns = per_call_ns(split_segments, [(normalize_path(p),) for p, in norm_args],
-                               opts.loops, opts.runs)
-        match_ns = per_call_ns(table.match, match_args, opts.loops, opts.runs)
-        rows.append((n, norm_ns, split_ns, match_ns, compile_ms, outcome))
+        setups[n] = (table, match_args, compile_ms, outcome)
+    # Runs interleave the table sizes, so noise from other processes hits both alike.
+    samples: dict[int, list[tuple[float, float, float]]] = {n: [] for n in sizes}
+    for _ in range(opts.runs):
+        for n in sizes:
+            table, match_args, _, _ = setups[n]
+            samples[n].append((
+                per_call_ns(normalize_path, norm_args, opts.loops),
+                per_call_ns(split_segments, split_args, opts.loops),
+                per_call_ns(table.match, match_args, opts.loops),
+            ))
+    rows = []
+    for n in sizes:
+        med = [statistics.median(s[k] for s in samples[n]) for k in range(3)]
+        rows.append((n, *med, setups[n][2], setups[n][3]))
 
     print(f"{'routes':>7} {'normalize ns':>13} {'split ns':>9} {'match ns':>9} "
           f"{'compile ms':>11}  outcomes (M=match 4=405 -=none)")
