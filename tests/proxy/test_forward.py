@@ -152,7 +152,8 @@ def proxy_app(forwarder: Forwarder, name: str = "up", options: dict | None = Non
         try:
             return await forwarder.forward(
                 request, name, request.raw_path,
-                set_headers={"X-Rolegate-Assertion": "minted", "X-Rolegate-User": "alice"},
+                set_headers={"X-Rolegate-Assertion": "minted", "X-Rolegate-User": "alice",
+                             **options.get("set_headers", {})},
                 response_filter=options.get("filter"),
             )
         except RolegateError as exc:
@@ -263,11 +264,32 @@ async def test_forwarded_headers(stack: Stack):
         stack.base + "/echo", headers={"X-Forwarded-For": "203.0.113.9", "Host": "app.example"}
     ) as r:
         data = await r.json()
-    assert header_list(data, "X-Forwarded-For") == ["203.0.113.9, 127.0.0.1"]
+    # The peer is not a trusted proxy: its claimed chain is dropped, not extended.
+    assert header_list(data, "X-Forwarded-For") == ["127.0.0.1"]
     assert header_list(data, "X-Forwarded-Proto") == ["http"]
     assert header_list(data, "X-Forwarded-Host") == ["app.example"]
     # Host is the upstream's own, like nginx's default
     assert header_list(data, "Host") == [f"127.0.0.1:{stack.upstream_port}"]
+
+
+async def test_forwarded_for_is_extended_only_for_trusted_proxies(stack: Stack):
+    stack.forwarder.trusted_proxies = (__import__("ipaddress").ip_network("127.0.0.0/8"),)
+    async with stack.session.get(
+        stack.base + "/echo", headers={"X-Forwarded-For": "203.0.113.9", "Forwarded": "for=1.2.3.4",
+                                       "X-Real-IP": "1.2.3.4"}
+    ) as r:
+        data = await r.json()
+    assert header_list(data, "X-Forwarded-For") == ["203.0.113.9, 127.0.0.1"]
+    assert header_list(data, "Forwarded") == [] and header_list(data, "X-Real-IP") == []
+
+
+async def test_set_headers_replace_the_clients_and_empty_removes(stack: Stack):
+    stack.options["set_headers"] = {"Cookie": "app=1", "X-Drop": ""}
+    async with stack.session.get(stack.base + "/echo", headers={"Cookie": "rolegate_session=s; app=1",
+                                                               "X-Drop": "secret"}) as r:
+        data = await r.json()
+    assert header_list(data, "Cookie") == ["app=1"]
+    assert header_list(data, "X-Drop") == []
 
 
 async def test_spoofed_rolegate_headers_are_replaced(stack: Stack):

@@ -39,7 +39,8 @@ for a ``Content-Encoding`` it cannot read.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+import ipaddress
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 import aiohttp
@@ -80,7 +81,7 @@ ResponseFilter = Callable[[int, CIMultiDictProxy[str]], BodyTransform | None]
 class Forwarder:
     """Sends requests to named upstreams over pooled keep-alive connections."""
 
-    __slots__ = ("_upstreams", "_pools", "max_body", "ws_max_msg_size", "_ws_session")
+    __slots__ = ("_upstreams", "_pools", "max_body", "ws_max_msg_size", "_ws_session", "trusted_proxies")
 
     def __init__(
         self,
@@ -88,7 +89,10 @@ class Forwarder:
         *,
         max_body: int | None = None,
         ws_max_msg_size: int = 4 * 1024 * 1024,
+        trusted_proxies: Sequence[str] = (),
     ) -> None:
+        # Peers whose X-Forwarded-For is extended instead of replaced (load balancers in front).
+        self.trusted_proxies = tuple(ipaddress.ip_network(n, strict=False) for n in trusted_proxies)
         self._upstreams = dict(upstreams)
         self._pools = {name: UpstreamPool(up) for name, up in self._upstreams.items()}
         self.max_body = max_body
@@ -167,6 +171,7 @@ class Forwarder:
             forwarded_host=fwd_host,
             set_headers=set_headers,
             framing=framing,
+            trust_forwarded_for=self._trusts(client_addr),
         )
         has_body = chunked or bool(length)
 
@@ -374,11 +379,21 @@ class Forwarder:
 
     # -- websocket -----------------------------------------------------------
 
+    def _trusts(self, peer: str) -> bool:
+        if not self.trusted_proxies:
+            return False
+        try:
+            address = ipaddress.ip_address(peer)
+        except ValueError:
+            return False
+        return any(address in net for net in self.trusted_proxies)
+
     async def _forward_websocket(
         self, request, up: Upstream, target: bytes, client_addr, proto, fwd_host, set_headers
     ) -> web.StreamResponse:
         headers = websocket_request_headers(
             request.raw_headers,
+            trust_forwarded_for=self._trusts(client_addr),
             client_addr=client_addr,
             forwarded_proto=proto,
             forwarded_host=fwd_host,

@@ -45,6 +45,8 @@ HOP_BY_HOP: frozenset[bytes] = frozenset({
 _REQUEST_REWRITTEN: frozenset[bytes] = HOP_BY_HOP | frozenset({
     b"content-length", b"host", b"expect",
     b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host",
+    # Other client-supplied forwarding claims: never passed on, rolegate states the chain itself.
+    b"forwarded", b"x-real-ip",
 })
 
 # Handshake headers aiohttp's ws_connect generates itself.
@@ -97,6 +99,8 @@ def _drop_request_header(name: bytes, named_by_connection: set[bytes]) -> bool:
 def _encode_set_headers(set_headers: Mapping[str, str]) -> list[bytes]:
     out = []
     for name, value in set_headers.items():
+        if not value:  # an empty value removes the client's header without sending one
+            continue
         bname = name.encode("ascii")
         bvalue = value.encode("latin-1")
         if _TOKEN(bname) is None or b"\r" in bvalue or b"\n" in bvalue or b"\0" in bvalue:
@@ -118,20 +122,23 @@ def upstream_request_head(
     set_headers: Mapping[str, str],
     framing: bytes,
     connection: bytes = b"keep-alive",
+    trust_forwarded_for: bool = False,
 ) -> bytes:
     """The complete HTTP/1.1 request head to send upstream.
 
     ``framing`` is ``b"content-length: N\\r\\n"``, ``b"transfer-encoding: chunked\\r\\n"``
-    or ``b""``: decided by the forwarder from what it will actually send.
+    or ``b""``: decided by the forwarder from what it will actually send. A header named in
+    ``set_headers`` replaces the client's headers of that name. The client's ``X-Forwarded-For``
+    is extended only when it comes from a trusted proxy; otherwise the chain starts at the peer.
     """
     raw = raw_headers if isinstance(raw_headers, tuple) else tuple(raw_headers)
-    named: set[bytes] = set()
+    named: set[bytes] = {name.lower().encode("ascii") for name in set_headers} if set_headers else set()
     xff_prior: list[bytes] = []
     for name, value in raw:
         lname = name.lower()
         if lname == b"connection":
             named |= connection_tokens((value,))
-        elif lname == b"x-forwarded-for":
+        elif lname == b"x-forwarded-for" and trust_forwarded_for:
             xff_prior.append(value.strip())
     parts = [method.encode("ascii"), b" ", target, b" HTTP/1.1\r\nhost: ", host, b"\r\n"]
     for name, value in raw:
@@ -160,16 +167,17 @@ def websocket_request_headers(
     forwarded_proto: str,
     forwarded_host: str,
     set_headers: Mapping[str, str],
+    trust_forwarded_for: bool = False,
 ) -> CIMultiDict[str]:
     """Headers for the upstream WebSocket handshake (aiohttp adds the handshake itself)."""
     raw = tuple(raw_headers)
-    named: set[bytes] = set()
+    named: set[bytes] = {name.lower().encode("ascii") for name in set_headers}
     xff_prior: list[str] = []
     for name, value in raw:
         lname = name.lower()
         if lname == b"connection":
             named |= connection_tokens((value,))
-        elif lname == b"x-forwarded-for":
+        elif lname == b"x-forwarded-for" and trust_forwarded_for:
             xff_prior.append(value.strip().decode("latin-1"))
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in raw:
@@ -183,7 +191,8 @@ def websocket_request_headers(
         out["X-Forwarded-Host"] = forwarded_host
     _encode_set_headers(set_headers)  # same validation as the HTTP path
     for name, value in set_headers.items():
-        out[name] = value
+        if value:
+            out[name] = value
     return out
 
 

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from rolegate.config import Config
+from rolegate.identity.stage import IdentityStage  # identity stage (issue 3)
 from rolegate.proxy.forward import Forwarder
 from rolegate.proxy.route_table import compile_routes_strict
 from rolegate.proxy.routes import RouteTable
@@ -17,17 +18,20 @@ log = logging.getLogger("rolegate.runtime")
 class Runtime:
     """The compiled, immutable view of a config for the request path (plus its live resources)."""
 
-    __slots__ = ("config", "routes", "forwarder", "generation", "max_header_size")
+    __slots__ = ("config", "routes", "forwarder", "generation", "max_header_size", "identity")
 
-    def __init__(self, config: Config, routes: RouteTable, forwarder: Forwarder, generation: int) -> None:
+    def __init__(self, config: Config, routes: RouteTable, forwarder: Forwarder, generation: int,
+                 identity: IdentityStage | None = None) -> None:
         self.config = config
+        # Sessions, bearer tokens and sign-in; None when neither oidc nor session is configured.
+        self.identity = identity
         self.routes = routes
         self.forwarder = forwarder
         self.generation = generation
         self.max_header_size = config.server.max_header_size
 
     @classmethod
-    def build(cls, config: Config, generation: int = 1) -> "Runtime":
+    def build(cls, config: Config, generation: int = 1, *, base_dir: Path | None = None) -> "Runtime":
         """Compile everything that can fail before anything is swapped in (raises ConfigError)."""
         routes = compile_routes_strict(config)
         upstreams = {
@@ -35,11 +39,15 @@ class Runtime:
                            read_timeout=up.timeout.total_seconds(), pool_size=up.pool_size)
             for name, up in config.upstreams.items()
         }
-        forwarder = Forwarder(upstreams, max_body=config.server.max_body)
-        return cls(config, routes, forwarder, generation)
+        forwarder = Forwarder(upstreams, max_body=config.server.max_body,
+                              trusted_proxies=config.server.trusted_proxies)
+        identity = IdentityStage(config, base_dir=base_dir) if (config.oidc or config.session) else None
+        return cls(config, routes, forwarder, generation, identity)
 
     async def close(self) -> None:
         await self.forwarder.close()
+        if self.identity is not None:
+            await self.identity.close()
 
 
 class RuntimeHolder:
