@@ -115,16 +115,17 @@ def rolegate_harness_cmd(workers: int) -> Callable[[Path, int, str], list[str]]:
     return cmd
 
 
-# Later: a row that runs the real server on a generated config, e.g.
-#
-#   def rolegate_serve_cmd(tmp, port, upstream):
-#       cfg = tmp / "rolegate.yaml"
-#       cfg.write_text(f"server: {{listen: 127.0.0.1:{port}, workers: 1}}\n"
-#                      f"upstreams: {{app: {{url: {upstream}}}}}\n"
-#                      f"routes: [{{path: /**, mode: public, upstream: app}}]\n")
-#       return [str(ROOT / ".venv/bin/rolegate"), "serve", "-c", str(cfg)]
-#
-#   Target("rolegate serve", rolegate_serve_cmd)
+def rolegate_serve_cmd(workers: int = 1, mode: str = "public") -> Callable[[Path, int, str], list[str]]:
+    """The real ``rolegate serve`` on a generated config: one route in ``mode`` in front of the upstream."""
+    def cmd(tmp: Path, port: int, upstream: str) -> list[str]:
+        cfg = tmp / "rolegate.yaml"
+        cfg.write_text(
+            f"server: {{listen: 127.0.0.1:{port}, public_url: http://127.0.0.1:{port}, workers: {workers}}}\n"
+            f"storage: {{url: sqlite:///{tmp}/rolegate.db}}\n"
+            f"upstreams: {{app: {{url: {upstream}}}}}\n"
+            f"routes: [{{path: /api/**, mode: {mode}, upstream: app}}]\n")
+        return [PYTHON, "-m", "rolegate", "--log-level", "WARNING", "serve", "-c", str(cfg)]
+    return cmd
 
 
 @dataclass
@@ -143,7 +144,7 @@ def default_targets(workers2: bool) -> list[Target]:
         Target("upstream (nginx return)", upstream_cmd, is_upstream=True),
         Target("nginx proxy_pass", nginx_proxy_cmd),
         Target("naive aiohttp proxy", naive_cmd(1)),
-        Target("rolegate (harness)", rolegate_harness_cmd(1)),
+        Target("rolegate serve, public route", rolegate_serve_cmd(1)),
     ]
     if workers2:
         # Only 2 cores: a second worker has to share a core with wrk, so this
@@ -151,7 +152,7 @@ def default_targets(workers2: bool) -> list[Target]:
         note = "2 workers on cpus 0,1 (shares a core with wrk)"
         targets += [
             Target("naive aiohttp proxy x2", naive_cmd(2), workers=2, cpus="0,1", note=note),
-            Target("rolegate (harness) x2", rolegate_harness_cmd(2), workers=2, cpus="0,1", note=note),
+            Target("rolegate serve x2, public route", rolegate_serve_cmd(2), workers=2, cpus="0,1", note=note),
         ]
     return targets
 
