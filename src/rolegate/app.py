@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from rolegate.errors import AmbiguousPath, HeadersTooLarge
+from rolegate.identity.endpoints import add_identity_routes
 from rolegate.proxy.paths import normalize_path
 from rolegate.server.pipeline import Pipeline, check_header_size
 from rolegate.server.responses import error_response
@@ -36,6 +37,7 @@ def build_reserved_app(holder: RuntimeHolder) -> web.Application:
     """``/.rolegate/*``: sign-in, tokens, forward-auth, day passes, admin. Stages add their routes."""
     reserved = web.Application(middlewares=[reserved_paths_guard])
     reserved[HOLDER_KEY] = holder
+    add_identity_routes(reserved, holder)  # identity stage (issue 3): login, callback, logout, auth
     return reserved
 
 

@@ -58,6 +58,8 @@ class SessionConfig(Section):
     cookie_name: str = Field(default="rolegate_session", pattern=r"^[A-Za-z0-9_\-]{1,64}$")
     domain: str | None = None
     same_site: Literal["Lax", "Strict"] = "Lax"
+    # Refresh the provider's tokens (with its refresh token) when they expire within this margin.
+    refresh_before: Duration = timedelta(seconds=60)
 
     @field_validator("secret")
     @classmethod

@@ -1,0 +1,41 @@
+"""The authenticator interface (Oathkeeper's ``pipeline/authn/authenticator.go``).
+
+An authenticator looks at a request and answers one of three ways:
+a Principal (it recognised and accepted the credential), None (not its kind of credential:
+ask the next one), or it raises ``SignInRequired`` (its kind, but invalid: stop here).
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import TYPE_CHECKING, ClassVar
+
+from aiohttp import web
+
+from rolegate.identity.principal import Principal
+
+if TYPE_CHECKING:
+    from rolegate.identity.stage import IdentityStage
+
+
+class Authenticator(abc.ABC):
+    name: ClassVar[str]
+
+    def __init__(self, stage: "IdentityStage") -> None:
+        self.stage = stage
+
+    @abc.abstractmethod
+    async def authenticate(self, request: web.BaseRequest) -> Principal | None:
+        """A Principal, None when not responsible, or raise SignInRequired."""
+
+
+def bearer_token(request: web.BaseRequest) -> str | None:
+    """The RFC 6750 §2.1 bearer token of the Authorization header, if there is one."""
+    header = request.headers.get("Authorization")
+    if not header:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    token = token.strip()
+    return token or None

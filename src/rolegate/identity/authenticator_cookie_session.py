@@ -1,0 +1,104 @@
+"""The browser session cookie set at sign-in; keeps the session alive with the provider's refresh token."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from aiohttp import web
+
+from rolegate.identity.authenticator import Authenticator
+from rolegate.identity.errors import ProviderUnavailable
+from rolegate.identity.oidc_client import TokenRefused
+from rolegate.identity.principal import Principal, principal_from_claims
+from rolegate.identity.provider_jwt import InvalidProviderToken
+from rolegate.identity.registry import register
+from rolegate.identity.sessions import Session
+from rolegate.store import VersionConflict
+
+log = logging.getLogger("rolegate.identity.session")
+
+# After the provider could not be reached for a refresh, wait this long before trying again.
+_REFRESH_RETRY = 10.0
+
+
+class CookieSessionAuthenticator(Authenticator):
+    name = "cookie_session"
+
+    def __init__(self, stage) -> None:
+        super().__init__(stage)
+        self._retry_at: dict[str, float] = {}
+
+    async def authenticate(self, request: web.BaseRequest) -> Principal | None:
+        session = await self.stage.session_from_request(request)
+        if session is None:
+            return None
+        session = await self._keep_alive(session)
+        return session.principal if session is not None else None
+
+    async def _keep_alive(self, session: Session) -> Session | None:
+        """Refresh the provider tokens when near expiry; a refused refresh ends the session."""
+        stage = self.stage
+        now = time.time()
+        if float(session.data.get("tok_exp", 0)) - now > stage.refresh_before or "rt" not in session.data:
+            return session
+        if self._retry_at.get(session.key, 0.0) > now:
+            return session
+        sessions = stage.sessions
+        lock = sessions.locks.setdefault(session.key, asyncio.Lock())
+        async with lock:
+            try:
+                return await self._refresh(session)
+            finally:
+                sessions.locks.pop(session.key, None)
+
+    async def _refresh(self, session: Session) -> Session | None:
+        stage = self.stage
+        sessions = stage.sessions
+        oidc = stage.config.oidc
+        assert oidc is not None and stage.client is not None and stage.provider_tokens is not None
+        record = await sessions.store.get("sessions", session.key)
+        if record is None:
+            return None
+        if float(record.value.get("tok_exp", 0)) - time.time() > stage.refresh_before:
+            return Session(session.key, record.value, record.version)  # someone refreshed meanwhile
+        refresh_token = sessions.refresh_token(session)
+        if refresh_token is None:
+            return session
+        try:
+            tokens = await stage.client.refresh(refresh_token)
+            principal = None
+            claims = None
+            if isinstance(tokens.get("id_token"), str):
+                claims = await stage.provider_tokens.verify_refreshed_id_token(
+                    tokens["id_token"], subject=session.data["sub"])
+                principal = principal_from_claims(claims, username_claim=oidc.username_claim,
+                                                  groups_claim=oidc.groups_claim, auth="session")
+        except TokenRefused as exc:
+            log.info("session %s ended: the provider refused its refresh (%s)", session.principal.session_id, exc.error)
+            await sessions.end(session.key)
+            return None
+        except (InvalidProviderToken, ValueError) as exc:
+            log.warning("session %s ended: refreshed ID token rejected: %s", session.principal.session_id, exc)
+            await sessions.end(session.key)
+            return None
+        except ProviderUnavailable as exc:
+            # The provider is down: the session keeps working on what it already knows.
+            log.warning("session %s not refreshed, provider unavailable: %s", session.principal.session_id, exc.detail)
+            self._retry_at[session.key] = time.time() + _REFRESH_RETRY
+            return session
+        self._retry_at.pop(session.key, None)
+        try:
+            fresh = await sessions.replace_tokens(session, tokens=tokens, claims=claims, principal=principal)
+        except VersionConflict:
+            record = await sessions.store.get("sessions", session.key)
+            return Session(session.key, record.value, record.version) if record is not None else None
+        return fresh
+
+
+@register("cookie_session", order=50)
+def _factory(stage) -> Authenticator | None:
+    if stage.config.session is None or stage.config.oidc is None:
+        return None
+    return CookieSessionAuthenticator(stage)

@@ -1,0 +1,157 @@
+"""The identity stage of one Runtime: who is calling (sessions, bearer tokens), and sign-in itself.
+
+Built synchronously with the Runtime (nothing can fail at request time that config could catch);
+network and store resources open lazily inside the worker's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from urllib.parse import quote
+
+from aiohttp import web
+
+from rolegate.config import Config
+from rolegate.identity.authenticator import Authenticator, bearer_token
+from rolegate.identity.discovery import HttpSource, ProviderMetadata
+from rolegate.identity.errors import SignInRequired
+from rolegate.identity.jwks import ProviderKeys
+from rolegate.identity.oidc_client import OIDCClient
+from rolegate.identity.principal import Principal
+from rolegate.identity.provider_jwt import ProviderTokens
+from rolegate.identity.redirect_target import RedirectPolicy
+from rolegate.identity.revocation_watch import RevocationWatch
+from rolegate.identity.sealed_cookie import CookieSealer
+from rolegate.identity.sessions import Session, SessionStore
+from rolegate.store import Store, StoreUnavailable, open_store
+
+log = logging.getLogger("rolegate.identity")
+
+RESERVED = "/.rolegate"
+LOGIN_PATH = f"{RESERVED}/login"
+CALLBACK_PATH = f"{RESERVED}/callback"
+
+
+class IdentityStage:
+    """Authenticates requests (``await authenticate(request)``) and backs the sign-in endpoints."""
+
+    def __init__(self, config: Config, *, base_dir: Path | None = None, store: Store | None = None) -> None:
+        self.config = config
+        self.base_dir = base_dir
+        self.redirects = RedirectPolicy(config.server.public_url, config.server.allowed_hosts)
+        self.http = HttpSource()
+        oidc = config.oidc
+        self.metadata: ProviderMetadata | None = None
+        self.client: OIDCClient | None = None
+        self.provider_tokens: ProviderTokens | None = None
+        if oidc is not None:
+            timeout = oidc.timeout.total_seconds()
+            self.metadata = ProviderMetadata(oidc.issuer, self.http, timeout=timeout)
+            keys = ProviderKeys(self.metadata, self.http, min_refresh=oidc.jwks_min_refresh.total_seconds(),
+                                timeout=timeout)
+            self.provider_tokens = ProviderTokens(issuer=oidc.issuer, client_id=oidc.client_id,
+                                                  algorithms=oidc.algorithms,
+                                                  leeway=oidc.clock_skew.total_seconds(), keys=keys)
+            self.client = OIDCClient(oidc, self.metadata, self.http, config.server.public_url + CALLBACK_PATH)
+        session = config.session
+        self.cookie_sealer: CookieSealer | None = None
+        self.login_sealer: CookieSealer | None = None
+        self.refresh_before = 60.0
+        if session is not None:
+            secret = session.secret.get_secret_value()
+            self.cookie_sealer = CookieSealer(secret, "session-cookie")
+            self.login_sealer = CookieSealer(secret, "login-state")
+            self.refresh_before = session.refresh_before.total_seconds()
+        self._store = store
+        self._owns_store = store is None
+        self._sessions: SessionStore | None = None
+        self._open_lock = asyncio.Lock()
+        from rolegate.identity.registry import build_authenticators
+
+        self.authenticators: list[Authenticator] = build_authenticators(self)
+
+    # -- resources ------------------------------------------------------------------------------
+    @property
+    def sign_in_enabled(self) -> bool:
+        return self.client is not None and self.cookie_sealer is not None
+
+    @property
+    def sessions(self) -> SessionStore:
+        assert self._sessions is not None, "call await stage.open() first"
+        return self._sessions
+
+    async def open(self) -> None:
+        """Open the store and the session layer (idempotent; called on first use)."""
+        if self._sessions is not None:
+            return
+        async with self._open_lock:
+            if self._sessions is not None:
+                return
+            if self._store is None:
+                self._store = await open_store(self.config.storage, base_dir=self.base_dir)
+            session = self.config.session
+            if session is not None:
+                self._sessions = SessionStore(
+                    self._store, RevocationWatch(self._store), secret=session.secret.get_secret_value(),
+                    lifetime=session.lifetime.total_seconds(), idle_timeout=session.idle_timeout.total_seconds())
+
+    @property
+    def store(self) -> Store:
+        assert self._store is not None, "call await stage.open() first"
+        return self._store
+
+    async def close(self) -> None:
+        await self.http.close()
+        if self._owns_store and self._store is not None:
+            await self._store.close()
+            self._store = None
+
+    # -- authentication -------------------------------------------------------------------------
+    async def authenticate(self, request: web.BaseRequest) -> Principal | None:
+        """The caller's Principal, None when no credential was presented; SignInRequired for a bad token."""
+        if self.config.session is not None:
+            await self.open()
+        for authenticator in self.authenticators:
+            principal = await authenticator.authenticate(request)
+            if principal is not None:
+                return principal
+        if bearer_token(request) is not None:
+            # A bearer token nobody recognised is an error, not an anonymous request (RFC 6750 §3.1).
+            raise SignInRequired("bearer token not recognised by any authenticator", bearer_error="invalid_token")
+        return None
+
+    async def session_from_request(self, request: web.BaseRequest) -> Session | None:
+        """The live session named by the request's session cookie, or None."""
+        session_config = self.config.session
+        if session_config is None or self.cookie_sealer is None:
+            return None
+        name = session_config.cookie_name
+        payload = self.cookie_sealer.unseal(request.cookies.get(name), name=name)
+        if payload is None:
+            return None
+        sid, tag = payload.get("i"), payload.get("u")
+        if not isinstance(sid, str) or not isinstance(tag, str):
+            return None
+        await self.open()
+        try:
+            return await self.sessions.find(tag, sid)
+        except StoreUnavailable as exc:
+            from rolegate.errors import ServiceUnavailable
+
+            raise ServiceUnavailable(f"session store unavailable: {exc}") from None
+
+    def sign_in_required(self, detail: str, *, scheme: str | None, host: str, raw_target: str) -> SignInRequired:
+        """The error for an anonymous request to ``host raw_target``, knowing where to sign in."""
+        return SignInRequired(detail, login_url=self.login_url_for(scheme, host, raw_target))
+
+    def login_url_for(self, scheme: str | None, host: str, raw_target: str) -> str | None:
+        if not self.sign_in_enabled or not raw_target.startswith("/"):
+            return None
+        public = self.redirects.public_url
+        candidate = f"{scheme or self.config.server.public_scheme}://{host}{raw_target}"
+        target = self.redirects.safe_target(candidate) or self.redirects.safe_target(raw_target)
+        if target is None:
+            return f"{public}{LOGIN_PATH}"
+        return f"{public}{LOGIN_PATH}?rd={quote(target, safe='')}"
