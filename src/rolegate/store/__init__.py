@@ -1,20 +1,44 @@
-"""Storage behind one Store interface; no SQL outside this package."""
+"""Storage behind one Store interface; no SQL outside this package.
+
+``storage.url`` picks the backend (SQLite by default, PostgreSQL for scale-out); ``storage.cache_url``
+puts Redis in front of it for cross-instance notifications, rate limits and the session cache.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from rolegate.store.base import Record, Store, StoreUnavailable, VersionConflict
+from rolegate.store.lease import Lease
+from rolegate.store.migrations import MigrationRequired
+from rolegate.store.notify import Subscription, watch_counters
 
 
 def make_store(storage_config, *, base_dir: Path | None = None) -> Store:
-    """The Store named by ``storage.url`` (not yet opened)."""
+    """The Store named by ``storage.url`` (+ ``cache_url``), not yet opened."""
     url = storage_config.url
+    store: Store
     if url.startswith("sqlite:"):
         from rolegate.store.sqlite import SQLiteStore
 
-        return SQLiteStore(url, base_dir=base_dir)
-    raise ValueError(f"storage.url {url!r}: PostgreSQL support is not built yet; use sqlite:///path")
+        store = SQLiteStore(url, base_dir=base_dir)
+    elif url.startswith(("postgresql:", "postgres:")):
+        from rolegate.store.postgres import PostgresStore
+
+        store = PostgresStore(url, pool_size=storage_config.pool_size,
+                              connect_timeout=storage_config.connect_timeout.total_seconds(),
+                              command_timeout=storage_config.command_timeout.total_seconds())
+    else:
+        raise ValueError(f"storage.url {url!r}: use sqlite:///path or postgresql://user@host/db")
+    if storage_config.cache_url:
+        from rolegate.store.redis_cache import CachedStore
+
+        timeouts = storage_config.connect_timeout + storage_config.command_timeout
+        store = CachedStore(store, storage_config.cache_url, prefix=storage_config.cache_prefix,
+                            cache_ttl=storage_config.cache_ttl.total_seconds(),
+                            timeout=storage_config.connect_timeout.total_seconds(),
+                            tombstone_ttl=timeouts.total_seconds() + 1)
+    return store
 
 
 async def open_store(storage_config, *, base_dir: Path | None = None) -> Store:
@@ -23,4 +47,30 @@ async def open_store(storage_config, *, base_dir: Path | None = None) -> Store:
     return store
 
 
-__all__ = ["Record", "Store", "StoreUnavailable", "VersionConflict", "make_store", "open_store"]
+async def migrate(storage_config, *, base_dir: Path | None = None) -> list[str]:
+    """Bring the database schema up to this rolegate's; return the labels of what was applied now.
+
+    PostgreSQL: versioned migrations under one advisory lock (safe to run from several hosts).
+    SQLite: the store creates its schema when opened, so this only opens it once.
+    """
+    url = storage_config.url
+    if url.startswith(("postgresql:", "postgres:")):
+        from rolegate.store import migrations
+        from rolegate.store.postgres import connect
+
+        conn = await connect(url, timeout=storage_config.connect_timeout.total_seconds(),
+                             application_name="rolegate-migrate")
+        try:
+            return [m.label for m in await migrations.apply(conn)]
+        finally:
+            await conn.close()
+    from rolegate.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(url, base_dir=base_dir)
+    await store.open()
+    await store.close()
+    return []
+
+
+__all__ = ["Lease", "MigrationRequired", "Record", "Store", "StoreUnavailable", "Subscription", "VersionConflict",
+           "make_store", "migrate", "open_store", "watch_counters"]

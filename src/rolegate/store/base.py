@@ -8,8 +8,14 @@ SQLite is the embedded default; PostgreSQL/Redis implement the same interface fo
 from __future__ import annotations
 
 import abc
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from rolegate.store.lease import Lease
+    from rolegate.store.notify import LocalBroker, Subscription
+    from rolegate.store.ratelimit import WindowCounter
 
 ChainFn = Callable[[str, int, float, str, str], str]
 # prev_hash of the very first event.
@@ -41,6 +47,11 @@ class Store(abc.ABC):
     """Async interface every backend implements."""
 
     url: str
+    # True when publish() reaches every instance (Redis); else it reaches this process only and
+    # watchers poll the counters instead.
+    shared_notifications: bool = False
+    _broker: "LocalBroker | None" = None
+    _window_counter: "WindowCounter | None" = None
 
     @abc.abstractmethod
     async def open(self) -> None: ...
@@ -77,6 +88,10 @@ class Store(abc.ABC):
     async def counter(self, name: str) -> int:
         """A counter's value (0 when never incremented)."""
 
+    async def counters(self, names: list[str]) -> dict[str, int]:
+        """Several counters at once (backends answer in one round trip)."""
+        return {name: await self.counter(name) for name in names}
+
     @abc.abstractmethod
     async def purge_expired(self, now: float | None = None) -> int:
         """Delete expired documents; return how many."""
@@ -103,3 +118,69 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def audit_delete_before(self, seq: int) -> int:
         """Prune rows with a smaller seq; return how many."""
+
+    async def audit_find(self, *, after_seq: int = 0, limit: int = 1000, kinds: tuple[str, ...] = (),
+                         since: float | None = None, until: float | None = None,
+                         equals: dict[str, str] | None = None, prefixes: dict[str, str] | None = None,
+                         newest_first: bool = False) -> list[dict[str, Any]]:
+        """Audit rows filtered on top-level body fields: ``equals`` {field: value}, ``prefixes``
+        {field: text the value starts with}; field names match ``[a-z_]+``. Ordered by seq (or newest first).
+
+        This default scans ``audit_rows`` and filters in Python; backends override it with a query.
+        """
+        import json
+
+        equals, prefixes = equals or {}, prefixes or {}
+        found: list[dict[str, Any]] = []
+        after = after_seq
+        while True:
+            page = await self.audit_rows(after_seq=after, limit=5000, since=since, until=until)
+            for row in page:
+                if kinds and row["kind"] not in kinds:
+                    continue
+                try:
+                    body = json.loads(row["body"])
+                except ValueError:
+                    continue
+                if not isinstance(body, dict):
+                    continue
+                if all(body.get(k) == v for k, v in equals.items()) and all(
+                        isinstance(body.get(k), str) and body[k].startswith(v) for k, v in prefixes.items()):
+                    found.append(row)
+            if len(page) < 5000:
+                break
+            after = page[-1]["seq"]
+        if newest_first:
+            found.reverse()
+        return found[:limit]
+
+    # Coordination between instances. The defaults serve one process; scale-out backends override.
+    def leader_lock(self, name: str) -> AbstractAsyncContextManager["Lease"]:
+        """Try, without waiting, to become the single holder of ``name``: ``async with ... as lease``.
+
+        ``lease`` is truthy when held; the lock is released on exit or when the holder dies.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no leader lock")
+
+    async def publish(self, channel: str, message: str) -> None:
+        """Announce ``message`` to every subscriber of ``channel`` (see shared_notifications)."""
+        self._local_broker().publish(channel, message)
+
+    def subscribe(self, channel: str) -> "Subscription":
+        """The messages published on ``channel`` from now on, as an async iterator."""
+        return self._local_broker().subscribe(channel)
+
+    async def hit(self, key: str, limit: int, window_seconds: float) -> bool:
+        """Count a hit on ``key``; True while it stays within ``limit`` hits per fixed window."""
+        if self._window_counter is None:
+            from rolegate.store.ratelimit import WindowCounter
+
+            self._window_counter = WindowCounter()
+        return self._window_counter.hit(key, limit, window_seconds)
+
+    def _local_broker(self) -> "LocalBroker":
+        if self._broker is None:
+            from rolegate.store.notify import LocalBroker
+
+            self._broker = LocalBroker()
+        return self._broker

@@ -7,10 +7,12 @@ import json
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from rolegate.store.base import GENESIS, ChainFn, Record, Store, StoreUnavailable, VersionConflict
+from rolegate.store.lease import Lease, file_lease
 
 T = TypeVar("T")
 
@@ -229,8 +231,46 @@ class SQLiteStore(Store):
         args.append(limit)
         return await self._run(lambda db: [_audit_row(r) for r in db.execute(sql, args).fetchall()])
 
+    def leader_lock(self, name: str) -> AbstractAsyncContextManager[Lease]:
+        # Every process sharing this database file shares its directory, so a flock there is exclusive.
+        return file_lease(self.path.parent, f"{self.path.name}.{name}")
+
     async def audit_delete_before(self, seq: int) -> int:
         return await self._run(lambda db: db.execute("DELETE FROM audit WHERE seq<?", (seq,)).rowcount)
+
+    async def audit_find(self, *, after_seq: int = 0, limit: int = 1000, kinds: tuple[str, ...] = (),
+                         since: float | None = None, until: float | None = None,
+                         equals: dict[str, str] | None = None, prefixes: dict[str, str] | None = None,
+                         newest_first: bool = False) -> list[dict[str, Any]]:
+        sql = "SELECT seq, ts, kind, body, prev_hash, hash FROM audit WHERE seq>?"
+        args: list[Any] = [after_seq]
+        if kinds:
+            sql += f" AND kind IN ({','.join('?' * len(kinds))})"
+            args.extend(kinds)
+        if since is not None:
+            sql += " AND ts>=?"
+            args.append(since)
+        if until is not None:
+            sql += " AND ts<?"
+            args.append(until)
+        # Field names are bound as JSON paths (never spliced into SQL); json_valid guards edited rows.
+        for name, value in (equals or {}).items():
+            _audit_field(name)
+            sql += " AND json_valid(body) AND json_extract(body, ?) = ?"
+            args.extend((f"$.{name}", value))
+        for name, value in (prefixes or {}).items():
+            _audit_field(name)
+            # substr, not LIKE: a prefix holding % or _ must match literally.
+            sql += " AND json_valid(body) AND substr(json_extract(body, ?), 1, ?) = ?"
+            args.extend((f"$.{name}", len(value), value))
+        sql += f" ORDER BY seq {'DESC' if newest_first else 'ASC'} LIMIT ?"
+        args.append(limit)
+        return await self._run(lambda db: [_audit_row(r) for r in db.execute(sql, args).fetchall()])
+
+
+def _audit_field(name: str) -> None:
+    if not name or not all(c.isascii() and (c.islower() or c == "_") for c in name):
+        raise ValueError(f"audit field {name!r}: expected [a-z_]+")
 
 
 def _audit_row(row: tuple[Any, ...]) -> dict[str, Any]:

@@ -1,0 +1,370 @@
+"""The scale-out Store: PostgreSQL through an asyncpg pool.
+
+Same semantics as the SQLite store, so every instance (and every worker of it) shares one state:
+optimistic versions through conditional upserts, the audit chain extended under a transaction-level
+advisory lock, leader leases as session-level advisory locks, and LISTEN/NOTIFY for change
+notifications when there is no Redis. The schema comes from ``rolegate migrate``; ``open()`` refuses
+a database that is behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+from rolegate.store import migrations
+from rolegate.store.base import GENESIS, ChainFn, Record, Store, StoreUnavailable, VersionConflict
+from rolegate.store.lease import Lease, check_lock_name
+from rolegate.store.notify import COUNTERS_CHANNEL, Subscription
+from rolegate.store.urls import redact_url
+
+# Errors that mean "the server is not there right now", as opposed to a bug in a statement.
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,  # shutting down, starting up, statement cancelled
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
+    asyncpg.InterfaceError,  # the connection closed under us
+)
+# pg_advisory_xact_lock key serializing audit appenders (the tail is read under it).
+AUDIT_LOCK = 0x726F6C65_61756474  # "roleaudt"
+# LISTEN/NOTIFY channel names are per database; the prefix keeps ours apart from anything else.
+_CHANNEL_PREFIX = "rolegate."
+# Dead peers are noticed by the server within ~idle + interval * count seconds, so a lease held
+# by a vanished host is released in bounded time.
+_LEASE_SESSION = {"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5", "tcp_keepalives_count": "3",
+                  "application_name": "rolegate-lease"}
+
+
+def lock_key(name: str) -> int:
+    """A stable signed 64-bit advisory-lock key for a lease name."""
+    digest = hashlib.blake2b(f"rolegate-lease:{name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=_dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def connect(url: str, *, timeout: float = 2.0, **settings: str) -> asyncpg.Connection:
+    """One connection outside the pool (migrations, leases, LISTEN); StoreUnavailable when unreachable."""
+    try:
+        return await asyncio.wait_for(asyncpg.connect(url, timeout=timeout, server_settings=settings or None),
+                                      timeout + 1)
+    except _UNAVAILABLE as exc:
+        raise StoreUnavailable(f"PostgreSQL at {redact_url(url)} is unreachable: {exc or type(exc).__name__}") \
+            from exc
+
+
+class PostgresStore(Store):
+    shared_notifications = True
+
+    def __init__(self, url: str, *, pool_size: int = 10, connect_timeout: float = 2.0,
+                 command_timeout: float = 10.0) -> None:
+        self.url = url
+        self.pool_size = pool_size
+        self.connect_timeout = connect_timeout
+        self.command_timeout = command_timeout
+        self._pool: asyncpg.Pool | None = None
+
+    # -- connections -------------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        try:
+            pool = await asyncio.wait_for(asyncpg.create_pool(
+                self.url, min_size=1, max_size=self.pool_size, timeout=self.connect_timeout,
+                command_timeout=self.command_timeout, init=_init_connection,
+                # A broken connection is replaced on next acquire; idle ones are recycled.
+                max_inactive_connection_lifetime=300), self.connect_timeout * 2)
+        except _UNAVAILABLE as exc:
+            raise self._unavailable(exc) from exc
+        try:
+            async with pool.acquire() as conn:
+                done = await migrations.applied_versions(conn)
+        except _UNAVAILABLE as exc:
+            await pool.close()
+            raise self._unavailable(exc) from exc
+        latest = migrations.latest_version()
+        missing = [v for v in range(1, latest + 1) if v not in done]
+        if missing:
+            pool.terminate()
+            have = max(done, default=0)
+            raise migrations.MigrationRequired(
+                f"the PostgreSQL schema at {redact_url(self.url)} is at version {have}, this rolegate needs "
+                f"{latest}: run `rolegate migrate -c <your config>` first")
+        self._pool = pool
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            try:
+                await asyncio.wait_for(pool.close(), self.connect_timeout)
+            except (TimeoutError, *_UNAVAILABLE):
+                pool.terminate()
+
+    def _unavailable(self, exc: BaseException) -> StoreUnavailable:
+        detail = str(exc) or type(exc).__name__
+        return StoreUnavailable(f"PostgreSQL at {redact_url(self.url)} is unavailable: {detail}")
+
+    @asynccontextmanager
+    async def _conn(self) -> AsyncIterator[asyncpg.Connection]:
+        pool = self._pool
+        if pool is None:
+            raise StoreUnavailable("the store is not open")
+        try:
+            async with pool.acquire(timeout=self.connect_timeout) as conn:
+                yield conn
+        except _UNAVAILABLE as exc:
+            raise self._unavailable(exc) from exc
+
+    # -- documents ---------------------------------------------------------------------------------------
+
+    async def get(self, namespace: str, key: str) -> Record | None:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                "SELECT value, version, expires_at FROM kv WHERE namespace=$1 AND key=$2 "
+                "AND (expires_at IS NULL OR expires_at>$3)", namespace, key, time.time())
+        return None if row is None else Record(key, row[0], row[1], row[2])
+
+    async def put(self, namespace: str, key: str, value: Any, *, expected_version: int | None = None,
+                  expires_at: float | None = None) -> int:
+        now = time.time()
+        async with self._conn() as conn:
+            if expected_version is None:
+                version = await conn.fetchval(
+                    "INSERT INTO kv VALUES ($1,$2,$3,1,$4) ON CONFLICT (namespace, key) DO UPDATE "
+                    "SET value=EXCLUDED.value, version=kv.version+1, expires_at=EXCLUDED.expires_at "
+                    "RETURNING version", namespace, key, value, expires_at)
+            elif expected_version == 0:
+                # Must not exist: only an expired row may be overwritten (its version still counts up).
+                version = await conn.fetchval(
+                    "INSERT INTO kv VALUES ($1,$2,$3,1,$4) ON CONFLICT (namespace, key) DO UPDATE "
+                    "SET value=EXCLUDED.value, version=kv.version+1, expires_at=EXCLUDED.expires_at "
+                    "WHERE kv.expires_at IS NOT NULL AND kv.expires_at<=$5 RETURNING version",
+                    namespace, key, value, expires_at, now)
+            else:
+                version = await conn.fetchval(
+                    "UPDATE kv SET value=$3, version=version+1, expires_at=$4 WHERE namespace=$1 AND key=$2 "
+                    "AND version=$5 AND (expires_at IS NULL OR expires_at>$6) RETURNING version",
+                    namespace, key, value, expires_at, expected_version, now)
+            if version is None:
+                current = await conn.fetchval(
+                    "SELECT version FROM kv WHERE namespace=$1 AND key=$2 "
+                    "AND (expires_at IS NULL OR expires_at>$3)", namespace, key, now)
+                raise VersionConflict(namespace, key, expected_version, current)
+        return int(version)
+
+    async def delete(self, namespace: str, key: str, *, expected_version: int | None = None) -> bool:
+        async with self._conn() as conn:
+            if expected_version is None:
+                status = await conn.execute("DELETE FROM kv WHERE namespace=$1 AND key=$2", namespace, key)
+                return status != "DELETE 0"
+            status = await conn.execute("DELETE FROM kv WHERE namespace=$1 AND key=$2 AND version=$3",
+                                        namespace, key, expected_version)
+            if status == "DELETE 0":
+                current = await conn.fetchval("SELECT version FROM kv WHERE namespace=$1 AND key=$2",
+                                              namespace, key)
+                raise VersionConflict(namespace, key, expected_version, current)
+            return True
+
+    async def list(self, namespace: str, prefix: str = "") -> list[Record]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT key, value, version, expires_at FROM kv WHERE namespace=$1 AND key>=$2 AND key<$3 "
+                "AND (expires_at IS NULL OR expires_at>$4) ORDER BY key",
+                namespace, prefix, prefix + "\U0010ffff", time.time())
+        return [Record(r[0], r[1], r[2], r[3]) for r in rows]
+
+    async def purge_expired(self, now: float | None = None) -> int:
+        cutoff = time.time() if now is None else now
+        async with self._conn() as conn:
+            status = await conn.execute("DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at<=$1", cutoff)
+            await conn.execute("DELETE FROM rate_windows WHERE window_end<=$1", cutoff)
+        return int(status.split()[-1])
+
+    # -- counters ----------------------------------------------------------------------------------------
+
+    async def incr(self, name: str) -> int:
+        # The notification is sent on commit, so a watcher that hears it reads the new value.
+        async with self._conn() as conn:
+            value = await conn.fetchval(
+                "WITH c AS (INSERT INTO counters VALUES ($1, 1) ON CONFLICT (name) "
+                "DO UPDATE SET value=counters.value+1 RETURNING value) "
+                "SELECT value FROM c, pg_notify($2, $1 || '=' || value)",
+                name, _CHANNEL_PREFIX + COUNTERS_CHANNEL)
+        return int(value)
+
+    async def counter(self, name: str) -> int:
+        async with self._conn() as conn:
+            value = await conn.fetchval("SELECT value FROM counters WHERE name=$1", name)
+        return int(value or 0)
+
+    async def counters(self, names: list[str]) -> dict[str, int]:
+        async with self._conn() as conn:
+            rows = await conn.fetch("SELECT name, value FROM counters WHERE name = ANY($1::text[])", names)
+        found = {r[0]: int(r[1]) for r in rows}
+        return {n: found.get(n, 0) for n in names}
+
+    # -- audit chain -------------------------------------------------------------------------------------
+
+    async def append_audit(self, entries: list[tuple[float, str, str]], chain: ChainFn) -> list[int]:
+        if not entries:
+            return []
+        async with self._conn() as conn, conn.transaction():
+            # Every appender, on every instance, queues here; the tail cannot move until we commit.
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", AUDIT_LOCK)
+            tail = await conn.fetchrow("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+            seq, prev = (tail[0], tail[1]) if tail else (0, GENESIS)
+            rows, seqs = [], []
+            for ts, kind, body in entries:
+                seq += 1
+                digest = chain(prev, seq, ts, kind, body)
+                rows.append((seq, ts, kind, body, prev, digest))
+                seqs.append(seq)
+                prev = digest
+            await conn.copy_records_to_table(
+                "audit", records=rows, columns=["seq", "ts", "kind", "body", "prev_hash", "hash"])
+        return seqs
+
+    async def audit_tail(self) -> dict[str, Any] | None:
+        async with self._conn() as conn:
+            row = await conn.fetchrow("SELECT seq, ts, kind, body, prev_hash, hash FROM audit "
+                                      "ORDER BY seq DESC LIMIT 1")
+        return dict(row) if row else None
+
+    async def audit_rows(self, *, after_seq: int = 0, limit: int = 1000, kind: str | None = None,
+                         since: float | None = None, until: float | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT seq, ts, kind, body, prev_hash, hash FROM audit WHERE seq>$1"
+        args: list[Any] = [after_seq]
+        for clause, value in (("kind=", kind), ("ts>=", since), ("ts<", until)):
+            if value is not None:
+                args.append(value)
+                sql += f" AND {clause}${len(args)}"
+        args.append(limit)
+        sql += f" ORDER BY seq LIMIT ${len(args)}"
+        async with self._conn() as conn:
+            rows = await conn.fetch(sql, *args)
+        return [dict(r) for r in rows]
+
+    async def audit_delete_before(self, seq: int) -> int:
+        async with self._conn() as conn:
+            status = await conn.execute("DELETE FROM audit WHERE seq<$1", seq)
+        return int(status.split()[-1])
+
+    # -- coordination ------------------------------------------------------------------------------------
+
+    def leader_lock(self, name: str) -> AbstractAsyncContextManager[Lease]:
+        return self._leader_lock(check_lock_name(name))
+
+    @asynccontextmanager
+    async def _leader_lock(self, name: str) -> AsyncIterator[Lease]:
+        # A session-level lock on a connection of its own: it lives exactly as long as that session,
+        # so a holder that dies (or loses its network) releases it without anyone's help.
+        conn = await connect(self.url, timeout=self.connect_timeout, **_LEASE_SESSION)
+        try:
+            try:
+                held = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", lock_key(name)))
+            except _UNAVAILABLE as exc:
+                raise self._unavailable(exc) from exc
+            lease = _SessionLease(name, held, conn, self.connect_timeout)
+            try:
+                yield lease
+            finally:
+                lease.held = False
+        finally:
+            # Closing the session releases the lock; no explicit unlock round trip needed.
+            try:
+                await asyncio.wait_for(conn.close(), self.connect_timeout)
+            except (TimeoutError, *_UNAVAILABLE):
+                conn.terminate()
+
+    async def publish(self, channel: str, message: str) -> None:
+        async with self._conn() as conn:
+            await conn.execute("SELECT pg_notify($1, $2)", _CHANNEL_PREFIX + channel, message)
+
+    def subscribe(self, channel: str) -> Subscription:
+        return _ListenSubscription(self, _CHANNEL_PREFIX + channel)
+
+    async def hit(self, key: str, limit: int, window_seconds: float) -> bool:
+        window_end = (time.time() // window_seconds + 1) * window_seconds
+        async with self._conn() as conn:
+            hits = await conn.fetchval(
+                "INSERT INTO rate_windows VALUES ($1, $2, 1) ON CONFLICT (key, window_end) "
+                "DO UPDATE SET hits=rate_windows.hits+1 RETURNING hits", f"{window_seconds:g}:{key}", window_end)
+        return int(hits) <= limit
+
+
+class _SessionLease(Lease):
+    __slots__ = ("_conn", "_timeout")
+
+    def __init__(self, name: str, held: bool, conn: asyncpg.Connection, timeout: float) -> None:
+        super().__init__(name, held)
+        self._conn = conn
+        self._timeout = timeout
+
+    async def check(self) -> bool:
+        if self.held:
+            try:
+                await self._conn.fetchval("SELECT 1", timeout=self._timeout)
+            except _UNAVAILABLE:
+                self.held = False  # the session is gone, and the lock with it
+        return self.held
+
+
+_CLOSED = object()
+
+
+class _ListenSubscription(Subscription):
+    """LISTEN on a connection of its own; a lost connection ends the subscription with StoreUnavailable."""
+
+    def __init__(self, store: PostgresStore, channel: str) -> None:
+        self._store = store
+        self._channel = channel
+        self._conn: asyncpg.Connection | None = None
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def _start(self) -> None:
+        conn = await connect(self._store.url, timeout=self._store.connect_timeout,
+                             application_name="rolegate-listen")
+        conn.add_termination_listener(lambda _conn: self._queue.put_nowait(_CLOSED))
+        try:
+            await conn.add_listener(self._channel, self._on_notify)
+        except _UNAVAILABLE as exc:
+            conn.terminate()
+            raise self._store._unavailable(exc) from exc
+        self._conn = conn
+
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        self._queue.put_nowait(payload)
+
+    async def _get(self, timeout: float | None) -> str | None:
+        try:
+            item = await asyncio.wait_for(self._queue.get(), timeout)
+        except TimeoutError:
+            if self._conn is not None and self._conn.is_closed():
+                raise StoreUnavailable("the notification connection to PostgreSQL was lost") from None
+            return None
+        if item is _CLOSED:
+            self._queue.put_nowait(_CLOSED)  # stay closed for later calls
+            raise StoreUnavailable("the notification connection to PostgreSQL was lost")
+        return item
+
+    async def _close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            try:
+                await asyncio.wait_for(conn.close(), self._store.connect_timeout)
+            except (TimeoutError, *_UNAVAILABLE):
+                conn.terminate()

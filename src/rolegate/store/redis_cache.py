@@ -1,0 +1,274 @@
+"""Redis in front of any Store: cross-instance notifications, a shared rate limiter, a session cache.
+
+``CachedStore(wrapped, redis_url)`` is itself a Store. The wrapped store stays the source of truth;
+Redis only carries what is disposable (cached sessions, hit counts) or fleeting (messages), so losing
+Redis loses no state. Every key starts with ``prefix``, so deployments (and tests) can share a Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from rolegate.store.base import ChainFn, Record, Store, StoreUnavailable
+from rolegate.store.lease import Lease
+from rolegate.store.notify import COUNTERS_CHANNEL, Subscription
+from rolegate.store.urls import redact_url
+
+log = logging.getLogger(__name__)
+
+# Namespaces read on every request whose documents are worth caching; others go straight through.
+CACHED_NAMESPACES = frozenset({"sessions"})
+# Written over a cached document when it changes: "read the store, do not cache" for a while, so a
+# reader that fetched the old document just before the write cannot put it back (its SET NX fails).
+_TOMBSTONE = "-"
+_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
+
+# One round trip for the limiter: count the hit and start the window's clock on the first one.
+_HIT = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return n
+"""
+
+
+class CachedStore(Store):
+    """A Store whose notifications, rate limits and session reads go through Redis."""
+
+    shared_notifications = True
+
+    def __init__(self, wrapped: Store, redis_url: str, *, prefix: str = "rolegate:", cache_ttl: float = 30.0,
+                 timeout: float = 2.0, tombstone_ttl: float = 15.0) -> None:
+        self.wrapped = wrapped
+        self.url = wrapped.url
+        self.redis_url = redis_url
+        self.prefix = prefix
+        self.cache_ttl = cache_ttl
+        self.timeout = timeout
+        # Must outlast the slowest store read (connect + command timeout) for the NX guard to hold.
+        self.tombstone_ttl = tombstone_ttl
+        self._redis: aioredis.Redis | None = None
+
+    def _client(self) -> aioredis.Redis:
+        if self._redis is None:
+            raise StoreUnavailable("the store is not open")
+        return self._redis
+
+    def _unavailable(self, exc: BaseException) -> StoreUnavailable:
+        return StoreUnavailable(f"Redis at {redact_url(self.redis_url)} is unavailable: {exc or type(exc).__name__}")
+
+    async def open(self) -> None:
+        # Bounded timeouts everywhere: an unreachable Redis fails a call in ~timeout, never hangs it;
+        # the client reconnects by itself on the next call once the server is back.
+        self._redis = aioredis.Redis.from_url(
+            self.redis_url, socket_connect_timeout=self.timeout, socket_timeout=self.timeout,
+            health_check_interval=30, decode_responses=True)
+        self._hit = self._redis.register_script(_HIT)
+        try:
+            await self._redis.ping()
+        except _UNAVAILABLE as exc:
+            await self._redis.aclose()
+            self._redis = None
+            raise self._unavailable(exc) from exc
+        try:
+            await self.wrapped.open()
+        except BaseException:
+            await self._redis.aclose()
+            self._redis = None
+            raise
+
+    async def close(self) -> None:
+        try:
+            await self.wrapped.close()
+        finally:
+            if self._redis is not None:
+                redis_client, self._redis = self._redis, None
+                await redis_client.aclose()
+
+    # -- session cache -----------------------------------------------------------------------------------
+
+    def _doc_key(self, namespace: str, key: str) -> str:
+        return f"{self.prefix}doc:{namespace}:{key}"
+
+    async def get(self, namespace: str, key: str) -> Record | None:
+        if namespace not in CACHED_NAMESPACES:
+            return await self.wrapped.get(namespace, key)
+        cache_key = self._doc_key(namespace, key)
+        try:
+            cached = await self._client().get(cache_key)
+        except _UNAVAILABLE as exc:
+            # A cache outage must not take sessions down: read the source of truth instead.
+            log.warning("session cache unavailable, reading the store: %s", exc)
+            return await self.wrapped.get(namespace, key)
+        if cached is not None and cached != _TOMBSTONE:
+            doc = json.loads(cached)
+            if doc["expires_at"] is None or doc["expires_at"] > time.time():
+                return Record(key, doc["value"], doc["version"], doc["expires_at"])
+        record = await self.wrapped.get(namespace, key)
+        if record is not None and cached is None:
+            ttl = self.cache_ttl
+            if record.expires_at is not None:
+                ttl = min(ttl, record.expires_at - time.time())
+            if ttl > 0.001:
+                doc = {"value": record.value, "version": record.version, "expires_at": record.expires_at}
+                try:
+                    # NX: never replace a tombstone (a write happened meanwhile) or a fresher copy.
+                    await self._client().set(cache_key, json.dumps(doc, separators=(",", ":")),
+                                             px=max(1, int(ttl * 1000)), nx=True)
+                except _UNAVAILABLE:
+                    pass
+        return record
+
+    async def _invalidate(self, namespace: str, key: str, *, required: bool) -> None:
+        if namespace not in CACHED_NAMESPACES:
+            return
+        try:
+            await self._client().set(self._doc_key(namespace, key), _TOMBSTONE,
+                                     px=int(self.tombstone_ttl * 1000))
+        except _UNAVAILABLE as exc:
+            if required:
+                raise self._unavailable(exc) from exc
+            log.warning("could not invalidate cached %s/%s (expires within %ss): %s",
+                        namespace, key, self.cache_ttl, exc)
+
+    async def put(self, namespace: str, key: str, value: Any, *, expected_version: int | None = None,
+                  expires_at: float | None = None) -> int:
+        # Invalidate before (must succeed: otherwise a revoked session could outlive the write) and
+        # after (renews the tombstone for readers that raced the write).
+        await self._invalidate(namespace, key, required=True)
+        try:
+            return await self.wrapped.put(namespace, key, value, expected_version=expected_version,
+                                          expires_at=expires_at)
+        finally:
+            await self._invalidate(namespace, key, required=False)
+
+    async def delete(self, namespace: str, key: str, *, expected_version: int | None = None) -> bool:
+        await self._invalidate(namespace, key, required=True)
+        try:
+            return await self.wrapped.delete(namespace, key, expected_version=expected_version)
+        finally:
+            await self._invalidate(namespace, key, required=False)
+
+    async def list(self, namespace: str, prefix: str = "") -> list[Record]:
+        return await self.wrapped.list(namespace, prefix)
+
+    async def purge_expired(self, now: float | None = None) -> int:
+        # Cached copies carry a TTL no longer than their document's, so they expire on their own.
+        return await self.wrapped.purge_expired(now)
+
+    # -- counters and notifications ----------------------------------------------------------------------
+
+    async def incr(self, name: str) -> int:
+        value = await self.wrapped.incr(name)
+        try:
+            await self.publish(COUNTERS_CHANNEL, f"{name}={value}")
+        except StoreUnavailable as exc:
+            # The bump is durable; watchers fall back to polling and will see it.
+            log.warning("could not announce %s=%s: %s", name, value, exc)
+        return value
+
+    async def counter(self, name: str) -> int:
+        return await self.wrapped.counter(name)
+
+    async def counters(self, names: list[str]) -> dict[str, int]:
+        return await self.wrapped.counters(names)
+
+    async def publish(self, channel: str, message: str) -> None:
+        try:
+            await self._client().publish(self.prefix + channel, message)
+        except _UNAVAILABLE as exc:
+            raise self._unavailable(exc) from exc
+
+    def subscribe(self, channel: str) -> Subscription:
+        return _RedisSubscription(self, self.prefix + channel)
+
+    async def hit(self, key: str, limit: int, window_seconds: float) -> bool:
+        window = int(time.time() // window_seconds)
+        redis_key = f"{self.prefix}rate:{window_seconds:g}:{window}:{key}"
+        try:
+            count = await self._hit(keys=[redis_key], args=[int(window_seconds * 1000) + 1000])
+        except _UNAVAILABLE as exc:
+            raise self._unavailable(exc) from exc
+        return int(count) <= limit
+
+    # -- everything else is the wrapped store's ----------------------------------------------------------
+
+    def leader_lock(self, name: str) -> AbstractAsyncContextManager[Lease]:
+        return self.wrapped.leader_lock(name)
+
+    async def append_audit(self, entries: list[tuple[float, str, str]], chain: ChainFn) -> list[int]:
+        return await self.wrapped.append_audit(entries, chain)
+
+    async def audit_tail(self) -> dict[str, Any] | None:
+        return await self.wrapped.audit_tail()
+
+    async def audit_rows(self, **kwargs: Any) -> list[dict[str, Any]]:
+        return await self.wrapped.audit_rows(**kwargs)
+
+    async def audit_delete_before(self, seq: int) -> int:
+        return await self.wrapped.audit_delete_before(seq)
+
+
+def _delegate(name: str) -> Any:
+    async def method(self: CachedStore, *args: Any, **kwargs: Any) -> Any:
+        return await getattr(self.wrapped, name)(*args, **kwargs)
+
+    method.__name__ = name
+    method.__doc__ = getattr(Store, name).__doc__
+    return method
+
+
+# Methods other packages add to the Store interface later (e.g. audit queries) pass straight
+# through, so the wrapper never blocks a new abstract method from working with Redis on.
+for _name in list(getattr(CachedStore, "__abstractmethods__", ())):
+    setattr(CachedStore, _name, _delegate(_name))
+CachedStore.__abstractmethods__ = frozenset()
+
+
+class _RedisSubscription(Subscription):
+    def __init__(self, store: CachedStore, channel: str) -> None:
+        self._store = store
+        self._channel = channel
+        self._pubsub: Any = None
+
+    async def _start(self) -> None:
+        pubsub = self._store._client().pubsub(ignore_subscribe_messages=True)
+        try:
+            # subscribe() returns once Redis confirmed, so later publishes are delivered.
+            await pubsub.subscribe(self._channel)
+        except _UNAVAILABLE as exc:
+            await pubsub.aclose()
+            raise self._store._unavailable(exc) from exc
+        self._pubsub = pubsub
+
+    async def _get(self, timeout: float | None) -> str | None:
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        while True:
+            remaining = 1.0 if deadline is None else max(0.0, deadline - asyncio.get_running_loop().time())
+            try:
+                message = await self._pubsub.get_message(timeout=min(remaining, 1.0))
+            except _UNAVAILABLE as exc:
+                raise self._store._unavailable(exc) from exc
+            except RedisError as exc:  # e.g. "connection closed by server" mid-read
+                raise self._store._unavailable(exc) from exc
+            if message is not None and message.get("type") == "message":
+                return message["data"]
+            if deadline is not None and asyncio.get_running_loop().time() >= deadline:
+                return None
+
+    async def _close(self) -> None:
+        if self._pubsub is not None:
+            pubsub, self._pubsub = self._pubsub, None
+            try:
+                await asyncio.wait_for(pubsub.aclose(), self._store.timeout)
+            except (RedisError, *_UNAVAILABLE):
+                pass
