@@ -9,6 +9,7 @@ connection per run also picks up a rotated password or CA, and a broken one neve
 
 from __future__ import annotations
 
+import math
 import ssl
 from contextlib import contextmanager
 from collections.abc import Iterator
@@ -40,7 +41,8 @@ def open_connection(config: DirectoryConfig) -> ldap3.Connection:
             make_server(config), user=config.bind_dn, password=password,
             authentication=ldap3.SIMPLE if config.bind_dn else ldap3.ANONYMOUS,
             auto_bind=ldap3.AUTO_BIND_NONE, read_only=True, raise_exceptions=True,
-            receive_timeout=max(0.1, config.timeout.total_seconds()), return_empty_attributes=False,
+            # ldap3 packs this into SO_RCVTIMEO as whole seconds
+            receive_timeout=max(1, math.ceil(config.timeout.total_seconds())), return_empty_attributes=False,
             auto_referrals=False,
         )
         conn.open()
