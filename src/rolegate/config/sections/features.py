@@ -66,6 +66,9 @@ class AuditConfig(Section):
     reads: AuditReads = AuditReads()
     durable_writes: bool = True
     retention: Duration | None = None
+    # Signs the retention checkpoint (HMAC-SHA256); defaults to a key derived from session.secret.
+    # Keep it stable: verify needs the key that signed the checkpoint in force.
+    checkpoint_secret: SecretStr | None = None
     queue_size: int = Field(default=10000, ge=10)
     batch_size: int = Field(default=256, ge=1)
 
@@ -75,4 +78,16 @@ class AuditConfig(Section):
         for sink in value:
             if sink not in ("store", "stdout") and not (sink.startswith("jsonl:") and len(sink) > 6):
                 raise ValueError(f"unknown audit sink {sink!r}; use store, stdout or jsonl:/path/file.jsonl")
+        if "store" not in value:
+            raise ValueError("the store sink holds the hash chain and cannot be left out; "
+                             "list it first, e.g. [store, stdout]")
+        if len(set(value)) != len(value):
+            raise ValueError("an audit sink is listed twice")
+        return value
+
+    @field_validator("retention")
+    @classmethod
+    def _retention(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value < timedelta(hours=1):
+            raise ValueError("retention under 1h would prune events before anyone can read them; write e.g. 400d")
         return value

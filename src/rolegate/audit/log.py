@@ -1,0 +1,334 @@
+"""AuditLog: one per worker. Requests enqueue events; a background task writes them in batches.
+
+Overload policy (the queue holds at most ``audit.queue_size`` events, including the batch being
+written):
+
+- Sampled reads (allowed GET/HEAD/OPTIONS decisions) may use only the first three quarters of the
+  queue; beyond that they are dropped and counted in ``dropped_reads``. The last quarter is kept for
+  events that must not be lost.
+- Every other event (denials, would-denials, writes, admin changes, passes, sign-ins) is never
+  dropped. ``emit`` on a full queue raises :class:`AuditUnavailable` (HTTP 503) so the request fails
+  closed, and the refused event is logged as a JSON line at ERROR level. ``emit_durable`` first waits
+  for room (backpressure, up to ``wait_timeout``) and then fails closed the same way.
+- When the Store is unreachable, the writer keeps the batch at the head of the queue and retries
+  with backoff; the queue fills, reads are shed, and essential events start failing closed. Once the
+  Store is back, everything still queued is written, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from rolegate.audit.chain import chain_hash
+from rolegate.audit.events import AuditEvent, encode_body, new_event_id
+from rolegate.audit.sampling import read_sampler
+from rolegate.audit.sinks import Row, Sink, open_sinks
+from rolegate.errors import ServiceUnavailable
+from rolegate.store.base import Store
+
+log = logging.getLogger("rolegate.audit")
+overflow_log = logging.getLogger("rolegate.audit.overflow")
+
+
+class AuditUnavailable(ServiceUnavailable):
+    """The audit trail cannot take this event now; the request must not proceed (fail closed)."""
+
+    code = "audit_unavailable"
+    public_message = "The access proxy cannot record this request right now; try again shortly."
+
+
+class _Item:
+    __slots__ = ("ts", "kind", "body", "future")
+
+    def __init__(self, ts: float, kind: str, body: str, future: asyncio.Future[int] | None) -> None:
+        self.ts = ts
+        self.kind = kind
+        self.body = body
+        self.future = future
+
+
+def _encode(event: AuditEvent) -> str:
+    try:
+        return event.encode()
+    except (TypeError, ValueError) as exc:
+        # A caller built a body JSON cannot hold (NaN, odd keys): keep a trace rather than lose the event.
+        return encode_body({"v": 1, "id": new_event_id(), "user": None, "unencodable": str(exc)[:200],
+                            "repr": repr(event.body)[:2000]})
+
+
+class AuditLog:
+    """Batched, chained audit writer for one worker. ``start()`` it in the worker's loop; ``close()`` flushes."""
+
+    __slots__ = ("_store", "_sinks", "_queue", "_queue_size", "_read_limit", "_batch_size", "durable_writes",
+                 "should_record_read", "_wait_timeout", "_durable_timeout", "_wake", "_space", "_progress",
+                 "_task", "_closing", "_closed", "_executor", "_retention_seconds", "_retention_key",
+                 "_retention_interval", "_retention_task",
+                 "queued", "written", "batches", "dropped_reads", "rejected", "failed_batches", "sink_errors")
+
+    def __init__(self, store: Store, *, queue_size: int = 10000, batch_size: int = 256, durable_writes: bool = True,
+                 reads_enabled: bool = True, read_sample: float = 1.0, sinks: list[Sink] | None = None,
+                 wait_timeout: float = 5.0, durable_timeout: float = 10.0, retention_seconds: float | None = None,
+                 retention_key: bytes | None = None, retention_interval: float = 3600.0) -> None:
+        self._store = store
+        self._sinks = list(sinks or ())
+        self._queue: deque[_Item] = deque()
+        self._queue_size = max(1, queue_size)
+        self._read_limit = max(1, queue_size * 3 // 4)
+        self._batch_size = max(1, batch_size)
+        self.durable_writes = durable_writes
+        # Bound once: the cheapest callable for the configured sampling.
+        self.should_record_read = read_sampler(reads_enabled, read_sample)
+        self._wait_timeout = wait_timeout
+        self._durable_timeout = durable_timeout
+        self._wake = asyncio.Event()
+        self._space = asyncio.Event()
+        self._progress = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._closed = False
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rolegate-audit") if self._sinks else None
+        self._retention_seconds = retention_seconds
+        self._retention_key = retention_key
+        self._retention_interval = retention_interval
+        self._retention_task: asyncio.Task[None] | None = None
+        self.queued = 0          # events accepted into the queue
+        self.written = 0         # events committed to the Store
+        self.batches = 0         # batches committed
+        self.dropped_reads = 0   # sampled reads shed because the queue was three quarters full
+        self.rejected = 0        # essential events refused with 503 (logged at ERROR, never silent)
+        self.failed_batches = 0  # Store writes that failed and were retried
+        self.sink_errors = 0     # JSONL/stdout writes that failed (the Store copy is still there)
+
+    @classmethod
+    def from_config(cls, store: Store, config: Any, *, base_dir: Path | None = None, run_retention: bool = False,
+                    **overrides: Any) -> AuditLog:
+        """Build from a full rolegate Config; ``run_retention`` on the one worker that should prune."""
+        from rolegate.audit.checkpoint import checkpoint_key
+
+        audit = config.audit
+        retention = audit.retention.total_seconds() if audit.retention is not None and run_retention else None
+        options: dict[str, Any] = dict(
+            queue_size=audit.queue_size, batch_size=audit.batch_size, durable_writes=audit.durable_writes,
+            reads_enabled=audit.reads.enabled, read_sample=audit.reads.sample,
+            sinks=open_sinks(audit.sinks, base_dir), retention_seconds=retention,
+            retention_key=checkpoint_key(config) if retention is not None else None)
+        options.update(overrides)
+        return cls(store, **options)
+
+    # -- state ----------------------------------------------------------------------------------
+
+    @property
+    def depth(self) -> int:
+        """Events waiting to be written (including the batch in flight)."""
+        return len(self._queue)
+
+    def stats(self) -> dict[str, int]:
+        return {"depth": self.depth, "queued": self.queued, "written": self.written, "batches": self.batches,
+                "dropped_reads": self.dropped_reads, "rejected": self.rejected,
+                "failed_batches": self.failed_batches, "sink_errors": self.sink_errors}
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the writer (and the retention task when configured) on the running loop."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._writer(), name="rolegate-audit-writer")
+        if self._retention_seconds is not None and self._retention_key is not None and self._retention_task is None:
+            self._retention_task = asyncio.get_running_loop().create_task(self._retention(),
+                                                                          name="rolegate-audit-retention")
+        elif self._retention_seconds is not None and self._retention_key is None:
+            log.error("audit.retention is set but no key signs the checkpoint (set audit.checkpoint_secret or "
+                      "session.secret): old events are kept")
+
+    async def flush(self) -> None:
+        """Return once every event accepted before this call is committed."""
+        target = self.queued
+        while self.written < target and self._task is not None and not self._task.done():
+            self._progress.clear()
+            await self._progress.wait()
+
+    async def close(self, timeout: float = 30.0) -> None:
+        """Write what is queued (up to ``timeout``), then stop. Anything unwritten is logged, not lost silently."""
+        if self._closed:
+            return
+        self._closing = True
+        self._wake.set()
+        if self._retention_task is not None:
+            self._retention_task.cancel()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout)
+            except (TimeoutError, asyncio.TimeoutError):
+                self._task.cancel()
+                try:
+                    await self._task
+                except (asyncio.CancelledError, Exception):
+                    pass
+        self._closed = True
+        while self._queue:
+            item = self._queue.popleft()
+            overflow_log.error("audit event not written before shutdown: %s",
+                               f'{{"ts":{item.ts:.6f},"kind":"{item.kind}","event":{item.body}}}')
+            if item.future is not None and not item.future.done():
+                item.future.set_exception(AuditUnavailable("the audit log closed before the event was written"))
+        if self._executor is not None:
+            loop = asyncio.get_running_loop()
+            for sink in self._sinks:
+                await loop.run_in_executor(self._executor, sink.close)
+            self._executor.shutdown(wait=False)
+
+    # -- emitting -------------------------------------------------------------------------------
+
+    def emit(self, event: AuditEvent) -> bool:
+        """Enqueue without waiting. False: a sampled read was shed. Raises AuditUnavailable (503) when an
+        essential event finds the queue full."""
+        depth = len(self._queue)
+        if event.droppable and depth >= self._read_limit:
+            self.dropped_reads += 1
+            return False
+        if depth >= self._queue_size or self._closing:
+            self._refuse(event, "the audit queue is full" if not self._closing else "the audit log is closing")
+        self._enqueue(event, None)
+        return True
+
+    async def emit_durable(self, event: AuditEvent) -> int:
+        """Enqueue and return the event's seq once the batch holding it is committed (group commit).
+
+        Waits for room when the queue is full (backpressure); raises AuditUnavailable (503) when there is
+        no room within ``wait_timeout`` or no commit within ``durable_timeout``. An event that timed out
+        waiting for its commit stays queued and is still written.
+        """
+        loop = asyncio.get_running_loop()
+        if len(self._queue) >= self._queue_size:
+            deadline = loop.time() + self._wait_timeout
+            while len(self._queue) >= self._queue_size and not self._closing:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                self._space.clear()
+                try:
+                    await asyncio.wait_for(self._space.wait(), remaining)
+                except (TimeoutError, asyncio.TimeoutError):
+                    break
+        if len(self._queue) >= self._queue_size or self._closing:
+            self._refuse(event, "the audit queue stayed full" if not self._closing else "the audit log is closing")
+        future: asyncio.Future[int] = loop.create_future()
+        self._enqueue(event, future)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self._durable_timeout)
+        except (TimeoutError, asyncio.TimeoutError):
+            raise AuditUnavailable(f"audit event {event.body.get('id')} not committed within "
+                                   f"{self._durable_timeout:g}s") from None
+
+    async def emit_write(self, event: AuditEvent) -> int | None:
+        """For a write request: durable when ``audit.durable_writes`` is on, else a plain emit."""
+        if self.durable_writes:
+            return await self.emit_durable(event)
+        self.emit(event)
+        return None
+
+    def _enqueue(self, event: AuditEvent, future: asyncio.Future[int] | None) -> None:
+        self._queue.append(_Item(event.ts, event.kind, _encode(event), future))
+        self.queued += 1
+        self._wake.set()
+
+    def _refuse(self, event: AuditEvent, why: str) -> None:
+        self.rejected += 1
+        overflow_log.error("%s; refusing the request. Event: %s", why,
+                           f'{{"ts":{event.ts:.6f},"kind":"{event.kind}","event":{_encode(event)}}}')
+        raise AuditUnavailable(why)
+
+    # -- writing --------------------------------------------------------------------------------
+
+    async def _writer(self) -> None:
+        try:
+            await self._write_loop()
+        finally:
+            self._progress.set()   # let flush() see the writer has stopped
+
+    async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        backoff = 0.05
+        queue = self._queue
+        while True:
+            if not queue:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch = list(islice(queue, self._batch_size))
+            links: list[tuple[str, str]] = []
+
+            def chain(prev_hash: str, seq: int, ts: float, kind: str, body: str) -> str:
+                digest = chain_hash(prev_hash, seq, ts, kind, body)
+                links.append((prev_hash, digest))   # remembered for the sinks' copy
+                return digest
+
+            try:
+                seqs = await self._store.append_audit([(i.ts, i.kind, i.body) for i in batch], chain)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the Store is down or locked: keep the batch, retry
+                self.failed_batches += 1
+                log.error("audit batch of %d not written, retrying in %.2fs: %s", len(batch), backoff, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            backoff = 0.05
+            for _ in batch:
+                queue.popleft()
+            self.written += len(batch)
+            self.batches += 1
+            self._space.set()
+            if self._sinks:
+                links = links[-len(batch):]
+                rows: list[Row] = [(seq, i.ts, i.kind, i.body, prev, digest)
+                                   for i, seq, (prev, digest) in zip(batch, seqs, links)]
+                durable = any(i.future is not None for i in batch)
+                try:
+                    await loop.run_in_executor(self._executor, self._write_sinks, rows, durable)
+                except Exception as exc:
+                    self.sink_errors += 1
+                    log.error("audit sink write failed (events %d..%d are in the store): %s", seqs[0], seqs[-1], exc)
+            for item, seq in zip(batch, seqs):
+                if item.future is not None and not item.future.done():
+                    item.future.set_result(seq)
+            self._progress.set()
+
+    def _write_sinks(self, rows: list[Row], durable: bool) -> None:
+        errors: list[str] = []
+        for sink in self._sinks:
+            try:
+                sink.write(rows, durable)
+            except OSError as exc:
+                errors.append(f"{sink.name}: {exc}")
+        if errors:
+            raise OSError("; ".join(errors))
+
+    async def _retention(self) -> None:
+        from rolegate.audit.retention import prune_expired
+
+        assert self._retention_seconds is not None and self._retention_key is not None
+        await asyncio.sleep(min(60.0, self._retention_interval))
+        while True:
+            try:
+                result = await prune_expired(self._store, retention_seconds=self._retention_seconds,
+                                             key=self._retention_key, now=time.time())
+                if result.deleted:
+                    log.info("audit retention pruned %d events (checkpoint at seq %s)", result.deleted,
+                             result.checkpoint_seq)
+                elif result.skipped and "invalid" in result.skipped:
+                    log.error("audit retention: %s", result.skipped)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.error("audit retention failed: %s", exc)
+            await asyncio.sleep(self._retention_interval)
