@@ -147,8 +147,8 @@ async def provider_tokens(http: aiohttp.ClientSession, idp: IdP, rolegate_url: s
             "code_verifier": verifier}
     if resource:
         data["resource"] = resource
-    auth = aiohttp.BasicAuth("rolegate", idp.client()["client_secret"])
-    async with http.post(idp.discovery["token_endpoint"], data=data, auth=auth) as resp:
+    basic = base64.b64encode(f"rolegate:{idp.client()['client_secret']}".encode()).decode()
+    async with http.post(idp.discovery["token_endpoint"], data=data, headers={"Authorization": f"Basic {basic}"}) as resp:
         body = await resp.json()
         assert resp.status == 200, body
         return body

@@ -35,7 +35,12 @@ async def test_full_login_reaches_the_backend_as_the_user(rolegate, http):
     assert echo["headers"]["X-Rolegate-User"] == "alice"
     assert echo["headers"]["X-Rolegate-Email"]
     assert echo["headers"]["X-Rolegate-Groups"]
-    # the session cookie itself never reaches... (the forwarder decides about cookies; identity is in headers)
+    # the session credential never reaches the backend; the app's own cookies do
+    cookie = session_cookie(http)
+    http.cookie_jar.clear()  # the jar also holds the IdP's cookies (same host, other port)
+    async with http.get(f"{rolegate.url}/me-echo/c", headers={**JSON, "Cookie": f"rolegate_session={cookie}; app=1"}) as r:
+        echo = await r.json()
+    assert echo["headers"].get("Cookie") == "app=1"
 
 
 async def test_every_login_gets_a_fresh_session_id(rolegate, http):

@@ -20,6 +20,7 @@ from rolegate.identity.errors import ProviderUnavailable, SignInFailed
 from rolegate.identity.oidc_client import LoginRequest, TokenRefused
 from rolegate.identity.principal import principal_from_claims
 from rolegate.identity.provider_jwt import InvalidProviderToken
+from rolegate.identity.stage import LOGIN_COOKIE_PREFIX
 from rolegate.server.responses import error_response, wants_html
 from rolegate.store import StoreUnavailable, VersionConflict
 
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rolegate.identity.endpoints")
 
-LOGIN_COOKIE_PREFIX = "rolegate_login_"
 LOGIN_TTL = 600.0
 LOGGED_OUT_PATH = "/.rolegate/logged-out"
 _USED_STATES = "login_states_used"

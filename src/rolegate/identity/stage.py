@@ -19,7 +19,7 @@ from rolegate.identity.discovery import HttpSource, ProviderMetadata
 from rolegate.identity.errors import SignInRequired
 from rolegate.identity.jwks import ProviderKeys
 from rolegate.identity.oidc_client import OIDCClient
-from rolegate.identity.principal import Principal
+from rolegate.identity.principal import Principal, identity_headers
 from rolegate.identity.provider_jwt import ProviderTokens
 from rolegate.identity.redirect_target import RedirectPolicy
 from rolegate.identity.revocation_watch import RevocationWatch
@@ -32,6 +32,7 @@ log = logging.getLogger("rolegate.identity")
 RESERVED = "/.rolegate"
 LOGIN_PATH = f"{RESERVED}/login"
 CALLBACK_PATH = f"{RESERVED}/callback"
+LOGIN_COOKIE_PREFIX = "rolegate_login_"
 
 
 class IdentityStage:
@@ -155,3 +156,19 @@ class IdentityStage:
         if target is None:
             return f"{public}{LOGIN_PATH}"
         return f"{public}{LOGIN_PATH}?rd={quote(target, safe='')}"
+
+    def upstream_headers(self, request: web.BaseRequest, principal: Principal) -> dict[str, str]:
+        """Headers the forwarder sets upstream: who the user is, and the Cookie header minus rolegate's own
+        cookies (a backend must never see a session credential)."""
+        headers = identity_headers(principal)
+        raw = request.headers.getall("Cookie", [])
+        if raw:
+            own = self.config.session.cookie_name if self.config.session is not None else None
+            kept = []
+            for part in "; ".join(raw).split(";"):
+                name = part.split("=", 1)[0].strip()
+                if not name or name == own or name.startswith(LOGIN_COOKIE_PREFIX):
+                    continue
+                kept.append(part.strip())
+            headers["Cookie"] = "; ".join(kept)  # empty: the forwarder drops the header
+        return headers
