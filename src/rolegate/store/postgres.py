@@ -55,7 +55,8 @@ def _dumps(value: Any) -> str:
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec("jsonb", encoder=_dumps, decoder=json.loads, schema="pg_catalog")
+    # Values are encoded by the caller (_dumps) so that a JSON null is text "null", not SQL NULL.
+    await conn.set_type_codec("jsonb", encoder=str, decoder=json.loads, schema="pg_catalog")
 
 
 async def connect(url: str, *, timeout: float = 2.0, **settings: str) -> asyncpg.Connection:
@@ -141,6 +142,7 @@ class PostgresStore(Store):
     async def put(self, namespace: str, key: str, value: Any, *, expected_version: int | None = None,
                   expires_at: float | None = None) -> int:
         now = time.time()
+        value = _dumps(value)
         async with self._conn() as conn:
             if expected_version is None:
                 version = await conn.fetchval(
