@@ -20,7 +20,8 @@ class PruneResult:
 
 async def prune(store: Store, *, before_ts: float, key: bytes, max_events: int = 1_000_000,
                 now: float | None = None) -> PruneResult:
-    """Delete the leading run of events older than ``before_ts`` (at most ``max_events`` per call).
+    """Delete the leading run of events older than ``before_ts`` (at most ``max_events`` per call),
+    except the newest of them, which the signed checkpoint names and which stays as the chain's anchor.
 
     The checkpoint is written first and only then are rows deleted: a crash in between leaves rows the
     checkpoint already covers, which verify accepts. The checkpoint write is conditional on the version
@@ -56,7 +57,9 @@ async def prune(store: Store, *, before_ts: float, key: bytes, max_events: int =
                         expected_version=record.version if record is not None else 0)
     except VersionConflict:
         return PruneResult(0, current.seq if current else None, "another process is pruning")
-    deleted = await store.audit_delete_before(anchor.seq + 1)
+    # The checkpoint's own event stays: the table is never emptied, so the Store keeps extending the
+    # chain from it (an empty table would restart at seq 1 from GENESIS).
+    deleted = await store.audit_delete_before(anchor.seq)
     return PruneResult(deleted, anchor.seq)
 
 

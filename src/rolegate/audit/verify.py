@@ -54,15 +54,21 @@ async def _rows(store: Store, after: int):
         after = page[-1]["seq"]
 
 
+def _rehash(row: dict[str, Any]) -> str | None:
+    try:
+        return chain_hash(row["prev_hash"], row["seq"], float(row["ts"]), row["kind"], row["body"])
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
 def _judge(row: dict[str, Any], expected_seq: int, expected_prev: str, prev_seq: int | None,
            next_row: dict[str, Any] | None) -> Problem | None:
     seq = row["seq"]
     if seq != expected_seq:
         missing = f"{expected_seq}" if seq == expected_seq + 1 else f"{expected_seq}..{seq - 1}"
         return Problem(expected_seq, f"event(s) {missing} are missing: deleted from the log")
-    try:
-        recomputed = chain_hash(row["prev_hash"], seq, float(row["ts"]), row["kind"], row["body"])
-    except (TypeError, ValueError):
+    recomputed = _rehash(row)
+    if recomputed is None:
         return Problem(seq, "the row is malformed (a column has the wrong type): edited")
     self_ok = recomputed == row["hash"]
     link_ok = row["prev_hash"] == expected_prev
@@ -117,20 +123,35 @@ async def verify_chain(store: Store, key: bytes | None) -> VerifyReport:
         expected_seq, expected_prev, prev_seq = row["seq"] + 1, row["hash"], row["seq"]
         return True
 
-    async for row in _rows(store, 0):
+    anchor_seen = anchor is None
+    async for row in _rows(store, 0 if anchor is None else anchor.seq - 1):
         if anchor is not None and row["seq"] <= anchor.seq:
-            # Pruning writes the checkpoint before deleting, so rows it covers may still be here.
-            if row["seq"] == anchor.seq and row["hash"] != anchor.hash:
-                report.ok = False
-                report.problem = Problem(row["seq"], "its hash differs from the signed checkpoint: edited")
-                return report
+            # Pruning keeps the checkpoint's own event (and, after a crash mid-prune, older ones: those
+            # were skipped by the query above); it must be exactly the event the checkpoint names.
+            if row["seq"] == anchor.seq:
+                anchor_seen = True
+                if row["hash"] != anchor.hash or _rehash(row) != anchor.hash:
+                    report.ok = False
+                    report.problem = Problem(row["seq"], "it differs from the event the signed checkpoint names: "
+                                                         "edited")
+                    return report
             continue
+        if not anchor_seen:
+            assert anchor is not None
+            report.ok = False
+            report.problem = Problem(anchor.seq, "the event the signed checkpoint names is missing: deleted")
+            return report
         if pending is not None and not judge(pending, row):
             return report
         pending = row
     if pending is not None:
         judge(pending, None)
+    elif not anchor_seen:
+        assert anchor is not None
+        report.ok = False
+        report.problem = Problem(anchor.seq, "the event the signed checkpoint names is missing: deleted")
+        return report
     if report.ok and report.checked == 0:
         report.notes.append("the audit log is empty" if anchor is None else
-                            f"every event up to the checkpoint (seq {anchor.seq}) was pruned; none kept")
+                            f"only the checkpoint's event (seq {anchor.seq}) is kept; every older one was pruned")
     return report
