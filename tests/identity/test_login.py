@@ -238,3 +238,33 @@ async def test_public_route_needs_no_sign_in(rolegate, http):
     async with http.get(f"{rolegate.url}/public/x", headers=JSON) as r:
         assert r.status == 200
         assert "X-Rolegate-User" not in (await r.json())["headers"]
+
+
+async def test_logout_on_one_worker_is_seen_by_another(rolegate, http):
+    """Two Runtimes on one store stand in for two workers: the second one's cache must not outlive a logout."""
+    from aiohttp.test_utils import make_mocked_request
+
+    from rolegate.config.loader import load_config_text
+    from rolegate.server.runtime import Runtime
+
+    from .conftest import rolegate_yaml
+
+    await sign_in(http, rolegate)
+    cookie = session_cookie(http)
+    other = Runtime.build(load_config_text(rolegate_yaml(
+        url=rolegate.url, idp=rolegate.idp, backend_url=rolegate.config.upstreams["backend"].url,
+        db=rolegate.base_dir / "rolegate.db"), base_dir=rolegate.base_dir), base_dir=rolegate.base_dir)
+    try:
+        request = make_mocked_request("GET", "/me-echo/", headers={"Cookie": f"rolegate_session={cookie}"})
+        assert await other.identity.authenticate(request) is not None  # now cached in the other worker
+        async with http.post(f"{rolegate.url}/.rolegate/logout", headers=JSON) as r:
+            assert r.status == 200
+        principal = object()
+        for _ in range(50):  # the other worker re-reads the revocation counter at most every 0.25 s
+            principal = await other.identity.authenticate(request)
+            if principal is None:
+                break
+            await asyncio.sleep(0.05)
+        assert principal is None
+    finally:
+        await other.close()
