@@ -1,0 +1,217 @@
+"""Tokens for API and mobile clients: issue, refresh, revoke, and authenticate rolegate's access tokens.
+
+The protocol core; it knows nothing of aiohttp (``endpoint.py`` is the HTTP glue). Permission
+changes take effect on the next request: every access token carries the permission version
+``ver`` it was minted under, and one minted under an older version is refused as stale (the
+client refreshes and gets the current grants).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from rolegate.identity.errors import SignInRequired
+from rolegate.identity.principal import Principal
+from rolegate.store import Store
+from rolegate.store.version_board import VersionBoard
+from rolegate.tokens.access_token import ACCESS_TYP, claims_issuer, mint_access_token
+from rolegate.tokens.assertion import compact_permissions
+from rolegate.tokens.errors import GrantError, StaleToken
+from rolegate.tokens.keys import KeyRing
+from rolegate.tokens.refresh import Family, InvalidGrant, RefreshFamilies, parse
+from rolegate.tokens.revocation import RevocationList
+from rolegate.tokens.verify import MAX_TOKEN_CHARS, InvalidToken, TokenVerifier
+
+log = logging.getLogger("rolegate.tokens")
+
+# (roles, perms) a token states for a Principal, at no particular scope; informational for clients.
+GrantsFn = Callable[[Principal], tuple[Iterable[str], Iterable[str]]]
+# Re-reads a family's identity at refresh (directory, session liveness); None ends the family.
+ReloadFn = Callable[[Principal], Awaitable[Principal | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenGrant:
+    """A successful token response (RFC 6749 §5.1)."""
+
+    access_token: str
+    expires_in: int
+    refresh_token: str
+    refresh_expires_in: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"access_token": self.access_token, "token_type": "Bearer", "expires_in": self.expires_in,
+                "refresh_token": self.refresh_token, "refresh_expires_in": self.refresh_expires_in}
+
+
+def snapshot(principal: Principal) -> dict[str, Any]:
+    """What a family remembers of who signed in (groups included: bearer requests authorize with them)."""
+    return {"username": principal.username, "name": principal.name, "email": principal.email,
+            "groups": sorted(principal.groups), "subject": principal.subject, "origin": principal.auth,
+            "expires_at": principal.expires_at}
+
+
+def principal_of(identity: dict[str, Any], *, family: str, expires_at: float | None) -> Principal:
+    return Principal(username=identity["username"], name=identity.get("name", ""), email=identity.get("email", ""),
+                     groups=frozenset(identity.get("groups", ())), session_id=family, auth="rolegate_token",
+                     expires_at=expires_at, subject=identity.get("subject", ""))
+
+
+class TokenService:
+    """Everything behind ``/.rolegate/token`` and ``Authorization: Bearer <rolegate access token>``."""
+
+    __slots__ = ("keyring", "store", "issuer", "lifetime", "families", "revocations", "verifier",
+                 "current_version", "grants", "reload_identity", "_clock", "_principals", "_max_principals")
+
+    def __init__(self, *, keyring: KeyRing, store: Store, issuer: str, current_version: Callable[[], int],
+                 lifetime: float = 300.0, refresh_lifetime: float = 12 * 3600.0,
+                 board: VersionBoard | None = None, grants: GrantsFn | None = None,
+                 reload_identity: ReloadFn | None = None, leeway: float = 30.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.keyring = keyring
+        self.store = store
+        self.issuer = issuer
+        self.lifetime = float(lifetime)
+        self.families = RefreshFamilies(store, lifetime=refresh_lifetime, clock=clock)
+        self.revocations = RevocationList(store, board=board, clock=clock)
+        self.verifier = TokenVerifier(keyring, issuer, leeway=leeway)
+        self.current_version = current_version
+        self.grants = grants
+        self.reload_identity = reload_identity
+        self._clock = clock
+        # jti -> Principal: one Store read per access token per worker, not per request.
+        self._principals: OrderedDict[str, Principal] = OrderedDict()
+        self._max_principals = 10000
+
+    # -- issuing ----------------------------------------------------------------------------------
+    async def issue(self, principal: Principal) -> TokenGrant:
+        """Start a refresh-token family for a signed-in caller (session or day pass)."""
+        await self.keyring.sync()
+        family, refresh_token = await self.families.start(snapshot(principal), not_after=principal.expires_at)
+        log.info("token family started for %s (%s)", principal.username, family.key)
+        return self._grant(family, refresh_token, principal)
+
+    async def refresh(self, refresh_token: str) -> TokenGrant:
+        """Rotate a refresh token into a new grant; GrantError(invalid_grant) otherwise."""
+        await self.keyring.sync()
+        try:
+            family, successor = await self.families.rotate(refresh_token)
+        except InvalidGrant as exc:
+            if exc.reused and exc.family:
+                await self.revocations.revoke_family(exc.family, self._clock() + self.lifetime + self.verifier.leeway)
+                log.warning("refresh token reuse: family %s revoked", exc.family)
+            raise GrantError("invalid_grant", "The refresh token is invalid, expired or revoked.") from None
+        principal = principal_of(family.data["identity"], family=family.key, expires_at=family.expires)
+        if self.reload_identity is not None:
+            fresh = await self.reload_identity(principal)
+            if fresh is None:
+                await self.revoke_family(family.key)
+                raise GrantError("invalid_grant", "The sign-in behind this token has ended.")
+            identity = snapshot(fresh)
+            identity["origin"] = family.data["identity"].get("origin", identity["origin"])
+            if identity != family.data["identity"]:
+                family = await self._update_identity(family, identity)
+            principal = principal_of(identity, family=family.key, expires_at=family.expires)
+        return self._grant(family, successor, principal)
+
+    async def _update_identity(self, family: Family, identity: dict[str, Any]) -> Family:
+        data = {**family.data, "identity": identity}
+        version = await self.store.put("token_families", family.key, data, expected_version=family.version,
+                                       expires_at=family.expires)
+        return Family(family.key, data, version)
+
+    def _grant(self, family: Family, refresh_token: str, principal: Principal) -> TokenGrant:
+        now = self._clock()
+        expires = min(now + self.lifetime, family.expires)
+        extra: dict[str, Any] = {"name": principal.name, "email": principal.email}
+        if self.grants is not None:
+            roles, perms = self.grants(principal)
+            extra["roles"] = sorted(roles)
+            extra["perms"] = compact_permissions(perms)
+        token = mint_access_token(self.keyring, issuer=self.issuer, sub=principal.username, family=family.key,
+                                  ver=self.current_version(), now=now, expires=expires, extra=extra)
+        return TokenGrant(token, max(0, int(expires - now)), refresh_token, max(0, int(family.expires - now)))
+
+    # -- revoking (RFC 7009) ----------------------------------------------------------------------
+    async def revoke(self, token: str, hint: str | None = None) -> bool:
+        """Revoke a refresh token (its whole family) or an access token; True when something was revoked.
+
+        ``hint`` (RFC 7009 ``token_type_hint``) is not needed: the two kinds are told apart by shape.
+        """
+        if parse(token) is not None:
+            return await self._revoke_refresh(token)
+        try:
+            await self.keyring.sync()
+            claims = self.verifier.verify(token, audience=self.issuer, typ=ACCESS_TYP, require=("sid",))
+        except InvalidToken:
+            return False  # unknown, expired or foreign: nothing to do (RFC 7009 §2.2 still answers 200)
+        await self.revocations.revoke_token(str(claims["jti"]), float(claims["exp"]) + self.verifier.leeway)
+        return True
+
+    async def _revoke_refresh(self, token: str) -> bool:
+        key = parse(token)
+        family = await self.families.get(key) if key else None
+        if family is None:
+            return False
+        # Any token the family ever issued may end it (revoking only makes things safer); a guessed one may not.
+        presented = hashlib.sha256(token.encode()).hexdigest()
+        known = hmac.compare_digest(presented, family.data["current"])
+        for old in family.data.get("used", ()):
+            known |= hmac.compare_digest(presented, old)
+        if not known:
+            return False
+        await self.revoke_family(family.key)
+        return True
+
+    async def revoke_family(self, key: str) -> None:
+        await self.families.revoke(key)
+        await self.revocations.revoke_family(key, self._clock() + self.lifetime + self.verifier.leeway)
+
+    async def revoke_user(self, username: str) -> int:
+        """End every token family of a user (disabled account, admin action); how many."""
+        count = 0
+        for family in await self.families.families_of(username):
+            if not family.data.get("revoked"):
+                await self.revoke_family(family.key)
+                count += 1
+        return count
+
+    # -- authenticating bearer requests -----------------------------------------------------------
+    def is_ours(self, token: str) -> bool:
+        """Whether a bearer token claims to be one of ours (oversized tokens count: we refuse them)."""
+        if len(token) > MAX_TOKEN_CHARS:
+            return True
+        issuer = claims_issuer(token)
+        return issuer is not None and hmac.compare_digest(issuer.encode(), self.issuer.encode())
+
+    async def authenticate(self, token: str) -> Principal:
+        """The Principal of a valid access token; SignInRequired (invalid/revoked) or StaleToken (``ver`` behind)."""
+        await self.keyring.sync()
+        try:
+            claims = self.verifier.verify(token, audience=self.issuer, typ=ACCESS_TYP, require=("sid", "ver"))
+        except InvalidToken as exc:
+            raise SignInRequired(f"rolegate access token refused: {exc}", bearer_error="invalid_token") from None
+        jti, family, ver = claims["jti"], claims["sid"], claims["ver"]
+        if not isinstance(jti, str) or not isinstance(family, str) or type(ver) is not int:
+            raise SignInRequired("rolegate access token has malformed claims", bearer_error="invalid_token")
+        if await self.revocations.is_revoked(jti, family):
+            raise SignInRequired("rolegate access token revoked", bearer_error="invalid_token")
+        if ver < self.current_version():
+            raise StaleToken(f"token ver {ver} behind the permission version")
+        principal = self._principals.get(jti)
+        if principal is None:
+            found = await self.families.get(family)
+            if found is None or found.data.get("revoked") or self._clock() >= found.expires:
+                raise SignInRequired("rolegate access token family ended", bearer_error="invalid_token")
+            principal = principal_of(found.data["identity"], family=family, expires_at=float(claims["exp"]))
+            self._principals[jti] = principal
+            if len(self._principals) > self._max_principals:
+                self._principals.popitem(last=False)
+        return principal

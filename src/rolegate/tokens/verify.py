@@ -1,0 +1,59 @@
+"""Verifying rolegate's own JWTs against the KeyRing, refusing everything a forger might try.
+
+Only EdDSA and ES256 are accepted, and only with the algorithm the key named by ``kid`` was made
+for: ``alg: none`` and HMAC signed with a public key never reach a signature check. Oversized
+tokens are refused before any decoding.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jwt
+
+from rolegate.tokens.keys import ALGORITHMS, KeyRing
+
+# Far above any token rolegate mints (they stay under 8 KiB), far below what would cost real work.
+MAX_TOKEN_CHARS = 16 * 1024
+
+
+class InvalidToken(Exception):
+    """The token is not a valid rolegate token; the message is for logs, never for the client."""
+
+
+class TokenVerifier:
+    """``verify(token, audience=..., typ=...) -> claims`` or raise InvalidToken."""
+
+    __slots__ = ("keyring", "issuer", "leeway", "_jwt")
+
+    def __init__(self, keyring: KeyRing, issuer: str, *, leeway: float = 30.0) -> None:
+        self.keyring = keyring
+        self.issuer = issuer
+        self.leeway = leeway
+        self._jwt = jwt.PyJWT()
+
+    def verify(self, token: str, *, audience: str, typ: str, require: tuple[str, ...] = ()) -> dict[str, Any]:
+        if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS:
+            raise InvalidToken("token too large")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(f"malformed token: {type(exc).__name__}") from None
+        alg, kid = header.get("alg"), header.get("kid")
+        if alg not in ALGORITHMS:
+            raise InvalidToken(f"algorithm {alg!r} not accepted")
+        if header.get("typ") != typ:
+            raise InvalidToken("wrong token type")
+        key = self.keyring.key_for(kid) if isinstance(kid, str) else None
+        if key is None:
+            raise InvalidToken("unknown signing key")
+        if key.alg != alg:
+            raise InvalidToken("algorithm does not match the key")
+        try:
+            return self._jwt.decode(
+                token, key.public, algorithms=[key.alg], audience=audience, issuer=self.issuer,
+                leeway=self.leeway,
+                options={"require": ["exp", "iat", "nbf", "iss", "aud", "sub", "jti", *require],
+                         "strict_aud": True})
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(f"refused: {type(exc).__name__}: {exc}") from None
