@@ -28,9 +28,22 @@ log = logging.getLogger(__name__)
 
 # Namespaces read on every request whose documents are worth caching; others go straight through.
 CACHED_NAMESPACES = frozenset({"sessions"})
-# Written over a cached document when it changes: "read the store, do not cache" for a while, so a
-# reader that fetched the old document just before the write cannot put it back (its SET NX fails).
+# The cache stays coherent through versions, which only grow while a document lives:
+# - a cached copy is "version|json" and is only ever replaced by a higher version, so a reader that
+#   fetched an old document just before a write cannot put it back over the writer's newer copy;
+# - a delete leaves a tombstone that nobody overwrites until it expires (longer than any store
+#   read can take), because versions restart when a deleted key is created again.
 _TOMBSTONE = "-"
+_CACHE_IF_NEWER = """
+local cur = redis.call('GET', KEYS[1])
+if cur == '-' then return 0 end
+if cur then
+  local v = tonumber(string.match(cur, '^(%d+)|'))
+  if v and v >= tonumber(ARGV[1]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1] .. '|' .. ARGV[2], 'PX', ARGV[3])
+return 1
+"""
 _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
 
 # One round trip for the limiter: count the hit and start the window's clock on the first one.
@@ -73,6 +86,7 @@ class CachedStore(Store):
             self.redis_url, socket_connect_timeout=self.timeout, socket_timeout=self.timeout,
             health_check_interval=30, decode_responses=True)
         self._hit = self._redis.register_script(_HIT)
+        self._cache_if_newer = self._redis.register_script(_CACHE_IF_NEWER)
         try:
             await self._redis.ping()
         except _UNAVAILABLE as exc:
@@ -102,61 +116,71 @@ class CachedStore(Store):
     async def get(self, namespace: str, key: str) -> Record | None:
         if namespace not in CACHED_NAMESPACES:
             return await self.wrapped.get(namespace, key)
-        cache_key = self._doc_key(namespace, key)
         try:
-            cached = await self._client().get(cache_key)
+            cached = await self._client().get(self._doc_key(namespace, key))
         except _UNAVAILABLE as exc:
             # A cache outage must not take sessions down: read the source of truth instead.
             log.warning("session cache unavailable, reading the store: %s", exc)
             return await self.wrapped.get(namespace, key)
         if cached is not None and cached != _TOMBSTONE:
-            doc = json.loads(cached)
+            version, _, text = cached.partition("|")
+            doc = json.loads(text)
             if doc["expires_at"] is None or doc["expires_at"] > time.time():
-                return Record(key, doc["value"], doc["version"], doc["expires_at"])
+                return Record(key, doc["value"], int(version), doc["expires_at"])
         record = await self.wrapped.get(namespace, key)
-        if record is not None and cached is None:
-            ttl = self.cache_ttl
-            if record.expires_at is not None:
-                ttl = min(ttl, record.expires_at - time.time())
-            if ttl > 0.001:
-                doc = {"value": record.value, "version": record.version, "expires_at": record.expires_at}
-                try:
-                    # NX: never replace a tombstone (a write happened meanwhile) or a fresher copy.
-                    await self._client().set(cache_key, json.dumps(doc, separators=(",", ":")),
-                                             px=max(1, int(ttl * 1000)), nx=True)
-                except _UNAVAILABLE:
-                    pass
+        if record is not None and cached != _TOMBSTONE:
+            await self._cache(namespace, record, warn=False)
         return record
 
-    async def _invalidate(self, namespace: str, key: str, *, required: bool) -> None:
-        if namespace not in CACHED_NAMESPACES:
+    async def _cache(self, namespace: str, record: Record, *, warn: bool) -> None:
+        ttl = self.cache_ttl
+        if record.expires_at is not None:
+            # A cached session never outlives the session itself.
+            ttl = min(ttl, record.expires_at - time.time())
+        if ttl < 0.001:
             return
+        text = json.dumps({"value": record.value, "expires_at": record.expires_at}, separators=(",", ":"))
         try:
-            await self._client().set(self._doc_key(namespace, key), _TOMBSTONE,
-                                     px=int(self.tombstone_ttl * 1000))
+            await self._cache_if_newer(keys=[self._doc_key(namespace, record.key)],
+                                       args=[record.version, text, max(1, int(ttl * 1000))])
         except _UNAVAILABLE as exc:
-            if required:
-                raise self._unavailable(exc) from exc
-            log.warning("could not invalidate cached %s/%s (expires within %ss): %s",
-                        namespace, key, self.cache_ttl, exc)
+            if warn:
+                log.warning("could not refresh cached %s/%s (a stale copy lives at most %ss): %s",
+                            namespace, record.key, self.cache_ttl, exc)
 
     async def put(self, namespace: str, key: str, value: Any, *, expected_version: int | None = None,
                   expires_at: float | None = None) -> int:
-        # Invalidate before (must succeed: otherwise a revoked session could outlive the write) and
-        # after (renews the tombstone for readers that raced the write).
-        await self._invalidate(namespace, key, required=True)
-        try:
+        if namespace not in CACHED_NAMESPACES:
             return await self.wrapped.put(namespace, key, value, expected_version=expected_version,
                                           expires_at=expires_at)
-        finally:
-            await self._invalidate(namespace, key, required=False)
+        # Drop the cached copy first, and refuse the write when Redis cannot: otherwise a revoked or
+        # changed session would keep being served from the cache.
+        try:
+            await self._client().delete(self._doc_key(namespace, key))
+        except _UNAVAILABLE as exc:
+            raise self._unavailable(exc) from exc
+        version = await self.wrapped.put(namespace, key, value, expected_version=expected_version,
+                                         expires_at=expires_at)
+        # Write-through: readers that raced the write can only have cached a lower version.
+        await self._cache(namespace, Record(key, value, version, expires_at), warn=True)
+        return version
 
     async def delete(self, namespace: str, key: str, *, expected_version: int | None = None) -> bool:
-        await self._invalidate(namespace, key, required=True)
+        if namespace not in CACHED_NAMESPACES:
+            return await self.wrapped.delete(namespace, key, expected_version=expected_version)
+        await self._tombstone(namespace, key, required=True)
         try:
             return await self.wrapped.delete(namespace, key, expected_version=expected_version)
         finally:
-            await self._invalidate(namespace, key, required=False)
+            await self._tombstone(namespace, key, required=False)
+
+    async def _tombstone(self, namespace: str, key: str, *, required: bool) -> None:
+        try:
+            await self._client().set(self._doc_key(namespace, key), _TOMBSTONE, px=int(self.tombstone_ttl * 1000))
+        except _UNAVAILABLE as exc:
+            if required:
+                raise self._unavailable(exc) from exc
+            log.warning("could not mark %s/%s deleted in the cache: %s", namespace, key, exc)
 
     async def list(self, namespace: str, prefix: str = "") -> list[Record]:
         return await self.wrapped.list(namespace, prefix)
