@@ -64,10 +64,13 @@ class AuditEvent:
         return f"<AuditEvent {self.kind} {self.body.get('id')}>"
 
 
+# Built once: json.dumps with options constructs a new encoder on every call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=True, default=str, allow_nan=False)
+
+
 def encode_body(body: Mapping[str, Any]) -> str:
     """Canonical JSON: sorted keys, no spaces, ASCII only (so odd strings can never fail to encode)."""
-    return json.dumps(body, separators=(",", ":"), sort_keys=True, ensure_ascii=True, default=str,
-                      allow_nan=False)
+    return _ENCODER.encode(body)
 
 
 def new_event_id() -> str:
@@ -115,8 +118,9 @@ def clean_path(path: Any) -> str | None:
     text = _text(path)
     if text is None:
         return None
-    text = text.split("?", 1)[0].split("#", 1)[0]
-    return _PASS_PATH.sub(r"\1" + REDACTED, text)
+    if "?" in text or "#" in text:
+        text = text.split("?", 1)[0].split("#", 1)[0]
+    return _PASS_PATH.sub(r"\1" + REDACTED, text) if text.startswith("/.rolegate/pass/") else text
 
 
 def scrub(value: Any, depth: int = 0) -> Any:
