@@ -18,20 +18,24 @@ class Decision:
     engine memoizes them), so reasons are worked out only when first read.
     """
 
-    __slots__ = ("allowed", "permission", "scope", "_reasons", "_reasoner")
+    __slots__ = ("allowed", "permission", "scope", "_reasons", "_reasoner", "_not_before", "_expires")
 
     allowed: bool
     permission: str
     scope: str | None
 
     def __init__(self, allowed: bool, permission: str, scope: str | None,
-                 reasons: tuple[str, ...] | None = None, reasoner: _Reasoner | None = None) -> None:
+                 reasons: tuple[str, ...] | None = None, reasoner: _Reasoner | None = None,
+                 not_before: float = 0.0, expires: float = 0.0) -> None:
         set_ = object.__setattr__
         set_(self, "allowed", allowed)
         set_(self, "permission", permission)
         set_(self, "scope", scope)
         set_(self, "_reasons", reasons)
         set_(self, "_reasoner", reasoner)
+        # The window in which a memoized decision still holds (bindings with until).
+        set_(self, "_not_before", not_before)
+        set_(self, "_expires", expires)
 
     @property
     def reasons(self) -> tuple[str, ...]:

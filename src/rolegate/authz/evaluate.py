@@ -52,31 +52,30 @@ def decide(policy: Policy, identity: Identity, permission: str, scope: str | Non
             now = timestamp(now)
         if identity.disabled:
             return Decision(False, permission, scope, _DISABLED)
-        # Inlined Policy.entry(): this is the hot path.
-        key = (identity.key, scope)
-        entry = policy._cache.get(key)
-        if entry is None or not (entry.not_before <= now < entry.expires):
-            entry = policy.entry(identity, scope, now)
-        entry.used = now
-        decision = entry.decisions.get(permission)
-        if decision is None:
-            decision = _new_decision(policy, entry, permission, scope)
-        if object is None or decision.allowed:
+        # Hot path: one dict lookup of a memoized decision still valid at `now`.
+        decision = policy._decisions.get((identity.key, scope, permission))
+        if decision is not None and decision._not_before <= now < decision._expires and (
+                object is None or decision.allowed):
             return decision
-        return _decide_object(policy, entry, identity, permission, scope, object, now)
+        return _decide(policy, identity, permission, scope, object, now)
     except Exception as exc:  # fail closed: a bug or hostile input must never become an allow
         return Decision(False, permission if isinstance(permission, str) else repr(permission),
                         scope if isinstance(scope, str) else None,
                         (f"deny: could not evaluate ({type(exc).__name__})",))
 
 
-def _new_decision(policy: Policy, entry: Entry, permission: str, scope: str | None) -> Decision:
+def _decide(policy: Policy, identity: Identity, permission: str, scope: str | None, object: str | None,
+            now: float) -> Decision:
+    entry = policy.entry(identity, scope, now)
     if not isinstance(permission, str):
         return Decision(False, repr(permission), scope, ("deny: the permission is not a string",))
-    decision = Decision(permission in entry.allow, permission, scope, None, entry)
-    if permission in policy.catalogue:  # memoize catalogue permissions only: bounded
-        entry.decisions[permission] = decision
-    return decision
+    decision = Decision(permission in entry.allow, permission, scope, None, entry,
+                        entry.not_before, entry.expires)
+    if permission in policy.catalogue:  # memoize catalogue permissions only
+        policy.memoize((identity.key, scope, permission), decision)
+    if object is None or decision.allowed:
+        return decision
+    return _decide_object(policy, entry, identity, permission, scope, object, now)
 
 
 def _decide_object(policy: Policy, entry: Entry, identity: Identity, permission: str | None,

@@ -17,7 +17,8 @@ class Identity:
 
     ``groups`` is the group closure (nested groups already resolved). ``key`` is
     the identity *shape*: two identities with the same user, groups and pass get
-    the same decisions, so decisions are cached per shape.
+    the same decisions, so decisions are cached per shape. Build it once per session
+    or token and reuse it: construction sorts the groups, evaluation does not.
     """
 
     __slots__ = ("username", "groups", "daypass", "disabled", "key", "subjects")
@@ -26,7 +27,7 @@ class Identity:
     groups: frozenset[str]
     daypass: str | None
     disabled: bool
-    key: tuple[str, frozenset[str], str | None]
+    key: str
     subjects: tuple[str, ...]
 
     def __init__(self, username: str, groups: Iterable[str] = (), daypass: str | None = None,
@@ -36,7 +37,10 @@ class Identity:
         object.__setattr__(self, "groups", groups)
         object.__setattr__(self, "daypass", daypass)
         object.__setattr__(self, "disabled", bool(disabled))
-        object.__setattr__(self, "key", (username, groups, daypass))
+        # One string: its hash is cached, so cache keys built from it hash in constant time.
+        # NUL cannot occur in directory names, so distinct shapes never share a key.
+        object.__setattr__(self, "key", "\0".join((username, daypass or "", *sorted(groups))) +
+                           ("\0\0p" if daypass is not None else "\0\0"))
         subjects = [subject_key("user", username)]
         if daypass is not None:
             subjects.append(subject_key("daypass", daypass))

@@ -8,6 +8,7 @@ on the policy so that a new policy (a new ``version``) starts with an empty one.
 from __future__ import annotations
 
 import math
+from itertools import islice
 from collections.abc import Mapping
 from datetime import datetime, timezone
 
@@ -92,7 +93,7 @@ class Entry:
     """What one identity shape holds at one scope; valid while ``not_before <= now < expires``."""
 
     __slots__ = ("allow", "deny", "holdings", "settings", "scope", "not_before", "expires", "used",
-                 "decisions", "note")
+                 "note")
 
     def __init__(self, allow: frozenset[str], deny: frozenset[str], holdings: tuple[CompiledBinding, ...],
                  settings: tuple[SettingGrant, ...], scope: str | None, not_before: float, expires: float,
@@ -105,8 +106,6 @@ class Entry:
         self.not_before = not_before
         self.expires = expires
         self.used = 0.0
-        # permission -> shared Decision, filled on first use (catalogue permissions only).
-        self.decisions: dict[str, Decision] = {}
         self.note = note
 
     def reasons_for(self, permission: str, allowed: bool) -> tuple[str, ...]:
@@ -133,7 +132,8 @@ class Policy:
 
     __slots__ = ("version", "catalogue", "catalogue_order", "roles", "bindings", "scopes", "settings",
                  "setting_grants", "object_grants", "problems", "config",
-                 "_by_subject", "_settings_by_user", "_grants", "_grants_by_object", "_cache", "_cache_size")
+                 "_by_subject", "_settings_by_user", "_grants", "_grants_by_object", "_cache", "_decisions", "_decisions_size", "_chains",
+                 "_cache_size")
 
     def __init__(self, *, version: int, catalogue_order: tuple[str, ...], roles: dict[str, FlatRole],
                  bindings: tuple[CompiledBinding, ...], scopes: ScopeTree,
@@ -167,7 +167,13 @@ class Policy:
             by_object.setdefault(g.object, []).append(g)
         self._grants = {k: tuple(v) for k, v in grants.items()}
         self._grants_by_object = {k: tuple(v) for k, v in by_object.items()}
-        self._cache: dict[tuple[object, str | None], Entry] = {}
+        # (identity shape, scope) -> Entry: bounded LRU (evicted by last use, half at a time).
+        self._cache: dict[tuple[str, str | None], Entry] = {}
+        # (identity shape, scope, permission) -> Decision: the one-lookup hot path; bounded,
+        # oldest-inserted half evicted when full (a hot decision is re-made from its Entry).
+        self._decisions: dict[tuple[str, str | None, str], Decision] = {}
+        self._decisions_size = max(64, 4 * cache_size)
+        self._chains: dict[str | None, tuple[str | None, ...]] = {}
         self._cache_size = max(16, cache_size)
 
     def __setattr__(self, name: str, value: object) -> None:
@@ -194,6 +200,13 @@ class Policy:
         entry.used = now
         return entry
 
+    def memoize(self, key: tuple[str, str | None, str], decision: Decision) -> None:
+        decisions = self._decisions
+        if len(decisions) >= self._decisions_size:
+            for old in list(islice(decisions, len(decisions) // 2 + 1)):
+                decisions.pop(old, None)
+        decisions[key] = decision
+
     def _evict(self) -> None:
         # Least recently used half goes; amortized, this keeps a hit down to one attribute store.
         cache = self._cache
@@ -203,10 +216,15 @@ class Policy:
 
     def compute_entry(self, identity: Identity, scope: str | None, now: float) -> Entry:
         """Everything ``identity`` holds at ``scope`` (and its parents, and globally) at ``now``."""
-        if scope is not None and not is_scope(scope):
-            return Entry(frozenset(), frozenset(), (), (), scope, -INF, INF,
-                         note=f"deny: {scope!r} is not a valid scope (type:id)")
-        chain: tuple[str | None, ...] = (*self.scopes.chain(scope), None) if scope is not None else (None,)
+        chain = self._chains.get(scope)
+        if chain is None:
+            if scope is not None and not is_scope(scope):
+                return Entry(frozenset(), frozenset(), (), (), scope, -INF, INF,
+                             note=f"deny: {scope!r} is not a valid scope (type:id)")
+            chain = (*self.scopes.chain(scope), None) if scope is not None else (None,)
+            if len(self._chains) >= self._cache_size:
+                self._chains.clear()  # bounded: scopes come from request paths
+            self._chains[scope] = chain
         allow: set[str] = set()
         deny: set[str] = set()
         holdings: list[CompiledBinding] = []

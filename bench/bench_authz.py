@@ -1,0 +1,233 @@
+"""Authorization decision latency: rolegate vs pycasbin (RBAC with domains) vs cedarpy, same policy.
+
+Policy: 1,000 roles (10 permissions each, drawn from 2,000), 10,000 routes (each a
+permission + building scope they ask for), 100,000 users holding 3 roles each at
+3 buildings (300,000 scoped bindings), 5,000 buildings in 50 clients.
+
+    .venv/bin/python bench/bench_authz.py            # about 1-2 minutes
+    .venv/bin/python bench/bench_authz.py --quick    # smaller samples for the slow engines
+
+Prints the median microseconds per decision and the ratio to rolegate. Every engine is
+checked against rolegate's answers on its sample, so the speeds compare equal work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from rolegate.authz import Identity, compile_policy, decide  # noqa: E402
+from rolegate.config.sections.policy import Binding, Role  # noqa: E402
+
+N_ROLES, PERMS_PER_ROLE, N_PERMS = 1_000, 10, 2_000
+N_ROUTES, N_USERS, BINDINGS_PER_USER = 10_000, 100_000, 3
+N_BUILDINGS, N_CLIENTS = 5_000, 50
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def build_world(seed: int = 7):
+    rnd = random.Random(seed)
+    perms = [f"res{i // 4}:act{i % 4}" for i in range(N_PERMS)]
+    roles = {f"role{i}": rnd.sample(perms, PERMS_PER_ROLE) for i in range(N_ROLES)}
+    buildings = [f"b{i}" for i in range(N_BUILDINGS)]
+    members = {b: f"c{i % N_CLIENTS}" for i, b in enumerate(buildings)}
+    user_grants = {f"u{i}": [(f"role{rnd.randrange(N_ROLES)}", f"building:{rnd.choice(buildings)}")
+                             for _ in range(BINDINGS_PER_USER)] for i in range(N_USERS)}
+    routes = [(rnd.choice(perms), "building:{building}") for _ in range(N_ROUTES)]
+    return perms, roles, members, user_grants, routes
+
+
+def make_queries(rnd, perms, roles, user_grants, routes, n):
+    """Half asking for something the user holds there, half for a random route's permission."""
+    users = list(user_grants)
+    out = []
+    for i in range(n):
+        user = rnd.choice(users)
+        role, scope = rnd.choice(user_grants[user])
+        perm = rnd.choice(roles[role]) if i % 2 == 0 else rnd.choice(routes)[0]
+        if i % 4 == 3:
+            scope = f"building:b{rnd.randrange(N_BUILDINGS)}"
+        out.append((user, perm, scope))
+    return out
+
+
+def per_call_us(fn, items, repeat: int = 5) -> float:
+    """Median over ``repeat`` runs of (time for all items / number of items), in microseconds."""
+    runs = []
+    for _ in range(repeat):
+        gc.disable()
+        t0 = time.perf_counter()
+        fn(items)
+        runs.append((time.perf_counter() - t0) / len(items) * 1e6)
+        gc.enable()
+    return statistics.median(runs)
+
+
+def bench_rolegate(world, queries, cold_queries):
+    perms, roles, members, user_grants, routes = world
+    t0 = time.perf_counter()
+    config = SimpleNamespace(
+        permissions=tuple(perms), roles={n: Role(permissions=tuple(p)) for n, p in roles.items()},
+        bindings=tuple(Binding(user=u, role=r, scope=s) for u, gs in user_grants.items() for r, s in gs),
+        scopes={"client": SimpleNamespace(parent=None, members={}),
+                "building": SimpleNamespace(parent="client", members=members)},
+        user_settings={}, routes=())
+    t1 = time.perf_counter()
+    policy = compile_policy(config, version=1)
+    t2 = time.perf_counter()
+    say(f"rolegate: built config values in {t1 - t0:.1f}s, compiled policy in {t2 - t1:.2f}s")
+    now = time.time()
+    idents = {u: Identity(u, ()) for u in {q[0] for q in queries} | {q[0] for q in cold_queries}}
+    hot = [(idents[u], p, s) for u, p, s in queries]
+
+    def run(items):
+        for ident, perm, scope in items:
+            decide(policy, ident, perm, scope, None, now)
+
+    run(hot)  # warm: one entry per (identity shape, scope) in the working set
+    hot_us = per_call_us(run, hot)
+    small = hot[:1000] * 20
+    run(small)
+    small_us = per_call_us(run, small)
+    answers = [decide(policy, i, p, s, None, now).allowed for i, p, s in hot]
+
+    cold = [(idents[u], p, s) for u, p, s in cold_queries]
+
+    def run_cold(items):
+        for ident, perm, scope in items:
+            policy._cache.clear()  # every decision computes its entry from the indexes
+            policy._decisions.clear()
+            decide(policy, ident, perm, scope, None, now)
+
+    cold_us = per_call_us(run_cold, cold, repeat=3)
+    clear_us = per_call_us(lambda items: [(policy._cache.clear(), policy._decisions.clear()) for _ in items],
+                           cold, repeat=3)
+    return policy, hot_us, small_us, max(cold_us - clear_us, 0.0), answers
+
+
+def bench_casbin(world, queries, expected):
+    try:
+        import casbin
+    except ImportError:
+        return None, "pycasbin not installed (pip install casbin)"
+    perms, roles, members, user_grants, routes = world
+    model = casbin.Enforcer.new_model(text="""
+[request_definition]
+r = sub, dom, obj, act
+[policy_definition]
+p = sub, obj, act
+[role_definition]
+g = _, _, _
+[policy_effect]
+e = some(where (p.eft == allow))
+[matchers]
+m = g(r.sub, p.sub, r.dom) && r.obj == p.obj && r.act == p.act
+""")
+    t0 = time.perf_counter()
+    e = casbin.Enforcer(model)
+    e.add_policies([[role, *perm.split(":", 1)] for role, ps in roles.items() for perm in ps])
+    e.add_named_grouping_policies("g", [[u, r, s] for u, gs in user_grants.items() for r, s in gs])
+    say(f"casbin: loaded {len(roles) * PERMS_PER_ROLE} p and {N_USERS * BINDINGS_PER_USER} g rules "
+        f"in {time.perf_counter() - t0:.1f}s")
+    items = [(u, s, *p.split(":", 1)) for u, p, s in queries]
+    times, got = [], []
+    for item in items:
+        t = time.perf_counter()
+        got.append(e.enforce(*item))
+        times.append((time.perf_counter() - t) * 1e6)
+    if got != expected[: len(items)]:
+        return None, f"casbin disagrees with rolegate on {sum(a != b for a, b in zip(got, expected))} decisions"
+    return statistics.median(times), ""
+
+
+def bench_cedar(world, queries, expected):
+    try:
+        import cedarpy
+    except ImportError:
+        return None, "cedarpy not installed (pip install cedarpy)"
+    perms, roles, members, user_grants, routes = world
+    # One policy per role: the role's permissions are an action group; the user holds
+    # the role at a scope when their `grants` contain {role, scope}.
+    policy_text = "\n".join(
+        f'permit(principal, action in Action::"role:{r}", resource) '
+        f'when {{ principal.grants.contains({{"role": "{r}", "scope": resource.name}}) }};'
+        for r in roles)
+    in_roles: dict[str, list[str]] = {}
+    for r, ps in roles.items():
+        for p in ps:
+            in_roles.setdefault(p, []).append(r)
+    entities = [{"uid": {"type": "Action", "id": f"role:{r}"}, "attrs": {}, "parents": []} for r in roles]
+    entities += [{"uid": {"type": "Action", "id": p}, "attrs": {},
+                  "parents": [{"type": "Action", "id": f"role:{r}"} for r in in_roles.get(p, [])]} for p in perms]
+    users = sorted({u for u, _, _ in queries})
+    entities += [{"uid": {"type": "User", "id": u}, "parents": [],
+                  "attrs": {"grants": [{"role": r, "scope": s} for r, s in user_grants[u]]}} for u in users]
+    entities += [{"uid": {"type": "Scope", "id": s}, "attrs": {"name": s}, "parents": []}
+                 for s in sorted({s for _, _, s in queries})]
+    t0 = time.perf_counter()
+    policy_set = cedarpy.PolicySet.from_str(policy_text) if hasattr(cedarpy, "PolicySet") else policy_text
+    if hasattr(cedarpy, "Entities"):
+        import json
+        entity_set = cedarpy.Entities.from_json_str(json.dumps(entities))
+    else:
+        entity_set = entities
+    say(f"cedar: parsed {len(roles)} policies and {len(entities)} entities in {time.perf_counter() - t0:.1f}s "
+        "(pre-parsed handles, batch evaluation)")
+    requests = [{"principal": f'User::"{u}"', "action": f'Action::"{p}"', "resource": f'Scope::"{s}"',
+                 "context": {}} for u, p, s in queries]
+    results = cedarpy.is_authorized_batch(requests, policy_set, entity_set)
+    got = [r.allowed for r in results]
+    if got != expected[: len(requests)]:
+        return None, f"cedar disagrees with rolegate on {sum(a != b for a, b in zip(got, expected))} decisions"
+    return per_call_us(lambda rs: cedarpy.is_authorized_batch(rs, policy_set, entity_set), requests, repeat=3), ""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller samples for casbin and cedar")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    world = build_world()
+    rnd = random.Random(11)
+    perms, roles, members, user_grants, routes = world
+    say(f"policy: {N_ROLES} roles, {N_ROUTES} routes, {N_USERS} users x {BINDINGS_PER_USER} scoped bindings")
+    queries = make_queries(rnd, perms, roles, user_grants, routes, 20_000)
+    cold_queries = make_queries(rnd, perms, roles, user_grants, routes, 5_000)
+    policy, hot_us, small_us, cold_us, answers = bench_rolegate(world, queries, cold_queries)
+    say(f"rolegate: {sum(answers)} of {len(answers)} sampled decisions allow")
+    slow_n = 20 if args.quick else 100
+    casbin_us, casbin_note = bench_casbin(world, queries[:slow_n], answers)
+    cedar_us, cedar_note = bench_cedar(world, queries[: slow_n * 10], answers)
+
+    rows = [("rolegate decide (memoized, 1k working set)", small_us, "1,000 distinct requests, repeated"),
+            ("rolegate decide (memoized, 20k working set)", hot_us, f"{len(queries)} distinct requests"),
+            ("rolegate decide (cold: entry computed)", cold_us, f"{len(cold_queries)} decisions, cache cleared each"),
+            ("pycasbin enforce (RBAC with domains)", casbin_us, casbin_note or f"{slow_n} decisions, each timed"),
+            ("cedarpy is_authorized_batch", cedar_us, cedar_note or f"{slow_n * 10} decisions, pre-parsed")]
+    say("")
+    base = small_us
+    say(f"{'engine':44} {'median us/decision':>19} {'x rolegate':>11}  sample")
+    for name, us, note in rows:
+        if us is None:
+            say(f"{name:44} {'n/a':>19} {'':>11}  {note}")
+        else:
+            say(f"{name:44} {us:19.3f} {us / base:11.1f}  {note}")
+    say("ratios are against the first row; against the 20k row divide by "
+        f"{hot_us / base:.2f}")
+    say(f"\ntotal bench time {time.perf_counter() - started:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
