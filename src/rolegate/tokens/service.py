@@ -81,7 +81,7 @@ class TokenService:
         self.lifetime = float(lifetime)
         self.families = RefreshFamilies(store, lifetime=refresh_lifetime, clock=clock)
         self.revocations = RevocationList(store, board=board, clock=clock)
-        self.verifier = TokenVerifier(keyring, issuer, leeway=leeway)
+        self.verifier = TokenVerifier(keyring, issuer, leeway=leeway, clock=clock)
         self.current_version = current_version
         self.grants = grants
         self.reload_identity = reload_identity

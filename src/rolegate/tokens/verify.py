@@ -7,6 +7,8 @@ tokens are refused before any decoding.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import jwt
@@ -24,13 +26,15 @@ class InvalidToken(Exception):
 class TokenVerifier:
     """``verify(token, audience=..., typ=...) -> claims`` or raise InvalidToken."""
 
-    __slots__ = ("keyring", "issuer", "leeway", "_jwt")
+    __slots__ = ("keyring", "issuer", "leeway", "_jwt", "_clock")
 
-    def __init__(self, keyring: KeyRing, issuer: str, *, leeway: float = 30.0) -> None:
+    def __init__(self, keyring: KeyRing, issuer: str, *, leeway: float = 30.0,
+                 clock: Callable[[], float] = time.time) -> None:
         self.keyring = keyring
         self.issuer = issuer
         self.leeway = leeway
         self._jwt = jwt.PyJWT()
+        self._clock = clock
 
     def verify(self, token: str, *, audience: str, typ: str, require: tuple[str, ...] = ()) -> dict[str, Any]:
         if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS:
@@ -50,10 +54,19 @@ class TokenVerifier:
         if key.alg != alg:
             raise InvalidToken("algorithm does not match the key")
         try:
-            return self._jwt.decode(
+            claims = self._jwt.decode(
                 token, key.public, algorithms=[key.alg], audience=audience, issuer=self.issuer,
-                leeway=self.leeway,
                 options={"require": ["exp", "iat", "nbf", "iss", "aud", "sub", "jti", *require],
-                         "strict_aud": True})
+                         "strict_aud": True, "verify_exp": False, "verify_nbf": False, "verify_iat": False})
         except jwt.PyJWTError as exc:
             raise InvalidToken(f"refused: {type(exc).__name__}: {exc}") from None
+        # Times are checked here, against the ring's clock, so every stage agrees on "now".
+        exp, nbf, iat = claims["exp"], claims["nbf"], claims["iat"]
+        if not all(type(v) in (int, float) for v in (exp, nbf, iat)):
+            raise InvalidToken("refused: non-numeric time claims")
+        now = self._clock()
+        if now >= exp + self.leeway:
+            raise InvalidToken("refused: expired")
+        if nbf > now + self.leeway or iat > now + self.leeway:
+            raise InvalidToken("refused: not yet valid")
+        return claims
