@@ -48,5 +48,6 @@ def build_app(holder: RuntimeHolder) -> web.Application:
     )
     app[HOLDER_KEY] = holder
     app.add_subapp(RESERVED_PREFIX.rstrip("/"), build_reserved_app(holder))
-    app.router.add_route("*", "/{tail:.*}", Pipeline(holder))
+    # A bound coroutine method: aiohttp wraps (and slows) handlers it does not see as coroutine functions.
+    app.router.add_route("*", "/{tail:.*}", Pipeline(holder).__call__)
     return app

@@ -1,7 +1,6 @@
 """The request pipeline of DESIGN.md: normalize -> match -> authenticate -> authorize -> forward.
 
-One direction, one handler: each stage is a plain call on the current Runtime, so the path that
-was authorized is byte-for-byte the path that is forwarded.
+One direction, one handler: the path that was authorized is byte-for-byte the path forwarded.
 """
 
 from __future__ import annotations
@@ -10,16 +9,10 @@ import logging
 
 from aiohttp import web
 
-from rolegate.errors import (
-    Forbidden,
-    HeadersTooLarge,
-    MethodNotAllowed,
-    RolegateError,
-    Unauthenticated,
-)
-from rolegate.proxy.paths import normalize_path, split_segments
-from rolegate.proxy.routes import canonical_host
+from rolegate.errors import HeadersTooLarge, RolegateError, Unauthenticated
+from rolegate.identity.challenge import challenge_response
 from rolegate.server import metrics
+from rolegate.server.access import check_access
 from rolegate.server.responses import error_response
 from rolegate.server.runtime import RuntimeHolder
 
@@ -51,23 +44,17 @@ class Pipeline:
         runtime = self.holder.runtime
         try:
             check_header_size(request, runtime.max_header_size)
-            raw = request.raw_path
-            raw_path, sep, query = raw.partition("?")
-            path = normalize_path(raw_path)
-            match = runtime.routes.match(request.method, canonical_host(request.host),
-                                         split_segments(path))
-            if match is None:
-                raise Forbidden(f"unmatched {request.method} {path}")
-            if not match.method_allowed:
-                allow = ", ".join(sorted(match.allowed_methods or ()))
-                err = MethodNotAllowed(f"{request.method} {path}")
+            access = await check_access(runtime, request, request.method, request.host, request.raw_path)
+            if access.error is not None:
                 _DENIED.inc()
-                return error_response(request, err, headers={"Allow": allow})
-            route = match.route
-            if route.mode != "public":
-                # Authentication and authorization plug in here (identity, authz stages).
-                raise Unauthenticated(f"{route.mode} route {route.name} needs a signed-in user")
-            response = await runtime.forwarder.forward(request, route.upstream, path + sep + query)
+                if isinstance(access.error, Unauthenticated):
+                    # Browsers go to sign-in; APIs get 401 + WWW-Authenticate, never a redirect.
+                    return challenge_response(request, access.error)
+                headers = {"Allow": access.allow_header} if access.allow_header else None
+                return error_response(request, access.error, headers=headers)
+            route = access.route
+            response = await runtime.forwarder.forward(request, route.upstream, access.path_qs,
+                                                       access.set_headers, access.response_filter)
             _FORWARDED.inc()
             return response
         except RolegateError as exc:
