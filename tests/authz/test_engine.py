@@ -202,3 +202,13 @@ def test_now_accepts_datetime_int_and_none():
     assert decide(policy, u, "a:view", None, None, datetime(2030, 1, 1)).allowed
     assert decide(policy, u, "a:view", None, None, int(T0)).allowed
     assert decide(policy, u, "a:view").allowed
+
+
+def test_identity_shape_keys_cannot_collide():
+    shapes = [Identity("bob\0\0admins"), Identity("bob", {"admins"}), Identity("bob", (), daypass="admins"),
+              Identity("bob", (), daypass=""), Identity("bob"), Identity("1:b", {"ob"}), Identity("1:bob")]
+    assert len({i.key for i in shapes}) == len(shapes)
+    policy = compile_policy(cfg(bindings=[{"group": "admins", "role": "top"}]))
+    assert decide(policy, Identity("bob", {"admins"}), "a:view", None, None, T0).allowed
+    assert not decide(policy, Identity("bob\0\0admins"), "a:view", None, None, T0).allowed
+    assert not decide(policy, Identity("bob", (), daypass="admins"), "a:view", None, None, T0).allowed

@@ -37,10 +37,10 @@ class Identity:
         object.__setattr__(self, "groups", groups)
         object.__setattr__(self, "daypass", daypass)
         object.__setattr__(self, "disabled", bool(disabled))
-        # One string: its hash is cached, so cache keys built from it hash in constant time.
-        # NUL cannot occur in directory names, so distinct shapes never share a key.
-        object.__setattr__(self, "key", "\0".join((username, daypass or "", *sorted(groups))) +
-                           ("\0\0p" if daypass is not None else "\0\0"))
+        # One string, so its hash is cached and cache keys hash in constant time. Every part is
+        # length-prefixed: the encoding is injective whatever characters a name contains.
+        parts = (username, "N" if daypass is None else f"D{daypass}", *sorted(groups))
+        object.__setattr__(self, "key", "".join(f"{len(p)}:{p}" for p in parts))
         subjects = [subject_key("user", username)]
         if daypass is not None:
             subjects.append(subject_key("daypass", daypass))
