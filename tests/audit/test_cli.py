@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -182,3 +183,31 @@ def test_config_rejects_a_chain_without_the_store(tmp_path, capsys) -> None:
         main(["check", "-c", str(path)])
     assert exited.value.code == 2
     assert "store sink" in capsys.readouterr().err
+
+
+def test_cli_verify_compares_with_the_jsonl_copy(tmp_path, capsys) -> None:
+    path = write_config(tmp_path, sinks=["store", "jsonl:logs/audit.jsonl"])
+    from rolegate.config import load_config
+
+    config = load_config(str(path))
+    db = tmp_path / "data" / "rolegate.db"
+
+    async def seed_with_copy() -> None:
+        store = SQLiteStore(f"sqlite:///{db}")
+        await store.open()
+        log = AuditLog.from_config(store, config, base_dir=tmp_path)
+        log.start()
+        for event in sample_events():
+            await log.emit_durable(event)
+        await log.close()
+        await store.close()
+
+    asyncio.run(seed_with_copy())
+    code, out = run(capsys, "audit", "verify", "-c", str(path))
+    assert code == 0 and "matches the store" in out
+    # Cut the last two events off the end: the chain alone still looks intact.
+    raw = sqlite3.connect(db, isolation_level=None)
+    raw.execute("DELETE FROM audit WHERE seq>=12")
+    raw.close()
+    code, out = run(capsys, "audit", "verify", "-c", str(path))
+    assert code == 1 and "seq 13" in out and "cut off the end" in out

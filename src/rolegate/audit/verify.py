@@ -155,3 +155,44 @@ async def verify_chain(store: Store, key: bytes | None) -> VerifyReport:
         report.notes.append("the audit log is empty" if anchor is None else
                             f"only the checkpoint's event (seq {anchor.seq}) is kept; every older one was pruned")
     return report
+
+
+def last_copied(path: str) -> tuple[int, str] | None:
+    """The (seq, hash) of the newest whole line of a JSONL copy, or None when it has none."""
+    import json
+    import os
+
+    with open(path, "rb") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        # Read backwards in blocks until a whole line (a torn last line after a crash is skipped).
+        block, data = 65536, b""
+        while True:
+            start = max(0, size - len(data) - block)
+            handle.seek(start)
+            data = handle.read(size - start)
+            for line in reversed(data.split(b"\n")[1 if start else 0:]):
+                try:
+                    copy = json.loads(line)
+                    if isinstance(copy, dict) and isinstance(copy.get("seq"), int) and isinstance(copy.get("hash"), str):
+                        return copy["seq"], copy["hash"]
+                except ValueError:
+                    continue
+            if start == 0:
+                return None
+
+
+async def compare_with_copy(store: Store, path: str) -> Problem | None:
+    """Check the store still holds the newest event a JSONL copy recorded, unchanged: this catches
+    events cut off the end of the log and a rewritten, re-hashed tail, which the chain alone cannot."""
+    newest = last_copied(path)
+    if newest is None:
+        return None
+    seq, hash_ = newest
+    rows = await store.audit_rows(after_seq=seq - 1, limit=1)
+    if not rows or rows[0]["seq"] != seq:
+        tail = await store.audit_tail()
+        return Problem(seq, f"missing from the store, but {path} recorded it (the store ends at seq "
+                            f"{tail['seq'] if tail else 0}): events were cut off the end")
+    if rows[0]["hash"] != hash_:
+        return Problem(seq, f"its hash differs from the copy in {path}: the chain was rewritten")
+    return None

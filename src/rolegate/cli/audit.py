@@ -66,9 +66,30 @@ def run_verify(args: argparse.Namespace) -> int:
     from rolegate.audit.verify import CannotVerify, verify_chain
     from rolegate.store.base import StoreUnavailable
 
+    from rolegate.audit.verify import compare_with_copy
+
+    base_dir = Path(args.config).resolve().parent
+    copies = [Path(name[len("jsonl:"):]) for name in config.audit.sinks if name.startswith("jsonl:")]
+    copies = [p if p.is_absolute() else base_dir / p for p in copies]
+
+    async def check(store):
+        report = await verify_chain(store, checkpoint_key(config))
+        for copy in copies:
+            if not report.ok:
+                break
+            if not copy.exists():
+                report.notes.append(f"{copy} does not exist; not compared")
+                continue
+            problem = await compare_with_copy(store, str(copy))
+            if problem is not None:
+                report.ok, report.problem = False, problem
+            else:
+                report.notes.append(f"the newest event in {copy} matches the store")
+        return report
+
     try:
-        report = asyncio.run(_with_store(config, args.config, lambda s: verify_chain(s, checkpoint_key(config))))
-    except (CannotVerify, StoreUnavailable) as exc:
+        report = asyncio.run(_with_store(config, args.config, check))
+    except (CannotVerify, StoreUnavailable, OSError) as exc:
         print(f"rolegate: audit verify: {exc}", file=sys.stderr)
         return EXIT_ERROR
     if args.json:
@@ -159,6 +180,8 @@ def run_prune(args: argparse.Namespace) -> int:
     result = asyncio.run(_with_store(config, args.config, action))
     if result.skipped:
         print(f"nothing pruned: {result.skipped}")
+        if "invalid" in result.skipped:
+            return EXIT_TAMPERED
     else:
         print(f"pruned {result.deleted} events; signed checkpoint at seq {result.checkpoint_seq}")
     return EXIT_OK
