@@ -36,3 +36,24 @@ async def test_acknowledged_events_survive_sigkill(tmp_path, round_) -> None:
         except ValueError:
             pass
     assert {event_id for _, event_id in acked} <= copied
+
+
+async def test_two_worker_processes_share_one_chain_through_sigkill(tmp_path) -> None:
+    """Like two rolegate workers: both append to one database; the chain never forks."""
+    import asyncio
+
+    db = tmp_path / "shared.db"
+    argv = [sys.executable, str(CHILD), str(db), "8"]
+    loop = asyncio.get_running_loop()
+    first, second = await asyncio.gather(loop.run_in_executor(None, lambda: run_and_kill(argv, acks=200)),
+                                         loop.run_in_executor(None, lambda: run_and_kill(argv, acks=200)))
+    acked = first + second
+    assert len({seq for seq, _ in acked}) == len(acked)  # no seq handed out twice
+    assert missing_acknowledged(db, acked) == []
+    store = SQLiteStore(f"sqlite:///{db}")
+    await store.open()
+    try:
+        report = await verify_chain(store, None)
+        assert report.ok, report.problem
+    finally:
+        await store.close()
