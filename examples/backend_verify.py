@@ -27,6 +27,7 @@ import jwt
 from aiohttp import web
 
 ALGORITHMS = ["EdDSA", "ES256"]
+CLAIMS = web.RequestKey("claims", dict)
 
 
 class AssertionVerifier:
@@ -60,18 +61,18 @@ def make_app(verifier: AssertionVerifier) -> web.Application:
             raise web.HTTPUnauthorized(text="no rolegate assertion")
         try:
             # PyJWKClient uses blocking HTTP when it (re)fetches keys: keep it off the event loop.
-            request["claims"] = await asyncio.to_thread(verifier.verify, token)
+            request[CLAIMS] = await asyncio.to_thread(verifier.verify, token)
         except jwt.PyJWTError as exc:
             raise web.HTTPUnauthorized(text=f"invalid rolegate assertion: {type(exc).__name__}") from None
         return await handler(request)
 
     async def whoami(request: web.Request) -> web.Response:
-        claims = request["claims"]
+        claims = request[CLAIMS]
         return web.json_response({"user": claims["sub"], "email": claims.get("email"), "roles": claims.get("roles"),
                                   "scope": claims.get("scope"), "perms": claims["perms"]})
 
     async def invoices(request: web.Request) -> web.Response:
-        if not has_permission(request["claims"], "invoices:view"):
+        if not has_permission(request[CLAIMS], "invoices:view"):
             raise web.HTTPForbidden(text="invoices:view needed")
         return web.json_response([{"id": "1001", "amount": 580.8}])
 
