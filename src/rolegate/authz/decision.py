@@ -11,14 +11,28 @@ class _Reasoner(Protocol):
     def reasons_for(self, permission: str, allowed: bool) -> tuple[str, ...]: ...
 
 
-class Decision:
+class _Fields:
+    __slots__ = ("allowed", "permission", "scope", "_reasons", "_reasoner", "_not_before", "_expires")
+
+
+# Slot descriptors of the base: setting through them skips Decision.__setattr__ (which refuses).
+_set_allowed = _Fields.allowed.__set__  # type: ignore[attr-defined]
+_set_permission = _Fields.permission.__set__  # type: ignore[attr-defined]
+_set_scope = _Fields.scope.__set__  # type: ignore[attr-defined]
+_set_reasons = _Fields._reasons.__set__  # type: ignore[attr-defined]
+_set_reasoner = _Fields._reasoner.__set__  # type: ignore[attr-defined]
+_set_not_before = _Fields._not_before.__set__  # type: ignore[attr-defined]
+_set_expires = _Fields._expires.__set__  # type: ignore[attr-defined]
+
+
+class Decision(_Fields):
     """An immutable decision. ``reasons`` are human-readable grants and denies.
 
     Decisions for the same identity shape, scope and permission are shared (the
     engine memoizes them), so reasons are worked out only when first read.
     """
 
-    __slots__ = ("allowed", "permission", "scope", "_reasons", "_reasoner", "_not_before", "_expires")
+    __slots__ = ()
 
     allowed: bool
     permission: str
@@ -27,15 +41,14 @@ class Decision:
     def __init__(self, allowed: bool, permission: str, scope: str | None,
                  reasons: tuple[str, ...] | None = None, reasoner: _Reasoner | None = None,
                  not_before: float = 0.0, expires: float = 0.0) -> None:
-        set_ = object.__setattr__
-        set_(self, "allowed", allowed)
-        set_(self, "permission", permission)
-        set_(self, "scope", scope)
-        set_(self, "_reasons", reasons)
-        set_(self, "_reasoner", reasoner)
+        _set_allowed(self, allowed)
+        _set_permission(self, permission)
+        _set_scope(self, scope)
+        _set_reasons(self, reasons)
+        _set_reasoner(self, reasoner)
         # The window in which a memoized decision still holds (bindings with until).
-        set_(self, "_not_before", not_before)
-        set_(self, "_expires", expires)
+        _set_not_before(self, not_before)
+        _set_expires(self, expires)
 
     @property
     def reasons(self) -> tuple[str, ...]:
@@ -43,8 +56,8 @@ class Decision:
         if reasons is None:
             reasoner = self._reasoner
             reasons = reasoner.reasons_for(self.permission, self.allowed) if reasoner is not None else ()
-            object.__setattr__(self, "_reasons", reasons)
-            object.__setattr__(self, "_reasoner", None)
+            _set_reasons(self, reasons)
+            _set_reasoner(self, None)
         return reasons
 
     def __setattr__(self, name: str, value: object) -> None:
