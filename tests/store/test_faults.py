@@ -17,7 +17,7 @@ from rolegate.store.postgres import PostgresStore
 from rolegate.store.redis_cache import CachedStore
 from rolegate.store.sqlite import SQLiteStore
 
-from .backends import backend_config, opened
+from .backends import backend_config, forget_prefix, opened
 
 
 def closed_port() -> int:
@@ -58,9 +58,10 @@ async def test_redis_unreachable_fails_fast(tmp_path: Path) -> None:
 async def test_redis_outage_after_open(tmp_path: Path) -> None:
     """Redis going away: sessions still read from the store, writes and limits say StoreUnavailable."""
     proxy = await TcpProxy.start(6379)
+    prefix = f"rg_test_fault_{int(time.time() * 1000)}:"
     try:
         config = StorageConfig(url=f"sqlite:///{tmp_path}/rg.db", cache_url=f"redis://127.0.0.1:{proxy.port}/0",
-                               cache_prefix=f"rg_test_fault_{int(time.time() * 1000)}:", connect_timeout="1s")
+                               cache_prefix=prefix, connect_timeout="1s")
         async with opened(config) as store:
             await store.put("sessions", "s", "v")
             assert (await store.get("sessions", "s")).value == "v"
@@ -82,6 +83,7 @@ async def test_redis_outage_after_open(tmp_path: Path) -> None:
             assert (await store.get("sessions", "s")).value == "w"
     finally:
         await proxy.stop()
+        await forget_prefix(prefix)
 
 
 class TcpProxy:
