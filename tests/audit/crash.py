@@ -74,3 +74,17 @@ def missing_acknowledged(db_path: Path, acked: Sequence[tuple[int, str]]) -> lis
     finally:
         db.close()
     return [(seq, event_id) for seq, event_id in acked if found.get(seq) != event_id]
+
+
+def missing_by_body_field(db_path: Path, field: str, values: Sequence[str], kind: str | None = None) -> list[str]:
+    """The values of a body field (e.g. the unique ``path`` of each acknowledged write through
+    ``rolegate serve``) that no audit row holds (should be empty)."""
+    if not field.replace("_", "").isalpha():
+        raise ValueError("field must be a plain body field name")
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        sql = "SELECT json_extract(body, ?) FROM audit" + (" WHERE kind=?" if kind else "")
+        found = {row[0] for row in db.execute(sql, (f"$.{field}", kind) if kind else (f"$.{field}",))}
+    finally:
+        db.close()
+    return [value for value in values if value not in found]

@@ -10,7 +10,7 @@ import pytest
 from rolegate.audit import verify_chain
 from rolegate.store.sqlite import SQLiteStore
 
-from tests.audit.crash import CHILD, missing_acknowledged, run_and_kill
+from tests.audit.crash import CHILD, missing_acknowledged, missing_by_body_field, run_and_kill
 
 
 @pytest.mark.parametrize("round_", range(3))
@@ -20,6 +20,7 @@ async def test_acknowledged_events_survive_sigkill(tmp_path, round_) -> None:
     acked = run_and_kill([sys.executable, str(CHILD), str(db), "16", str(jsonl)], acks=300 + 100 * round_)
     assert len(acked) >= 300 + 100 * round_
     assert missing_acknowledged(db, acked) == []
+    assert missing_by_body_field(db, "id", [event_id for _, event_id in acked], kind="request") == []
     store = SQLiteStore(f"sqlite:///{db}")
     await store.open()
     try:
