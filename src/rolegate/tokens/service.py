@@ -86,8 +86,9 @@ class TokenService:
         self.grants = grants
         self.reload_identity = reload_identity
         self._clock = clock
-        # jti -> Principal: one Store read per access token per worker, not per request.
-        self._principals: OrderedDict[str, Principal] = OrderedDict()
+        # token -> (claims, Principal): a client reuses its access token for minutes, so the signature
+        # check and the Store read are paid once per token per worker, not per request.
+        self._principals: OrderedDict[str, tuple[dict[str, Any], Principal]] = OrderedDict()
         self._max_principals = 10000
 
     # -- issuing ----------------------------------------------------------------------------------
@@ -186,32 +187,45 @@ class TokenService:
     # -- authenticating bearer requests -----------------------------------------------------------
     def is_ours(self, token: str) -> bool:
         """Whether a bearer token claims to be one of ours (oversized tokens count: we refuse them)."""
-        if len(token) > MAX_TOKEN_CHARS:
+        if token in self._principals or len(token) > MAX_TOKEN_CHARS:
             return True
         issuer = claims_issuer(token)
         return issuer is not None and hmac.compare_digest(issuer.encode(), self.issuer.encode())
 
     async def authenticate(self, token: str) -> Principal:
         """The Principal of a valid access token; SignInRequired (invalid/revoked) or StaleToken (``ver`` behind)."""
-        await self.keyring.sync()
-        try:
-            claims = self.verifier.verify(token, audience=self.issuer, typ=ACCESS_TYP, require=("sid", "ver"))
-        except InvalidToken as exc:
-            raise SignInRequired(f"rolegate access token refused: {exc}", bearer_error="invalid_token") from None
+        cached = self._principals.get(token)
+        if cached is not None:
+            claims, principal = cached
+            # Exactly these bytes verified before; only time, revocation and version can have changed.
+            if self._clock() >= claims["exp"] + self.verifier.leeway:
+                del self._principals[token]
+                raise SignInRequired("rolegate access token expired", bearer_error="invalid_token")
+            self._principals.move_to_end(token)
+        else:
+            await self.keyring.sync()
+            claims = self._verify(token)
+            principal = None
         jti, family, ver = claims["jti"], claims["sid"], claims["ver"]
-        if not isinstance(jti, str) or not isinstance(family, str) or type(ver) is not int:
-            raise SignInRequired("rolegate access token has malformed claims", bearer_error="invalid_token")
         if await self.revocations.is_revoked(jti, family):
             raise SignInRequired("rolegate access token revoked", bearer_error="invalid_token")
         if ver < self.current_version():
             raise StaleToken(f"token ver {ver} behind the permission version")
-        principal = self._principals.get(jti)
         if principal is None:
             found = await self.families.get(family)
             if found is None or found.data.get("revoked") or self._clock() >= found.expires:
                 raise SignInRequired("rolegate access token family ended", bearer_error="invalid_token")
             principal = principal_of(found.data["identity"], family=family, expires_at=float(claims["exp"]))
-            self._principals[jti] = principal
+            self._principals[token] = (claims, principal)
             if len(self._principals) > self._max_principals:
                 self._principals.popitem(last=False)
         return principal
+
+    def _verify(self, token: str) -> dict[str, Any]:
+        try:
+            claims = self.verifier.verify(token, audience=self.issuer, typ=ACCESS_TYP, require=("sid", "ver"))
+        except InvalidToken as exc:
+            raise SignInRequired(f"rolegate access token refused: {exc}", bearer_error="invalid_token") from None
+        if not isinstance(claims["jti"], str) or not isinstance(claims["sid"], str) or type(claims["ver"]) is not int:
+            raise SignInRequired("rolegate access token has malformed claims", bearer_error="invalid_token")
+        return claims
