@@ -12,13 +12,43 @@ from rolegate.config.types import Duration, Section
 
 
 class TokensConfig(Section):
+    """Upstream assertions and rolegate's own access tokens (see docs/tokens.md)."""
+
     algorithm: Literal["EdDSA", "ES256"] = "EdDSA"
+    # Lifetime of upstream assertions and of access tokens from /.rolegate/token.
     lifetime: Duration = timedelta(minutes=5)
+    # Longest life of a refresh-token family (also capped by the session or day pass it came from).
     refresh_lifetime: Duration = timedelta(hours=12)
     rotate_every: Duration = timedelta(days=7)
     # Encrypts signing keys at rest in the Store; defaults to session.secret when absent.
     key_secret: SecretStr | None = None
+    # Send X-Rolegate-Assertion (and the plain identity headers) to upstreams.
     assertion: bool = True
+    # Tolerated clock difference when checking exp/nbf/iat of rolegate's own tokens.
+    clock_skew: Duration = timedelta(seconds=30)
+    # Cached assertions per worker (per session, scope, permission version and upstream).
+    assertion_cache_size: int = Field(default=10000, ge=0, le=10_000_000)
+
+    @field_validator("lifetime")
+    @classmethod
+    def _lifetime(cls, value: timedelta) -> timedelta:
+        if not timedelta(seconds=30) <= value <= timedelta(hours=1):
+            raise ValueError("tokens.lifetime must be between 30s and 1h (tokens are meant to be short-lived)")
+        return value
+
+    @field_validator("rotate_every")
+    @classmethod
+    def _rotate_every(cls, value: timedelta) -> timedelta:
+        if value < timedelta(hours=1):
+            raise ValueError("tokens.rotate_every must be at least 1h")
+        return value
+
+    @field_validator("key_secret")
+    @classmethod
+    def _key_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("tokens.key_secret must be at least 32 characters (e.g. `openssl rand -base64 48`)")
+        return value
 
 
 class DaypassTemplate(Section):
