@@ -60,7 +60,7 @@ class CachedStore(Store):
     shared_notifications = True
 
     def __init__(self, wrapped: Store, redis_url: str, *, prefix: str = "rolegate:", cache_ttl: float = 30.0,
-                 timeout: float = 2.0, tombstone_ttl: float = 15.0) -> None:
+                 timeout: float = 2.0, tombstone_ttl: float = 15.0, max_connections: int = 50) -> None:
         self.wrapped = wrapped
         self.url = wrapped.url
         self.redis_url = redis_url
@@ -69,6 +69,8 @@ class CachedStore(Store):
         self.timeout = timeout
         # Must outlast the slowest store read (connect + command timeout) for the NX guard to hold.
         self.tombstone_ttl = tombstone_ttl
+        self.max_connections = max_connections
+        self._last_warning = 0.0
         self._redis: aioredis.Redis | None = None
 
     def _client(self) -> aioredis.Redis:
@@ -82,9 +84,13 @@ class CachedStore(Store):
     async def open(self) -> None:
         # Bounded timeouts everywhere: an unreachable Redis fails a call in ~timeout, never hangs it;
         # the client reconnects by itself on the next call once the server is back.
-        self._redis = aioredis.Redis.from_url(
-            self.redis_url, socket_connect_timeout=self.timeout, socket_timeout=self.timeout,
+        # A blocking pool: a burst of requests waits (up to timeout) for a connection instead of
+        # failing with "Too many connections" while Redis itself is fine.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self.redis_url, max_connections=self.max_connections, timeout=self.timeout,
+            socket_connect_timeout=self.timeout, socket_timeout=self.timeout,
             health_check_interval=30, decode_responses=True)
+        self._redis = aioredis.Redis(connection_pool=pool)
         self._hit = self._redis.register_script(_HIT)
         self._cache_if_newer = self._redis.register_script(_CACHE_IF_NEWER)
         try:
@@ -120,7 +126,7 @@ class CachedStore(Store):
             cached = await self._client().get(self._doc_key(namespace, key))
         except _UNAVAILABLE as exc:
             # A cache outage must not take sessions down: read the source of truth instead.
-            log.warning("session cache unavailable, reading the store: %s", exc)
+            self._warn_degraded(exc)
             return await self.wrapped.get(namespace, key)
         if cached is not None and cached != _TOMBSTONE:
             version, _, text = cached.partition("|")
@@ -131,6 +137,13 @@ class CachedStore(Store):
         if record is not None and cached != _TOMBSTONE:
             await self._cache(namespace, record, warn=False)
         return record
+
+    def _warn_degraded(self, exc: BaseException) -> None:
+        # Once per 10 s, not once per request: an outage would otherwise flood the log.
+        now = time.monotonic()
+        if now - self._last_warning >= 10:
+            self._last_warning = now
+            log.warning("session cache unavailable, reading the store: %s", exc)
 
     async def _cache(self, namespace: str, record: Record, *, warn: bool) -> None:
         ttl = self.cache_ttl
