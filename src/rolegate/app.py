@@ -9,6 +9,9 @@ from rolegate.identity.endpoints import add_identity_routes
 from rolegate.proxy.paths import normalize_path
 from rolegate.server.pipeline import Pipeline, check_header_size
 from rolegate.server.responses import error_response
+from rolegate.tokens.jwks import jwks_handler
+
+JWKS_PATH = "/.well-known/jwks.json"
 from rolegate.server.runtime import RuntimeHolder
 
 RESERVED_PREFIX = "/.rolegate/"
@@ -38,7 +41,33 @@ def build_reserved_app(holder: RuntimeHolder) -> web.Application:
     reserved = web.Application(middlewares=[reserved_paths_guard])
     reserved[HOLDER_KEY] = holder
     add_identity_routes(reserved, holder)  # identity stage (issue 3): login, callback, logout, auth
+    add_token_routes(reserved, holder)
     return reserved
+
+
+def _tokens_or_404(holder: RuntimeHolder):
+    tokens = holder.runtime.tokens
+    if tokens is None:
+        raise web.HTTPNotFound(text="tokens are not configured (they need session.secret or tokens.key_secret)")
+    return tokens
+
+
+def add_token_routes(reserved: web.Application, holder: RuntimeHolder) -> None:
+    """``/.rolegate/token`` and ``/.rolegate/token/revoke``; handlers follow the current runtime across reloads."""
+
+    async def token(request: web.Request) -> web.StreamResponse:
+        return await _tokens_or_404(holder).endpoint.token(request)
+
+    async def revoke(request: web.Request) -> web.StreamResponse:
+        return await _tokens_or_404(holder).endpoint.revoke(request)
+
+    reserved.router.add_post("/token", token)
+    reserved.router.add_post("/token/revoke", revoke)
+
+
+async def _jwks(request: web.Request) -> web.StreamResponse:
+    tokens = _tokens_or_404(request.app[HOLDER_KEY])
+    return await jwks_handler(tokens.keyring)(request)
 
 
 def build_app(holder: RuntimeHolder) -> web.Application:
@@ -48,6 +77,7 @@ def build_app(holder: RuntimeHolder) -> web.Application:
     )
     app[HOLDER_KEY] = holder
     app.add_subapp(RESERVED_PREFIX.rstrip("/"), build_reserved_app(holder))
+    app.router.add_get(JWKS_PATH, _jwks)
     # A bound coroutine method: aiohttp wraps (and slows) handlers it does not see as coroutine functions.
     app.router.add_route("*", "/{tail:.*}", Pipeline(holder).__call__)
     return app

@@ -58,6 +58,7 @@ class DirectorySync:
         self.describe_roles = describe_roles
         self.progress = progress
         self.audit = audit
+        self.board: Any = None  # the serving machine's VersionBoard, set by the server
         self.status = SyncStatus()
         self.snapshot: DirectorySnapshot | None = None  # the last applied (good) snapshot
         self._lock = asyncio.Lock()
@@ -138,7 +139,7 @@ class DirectorySync:
         result = SyncResult(full=full, dry_run=dry_run, forced=force)
         try:
             new, read = await asyncio.to_thread(self._read_and_build, old, full, began)
-            result.entries_read = len(read.users) + len(read.groups)
+            result.entries_read = read.entries
             result.issues = new.issues
             result.users, result.groups = len(new.users), len(new.groups)
             changes = await asyncio.to_thread(diff, old, new, describe_roles=self.describe_roles)
@@ -156,7 +157,10 @@ class DirectorySync:
             if check.refused:
                 log.warning("directory: %s; applied anyway (--force)", check.explain())
             if current is None or not changes.empty:
-                await save_snapshot(self.store, new)
+                version = await save_snapshot(self.store, new)
+                if self.board is not None:
+                    # Workers on this machine see the new snapshot at their very next request.
+                    self.board.raise_to("directory", version)
                 await self._audit(result, changes)
             self.snapshot = new
             result.applied = True
@@ -189,6 +193,8 @@ class DirectorySync:
                                 since=next_since)
         for issue in read.issues.items[:20]:
             log.info("directory: %s", issue)
+        read.entries = len(read.users) + len(read.groups)
+        read.users, read.groups = [], []  # the raw entries are in ``new`` now: free them before the diff
         return new, read
 
     def _next_since(self, since: str | None, read: ReadResult, start_usn: int | None, elapsed: float) -> str | None:

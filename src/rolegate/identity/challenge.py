@@ -20,6 +20,9 @@ def www_authenticate(error: Unauthenticated) -> str:
     bearer_error = getattr(error, "bearer_error", None)
     if bearer_error:
         value += f', error="{bearer_error}"'
+        description = getattr(error, "bearer_error_description", None)
+        if description:
+            value += f', error_description="{description}"'
     return value
 
 

@@ -33,7 +33,11 @@ def register(name: str, order: int) -> Callable[[Callable[["IdentityStage"], Aut
 def build_authenticators(stage: "IdentityStage") -> list[Authenticator]:
     """Every registered authenticator that the config enables, in order."""
     # Importing the modules registers them.
-    from rolegate.identity import authenticator_cookie_session, authenticator_idp_access_token  # noqa: F401
+    from rolegate.identity import (  # noqa: F401
+        authenticator_cookie_session,
+        authenticator_idp_access_token,
+        authenticator_rolegate_token,
+    )
 
     chain: list[Authenticator] = []
     for _name, (factory, _order) in sorted(_REGISTRY.items(), key=lambda item: item[1][1]):

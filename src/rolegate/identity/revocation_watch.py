@@ -8,6 +8,7 @@ decides cache staleness, so a shared-memory version board can replace it later.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from rolegate.store import Store, StoreUnavailable
 
@@ -15,17 +16,28 @@ COUNTER = "sessions"
 
 
 class RevocationWatch:
-    """``await current()`` -> the latest known revocation version (re-read at most every ``interval``)."""
+    """``await current()`` -> the latest known revocation version.
 
-    __slots__ = ("_store", "_interval", "_value", "_checked_at")
+    With a version board (the server's workers share one), the board is read at memory speed on
+    every call and a revocation on any worker of this machine is seen at the next request; the
+    Store counter is still re-read every ``interval`` for changes made by other instances.
+    """
 
-    def __init__(self, store: Store, *, interval: float = 0.25) -> None:
+    __slots__ = ("_store", "_interval", "_value", "_checked_at", "_board")
+
+    def __init__(self, store: Store, *, interval: float = 0.25, board: Any = None) -> None:
         self._store = store
         self._interval = interval
         self._value = -1
         self._checked_at = 0.0
+        self._board = board
 
     async def current(self) -> int:
+        board = self._board
+        if board is not None:
+            seen = board.get(COUNTER)
+            if seen > self._value and self._value != -1:
+                self._value = seen
         now = time.monotonic()
         if now - self._checked_at >= self._interval:
             try:
@@ -38,7 +50,9 @@ class RevocationWatch:
         return self._value
 
     async def bump(self) -> int:
-        """Announce that sessions were ended; returns the new version (seen at once by this worker)."""
+        """Announce that sessions were ended; returns the new version (seen at once by this machine)."""
         self._value = await self._store.incr(COUNTER)
         self._checked_at = time.monotonic()
+        if self._board is not None:
+            self._board.raise_to(COUNTER, self._value)
         return self._value

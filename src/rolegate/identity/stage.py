@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
@@ -38,8 +39,10 @@ LOGIN_COOKIE_PREFIX = "rolegate_login_"
 class IdentityStage:
     """Authenticates requests (``await authenticate(request)``) and backs the sign-in endpoints."""
 
-    def __init__(self, config: Config, *, base_dir: Path | None = None, store: Store | None = None) -> None:
+    def __init__(self, config: Config, *, base_dir: Path | None = None, store: Store | None = None,
+                 board: Any = None) -> None:
         self.config = config
+        self.board = board
         self.base_dir = base_dir
         self.redirects = RedirectPolicy(config.server.public_url, config.server.allowed_hosts)
         self.http = HttpSource()
@@ -95,7 +98,7 @@ class IdentityStage:
             session = self.config.session
             if session is not None:
                 self._sessions = SessionStore(
-                    self._store, RevocationWatch(self._store), secret=session.secret.get_secret_value(),
+                    self._store, RevocationWatch(self._store, board=self.board), secret=session.secret.get_secret_value(),
                     lifetime=session.lifetime.total_seconds(), idle_timeout=session.idle_timeout.total_seconds())
 
     @property

@@ -1,40 +1,71 @@
 """One access decision for a request target, shared by the proxy pipeline and forward-auth.
 
-normalize -> match -> authenticate -> authorize; the result says what to forward and which
-headers to add, or which error to answer.
+normalize -> match -> authenticate -> authorize -> mint assertion; the result says what to forward
+and which headers to add, or which error to answer. Every decision is handed to the audit log.
 """
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 from aiohttp import web
 
+from rolegate.audit import decision_event, request_event
+from rolegate.authz.explain import Requirement, decide_route, requirement_of
 from rolegate.errors import Forbidden, MethodNotAllowed, RolegateError, Unauthenticated
+from rolegate.identity.errors import AccountDisabled
 from rolegate.proxy.paths import normalize_path, split_segments
 from rolegate.proxy.routes import Route, canonical_host
+from rolegate.server import metrics
 from rolegate.server.runtime import Runtime
 
 _NO_HEADERS: dict[str, str] = {}
+_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_DECISIONS = {(d, m): metrics.DECISIONS.labels(d, m) for d in ("allow", "deny", "would-deny")
+              for m in ("enforce", "log", "authenticated", "public")}
 
 
 class Access:
     """The outcome of check_access: either ``error`` is set, or the request may be forwarded."""
 
-    __slots__ = ("route", "path_qs", "principal", "set_headers", "error", "allow_header", "response_filter")
+    __slots__ = ("route", "path_qs", "principal", "identity", "set_headers", "error", "allow_header",
+                 "response_filter", "write", "scope")
 
     def __init__(self) -> None:
         self.route: Route | None = None
         self.path_qs = ""
-        self.principal = None
+        self.principal: Any = None
+        self.identity: Any = None
         self.set_headers: dict[str, str] = _NO_HEADERS
         self.error: RolegateError | None = None
         self.allow_header: str | None = None
-        self.response_filter = None
+        self.response_filter: Any = None
+        self.write = False
+        self.scope: str | None = None
+
+
+def _query_getter(query: str):
+    parsed: dict[str, str] | None = None
+
+    def get(name: str) -> str | None:
+        nonlocal parsed
+        if parsed is None:
+            from urllib.parse import parse_qsl
+
+            parsed = {}
+            for key, value in parse_qsl(query, keep_blank_values=True):
+                parsed.setdefault(key, value)  # the first value wins, like most frameworks
+        return parsed.get(name)
+
+    return get
 
 
 async def check_access(runtime: Runtime, request: web.BaseRequest, method: str, host: str,
                        raw_target: str) -> Access:
     """Decide whether ``method raw_target`` on ``host`` may pass, for the caller of ``request``."""
     access = Access()
+    started = time.perf_counter()
     try:
         raw_path, sep, query = raw_target.partition("?")
         path = normalize_path(raw_path)
@@ -46,22 +77,116 @@ async def check_access(runtime: Runtime, request: web.BaseRequest, method: str, 
             access.allow_header = ", ".join(sorted(match.allowed_methods or ()))
             raise MethodNotAllowed(f"{method} {path}")
         route = access.route = match.route
+        access.write = method not in _READ_METHODS
         if route.mode == "public":
             return access
-        # -- identity stage (issue 3): sessions, bearer tokens; day passes later ----------------
-        identity = runtime.identity
-        if identity is None:
-            raise Unauthenticated(f"{route.mode} route {route.name} needs a signed-in user (no oidc/session configured)")
-        principal = await identity.authenticate(request)
+
+        # -- authenticate: session cookie, bearer token or day pass ----------------------------------
+        identity_stage = runtime.identity
+        if identity_stage is None:
+            raise Unauthenticated(f"{route.mode} route {route.name} needs a signed-in user (no session configured)")
+        principal = await identity_stage.authenticate(request)
         if principal is None:
-            raise identity.sign_in_required(f"{route.mode} route {route.name} needs a signed-in user",
-                                            scheme=None, host=host, raw_target=raw_target)
+            raise identity_stage.sign_in_required(f"{route.mode} route {route.name} needs a signed-in user",
+                                                  scheme=None, host=host, raw_target=raw_target)
         access.principal = principal
-        access.set_headers = identity.upstream_headers(request, principal)
-        if route.mode == "authenticated":
-            return access
-        # -- end identity stage; authorization plugs in here (fail closed until it does) ---------
-        raise Forbidden(f"{route.mode} route {route.name}: no authorizer wired yet")
+        identity = access.identity = await runtime.identity_for(principal)
+        if identity.disabled:
+            _audit(runtime, "deny", method, path, route, principal, None, ("deny: the account is disabled",),
+                   started, request)
+            raise AccountDisabled(f"{principal.username} is disabled or unknown in the directory")
+
+        # -- authorize against the current compiled policy -----------------------------------------------
+        policy = await runtime.current_policy()
+        requirement = requirement_of(match, _query_getter(query), request.headers.get)
+        decision = decide_route(policy, identity, requirement, runtime.clock())
+        access.scope = requirement.scope
+        if not decision.allowed:
+            if route.mode == "enforce":
+                _audit(runtime, "deny", method, path, route, principal, decision, decision.reasons, started, request)
+                raise Forbidden(f"{principal.username} {method} {path}: {'; '.join(decision.reasons)}")
+            _audit(runtime, "would-deny", method, path, route, principal, decision, decision.reasons, started,
+                   request)
+        else:
+            _audit(runtime, "allow", method, path, route, principal, decision, decision.reasons, started, request)
+
+        # -- what the upstream learns: identity headers and the signed assertion ---------------------------
+        headers = identity_stage.upstream_headers(request, principal)
+        tokens = runtime.tokens
+        if tokens is not None and tokens.minter is not None:
+            from rolegate.authz import effective_permissions, roles_of
+            from rolegate.tokens import audience_for
+
+            scope = requirement.scope
+            await tokens.keyring.sync()
+            headers = {**headers, **tokens.minter.assertion_headers(
+                sub=principal.username, name=principal.name or principal.username, email=principal.email or "",
+                roles=roles_of(policy, identity, scope), scope=scope or "",
+                perms=effective_permissions(policy, identity, scope), sid=principal.session_id or "",
+                ver=policy.version,
+                aud=audience_for(route.upstream, runtime.config.upstreams.get(route.upstream)))}
+        access.set_headers = headers
+
+        # -- redaction: fields hidden unless the caller holds the route's `unless` permission -------------------
+        redact = route.redact
+        if redact is not None:
+            unless = redact.unless
+            if unless is None or not decide_route(policy, identity, Requirement("enforce", unless, requirement.scope, None),
+                                                  runtime.clock()).allowed:
+                access.response_filter = runtime.redaction_filter(route.index, redact.max_bytes)
+        return access
     except RolegateError as exc:
         access.error = exc
     return access
+
+
+def _audit(runtime: Runtime, verdict: str, method: str, path: str, route: Route, principal: Any, decision: Any,
+           reasons: Any, started: float, request: web.BaseRequest) -> None:
+    """Hand the decision to the audit log: denials always, allowed reads as sampled, writes always."""
+    _DECISIONS[(verdict, route.mode)].inc()
+    audit = runtime.audit
+    if audit is None:
+        return
+    if verdict == "allow" and method in _READ_METHODS and not audit.should_record_read():
+        return
+    if verdict == "allow" and method not in _READ_METHODS:
+        return  # writes: the pipeline records them durably before forwarding (see record_write)
+    audit.emit(decision_event(
+        decision=verdict, user=principal.username, method=method, path=path,
+        permission=decision.permission if decision is not None else route.permission,
+        scope=decision.scope if decision is not None else None, route=route.name, mode=route.mode,
+        reasons=reasons, latency_us=int((time.perf_counter() - started) * 1e6),
+        ref=request.headers.get("X-Request-Id"), client=request.remote, auth=getattr(principal, "auth", None)))
+
+
+async def record_write(runtime: Runtime, request: web.BaseRequest, access: Access, method: str) -> None:
+    """A write about to be forwarded: its event is committed first (durable_writes), so no write that
+    got a response can be missing from the audit trail, even after a crash."""
+    audit = runtime.audit
+    route = access.route
+    if audit is None or route is None:
+        return
+    principal = access.principal
+    await audit.emit_write(decision_event(
+        decision="allow", user=principal.username if principal is not None else None, method=method,
+        path=access.path_qs.partition("?")[0], permission=route.permission, scope=access.scope,
+        route=route.name, mode=route.mode, ref=request.headers.get("X-Request-Id"), client=request.remote,
+        auth=getattr(principal, "auth", None) if principal is not None else "public"))
+
+
+def record_outcome(runtime: Runtime, request: web.BaseRequest, access: Access, method: str, status: int,
+                   started: float) -> None:
+    """The upstream's answer to a write that passed (method, path, status)."""
+    audit = runtime.audit
+    route = access.route
+    if audit is None or route is None:
+        return
+    principal = access.principal
+    try:
+        audit.emit(request_event(
+            user=principal.username if principal is not None else None, method=method,
+            path=access.path_qs.partition("?")[0], status=status, route=route.name, upstream=route.upstream,
+            latency_us=int((time.perf_counter() - started) * 1e6), ref=request.headers.get("X-Request-Id"),
+            client=request.remote))
+    except RolegateError:
+        pass  # the durable decision event already holds this write; a full queue must not fail the response

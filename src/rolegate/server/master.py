@@ -14,6 +14,7 @@ import signal
 import socket
 import tempfile
 import time
+from pathlib import Path
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -21,7 +22,7 @@ from aiohttp import web
 
 from rolegate.config import Config, load_config
 from rolegate.errors import ConfigError
-from rolegate.server.runtime import Runtime
+from rolegate.server.runtime import Compiled
 
 log = logging.getLogger("rolegate.serve")
 
@@ -52,6 +53,7 @@ class Master:
         self.config_mtime = self._mtime()
         self.started = time.time()
         self.last_reload_error: str | None = None
+        self.directory: Any = None
 
     def _mtime(self) -> float:
         try:
@@ -92,10 +94,17 @@ class Master:
         alive = sum(1 for p in self.workers.values() if p.is_alive())
         expected = self.config.server.worker_count
         checks: dict[str, Any] = {"workers": {"alive": alive, "expected": expected}}
+        degraded = False
         if self.last_reload_error:
             checks["config"] = {"state": "degraded", "last_reload_error": self.last_reload_error}
+            degraded = True
+        if self.directory is not None:
+            directory = checks["directory"] = self.directory.status()
+            # Still serving from the last good snapshot: ready, but say so.
+            degraded = degraded or directory.get("state") in ("degraded", "refused")
         ready = alive == expected and not self.stopping
-        return {"ready": ready, "status": "ok" if ready else "unavailable", "checks": checks}
+        return {"ready": ready, "status": ("degraded" if degraded else "ok") if ready else "unavailable",
+                "checks": checks}
 
     async def supervise(self, host: str) -> None:
         """Respawn workers that die, with backoff, until stopping."""
@@ -126,7 +135,7 @@ class Master:
         """Validate the file; only a valid config is handed to the workers."""
         try:
             config = load_config(self.config_path)
-            Runtime.build(config)  # routes and upstreams must compile too
+            Compiled(config)  # routes, upstreams and redactions must compile too
         except ConfigError as exc:
             self.last_reload_error = "; ".join(exc.problems)
             log.error("config reload (%s) rejected, keeping the running config:\n  %s", reason,
@@ -184,11 +193,18 @@ class Master:
         print(f"rolegate: serving http://{shown}:{self.port} with {count} worker(s)"
               + (f"; internal listener on port {self.internal_port}" if self.internal_port else ""), flush=True)
         tasks = [asyncio.ensure_future(self.supervise(host)), asyncio.ensure_future(self.watch_file())]
+        if self.config.directory is not None:
+            from rolegate.server.directory_runner import DirectoryRunner
+
+            self.directory = DirectoryRunner(self.config, Path(self.config_path).resolve().parent)
+            self.directory.start()
         await stop.wait()
         log.info("draining workers")
         self.stopping = True
         for task in tasks:
             task.cancel()
+        if self.directory is not None:
+            await self.directory.stop()
         await self.shutdown(internal_runner)
         return 0
 
@@ -214,7 +230,7 @@ def serve(config_path: str, log_level: str = "INFO") -> int:
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="rolegate-metrics-")
     config = load_config(config_path)
-    Runtime.build(config)
+    Compiled(config)
     master = Master(config_path, config, log_level)
     try:
         import uvloop

@@ -6,13 +6,14 @@ One direction, one handler: the path that was authorized is byte-for-byte the pa
 from __future__ import annotations
 
 import logging
+import time
 
 from aiohttp import web
 
 from rolegate.errors import HeadersTooLarge, RolegateError, Unauthenticated
 from rolegate.identity.challenge import challenge_response
 from rolegate.server import metrics
-from rolegate.server.access import check_access
+from rolegate.server.access import check_access, record_outcome, record_write
 from rolegate.server.responses import error_response
 from rolegate.server.runtime import RuntimeHolder
 
@@ -53,9 +54,14 @@ class Pipeline:
                 headers = {"Allow": access.allow_header} if access.allow_header else None
                 return error_response(request, access.error, headers=headers)
             route = access.route
+            if access.write:
+                started = time.perf_counter()
+                await record_write(runtime, request, access, request.method)
             response = await runtime.forwarder.forward(request, route.upstream, access.path_qs,
                                                        access.set_headers, access.response_filter)
             _FORWARDED.inc()
+            if access.write:
+                record_outcome(runtime, request, access, request.method, response.status, started)
             return response
         except RolegateError as exc:
             (_DENIED if exc.status < 500 else _ERRORED).inc()

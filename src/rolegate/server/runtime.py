@@ -1,53 +1,379 @@
-"""Everything one worker needs to answer requests, built from one config and swapped whole on reload."""
+"""Everything one worker needs to answer requests, built from one config and swapped whole on reload.
+
+The Runtime owns the worker's Store connection, its view of the version board, the audit log and
+the stages (identity, tokens). The compiled policy is refreshed lazily: before each request the
+board's counters are compared with the versions the policy was built from (a memory read), and a
+change anywhere (admin API, day pass, directory sync, another instance) recompiles it once.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from rolegate.authz import Identity, Policy, compile_policy
 from rolegate.config import Config
-from rolegate.identity.stage import IdentityStage  # identity stage (issue 3)
-from rolegate.proxy.forward import Forwarder
+from rolegate.config.sections.policy import Binding, Role
+from rolegate.errors import ConfigError
+from rolegate.proxy.forward import BodyTransform, Forwarder
+from rolegate.proxy.redact import Redactor, compile_redaction
 from rolegate.proxy.route_table import compile_routes_strict
 from rolegate.proxy.routes import RouteTable
 from rolegate.proxy.upstream_pool import Upstream
+from rolegate.store import Store, StoreUnavailable, open_store
+from rolegate.store.version_board import VersionBoard, board_path_for
 
 log = logging.getLogger("rolegate.runtime")
 
+# Counters whose movement means "recompile the policy".
+POLICY_COUNTERS = ("policy", "directory", "daypass")
+# How often a worker asks the Store for counters another process or instance may have moved.
+STORE_POLL_SECONDS = 0.5
+# How long a live directory lookup of a user missing from the snapshot is trusted.
+LIVE_LOOKUP_SECONDS = 30.0
+
+
+class Compiled:
+    """The parts of a config that compile without I/O; what the master validates before a reload."""
+
+    __slots__ = ("routes", "upstreams", "redactors")
+
+    def __init__(self, config: Config) -> None:
+        self.routes: RouteTable = compile_routes_strict(config)
+        problems: list[str] = []
+        self.upstreams: dict[str, Upstream] = {}
+        for name, up in config.upstreams.items():
+            try:
+                self.upstreams[name] = Upstream(name, up.url, connect_timeout=up.connect_timeout.total_seconds(),
+                                                read_timeout=up.timeout.total_seconds(), pool_size=up.pool_size)
+            except ValueError as exc:
+                problems.append(f"upstreams.{name}: {exc}")
+        self.redactors: dict[int, Redactor] = {}
+        for route in self.routes.routes:
+            if route.redact is not None:
+                try:
+                    self.redactors[route.index] = compile_redaction(route.redact.fields)
+                except ConfigError as exc:
+                    problems.extend(f"{route.label}: redact: {p}" for p in exc.problems)
+        if problems:
+            raise ConfigError(problems)
+
 
 class Runtime:
-    """The compiled, immutable view of a config for the request path (plus its live resources)."""
+    """The compiled view of a config for the request path, plus the worker's live resources."""
 
-    __slots__ = ("config", "routes", "forwarder", "generation", "max_header_size", "identity")
+    __slots__ = ("config", "base_dir", "routes", "forwarder", "redactors", "generation", "max_header_size",
+                 "identity", "tokens", "store", "board", "audit", "policy", "directory", "_seen",
+                 "_refresh_lock", "_identities", "_live_users", "_poller", "clock", "_closed")
 
-    def __init__(self, config: Config, routes: RouteTable, forwarder: Forwarder, generation: int,
-                 identity: IdentityStage | None = None) -> None:
+    def __init__(self, config: Config, compiled: Compiled, *, generation: int = 1, base_dir: Path | None = None,
+                 store: Store | None = None, board: VersionBoard | None = None, identity: Any = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.config = config
-        # Sessions, bearer tokens and sign-in; None when neither oidc nor session is configured.
-        self.identity = identity
-        self.routes = routes
-        self.forwarder = forwarder
+        self.base_dir = base_dir
+        self.routes = compiled.routes
+        self.redactors = compiled.redactors
+        self.forwarder = Forwarder(compiled.upstreams, max_body=config.server.max_body,
+                                   trusted_proxies=config.server.trusted_proxies)
         self.generation = generation
         self.max_header_size = config.server.max_header_size
+        self.store = store
+        self.board = board
+        self.identity = identity
+        self.tokens: Any = None
+        self.audit: Any = None
+        self.policy: Policy = compile_policy(config)
+        self.directory: Any = None
+        self._seen: tuple[int, ...] = (-1,) * len(POLICY_COUNTERS)
+        self._refresh_lock = asyncio.Lock()
+        self._identities: dict[tuple[Any, ...], Identity] = {}
+        self._live_users: dict[str, tuple[float, Any]] = {}
+        self._poller: asyncio.Task[None] | None = None
+        self.clock = clock
+        self._closed = False
+
+    # -- construction ---------------------------------------------------------------------------
 
     @classmethod
     def build(cls, config: Config, generation: int = 1, *, base_dir: Path | None = None) -> "Runtime":
-        """Compile everything that can fail before anything is swapped in (raises ConfigError)."""
-        routes = compile_routes_strict(config)
-        upstreams = {
-            name: Upstream(name, up.url, connect_timeout=up.connect_timeout.total_seconds(),
-                           read_timeout=up.timeout.total_seconds(), pool_size=up.pool_size)
-            for name, up in config.upstreams.items()
-        }
-        forwarder = Forwarder(upstreams, max_body=config.server.max_body,
-                              trusted_proxies=config.server.trusted_proxies)
+        """A Runtime without I/O resources (no store, audit or policy refresh): for tests of the data path."""
+        from rolegate.identity.stage import IdentityStage
+
         identity = IdentityStage(config, base_dir=base_dir) if (config.oidc or config.session) else None
-        return cls(config, routes, forwarder, generation, identity)
+        return cls(config, Compiled(config), generation=generation, base_dir=base_dir, identity=identity)
+
+    @classmethod
+    async def create(cls, config: Config, *, base_dir: Path | None = None, generation: int = 1,
+                     audit_retention: bool = False) -> "Runtime":
+        """The full worker Runtime: opens the Store, the board, the audit log and every stage."""
+        from rolegate.audit import AuditLog
+        from rolegate.identity.stage import IdentityStage
+
+        compiled = Compiled(config)
+        store = await open_store(config.storage, base_dir=base_dir)
+        board = VersionBoard(board_path_for(config.storage.url, base_dir))
+        identity = None
+        if config.oidc or config.session:
+            identity = IdentityStage(config, base_dir=base_dir, store=store, board=board)
+        runtime = cls(config, compiled, generation=generation, base_dir=base_dir, store=store, board=board,
+                      identity=identity)
+        runtime.audit = AuditLog.from_config(store, config, base_dir=base_dir, run_retention=audit_retention)
+        runtime.audit.start()
+        await runtime.refresh(force=True)
+        if config.session is not None or config.tokens.key_secret is not None:
+            from rolegate.tokens import TokenStage
+
+            runtime.tokens = TokenStage(
+                config, store, board=board, current_version=runtime.permission_version,
+                grants=runtime.unscoped_grants,
+                authenticate_session=identity.authenticate if identity is not None else None,
+                clock=runtime.clock)
+            await runtime.tokens.open()
+            if identity is not None:
+                identity.tokens = runtime.tokens.service
+        runtime._poller = asyncio.ensure_future(runtime._poll_store())
+        return runtime
 
     async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._poller is not None:
+            self._poller.cancel()
         await self.forwarder.close()
         if self.identity is not None:
             await self.identity.close()
+        if self.tokens is not None and hasattr(self.tokens, "close"):
+            await self.tokens.close()
+        if self.audit is not None:
+            await self.audit.close()
+        if self.store is not None:
+            await self.store.close()
+        if self.board is not None:
+            self.board.close()
+
+    # -- keeping the policy current ---------------------------------------------------------------
+
+    def _board_versions(self) -> tuple[int, ...]:
+        board = self.board
+        return tuple(board.get(name) for name in POLICY_COUNTERS) if board is not None else self._seen
+
+    async def current_policy(self) -> Policy:
+        """The policy as of now: recompiled first if anything changed since it was built."""
+        if self.board is not None and self._board_versions() != self._seen:
+            await self.refresh()
+        return self.policy
+
+    async def refresh(self, *, force: bool = False) -> None:
+        """Recompile the policy from config + the Store's dynamic state (single flight)."""
+        async with self._refresh_lock:
+            versions = self._board_versions()
+            if not force and versions == self._seen:
+                return
+            store = self.store
+            if store is None:
+                return
+            try:
+                counters = await _counters(store, POLICY_COUNTERS)
+                if self.board is not None:
+                    for name, value in counters.items():
+                        self.board.raise_to(name, value)
+                versions = tuple(max(counters[n], v) for n, v in zip(POLICY_COUNTERS, versions))
+                if self.config.directory is not None and (force or versions[1] != self._seen[1]):
+                    from rolegate.directory import load_snapshot
+
+                    self.directory = await load_snapshot(store)
+                    self._identities.clear()
+                self.policy = await self._compile(store, sum(versions))
+            except StoreUnavailable as exc:
+                # Keep serving the last known state; the next request tries again.
+                log.warning("store unavailable while refreshing the policy: %s", exc)
+                return
+            self._seen = versions
+
+    async def _compile(self, store: Store, version: int) -> Policy:
+        config = self.config
+        bindings: list[tuple[Binding, str]] = []
+        grants: list[tuple[Binding, str]] = []
+        for record in await store.list("bindings"):
+            try:
+                binding = Binding.model_validate({k: v for k, v in record.value.items()
+                                                  if k in Binding.model_fields})
+            except Exception as exc:  # noqa: BLE001 - a bad stored binding grants nothing
+                log.error("ignoring stored binding %s: %s", record.key, exc)
+                continue
+            (grants if binding.permission is not None else bindings).append((binding, f"api:binding/{record.key}"))
+        settings: dict[str, list[str]] = {}
+        for record in await store.list("user_settings"):
+            names = record.value.get("settings") if isinstance(record.value, dict) else None
+            if isinstance(names, list):
+                settings[record.key] = [n for n in names if isinstance(n, str)]
+        api_roles: dict[str, Role] = {}
+        for record in await store.list("roles"):
+            if record.key in config.roles:
+                continue  # config roles are read-only; the API cannot shadow them
+            try:
+                api_roles[record.key] = Role.model_validate(record.value)
+            except Exception as exc:  # noqa: BLE001
+                log.error("ignoring stored role %s: %s", record.key, exc)
+        if config.daypass is not None:
+            try:
+                from rolegate.identity.daypass import active_pass_bindings
+            except ImportError:
+                active_pass_bindings = None
+            if active_pass_bindings is not None:
+                for binding in await active_pass_bindings(store, config, self.clock()):
+                    bindings.append((binding, f"daypass:{binding.daypass}"))
+        effective_config = config.model_copy(update={"roles": {**api_roles, **config.roles}}) if api_roles else config
+        policy = compile_policy(effective_config, extra_bindings=bindings, enabled_settings=settings,
+                                object_grants=grants, scope_parents=self._scope_parents(), version=version)
+        for problem in policy.problems:
+            log.warning("policy: %s", problem)
+        return policy
+
+    def _scope_parents(self) -> dict[str, str] | None:
+        return None
+
+    def permission_version(self) -> int:
+        """The newest permission version known on this machine (what tokens' ``ver`` is checked against)."""
+        board = self.board
+        if board is None:
+            return self.policy.version
+        return max(self.policy.version, sum(board.get(name) for name in POLICY_COUNTERS))
+
+    def unscoped_grants(self, principal: Any) -> tuple[tuple[str, ...], frozenset[str]]:
+        """Roles and permissions held globally, for access tokens (scoped ones are decided per request)."""
+        from rolegate.authz import effective_permissions, roles_of
+
+        identity = self._identities.get((principal.username,)) or self._identities.get(
+            (principal.username, principal.groups))
+        if identity is None:
+            daypass = getattr(principal, "daypass_id", None)
+            identity = Identity(principal.username, () if daypass else principal.groups, daypass=daypass)
+        return roles_of(self.policy, identity, None), effective_permissions(self.policy, identity, None)
+
+    async def _poll_store(self) -> None:
+        """Learn of changes made by other processes (CLI, other instances) within a fraction of a second."""
+        names = (*POLICY_COUNTERS, "sessions", "keys")
+        while True:
+            await asyncio.sleep(STORE_POLL_SECONDS)
+            try:
+                counters = await _counters(self.store, names)
+            except StoreUnavailable:
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - never let the poller die
+                log.exception("version poll failed")
+                continue
+            for name, value in counters.items():
+                self.board.raise_to(name, value)
+
+    # -- who is asking ------------------------------------------------------------------------------
+
+    async def identity_for(self, principal: Any) -> Identity:
+        """The authz Identity of a principal: directory groups and disabled flag when a directory is set."""
+        daypass = getattr(principal, "daypass_id", None)
+        if daypass is not None:
+            return Identity(principal.username, (), daypass=daypass)
+        if self.config.directory is None:
+            key = (principal.username, principal.groups)
+            identity = self._identities.get(key)
+            if identity is None:
+                identity = self._remember(key, Identity(principal.username, principal.groups))
+            return identity
+        key = (principal.username,)
+        identity = self._identities.get(key)
+        if identity is not None:
+            return identity
+        user = self.directory.user(principal.username) if self.directory is not None else None
+        if user is None:
+            user = await self._live_user(principal.username)
+        if user is None:
+            # Not in the directory at all (deleted, or never there): no access, like a disabled account.
+            return Identity(principal.username, (), disabled=True)
+        return self._remember(key, Identity(principal.username, user.groups, disabled=user.disabled))
+
+    def _remember(self, key: tuple[Any, ...], identity: Identity) -> Identity:
+        if len(self._identities) > 50_000:
+            self._identities.clear()
+        self._identities[key] = identity
+        return identity
+
+    async def _live_user(self, username: str) -> Any:
+        """A user the snapshot does not hold yet (a new hire): read live, cached briefly."""
+        now = time.monotonic()
+        cached = self._live_users.get(username)
+        if cached is not None and now - cached[0] < LIVE_LOOKUP_SECONDS:
+            return cached[1]
+        from rolegate.directory import DirectoryUnavailable, lookup_user
+
+        try:
+            user = await lookup_user(self.config, username)
+        except DirectoryUnavailable as exc:
+            log.warning("directory lookup of a user missing from the snapshot failed: %s", exc)
+            user = None
+        if len(self._live_users) > 10_000:
+            self._live_users.clear()
+        self._live_users[username] = (now, user)
+        return user
+
+    # -- response stages ------------------------------------------------------------------------------
+
+    def redaction_filter(self, route_index: int, max_bytes: int) -> Callable[..., BodyTransform | None] | None:
+        """The forwarder hook that removes a route's redacted JSON fields (None: route redacts nothing)."""
+        redactor = self.redactors.get(route_index)
+        if redactor is None:
+            return None
+        return _RedactionFilter(redactor, max_bytes)
+
+
+class _Transform:
+    __slots__ = ("redactor", "limit")
+
+    def __init__(self, redactor: Redactor, limit: int) -> None:
+        self.redactor = redactor
+        self.limit = limit
+
+    def __call__(self, body: bytes) -> bytes:
+        out = self.redactor.apply(body)
+        if out is None:
+            log.info("redaction skipped: a JSON-typed response body was not valid JSON; passed untouched")
+            return body
+        return out
+
+
+class _RedactionFilter:
+    """Ask the forwarder for the whole body of JSON responses that fit the cap; others pass untouched."""
+
+    __slots__ = ("transform", "max_bytes")
+
+    def __init__(self, redactor: Redactor, max_bytes: int) -> None:
+        self.transform = _Transform(redactor, max_bytes)
+        self.max_bytes = max_bytes
+
+    def __call__(self, status: int, headers: Any) -> BodyTransform | None:
+        content_type = headers.get("Content-Type", "").lower()
+        if "json" not in content_type:
+            log.info("redaction skipped: %s response is not JSON; passed untouched", content_type or "untyped")
+            return None
+        length = headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            log.warning("redaction skipped: %s-byte JSON body exceeds the %d-byte cap; passed untouched",
+                        length, self.max_bytes)
+            return None
+        return self.transform
+
+
+async def _counters(store: Store, names: tuple[str, ...]) -> dict[str, int]:
+    counters = getattr(store, "counters", None)
+    if counters is not None:
+        return await counters(list(names))
+    return {name: await store.counter(name) for name in names}
 
 
 class RuntimeHolder:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -36,7 +37,8 @@ async def reload_runtime(holder: RuntimeHolder) -> bool:
     old = holder.runtime
     try:
         config = load_config(holder.config_path)
-        new = Runtime.build(config, generation=old.generation + 1)
+        new = await Runtime.create(config, base_dir=holder.base_dir, generation=old.generation + 1,
+                                   audit_retention=old.audit is not None and old.audit._retention_seconds is not None)
     except ConfigError as exc:
         metrics.CONFIG_RELOADS.labels("rejected").inc()
         log.error("config reload rejected, keeping the running config:\n  %s", "\n  ".join(exc.problems))
@@ -53,7 +55,8 @@ async def _serve(config_path: str, host: str, port: int, index: int, ready: Any)
     from rolegate.app import build_app
 
     config = load_config(config_path)
-    holder = RuntimeHolder(Runtime.build(config), config_path)
+    base_dir = Path(config_path).resolve().parent
+    holder = RuntimeHolder(await Runtime.create(config, base_dir=base_dir, audit_retention=index == 0), config_path)
     app = build_app(holder)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
