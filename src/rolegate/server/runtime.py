@@ -18,7 +18,7 @@ from typing import Any
 from rolegate.authz import Identity, Policy, compile_policy
 from rolegate.config import Config
 from rolegate.config.sections.policy import Binding, Role
-from rolegate.errors import ConfigError
+from rolegate.errors import ConfigError, ServiceUnavailable
 from rolegate.proxy.forward import BodyTransform, Forwarder
 from rolegate.proxy.redact import Redactor, compile_redaction
 from rolegate.proxy.route_table import compile_routes_strict
@@ -68,7 +68,8 @@ class Runtime:
 
     __slots__ = ("config", "base_dir", "routes", "forwarder", "redactors", "generation", "max_header_size",
                  "identity", "tokens", "store", "board", "audit", "policy", "directory", "_seen",
-                 "_refresh_lock", "_identities", "_live_users", "_poller", "clock", "_closed")
+                 "_refresh_lock", "_identities", "_live_users", "_poller", "clock", "_closed", "store_ok_at",
+                 "max_staleness")
 
     def __init__(self, config: Config, compiled: Compiled, *, generation: int = 1, base_dir: Path | None = None,
                  store: Store | None = None, board: VersionBoard | None = None, identity: Any = None,
@@ -95,6 +96,9 @@ class Runtime:
         self._poller: asyncio.Task[None] | None = None
         self.clock = clock
         self._closed = False
+        # When the Store last answered; decisions from older state are refused (fail closed).
+        self.store_ok_at = time.monotonic()
+        self.max_staleness = config.storage.max_staleness.total_seconds()
 
     # -- construction ---------------------------------------------------------------------------
 
@@ -163,9 +167,16 @@ class Runtime:
         return tuple(board.get(name) for name in POLICY_COUNTERS) if board is not None else self._seen
 
     async def current_policy(self) -> Policy:
-        """The policy as of now: recompiled first if anything changed since it was built."""
+        """The policy as of now: recompiled first if anything changed since it was built.
+
+        When the Store has been unreachable for longer than ``storage.max_staleness`` the last known
+        state is no longer trusted and the request is refused with 503 (fail closed).
+        """
         if self.board is not None and self._board_versions() != self._seen:
             await self.refresh()
+        if self.store is not None and time.monotonic() - self.store_ok_at > self.max_staleness:
+            raise ServiceUnavailable(f"the store has not answered for {time.monotonic() - self.store_ok_at:.0f}s "
+                                     f"(max_staleness {self.max_staleness:.0f}s)")
         return self.policy
 
     async def refresh(self, *, force: bool = False) -> None:
@@ -189,6 +200,7 @@ class Runtime:
                     self.directory = await load_snapshot(store)
                     self._identities.clear()
                 self.policy = await self._compile(store, sum(versions))
+                self.store_ok_at = time.monotonic()
             except StoreUnavailable as exc:
                 # Keep serving the last known state; the next request tries again.
                 log.warning("store unavailable while refreshing the policy: %s", exc)
@@ -263,6 +275,7 @@ class Runtime:
             await asyncio.sleep(STORE_POLL_SECONDS)
             try:
                 counters = await _counters(self.store, names)
+                self.store_ok_at = time.monotonic()
             except StoreUnavailable:
                 continue
             except asyncio.CancelledError:
