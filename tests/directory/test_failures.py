@@ -9,14 +9,14 @@ import pytest
 from rolegate.directory import DirectorySync, load_snapshot
 from rolegate.directory.persist import COUNTER
 
-from .conftest import people_ldif
+from .conftest import add_in_chunks
 
 pytestmark = pytest.mark.lab
 
 
 async def test_killed_mid_sync_changes_nothing_and_recovers(fresh_slapd, config_for, store) -> None:
     slapd = fresh_slapd
-    slapd.ldapadd(people_ldif([f"temp{i:04d}" for i in range(3000)]))
+    add_in_chunks(slapd, [f"temp{i:04d}" for i in range(3000)])
     killed = []
 
     def progress(what: str, count: int) -> None:

@@ -9,7 +9,7 @@ import pytest
 from rolegate.directory import DirectorySync, load_snapshot
 from rolegate.directory.persist import COUNTER
 
-from .conftest import group_dn, group_ldif, people_ldif, user_dn
+from .conftest import add_in_chunks, group_dn, group_ldif, people_ldif, user_dn
 
 pytestmark = pytest.mark.lab
 
@@ -90,8 +90,8 @@ async def test_deletion_found_at_full_sync_and_disable_at_incremental(fresh_slap
 
 async def test_group_of_5000_members(fresh_slapd, config_for, store) -> None:
     names = [f"crew{i:05d}" for i in range(5000)]
-    ldif = people_ldif(names)
-    fresh_slapd.ldapadd(ldif + group_ldif("crew", [user_dn(n) for n in names]))
+    add_in_chunks(fresh_slapd, names)
+    fresh_slapd.ldapadd(group_ldif("crew", [user_dn(n) for n in names]))
     fresh_slapd.ldapmodify(f"dn: {group_dn('staff')}\nchangetype: modify\nadd: member\nmember: {group_dn('crew')}\n")
     sync = DirectorySync(config_for(fresh_slapd, page_size=500), store)
     result = await sync.sync_now(full=True)

@@ -172,7 +172,8 @@ def apply_changes(old: DirectorySnapshot, changed_users: Iterable[RawUser], chan
         direct = set(user.direct_groups)
         for gid, added in delta.get(uid, ()):
             (direct.add if added else direct.discard)(gid)
-        direct.intersection_update(groups)
+        # Membership test per id: intersection_update(groups) would walk every group for every user.
+        direct = {gid for gid in direct if gid in groups}
         member_of = user.member_of_groups
         if uid in pending_member_of:
             member_of = frozenset(g for dn in pending_member_of[uid] if (g := group_by_dn.get(dn)) is not None)

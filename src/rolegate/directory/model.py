@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 EMPTY: frozenset[str] = frozenset()
+# Most users have no attributes beyond email and name: they all share this one empty mapping.
+NO_ATTRIBUTES: Mapping[str, tuple[str, ...]] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -19,7 +22,7 @@ class DirectoryUser:
     name: str | None
     disabled: bool
     groups: frozenset[str]  # every group name the user is in, directly or through nesting
-    attributes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # mapped + scope attributes
+    attributes: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: NO_ATTRIBUTES)  # mapped (beyond email, name) + scope attributes
     # Group ids the user is a direct member of (group side / memberOf side); kept for incremental sync.
     direct_groups: frozenset[str] = EMPTY
     member_of_groups: frozenset[str] = EMPTY
@@ -29,7 +32,7 @@ class DirectoryUser:
         return self is other or (
             self.dn == other.dn and self.username == other.username and self.email == other.email
             and self.name == other.name and self.disabled == other.disabled and self.groups == other.groups
-            and dict(self.attributes) == dict(other.attributes)
+            and self.attributes == other.attributes
         )
 
     def public(self) -> dict[str, object]:

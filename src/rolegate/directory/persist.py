@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from rolegate.directory.model import DirectoryGroup, DirectorySnapshot, DirectoryUser
+from rolegate.directory.model import NO_ATTRIBUTES, DirectoryGroup, DirectorySnapshot, DirectoryUser
 
 log = logging.getLogger("rolegate.directory")
 
@@ -26,13 +26,15 @@ def encode_snapshot(snapshot: DirectorySnapshot) -> dict[str, Any]:
     closure_index: dict[frozenset[str], int] = {}
     closures: list[list[str]] = []
     users: list[list[Any]] = []
+    append = users.append
     for user in snapshot.users.values():
         position = closure_index.get(user.groups)
         if position is None:
             position = closure_index[user.groups] = len(closures)
             closures.append(sorted(user.groups))
-        users.append([user.id, user.dn, user.username, user.email, user.name, int(user.disabled), position,
-                      {k: list(v) for k, v in user.attributes.items()} or None])
+        attributes = user.attributes
+        append([user.id, user.dn, user.username, user.email, user.name, int(user.disabled), position,
+                {k: list(v) for k, v in attributes.items()} if attributes else None])
     groups = [[g.id, g.dn, g.name, sorted(user_index[u] for u in g.member_users if u in user_index),
                sorted(group_index[c] for c in g.member_groups if c in group_index), list(g.unresolved)]
               for g in snapshot.groups.values()]
@@ -53,7 +55,8 @@ def decode_snapshot(data: Any) -> DirectorySnapshot:
             ids.append(uid)
             users[uid] = DirectoryUser(id=uid, dn=dn, username=username, email=email, name=name,
                                        disabled=bool(disabled), groups=closures[position],
-                                       attributes={k: tuple(v) for k, v in (attributes or {}).items()})
+                                       attributes={k: tuple(v) for k, v in attributes.items()}
+                                       if attributes else NO_ATTRIBUTES)
         group_ids = [g[0] for g in data["groups"]]
         groups = {gid: DirectoryGroup(id=gid, dn=dn, name=name, member_users=frozenset(ids[i] for i in members),
                                       member_groups=frozenset(group_ids[i] for i in nested),

@@ -16,6 +16,7 @@ from ldap3.core.exceptions import LDAPException
 from ldap3.utils.conv import escape_filter_chars
 
 from rolegate.directory.builder import Issues, RawGroup, RawUser
+from rolegate.directory.model import NO_ATTRIBUTES
 from rolegate.directory.connection import describe
 from rolegate.directory.errors import DirectoryUnavailable
 from rolegate.directory.presets import AD_ACCOUNT_DISABLED, DirectorySchema
@@ -55,6 +56,7 @@ class ReadResult:
     groups: list[RawGroup] = field(default_factory=list)
     issues: Issues = field(default_factory=Issues)
     watermark: Watermark | None = None
+    entries: int = 0  # entries read (kept after the lists are handed over and cleared)
 
 
 def since_filter(schema: DirectorySchema, base: str, since: str | None) -> str:
@@ -119,10 +121,13 @@ def to_user(schema: DirectorySchema, dn: str, attrs: Mapping[str, list[bytes]], 
     if schema.member_of_attribute:
         member_of = tuple(normalize_dn(t) for raw in attrs.get(schema.member_of_attribute.lower(), ())
                           if (t := decode_text(raw)))
-    email = mapped.get("email")
-    name = mapped.get("name")
+    # email and name are fields of their own; keeping them out of ``attributes`` saves a dict and
+    # two tuples per user, which adds up at 100k users.
+    email = mapped.pop("email", None)
+    name = mapped.pop("name", None)
     return RawUser(id=uid, dn=dn, username=username.strip(), email=email[0] if email else None,
-                   name=name[0] if name else None, disabled=disabled, attributes=mapped, member_of=member_of)
+                   name=name[0] if name else None, disabled=disabled, attributes=mapped or NO_ATTRIBUTES,
+                   member_of=member_of)
 
 
 def to_group(schema: DirectorySchema, dn: str, attrs: Mapping[str, list[bytes]], issues: Issues,

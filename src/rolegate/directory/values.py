@@ -49,8 +49,12 @@ def normalize_dn(dn: str) -> str:
     Good enough for matching a member value to the DN the same server returns for the
     entry; a full RFC 4514 canonicalisation per value would cost a lot at 100k members.
     """
-    dn = _UNIQUE_MEMBER_UID.sub("", dn.strip())  # uniqueMember may carry "#'0101'B"
-    return _DN_SEPARATOR_SPACE.sub(r"\1", dn).lower()
+    dn = dn.strip()
+    if "#" in dn:
+        dn = _UNIQUE_MEMBER_UID.sub("", dn)  # uniqueMember may carry "#'0101'B"
+    if " " in dn:  # most DNs have no blanks at all: skip the regex (it runs per member value)
+        dn = _DN_SEPARATOR_SPACE.sub(r"\1", dn)
+    return dn.lower()
 
 
 def parse_change_time(text: str) -> float | None:
