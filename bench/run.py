@@ -115,16 +115,32 @@ def rolegate_harness_cmd(workers: int) -> Callable[[Path, int, str], list[str]]:
     return cmd
 
 
-def rolegate_serve_cmd(workers: int = 1, mode: str = "public") -> Callable[[Path, int, str], list[str]]:
-    """The real ``rolegate serve`` on a generated config: one route in ``mode`` in front of the upstream."""
+def rolegate_serve_cmd(workers: int = 1, mode: str = "public", *, assertion: bool = True,
+                       audit_reads: bool = True) -> Callable[[Path, int, str], list[str]]:
+    """The real ``rolegate serve`` on a generated config: one route in ``mode`` in front of the upstream.
+
+    Non-public modes get a session section (the bench signs in with a session cookie minted by
+    bench/session_cookie.py); ``enforce`` needs ``bench:view``, granted to group ``bench``.
+    """
     def cmd(tmp: Path, port: int, upstream: str) -> list[str]:
-        cfg = tmp / "rolegate.yaml"
-        cfg.write_text(
-            f"server: {{listen: 127.0.0.1:{port}, public_url: http://127.0.0.1:{port}, workers: {workers}}}\n"
-            f"storage: {{url: sqlite:///{tmp}/rolegate.db}}\n"
-            f"upstreams: {{app: {{url: {upstream}}}}}\n"
-            f"routes: [{{path: /api/**, mode: {mode}, upstream: app}}]\n")
-        return [PYTHON, "-m", "rolegate", "--log-level", "WARNING", "serve", "-c", str(cfg)]
+        route = {"path": "/api/**", "mode": mode, "upstream": "app"}
+        if mode in ("enforce", "log"):
+            route["permission"] = "bench:view"
+        config = {
+            "server": {"listen": f"127.0.0.1:{port}", "public_url": f"http://127.0.0.1:{port}", "workers": workers},
+            "storage": {"url": f"sqlite:///{tmp}/rolegate.db"},
+            "permissions": ["bench:view"],
+            "roles": {"viewer": {"permissions": ["bench:view"]}},
+            "bindings": [{"group": "bench", "role": "viewer"}],
+            "upstreams": {"app": {"url": upstream}},
+            "routes": [route],
+            "tokens": {"assertion": assertion},
+            "audit": {"sinks": ["store"], "reads": {"enabled": audit_reads, "sample": 1.0}},
+        }
+        if mode != "public":
+            config["session"] = {"secret": "bench-session-secret-" + "b" * 40}
+        (tmp / "rolegate.yaml").write_text(json.dumps(config))  # JSON is YAML
+        return [PYTHON, "-m", "rolegate", "--log-level", "WARNING", "serve", "-c", str(tmp / "rolegate.yaml")]
     return cmd
 
 
@@ -136,6 +152,7 @@ class Target:
     cpus: str = SERVER_CPUS
     is_upstream: bool = False
     note: str = ""
+    session: bool = False  # requests carry a signed-in session cookie
     port: int = field(default_factory=free_port)
 
 
@@ -145,6 +162,12 @@ def default_targets(workers2: bool) -> list[Target]:
         Target("nginx proxy_pass", nginx_proxy_cmd),
         Target("naive aiohttp proxy", naive_cmd(1)),
         Target("rolegate serve, public route", rolegate_serve_cmd(1)),
+        Target("rolegate, authenticated (cookie)", rolegate_serve_cmd(1, "authenticated"), session=True),
+        Target("rolegate, enforce", rolegate_serve_cmd(1, "enforce"), session=True,
+               note="assertion minted (cached), every allowed read audited"),
+        Target("rolegate, enforce, no assertion", rolegate_serve_cmd(1, "enforce", assertion=False), session=True),
+        Target("rolegate, enforce, reads unaudited", rolegate_serve_cmd(1, "enforce", audit_reads=False),
+               session=True),
     ]
     if workers2:
         # Only 2 cores: a second worker has to share a core with wrk, so this
@@ -171,16 +194,21 @@ class Running:
             ["taskset", "-c", target.cpus, *cmd], stdout=self.log, stderr=subprocess.STDOUT,
             env=env, start_new_session=True,
         )
+        self.headers: list[str] = []
 
     def wait_ready(self, timeout: float = 15) -> None:
         url = f"http://127.0.0.1:{self.target.port}{PATH}"
         deadline = time.monotonic() + timeout
         last: Exception | None = None
+        if self.target.session:
+            self._wait_listening(deadline)
+            self.headers = [session_cookie(self.tmp / "rolegate.yaml")]
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 break
             try:
-                with urllib.request.urlopen(url, timeout=2) as r:
+                req = urllib.request.Request(url, headers=dict(h.split(": ", 1) for h in self.headers))
+                with urllib.request.urlopen(req, timeout=2) as r:
                     body = r.read()
                 if r.status == 200 and body == PAYLOAD.encode():
                     return
@@ -188,10 +216,18 @@ class Running:
             except Exception as exc:  # not up yet
                 last = exc
             time.sleep(0.1)
-        self.stop()
         log = (self.tmp / "server.log").read_text(errors="replace")[-2000:]
+        self.stop()
         raise SystemExit(f"{self.target.name} did not become ready ({last}).\n{log}\n"
                          f"Next step: run the command above by hand and read its output.")
+
+    def _wait_listening(self, deadline: float) -> None:
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                with socket.create_connection(("127.0.0.1", self.target.port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.1)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -219,8 +255,18 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * _UNIT[m.group(2)]
 
 
-def run_wrk(port: int, duration: int, connections: int) -> dict:
+def session_cookie(config: Path) -> str:
+    """A ``Cookie: ...`` header of a session minted in the target's own Store."""
+    out = subprocess.run([PYTHON, str(BENCH / "session_cookie.py"), str(config), "bench-user", "bench"],
+                         capture_output=True, text=True, timeout=60, env=dict(os.environ, PYTHONPATH=str(ROOT / "src")))
+    if out.returncode != 0:
+        raise SystemExit(f"could not mint a session cookie:\n{out.stderr}")
+    return "Cookie: " + out.stdout.strip()
+
+
+def run_wrk(port: int, duration: int, connections: int, headers: list[str] = ()) -> dict:
     cmd = ["taskset", "-c", WRK_CPUS, "wrk", "-t1", f"-c{connections}", f"-d{duration}s",
+           *[arg for h in headers for arg in ("-H", h)],
            "--latency", f"http://127.0.0.1:{port}{PATH}"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -236,9 +282,9 @@ def run_wrk(port: int, duration: int, connections: int) -> dict:
     }
 
 
-def measure(target: Target, args) -> dict:
-    run_wrk(target.port, 1, args.connections)  # warm-up: pools, JIT-less caches, TCP
-    runs = [run_wrk(target.port, args.duration, args.connections) for _ in range(args.reps)]
+def measure(target: Target, args, headers: list[str] = ()) -> dict:
+    run_wrk(target.port, 1, args.connections, headers)  # warm-up: pools, JIT-less caches, TCP
+    runs = [run_wrk(target.port, args.duration, args.connections, headers) for _ in range(args.reps)]
     median = sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
     print(f"    {target.name}: " + ", ".join(f"{r['rps']:.0f}" for r in runs) + " req/s", flush=True)
     return {"target": target.name, "workers": target.workers, "cpus": target.cpus, "note": target.note,
@@ -279,7 +325,7 @@ def main() -> None:
             running = Running(target, upstream_url)
             try:
                 running.wait_ready()
-                results.append(measure(target, args))
+                results.append(measure(target, args, running.headers))
             finally:
                 running.stop()
     finally:

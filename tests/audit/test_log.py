@@ -104,7 +104,7 @@ async def test_backpressure_waits_for_room(store) -> None:
 
 async def test_locked_database_keeps_events_queued_until_it_is_free(store, raw) -> None:
     # Make the store give up on a lock quickly so the writer's retry path runs.
-    await store._run(lambda db: db.execute("PRAGMA busy_timeout=20"))
+    await store._run_audit(lambda db: db.execute("PRAGMA busy_timeout=20"))  # the audit connection
     blocker = sqlite3.connect(store.path, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")  # another writer holds the lock
     log = AuditLog(store, queue_size=40, wait_timeout=0.05, durable_timeout=120)

@@ -99,6 +99,7 @@ class CookieSessionAuthenticator(Authenticator):
 
 @register("cookie_session", order=50)
 def _factory(stage) -> Authenticator | None:
-    if stage.config.session is None or stage.config.oidc is None:
+    # Sessions exist without SSO too (day passes); only the provider refresh needs oidc.
+    if stage.config.session is None:
         return None
     return CookieSessionAuthenticator(stage)

@@ -164,7 +164,7 @@ class Runtime:
 
     def _board_versions(self) -> tuple[int, ...]:
         board = self.board
-        return tuple(board.get(name) for name in POLICY_COUNTERS) if board is not None else self._seen
+        return board.policy_versions() if board is not None else self._seen
 
     async def current_policy(self) -> Policy:
         """The policy as of now: recompiled first if anything changed since it was built.

@@ -55,6 +55,10 @@ class SQLiteStore(Store):
         self.path = path if path.is_absolute() or base_dir is None else base_dir / path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rolegate-sqlite")
         self._db: sqlite3.Connection | None = None
+        # The audit writer commits (and fsyncs) on its own connection and thread, so session and
+        # policy reads never queue behind it.
+        self._audit_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rolegate-sqlite-audit")
+        self._audit_db: sqlite3.Connection | None = None
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._db is None:
@@ -80,12 +84,30 @@ class SQLiteStore(Store):
 
         loop = asyncio.get_running_loop()
         self._db = await loop.run_in_executor(self._executor, connect)
+        self._connect = connect
 
     async def close(self) -> None:
+        loop = asyncio.get_running_loop()
         if self._db is not None:
             db, self._db = self._db, None
-            await asyncio.get_running_loop().run_in_executor(self._executor, db.close)
+            await loop.run_in_executor(self._executor, db.close)
+        if self._audit_db is not None:
+            audit_db, self._audit_db = self._audit_db, None
+            await loop.run_in_executor(self._audit_executor, audit_db.close)
         self._executor.shutdown(wait=False)
+        self._audit_executor.shutdown(wait=False)
+
+    async def _run_audit(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._db is None:
+            raise StoreUnavailable("the store is not open")
+        loop = asyncio.get_running_loop()
+        if self._audit_db is None:
+            self._audit_db = await loop.run_in_executor(self._audit_executor, self._connect)
+        db = self._audit_db
+        try:
+            return await loop.run_in_executor(self._audit_executor, fn, db)
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(str(exc)) from exc
 
     async def get(self, namespace: str, key: str) -> Record | None:
         now = time.time()
@@ -204,7 +226,7 @@ class SQLiteStore(Store):
                 db.execute("ROLLBACK")
                 raise
 
-        return await self._run(q)
+        return await self._run_audit(q)
 
     async def audit_tail(self) -> dict[str, Any] | None:
         def q(db: sqlite3.Connection) -> dict[str, Any] | None:

@@ -21,6 +21,8 @@ from pathlib import Path
 SLOTS = ("policy", "sessions", "directory", "keys", "daypass", "config")
 _SIZE = 8 * 32
 _Q = struct.Struct("<q")
+# Slots 0 (policy), 2 (directory) and 4 (daypass), skipping sessions and keys.
+_POLICY = struct.Struct("<q8xq8xq")
 
 
 def board_path_for(storage_url: str, base_dir: Path | None = None) -> Path:
@@ -51,6 +53,10 @@ class VersionBoard:
 
     def get(self, name: str) -> int:
         return _Q.unpack_from(self._map, self._offsets[name])[0]
+
+    def policy_versions(self) -> tuple[int, int, int]:
+        """(policy, directory, daypass) in one read: what the compiled policy depends on."""
+        return _POLICY.unpack_from(self._map, 0)
 
     def raise_to(self, name: str, value: int) -> int:
         """Set the counter to ``value`` unless it is already higher; return the counter."""
