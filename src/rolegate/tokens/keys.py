@@ -185,7 +185,10 @@ class KeyRing:
         records = await self.store.list(NAMESPACE)
         live = {r.key for r in records}
         for record in records:
-            if record.key not in self._keys:
+            known = self._keys.get(record.key)
+            # A name re-created with another key (its record was deleted to force a rotation) is replaced,
+            # or this worker would keep signing with, and publishing, a key the rest of the fleet dropped.
+            if known is None or not isinstance(record.value, dict) or known.kid != record.value.get("kid"):
                 key = self._open(record.key, record.value)
                 if key is not None:
                     self._keys[record.key] = key
