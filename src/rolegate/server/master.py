@@ -27,6 +27,91 @@ from rolegate.server.runtime import Compiled
 log = logging.getLogger("rolegate.serve")
 
 _RESPAWN_BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0)
+# How often the master asks a server-backed store (PostgreSQL, Redis) whether it answers, for /readyz.
+STORE_PROBE_SECONDS = 1.0
+
+
+class StoreProbe:
+    """The master's view of the shared store for /readyz: one cheap round trip a second.
+
+    ``database``: PostgreSQL answers a counter read; ``cache``: Redis takes a publish. The workers keep
+    serving decisions from their last known state for ``storage.max_staleness`` after the database
+    stopped answering; past that they refuse (503), and so does /readyz.
+    """
+
+    def __init__(self, config: Config, base_dir: Path | None) -> None:
+        self.config = config
+        self.base_dir = base_dir
+        self.store: Any = None
+        self.state: dict[str, str] = {"database": "starting"}
+        if config.storage.cache_url:
+            self.state["cache"] = "starting"
+        self.database_ok_at = time.monotonic()
+        self.error: str | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+        if self.store is not None:
+            try:
+                await self.store.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    def status(self) -> dict[str, Any]:
+        down = [name for name, state in self.state.items() if state == "unavailable"]
+        out: dict[str, Any] = {"state": "unavailable" if down else "ok", **self.state}
+        if "database" in down:
+            out["unavailable_for"] = round(time.monotonic() - self.database_ok_at, 1)
+        if down and self.error:
+            out["error"] = self.error
+        return out
+
+    def stale(self) -> bool:
+        """The database has not answered for longer than the workers may serve from memory."""
+        return (self.state.get("database") == "unavailable"
+                and time.monotonic() - self.database_ok_at > self.config.storage.max_staleness.total_seconds())
+
+    async def _run(self) -> None:
+        from rolegate.store import open_store
+
+        timeout = (self.config.storage.connect_timeout + self.config.storage.command_timeout).total_seconds()
+        while True:
+            if self.store is None:
+                try:
+                    self.store = await asyncio.wait_for(open_store(self.config.storage, base_dir=self.base_dir),
+                                                        timeout)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - StoreUnavailable names the server that failed
+                    self.error = str(exc) or type(exc).__name__
+                    self.state["cache" if self.error.startswith("Redis") else "database"] = "unavailable"
+            if self.store is not None:
+                await self._probe("database", self.store.counters(["policy"]), timeout)
+                if "cache" in self.state:
+                    await self._probe("cache", self.store.publish("health", "ping"), timeout)
+            await asyncio.sleep(STORE_PROBE_SECONDS)
+
+    async def _probe(self, name: str, call: Any, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(call, timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - StoreUnavailable, a timeout, a dropped connection
+            self.state[name] = "unavailable"
+            self.error = str(exc) or type(exc).__name__
+            return
+        self.state[name] = "ok"
+        if name == "database":
+            self.database_ok_at = time.monotonic()
 
 
 def reserve_port(host: str, port: int) -> tuple[socket.socket, int]:
@@ -54,6 +139,7 @@ class Master:
         self.started = time.time()
         self.last_reload_error: str | None = None
         self.directory: Any = None
+        self.storage: StoreProbe | None = None
 
     def _mtime(self) -> float:
         try:
@@ -102,7 +188,10 @@ class Master:
             directory = checks["directory"] = self.directory.status()
             # Still serving from the last good snapshot: ready, but say so.
             degraded = degraded or directory.get("state") in ("degraded", "refused")
-        ready = alive == expected and not self.stopping
+        if self.storage is not None:
+            storage = checks["storage"] = self.storage.status()
+            degraded = degraded or storage["state"] != "ok"
+        ready = alive == expected and not self.stopping and not (self.storage is not None and self.storage.stale())
         return {"ready": ready, "status": ("degraded" if degraded else "ok") if ready else "unavailable",
                 "checks": checks}
 
@@ -193,6 +282,10 @@ class Master:
         print(f"rolegate: serving http://{shown}:{self.port} with {count} worker(s)"
               + (f"; internal listener on port {self.internal_port}" if self.internal_port else ""), flush=True)
         tasks = [asyncio.ensure_future(self.supervise(host)), asyncio.ensure_future(self.watch_file())]
+        if self.config.storage.is_postgres or self.config.storage.cache_url:
+            # A server-backed store can go away under us: /readyz says so (SQLite is a local file).
+            self.storage = StoreProbe(self.config, Path(self.config_path).resolve().parent)
+            self.storage.start()
         if self.config.directory is not None:
             from rolegate.server.directory_runner import DirectoryRunner
 
@@ -205,6 +298,8 @@ class Master:
             task.cancel()
         if self.directory is not None:
             await self.directory.stop()
+        if self.storage is not None:
+            await self.storage.stop()
         await self.shutdown(internal_runner)
         return 0
 
