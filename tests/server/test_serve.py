@@ -184,3 +184,36 @@ async def test_hostile_paths_and_headers_never_reach_upstream_or_crash(served):
             assert not any(k.startswith("x-rolegate-") for k in seen)
     status, _ = served.readyz()
     assert status == 200 and len(served.worker_pids()) == 2
+
+
+async def test_websocket_sse_chunked_and_large_bodies_pass_through(served):
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(served.url + "/ws") as ws:
+            await ws.send_str("hello")
+            assert (await ws.receive()).data == "hello"
+            await ws.send_bytes(b"\x00\x01")
+            assert (await ws.receive()).data == b"\x00\x01"
+            await ws.send_str("close:4001")
+            msg = await ws.receive()
+            assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 4001
+        # SSE events arrive one by one (that they are not buffered is shown deterministically in
+        # tests/proxy/test_forward.py, where the upstream waits for the client to see the first one).
+        async with http.get(served.url + "/sse?count=3&interval=0.2") as resp:
+            assert resp.headers["Content-Type"].startswith("text/event-stream")
+            first = await resp.content.readuntil(b"\n\n")
+            rest = await resp.read()
+        assert b"data:" in first and rest.count(b"data:") == 2
+        async with http.get(served.url + "/chunked?count=5") as resp:
+            assert resp.status == 200 and len(await resp.read()) > 0
+        size = 64 * 1024 * 1024
+        async with http.get(served.url + f"/download?size={size}") as resp:
+            received = 0
+            async for chunk in resp.content.iter_chunked(1 << 20):
+                received += len(chunk)
+        assert received == size
+        payload = b"z" * (8 * 1024 * 1024)
+        async with http.post(served.url + "/upload", data=payload) as resp:
+            import hashlib
+
+            body = await resp.json()
+            assert body["bytes"] == len(payload) and body["sha256"] == hashlib.sha256(payload).hexdigest()
