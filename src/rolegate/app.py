@@ -42,6 +42,10 @@ def build_reserved_app(holder: RuntimeHolder) -> web.Application:
     reserved[HOLDER_KEY] = holder
     add_identity_routes(reserved, holder)  # identity stage (issue 3): login, callback, logout, auth
     add_token_routes(reserved, holder)
+    # admin stage (issue 9): /.rolegate/api/v1/* and /.rolegate/admin/*
+    from rolegate.admin import add_admin_routes
+
+    add_admin_routes(reserved, holder)
     return reserved
 
 

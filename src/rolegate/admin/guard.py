@@ -1,0 +1,107 @@
+"""Who is administering: the signed-in actor, their compiled rights, and CSRF protection.
+
+A request authenticated by the session cookie is a browser request, and a cookie is sent by any
+site that makes the browser post to rolegate. State changes from a cookie session therefore need
+both a same-origin ``Origin`` (when the browser sends one) and a CSRF token (header
+``X-Rolegate-CSRF`` or form field ``csrf``) derived from the session. A request that carries an
+``Authorization`` header cannot be forged cross-site (no preflight is ever allowed), so bearer
+clients need no token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from rolegate.admin.errors import Denied, Unauthorized
+from rolegate.authz import Identity, Policy, decide, effective_permissions
+
+CSRF_HEADER = "X-Rolegate-CSRF"
+CSRF_FIELD = "csrf"
+
+
+class Actor:
+    """A signed-in caller of the admin API / UI, with the policy their rights are judged by."""
+
+    __slots__ = ("principal", "identity", "policy", "now", "csrf_token", "_rights")
+
+    def __init__(self, principal: Any, identity: Identity, policy: Policy, csrf_token: str) -> None:
+        self.principal = principal
+        self.identity = identity
+        self.policy = policy
+        self.now = time.time()
+        self.csrf_token = csrf_token
+        self._rights: dict[str, list[str | None]] | None = None
+
+    @property
+    def username(self) -> str:
+        return self.principal.username
+
+    def holds(self, permission: str, scope: str | None = None, obj: str | None = None) -> bool:
+        return decide(self.policy, self.identity, permission, scope, obj, self.now).allowed
+
+    def permissions_at(self, scope: str | None) -> frozenset[str]:
+        return effective_permissions(self.policy, self.identity, scope, self.now)
+
+    def admin_rights(self) -> dict[str, list[str | None]]:
+        """rolegate's own permissions and the scopes where this actor holds each (None: everywhere)."""
+        if self._rights is None:
+            from rolegate.admin.holdings import admin_scopes
+
+            self._rights = admin_scopes(self.policy, self.identity, self.now)
+        return self._rights
+
+    def require(self, permission: str, scope: str | None = None, what: str = "do this") -> None:
+        if not self.holds(permission, scope):
+            where = f"at {scope}" if scope else "everywhere (globally)"
+            raise Denied(f"to {what} you need {permission} {where}")
+
+
+def public_origin(runtime: Any) -> str:
+    parts = urlsplit(runtime.config.server.public_url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def csrf_token_for(runtime: Any, principal: Any) -> str:
+    """A token bound to the session: an attacker can read neither it nor the secret behind it."""
+    session = runtime.config.session
+    key = session.secret.get_secret_value().encode() if session is not None else b"no-cookie-sessions"
+    subject = f"rolegate-admin-csrf\0{principal.session_id or ''}\0{principal.username}"
+    return hmac.new(key, subject.encode(), hashlib.sha256).hexdigest()[:43]
+
+
+async def current_actor(request: web.Request, runtime: Any) -> Actor | None:
+    """The signed-in actor, or None (anonymous). A bad bearer token is 401, not anonymous."""
+    stage = runtime.identity
+    if stage is None:
+        return None
+    try:
+        principal = await stage.authenticate(request)
+    except Exception as exc:  # SignInRequired and friends: answered as 401 by the caller
+        if getattr(exc, "status", None) == 401:
+            raise Unauthorized("the credential was not accepted; sign in again") from None
+        raise
+    if principal is None:
+        return None
+    identity = await runtime.identity_for(principal)
+    policy = await runtime.current_policy()
+    return Actor(principal, identity, policy, csrf_token_for(runtime, principal))
+
+
+def check_csrf(request: web.Request, runtime: Any, actor: Actor, form_token: str | None = None) -> None:
+    """Refuse a state change a cookie session did not knowingly make (403)."""
+    if request.headers.get("Authorization"):
+        return
+    origin = request.headers.get("Origin")
+    if origin is not None and origin.lower() != public_origin(runtime):
+        raise Denied("cross-origin request refused")
+    if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+        raise Denied("cross-site request refused")
+    sent = request.headers.get(CSRF_HEADER) or form_token or ""
+    if not hmac.compare_digest(sent.encode(), actor.csrf_token.encode()):
+        raise Denied(f"missing or wrong CSRF token (send the {CSRF_HEADER} header from GET /me)")

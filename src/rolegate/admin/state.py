@@ -1,0 +1,102 @@
+"""The dynamic policy state (Store namespaces ``bindings``, ``user_settings``, ``roles``) as one value.
+
+The admin API reads it, applies a change to a copy, and compiles both: that is how a change is
+previewed, and how a delegated admin's grant is checked before anything is written. Compilation
+follows the worker's (``Runtime._compile``) so that what is previewed is what will be enforced.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from rolegate.authz import Policy, compile_policy
+from rolegate.config.sections.policy import Binding, Role
+
+log = logging.getLogger("rolegate.admin")
+
+BINDINGS = "bindings"
+USER_SETTINGS = "user_settings"
+ROLES = "roles"
+
+
+@dataclass(frozen=True)
+class Doc:
+    value: dict[str, Any]
+    version: int
+
+
+@dataclass(frozen=True)
+class DynamicState:
+    """What the admin API owns: id -> binding, username -> settings, name -> API role."""
+
+    bindings: dict[str, Doc] = field(default_factory=dict)
+    settings: dict[str, Doc] = field(default_factory=dict)
+    roles: dict[str, Doc] = field(default_factory=dict)
+
+    def with_doc(self, namespace: str, key: str, value: dict[str, Any] | None) -> "DynamicState":
+        """A copy with ``key`` set to ``value`` (None: removed) in ``namespace``."""
+        attr = {BINDINGS: "bindings", USER_SETTINGS: "settings", ROLES: "roles"}[namespace]
+        docs = dict(getattr(self, attr))
+        if value is None:
+            docs.pop(key, None)
+        else:
+            old = docs.get(key)
+            docs[key] = Doc(value, (old.version if old else 0) + 1)
+        return replace(self, **{attr: docs})
+
+
+async def load_state(store: Any) -> DynamicState:
+    async def docs(namespace: str) -> dict[str, Doc]:
+        return {r.key: Doc(r.value if isinstance(r.value, dict) else {}, r.version)
+                for r in await store.list(namespace)}
+
+    return DynamicState(await docs(BINDINGS), await docs(USER_SETTINGS), await docs(ROLES))
+
+
+def binding_of(value: dict[str, Any]) -> Binding:
+    return Binding.model_validate({k: v for k, v in value.items() if k in Binding.model_fields})
+
+
+def effective_config(config: Any, state: DynamicState) -> Any:
+    """The config with API roles added (config roles win: the API cannot shadow them)."""
+    api_roles: dict[str, Role] = {}
+    for name, doc in state.roles.items():
+        if name in config.roles:
+            continue
+        try:
+            api_roles[name] = Role.model_validate(doc.value)
+        except Exception as exc:  # noqa: BLE001 - a bad stored role grants nothing
+            log.error("ignoring stored role %s: %s", name, exc)
+    if not api_roles:
+        return config
+    return config.model_copy(update={"roles": {**api_roles, **config.roles}})
+
+
+def compile_state(config: Any, state: DynamicState, *, extra: list[tuple[Binding, str]] = (),  # type: ignore[assignment]
+                  version: int = 0) -> Policy:
+    """Compile config + ``state`` (+ ``extra`` bindings such as active day passes) into a Policy."""
+    bindings: list[tuple[Binding, str]] = list(extra)
+    grants: list[tuple[Binding, str]] = []
+    for key, doc in state.bindings.items():
+        try:
+            binding = binding_of(doc.value)
+        except Exception:  # noqa: BLE001
+            continue
+        (grants if binding.permission is not None else bindings).append((binding, f"api:binding/{key}"))
+    settings = {user: [n for n in doc.value.get("settings", ()) if isinstance(n, str)]
+                for user, doc in state.settings.items() if isinstance(doc.value.get("settings"), list)}
+    return compile_policy(effective_config(config, state), extra_bindings=bindings, enabled_settings=settings,
+                          object_grants=grants, version=version)
+
+
+async def daypass_bindings(store: Any, config: Any, now: float) -> list[tuple[Binding, str]]:
+    """Active day-pass bindings, when the day-pass stage is installed (it owns that namespace)."""
+    if config.daypass is None:
+        return []
+    try:
+        from rolegate.identity.daypass import active_pass_bindings
+    except ImportError:
+        return []
+    return [(b, f"daypass:{b.daypass}") for b in await active_pass_bindings(store, config, now)]
