@@ -38,6 +38,7 @@ def build_authenticators(stage: "IdentityStage") -> list[Authenticator]:
         authenticator_idp_access_token,
         authenticator_rolegate_token,
     )
+    from rolegate.identity.daypass import authenticator_daypass_session  # noqa: F401  (day passes, issue 7)
 
     chain: list[Authenticator] = []
     for _name, (factory, _order) in sorted(_REGISTRY.items(), key=lambda item: item[1][1]):

@@ -166,11 +166,13 @@ class IdentityStage:
         headers = identity_headers(principal)
         raw = request.headers.getall("Cookie", [])
         if raw:
-            own = self.config.session.cookie_name if self.config.session is not None else None
+            own = {self.config.session.cookie_name} if self.config.session is not None else set()
+            if self.config.daypass is not None:  # day passes (issue 7): the pass cookie and its confirm cookie
+                own |= {self.config.daypass.cookie_name, self.config.daypass.cookie_name + "_confirm"}
             kept = []
             for part in "; ".join(raw).split(";"):
                 name = part.split("=", 1)[0].strip()
-                if not name or name == own or name.startswith(LOGIN_COOKIE_PREFIX):
+                if not name or name in own or name.startswith(LOGIN_COOKIE_PREFIX):
                     continue
                 kept.append(part.strip())
             headers["Cookie"] = "; ".join(kept)  # empty: the forwarder drops the header

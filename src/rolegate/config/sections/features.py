@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -52,14 +53,20 @@ class TokensConfig(Section):
 
 
 class DaypassTemplate(Section):
+    """What one kind of day pass grants (see docs/daypass.md): a role at a scope, for a bounded time."""
+
     role: str
+    # Scope TYPES a pass of this template may be issued for, e.g. [building].
     scopes: tuple[str, ...]
     max_lifetime: Duration = timedelta(hours=24)
+    # "end_of_day" (the next local midnight in ``timezone``) or a duration such as 8h; capped by max_lifetime.
     expires: str = "end_of_day"
     timezone: str = "UTC"
     devices: int = Field(default=1, ge=1, le=100)
     require: tuple[Literal["name", "company", "reason"], ...] = ("name", "company", "reason")
     description: str = ""
+    # Where a browser goes after redeeming the pass (a path on public_url).
+    landing: str = "/"
 
     @field_validator("timezone")
     @classmethod
@@ -76,14 +83,80 @@ class DaypassTemplate(Section):
         from rolegate.config.types import parse_duration
 
         if value != "end_of_day":
-            parse_duration(value)
+            if parse_duration(value) <= timedelta(0):
+                raise ValueError("expires must be end_of_day or a positive duration such as 8h")
+        return value
+
+    @field_validator("max_lifetime")
+    @classmethod
+    def _max_lifetime(cls, value: timedelta) -> timedelta:
+        if not timedelta(minutes=1) <= value <= timedelta(days=31):
+            raise ValueError("max_lifetime must be between 1m and 31d (a day pass is meant to be short-lived)")
+        return value
+
+    @field_validator("scopes")
+    @classmethod
+    def _scopes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("list at least one scope type a pass may be issued for, e.g. [building]")
+        return value
+
+    @field_validator("landing")
+    @classmethod
+    def _landing(cls, value: str) -> str:
+        # A path on our own host only: an open redirect after redemption would be a phishing aid.
+        if not value.startswith("/") or value.startswith("//") or "\\" in value:
+            raise ValueError("landing must be a path on public_url, e.g. /workorders")
         return value
 
 
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(s|sec|second|m|min|minute|h|hour|[0-9.]+(?:ms|s|m|h|d))\s*$")
+_RATE_UNITS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0, "h": 3600.0,
+               "hour": 3600.0}
+
+
+def parse_rate(value: str) -> tuple[int, float]:
+    """'10/min', '5/s', '100/h' or '20/10m' -> (hits, window seconds)."""
+    from rolegate.config.types import parse_duration
+
+    m = _RATE.match(value)
+    if m is None:
+        raise ValueError(f"{value!r} is not a rate; write e.g. 10/min, 5/s or 20/10m")
+    hits, unit = int(m.group(1)), m.group(2)
+    window = _RATE_UNITS[unit] if unit in _RATE_UNITS else parse_duration(unit).total_seconds()
+    if hits < 1 or window <= 0:
+        raise ValueError(f"{value!r}: a rate needs at least 1 hit per a positive window")
+    return hits, window
+
+
 class DaypassConfig(Section):
+    """``daypass:``: templates and how redemption is protected."""
+
     templates: dict[str, DaypassTemplate]
+    # Shown on every "this pass no longer works" page.
     contact: str = "the person who gave you this pass"
+    # Redemption attempts (page views and confirmations) per client address and per pass.
     redeem_rate: str = "10/min"
+    # The browser cookie of a redeemed pass (sealed with session.secret).
+    cookie_name: str = Field(default="rolegate_pass", pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+
+    @field_validator("redeem_rate")
+    @classmethod
+    def _redeem_rate(cls, value: str) -> str:
+        parse_rate(value)
+        return value
+
+    @field_validator("templates")
+    @classmethod
+    def _templates(cls, value: dict[str, DaypassTemplate]) -> dict[str, DaypassTemplate]:
+        if not value:
+            raise ValueError("define at least one day-pass template")
+        return value
+
+    @property
+    def rate(self) -> tuple[int, float]:
+        """``redeem_rate`` as (hits, window seconds)."""
+        return parse_rate(self.redeem_rate)
 
 
 class AuditReads(Section):
