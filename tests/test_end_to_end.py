@@ -200,3 +200,25 @@ async def test_denials_and_writes_reach_the_audit_trail(served):
         [__import__("sys").executable, "-m", "rolegate", "audit", "verify", "-c", str(served.config_path)],
         capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_explain_answers_against_the_live_state(served):
+    """Ops ask "why?" of exactly what the proxy enforces: stored bindings count, not only the file."""
+    import json as _json
+    import subprocess
+    import sys
+
+    def explain() -> dict:
+        result = subprocess.run([sys.executable, "-m", "rolegate", "explain", "-c", str(served.config_path),
+                                 "--user", "heidi", "--groups", "bs-users", "--method", "GET",
+                                 "--url", "/buildings/b/trends", "--json"], capture_output=True, text=True, timeout=60)
+        assert result.returncode in (0, 3), result.stderr
+        return _json.loads(result.stdout)
+
+    before = explain()
+    assert before["allowed"] is False and before["permission"] == "trends:view"
+    Store(served).put("bindings", "heidi-trends", {"user": "heidi", "role": "responsible", "scope": "building:b"})
+    after = explain()
+    assert after["allowed"] is True
+    assert any("heidi-trends" in reason for reason in after["reasons"]), after["reasons"]
+    Store(served).delete("bindings", "heidi-trends")

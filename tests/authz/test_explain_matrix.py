@@ -98,7 +98,8 @@ def test_cli_explain_directory_note(tmp_path, capsys):
     out = capsys.readouterr()
     if code == 2 and "invalid configuration" in out.err:
         return  # directory section shape differs; the note is covered when it loads
-    assert code == 3 and any("directory lookup is not wired" in n for n in json.loads(out.out)["notes"])
+    # Nothing synced yet: the proxy refuses users it does not know, and explain says so.
+    assert code == 3 and any("not in the synced directory snapshot" in n for n in json.loads(out.out)["notes"])
 
 
 def test_matrix_formats(building_safety):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from datetime import datetime, timezone
@@ -54,17 +55,26 @@ def run(args: argparse.Namespace) -> int:
     from rolegate.authz.explain import explain, explain_route
 
     notes: list[str] = []
+    policy, user = asyncio.run(_live_state(args.config, config, args.user, args.groups is None, notes))
+    disabled = False
     if args.groups is not None:
         groups = [g.strip() for g in args.groups.split(",") if g.strip()]
-    else:
+        notes.append("groups from --groups stand in for the directory")
+    elif config.directory is None:
         groups = []
-        if config.directory is not None:
-            notes.append("the directory lookup is not wired into explain yet: evaluated with no groups; "
-                         "pass --groups G1,G2 to say which groups the user is in")
-        else:
-            notes.append("no --groups given and no directory configured: evaluated with no groups")
-    identity = Identity(args.user, groups, daypass=args.daypass)
-    policy = compile_policy(config)
+        notes.append("no --groups given and no directory configured: evaluated with no groups "
+                     "(the proxy uses the IdP's groups claim)")
+    elif user is None:
+        groups = []
+        disabled = True
+        notes.append(f"{args.user!r} is not in the synced directory snapshot: the proxy refuses unknown users; "
+                     "pass --groups to ask 'what if'")
+    else:
+        groups = sorted(user.groups)
+        disabled = user.disabled
+        notes.append(f"groups from the synced directory: {', '.join(groups) or '(none)'}"
+                     + ("; the account is DISABLED" if disabled else ""))
+    identity = Identity(args.user, groups, daypass=args.daypass, disabled=disabled)
     notes.extend(f"policy: {p}" for p in policy.problems)
 
     if args.permission is not None:
@@ -99,6 +109,37 @@ def run(args: argparse.Namespace) -> int:
     result.notes[:0] = notes
     _print(result.to_dict(), args.json, result.to_text())
     return EXIT_OK if result.allowed else EXIT_DENIED
+
+
+async def _live_state(config_path: str, config, username: str, want_user: bool, notes: list[str]):
+    """The policy the proxy enforces now (config + stored state) and the user's directory entry."""
+    from pathlib import Path
+
+    from rolegate.authz import compile_policy
+    from rolegate.server.policy_state import compile_live_policy
+    from rolegate.store import StoreUnavailable, open_store
+
+    try:
+        store = await open_store(config.storage, base_dir=Path(config_path).resolve().parent)
+    except (StoreUnavailable, OSError, ValueError) as exc:
+        notes.append(f"the store could not be opened ({exc}): evaluated against the config file only")
+        return compile_policy(config), None
+    try:
+        import time
+
+        policy = await compile_live_policy(config, store, time.time())
+        user = None
+        if want_user and config.directory is not None:
+            from rolegate.directory import load_snapshot
+
+            snapshot = await load_snapshot(store)
+            user = snapshot.user(username) if snapshot is not None else None
+        return policy, user
+    except StoreUnavailable as exc:
+        notes.append(f"the store is unavailable ({exc}): evaluated against the config file only")
+        return compile_policy(config), None
+    finally:
+        await store.close()
 
 
 def _print(payload: dict, as_json: bool, text: str) -> None:

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from rolegate.authz import Identity, Policy, compile_policy
+from rolegate.server.policy_state import compile_live_policy
 from rolegate.config import Config
-from rolegate.config.sections.policy import Binding, Role
 from rolegate.errors import ConfigError, ServiceUnavailable
 from rolegate.proxy.forward import BodyTransform, Forwarder
 from rolegate.proxy.redact import Redactor, compile_redaction
@@ -208,44 +208,8 @@ class Runtime:
             self._seen = versions
 
     async def _compile(self, store: Store, version: int) -> Policy:
-        config = self.config
-        bindings: list[tuple[Binding, str]] = []
-        grants: list[tuple[Binding, str]] = []
-        for record in await store.list("bindings"):
-            try:
-                binding = Binding.model_validate({k: v for k, v in record.value.items()
-                                                  if k in Binding.model_fields})
-            except Exception as exc:  # noqa: BLE001 - a bad stored binding grants nothing
-                log.error("ignoring stored binding %s: %s", record.key, exc)
-                continue
-            (grants if binding.permission is not None else bindings).append((binding, f"api:binding/{record.key}"))
-        settings: dict[str, list[str]] = {}
-        for record in await store.list("user_settings"):
-            names = record.value.get("settings") if isinstance(record.value, dict) else None
-            if isinstance(names, list):
-                settings[record.key] = [n for n in names if isinstance(n, str)]
-        api_roles: dict[str, Role] = {}
-        for record in await store.list("roles"):
-            if record.key in config.roles:
-                continue  # config roles are read-only; the API cannot shadow them
-            try:
-                api_roles[record.key] = Role.model_validate(record.value)
-            except Exception as exc:  # noqa: BLE001
-                log.error("ignoring stored role %s: %s", record.key, exc)
-        if config.daypass is not None:
-            try:
-                from rolegate.identity.daypass import active_pass_bindings
-            except ImportError:
-                active_pass_bindings = None
-            if active_pass_bindings is not None:
-                for binding in await active_pass_bindings(store, config, self.clock()):
-                    bindings.append((binding, f"daypass:{binding.daypass}"))
-        effective_config = config.model_copy(update={"roles": {**api_roles, **config.roles}}) if api_roles else config
-        policy = compile_policy(effective_config, extra_bindings=bindings, enabled_settings=settings,
-                                object_grants=grants, scope_parents=self._scope_parents(), version=version)
-        for problem in policy.problems:
-            log.warning("policy: %s", problem)
-        return policy
+        return await compile_live_policy(self.config, store, self.clock(), version,
+                                         scope_parents=self._scope_parents())
 
     def _scope_parents(self) -> dict[str, str] | None:
         return None
