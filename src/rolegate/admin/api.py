@@ -408,3 +408,27 @@ def add_api_routes(reserved: web.Application, holder: Any) -> None:
     base = API_PREFIX.removeprefix("/.rolegate")
     for operation in API.operations:
         reserved.router.add_route(operation.method, base + operation.path, _wrap(operation, holder))
+
+
+# -- day passes (the day-pass stage issues, stores and revokes them) ------------------------------------------------
+
+from rolegate.admin import daypasses as _daypasses  # noqa: E402 - kept beside the endpoints that use it
+
+
+@op("GET", "/daypasses", "Day passes issued at scopes where you may issue them", "day passes",
+    response=_daypasses.DaypassList)
+async def list_daypasses(call: Call) -> web.Response:
+    return _json(await _daypasses.list_passes(call.runtime, call.actor))
+
+
+@op("POST", "/daypasses", "Issue a day pass: one-time link and QR code", "day passes", body=_daypasses.DaypassIn,
+    response=_daypasses.DaypassIssued, status=201,
+    description="Needs rolegate:daypass:issue at the pass's scope. The link is shown once.")
+async def issue_daypass(call: Call) -> web.Response:
+    return _json(await _daypasses.issue(call.runtime, call.actor, call.body), 201)
+
+
+@op("DELETE", "/daypasses/{id}", "Revoke a day pass (its sessions end at their next request)", "day passes",
+    response=_daypasses.DaypassOut)
+async def revoke_daypass(call: Call) -> web.Response:
+    return _json(await _daypasses.revoke(call.runtime, call.actor, call.param("id")))

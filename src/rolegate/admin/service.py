@@ -341,7 +341,8 @@ class AdminService:
         after = compile_state(self.config, after_state, extra=extra)
         preview = await self.preview(before, after, subjects, f"{action} {namespace}/{key}")
         if dry_run:
-            return Change(value, (current or 0) + (0 if value is None else 1), preview)
+            version = (current or 0) + (0 if value is None else 1)
+            return Change(self._resource(namespace, key, value, version), version, preview)
         try:
             if value is None:
                 removed = await self.store.delete(namespace, key, expected_version=expected)
@@ -359,7 +360,17 @@ class AdminService:
                 via="api"))
         await bump(self.store, self.runtime.board, "policy")
         preview["dry_run"] = False
-        return Change(value, version, preview)
+        return Change(self._resource(namespace, key, value, version), version, preview)
+
+    @staticmethod
+    def _resource(namespace: str, key: str, value: dict[str, Any] | None, version: int) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        if namespace == BINDINGS:
+            return binding_out(key, value, version)
+        if namespace == ROLES:
+            return {"name": key, **value, "version": version}
+        return {**value, "version": version}
 
     async def preview(self, before: Policy, after: Policy, subjects: list[tuple[str, str]],
                       summary: str) -> dict[str, Any]:
