@@ -83,3 +83,10 @@ def test_codes_ids_and_links() -> None:
     assert codes.pass_id_from(link) == pass_id
     assert codes.pass_id_from(pass_id) == pass_id
     assert codes.pass_id_from("https://safety.example.com/.rolegate/pass/short") is None
+
+
+def test_midnight_is_shown_as_the_end_of_the_day_it_closes() -> None:
+    from rolegate.identity.daypass.expiry import format_local
+
+    assert format_local(utc(2025, 3, 30, 22, 0), "Europe/Amsterdam") == "Sun 30 Mar 2025, 24:00 (Europe/Amsterdam)"
+    assert format_local(utc(2025, 3, 30, 16, 0), "Europe/Amsterdam") == "Sun 30 Mar 2025, 18:00 (Europe/Amsterdam)"

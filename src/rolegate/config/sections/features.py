@@ -53,7 +53,7 @@ class TokensConfig(Section):
 
 
 class DaypassTemplate(Section):
-    """What one kind of day pass grants (see docs/daypass.md): a role at a scope, for a bounded time."""
+    """What one kind of day pass grants: its role at one scope of an allowed type, for a bounded time."""
 
     role: str
     # Scope TYPES a pass of this template may be issued for, e.g. [building].

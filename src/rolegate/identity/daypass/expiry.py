@@ -31,6 +31,11 @@ def pass_expiry(template: DaypassTemplate, issued_at: float) -> float:
 
 
 def format_local(ts: float, zone: str) -> str:
-    """A time as a pass holder reads it: 'Mon 31 Mar 2025, 00:00 (Europe/Amsterdam)'."""
+    """A time as a pass holder reads it: 'Sun 30 Mar 2025, 18:00 (Europe/Amsterdam)'.
+
+    Midnight is written as 24:00 of the day that ends (a pass "until Wed 00:00" reads as if Wednesday counted).
+    """
     local = datetime.fromtimestamp(ts, ZoneInfo(zone))
+    if (local.hour, local.minute, local.second) == (0, 0, 0):
+        return f"{local - timedelta(days=1):%a %d %b %Y}, 24:00 ({zone})"
     return f"{local:%a %d %b %Y, %H:%M} ({zone})"
