@@ -238,3 +238,80 @@ async def test_one_instance_syncs_the_directory_and_another_takes_over_when_it_d
                f"{takeover:.1f} s later; a group change reached every instance {applied:.1f} s after the LDAP write")
         assert sum(bool(s.get("leader")) for s in leaders(fleet, alive).values()) == 1
         assert time.monotonic() - changed_at < 30
+
+
+def daypass_sections(fleet: Fleet, i: int, idp, backend_url: str, expires: str) -> dict:
+    config = fleet.config(i, idp, backend_url)
+    config["scopes"] = {"building": {"description": "a building"}}
+    config["roles"]["subcontractor"] = {"permissions": ["notes:view"]}
+    config["routes"] = [{"path": "/buildings/{building}/notes", "methods": ["GET"], "permission": "notes:view",
+                         "scope": "building:{building}", "upstream": "app"}]
+    config["daypass"] = {"templates": {"sub": {"role": "subcontractor", "scopes": ["building"], "max_lifetime": "1h",
+                                               "expires": expires, "devices": 1, "require": ["name"],
+                                               "landing": "/buildings/a/notes"}}}
+    return config
+
+
+def rolegate_cli(*args: str) -> str:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "rolegate", *args], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+async def redeem_on(http, link: str, origin: str) -> int:
+    import re
+
+    async with http.get(link, headers={"Accept": "text/html"}) as page:
+        if page.status == 404:
+            return 404
+        assert page.status == 200, await page.text()
+        token = re.search(r'name="csrf" value="([^"]+)"', await page.text()).group(1)
+    async with http.post(link, data={"csrf": token}, headers={"Accept": "text/html", "Origin": origin},
+                         allow_redirects=False) as resp:
+        await resp.read()
+        return resp.status
+
+
+async def test_day_pass_redeemed_on_one_instance_works_on_all_and_ends_everywhere(make_fleet, make_idp, lab_backend,
+                                                                                     tmp_path):
+    import re
+
+    fleet = make_fleet(3, workers=1)
+    idp = make_idp([fleet.client()])
+    fleet.start([daypass_sections(fleet, i, idp, lab_backend.url, "8s") for i in range(3)])
+
+    def issue() -> tuple[str, str]:
+        out = rolegate_cli("daypass", "issue", "-c", str(fleet.procs[0].config_path), "--template", "sub",
+                           "--scope", "building:a", "--name", "Jan", "--out", str(tmp_path))
+        return re.search(r"Link: (\S+)", out).group(1), re.search(r"Day pass ([0-9a-f]{16}) issued", out).group(1)
+
+    link, pass_id = issue()
+    async with lab_client_session() as phone, lab_client_session() as probe:
+        status = await redeem_on(phone, link, fleet.urls[0])
+        if status == 404:
+            pytest.skip("rolegate serve does not mount the day-pass routes (/.rolegate/pass/...) yet")
+        assert status == 303
+        cookie = "; ".join(f"{c.key}={c.value}" for c in phone.cookie_jar)
+        for url in fleet.urls:  # redeemed on instance 0, used on all of them
+            assert await status_of(probe, url + "/buildings/a/notes", cookie) == 200
+            assert await status_of(probe, url + "/buildings/b/notes", cookie) == 403
+
+        # Revoked with the CLI (against instance 2's config): refused everywhere within a second.
+        rolegate_cli("daypass", "revoke", "-c", str(fleet.procs[2].config_path), pass_id, "--reason", "done")
+        revoked = await time_until_everywhere(probe, fleet, "/buildings/a/notes", cookie, 401)
+        report(f"day pass revoked -> 401 on every instance: {fmt(revoked)}")
+        assert max(revoked) <= CONTRACT_SECONDS, fmt(revoked)
+
+    # A second pass simply expires (template: 8 s): it stops working on every instance by itself.
+    link, pass_id = issue()
+    async with lab_client_session() as phone, lab_client_session() as probe:
+        assert await redeem_on(phone, link, fleet.urls[1]) == 303
+        cookie = "; ".join(f"{c.key}={c.value}" for c in phone.cookie_jar)
+        for url in fleet.urls:
+            assert await status_of(probe, url + "/buildings/a/notes", cookie) == 200
+        expired = await time_until_everywhere(probe, fleet, "/buildings/a/notes", cookie, 401, timeout=30)
+        report(f"day pass (8 s) expired -> 401 on every instance after: {fmt(expired)} from redemption")
+        assert max(expired) < 30
