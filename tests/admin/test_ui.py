@@ -93,6 +93,19 @@ async def test_ops_maps_a_group_to_a_role_for_one_building(served, shots):
             assert "bindings/" in await page.locator("#audit").inner_text()
             await page.screenshot(path=str(shots / "audit.png"), full_page=True)
 
+            await page.goto(f"{base}/.rolegate/admin/daypasses")
+            issue = page.locator("#issue")
+            await issue.locator("input[name=scope]").fill("building:a")
+            await issue.locator("input[name=name]").fill("Sam Smit")
+            await issue.locator("input[name=company]").fill("Fixit BV")
+            await issue.locator("input[name=reason]").fill("boiler repair")
+            await issue.locator("button[type=submit]").click()
+            await page.wait_for_selector("#issued img.qr")
+            link = await page.locator("#pass-link").input_value()
+            assert link.startswith(f"{base}/.rolegate/pass/")
+            assert await page.locator("#issued img.qr").evaluate("img => img.naturalWidth") > 100
+            await page.screenshot(path=str(shots / "daypass-issued.png"), full_page=True)
+
             await page.goto(f"{base}/.rolegate/admin/me")
             await page.screenshot(path=str(shots / "me.png"), full_page=True)
 
