@@ -267,3 +267,18 @@ async def test_mobile_app_token_reaches_the_building(served: Served) -> None:
     status, body = await get_json(app, f"{served.url}/workorders?building=a",
                                   headers={**JSON, "Authorization": f"Bearer {token}"})
     assert status == 200 and from_backend(body)
+
+
+async def test_revoking_a_pass_ends_its_app_tokens(served: Served) -> None:
+    if served.runtime.tokens is None:
+        pytest.skip("token stage not built for this config")
+    issued = await served.issue()
+    app = served.client()
+    async with app.post(f"{served.url}/.rolegate/token",
+                        data={"grant_type": "urn:rolegate:daypass", "code": issued.code}) as resp:
+        grant = await resp.json()
+    await revoke_pass(served.runtime.store, served.runtime.board, issued.id, by="carol", now=served.clock(),
+                      audit=served.runtime.audit, tokens=served.runtime.tokens.service)
+    async with app.post(f"{served.url}/.rolegate/token",
+                        data={"grant_type": "refresh_token", "refresh_token": grant["refresh_token"]}) as resp:
+        assert resp.status == 400 and (await resp.json())["error"] == "invalid_grant"

@@ -153,6 +153,20 @@ def run_list(args: argparse.Namespace) -> int:
     return asyncio.run(_with_state(config, args.config, listing))
 
 
+def _token_service(config: Any, store: Any, board: Any) -> Any:
+    """The token service, so revoking a pass also ends the app tokens redeemed from it (None: no tokens)."""
+    if config.session is None and config.tokens.key_secret is None:
+        return None
+    try:
+        from rolegate.tokens import TokenStage
+
+        return TokenStage(config, store, board=board, current_version=lambda: 0).service
+    except Exception as exc:  # noqa: BLE001 - the pass is revoked either way; its binding is gone
+        print(f"rolegate: daypass revoke: app tokens of the pass not revoked ({exc}); they lose all access "
+              "with the pass's binding", file=sys.stderr)
+        return None
+
+
 def run_revoke(args: argparse.Namespace) -> int:
     config = load_or_exit(args.config)
     if not _needs_daypass(config):
@@ -167,7 +181,8 @@ def run_revoke(args: argparse.Namespace) -> int:
     async def revoke(store: Any, board: Any, audit: Any) -> int:
         try:
             rec, changed = await revoke_pass(store, board, pass_id, by=operator(), now=time.time(),
-                                             reason=args.reason or None, audit=audit)
+                                             reason=args.reason or None, audit=audit,
+                                             tokens=_token_service(config, store, board))
         except PassNotFound:
             print(f"rolegate: daypass revoke: no day pass {pass_id}", file=sys.stderr)
             return EXIT_NOT_FOUND

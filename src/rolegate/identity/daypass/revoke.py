@@ -12,8 +12,11 @@ from rolegate.store.version_board import VersionBoard, bump
 
 
 async def revoke_pass(store: Store, board: VersionBoard | None, pass_id: str, *, by: str, now: float,
-                      reason: str | None = None, audit: Any = None) -> tuple[PassRecord, bool]:
-    """Revoke ``pass_id``; returns (record, changed). Revoking twice is harmless (changed False)."""
+                      reason: str | None = None, audit: Any = None, tokens: Any = None) -> tuple[PassRecord, bool]:
+    """Revoke ``pass_id``; returns (record, changed). Revoking twice is harmless (changed False).
+
+    ``tokens``: the TokenService, so an app's refresh-token families from this pass end too.
+    """
     for _attempt in range(5):
         found = await load_pass(store, pass_id)
         if found is None:
@@ -35,6 +38,8 @@ async def revoke_pass(store: Store, board: VersionBoard | None, pass_id: str, *,
     from rolegate.identity.daypass.sessions import end_pass_sessions
 
     await end_pass_sessions(store, pass_id)
+    if tokens is not None:
+        await tokens.revoke_user(f"daypass:{pass_id}")
     await record_durably(audit, pass_event("revoke", record, user=by, reason=reason or "revoked", ts=now))
     await bump(store, board, "daypass")
     return record, True
