@@ -97,6 +97,8 @@ def _parse(model: type[BaseModel] | None, data: Any) -> Any:
 def _wrap(operation: Operation, holder: Any):
     async def handle(request: web.Request) -> web.StreamResponse:
         runtime = holder.runtime
+        if runtime.store is None and not operation.public:  # a data-path-only runtime: no admin state
+            return _json({"error": "unavailable", "message": "the admin API needs the store"}, 503)
         try:
             actor = None
             if not operation.public:

@@ -16,7 +16,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from rolegate.admin import views
-from rolegate.admin.delegation import AUDIT_VIEW, BINDINGS_EDIT, DAYPASS_ISSUE
+from rolegate.admin.delegation import AUDIT_VIEW, DAYPASS_ISSUE
 from rolegate.admin.errors import AdminError, Denied, Invalid, from_validation
 from rolegate.admin.guard import CSRF_FIELD, Actor, check_csrf, current_actor
 from rolegate.admin.models import AuditQuery, BindingIn, ExplainIn
@@ -104,6 +104,8 @@ class Pages:
     def route(self, handler):
         async def handle(request: web.Request) -> web.StreamResponse:
             runtime = self.holder.runtime
+            if runtime.store is None:  # a data-path-only runtime (tests): no admin state to show
+                return web.Response(status=503, text="the admin UI needs the store", headers=HEADERS)
             try:
                 actor = await current_actor(request, runtime)
             except AdminError:
