@@ -230,8 +230,18 @@ def add_daypass_routes(reserved: web.Application, holder: "RuntimeHolder") -> Da
     return endpoints
 
 
-def daypass_token_redeemer(holder: "RuntimeHolder") -> TokenRedeemer:
-    """The callable for ``TokenStage(..., redeem_daypass=...)``."""
-    return DaypassEndpoints(holder).redeem_for_token
+class _FixedRuntime:
+    """A holder that always names one Runtime (for wiring inside Runtime.create, before any holder exists)."""
+
+    __slots__ = ("runtime",)
+
+    def __init__(self, runtime: "Runtime") -> None:
+        self.runtime = runtime
+
+
+def daypass_token_redeemer(source: "RuntimeHolder | Runtime") -> TokenRedeemer:
+    """The callable for ``TokenStage(..., redeem_daypass=...)``, from a RuntimeHolder or a Runtime."""
+    holder = source if hasattr(source, "runtime") else _FixedRuntime(source)
+    return DaypassEndpoints(holder).redeem_for_token  # type: ignore[arg-type]
 
 
