@@ -58,7 +58,7 @@ class DirectorySnapshot:
     """An immutable, complete view of the directory; lookups by username or id are O(1)."""
 
     __slots__ = ("users", "groups", "taken_at", "full_at", "since", "issues", "_by_username",
-                 "_incremental_ready")
+                 "_incremental_ready", "_stored")
 
     def __init__(self, users: Mapping[str, DirectoryUser], groups: Mapping[str, DirectoryGroup], *,
                  taken_at: float = 0.0, full_at: float = 0.0, since: str | None = None,
@@ -72,6 +72,9 @@ class DirectorySnapshot:
         # Snapshots read back from the store carry no direct memberships: a full sync comes first.
         self._incremental_ready = incremental_ready
         self._by_username = username_index(users.values())
+        # How this snapshot sits in a Store once saved or loaded (persist.StoredLayout): lets the next
+        # save write only what changed. Never part of what the snapshot says.
+        self._stored: object = None
 
     def user(self, username: str) -> DirectoryUser | None:
         """The user signing in as ``username`` (case-insensitive); None if unknown or ambiguous."""

@@ -1,13 +1,34 @@
-"""The last good snapshot in the Store (ns ``directory``, key ``snapshot``), compact for 100k users.
+"""The last good snapshot in the Store (ns ``directory``), split so a sync rewrites only what changed.
 
-Users refer to shared group-closure lists and groups to users by position, so a name or id is
-written once; workers rebuild O(1) lookups from it without any graph work.
+Layout (format 2): key ``snapshot`` is a small pointer document naming the documents that make up
+the snapshot now: base chunks of users (a few thousand each), one delta document (users written or
+removed since the base was written) and one groups document. Every document but the pointer is
+written once under a key of its own (generation + random nonce) and never changed, so a save writes
+its new documents first and then flips the pointer in one put (compare-and-set on its version): a
+reader sees the old snapshot or the new one, never a mix. Documents the pointer stopped naming are
+deleted one save later, so a reader still fetching the previous generation finds them; a reader
+that does miss one re-reads the pointer and starts again, and fails closed when the pointer has
+not moved (damage).
+
+An incremental sync that changed 100 users writes one delta document (every user changed since the
+base, so it stays small) and the groups document only when a group itself changed; when the delta
+grows past a share of the directory, the next save writes a fresh base.
+
+Users refer to group-closure lists shared within a document, and to the groups they are direct
+members of by small stable group numbers ("tokens"), so group membership lives with the user and a
+group gaining a member rewrites that member's row only. Format 1 (one document) is still read.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
+
+from rolegate.store.base import VersionConflict
 
 from rolegate.directory.model import NO_ATTRIBUTES, DirectoryGroup, DirectorySnapshot, DirectoryUser
 
@@ -16,7 +37,12 @@ log = logging.getLogger("rolegate.directory")
 NAMESPACE = "directory"
 SNAPSHOT_KEY = "snapshot"
 COUNTER = "directory"  # bumped on every applied change; workers reload when it moves
-FORMAT = 1
+FORMAT = 1  # the single-document format, still read
+LAYOUT = 2  # the pointer + chunks format written now
+CHUNK_USERS = 5000  # users per base chunk
+DELTA_SHARE = 0.05  # a delta holding more than this share of the users is folded into a new base
+DELTA_MIN = 2000  # ... but small directories keep deltas up to this many users
+LOAD_ATTEMPTS = 4  # pointer flips a reader rides out before it gives up
 
 
 def encode_snapshot(snapshot: DirectorySnapshot) -> dict[str, Any]:
@@ -69,19 +95,385 @@ def decode_snapshot(data: Any) -> DirectorySnapshot:
         raise ValueError(f"damaged directory snapshot: {type(exc).__name__}") from exc
 
 
-async def save_snapshot(store: Any, snapshot: DirectorySnapshot) -> int:
-    """Persist the snapshot and bump the ``directory`` counter so workers reload it."""
-    await store.put(NAMESPACE, SNAPSHOT_KEY, encode_snapshot(snapshot))
-    return await store.incr(COUNTER)
+@dataclass(slots=True, eq=False)
+class StoredLayout:
+    """Where a snapshot's content sits in one Store: enough to write the next save as a delta."""
+
+    store: Any
+    version: int  # the pointer document's version
+    pointer: dict[str, Any]
+    tokens: dict[str, int]  # group id -> group number used in the documents
+    delta_ids: frozenset[str]  # users whose rows live in the delta document
+    removed: frozenset[str]  # users the delta removes from the base
+    basis: DirectorySnapshot | None = None  # the snapshot stored; None: the one carrying this layout
+
+
+class _Rows:
+    """Encodes user rows into one document, sharing equal closure lists within it."""
+
+    __slots__ = ("rows", "closures", "_index")
+
+    def __init__(self) -> None:
+        self.rows: list[list[Any]] = []
+        self.closures: list[list[str]] = []
+        self._index: dict[frozenset[str], int] = {}
+
+    def add(self, user: DirectoryUser, tokens: list[int]) -> None:
+        position = self._index.get(user.groups)
+        if position is None:
+            position = self._index[user.groups] = len(self.closures)
+            self.closures.append(sorted(user.groups))
+        attributes = user.attributes
+        self.rows.append([user.id, user.dn, user.username, user.email, user.name, int(user.disabled), position,
+                          {k: list(v) for k, v in attributes.items()} if attributes else None, sorted(tokens)])
+
+    def document(self, **extra: Any) -> dict[str, Any]:
+        return {"format": LAYOUT, "closures": self.closures, "users": self.rows, **extra}
+
+
+def _memberships(groups: Iterable[DirectoryGroup], tokens: dict[str, int],
+                 only: set[str] | None = None) -> dict[str, list[int]]:
+    """user id -> numbers of the groups listing the user as a direct member (group side: the truth)."""
+    found: dict[str, list[int]] = {}
+    for group in groups:
+        token = tokens[group.id]
+        members = group.member_users if only is None else group.member_users & only
+        for uid in members:
+            bucket = found.get(uid)
+            if bucket is None:
+                found[uid] = [token]
+            else:
+                bucket.append(token)
+    return found
+
+
+def _groups_document(groups: Iterable[DirectoryGroup], tokens: dict[str, int]) -> dict[str, Any]:
+    return {"format": LAYOUT, "groups": [
+        [tokens[g.id], g.id, g.dn, g.name, sorted(tokens[c] for c in g.member_groups if c in tokens),
+         list(g.unresolved)] for g in groups]}
+
+
+def _pointer(snapshot: DirectorySnapshot, generation: int, chunks: list[str], delta: str | None, groups: str,
+             next_token: int, retired: list[str]) -> dict[str, Any]:
+    return {"format": LAYOUT, "generation": generation, "taken_at": snapshot.taken_at,
+            "full_at": snapshot.full_at, "since": snapshot.since, "issues": list(snapshot.issues),
+            "users": len(snapshot.users), "groups": len(snapshot.groups), "chunks": chunks, "delta": delta,
+            "group_doc": groups, "next_token": next_token, "retired": retired}
+
+
+def _referenced(pointer: Any) -> list[str]:
+    """Every document a format-2 pointer names."""
+    if not isinstance(pointer, dict) or pointer.get("format") != LAYOUT:
+        return []
+    keys = [k for k in pointer.get("chunks") or () if isinstance(k, str)]
+    keys += [k for k in (pointer.get("delta"), pointer.get("group_doc")) if isinstance(k, str)]
+    return keys
+
+
+def _key(generation: int, nonce: str, part: str) -> str:
+    return f"{SNAPSHOT_KEY}.{generation:08d}.{nonce}.{part}"
+
+
+def _generation(pointer: Any) -> int:
+    if isinstance(pointer, dict) and isinstance(pointer.get("generation"), int):
+        return pointer["generation"] + 1
+    return 1
+
+
+def _layout_for(store: Any, previous: DirectorySnapshot | None) -> StoredLayout | None:
+    layout = getattr(previous, "_stored", None) if previous is not None else None
+    if isinstance(layout, StoredLayout) and layout.store is store:
+        return layout
+    return None
+
+
+@dataclass(slots=True)
+class _Delta:
+    dirty: set[str]  # users whose stored row changes (present in the new snapshot)
+    removed: set[str]
+    groups_changed: bool
+    tokens: dict[str, int]
+    next_token: int
+
+
+def _delta(layout: StoredLayout, basis: DirectorySnapshot, new: DirectorySnapshot) -> _Delta:
+    """What differs between the stored snapshot and ``new``, row by row (identity first, then value)."""
+    dirty: set[str] = set()
+    groups_changed = False
+    next_token = int(layout.pointer.get("next_token") or 0)
+    tokens: dict[str, int] = {}
+    for gid, group in new.groups.items():
+        token = layout.tokens.get(gid)
+        if token is None:
+            token = next_token
+            next_token += 1
+        tokens[gid] = token
+        before = basis.groups.get(gid)
+        if before is group:
+            continue
+        if before is None:
+            groups_changed = True
+            dirty.update(group.member_users)
+            continue
+        if (before.dn != group.dn or before.name != group.name or before.member_groups != group.member_groups
+                or before.unresolved != group.unresolved):
+            groups_changed = True
+        if before.member_users != group.member_users:
+            dirty.update(before.member_users ^ group.member_users)
+    if len(tokens) != len(basis.groups) or any(gid not in new.groups for gid in basis.groups):
+        groups_changed = True
+        for gid, before in basis.groups.items():
+            if gid not in new.groups:
+                dirty.update(before.member_users)
+    added = 0
+    base_users = basis.users
+    for uid, user in new.users.items():
+        before = base_users.get(uid)
+        if before is user:
+            continue
+        if before is None:
+            added += 1
+            dirty.add(uid)
+        elif not user.same_as(before):
+            dirty.add(uid)
+    removed: set[str] = set()
+    if len(base_users) + added != len(new.users):
+        removed = {uid for uid in base_users if uid not in new.users}
+    dirty.intersection_update(new.users.keys())
+    return _Delta(dirty, removed, groups_changed, tokens, next_token)
+
+
+def adopt(store: Any, previous: DirectorySnapshot | None, new: DirectorySnapshot) -> bool:
+    """True when ``new`` would be stored exactly as ``previous`` is (its layout now serves ``new``).
+
+    For a sync that changed nothing visible: the next save can still write a delta against the store.
+    """
+    layout = _layout_for(store, previous)
+    if layout is None or previous is None:
+        return False
+    basis = layout.basis or previous
+    change = _delta(layout, basis, new)
+    if change.dirty or change.removed or change.groups_changed:
+        return False
+    new._stored = StoredLayout(store, layout.version, layout.pointer, layout.tokens, layout.delta_ids,
+                               layout.removed, basis)
+    return True
+
+
+async def save_snapshot(store: Any, snapshot: DirectorySnapshot, *, previous: DirectorySnapshot | None = None) -> int:
+    """Persist the snapshot and bump the ``directory`` counter so workers reload it.
+
+    With ``previous`` (the snapshot this process saved or loaded last), only what differs is written.
+    """
+    layout = _layout_for(store, previous)
+    written = None
+    if layout is not None and previous is not None:
+        written = await _save_delta(store, snapshot, layout, layout.basis or previous)
+    if written is None:
+        written = await _save_full(store, snapshot)
+    old_pointer, new_layout = written
+    snapshot._stored = new_layout
+    version = await store.incr(COUNTER)
+    # Documents the previous pointer had already retired: one whole save has passed since any
+    # reader could have been sent to them.
+    for key in old_pointer.get("retired") or () if isinstance(old_pointer, dict) else ():
+        try:
+            await store.delete(NAMESPACE, key)
+        except Exception as exc:  # noqa: BLE001 - garbage left behind is harmless; retried never
+            log.warning("directory: could not delete the old snapshot document %s: %s", key, exc)
+    return version
+
+
+async def _save_delta(store: Any, snapshot: DirectorySnapshot, layout: StoredLayout, basis: DirectorySnapshot
+                      ) -> tuple[dict[str, Any], StoredLayout] | None:
+    """Write only the delta (and groups when they changed); None when a full write is due instead."""
+    record = await store.get(NAMESPACE, SNAPSHOT_KEY)
+    if record is None or record.version != layout.version:
+        return None  # someone else wrote the store since: our basis is not what it holds
+    change = _delta(layout, basis, snapshot)
+    delta_ids = (set(layout.delta_ids) | change.dirty) & snapshot.users.keys()
+    removed = (set(layout.removed) | change.removed) - snapshot.users.keys()
+    if len(delta_ids) + len(removed) > max(DELTA_MIN, int(len(snapshot.users) * DELTA_SHARE)):
+        return None  # fold the delta into a fresh base
+    old = layout.pointer
+    generation = _generation(old)
+    nonce = secrets.token_hex(4)
+    written: list[str] = []
+    delta_key, groups_key = old.get("delta"), old["group_doc"]
+    try:
+        if change.dirty or change.removed:
+            memberships = _memberships(snapshot.groups.values(), change.tokens, delta_ids)
+            rows = _Rows()
+            for uid in delta_ids:
+                rows.add(snapshot.users[uid], memberships.get(uid, []))
+            delta_key = _key(generation, nonce, "delta")
+            await store.put(NAMESPACE, delta_key, rows.document(removed=sorted(removed)))
+            written.append(delta_key)
+        if change.groups_changed or change.tokens != layout.tokens:
+            groups_key = _key(generation, nonce, "groups")
+            await store.put(NAMESPACE, groups_key, _groups_document(snapshot.groups.values(), change.tokens))
+            written.append(groups_key)
+        replaced = [k for k in (old.get("delta"), old["group_doc"]) if k and k not in (delta_key, groups_key)]
+        pointer = _pointer(snapshot, generation, list(old["chunks"]), delta_key, groups_key, change.next_token,
+                           replaced)
+        version = await store.put(NAMESPACE, SNAPSHOT_KEY, pointer, expected_version=layout.version)
+    except VersionConflict:
+        await _discard(store, written)
+        return None
+    except BaseException:
+        await _discard(store, written)
+        raise
+    return old, StoredLayout(store, version, pointer, change.tokens, frozenset(delta_ids), frozenset(removed))
+
+
+async def _save_full(store: Any, snapshot: DirectorySnapshot) -> tuple[dict[str, Any], StoredLayout]:
+    """Write every document afresh (first save, a delta grown large, or a store someone else wrote)."""
+    record = await store.get(NAMESPACE, SNAPSHOT_KEY)
+    generation = _generation(record.value if record else None)
+    nonce = secrets.token_hex(4)
+    tokens = {gid: i for i, gid in enumerate(snapshot.groups)}
+    written: list[str] = []
+    try:
+        groups_key = _key(generation, nonce, "groups")
+        await store.put(NAMESPACE, groups_key, _groups_document(snapshot.groups.values(), tokens))
+        written.append(groups_key)
+        memberships = _memberships(snapshot.groups.values(), tokens)
+        users = iter(snapshot.users.values())
+        chunks: list[str] = []
+        while True:
+            rows = _Rows()
+            for user in itertools.islice(users, CHUNK_USERS):
+                rows.add(user, memberships.get(user.id, []))
+            if not rows.rows:
+                break
+            key = _key(generation, nonce, f"u{len(chunks):04d}")
+            await store.put(NAMESPACE, key, rows.document())
+            written.append(key)
+            chunks.append(key)
+            del rows
+        del memberships
+        for _attempt in range(5):
+            old = record.value if record is not None else None
+            retired = _referenced(old)
+            pointer = _pointer(snapshot, generation, chunks, None, groups_key, len(tokens), retired)
+            try:
+                version = await store.put(NAMESPACE, SNAPSHOT_KEY, pointer,
+                                          expected_version=record.version if record is not None else 0)
+                break
+            except VersionConflict:
+                record = await store.get(NAMESPACE, SNAPSHOT_KEY)  # another writer: last one wins, as ever
+        else:
+            raise VersionConflict(NAMESPACE, SNAPSHOT_KEY, None, None)
+    except BaseException:
+        await _discard(store, written)
+        raise
+    return (old if isinstance(old, dict) else {}), StoredLayout(store, version, pointer, tokens, frozenset(),
+                                                              frozenset())
+
+
+async def _discard(store: Any, keys: list[str]) -> None:
+    """Best effort: documents of a save that did not flip the pointer are nobody's."""
+    for key in keys:
+        try:
+            await store.delete(NAMESPACE, key)
+        except Exception:  # noqa: BLE001
+            pass
+
+
+class _Missing(Exception):
+    """A document the pointer names is gone (a newer save retired it, or damage)."""
 
 
 async def load_snapshot(store: Any) -> DirectorySnapshot | None:
     """The last good snapshot, or None when there is none (or it cannot be read: fail closed)."""
     record = await store.get(NAMESPACE, SNAPSHOT_KEY)
-    if record is None:
-        return None
+    for _attempt in range(LOAD_ATTEMPTS):
+        if record is None:
+            return None
+        try:
+            if isinstance(record.value, dict) and record.value.get("format") == LAYOUT:
+                return await _load_layout(store, record)
+            return decode_snapshot(record.value)
+        except _Missing as exc:
+            again = await store.get(NAMESPACE, SNAPSHOT_KEY)
+            if again is not None and again.version == record.version:
+                log.error("directory snapshot in the store is unreadable: %s is missing", exc)
+                return None
+            record = again  # the pointer moved on while we read: read the new one
+        except ValueError as exc:
+            log.error("directory snapshot in the store is unreadable: %s", exc)
+            return None
+    log.error("directory snapshot in the store kept changing while read; giving up for now")
+    return None
+
+
+async def _fetch(store: Any, key: Any) -> Any:
+    if not isinstance(key, str):
+        raise ValueError("damaged directory snapshot: a document key is not text")
+    found = await store.get(NAMESPACE, key)
+    if found is None:
+        raise _Missing(key)
+    if not isinstance(found.value, dict) or found.value.get("format") != LAYOUT:
+        raise ValueError(f"damaged directory snapshot: {key} is not a snapshot document")
+    return found.value
+
+
+async def _load_layout(store: Any, record: Any) -> DirectorySnapshot:
+    pointer = record.value
     try:
-        return decode_snapshot(record.value)
-    except ValueError as exc:
-        log.error("directory snapshot in the store is unreadable: %s", exc)
-        return None
+        groups_doc = await _fetch(store, pointer["group_doc"])
+        delta_doc = await _fetch(store, pointer["delta"]) if pointer.get("delta") is not None else None
+        token_gid: dict[int, str] = {}
+        raw_groups = groups_doc["groups"]
+        for token, gid, *_rest in raw_groups:
+            if not isinstance(token, int) or not isinstance(gid, str) or token in token_gid:
+                raise ValueError("bad group number")
+            token_gid[token] = gid
+        members: dict[int, list[str]] = {t: [] for t in token_gid}
+        interned: dict[frozenset[str], frozenset[str]] = {}
+        users: dict[str, DirectoryUser] = {}
+        skip: set[str] = set()
+        if delta_doc is not None:
+            skip = {row[0] for row in delta_doc["users"]}
+            skip.update(delta_doc.get("removed") or ())
+
+        def decode(document: dict[str, Any]) -> None:
+            closures = []
+            for names in document["closures"]:
+                names = frozenset(names)
+                closures.append(interned.setdefault(names, names))
+            for uid, dn, username, email, name, disabled, position, attributes, tokens in document["users"]:
+                if uid in skip:
+                    continue
+                if uid in users:
+                    raise ValueError(f"user {uid} stored twice")
+                users[uid] = DirectoryUser(id=uid, dn=dn, username=username, email=email, name=name,
+                                           disabled=bool(disabled), groups=closures[position],
+                                           attributes={k: tuple(v) for k, v in attributes.items()}
+                                           if attributes else NO_ATTRIBUTES)
+                for token in tokens:
+                    members[token].append(uid)
+
+        for key in pointer["chunks"]:
+            decode(await _fetch(store, key))
+        if delta_doc is not None:
+            skip = set()
+            decode(delta_doc)
+        groups = {gid: DirectoryGroup(id=gid, dn=dn, name=name, member_users=frozenset(members[token]),
+                                      member_groups=frozenset(token_gid[t] for t in nested),
+                                      unresolved=tuple(unresolved))
+                  for token, gid, dn, name, nested, unresolved in raw_groups}
+        if len(users) != pointer["users"] or len(groups) != pointer["groups"]:
+            raise ValueError("user or group count differs from the pointer")
+        snapshot = DirectorySnapshot(users, groups, taken_at=float(pointer["taken_at"]),
+                                     full_at=float(pointer["full_at"]), since=pointer.get("since"),
+                                     issues=tuple(pointer.get("issues") or ()), incremental_ready=False)
+        delta_ids = frozenset(row[0] for row in delta_doc["users"]) if delta_doc is not None else frozenset()
+        removed = frozenset(delta_doc.get("removed") or ()) if delta_doc is not None else frozenset()
+        snapshot._stored = StoredLayout(store, record.version, pointer, {gid: t for t, gid in token_gid.items()},
+                                        delta_ids, removed)
+        return snapshot
+    except (_Missing, ValueError):
+        raise
+    except (KeyError, TypeError, IndexError, AttributeError) as exc:
+        raise ValueError(f"damaged directory snapshot: {type(exc).__name__}") from exc

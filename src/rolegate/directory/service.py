@@ -24,7 +24,7 @@ from rolegate.directory.connection import connection
 from rolegate.directory.diff import RolesHook, SyncDiff, diff
 from rolegate.directory.errors import DirectoryUnavailable
 from rolegate.directory.model import EMPTY_SNAPSHOT, DirectorySnapshot
-from rolegate.directory.persist import load_snapshot, save_snapshot
+from rolegate.directory.persist import adopt, load_snapshot, save_snapshot
 from rolegate.directory.presets import DirectorySchema, resolve_schema
 from rolegate.directory.reader import Progress, ReadResult, highest_committed_usn, read_directory
 from rolegate.directory.safety import check_deletions
@@ -186,12 +186,14 @@ class DirectorySync:
                 return result
             if check.refused:
                 log.warning("directory: %s; applied anyway (--force)", check.explain())
-            if current is None or not changes.empty:
-                version = await save_snapshot(self.store, new)
+            if current is None or not changes.empty or not adopt(self.store, current, new):
+                # Only what differs from the stored snapshot is written (see persist).
+                version = await save_snapshot(self.store, new, previous=current)
                 if self.board is not None:
                     # Workers on this machine see the new snapshot at their very next request.
                     self.board.raise_to("directory", version)
-                await self._audit(result, changes)
+                if current is None or not changes.empty:
+                    await self._audit(result, changes)
             self.snapshot = new
             result.applied = True
             result.duration = time.monotonic() - started

@@ -1,0 +1,179 @@
+"""The stored snapshot: pointer + chunks + delta, written in part, read whole or not at all."""
+
+from __future__ import annotations
+
+import pytest
+
+from rolegate.directory import persist
+from rolegate.directory.builder import RawGroup, RawUser, apply_changes, build_snapshot
+from rolegate.directory.diff import diff
+from rolegate.directory.model import DirectorySnapshot
+from rolegate.directory.persist import COUNTER, NAMESPACE, SNAPSHOT_KEY, adopt, load_snapshot, save_snapshot
+
+PEOPLE = "ou=people,dc=x"
+
+
+def raw_user(i: int, *, email: str | None = None, disabled: bool = False) -> RawUser:
+    return RawUser(id=f"id-{i}", dn=f"uid=u{i},{PEOPLE}", username=f"u{i}", email=email or f"u{i}@x",
+                   name=f"User {i}", disabled=disabled, attributes={"building": (f"b{i % 3}",)} if i % 5 == 0 else {})
+
+
+def raw_group(name: str, members: list[int], nested: tuple[str, ...] = (), extra: tuple[str, ...] = ()) -> RawGroup:
+    dns = tuple(f"uid=u{i},{PEOPLE}" for i in members) + tuple(f"cn={g},ou=groups,dc=x" for g in nested) + extra
+    return RawGroup(id=f"gid-{name}", dn=f"cn={name},ou=groups,dc=x", name=name, member_dns=dns)
+
+
+def directory(users: int = 60) -> tuple[list[RawUser], list[RawGroup]]:
+    groups = [raw_group("top", [0], nested=("mid",)), raw_group("mid", [1, 2], nested=("leaf", "top")),
+              raw_group("leaf", list(range(0, users, 2)), extra=("uid=ghost,ou=people,dc=x",)),
+              raw_group("odd", list(range(1, users, 2)))]
+    return [raw_user(i) for i in range(users)], groups
+
+
+def same(a: DirectorySnapshot, b: DirectorySnapshot) -> None:
+    """Everything a caller can see, users and groups, is equal."""
+    assert {u.id: (u.dn, u.username, u.email, u.name, u.disabled, u.groups, dict(u.attributes)) for u in a} == \
+           {u.id: (u.dn, u.username, u.email, u.name, u.disabled, u.groups, dict(u.attributes)) for u in b}
+    assert {g.id: (g.dn, g.name, g.member_users, g.member_groups, g.unresolved) for g in a.groups.values()} == \
+           {g.id: (g.dn, g.name, g.member_users, g.member_groups, g.unresolved) for g in b.groups.values()}
+    assert (a.taken_at, a.full_at, a.since, a.issues) == (b.taken_at, b.full_at, b.since, b.issues)
+
+
+async def keys(store) -> set[str]:
+    return {r.key for r in await store.list(NAMESPACE)}
+
+
+@pytest.fixture(autouse=True)
+def small_chunks(monkeypatch) -> None:
+    monkeypatch.setattr(persist, "CHUNK_USERS", 7)
+    monkeypatch.setattr(persist, "DELTA_MIN", 10)
+
+
+async def test_round_trip_and_deltas(store) -> None:
+    users, groups = directory()
+    first = build_snapshot(users, groups, taken_at=1.0, since="20240101000000Z")
+    assert await save_snapshot(store, first) == 1
+    loaded = await load_snapshot(store)
+    same(first, loaded)
+    assert not loaded.incremental_ready and loaded.user("u3").groups == {"odd"}
+    assert len(await keys(store)) == 1 + 1 + 9  # pointer, groups, 60 users in chunks of 7
+
+    # users changed, a group gains and loses members, a group renamed: one delta + one groups document
+    second = apply_changes(first, [raw_user(3, email="new@x"), raw_user(60), raw_user(8, disabled=True)],
+                           [raw_group("odd", list(range(3, 60, 2)) + [60]), raw_group("mid", [1, 2], nested=("leaf",))],
+                           taken_at=2.0, since="20240102000000Z")
+    before = await keys(store)
+    assert await save_snapshot(store, second, previous=first) == 2
+    written = await keys(store) - before
+    assert len(written) == 2 and any(k.endswith(".delta") for k in written)
+    same(second, await load_snapshot(store))
+
+    # a change of users only: the groups document stays; the previous delta is retired, then deleted
+    third = apply_changes(second, [raw_user(10, email="t@x")], [], taken_at=3.0)
+    await save_snapshot(store, third, previous=second)
+    same(third, await load_snapshot(store))
+    fourth = apply_changes(third, [raw_user(11, email="f@x")], [], taken_at=4.0)
+    await save_snapshot(store, fourth, previous=third)
+    loaded = await load_snapshot(store)
+    same(fourth, loaded)
+    pointer = (await store.get(NAMESPACE, SNAPSHOT_KEY)).value
+    assert await keys(store) <= {SNAPSHOT_KEY, *persist._referenced(pointer), *pointer["retired"]}
+
+    # a save from the loaded snapshot (a restarted master) goes on with deltas too
+    users2, groups2 = directory()
+    users2[20] = raw_user(20, email="late@x")
+    users2.pop(30)  # and a user removed
+    full = build_snapshot(users2 + [raw_user(60), raw_user(61)], groups2, taken_at=5.0)
+    await save_snapshot(store, full, previous=loaded)
+    same(full, await load_snapshot(store))
+    assert await store.counter(COUNTER) == 5
+
+
+async def test_a_growing_delta_is_folded_into_a_new_base(store) -> None:
+    users, groups = directory()
+    snap = build_snapshot(users, groups, taken_at=1.0)
+    await save_snapshot(store, snap)
+    for round_ in range(8):
+        changed = [raw_user(i, email=f"r{round_}@x") for i in range(round_ * 3, round_ * 3 + 3)]
+        new = apply_changes(snap, changed, [], taken_at=2.0 + round_)
+        await save_snapshot(store, new, previous=snap)
+        snap = new
+        same(snap, await load_snapshot(store))
+    pointer = (await store.get(NAMESPACE, SNAPSHOT_KEY)).value
+    delta = await store.get(NAMESPACE, pointer["delta"]) if pointer["delta"] else None
+    assert delta is None or len(delta.value["users"]) <= 10
+
+
+async def test_adopt_only_when_nothing_stored_would_change(store) -> None:
+    users, groups = directory()
+    first = build_snapshot(users, groups, taken_at=1.0)
+    await save_snapshot(store, first)
+    rebuilt = build_snapshot(users, groups, taken_at=2.0)  # equal content, all new objects
+    assert adopt(store, first, rebuilt)
+    changed = apply_changes(rebuilt, [raw_user(4, email="x@y")], [], taken_at=3.0)
+    assert not adopt(store, rebuilt, changed)
+    await save_snapshot(store, changed, previous=rebuilt)
+    same(changed, await load_snapshot(store))
+    assert not adopt(store, None, changed)
+
+
+async def test_another_writer_in_between_forces_a_whole_write(store) -> None:
+    users, groups = directory()
+    first = build_snapshot(users, groups, taken_at=1.0)
+    await save_snapshot(store, first)
+    other = build_snapshot(users[:50], groups, taken_at=2.0)  # e.g. `rolegate sync` run by hand
+    await save_snapshot(store, other)
+    mine = apply_changes(first, [raw_user(1, email="m@x")], [], taken_at=3.0)
+    await save_snapshot(store, mine, previous=first)  # its basis is gone: all of it is written
+    same(mine, await load_snapshot(store))
+
+
+async def test_a_missing_or_damaged_document_fails_closed(store) -> None:
+    users, groups = directory()
+    snap = build_snapshot(users, groups, taken_at=1.0)
+    await save_snapshot(store, snap)
+    pointer = (await store.get(NAMESPACE, SNAPSHOT_KEY)).value
+    chunk = pointer["chunks"][3]
+    saved = (await store.get(NAMESPACE, chunk)).value
+    await store.delete(NAMESPACE, chunk)
+    assert await load_snapshot(store) is None
+    await store.put(NAMESPACE, chunk, {**saved, "users": saved["users"][:-1]})  # a user short
+    assert await load_snapshot(store) is None
+    await store.put(NAMESPACE, chunk, {**saved, "users": [r[:8] + [[999]] for r in saved["users"]]})  # no such group
+    assert await load_snapshot(store) is None
+    await store.put(NAMESPACE, chunk, "garbage")
+    assert await load_snapshot(store) is None
+    await store.put(NAMESPACE, chunk, saved)
+    same(snap, await load_snapshot(store))
+
+
+async def test_a_reader_rides_out_a_save_that_retires_what_it_was_reading(store, monkeypatch) -> None:
+    users, groups = directory()
+    snap = build_snapshot(users, groups, taken_at=1.0)
+    await save_snapshot(store, snap)
+    newer = apply_changes(snap, [raw_user(2, email="n@x")], [], taken_at=2.0)
+    fetch = persist._fetch
+    flipped = []
+
+    async def slow_fetch(store_, key):
+        if not flipped:  # the master saves twice while this worker reads: its documents are deleted
+            flipped.append(key)
+            await save_snapshot(store, newer, previous=snap)
+            await save_snapshot(store, build_snapshot(users, groups, taken_at=3.0))
+            for k in persist._referenced(snap._stored.pointer):
+                await store.delete(NAMESPACE, k)
+        return await fetch(store_, key)
+
+    monkeypatch.setattr(persist, "_fetch", slow_fetch)
+    loaded = await load_snapshot(store)
+    assert flipped and loaded is not None and loaded.taken_at == 3.0
+
+
+async def test_the_single_document_format_is_still_read(store) -> None:
+    users, groups = directory()
+    snap = build_snapshot(users, groups, taken_at=1.0)
+    await store.put(NAMESPACE, SNAPSHOT_KEY, persist.encode_snapshot(snap))
+    loaded = await load_snapshot(store)
+    assert not diff(snap, loaded).users_changed and loaded.user("u4").groups == snap.user("u4").groups
+    await save_snapshot(store, snap, previous=loaded)  # upgraded to the new layout on the next save
+    same(snap, await load_snapshot(store))
