@@ -194,6 +194,7 @@ async def test_denials_and_writes_reach_the_audit_trail(served):
         kinds = {(k, ('"deny"' in b) or ('"decision":"deny"' in b)) for k, b in rows}
         if ("decision", True) in kinds and any(k == "signin" for k, _ in rows):
             break
+    assert any(k == "signin" and '"heidi"' in b for k, b in rows), "sign-ins are audited"
         time.sleep(0.2)
     assert ("decision", True) in kinds, kinds
     result = __import__("subprocess").run(

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from rolegate.admin import add_admin_routes
 from rolegate.errors import AmbiguousPath, HeadersTooLarge
+from rolegate.identity.daypass import add_daypass_routes
 from rolegate.identity.endpoints import add_identity_routes
 from rolegate.proxy.paths import normalize_path
 from rolegate.server.pipeline import Pipeline, check_header_size
@@ -40,12 +42,10 @@ def build_reserved_app(holder: RuntimeHolder) -> web.Application:
     """``/.rolegate/*``: sign-in, tokens, forward-auth, day passes, admin. Stages add their routes."""
     reserved = web.Application(middlewares=[reserved_paths_guard])
     reserved[HOLDER_KEY] = holder
-    add_identity_routes(reserved, holder)  # identity stage (issue 3): login, callback, logout, auth
-    add_token_routes(reserved, holder)
-    # admin stage (issue 9): /.rolegate/api/v1/* and /.rolegate/admin/*
-    from rolegate.admin import add_admin_routes
-
-    add_admin_routes(reserved, holder)
+    add_identity_routes(reserved, holder)  # login, callback, logout, back-channel logout, forward-auth
+    add_token_routes(reserved, holder)     # token endpoint and revocation
+    add_daypass_routes(reserved, holder)   # /.rolegate/pass/{code}
+    add_admin_routes(reserved, holder)     # /.rolegate/api/v1/* and /.rolegate/admin/*
     return reserved
 
 

@@ -169,9 +169,10 @@ def test_check_reports_ambiguous_routes(tmp_path):
 
 @pytest.mark.parametrize("example", sorted((REPO / "config" / "examples").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_example_config_checks(example, tmp_path):
-    env = {"LAB_IDP_URL": "http://127.0.0.1:1", "LAB_CLIENT_SECRET": "x", "LAB_BACKEND_URL": "http://127.0.0.1:2",
-           "ROLEGATE_SESSION_SECRET": "x" * 40, "LAB_LDAP_URL": "ldap://127.0.0.1:3", "LAB_LDAP_PASSWORD": "x",
-           "ROLEGATE_DATA": str(tmp_path)}
+    env = {"ROLEGATE_LISTEN": "127.0.0.1:0", "ROLEGATE_PUBLIC_URL": "http://127.0.0.1:8080",
+           "ROLEGATE_INTERNAL_LISTEN": "127.0.0.1:0", "ROLEGATE_OIDC_ISSUER": "http://127.0.0.1:1",
+           "ROLEGATE_OIDC_SECRET": "x", "LAB_BACKEND_URL": "http://127.0.0.1:2", "ROLEGATE_SESSION_SECRET": "x" * 40,
+           "LAB_LDAP_URL": "ldap://127.0.0.1:3", "LDAP_PASSWORD": "x", "ROLEGATE_DATA": str(tmp_path)}
     result = subprocess.run([sys.executable, "-m", "rolegate", "check", "-c", str(example)], capture_output=True,
                             text=True, timeout=60, env={**__import__("os").environ, **env})
     assert result.returncode == 0, result.stdout + result.stderr

@@ -92,10 +92,24 @@ class IdentityEndpoints:
         return response
 
     # -- /.rolegate/callback ------------------------------------------------------------------
+    def _audit(self, event) -> None:
+        """Hand a sign-in/sign-out event to the worker's audit log (never fails the request)."""
+        audit = getattr(self.holder.runtime, "audit", None)
+        if audit is None:
+            return
+        try:
+            audit.emit(event)
+        except RolegateError as exc:
+            log.error("audit: could not record %s: %s", event.kind, exc.detail)
+
     async def callback(self, request: web.Request) -> web.StreamResponse:
         try:
             return await self._callback(request)
         except RolegateError as exc:
+            from rolegate.audit import signin_event
+
+            self._audit(signin_event(user=None, method="oidc", outcome="failed", reason=exc.detail or exc.code,
+                                     ref=exc.reference, client=request.remote))
             extra = ""
             if isinstance(exc, SignInFailed) and wants_html(request):
                 extra = '<p><a href="/.rolegate/login">Sign in again</a></p>'
@@ -157,6 +171,10 @@ class IdentityEndpoints:
         except StoreUnavailable as exc:
             raise ProviderUnavailable(f"store: {exc}") from None
         log.info("signed in %s (session %s)", principal.username, session.principal.session_id)
+        from rolegate.audit import signin_event
+
+        self._audit(signin_event(user=principal.username, method="oidc", session_id=session.principal.session_id,
+                                 groups=sorted(principal.groups), client=request.remote))
         response = web.Response(status=302, headers={"Location": login.return_to, "Cache-Control": "no-store"})
         session_config = stage.config.session
         assert session_config is not None and stage.cookie_sealer is not None
@@ -178,6 +196,10 @@ class IdentityEndpoints:
                 id_token = stage.sessions.id_token(session)
                 await stage.sessions.end(session.key)
                 log.info("signed out %s (session %s)", session.principal.username, session.principal.session_id)
+                from rolegate.audit import signout_event
+
+                self._audit(signout_event(user=session.principal.username, reason="user",
+                                          session_id=session.principal.session_id, client=request.remote))
         except RolegateError as exc:
             return error_response(request, exc)
         except StoreUnavailable as exc:
@@ -231,6 +253,10 @@ class IdentityEndpoints:
             sid = claims.get("sid") if isinstance(claims.get("sid"), str) else None
             ended = await stage.sessions.end_matching(sub=sub, idp_sid=sid, issuer=stage.config.oidc.issuer)
             log.info("back-channel logout ended %d session(s)", ended)
+            from rolegate.audit import signout_event
+
+            self._audit(signout_event(user=sub, reason="revoked", session_id=f"idp-sid:{sid}" if sid else None,
+                                      client=request.remote))
             return web.Response(status=200, headers=headers)
         except InvalidProviderToken as exc:
             log.info("back-channel logout refused: %s", exc)

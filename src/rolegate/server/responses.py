@@ -30,6 +30,13 @@ h1{{font-size:1.4rem}}.ref{{color:#666;font-size:.85rem}}a{{color:#0a58ca}}</sty
 """
 
 
+def loggable_path(path: str) -> str:
+    """The path with secrets in it masked: a day-pass link's code is a bearer credential."""
+    if path.startswith("/.rolegate/pass/"):
+        return "/.rolegate/pass/<code>"
+    return path
+
+
 def wants_html(request: web.BaseRequest) -> bool:
     """A browser navigation, as opposed to an API or XHR call."""
     headers = request.headers
@@ -45,7 +52,8 @@ def error_response(request: web.BaseRequest, error: RolegateError, *, extra_html
     status = error.status
     if status >= 500 or error.detail:
         log.log(logging.WARNING if status >= 500 else logging.INFO, "%s %s -> %d %s ref=%s: %s",
-                request.method, request.path, status, error.code, error.reference, error.detail or "-")
+                request.method, loggable_path(request.path), status, error.code, error.reference,
+                error.detail or "-")
     out_headers = {"Cache-Control": "no-store", "X-Rolegate-Reference": error.reference}
     if headers:
         out_headers.update(headers)

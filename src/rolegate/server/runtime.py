@@ -127,14 +127,19 @@ class Runtime:
                       identity=identity)
         runtime.audit = AuditLog.from_config(store, config, base_dir=base_dir, run_retention=audit_retention)
         runtime.audit.start()
+        if identity is not None:
+            identity.audit = runtime.audit  # day-pass use/expiry events
+            identity.clock = runtime.clock
         await runtime.refresh(force=True)
         if config.session is not None or config.tokens.key_secret is not None:
+            from rolegate.identity.daypass import daypass_token_redeemer
             from rolegate.tokens import TokenStage
 
             runtime.tokens = TokenStage(
                 config, store, board=board, current_version=runtime.permission_version,
                 grants=runtime.unscoped_grants,
                 authenticate_session=identity.authenticate if identity is not None else None,
+                redeem_daypass=daypass_token_redeemer(runtime) if config.daypass is not None else None,
                 clock=runtime.clock)
             await runtime.tokens.open()
             if identity is not None:

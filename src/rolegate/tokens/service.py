@@ -52,13 +52,29 @@ class TokenGrant:
 
 
 def snapshot(principal: Principal) -> dict[str, Any]:
-    """What a family remembers of who signed in (groups included: bearer requests authorize with them)."""
-    return {"username": principal.username, "name": principal.name, "email": principal.email,
+    """What a family remembers of who signed in (groups included: bearer requests authorize with them).
+
+    A day pass's family keeps the pass id: its tokens authorize as the pass (its binding, its expiry,
+    its revocation), never as a user.
+    """
+    data = {"username": principal.username, "name": principal.name, "email": principal.email,
             "groups": sorted(principal.groups), "subject": principal.subject, "origin": principal.auth,
             "expires_at": principal.expires_at}
+    daypass_id = getattr(principal, "daypass_id", None)
+    if daypass_id is not None:
+        data.update(daypass_id=daypass_id, company=getattr(principal, "company", ""),
+                    scope=getattr(principal, "scope", ""))
+    return data
 
 
 def principal_of(identity: dict[str, Any], *, family: str, expires_at: float | None) -> Principal:
+    daypass_id = identity.get("daypass_id")
+    if isinstance(daypass_id, str) and daypass_id:
+        from rolegate.identity.daypass import DaypassPrincipal
+
+        return DaypassPrincipal(pass_id=daypass_id, name=identity.get("name", ""),
+                                company=identity.get("company", ""), scope=identity.get("scope", ""),
+                                session_id=family, expires_at=expires_at or 0.0)
     return Principal(username=identity["username"], name=identity.get("name", ""), email=identity.get("email", ""),
                      groups=frozenset(identity.get("groups", ())), session_id=family, auth="rolegate_token",
                      expires_at=expires_at, subject=identity.get("subject", ""))
