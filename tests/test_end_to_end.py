@@ -194,9 +194,9 @@ async def test_denials_and_writes_reach_the_audit_trail(served):
         kinds = {(k, ('"deny"' in b) or ('"decision":"deny"' in b)) for k, b in rows}
         if ("decision", True) in kinds and any(k == "signin" for k, _ in rows):
             break
-    assert any(k == "signin" and '"heidi"' in b for k, b in rows), "sign-ins are audited"
         time.sleep(0.2)
     assert ("decision", True) in kinds, kinds
+    assert any(k == "signin" and '"heidi"' in b for k, b in rows), "sign-ins are audited"
     result = __import__("subprocess").run(
         [__import__("sys").executable, "-m", "rolegate", "audit", "verify", "-c", str(served.config_path)],
         capture_output=True, text=True, timeout=60)
