@@ -1,0 +1,130 @@
+"""The directory drives access through the real server: `rolegate serve` with the lab's slapd, IdP and
+backend, the directory sync running in the master.
+
+A user the directory marks disabled is refused even though the IdP says yes; a membership removed or an
+account disabled in LDAP bites at the next request after the sync that sees it, open sessions included,
+with no re-login.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.request
+
+import pytest
+
+from rolegate_lab import idp_login, lab_client_session, rolegate_client
+from tests.support.serve import RolegateProcess
+
+pytestmark = pytest.mark.lab
+
+HTML = {"Accept": "text/html"}
+JSON = {"Accept": "application/json"}
+
+
+def config_for(url: str, idp, slapd, backend_url: str, tmp) -> dict:
+    port = int(url.rsplit(":", 1)[1])
+    return {
+        "server": {"listen": f"127.0.0.1:{port}", "public_url": url, "internal_listen": "127.0.0.1:0", "workers": 2},
+        "storage": {"url": f"sqlite:///{tmp}/rolegate.db"},
+        "oidc": {"issuer": idp.issuer, "client_id": "rolegate", "client_secret": idp.client()["client_secret"],
+                 "scopes": ["openid", "profile", "email", "groups"], "algorithms": ["ES256", "RS256"]},
+        "session": {"secret": "directory-effect-session-secret-" + "d" * 32},
+        "directory": {
+            "url": slapd.url, "bind_dn": slapd.service_dn, "bind_password": slapd.service_password,
+            "users": {"base": f"ou=people,{slapd.base_dn}", "disabled_filter": "(employeeType=disabled)"},
+            "groups": {"base": f"ou=groups,{slapd.base_dn}"},
+            "interval": "1s", "full_interval": "5s",
+        },
+        "permissions": ["workorders:view"],
+        "roles": {"technician": {"permissions": ["workorders:view"]}},
+        # staff contains the technicians group: bob is in staff only through the nesting.
+        "bindings": [{"group": "staff", "role": "technician"}],
+        "upstreams": {"app": {"url": backend_url}},
+        "routes": [{"path": "/workorders/**", "permission": "workorders:view", "upstream": "app"}],
+    }
+
+
+@pytest.fixture
+def served(tmp_path, make_idp, fresh_slapd, lab_backend):
+    from rolegate_lab import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    idp = make_idp([rolegate_client(url)], slapd=fresh_slapd)
+    proc = RolegateProcess(config_for(url, idp, fresh_slapd, lab_backend.url, tmp_path), tmp_path)
+    proc.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # wait for the first full sync
+        status, body = proc.readyz()
+        if json.loads(body).get("checks", {}).get("directory", {}).get("users"):
+            break
+        time.sleep(0.2)
+    yield proc, fresh_slapd
+    proc.stop()
+
+
+async def signed_in(base: str, username: str):
+    http = lab_client_session()
+    async with http.get(f"{base}/.rolegate/login", params={"rd": "/"}, headers=HTML, allow_redirects=False) as resp:
+        location = resp.headers["Location"]
+    callback = await idp_login(http, location, username, "demo")
+    async with http.get(callback.url, headers=HTML, allow_redirects=False) as resp:
+        assert resp.status == 302
+    return http
+
+
+async def status(http, url: str) -> tuple[int, str]:
+    async with http.get(url, headers=JSON) as resp:
+        return resp.status, await resp.text()
+
+
+async def until(http, url: str, expected: int, timeout: float = 20.0) -> int:
+    deadline = time.monotonic() + timeout
+    while True:
+        code, _ = await status(http, url)
+        if code == expected or time.monotonic() > deadline:
+            return code
+        await asyncio.sleep(0.2)
+
+
+async def test_disabled_user_is_refused_though_the_idp_says_yes(served):
+    proc, _ = served
+    http = await signed_in(proc.url, "ivan")  # the IdP lets ivan sign in ...
+    try:
+        code, body = await status(http, proc.url + "/workorders/1")
+        assert code == 403 and json.loads(body)["error"] == "account_disabled"  # ... rolegate does not
+    finally:
+        await http.close()
+
+
+async def test_nested_membership_grants_and_its_removal_bites_at_the_next_request(served):
+    proc, slapd = served
+    http = await signed_in(proc.url, "bob")
+    try:
+        assert (await status(http, proc.url + "/workorders/1"))[0] == 200  # staff via technicians
+        slapd.ldapmodify(f"dn: cn=technicians,ou=groups,{slapd.base_dn}\nchangetype: modify\n"
+                         f"delete: member\nmember: uid=bob,ou=people,{slapd.base_dn}\n")
+        # Same session, no re-login: refused once the sync has seen it.
+        assert await until(http, proc.url + "/workorders/1", 403) == 403
+        for _ in range(6):  # whichever worker answers
+            assert (await status(http, proc.url + "/workorders/1"))[0] == 403
+    finally:
+        await http.close()
+
+
+async def test_disabling_an_account_ends_its_open_session(served):
+    proc, slapd = served
+    http = await signed_in(proc.url, "trent")
+    try:
+        assert (await status(http, proc.url + "/workorders/2"))[0] == 200
+        slapd.ldapmodify(f"dn: uid=trent,ou=people,{slapd.base_dn}\nchangetype: modify\n"
+                         f"replace: employeeType\nemployeeType: disabled\n")
+        assert await until(http, proc.url + "/workorders/2", 403) == 403
+        code, body = await status(http, proc.url + "/workorders/2")
+        assert code == 403 and json.loads(body)["error"] == "account_disabled"
+    finally:
+        await http.close()
+    with urllib.request.urlopen(proc.internal_url + "/readyz", timeout=5) as resp:
+        assert json.loads(resp.read())["checks"]["directory"]["state"] == "ok"
