@@ -128,3 +128,32 @@ async def test_disabling_an_account_ends_its_open_session(served):
         await http.close()
     with urllib.request.urlopen(proc.internal_url + "/readyz", timeout=5) as resp:
         assert json.loads(resp.read())["checks"]["directory"]["state"] == "ok"
+
+
+async def test_a_person_signs_in_in_a_real_browser_and_uses_the_backend(served, tmp_path):
+    """Chromium: the protected URL sends the browser to the IdP's form and back; the backend answers."""
+    from playwright.async_api import async_playwright
+
+    proc, _ = served
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"])
+        try:
+            page = await browser.new_page()
+            page.set_default_timeout(15000)
+            await page.goto(proc.url + "/workorders/1")
+            await page.fill("input[name=login]", "bob")
+            await page.fill("input[name=password]", "demo")
+            await page.click("button[type=submit], input[type=submit]")
+            await page.wait_for_url(proc.url + "/workorders/1")
+            await page.screenshot(path=str(tmp_path / "workorder.png"))
+            body = json.loads(await page.inner_text("body"))
+            assert body["id"] == "1" and body["headers"]["X-Rolegate-User"] == "bob"
+            assert "X-Rolegate-Assertion" in body["headers"]
+            cookies = await page.context.cookies()
+            session = next(c for c in cookies if c["name"] == "rolegate_session")
+            assert session["httpOnly"] and session["sameSite"] == "Lax"
+        finally:
+            await browser.close()
