@@ -223,3 +223,20 @@ def test_values() -> None:
     assert parse_change_time("20240102030405.0Z") == 1704164645.0
     assert parse_change_time("garbage") is None
     assert format_change_time(1704164645.0) == "20240102030405Z"
+
+
+def test_a_full_build_reuses_what_did_not_change() -> None:
+    old = build_snapshot(USERS, GROUPS)
+    again = build_snapshot(USERS, GROUPS, reuse=old)
+    assert all(again.users[u.id] is u for u in old)
+    assert diff(old, again).empty
+    # technicians renamed: bob's, trent's and ivan's closures change; alice only sits in staff and admins
+    techs = GROUPS[0]
+    renamed = [RawGroup(techs.id, techs.dn, "techs", member_dns=techs.member_dns), *GROUPS[1:]]
+    new = build_snapshot([*USERS[:3], user("ivan", disabled=False)], renamed, reuse=old)
+    assert new.user("alice") is old.user("alice")
+    assert new.user("bob").groups == {"techs", "staff"} and new.user("bob") is not old.user("bob")
+    assert not new.user("ivan").disabled
+    fresh = build_snapshot([*USERS[:3], user("ivan", disabled=False)], renamed)
+    assert diff(fresh, new).empty
+    assert {u.id: (u.groups, u.direct_groups) for u in fresh} == {u.id: (u.groups, u.direct_groups) for u in new}

@@ -67,15 +67,35 @@ class Issues:
 
 
 def build_snapshot(users: Iterable[RawUser], groups: Iterable[RawGroup], *, issues: Issues | None = None,
-                   taken_at: float = 0.0, since: str | None = None) -> DirectorySnapshot:
-    """A full snapshot from every entry (a full sync)."""
+                   taken_at: float = 0.0, since: str | None = None,
+                   reuse: DirectorySnapshot | None = None) -> DirectorySnapshot:
+    """A full snapshot from every entry (a full sync).
+
+    ``reuse``: the snapshot serving now. A user that comes out exactly as it is there is that very
+    object (and equal group sets are its sets), so old and new share memory instead of doubling it.
+    """
     return apply_changes(EMPTY_SNAPSHOT, users, groups, issues=issues, taken_at=taken_at,
-                         full_at=taken_at, since=since)
+                         full_at=taken_at, since=since, reuse=reuse)
+
+
+def share_values(raw: RawUser, current: DirectoryUser) -> None:
+    """Point ``raw``'s values that equal ``current``'s at ``current``'s copies (one copy in memory)."""
+    raw.id = current.id
+    if raw.dn == current.dn:
+        raw.dn = current.dn
+    if raw.username == current.username:
+        raw.username = current.username
+    if raw.email == current.email:
+        raw.email = current.email
+    if raw.name == current.name:
+        raw.name = current.name
+    if raw.attributes is not current.attributes and raw.attributes == current.attributes:
+        raw.attributes = current.attributes  # type: ignore[assignment]
 
 
 def apply_changes(old: DirectorySnapshot, changed_users: Iterable[RawUser], changed_groups: Iterable[RawGroup],
                   *, issues: Issues | None = None, taken_at: float = 0.0, full_at: float | None = None,
-                  since: str | None = None) -> DirectorySnapshot:
+                  since: str | None = None, reuse: DirectorySnapshot | None = None) -> DirectorySnapshot:
     """``old`` with changed (or new) entries applied; entries are matched by stable id, so a
     renamed or moved entry replaces its old self. Deletions are not seen here (full sync only)."""
     if not old.incremental_ready:
@@ -165,6 +185,12 @@ def apply_changes(old: DirectorySnapshot, changed_users: Iterable[RawUser], chan
         affected |= users_below(old.groups, touched_groups)
     closures = group_closures(groups)
     cache = ClosureCache(closures)
+    # Groups whose closure is what it was in ``reuse``: a user whose direct groups are all such
+    # groups (and the same as before) has the same closure, the set ``reuse`` already holds.
+    reuse_users = reuse.users if reuse is not None and reuse.incremental_ready else {}
+    if reuse_users:
+        before = group_closures(reuse.groups)  # type: ignore[union-attr]
+        stable = {gid for gid, names in closures.items() if before.get(gid) == names}
     for uid in affected:
         user = users.get(uid)
         if user is None:
@@ -178,9 +204,21 @@ def apply_changes(old: DirectorySnapshot, changed_users: Iterable[RawUser], chan
         if uid in pending_member_of:
             member_of = frozenset(g for dn in pending_member_of[uid] if (g := group_by_dn.get(dn)) is not None)
         frozen_direct = frozenset(direct)
+        current = reuse_users.get(uid)
+        if (current is not None and current.direct_groups == frozen_direct
+                and current.member_of_groups == member_of
+                and all(g in stable for g in frozen_direct) and all(g in stable for g in member_of)):
+            if (current.dn == user.dn and current.username == user.username and current.email == user.email
+                    and current.name == user.name and current.disabled == user.disabled
+                    and current.attributes == user.attributes):
+                users[uid] = current
+                continue
+            frozen_direct, member_of, closure = current.direct_groups, current.member_of_groups, current.groups
+        else:
+            closure = cache.of(frozen_direct | member_of)
         users[uid] = DirectoryUser(
             id=user.id, dn=user.dn, username=user.username, email=user.email, name=user.name,
-            disabled=user.disabled, groups=cache.of(frozen_direct | member_of), attributes=user.attributes,
+            disabled=user.disabled, groups=closure, attributes=user.attributes,
             direct_groups=frozen_direct, member_of_groups=member_of,
         )
 

@@ -30,6 +30,7 @@ from typing import Any
 
 from rolegate.store.base import VersionConflict
 
+from rolegate.directory.gcpause import paused_gc
 from rolegate.directory.model import NO_ATTRIBUTES, DirectoryGroup, DirectorySnapshot, DirectoryUser
 
 log = logging.getLogger("rolegate.directory")
@@ -105,7 +106,6 @@ class StoredLayout:
     tokens: dict[str, int]  # group id -> group number used in the documents
     delta_ids: frozenset[str]  # users whose rows live in the delta document
     removed: frozenset[str]  # users the delta removes from the base
-    basis: DirectorySnapshot | None = None  # the snapshot stored; None: the one carrying this layout
 
 
 class _Rows:
@@ -251,12 +251,12 @@ def adopt(store: Any, previous: DirectorySnapshot | None, new: DirectorySnapshot
     layout = _layout_for(store, previous)
     if layout is None or previous is None:
         return False
-    basis = layout.basis or previous
-    change = _delta(layout, basis, new)
+    change = _delta(layout, previous, new)
     if change.dirty or change.removed or change.groups_changed:
         return False
+    # Every stored row and group is what ``new`` would write: the stored documents describe ``new`` too.
     new._stored = StoredLayout(store, layout.version, layout.pointer, layout.tokens, layout.delta_ids,
-                               layout.removed, basis)
+                               layout.removed)
     return True
 
 
@@ -268,7 +268,7 @@ async def save_snapshot(store: Any, snapshot: DirectorySnapshot, *, previous: Di
     layout = _layout_for(store, previous)
     written = None
     if layout is not None and previous is not None:
-        written = await _save_delta(store, snapshot, layout, layout.basis or previous)
+        written = await _save_delta(store, snapshot, layout, previous)
     if written is None:
         written = await _save_full(store, snapshot)
     old_pointer, new_layout = written
@@ -455,19 +455,24 @@ async def _load_layout(store: Any, record: Any) -> DirectorySnapshot:
                     members[token].append(uid)
 
         for key in pointer["chunks"]:
-            decode(await _fetch(store, key))
+            document = await _fetch(store, key)
+            with paused_gc():  # 100k objects and no cycles among them: collections would find nothing
+                decode(document)
+            del document
         if delta_doc is not None:
             skip = set()
-            decode(delta_doc)
+            with paused_gc():
+                decode(delta_doc)
         groups = {gid: DirectoryGroup(id=gid, dn=dn, name=name, member_users=frozenset(members[token]),
                                       member_groups=frozenset(token_gid[t] for t in nested),
                                       unresolved=tuple(unresolved))
                   for token, gid, dn, name, nested, unresolved in raw_groups}
         if len(users) != pointer["users"] or len(groups) != pointer["groups"]:
             raise ValueError("user or group count differs from the pointer")
-        snapshot = DirectorySnapshot(users, groups, taken_at=float(pointer["taken_at"]),
-                                     full_at=float(pointer["full_at"]), since=pointer.get("since"),
-                                     issues=tuple(pointer.get("issues") or ()), incremental_ready=False)
+        with paused_gc():
+            snapshot = DirectorySnapshot(users, groups, taken_at=float(pointer["taken_at"]),
+                                         full_at=float(pointer["full_at"]), since=pointer.get("since"),
+                                         issues=tuple(pointer.get("issues") or ()), incremental_ready=False)
         delta_ids = frozenset(row[0] for row in delta_doc["users"]) if delta_doc is not None else frozenset()
         removed = frozenset(delta_doc.get("removed") or ()) if delta_doc is not None else frozenset()
         snapshot._stored = StoredLayout(store, record.version, pointer, {gid: t for t, gid in token_gid.items()},

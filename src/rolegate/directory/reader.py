@@ -15,8 +15,8 @@ import ldap3
 from ldap3.core.exceptions import LDAPException
 from ldap3.utils.conv import escape_filter_chars
 
-from rolegate.directory.builder import Issues, RawGroup, RawUser
-from rolegate.directory.model import NO_ATTRIBUTES
+from rolegate.directory.builder import Issues, RawGroup, RawUser, share_values
+from rolegate.directory.model import NO_ATTRIBUTES, DirectoryUser
 from rolegate.directory.connection import describe
 from rolegate.directory.errors import DirectoryUnavailable
 from rolegate.directory.presets import AD_ACCOUNT_DISABLED, DirectorySchema
@@ -190,8 +190,12 @@ def highest_committed_usn(conn: ldap3.Connection) -> int | None:
 
 
 def read_directory(conn: ldap3.Connection, schema: DirectorySchema, page_size: int, *, since: str | None = None,
-                   progress: Progress | None = None) -> ReadResult:
-    """Users and groups (all, or changed since ``since``); raises DirectoryUnavailable on any failure."""
+                   progress: Progress | None = None, known: Mapping[str, DirectoryUser] | None = None
+                   ) -> ReadResult:
+    """Users and groups (all, or changed since ``since``); raises DirectoryUnavailable on any failure.
+
+    ``known``: the users serving now, by id; values read that equal theirs are kept as their copies.
+    """
     result = ReadResult(watermark=Watermark(integer=schema.change_is_integer))
     watermark = result.watermark
     assert watermark is not None
@@ -212,6 +216,8 @@ def read_directory(conn: ldap3.Connection, schema: DirectorySchema, page_size: i
         watermark.see(attrs.get(change_key))
         user = to_user(schema, dn, attrs, result.issues, disabled_ids)
         if user is not None:
+            if known is not None and (current := known.get(user.id)) is not None:
+                share_values(user, current)
             result.users.append(user)
         count += 1
         if progress is not None and count % PROGRESS_EVERY == 0:

@@ -9,13 +9,10 @@ with a broken filter, leaves the last good snapshot serving.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import random
-import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from rolegate.config.sections.directory import DirectoryConfig
@@ -23,6 +20,7 @@ from rolegate.directory.builder import apply_changes, build_snapshot
 from rolegate.directory.connection import connection
 from rolegate.directory.diff import RolesHook, SyncDiff, diff
 from rolegate.directory.errors import DirectoryUnavailable
+from rolegate.directory.gcpause import paused_gc
 from rolegate.directory.model import EMPTY_SNAPSHOT, DirectorySnapshot
 from rolegate.directory.persist import adopt, load_snapshot, save_snapshot
 from rolegate.directory.presets import DirectorySchema, resolve_schema
@@ -32,33 +30,6 @@ from rolegate.directory.status import SyncResult, SyncStatus
 from rolegate.directory.values import format_change_time
 
 log = logging.getLogger("rolegate.directory")
-
-_gc_lock = threading.Lock()
-_gc_pauses = 0
-_gc_was_enabled = True
-
-
-@contextmanager
-def paused_gc() -> Iterator[None]:
-    """Pause the cyclic GC while a run allocates a few hundred thousand objects.
-
-    Every collection of the oldest generation walks all live objects, so building a 100k-user
-    snapshot with the collector on spends about half its time collecting nothing (the entries
-    hold no cycles); reference counting still frees everything meanwhile.
-    """
-    global _gc_pauses, _gc_was_enabled
-    with _gc_lock:
-        if _gc_pauses == 0:
-            _gc_was_enabled = gc.isenabled()
-            gc.disable()
-        _gc_pauses += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_pauses -= 1
-            if _gc_pauses == 0 and _gc_was_enabled:
-                gc.enable()
 
 # audit(kind, data): writes one audit event (the serve wiring passes rolegate's audit writer).
 AuditSink = Callable[[str, dict[str, Any]], Awaitable[Any]]
@@ -216,12 +187,13 @@ class DirectorySync:
         started = time.monotonic()
         with paused_gc(), connection(self.config) as conn:
             start_usn = highest_committed_usn(conn) if self.schema.change_is_integer else None
-            read = read_directory(conn, self.schema, self.config.page_size, since=since, progress=self.progress)
+            read = read_directory(conn, self.schema, self.config.page_size, since=since, progress=self.progress,
+                                  known=old.users)
         next_since = self._next_since(since, read, start_usn, time.monotonic() - started)
         with paused_gc():
             if full:
                 new = build_snapshot(read.users, read.groups, issues=read.issues, taken_at=began,
-                                     since=next_since)
+                                     since=next_since, reuse=old)
             else:
                 new = apply_changes(old, read.users, read.groups, issues=read.issues, taken_at=began,
                                     since=next_since)
