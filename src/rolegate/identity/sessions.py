@@ -63,7 +63,7 @@ class SessionStore:
     """Create, find, refresh and end sessions; a per-worker cache is kept honest by RevocationWatch."""
 
     __slots__ = ("store", "watch", "lifetime", "idle_timeout", "_token_sealer", "_cache", "_cache_version",
-                 "locks")
+                 "locks", "_keys")
 
     def __init__(self, store: Store, watch: RevocationWatch, *, secret: str, lifetime: float,
                  idle_timeout: float) -> None:
@@ -76,6 +76,8 @@ class SessionStore:
         self._cache_version = -2
         # One refresh at a time per session in this worker.
         self.locks: dict[str, asyncio.Lock] = {}
+        # (subject tag, session id) -> store key: two SHA-256 per request otherwise.
+        self._keys: dict[tuple[str, str], str] = {}
 
     # -- creation ---------------------------------------------------------------------------
     async def create(self, *, claims: dict[str, Any], principal: Principal, tokens: dict[str, Any],
@@ -118,7 +120,13 @@ class SessionStore:
     # -- lookup -----------------------------------------------------------------------------
     async def find(self, sub_tag: str, session_id: str) -> Session | None:
         """The live session for a cookie's (subject tag, id), or None."""
-        key = session_key(sub_tag, session_id)
+        keys = self._keys
+        key = keys.get((sub_tag, session_id))
+        if key is None:
+            key = session_key(sub_tag, session_id)
+            if len(keys) >= _CACHE_MAX:
+                keys.clear()
+            keys[(sub_tag, session_id)] = key
         version = await self.watch.current()
         if version != self._cache_version or version < 0:
             self._cache.clear()

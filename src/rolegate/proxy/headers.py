@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from multidict import CIMultiDict
 
@@ -110,6 +111,27 @@ def _encode_set_headers(set_headers: Mapping[str, str]) -> list[bytes]:
     return out
 
 
+class EncodedHeaders(dict):
+    """``set_headers`` built once and reused for many requests: their wire form is encoded (and
+    validated) on first use only. Treat as read-only once handed to the forwarder."""
+
+    __slots__ = ("encoded", "names")
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.encoded: list[bytes] | None = None
+        self.names: frozenset[bytes] = frozenset(name.lower().encode("ascii") for name in self)
+
+
+def _set_header_lines(set_headers: Mapping[str, str]) -> list[bytes]:
+    if set_headers.__class__ is EncodedHeaders:
+        lines = set_headers.encoded
+        if lines is None:
+            lines = set_headers.encoded = _encode_set_headers(set_headers)
+        return lines
+    return _encode_set_headers(set_headers)
+
+
 def upstream_request_head(
     method: str,
     target: bytes,
@@ -132,7 +154,10 @@ def upstream_request_head(
     is extended only when it comes from a trusted proxy; otherwise the chain starts at the peer.
     """
     raw = raw_headers if isinstance(raw_headers, tuple) else tuple(raw_headers)
-    named: set[bytes] = {name.lower().encode("ascii") for name in set_headers} if set_headers else set()
+    if set_headers.__class__ is EncodedHeaders:
+        named: set[bytes] = set(set_headers.names)
+    else:
+        named = {name.lower().encode("ascii") for name in set_headers} if set_headers else set()
     xff_prior: list[bytes] = []
     for name, value in raw:
         lname = name.lower()
@@ -154,7 +179,7 @@ def upstream_request_head(
     parts.append(b"x-forwarded-proto: " + forwarded_proto.encode("latin-1") + b"\r\n")
     if forwarded_host:
         parts.append(b"x-forwarded-host: " + forwarded_host.encode("latin-1") + b"\r\n")
-    parts.extend(_encode_set_headers(set_headers))
+    parts.extend(_set_header_lines(set_headers))
     parts.append(framing)
     parts.append(b"connection: " + connection + b"\r\n\r\n")
     return b"".join(parts)

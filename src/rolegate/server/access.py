@@ -6,6 +6,7 @@ and which headers to add, or which error to answer. Every decision is handed to 
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -15,6 +16,7 @@ from rolegate.audit import decision_event, request_event
 from rolegate.authz.explain import Requirement, decide_route, requirement_of
 from rolegate.errors import Forbidden, MethodNotAllowed, RolegateError, Unauthenticated
 from rolegate.identity.errors import AccountDisabled
+from rolegate.proxy.headers import EncodedHeaders
 from rolegate.proxy.paths import normalize_path, split_segments
 from rolegate.proxy.routes import Route, canonical_host
 from rolegate.server import metrics
@@ -111,21 +113,8 @@ async def check_access(runtime: Runtime, request: web.BaseRequest, method: str, 
             _audit(runtime, "allow", method, path, route, principal, decision, decision.reasons, started, request)
 
         # -- what the upstream learns: identity headers and the signed assertion ---------------------------
-        headers = identity_stage.upstream_headers(request, principal)
-        tokens = runtime.tokens
-        if tokens is not None and tokens.minter is not None:
-            from rolegate.authz import effective_permissions, roles_of
-            from rolegate.tokens import audience_for
-
-            scope = requirement.scope
-            await tokens.keyring.sync()
-            headers = {**headers, **tokens.minter.assertion_headers(
-                sub=principal.username, name=principal.name or principal.username, email=principal.email or "",
-                roles=roles_of(policy, identity, scope), scope=scope or "",
-                perms=effective_permissions(policy, identity, scope), sid=principal.session_id or "",
-                ver=policy.version,
-                aud=audience_for(route.upstream, runtime.config.upstreams.get(route.upstream)))}
-        access.set_headers = headers
+        access.set_headers = await _upstream_headers(runtime, request, identity_stage, principal, identity, policy,
+                                                     route, requirement.scope)
 
         # -- redaction: fields hidden unless the caller holds the route's `unless` permission -------------------
         redact = route.redact
@@ -138,6 +127,75 @@ async def check_access(runtime: Runtime, request: web.BaseRequest, method: str, 
     except RolegateError as exc:
         access.error = exc
     return access
+
+
+class _Headers:
+    """Upstream headers of one (principal, identity, policy, scope, upstream, Cookie header), and when
+    they stop being valid: the assertion's refresh time or a time-bound binding starting or ending."""
+
+    __slots__ = ("headers", "not_before", "until")
+
+    def __init__(self, headers: EncodedHeaders, not_before: float, until: float) -> None:
+        self.headers = headers
+        self.not_before = not_before
+        self.until = until
+
+
+_HEADERS_MAX = 10_000
+_headers_cache: dict[tuple[Any, ...], _Headers] = {}
+_headers_owner: list[Any] = [None]  # the Runtime the cache was filled for; another one starts it afresh
+
+
+async def _upstream_headers(runtime: Runtime, request: web.BaseRequest, identity_stage: Any, principal: Any,
+                            identity: Any, policy: Any, route: Route, scope: str | None) -> EncodedHeaders:
+    """Identity headers, the caller's own cookies and the signed assertion, built once and reused.
+
+    The key holds everything the answer depends on: the principal object (a session's principal is
+    replaced when the session is refreshed or the session cache is dropped on a revocation), the
+    authz identity (directory groups, disabled flag), the policy object (a new one on every version
+    move), the scope, the upstream and the raw Cookie header values. ``until`` bounds the entry by
+    the assertion's refresh time and by the policy entry's validity, so nothing outlives the answer
+    it caches.
+    """
+    tokens = runtime.tokens
+    minter = tokens.minter if tokens is not None else None
+    if minter is not None:
+        await tokens.keyring.sync()
+    if _headers_owner[0] is not runtime:
+        _headers_cache.clear()
+        _headers_owner[0] = runtime
+    cookies = request.headers.getall("Cookie", ())
+    key = (principal, identity, policy, scope, route.upstream, tuple(cookies) if cookies else ())
+    now = time.time()
+    cached = _headers_cache.get(key)
+    if cached is not None and cached.not_before <= now < cached.until:
+        return cached.headers
+    headers = identity_stage.upstream_headers(request, principal)
+    not_before, until = -math.inf, math.inf
+    if minter is not None:
+        from rolegate.authz import effective_permissions, roles_of
+        from rolegate.tokens import audience_for
+
+        try:
+            entry = policy.entry(identity, scope, now)
+            not_before, until = entry.not_before, entry.expires
+        except Exception:  # noqa: BLE001 - the functions below fail closed; just do not cache
+            until = now
+        assertion, refresh_at = minter.assertion_headers_until(
+            sub=principal.username, name=principal.name or principal.username, email=principal.email or "",
+            roles=roles_of(policy, identity, scope, now), scope=scope or "",
+            perms=effective_permissions(policy, identity, scope, now), sid=principal.session_id or "",
+            ver=policy.version, aud=audience_for(route.upstream, runtime.config.upstreams.get(route.upstream)))
+        headers = {**headers, **assertion}
+        until = min(until, refresh_at)
+        if not principal.session_id:
+            until = now  # minted per request (no session to cache it for): never reused
+    encoded = EncodedHeaders(headers)
+    if until > now:
+        if len(_headers_cache) >= _HEADERS_MAX:
+            _headers_cache.clear()
+        _headers_cache[key] = _Headers(encoded, not_before, until)
+    return encoded
 
 
 def _audit(runtime: Runtime, verdict: str, method: str, path: str, route: Route, principal: Any, decision: Any,

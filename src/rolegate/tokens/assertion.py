@@ -143,11 +143,18 @@ class AssertionMinter:
 
         The dict is cached with the assertion: treat it as read-only.
         """
+        return self.assertion_headers_until(sub=sub, name=name, email=email, roles=roles, scope=scope, perms=perms,
+                                            sid=sid, ver=ver, aud=aud)[0]
+
+    def assertion_headers_until(self, *, sub: str, name: str, email: str, roles: Iterable[str], scope: str,
+                                perms: Iterable[str], sid: str, ver: int, aud: str) -> tuple[dict[str, str], float]:
+        """``assertion_headers`` and the time until which this exact answer would be given again
+        (the cached assertion's refresh time), for callers that keep the headers themselves."""
         entry = self._entry(sub, name, email, roles, scope, perms, sid, ver, aud)
         headers = entry.headers
         if headers is None:
             headers = entry.headers = assertion_headers(entry.token, user=sub, email=email, roles=entry.roles)
-        return headers
+        return headers, entry.refresh_at
 
 
 # Printable ASCII except "%" (the escape) and "," (the list separator): everything else is
