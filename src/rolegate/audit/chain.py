@@ -33,6 +33,19 @@ def canonical(prev_hash: str, seq: int, ts: float, kind: str, body: str) -> byte
     ))
 
 
+_DOMAIN_FIELD = _field(CHAIN_DOMAIN)
+
+
 def chain_hash(prev_hash: str, seq: int, ts: float, kind: str, body: str) -> str:
-    """The hex SHA-256 of one event; this is the ``ChainFn`` handed to ``Store.append_audit``."""
-    return hashlib.sha256(canonical(prev_hash, seq, ts, kind, body)).hexdigest()
+    """The hex SHA-256 of one event; this is the ``ChainFn`` handed to ``Store.append_audit``.
+
+    The same bytes as ``canonical`` (one format instead of five helper calls: this runs per event).
+    """
+    prev = prev_hash.encode("ascii", "backslashreplace")
+    seq_b = b"%d" % seq
+    ts_b = b"%.6f" % ts
+    kind_b = kind.encode("utf-8", "backslashreplace")
+    body_b = body.encode("utf-8", "backslashreplace")
+    return hashlib.sha256(b"%s%d:%s,%d:%s,%d:%s,%d:%s,%d:%s," % (
+        _DOMAIN_FIELD, len(prev), prev, len(seq_b), seq_b, len(ts_b), ts_b, len(kind_b), kind_b,
+        len(body_b), body_b)).hexdigest()

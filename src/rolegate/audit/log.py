@@ -37,6 +37,11 @@ log = logging.getLogger("rolegate.audit")
 overflow_log = logging.getLogger("rolegate.audit.overflow")
 
 
+# How long the writer lets a batch of events nobody waits for grow before committing it. A durable
+# write (emit_durable), flush(), close() or a full batch cuts the wait short.
+LINGER = 0.05
+
+
 class AuditUnavailable(ServiceUnavailable):
     """The audit trail cannot take this event now; the request must not proceed (fail closed)."""
 
@@ -68,14 +73,16 @@ class AuditLog:
 
     __slots__ = ("_store", "_sinks", "_queue", "_queue_size", "_read_limit", "_batch_size", "durable_writes",
                  "should_record_read", "_wait_timeout", "_durable_timeout", "_wake", "_space", "_progress",
-                 "_task", "_closing", "_closed", "_executor", "_retention_seconds", "_retention_key",
+                 "_task", "_closing", "_closed", "_executor", "_retention_seconds", "_retention_key", "_linger",
+                 "_urgent",
                  "_retention_interval", "_retention_task",
                  "queued", "written", "batches", "dropped_reads", "rejected", "failed_batches", "sink_errors")
 
     def __init__(self, store: Store, *, queue_size: int = 10000, batch_size: int = 256, durable_writes: bool = True,
                  reads_enabled: bool = True, read_sample: float = 1.0, sinks: list[Sink] | None = None,
                  wait_timeout: float = 5.0, durable_timeout: float = 10.0, retention_seconds: float | None = None,
-                 retention_key: bytes | None = None, retention_interval: float = 3600.0) -> None:
+                 retention_key: bytes | None = None, retention_interval: float = 3600.0,
+                 linger: float = LINGER) -> None:
         self._store = store
         self._sinks = list(sinks or ())
         self._queue: deque[_Item] = deque()
@@ -88,6 +95,9 @@ class AuditLog:
         self._wait_timeout = wait_timeout
         self._durable_timeout = durable_timeout
         self._wake = asyncio.Event()
+        # Set when queued events must not wait for more to share their commit (see _write_loop).
+        self._urgent = asyncio.Event()
+        self._linger = max(0.0, linger)
         self._space = asyncio.Event()
         self._progress = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -151,6 +161,7 @@ class AuditLog:
         """Return once every event accepted before this call is committed."""
         target = self.queued
         while self.written < target and self._task is not None and not self._task.done():
+            self._urgent.set()
             self._progress.clear()
             await self._progress.wait()
 
@@ -160,6 +171,7 @@ class AuditLog:
             return
         self._closing = True
         self._wake.set()
+        self._urgent.set()
         if self._retention_task is not None:
             self._retention_task.cancel()
         if self._task is not None:
@@ -235,9 +247,12 @@ class AuditLog:
         return None
 
     def _enqueue(self, event: AuditEvent, future: asyncio.Future[int] | None) -> None:
-        self._queue.append(_Item(event.ts, event.kind, _encode(event), future))
+        queue = self._queue
+        queue.append(_Item(event.ts, event.kind, _encode(event), future))
         self.queued += 1
         self._wake.set()
+        if future is not None or len(queue) >= self._batch_size:
+            self._urgent.set()
 
     def _refuse(self, event: AuditEvent, why: str) -> None:
         self.rejected += 1
@@ -264,6 +279,15 @@ class AuditLog:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            urgent = self._urgent
+            if (self._linger and not urgent.is_set() and len(queue) < self._batch_size and not self._closing
+                    and not any(i.future is not None for i in islice(queue, self._batch_size))):
+                # Nobody waits for these events (sampled reads, denials): let the batch grow for a
+                # moment so one commit (and fsync) carries many of them instead of a handful.
+                timer = loop.call_later(self._linger, urgent.set)
+                await urgent.wait()
+                timer.cancel()
+            urgent.clear()
             batch = list(islice(queue, self._batch_size))
             links: list[tuple[str, str]] = []
 
