@@ -116,7 +116,7 @@ def rolegate_harness_cmd(workers: int) -> Callable[[Path, int, str], list[str]]:
 
 
 def rolegate_serve_cmd(workers: int = 1, mode: str = "public", *, assertion: bool = True,
-                       audit_reads: bool = True) -> Callable[[Path, int, str], list[str]]:
+                       audit_reads: bool = True, durable_writes: bool = True) -> Callable[[Path, int, str], list[str]]:
     """The real ``rolegate serve`` on a generated config: one route in ``mode`` in front of the upstream.
 
     Non-public modes get a session section (the bench signs in with a session cookie minted by
@@ -135,7 +135,8 @@ def rolegate_serve_cmd(workers: int = 1, mode: str = "public", *, assertion: boo
             "upstreams": {"app": {"url": upstream}},
             "routes": [route],
             "tokens": {"assertion": assertion},
-            "audit": {"sinks": ["store"], "reads": {"enabled": audit_reads, "sample": 1.0}},
+            "audit": {"sinks": ["store"], "reads": {"enabled": audit_reads, "sample": 1.0},
+                      "durable_writes": durable_writes},
         }
         if mode != "public":
             config["session"] = {"secret": "bench-session-secret-" + "b" * 40}
@@ -153,6 +154,7 @@ class Target:
     is_upstream: bool = False
     note: str = ""
     session: bool = False  # requests carry a signed-in session cookie
+    method: str = "GET"  # wrk's request method (POST rows send WRITE_BODY)
     port: int = field(default_factory=free_port)
 
 
@@ -168,6 +170,11 @@ def default_targets(workers2: bool) -> list[Target]:
         Target("rolegate, enforce, no assertion", rolegate_serve_cmd(1, "enforce", assertion=False), session=True),
         Target("rolegate, enforce, reads unaudited", rolegate_serve_cmd(1, "enforce", audit_reads=False),
                session=True),
+        # Writes: every POST that passes is recorded before it is forwarded (durable: committed first).
+        Target("rolegate, enforce POST, durable", rolegate_serve_cmd(1, "enforce"), session=True, method="POST",
+               note="audit.durable_writes: true (event committed before forwarding)"),
+        Target("rolegate, enforce POST, not durable", rolegate_serve_cmd(1, "enforce", durable_writes=False),
+               session=True, method="POST"),
     ]
     if workers2:
         # Only 2 cores: a second worker has to share a core with wrk, so this
@@ -178,6 +185,17 @@ def default_targets(workers2: bool) -> list[Target]:
             Target("rolegate serve x2, public route", rolegate_serve_cmd(2), workers=2, cpus="0,1", note=note),
         ]
     return targets
+
+
+# (label, numerator row, denominator row, goal): the throughput targets of issues 3, 5, 6 and 8.
+RATIOS = [
+    ("authenticated / public (issue 3)", "rolegate, authenticated (cookie)", "rolegate serve, public route", 0.90),
+    ("enforce / authenticated (issue 5)", "rolegate, enforce", "rolegate, authenticated (cookie)", 0.90),
+    ("enforce / enforce without assertion (issue 6)", "rolegate, enforce", "rolegate, enforce, no assertion", 0.95),
+    ("enforce / enforce, reads unaudited (issue 8)", "rolegate, enforce", "rolegate, enforce, reads unaudited", 0.95),
+    ("POST durable / POST not durable (issue 8)", "rolegate, enforce POST, durable",
+     "rolegate, enforce POST, not durable", 0.85),
+]
 
 
 # -- running -------------------------------------------------------------------------
@@ -264,9 +282,21 @@ def session_cookie(config: Path) -> str:
     return "Cookie: " + out.stdout.strip()
 
 
-def run_wrk(port: int, duration: int, connections: int, headers: list[str] = ()) -> dict:
+WRITE_BODY = '{"status":"done","note":"filter replaced"}'
+_POST_SCRIPT = BENCH / "results" / "post.lua"
+
+
+def _post_script() -> Path:
+    _POST_SCRIPT.parent.mkdir(exist_ok=True)
+    _POST_SCRIPT.write_text(f"wrk.method = \"POST\"\nwrk.body = '{WRITE_BODY}'\n"
+                            "wrk.headers[\"Content-Type\"] = \"application/json\"\n")
+    return _POST_SCRIPT
+
+
+def run_wrk(port: int, duration: int, connections: int, headers: list[str] = (), method: str = "GET") -> dict:
+    script = ["-s", str(_post_script())] if method == "POST" else []
     cmd = ["taskset", "-c", WRK_CPUS, "wrk", "-t1", f"-c{connections}", f"-d{duration}s",
-           *[arg for h in headers for arg in ("-H", h)],
+           *[arg for h in headers for arg in ("-H", h)], *script,
            "--latency", f"http://127.0.0.1:{port}{PATH}"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -283,8 +313,9 @@ def run_wrk(port: int, duration: int, connections: int, headers: list[str] = ())
 
 
 def measure(target: Target, args, headers: list[str] = ()) -> dict:
-    run_wrk(target.port, 1, args.connections, headers)  # warm-up: pools, JIT-less caches, TCP
-    runs = [run_wrk(target.port, args.duration, args.connections, headers) for _ in range(args.reps)]
+    run_wrk(target.port, 1, args.connections, headers, target.method)  # warm-up: pools, caches, TCP
+    runs = [run_wrk(target.port, args.duration, args.connections, headers, target.method)
+            for _ in range(args.reps)]
     median = sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
     print(f"    {target.name}: " + ", ".join(f"{r['rps']:.0f}" for r in runs) + " req/s", flush=True)
     return {"target": target.name, "workers": target.workers, "cpus": target.cpus, "note": target.note,
@@ -348,12 +379,23 @@ def main() -> None:
         flag = f"  ({r['errors']} non-2xx!)" if r["errors"] else ""
         print(f"{r['target']:<28} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {vn:>9} {vu:>12}{flag}")
 
+    # The issues' targets, as ratios of rows measured in this run (each row's median).
+    ratios = []
+    for label, num, den, goal in RATIOS:
+        if num in by_name and den in by_name:
+            value = by_name[num]["rps"] / by_name[den]["rps"]
+            ratios.append({"target": label, "ratio": value, "goal": goal, "met": value >= goal})
+    if ratios:
+        print()
+        for r in ratios:
+            print(f"{r['target']:<52} {r['ratio']:6.2f}  (goal >= {r['goal']:.2f}: {'met' if r['met'] else 'NOT met'})")
+
     out_dir = BENCH / "results"
     out_dir.mkdir(exist_ok=True)
     meta = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "duration_s": args.duration, "reps": args.reps,
             "connections": args.connections, "payload_bytes": len(PAYLOAD), "path": PATH,
             "server_cpus": SERVER_CPUS, "wrk_cpus": WRK_CPUS, "python": sys.version.split()[0]}
-    (out_dir / "latest.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    (out_dir / "latest.json").write_text(json.dumps({"meta": meta, "results": results, "ratios": ratios}, indent=2))
     print(f"\nwrote {out_dir / 'latest.json'}")
 
 

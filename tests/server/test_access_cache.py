@@ -1,0 +1,113 @@
+"""The per-request caches of the access check never mix callers up and never outlive a change.
+
+check_access keeps the upstream headers (identity headers, the caller's own cookies, the signed
+assertion) per (principal, identity, policy, scope, upstream, Cookie header). These tests drive it
+directly on a full Runtime (SQLite store, sessions, tokens) with two signed-in users.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jwt
+from aiohttp.test_utils import make_mocked_request
+from multidict import CIMultiDict
+
+from rolegate.config import load_config
+from rolegate.identity.principal import Principal
+from rolegate.identity.stage import IdentityStage
+from rolegate.server.access import check_access
+from rolegate.server.runtime import Runtime
+from rolegate.store import open_store
+from rolegate.store.version_board import bump
+
+PATH = "/api/things"
+
+
+def write_config(tmp: Path) -> Path:
+    config = {
+        "server": {"listen": "127.0.0.1:1", "public_url": "http://127.0.0.1:1", "workers": 1},
+        "storage": {"url": f"sqlite:///{tmp}/rolegate.db"},
+        "permissions": ["things:view", "things:edit"],
+        "roles": {"viewer": {"permissions": ["things:view"]}, "editor": {"permissions": ["things:edit"]}},
+        "bindings": [{"group": "staff", "role": "viewer"}],
+        "upstreams": {"app": {"url": "http://127.0.0.1:9"}},
+        "routes": [{"path": "/api/**", "mode": "enforce", "permission": "things:view", "upstream": "app"}],
+        "session": {"secret": "access-cache-test-secret-" + "s" * 40},
+        "audit": {"sinks": ["store"], "reads": {"enabled": True, "sample": 1.0}},
+    }
+    path = tmp / "rolegate.yaml"
+    path.write_text(json.dumps(config))
+    return path
+
+
+async def sign_in(config_path: Path, username: str, groups: list[str]) -> tuple[str, str]:
+    """(Cookie header value, session id) of a new session, as the callback would create it."""
+    config = load_config(str(config_path))
+    store = await open_store(config.storage, base_dir=config_path.parent)
+    stage = IdentityStage(config, base_dir=config_path.parent, store=store)
+    try:
+        await stage.open()
+        principal = Principal(username=username, email=f"{username}@example.com", groups=frozenset(groups),
+                              subject=username)
+        session_id, tag, _ = await stage.sessions.create(claims={}, principal=principal, tokens={}, issuer="test")
+        name = config.session.cookie_name
+        sealed = stage.cookie_sealer.seal({"i": session_id, "u": tag}, name=name, ttl=3600)
+        return f"{name}={sealed}; theme=dark", session_id
+    finally:
+        await stage.close()
+        await store.close()
+
+
+def request_with(cookie: str):
+    headers = CIMultiDict({"Host": "127.0.0.1:1", "Cookie": cookie, "Accept": "application/json"})
+    return make_mocked_request("GET", PATH, headers=headers)
+
+
+async def access_of(runtime: Runtime, cookie: str):
+    return await check_access(runtime, request_with(cookie), "GET", "127.0.0.1:1", PATH)
+
+
+def claims_of(headers) -> dict:
+    return jwt.decode(headers["X-Rolegate-Assertion"], options={"verify_signature": False})
+
+
+async def test_two_users_never_share_headers_and_changes_bite_at_the_next_request(tmp_path: Path) -> None:
+    config_path = write_config(tmp_path)
+    alice_cookie, _ = await sign_in(config_path, "alice", ["staff"])
+    bob_cookie, _ = await sign_in(config_path, "bob", ["staff"])
+    runtime = await Runtime.create(load_config(str(config_path)), base_dir=tmp_path)
+    try:
+        for _ in range(3):  # repeated: the second and third answers come from the caches
+            alice = await access_of(runtime, alice_cookie)
+            bob = await access_of(runtime, bob_cookie)
+            assert alice.error is None and bob.error is None
+            assert alice.set_headers["X-Rolegate-User"] == "alice"
+            assert bob.set_headers["X-Rolegate-User"] == "bob"
+            assert claims_of(alice.set_headers)["sub"] == "alice" and claims_of(bob.set_headers)["sub"] == "bob"
+            # The caller's other cookies pass; the session cookie never does.
+            assert alice.set_headers["Cookie"] == "theme=dark"
+        assert claims_of(alice.set_headers)["perms"] == {"things": ["view"]}
+
+        # A grant to alice alone: her next assertion carries it, bob's does not.
+        await runtime.store.put("bindings", "alice-edit", {"user": "alice", "role": "editor", "scope": None})
+        await bump(runtime.store, runtime.board, "policy")
+        alice = await access_of(runtime, alice_cookie)
+        bob = await access_of(runtime, bob_cookie)
+        assert claims_of(alice.set_headers)["perms"] == {"things": ["edit", "view"]}
+        assert claims_of(bob.set_headers)["perms"] == {"things": ["view"]}
+
+        # A different Cookie header of the same session: its own pass-through cookies.
+        session_only = alice_cookie.split(";")[0]
+        other = await access_of(runtime, session_only + "; lang=de")
+        assert other.set_headers["Cookie"] == "lang=de" and other.set_headers["X-Rolegate-User"] == "alice"
+
+        # Logout: the very next request with the same cookie is no longer signed in.
+        session = await runtime.identity.session_from_request(request_with(alice_cookie))
+        await runtime.identity.sessions.end(session.key)
+        after = await access_of(runtime, alice_cookie)
+        assert after.error is not None and after.error.status == 401
+        assert (await access_of(runtime, bob_cookie)).set_headers["X-Rolegate-User"] == "bob"
+    finally:
+        await runtime.close()
