@@ -179,11 +179,16 @@ async def bench(args: argparse.Namespace, workdir: Path) -> list[tuple[str, str,
 
 
 LOAD_SCRIPT = """
-import asyncio, json, resource, sys, time
+import asyncio, json, sys, time
 sys.path.insert(0, sys.argv[2])
 from rolegate.config.sections.storage import StorageConfig
 from rolegate.directory import load_snapshot
 from rolegate.store import open_store
+
+def hwm():
+    # VmHWM, not ru_maxrss: the latter survives fork + exec and would report the parent's peak
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024
 
 async def main():
     store = await open_store(StorageConfig(url=sys.argv[1]))
@@ -195,7 +200,7 @@ async def main():
         assert snapshot is not None and len(snapshot.users) > 0
         del snapshot
     await store.close()
-    print(json.dumps({"seconds": sorted(times)[1], "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(json.dumps({"seconds": sorted(times)[1], "peak": hwm()}))
 
 asyncio.run(main())
 """

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
 import pytest
+from store.backends import BACKENDS, backend_config, opened
 
 from rolegate.directory import persist
 from rolegate.directory.builder import RawGroup, RawUser, apply_changes, build_snapshot
@@ -43,13 +48,21 @@ async def keys(store) -> set[str]:
     return {r.key for r in await store.list(NAMESPACE)}
 
 
+@pytest.fixture(params=BACKENDS)
+async def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    """The same tests on SQLite, PostgreSQL and PostgreSQL behind the Redis cache."""
+    async with backend_config(request.param, tmp_path) as config, opened(config) as store:
+        yield store
+
+
 @pytest.fixture(autouse=True)
 def small_chunks(monkeypatch) -> None:
     monkeypatch.setattr(persist, "CHUNK_USERS", 7)
     monkeypatch.setattr(persist, "DELTA_MIN", 10)
 
 
-async def test_round_trip_and_deltas(store) -> None:
+async def test_round_trip_and_deltas(any_store) -> None:
+    store = any_store
     users, groups = directory()
     first = build_snapshot(users, groups, taken_at=1.0, since="20240101000000Z")
     assert await save_snapshot(store, first) == 1
@@ -117,7 +130,8 @@ async def test_adopt_only_when_nothing_stored_would_change(store) -> None:
     assert not adopt(store, None, changed)
 
 
-async def test_another_writer_in_between_forces_a_whole_write(store) -> None:
+async def test_another_writer_in_between_forces_a_whole_write(any_store) -> None:
+    store = any_store
     users, groups = directory()
     first = build_snapshot(users, groups, taken_at=1.0)
     await save_snapshot(store, first)

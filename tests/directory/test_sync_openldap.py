@@ -14,6 +14,15 @@ from .conftest import add_in_chunks, group_dn, group_ldif, people_ldif, user_dn
 pytestmark = pytest.mark.lab
 
 
+async def assert_stored(store, snap) -> None:
+    """What workers load is, user for user and group for group, what the master applied."""
+    loaded = await load_snapshot(store)
+    assert {u.id: (u.dn, u.username, u.email, u.name, u.disabled, u.groups, dict(u.attributes)) for u in loaded} == \
+           {u.id: (u.dn, u.username, u.email, u.name, u.disabled, u.groups, dict(u.attributes)) for u in snap}
+    assert {g.id: (g.dn, g.name, g.member_users, g.member_groups, g.unresolved) for g in loaded.groups.values()} == \
+           {g.id: (g.dn, g.name, g.member_users, g.member_groups, g.unresolved) for g in snap.groups.values()}
+
+
 async def test_full_sync_of_the_company_directory(lab_slapd, config_for, store, audit) -> None:
     sync = DirectorySync(config_for(lab_slapd), store, audit=audit)
     result = await sync.sync_now(full=True)
@@ -67,10 +76,12 @@ async def test_cycle_rename_and_incremental(fresh_slapd, config_for, store, audi
     assert {g.name for g in result.diff.groups_added} == {"loop-a", "loop-b"}
     # incremental read only what changed, not the whole directory
     assert result.entries_read < 10
+    await assert_stored(store, snap)
 
     # a full sync agrees with the incremental one
     full = await sync.sync_now(full=True)
     assert full.ok and full.diff.empty, full.diff.as_dict()
+    await assert_stored(store, sync.snapshot)
 
 
 async def test_deletion_found_at_full_sync_and_disable_at_incremental(fresh_slapd, config_for, store) -> None:
@@ -82,9 +93,12 @@ async def test_deletion_found_at_full_sync_and_disable_at_incremental(fresh_slap
     inc = await sync.sync_now(full=False)
     assert inc.ok and sync.snapshot.user("heidi").disabled
     assert [c.username for c in inc.diff.newly_disabled] == ["heidi"]
+    await assert_stored(store, sync.snapshot)
     full = await sync.sync_now(full=True)
     assert [c.username for c in full.diff.users_removed] == ["frank"]
     assert sync.snapshot.user("frank") is None
+    await assert_stored(store, sync.snapshot)
+    assert (await load_snapshot(store)).user("frank") is None
     assert "sales" in {g.name for g in full.diff.groups_changed}  # refint dropped frank from sales
 
 

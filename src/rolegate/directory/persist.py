@@ -8,7 +8,8 @@ its new documents first and then flips the pointer in one put (compare-and-set o
 reader sees the old snapshot or the new one, never a mix. Documents the pointer stopped naming are
 deleted one save later, so a reader still fetching the previous generation finds them; a reader
 that does miss one re-reads the pointer and starts again, and fails closed when the pointer has
-not moved (damage).
+not moved (damage). A save that fails before its flip deletes what it wrote; one whose process
+dies there leaves those documents behind, unnamed by any pointer and so never read.
 
 An incremental sync that changed 100 users writes one delta document (every user changed since the
 base, so it stays small) and the groups document only when a group itself changed; when the delta
@@ -21,6 +22,7 @@ group gaining a member rewrites that member's row only. Format 1 (one document) 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import secrets
@@ -391,9 +393,12 @@ async def load_snapshot(store: Any) -> DirectorySnapshot | None:
         if record is None:
             return None
         try:
-            if isinstance(record.value, dict) and record.value.get("format") == LAYOUT:
-                return await _load_layout(store, record)
-            return decode_snapshot(record.value)
+            # 100k objects and no cycles among them: collections (also while the store parses a
+            # document in its thread) would walk the whole heap to find nothing.
+            with paused_gc():
+                if isinstance(record.value, dict) and record.value.get("format") == LAYOUT:
+                    return await _load_layout(store, record)
+                return decode_snapshot(record.value)
         except _Missing as exc:
             again = await store.get(NAMESPACE, SNAPSHOT_KEY)
             if again is not None and again.version == record.version:
@@ -454,25 +459,35 @@ async def _load_layout(store: Any, record: Any) -> DirectorySnapshot:
                 for token in tokens:
                     members[token].append(uid)
 
-        for key in pointer["chunks"]:
-            document = await _fetch(store, key)
-            with paused_gc():  # 100k objects and no cycles among them: collections would find nothing
+        chunks = pointer["chunks"]
+        if not isinstance(chunks, list):
+            raise ValueError("damaged directory snapshot: chunks is not a list")
+        # The store parses the next chunk (in its thread) while this one is decoded here.
+        pending = asyncio.ensure_future(_fetch(store, chunks[0])) if chunks else None
+        try:
+            for position in range(len(chunks)):
+                assert pending is not None
+                document = await pending
+                pending = (asyncio.ensure_future(_fetch(store, chunks[position + 1]))
+                           if position + 1 < len(chunks) else None)
                 decode(document)
-            del document
+                del document
+        finally:
+            if pending is not None:
+                pending.cancel()
+                await asyncio.gather(pending, return_exceptions=True)
         if delta_doc is not None:
             skip = set()
-            with paused_gc():
-                decode(delta_doc)
+            decode(delta_doc)
         groups = {gid: DirectoryGroup(id=gid, dn=dn, name=name, member_users=frozenset(members[token]),
                                       member_groups=frozenset(token_gid[t] for t in nested),
                                       unresolved=tuple(unresolved))
                   for token, gid, dn, name, nested, unresolved in raw_groups}
         if len(users) != pointer["users"] or len(groups) != pointer["groups"]:
             raise ValueError("user or group count differs from the pointer")
-        with paused_gc():
-            snapshot = DirectorySnapshot(users, groups, taken_at=float(pointer["taken_at"]),
-                                         full_at=float(pointer["full_at"]), since=pointer.get("since"),
-                                         issues=tuple(pointer.get("issues") or ()), incremental_ready=False)
+        snapshot = DirectorySnapshot(users, groups, taken_at=float(pointer["taken_at"]),
+                                     full_at=float(pointer["full_at"]), since=pointer.get("since"),
+                                     issues=tuple(pointer.get("issues") or ()), incremental_ready=False)
         delta_ids = frozenset(row[0] for row in delta_doc["users"]) if delta_doc is not None else frozenset()
         removed = frozenset(delta_doc.get("removed") or ()) if delta_doc is not None else frozenset()
         snapshot._stored = StoredLayout(store, record.version, pointer, {gid: t for t, gid in token_gid.items()},
