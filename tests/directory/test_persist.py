@@ -106,15 +106,28 @@ async def test_a_growing_delta_is_folded_into_a_new_base(store) -> None:
     users, groups = directory()
     snap = build_snapshot(users, groups, taken_at=1.0)
     await save_snapshot(store, snap)
+    compacted = 0
     for round_ in range(8):
         changed = [raw_user(i, email=f"r{round_}@x") for i in range(round_ * 3, round_ * 3 + 3)]
         new = apply_changes(snap, changed, [], taken_at=2.0 + round_)
-        await save_snapshot(store, new, previous=snap)
+        version = await save_snapshot(store, new, previous=snap)
         snap = new
+        if persist.needs_compaction(store, snap):
+            assert await persist.compact_snapshot(store, snap)
+            compacted += 1
+            pointer = (await store.get(NAMESPACE, SNAPSHOT_KEY)).value
+            assert pointer["delta"] is None
+        assert await store.counter(COUNTER) == version  # folding changes nothing workers see
         same(snap, await load_snapshot(store))
-    pointer = (await store.get(NAMESPACE, SNAPSHOT_KEY)).value
-    delta = await store.get(NAMESPACE, pointer["delta"]) if pointer["delta"] else None
-    assert delta is None or len(delta.value["users"]) <= 10
+    assert compacted >= 1
+    # a save that changes a large part at once writes a fresh base directly
+    many = apply_changes(snap, [raw_user(i, email="all@x") for i in range(60)], [], taken_at=20.0)
+    await save_snapshot(store, many, previous=snap)
+    assert (await store.get(NAMESPACE, SNAPSHOT_KEY)).value["delta"] is None
+    same(many, await load_snapshot(store))
+    # folding a snapshot the store has moved past does nothing
+    assert not await persist.compact_snapshot(store, snap)
+    same(many, await load_snapshot(store))
 
 
 async def test_adopt_only_when_nothing_stored_would_change(store) -> None:

@@ -12,8 +12,9 @@ not moved (damage). A save that fails before its flip deletes what it wrote; one
 dies there leaves those documents behind, unnamed by any pointer and so never read.
 
 An incremental sync that changed 100 users writes one delta document (every user changed since the
-base, so it stays small) and the groups document only when a group itself changed; when the delta
-grows past a share of the directory, the next save writes a fresh base.
+base, so it stays small) and the groups document only when a group itself changed. When the delta
+grows past a share of the directory, the sync folds it into a fresh base once its change is already
+visible (``compact_snapshot``); only a save that changed a large part at once writes a base directly.
 
 Users refer to group-closure lists shared within a document, and to the groups they are direct
 members of by small stable group numbers ("tokens"), so group membership lives with the user and a
@@ -43,8 +44,9 @@ COUNTER = "directory"  # bumped on every applied change; workers reload when it 
 FORMAT = 1  # the single-document format, still read
 LAYOUT = 2  # the pointer + chunks format written now
 CHUNK_USERS = 5000  # users per base chunk
-DELTA_SHARE = 0.05  # a delta holding more than this share of the users is folded into a new base
+DELTA_SHARE = 0.05  # past this share of the users, the delta is folded into a new base after the save
 DELTA_MIN = 2000  # ... but small directories keep deltas up to this many users
+DELTA_LIMIT = 4  # a delta this many times the share is never written: the save writes a new base at once
 LOAD_ATTEMPTS = 4  # pointer flips a reader rides out before it gives up
 
 
@@ -273,17 +275,50 @@ async def save_snapshot(store: Any, snapshot: DirectorySnapshot, *, previous: Di
         written = await _save_delta(store, snapshot, layout, previous)
     if written is None:
         written = await _save_full(store, snapshot)
+        assert written is not None
     old_pointer, new_layout = written
     snapshot._stored = new_layout
     version = await store.incr(COUNTER)
-    # Documents the previous pointer had already retired: one whole save has passed since any
-    # reader could have been sent to them.
+    await _collect(store, old_pointer)
+    return version
+
+
+def needs_compaction(store: Any, snapshot: DirectorySnapshot) -> bool:
+    """True when ``snapshot`` is stored with a delta past its share (see ``compact_snapshot``)."""
+    layout = _layout_for(store, snapshot)
+    return layout is not None and len(layout.delta_ids) + len(layout.removed) > _delta_allowance(snapshot)
+
+
+async def compact_snapshot(store: Any, snapshot: DirectorySnapshot) -> bool:
+    """Rewrite the stored ``snapshot`` as a fresh base without a delta; True when done.
+
+    The content does not change, so the ``directory`` counter stays put and no worker reloads. Run
+    after a save has made the change visible: the rewrite costs about a full save. Nothing happens
+    when the store moved on since ``snapshot`` was saved.
+    """
+    layout = _layout_for(store, snapshot)
+    if layout is None:
+        return False
+    written = await _save_full(store, snapshot, expected=layout.version)
+    if written is None:
+        return False
+    old_pointer, snapshot._stored = written
+    await _collect(store, old_pointer)
+    return True
+
+
+def _delta_allowance(snapshot: DirectorySnapshot) -> int:
+    return max(DELTA_MIN, int(len(snapshot.users) * DELTA_SHARE))
+
+
+async def _collect(store: Any, old_pointer: Any) -> None:
+    """Delete what the replaced pointer had retired: a whole save has passed since any reader could
+    have been sent there."""
     for key in old_pointer.get("retired") or () if isinstance(old_pointer, dict) else ():
         try:
             await store.delete(NAMESPACE, key)
-        except Exception as exc:  # noqa: BLE001 - garbage left behind is harmless; retried never
+        except Exception as exc:  # noqa: BLE001 - garbage left behind is harmless
             log.warning("directory: could not delete the old snapshot document %s: %s", key, exc)
-    return version
 
 
 async def _save_delta(store: Any, snapshot: DirectorySnapshot, layout: StoredLayout, basis: DirectorySnapshot
@@ -295,8 +330,8 @@ async def _save_delta(store: Any, snapshot: DirectorySnapshot, layout: StoredLay
     change = _delta(layout, basis, snapshot)
     delta_ids = (set(layout.delta_ids) | change.dirty) & snapshot.users.keys()
     removed = (set(layout.removed) | change.removed) - snapshot.users.keys()
-    if len(delta_ids) + len(removed) > max(DELTA_MIN, int(len(snapshot.users) * DELTA_SHARE)):
-        return None  # fold the delta into a fresh base
+    if len(delta_ids) + len(removed) > DELTA_LIMIT * _delta_allowance(snapshot):
+        return None  # far too much changed for a delta: write a fresh base
     old = layout.pointer
     generation = _generation(old)
     nonce = secrets.token_hex(4)
@@ -328,9 +363,15 @@ async def _save_delta(store: Any, snapshot: DirectorySnapshot, layout: StoredLay
     return old, StoredLayout(store, version, pointer, change.tokens, frozenset(delta_ids), frozenset(removed))
 
 
-async def _save_full(store: Any, snapshot: DirectorySnapshot) -> tuple[dict[str, Any], StoredLayout]:
-    """Write every document afresh (first save, a delta grown large, or a store someone else wrote)."""
+async def _save_full(store: Any, snapshot: DirectorySnapshot, *, expected: int | None = None
+                     ) -> tuple[dict[str, Any], StoredLayout] | None:
+    """Write every document afresh (first save, a delta grown large, or a store someone else wrote).
+
+    ``expected``: flip the pointer only if it still has this version (else discard and return None).
+    """
     record = await store.get(NAMESPACE, SNAPSHOT_KEY)
+    if expected is not None and (record is None or record.version != expected):
+        return None
     generation = _generation(record.value if record else None)
     nonce = secrets.token_hex(4)
     tokens = {gid: i for i, gid in enumerate(snapshot.groups)}
@@ -363,6 +404,9 @@ async def _save_full(store: Any, snapshot: DirectorySnapshot) -> tuple[dict[str,
                                           expected_version=record.version if record is not None else 0)
                 break
             except VersionConflict:
+                if expected is not None:
+                    await _discard(store, written)
+                    return None
                 record = await store.get(NAMESPACE, SNAPSHOT_KEY)  # another writer: last one wins, as ever
         else:
             raise VersionConflict(NAMESPACE, SNAPSHOT_KEY, None, None)

@@ -22,7 +22,7 @@ from rolegate.directory.diff import RolesHook, SyncDiff, diff
 from rolegate.directory.errors import DirectoryUnavailable
 from rolegate.directory.gcpause import paused_gc
 from rolegate.directory.model import EMPTY_SNAPSHOT, DirectorySnapshot
-from rolegate.directory.persist import adopt, load_snapshot, save_snapshot
+from rolegate.directory.persist import adopt, compact_snapshot, load_snapshot, needs_compaction, save_snapshot
 from rolegate.directory.presets import DirectorySchema, resolve_schema
 from rolegate.directory.reader import Progress, ReadResult, highest_committed_usn, read_directory
 from rolegate.directory.safety import check_deletions
@@ -165,6 +165,12 @@ class DirectorySync:
                     self.board.raise_to("directory", version)
                 if current is None or not changes.empty:
                     await self._audit(result, changes)
+                if needs_compaction(self.store, new):
+                    # The change is visible already; folding the grown delta into a new base is housekeeping.
+                    try:
+                        await compact_snapshot(self.store, new)
+                    except Exception as exc:  # noqa: BLE001 - the delta keeps serving; the next run tries again
+                        log.warning("directory: could not rewrite the stored snapshot: %s", exc)
             self.snapshot = new
             result.applied = True
             result.duration = time.monotonic() - started
