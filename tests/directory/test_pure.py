@@ -240,3 +240,12 @@ def test_a_full_build_reuses_what_did_not_change() -> None:
     fresh = build_snapshot([*USERS[:3], user("ivan", disabled=False)], renamed)
     assert diff(fresh, new).empty
     assert {u.id: (u.groups, u.direct_groups) for u in fresh} == {u.id: (u.groups, u.direct_groups) for u in new}
+
+
+def test_a_full_build_after_a_restart_shares_closures_with_the_loaded_snapshot() -> None:
+    old = build_snapshot(USERS, GROUPS)
+    loaded = decode_snapshot(json.loads(json.dumps(encode_snapshot(old))))
+    new = build_snapshot(USERS, GROUPS, reuse=loaded)
+    assert diff(loaded, new).empty and new.incremental_ready
+    assert all(new.users[u.id].groups is u.groups for u in loaded)
+    assert new.user("bob").direct_groups == old.user("bob").direct_groups

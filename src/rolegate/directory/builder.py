@@ -188,6 +188,9 @@ def apply_changes(old: DirectorySnapshot, changed_users: Iterable[RawUser], chan
     # Groups whose closure is what it was in ``reuse``: a user whose direct groups are all such
     # groups (and the same as before) has the same closure, the set ``reuse`` already holds.
     reuse_users = reuse.users if reuse is not None and reuse.incremental_ready else {}
+    # A snapshot loaded from the store has no direct memberships to compare: equal closures are
+    # still shared with it.
+    share_users = reuse.users if reuse is not None and not reuse.incremental_ready else {}
     if reuse_users:
         before = group_closures(reuse.groups)  # type: ignore[union-attr]
         stable = {gid for gid, names in closures.items() if before.get(gid) == names}
@@ -214,6 +217,8 @@ def apply_changes(old: DirectorySnapshot, changed_users: Iterable[RawUser], chan
                 users[uid] = current
                 continue
             frozen_direct, member_of, closure = current.direct_groups, current.member_of_groups, current.groups
+        elif (loaded := share_users.get(uid)) is not None:
+            closure = cache.prefer(frozen_direct | member_of, loaded.groups)
         else:
             closure = cache.of(frozen_direct | member_of)
         users[uid] = DirectoryUser(

@@ -73,3 +73,10 @@ class ClosureCache:
                 names.update(self._closures.get(gid, ()))
             hit = self._cache[direct] = frozenset(names)
         return hit
+
+    def prefer(self, direct: frozenset[str], existing: frozenset[str]) -> frozenset[str]:
+        """``of(direct)``, answered from now on with ``existing`` when equal (an older snapshot's set)."""
+        hit = self.of(direct)
+        if hit is not existing and hit == existing:
+            hit = self._cache[direct] = existing
+        return hit
