@@ -119,8 +119,16 @@ async def _live_state(config_path: str, config, username: str, want_user: bool, 
     from rolegate.server.policy_state import compile_live_policy
     from rolegate.store import StoreUnavailable, open_store
 
+    base_dir = Path(config_path).resolve().parent
+    if config.storage.url.startswith("sqlite:"):
+        from rolegate.store.sqlite import sqlite_path
+
+        db = sqlite_path(config.storage.url)
+        if not (db if db.is_absolute() else base_dir / db).exists():
+            notes.append("no store exists yet for this config: evaluated against the config file only")
+            return compile_policy(config), None
     try:
-        store = await open_store(config.storage, base_dir=Path(config_path).resolve().parent)
+        store = await open_store(config.storage, base_dir=base_dir)
     except (StoreUnavailable, OSError, ValueError) as exc:
         notes.append(f"the store could not be opened ({exc}): evaluated against the config file only")
         return compile_policy(config), None

@@ -73,14 +73,30 @@ class SQLiteStore(Store):
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
-        def connect() -> sqlite3.Connection:
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        def setup(db: sqlite3.Connection) -> None:
+            db.execute("PRAGMA busy_timeout=30000")
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
-            db.execute("PRAGMA busy_timeout=30000")
             db.executescript(_SCHEMA)
             db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            return db
+
+        def connect() -> sqlite3.Connection:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            # Switching a new file to WAL takes an exclusive lock and SQLite answers "locked" at once,
+            # without its busy handler, when another process (a sibling worker starting at the same
+            # moment) is doing the same: retry for a bounded while.
+            deadline = time.monotonic() + 30
+            delay = 0.01
+            while True:
+                try:
+                    setup(db)
+                    return db
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+                        db.close()
+                        raise
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.25)
 
         loop = asyncio.get_running_loop()
         self._db = await loop.run_in_executor(self._executor, connect)
