@@ -43,7 +43,9 @@ PAYLOAD = json.dumps({
     "assignee": "technician-17", "due": "2024-06-30", "tags": ["hvac", "maintenance"],
     "notes": "x" * 40,
 }, separators=(",", ":"))
-PATH = "/api/bench.json"
+PATH = "/api/bench.json"          # rolegate: an enforce route
+PUBLIC_PATH = "/public/bench.json"  # rolegate: a public route
+AUTH_PATH = "/auth/bench.json"      # rolegate: an authenticated route
 SERVER_CPUS = "1"
 WRK_CPUS = "0"
 
@@ -126,9 +128,11 @@ def rolegate_serve_cmd(workers: int = 1, mode: str = "public", *, assertion: boo
     writes always are.
     """
     def cmd(tmp: Path, port: int, upstream: str) -> list[str]:
-        route = {"path": "/api/**", "mode": mode, "upstream": "app"}
-        if mode in ("enforce", "log"):
-            route["permission"] = "bench:view"
+        # Every rolegate row runs this same config and differs only in the route it requests, so a
+        # ratio between rows isolates the mode (public / authenticated / enforce).
+        routes = [{"path": "/public/**", "mode": "public", "upstream": "app"},
+                  {"path": "/auth/**", "mode": "authenticated", "upstream": "app"},
+                  {"path": "/api/**", "mode": "enforce", "permission": "bench:view", "upstream": "app"}]
         config = {
             "server": {"listen": f"127.0.0.1:{port}", "public_url": f"http://127.0.0.1:{port}", "workers": workers},
             "storage": {"url": f"sqlite:///{tmp}/rolegate.db"},
@@ -136,13 +140,12 @@ def rolegate_serve_cmd(workers: int = 1, mode: str = "public", *, assertion: boo
             "roles": {"viewer": {"permissions": ["bench:view"]}},
             "bindings": [{"group": "bench", "role": "viewer"}],
             "upstreams": {"app": {"url": upstream}},
-            "routes": [route],
+            "routes": routes,
             "tokens": {"assertion": assertion},
             "audit": {"sinks": ["store"], "reads": {"enabled": audit_reads, "sample": read_sample},
                       "durable_writes": durable_writes},
         }
-        if mode != "public":
-            config["session"] = {"secret": "bench-session-secret-" + "b" * 40}
+        config["session"] = {"secret": "bench-session-secret-" + "b" * 40}
         (tmp / "rolegate.yaml").write_text(json.dumps(config))  # JSON is YAML
         return [PYTHON, "-m", "rolegate", "--log-level", "WARNING", "serve", "-c", str(tmp / "rolegate.yaml")]
     return cmd
@@ -157,6 +160,7 @@ class Target:
     is_upstream: bool = False
     note: str = ""
     session: bool = False  # requests carry a signed-in session cookie
+    path: str = PATH       # what wrk requests
     method: str = "GET"  # wrk's request method (POST rows send WRITE_BODY)
     port: int = field(default_factory=free_port)
 
@@ -166,8 +170,9 @@ def default_targets(workers2: bool) -> list[Target]:
         Target("upstream (nginx return)", upstream_cmd, is_upstream=True),
         Target("nginx proxy_pass", nginx_proxy_cmd),
         Target("naive aiohttp proxy", naive_cmd(1)),
-        Target("rolegate serve, public route", rolegate_serve_cmd(1)),
-        Target("rolegate, authenticated (cookie)", rolegate_serve_cmd(1, "authenticated"), session=True),
+        Target("rolegate serve, public route", rolegate_serve_cmd(1), session=True, path=PUBLIC_PATH),
+        Target("rolegate, authenticated (cookie)", rolegate_serve_cmd(1, "authenticated"), session=True,
+               path=AUTH_PATH),
         Target("rolegate, enforce", rolegate_serve_cmd(1, "enforce"), session=True,
                note="assertion minted (cached), allowed reads audited at 1% (config-shape.yaml)"),
         Target("rolegate, enforce, no assertion", rolegate_serve_cmd(1, "enforce", assertion=False), session=True),
@@ -187,7 +192,8 @@ def default_targets(workers2: bool) -> list[Target]:
         note = "2 workers on cpus 0,1 (shares a core with wrk)"
         targets += [
             Target("naive aiohttp proxy x2", naive_cmd(2), workers=2, cpus="0,1", note=note),
-            Target("rolegate serve x2, public route", rolegate_serve_cmd(2), workers=2, cpus="0,1", note=note),
+            Target("rolegate serve x2, public route", rolegate_serve_cmd(2), workers=2, cpus="0,1", note=note,
+                   session=True, path=PUBLIC_PATH),
         ]
     return targets
 
@@ -222,7 +228,7 @@ class Running:
         self.headers: list[str] = []
 
     def wait_ready(self, timeout: float = 15) -> None:
-        url = f"http://127.0.0.1:{self.target.port}{PATH}"
+        url = f"http://127.0.0.1:{self.target.port}{self.target.path}"
         deadline = time.monotonic() + timeout
         last: Exception | None = None
         if self.target.session:
@@ -300,11 +306,12 @@ def _post_script() -> Path:
     return _POST_SCRIPT
 
 
-def run_wrk(port: int, duration: int, connections: int, headers: list[str] = (), method: str = "GET") -> dict:
+def run_wrk(port: int, duration: int, connections: int, headers: list[str] = (), method: str = "GET",
+            path: str = PATH) -> dict:
     script = ["-s", str(_post_script())] if method == "POST" else []
     cmd = ["taskset", "-c", WRK_CPUS, "wrk", "-t1", f"-c{connections}", f"-d{duration}s",
            *[arg for h in headers for arg in ("-H", h)], *script,
-           "--latency", f"http://127.0.0.1:{port}{PATH}"]
+           "--latency", f"http://127.0.0.1:{port}{path}"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     lat = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)$", out, re.M))
@@ -320,8 +327,8 @@ def run_wrk(port: int, duration: int, connections: int, headers: list[str] = (),
 
 
 def measure(target: Target, args, headers: list[str] = ()) -> dict:
-    run_wrk(target.port, 1, args.connections, headers, target.method)  # warm-up: pools, caches, TCP
-    runs = [run_wrk(target.port, args.duration, args.connections, headers, target.method)
+    run_wrk(target.port, 1, args.connections, headers, target.method, target.path)  # warm-up: pools, caches, TCP
+    runs = [run_wrk(target.port, args.duration, args.connections, headers, target.method, target.path)
             for _ in range(args.reps)]
     median = sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
     print(f"    {target.name}: " + ", ".join(f"{r['rps']:.0f}" for r in runs) + " req/s", flush=True)
