@@ -48,7 +48,8 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
-from run import PATH, PAYLOAD, Running, Target, free_port, session_cookie, upstream_cmd  # noqa: E402
+from run import (PATH, PAYLOAD, Running, Target, free_port, session_cookie, stop_session,  # noqa: E402
+                 upstream_cmd)
 
 PYTHON = sys.executable
 PG_ADMIN = os.environ.get("ROLEGATE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -198,16 +199,7 @@ class Instance:
         return tree(self.proc.pid)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(20)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                self.proc.wait()
+        stop_session(self.proc, 20)
         self.log.close()
 
 

@@ -213,6 +213,21 @@ RATIOS = [
 
 # -- running -------------------------------------------------------------------------
 
+def stop_session(proc: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM a process started with start_new_session and everything in its group; SIGKILL if it lingers."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+
 class Running:
     def __init__(self, target: Target, upstream: str) -> None:
         self.target = target
@@ -261,17 +276,8 @@ class Running:
                 time.sleep(0.1)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            # The whole session: nginx master+worker, forked Python workers.
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(10)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                self.proc.wait()
+        # The whole session: nginx master+worker, forked Python workers.
+        stop_session(self.proc, 10)
         self.log.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
