@@ -52,6 +52,9 @@ def requirement_of(match: Any, query_get: Getter = _none, header_get: Getter = _
     return Requirement(route.mode, route.permission, scope, obj, problem)
 
 
+_AUTHENTICATED = Decision(True, "", None, ("allow: any signed-in user (mode authenticated)",))
+
+
 def decide_route(policy: Policy, identity: Identity | None, requirement: Requirement,
                  now: float | datetime | None = None) -> Decision:
     """The decision for a route requirement (``log`` mode: the would-be decision; the caller allows)."""
@@ -65,6 +68,8 @@ def decide_route(policy: Policy, identity: Identity | None, requirement: Require
     if requirement.mode == "authenticated":
         if identity.disabled:
             return Decision(False, perm, requirement.scope, ("deny: the account is disabled",))
+        if not perm and requirement.scope is None:
+            return _AUTHENTICATED  # the common case: one shared, immutable answer
         return Decision(True, perm, requirement.scope, ("allow: any signed-in user (mode authenticated)",))
     if requirement.problem is not None:
         return Decision(False, perm, requirement.scope, (f"deny: {requirement.problem}",))

@@ -24,7 +24,7 @@ from rolegate.server.runtime import Runtime
 
 _NO_HEADERS: dict[str, str] = {}
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-_DECISIONS = {(d, m): metrics.DECISIONS.labels(d, m) for d in ("allow", "deny", "would-deny")
+_DECISIONS = {(d, m): metrics.buffered(metrics.DECISIONS.labels(d, m)) for d in ("allow", "deny", "would-deny")
               for m in ("enforce", "log", "authenticated", "public")}
 
 

@@ -19,3 +19,47 @@ PERMISSION_VERSION = Gauge("rolegate_permission_version", "Permission state vers
 AUDIT_QUEUE = Gauge("rolegate_audit_queue_depth", "Audit events waiting to be written", multiprocess_mode="sum")
 DECISION_SECONDS = Histogram("rolegate_decision_seconds", "Time to authenticate and authorize",
                              buckets=(1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1))
+
+
+class BufferedCounter:
+    """A counter child whose increments are summed in-process and written out about once a second.
+
+    In multiprocess mode every ``inc()`` writes a memory-mapped file; on the per-request path that
+    was measurable (~1.5% of a request each), so the hot counters buffer.
+    """
+
+    __slots__ = ("child", "pending")
+
+    def __init__(self, child) -> None:
+        self.child = child
+        self.pending = 0
+
+    def inc(self, amount: int = 1) -> None:
+        self.pending += amount
+
+    def flush(self) -> None:
+        pending, self.pending = self.pending, 0
+        if pending:
+            self.child.inc(pending)
+
+
+_BUFFERED: list[BufferedCounter] = []
+
+
+def buffered(child) -> BufferedCounter:
+    counter = BufferedCounter(child)
+    _BUFFERED.append(counter)
+    return counter
+
+
+def flush_buffered() -> None:
+    for counter in _BUFFERED:
+        counter.flush()
+
+
+async def flush_forever(interval: float = 1.0) -> None:
+    import asyncio
+
+    while True:
+        await asyncio.sleep(interval)
+        flush_buffered()

@@ -19,9 +19,9 @@ from rolegate.server.runtime import RuntimeHolder
 
 log = logging.getLogger("rolegate.pipeline")
 
-_FORWARDED = metrics.REQUESTS.labels("forwarded")
-_DENIED = metrics.REQUESTS.labels("denied")
-_ERRORED = metrics.REQUESTS.labels("error")
+_FORWARDED = metrics.buffered(metrics.REQUESTS.labels("forwarded"))
+_DENIED = metrics.buffered(metrics.REQUESTS.labels("denied"))
+_ERRORED = metrics.buffered(metrics.REQUESTS.labels("error"))
 
 
 def check_header_size(request: web.BaseRequest, limit: int) -> None:
