@@ -53,8 +53,8 @@ http {{
 @pytest.fixture
 def nginx_bin() -> str:
     path = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not Path(path).exists():
-        pytest.skip("nginx is not installed (Debian package nginx)")
+    # A required real component: scripts/setup.sh installs it, so its absence is a failure, not a skip.
+    assert Path(path).exists(), "nginx is not installed: run scripts/setup.sh (Debian package nginx)"
     return path
 
 

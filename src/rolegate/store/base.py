@@ -154,13 +154,14 @@ class Store(abc.ABC):
             found.reverse()
         return found[:limit]
 
-    # Coordination between instances. The defaults serve one process; scale-out backends override.
+    # Coordination between instances. Every backend has its own leader lock (SQLite: a file lock,
+    # PostgreSQL: a session advisory lock); the other defaults below serve one process.
+    @abc.abstractmethod
     def leader_lock(self, name: str) -> AbstractAsyncContextManager["Lease"]:
         """Try, without waiting, to become the single holder of ``name``: ``async with ... as lease``.
 
         ``lease`` is truthy when held; the lock is released on exit or when the holder dies.
         """
-        raise NotImplementedError(f"{type(self).__name__} has no leader lock")
 
     async def publish(self, channel: str, message: str) -> None:
         """Announce ``message`` to every subscriber of ``channel`` (see shared_notifications)."""
