@@ -111,12 +111,6 @@ def naive_cmd(workers: int) -> Callable[[Path, int, str], list[str]]:
     return cmd
 
 
-def rolegate_harness_cmd(workers: int) -> Callable[[Path, int, str], list[str]]:
-    def cmd(tmp: Path, port: int, upstream: str) -> list[str]:
-        return [PYTHON, str(BENCH / "rolegate_harness.py"), str(port), upstream, "--workers", str(workers)]
-    return cmd
-
-
 def rolegate_serve_cmd(workers: int = 1, mode: str = "public", *, assertion: bool = True,
                        audit_reads: bool = True, read_sample: float = 0.01,
                        durable_writes: bool = True) -> Callable[[Path, int, str], list[str]]:

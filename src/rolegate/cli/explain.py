@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
             now = now.replace(tzinfo=timezone.utc)
     config = load_or_exit(args.config)
 
-    from rolegate.authz import Identity, compile_policy
+    from rolegate.authz import Identity
     from rolegate.authz.explain import explain, explain_route
 
     notes: list[str] = []

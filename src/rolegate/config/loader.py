@@ -9,12 +9,15 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import ValidationError
 
 from rolegate.errors import ConfigError
+
+if TYPE_CHECKING:
+    from rolegate.config.schema import Config
 
 # ${NAME} reads the environment, ${file:PATH} reads a secret file; $${ is a literal "${".
 _INTERPOLATION = re.compile(r"\$\$\{|\$\{([^}]*)\}")
@@ -161,8 +164,6 @@ def validation_problems(exc: ValidationError, source: SourceMap) -> list[str]:
 
 def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> "Config":
     """Read, interpolate and validate a config file. Raises ConfigError listing every problem."""
-    from rolegate.config.schema import Config
-
     file = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")

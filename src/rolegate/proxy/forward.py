@@ -38,7 +38,6 @@ for a ``Content-Encoding`` it cannot read.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol

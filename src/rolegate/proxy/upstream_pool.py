@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
+from aiohttp.streams import EMPTY_PAYLOAD
 
 from rolegate.errors import UpstreamTimeout, UpstreamUnavailable
 

@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import field_validator
 
 from rolegate.config.types import Duration, Listen, Section, Size
 
