@@ -29,6 +29,7 @@ from rolegate.authz.policy import CompiledBinding, Entry, Policy
 
 __all__ = ["decide", "decide_object_only", "effective_permissions", "holdings_of", "roles_of", "timestamp"]
 
+_new = tuple.__new__  # a Decision in one allocation (see Decision)
 _DISABLED = ("deny: the account is disabled",)
 
 
@@ -53,11 +54,11 @@ def decide(policy: Policy, identity: Identity, permission: str, scope: str | Non
         if identity.disabled:
             return Decision(False, permission, scope, _DISABLED)
         # Hot path: one dict lookup of a memoized decision still valid at `now`.
-        decision = policy._decisions.get((identity.key, scope, permission))
-        if decision is not None and decision._not_before <= now < decision._expires and (
-                object is None or decision.allowed):
+        key = (identity.key, scope, permission)
+        decision = policy._decisions.get(key)
+        if decision is not None and decision[4] <= now < decision[5] and (object is None or decision[0]):
             return decision
-        return _decide(policy, identity, permission, scope, object, now)
+        return _decide(policy, identity, permission, scope, object, now, key)
     except Exception as exc:  # fail closed: a bug or hostile input must never become an allow
         return Decision(False, permission if isinstance(permission, str) else repr(permission),
                         scope if isinstance(scope, str) else None,
@@ -65,16 +66,33 @@ def decide(policy: Policy, identity: Identity, permission: str, scope: str | Non
 
 
 def _decide(policy: Policy, identity: Identity, permission: str, scope: str | None, object: str | None,
-            now: float) -> Decision:
-    entry = policy.entry(identity, scope, now)
-    if not isinstance(permission, str):
+            now: float, key: tuple[str, str | None, str]) -> Decision:
+    if permission.__class__ is not str:
         return Decision(False, repr(permission), scope, ("deny: the permission is not a string",))
-    decision = Decision(permission in entry.allow, permission, scope, None, entry,
-                        entry.not_before, entry.expires)
+    index = policy._index
+    chain = index.chains.get(scope) or index.chain(scope)
+    if chain is None:
+        return _decide_malformed_scope(policy, identity, permission, scope, object, now)
+    # First decision for this (identity shape, scope, permission): straight from the index,
+    # no entry built; the reasons are worked out from an entry only if someone reads them.
+    allowed, not_before, expires = index.allows(identity, permission, chain, now)
+    decision = _new(Decision, (allowed, permission, scope, None, not_before, expires, index, identity, now))
     if permission in policy.catalogue:  # memoize catalogue permissions only
-        policy.memoize((identity.key, scope, permission), decision)
-    if object is None or decision.allowed:
+        decisions = policy._decisions
+        if len(decisions) < policy._decisions_size:
+            decisions[key] = decision
+        else:
+            policy.memoize(key, decision)
+    if object is None or allowed:
         return decision
+    return _decide_object(policy, policy.entry(identity, scope, now), identity, permission, scope, object, now)
+
+
+def _decide_malformed_scope(policy: Policy, identity: Identity, permission: str, scope: str | None,
+                            object: str | None, now: float) -> Decision:
+    entry = policy.entry(identity, scope, now)  # holds nothing, and a note saying why
+    if object is None:
+        return Decision(False, permission, scope, (entry.note,))
     return _decide_object(policy, entry, identity, permission, scope, object, now)
 
 

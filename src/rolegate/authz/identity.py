@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from sys import intern
 
 __all__ = ["Identity", "subject_key"]
 
 
 def subject_key(kind: str, name: str) -> str:
     """The key a binding subject is indexed under: ``u:alice``, ``g:staff``, ``d:<pass id>``."""
-    return f"{kind[0]}:{name}"
+    return intern(f"{kind[0]}:{name}")
 
 
 class Identity:

@@ -8,6 +8,7 @@ on the policy so that a new policy (a new ``version``) starts with an empty one.
 from __future__ import annotations
 
 import math
+from sys import intern
 from itertools import islice
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -127,12 +128,196 @@ class Entry:
                 f"(holds here: {held})",)
 
 
+class BindingIndex:
+    """Bindings and user settings indexed by subject and scope, and the entries computed from them.
+
+    It answers the two questions a decision asks: ``allows`` (one permission, straight
+    from the per-(subject, scope) unions, no sets built) and ``entry`` (everything held
+    at a scope, cached, for tokens, ``/me`` and reasons). It holds no decisions, so a
+    memoized decision may point back at it without keeping its policy alive.
+    """
+
+    __slots__ = ("scopes", "cache", "cache_size", "_by_subject", "_answers", "_settings_by_user", "chains")
+
+    def __init__(self, bindings: tuple[CompiledBinding, ...], setting_grants: tuple[SettingGrant, ...],
+                 scopes: ScopeTree, cache_size: int) -> None:
+        self.scopes = scopes
+        grouped: dict[str, dict[str | None, list[CompiledBinding]]] = {}
+        for b in bindings:
+            grouped.setdefault(f"{b.subject_kind[0]}:{b.subject}", {}).setdefault(b.scope, []).append(b)
+        # Keys are interned, as are identities' subjects and scope chains, so that a lookup
+        # compares pointers instead of reading a second copy of the string from memory.
+        self._by_subject = {intern(k): {_intern(s): _Held(tuple(v)) for s, v in d.items()}
+                            for k, d in grouped.items()}
+        # What ``allows`` reads: where nothing can expire or deny, just the allowed set
+        # (shared with the role when there is one binding), else the _Held itself.
+        self._answers = {k: {s: h.allow if h.simple else h for s, h in d.items()}
+                         for k, d in self._by_subject.items()}
+        by_user: dict[str, list[SettingGrant]] = {}
+        for g in setting_grants:
+            by_user.setdefault(g.username, []).append(g)
+        self._settings_by_user = {u: tuple(v) for u, v in by_user.items()}
+        # (identity shape, scope) -> Entry: bounded LRU (evicted by last use, half at a time).
+        self.cache: dict[tuple[str, str | None], Entry] = {}
+        self.cache_size = max(16, cache_size)
+        # scope -> its chain, or None for a malformed scope (read directly by the hot path).
+        self.chains: dict[str | None, tuple[str | None, ...] | None] = {None: (None,)}
+
+    def chain(self, scope: str | None) -> tuple[str | None, ...] | None:
+        """``scope``, its ancestors and None (global), nearest first; None if ``scope`` is malformed."""
+        chains = self.chains
+        chain = chains.get(scope, _MISSING)
+        if chain is _MISSING:
+            chain = (*map(intern, self.scopes.chain(scope)), None) if is_scope(scope) else None
+            if len(chains) >= self.cache_size:
+                chains.clear()  # bounded: scopes come from request paths
+                chains[None] = (None,)
+            chains[scope] = chain
+        return chain  # type: ignore[return-value]
+
+    def allows(self, identity: Identity, permission: str, chain: tuple[str | None, ...],
+               now: float) -> tuple[bool, float, float]:
+        """(allowed, not_before, expires) for one permission: the first decision's fast path."""
+        allowed = denied = False
+        not_before, expires = -INF, INF
+        answers = self._answers
+        for subject in identity.subjects:
+            held = answers.get(subject)
+            if held is None:
+                continue
+            for at in chain:
+                here = held.get(at)
+                if here is None:
+                    continue
+                if here.__class__ is frozenset:  # no deny, no expiry: the common case
+                    if permission in here:
+                        allowed = True
+                    continue
+                if now < here.first_until:  # every binding here still holds
+                    if permission in here.allow:
+                        allowed = True
+                    if here.deny is not None and permission in here.deny:
+                        denied = True
+                    if here.first_until < expires:
+                        expires = here.first_until
+                    continue
+                for b in here.bindings:
+                    if b.until <= now:
+                        if b.until > not_before:
+                            not_before = b.until
+                        continue
+                    if b.until < expires:
+                        expires = b.until
+                    if permission in b.allow:
+                        allowed = True
+                    if permission in b.deny:
+                        denied = True
+        if denied:
+            return False, not_before, expires
+        if not allowed and self._settings_by_user:
+            for s in self._settings_by_user.get(identity.username, ()):
+                if permission in s.permissions:
+                    allowed = True
+                    break
+        return allowed, not_before, expires
+
+    def entry(self, identity: Identity, scope: str | None, now: float) -> Entry:
+        """The cached entry for (identity shape, scope) valid at ``now``; computed on a miss."""
+        key = (identity.key, scope)
+        cache = self.cache
+        entry = cache.get(key)
+        if entry is None or not (entry.not_before <= now < entry.expires):
+            entry = self.compute_entry(identity, scope, now)
+            if len(cache) >= self.cache_size:
+                self._evict()
+            cache[key] = entry
+        entry.used = now
+        return entry
+
+    def reasons(self, identity: Identity, scope: str | None, at: float, permission: str,
+                allowed: bool) -> tuple[str, ...]:
+        """Why a decision made at ``at`` went the way it did (read lazily by ``Decision.reasons``)."""
+        return self.entry(identity, scope, at).reasons_for(permission, allowed)
+
+    def _evict(self) -> None:
+        # Least recently used half goes; amortized, this keeps a hit down to one attribute store.
+        cache = self.cache
+        ordered = sorted(cache.items(), key=lambda item: item[1].used)
+        for key, _ in ordered[: len(ordered) // 2 + 1]:
+            cache.pop(key, None)
+
+    def compute_entry(self, identity: Identity, scope: str | None, now: float) -> Entry:
+        """Everything ``identity`` holds at ``scope`` (and its parents, and globally) at ``now``."""
+        chain = self.chain(scope)
+        if chain is None:
+            return Entry(frozenset(), frozenset(), (), (), scope, -INF, INF,
+                         note=f"deny: {scope!r} is not a valid scope (type:id)")
+        allow: set[str] = set()
+        deny: set[str] = set()
+        holdings: list[CompiledBinding] = []
+        not_before, expires = -INF, INF
+        by_subject = self._by_subject
+        for subject in identity.subjects:
+            held = by_subject.get(subject)
+            if held is None:
+                continue
+            for at in chain:
+                here = held.get(at)
+                if here is None:
+                    continue
+                for b in here.bindings:
+                    if b.until <= now:
+                        # Expired: grants and denies nothing; the entry must not outlive a clock going back.
+                        if b.until > not_before:
+                            not_before = b.until
+                        continue
+                    if b.until < expires:
+                        expires = b.until
+                    allow |= b.allow
+                    deny |= b.deny
+                    holdings.append(b)
+        settings = self._settings_by_user.get(identity.username, ())
+        for s in settings:
+            allow |= s.permissions
+        allow -= deny
+        return Entry(frozenset(allow), frozenset(deny), tuple(holdings), settings, scope, not_before, expires)
+
+
+class _Held:
+    """The bindings one subject holds at one scope, with their unions while none has expired.
+
+    With one binding (the usual case) the unions are the role's own sets, shared by
+    everyone holding the role: a first decision then reads memory other decisions keep warm.
+    """
+
+    __slots__ = ("bindings", "allow", "deny", "first_until", "simple")
+
+    def __init__(self, bindings: tuple[CompiledBinding, ...]) -> None:
+        self.bindings = bindings
+        if len(bindings) == 1:
+            allow, deny = bindings[0].allow, bindings[0].deny
+        else:
+            allow = frozenset().union(*(b.allow for b in bindings))
+            deny = frozenset().union(*(b.deny for b in bindings))
+        self.allow = allow
+        deny = self.deny = deny or None  # None: nothing to check
+        self.first_until = min(b.until for b in bindings)
+        self.simple = deny is None and self.first_until == INF
+
+
+_MISSING = object()
+
+
+def _intern(scope: str | None) -> str | None:
+    return None if scope is None else intern(scope)
+
+
 class Policy:
     """A compiled, immutable authorization policy with a ``version``."""
 
     __slots__ = ("version", "catalogue", "catalogue_order", "roles", "bindings", "scopes", "settings",
                  "setting_grants", "object_grants", "problems", "config",
-                 "_by_subject", "_settings_by_user", "_grants", "_grants_by_object", "_cache", "_decisions", "_decisions_size", "_chains",
+                 "_index", "_grants", "_grants_by_object", "_cache", "_decisions", "_decisions_size",
                  "_cache_size")
 
     def __init__(self, *, version: int, catalogue_order: tuple[str, ...], roles: dict[str, FlatRole],
@@ -151,15 +336,8 @@ class Policy:
         self.object_grants = object_grants
         self.problems = problems
         self.config = config
-        by_subject: dict[str, dict[str | None, list[CompiledBinding]]] = {}
-        for b in bindings:
-            key = f"{b.subject_kind[0]}:{b.subject}"
-            by_subject.setdefault(key, {}).setdefault(b.scope, []).append(b)
-        self._by_subject = {k: {s: tuple(v) for s, v in d.items()} for k, d in by_subject.items()}
-        by_user: dict[str, list[SettingGrant]] = {}
-        for s in setting_grants:
-            by_user.setdefault(s.username, []).append(s)
-        self._settings_by_user = {u: tuple(v) for u, v in by_user.items()}
+        self._index = BindingIndex(bindings, setting_grants, scopes, cache_size)
+        self._cache = self._index.cache  # the same dict: (identity shape, scope) -> Entry
         grants: dict[tuple[str, str], list[ObjectGrant]] = {}
         by_object: dict[str, list[ObjectGrant]] = {}
         for g in object_grants:
@@ -167,13 +345,10 @@ class Policy:
             by_object.setdefault(g.object, []).append(g)
         self._grants = {k: tuple(v) for k, v in grants.items()}
         self._grants_by_object = {k: tuple(v) for k, v in by_object.items()}
-        # (identity shape, scope) -> Entry: bounded LRU (evicted by last use, half at a time).
-        self._cache: dict[tuple[str, str | None], Entry] = {}
         # (identity shape, scope, permission) -> Decision: the one-lookup hot path; bounded,
-        # oldest-inserted half evicted when full (a hot decision is re-made from its Entry).
+        # oldest-inserted half evicted when full (a hot decision is re-made from the index).
         self._decisions: dict[tuple[str, str | None, str], Decision] = {}
         self._decisions_size = max(64, 4 * cache_size)
-        self._chains: dict[str | None, tuple[str | None, ...]] = {}
         self._cache_size = max(16, cache_size)
 
     def __setattr__(self, name: str, value: object) -> None:
@@ -189,16 +364,11 @@ class Policy:
 
     def entry(self, identity: Identity, scope: str | None, now: float) -> Entry:
         """The cached entry for (identity shape, scope) valid at ``now``; computed on a miss."""
-        key = (identity.key, scope)
-        entry = self._cache.get(key)
-        if entry is None or not (entry.not_before <= now < entry.expires):
-            entry = self.compute_entry(identity, scope, now)
-            cache = self._cache
-            if len(cache) >= self._cache_size:
-                self._evict()
-            cache[key] = entry
-        entry.used = now
-        return entry
+        return self._index.entry(identity, scope, now)
+
+    def compute_entry(self, identity: Identity, scope: str | None, now: float) -> Entry:
+        """Everything ``identity`` holds at ``scope`` at ``now``, uncached."""
+        return self._index.compute_entry(identity, scope, now)
 
     def memoize(self, key: tuple[str, str | None, str], decision: Decision) -> None:
         decisions = self._decisions
@@ -207,53 +377,10 @@ class Policy:
                 decisions.pop(old, None)
         decisions[key] = decision
 
-    def _evict(self) -> None:
-        # Least recently used half goes; amortized, this keeps a hit down to one attribute store.
-        cache = self._cache
-        ordered = sorted(cache.items(), key=lambda item: item[1].used)
-        for key, _ in ordered[: len(ordered) // 2 + 1]:
-            cache.pop(key, None)
-
-    def compute_entry(self, identity: Identity, scope: str | None, now: float) -> Entry:
-        """Everything ``identity`` holds at ``scope`` (and its parents, and globally) at ``now``."""
-        chain = self._chains.get(scope)
-        if chain is None:
-            if scope is not None and not is_scope(scope):
-                return Entry(frozenset(), frozenset(), (), (), scope, -INF, INF,
-                             note=f"deny: {scope!r} is not a valid scope (type:id)")
-            chain = (*self.scopes.chain(scope), None) if scope is not None else (None,)
-            if len(self._chains) >= self._cache_size:
-                self._chains.clear()  # bounded: scopes come from request paths
-            self._chains[scope] = chain
-        allow: set[str] = set()
-        deny: set[str] = set()
-        holdings: list[CompiledBinding] = []
-        not_before, expires = -INF, INF
-        by_subject = self._by_subject
-        for subject in identity.subjects:
-            held = by_subject.get(subject)
-            if held is None:
-                continue
-            for at in chain:
-                bindings = held.get(at)
-                if bindings is None:
-                    continue
-                for b in bindings:
-                    if b.until <= now:
-                        # Expired: grants and denies nothing; the entry must not outlive a clock going back.
-                        if b.until > not_before:
-                            not_before = b.until
-                        continue
-                    if b.until < expires:
-                        expires = b.until
-                    allow |= b.allow
-                    deny |= b.deny
-                    holdings.append(b)
-        settings = self._settings_by_user.get(identity.username, ())
-        for s in settings:
-            allow |= s.permissions
-        allow -= deny
-        return Entry(frozenset(allow), frozenset(deny), tuple(holdings), settings, scope, not_before, expires)
+    def clear_caches(self) -> None:
+        """Forget every memoized decision and entry (the bench measures first decisions this way)."""
+        self._decisions.clear()
+        self._index.cache.clear()
 
     def object_grants_for(self, identity: Identity, permission: str | None, obj: str, scope: str | None,
                           now: float) -> list[ObjectGrant]:

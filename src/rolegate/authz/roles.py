@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from fnmatch import fnmatchcase
+from sys import intern
 
 from rolegate.config.sections.policy import Role
 
@@ -34,7 +35,8 @@ def expand(patterns: Iterable[str], catalogue: frozenset[str]) -> frozenset[str]
         if "*" in pattern:
             out.update(p for p in catalogue if "*" not in p and fnmatchcase(p, pattern))
         out.add(pattern)
-    return frozenset(out)
+    # Interned like the permissions routes ask for: membership then compares pointers.
+    return frozenset(map(intern, out))
 
 
 def flatten_roles(roles: Mapping[str, Role], catalogue: frozenset[str]) -> dict[str, FlatRole]:
