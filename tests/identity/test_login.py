@@ -41,6 +41,17 @@ async def test_full_login_reaches_the_backend_as_the_user(rolegate, http):
     async with http.get(f"{rolegate.url}/me-echo/c", headers={**JSON, "Cookie": f"rolegate_session={cookie}; app=1"}) as r:
         echo = await r.json()
     assert echo["headers"].get("Cookie") == "app=1"
+    # ... on public routes too: a signed-in browser sends its session cookie everywhere
+    async with http.get(f"{rolegate.url}/public/c", headers={**JSON, "Cookie": f"app=1; rolegate_session={cookie}"}) as r:
+        assert r.status == 200
+        echo = await r.json()
+    assert echo["headers"].get("Cookie") == "app=1"
+    async with http.get(f"{rolegate.url}/public/c", headers={**JSON, "Cookie": f"rolegate_session={cookie}"}) as r:
+        echo = await r.json()
+    assert "Cookie" not in echo["headers"] and "cookie" not in echo["headers"]
+    async with http.get(f"{rolegate.url}/public/c", headers={**JSON, "Cookie": "app=2; theme=dark"}) as r:
+        echo = await r.json()
+    assert echo["headers"].get("Cookie") == "app=2; theme=dark"  # nothing of ours: passed as sent
 
 
 async def test_every_login_gets_a_fresh_session_id(rolegate, http):

@@ -36,9 +36,19 @@ class Requirement:
     problem: str | None = None  # set when a template could not be filled: the request is denied
 
 
+_STATIC: dict[Any, Requirement] = {}  # route -> its requirement, for routes without templates
+
+
 def requirement_of(match: Any, query_get: Getter = _none, header_get: Getter = _none) -> Requirement:
     """Resolve the route's ``scope`` / ``object`` templates for this request."""
     route = match.route
+    if not route.scope and not route.object:  # nothing to fill in: one shared answer per route
+        requirement = _STATIC.get(route)
+        if requirement is None:
+            if len(_STATIC) >= 100_000:  # routes are replaced by reloads: keep this bounded
+                _STATIC.clear()
+            requirement = _STATIC[route] = Requirement(route.mode, route.permission, None, None)
+        return requirement
     scope = obj = None
     problem = None
     if route.scope:

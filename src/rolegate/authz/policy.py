@@ -94,7 +94,7 @@ class Entry:
     """What one identity shape holds at one scope; valid while ``not_before <= now < expires``."""
 
     __slots__ = ("allow", "deny", "holdings", "settings", "scope", "not_before", "expires", "used",
-                 "note")
+                 "note", "_reasons")
 
     def __init__(self, allow: frozenset[str], deny: frozenset[str], holdings: tuple[CompiledBinding, ...],
                  settings: tuple[SettingGrant, ...], scope: str | None, not_before: float, expires: float,
@@ -108,9 +108,18 @@ class Entry:
         self.expires = expires
         self.used = 0.0
         self.note = note
+        self._reasons: dict[tuple[str, bool], tuple[str, ...]] = {}
 
     def reasons_for(self, permission: str, allowed: bool) -> tuple[str, ...]:
-        """Human-readable grants and denies behind a decision on ``permission``."""
+        """Human-readable grants and denies behind a decision on ``permission`` (worked out once)."""
+        reasons = self._reasons.get((permission, allowed))
+        if reasons is None:
+            if len(self._reasons) >= 256:
+                self._reasons.clear()
+            reasons = self._reasons[(permission, allowed)] = self._reasons_for(permission, allowed)
+        return reasons
+
+    def _reasons_for(self, permission: str, allowed: bool) -> tuple[str, ...]:
         where = self.scope or "(global)"
         if self.note is not None:
             return (self.note,)

@@ -3,12 +3,16 @@
 An authenticator looks at a request and answers one of three ways:
 a Principal (it recognised and accepted the credential), None (not its kind of credential:
 ask the next one), or it raises ``SignInRequired`` (its kind, but invalid: stop here).
+
+``authenticate_now`` is the same question asked without awaiting: an authenticator that can
+answer from memory (a cached session, no credential of its kind) does so, and answers
+``PENDING`` whenever only ``authenticate`` can tell. It must never answer differently.
 """
 
 from __future__ import annotations
 
 import abc
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from aiohttp import web
 
@@ -16,6 +20,18 @@ from rolegate.identity.principal import Principal
 
 if TYPE_CHECKING:
     from rolegate.identity.stage import IdentityStage
+
+
+class _Pending:
+    """The answer of ``authenticate_now`` when it cannot tell without I/O."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "PENDING"
+
+
+PENDING: Any = _Pending()
 
 
 class Authenticator(abc.ABC):
@@ -27,6 +43,17 @@ class Authenticator(abc.ABC):
     @abc.abstractmethod
     async def authenticate(self, request: web.BaseRequest) -> Principal | None:
         """A Principal, None when not responsible, or raise SignInRequired."""
+
+    def authenticate_now(self, request: web.BaseRequest) -> Principal | None:
+        """``authenticate``'s answer when it needs no I/O, else ``PENDING`` (the default)."""
+        return PENDING
+
+
+class BearerAuthenticator(Authenticator):
+    """An authenticator of ``Authorization: Bearer`` tokens: without one, the answer is None at once."""
+
+    def authenticate_now(self, request: web.BaseRequest) -> Principal | None:
+        return None if bearer_token(request) is None else PENDING
 
 
 def bearer_token(request: web.BaseRequest) -> str | None:

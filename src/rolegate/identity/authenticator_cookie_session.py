@@ -8,7 +8,7 @@ import time
 
 from aiohttp import web
 
-from rolegate.identity.authenticator import Authenticator
+from rolegate.identity.authenticator import PENDING, Authenticator
 from rolegate.identity.errors import ProviderUnavailable
 from rolegate.identity.oidc_client import TokenRefused
 from rolegate.identity.principal import Principal, principal_from_claims
@@ -29,6 +29,9 @@ class CookieSessionAuthenticator(Authenticator):
     def __init__(self, stage) -> None:
         super().__init__(stage)
         self._retry_at: dict[str, float] = {}
+        # raw Cookie header -> (session, quiet until): until then, and while no session was revoked,
+        # the same header names the same live session with nothing to write back or refresh.
+        self._quiet: dict[str, tuple[Session, float]] = {}
 
     async def authenticate(self, request: web.BaseRequest) -> Principal | None:
         session = await self.stage.session_from_request(request)
@@ -37,11 +40,39 @@ class CookieSessionAuthenticator(Authenticator):
         session = await self._keep_alive(session)
         return session.principal if session is not None else None
 
+    def authenticate_now(self, request: web.BaseRequest) -> Principal | None:
+        raw = request.headers.get("Cookie")
+        if raw is None:
+            return None  # no session cookie: not ours to answer
+        now = time.time()
+        hit = self._quiet.get(raw)
+        if hit is not None:
+            session, until = hit
+            if now < until and self.stage.sessions.is_current(session):
+                session.data["seen"] = now
+                return session.principal
+            del self._quiet[raw]
+        session, cookie_until = self.stage.session_now(request)
+        if session is None or session is PENDING:
+            return session
+        if self._refresh_due(session, now):
+            return PENDING  # _keep_alive's work
+        until = min(cookie_until, float(session.data["expires"]), self.stage.sessions.touch_at(session))
+        if "rt" in session.data:
+            until = min(until, float(session.data.get("tok_exp", 0)) - self.stage.refresh_before)
+        if len(self._quiet) >= 10_000:
+            self._quiet.clear()
+        self._quiet[raw] = (session, until)
+        return session.principal
+
+    def _refresh_due(self, session: Session, now: float) -> bool:
+        return float(session.data.get("tok_exp", 0)) - now <= self.stage.refresh_before and "rt" in session.data
+
     async def _keep_alive(self, session: Session) -> Session | None:
         """Refresh the provider tokens when near expiry; a refused refresh ends the session."""
         stage = self.stage
         now = time.time()
-        if float(session.data.get("tok_exp", 0)) - now > stage.refresh_before or "rt" not in session.data:
+        if not self._refresh_due(session, now):
             return session
         if self._retry_at.get(session.key, 0.0) > now:
             return session

@@ -9,7 +9,7 @@ import logging
 import jwt
 from aiohttp import web
 
-from rolegate.identity.authenticator import Authenticator, bearer_token
+from rolegate.identity.authenticator import Authenticator, BearerAuthenticator, bearer_token
 from rolegate.identity.errors import SignInRequired
 from rolegate.identity.principal import Principal, principal_from_claims
 from rolegate.identity.provider_jwt import InvalidProviderToken
@@ -18,7 +18,7 @@ from rolegate.identity.registry import register
 log = logging.getLogger("rolegate.identity.bearer")
 
 
-class IdPAccessTokenAuthenticator(Authenticator):
+class IdPAccessTokenAuthenticator(BearerAuthenticator):
     name = "idp_access_token"
 
     async def authenticate(self, request: web.BaseRequest) -> Principal | None:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from rolegate.identity.authenticator import Authenticator, bearer_token
+from rolegate.identity.authenticator import Authenticator, BearerAuthenticator, bearer_token
 from rolegate.identity.principal import Principal
 from rolegate.identity.registry import register
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from rolegate.tokens.service import TokenService
 
 
-class RolegateTokenAuthenticator(Authenticator):
+class RolegateTokenAuthenticator(BearerAuthenticator):
     name = "rolegate_token"
 
     def __init__(self, stage: "IdentityStage | None" = None, *, service: "TokenService | None" = None) -> None:

@@ -32,12 +32,22 @@ class RevocationWatch:
         self._checked_at = 0.0
         self._board = board
 
-    async def current(self) -> int:
+    def current_now(self) -> int | None:
+        """``current()`` when it needs no Store read; None when the Store is due to be asked."""
+        self._from_board()
+        if time.monotonic() - self._checked_at >= self._interval:
+            return None
+        return self._value
+
+    def _from_board(self) -> None:
         board = self._board
         if board is not None:
             seen = board.get(COUNTER)
             if seen > self._value and self._value != -1:
                 self._value = seen
+
+    async def current(self) -> int:
+        self._from_board()
         now = time.monotonic()
         if now - self._checked_at >= self._interval:
             try:

@@ -76,6 +76,11 @@ class CookieSealer:
         self._opened[(name, value)] = (payload, data["exp"])
         return payload
 
+    def opened_until(self, value: str, *, name: str) -> float:
+        """Until when an already unsealed ``value`` stays valid (0 when it is not among them)."""
+        opened = self._opened.get((name, value))
+        return float(opened[1]) if opened is not None else 0.0
+
     def _aad(self, name: str) -> bytes:
         return self._purpose + b"|" + name.encode()
 

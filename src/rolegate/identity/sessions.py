@@ -14,6 +14,7 @@ import secrets
 import time
 from typing import Any
 
+from rolegate.identity.authenticator import PENDING
 from rolegate.identity.principal import Principal
 from rolegate.identity.revocation_watch import RevocationWatch
 from rolegate.identity.sealed_cookie import CookieSealer
@@ -148,9 +149,36 @@ class SessionStore:
         await self._touch(session, now)
         return session
 
+    def find_now(self, sub_tag: str, session_id: str, now: float) -> Session | None:
+        """``find``'s answer when memory holds it (cached, alive, nothing to write back), else PENDING."""
+        key = self._keys.get((sub_tag, session_id))
+        if key is None:
+            return PENDING
+        version = self.watch.current_now()
+        if version is None or version < 0 or version != self._cache_version:
+            return PENDING
+        session = self._cache.get(key)
+        if session is None or not session.alive(now, self.idle_timeout) or self._touch_due(session, now):
+            return PENDING
+        session.data["seen"] = now
+        return session
+
+    def is_current(self, session: Session) -> bool:
+        """True while ``session`` is still what ``find`` would return from memory (no revocation since)."""
+        version = self.watch.current_now()
+        return (version is not None and version >= 0 and version == self._cache_version
+                and self._cache.get(session.key) is session)
+
+    def touch_at(self, session: Session) -> float:
+        """When ``session``'s last-seen time is next written back to the Store."""
+        return session.seen_written + min(_TOUCH_EVERY, self.idle_timeout / 4)
+
+    def _touch_due(self, session: Session, now: float) -> bool:
+        return now >= self.touch_at(session)
+
     async def _touch(self, session: Session, now: float) -> None:
         session.data["seen"] = now
-        if now - session.seen_written < min(_TOUCH_EVERY, self.idle_timeout / 4):
+        if not self._touch_due(session, now):
             return
         session.seen_written = now
         record = await self.store.get(NAMESPACE, session.key)

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
 
 from rolegate.config import Config
-from rolegate.identity.authenticator import Authenticator, bearer_token
+from rolegate.identity.authenticator import PENDING, Authenticator, bearer_token
 from rolegate.identity.discovery import HttpSource, ProviderMetadata
 from rolegate.identity.errors import SignInRequired
 from rolegate.identity.jwks import ProviderKeys
@@ -77,6 +79,13 @@ class IdentityStage:
         self._open_lock = asyncio.Lock()
         # raw Cookie header -> value of the session cookie in it (see _cookie)
         self._cookie_values: dict[str, str | None] = {}
+        # Cookies no backend may see (see backend_cookie).
+        own: set[str] = set()
+        if session is not None:
+            own.add(session.cookie_name)
+        if config.daypass is not None:  # day passes (issue 7): the pass cookie and its confirm cookie
+            own |= {config.daypass.cookie_name, config.daypass.cookie_name + "_confirm"}
+        self._own_cookies = frozenset(own)
         from rolegate.identity.registry import build_authenticators
 
         self.authenticators: list[Authenticator] = build_authenticators(self)
@@ -130,6 +139,32 @@ class IdentityStage:
             # A bearer token nobody recognised is an error, not an anonymous request (RFC 6750 §3.1).
             raise SignInRequired("bearer token not recognised by any authenticator", bearer_error="invalid_token")
         return None
+
+    def authenticate_now(self, request: web.BaseRequest) -> Principal | None:
+        """``authenticate``'s answer when no authenticator needs I/O for it (a browser's cached
+        session: the common request), else PENDING: then await ``authenticate``."""
+        for authenticator in self.authenticators:
+            principal = authenticator.authenticate_now(request)
+            if principal is not None:
+                return principal  # a Principal, or PENDING
+        # Nobody recognised a credential: anonymous, unless a bearer token nobody took (an error).
+        return None if bearer_token(request) is None else PENDING
+
+    def session_now(self, request: web.BaseRequest) -> tuple[Session | None, float]:
+        """``session_from_request`` answered from memory, or PENDING; with the time until which
+        the session cookie stays valid."""
+        sessions = self._sessions
+        if sessions is None or self.cookie_sealer is None:
+            return PENDING, 0.0  # not opened yet
+        name = self.config.session.cookie_name
+        value = self._cookie(request, name)
+        payload = self.cookie_sealer.unseal(value, name=name)
+        if payload is None:
+            return None, 0.0
+        sid, tag = payload.get("i"), payload.get("u")
+        if not isinstance(sid, str) or not isinstance(tag, str):
+            return None, 0.0
+        return sessions.find_now(tag, sid, time.time()), self.cookie_sealer.opened_until(value, name=name)
 
     async def session_from_request(self, request: web.BaseRequest) -> Session | None:
         """The live session named by the request's session cookie, or None."""
@@ -186,14 +221,17 @@ class IdentityStage:
         headers = identity_headers(principal)
         raw = request.headers.getall("Cookie", [])
         if raw:
-            own = {self.config.session.cookie_name} if self.config.session is not None else set()
-            if self.config.daypass is not None:  # day passes (issue 7): the pass cookie and its confirm cookie
-                own |= {self.config.daypass.cookie_name, self.config.daypass.cookie_name + "_confirm"}
-            kept = []
-            for part in "; ".join(raw).split(";"):
-                name = part.split("=", 1)[0].strip()
-                if not name or name in own or name.startswith(LOGIN_COOKIE_PREFIX):
-                    continue
-                kept.append(part.strip())
-            headers["Cookie"] = "; ".join(kept)  # empty: the forwarder drops the header
+            headers["Cookie"] = self.backend_cookie(raw)  # empty: the forwarder drops the header
         return headers
+
+    def backend_cookie(self, raw: Iterable[str]) -> str:
+        """The Cookie header values ``raw`` without rolegate's own cookies (session, day pass and its
+        confirmation, sign-in state): what any backend may see, on every route, public ones included."""
+        own = self._own_cookies
+        kept = []
+        for part in "; ".join(raw).split(";"):
+            name = part.split("=", 1)[0].strip()
+            if not name or name in own or name.startswith(LOGIN_COOKIE_PREFIX):
+                continue
+            kept.append(part.strip())
+        return "; ".join(kept)

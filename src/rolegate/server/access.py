@@ -15,6 +15,7 @@ from aiohttp import web
 from rolegate.audit import decision_event, request_event
 from rolegate.authz.explain import Requirement, decide_route, requirement_of
 from rolegate.errors import Forbidden, MethodNotAllowed, RolegateError, Unauthenticated
+from rolegate.identity.authenticator import PENDING
 from rolegate.identity.errors import AccountDisabled
 from rolegate.proxy.headers import EncodedHeaders
 from rolegate.proxy.paths import normalize_path, split_segments
@@ -80,27 +81,41 @@ async def check_access(runtime: Runtime, request: web.BaseRequest, method: str, 
             raise MethodNotAllowed(f"{method} {path}")
         route = access.route = match.route
         access.write = method not in _READ_METHODS
+        identity_stage = runtime.identity
         if route.mode == "public":
+            if identity_stage is not None:
+                access.set_headers = _public_headers(identity_stage, request)
             return access
 
         # -- authenticate: session cookie, bearer token or day pass ----------------------------------
-        identity_stage = runtime.identity
         if identity_stage is None:
             raise Unauthenticated(f"{route.mode} route {route.name} needs a signed-in user (no session configured)")
-        principal = await identity_stage.authenticate(request)
+        # A browser's cached session is answered from memory; anything else (a bearer token, a
+        # session to refresh or write back, no credential at all) takes the awaited path.
+        principal = identity_stage.authenticate_now(request)
+        if principal is PENDING:
+            principal = await identity_stage.authenticate(request)
         if principal is None:
             raise identity_stage.sign_in_required(f"{route.mode} route {route.name} needs a signed-in user",
                                                   scheme=None, host=host, raw_target=raw_target)
         access.principal = principal
-        identity = access.identity = await runtime.identity_for(principal)
+        identity = runtime.identity_now(principal)
+        if identity is None:
+            identity = await runtime.identity_for(principal)
+        access.identity = identity
         if identity.disabled:
             _audit(runtime, "deny", method, path, route, principal, None, ("deny: the account is disabled",),
                    started, request)
             raise AccountDisabled(f"{principal.username} is disabled or unknown in the directory")
 
         # -- authorize against the current compiled policy -----------------------------------------------
-        policy = await runtime.current_policy()
-        requirement = requirement_of(match, _query_getter(query), request.headers.get)
+        policy = runtime.policy_now()
+        if policy is None:
+            policy = await runtime.current_policy()
+        if route.scope or route.object:
+            requirement = requirement_of(match, _query_getter(query), request.headers.get)
+        else:
+            requirement = requirement_of(match)
         decision = decide_route(policy, identity, requirement, runtime.clock())
         access.scope = requirement.scope
         if not decision.allowed:
@@ -110,11 +125,18 @@ async def check_access(runtime: Runtime, request: web.BaseRequest, method: str, 
             _audit(runtime, "would-deny", method, path, route, principal, decision, decision.reasons, started,
                    request)
         else:
-            _audit(runtime, "allow", method, path, route, principal, decision, decision.reasons, started, request)
+            _audit(runtime, "allow", method, path, route, principal, decision, None, started, request)
 
         # -- what the upstream learns: identity headers and the signed assertion ---------------------------
-        access.set_headers = await _upstream_headers(runtime, request, identity_stage, principal, identity, policy,
-                                                     route, requirement.scope)
+        headers_key = _headers_key(runtime, request, principal, identity, policy, route, requirement.scope)
+        cached = _headers_cache.get(headers_key)
+        tokens = runtime.tokens
+        if cached is not None and cached.not_before <= time.time() < cached.until and (
+                tokens is None or tokens.minter is None or tokens.keyring.in_step()):
+            access.set_headers = cached.headers
+        else:
+            access.set_headers = await _upstream_headers(runtime, request, identity_stage, principal, identity,
+                                                         policy, route, requirement.scope, headers_key)
 
         # -- redaction: fields hidden unless the caller holds the route's `unless` permission -------------------
         redact = route.redact
@@ -127,6 +149,26 @@ async def check_access(runtime: Runtime, request: web.BaseRequest, method: str, 
     except RolegateError as exc:
         access.error = exc
     return access
+
+
+_public_cookies: dict[tuple[Any, ...], dict[str, str]] = {}
+
+
+def _public_headers(identity_stage: Any, request: web.BaseRequest) -> dict[str, str]:
+    """A public route's upstream headers: the Cookie header without rolegate's own cookies (a signed-in
+    browser sends its session cookie everywhere; no backend may see it), remembered per Cookie header."""
+    cookies = request.headers.getall("Cookie", ())
+    if not cookies:
+        return _NO_HEADERS
+    key = (identity_stage, *cookies)  # the stage: a reload may rename the cookies
+    headers = _public_cookies.get(key)
+    if headers is None:
+        kept = identity_stage.backend_cookie(cookies)
+        headers = _NO_HEADERS if kept == "; ".join(cookies) else EncodedHeaders({"Cookie": kept})
+        if len(_public_cookies) >= _HEADERS_MAX:
+            _public_cookies.clear()
+        _public_cookies[key] = headers
+    return headers
 
 
 class _Headers:
@@ -146,26 +188,33 @@ _headers_cache: dict[tuple[Any, ...], _Headers] = {}
 _headers_owner: list[Any] = [None]  # the Runtime the cache was filled for; another one starts it afresh
 
 
+def _headers_key(runtime: Runtime, request: web.BaseRequest, principal: Any, identity: Any, policy: Any,
+                 route: Route, scope: str | None) -> tuple[Any, ...]:
+    """Everything the upstream headers depend on (see ``_upstream_headers``)."""
+    if _headers_owner[0] is not runtime:
+        _headers_cache.clear()
+        _headers_owner[0] = runtime
+    cookies = request.headers.getall("Cookie", ())
+    # identity.key: its groups (a string with a cached hash); a disabled identity never gets this far
+    return (principal, identity.key, policy, scope, route.upstream, tuple(cookies) if cookies else ())
+
+
 async def _upstream_headers(runtime: Runtime, request: web.BaseRequest, identity_stage: Any, principal: Any,
-                            identity: Any, policy: Any, route: Route, scope: str | None) -> EncodedHeaders:
+                            identity: Any, policy: Any, route: Route, scope: str | None,
+                            key: tuple[Any, ...]) -> EncodedHeaders:
     """Identity headers, the caller's own cookies and the signed assertion, built once and reused.
 
-    The key holds everything the answer depends on: the principal object (a session's principal is
-    replaced when the session is refreshed or the session cache is dropped on a revocation), the
-    authz identity (directory groups, disabled flag), the policy object (a new one on every version
-    move), the scope, the upstream and the raw Cookie header values. ``until`` bounds the entry by
-    the assertion's refresh time and by the policy entry's validity, so nothing outlives the answer
-    it caches.
+    The key (``_headers_key``) holds everything the answer depends on: the principal object (a
+    session's principal is replaced when the session is refreshed or the session cache is dropped
+    on a revocation), the authz identity's key (user, directory groups, day pass), the policy object (a
+    new one on every version move), the scope, the upstream and the raw Cookie header values.
+    ``until`` bounds the entry by the assertion's refresh time and by the policy entry's validity,
+    so nothing outlives the answer it caches. check_access reads a valid entry without calling this.
     """
     tokens = runtime.tokens
     minter = tokens.minter if tokens is not None else None
     if minter is not None:
         await tokens.keyring.sync()
-    if _headers_owner[0] is not runtime:
-        _headers_cache.clear()
-        _headers_owner[0] = runtime
-    cookies = request.headers.getall("Cookie", ())
-    key = (principal, identity, policy, scope, route.upstream, tuple(cookies) if cookies else ())
     now = time.time()
     cached = _headers_cache.get(key)
     if cached is not None and cached.not_before <= now < cached.until:
@@ -209,6 +258,8 @@ def _audit(runtime: Runtime, verdict: str, method: str, path: str, route: Route,
         return
     if verdict == "allow" and method not in _READ_METHODS:
         return  # writes: the pipeline records them durably before forwarding (see record_write)
+    if reasons is None:
+        reasons = decision.reasons  # worked out only for events that are recorded
     audit.emit(decision_event(
         decision=verdict, user=principal.username, method=method, path=path,
         permission=decision.permission if decision is not None else route.permission,

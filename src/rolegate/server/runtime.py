@@ -171,6 +171,14 @@ class Runtime:
         board = self.board
         return board.policy_versions() if board is not None else self._seen
 
+    def policy_now(self) -> Policy | None:
+        """``current_policy()`` when nothing moved and the store is fresh enough; None: await it."""
+        if self.board is not None and self._board_versions() != self._seen:
+            return None
+        if self.store is not None and time.monotonic() - self.store_ok_at > self.max_staleness:
+            return None
+        return self.policy
+
     async def current_policy(self) -> Policy:
         """The policy as of now: recompiled first if anything changed since it was built.
 
@@ -256,6 +264,14 @@ class Runtime:
                 self.board.raise_to(name, value)
 
     # -- who is asking ------------------------------------------------------------------------------
+
+    def identity_now(self, principal: Any) -> Identity | None:
+        """``identity_for()`` when this worker already knows the answer; None: await it."""
+        if getattr(principal, "daypass_id", None) is not None:
+            return None
+        if self.config.directory is None:
+            return self._identities.get((principal.username, principal.groups))
+        return self._identities.get((principal.username,))
 
     async def identity_for(self, principal: Any) -> Identity:
         """The authz Identity of a principal: directory groups and disabled flag when a directory is set."""

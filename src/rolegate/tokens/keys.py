@@ -163,12 +163,16 @@ class KeyRing:
         return self._jwks_body
 
     # -- keeping in step ---------------------------------------------------------------------------
+    def in_step(self) -> bool:
+        """True while ``sync()`` would have nothing to do."""
+        return self._clock() < self._next_check and (self.board is None or self.board.get(COUNTER) == self._seen)
+
     async def sync(self) -> None:
         """Load / rotate keys when needed; cheap when nothing changed."""
-        if self._clock() < self._next_check and (self.board is None or self.board.get(COUNTER) == self._seen):
+        if self.in_step():
             return
         async with self._lock:
-            if self._clock() < self._next_check and (self.board is None or self.board.get(COUNTER) == self._seen):
+            if self.in_step():
                 return
             await self._reload()
 
