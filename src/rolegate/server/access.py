@@ -29,6 +29,14 @@ _DECISIONS = {(d, m): metrics.buffered(metrics.DECISIONS.labels(d, m)) for d in 
               for m in ("enforce", "log", "authenticated", "public")}
 
 
+_ALLOWED = {m: _DECISIONS[("allow", m)] for m in ("enforce", "log", "authenticated", "public")}
+
+
+def _read_recorded(runtime: Runtime) -> bool:
+    audit = runtime.audit
+    return audit is not None and audit.should_record_read()
+
+
 class Access:
     """The outcome of check_access: either ``error`` is set, or the request may be forwarded."""
 
@@ -124,8 +132,12 @@ async def check_access(runtime: Runtime, request: web.BaseRequest, method: str, 
                 raise Forbidden(f"{principal.username} {method} {path}: {'; '.join(decision.reasons)}")
             _audit(runtime, "would-deny", method, path, route, principal, decision, decision.reasons, started,
                    request)
-        else:
+        elif not access.write and _read_recorded(runtime):
             _audit(runtime, "allow", method, path, route, principal, decision, None, started, request)
+        else:
+            # Counted only: a read not sampled for the trail, or a write (the pipeline records those
+            # durably before forwarding, see record_write).
+            _ALLOWED[route.mode].inc()
 
         # -- what the upstream learns: identity headers and the signed assertion ---------------------------
         headers_key = _headers_key(runtime, request, principal, identity, policy, route, requirement.scope)
@@ -249,15 +261,11 @@ async def _upstream_headers(runtime: Runtime, request: web.BaseRequest, identity
 
 def _audit(runtime: Runtime, verdict: str, method: str, path: str, route: Route, principal: Any, decision: Any,
            reasons: Any, started: float, request: web.BaseRequest) -> None:
-    """Hand the decision to the audit log: denials always, allowed reads as sampled, writes always."""
+    """Hand a decision to the audit log: every denial, and the allowed reads the caller sampled."""
     _DECISIONS[(verdict, route.mode)].inc()
     audit = runtime.audit
     if audit is None:
         return
-    if verdict == "allow" and method in _READ_METHODS and not audit.should_record_read():
-        return
-    if verdict == "allow" and method not in _READ_METHODS:
-        return  # writes: the pipeline records them durably before forwarding (see record_write)
     if reasons is None:
         reasons = decision.reasons  # worked out only for events that are recorded
     audit.emit(decision_event(
