@@ -130,6 +130,58 @@ def bench_rolegate(world, queries, cold_queries):
     return policy, hot_us, small_us, cold_us, answers
 
 
+def bench_match_and_decide(world, policy, now, n: int = 5_000):
+    """Route match plus decision at 10,000 routes: what the proxy does per request before forwarding.
+
+    Each route is ``GET /r<i>/buildings/{building}/things`` asking for its permission at
+    ``building:{building}``. Timed per request: normalize, split, match, fill the scope
+    template, decide. Returns (memoized median us, first-decision median us, mean of those).
+    """
+    from rolegate.authz.explain import decide_route, requirement_of
+    from rolegate.proxy.paths import normalize_path, split_segments
+    from rolegate.proxy.routes import RouteSpec, RouteTable
+
+    perms, roles, members, user_grants, routes = world
+    specs = [RouteSpec(f"/r{i}/buildings/{{building}}/things", frozenset({"GET"}), permission=perm,
+                       scope="building:{building}", upstream="app", index=i) for i, (perm, _) in enumerate(routes)]
+    table = RouteTable.compile(specs)
+    rnd = random.Random(3)
+    users = list(user_grants)
+    requests = []
+    for _ in range(n):
+        user = rnd.choice(users)
+        _, scope = rnd.choice(user_grants[user])
+        requests.append((user, f"/r{rnd.randrange(len(specs))}/buildings/{scope.split(':', 1)[1]}/things"))
+
+    def one(identity, path):
+        match = table.match("GET", "app.example.com", split_segments(normalize_path(path)))
+        return decide_route(policy, identity, requirement_of(match), now)
+
+    clock = time.perf_counter_ns
+    overhead = statistics.median(-(clock() - clock()) for _ in range(20_000))
+    idents = {u: Identity(u, ()) for u, _ in requests}
+    for u, path in requests:
+        assert one(idents[u], path).permission  # every request matches a route
+    hot = requests[:1000]
+    warm = []
+    gc.disable()
+    for _ in range(5):
+        for u, path in hot:
+            identity = idents[u]
+            t0 = clock()
+            one(identity, path)
+            warm.append((clock() - t0 - overhead) / 1000)
+    first = []
+    for u, path in requests:
+        policy.clear_caches()
+        identity = Identity(u, ())
+        t0 = clock()
+        one(identity, path)
+        first.append((clock() - t0 - overhead) / 1000)
+    gc.enable()
+    return statistics.median(warm), statistics.median(first), statistics.fmean(first)
+
+
 def bench_casbin(world, queries, expected):
     try:
         import casbin
@@ -220,6 +272,7 @@ def main() -> int:
     cold_queries = make_queries(rnd, perms, roles, user_grants, routes, 5_000)
     policy, hot_us, small_us, cold_us, answers = bench_rolegate(world, queries, cold_queries)
     say(f"rolegate: {sum(answers)} of {len(answers)} sampled decisions allow")
+    match_us, match_first_us, match_first_mean = bench_match_and_decide(world, policy, time.time())
     slow_n = 20 if args.quick else 100
     casbin_us, casbin_note = bench_casbin(world, queries[:slow_n], answers)
     cedar_us, cedar_note = bench_cedar(world, queries[: slow_n * 10], answers)
@@ -228,6 +281,9 @@ def main() -> int:
             ("rolegate decide (memoized, 20k working set)", hot_us, f"{len(queries)} distinct requests"),
             ("rolegate decide (first for user+scope)", cold_us[0],
              f"median of {3 * len(cold_queries)} timed singly, nothing memoized; mean {cold_us[1]:.3f}"),
+            ("rolegate match + decide, 10k routes", match_us, "normalize, match, scope template, decide; memoized"),
+            ("rolegate match + first decide, 10k routes", match_first_us,
+             f"same, nothing memoized; mean {match_first_mean:.3f}"),
             ("pycasbin enforce (RBAC with domains)", casbin_us, casbin_note or f"{slow_n} decisions, each timed"),
             ("cedarpy is_authorized_batch", cedar_us, cedar_note or f"{slow_n * 10} decisions, pre-parsed")]
     say("")

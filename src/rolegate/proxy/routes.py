@@ -102,11 +102,15 @@ class Template:
     ``{header.NAME}`` a request header.
     """
 
-    __slots__ = ("text", "parts")
+    __slots__ = ("text", "parts", "_prefix", "_param")
 
     def __init__(self, text: str, parts: tuple[str | tuple[int, str], ...]) -> None:
         self.text = text
         self.parts = parts
+        # The usual shape, ``building:{building}``: a literal prefix and one path parameter.
+        self._prefix = self._param = None
+        if len(parts) == 2 and isinstance(parts[0], str) and not isinstance(parts[1], str) and parts[1][0] == _PARAM:
+            self._prefix, self._param = parts[0], parts[1][1]
 
     @classmethod
     def parse(cls, text: str, path_params: Sequence[str]) -> tuple[Template | None, list[str]]:
@@ -150,6 +154,9 @@ class Template:
         header_get: Callable[[str], str | None],
     ) -> str | None:
         """Fill the template; None when a referenced value is missing or empty."""
+        if self._param is not None:
+            value = params.get(self._param)
+            return self._prefix + value if value else None
         out: list[str] = []
         for part in self.parts:
             if isinstance(part, str):
