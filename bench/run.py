@@ -7,8 +7,11 @@
 Every row proxies to the SAME upstream (nginx answering a 200-byte JSON from
 memory, far faster than any proxy here). Servers run under ``taskset -c 1``,
 wrk under ``taskset -c 0``; each row is warmed up, then measured REPS times and
-the median (by req/s) is reported. Results: a table on stdout and
-``bench/results/latest.json``.
+the median (by req/s) is reported. The rolegate rows whose config is identical
+(public, authenticated, enforce: they differ only in the route requested) run on
+one server and are measured interleaved, rep by rep, so their ratios compare
+routes rather than two processes or the machine's drift. Results: a table on
+stdout and ``bench/results/latest.json``.
 
 Targets are data (see ``TARGETS``): a name, how to build its command line
 (given a private temp dir, its port and the upstream URL), and how many worker
@@ -157,6 +160,10 @@ class Target:
     path: str = PATH       # what wrk requests
     method: str = "GET"  # wrk's request method (POST rows send WRITE_BODY)
     port: int = field(default_factory=free_port)
+    # Rows with the same ``shared`` name run on ONE server (their config is identical) and are measured
+    # interleaved (A B C A B C ...): their ratios then compare routes, not two processes' luck or the
+    # machine's drift between one row and the next.
+    shared: str | None = None
 
 
 def default_targets(workers2: bool) -> list[Target]:
@@ -164,10 +171,11 @@ def default_targets(workers2: bool) -> list[Target]:
         Target("upstream (nginx return)", upstream_cmd, is_upstream=True),
         Target("nginx proxy_pass", nginx_proxy_cmd),
         Target("naive aiohttp proxy", naive_cmd(1)),
-        Target("rolegate serve, public route", rolegate_serve_cmd(1), session=True, path=PUBLIC_PATH),
+        Target("rolegate serve, public route", rolegate_serve_cmd(1), session=True, path=PUBLIC_PATH,
+               shared="rolegate"),
         Target("rolegate, authenticated (cookie)", rolegate_serve_cmd(1, "authenticated"), session=True,
-               path=AUTH_PATH),
-        Target("rolegate, enforce", rolegate_serve_cmd(1, "enforce"), session=True,
+               path=AUTH_PATH, shared="rolegate"),
+        Target("rolegate, enforce", rolegate_serve_cmd(1, "enforce"), session=True, shared="rolegate",
                note="assertion minted (cached), allowed reads audited at 1% (config-shape.yaml)"),
         Target("rolegate, enforce, no assertion", rolegate_serve_cmd(1, "enforce", assertion=False), session=True),
         Target("rolegate, enforce, reads unaudited", rolegate_serve_cmd(1, "enforce", audit_reads=False),
@@ -236,11 +244,11 @@ class Running:
         )
         self.headers: list[str] = []
 
-    def wait_ready(self, timeout: float = 15) -> None:
-        url = f"http://127.0.0.1:{self.target.port}{self.target.path}"
+    def wait_ready(self, timeout: float = 15, path: str | None = None) -> None:
+        url = f"http://127.0.0.1:{self.target.port}{path or self.target.path}"
         deadline = time.monotonic() + timeout
         last: Exception | None = None
-        if self.target.session:
+        if self.target.session and not self.headers:
             self._wait_listening(deadline)
             self.headers = [session_cookie(self.tmp / "rolegate.yaml")]
         while time.monotonic() < deadline:
@@ -326,10 +334,38 @@ def run_wrk(port: int, duration: int, connections: int, headers: list[str] = (),
     }
 
 
+def _groups(targets: list[Target]) -> list[list[Target]]:
+    """Targets in order, those sharing a server (``shared``) gathered where the first of them stands."""
+    groups: list[list[Target]] = []
+    by_name: dict[str, list[Target]] = {}
+    for t in targets:
+        if t.shared is None:
+            groups.append([t])
+        elif t.shared in by_name:
+            by_name[t.shared].append(t)
+        else:
+            by_name[t.shared] = [t]
+            groups.append(by_name[t.shared])
+    return groups
+
+
 def measure(target: Target, args, headers: list[str] = ()) -> dict:
-    run_wrk(target.port, 1, args.connections, headers, target.method, target.path)  # warm-up: pools, caches, TCP
-    runs = [run_wrk(target.port, args.duration, args.connections, headers, target.method, target.path)
-            for _ in range(args.reps)]
+    return measure_group([target], args, headers, target.port)[0]
+
+
+def measure_group(group: list[Target], args, headers: list[str], port: int) -> list[dict]:
+    """Measure rows served by one server on ``port``, interleaved rep by rep (see Target.shared)."""
+    for target in group:  # warm-up: pools, caches, TCP
+        run_wrk(port, 1, args.connections, headers, target.method, target.path)
+    runs: dict[str, list[dict]] = {t.name: [] for t in group}
+    for _ in range(args.reps):
+        for target in group:
+            runs[target.name].append(run_wrk(port, args.duration, args.connections, headers, target.method,
+                                             target.path))
+    return [_summary(target, runs[target.name]) for target in group]
+
+
+def _summary(target: Target, runs: list[dict]) -> dict:
     median = sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
     print(f"    {target.name}: " + ", ".join(f"{r['rps']:.0f}" for r in runs) + " req/s", flush=True)
     return {"target": target.name, "workers": target.workers, "cpus": target.cpus, "note": target.note,
@@ -361,16 +397,19 @@ def main() -> None:
     upstream = Running(upstream_target, upstream_url)
     try:
         upstream.wait_ready()
-        for target in targets:
-            if only and not target.is_upstream and not any(o in target.name.lower() for o in only):
-                continue
+        chosen = [t for t in targets
+                  if t.is_upstream or not only or any(o in t.name.lower() for o in only)]
+        for group in _groups(chosen):
+            target = group[0]
             if target.is_upstream:
                 results.append(measure(target, args))
                 continue
             running = Running(target, upstream_url)
             try:
+                for other in group[1:]:
+                    running.wait_ready(path=other.path)
                 running.wait_ready()
-                results.append(measure(target, args, running.headers))
+                results.extend(measure_group(group, args, running.headers, target.port))
             finally:
                 running.stop()
     finally:

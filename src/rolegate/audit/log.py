@@ -297,7 +297,10 @@ class AuditLog:
                 return digest
 
             try:
-                seqs = await self._store.append_audit([(i.ts, i.kind, i.body) for i in batch], chain)
+                # Durable (fsynced) when someone waits on an event: a write about to be forwarded.
+                durable = any(i.future is not None for i in batch)
+                seqs = await self._store.append_audit([(i.ts, i.kind, i.body) for i in batch], chain,
+                                                      durable=durable)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the Store is down or locked: keep the batch, retry
@@ -316,7 +319,6 @@ class AuditLog:
                 links = links[-len(batch):]
                 rows: list[Row] = [(seq, i.ts, i.kind, i.body, prev, digest)
                                    for i, seq, (prev, digest) in zip(batch, seqs, links)]
-                durable = any(i.future is not None for i in batch)
                 try:
                     await loop.run_in_executor(self._executor, self._write_sinks, rows, durable)
                 except Exception as exc:

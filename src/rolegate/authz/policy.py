@@ -210,13 +210,8 @@ class BindingIndex:
                     if here.first_until < expires:
                         expires = here.first_until
                     continue
-                for b in here.bindings:
-                    if b.until <= now:
-                        if b.until > not_before:
-                            not_before = b.until
-                        continue
-                    if b.until < expires:
-                        expires = b.until
+                live, not_before, expires = _live(here.bindings, now, not_before, expires)
+                for b in live:
                     if permission in b.allow:
                         allowed = True
                     if permission in b.deny:
@@ -266,30 +261,35 @@ class BindingIndex:
         holdings: list[CompiledBinding] = []
         not_before, expires = -INF, INF
         by_subject = self._by_subject
-        for subject in identity.subjects:
-            held = by_subject.get(subject)
-            if held is None:
-                continue
-            for at in chain:
-                here = held.get(at)
-                if here is None:
-                    continue
-                for b in here.bindings:
-                    if b.until <= now:
-                        # Expired: grants and denies nothing; the entry must not outlive a clock going back.
-                        if b.until > not_before:
-                            not_before = b.until
-                        continue
-                    if b.until < expires:
-                        expires = b.until
-                    allow |= b.allow
-                    deny |= b.deny
-                    holdings.append(b)
+        for here in (held[at] for subject in identity.subjects if (held := by_subject.get(subject))
+                     for at in chain if at in held):
+            live, not_before, expires = _live(here.bindings, now, not_before, expires)
+            for b in live:
+                allow |= b.allow
+                deny |= b.deny
+                holdings.append(b)
         settings = self._settings_by_user.get(identity.username, ())
         for s in settings:
             allow |= s.permissions
         allow -= deny
         return Entry(frozenset(allow), frozenset(deny), tuple(holdings), settings, scope, not_before, expires)
+
+
+def _live(bindings: tuple[CompiledBinding, ...], now: float, not_before: float,
+          expires: float) -> tuple[list[CompiledBinding], float, float]:
+    """The bindings still holding at ``now``, and the validity window (not_before, expires) narrowed
+    to them. An expired binding grants and denies nothing; the window must not outlive a clock
+    going back, so it starts no earlier than the latest expiry passed."""
+    live = []
+    for b in bindings:
+        if b.until <= now:
+            if b.until > not_before:
+                not_before = b.until
+            continue
+        if b.until < expires:
+            expires = b.until
+        live.append(b)
+    return live, not_before, expires
 
 
 class _Held:
