@@ -111,3 +111,37 @@ async def test_two_users_never_share_headers_and_changes_bite_at_the_next_reques
         assert (await access_of(runtime, bob_cookie)).set_headers["X-Rolegate-User"] == "bob"
     finally:
         await runtime.close()
+
+
+async def test_what_is_remembered_never_outranks_a_bearer_token_or_a_second_cookie_header(tmp_path: Path) -> None:
+    """check_access remembers a browser session's answer per Cookie header (access._known); a request
+    that also carries a bearer token, or more than one Cookie header, is always worked out in full."""
+    from rolegate.server import access as access_module
+    from rolegate.tokens.service import MAX_TOKEN_CHARS
+
+    config_path = write_config(tmp_path)
+    alice_cookie, _ = await sign_in(config_path, "alice", ["staff"])
+    bob_cookie, _ = await sign_in(config_path, "bob", ["staff"])
+    runtime = await Runtime.create(load_config(str(config_path)), base_dir=tmp_path)
+    try:
+        for _ in range(3):
+            assert (await access_of(runtime, alice_cookie)).set_headers["X-Rolegate-User"] == "alice"
+        assert any(key[0] == alice_cookie for key in access_module._known)
+
+        # The same cookie with a bearer token claiming to be rolegate's (an oversized one, refused as
+        # such): the token is judged first (401), not what the cookie's last request found.
+        headers = CIMultiDict({"Host": "127.0.0.1:1", "Cookie": alice_cookie,
+                               "Authorization": "Bearer " + "a" * (MAX_TOKEN_CHARS + 1), "Accept": "application/json"})
+        forged = await check_access(runtime, make_mocked_request("GET", PATH, headers=headers), "GET",
+                                    "127.0.0.1:1", PATH)
+        assert forged.error is not None and forged.error.status == 401
+
+        # Two Cookie headers (alice's first, bob's second): never answered from what alice's header found.
+        two = CIMultiDict([("Host", "127.0.0.1:1"), ("Cookie", alice_cookie), ("Cookie", bob_cookie.split(";")[0]),
+                           ("Accept", "application/json")])
+        before = dict(access_module._known)
+        both = await check_access(runtime, make_mocked_request("GET", PATH, headers=two), "GET", "127.0.0.1:1", PATH)
+        assert both.error is None and "rolegate_session" not in both.set_headers.get("Cookie", "")
+        assert access_module._known.keys() == before.keys()
+    finally:
+        await runtime.close()

@@ -65,6 +65,11 @@ class CookieSessionAuthenticator(Authenticator):
         self._quiet[raw] = (session, until)
         return session.principal
 
+    def quiet_until(self, raw_cookie: str, principal: Principal) -> float:
+        """Until when ``raw_cookie`` names ``principal``'s session with nothing to do (0: not known so)."""
+        hit = self._quiet.get(raw_cookie)
+        return hit[1] if hit is not None and hit[0].principal is principal else 0.0
+
     def _refresh_due(self, session: Session, now: float) -> bool:
         return float(session.data.get("tok_exp", 0)) - now <= self.stage.refresh_before and "rt" in session.data
 

@@ -89,6 +89,7 @@ class IdentityStage:
         from rolegate.identity.registry import build_authenticators
 
         self.authenticators: list[Authenticator] = build_authenticators(self)
+        self._cookie_sessions = next((a for a in self.authenticators if a.name == "cookie_session"), None)
 
     # -- resources ------------------------------------------------------------------------------
     @property
@@ -149,6 +150,11 @@ class IdentityStage:
                 return principal  # a Principal, or PENDING
         # Nobody recognised a credential: anonymous, unless a bearer token nobody took (an error).
         return None if bearer_token(request) is None else PENDING
+
+    def session_quiet_until(self, raw_cookie: str, principal: Principal) -> float:
+        """Until when this Cookie header stands for ``principal``'s session answered from memory (0: not)."""
+        cookie_sessions = self._cookie_sessions
+        return cookie_sessions.quiet_until(raw_cookie, principal) if cookie_sessions is not None else 0.0
 
     def session_now(self, request: web.BaseRequest) -> tuple[Session | None, float]:
         """``session_from_request`` answered from memory, or PENDING; with the time until which

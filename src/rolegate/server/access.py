@@ -95,37 +95,48 @@ async def check_access(runtime: Runtime, request: web.BaseRequest, method: str, 
                 access.set_headers = _public_headers(identity_stage, request)
             return access
 
-        # -- authenticate: session cookie, bearer token or day pass ----------------------------------
         if identity_stage is None:
             raise Unauthenticated(f"{route.mode} route {route.name} needs a signed-in user (no session configured)")
-        # A browser's cached session is answered from memory; anything else (a bearer token, a
-        # session to refresh or write back, no credential at all) takes the awaited path.
-        principal = identity_stage.authenticate_now(request)
-        if principal is PENDING:
-            principal = await identity_stage.authenticate(request)
-        if principal is None:
-            raise identity_stage.sign_in_required(f"{route.mode} route {route.name} needs a signed-in user",
-                                                  scheme=None, host=host, raw_target=raw_target)
-        access.principal = principal
-        identity = runtime.identity_now(principal)
-        if identity is None:
-            identity = await runtime.identity_for(principal)
-        access.identity = identity
-        if identity.disabled:
-            _audit(runtime, "deny", method, path, route, principal, None, ("deny: the account is disabled",),
-                   started, request)
-            raise AccountDisabled(f"{principal.username} is disabled or unknown in the directory")
-
-        # -- authorize against the current compiled policy -----------------------------------------------
-        policy = runtime.policy_now()
-        if policy is None:
-            policy = await runtime.current_policy()
         if route.scope or route.object:
             requirement = requirement_of(match, _query_getter(query), request.headers.get)
         else:
             requirement = requirement_of(match)
+        scope = access.scope = requirement.scope
+
+        # -- who is asking: remembered per Cookie header while nothing moved (see _Known), else worked out --
+        cookies = request.headers.getall("Cookie", ())
+        cookie = cookies[0] if len(cookies) == 1 else None  # browsers send one; anything else: worked out
+        epoch = runtime.epoch()  # taken first: a change while the awaited path runs makes what it finds stale
+        known = _known.get((cookie, route.upstream, scope)) if cookie is not None and epoch is not None else None
+        if known is not None and known.epoch is epoch and time.time() < known.until and (
+                "Authorization" not in request.headers):
+            principal, identity, policy = known.principal, known.identity, known.policy
+        else:
+            known = None
+            # A browser's cached session is answered from memory; anything else (a bearer token, a
+            # session to refresh or write back, no credential at all) takes the awaited path.
+            principal = identity_stage.authenticate_now(request)
+            if principal is PENDING:
+                principal = await identity_stage.authenticate(request)
+            if principal is None:
+                raise identity_stage.sign_in_required(f"{route.mode} route {route.name} needs a signed-in user",
+                                                      scheme=None, host=host, raw_target=raw_target)
+            identity = runtime.identity_now(principal)
+            if identity is None:
+                identity = await runtime.identity_for(principal)
+            if identity.disabled:
+                access.principal = principal
+                _audit(runtime, "deny", method, path, route, principal, None, ("deny: the account is disabled",),
+                       started, request)
+                raise AccountDisabled(f"{principal.username} is disabled or unknown in the directory")
+            policy = runtime.policy_now()
+            if policy is None:
+                policy = await runtime.current_policy()
+        access.principal = principal
+        access.identity = identity
+
+        # -- authorize against the current compiled policy -----------------------------------------------
         decision = decide_route(policy, identity, requirement, runtime.clock())
-        access.scope = requirement.scope
         if not decision.allowed:
             if route.mode == "enforce":
                 _audit(runtime, "deny", method, path, route, principal, decision, decision.reasons, started, request)
@@ -140,15 +151,21 @@ async def check_access(runtime: Runtime, request: web.BaseRequest, method: str, 
             _ALLOWED[route.mode].inc()
 
         # -- what the upstream learns: identity headers and the signed assertion ---------------------------
-        headers_key = _headers_key(runtime, request, principal, identity, policy, route, requirement.scope)
-        cached = _headers_cache.get(headers_key)
-        tokens = runtime.tokens
-        if cached is not None and cached.not_before <= time.time() < cached.until and (
-                tokens is None or tokens.minter is None or tokens.keyring.in_step()):
-            access.set_headers = cached.headers
+        if known is not None:
+            access.set_headers = known.headers
         else:
-            access.set_headers = await _upstream_headers(runtime, request, identity_stage, principal, identity,
-                                                         policy, route, requirement.scope, headers_key)
+            headers_key = _headers_key(runtime, request, principal, identity, policy, route, scope)
+            cached = _headers_cache.get(headers_key)
+            tokens = runtime.tokens
+            if cached is not None and cached.not_before <= time.time() < cached.until and (
+                    tokens is None or tokens.minter is None or tokens.keyring.in_step()):
+                access.set_headers = cached.headers
+            else:
+                access.set_headers = await _upstream_headers(runtime, request, identity_stage, principal, identity,
+                                                             policy, route, scope, headers_key)
+            if cookie is not None and epoch is not None:
+                _remember(runtime, identity_stage, request, cookie, route, scope, principal, identity, policy,
+                          headers_key, epoch)
 
         # -- redaction: fields hidden unless the caller holds the route's `unless` permission -------------------
         redact = route.redact
@@ -183,6 +200,51 @@ def _public_headers(identity_stage: Any, request: web.BaseRequest) -> dict[str, 
     return headers
 
 
+class _Known:
+    """What the last full check found for one (Cookie header, upstream, scope): who is asking, their authz
+    identity, the policy and the upstream headers. Valid while ``runtime.epoch()`` is still ``epoch``
+    (nothing on the version board moved: no revocation, policy, directory, day-pass or key change, here
+    or, through the Store poll, elsewhere) and until ``until``: the session's next last-seen write,
+    refresh or expiry, the assertion's refresh time and the key ring's next check. The decision itself
+    is still made (memoized) and audited on every request."""
+
+    __slots__ = ("principal", "identity", "policy", "headers", "until", "epoch")
+
+    def __init__(self, principal: Any, identity: Any, policy: Any, headers: EncodedHeaders, until: float,
+                 epoch: object) -> None:
+        self.principal = principal
+        self.identity = identity
+        self.policy = policy
+        self.headers = headers
+        self.until = until
+        self.epoch = epoch
+
+
+_known: dict[tuple[str, str, str | None], _Known] = {}
+
+
+def _remember(runtime: Runtime, identity_stage: Any, request: web.BaseRequest, cookie: str, route: Route,
+              scope: str | None, principal: Any, identity: Any, policy: Any, headers_key: tuple[Any, ...],
+              epoch: object) -> None:
+    """Keep what this check found for the next request with the same Cookie header, when it came from a
+    browser session answered from memory (never a bearer token, a day pass or an awaited answer)."""
+    if principal.auth != "session" or "Authorization" in request.headers:
+        return
+    until = identity_stage.session_quiet_until(cookie, principal)
+    cached = _headers_cache.get(headers_key)
+    if cached is None or until <= 0.0:
+        return
+    until = min(until, cached.until)
+    tokens = runtime.tokens
+    if tokens is not None and tokens.minter is not None:
+        until = min(until, tokens.keyring.checked_until)
+    if until <= time.time() or cached.not_before > time.time():
+        return
+    if len(_known) >= _HEADERS_MAX:
+        _known.clear()
+    _known[(cookie, route.upstream, scope)] = _Known(principal, identity, policy, cached.headers, until, epoch)
+
+
 class _Headers:
     """Upstream headers of one (principal, identity, policy, scope, upstream, Cookie header), and when
     they stop being valid: the assertion's refresh time or a time-bound binding starting or ending."""
@@ -205,6 +267,7 @@ def _headers_key(runtime: Runtime, request: web.BaseRequest, principal: Any, ide
     """Everything the upstream headers depend on (see ``_upstream_headers``)."""
     if _headers_owner[0] is not runtime:
         _headers_cache.clear()
+        _known.clear()
         _headers_owner[0] = runtime
     cookies = request.headers.getall("Cookie", ())
     # identity.key: its groups (a string with a cached hash); a disabled identity never gets this far

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -63,13 +64,17 @@ class Compiled:
             raise ConfigError(problems)
 
 
+# A remembered access answer is re-checked from scratch at least this often (see Runtime.epoch).
+EPOCH_SECONDS = 1.0
+
+
 class Runtime:
     """The compiled view of a config for the request path, plus the worker's live resources."""
 
     __slots__ = ("config", "base_dir", "routes", "forwarder", "redactors", "generation", "max_header_size",
                  "identity", "tokens", "store", "board", "audit", "policy", "directory", "_seen",
                  "_refresh_lock", "_identities", "_live_users", "_poller", "clock", "_closed", "store_ok_at",
-                 "max_staleness")
+                 "max_staleness", "_epoch", "_epoch_board", "_epoch_until")
 
     def __init__(self, config: Config, compiled: Compiled, *, generation: int = 1, base_dir: Path | None = None,
                  store: Store | None = None, board: VersionBoard | None = None, identity: Any = None,
@@ -98,6 +103,9 @@ class Runtime:
         self._closed = False
         # When the Store last answered; decisions from older state are refused (fail closed).
         self.store_ok_at = time.monotonic()
+        self._epoch: object | None = None
+        self._epoch_board = b""
+        self._epoch_until = -math.inf
         self.max_staleness = config.storage.max_staleness.total_seconds()
 
     # -- construction ---------------------------------------------------------------------------
@@ -170,6 +178,23 @@ class Runtime:
     def _board_versions(self) -> tuple[int, ...]:
         board = self.board
         return board.policy_versions() if board is not None else self._seen
+
+    def epoch(self) -> object | None:
+        """A token that stays the same object while nothing a remembered access answer depends on can
+        have changed: no counter on the version board moved (policy, directory, day passes, sessions,
+        keys, config; other instances' changes reach it through the Store poll), the Store answered
+        within ``max_staleness``, and at most EPOCH_SECONDS passed. None without a board: nothing is
+        remembered then."""
+        board = self.board
+        if board is None or self.store is None:
+            return None
+        snapshot = board.snapshot()
+        now = time.monotonic()
+        if snapshot != self._epoch_board or now >= self._epoch_until:
+            self._epoch = object()
+            self._epoch_board = snapshot
+            self._epoch_until = min(now + EPOCH_SECONDS, self.store_ok_at + self.max_staleness)
+        return self._epoch
 
     def policy_now(self) -> Policy | None:
         """``current_policy()`` when nothing moved and the store is fresh enough; None: await it."""

@@ -21,6 +21,7 @@ from pathlib import Path
 SLOTS = ("policy", "sessions", "directory", "keys", "daypass", "config")
 _SIZE = 8 * 32
 _Q = struct.Struct("<q")
+_SNAPSHOT = 8 * len(SLOTS)
 # Slots 0 (policy), 2 (directory) and 4 (daypass), skipping sessions and keys.
 _POLICY = struct.Struct("<q8xq8xq")
 
@@ -50,6 +51,10 @@ class VersionBoard:
             os.ftruncate(self._fd, _SIZE)
         self._map = mmap.mmap(self._fd, _SIZE)
         self._offsets = {name: 8 * i for i, name in enumerate(SLOTS)}
+
+    def snapshot(self) -> bytes:
+        """Every counter at once, as bytes: equal snapshots mean nothing on the board moved."""
+        return self._map[:_SNAPSHOT]
 
     def get(self, name: str) -> int:
         return _Q.unpack_from(self._map, self._offsets[name])[0]

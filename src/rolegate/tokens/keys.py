@@ -163,6 +163,11 @@ class KeyRing:
         return self._jwks_body
 
     # -- keeping in step ---------------------------------------------------------------------------
+    @property
+    def checked_until(self) -> float:
+        """Until when (clock time) ``sync()`` has nothing to do unless the board's ``keys`` moves."""
+        return self._next_check
+
     def in_step(self) -> bool:
         """True while ``sync()`` would have nothing to do."""
         return self._clock() < self._next_check and (self.board is None or self.board.get(COUNTER) == self._seen)
