@@ -234,7 +234,10 @@ class AuditLog:
         future: asyncio.Future[int] = loop.create_future()
         self._enqueue(event, future)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), self._durable_timeout)
+            # The event stays queued whatever happens to this wait (timeout, the client going away):
+            # the writer skips a future that is already done and still writes the event.
+            async with asyncio.timeout(self._durable_timeout):
+                return await future
         except (TimeoutError, asyncio.TimeoutError):
             raise AuditUnavailable(f"audit event {event.body.get('id')} not committed within "
                                    f"{self._durable_timeout:g}s") from None
