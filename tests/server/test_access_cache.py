@@ -145,3 +145,25 @@ async def test_what_is_remembered_never_outranks_a_bearer_token_or_a_second_cook
         assert access_module._known.keys() == before.keys()
     finally:
         await runtime.close()
+
+
+async def test_long_cookie_headers_work_but_are_not_kept_verbatim(tmp_path: Path) -> None:
+    """A Cookie header beyond 2 KiB still signs the user in and passes the app's cookies on, but no cache
+    keeps it verbatim: 10,000 entries of 16 KiB headers would be 160 MiB per worker."""
+    from rolegate.server import access as access_module
+
+    config_path = write_config(tmp_path)
+    alice_cookie, _ = await sign_in(config_path, "alice", ["staff"])
+    long_cookie = alice_cookie + "; junk=" + "j" * 3000
+    runtime = await Runtime.create(load_config(str(config_path)), base_dir=tmp_path)
+    try:
+        for _ in range(3):
+            result = await access_of(runtime, long_cookie)
+            assert result.error is None and result.set_headers["X-Rolegate-User"] == "alice"
+            assert result.set_headers["Cookie"] == "theme=dark; junk=" + "j" * 3000
+        assert all(len(part) <= 2048 for key in access_module._known for part in key if isinstance(part, str))
+        assert all(len(part) <= 2048 for key in access_module._headers_cache for part in key[-1])
+        cookie_sessions = runtime.identity._cookie_sessions
+        assert all(len(raw) <= 2048 for raw in cookie_sessions._quiet)
+    finally:
+        await runtime.close()

@@ -19,6 +19,8 @@ from rolegate.store import VersionConflict
 
 log = logging.getLogger("rolegate.identity.session")
 
+# Cookie headers longer than this are not remembered (10,000 of them must stay small).
+_QUIET_KEY_LENGTH = 2048
 # After the provider could not be reached for a refresh, wait this long before trying again.
 _REFRESH_RETRY = 10.0
 
@@ -60,9 +62,10 @@ class CookieSessionAuthenticator(Authenticator):
         until = min(cookie_until, float(session.data["expires"]), self.stage.sessions.touch_at(session))
         if "rt" in session.data:
             until = min(until, float(session.data.get("tok_exp", 0)) - self.stage.refresh_before)
-        if len(self._quiet) >= 10_000:
-            self._quiet.clear()
-        self._quiet[raw] = (session, until)
+        if len(raw) <= _QUIET_KEY_LENGTH:  # longer headers are worked out each time (bounded memory)
+            if len(self._quiet) >= 10_000:
+                self._quiet.clear()
+            self._quiet[raw] = (session, until)
         return session.principal
 
     def quiet_until(self, raw_cookie: str, principal: Principal) -> float:

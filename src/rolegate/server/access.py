@@ -6,6 +6,7 @@ and which headers to add, or which error to answer. Every decision is handed to 
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from typing import Any
@@ -105,7 +106,8 @@ async def check_access(runtime: Runtime, request: web.BaseRequest, method: str, 
 
         # -- who is asking: remembered per Cookie header while nothing moved (see _Known), else worked out --
         cookies = request.headers.getall("Cookie", ())
-        cookie = cookies[0] if len(cookies) == 1 else None  # browsers send one; anything else: worked out
+        # Browsers send one Cookie header; several, or one too long to keep, is worked out every time.
+        cookie = cookies[0] if len(cookies) == 1 and len(cookies[0]) <= _COOKIE_KEY_LENGTH else None
         epoch = runtime.epoch()  # taken first: a change while the awaited path runs makes what it finds stale
         known = _known.get((cookie, route.upstream, scope)) if cookie is not None and epoch is not None else None
         if known is not None and known.epoch is epoch and time.time() < known.until and (
@@ -180,6 +182,21 @@ async def check_access(runtime: Runtime, request: web.BaseRequest, method: str, 
     return access
 
 
+# Caches keyed by Cookie headers keep them as they are up to this length, and a digest of longer ones:
+# a client sending 16 KiB headers cannot make 10,000 entries cost 160 MiB.
+_COOKIE_KEY_LENGTH = 2048
+
+
+def _cookie_key(cookies: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    if not cookies:
+        return ()
+    if len(cookies) == 1 and len(cookies[0]) <= _COOKIE_KEY_LENGTH:
+        return (cookies[0],)
+    if sum(len(c) for c in cookies) <= _COOKIE_KEY_LENGTH:
+        return tuple(cookies)
+    return ("#", hashlib.blake2b("\n".join(cookies).encode("utf-8", "surrogateescape"), digest_size=32).hexdigest())
+
+
 _public_cookies: dict[tuple[Any, ...], dict[str, str]] = {}
 
 
@@ -189,7 +206,7 @@ def _public_headers(identity_stage: Any, request: web.BaseRequest) -> dict[str, 
     cookies = request.headers.getall("Cookie", ())
     if not cookies:
         return _NO_HEADERS
-    key = (identity_stage, *cookies)  # the stage: a reload may rename the cookies
+    key = (identity_stage, *_cookie_key(cookies))  # the stage: a reload may rename the cookies
     headers = _public_cookies.get(key)
     if headers is None:
         kept = identity_stage.backend_cookie(cookies)
@@ -271,7 +288,7 @@ def _headers_key(runtime: Runtime, request: web.BaseRequest, principal: Any, ide
         _headers_owner[0] = runtime
     cookies = request.headers.getall("Cookie", ())
     # identity.key: its groups (a string with a cached hash); a disabled identity never gets this far
-    return (principal, identity.key, policy, scope, route.upstream, tuple(cookies) if cookies else ())
+    return (principal, identity.key, policy, scope, route.upstream, _cookie_key(cookies))
 
 
 async def _upstream_headers(runtime: Runtime, request: web.BaseRequest, identity_stage: Any, principal: Any,
