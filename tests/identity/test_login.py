@@ -172,7 +172,19 @@ async def test_logout_then_old_cookie_is_refused(rolegate, http):
     old = session_cookie(http)
     async with http.get(f"{rolegate.url}/me-echo/", headers=JSON) as r:
         assert r.status == 200
-    async with http.get(f"{rolegate.url}/.rolegate/logout", headers=HTML, allow_redirects=False) as r:
+    # Another site sending the browser here (a link, a redirect: the Lax cookie comes along) signs
+    # nobody out: the user gets a page whose own POST would.
+    for site in ("cross-site", "same-site"):
+        async with http.get(f"{rolegate.url}/.rolegate/logout", headers={**HTML, "Sec-Fetch-Site": site},
+                            allow_redirects=False) as r:
+            assert r.status == 200
+            page = await r.text()
+        assert '<form method="post" action="/.rolegate/logout">' in page
+        assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
+        async with http.get(f"{rolegate.url}/me-echo/", headers=JSON) as r:
+            assert r.status == 200  # still signed in
+    async with http.get(f"{rolegate.url}/.rolegate/logout", headers={**HTML, "Sec-Fetch-Site": "same-origin"},
+                        allow_redirects=False) as r:
         assert r.status == 302
         location = r.headers["Location"]
     end_session = rolegate.idp.discovery["end_session_endpoint"]

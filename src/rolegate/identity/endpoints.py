@@ -43,6 +43,21 @@ _SIGNED_OUT_PAGE = """<!doctype html>
 </head><body><h1>Signed out</h1><p>You are signed out.</p><p><a href="{home}">Sign in again</a></p></body></html>
 """
 
+# Shown instead of signing out when another site sent the browser to /.rolegate/logout (a link or a
+# redirect carries the Lax session cookie): the POST below comes from this origin, so it is the user's.
+_CONFIRM_SIGN_OUT_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<title>Sign out?</title><style>body{font:16px/1.5 system-ui,sans-serif;max-width:36rem;margin:12vh auto;padding:0 1rem}
+button{font:inherit;padding:.5rem 1rem}</style>
+</head><body><h1>Sign out?</h1><p>Another site sent you here to sign you out.</p>
+<form method="post" action="/.rolegate/logout"><button type="submit">Sign out</button></form></body></html>
+"""
+
+
+def _sent_by_another_site(request: web.BaseRequest) -> bool:
+    """Fetch metadata says the request was started by another site (browsers since 2020 send it)."""
+    return request.headers.get("Sec-Fetch-Site", "").strip().lower() in ("cross-site", "same-site")
+
 
 def _state_tag(state: str) -> str:
     return hashlib.sha256(state.encode()).hexdigest()[:16]
@@ -188,6 +203,12 @@ class IdentityEndpoints:
 
     # -- /.rolegate/logout --------------------------------------------------------------------
     async def logout(self, request: web.Request) -> web.StreamResponse:
+        if _sent_by_another_site(request):
+            # Signing out is a change: another site may not make it on the user's behalf (logout CSRF).
+            return web.Response(text=_CONFIRM_SIGN_OUT_PAGE, content_type="text/html",
+                                headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY",
+                                         "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+                                                                    "form-action 'self'; frame-ancestors 'none'"})
         try:
             stage = self._stage()
             session = await stage.session_from_request(request)
