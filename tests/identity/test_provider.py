@@ -2,10 +2,12 @@
 gives a clear page on sign-in while existing sessions keep working."""
 from __future__ import annotations
 
+import asyncio
 import base64
 
 import pytest
 
+from rolegate.identity.discovery import PROBE_SECONDS
 from rolegate.identity.sessions import NAMESPACE, Session
 from rolegate_lab import free_port, rolegate_client
 
@@ -37,6 +39,16 @@ async def test_idp_down_clear_page_on_login_and_sessions_keep_working(own_idp_ro
     rg.idp.stop()
     async with http.get(f"{rg.url}/me-echo/", headers=JSON) as r:
         assert r.status == 200
+    # The running rolegate holds the discovery document (cached for an hour), but a sign-in first makes
+    # sure the provider answered lately: a browser gets the clear page, not a link to a dead provider.
+    await asyncio.sleep(PROBE_SECONDS + 0.2)
+    for _ in range(2):  # the second attempt is answered by the back-off, at once
+        async with http.get(f"{rg.url}/.rolegate/login", params={"rd": "/me-echo/"}, headers=HTML,
+                            allow_redirects=False) as r:
+            assert r.status == 503, r.headers.get("Location")
+            assert "sign-in service" in await r.text()
+    async with http.get(f"{rg.url}/me-echo/", headers=JSON) as r:
+        assert r.status == 200  # existing sessions keep working
     # A freshly (re)started rolegate has no cached discovery document: sign-in answers a clear 503 page.
     rg.swap(rolegate_yaml(url=rg.url, idp=rg.idp, backend_url=rg.config.upstreams["backend"].url,
                           db=rg.base_dir / "rolegate.db"))

@@ -21,6 +21,8 @@ _BACKOFF_START = 1.0
 _BACKOFF_MAX = 60.0
 # The document rarely changes; re-read it now and then so key or endpoint moves are picked up.
 _MAX_AGE = 3600.0
+# Before a sign-in, the provider must have answered this recently (else it is asked again).
+PROBE_SECONDS = 2.0
 
 
 class ProviderMetadata:
@@ -57,6 +59,31 @@ class ProviderMetadata:
                 self._retry_at = now + min(_BACKOFF_MAX, _BACKOFF_START * 2 ** (self._failures - 1))
                 if self._doc is not None:
                     return self._doc
+                raise
+            self._doc, self._fetched_at, self._failures, self._retry_at = doc, now, 0, 0.0
+            return doc
+
+    async def reachable(self) -> dict[str, Any]:
+        """The document, once the provider has answered within the last PROBE_SECONDS.
+
+        Sign-in sends the browser to the provider: with a document cached for an hour, a provider that
+        went down meanwhile would get the user a browser error page instead of rolegate's clear 503.
+        During an outage the retry back-off answers at once (no timeout per sign-in attempt).
+        """
+        now = time.monotonic()
+        if self._doc is not None and now - self._fetched_at < PROBE_SECONDS:
+            return self._doc
+        async with self._lock:
+            now = time.monotonic()
+            if self._doc is not None and now - self._fetched_at < PROBE_SECONDS:
+                return self._doc
+            if now < self._retry_at:
+                raise ProviderUnavailable("the provider did not answer recently (retrying with back-off)")
+            try:
+                doc = await self._fetch()
+            except ProviderUnavailable:
+                self._failures += 1
+                self._retry_at = now + min(_BACKOFF_MAX, _BACKOFF_START * 2 ** (self._failures - 1))
                 raise
             self._doc, self._fetched_at, self._failures, self._retry_at = doc, now, 0, 0.0
             return doc

@@ -93,7 +93,8 @@ class IdentityEndpoints:
             if target is None:
                 raise BadRequest(f"login with a refused return target {rd!r}",
                                  public_message="That return address is not allowed.")
-            assert stage.client is not None and stage.login_sealer is not None
+            assert stage.client is not None and stage.login_sealer is not None and stage.metadata is not None
+            await stage.metadata.reachable()  # a provider that is down gets the clear 503 page, not a dead link
             login = LoginRequest(target)
             url = await stage.client.authorization_url(login)
         except RolegateError as exc:
