@@ -14,7 +14,6 @@ import pytest
 from rolegate.config.sections.storage import StorageConfig
 from rolegate.store import Store, VersionConflict, watch_counters
 from rolegate.store.base import GENESIS
-from rolegate.store.sqlite import SQLiteStore
 
 from . import workers
 from .backends import opened
@@ -175,23 +174,6 @@ async def test_audit_append_and_query(store: Store) -> None:
     # Pruning keeps the tail, so the chain continues from it.
     assert await store.append_audit([(t0 + 3, "login", "d")], workers.chain) == [4]
     assert (await store.audit_tail())["prev_hash"] == tail["hash"]
-
-
-async def test_audit_non_durable_batches_are_committed_and_chained(store: Store, other_instance: Store) -> None:
-    """Sampled reads and denials skip the fsync, not the commit: another instance reads them at once,
-    the chain runs through durable and non-durable batches alike, and a durable batch after them is
-    still committed durably (the store's default is restored)."""
-    t0 = 1_700_000_000.0
-    assert await store.append_audit([(t0, "decision", "a"), (t0, "decision", "b")], workers.chain,
-                                     durable=False) == [1, 2]
-    assert [r["body"] for r in await other_instance.audit_rows()] == ["a", "b"]
-    assert await store.append_audit([(t0 + 1, "decision", "w")], workers.chain, durable=True) == [3]
-    assert await store.append_audit([(t0 + 2, "decision", "c")], workers.chain, durable=False) == [4]
-    rows = await other_instance.audit_rows()
-    verify_chain(rows)
-    assert [r["body"] for r in rows] == ["a", "b", "w", "c"]
-    if isinstance(store, SQLiteStore):
-        assert await store._run_audit(lambda db: db.execute("PRAGMA synchronous").fetchone()[0]) == 2  # FULL
 
 
 async def test_audit_concurrent_appenders_in_one_process(store: Store, other_instance: Store) -> None:

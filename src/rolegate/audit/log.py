@@ -300,10 +300,7 @@ class AuditLog:
                 return digest
 
             try:
-                # Durable (fsynced) when someone waits on an event: a write about to be forwarded.
-                durable = any(i.future is not None for i in batch)
-                seqs = await self._store.append_audit([(i.ts, i.kind, i.body) for i in batch], chain,
-                                                      durable=durable)
+                seqs = await self._store.append_audit([(i.ts, i.kind, i.body) for i in batch], chain)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the Store is down or locked: keep the batch, retry
@@ -322,6 +319,7 @@ class AuditLog:
                 links = links[-len(batch):]
                 rows: list[Row] = [(seq, i.ts, i.kind, i.body, prev, digest)
                                    for i, seq, (prev, digest) in zip(batch, seqs, links)]
+                durable = any(i.future is not None for i in batch)
                 try:
                     await loop.run_in_executor(self._executor, self._write_sinks, rows, durable)
                 except Exception as exc:

@@ -100,15 +100,10 @@ class Store(abc.ABC):
     # concurrent writers (workers, instances) can never fork the chain; the hash function is the
     # audit package's, passed in, so the store knows nothing of the event format.
     @abc.abstractmethod
-    async def append_audit(self, entries: list[tuple[float, str, str]], chain: ChainFn, *,
-                           durable: bool = True) -> list[int]:
-        """Append (ts, kind, body) entries in one transaction; return their seq numbers.
+    async def append_audit(self, entries: list[tuple[float, str, str]], chain: ChainFn) -> list[int]:
+        """Append (ts, kind, body) entries durably in one transaction; return their seq numbers.
 
         For each entry: seq = tail seq + 1, hash = chain(prev_hash, seq, ts, kind, body).
-        Committed either way: once this returns, a crash of rolegate loses none of them. With
-        ``durable`` the commit also reaches stable storage first (fsync), so an OS crash or power
-        loss cannot lose them either; without it (sampled reads, denials) that last step is left
-        to the database's own schedule, which keeps a fsync per batch off the request path.
         """
 
     @abc.abstractmethod

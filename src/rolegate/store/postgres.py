@@ -221,13 +221,10 @@ class PostgresStore(Store):
 
     # -- audit chain -------------------------------------------------------------------------------------
 
-    async def append_audit(self, entries: list[tuple[float, str, str]], chain: ChainFn, *,
-                           durable: bool = True) -> list[int]:
+    async def append_audit(self, entries: list[tuple[float, str, str]], chain: ChainFn) -> list[int]:
         if not entries:
             return []
         async with self._conn() as conn, conn.transaction():
-            if not durable:  # committed and visible at once; flushed by the WAL writer shortly after
-                await conn.execute("SET LOCAL synchronous_commit TO OFF")
             # Every appender, on every instance, queues here; the tail cannot move until we commit.
             await conn.execute("SELECT pg_advisory_xact_lock($1)", AUDIT_LOCK)
             tail = await conn.fetchrow("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")

@@ -242,9 +242,8 @@ class CachedStore(Store):
     def leader_lock(self, name: str) -> AbstractAsyncContextManager[Lease]:
         return self.wrapped.leader_lock(name)
 
-    async def append_audit(self, entries: list[tuple[float, str, str]], chain: ChainFn, *,
-                           durable: bool = True) -> list[int]:
-        return await self.wrapped.append_audit(entries, chain, durable=durable)
+    async def append_audit(self, entries: list[tuple[float, str, str]], chain: ChainFn) -> list[int]:
+        return await self.wrapped.append_audit(entries, chain)
 
     async def audit_tail(self) -> dict[str, Any] | None:
         return await self.wrapped.audit_tail()

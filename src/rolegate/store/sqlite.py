@@ -222,20 +222,8 @@ class SQLiteStore(Store):
         return await self._run(lambda db: db.execute(
             "DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at<=?", (cutoff,)).rowcount)
 
-    async def append_audit(self, entries: list[tuple[float, str, str]], chain: ChainFn, *,
-                           durable: bool = True) -> list[int]:
+    async def append_audit(self, entries: list[tuple[float, str, str]], chain: ChainFn) -> list[int]:
         def q(db: sqlite3.Connection) -> list[int]:
-            if not durable:
-                # WAL + NORMAL: committed to the WAL file (a crash of this process loses nothing),
-                # fsynced at the next checkpoint or durable commit rather than now.
-                db.execute("PRAGMA synchronous=NORMAL")
-            try:
-                return append(db)
-            finally:
-                if not durable:
-                    db.execute("PRAGMA synchronous=FULL")
-
-        def append(db: sqlite3.Connection) -> list[int]:
             db.execute("BEGIN IMMEDIATE")
             try:
                 tail = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
