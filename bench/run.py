@@ -7,11 +7,12 @@
 Every row proxies to the SAME upstream (nginx answering a 200-byte JSON from
 memory, far faster than any proxy here). Servers run under ``taskset -c 1``,
 wrk under ``taskset -c 0``; each row is warmed up, then measured REPS times and
-the median (by req/s) is reported. The rolegate rows whose config is identical
-(public, authenticated, enforce: they differ only in the route requested) run on
-one server and are measured interleaved, rep by rep, in alternating order, so
-their ratios compare routes rather than two processes or the machine's drift.
-Results: a table on
+the median (by req/s) is reported. The rolegate rows behind each ratio are
+measured interleaved, rep by rep, in alternating order (A B C, C B A, ...) with
+all their servers up, and the ratio is the median of per-rep ratios; rows whose
+config is identical (public, authenticated, enforce: they differ only in the
+route requested) even run on one server. So a ratio compares rows, not the
+machine's drift between them. Results: a table on
 stdout and ``bench/results/latest.json``.
 
 Targets are data (see ``TARGETS``): a name, how to build its command line
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import re
 import shutil
 import signal
@@ -161,9 +163,10 @@ class Target:
     path: str = PATH       # what wrk requests
     method: str = "GET"  # wrk's request method (POST rows send WRITE_BODY)
     port: int = field(default_factory=free_port)
-    # Rows with the same ``shared`` name run on ONE server (their config is identical) and are measured
-    # interleaved (A B C A B C ...): their ratios then compare routes, not two processes' luck or the
-    # machine's drift between one row and the next.
+    # Rows with the same ``group`` are measured interleaved (A B C, C B A, ...) with all their servers up,
+    # so their ratios compare the rows, not the machine's drift between one row and the next; rows with
+    # the same ``shared`` name (identical config) also run on ONE server: then not even two processes differ.
+    group: str | None = None
     shared: str | None = None
 
 
@@ -173,21 +176,24 @@ def default_targets(workers2: bool) -> list[Target]:
         Target("nginx proxy_pass", nginx_proxy_cmd),
         Target("naive aiohttp proxy", naive_cmd(1)),
         Target("rolegate serve, public route", rolegate_serve_cmd(1), session=True, path=PUBLIC_PATH,
-               shared="rolegate"),
+               group="rolegate", shared="rolegate"),
         Target("rolegate, authenticated (cookie)", rolegate_serve_cmd(1, "authenticated"), session=True,
-               path=AUTH_PATH, shared="rolegate"),
-        Target("rolegate, enforce", rolegate_serve_cmd(1, "enforce"), session=True, shared="rolegate",
+               path=AUTH_PATH, group="rolegate", shared="rolegate"),
+        Target("rolegate, enforce", rolegate_serve_cmd(1, "enforce"), session=True, group="rolegate",
+               shared="rolegate",
                note="assertion minted (cached), allowed reads audited at 1% (config-shape.yaml)"),
-        Target("rolegate, enforce, no assertion", rolegate_serve_cmd(1, "enforce", assertion=False), session=True),
+        Target("rolegate, enforce, no assertion", rolegate_serve_cmd(1, "enforce", assertion=False), session=True,
+               group="rolegate"),
         Target("rolegate, enforce, reads unaudited", rolegate_serve_cmd(1, "enforce", audit_reads=False),
-               session=True),
+               session=True, group="rolegate"),
         Target("rolegate, enforce, every read audited", rolegate_serve_cmd(1, "enforce", read_sample=1.0),
-               session=True, note="audit.reads.sample: 1.0 (the worst case)"),
+               session=True, group="rolegate", note="audit.reads.sample: 1.0 (the worst case)"),
         # Writes: every POST that passes is recorded before it is forwarded (durable: committed first).
         Target("rolegate, enforce POST, durable", rolegate_serve_cmd(1, "enforce"), session=True, method="POST",
+               group="post",
                note="audit.durable_writes: true (event committed before forwarding)"),
         Target("rolegate, enforce POST, not durable", rolegate_serve_cmd(1, "enforce", durable_writes=False),
-               session=True, method="POST"),
+               session=True, method="POST", group="post"),
     ]
     if workers2:
         # Only 2 cores: a second worker has to share a core with wrk, so this
@@ -237,10 +243,14 @@ class Running:
         self.tmp = Path(tempfile.mkdtemp(prefix="rolegate-bench-"))
         cmd = target.command(self.tmp, target.port, upstream)
         self.log = open(self.tmp / "server.log", "wb")
-        env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+        # Rows that need two server processes compare them: the same hash seed and no address-space
+        # randomisation make two processes of one program lay out their memory alike, so what differs
+        # between them is the config, not the luck of a dict's collisions or a page's placement.
+        env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), PYTHONHASHSEED="0")
         print(f"  start {target.name}: taskset -c {target.cpus} {' '.join(cmd)}", flush=True)
+        steady = ["setarch", platform.machine(), "-R"] if shutil.which("setarch") else []
         self.proc = subprocess.Popen(
-            ["taskset", "-c", target.cpus, *cmd], stdout=self.log, stderr=subprocess.STDOUT,
+            [*steady, "taskset", "-c", target.cpus, *cmd], stdout=self.log, stderr=subprocess.STDOUT,
             env=env, start_new_session=True,
         )
         self.headers: list[str] = []
@@ -336,35 +346,35 @@ def run_wrk(port: int, duration: int, connections: int, headers: list[str] = (),
 
 
 def _groups(targets: list[Target]) -> list[list[Target]]:
-    """Targets in order, those sharing a server (``shared``) gathered where the first of them stands."""
+    """Targets in order, those of one ``group`` gathered where the first of them stands."""
     groups: list[list[Target]] = []
     by_name: dict[str, list[Target]] = {}
     for t in targets:
-        if t.shared is None:
+        if t.group is None:
             groups.append([t])
-        elif t.shared in by_name:
-            by_name[t.shared].append(t)
+        elif t.group in by_name:
+            by_name[t.group].append(t)
         else:
-            by_name[t.shared] = [t]
-            groups.append(by_name[t.shared])
+            by_name[t.group] = [t]
+            groups.append(by_name[t.group])
     return groups
 
 
 def measure(target: Target, args, headers: list[str] = ()) -> dict:
-    return measure_group([target], args, headers, target.port)[0]
+    return measure_group([(target, target.port, list(headers))], args)[0]
 
 
-def measure_group(group: list[Target], args, headers: list[str], port: int) -> list[dict]:
-    """Measure rows served by one server on ``port``, interleaved rep by rep (see Target.shared)."""
-    for target in group:  # warm-up: pools, caches, TCP
+def measure_group(rows: list[tuple[Target, int, list[str]]], args) -> list[dict]:
+    """Measure (target, port, headers) rows interleaved rep by rep, in alternating order (see Target.group)."""
+    for target, port, headers in rows:  # warm-up: pools, caches, TCP
         run_wrk(port, 1, args.connections, headers, target.method, target.path)
-    runs: dict[str, list[dict]] = {t.name: [] for t in group}
+    runs: dict[str, list[dict]] = {t.name: [] for t, _, _ in rows}
     for rep in range(args.reps):
         # A B C, then C B A, ...: a machine slowing down (or speeding up) during the run favours no row.
-        for target in (group if rep % 2 == 0 else group[::-1]):
+        for target, port, headers in (rows if rep % 2 == 0 else rows[::-1]):
             runs[target.name].append(run_wrk(port, args.duration, args.connections, headers, target.method,
                                              target.path))
-    return [_summary(target, runs[target.name]) for target in group]
+    return [_summary(target, runs[target.name]) for target, _, _ in rows]
 
 
 def _summary(target: Target, runs: list[dict]) -> dict:
@@ -402,18 +412,23 @@ def main() -> None:
         chosen = [t for t in targets
                   if t.is_upstream or not only or any(o in t.name.lower() for o in only)]
         for group in _groups(chosen):
-            target = group[0]
-            if target.is_upstream:
-                results.append(measure(target, args))
+            if group[0].is_upstream:
+                results.append(measure(group[0], args))
                 continue
-            running = Running(target, upstream_url)
+            servers: dict[str, Running] = {}
             try:
-                for other in group[1:]:
-                    running.wait_ready(path=other.path)
-                running.wait_ready()
-                results.extend(measure_group(group, args, running.headers, target.port))
+                rows = []
+                for target in group:
+                    key = target.shared or target.name
+                    running = servers.get(key)
+                    if running is None:
+                        running = servers[key] = Running(target, upstream_url)
+                    running.wait_ready(path=target.path)
+                    rows.append((target, running.target.port, running.headers))
+                results.extend(measure_group(rows, args))
             finally:
-                running.stop()
+                for running in servers.values():
+                    running.stop()
     finally:
         upstream.stop()
 
@@ -436,13 +451,13 @@ def main() -> None:
 
     # The issues' targets, as ratios of rows measured in this run (each row's median).
     ratios = []
-    shared = {t.name: t.shared for t in targets}
+    group_of = {t.name: t.group for t in targets}
     for label, num, den, goal in RATIOS:
         if num in by_name and den in by_name:
             a, b = by_name[num]["rps_all"], by_name[den]["rps_all"]
-            if shared.get(num) is not None and shared.get(num) == shared.get(den) and len(a) == len(b):
-                # Measured side by side on one server: the median of the per-rep ratios, each taken
-                # from two runs moments apart, is steadier than a ratio of medians.
+            if group_of.get(num) is not None and group_of.get(num) == group_of.get(den) and len(a) == len(b):
+                # Measured side by side: the median of the per-rep ratios, each taken from two runs
+                # moments apart, is steadier than a ratio of medians.
                 value, how = statistics.median(x / y for x, y in zip(a, b)), "median of per-rep ratios"
             else:
                 value, how = by_name[num]["rps"] / by_name[den]["rps"], "ratio of medians"
