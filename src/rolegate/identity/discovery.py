@@ -41,27 +41,8 @@ class ProviderMetadata:
         self._timeout = timeout
 
     async def get(self) -> dict[str, Any]:
-        now = time.monotonic()
-        if self._doc is not None and now - self._fetched_at < _MAX_AGE:
-            return self._doc
-        async with self._lock:
-            now = time.monotonic()
-            if self._doc is not None and now - self._fetched_at < _MAX_AGE:
-                return self._doc
-            if now < self._retry_at:
-                if self._doc is not None:
-                    return self._doc  # stale but known-good beats nothing
-                raise ProviderUnavailable("discovery in backoff after earlier failures")
-            try:
-                doc = await self._fetch()
-            except ProviderUnavailable:
-                self._failures += 1
-                self._retry_at = now + min(_BACKOFF_MAX, _BACKOFF_START * 2 ** (self._failures - 1))
-                if self._doc is not None:
-                    return self._doc
-                raise
-            self._doc, self._fetched_at, self._failures, self._retry_at = doc, now, 0, 0.0
-            return doc
+        """The document, refetched when older than an hour; a stale known-good one while the provider is down."""
+        return await self._current(_MAX_AGE, stale_ok=True)
 
     async def reachable(self) -> dict[str, Any]:
         """The document, once the provider has answered within the last PROBE_SECONDS.
@@ -70,20 +51,27 @@ class ProviderMetadata:
         went down meanwhile would get the user a browser error page instead of rolegate's clear 503.
         During an outage the retry back-off answers at once (no timeout per sign-in attempt).
         """
+        return await self._current(PROBE_SECONDS, stale_ok=False)
+
+    async def _current(self, max_age: float, *, stale_ok: bool) -> dict[str, Any]:
         now = time.monotonic()
-        if self._doc is not None and now - self._fetched_at < PROBE_SECONDS:
+        if self._doc is not None and now - self._fetched_at < max_age:
             return self._doc
         async with self._lock:
             now = time.monotonic()
-            if self._doc is not None and now - self._fetched_at < PROBE_SECONDS:
+            if self._doc is not None and now - self._fetched_at < max_age:
                 return self._doc
             if now < self._retry_at:
-                raise ProviderUnavailable("the provider did not answer recently (retrying with back-off)")
+                if stale_ok and self._doc is not None:
+                    return self._doc  # stale but known-good beats nothing
+                raise ProviderUnavailable("discovery in backoff after earlier failures")
             try:
                 doc = await self._fetch()
             except ProviderUnavailable:
                 self._failures += 1
                 self._retry_at = now + min(_BACKOFF_MAX, _BACKOFF_START * 2 ** (self._failures - 1))
+                if stale_ok and self._doc is not None:
+                    return self._doc
                 raise
             self._doc, self._fetched_at, self._failures, self._retry_at = doc, now, 0, 0.0
             return doc
