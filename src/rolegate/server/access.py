@@ -108,8 +108,9 @@ async def check_access(runtime: Runtime, request: web.BaseRequest, method: str, 
         cookies = request.headers.getall("Cookie", ())
         # Browsers send one Cookie header; several, or one too long to keep, is worked out every time.
         cookie = cookies[0] if len(cookies) == 1 and len(cookies[0]) <= _COOKIE_KEY_LENGTH else None
-        epoch = runtime.epoch()  # taken first: a change while the awaited path runs makes what it finds stale
-        known = _known.get((cookie, route.upstream, scope)) if cookie is not None and epoch is not None else None
+        # The epoch is taken first: a change while the awaited path runs makes what that path finds stale.
+        epoch = runtime.epoch() if cookie is not None else None  # nothing to remember without a cookie
+        known = _known.get((cookie, route.upstream, scope)) if epoch is not None else None
         if known is not None and known.epoch is epoch and time.time() < known.until and (
                 "Authorization" not in request.headers):
             principal, identity, policy = known.principal, known.identity, known.policy
@@ -165,7 +166,7 @@ async def check_access(runtime: Runtime, request: web.BaseRequest, method: str, 
             else:
                 access.set_headers = await _upstream_headers(runtime, request, identity_stage, principal, identity,
                                                              policy, route, scope, headers_key)
-            if cookie is not None and epoch is not None:
+            if epoch is not None:  # a single, short Cookie header on a runtime with a board
                 _remember(runtime, identity_stage, request, cookie, route, scope, principal, identity, policy,
                           headers_key, epoch)
 
