@@ -175,12 +175,13 @@ def test_disabled_identity_is_denied():
     assert effective_permissions(policy, u) == frozenset() and holdings_of(policy, u) == ()
 
 
-def test_decisions_are_shared_and_immutable():
+def test_decisions_are_immutable_and_equal_for_the_same_question():
     policy = compile_policy(cfg(bindings=[{"user": "u", "role": "top"}]), version=7)
     u = Identity("u")
     d1 = decide(policy, u, "a:view", "building:a", None, T0)
     d2 = decide(policy, Identity("u"), "a:view", "building:a", None, T0 + 1)
-    assert d1 is d2 and policy.version == 7
+    assert (d1.allowed, d1.permission, d1.scope, d1.reasons) == (d2.allowed, d2.permission, d2.scope, d2.reasons)
+    assert policy.version == 7
     with pytest.raises(AttributeError):
         d1.allowed = False  # type: ignore[misc]
     with pytest.raises(AttributeError):
@@ -191,9 +192,14 @@ def test_decisions_are_shared_and_immutable():
 
 def test_cache_is_bounded():
     policy = compile_policy(cfg(bindings=[{"group": "g", "role": "top"}]), cache_size=64)
+    known = len(policy._index.chains)  # every scope the policy names, worked out when compiled
     for i in range(1000):
-        assert decide(policy, Identity(f"u{i}", {"g"}), "a:view", f"building:{i}", None, T0 + i).allowed
+        identity = Identity(f"u{i}", {"g"})
+        assert decide(policy, identity, "a:view", f"building:{i}", None, T0 + i).allowed
+        assert "a:view" in effective_permissions(policy, identity, f"building:{i}", T0 + i)
     assert len(policy._cache) <= 64
+    assert len(policy._index.chains) <= known + 64  # scopes from request paths are remembered up to a bound
+    assert decide(policy, Identity("u", {"g"}), "a:view", "building:late", None, T0).allowed
 
 
 def test_now_accepts_datetime_int_and_none():

@@ -21,6 +21,7 @@ Semantics (the contract explain, tokens and ``/me`` rely on):
 from __future__ import annotations
 
 from datetime import datetime
+from math import inf as INF
 from time import time as _time
 
 from rolegate.authz.decision import Decision
@@ -47,45 +48,69 @@ def timestamp(now: float | int | datetime | None) -> float:
 
 def decide(policy: Policy, identity: Identity, permission: str, scope: str | None = None,
            object: str | None = None, now: float | datetime | None = None) -> Decision:
-    """May ``identity`` use ``permission`` at ``scope`` (on ``object``) at ``now``?"""
+    """May ``identity`` use ``permission`` at ``scope`` (on ``object``) at ``now``?
+
+    Every request's decision comes through here, so the two lookups it is made of are
+    written out inline: the decision memoized for this (identity shape, scope,
+    permission) while still within its time window, else what each subject holds at the
+    scope (``BindingIndex.allows``, which the property tests hold equal to this). No
+    entry is built; reasons are worked out from one only if someone reads them.
+    """
     try:
         if now.__class__ is not float:
             now = timestamp(now)
         if identity.disabled:
             return Decision(False, permission, scope, _DISABLED)
-        # Hot path: one dict lookup of a memoized decision still valid at `now`.
         key = (identity.key, scope, permission)
         decision = policy._decisions.get(key)
         if decision is not None and decision[4] <= now < decision[5] and (object is None or decision[0]):
             return decision
-        return _decide(policy, identity, permission, scope, object, now, key)
+        index = policy._index
+        if permission.__class__ is not str:
+            return Decision(False, repr(permission), scope, ("deny: the permission is not a string",))
+        holds = index.holds
+        allowed = False
+        not_before, expires = -INF, INF
+        for subject in identity.subjects:
+            here = holds.get((subject, scope))  # what the subject holds here and above
+            if here is None:  # nothing here: the nearest scope above where it holds something
+                chain = index.chains.get(scope) or index.chain(scope)
+                if chain is None:
+                    return _decide_malformed_scope(policy, identity, permission, scope, object, now)
+                if subject not in index.held_by:  # bound nowhere: nothing to climb for
+                    continue
+                for at in chain[1:]:
+                    here = holds.get((subject, at))
+                    if here is not None:
+                        break
+                else:
+                    continue
+            if here.__class__ is frozenset:  # no deny, no expiry: the common case
+                if permission in here:
+                    allowed = True
+                    if permission not in index.may_deny:
+                        break  # no other subject can take it away
+                continue
+            verdict, not_before, expires = here.judge(permission, now, not_before, expires)
+            if verdict < 0:  # an explicit deny beats every allow
+                allowed = False
+                break
+            if verdict:
+                allowed = True
+        decision = _new(Decision, (allowed, permission, scope, None, not_before, expires, index, identity, now))
+        if permission in policy.catalogue:  # memoize catalogue permissions only
+            decisions = policy._decisions
+            if len(decisions) < policy._decisions_size:
+                decisions[key] = decision
+            else:
+                policy.memoize(key, decision)
+        if object is None or allowed:
+            return decision
+        return _decide_object(policy, policy.entry(identity, scope, now), identity, permission, scope, object, now)
     except Exception as exc:  # fail closed: a bug or hostile input must never become an allow
         return Decision(False, permission if isinstance(permission, str) else repr(permission),
                         scope if isinstance(scope, str) else None,
                         (f"deny: could not evaluate ({type(exc).__name__})",))
-
-
-def _decide(policy: Policy, identity: Identity, permission: str, scope: str | None, object: str | None,
-            now: float, key: tuple[str, str | None, str]) -> Decision:
-    if permission.__class__ is not str:
-        return Decision(False, repr(permission), scope, ("deny: the permission is not a string",))
-    index = policy._index
-    chain = index.chains.get(scope) or index.chain(scope)
-    if chain is None:
-        return _decide_malformed_scope(policy, identity, permission, scope, object, now)
-    # First decision for this (identity shape, scope, permission): straight from the index,
-    # no entry built; the reasons are worked out from an entry only if someone reads them.
-    allowed, not_before, expires = index.allows(identity, permission, chain, now)
-    decision = _new(Decision, (allowed, permission, scope, None, not_before, expires, index, identity, now))
-    if permission in policy.catalogue:  # memoize catalogue permissions only
-        decisions = policy._decisions
-        if len(decisions) < policy._decisions_size:
-            decisions[key] = decision
-        else:
-            policy.memoize(key, decision)
-    if object is None or allowed:
-        return decision
-    return _decide_object(policy, policy.entry(identity, scope, now), identity, permission, scope, object, now)
 
 
 def _decide_malformed_scope(policy: Policy, identity: Identity, permission: str, scope: str | None,

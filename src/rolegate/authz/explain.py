@@ -39,13 +39,20 @@ class Requirement(NamedTuple):
     problem: str | None = None  # set when a template could not be filled: the request is denied
 
 
+_requirement = tuple.__new__  # a Requirement without the named tuple's Python-level __new__
 _STATIC: dict[Any, Requirement] = {}  # route -> its requirement, for routes without templates
 
 
 def requirement_of(match: Any, query_get: Getter = _none, header_get: Getter = _none) -> Requirement:
     """Resolve the route's ``scope`` / ``object`` templates for this request."""
     route = match.route
-    if not route.scope and not route.object:  # nothing to fill in: one shared answer per route
+    template = route.scope_template
+    if template is not None and template.param is not None and not route.object:
+        # The usual shape, ``building:{building}``, filled in one step.
+        value = match.params.get(template.param)
+        if value:
+            return _requirement(Requirement, (route.mode, route.permission, template.prefix + value, None, None))
+    elif not route.scope and not route.object:  # nothing to fill in: one shared answer per route
         requirement = _STATIC.get(route)
         if requirement is None:
             if len(_STATIC) >= 100_000:  # routes are replaced by reloads: keep this bounded

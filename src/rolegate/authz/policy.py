@@ -14,11 +14,11 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 
 from rolegate.authz.decision import Decision
-from rolegate.authz.identity import Identity
+from rolegate.authz.identity import Identity, subject_key
 from rolegate.authz.roles import FlatRole
 from rolegate.authz.scopes import ScopeTree, is_scope
 
-__all__ = ["CompiledBinding", "ObjectGrant", "Policy", "SettingGrant", "format_until"]
+__all__ = ["BindingIndex", "CompiledBinding", "ObjectGrant", "Policy", "SettingGrant", "format_until"]
 
 INF = math.inf
 DEFAULT_CACHE_SIZE = 65536
@@ -138,39 +138,61 @@ class Entry:
 
 
 class BindingIndex:
-    """Bindings and user settings indexed by subject and scope, and the entries computed from them.
+    """Bindings and user settings indexed by (subject, scope), and the entries computed from them.
 
-    It answers the two questions a decision asks: ``allows`` (one permission, straight
-    from the per-(subject, scope) unions, no sets built) and ``entry`` (everything held
-    at a scope, cached, for tokens, ``/me`` and reasons). It holds no decisions, so a
-    memoized decision may point back at it without keeping its policy alive.
+    ``holds[(subject, scope)]`` is what the subject holds at that scope *and every scope
+    above it* (its parents, and globally), settings included, worked out when the policy
+    is compiled. Scopes form a tree (scope types cannot nest in a cycle), so a decision
+    at ``building:a`` probes ``(subject, "building:a")`` and climbs the chain only for a
+    subject with nothing there: usually one probe per subject, into one dict, which is
+    what a precomputed set lookup costs. ``entry`` gathers everything held at a scope,
+    cached, for tokens, ``/me`` and reasons. It holds no decisions, so a memoized decision
+    may point back at it without keeping its policy alive.
     """
 
-    __slots__ = ("scopes", "cache", "cache_size", "_by_subject", "_answers", "_settings_by_user", "chains")
+    __slots__ = ("scopes", "cache", "cache_size", "holds", "held_by", "may_deny", "settings_by_user", "chains",
+                 "_chains_limit", "_at")
 
     def __init__(self, bindings: tuple[CompiledBinding, ...], setting_grants: tuple[SettingGrant, ...],
                  scopes: ScopeTree, cache_size: int) -> None:
         self.scopes = scopes
-        grouped: dict[str, dict[str | None, list[CompiledBinding]]] = {}
-        for b in bindings:
-            grouped.setdefault(f"{b.subject_kind[0]}:{b.subject}", {}).setdefault(b.scope, []).append(b)
-        # Keys are interned, as are identities' subjects and scope chains, so that a lookup
-        # compares pointers instead of reading a second copy of the string from memory.
-        self._by_subject = {intern(k): {_intern(s): _Held(tuple(v)) for s, v in d.items()}
-                            for k, d in grouped.items()}
-        # What ``allows`` reads: where nothing can expire or deny, just the allowed set
-        # (shared with the role when there is one binding), else the _Held itself.
-        self._answers = {k: {s: h.allow if h.simple else h for s, h in d.items()}
-                         for k, d in self._by_subject.items()}
+        self.cache_size = max(16, cache_size)
         by_user: dict[str, list[SettingGrant]] = {}
         for g in setting_grants:
             by_user.setdefault(g.username, []).append(g)
-        self._settings_by_user = {u: tuple(v) for u, v in by_user.items()}
+        self.settings_by_user = {u: tuple(v) for u, v in by_user.items()}
+        # scope -> its chain, or None for a malformed scope (read directly by the hot path): worked
+        # out here for every scope the policy knows (bound, or placed in the tree), and on first
+        # sight for others, up to ``cache_size`` of them (scopes come from request paths).
+        self.chains: dict[str | None, tuple[str | None, ...] | None] = {None: (None,)}
+        self._chains_limit = 0
+        for scope in {*(b.scope for b in bindings), *scopes.parents, *scopes.parents.values()}:
+            self.chain(scope)
+        self._chains_limit = len(self.chains) + self.cache_size
+        # (subject, scope) -> the bindings held exactly there. Keys are interned, as are
+        # identities' subjects and scope chains, so that probes compare pointers.
+        at: dict[tuple[str, str | None], list[CompiledBinding]] = {}
+        for b in bindings:
+            at.setdefault((subject_key(b.subject_kind, b.subject), _intern(b.scope)), []).append(b)
+        self._at = {k: tuple(v) for k, v in at.items()}
+        extra = {subject_key("user", u): frozenset().union(*(g.permissions for g in gs))
+                 for u, gs in self.settings_by_user.items()}
+        for subject in extra:  # settings apply everywhere: a global entry holds them at least
+            self._at.setdefault((subject, None), ())
+        holds: dict[tuple[str, str | None], frozenset[str] | _Held] = {}
+        for subject, scope in self._at:
+            chain = self.chains[scope] or ()
+            held = _Held(tuple(b for level in chain for b in self._at.get((subject, level), ())),
+                         extra.get(subject, _EMPTY))
+            holds[(subject, scope)] = held.allow if held.simple else held
+        self.holds = holds
+        # Subjects holding anything anywhere: a group bound nowhere (most of a directory's)
+        # costs a decision one probe, not one per level of the scope's chain.
+        self.held_by = frozenset(subject for subject, _ in holds)
+        # Permissions some binding denies: a decision may stop at its first allow for any other.
+        self.may_deny = frozenset().union(*(b.deny for b in bindings))
         # (identity shape, scope) -> Entry: bounded LRU (evicted by last use, half at a time).
         self.cache: dict[tuple[str, str | None], Entry] = {}
-        self.cache_size = max(16, cache_size)
-        # scope -> its chain, or None for a malformed scope (read directly by the hot path).
-        self.chains: dict[str | None, tuple[str | None, ...] | None] = {None: (None,)}
 
     def chain(self, scope: str | None) -> tuple[str | None, ...] | None:
         """``scope``, its ancestors and None (global), nearest first; None if ``scope`` is malformed."""
@@ -178,51 +200,41 @@ class BindingIndex:
         chain = chains.get(scope, _MISSING)
         if chain is _MISSING:
             chain = (*map(intern, self.scopes.chain(scope)), None) if is_scope(scope) else None
-            if len(chains) >= self.cache_size:
-                chains.clear()  # bounded: scopes come from request paths
-                chains[None] = (None,)
-            chains[scope] = chain
+            if self._chains_limit == 0 or len(chains) < self._chains_limit:
+                chains[scope] = chain
         return chain  # type: ignore[return-value]
 
-    def allows(self, identity: Identity, permission: str, chain: tuple[str | None, ...],
-               now: float) -> tuple[bool, float, float]:
-        """(allowed, not_before, expires) for one permission: the first decision's fast path."""
-        allowed = denied = False
+    def allows(self, identity: Identity, permission: str, scope: str | None,
+               now: float) -> tuple[bool, float, float] | None:
+        """(allowed, not_before, expires) for ``permission`` at ``scope``; None if the scope is malformed.
+
+        ``rolegate.authz.evaluate`` makes first decisions with this logic written out inline
+        (a call is a tenth of its budget); the property tests hold the two equal.
+        """
+        holds = self.holds
+        allowed = False
         not_before, expires = -INF, INF
-        answers = self._answers
         for subject in identity.subjects:
-            held = answers.get(subject)
-            if held is None:
+            here = holds.get((subject, scope))
+            if here is None:
+                chain = self.chains.get(scope) or self.chain(scope)
+                if chain is None:
+                    return None
+                if subject not in self.held_by:
+                    continue
+                for at in chain[1:]:
+                    here = holds.get((subject, at))
+                    if here is not None:
+                        break
+                else:
+                    continue
+            if here.__class__ is frozenset:
+                allowed = allowed or permission in here
                 continue
-            for at in chain:
-                here = held.get(at)
-                if here is None:
-                    continue
-                if here.__class__ is frozenset:  # no deny, no expiry: the common case
-                    if permission in here:
-                        allowed = True
-                    continue
-                if now < here.first_until:  # every binding here still holds
-                    if permission in here.allow:
-                        allowed = True
-                    if here.deny is not None and permission in here.deny:
-                        denied = True
-                    if here.first_until < expires:
-                        expires = here.first_until
-                    continue
-                live, not_before, expires = _live(here.bindings, now, not_before, expires)
-                for b in live:
-                    if permission in b.allow:
-                        allowed = True
-                    if permission in b.deny:
-                        denied = True
-        if denied:
-            return False, not_before, expires
-        if not allowed and self._settings_by_user:
-            for s in self._settings_by_user.get(identity.username, ()):
-                if permission in s.permissions:
-                    allowed = True
-                    break
+            verdict, not_before, expires = here.judge(permission, now, not_before, expires)
+            if verdict < 0:
+                return False, not_before, expires
+            allowed = allowed or verdict > 0
         return allowed, not_before, expires
 
     def entry(self, identity: Identity, scope: str | None, now: float) -> Entry:
@@ -260,15 +272,15 @@ class BindingIndex:
         deny: set[str] = set()
         holdings: list[CompiledBinding] = []
         not_before, expires = -INF, INF
-        by_subject = self._by_subject
-        for here in (held[at] for subject in identity.subjects if (held := by_subject.get(subject))
-                     for at in chain if at in held):
-            live, not_before, expires = _live(here.bindings, now, not_before, expires)
+        at = self._at
+        for bindings in (at[key] for subject in identity.subjects for level in chain
+                         if (key := (subject, level)) in at):
+            live, not_before, expires = _live(bindings, now, not_before, expires)
             for b in live:
                 allow |= b.allow
                 deny |= b.deny
                 holdings.append(b)
-        settings = self._settings_by_user.get(identity.username, ())
+        settings = self.settings_by_user.get(identity.username, ())
         for s in settings:
             allow |= s.permissions
         allow -= deny
@@ -293,27 +305,47 @@ def _live(bindings: tuple[CompiledBinding, ...], now: float, not_before: float,
 
 
 class _Held:
-    """The bindings one subject holds at one scope, with their unions while none has expired.
+    """What one subject holds at one scope and above: the bindings, and their unions while none expired.
 
-    With one binding (the usual case) the unions are the role's own sets, shared by
-    everyone holding the role: a first decision then reads memory other decisions keep warm.
+    With one binding and no settings (the usual case) the unions are the role's own sets,
+    shared by everyone holding the role, so a decision reads memory others keep warm.
     """
 
-    __slots__ = ("bindings", "allow", "deny", "first_until", "simple")
+    __slots__ = ("bindings", "settings", "allow", "deny", "first_until", "simple")
 
-    def __init__(self, bindings: tuple[CompiledBinding, ...]) -> None:
+    def __init__(self, bindings: tuple[CompiledBinding, ...], settings: frozenset[str]) -> None:
         self.bindings = bindings
-        if len(bindings) == 1:
+        self.settings = settings
+        if len(bindings) == 1 and not settings:
             allow, deny = bindings[0].allow, bindings[0].deny
         else:
-            allow = frozenset().union(*(b.allow for b in bindings))
+            allow = settings.union(*(b.allow for b in bindings))
             deny = frozenset().union(*(b.deny for b in bindings))
-        self.allow = allow
-        deny = self.deny = deny or None  # None: nothing to check
-        self.first_until = min(b.until for b in bindings)
+        self.deny = deny = deny or None  # None: nothing to check
+        self.allow = allow if deny is None else allow - deny
+        self.first_until = min((b.until for b in bindings), default=INF)
         self.simple = deny is None and self.first_until == INF
 
+    def judge(self, permission: str, now: float, not_before: float, expires: float) -> tuple[int, float, float]:
+        """(-1 if a binding still holding at ``now`` denies ``permission``, 1 if one allows it, else 0),
+        and the window (not_before, expires) narrowed to the bindings that answered."""
+        if now < self.first_until:  # every binding still holds: the unions answer
+            if self.first_until < expires:
+                expires = self.first_until
+            if self.deny is not None and permission in self.deny:
+                return -1, not_before, expires
+            return (1 if permission in self.allow else 0), not_before, expires
+        live, not_before, expires = _live(self.bindings, now, not_before, expires)
+        verdict = 1 if permission in self.settings else 0
+        for b in live:
+            if permission in b.deny:
+                return -1, not_before, expires
+            if permission in b.allow:
+                verdict = 1
+        return verdict, not_before, expires
 
+
+_EMPTY: frozenset[str] = frozenset()
 _MISSING = object()
 
 
@@ -354,8 +386,8 @@ class Policy:
             by_object.setdefault(g.object, []).append(g)
         self._grants = {k: tuple(v) for k, v in grants.items()}
         self._grants_by_object = {k: tuple(v) for k, v in by_object.items()}
-        # (identity shape, scope, permission) -> Decision: the one-lookup hot path; bounded,
-        # oldest-inserted half evicted when full (a hot decision is re-made from the index).
+        # (identity shape, scope, permission) -> Decision: repeated decisions in one lookup;
+        # bounded, oldest-inserted half evicted when full (a decision is re-made from the index).
         self._decisions: dict[tuple[str, str | None, str], Decision] = {}
         self._decisions_size = max(64, 4 * cache_size)
         self._cache_size = max(16, cache_size)
@@ -386,8 +418,12 @@ class Policy:
                 decisions.pop(old, None)
         decisions[key] = decision
 
+    def forget(self, identity: Identity, scope: str | None, permission: str) -> None:
+        """Drop one memoized decision (the bench times first decisions this way)."""
+        self._decisions.pop((identity.key, scope, permission), None)
+
     def clear_caches(self) -> None:
-        """Forget every memoized decision and entry (the bench measures first decisions this way)."""
+        """Forget every memoized decision and entry."""
         self._decisions.clear()
         self._index.cache.clear()
 
