@@ -102,15 +102,17 @@ class Template:
     ``{header.NAME}`` a request header.
     """
 
-    __slots__ = ("text", "parts", "_prefix", "_param")
+    __slots__ = ("text", "parts", "prefix", "param")
 
     def __init__(self, text: str, parts: tuple[str | tuple[int, str], ...]) -> None:
         self.text = text
         self.parts = parts
-        # The usual shape, ``building:{building}``: a literal prefix and one path parameter.
-        self._prefix = self._param = None
+        # The usual shape, ``building:{building}``: a literal prefix and one path parameter
+        # (the value is ``prefix + params[param]``); None for any other shape.
+        self.prefix: str | None = None
+        self.param: str | None = None
         if len(parts) == 2 and isinstance(parts[0], str) and not isinstance(parts[1], str) and parts[1][0] == _PARAM:
-            self._prefix, self._param = parts[0], parts[1][1]
+            self.prefix, self.param = parts[0], parts[1][1]
 
     @classmethod
     def parse(cls, text: str, path_params: Sequence[str]) -> tuple[Template | None, list[str]]:
@@ -154,9 +156,9 @@ class Template:
         header_get: Callable[[str], str | None],
     ) -> str | None:
         """Fill the template; None when a referenced value is missing or empty."""
-        if self._param is not None:
-            value = params.get(self._param)
-            return self._prefix + value if value else None
+        if self.param is not None:
+            value = params.get(self.param)
+            return self.prefix + value if value else None
         out: list[str] = []
         for part in self.parts:
             if isinstance(part, str):
@@ -480,12 +482,31 @@ class RouteTable:
             if cached is None:
                 cached = self._host_key(host)
             h, suffix = cached
+        # The first path a depth-first search would try: a literal where there is one, else
+        # ``{param}``. When it ends at a route for this method, that is the search's answer,
+        # found without recursion; otherwise the search runs from the top.
+        node = self._root
         values: list[str] = []
+        for seg in segments:
+            child = node.literals.get(seg)
+            if child is None:
+                child = node.param
+                if child is None or not seg:
+                    break
+                values.append(seg)
+            node = child
+        else:
+            d = node.terminal
+            route = d.pick(method, h, suffix) if d is not None else None
+            if route is None and node.catchall is not None:
+                route = node.catchall.pick(method, h, suffix)
+            if route is not None:
+                return Match(route, _params(route.param_names, values))
+        values = []
         n = len(segments)
         route = _walk(self._root, segments, 0, n, method, h, suffix, values)
         if route is not None:
-            names = route.param_names
-            return Match(route, dict(zip(names, values)) if names else {})
+            return Match(route, _params(route.param_names, values))
         # Rare path (404/405): search again, collecting what refused the method.
         miss = _Miss()
         _collect(self._root, segments, 0, n, h, suffix, [], miss)
@@ -520,6 +541,13 @@ class RouteTable:
         # Stable order for people and tests: by the first route's config position.
         out.sort(key=lambda p: p[0])
         return [p[1] for p in out]
+
+
+def _params(names: tuple[str, ...], values: list[str]) -> dict[str, str]:
+    """Name the values of a match (one parameter, the usual case, without building a zip)."""
+    if len(names) == 1:
+        return {names[0]: values[0]}
+    return dict(zip(names, values)) if names else {}
 
 
 def _walk(
