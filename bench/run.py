@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -40,6 +39,8 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import _steady  # bench/_steady.py: this script's own directory is on sys.path
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -246,11 +247,10 @@ class Running:
         # Rows that need two server processes compare them: the same hash seed and no address-space
         # randomisation make two processes of one program lay out their memory alike, so what differs
         # between them is the config, not the luck of a dict's collisions or a page's placement.
-        env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), PYTHONHASHSEED="0")
+        env = _steady.env(PYTHONPATH=str(ROOT / "src"))
         print(f"  start {target.name}: taskset -c {target.cpus} {' '.join(cmd)}", flush=True)
-        steady = ["setarch", platform.machine(), "-R"] if shutil.which("setarch") else []
         self.proc = subprocess.Popen(
-            [*steady, "taskset", "-c", target.cpus, *cmd], stdout=self.log, stderr=subprocess.STDOUT,
+            [*_steady.prefix(), "taskset", "-c", target.cpus, *cmd], stdout=self.log, stderr=subprocess.STDOUT,
             env=env, start_new_session=True,
         )
         self.headers: list[str] = []
