@@ -53,7 +53,8 @@ def decide(policy: Policy, identity: Identity, permission: str, scope: str | Non
     Every request's decision comes through here, so the two lookups it is made of are
     written out inline: the decision memoized for this (identity shape, scope,
     permission) while still within its time window, else what each subject holds at the
-    scope (``BindingIndex.allows``, which the property tests hold equal to this). No
+    scope and above (``BindingIndex.holds``). The property tests hold this equal to a
+    reference evaluator of the documented semantics, and to ``effective_permissions``. No
     entry is built; reasons are worked out from one only if someone reads them.
     """
     try:

@@ -204,39 +204,6 @@ class BindingIndex:
                 chains[scope] = chain
         return chain  # type: ignore[return-value]
 
-    def allows(self, identity: Identity, permission: str, scope: str | None,
-               now: float) -> tuple[bool, float, float] | None:
-        """(allowed, not_before, expires) for ``permission`` at ``scope``; None if the scope is malformed.
-
-        ``rolegate.authz.evaluate`` makes first decisions with this logic written out inline
-        (a call is a tenth of its budget); the property tests hold the two equal.
-        """
-        holds = self.holds
-        allowed = False
-        not_before, expires = -INF, INF
-        for subject in identity.subjects:
-            here = holds.get((subject, scope))
-            if here is None:
-                chain = self.chains.get(scope) or self.chain(scope)
-                if chain is None:
-                    return None
-                if subject not in self.held_by:
-                    continue
-                for at in chain[1:]:
-                    here = holds.get((subject, at))
-                    if here is not None:
-                        break
-                else:
-                    continue
-            if here.__class__ is frozenset:
-                allowed = allowed or permission in here
-                continue
-            verdict, not_before, expires = here.judge(permission, now, not_before, expires)
-            if verdict < 0:
-                return False, not_before, expires
-            allowed = allowed or verdict > 0
-        return allowed, not_before, expires
-
     def entry(self, identity: Identity, scope: str | None, now: float) -> Entry:
         """The cached entry for (identity shape, scope) valid at ``now``; computed on a miss."""
         key = (identity.key, scope)
