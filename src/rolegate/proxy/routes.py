@@ -28,6 +28,7 @@ wildcard), never ``example.com`` itself nor ``a.b.example.com``.
 from __future__ import annotations
 
 import re
+from sys import intern
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -459,7 +460,7 @@ class RouteTable:
                 else:
                     child = node.literals.get(seg)
                     if child is None:
-                        child = node.literals[seg] = _Node()
+                        child = node.literals[intern(seg)] = _Node()  # one copy of "buildings" for all routes: stays in cache
                     node = child
             else:
                 terminal.setdefault(id(node), (node, []))[1].append(route)
