@@ -176,3 +176,11 @@ def test_every_example_config_checks(example, tmp_path):
     result = subprocess.run([sys.executable, "-m", "rolegate", "check", "-c", str(example)], capture_output=True,
                             text=True, timeout=60, env={**__import__("os").environ, **env})
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_scope_types_nest_a_bounded_depth():
+    deep = "".join(f"  t{i}: {{parent: t{i + 1}}}\n" for i in range(15)) + "  t15: {}\n"
+    found = problems_of(BASE + "scopes:\n" + deep)
+    assert any("scopes.t0.parent" in p and "scope types nest 16 deep" in p and "at most 15" in p for p in found)
+    ok = "".join(f"  t{i}: {{parent: t{i + 1}}}\n" for i in range(14)) + "  t14: {}\n"
+    assert len(load_config_text(BASE + "scopes:\n" + ok, file="c.yaml").scopes) == 15

@@ -179,6 +179,10 @@ class BindingIndex:
                  for u, gs in self.settings_by_user.items()}
         for subject in extra:  # settings apply everywhere: a global entry holds them at least
             self._at.setdefault((subject, None), ())
+        # Climbing from a scope to the first level where a subject holds something, and reading
+        # that level's union of everything above it, equals the union over the whole chain because
+        # a chain's tail is its own chain: config refuses scope types that nest in a cycle or
+        # MAX_SCOPE_DEPTH deep, so no chain is ever cut short.
         holds: dict[tuple[str, str | None], frozenset[str] | _Held] = {}
         for subject, scope in self._at:
             chain = self.chains[scope] or ()

@@ -5,14 +5,15 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from rolegate.config.sections.policy import ScopeType
+from rolegate.config.sections.policy import MAX_SCOPE_DEPTH, ScopeType
 
 __all__ = ["ScopeTree", "is_scope"]
 
 # Same shape as the config's scope check: type:id, no whitespace, no second ':' or braces.
 _SCOPE = re.compile(r"[a-z][a-z0-9_\-]*:[^\s:{}]+\Z")
-# Scope types nest a few levels at most; the bound keeps a bad directory attribute harmless.
-MAX_DEPTH = 16
+# Scope types nest a few levels at most (config refuses MAX_SCOPE_DEPTH); the bound keeps a bad
+# directory attribute harmless.
+MAX_DEPTH = MAX_SCOPE_DEPTH
 
 
 def is_scope(value: object) -> bool:

@@ -11,6 +11,7 @@ from rolegate.config.sections.directory import DirectoryConfig
 from rolegate.config.sections.features import AuditConfig, DaypassConfig, TokensConfig
 from rolegate.config.sections.identity import OIDCConfig, SessionConfig
 from rolegate.config.sections.policy import (
+    MAX_SCOPE_DEPTH,
     NAME,
     PERMISSION,
     ROLEGATE_PERMISSIONS,
@@ -82,6 +83,10 @@ class Config(Section):
                     break
                 chain.append(current)
                 current = self.scopes[current].parent
+            else:
+                if len(chain) >= MAX_SCOPE_DEPTH:
+                    bad(("scopes", name, "parent"),
+                        f"scope types nest {len(chain)} deep ({' -> '.join(chain)}); at most {MAX_SCOPE_DEPTH - 1}")
 
         for name, role in self.roles.items():
             if not NAME.match(name):

@@ -23,6 +23,11 @@ ROLEGATE_PERMISSIONS = (
 )
 
 
+# How deep scope types may nest. A scope's chain (it, its parent, ...) is cut at this length,
+# and the compiled policy relies on no valid config reaching it (see rolegate.authz.policy).
+MAX_SCOPE_DEPTH = 16
+
+
 class ScopeType(Section):
     parent: str | None = None
     # Which parent each scope of this type belongs to, e.g. {a: acme, b: acme} for buildings in client acme.
