@@ -460,7 +460,8 @@ class RouteTable:
                 else:
                     child = node.literals.get(seg)
                     if child is None:
-                        child = node.literals[intern(seg)] = _Node()  # one copy of "buildings" for all routes: stays in cache
+                        # Interned: all routes share one "buildings", which stays in cache.
+                        child = node.literals[intern(seg)] = _Node()
                     node = child
             else:
                 terminal.setdefault(id(node), (node, []))[1].append(route)
