@@ -99,6 +99,29 @@ def test_trailing_slash_is_significant() -> None:
     assert which(t, "/b/") == "/b/"
     assert which(t, "/b") is None
 
+def test_a_branchless_chain_is_matched_in_one_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    # /r1 heads a chain of single children down to one route: a hit compares the rest of the
+    # path with the chain's shape and never enters the recursive search.
+    t = table(spec("/r1/buildings/{b}/things", "GET"), spec("/r2/{x}"), spec("/r3/**"))
+    searched = []
+    monkeypatch.setattr(routes_module, "_walk", lambda *a: searched.append(a) or None)
+    m = hit(t, "/r1/buildings/b%2017/things")
+    assert m is not None and m.route.path == "/r1/buildings/{b}/things" and m.params == {"b": "b 17"}
+    assert searched == []
+    monkeypatch.undo()
+    # Everything the chain refuses goes to the full search, with the same answer as before.
+    for path in ("/r1/buildings//things", "/r1/buildings/x/other", "/r1/buildings/x",
+                 "/r1/buildings/x/things/more", "/r1/Buildings/x/things"):
+        assert which(t, path) is None, path
+    assert which(t, "/r1/buildings/x/things", "POST") == "405 /r1/buildings/{b}/things"
+    assert which(t, "/r1/buildings/x/things", "HEAD") == "/r1/buildings/{b}/things"
+    # A node holding a route, or a catch-all, ends a chain: precedence is unchanged.
+    t2 = table(spec("/r1/buildings/{b}/things", "GET"), spec("/r1/**"), spec("/r1/buildings"))
+    assert which(t2, "/r1/buildings/x/things") == "/r1/buildings/{b}/things"
+    assert which(t2, "/r1/buildings/x/other") == "/r1/**"
+    assert which(t2, "/r1/buildings") == "/r1/buildings"
+
+
 
 def test_root_route() -> None:
     t = table(spec("/"))

@@ -4,7 +4,10 @@ Routes are compiled once at config load into a segment trie. Every node has a
 dict of literal children, at most one ``{param}`` child and at most one ``**``
 catch-all; the routes ending at a node are pre-sorted into a host and method
 dispatch. A lookup walks the request's segments, so its cost depends on the
-path's depth, never on the number of routes.
+path's depth, never on the number of routes. Where the trie does not branch
+(``/r7/buildings/{b}/things`` under a root of 10,000 such routes), the chain's
+head holds the chain's shape and the lookup compares the rest of the path with
+it: fewer objects read per request, which is what a large table's lookups cost.
 
 Precedence ("specificity, not order"), from strongest to weakest:
 
@@ -103,7 +106,7 @@ class Template:
     ``{header.NAME}`` a request header.
     """
 
-    __slots__ = ("text", "parts", "prefix", "param")
+    __slots__ = ("prefix", "param", "text", "parts")
 
     def __init__(self, text: str, parts: tuple[str | tuple[int, str], ...]) -> None:
         self.text = text
@@ -123,7 +126,7 @@ class Template:
         pos = 0
         for m in _TEMPLATE_REF.finditer(text):
             if m.start() > pos:
-                parts.append(text[pos : m.start()])
+                parts.append(intern(text[pos : m.start()]))
             ref = m.group(1)
             kind, _, name = ref.partition(".")
             if kind in ("query", "header") and name:
@@ -131,7 +134,7 @@ class Template:
                     problems.append(f"template {text!r}: bad {kind} name {name!r}")
                 parts.append((_QUERY if kind == "query" else _HEADER, name))
             elif ref in path_params:
-                parts.append((_PARAM, ref))
+                parts.append((_PARAM, intern(ref)))
             else:
                 known = ", ".join(path_params) or "none"
                 problems.append(
@@ -141,7 +144,7 @@ class Template:
             pos = m.end()
         rest = text[pos:]
         if rest:
-            parts.append(rest)
+            parts.append(intern(rest))
         if "{" in rest or "}" in rest or any(
             isinstance(p, str) and ("{" in p or "}" in p) for p in parts
         ):
@@ -187,22 +190,23 @@ class Template:
 class Route:
     """A compiled route: the spec's fields plus what matching and resolving need."""
 
+    # What every request reads comes first, so that it shares the object's first cache line.
     __slots__ = (
+        "param_names",
+        "scope_template",
+        "object",
+        "mode",
+        "permission",
+        "scope",
+        "upstream",
+        "redact",
         "spec",
         "path",
         "methods",
         "host",
-        "upstream",
-        "mode",
-        "permission",
-        "scope",
-        "object",
-        "redact",
         "name",
         "index",
         "source",
-        "param_names",
-        "scope_template",
         "object_template",
         "_shape",
         "_templates",
@@ -319,10 +323,17 @@ class _Methods:
         return r if r is not None else self.fallback
 
 
-class _Dispatch:
-    """Host then method dispatch for the routes ending at one trie position."""
+_NO_METHODS: dict[str, Route] = {}  # never written to
 
-    __slots__ = ("exact", "wildcard", "any")
+
+class _Dispatch:
+    """Host then method dispatch for the routes ending at one trie position.
+
+    The routes without a host are also held flat (``by_method``, ``fallback``), and
+    ``hostless`` says no other table exists: the usual dispatch is one dict lookup.
+    """
+
+    __slots__ = ("hostless", "by_method", "fallback", "exact", "wildcard", "any")
 
     def __init__(self, routes: list[Route]) -> None:
         exact: dict[str, list[Route]] = {}
@@ -338,9 +349,15 @@ class _Dispatch:
         self.exact = {h: _Methods(rs) for h, rs in exact.items()} or None
         self.wildcard = {h: _Methods(rs) for h, rs in wildcard.items()} or None
         self.any = _Methods(any_host) if any_host else None
+        self.by_method = self.any.by_method if self.any is not None else _NO_METHODS
+        self.fallback = self.any.fallback if self.any is not None else None
+        self.hostless = self.exact is None and self.wildcard is None
 
     def pick(self, method: str, host: str | None, suffix: str | None) -> Route | None:
         """The route for a method and canonical host, most specific host first."""
+        if self.hostless:
+            r = self.by_method.get(method)
+            return r if r is not None else self.fallback
         if self.exact is not None and host is not None:
             t = self.exact.get(host)
             if t is not None:
@@ -353,10 +370,8 @@ class _Dispatch:
                 r = t.by_method.get(method) or t.fallback
                 if r is not None:
                     return r
-        t = self.any
-        if t is not None:
-            return t.by_method.get(method) or t.fallback
-        return None
+        r = self.by_method.get(method)
+        return r if r is not None else self.fallback
 
     def tables(self, host: str | None, suffix: str | None) -> list[_Methods]:
         """The method tables that apply to a host, most specific first."""
@@ -381,13 +396,21 @@ class _Dispatch:
 
 
 class _Node:
-    __slots__ = ("literals", "param", "catchall", "terminal")
+    """One trie position. ``tail`` and ``end`` shortcut a branchless chain (see ``_chain``)."""
+
+    __slots__ = ("tail", "end", "literals", "param", "catchall", "terminal")
 
     def __init__(self) -> None:
         self.literals: dict[str, _Node] = {}
         self.param: _Node | None = None
         self.catchall: _Dispatch | None = None
         self.terminal: _Dispatch | None = None
+        # Set when this node holds no route and every path below it is one chain of
+        # single children ending at one dispatch: that chain's shape (literals, None for
+        # a parameter) and the dispatch. A lookup then compares the rest of the path
+        # with the shape instead of visiting every node of the chain.
+        self.tail: tuple[str | None, ...] | None = None
+        self.end: _Dispatch | None = None
 
 
 class _Miss:
@@ -469,6 +492,7 @@ class RouteTable:
             node.terminal = _Dispatch(rs)
         for node, rs in catchall.values():
             node.catchall = _Dispatch(rs)
+        _chain(root)
         return cls(tuple(routes), root)
 
     def match(self, method: str, host: str | None, segments: tuple[str, ...]) -> Match | None:
@@ -489,7 +513,35 @@ class RouteTable:
         # found without recursion; otherwise the search runs from the top.
         node = self._root
         values: list[str] = []
-        for seg in segments:
+        i, n = 0, len(segments)
+        while True:
+            tail = node.tail
+            if tail is not None:  # one chain down to one dispatch: the same steps, node-free
+                if len(tail) != n - i:
+                    break
+                for want in tail:
+                    seg = segments[i]
+                    i += 1
+                    if want is None:
+                        if not seg:
+                            break
+                        values.append(seg)
+                    elif want != seg:
+                        break
+                else:
+                    route = node.end.pick(method, h, suffix)  # type: ignore[union-attr]
+                    if route is not None:
+                        return Match(route, _params(route.param_names, values))
+                break
+            if i == n:
+                d = node.terminal
+                route = d.pick(method, h, suffix) if d is not None else None
+                if route is None and node.catchall is not None:
+                    route = node.catchall.pick(method, h, suffix)
+                if route is not None:
+                    return Match(route, _params(route.param_names, values))
+                break
+            seg = segments[i]
             child = node.literals.get(seg)
             if child is None:
                 child = node.param
@@ -497,15 +549,8 @@ class RouteTable:
                     break
                 values.append(seg)
             node = child
-        else:
-            d = node.terminal
-            route = d.pick(method, h, suffix) if d is not None else None
-            if route is None and node.catchall is not None:
-                route = node.catchall.pick(method, h, suffix)
-            if route is not None:
-                return Match(route, _params(route.param_names, values))
+            i += 1
         values = []
-        n = len(segments)
         route = _walk(self._root, segments, 0, n, method, h, suffix, values)
         if route is not None:
             return Match(route, _params(route.param_names, values))
@@ -543,6 +588,32 @@ class RouteTable:
         # Stable order for people and tests: by the first route's config position.
         out.sort(key=lambda p: p[0])
         return [p[1] for p in out]
+
+
+def _chain(root: _Node) -> None:
+    """Set ``tail`` and ``end`` on every node heading a branchless chain (children first)."""
+    order: list[_Node] = []
+    stack = [root]
+    while stack:  # pre-order; walked backwards below, so every child comes before its parent
+        node = stack.pop()
+        order.append(node)
+        stack.extend(node.literals.values())
+        if node.param is not None:
+            stack.append(node.param)
+    for node in reversed(order):
+        if node.terminal is not None or node.catchall is not None:
+            continue
+        edges: list[tuple[str | None, _Node]] = list(node.literals.items())
+        if node.param is not None:
+            edges.append((None, node.param))
+        if len(edges) != 1:
+            continue
+        seg, child = edges[0]
+        if child.tail is not None:
+            node.tail, node.end = (seg, *child.tail), child.end
+        elif (child.terminal is not None and child.catchall is None
+              and not child.literals and child.param is None):
+            node.tail, node.end = (seg,), child.terminal
 
 
 def _params(names: tuple[str, ...], values: list[str]) -> dict[str, str]:
@@ -729,7 +800,7 @@ def _parse_pattern(path: str, errs: list[str]) -> tuple[tuple[str | None, ...] |
                 )
             elif name in params:
                 errs.append(f"path {path!r}: parameter {{{name}}} appears twice")
-            params.append(name)
+            params.append(intern(name))  # one shared copy for every route
             shape.append(None)
             continue
         if seg == "":
