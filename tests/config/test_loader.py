@@ -158,6 +158,21 @@ def test_check_cli_exit_codes(tmp_path):
     assert f"{bad}:12: routes[0].upstream: unknown upstream 'nowhere'" in result.stderr
 
 
+def test_check_compiles_what_serve_compiles(tmp_path):
+    # A config `check` passes must not fail when `serve` builds its upstreams and redactions.
+    missing = tmp_path / "missing-ca.pem"
+    bad = tmp_path / "tls.yaml"
+    bad.write_text(BASE.replace('app: {url: "http://127.0.0.1:8081", timeout: 30s}',
+                                f'app: {{url: "https://app.internal", ca_file: "{missing}"}}'))
+    result = run_cli("check", "-c", str(bad))
+    assert result.returncode == 2
+    assert f"{bad}:8: upstreams.app: upstream 'app': ca_file '{missing}' could not be read" in result.stderr
+    redact = tmp_path / "redact.yaml"
+    redact.write_text(BASE + "    redact: {fields: ['lines[*'], unless: pricing:view}\n")
+    result = run_cli("check", "-c", str(redact))
+    assert result.returncode == 2 and "redact" in result.stderr, result.stdout + result.stderr
+
+
 def test_check_reports_ambiguous_routes(tmp_path):
     text = BASE + "  - {path: /invoices/**, permission: invoices:view, upstream: app}\n"
     path = tmp_path / "dup.yaml"

@@ -10,8 +10,10 @@ import time
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from tests.support.serve import RolegateProcess, minimal_config
+from tests.support.tls import TestCA
 
 pytestmark = pytest.mark.lab
 
@@ -120,6 +122,36 @@ async def test_upstream_down_is_a_clear_502(tmp_path):
                 async with http.get(proc.url + "/public/x", headers={"Accept": "application/json"}) as resp:
                     assert resp.status == 502
                     assert (await resp.json())["error"] == "bad_gateway"
+
+
+async def test_https_upstream_is_verified_against_its_ca_file(tmp_path):
+    ca = TestCA(tmp_path)
+    async def public(request: web.Request) -> web.Response:
+        return web.json_response({"path": request.path, "tls": request.secure})
+
+    app = web.Application()
+    app.router.add_get("/public/{tail:.*}", public)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ca.server_context("127.0.0.1"))
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        trusting = minimal_config(f"https://127.0.0.1:{port}")
+        trusting["upstreams"]["app"]["ca_file"] = str(ca.pem)
+        with RolegateProcess(trusting, tmp_path / "trusting") as proc:
+            async with aiohttp.ClientSession() as http:
+                async with http.get(proc.url + "/public/hello") as resp:
+                    assert resp.status == 200
+                    assert await resp.json() == {"path": "/public/hello", "tls": True}
+        # Without ca_file only the system's trust store counts: a private CA's certificate is refused.
+        with RolegateProcess(minimal_config(f"https://127.0.0.1:{port}"), tmp_path / "default") as proc:
+            async with aiohttp.ClientSession() as http:
+                async with http.get(proc.url + "/public/hello", headers={"Accept": "application/json"}) as resp:
+                    assert resp.status == 502 and (await resp.json())["error"] == "bad_gateway"
+            assert "CERTIFICATE_VERIFY_FAILED" in proc.log()
+    finally:
+        await runner.cleanup()
 
 
 async def test_limits_answer_413_and_431(tmp_path, lab_backend):

@@ -23,6 +23,11 @@ def run(args: argparse.Namespace) -> int:
         for problem in problems:
             print(f"  {problem}")
         return EXIT_ERROR
+    # Everything else `serve` compiles before it starts or reloads: upstreams (TLS files
+    # included) and redactions. A config that passes check must not fail there.
+    from rolegate.server.runtime import Compiled
+
+    Compiled(config)  # ConfigError: printed with every problem, exit 2 (see rolegate.cli.main)
     print(f"{args.config}: OK ({len(config.routes)} routes, {len(config.roles)} roles, "
           f"{len(config.permissions)} permissions, {len(config.upstreams)} upstreams)")
     return EXIT_OK

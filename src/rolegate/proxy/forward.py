@@ -406,7 +406,7 @@ class Forwarder:
             )
         # The target is already validated ASCII; keep it byte-for-byte (no requoting).
         url = URL.build(
-            scheme="http", host=up.host, port=up.port, encoded=True,
+            scheme=up.scheme, host=up.host, port=up.port, encoded=True,
             path=target.decode("ascii").split("?", 1)[0],
             query_string=target.decode("ascii").split("?", 1)[1] if b"?" in target else "",
         )
@@ -417,6 +417,7 @@ class Forwarder:
             headers,
             connect_timeout=up.connect_timeout,
             max_msg_size=self.ws_max_msg_size,
+            ssl_context=up.ssl,
         )
 
 

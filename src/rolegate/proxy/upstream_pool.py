@@ -4,7 +4,9 @@ The upstream side of the data path is deliberately not aiohttp's client: a
 ``ClientSession`` request costs about as much as the whole server side of the
 proxy. Here a connection is a bare asyncio protocol that feeds aiohttp's C
 response parser (llhttp) directly, and a pool keeps idle connections per
-upstream so steady traffic never pays a TCP handshake.
+upstream so steady traffic never pays a TCP handshake. An ``https://``
+upstream is the same protocol over asyncio's TLS transport; its certificate
+is always verified (``ca_file`` or the system trust store, and the URL's host).
 
 One :class:`UpstreamConnection` carries one exchange at a time:
 ``begin()`` → write the request → ``response()`` → read the payload →
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import socket
+import ssl
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -51,7 +54,7 @@ class Upstream:
 
     __slots__ = (
         "name", "url", "scheme", "host", "port", "base_path", "host_header",
-        "connect_timeout", "read_timeout", "pool_size", "idle_timeout", "preserve_host",
+        "connect_timeout", "read_timeout", "pool_size", "idle_timeout", "preserve_host", "ssl",
     )
 
     def __init__(
@@ -64,11 +67,13 @@ class Upstream:
         pool_size: int = 64,
         idle_timeout: float = 30.0,
         preserve_host: bool = False,
+        ca_file: str | None = None,
     ) -> None:
         parts = urlsplit(url)
-        if parts.scheme != "http":
-            # TLS to upstreams is not implemented yet; refusing beats silently sending cleartext.
-            raise ValueError(f"upstream {name!r}: only http:// URLs are supported, got {url!r}")
+        if parts.scheme not in ("http", "https"):
+            raise ValueError(f"upstream {name!r}: only http:// and https:// URLs are supported, got {url!r}")
+        if ca_file is not None and parts.scheme != "https":
+            raise ValueError(f"upstream {name!r}: ca_file is for https:// upstreams, the URL is {url!r}")
         if not parts.hostname:
             raise ValueError(f"upstream {name!r}: URL has no host: {url!r}")
         if parts.query or parts.fragment or parts.username or parts.password:
@@ -77,7 +82,10 @@ class Upstream:
         self.url = url
         self.scheme = parts.scheme
         self.host = parts.hostname
-        self.port = parts.port or 80
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        # https: the upstream's certificate is always verified, against ca_file or the
+        # system's trust store, for the URL's host name (or IP address).
+        self.ssl = tls_context(name, ca_file) if parts.scheme == "https" else None
         # Base path is prepended verbatim to the already-normalized request path.
         self.base_path = parts.path.rstrip("/")
         netloc = parts.netloc
@@ -90,6 +98,18 @@ class Upstream:
 
     def __repr__(self) -> str:
         return f"<Upstream {self.name} {self.url}>"
+
+
+def tls_context(name: str, ca_file: str | None) -> ssl.SSLContext:
+    """A client context verifying certificate and host name; ValueError naming a bad ``ca_file``."""
+    try:
+        context = ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ValueError(f"upstream {name!r}: ca_file {ca_file!r} could not be read as PEM CA certificates:"
+                         f" {reason}") from None
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
 
 
 class UpstreamConnection(BaseProtocol):
@@ -402,7 +422,8 @@ class UpstreamPool:
             async with asyncio.timeout(up.connect_timeout):
                 _transport, conn = await loop.create_connection(
                     lambda: UpstreamConnection(loop, self), up.host, up.port,
-                    family=socket.AF_UNSPEC,
+                    family=socket.AF_UNSPEC, ssl=up.ssl,
+                    server_hostname=up.host if up.ssl is not None else None,
                 )
         except TimeoutError:
             raise UpstreamUnavailable(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import Mapping
 
 import aiohttp
@@ -48,6 +49,7 @@ async def proxy_websocket(
     *,
     connect_timeout: float,
     max_msg_size: int,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> web.WebSocketResponse:
     """Connect upstream, accept the client, pump frames until either side closes."""
     protocols = tuple(
@@ -67,6 +69,7 @@ async def proxy_websocket(
                 max_msg_size=max_msg_size,
                 timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=connect_timeout),
                 compress=0,
+                ssl=ssl_context if ssl_context is not None else True,
             )
     except asyncio.TimeoutError:
         raise UpstreamTimeout(f"websocket handshake to {url} timed out") from None

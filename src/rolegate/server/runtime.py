@@ -50,9 +50,12 @@ class Compiled:
         for name, up in config.upstreams.items():
             try:
                 self.upstreams[name] = Upstream(name, up.url, connect_timeout=up.connect_timeout.total_seconds(),
-                                                read_timeout=up.timeout.total_seconds(), pool_size=up.pool_size)
+                                                read_timeout=up.timeout.total_seconds(), pool_size=up.pool_size,
+                                                ca_file=up.ca_file)
             except ValueError as exc:
-                problems.append(f"upstreams.{name}: {exc}")
+                source = getattr(config, "source", None)
+                where = source.where(("upstreams", name)) if source is not None else f"upstreams.{name}"
+                problems.append(f"{where}: {exc}")
         self.redactors: dict[int, Redactor] = {}
         for route in self.routes.routes:
             if route.redact is not None:

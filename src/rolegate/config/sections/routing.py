@@ -20,6 +20,9 @@ class UpstreamConfig(Section):
     pool_size: int = Field(default=64, ge=1, le=10000)
     # Tokens minted for this upstream carry this audience (default: the upstream's name).
     audience: str | None = None
+    # https:// only: PEM file of the CAs that may sign the upstream's certificate (a private
+    # CA); without it the system's trust store. The certificate is always verified.
+    ca_file: str | None = None
 
     @field_validator("url")
     @classmethod
@@ -30,6 +33,12 @@ class UpstreamConfig(Section):
         if parts.query or parts.fragment:
             raise ValueError("upstream url must not carry a query or fragment")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _tls(self) -> "UpstreamConfig":
+        if self.ca_file is not None and urlsplit(self.url).scheme != "https":
+            raise ValueError("ca_file is for https:// upstreams")
+        return self
 
 
 class RedactConfig(Section):
