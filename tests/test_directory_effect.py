@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 import urllib.request
 
 import pytest
+import yaml
 
 from rolegate_lab import idp_login, lab_client_session, rolegate_client
 from tests.support.serve import RolegateProcess
@@ -126,6 +128,27 @@ async def test_disabling_an_account_ends_its_open_session(served):
         assert code == 403 and json.loads(body)["error"] == "account_disabled"
     finally:
         await http.close()
+    with urllib.request.urlopen(proc.internal_url + "/readyz", timeout=5) as resp:
+        assert json.loads(resp.read())["checks"]["directory"]["state"] == "ok"
+
+
+async def test_a_reloaded_directory_section_applies_to_every_user_without_a_restart(served):
+    proc, slapd = served
+    http = await signed_in(proc.url, "bob")
+    try:
+        assert (await status(http, proc.url + "/workorders/1"))[0] == 200
+        # Nothing changes in LDAP; only the config's idea of who is disabled. The sync restarts
+        # under the new section and its first (full) sync applies it to bob's unchanged entry.
+        config = yaml.safe_load(proc.config_path.read_text())
+        config["directory"]["users"]["disabled_filter"] = "(|(employeeType=disabled)(uid=bob))"
+        proc.write_config(config)
+        proc.signal(signal.SIGHUP)
+        assert await until(http, proc.url + "/workorders/1", 403) == 403
+        code, body = await status(http, proc.url + "/workorders/1")
+        assert code == 403 and json.loads(body)["error"] == "account_disabled"
+    finally:
+        await http.close()
+    assert "directory sync restarted with the reloaded settings" in proc.log()
     with urllib.request.urlopen(proc.internal_url + "/readyz", timeout=5) as resp:
         assert json.loads(resp.read())["checks"]["directory"]["state"] == "ok"
 

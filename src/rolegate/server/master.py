@@ -139,6 +139,8 @@ class Master:
         self.started = time.time()
         self.last_reload_error: str | None = None
         self.directory: Any = None
+        self._directory_swap: asyncio.Task[None] | None = None
+        self.directory_started = False  # once True, a reload restarts the sync when its section changes
         self.storage: StoreProbe | None = None
 
     def _mtime(self) -> float:
@@ -232,6 +234,8 @@ class Master:
             return False
         if config.server.listen != self.config.server.listen or config.server.workers != self.config.server.workers:
             log.warning("server.listen and server.workers take effect only after a restart")
+        if self.directory_started and config.directory != self.config.directory:
+            self._directory_swap = asyncio.ensure_future(self._restart_directory(self._directory_swap, config))
         self.config = config
         self.last_reload_error = None
         for proc in self.workers.values():
@@ -239,6 +243,32 @@ class Master:
                 os.kill(proc.pid, signal.SIGHUP)
         log.info("config reloaded (%s)", reason)
         return True
+
+    def _start_directory(self, config: Config) -> None:
+        from rolegate.server.directory_runner import DirectoryRunner
+
+        self.directory_started = True
+        if config.directory is not None:
+            self.directory = DirectoryRunner(config, Path(self.config_path).resolve().parent)
+            self.directory.start()
+
+    async def _restart_directory(self, previous: asyncio.Task[None] | None, config: Config) -> None:
+        """Stop the sync and start it again under the reloaded ``directory`` section (or not at all).
+
+        The new runner's first sync is a full one, so a changed filter, base or mapping applies to
+        every user, not only to entries that change afterwards. Restarts run one after the other.
+        """
+        if previous is not None:
+            await asyncio.gather(previous, return_exceptions=True)
+        if self.stopping:
+            return
+        if self.directory is not None:
+            await self.directory.stop()
+            self.directory = None
+        if self.stopping:
+            return
+        self._start_directory(config)
+        log.info("directory sync %s with the reloaded settings", "restarted" if config.directory else "stopped")
 
     async def watch_file(self) -> None:
         while not self.stopping:
@@ -286,16 +316,14 @@ class Master:
             # A server-backed store can go away under us: /readyz says so (SQLite is a local file).
             self.storage = StoreProbe(self.config, Path(self.config_path).resolve().parent)
             self.storage.start()
-        if self.config.directory is not None:
-            from rolegate.server.directory_runner import DirectoryRunner
-
-            self.directory = DirectoryRunner(self.config, Path(self.config_path).resolve().parent)
-            self.directory.start()
+        self._start_directory(self.config)
         await stop.wait()
         log.info("draining workers")
         self.stopping = True
         for task in tasks:
             task.cancel()
+        if self._directory_swap is not None:
+            await asyncio.gather(self._directory_swap, return_exceptions=True)
         if self.directory is not None:
             await self.directory.stop()
         if self.storage is not None:
