@@ -263,6 +263,8 @@ async def test_mobile_app_token_reaches_the_building(served: Served) -> None:
     status, body = await get_json(app, f"{served.url}/workorders?building=a",
                                   headers={**JSON, "Authorization": f"Bearer {token}"})
     assert status == 200 and from_backend(body)
+    # rolegate's own token is its credential, not the backend's: it is not forwarded.
+    assert not [v for k, v in body["header_list"] if k.lower() == "authorization"]
 
 
 async def test_revoking_a_pass_ends_its_app_tokens(served: Served) -> None:

@@ -32,6 +32,8 @@ async def test_idp_access_token_is_accepted(rolegate, http):
     status, body = await _get(http, rolegate, tokens["access_token"])
     assert status == 200, body
     assert json.loads(body)["headers"]["X-Rolegate-User"] == "carol"
+    # The IdP's token is the user's, for the backend's own API calls: it passes.
+    assert json.loads(body)["headers"]["Authorization"] == f"Bearer {tokens['access_token']}"
 
 
 async def test_id_token_is_not_an_access_token(rolegate, http):

@@ -11,7 +11,7 @@ class Principal:
     """An authenticated caller. ``session_id`` is an opaque hash, safe to log; never a credential."""
 
     __slots__ = ("username", "name", "email", "groups", "session_id", "auth", "expires_at", "idp_sid",
-                 "subject")
+                 "subject", "rolegate_bearer")
 
     def __init__(self, *, username: str, name: str = "", email: str = "",
                  groups: frozenset[str] = frozenset(), session_id: str = "", auth: AuthKind = "session",
@@ -26,6 +26,9 @@ class Principal:
         self.idp_sid = idp_sid
         # The IdP's ``sub``; usually equal to ``username`` but not necessarily.
         self.subject = subject or username
+        # Authenticated by a bearer token rolegate issued (a user's or a day pass's): rolegate's own
+        # credential, which the forwarder never passes to a backend.
+        self.rolegate_bearer = False
 
     def __repr__(self) -> str:
         return f"<Principal {self.username!r} via {self.auth} groups={sorted(self.groups)}>"

@@ -223,11 +223,15 @@ class IdentityStage:
 
     def upstream_headers(self, request: web.BaseRequest, principal: Principal) -> dict[str, str]:
         """Headers the forwarder sets upstream: who the user is, and the Cookie header minus rolegate's own
-        cookies (a backend must never see a session credential)."""
+        cookies (a backend must never see a session credential). A bearer token rolegate issued is
+        rolegate's credential too: it is dropped, so a backend cannot replay it against other routes (the
+        signed assertion says who is asking). The IdP's own access tokens pass, for backends calling APIs."""
         headers = identity_headers(principal)
         raw = request.headers.getall("Cookie", [])
         if raw:
             headers["Cookie"] = self.backend_cookie(raw)  # empty: the forwarder drops the header
+        if principal.rolegate_bearer:
+            headers["Authorization"] = ""
         return headers
 
     def backend_cookie(self, raw: Iterable[str]) -> str:

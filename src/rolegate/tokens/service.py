@@ -72,12 +72,16 @@ def principal_of(identity: dict[str, Any], *, family: str, expires_at: float | N
     if isinstance(daypass_id, str) and daypass_id:
         from rolegate.identity.daypass import DaypassPrincipal
 
-        return DaypassPrincipal(pass_id=daypass_id, name=identity.get("name", ""),
-                                company=identity.get("company", ""), scope=identity.get("scope", ""),
-                                session_id=family, expires_at=expires_at or 0.0)
-    return Principal(username=identity["username"], name=identity.get("name", ""), email=identity.get("email", ""),
-                     groups=frozenset(identity.get("groups", ())), session_id=family, auth="rolegate_token",
-                     expires_at=expires_at, subject=identity.get("subject", ""))
+        principal: Principal = DaypassPrincipal(pass_id=daypass_id, name=identity.get("name", ""),
+                                                company=identity.get("company", ""), scope=identity.get("scope", ""),
+                                                session_id=family, expires_at=expires_at or 0.0)
+    else:
+        principal = Principal(username=identity["username"], name=identity.get("name", ""),
+                              email=identity.get("email", ""), groups=frozenset(identity.get("groups", ())),
+                              session_id=family, auth="rolegate_token", expires_at=expires_at,
+                              subject=identity.get("subject", ""))
+    principal.rolegate_bearer = True
+    return principal
 
 
 class TokenService:
