@@ -59,6 +59,7 @@ def daypass_config(url: str, backend_url: str, tmp: Path, *, redeem_rate: str = 
              "scope": "building:{building}", "upstream": "app"},
             {"path": "/invoices/**", "methods": ["GET"], "permission": "invoices:view", "upstream": "app"},
             {"path": "/me", "mode": "authenticated", "upstream": "app"},
+            {"path": "/public/**", "mode": "public", "upstream": "app"},
         ],
         "daypass": {
             "contact": "the site office (+31 20 555 0100)",

@@ -263,8 +263,13 @@ async def test_mobile_app_token_reaches_the_building(served: Served) -> None:
     status, body = await get_json(app, f"{served.url}/workorders?building=a",
                                   headers={**JSON, "Authorization": f"Bearer {token}"})
     assert status == 200 and from_backend(body)
-    # rolegate's own token is its credential, not the backend's: it is not forwarded.
+    # rolegate's own token is its credential, not the backend's: it is not forwarded ...
     assert not [v for k, v in body["header_list"] if k.lower() == "authorization"]
+    # ... not even to a public route, where apps send it too; anyone else's bearer token passes there.
+    for sent, forwarded in ((f"Bearer {token}", []), ("Bearer the-apps-own", ["Bearer the-apps-own"])):
+        status, body = await get_json(app, f"{served.url}/public/x", headers={**JSON, "Authorization": sent})
+        assert status == 200 and from_backend(body)
+        assert [v for k, v in body["header_list"] if k.lower() == "authorization"] == forwarded
 
 
 async def test_revoking_a_pass_ends_its_app_tokens(served: Served) -> None:

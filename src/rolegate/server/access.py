@@ -16,7 +16,7 @@ from aiohttp import web
 from rolegate.audit import decision_event, request_event
 from rolegate.authz.explain import Requirement, decide_route, requirement_of
 from rolegate.errors import Forbidden, MethodNotAllowed, RolegateError, Unauthenticated
-from rolegate.identity.authenticator import PENDING
+from rolegate.identity.authenticator import PENDING, bearer_token
 from rolegate.identity.errors import AccountDisabled
 from rolegate.proxy.headers import EncodedHeaders
 from rolegate.proxy.paths import normalize_path, split_segments
@@ -94,6 +94,8 @@ async def check_access(runtime: Runtime, request: web.BaseRequest, method: str, 
         if route.mode == "public":
             if identity_stage is not None:
                 access.set_headers = _public_headers(identity_stage, request)
+            if "Authorization" in request.headers:
+                access.set_headers = _without_own_bearer(runtime, request, access.set_headers)
             return access
 
         if identity_stage is None:
@@ -216,6 +218,16 @@ def _public_headers(identity_stage: Any, request: web.BaseRequest) -> dict[str, 
             _public_cookies.clear()
         _public_cookies[key] = headers
     return headers
+
+
+def _without_own_bearer(runtime: Runtime, request: web.BaseRequest, headers: Any) -> Any:
+    """A public route's headers, also dropping ``Authorization`` when it carries a token rolegate issued:
+    apps send their token with every request, and no backend may see rolegate's credential."""
+    tokens = runtime.tokens
+    token = bearer_token(request)
+    if tokens is None or token is None or not tokens.service.is_ours(token):
+        return headers
+    return EncodedHeaders({**(headers or {}), "Authorization": ""})
 
 
 class _Known:
