@@ -84,6 +84,37 @@ async def test_a_certificate_that_does_not_verify_is_502_and_nothing_is_sent(ca,
     assert "seen" not in state
 
 
+async def test_streamed_and_close_delimited_bodies_over_tls(ca, through):
+    fwd, base = await through(upstream_app({}), ca.server_context("127.0.0.1"),
+                              lambda port: f"https://127.0.0.1:{port}", ca_file=str(ca.pem))
+    async with aiohttp.ClientSession() as http:
+        async with http.get(base + "/stream/3000000") as r:  # chunked, 64 KiB pieces
+            assert r.status == 200 and len(await r.read()) == 3_000_000
+
+    async def close_delimited(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n")
+        for i in range(20):
+            writer.write(b"line %d\n" % i)
+            await writer.drain()
+        writer.close()  # the TLS close ends the body
+
+    server = await asyncio.start_server(close_delimited, "127.0.0.1", 0, ssl=ca.server_context("127.0.0.1"))
+    port = server.sockets[0].getsockname()[1]
+    fwd = Forwarder({"up": Upstream("up", f"https://127.0.0.1:{port}", ca_file=str(ca.pem))})
+    px_runner, px_port = await start_app(proxy_app(fwd))
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{px_port}/") as r:
+                assert r.status == 200
+                assert await r.read() == b"".join(b"line %d\n" % i for i in range(20))
+        assert fwd.pool("up").idle_count == 0
+    finally:
+        await fwd.close()
+        await px_runner.cleanup()
+        server.close()
+
+
 async def test_a_host_name_url_is_verified_against_that_name(ca, through):
     state: dict = {}
     fwd, base = await through(upstream_app(state), ca.server_context("localhost"),
