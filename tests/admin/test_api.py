@@ -101,6 +101,40 @@ async def test_delegated_admin_manages_their_building_only(clients):
     assert status == 403
 
 
+async def test_roles_with_task_settings_assign_people_to_a_task(clients):
+    """Seed 001: "you can assign users to specific tasks via task settings". risk_assessor and responsible
+    (and admin through it) list controls:perform under ``assigns``: their holders add people to a task
+    without holding the permission themselves (nobody does, by role) and without rolegate:bindings:edit."""
+    dave, heidi, carol = await clients("dave"), await clients("heidi"), await clients("carol")
+    perform = "/tasks/42/controls/7/perform"
+    assert (await heidi.call("POST", perform))[0] == 403
+    grant = {"user": "heidi", "permission": "controls:perform", "object": "task:42"}
+    status, created, headers = await dave.call("POST", f"{API}/grants", json=grant)  # risk assessor, everywhere
+    assert status == 201, created
+    assert (await heidi.call("POST", perform))[0] == 200, "added to task 42: the next request passes"
+    assert (await heidi.call("POST", "/tasks/43/controls/7/perform"))[0] == 403, "task 42 only"
+    # assigns covers that permission on objects, nothing else: dave holds documents:edit but may not grant it.
+    status, body, _ = await dave.call("POST", f"{API}/grants", json={**grant, "permission": "documents:edit",
+                                                                     "object": "document:1"})
+    assert status == 403, body
+    # A user role assigns nothing: heidi cannot add bob to her task.
+    status, body, _ = await heidi.call("POST", f"{API}/grants", json={**grant, "user": "bob"})
+    assert status == 403, body
+    # carol is responsible at building:a only: she assigns there, not everywhere.
+    status, body, _ = await carol.call("POST", f"{API}/grants", json={**grant, "user": "bob", "scope": "building:a"})
+    assert status == 201, body
+    status, body, _ = await carol.call("POST", f"{API}/grants", json={**grant, "user": "bob"})
+    assert status == 403 and "assigns" in body["message"], body
+    # Whoever may assign it may take it away again.
+    status, body, _ = await dave.call("DELETE", f"{API}/bindings/{created['resource']['id']}", headers={"If-Match": headers["ETag"]})
+    assert status == 200, body
+    assert (await heidi.call("POST", perform))[0] == 403
+    # The role shows what it assigns.
+    alice = await clients("alice")
+    status, role, _ = await alice.call("GET", f"{API}/roles/risk_assessor")
+    assert role["assigns"] == ["controls:perform"], role
+
+
 async def test_preview_writes_nothing_and_apply_takes_effect_at_the_next_request(clients):
     alice = await clients("alice")
     bob = await clients("bob")

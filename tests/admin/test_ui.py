@@ -22,6 +22,18 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
 PHONE = {"width": 390, "height": 844}
 
 
+async def signed_in_page(context, url: str, username: str):
+    """A new page of ``context`` at ``url``, signed in as ``username`` through the IdP's login form."""
+    page = await context.new_page()
+    page.set_default_timeout(15000)
+    await page.goto(url)
+    await page.fill("input[name=login]", username)
+    await page.fill("input[name=password]", "demo")
+    await page.click("button[type=submit], input[type=submit]")
+    await page.wait_for_url(url)
+    return page
+
+
 @pytest.fixture
 def shots(tmp_path: Path) -> Path:
     path = Path(os.environ.get("ROLEGATE_SCREENSHOTS") or tmp_path / "screenshots")
@@ -40,14 +52,8 @@ async def test_ops_maps_a_group_to_a_role_for_one_building(served, shots):
             browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
             context = await browser.new_context(viewport=PHONE, device_scale_factor=1, is_mobile=True,
                                                 has_touch=True)
-            page = await context.new_page()
-            page.set_default_timeout(15000)
             # Not signed in: the admin page sends the browser to the IdP's login form, then back.
-            await page.goto(f"{base}/.rolegate/admin/bindings")
-            await page.fill("input[name=login]", "alice")
-            await page.fill("input[name=password]", "demo")
-            await page.click("button[type=submit], input[type=submit]")
-            await page.wait_for_url(f"{base}/.rolegate/admin/bindings")
+            page = await signed_in_page(context, f"{base}/.rolegate/admin/bindings", "alice")
             await page.screenshot(path=str(shots / "bindings.png"), full_page=True)
 
             form = page.locator("#new-binding")
@@ -136,6 +142,13 @@ async def test_a_form_post_without_the_csrf_token_is_refused(served):
             assert resp.status == 403
         status, body, _ = await alice.call("GET", f"{API}/bindings?group=technicians")
         assert body["items"] == []
+        for form, path in (({"setting": "vacancy", "version": "0", "confirm": "1"}, "users/heidi/settings"),
+                           ({"permission": "controls:perform", "object": "task:1", "confirm": "1"}, "users/heidi/grants")):
+            async with alice.http.post(f"{served.url}/.rolegate/admin/{path}", data=form,
+                                       headers={"Accept": "text/html"}, allow_redirects=False) as resp:
+                assert resp.status == 403, path
+        status, body, _ = await alice.call("GET", f"{API}/user-settings/heidi")
+        assert body["settings"] == []
     finally:
         await alice.http.close()
 
@@ -157,3 +170,55 @@ async def test_unauthenticated_browser_is_sent_to_sign_in_and_pages_are_locked_d
         assert "http://" not in text.replace(served.url, "") and "https://" not in text, "no external assets"
     finally:
         await alice.http.close()
+
+
+async def test_ops_switch_a_user_setting_and_add_a_user_to_a_task(served, shots):
+    """Seed 001's two per-user conditions from the user page: "if enabled in user settings" and "if added
+    to a task", each through a preview; heidi's next requests through the proxy show the effect."""
+    base = served.url
+    heidi = await sign_in(base, "heidi")
+    vacancy, perform = "/buildings/a/rooms/1/vacancy", "/tasks/42/controls/7/perform"
+    try:
+        assert (await heidi.call("POST", vacancy))[0] == 403
+        assert (await heidi.call("POST", perform))[0] == 403
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            context = await browser.new_context(viewport={"width": 1280, "height": 900})
+            page = await signed_in_page(context, f"{base}/.rolegate/admin/users/heidi", "alice")
+
+            settings = page.locator("#settings")
+            await settings.locator("input[value=vacancy]").check()
+            await settings.locator("button[type=submit]").click()
+            await page.wait_for_url("**/admin/users/heidi/settings")
+            row = page.locator("#preview tr", has_text="heidi")
+            assert "vacancy:manage" in await row.inner_text()
+            await page.screenshot(path=str(shots / "user-settings-preview.png"), full_page=True)
+            await page.click("#apply")
+            await page.wait_for_url("**/admin/users/heidi?done=*")
+            assert await page.locator("#settings input[value=vacancy]").is_checked()
+            assert (await heidi.call("POST", vacancy))[0] == 200, "switched on: the next request passes"
+
+            grant = page.locator("#grant")
+            await grant.locator("select[name=permission]").select_option("controls:perform")
+            await grant.locator("input[name=object]").fill("task:42")
+            await grant.locator("button[type=submit]").click()
+            await page.wait_for_url("**/admin/users/heidi/grants")
+            await page.screenshot(path=str(shots / "user-grant-preview.png"), full_page=True)
+            await page.click("#apply")
+            await page.wait_for_url("**/admin/users/heidi?done=*")
+            assert "task:42" in await page.locator("#grants").inner_text()
+            await page.screenshot(path=str(shots / "user-after.png"), full_page=True)
+            assert (await heidi.call("POST", perform))[0] == 200, "added to task 42"
+            assert (await heidi.call("POST", "/tasks/43/controls/7/perform"))[0] == 403
+
+            # Switching the setting off again takes it away at the next request.
+            await page.locator("#settings input[value=vacancy]").uncheck()
+            await page.locator("#settings button[type=submit]").click()
+            await page.wait_for_url("**/admin/users/heidi/settings")
+            assert "vacancy:manage" in await page.locator("#preview").inner_text()
+            await page.click("#apply")
+            await page.wait_for_url("**/admin/users/heidi?done=*")
+            assert (await heidi.call("POST", vacancy))[0] == 403
+            await browser.close()
+    finally:
+        await heidi.http.close()

@@ -46,6 +46,18 @@ def test_deny_inherited_and_beats_own_allow():
     assert policy.roles["guestplus"].deny == {"docs:view", "docs:edit"}
 
 
+def test_assigns_is_inherited_and_grants_nothing_by_itself():
+    roles = {"lead": {"permissions": ["a:view"], "assigns": ["x:do"]}, "boss": {"inherits": ["lead"], "assigns": ["docs:*"]},
+             "plain": {"permissions": ["a:view"]}}
+    policy = compile_policy(cfg(roles=roles, bindings=[{"user": "u", "role": "boss", "scope": "building:a"}]))
+    assert policy.roles["lead"].assigns == {"x:do"}
+    assert {"x:do", "docs:view", "docs:edit"} <= policy.roles["boss"].assigns  # own, inherited, expanded
+    assert policy.roles["plain"].assigns == frozenset()
+    # A role may assign x:do on objects; holding the role does not let its holder do x:do.
+    assert not decide(policy, Identity("u"), "x:do", "building:a", "task:1", T0).allowed
+    assert [b.role.name for b in holdings_of(policy, Identity("u"), "building:a", T0)] == ["boss"]
+
+
 def test_wildcard_permissions_expand_against_catalogue():
     policy = compile_policy(cfg())
     assert {"docs:view", "docs:edit"} <= policy.roles["wild"].allow

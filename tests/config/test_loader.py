@@ -158,6 +158,13 @@ def test_check_cli_exit_codes(tmp_path):
     assert f"{bad}:12: routes[0].upstream: unknown upstream 'nowhere'" in result.stderr
 
 
+def test_a_role_assigns_only_declared_permissions():
+    found = problems_of(BASE.replace("office: {permissions: [invoices:view]}",
+                                     "office: {permissions: [invoices:view], assigns: [tasks:perform]}"))
+    assert any("c.yaml:" in p and "roles.office.assigns[0]" in p and "unknown permission 'tasks:perform'" in p
+               for p in found), found
+
+
 def test_check_compiles_what_serve_compiles(tmp_path):
     # A config `check` passes must not fail when `serve` builds its upstreams and redactions.
     missing = tmp_path / "missing-ca.pem"

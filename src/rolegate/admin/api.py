@@ -239,8 +239,8 @@ async def list_grants(call: Call) -> web.Response:
 
 @op("POST", "/grants", "Grant one permission on one object to a user or group", "grants", body=BindingIn,
     response=WriteOut, status=201, etag=True, query=DryRun,
-    description="Needs rolegate:bindings:edit at the scope and the permission itself there or on the object. "
-                "Change or remove it through /bindings/{id}.")
+    description="Needs a role held at the scope that assigns the permission, or rolegate:bindings:edit at the "
+                "scope and the permission itself there or on the object. Change or remove it through /bindings/{id}.")
 async def create_grant(call: Call) -> web.Response:
     if call.body.permission is None:
         raise Invalid.field("permission", "an object grant names a permission and an object")

@@ -5,6 +5,12 @@ scope it is handed out at. A building's responsible holding ``rolegate:bindings:
 ``building:a`` manages bindings at ``building:a`` only, and only of roles whose every permission
 they hold at ``building:a``. Taking away follows the same rule, so nobody can strip a role they
 could not have given.
+
+One exception, for object grants ("assign users to specific tasks via task settings", seed 001): a
+role may list permissions it ``assigns``; whoever holds it at a scope may grant (and take away) those
+permissions on single objects at that scope without holding them, and without
+``rolegate:bindings:edit``. An administrator adds a technician to task 42 without being able to
+perform its controls themselves.
 """
 
 from __future__ import annotations
@@ -29,13 +35,16 @@ def _where(scope: str | None) -> str:
 def check_grant(actor: Actor, policy: Policy, binding: Binding, verb: str = "grant") -> None:
     """Raise Denied unless ``actor`` may create or remove ``binding`` (roles resolved in ``policy``)."""
     scope = binding.scope
-    actor.require(BINDINGS_EDIT, scope, f"{verb} bindings {_where(scope)}")
     if binding.permission is not None:
-        # An object grant: the actor holds the permission at the scope, or on that object themselves.
-        if not actor.holds(binding.permission, scope, binding.object):
-            raise Denied(f"you cannot {verb} {binding.permission} on {binding.object}: you do not hold it "
-                         f"{_where(scope)}")
+        # An object grant: a role the actor holds here assigns it (see the module docstring), or the
+        # actor edits bindings here and holds the permission at the scope or on that object.
+        if binding.permission in actor.assigns_at(scope):
+            return
+        if not actor.holds(BINDINGS_EDIT, scope) or not actor.holds(binding.permission, scope, binding.object):
+            raise Denied(f"you cannot {verb} {binding.permission} on {binding.object} {_where(scope)}: no role you "
+                         f"hold there assigns it, and you do not both hold it and {BINDINGS_EDIT} there")
         return
+    actor.require(BINDINGS_EDIT, scope, f"{verb} bindings {_where(scope)}")
     role = policy.roles.get(binding.role or "")
     if role is None:
         raise Invalid.field("role", f"unknown role {binding.role!r}")

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from rolegate.admin.errors import Denied, Unauthorized
-from rolegate.authz import Identity, Policy, decide, effective_permissions
+from rolegate.authz import Identity, Policy, decide, effective_permissions, holdings_of
 
 CSRF_HEADER = "X-Rolegate-CSRF"
 CSRF_FIELD = "csrf"
@@ -47,6 +47,10 @@ class Actor:
 
     def permissions_at(self, scope: str | None) -> frozenset[str]:
         return effective_permissions(self.policy, self.identity, scope, self.now)
+
+    def assigns_at(self, scope: str | None) -> frozenset[str]:
+        """What this actor may grant on single objects at ``scope``: the ``assigns`` of the roles held there."""
+        return frozenset().union(*(b.role.assigns for b in holdings_of(self.policy, self.identity, scope, self.now)))
 
     def admin_rights(self) -> dict[str, list[str | None]]:
         """rolegate's own permissions and the scopes where this actor holds each (None: everywhere)."""

@@ -87,6 +87,9 @@ class RoleIn(Body):
     permissions: list[str] = Field(default_factory=list, max_length=500)
     inherits: list[str] = Field(default_factory=list, max_length=50)
     deny: list[str] = Field(default_factory=list, max_length=500)
+    assigns: list[str] = Field(default_factory=list, max_length=500,
+                               description="permissions holders may grant on one object (add someone to a task) "
+                                           "where they hold the role, without holding them")
 
 
 class RoleCreate(RoleIn):
@@ -101,6 +104,7 @@ class RoleOut(Out):
     permissions: list[str]
     inherits: list[str]
     deny: list[str]
+    assigns: list[str] = Field(default_factory=list)
     effective: list[str] = Field(description="what a holder gets: inherited permissions folded in, denies removed")
     version: int = 0
 

@@ -230,12 +230,12 @@ class AdminService:
         return {"name": name, "source": source, "readonly": source == "config", "version": version,
                 "description": value.get("description") or "", "permissions": list(value.get("permissions") or ()),
                 "inherits": list(value.get("inherits") or ()), "deny": list(value.get("deny") or ()),
-                "effective": sorted(flat.allow) if flat else []}
+                "assigns": list(value.get("assigns") or ()), "effective": sorted(flat.allow) if flat else []}
 
     def _validate_role(self, body: RoleIn, policy: Policy, name: str) -> dict[str, Any]:
         errors: list[dict[str, str]] = []
         catalogue = policy.catalogue
-        for field in ("permissions", "deny"):
+        for field in ("permissions", "deny", "assigns"):
             for i, perm in enumerate(getattr(body, field)):
                 if not isinstance(perm, str) or not expand([perm], catalogue) & catalogue:
                     errors.append({"field": f"{field}[{i}]", "message": f"{perm!r} names no catalogue permission"})
@@ -244,8 +244,11 @@ class AdminService:
                 errors.append({"field": f"inherits[{i}]", "message": f"unknown role {parent!r}"})
         if errors:
             raise Invalid(errors)
-        return {"description": body.description, "permissions": body.permissions, "inherits": body.inherits,
-                "deny": body.deny}
+        value = {"description": body.description, "permissions": body.permissions, "inherits": body.inherits,
+                 "deny": body.deny}
+        if body.assigns:
+            value["assigns"] = body.assigns
+        return value
 
     async def create_role(self, body: RoleCreate, *, dry_run: bool) -> Change:
         self.actor.require(ROLES_EDIT, None, "define roles")
@@ -293,6 +296,9 @@ class AdminService:
         if value is not None:
             # Whoever holds this role (or a role inheriting it) gets its contents: hold them yourself.
             check_permissions_held(self.actor, after.roles[name].allow, f"define role {name} this way")
+            # ... and what it lets holders assign on objects: hold it, or assign it yourself, everywhere.
+            unassignable = after.roles[name].assigns - self.actor.assigns_at(None)
+            check_permissions_held(self.actor, unassignable, f"let role {name} assign these on objects")
         touched = {r for r, flat in after.roles.items() if r == name or name in flat.ancestors}
         touched |= {r for r, flat in before.roles.items() if r == name or name in flat.ancestors}
         subjects = [(b.subject_kind, b.subject) for b in (*before.bindings, *after.bindings) if b.role.name in touched]

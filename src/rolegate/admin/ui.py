@@ -19,7 +19,7 @@ from rolegate.admin import views
 from rolegate.admin.delegation import AUDIT_VIEW, DAYPASS_ISSUE
 from rolegate.admin.errors import AdminError, Denied, Invalid, from_validation
 from rolegate.admin.guard import CSRF_FIELD, Actor, check_csrf, current_actor
-from rolegate.admin.models import AuditQuery, BindingIn, ExplainIn
+from rolegate.admin.models import AuditQuery, BindingIn
 from rolegate.admin.service import AdminService, Change
 from rolegate.authz.matrix import build_matrix
 from rolegate.errors import RolegateError
@@ -60,6 +60,15 @@ def page(actor: Actor, title: str, body: str, active: str = "", status: int = 20
 
 def csrf_input(actor: Actor) -> str:
     return f'<input type="hidden" name="{CSRF_FIELD}" value="{e(actor.csrf_token)}">'
+
+
+def remove_button(actor: Actor, binding: dict[str, Any]) -> str:
+    """A binding's "Remove…" (to its preview), or why it cannot be removed here."""
+    if binding["readonly"]:
+        return '<span class="muted">config file</span>'
+    return (f'<form method="post" action="{BASE}/bindings/{quote(binding["id"])}/delete" class="inline">'
+            f'{csrf_input(actor)}<input type="hidden" name="version" value="{binding["version"]}">'
+            f'<button class="secondary">Remove…</button></form>')
 
 
 def flash(message: str, error: bool = False) -> str:
@@ -182,13 +191,8 @@ class Pages:
             subject = f'group <strong>{e(b["group"])}</strong>' if b["group"] else f'user <strong>{e(b["user"] or "")}</strong>'
             what = (f'role <strong>{e(b["role"])}</strong>' if b["role"]
                     else f'<code>{e(b["permission"] or "")}</code> on <code>{e(b["object"] or "")}</code>')
-            action = '<span class="muted">config file</span>'
-            if not b["readonly"]:
-                action = (f'<form method="post" action="{BASE}/bindings/{quote(b["id"])}/delete" class="inline">'
-                          f'{csrf_input(actor)}<input type="hidden" name="version" value="{b["version"]}">'
-                          f'<button class="secondary">Remove…</button></form>')
             rows.append(f'<tr><td>{subject}</td><td>{what}</td><td>{_scope_label(b["scope"])}</td>'
-                        f'<td>{e(b["until"] or "")}</td><td>{action}</td></tr>')
+                        f'<td>{e(b["until"] or "")}</td><td>{remove_button(actor, b)}</td></tr>')
         group_options = "".join(f'<option value="{e(g)}">' for g in people.groups())
         role_options = "".join(f'<option value="{e(r)}">{e(r)}</option>' for r in policy.roles)
         msg = request.query.get("applied")
@@ -252,41 +256,6 @@ class Pages:
                 f'<div class="scroll"><table id="users"><thead><tr><th>User</th><th>Name</th><th>Groups</th><th></th>'
                 f'</tr></thead><tbody>{rows}</tbody></table></div>')
         return page(actor, "Users", body, "users")
-
-    async def user(self, request: web.Request, runtime: Any, actor: Actor, form: Any) -> web.StreamResponse:
-        self._admin(actor)
-        username = request.match_info["username"]
-        people = await AdminService(runtime, actor).people()
-        detail = views.user_detail(people, actor.policy, username)
-        q = request.query
-        answer = ""
-        if q.get("permission") or q.get("url"):
-            try:
-                explain_in = ExplainIn.model_validate({k: v for k, v in {
-                    "user": username, "permission": q.get("permission") or None, "scope": q.get("scope") or None,
-                    "object": q.get("object") or None, "method": q.get("method") or None,
-                    "url": q.get("url") or None}.items() if v is not None})
-                result = views.explain_for(runtime, actor, people, explain_in)
-                reasons = "".join(f"<li>{e(r)}</li>" for r in result["reasons"] + result["notes"])
-                answer = (f'<div class="flash{"" if result["allowed"] else " error"}" id="explain-result">'
-                          f'<strong>{"ALLOWED" if result["allowed"] else "DENIED"}</strong>: {e(result["outcome"])}'
-                          f'<ul>{reasons}</ul></div>')
-            except ValidationError as exc:
-                answer = _field_errors(from_validation(exc))
-        groups = "".join(f"<span class=tag>{e(g)}</span>" for g in detail["groups"])
-        settings = ", ".join(detail["settings"]) or "none"
-        body = (f'<div class="card"><p><strong>{e(detail["name"] or username)}</strong> ({e(username)})'
-                f'{" — disabled" if detail["disabled"] else ""}</p><p>Groups: {groups or "none"}</p>'
-                f'<p>User settings on: {e(settings)}</p></div>'
-                f'<h2>Roles and effective permissions</h2>{holdings_table(detail["scopes"])}'
-                f'<h2>Why? Explain a decision</h2><div class="card"><form method="get" class="grid" id="explain">'
-                f'<label>Permission<input name="permission" value="{e(q.get("permission", ""))}" '
-                f'placeholder="documents:view"></label>'
-                f'<label>Scope<input name="scope" value="{e(q.get("scope", ""))}" placeholder="building:a"></label>'
-                f'<label>Object<input name="object" value="{e(q.get("object", ""))}" placeholder="task:42"></label>'
-                f'<label>or URL<input name="url" value="{e(q.get("url", ""))}" placeholder="/buildings/a/trends">'
-                f'</label><button type="submit">Explain</button></form>{answer}</div>')
-        return page(actor, f"User {username}", body, "users")
 
     async def audit(self, request: web.Request, runtime: Any, actor: Actor, form: Any) -> web.StreamResponse:
         actor.require(AUDIT_VIEW, None, "read the audit trail")
@@ -358,7 +327,9 @@ def _field_errors(exc: AdminError) -> str:
 
 def _binding_from_form(form: Any) -> BindingIn:
     kind = str(form.get("kind", "group"))
-    data: dict[str, Any] = {"role": str(form.get("role", "")) or None, "note": str(form.get("note", ""))}
+    data: dict[str, Any] = {"role": str(form.get("role", "")) or None, "note": str(form.get("note", "")),
+                            "permission": str(form.get("permission", "")).strip() or None,
+                            "object": str(form.get("object", "")).strip() or None}
     subject = str(form.get("subject", "")).strip()
     if kind not in ("group", "user"):
         raise Invalid.field("kind", "choose group or user")
@@ -377,7 +348,8 @@ def _binding_from_form(form: Any) -> BindingIn:
 def _describe(change: Change) -> str:
     r = change.resource or {}
     who = f'group {r.get("group")}' if r.get("group") else f'user {r.get("user")}'
-    return f'{who} → {r.get("role") or r.get("permission")} at {r.get("scope") or "everywhere"}'
+    what = r.get("role") or f'{r.get("permission")} on {r.get("object")}'
+    return f'{who} → {what} {("at " + r["scope"]) if r.get("scope") else "everywhere"}'
 
 
 def add_ui_routes(reserved: web.Application, holder: Any) -> None:
@@ -393,8 +365,10 @@ def add_ui_routes(reserved: web.Application, holder: Any) -> None:
     r.add_post(base + "/bindings/apply", pages.route(pages.binding_apply))
     r.add_post(base + "/bindings/{id}/delete", pages.route(pages.binding_delete))
     r.add_get(base + "/users", pages.route(pages.users))
-    r.add_get(base + "/users/{username}", pages.route(pages.user))
     r.add_get(base + "/audit", pages.route(pages.audit))
+    from rolegate.admin.user_ui import add_user_pages  # imports this module: registered here, not at the top
+
+    add_user_pages(r, pages, base)
     try:
         from rolegate.admin.daypass_ui import add_daypass_pages
     except ImportError:  # the day-pass stage is not installed yet

@@ -12,17 +12,21 @@ __all__ = ["FlatRole", "expand", "flatten_roles"]
 
 
 class FlatRole:
-    """A role as decisions need it: what it allows (deny already removed) and what it denies."""
+    """A role as decisions need it: what it allows (deny already removed) and what it denies.
 
-    __slots__ = ("name", "allow", "deny", "ancestors")
+    ``assigns``: the permissions its holders may grant on single objects (its own and its ancestors').
+    """
+
+    __slots__ = ("name", "allow", "deny", "ancestors", "assigns")
 
     def __init__(self, name: str, allow: frozenset[str], deny: frozenset[str],
-                 ancestors: tuple[str, ...]) -> None:
+                 ancestors: tuple[str, ...], assigns: frozenset[str] = frozenset()) -> None:
         self.name = name
         self.allow = allow
         self.deny = deny
         # Every role this one inherits from, transitively, nearest first.
         self.ancestors = ancestors
+        self.assigns = assigns
 
     def __repr__(self) -> str:
         return f"FlatRole({self.name!r}, allow={sorted(self.allow)}, deny={sorted(self.deny)})"
@@ -74,5 +78,6 @@ def flatten_roles(roles: Mapping[str, Role], catalogue: frozenset[str]) -> dict[
     for name in roles:
         allow, deny, ancestors = visit(name, (name,))
         deny_set = expand(deny, catalogue)
-        flat[name] = FlatRole(name, expand(allow, catalogue) - deny_set, deny_set, ancestors)
+        assigns = expand((p for r in (name, *ancestors) if r in roles for p in roles[r].assigns), catalogue)
+        flat[name] = FlatRole(name, expand(allow, catalogue) - deny_set, deny_set, ancestors, assigns)
     return flat

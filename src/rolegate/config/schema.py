@@ -91,7 +91,7 @@ class Config(Section):
         for name, role in self.roles.items():
             if not NAME.match(name):
                 bad(("roles", name), f"{name!r} is not a valid role name")
-            for key in ("permissions", "deny"):
+            for key in ("permissions", "deny", "assigns"):
                 for i, perm in enumerate(getattr(role, key)):
                     check_perm(("roles", name, key, i), perm)
             for i, parent in enumerate(role.inherits):

@@ -40,6 +40,9 @@ class Role(Section):
     permissions: tuple[str, ...] = ()
     inherits: tuple[str, ...] = ()
     deny: tuple[str, ...] = ()
+    # Permissions a holder may give people on one object ("assign users to a task": an object grant
+    # of controls:perform on task:42) at the scopes where they hold the role, without holding them.
+    assigns: tuple[str, ...] = ()
 
 
 class UserSetting(Section):
