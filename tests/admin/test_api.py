@@ -72,6 +72,9 @@ async def test_validation_errors_name_the_field(clients):
     assert status == 422 and body["errors"][0]["field"] == "permissions[1]"
     status, body, _ = await alice.call("POST", f"{API}/bindings", json={"user": "bob", "permission": "controls:perform"})
     assert status == 422 and "object" in [e["field"] for e in body["errors"]]
+    async with alice.http.post(f"{alice.base}{API}/bindings", data=b"[" * 5000 + b"]" * 5000,
+                               headers={**JSON, "Content-Type": "application/json", "X-Rolegate-CSRF": alice.csrf}) as resp:
+        assert resp.status in (400, 422) and "not valid JSON" in await resp.text()  # nested past the limit: no 500
 
 
 async def test_delegated_admin_manages_their_building_only(clients):

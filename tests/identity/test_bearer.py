@@ -89,6 +89,10 @@ async def test_forged_tokens_are_refused(rolegate, http):
     unknown_kid = jwt.encode(claims, mine, algorithm="ES256", headers={"kid": "made-up", "typ": "at+jwt"})
     assert (await _get(http, rolegate, unknown_kid))[0] == 401
     assert (await _get(http, rolegate, "not-a-jwt"))[0] == 401
+    # JSON nested past the parser's recursion limit, in the header and in the claims: refused, never a 500
+    deep = _b64(b"[" * 5000 + b"]" * 5000)
+    for hostile in (f"{deep}.{_b64(json.dumps(claims).encode())}.sig", f"{_b64(json.dumps(header).encode())}.{deep}.sig"):
+        assert (await _get(http, rolegate, hostile))[0] == 401
 
     # the genuine token, tampered: a changed claim breaks the signature
     h, p, s = tokens["access_token"].split(".")

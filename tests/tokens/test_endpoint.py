@@ -105,6 +105,8 @@ async def test_bad_requests(client) -> None:
     resp = await client.post(TOKEN_PATH, data="x=" + "a" * 20000,
                              headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert resp.status == 413
+    resp = await client.post(TOKEN_PATH, data=b"[" * 2000 + b"]" * 2000, headers={"Content-Type": "application/json"})
+    assert resp.status == 400 and (await resp.json())["error"] == "invalid_request"  # nested past the limit
     resp = await client.post(TOKEN_PATH, json={"grant_type": "refresh_token", "refresh_token": "rt1.nope.nope"})
     assert resp.status == 400 and (await resp.json())["error"] == "invalid_grant"
 

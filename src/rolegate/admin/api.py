@@ -116,7 +116,7 @@ def _wrap(operation: Operation, holder: Any):
             if operation.body is not None:
                 try:
                     data = await request.json(loads=json.loads) if request.can_read_body else None
-                except (ValueError, UnicodeDecodeError):
+                except (ValueError, UnicodeDecodeError, RecursionError):
                     raise Invalid.field("body", "the body is not valid JSON") from None
                 if data is None:
                     raise Invalid.field("body", "a JSON body is required")

@@ -39,7 +39,7 @@ def claims_issuer(token: str) -> str | None:
     body = parts[1]
     try:
         payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):  # RecursionError: "[[[[…" nested past the limit
         return None
     issuer = payload.get("iss") if isinstance(payload, dict) else None
     return issuer if isinstance(issuer, str) else None

@@ -67,7 +67,7 @@ async def _form(request: web.Request) -> dict[str, str]:
                 raise ValueError
             return data
         pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise GrantError("invalid_request", "The request body could not be parsed.") from None
     params: dict[str, str] = {}
     for name, value in pairs:

@@ -29,7 +29,7 @@ def _header(token: str) -> dict[str, Any]:
         raise InvalidToken("malformed token")
     try:
         header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):
         raise InvalidToken("malformed token header") from None
     if not isinstance(header, dict):
         raise InvalidToken("malformed token header")
