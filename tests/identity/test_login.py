@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import urllib.parse
 
 import pytest
@@ -222,6 +223,12 @@ async def test_backchannel_logout_rejects_garbage(rolegate, http):
         assert r.status == 400
     async with http.post(f"{rolegate.url}/.rolegate/logout/backchannel", data={}) as r:
         assert r.status == 400
+    # JSON nested past the parser's limit, in the header and in the claims: a 400 like any garbage, not a 500
+    deep = base64.urlsafe_b64encode(b"[" * 5000 + b"]" * 5000).rstrip(b"=").decode()
+    ok = base64.urlsafe_b64encode(b'{"alg":"RS256"}').rstrip(b"=").decode()
+    for token in (f"{deep}.{ok}.c2ln", f"{ok}.{deep}.c2ln"):
+        async with http.post(f"{rolegate.url}/.rolegate/logout/backchannel", data={"logout_token": token}) as r:
+            assert r.status == 400, token[:20]
 
 
 async def test_api_calls_get_401_never_a_redirect(rolegate, http):

@@ -45,8 +45,8 @@ class ProviderTokens:
                       types: frozenset[str] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError as exc:
-            raise InvalidProviderToken(f"unreadable JWT: {exc}") from None
+        except (jwt.PyJWTError, RecursionError) as exc:  # RecursionError: JSON nested past the parser's limit
+            raise InvalidProviderToken(f"unreadable JWT: {type(exc).__name__}") from None
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in self.algorithms:
             raise InvalidProviderToken(f"algorithm {alg!r} is not allowed")
@@ -63,6 +63,8 @@ class ProviderTokens:
             claims = jwt.decode(token, key, algorithms=self.algorithms, audience=audience, issuer=self.issuer,
                                 leeway=self.leeway,
                                 options={"require": require, "verify_aud": audience is not None})
+        except RecursionError:
+            raise InvalidProviderToken("unreadable JWT: claims nested too deep") from None
         except jwt.PyJWTError as exc:
             raise InvalidProviderToken(f"{type(exc).__name__}: {exc}") from None
         return claims, header
