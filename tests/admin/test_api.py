@@ -136,6 +136,12 @@ async def test_roles_with_task_settings_assign_people_to_a_task(clients):
     alice = await clients("alice")
     status, role, _ = await alice.call("GET", f"{API}/roles/risk_assessor")
     assert role["assigns"] == ["controls:perform"], role
+    # An API role may assign too: what its author assigns (alice, admin everywhere, assigns controls:perform).
+    lead = {"name": "task_lead", "permissions": ["tasks:order"], "assigns": ["controls:perform"]}
+    status, body, _ = await alice.call("POST", f"{API}/roles", json=lead)
+    assert status == 201 and body["resource"]["assigns"] == ["controls:perform"], body
+    status, body, _ = await alice.call("POST", f"{API}/roles", json={**lead, "name": "x", "assigns": ["nope:x"]})
+    assert status == 422 and body["errors"][0]["field"] == "assigns[0]", body
 
 
 async def test_preview_writes_nothing_and_apply_takes_effect_at_the_next_request(clients):
