@@ -67,6 +67,24 @@ async def test_concurrent_durable_emitters_share_batches(store) -> None:
     assert (await verify_chain(store, None)).ok
 
 
+async def test_a_durable_commit_waits_for_requests_already_running(store) -> None:
+    # Request A emits; requests B..K are running on the loop and emit one turn later (as a request does
+    # after its decision). They share A's commit instead of each paying their own fsync.
+    log = AuditLog(store)
+    log.start()
+    await asyncio.sleep(0.05)  # the writer is idle, waiting for work
+
+    async def request(i: int, turns: int) -> int:
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        return await log.emit_durable(request_event(user=f"u{i}", method="POST", path="/w", status=201))
+
+    seqs = await asyncio.gather(request(0, 0), *(request(i, 1) for i in range(1, 11)))
+    await log.close()
+    assert sorted(seqs) == list(range(1, 12))
+    assert log.batches == 1
+
+
 async def test_full_queue_sheds_reads_and_fails_closed_for_essentials(store) -> None:
     log = AuditLog(store, queue_size=20, wait_timeout=0.05, durable_timeout=0.05)  # writer not started yet
     accepted_reads = sum(log.emit(read_allow(i)) for i in range(30))
