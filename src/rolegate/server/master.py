@@ -124,6 +124,11 @@ def reserve_port(host: str, port: int) -> tuple[socket.socket, int]:
     return sock, sock.getsockname()[1]
 
 
+def _runner_view(config: Config) -> tuple[Any, ...]:
+    """The sections the directory runner is built from: when one changes, a reload restarts it."""
+    return config.directory, config.storage, config.audit
+
+
 class Master:
     def __init__(self, config_path: str, config: Config, log_level: str = "INFO") -> None:
         self.config_path = config_path
@@ -234,7 +239,7 @@ class Master:
             return False
         if config.server.listen != self.config.server.listen or config.server.workers != self.config.server.workers:
             log.warning("server.listen and server.workers take effect only after a restart")
-        if self.directory_started and config.directory != self.config.directory:
+        if self.directory_started and _runner_view(config) != _runner_view(self.config):
             self._directory_swap = asyncio.ensure_future(self._restart_directory(self._directory_swap, config))
         self.config = config
         self.last_reload_error = None
@@ -253,7 +258,8 @@ class Master:
             self.directory.start()
 
     async def _restart_directory(self, previous: asyncio.Task[None] | None, config: Config) -> None:
-        """Stop the sync and start it again under the reloaded ``directory`` section (or not at all).
+        """Stop the sync and start it again under the reloaded ``directory`` section (or not at all),
+        also when the ``storage`` or ``audit`` it writes to changed.
 
         The new runner's first sync is a full one, so a changed filter, base or mapping applies to
         every user, not only to entries that change afterwards. Restarts run one after the other.
