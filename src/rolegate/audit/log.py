@@ -294,9 +294,10 @@ class AuditLog:
                 await urgent.wait()
                 timer.cancel()
             elif len(queue) < self._batch_size and not self._closing:
-                # Someone waits for this commit: do not linger, but let the requests already running
-                # on this loop reach their own emit first, so that one fsync carries them all (this
-                # costs microseconds; under load it makes durable batches several events wide).
+                # Someone waits for this commit (a durable emit, a flush): do not linger, but let the
+                # requests already running on this loop reach their own emit first, so that one fsync
+                # carries them all (this costs microseconds; under load it makes durable batches several
+                # events wide).
                 for _ in range(_GATHER_YIELDS):
                     await asyncio.sleep(0)
             urgent.clear()
