@@ -126,6 +126,12 @@ async def check_access(runtime: Runtime, request: web.BaseRequest, method: str, 
             if principal is None:
                 raise identity_stage.sign_in_required(f"{route.mode} route {route.name} needs a signed-in user",
                                                       scheme=None, host=host, raw_target=raw_target)
+            # The policy first: bringing it up to date also loads a newer directory snapshot and forgets
+            # the identities worked out from the old one, so a disabled account or a removed membership
+            # counts from this request, not the next one.
+            policy = runtime.policy_now()
+            if policy is None:
+                policy = await runtime.current_policy()
             identity = runtime.identity_now(principal)
             if identity is None:
                 identity = await runtime.identity_for(principal)
@@ -134,9 +140,6 @@ async def check_access(runtime: Runtime, request: web.BaseRequest, method: str, 
                 _audit(runtime, "deny", method, path, route, principal, None, ("deny: the account is disabled",),
                        started, request)
                 raise AccountDisabled(f"{principal.username} is disabled or unknown in the directory")
-            policy = runtime.policy_now()
-            if policy is None:
-                policy = await runtime.current_policy()
         access.principal = principal
         access.identity = identity
 
