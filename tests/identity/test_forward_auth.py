@@ -95,7 +95,7 @@ def _public_config(rg, public: str) -> str:
     from .conftest import rolegate_yaml
 
     text = rolegate_yaml(url=rg.url, idp=rg.idp, backend_url=rg.config.upstreams["backend"].url,
-                         db=rg.base_dir / "rolegate.db")
+                         db=rg.base_dir / "rolegate.db", server_extra="  forward_auth: {proxy: nginx}")
     return text.replace(f"public_url: {rg.url}", f"public_url: {public}")
 
 
@@ -136,8 +136,11 @@ async def test_nginx_forward_auth(behind_nginx):
 
 
 async def test_traefik_style_forward_auth(rolegate, http):
-    from .conftest import sign_in
+    from .conftest import rolegate_yaml, sign_in
 
+    rolegate.swap(rolegate_yaml(url=rolegate.url, idp=rolegate.idp, db=rolegate.base_dir / "rolegate.db",
+                                backend_url=rolegate.config.upstreams["backend"].url,
+                                server_extra="  forward_auth: {proxy: traefik}"))
     auth = f"{rolegate.url}/.rolegate/auth"
     fwd = {"X-Forwarded-Method": "GET", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "apps.example.test",
            "X-Forwarded-Uri": "/me-echo/a?b=c"}

@@ -308,4 +308,6 @@ def add_identity_routes(reserved: web.Application, holder: "RuntimeHolder") -> N
     reserved.router.add_route("POST", "/logout", endpoints.logout)
     reserved.router.add_get("/logged-out", endpoints.logged_out)
     reserved.router.add_post("/logout/backchannel", endpoints.backchannel_logout)
-    reserved.router.add_route("*", "/auth", ForwardAuth(holder).handle)
+    forward_auth = ForwardAuth(holder)
+    reserved.router.add_route("*", "/auth", forward_auth.handle)
+    reserved.router.add_route("*", "/auth/{original:.*}", forward_auth.handle)  # Envoy's ext_authz path_prefix

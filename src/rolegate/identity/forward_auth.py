@@ -1,18 +1,35 @@
-"""``/.rolegate/auth``: forward-auth for nginx ``auth_request``, Traefik ``forwardAuth`` and Caddy ``forward_auth``.
+"""``/.rolegate/auth``: forward-auth for nginx ``auth_request``, Traefik ``forwardAuth``, Caddy
+``forward_auth`` and Envoy's ``ext_authz`` (HTTP service).
 
-The proxy in front names the original request in headers; those headers are routing input only
-(which route, which method) — the identity still comes from the caller's own cookie or token.
-Answers: 200 + identity headers, 401 (with ``X-Rolegate-Login`` for browsers, or a 302 for
-Traefik/Caddy which pass our answer to the client), 403 for every other refusal.
+The proxy in front names the original request; that is routing input only (which route, which method,
+which host) — the identity still comes from the caller's own cookie or token. Whoever writes the routing
+input chooses what is authorized, and nginx, Traefik and Caddy pass the client's own headers on to the
+subrequest, so a header the proxy does not set itself is the client's. Hence:
+
+* the operator names the one front proxy (``server.forward_auth.proxy``) and only the headers that proxy
+  sets are read (``CONVENTIONS``); nothing falls back to another proxy's headers;
+* only peers in ``server.trusted_proxies`` are answered (loopback peers when that list is empty);
+* another convention's headers (the client's copies) are ignored, and logged, when they name the same
+  request; when they name another one, or a header of the configured set is missing or repeated, the
+  subrequest is refused with 400 — rolegate does not guess which of two targets is the real one.
+
+Answers: 200 + identity headers, 401 (with ``X-Rolegate-Login`` for nginx, or a 302 for the proxies that
+pass our answer to the client), 403 for every other refusal (an untrusted peer included), 400 for routing
+input that is missing or contradicts itself, 404 while ``server.forward_auth`` is not configured.
 """
 
 from __future__ import annotations
 
+import functools
+import ipaddress
+import logging
+import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from rolegate.errors import BadRequest, RolegateError, Unauthenticated
+from rolegate.errors import BadRequest, Forbidden, NotFound, RolegateError, Unauthenticated
 from rolegate.identity.challenge import challenge_response, is_browser_navigation, www_authenticate
 from rolegate.identity.principal import identity_headers
 from rolegate.server.responses import error_response
@@ -20,35 +37,192 @@ from rolegate.server.responses import error_response
 if TYPE_CHECKING:
     from rolegate.server.runtime import RuntimeHolder
 
+log = logging.getLogger(__name__)
+
+ENDPOINT = "/.rolegate/auth"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _MAX_URI = 8192
+
+
+@dataclass(frozen=True)
+class Convention:
+    """Where one front proxy puts the original request. ``None``: the subrequest's own method, or its
+    path after ``/.rolegate/auth`` (Envoy's ``path_prefix``)."""
+
+    method: str | None
+    uri: str | None
+    host: str
+
+
+_X_FORWARDED = Convention("X-Forwarded-Method", "X-Forwarded-Uri", "X-Forwarded-Host")
+CONVENTIONS: dict[str, Convention] = {
+    # auth_request: the location sets X-Original-URI/-Method and X-Forwarded-Host/-Proto (deploy/nginx/).
+    "nginx": Convention("X-Original-Method", "X-Original-URI", "X-Forwarded-Host"),
+    # forwardAuth and forward_auth set X-Forwarded-Method/-Uri/-Host/-Proto, replacing the client's.
+    "traefik": _X_FORWARDED,
+    "caddy": _X_FORWARDED,
+    # ext_authz (HTTP service) sends the original method and path_prefix + path, Host = :authority.
+    "envoy": Convention(None, None, "Host"),
+}
+# Every header some convention reads the original target or method from: the ones the configured proxy
+# does not set may only agree with it. X-Envoy-Original-Path is Envoy's name for a path before a rewrite.
+_URI_HEADERS = ("X-Original-URI", "X-Forwarded-Uri", "X-Envoy-Original-Path")
+_METHOD_HEADERS = ("X-Original-Method", "X-Forwarded-Method")
+
+
+class RoutingInputError(BadRequest):
+    """The subrequest does not name exactly one original request."""
+
+    code = "forward_auth_routing"
+    public_message = "The forward-auth request does not name one original request."
+
+
+@dataclass(frozen=True)
+class Original:
+    method: str
+    uri: str
+    host: str
+    scheme: str | None
+    ignored: tuple[str, ...]  # other conventions' headers that agreed and were left unread
+
+
+def _one(request: web.BaseRequest, name: str, proxy: str) -> str:
+    values = request.headers.getall(name, ())
+    if len(values) != 1 or not values[0]:
+        raise RoutingInputError(f"proxy {proxy}: expected one {name} header, got {len(values)}"
+                                + (" (empty)" if values and not values[0] else ""))
+    return values[0]
+
+
+def _path_after_endpoint(request: web.BaseRequest) -> str:
+    """What follows ``/.rolegate/auth`` in the raw target ('' for the endpoint itself, query or not)."""
+    raw = request.raw_path
+    if not raw.startswith(ENDPOINT):
+        raise RoutingInputError(f"forward-auth reached through a non-canonical path {raw[:100]!r}")
+    rest = raw[len(ENDPOINT):]
+    return rest if rest.startswith("/") else ""
+
+
+def read_original(request: web.BaseRequest, proxy: str) -> Original:
+    """The original request as ``proxy`` names it; ``RoutingInputError`` when it is missing, repeated, or
+    contradicted by another convention's headers."""
+    convention = CONVENTIONS[proxy]
+    headers = request.headers
+    suffix = _path_after_endpoint(request)
+    if convention.uri is None:
+        if not suffix:
+            raise RoutingInputError(f"proxy {proxy}: no original path after {ENDPOINT} (ext_authz path_prefix)")
+        uri = suffix
+    else:
+        if suffix:
+            raise RoutingInputError(f"proxy {proxy}: a path after {ENDPOINT} is Envoy's convention")
+        uri = _one(request, convention.uri, proxy)
+    method = request.method if convention.method is None else _one(request, convention.method, proxy).upper()
+    host = _one(request, convention.host, proxy)
+    scheme_values = headers.getall("X-Forwarded-Proto", ())
+    if len(scheme_values) > 1:
+        raise RoutingInputError(f"proxy {proxy}: {len(scheme_values)} X-Forwarded-Proto headers")
+
+    ignored: list[str] = []
+    for name in _URI_HEADERS:
+        if name != convention.uri and name in headers:
+            if any(value != uri for value in headers.getall(name)):
+                raise RoutingInputError(f"proxy {proxy}: {name} names another target than "
+                                        f"{convention.uri or 'the path'}")
+            ignored.append(name)
+    for name in _METHOD_HEADERS:
+        if name != convention.method and name in headers:
+            if any(value.upper() != method for value in headers.getall(name)):
+                raise RoutingInputError(f"proxy {proxy}: {name} names another method than "
+                                        f"{convention.method or 'the request'}")
+            ignored.append(name)
+    if convention.host != "X-Forwarded-Host" and "X-Forwarded-Host" in headers:
+        if any(value.lower() != host.lower() for value in headers.getall("X-Forwarded-Host")):
+            raise RoutingInputError(f"proxy {proxy}: X-Forwarded-Host names another host than {convention.host}")
+        ignored.append("X-Forwarded-Host")
+    scheme = scheme_values[0] if scheme_values and scheme_values[0] in ("http", "https") else None
+    return Original(method=method, uri=uri, host=host, scheme=scheme, ignored=tuple(ignored))
+
+
+@functools.lru_cache(maxsize=8)
+def _networks(trusted: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(cidr, strict=False) for cidr in trusted)
+
+
+def trusted_peer(peer: str | None, trusted: tuple[str, ...]) -> bool:
+    """Whether ``peer`` may ask: one of ``trusted`` (CIDRs), or, when that is empty, a loopback address."""
+    try:
+        address = ipaddress.ip_address(peer or "")
+    except ValueError:
+        return False  # a Unix socket or no peer at all: nothing to check it against
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if not trusted:
+        return address.is_loopback
+    return any(address in network for network in _networks(trusted))
+
+
+class _Throttled:
+    """At most one log line per kind (a fixed, small set) every ``interval`` seconds; the lines held back
+    are counted into the next one. A client sending odd headers in a loop does not flood the log."""
+
+    __slots__ = ("interval", "_next", "_held")
+
+    def __init__(self, interval: float = 60.0) -> None:
+        self.interval = interval
+        self._next: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def log(self, level: int, kind: str, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now < self._next.get(kind, 0.0):
+            self._held[kind] = self._held.get(kind, 0) + 1
+            return
+        self._next[kind] = now + self.interval
+        held = self._held.pop(kind, 0)
+        if held:
+            message += " (and %d more like it since the last report)"
+            args = (*args, held)
+        log.log(level, message, *args)
 
 
 class ForwardAuth:
     """The forward-auth handler; runs the same ``check_access`` as the proxy pipeline."""
 
-    __slots__ = ("holder",)
+    __slots__ = ("holder", "_log")
 
     def __init__(self, holder: "RuntimeHolder") -> None:
         self.holder = holder
+        self._log = _Throttled()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         from rolegate.server.access import check_access  # late: access imports the runtime, which imports us
 
         runtime = self.holder.runtime
-        headers = request.headers
-        nginx = "X-Original-URI" in headers
+        server = runtime.config.server
+        if server.forward_auth is None:
+            self._log.log(logging.WARNING, "off", "forward-auth asked by %s, but server.forward_auth is not "
+                          "configured: answered 404", request.remote)
+            return error_response(request, NotFound())
+        proxy = server.forward_auth.proxy
+        nginx = proxy == "nginx"
+        if not trusted_peer(request.remote, server.trusted_proxies):
+            self._log.log(logging.WARNING, "untrusted", "forward-auth refused %s: not a trusted proxy "
+                          "(server.trusted_proxies, or loopback when that is empty)", request.remote)
+            return error_response(request, Forbidden())
         try:
-            method = (headers.get("X-Original-Method") or headers.get("X-Forwarded-Method") or "GET").upper()
-            uri = headers.get("X-Original-URI") if nginx else headers.get("X-Forwarded-Uri")
-            host = headers.get("X-Forwarded-Host") or request.host
+            original = read_original(request, proxy)
+        except RoutingInputError as exc:
+            return error_response(request, exc)
+        if original.ignored:
+            self._log.log(logging.INFO, "ignored", "forward-auth (proxy %s): ignored %s from %s, copies that "
+                          "the proxy does not set", proxy, ", ".join(original.ignored), request.remote)
+        method, uri, host, scheme = original.method, original.uri, original.host, original.scheme
+        try:
             if method not in _METHODS:
                 raise BadRequest(f"forward-auth: unknown method {method!r}")
-            if not uri or not uri.startswith("/") or len(uri) > _MAX_URI or "," in host:
-                raise BadRequest("forward-auth: missing or malformed original URI/host")
-            scheme = headers.get("X-Forwarded-Proto")
-            if scheme not in ("http", "https"):
-                scheme = None
+            if not uri.startswith("/") or len(uri) > _MAX_URI or "," in host:
+                raise BadRequest("forward-auth: malformed original URI/host")
             access = await check_access(runtime, request, method, host, uri)
         except RolegateError as exc:
             return self._refuse(request, exc, method="GET", nginx=nginx)

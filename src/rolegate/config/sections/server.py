@@ -13,6 +13,14 @@ from pydantic import field_validator
 from rolegate.config.types import Duration, Listen, Section, Size
 
 
+class ForwardAuthConfig(Section):
+    """``server.forward_auth``: which front proxy asks ``/.rolegate/auth``. Only that proxy's routing
+    headers are read (see ``rolegate.identity.forward_auth``), and only from ``trusted_proxies``
+    (loopback when that list is empty)."""
+
+    proxy: Literal["nginx", "traefik", "caddy", "envoy"]
+
+
 class ServerConfig(Section):
     listen: Listen
     public_url: str
@@ -20,8 +28,11 @@ class ServerConfig(Section):
     workers: int | Literal["auto"] = 1
     # Hosts a post-login redirect may go to, besides public_url's own host.
     allowed_hosts: tuple[str, ...] = ()
-    # Proxies whose X-Forwarded-For we extend rather than replace (CIDRs).
+    # Proxies whose X-Forwarded-For we extend rather than replace (CIDRs); also the only peers
+    # /.rolegate/auth answers (when empty: loopback peers only).
     trusted_proxies: tuple[str, ...] = ()
+    # Forward-auth for one named front proxy; absent, /.rolegate/auth is off (404).
+    forward_auth: ForwardAuthConfig | None = None
     max_body: Size = 1024**3 * 10
     max_header_size: Size = 16 * 1024
     drain_timeout: Duration = timedelta(seconds=10)
