@@ -130,3 +130,21 @@ def judge(mutation: Mutation, tree: Path) -> str:
                              f"({mutation.claim})\n{output}")
     raise GateError(f"{mutation.name}: pytest exited {code} (not a test failure: a missing test id or a "
                     f"collection error?)\n{output}")
+
+
+def write(name: str, claim: str, edits: list[tuple[str, str, str]], tests: list[str]) -> Path:
+    """Author a mutation file from Python strings (YAML block indentation is easy to get wrong by hand):
+    ``write("x", "the promise", [(file, find, replace)], ["tests/..."])``. Checks that each edit applies."""
+    for file, find, _ in edits:
+        if (ROOT / file).read_text().count(find) != 1:
+            raise GateError(f"{name}: the text to change does not occur exactly once in {file}")
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    Dumper.add_representer(str, lambda d, v: d.represent_scalar("tag:yaml.org,2002:str", v,
+                                                                 style="|" if "\n" in v else None))
+    doc = {"claim": claim, "edits": [{"file": f, "find": a, "replace": b} for f, a, b in edits], "tests": tests}
+    path = HERE / f"{name}.yaml"
+    path.write_text(yaml.dump(doc, Dumper=Dumper, sort_keys=False, width=200))
+    return path
