@@ -160,7 +160,7 @@ class SQLiteStore(Store):
                 db.execute("COMMIT")
                 return version
             except BaseException:
-                db.execute("ROLLBACK")
+                _rollback(db)
                 raise
 
         return await self._run(q)
@@ -176,7 +176,7 @@ class SQLiteStore(Store):
                 db.execute("COMMIT")
                 return cur.rowcount > 0
             except BaseException:
-                db.execute("ROLLBACK")
+                _rollback(db)
                 raise
 
         return await self._run(q)
@@ -239,7 +239,7 @@ class SQLiteStore(Store):
                 db.execute("COMMIT")
                 return seqs
             except BaseException:
-                db.execute("ROLLBACK")
+                _rollback(db)
                 raise
 
         return await self._run_audit(q)
@@ -304,6 +304,20 @@ class SQLiteStore(Store):
         sql += f" ORDER BY seq {'DESC' if newest_first else 'ASC'} LIMIT ?"
         args.append(limit)
         return await self._run(lambda db: [_audit_row(r) for r in db.execute(sql, args).fetchall()])
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    """Undo an open transaction without hiding why it failed.
+
+    On some errors (SQLITE_FULL, SQLITE_IOERR, SQLITE_NOMEM) SQLite has already rolled back by itself;
+    a second ROLLBACK then fails with "cannot rollback - no transaction is active" and would replace
+    the real error ("database or disk is full") in every log line after it.
+    """
+    if db.in_transaction:
+        try:
+            db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # the original error is what the caller needs to see
 
 
 def _audit_field(name: str) -> None:
