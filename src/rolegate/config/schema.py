@@ -15,9 +15,11 @@ from rolegate.config.sections.policy import (
     NAME,
     PERMISSION,
     ROLEGATE_PERMISSIONS,
+    SCOPE,
     Binding,
     Role,
     ScopeType,
+    UserEntry,
     UserSetting,
 )
 from rolegate.config.sections.routing import RouteConfig, UpstreamConfig
@@ -38,6 +40,7 @@ class Config(Section):
     roles: dict[str, Role] = Field(default_factory=dict)
     bindings: tuple[Binding, ...] = ()
     user_settings: dict[str, UserSetting] = Field(default_factory=dict)
+    users: dict[str, UserEntry] = Field(default_factory=dict)
     routes: tuple[RouteConfig, ...]
     upstreams: dict[str, UpstreamConfig]
     daypass: DaypassConfig | None = None
@@ -88,6 +91,12 @@ class Config(Section):
                     bad(("scopes", name, "parent"),
                         f"scope types nest {len(chain)} deep ({' -> '.join(chain)}); at most {MAX_SCOPE_DEPTH - 1}")
 
+        def check_scope(path: tuple[Any, ...], scope: str) -> None:
+            scope_type = scope.split(":", 1)[0]
+            if scope_type not in self.scopes:
+                bad(path, f"unknown scope type {scope_type!r} (declare it under scopes:)")
+
+        conditioned: set[str] = set()
         for name, role in self.roles.items():
             if not NAME.match(name):
                 bad(("roles", name), f"{name!r} is not a valid role name")
@@ -97,12 +106,43 @@ class Config(Section):
             for i, parent in enumerate(role.inherits):
                 if parent not in self.roles:
                     bad(("roles", name, "inherits", i), f"unknown role {parent!r}")
+            for setting, perms in role.if_setting.items():
+                conditioned.add(setting)
+                if setting not in self.user_settings:
+                    bad(("roles", name, "if_setting", setting),
+                        f"unknown user setting {setting!r} (declare it under user_settings:)")
+                for i, perm in enumerate(perms):
+                    check_perm(("roles", name, "if_setting", setting, i), perm)
+            manages = role.manages
+            if manages.roles != "all":
+                for i, other in enumerate(manages.roles):
+                    if other not in self.roles:
+                        bad(("roles", name, "manages", "roles", i), f"unknown role {other!r}")
+            if manages.settings != "all":
+                for i, setting in enumerate(manages.settings):
+                    if setting not in self.user_settings:
+                        bad(("roles", name, "manages", "settings", i), f"unknown user setting {setting!r}")
+            if manages.assigns != "all":
+                for i, perm in enumerate(manages.assigns):
+                    check_perm(("roles", name, "manages", "assigns", i), perm)
         for cycle_path, message in _inherit_cycles(self.roles):
             bad(cycle_path, message)
 
+        for name in self.user_settings:
+            if not NAME.match(name):
+                bad(("user_settings", name), f"{name!r} is not a valid user setting name")
         for name, setting in self.user_settings.items():
             for i, perm in enumerate(setting.permissions):
                 check_perm(("user_settings", name, "permissions", i), perm)
+        for user, entry in self.users.items():
+            if not NAME.match(user):
+                bad(("users", user), f"{user!r} is not a valid user name")
+            for scope, names in entry.settings.items():
+                if SCOPE.match(scope):
+                    check_scope(("users", user, "settings", scope), scope)
+                for i, setting in enumerate(names):
+                    if setting not in self.user_settings:
+                        bad(("users", user, "settings", scope, i), f"unknown user setting {setting!r}")
 
         for i, binding in enumerate(self.bindings):
             if binding.role is not None and binding.role not in self.roles:

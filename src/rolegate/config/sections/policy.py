@@ -1,10 +1,10 @@
-"""``scopes``, ``permissions``, ``roles``, ``bindings``, ``user_settings``: the authorization model."""
+"""``scopes``, ``permissions``, ``roles``, ``bindings``, ``user_settings``, ``users``: the authorization model."""
 
 from __future__ import annotations
 
 import re
 from datetime import date, datetime, time, timezone
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -35,21 +35,87 @@ class ScopeType(Section):
     description: str = ""
 
 
+ALL = "all"
+
+
+def _moved(message: str) -> Any:
+    """A before-validator for a key that old configs used and this model replaced: fail with the way to write it now."""
+
+    def refuse(cls: type, value: Any) -> Any:
+        if value is not None:
+            raise ValueError(message)
+        return value
+
+    return classmethod(refuse)
+
+
+class Manages(Section):
+    """What a role's holders may hand out and take away, at the scopes where they hold it and below.
+
+    ``all`` for an administrator; otherwise the role names, user setting names and permissions (granted on
+    one object, "add someone to a task") listed. Nobody hands out rolegate's own permissions beyond what they
+    hold at that scope, whatever this says (see rolegate.admin.delegation).
+    """
+
+    roles: Literal["all"] | tuple[str, ...] = ()
+    settings: Literal["all"] | tuple[str, ...] = ()
+    assigns: Literal["all"] | tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.roles or self.settings or self.assigns)
+
+
 class Role(Section):
     description: str = ""
     permissions: tuple[str, ...] = ()
     inherits: tuple[str, ...] = ()
     deny: tuple[str, ...] = ()
-    # Permissions a holder may give people on one object ("assign users to a task": an object grant
-    # of controls:perform on task:42) at the scopes where they hold the role, without holding them.
+    # "If enabled in user settings": setting name -> permissions granted only where the user holds this
+    # role AND has that setting switched on (at that scope, a parent of it, or everywhere).
+    if_setting: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    manages: Manages = Manages()
+    # Being replaced by manages.assigns (delegation by roles).
     assigns: tuple[str, ...] = ()
 
 
 class UserSetting(Section):
+    """A named toggle, switched on per user everywhere or at a scope. It grants nothing by itself."""
+
     description: str = ""
-    permissions: tuple[str, ...]
-    # Users for whom the toggle is on from config (the admin API can switch it on for others).
+    # The old model (a setting granted its permissions everywhere), being replaced by roles' if_setting.
+    permissions: tuple[str, ...] = ()
     users: tuple[str, ...] = ()
+
+
+EVERYWHERE = "*"
+
+
+def _settings_by_scope(value: Any) -> Any:
+    # A plain list means everywhere.
+    if isinstance(value, (list, tuple)):
+        return {EVERYWHERE: value}
+    return value
+
+
+class UserEntry(Section):
+    """Per-user state from config: the user settings switched on, everywhere (``*``) or per scope."""
+
+    settings: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+
+    @field_validator("settings", mode="before")
+    @classmethod
+    def _list_is_everywhere(cls, value: Any) -> Any:
+        return _settings_by_scope(value)
+
+    @field_validator("settings")
+    @classmethod
+    def _scopes(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        for scope in value:
+            if scope != EVERYWHERE and not SCOPE.match(scope):
+                raise ValueError(f"{scope!r}: settings are switched on at a scope (type:id, e.g. building:a) "
+                                 f"or everywhere ({EVERYWHERE!r}, or give a plain list)")
+        return value
 
 
 def _parse_until(value: Any) -> datetime | None:
