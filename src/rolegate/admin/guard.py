@@ -1,11 +1,12 @@
 """Who is administering: the signed-in actor, their compiled rights, and CSRF protection.
 
-A request authenticated by the session cookie is a browser request, and a cookie is sent by any
-site that makes the browser post to rolegate. State changes from a cookie session therefore need
-both a same-origin ``Origin`` (when the browser sends one) and a CSRF token (header
-``X-Rolegate-CSRF`` or form field ``csrf``) derived from the session. A request that carries an
-``Authorization`` header cannot be forged cross-site (no preflight is ever allowed), so bearer
-clients need no token.
+A request authenticated by a cookie (a session or a day pass) is a browser request, and a cookie is
+sent by any site that makes the browser post to rolegate. State changes from a cookie therefore need
+both proof that rolegate's own origin started them (``identity/origin.py``: ``Origin``, else
+``Sec-Fetch-Site``) and a CSRF token (header ``X-Rolegate-CSRF`` or form field ``csrf``) derived from
+the session. The credential that identified the caller decides, not the headers present: only a
+caller identified by a bearer token needs neither (a cross-site page cannot send one), and an
+``Authorization`` header that identified nobody (``Basic …`` next to the cookie) exempts nothing.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ import hashlib
 import hmac
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from rolegate.admin.errors import Denied, Unauthorized
 from rolegate.authz import Identity, Policy, decide, effective_permissions, holdings_of
+from rolegate.identity.origin import identified_by_cookie, started_here
 
 CSRF_HEADER = "X-Rolegate-CSRF"
 CSRF_FIELD = "csrf"
@@ -66,11 +67,6 @@ class Actor:
             raise Denied(f"to {what} you need {permission} {where}")
 
 
-def public_origin(runtime: Any) -> str:
-    parts = urlsplit(runtime.config.server.public_url)
-    return f"{parts.scheme}://{parts.netloc}".lower()
-
-
 def csrf_token_for(runtime: Any, principal: Any) -> str:
     """A token bound to the session: an attacker can read neither it nor the secret behind it."""
     session = runtime.config.session
@@ -99,12 +95,9 @@ async def current_actor(request: web.Request, runtime: Any) -> Actor | None:
 
 def check_csrf(request: web.Request, runtime: Any, actor: Actor, form_token: str | None = None) -> None:
     """Refuse a state change a cookie session did not knowingly make (403)."""
-    if request.headers.get("Authorization"):
-        return
-    origin = request.headers.get("Origin")
-    if origin is not None and origin.lower() != public_origin(runtime):
-        raise Denied("cross-origin request refused")
-    if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+    if not identified_by_cookie(actor.principal):
+        return  # a bearer token identified the caller: no other site can have sent it
+    if not started_here(request, runtime.config.server):
         raise Denied("cross-site request refused")
     sent = request.headers.get(CSRF_HEADER) or form_token or ""
     if not hmac.compare_digest(sent.encode(), actor.csrf_token.encode()):
