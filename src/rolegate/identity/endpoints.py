@@ -10,7 +10,7 @@ import hmac
 import html
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -18,6 +18,7 @@ from aiohttp import web
 from rolegate.errors import BadRequest, NotFound, RolegateError
 from rolegate.identity.errors import ProviderUnavailable, SignInFailed
 from rolegate.identity.oidc_client import LoginRequest, TokenRefused
+from rolegate.identity.origin import started_here
 from rolegate.identity.principal import principal_from_claims
 from rolegate.identity.provider_jwt import InvalidProviderToken
 from rolegate.identity.stage import LOGIN_COOKIE_PREFIX
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from rolegate.server.runtime import RuntimeHolder
 
 log = logging.getLogger("rolegate.identity.endpoints")
+# Refused back-channel requests: anyone can send them; the server rate-limits this logger (rolegate.server.malformed).
+_malformed = logging.getLogger("rolegate.malformed")
 
 LOGIN_TTL = 600.0
 LOGGED_OUT_PATH = "/.rolegate/logged-out"
@@ -54,9 +57,11 @@ button{font:inherit;padding:.5rem 1rem}</style>
 """
 
 
-def _sent_by_another_site(request: web.BaseRequest) -> bool:
-    """Fetch metadata says the request was started by another site (browsers since 2020 send it)."""
-    return request.headers.get("Sec-Fetch-Site", "").strip().lower() in ("cross-site", "same-site")
+def _sent_by_another_site(request: web.BaseRequest, server: Any) -> bool:
+    """The browser says another site started the request: its ``Origin`` is none of rolegate's own, or
+    without one, ``Sec-Fetch-Site`` says so (see identity/origin.py). The session cookie, not the
+    headers present, is what logout acts on, so nothing exempts it."""
+    return not started_here(request, server)
 
 
 def _state_tag(state: str) -> str:
@@ -204,7 +209,7 @@ class IdentityEndpoints:
 
     # -- /.rolegate/logout --------------------------------------------------------------------
     async def logout(self, request: web.Request) -> web.StreamResponse:
-        if _sent_by_another_site(request):
+        if _sent_by_another_site(request, self.holder.runtime.config.server):
             # Signing out is a change: another site may not make it on the user's behalf (logout CSRF).
             return web.Response(text=_CONFIRM_SIGN_OUT_PAGE, content_type="text/html",
                                 headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY",
@@ -260,7 +265,10 @@ class IdentityEndpoints:
             assert stage.provider_tokens is not None and stage.config.oidc is not None
             if request.content_length is not None and request.content_length > 64 * 1024:
                 raise BadRequest("logout request too large")
-            form = await request.post()
+            try:
+                form = await request.post()
+            except ValueError as exc:  # a body that is not UTF-8 form data (UnicodeDecodeError)
+                raise BadRequest(f"unreadable logout request body: {type(exc).__name__}") from None
             token = form.get("logout_token")
             if not isinstance(token, str) or not token:
                 raise BadRequest("no logout_token")
@@ -281,13 +289,16 @@ class IdentityEndpoints:
                                       client=request.remote))
             return web.Response(status=200, headers=headers)
         except InvalidProviderToken as exc:
-            log.info("back-channel logout refused: %s", exc)
-            return web.json_response({"error": "invalid_request", "error_description": "invalid logout token"},
-                                     status=400, headers=headers)
+            error = BadRequest(f"invalid logout token: {exc}")
+            _malformed.info("back-channel logout refused ref=%s: %s", error.reference, error.detail)
+            return web.json_response({"error": "invalid_request", "error_description": "invalid logout token",
+                                      "reference": error.reference}, status=400, headers=headers)
         except RolegateError as exc:
-            log.info("back-channel logout refused: %s", exc.detail)
             status = 501 if isinstance(exc, NotFound) else 400 if exc.status < 500 else exc.status
-            return web.json_response({"error": "invalid_request"}, status=status, headers=headers)
+            (_malformed if status == 400 else log).info("back-channel logout refused ref=%s: %s", exc.reference,
+                                                        exc.detail)
+            return web.json_response({"error": "invalid_request", "reference": exc.reference}, status=status,
+                                     headers=headers)
         except StoreUnavailable as exc:
             log.warning("back-channel logout failed: store unavailable: %s", exc)
             return web.json_response({"error": "temporarily_unavailable"}, status=503, headers=headers)
