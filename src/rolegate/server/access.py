@@ -18,9 +18,11 @@ from rolegate.authz.explain import Requirement, decide_route, requirement_of
 from rolegate.errors import Forbidden, MethodNotAllowed, RolegateError, Unauthenticated
 from rolegate.identity.authenticator import PENDING, bearer_token
 from rolegate.identity.errors import AccountDisabled
+from rolegate.identity.origin import identified_by_cookie, started_here
 from rolegate.proxy.headers import EncodedHeaders
 from rolegate.proxy.paths import normalize_path, split_segments
 from rolegate.proxy.routes import Route, canonical_host
+from rolegate.proxy.websocket import is_websocket_upgrade
 from rolegate.server import metrics
 from rolegate.server.runtime import Runtime
 
@@ -142,6 +144,14 @@ async def check_access(runtime: Runtime, request: web.BaseRequest, method: str, 
                 raise AccountDisabled(f"{principal.username} is disabled or unknown in the directory")
         access.principal = principal
         access.identity = identity
+
+        # -- a WebSocket any site's page opens carries the cookie too: Cross-Site WebSocket Hijacking ------
+        if is_websocket_upgrade(request) and identified_by_cookie(principal) and not (
+                started_here(request, runtime.config.server)):
+            _audit(runtime, "deny", method, path, route, principal, None,
+                   ("deny: cross-site WebSocket upgrade identified by a cookie",), started, request)
+            raise Forbidden(f"{principal.username} {method} {path}: WebSocket upgrade from origin "
+                            f"{request.headers.get('Origin', '')[:200]!r} refused (not one of rolegate's origins)")
 
         # -- authorize against the current compiled policy -----------------------------------------------
         decision = decide_route(policy, identity, requirement, runtime.clock())
