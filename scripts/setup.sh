@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything rolegate, its lab and its tests need. Idempotent: quick when all is present.
 #   Debian packages: slapd + ldap-utils (lab directory), nginx (bench anchor, forward-auth example),
+#                    strace (the audit durability test watches fsync calls),
 #                    caddy (forward-auth example, tests/security),
 #                    wrk (load generator), chromium (UI tests), systemd (systemd-analyze checks deploy/systemd)
 #   Python: a virtualenv in .venv with rolegate installed editable, plus test extras
@@ -9,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
-APT_PACKAGES=(slapd ldap-utils nginx caddy wrk chromium systemd)
+APT_PACKAGES=(slapd ldap-utils nginx caddy wrk chromium systemd strace)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

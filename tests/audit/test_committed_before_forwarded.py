@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 
 import aiohttp
 import pytest
@@ -19,15 +20,18 @@ from tests.support.serve import RolegateProcess
 pytestmark = pytest.mark.lab
 
 
-async def start_checking_backend(db_path) -> tuple[web.AppRunner, str, list[tuple[str, bool]]]:
-    seen: list[tuple[str, bool]] = []
+async def start_checking_backend(db_path) -> tuple[web.AppRunner, str, list[tuple[str, bool, float]]]:
+    """A backend that notes, for each request, whether its decision event was already committed, and when
+    (wall clock) the request arrived."""
+    seen: list[tuple[str, bool, float]] = []
 
     async def handle(request: web.Request) -> web.Response:
+        arrived = time.time()
         path = request.path
         with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as db:
             rows = db.execute("SELECT body FROM audit WHERE kind = 'decision'").fetchall()
         present = any(json.loads(body).get("path") == path for (body,) in rows)
-        seen.append((path, present))
+        seen.append((path, present, arrived))
         return web.json_response({"audited_before_arrival": present})
 
     app = web.Application()
@@ -62,5 +66,5 @@ async def test_every_write_is_in_the_store_when_the_backend_receives_it(tmp_path
         proc.stop()
         await runner.cleanup()
     assert len(seen) == 60
-    late = [path for path, present in seen if not present]
+    late = [path for path, present, _ in seen if not present]
     assert not late, f"{len(late)} of 60 writes reached the backend before their audit event was committed: {late[:5]}"
