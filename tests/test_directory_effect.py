@@ -148,7 +148,7 @@ async def test_a_reloaded_directory_section_applies_to_every_user_without_a_rest
         assert code == 403 and json.loads(body)["error"] == "account_disabled"
     finally:
         await http.close()
-    assert "directory sync restarted with the reloaded settings" in proc.log()
+    assert proc.wait_for_log("directory sync restarted with the reloaded settings"), proc.log()
     with urllib.request.urlopen(proc.internal_url + "/readyz", timeout=5) as resp:
         assert json.loads(resp.read())["checks"]["directory"]["state"] == "ok"
 

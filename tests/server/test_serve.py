@@ -149,7 +149,7 @@ async def test_https_upstream_is_verified_against_its_ca_file(tmp_path):
             async with aiohttp.ClientSession() as http:
                 async with http.get(proc.url + "/public/hello", headers={"Accept": "application/json"}) as resp:
                     assert resp.status == 502 and (await resp.json())["error"] == "bad_gateway"
-            assert "CERTIFICATE_VERIFY_FAILED" in proc.log()
+            assert proc.wait_for_log("CERTIFICATE_VERIFY_FAILED"), proc.log()
     finally:
         await runner.cleanup()
 

@@ -71,7 +71,8 @@ class RolegateProcess:
         return self
 
     def log(self) -> str:
-        return "".join(self.output[-200:])
+        """Everything the process printed so far (a check for a line must use ``wait_for_log``)."""
+        return "".join(self.output)
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None
