@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 ENDPOINT = "/.rolegate/auth"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_NOBODY = {"X-Rolegate-User": "", "X-Rolegate-Email": "", "X-Rolegate-Groups": ""}
 _MAX_URI = 8192
 
 
@@ -228,7 +229,9 @@ class ForwardAuth:
             return self._refuse(request, exc, method="GET", nginx=nginx)
         if access.error is not None:
             return self._refuse(request, access.error, method=method, nginx=nginx, scheme=scheme, host=host, uri=uri)
-        out = {"Cache-Control": "no-store"}
+        # The identity headers are always named, empty for nobody: a proxy that copies them by name
+        # (Caddy 2.6's copy_headers) would otherwise hand the app its unreplaced placeholder.
+        out = {"Cache-Control": "no-store", **_NOBODY}
         if access.principal is not None:
             out.update(identity_headers(access.principal))
         out.update(access.set_headers)
