@@ -171,13 +171,15 @@ class Store(abc.ABC):
         """The messages published on ``channel`` from now on, as an async iterator."""
         return self._local_broker().subscribe(channel)
 
-    async def hit(self, key: str, limit: int, window_seconds: float) -> bool:
-        """Count a hit on ``key``; True while it stays within ``limit`` hits per fixed window."""
+    async def hit(self, key: str, limit: int, window_seconds: float, *, now: float | None = None) -> bool:
+        """Count a hit on ``key``; True while it has had fewer than ``limit`` allowed hits in the last
+        ``window_seconds`` (a sliding window: see ``rolegate.store.ratelimit``). ``now``: wall-clock
+        seconds, for tests. This default counts in this process only; backends share it."""
         if self._window_counter is None:
             from rolegate.store.ratelimit import WindowCounter
 
             self._window_counter = WindowCounter()
-        return self._window_counter.hit(key, limit, window_seconds)
+        return self._window_counter.hit(key, limit, window_seconds, now)
 
     def _local_broker(self) -> "LocalBroker":
         if self._broker is None:

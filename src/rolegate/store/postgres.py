@@ -44,6 +44,10 @@ _LEASE_SESSION = {"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5", "
                   "application_name": "rolegate-lease"}
 
 
+# pg_advisory_xact_lock(class, hashtext(key)) serializes the rate limiter's hits on one key.
+_RATE_LOCK_CLASS = 0x726C  # "rl"
+
+
 def lock_key(name: str) -> int:
     """A stable signed 64-bit advisory-lock key for a lease name."""
     digest = hashlib.blake2b(f"rolegate-lease:{name}".encode(), digest_size=8).digest()
@@ -299,13 +303,23 @@ class PostgresStore(Store):
     def subscribe(self, channel: str) -> Subscription:
         return _ListenSubscription(self, _CHANNEL_PREFIX + channel)
 
-    async def hit(self, key: str, limit: int, window_seconds: float) -> bool:
-        window_end = (time.time() // window_seconds + 1) * window_seconds
-        async with self._conn() as conn:
+    async def hit(self, key: str, limit: int, window_seconds: float, *, now: float | None = None) -> bool:
+        # The sliding log of rolegate.store.ratelimit in rate_windows: one row per moment an allowed
+        # hit stops counting (window_end = its time + window), purged with the expired documents.
+        now = time.time() if now is None else now
+        slot = f"{window_seconds:g}:{key}"
+        async with self._conn() as conn, conn.transaction():
+            # One hit per key at a time, so two instances cannot both take the last place. The
+            # two-key form is a lock space of its own: it never meets a leader lock (lock_key).
+            await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _RATE_LOCK_CLASS, slot)
             hits = await conn.fetchval(
+                "SELECT coalesce(sum(hits), 0) FROM rate_windows WHERE key=$1 AND window_end>$2", slot, now)
+            if hits >= limit:
+                return False
+            await conn.execute(
                 "INSERT INTO rate_windows VALUES ($1, $2, 1) ON CONFLICT (key, window_end) "
-                "DO UPDATE SET hits=rate_windows.hits+1 RETURNING hits", f"{window_seconds:g}:{key}", window_end)
-        return int(hits) <= limit
+                "DO UPDATE SET hits=rate_windows.hits+1", slot, now + window_seconds)
+        return True
 
 
 class _SessionLease(Lease):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 import time
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -46,11 +47,15 @@ return 1
 """
 _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
 
-# One round trip for the limiter: count the hit and start the window's clock on the first one.
+# One round trip for the limiter (the sliding log of rolegate.store.ratelimit as a sorted set of
+# allowed hits scored by time): forget what left the window, refuse when full, else remember this
+# hit. ARGV: now, window (seconds), limit, a unique member, the key's TTL in ms.
 _HIT = """
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-return n
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[1]) - tonumber(ARGV[2]))
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return 1
 """
 
 
@@ -228,14 +233,17 @@ class CachedStore(Store):
     def subscribe(self, channel: str) -> Subscription:
         return _RedisSubscription(self, self.prefix + channel)
 
-    async def hit(self, key: str, limit: int, window_seconds: float) -> bool:
-        window = int(time.time() // window_seconds)
-        redis_key = f"{self.prefix}rate:{window_seconds:g}:{window}:{key}"
+    async def hit(self, key: str, limit: int, window_seconds: float, *, now: float | None = None) -> bool:
+        now = time.time() if now is None else now
+        redis_key = f"{self.prefix}rate:{window_seconds:g}:{key}"
+        member = f"{now!r}:{secrets.token_hex(6)}"  # two hits at the same instant are two hits
         try:
-            count = await self._hit(keys=[redis_key], args=[int(window_seconds * 1000) + 1000])
+            allowed = await self._hit(keys=[redis_key],
+                                      args=[repr(now), repr(window_seconds), limit, member,
+                                            int(window_seconds * 1000) + 1000])
         except _UNAVAILABLE as exc:
             raise self._unavailable(exc) from exc
-        return int(count) <= limit
+        return int(allowed) == 1
 
     # -- everything else is the wrapped store's ----------------------------------------------------------
 

@@ -13,6 +13,7 @@ from typing import Any, Callable, TypeVar
 
 from rolegate.store.base import GENESIS, ChainFn, Record, Store, StoreUnavailable, VersionConflict
 from rolegate.store.lease import Lease, file_lease
+from rolegate.store.ratelimit import NAMESPACE as RATE_NAMESPACE, admit
 
 T = TypeVar("T")
 
@@ -221,6 +222,31 @@ class SQLiteStore(Store):
         cutoff = time.time() if now is None else now
         return await self._run(lambda db: db.execute(
             "DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at<=?", (cutoff,)).rowcount)
+
+    async def hit(self, key: str, limit: int, window_seconds: float, *, now: float | None = None) -> bool:
+        # The sliding log as a document in the database file, read and written in one IMMEDIATE
+        # transaction: every worker on the machine shares the limit and no two take the last place.
+        now = time.time() if now is None else now
+        doc_key = f"{window_seconds:g}:{key}"
+
+        def q(db: sqlite3.Connection) -> bool:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute("SELECT value, version FROM kv WHERE namespace=? AND key=?",
+                                 (RATE_NAMESPACE, doc_key)).fetchone()
+                times = admit(json.loads(row[0]) if row else None, limit, window_seconds, now)
+                if times is not None:
+                    # The Store forgets in real time; the log itself decides on ``now``.
+                    db.execute("INSERT OR REPLACE INTO kv VALUES (?,?,?,?,?)",
+                               (RATE_NAMESPACE, doc_key, json.dumps({"t": times}), (row[1] + 1) if row else 1,
+                                time.time() + window_seconds + 1))
+                db.execute("COMMIT")
+                return times is not None
+            except BaseException:
+                _rollback(db)
+                raise
+
+        return await self._run(q)
 
     async def append_audit(self, entries: list[tuple[float, str, str]], chain: ChainFn) -> list[int]:
         def q(db: sqlite3.Connection) -> list[int]:
