@@ -13,18 +13,29 @@ written):
 - When the Store is unreachable, the writer keeps the batch at the head of the queue and retries
   with backoff; the queue fills, reads are shed, and essential events start failing closed. Once the
   Store is back, everything still queued is written, in order.
+
+Nothing is lost in silence. While the Store or a sink cannot be written, ``unwritable`` names it and
+the real error (``/readyz`` turns not-ready through the observer), and ``audit.on_failure`` decides what
+allowed reads do: ``serve`` keeps answering them (recorded once there is room again, or shed and
+counted), ``refuse`` answers them 503. Every event that never reaches the Store is counted in
+``dropped`` by (kind, reason); a batch a sink could not take is kept (up to ``queue_size`` events) and
+offered again until the sink takes it, and only what overflows that backlog is counted in
+``sink_dropped`` by (sink, kind). The counts and the state go to ``observer`` (Prometheus, /readyz), and
+a summary is logged at most every ``SUMMARY_SECONDS``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import sqlite3
 import time
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Literal
 
 from rolegate.audit.chain import chain_hash
 from rolegate.audit.events import AuditEvent, encode_body, new_event_id
@@ -43,6 +54,12 @@ LINGER = 0.05
 # Loop turns the writer yields before a commit somebody waits for, so that requests already running
 # emit first and share it (see _write_loop).
 _GATHER_YIELDS = 2
+# Longest wait between two attempts to write to a Store or sink that failed.
+RETRY_MAX = 2.0
+# Shortest time between two log lines that sum up what was dropped.
+SUMMARY_SECONDS = 10.0
+# What allowed reads do while the audit cannot be written (``audit.on_failure``).
+OnFailure = Literal["serve", "refuse"]
 
 
 class AuditUnavailable(ServiceUnavailable):
@@ -62,6 +79,18 @@ class _Item:
         self.future = future
 
 
+def describe_error(exc: BaseException) -> str:
+    """The real reason a write failed, short and stable enough for a metric label:
+    ``ENOSPC: No space left on device``, ``database or disk is full (SQLITE_FULL)``."""
+    for cause in (exc, exc.__cause__):
+        if isinstance(cause, OSError) and cause.errno:
+            return f"{errno.errorcode.get(cause.errno, cause.errno)}: {cause.strerror or cause}"
+        if isinstance(cause, sqlite3.Error):
+            name = getattr(cause, "sqlite_errorname", None)
+            return f"{cause} ({name})" if name else str(cause)
+    return (str(exc) or type(exc).__name__)[:160]
+
+
 def _encode(event: AuditEvent) -> str:
     try:
         return event.encode()
@@ -78,14 +107,17 @@ class AuditLog:
                  "should_record_read", "_wait_timeout", "_durable_timeout", "_wake", "_space", "_progress",
                  "_task", "_closing", "_closed", "_executor", "_retention_seconds", "_retention_key", "_linger",
                  "_urgent",
-                 "_retention_interval", "_retention_task",
+                 "_retention_interval", "_retention_task", "_sampler", "on_failure", "unwritable", "dropped",
+                 "sink_dropped", "_backlog", "_retry_at", "_retry_delay", "observer", "observer_state",
+                 "_summary_at", "_summarized",
                  "queued", "written", "batches", "dropped_reads", "rejected", "failed_batches", "sink_errors")
 
     def __init__(self, store: Store, *, queue_size: int = 10000, batch_size: int = 256, durable_writes: bool = True,
                  reads_enabled: bool = True, read_sample: float = 1.0, sinks: list[Sink] | None = None,
                  wait_timeout: float = 5.0, durable_timeout: float = 10.0, retention_seconds: float | None = None,
                  retention_key: bytes | None = None, retention_interval: float = 3600.0,
-                 linger: float = LINGER) -> None:
+                 linger: float = LINGER, on_failure: OnFailure = "serve",
+                 observer: Callable[[AuditLog], None] | None = None) -> None:
         self._store = store
         self._sinks = list(sinks or ())
         self._queue: deque[_Item] = deque()
@@ -93,8 +125,21 @@ class AuditLog:
         self._read_limit = max(1, queue_size * 3 // 4)
         self._batch_size = max(1, batch_size)
         self.durable_writes = durable_writes
-        # Bound once: the cheapest callable for the configured sampling.
-        self.should_record_read = read_sampler(reads_enabled, read_sample)
+        # Bound once: the cheapest callable for the configured sampling (swapped for one that refuses
+        # while the audit cannot be written and on_failure is "refuse", see _mark).
+        self._sampler = read_sampler(reads_enabled, read_sample)
+        self.should_record_read: Callable[[], bool] = self._sampler
+        self.on_failure = on_failure
+        self.unwritable: dict[str, str] = {}       # "store" or a sink's name -> why it cannot be written
+        self.dropped: Counter[tuple[str, str]] = Counter()       # (kind, reason) never in the Store
+        self.sink_dropped: Counter[tuple[str, str]] = Counter()  # (sink, kind) in the Store, not in the sink
+        self._backlog: dict[str, deque[Row]] = {sink.name: deque() for sink in self._sinks}
+        self._retry_at: dict[str, float] = {}     # when a sink that failed is offered its backlog again
+        self._retry_delay: dict[str, float] = {}
+        self.observer = observer
+        self.observer_state: Any = None  # the observer's own bookkeeping
+        self._summary_at = 0.0
+        self._summarized: Counter[tuple[str, str, str]] = Counter()  # what _observe already logged
         self._wait_timeout = wait_timeout
         self._durable_timeout = durable_timeout
         self._wake = asyncio.Event()
@@ -117,7 +162,7 @@ class AuditLog:
         self.dropped_reads = 0   # sampled reads shed because the queue was three quarters full
         self.rejected = 0        # essential events refused with 503 (logged at ERROR, never silent)
         self.failed_batches = 0  # Store writes that failed and were retried
-        self.sink_errors = 0     # JSONL/stdout writes that failed (the Store copy is still there)
+        self.sink_errors = 0     # JSONL/stdout writes that failed (kept and retried; the Store has them)
 
     @classmethod
     def from_config(cls, store: Store, config: Any, *, base_dir: Path | None = None, run_retention: bool = False,
@@ -127,11 +172,14 @@ class AuditLog:
 
         audit = config.audit
         retention = audit.retention.total_seconds() if audit.retention is not None and run_retention else None
+        from rolegate.server.audit_health import publish
+
         options: dict[str, Any] = dict(
             queue_size=audit.queue_size, batch_size=audit.batch_size, durable_writes=audit.durable_writes,
             reads_enabled=audit.reads.enabled, read_sample=audit.reads.sample,
             sinks=open_sinks(audit.sinks, base_dir), retention_seconds=retention,
-            retention_key=checkpoint_key(config) if retention is not None else None)
+            retention_key=checkpoint_key(config) if retention is not None else None,
+            on_failure=audit.on_failure, observer=publish)
         options.update(overrides)
         return cls(store, **options)
 
@@ -142,10 +190,57 @@ class AuditLog:
         """Events waiting to be written (including the batch in flight)."""
         return len(self._queue)
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def stats(self) -> dict[str, int]:
         return {"depth": self.depth, "queued": self.queued, "written": self.written, "batches": self.batches,
                 "dropped_reads": self.dropped_reads, "rejected": self.rejected,
-                "failed_batches": self.failed_batches, "sink_errors": self.sink_errors}
+                "failed_batches": self.failed_batches, "sink_errors": self.sink_errors,
+                "sink_backlog": sum(len(b) for b in self._backlog.values())}
+
+    def _mark(self, target: str, error: str | None) -> None:
+        """Record that ``target`` (the Store or a sink) failed with ``error``, or (None) works again."""
+        if error is None:
+            if self.unwritable.pop(target, None) is not None:
+                log.warning("audit: %s is written again", target)
+        else:
+            self.unwritable[target] = error
+        refuse = bool(self.unwritable) and self.on_failure == "refuse"
+        self.should_record_read = self._refuse_read if refuse else self._sampler
+
+    def _refuse_read(self) -> bool:
+        """``audit.on_failure: refuse``: no read is answered while the audit cannot record it."""
+        self.dropped[("decision", "refused")] += 1
+        raise AuditUnavailable("the audit trail cannot be written (" + "; ".join(
+            f"{target}: {why}" for target, why in self.unwritable.items()) + "); audit.on_failure is refuse")
+
+    def _observe(self) -> None:
+        """Hand counts and state to the observer; log what was dropped, at most every SUMMARY_SECONDS."""
+        if self.observer is not None:
+            try:
+                self.observer(self)
+            except Exception:  # noqa: BLE001 - metrics must never stop the writer
+                log.exception("audit observer failed")
+        now = time.monotonic()
+        if now - self._summary_at < SUMMARY_SECONDS and not self._closed:
+            return
+        seen = self._summarized
+        parts = [f"{n - seen[('store', kind, reason)]} {kind} ({reason})"
+                 for (kind, reason), n in sorted(self.dropped.items()) if n > seen[("store", kind, reason)]]
+        parts += [f"{n - seen[('sink', sink, kind)]} {kind} not copied to {sink}"
+                  for (sink, kind), n in sorted(self.sink_dropped.items()) if n > seen[("sink", sink, kind)]]
+        if not parts:
+            return
+        self._summary_at = now
+        for (kind, reason), n in self.dropped.items():
+            seen[("store", kind, reason)] = n
+        for (sink, kind), n in self.sink_dropped.items():
+            seen[("sink", sink, kind)] = n
+        log.error("audit events lost since the last report: %s%s", ", ".join(parts),
+                  "; unwritable: " + "; ".join(f"{t}: {e}" for t, e in self.unwritable.items())
+                  if self.unwritable else "")
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -189,15 +284,27 @@ class AuditLog:
         self._closed = True
         while self._queue:
             item = self._queue.popleft()
+            self.dropped[(item.kind, "shutdown")] += 1
             overflow_log.error("audit event not written before shutdown: %s",
                                f'{{"ts":{item.ts:.6f},"kind":"{item.kind}","event":{item.body}}}')
             if item.future is not None and not item.future.done():
                 item.future.set_exception(AuditUnavailable("the audit log closed before the event was written"))
         if self._executor is not None:
             loop = asyncio.get_running_loop()
+            if any(self._backlog.values()):
+                self._retry_at.clear()
+                await self._copy([], False)  # one last try for what a sink could not take
+            for name, backlog in self._backlog.items():
+                if backlog:
+                    for row in backlog:
+                        self.sink_dropped[(name, row[2])] += 1
+                    log.error("audit: %d events (seq %d..%d) are in the store but were never copied to %s: %s",
+                              len(backlog), backlog[0][0], backlog[-1][0], name, self.unwritable.get(name, "?"))
+                    backlog.clear()
             for sink in self._sinks:
                 await loop.run_in_executor(self._executor, sink.close)
             self._executor.shutdown(wait=False)
+        self._observe()
 
     # -- emitting -------------------------------------------------------------------------------
 
@@ -207,6 +314,7 @@ class AuditLog:
         depth = len(self._queue)
         if event.droppable and depth >= self._read_limit:
             self.dropped_reads += 1
+            self.dropped[(event.kind, "queue_full")] += 1
             return False
         if depth >= self._queue_size or self._closing:
             self._refuse(event, "the audit queue is full" if not self._closing else "the audit log is closing")
@@ -262,6 +370,7 @@ class AuditLog:
 
     def _refuse(self, event: AuditEvent, why: str) -> None:
         self.rejected += 1
+        self.dropped[(event.kind, "refused")] += 1
         overflow_log.error("%s; refusing the request. Event: %s", why,
                            f'{{"ts":{event.ts:.6f},"kind":"{event.kind}","event":{_encode(event)}}}')
         raise AuditUnavailable(why)
@@ -283,7 +392,17 @@ class AuditLog:
                 if self._closing:
                     return
                 self._wake.clear()
-                await self._wake.wait()
+                retry = self._next_retry()
+                if retry is None:
+                    await self._wake.wait()
+                    continue
+                # A sink still owes events: offer them again when due even if nothing new comes (so a
+                # sink that recovers catches up, and /readyz turns ready again, without traffic).
+                try:
+                    await asyncio.wait_for(self._wake.wait(), retry)
+                except (TimeoutError, asyncio.TimeoutError):
+                    await self._copy([], False)
+                    self._observe()
                 continue
             urgent = self._urgent
             if (self._linger and not urgent.is_set() and len(queue) < self._batch_size and not self._closing
@@ -313,13 +432,18 @@ class AuditLog:
                 seqs = await self._store.append_audit([(i.ts, i.kind, i.body) for i in batch], chain)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # the Store is down or locked: keep the batch, retry
+            except Exception as exc:  # the Store is down, locked or full: keep the batch, retry
                 self.failed_batches += 1
-                log.error("audit batch of %d not written, retrying in %.2fs: %s", len(batch), backoff, exc)
+                why = describe_error(exc)
+                self._mark("store", why)
+                log.error("audit batch of %d not written, retrying in %.2fs: %s", len(batch), backoff, why)
+                self._observe()
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+                backoff = min(backoff * 2, RETRY_MAX)
                 continue
             backoff = 0.05
+            if self.unwritable.get("store"):
+                self._mark("store", None)
             for _ in batch:
                 queue.popleft()
             self.written += len(batch)
@@ -329,26 +453,73 @@ class AuditLog:
                 links = links[-len(batch):]
                 rows: list[Row] = [(seq, i.ts, i.kind, i.body, prev, digest)
                                    for i, seq, (prev, digest) in zip(batch, seqs, links)]
-                durable = any(i.future is not None for i in batch)
-                try:
-                    await loop.run_in_executor(self._executor, self._write_sinks, rows, durable)
-                except Exception as exc:
-                    self.sink_errors += 1
-                    log.error("audit sink write failed (events %d..%d are in the store): %s", seqs[0], seqs[-1], exc)
+                await self._copy(rows, any(i.future is not None for i in batch))
             for item, seq in zip(batch, seqs):
                 if item.future is not None and not item.future.done():
                     item.future.set_result(seq)
             self._progress.set()
+            self._observe()
 
-    def _write_sinks(self, rows: list[Row], durable: bool) -> None:
-        errors: list[str] = []
+    async def _copy(self, rows: list[Row], durable: bool) -> None:
+        """Give each sink what it still owes plus ``rows``; keep what it could not take, up to a queue's worth.
+
+        A sink that failed is offered its backlog again after a back-off (0.05 s doubling to RETRY_MAX),
+        not at every batch: until then new rows join its backlog.
+        """
+        now = time.monotonic()
+        offers: list[tuple[Sink, list[Row]]] = []
         for sink in self._sinks:
+            backlog = self._backlog[sink.name]
+            if backlog and now < self._retry_at.get(sink.name, 0.0):
+                backlog.extend(rows)
+                self._trim(sink.name)
+            elif backlog or rows:
+                offers.append((sink, [*backlog, *rows]))
+        if not offers:
+            return
+        loop = asyncio.get_running_loop()
+        results = await loop.run_in_executor(self._executor, self._write_sinks, offers, durable)
+        for (sink, pending), error in zip(offers, results):
+            backlog = self._backlog[sink.name]
+            backlog.clear()
+            if error is None:
+                self._retry_at.pop(sink.name, None)
+                self._retry_delay.pop(sink.name, None)
+                if sink.name in self.unwritable:
+                    self._mark(sink.name, None)
+                continue
+            self.sink_errors += 1
+            delay = self._retry_delay[sink.name] = min(self._retry_delay.get(sink.name, 0.025) * 2, RETRY_MAX)
+            self._retry_at[sink.name] = time.monotonic() + delay
+            why = describe_error(error)
+            backlog.extend(pending[getattr(error, "rows_written", 0):])
+            if backlog and self.unwritable.get(sink.name) != why:
+                log.error("audit sink %s cannot be written (%s); %d events (seq %d..%d) are in the store and "
+                          "kept to try again", sink.name, why, len(backlog), backlog[0][0], backlog[-1][0])
+            self._trim(sink.name)
+            self._mark(sink.name, why)
+
+    def _trim(self, name: str) -> None:
+        """Bound a sink's backlog: the oldest go first, counted by kind."""
+        backlog = self._backlog[name]
+        while len(backlog) > self._queue_size:
+            self.sink_dropped[(name, backlog.popleft()[2])] += 1
+
+    def _next_retry(self) -> float | None:
+        """Seconds until a sink that owes events is tried again (None: none owes anything)."""
+        due = [self._retry_at.get(name, 0.0) for name, backlog in self._backlog.items() if backlog]
+        return max(0.01, min(due) - time.monotonic()) if due else None
+
+    def _write_sinks(self, offers: list[tuple[Sink, list[Row]]], durable: bool) -> list[OSError | None]:
+        """On the sink thread: one write per sink; the error of each (None: it took everything)."""
+        results: list[OSError | None] = []
+        for sink, rows in offers:
             try:
                 sink.write(rows, durable)
+                results.append(None)
             except OSError as exc:
-                errors.append(f"{sink.name}: {exc}")
-        if errors:
-            raise OSError("; ".join(errors))
+                results.append(exc)
+        return results
 
     async def _retention(self) -> None:
         from rolegate.audit.retention import prune_expired

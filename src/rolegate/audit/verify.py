@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from rolegate.audit import checkpoint as cp
@@ -196,3 +198,199 @@ async def compare_with_copy(store: Store, path: str) -> Problem | None:
     if rows[0]["hash"] != hash_:
         return Problem(seq, f"its hash differs from the copy in {path}: the chain was rewritten")
     return None
+
+
+# -- copies (JSONL sinks) ---------------------------------------------------------------------------
+
+# Problems listed per copy; the rest are counted.
+COPY_PROBLEMS_LISTED = 20
+# The widest seq span one copy may cover (a bitmap of this many bits: 32 MiB).
+_MAX_SPAN = 1 << 28
+_EVENT_FIELD = b',"event":'
+
+
+@dataclass(slots=True)
+class CopyReport:
+    """What ``verify_copy`` found in one JSONL copy: every line checked, gaps and torn lines named."""
+
+    sink: str
+    lines: int = 0                        # whole, well-formed event lines
+    first_seq: int | None = None
+    last_seq: int | None = None
+    problems: list[str] = field(default_factory=list)
+    unlisted: int = 0                     # problems beyond COPY_PROBLEMS_LISTED
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def problem(self, what: str) -> None:
+        if len(self.problems) < COPY_PROBLEMS_LISTED:
+            self.problems.append(what)
+        else:
+            self.unlisted += 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sink": self.sink, "ok": self.ok, "lines": self.lines, "first_seq": self.first_seq,
+                "last_seq": self.last_seq, "problems": self.problems, "unlisted_problems": self.unlisted,
+                "notes": self.notes}
+
+
+class _Seqs:
+    """The seqs seen in a copy, as a bitmap (a copy is nearly in order, but several workers interleave)."""
+
+    __slots__ = ("base", "bits", "low", "high")
+
+    def __init__(self) -> None:
+        self.base = 0
+        self.bits = bytearray()
+        self.low: int | None = None
+        self.high: int | None = None
+
+    def add(self, seq: int) -> bool | None:
+        """True: new; False: seen before; None: too far from the others to track."""
+        if self.low is None:
+            self.base = seq - seq % 8
+        elif max(self.high, seq) - min(self.low, seq) >= _MAX_SPAN:
+            return None
+        if seq < self.base:
+            grow = (self.base - seq + 7) // 8 + 1024
+            self.bits[:0] = bytes(grow)
+            self.base -= grow * 8
+        index = seq - self.base
+        byte, mask = index >> 3, 1 << (index & 7)
+        if byte >= len(self.bits):
+            self.bits.extend(bytes(byte - len(self.bits) + 1 + 1024))
+        if self.bits[byte] & mask:
+            return False
+        self.bits[byte] |= mask
+        self.low = seq if self.low is None else min(self.low, seq)
+        self.high = seq if self.high is None else max(self.high, seq)
+        return True
+
+    def missing(self) -> list[tuple[int, int]]:
+        """Ranges (first, last) of seqs between the lowest and highest seen that were not seen."""
+        if self.low is None or self.high is None:
+            return []
+        gaps: list[tuple[int, int]] = []
+        start: int | None = None  # first seq of the gap being walked
+        previous = -2
+        for match in re.finditer(rb"[^\xff]", self.bits):  # bytes with a seq missing; 0xFF bytes are whole
+            byte = match.start()
+            if start is not None and byte != previous + 1:
+                gaps.append((start, self.base + (previous + 1) * 8 - 1))  # the whole bytes between end it
+                start = None
+            value = self.bits[byte]
+            for bit in range(8):
+                seq = self.base + byte * 8 + bit
+                if seq < self.low:
+                    continue
+                if seq > self.high:
+                    return gaps
+                if value & (1 << bit):
+                    if start is not None:
+                        gaps.append((start, seq - 1))
+                        start = None
+                elif start is None:
+                    start = seq
+            previous = byte
+        return gaps
+
+
+def _read_line(line: bytes) -> tuple[int, str] | str:
+    """(seq, hash) of a whole, self-consistent copy line, or why it is not one."""
+    import json
+
+    if not line.endswith(b"\n"):
+        return "it has no newline: a write was cut short (torn)"
+    try:
+        copy = json.loads(line)
+    except ValueError:
+        return "it is not one whole JSON line: torn or edited"
+    if not isinstance(copy, dict):
+        return "it is not an event line"
+    seq, hash_, prev, ts, kind = (copy.get(k) for k in ("seq", "hash", "prev_hash", "ts", "kind"))
+    at = line.find(_EVENT_FIELD)
+    if (not isinstance(seq, int) or isinstance(seq, bool) or not isinstance(hash_, str) or not isinstance(prev, str)
+            or not isinstance(kind, str) or not isinstance(ts, (int, float)) or isinstance(ts, bool) or at < 0
+            or not line.endswith(b"}\n")):
+        return "it lacks seq, ts, kind, prev_hash, hash or event: not an event line"
+    body = line[at + len(_EVENT_FIELD):-2].decode("utf-8", "surrogateescape")
+    if chain_hash(prev, seq, float(ts), kind, body) != hash_:
+        return f"seq {seq}: its hash does not match its contents: edited"
+    return seq, hash_
+
+
+async def _against_store(store: Store, lines: list[tuple[int, str, int]], span: tuple[int, int] | None,
+                         report: CopyReport) -> None:
+    """Compare copied (seq, hash, line number) with the store's rows, a run of nearby seqs per query."""
+    lines.sort()
+    index = 0
+    while index < len(lines):
+        first = lines[index][0]
+        end = index
+        while end + 1 < len(lines) and lines[end + 1][0] - first < PAGE:
+            end += 1
+        last = lines[end][0]
+        rows = await store.audit_rows(after_seq=first - 1, limit=last - first + 1)
+        held = {row["seq"]: row["hash"] for row in rows}
+        for seq, hash_, number in lines[index:end + 1]:
+            stored = held.get(seq)
+            if stored is not None:
+                if stored != hash_:
+                    report.problem(f"seq {seq} (line {number}) differs from the store's event: one of them was "
+                                   "edited or the chain rewritten")
+            elif span is None or seq > span[1]:
+                report.problem(f"seq {seq} (line {number}) is missing from the store, which ends at seq "
+                               f"{span[1] if span else 0}: events were cut off the end")
+            elif seq >= span[0]:
+                report.problem(f"seq {seq} (line {number}) is missing from the store: deleted")
+        index = end + 1
+
+
+async def verify_copy(store: Store, path: str | Path) -> CopyReport:
+    """Check every line of a JSONL copy: whole and self-consistent (its hash), the same as the store's
+    event, and no seq missing between the copy's first and last line. Events the store holds beyond the
+    copy's last line are a note (they are copied just after each commit, or owed by a failing sink)."""
+    path = Path(path)
+    report = CopyReport(f"jsonl:{path}")
+    head = await store.audit_rows(after_seq=0, limit=1)
+    tail = await store.audit_tail()
+    span = (head[0]["seq"], tail["seq"]) if head and tail else None
+    seen = _Seqs()
+    pending: list[tuple[int, str, int]] = []
+    offset = 0
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, 1):
+            read = _read_line(line)
+            if isinstance(read, str):
+                report.problem(f"line {number} (byte {offset}): {read}")
+            else:
+                seq, hash_ = read
+                fresh = seen.add(seq)
+                if fresh is None:
+                    report.problem(f"line {number}: seq {seq} is far outside the copy's other seqs: edited")
+                elif not fresh:
+                    report.problem(f"line {number}: seq {seq} appears twice")
+                else:
+                    report.lines += 1
+                    pending.append((seq, hash_, number))
+                    if len(pending) >= PAGE:
+                        await _against_store(store, pending, span, report)
+                        pending = []
+            offset += len(line)
+    if pending:
+        await _against_store(store, pending, span, report)
+    report.first_seq, report.last_seq = seen.low, seen.high
+    for first, last in seen.missing():
+        count = last - first + 1
+        held = "" if span is None or last < span[0] or first > span[1] else " (the store has them)"
+        report.problem(f"events {first}..{last} ({count}) are missing from the copy{held}: a write that "
+                       "failed, or lines deleted" if count > 1 else
+                       f"event {first} is missing from the copy{held}: a write that failed, or a line deleted")
+    if span is not None and (seen.high is None or span[1] > seen.high):
+        after = seen.high + 1 if seen.high is not None else span[0]
+        report.notes.append(f"the store holds seq {max(after, span[0])}..{span[1]}, newer than the copy's last "
+                            "line: not copied yet, or owed by a sink that cannot be written")
+    return report

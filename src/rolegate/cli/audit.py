@@ -1,6 +1,7 @@
 """``rolegate audit verify|query|prune -c FILE``: prove, read and trim the audit trail.
 
-verify exits 0 when the chain is intact, 1 when it was tampered with (naming the first bad event),
+verify exits 0 when the chain and every readable JSONL copy are intact, 1 when the chain was tampered
+with (naming the first bad event) or a copy has a gap, a torn or edited line, or differs from the store,
 2 when it cannot run (config, store, missing checkpoint key).
 """
 
@@ -66,25 +67,29 @@ def run_verify(args: argparse.Namespace) -> int:
     from rolegate.audit.verify import CannotVerify, verify_chain
     from rolegate.store.base import StoreUnavailable
 
-    from rolegate.audit.verify import compare_with_copy
+    from rolegate.audit.verify import CopyReport, compare_with_copy, verify_copy
 
     base_dir = Path(args.config).resolve().parent
     copies = [Path(name[len("jsonl:"):]) for name in config.audit.sinks if name.startswith("jsonl:")]
     copies = [p if p.is_absolute() else base_dir / p for p in copies]
+    checked: list[CopyReport] = []
 
     async def check(store):
         report = await verify_chain(store, checkpoint_key(config))
         for copy in copies:
-            if not report.ok:
-                break
             if not copy.exists():
                 report.notes.append(f"{copy} does not exist; not compared")
                 continue
-            problem = await compare_with_copy(store, str(copy))
-            if problem is not None:
-                report.ok, report.problem = False, problem
-            else:
-                report.notes.append(f"the newest event in {copy} matches the store")
+            if report.ok:
+                problem = await compare_with_copy(store, str(copy))
+                if problem is not None:
+                    report.ok, report.problem = False, problem
+                else:
+                    report.notes.append(f"the newest event in {copy} matches the store")
+            # Every line of every copy: whole, unedited, the store's event, and no gap.
+            checked.append(await verify_copy(store, copy))
+        if "stdout" in config.audit.sinks:
+            report.notes.append("the stdout sink cannot be read back here; check the copy your collector keeps")
         return report
 
     try:
@@ -92,9 +97,12 @@ def run_verify(args: argparse.Namespace) -> int:
     except (CannotVerify, StoreUnavailable, OSError) as exc:
         print(f"rolegate: audit verify: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    copies_ok = all(copy.ok for copy in checked)
     if args.json:
-        print(json.dumps(report.to_json(), indent=2))
-    elif report.ok:
+        print(json.dumps({**report.to_json(), "ok": report.ok and copies_ok,
+                          "copies": [copy.to_json() for copy in checked]}, indent=2))
+        return EXIT_OK if report.ok and copies_ok else EXIT_TAMPERED
+    if report.ok:
         span = f"seq {report.first_seq}..{report.last_seq}" if report.checked else "no events"
         anchor = f", anchored at signed checkpoint seq {report.checkpoint_seq}" if report.checkpoint_seq else ""
         print(f"audit chain OK: {report.checked} events ({span}){anchor}")
@@ -103,7 +111,19 @@ def run_verify(args: argparse.Namespace) -> int:
     else:
         print(f"audit chain TAMPERED: {report.problem}")
         print(f"  {report.checked} events before it verified")
-    return EXIT_OK if report.ok else EXIT_TAMPERED
+    for copy in checked:
+        span = f"seq {copy.first_seq}..{copy.last_seq}" if copy.lines else "no events"
+        if copy.ok:
+            print(f"copy {copy.sink} OK: {copy.lines} lines ({span})")
+        else:
+            more = f", {copy.unlisted} more not listed" if copy.unlisted else ""
+            print(f"copy {copy.sink} DAMAGED: {len(copy.problems) + copy.unlisted} problems in {copy.lines} "
+                  f"good lines ({span}){more}")
+            for problem in copy.problems:
+                print(f"  {problem}")
+        for note in copy.notes:
+            print(f"  note: {note}")
+    return EXIT_OK if report.ok and copies_ok else EXIT_TAMPERED
 
 
 def run_query(args: argparse.Namespace) -> int:

@@ -11,6 +11,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client import multiprocess
 
+from rolegate.server.audit_health import with_audit
+
 
 def build_internal_app(readiness: Callable[[], dict[str, Any]]) -> web.Application:
     """``readiness()`` returns {"ready": bool, "checks": {...}}; it must be cheap."""
@@ -19,7 +21,8 @@ def build_internal_app(readiness: Callable[[], dict[str, Any]]) -> web.Applicati
         return web.json_response({"status": "ok"})
 
     async def readyz(request: web.Request) -> web.Response:
-        state = readiness()
+        # The audit check is read from every process's metrics: an audit that cannot be written is not ready.
+        state = with_audit(readiness())
         return web.Response(status=200 if state.get("ready") else 503, text=json.dumps(state),
                             content_type="application/json")
 

@@ -16,7 +16,16 @@ DIRECTORY_PENDING_DELETIONS = Gauge("rolegate_directory_refused_deletions",
                                     "Users a refused sync would have removed", multiprocess_mode="max")
 PERMISSION_VERSION = Gauge("rolegate_permission_version", "Permission state version in use",
                            multiprocess_mode="max")
-AUDIT_QUEUE = Gauge("rolegate_audit_queue_depth", "Audit events waiting to be written", multiprocess_mode="sum")
+AUDIT_QUEUE = Gauge("rolegate_audit_queue_depth", "Audit events waiting to be written", multiprocess_mode="livesum")
+# Set by rolegate.server.audit_health from each AuditLog's counts (see there; /readyz reads the gauge).
+AUDIT_DROPPED = Counter("rolegate_audit_dropped_total", "Audit events that never reached the Store",
+                        ["kind", "reason"])
+AUDIT_SINK_DROPPED = Counter("rolegate_audit_sink_dropped_total",
+                             "Audit events in the Store that a sink never received", ["sink", "kind"])
+AUDIT_SINK_BACKLOG = Gauge("rolegate_audit_sink_backlog", "Audit events a failing sink still owes, kept to retry",
+                           multiprocess_mode="livesum")
+AUDIT_UNWRITABLE = Gauge("rolegate_audit_unwritable", "1 while the audit cannot write to this target",
+                         ["target", "error"], multiprocess_mode="livemax")
 DECISION_SECONDS = Histogram("rolegate_decision_seconds", "Time to authenticate and authorize",
                              buckets=(1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1))
 

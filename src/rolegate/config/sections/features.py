@@ -174,6 +174,10 @@ class AuditConfig(Section):
     checkpoint_secret: SecretStr | None = None
     queue_size: int = Field(default=10000, ge=10)
     batch_size: int = Field(default=256, ge=1)
+    # While the Store or a sink cannot be written (a full disk): "serve" keeps answering allowed reads
+    # (counted in rolegate_audit_dropped_total when they cannot be kept), "refuse" answers them 503.
+    # Writes and denials fail closed either way.
+    on_failure: Literal["serve", "refuse"] = "serve"
 
     @field_validator("sinks")
     @classmethod
