@@ -2,7 +2,8 @@
 
 Asked before the provider's access tokens; answers None for any token whose ``iss`` is not
 rolegate, and refuses (SignInRequired / StaleToken) every token that claims to be rolegate's
-but fails verification, was revoked, or was minted under an older permission version.
+but fails verification, was revoked, comes from a day pass that ended (checked at every request,
+like the pass cookie), or was minted under an older permission version.
 """
 
 from __future__ import annotations

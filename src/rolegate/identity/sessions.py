@@ -149,6 +149,27 @@ class SessionStore:
         await self._touch(session, now)
         return session
 
+    async def find_for(self, principal: Principal) -> Session | None:
+        """The live session a session Principal came from, read from the Store and touched like a
+        request's; None once it ended (signed out, revoked, expired, idle). Token families started from
+        a browser session ask this at every refresh: they live only as long as the session.
+
+        The Principal's ``session_id`` is the head of the key's id hash (see Session), so the key is
+        found by prefix without the raw id, which only the cookie holds.
+        """
+        sid = principal.session_id
+        if principal.auth != "session" or len(sid) != 32 or not all(c in "0123456789abcdef" for c in sid):
+            return None
+        records = await self.store.list(NAMESPACE, f"{subject_tag(principal.subject)}.{sid}")
+        if len(records) != 1 or not isinstance(records[0].value, dict):
+            return None
+        session = Session(records[0].key, records[0].value, records[0].version)
+        now = time.time()
+        if session.principal.username != principal.username or not session.alive(now, self.idle_timeout):
+            return None
+        await self._touch(session, now)
+        return session
+
     def find_now(self, sub_tag: str, session_id: str, now: float) -> Session | None:
         """``find``'s answer when memory holds it (cached, alive, nothing to write back), else PENDING."""
         key = self._keys.get((sub_tag, session_id))

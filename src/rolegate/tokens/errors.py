@@ -22,10 +22,17 @@ class StaleToken(TokenStale):
 
 
 class GrantError(Exception):
-    """An OAuth error response from the token endpoint: ``{"error": code, "error_description": ...}``."""
+    """An OAuth error response from the token endpoint: ``{"error": code, "error_description": ...}``.
 
-    def __init__(self, code: str, description: str, *, status: int = 400) -> None:
+    ``description`` is all the client learns; ``detail`` (why, for the log and the audit trail) and
+    ``user`` (whom the refused grant was for, when known) never reach it.
+    """
+
+    def __init__(self, code: str, description: str, *, status: int = 400, detail: str | None = None,
+                 user: str | None = None) -> None:
         super().__init__(description)
         self.code = code
         self.description = description
         self.status = status
+        self.detail = detail or description
+        self.user = user

@@ -16,7 +16,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from rolegate.store import Store, VersionConflict
@@ -101,8 +101,14 @@ class RefreshFamilies:
             return None
         return Family(key, record.value, record.version)
 
-    async def rotate(self, token: str, *, identity: dict[str, Any] | None = None) -> tuple[Family, str]:
-        """Exchange a live refresh token for its successor; InvalidGrant otherwise (reuse revokes the family)."""
+    async def rotate(self, token: str, *,
+                     check: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None) -> tuple[Family, str]:
+        """Exchange a live refresh token for its successor; InvalidGrant otherwise (reuse revokes the family).
+
+        ``check`` is called with the family's identity once the token proved to be the live one, before
+        anything is written; it answers the identity to keep (re-read), or raises to refuse: then the
+        token is not rotated, so an outage behind ``check`` costs the client a retry, not its family.
+        """
         key = parse(token)
         if key is None:
             raise InvalidGrant("not a rolegate refresh token")
@@ -124,12 +130,12 @@ class RefreshFamilies:
                     await self.revoke(key)
                     raise InvalidGrant("refresh token reused; family revoked", reused=True, family=key)
                 raise InvalidGrant("refresh token not recognised")
+            identity = await check(data["identity"]) if check is not None else data["identity"]
             successor = self._new_token(key)
             updated = dict(data)
             updated["used"] = [*data.get("used", ()), data["current"]][-_MAX_USED:]
             updated["current"] = _hash(successor)
-            if identity is not None:
-                updated["identity"] = identity
+            updated["identity"] = identity
             try:
                 version = await self.store.put(NAMESPACE, key, updated, expected_version=family.version,
                                                expires_at=family.expires)

@@ -4,6 +4,10 @@ The protocol core; it knows nothing of aiohttp (``endpoint.py`` is the HTTP glue
 changes take effect on the next request: every access token carries the permission version
 ``ver`` it was minted under, and one minted under an older version is refused as stale (the
 client refreshes and gets the current grants).
+
+Every grant re-checks whom the tokens are for, as a request with the original credential would be
+checked (``subject.py``): a revoked or expired day pass, a session that ended, a user the directory
+disables or does not know gets no tokens, and a refresh that finds one of them ends the family.
 """
 
 from __future__ import annotations
@@ -27,14 +31,25 @@ from rolegate.tokens.errors import GrantError, StaleToken
 from rolegate.tokens.keys import KeyRing
 from rolegate.tokens.refresh import Family, InvalidGrant, RefreshFamilies, parse
 from rolegate.tokens.revocation import RevocationList
+from rolegate.tokens.subject import PassCheck
 from rolegate.tokens.verify import MAX_TOKEN_CHARS, InvalidToken, TokenVerifier
 
 log = logging.getLogger("rolegate.tokens")
 
 # (roles, perms) a token states for a Principal, at no particular scope; informational for clients.
 GrantsFn = Callable[[Principal], tuple[Iterable[str], Iterable[str]]]
-# Re-reads a family's identity at refresh (directory, session liveness); None ends the family.
+# Re-checks a token subject at every grant (session liveness, directory; see subject.py) and answers
+# it re-read, or None: no tokens (a refresh then ends the family).
 ReloadFn = Callable[[Principal], Awaitable[Principal | None]]
+
+# What a client is told when a refresh is refused, whatever the reason (unknown, expired, reused,
+# revoked, or the subject behind it ended): the reason is for the log and the audit trail only.
+REFRESH_REFUSED = "The refresh token is invalid, expired or revoked."
+ISSUE_REFUSED = "The sign-in cannot be used for tokens; sign in again."
+
+
+class SubjectEnded(Exception):
+    """The pass, session or account behind a grant no longer allows tokens; the message says which."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,16 +70,35 @@ def snapshot(principal: Principal) -> dict[str, Any]:
     """What a family remembers of who signed in (groups included: bearer requests authorize with them).
 
     A day pass's family keeps the pass id: its tokens authorize as the pass (its binding, its expiry,
-    its revocation), never as a user.
+    its revocation), never as a user. A browser session's family keeps the session's opaque id, so
+    every refresh can ask whether that session still lives.
     """
     data = {"username": principal.username, "name": principal.name, "email": principal.email,
             "groups": sorted(principal.groups), "subject": principal.subject, "origin": principal.auth,
             "expires_at": principal.expires_at}
+    if principal.auth == "session":
+        data["session"] = principal.session_id
     daypass_id = getattr(principal, "daypass_id", None)
     if daypass_id is not None:
         data.update(daypass_id=daypass_id, company=getattr(principal, "company", ""),
                     scope=getattr(principal, "scope", ""))
     return data
+
+
+def origin_principal(identity: dict[str, Any]) -> Principal:
+    """The Principal a family's identity stood for when it signed in (the day pass, or the user with
+    the session it came from): what every grant re-checks."""
+    expires_at = identity.get("expires_at")
+    daypass_id = identity.get("daypass_id")
+    if isinstance(daypass_id, str) and daypass_id:
+        from rolegate.identity.daypass import DaypassPrincipal
+
+        return DaypassPrincipal(pass_id=daypass_id, name=identity.get("name", ""), company=identity.get("company", ""),
+                                scope=identity.get("scope", ""), session_id="", expires_at=expires_at or 0.0)
+    return Principal(username=identity["username"], name=identity.get("name", ""), email=identity.get("email", ""),
+                     groups=frozenset(identity.get("groups", ())), session_id=identity.get("session", ""),
+                     auth=identity.get("origin", "session"), expires_at=expires_at,
+                     subject=identity.get("subject", ""))
 
 
 def principal_of(identity: dict[str, Any], *, family: str, expires_at: float | None) -> Principal:
@@ -88,7 +122,8 @@ class TokenService:
     """Everything behind ``/.rolegate/token`` and ``Authorization: Bearer <rolegate access token>``."""
 
     __slots__ = ("keyring", "store", "issuer", "lifetime", "families", "revocations", "verifier",
-                 "current_version", "grants", "reload_identity", "_clock", "_principals", "_max_principals")
+                 "current_version", "grants", "reload_identity", "passes", "_clock", "_principals",
+                 "_max_principals")
 
     def __init__(self, *, keyring: KeyRing, store: Store, issuer: str, current_version: Callable[[], int],
                  lifetime: float = 300.0, refresh_lifetime: float = 12 * 3600.0,
@@ -105,6 +140,7 @@ class TokenService:
         self.current_version = current_version
         self.grants = grants
         self.reload_identity = reload_identity
+        self.passes = PassCheck(store, board=board, clock=clock)
         self._clock = clock
         # token -> (claims, Principal): a client reuses its access token for minutes, so the signature
         # check and the Store read are paid once per token per worker, not per request.
@@ -112,41 +148,68 @@ class TokenService:
         self._max_principals = 10000
 
     # -- issuing ----------------------------------------------------------------------------------
-    async def issue(self, principal: Principal) -> TokenGrant:
-        """Start a refresh-token family for a signed-in caller (session or day pass)."""
+    async def subject(self, principal: Principal) -> Principal:
+        """``principal`` re-checked as a request would check it (see subject.py), re-read; SubjectEnded
+        when it may have no more tokens. Store and directory outages raise their own errors."""
+        pass_id = getattr(principal, "daypass_id", None)
+        if pass_id is not None and not await self.passes.in_force(pass_id):
+            raise SubjectEnded(f"day pass {pass_id} is revoked, expired or unknown")
+        if self.reload_identity is None:
+            return principal
+        fresh = await self.reload_identity(principal)
+        if fresh is None:
+            raise SubjectEnded(f"{principal.username}: the session ended, or the directory disables or "
+                               "does not know the account")
+        return fresh
+
+    async def issue(self, principal: Principal, *, refused: str = ISSUE_REFUSED) -> TokenGrant:
+        """Start a refresh-token family for a signed-in caller (session or day pass), once it passed the
+        subject check; GrantError(invalid_grant, ``refused``) otherwise. The caller was just
+        authenticated: the family starts from that Principal as it is."""
+        try:
+            await self.subject(principal)
+        except SubjectEnded as exc:
+            raise GrantError("invalid_grant", refused, detail=str(exc), user=principal.username) from None
         await self.keyring.sync()
         family, refresh_token = await self.families.start(snapshot(principal), not_after=principal.expires_at)
         log.info("token family started for %s (%s)", principal.username, family.key)
         return self._grant(family, refresh_token, principal)
 
     async def refresh(self, refresh_token: str) -> TokenGrant:
-        """Rotate a refresh token into a new grant; GrantError(invalid_grant) otherwise."""
+        """Rotate a refresh token into a new grant; GrantError(invalid_grant) otherwise.
+
+        The subject is re-checked before the token rotates: one that ended revokes the family (and
+        every access token it issued); an outage while checking leaves the token as it was.
+        """
         await self.keyring.sync()
+
+        async def recheck(identity: dict[str, Any]) -> dict[str, Any]:
+            kept = snapshot(await self.subject(origin_principal(identity)))
+            kept["origin"] = identity.get("origin", kept["origin"])
+            return kept
+
         try:
-            family, successor = await self.families.rotate(refresh_token)
+            family, successor = await self.families.rotate(refresh_token, check=recheck)
         except InvalidGrant as exc:
             if exc.reused and exc.family:
                 await self.revocations.revoke_family(exc.family, self._clock() + self.lifetime + self.verifier.leeway)
                 log.warning("refresh token reuse: family %s revoked", exc.family)
-            raise GrantError("invalid_grant", "The refresh token is invalid, expired or revoked.") from None
+            raise GrantError("invalid_grant", REFRESH_REFUSED, detail=str(exc),
+                             user=await self._user_of(exc.family)) from None
+        except SubjectEnded as exc:
+            key = parse(refresh_token)
+            assert key is not None  # rotate checks the subject only of a live token it parsed
+            await self.revoke_family(key)
+            log.info("token family %s ended at refresh: %s", key, exc)
+            raise GrantError("invalid_grant", REFRESH_REFUSED, detail=f"{exc}; family revoked",
+                             user=await self._user_of(key)) from None
         principal = principal_of(family.data["identity"], family=family.key, expires_at=family.expires)
-        if self.reload_identity is not None:
-            fresh = await self.reload_identity(principal)
-            if fresh is None:
-                await self.revoke_family(family.key)
-                raise GrantError("invalid_grant", "The sign-in behind this token has ended.")
-            identity = snapshot(fresh)
-            identity["origin"] = family.data["identity"].get("origin", identity["origin"])
-            if identity != family.data["identity"]:
-                family = await self._update_identity(family, identity)
-            principal = principal_of(identity, family=family.key, expires_at=family.expires)
         return self._grant(family, successor, principal)
 
-    async def _update_identity(self, family: Family, identity: dict[str, Any]) -> Family:
-        data = {**family.data, "identity": identity}
-        version = await self.store.put("token_families", family.key, data, expected_version=family.version,
-                                       expires_at=family.expires)
-        return Family(family.key, data, version)
+    async def _user_of(self, key: str | None) -> str | None:
+        """Whom a family was for (for the audit trail of a refused refresh); None when unknown."""
+        found = await self.families.get(key) if key else None
+        return found.data["identity"].get("username") if found is not None else None
 
     def _grant(self, family: Family, refresh_token: str, principal: Principal) -> TokenGrant:
         now = self._clock()
@@ -229,8 +292,6 @@ class TokenService:
         jti, family, ver = claims["jti"], claims["sid"], claims["ver"]
         if await self.revocations.is_revoked(jti, family):
             raise SignInRequired("rolegate access token revoked", bearer_error="invalid_token")
-        if ver < self.current_version():
-            raise StaleToken(f"token ver {ver} behind the permission version")
         if principal is None:
             found = await self.families.get(family)
             if found is None or found.data.get("revoked") or self._clock() >= found.expires:
@@ -239,6 +300,15 @@ class TokenService:
             self._principals[token] = (claims, principal)
             if len(self._principals) > self._max_principals:
                 self._principals.popitem(last=False)
+        # A pass's token is a pass cookie in another form: its pass is checked at every request, like
+        # the cookie's (before ``ver``: an ended pass is told "invalid", never "refresh").
+        pass_id = getattr(principal, "daypass_id", None)
+        if pass_id is not None and not await self.passes.in_force(pass_id):
+            self._principals.pop(token, None)
+            raise SignInRequired(f"rolegate access token of day pass {pass_id}, which ended",
+                                 bearer_error="invalid_token")
+        if ver < self.current_version():
+            raise StaleToken(f"token ver {ver} behind the permission version")
         return principal
 
     def _verify(self, token: str) -> dict[str, Any]:

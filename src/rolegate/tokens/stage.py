@@ -3,7 +3,8 @@
 Built from config in one call so the app wires tokens in three lines::
 
     tokens = TokenStage(config, store, board=board, current_version=lambda: board.get("policy"),
-                        authenticate_session=identity.session_principal)
+                        authenticate_session=identity.authenticate, audit=audit,
+                        reload_identity=subject_check(runtime))  # every grant re-checks its subject
     await tokens.open()                       # loads or creates the signing key
     tokens.add_routes(app)                    # /.well-known/jwks.json, /.rolegate/token, .../revoke
     identity.tokens = tokens.service          # enables the rolegate_token bearer authenticator
@@ -40,7 +41,8 @@ class TokenStage:
     def __init__(self, config: Any, store: Store, *, board: VersionBoard | None = None,
                  current_version: Callable[[], int], grants: GrantsFn | None = None,
                  reload_identity: ReloadFn | None = None, authenticate_session: SessionFn | None = None,
-                 redeem_daypass: DaypassFn | None = None, clock: Callable[[], float] = time.time) -> None:
+                 redeem_daypass: DaypassFn | None = None, audit: Any = None,
+                 clock: Callable[[], float] = time.time) -> None:
         tokens = config.tokens
         skew = tokens.clock_skew.total_seconds()
         self.issuer: str = config.server.public_url.rstrip("/")
@@ -55,7 +57,8 @@ class TokenStage:
                                     refresh_lifetime=tokens.refresh_lifetime.total_seconds(), board=board,
                                     grants=grants, reload_identity=reload_identity, leeway=skew, clock=clock)
         self.endpoint = TokenEndpoint(self.service, public_url=self.issuer,
-                                      authenticate_session=authenticate_session, redeem_daypass=redeem_daypass)
+                                      authenticate_session=authenticate_session, redeem_daypass=redeem_daypass,
+                                      audit=audit)
 
     async def open(self) -> None:
         """Load (or, first of the fleet, create) the signing keys; call inside the worker's event loop."""
