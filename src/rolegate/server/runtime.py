@@ -145,12 +145,15 @@ class Runtime:
         if config.session is not None or config.tokens.key_secret is not None:
             from rolegate.identity.daypass import daypass_token_redeemer
             from rolegate.tokens import TokenStage
+            from rolegate.tokens.subject import subject_check
 
             runtime.tokens = TokenStage(
                 config, store, board=board, current_version=runtime.permission_version,
                 grants=runtime.unscoped_grants,
                 authenticate_session=identity.authenticate if identity is not None else None,
                 redeem_daypass=daypass_token_redeemer(runtime) if config.daypass is not None else None,
+                # every grant re-checks its subject as a request would: session, directory (and pass)
+                reload_identity=subject_check(runtime), audit=runtime.audit,
                 clock=runtime.clock)
             await runtime.tokens.open()
             if identity is not None:
