@@ -116,8 +116,19 @@ def run(mutation: Mutation, tree: Path) -> tuple[int, str]:
     return done.returncode, (done.stdout + done.stderr)[-4000:]
 
 
+_clean: dict[tuple[str, ...], tuple[int, str]] = {}
+
+
 def judge(mutation: Mutation, tree: Path) -> str:
-    """Apply, run, restore. Returns a one-line verdict; raises AssertionError when the mutation survived."""
+    """Run the tests on the unmutated copy (they must pass: a failure there would count any mutation as
+    caught), then apply, run, restore. Returns a one-line verdict; raises AssertionError when the mutation
+    survived, GateError when it cannot be judged."""
+    if mutation.tests not in _clean:  # several mutations often name the same tests: run them clean once
+        _clean[mutation.tests] = run(Mutation("unmutated", "", (), mutation.tests), tree)
+    code, output = _clean[mutation.tests]
+    if code != 0:
+        raise GateError(f"{mutation.name}: its tests fail on the unmutated code (exit {code}), so a failure "
+                        f"with the mutation would prove nothing\n{output}")
     apply(mutation, tree)
     try:
         code, output = run(mutation, tree)
