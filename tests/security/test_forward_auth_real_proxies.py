@@ -180,6 +180,7 @@ async def assert_client_chooses_nothing(http, public: str) -> None:
     # the host is the one the client asked the proxy for, not one it names in a header
     assert (await fetch(http, "GET", f"{public}/invoices", {"X-Forwarded-Host": "open.example.test"}))[0] == 401
     # GET-only route: a DELETE stays a DELETE whatever method header the client adds
+    assert (await fetch(http, "GET", f"{public}/readonly/x"))[0] == 200
     assert (await fetch(http, "DELETE", f"{public}/readonly/x"))[0] == 403
     for name in ("X-Original-Method", "X-Forwarded-Method"):
         assert (await fetch(http, "DELETE", f"{public}/readonly/x", {name: "GET"}))[0] == 403, name
@@ -228,6 +229,7 @@ async def test_rolegate_refuses_client_copies_the_proxy_passes_on(behind, proxy)
     async with lab_client_session() as http:
         assert (await fetch(http, "GET", f"{public}/public/x"))[0] == 200
         assert (await fetch(http, "GET", f"{public}/invoices"))[0] == 401
+        assert (await fetch(http, "GET", f"{public}/readonly/x"))[0] == 200
         other_set = {"X-Forwarded-Uri": "/public/x"} if proxy == "nginx" else {"X-Original-URI": "/public/x"}
         assert (await fetch(http, "GET", f"{public}/invoices", other_set))[0] == refused
         assert (await fetch(http, "GET", f"{public}/invoices", SPOOF_PUBLIC))[0] == refused
