@@ -29,7 +29,18 @@ untouched (it is then never buffered), or a :class:`BodyTransform`:
   pass-through for big bodies returns ``None`` after looking at
   ``Content-Length``.
 * ``transform(body) -> bytes`` — the new body. ``Content-Length`` is
-  recomputed; other headers are kept. It may raise a ``RolegateError``.
+  recomputed; ``ETag`` and digest headers (they describe the upstream's bytes,
+  and a hash is an oracle for what was removed) are dropped; other headers are
+  kept. It may raise a ``RolegateError``.
+* ``transform.oversize(size) -> RolegateError | None`` (optional) — called
+  when a body of unannounced length grows past ``limit``: the error to answer
+  with, or ``None`` to relay the body unfiltered (what was read, then the rest,
+  streamed). Without it such a body fails closed with 502.
+
+A bodiless answer (HEAD, 204, 304, ``Content-Length: 0``) is not passed to
+the filter, but when a filter is given its ``Content-Length`` and the headers
+above are dropped too: they would describe the body the filter was there to
+change.
 
 When a filter is given, ``Accept-Encoding: identity`` is sent upstream so the
 transform sees plain bytes; a filter should still return ``None`` (or raise)
@@ -64,6 +75,8 @@ _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _EMPTY: Mapping[str, str] = {}
 _CHUNKED = b"transfer-encoding: chunked\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
+# What a filtered response (or a bodiless one standing for it) must not carry: see "The response filter hook".
+_FILTERED_DROPS = ("ETag", "Content-MD5", "Digest", "Content-Digest", "Repr-Digest")
 
 
 class BodyTransform(Protocol):
@@ -276,8 +289,10 @@ class Forwarder:
     ) -> web.StreamResponse:
         status = message.code
         upstream_headers = message.headers
+        bodiless = (payload is EMPTY_PAYLOAD or status in (204, 304) or request.method == "HEAD"
+                    or upstream_headers.get("Content-Length") == "0")
 
-        if response_filter is not None and payload is not EMPTY_PAYLOAD:
+        if response_filter is not None and not bodiless:
             try:
                 transform = response_filter(status, upstream_headers)
             except BaseException:
@@ -285,7 +300,7 @@ class Forwarder:
                 raise
             if transform is not None:
                 return await self._respond_filtered(
-                    conn, message, payload, request_complete, transform
+                    request, conn, message, payload, request_complete, transform
                 )
 
         if payload is EMPTY_PAYLOAD or payload.is_eof():
@@ -296,16 +311,21 @@ class Forwarder:
                 conn.abort()
                 raise
             conn.finish(request_complete)
+            headers = downstream_response_headers(upstream_headers, keep_length=True)
+            if response_filter is not None and bodiless:
+                _drop_filtered(headers, "Content-Length")
             return web.Response(
                 status=status,
                 reason=message.reason or None,
                 body=body or None,
-                headers=downstream_response_headers(upstream_headers, keep_length=True),
+                headers=headers,
             )
 
         return await self._respond_streamed(request, conn, message, payload, request_complete)
 
-    async def _respond_filtered(self, conn, message, payload, request_complete, transform) -> web.Response:
+    async def _respond_filtered(
+        self, request, conn, message, payload, request_complete, transform
+    ) -> web.StreamResponse:
         limit = transform.limit
         declared = message.headers.get("Content-Length")
         try:
@@ -320,23 +340,33 @@ class Forwarder:
                 if not chunk:
                     break
                 size += len(chunk)
-                if size > limit:
-                    raise UpstreamUnavailable(f"response exceeds the filter limit {limit}")
                 parts.append(chunk)
+                if size > limit:
+                    oversize = getattr(transform, "oversize", None)
+                    error = (UpstreamUnavailable(f"response exceeds the filter limit {limit}")
+                             if oversize is None else oversize(size))
+                    if error is not None:
+                        raise error
+                    break  # the filter lets it through unfiltered
         except BaseException:
             conn.abort()
             raise
+        if size > limit:
+            return await self._respond_streamed(request, conn, message, payload, request_complete, parts)
         conn.finish(request_complete)
         body = transform(b"".join(parts))
+        headers = downstream_response_headers(message.headers, keep_length=False)
+        _drop_filtered(headers)
         return web.Response(
             status=message.code,
             reason=message.reason or None,
             body=body,
-            headers=downstream_response_headers(message.headers, keep_length=False),
+            headers=headers,
         )
 
     async def _respond_streamed(
-        self, request: web.BaseRequest, conn: UpstreamConnection, message, payload, request_complete: bool
+        self, request: web.BaseRequest, conn: UpstreamConnection, message, payload, request_complete: bool,
+        prefix: Sequence[bytes] = (),
     ) -> web.StreamResponse:
         response = web.StreamResponse(
             status=message.code,
@@ -349,6 +379,8 @@ class Forwarder:
             conn.abort()
             raise
         try:
+            for chunk in prefix:  # what a filter read before letting the body through
+                await response.write(chunk)
             while True:
                 chunk = await payload.readany()
                 if not chunk:
@@ -419,6 +451,11 @@ class Forwarder:
             max_msg_size=self.ws_max_msg_size,
             ssl_context=up.ssl,
         )
+
+
+def _drop_filtered(headers, *also: str) -> None:
+    for name in (*_FILTERED_DROPS, *also):
+        headers.popall(name, None)
 
 
 def _cut_client(request: web.BaseRequest) -> None:

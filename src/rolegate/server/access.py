@@ -98,6 +98,8 @@ async def check_access(runtime: Runtime, request: web.BaseRequest, method: str, 
                 access.set_headers = _public_headers(identity_stage, request)
             if "Authorization" in request.headers:
                 access.set_headers = _without_own_bearer(runtime, request, access.set_headers)
+            # Nobody is identified here, so nobody holds `unless`: a public route's redaction applies to all.
+            access.response_filter = runtime.redaction_filter(route.index)
             return access
 
         if identity_stage is None:
@@ -191,7 +193,7 @@ async def check_access(runtime: Runtime, request: web.BaseRequest, method: str, 
             unless = redact.unless
             if unless is None or not decide_route(policy, identity, Requirement("enforce", unless, requirement.scope, None),
                                                   runtime.clock()).allowed:
-                access.response_filter = runtime.redaction_filter(route.index, redact.max_bytes)
+                access.response_filter = runtime.redaction_filter(route.index)
         return access
     except RolegateError as exc:
         access.error = exc

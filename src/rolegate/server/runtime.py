@@ -20,8 +20,8 @@ from rolegate.authz import Identity, Policy, compile_policy
 from rolegate.server.policy_state import compile_live_policy
 from rolegate.config import Config
 from rolegate.errors import ConfigError, ServiceUnavailable
-from rolegate.proxy.forward import BodyTransform, Forwarder
-from rolegate.proxy.redact import Redactor, compile_redaction
+from rolegate.proxy.forward import Forwarder
+from rolegate.proxy.redact import RedactionFilter, compile_redaction
 from rolegate.proxy.route_table import compile_routes_strict
 from rolegate.proxy.routes import RouteTable
 from rolegate.proxy.upstream_pool import Upstream
@@ -56,11 +56,13 @@ class Compiled:
                 source = getattr(config, "source", None)
                 where = source.where(("upstreams", name)) if source is not None else f"upstreams.{name}"
                 problems.append(f"{where}: {exc}")
-        self.redactors: dict[int, Redactor] = {}
+        self.redactors: dict[int, RedactionFilter] = {}
         for route in self.routes.routes:
             if route.redact is not None:
                 try:
-                    self.redactors[route.index] = compile_redaction(route.redact.fields)
+                    self.redactors[route.index] = RedactionFilter(
+                        compile_redaction(route.redact.fields), route.redact.max_bytes,
+                        route.redact.on_unredactable, route.label)
                 except ConfigError as exc:
                     problems.extend(f"{route.label}: redact: {p}" for p in exc.problems)
         if problems:
@@ -353,49 +355,9 @@ class Runtime:
 
     # -- response stages ------------------------------------------------------------------------------
 
-    def redaction_filter(self, route_index: int, max_bytes: int) -> Callable[..., BodyTransform | None] | None:
+    def redaction_filter(self, route_index: int) -> RedactionFilter | None:
         """The forwarder hook that removes a route's redacted JSON fields (None: route redacts nothing)."""
-        redactor = self.redactors.get(route_index)
-        if redactor is None:
-            return None
-        return _RedactionFilter(redactor, max_bytes)
-
-
-class _Transform:
-    __slots__ = ("redactor", "limit")
-
-    def __init__(self, redactor: Redactor, limit: int) -> None:
-        self.redactor = redactor
-        self.limit = limit
-
-    def __call__(self, body: bytes) -> bytes:
-        out = self.redactor.apply(body)
-        if out is None:
-            log.info("redaction skipped: a JSON-typed response body was not valid JSON; passed untouched")
-            return body
-        return out
-
-
-class _RedactionFilter:
-    """Ask the forwarder for the whole body of JSON responses that fit the cap; others pass untouched."""
-
-    __slots__ = ("transform", "max_bytes")
-
-    def __init__(self, redactor: Redactor, max_bytes: int) -> None:
-        self.transform = _Transform(redactor, max_bytes)
-        self.max_bytes = max_bytes
-
-    def __call__(self, status: int, headers: Any) -> BodyTransform | None:
-        content_type = headers.get("Content-Type", "").lower()
-        if "json" not in content_type:
-            log.info("redaction skipped: %s response is not JSON; passed untouched", content_type or "untyped")
-            return None
-        length = headers.get("Content-Length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            log.warning("redaction skipped: %s-byte JSON body exceeds the %d-byte cap; passed untouched",
-                        length, self.max_bytes)
-            return None
-        return self.transform
+        return self.redactors.get(route_index)
 
 
 async def _counters(store: Store, names: tuple[str, ...]) -> dict[str, int]:

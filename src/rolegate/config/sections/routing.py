@@ -45,6 +45,9 @@ class RedactConfig(Section):
     fields: tuple[str, ...]
     unless: str | None = None
     max_bytes: int = Field(default=1024 * 1024, ge=1)
+    # A body the redaction cannot read (not JSON, over max_bytes, compressed, undecodable): `fail`
+    # answers 502 with a reference id; `pass` relays it untouched, fields and all (logged either way).
+    on_unredactable: Literal["fail", "pass"] = "fail"
 
 
 class RouteConfig(Section):
