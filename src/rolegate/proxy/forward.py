@@ -93,7 +93,8 @@ ResponseFilter = Callable[[int, CIMultiDictProxy[str]], BodyTransform | None]
 class Forwarder:
     """Sends requests to named upstreams over pooled keep-alive connections."""
 
-    __slots__ = ("_upstreams", "_pools", "max_body", "ws_max_msg_size", "_ws_session", "trusted_proxies")
+    __slots__ = ("_upstreams", "_pools", "max_body", "ws_max_msg_size", "_ws_session", "trusted_proxies",
+                 "drop_underscore_headers")
 
     def __init__(
         self,
@@ -102,6 +103,7 @@ class Forwarder:
         max_body: int | None = None,
         ws_max_msg_size: int = 4 * 1024 * 1024,
         trusted_proxies: Sequence[str] = (),
+        drop_underscore_headers: bool = False,
     ) -> None:
         # Peers whose X-Forwarded-For is extended instead of replaced (load balancers in front).
         self.trusted_proxies = tuple(ipaddress.ip_network(n, strict=False) for n in trusted_proxies)
@@ -110,6 +112,8 @@ class Forwarder:
         self.max_body = max_body
         self.ws_max_msg_size = ws_max_msg_size
         self._ws_session: aiohttp.ClientSession | None = None
+        # Drop every client header with "_" in its name, not only the look-alikes of rolegate's (see headers).
+        self.drop_underscore_headers = drop_underscore_headers
 
     def pool(self, upstream: str) -> UpstreamPool:
         """The connection pool of one upstream (for metrics and tests)."""
@@ -184,6 +188,7 @@ class Forwarder:
             set_headers=set_headers,
             framing=framing,
             trust_forwarded_for=self._trusts(client_addr),
+            drop_underscore=self.drop_underscore_headers,
         )
         has_body = chunked or bool(length)
 
@@ -429,6 +434,7 @@ class Forwarder:
             forwarded_proto=proto,
             forwarded_host=fwd_host,
             set_headers=set_headers,
+            drop_underscore=self.drop_underscore_headers,
         )
         headers["Host"] = fwd_host if up.preserve_host else up.host_header.decode("ascii")
         session = self._ws_session

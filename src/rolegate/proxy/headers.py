@@ -6,7 +6,12 @@ header (RFC 9110 §7.6.1, including the ones named by ``Connection``) is
 dropped; framing (``Content-Length`` / ``Transfer-Encoding``), ``Host`` and
 ``X-Forwarded-*`` are always written by rolegate itself, never copied, so no
 client header — not even ``Connection: X-Rolegate-User`` — can remove or
-forge what rolegate adds.
+forge what rolegate adds. Names are compared with ``_`` read as ``-``: WSGI,
+CGI and PHP backends see ``X_Rolegate_User`` and ``X-Rolegate-User`` as the
+same ``HTTP_X_ROLEGATE_USER``, so an underscore form of any header rolegate
+sets or strips is dropped too (``drop_underscore``: every name with an
+underscore, as nginx does). Method-override headers are dropped: the method
+rolegate authorized is the method the backend acts on.
 
 Response side: hop-by-hop headers of the upstream are dropped; framing is
 left to aiohttp's writer.
@@ -50,6 +55,12 @@ _REQUEST_REWRITTEN: frozenset[bytes] = HOP_BY_HOP | frozenset({
     b"forwarded", b"x-real-ip",
 })
 
+# "Treat this GET as a DELETE" to frameworks that honour them (Symfony, Rails middleware, Express's
+# method-override, ASP.NET): the backend would act on a method rolegate never authorized.
+_METHOD_OVERRIDE: frozenset[bytes] = frozenset({
+    b"x-http-method-override", b"x-http-method", b"x-method-override",
+})
+
 # Handshake headers aiohttp's ws_connect generates itself.
 _WS_HANDSHAKE: frozenset[bytes] = frozenset({
     b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-extensions",
@@ -88,13 +99,24 @@ def connection_tokens(values: Iterable[bytes]) -> set[bytes]:
     return names
 
 
-def _drop_request_header(name: bytes, named_by_connection: set[bytes]) -> bool:
+def _drop_request_header(name: bytes, named: set[bytes], drop_underscore: bool = False) -> bool:
+    """``name`` is lower-cased; ``named`` holds the names rolegate sets and those ``Connection`` lists,
+    lower-cased with ``_`` read as ``-`` (see ``_dashed``)."""
+    if b"_" in name:
+        if drop_underscore:
+            return True
+        name = name.replace(b"_", b"-")  # what a CGI-style backend makes of it
     return (
         name in _REQUEST_REWRITTEN
+        or name in _METHOD_OVERRIDE
         or name.startswith(RESERVED_PREFIX)
         or name.startswith(b"proxy-")
-        or name in named_by_connection
+        or name in named
     )
+
+
+def _dashed(names: Iterable[bytes]) -> set[bytes]:
+    return {name.replace(b"_", b"-") for name in names}
 
 
 def _encode_set_headers(set_headers: Mapping[str, str]) -> list[bytes]:
@@ -120,7 +142,7 @@ class EncodedHeaders(dict):
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.encoded: list[bytes] | None = None
-        self.names: frozenset[bytes] = frozenset(name.lower().encode("ascii") for name in self)
+        self.names: frozenset[bytes] = frozenset(_dashed(name.lower().encode("ascii") for name in self))
 
 
 def _set_header_lines(set_headers: Mapping[str, str]) -> list[bytes]:
@@ -145,6 +167,7 @@ def upstream_request_head(
     framing: bytes,
     connection: bytes = b"keep-alive",
     trust_forwarded_for: bool = False,
+    drop_underscore: bool = False,
 ) -> bytes:
     """The complete HTTP/1.1 request head to send upstream.
 
@@ -152,23 +175,23 @@ def upstream_request_head(
     or ``b""``: decided by the forwarder from what it will actually send. A header named in
     ``set_headers`` replaces the client's headers of that name. The client's ``X-Forwarded-For``
     is extended only when it comes from a trusted proxy; otherwise the chain starts at the peer.
+    ``drop_underscore`` drops every client header with ``_`` in its name (``server.drop_underscore_headers``).
     """
     raw = raw_headers if isinstance(raw_headers, tuple) else tuple(raw_headers)
     if set_headers.__class__ is EncodedHeaders:
         named: set[bytes] = set(set_headers.names)
     else:
-        named = {name.lower().encode("ascii") for name in set_headers} if set_headers else set()
+        named = _dashed(name.lower().encode("ascii") for name in set_headers) if set_headers else set()
     xff_prior: list[bytes] = []
     for name, value in raw:
         lname = name.lower()
         if lname == b"connection":
-            named |= connection_tokens((value,))
+            named |= _dashed(connection_tokens((value,)))
         elif lname == b"x-forwarded-for" and trust_forwarded_for:
             xff_prior.append(value.strip())
     parts = [method.encode("ascii"), b" ", target, b" HTTP/1.1\r\nhost: ", host, b"\r\n"]
     for name, value in raw:
-        lname = name.lower()
-        if _drop_request_header(lname, named):
+        if _drop_request_header(name.lower(), named, drop_underscore):
             continue
         parts.append(name)
         parts.append(b": ")
@@ -193,21 +216,22 @@ def websocket_request_headers(
     forwarded_host: str,
     set_headers: Mapping[str, str],
     trust_forwarded_for: bool = False,
+    drop_underscore: bool = False,
 ) -> CIMultiDict[str]:
     """Headers for the upstream WebSocket handshake (aiohttp adds the handshake itself)."""
     raw = tuple(raw_headers)
-    named: set[bytes] = {name.lower().encode("ascii") for name in set_headers}
+    named: set[bytes] = _dashed(name.lower().encode("ascii") for name in set_headers)
     xff_prior: list[str] = []
     for name, value in raw:
         lname = name.lower()
         if lname == b"connection":
-            named |= connection_tokens((value,))
+            named |= _dashed(connection_tokens((value,)))
         elif lname == b"x-forwarded-for" and trust_forwarded_for:
             xff_prior.append(value.strip().decode("latin-1"))
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in raw:
         lname = name.lower()
-        if lname in _WS_HANDSHAKE or _drop_request_header(lname, named):
+        if lname.replace(b"_", b"-") in _WS_HANDSHAKE or _drop_request_header(lname, named, drop_underscore):
             continue
         out.add(name.decode("latin-1"), value.decode("latin-1"))
     out["X-Forwarded-For"] = ", ".join([v for v in xff_prior if v] + [client_addr])

@@ -89,7 +89,8 @@ class Runtime:
         self.routes = compiled.routes
         self.redactors = compiled.redactors
         self.forwarder = Forwarder(compiled.upstreams, max_body=config.server.max_body,
-                                   trusted_proxies=config.server.trusted_proxies)
+                                   trusted_proxies=config.server.trusted_proxies,
+                                   drop_underscore_headers=config.server.drop_underscore_headers)
         self.generation = generation
         self.max_header_size = config.server.max_header_size
         self.store = store

@@ -33,6 +33,9 @@ class ServerConfig(Section):
     trusted_proxies: tuple[str, ...] = ()
     # Forward-auth for one named front proxy; absent, /.rolegate/auth is off (404).
     forward_auth: ForwardAuthConfig | None = None
+    # Drop every request header with "_" in its name, as nginx does (look-alikes of the headers rolegate
+    # sets or strips, e.g. X_Rolegate_User, are dropped either way).
+    drop_underscore_headers: bool = False
     max_body: Size = 1024**3 * 10
     max_header_size: Size = 16 * 1024
     drain_timeout: Duration = timedelta(seconds=10)
