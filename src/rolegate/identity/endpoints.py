@@ -263,7 +263,10 @@ class IdentityEndpoints:
             assert stage.provider_tokens is not None and stage.config.oidc is not None
             if request.content_length is not None and request.content_length > 64 * 1024:
                 raise BadRequest("logout request too large")
-            form = await request.post()
+            try:
+                form = await request.post()
+            except ValueError as exc:  # a body that is not UTF-8 form data (UnicodeDecodeError)
+                raise BadRequest(f"unreadable logout request body: {type(exc).__name__}") from None
             token = form.get("logout_token")
             if not isinstance(token, str) or not token:
                 raise BadRequest("no logout_token")

@@ -35,6 +35,7 @@ __all__ = [
     "downstream_response_headers",
     "websocket_request_headers",
     "check_path_qs",
+    "check_host",
 ]
 
 RESERVED_PREFIX = b"x-rolegate-"
@@ -75,6 +76,16 @@ _RESPONSE_DROPPED: frozenset[str] = frozenset(
 # space, CR, LF or NUL can ever split the request line we write.
 _PATH_QS = re.compile(rb"/[\x21-\x7e]*").fullmatch
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
+# A Host header rolegate can route on and repeat upstream (RFC 9110 §7.2): a DNS name, an IPv4 or an
+# [IPv6] literal, an optional port; ASCII only, so it is the same string to every later reader.
+_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~]*)(?::[0-9]{0,5})?").fullmatch
+
+
+def check_host(host: str) -> str:
+    """The request's Host, refused (400) unless it is a plain host name or address with an optional port."""
+    if _HOST(host) is None:
+        raise BadRequest(f"malformed Host header {host!r}")
+    return host
 
 
 def check_path_qs(path_qs: str) -> bytes:
@@ -125,7 +136,9 @@ def _encode_set_headers(set_headers: Mapping[str, str]) -> list[bytes]:
         if not value:  # an empty value removes the client's header without sending one
             continue
         bname = name.encode("ascii")
-        bvalue = value.encode("latin-1")
+        # A value derived from the client's (the Cookie header minus rolegate's cookies) goes back as the
+        # bytes it came in as: aiohttp decoded them as UTF-8 with surrogateescape.
+        bvalue = value.encode("utf-8", "surrogateescape")
         if _TOKEN(bname) is None or b"\r" in bvalue or b"\n" in bvalue or b"\0" in bvalue:
             # Our own headers: a bad one is a programming error, never sent.
             raise ValueError(f"refusing to send invalid header {name!r}")
@@ -233,7 +246,7 @@ def websocket_request_headers(
         lname = name.lower()
         if lname.replace(b"_", b"-") in _WS_HANDSHAKE or _drop_request_header(lname, named, drop_underscore):
             continue
-        out.add(name.decode("latin-1"), value.decode("latin-1"))
+        out.add(_ws_text(name), _ws_text(value))
     out["X-Forwarded-For"] = ", ".join([v for v in xff_prior if v] + [client_addr])
     out["X-Forwarded-Proto"] = forwarded_proto
     if forwarded_host:
@@ -241,8 +254,17 @@ def websocket_request_headers(
     _encode_set_headers(set_headers)  # same validation as the HTTP path
     for name, value in set_headers.items():
         if value:
-            out[name] = value
+            out[name] = _ws_text(value.encode("utf-8", "surrogateescape"))
     return out
+
+
+def _ws_text(raw: bytes) -> str:
+    """A header for aiohttp's client, which writes text as UTF-8: bytes that are not UTF-8 cannot be
+    passed on unchanged, so the handshake is refused (400) rather than sent altered."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest(f"header bytes that are not UTF-8 in a WebSocket handshake: {raw[:64]!r}") from None
 
 
 def downstream_response_headers(headers: Mapping[str, str], *, keep_length: bool) -> CIMultiDict[str]:

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from rolegate.errors import HeadersTooLarge, RolegateError, Unauthenticated
 from rolegate.identity.challenge import challenge_response
+from rolegate.proxy.headers import check_host
 from rolegate.server import metrics
 from rolegate.server.access import check_access, record_outcome, record_write
 from rolegate.server.responses import error_response
@@ -45,6 +46,7 @@ class Pipeline:
         runtime = self.holder.runtime
         try:
             check_header_size(request, runtime.max_header_size)
+            check_host(request.host)
             access = await check_access(runtime, request, request.method, request.host, request.raw_path)
             if access.error is not None:
                 _DENIED.inc()
