@@ -22,6 +22,7 @@ from rolegate.admin.operations import Operation, Registry
 from rolegate.admin.service import AdminService, Change, etag
 from rolegate.admin.state import load_state
 from rolegate.errors import RolegateError
+from rolegate.server.responses import log_error
 
 log = logging.getLogger("rolegate.admin")
 
@@ -126,7 +127,8 @@ def _wrap(operation: Operation, holder: Any):
         except AdminError as exc:
             return _error(exc)
         except RolegateError as exc:  # e.g. 503 store unavailable: its safe public message only
-            return _json({"error": exc.code, "message": exc.public_message}, exc.status)
+            log_error(request, exc)  # the detail, under the reference the client is given
+            return _json({"error": exc.code, "message": exc.public_message, "reference": exc.reference}, exc.status)
 
     return handle
 

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from rolegate.server.runtime import RuntimeHolder
 
 log = logging.getLogger("rolegate.identity.endpoints")
+# Refused back-channel requests: anyone can send them; the server rate-limits this logger (rolegate.server.malformed).
+_malformed = logging.getLogger("rolegate.malformed")
 
 LOGIN_TTL = 600.0
 LOGGED_OUT_PATH = "/.rolegate/logged-out"
@@ -287,13 +289,16 @@ class IdentityEndpoints:
                                       client=request.remote))
             return web.Response(status=200, headers=headers)
         except InvalidProviderToken as exc:
-            log.info("back-channel logout refused: %s", exc)
-            return web.json_response({"error": "invalid_request", "error_description": "invalid logout token"},
-                                     status=400, headers=headers)
+            error = BadRequest(f"invalid logout token: {exc}")
+            _malformed.info("back-channel logout refused ref=%s: %s", error.reference, error.detail)
+            return web.json_response({"error": "invalid_request", "error_description": "invalid logout token",
+                                      "reference": error.reference}, status=400, headers=headers)
         except RolegateError as exc:
-            log.info("back-channel logout refused: %s", exc.detail)
             status = 501 if isinstance(exc, NotFound) else 400 if exc.status < 500 else exc.status
-            return web.json_response({"error": "invalid_request"}, status=status, headers=headers)
+            (_malformed if status == 400 else log).info("back-channel logout refused ref=%s: %s", exc.reference,
+                                                        exc.detail)
+            return web.json_response({"error": "invalid_request", "reference": exc.reference}, status=status,
+                                     headers=headers)
         except StoreUnavailable as exc:
             log.warning("back-channel logout failed: store unavailable: %s", exc)
             return web.json_response({"error": "temporarily_unavailable"}, status=503, headers=headers)

@@ -15,10 +15,12 @@ from rolegate.identity.challenge import challenge_response
 from rolegate.proxy.headers import check_host
 from rolegate.server import metrics
 from rolegate.server.access import check_access, record_outcome, record_write
-from rolegate.server.responses import error_response
+from rolegate.server.malformed import RateLimit, printable
+from rolegate.server.responses import error_response, loggable_path
 from rolegate.server.runtime import RuntimeHolder
 
 log = logging.getLogger("rolegate.pipeline")
+log.addFilter(RateLimit(5))  # a bug a request can reach must not let its sender fill the log with tracebacks
 
 _FORWARDED = metrics.buffered(metrics.REQUESTS.labels("forwarded"))
 _DENIED = metrics.buffered(metrics.REQUESTS.labels("denied"))
@@ -68,3 +70,13 @@ class Pipeline:
         except RolegateError as exc:
             (_DENIED if exc.status < 500 else _ERRORED).inc()
             return error_response(request, exc)
+        except Exception as exc:
+            if request.writer.output_size:
+                raise  # the response has begun: aiohttp closes the connection
+            # A bug, not the client's doing: the traceback is logged (rate limited) under the reference
+            # the client gets, in rolegate's own error page rather than aiohttp's bare 500.
+            _ERRORED.inc()
+            error = RolegateError(f"unexpected {type(exc).__name__}")
+            log.exception("%s %s -> 500 ref=%s", request.method, printable(loggable_path(request.path)),
+                          error.reference)
+            return error_response(request, error, logged=True)

@@ -13,8 +13,11 @@ import logging
 from aiohttp import web
 
 from rolegate.errors import RolegateError
+from rolegate.server import malformed
 
 log = logging.getLogger("rolegate.errors")
+# Answers to requests rolegate could not read: logged on the rate-limited malformed-request logger.
+_MALFORMED = frozenset({400, 431})
 
 _TITLES = {400: "Bad request", 401: "Sign-in required", 403: "Access denied", 404: "Not found",
            405: "Method not allowed", 413: "Request too large", 429: "Too many requests",
@@ -46,14 +49,22 @@ def wants_html(request: web.BaseRequest) -> bool:
     return "text/html" in accept
 
 
-def error_response(request: web.BaseRequest, error: RolegateError, *, extra_html: str = "",
-                   headers: dict[str, str] | None = None) -> web.Response:
-    """Render ``error`` for this client; log its detail under its reference id."""
+def log_error(request: web.BaseRequest, error: RolegateError) -> None:
+    """Log ``error``'s detail under its reference id: one line, escaped; a malformed request's rate limited."""
     status = error.status
     if status >= 500 or error.detail:
-        log.log(logging.WARNING if status >= 500 else logging.INFO, "%s %s -> %d %s ref=%s: %s",
-                request.method, loggable_path(request.path), status, error.code, error.reference,
-                error.detail or "-")
+        logger = malformed.log if status in _MALFORMED else log
+        logger.log(logging.WARNING if status >= 500 else logging.INFO, "%s %s -> %d %s ref=%s: %s",
+                   request.method, malformed.printable(loggable_path(request.path)), status, error.code,
+                   error.reference, malformed.printable(error.detail or "-"))
+
+
+def error_response(request: web.BaseRequest, error: RolegateError, *, extra_html: str = "",
+                   headers: dict[str, str] | None = None, logged: bool = False) -> web.Response:
+    """Render ``error`` for this client; log its detail under its reference id (unless the caller ``logged`` it)."""
+    status = error.status
+    if not logged:
+        log_error(request, error)
     out_headers = {"Cache-Control": "no-store", "X-Rolegate-Reference": error.reference}
     if headers:
         out_headers.update(headers)

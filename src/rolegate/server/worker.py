@@ -14,6 +14,7 @@ from aiohttp import web
 from rolegate.config import load_config
 from rolegate.errors import ConfigError
 from rolegate.server import metrics
+from rolegate.server.malformed import ServerLog
 from rolegate.server.runtime import Runtime, RuntimeHolder
 
 log = logging.getLogger("rolegate.worker")
@@ -58,7 +59,8 @@ async def _serve(config_path: str, host: str, port: int, index: int, ready: Any)
     base_dir = Path(config_path).resolve().parent
     holder = RuntimeHolder(await Runtime.create(config, base_dir=base_dir, audit_retention=index == 0), config_path)
     app = build_app(holder)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    # logger: a request aiohttp's parser refuses is one rate-limited INFO line, not a traceback (see malformed).
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, logger=ServerLog())
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_port=True, backlog=2048,
                        shutdown_timeout=config.server.drain_timeout.total_seconds())
