@@ -36,6 +36,18 @@ AuditSink = Callable[[str, dict[str, Any]], Awaitable[Any]]
 
 # Entries per diff list written to the audit trail; counts are always complete.
 AUDIT_LIST_LIMIT = 1000
+# The first retry after a failed sync; later ones double from here (see retry_delay).
+RETRY_FIRST = 1.0
+
+
+def retry_delay(failures: int, interval: float, retry_max: float) -> float:
+    """Seconds before the next attempt after ``failures`` failed syncs in a row (before jitter).
+
+    Doubles from RETRY_FIRST and is capped at ``interval`` (or ``retry_max`` when that is shorter): a
+    directory that comes back is synced again within one interval, however long it was away.
+    """
+    cap = max(0.0, min(interval, retry_max))
+    return min(min(RETRY_FIRST, cap) * 2 ** min(max(failures - 1, 0), 30), cap)
 
 
 def directory_config(config: Any) -> DirectoryConfig:
@@ -105,9 +117,9 @@ class DirectorySync:
             result = await self.sync_now(full=full)
             if result.error is not None:
                 failures += 1
-                # Exponential back-off with a cap and some jitter, so a fleet does not stampede a
-                # directory that just came back.
-                delay = min(interval * 2 ** min(failures, 20), self.config.retry_max.total_seconds())
+                # Exponential back-off capped at the interval, with some jitter so a fleet does not
+                # stampede a directory that just came back.
+                delay = retry_delay(failures, interval, self.config.retry_max.total_seconds())
                 delay *= random.uniform(0.8, 1.0)
             else:
                 failures = 0

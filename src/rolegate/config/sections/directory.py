@@ -78,7 +78,8 @@ class DirectoryConfig(Section):
     max_deletions: Share = 0.1
     # Attribute whose value marks a change since the last sync; preset: modifyTimestamp / uSNChanged.
     change_attribute: str | None = None
-    # Back-off after failed syncs: doubles from `interval`, capped here.
+    # Back-off after failed syncs: doubles from 1 s, capped at `interval` (or at this when it is shorter),
+    # so the sync is back within one interval of the directory coming back.
     retry_max: Duration = timedelta(minutes=5)
     # Directory attribute holding scope membership, e.g. {building: "rolegateBuilding"}.
     scope_attributes: dict[str, str] = Field(default_factory=dict)
