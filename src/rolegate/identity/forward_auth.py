@@ -99,7 +99,7 @@ def _path_after_endpoint(request: web.BaseRequest) -> str:
     """What follows ``/.rolegate/auth`` in the raw target ('' for the endpoint itself, query or not)."""
     raw = request.raw_path
     if not raw.startswith(ENDPOINT):
-        raise RoutingInputError(f"forward-auth reached through a non-canonical path {raw[:100]!r}")
+        raise RoutingInputError("forward-auth reached through a non-canonical path")
     rest = raw[len(ENDPOINT):]
     return rest if rest.startswith("/") else ""
 
