@@ -3,14 +3,15 @@
 #   Debian packages: slapd + ldap-utils (lab directory), nginx (bench anchor, forward-auth example),
 #                    strace (the audit durability test watches fsync calls),
 #                    caddy (forward-auth example, tests/security),
-#                    wrk (load generator), chromium (UI tests), systemd (systemd-analyze checks deploy/systemd)
+#                    wrk (load generator), chromium (UI tests), systemd (systemd-analyze checks deploy/systemd),
+#                    samba + samba-dsdb-modules + samba-ad-provision (a real Active Directory DC for tests/directory)
 #   Python: a virtualenv in .venv with rolegate installed editable, plus test extras
 #   npm: the lab IdP (oidc-provider) in deploy/lab/idp
 set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
-APT_PACKAGES=(slapd ldap-utils nginx caddy wrk chromium systemd strace)
+APT_PACKAGES=(slapd ldap-utils nginx caddy wrk chromium systemd strace samba samba-dsdb-modules samba-ad-provision)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -24,6 +25,15 @@ if ((${#missing[@]})); then
 fi
 # Debian starts a system slapd/nginx on install; the lab runs private instances on free ports.
 pgrep -x slapd >/dev/null && [ -f /var/run/slapd/slapd.pid ] && { kill "$(cat /var/run/slapd/slapd.pid)" 2>/dev/null || true; }
+# samba (the AD DC the directory tests provision into temp dirs) may start the system smbd/nmbd/samba-ad-dc:
+# stop them and keep them off, so nothing listens beyond the tests' own DCs on 127.0.0.N.
+for svc in samba-ad-dc smbd nmbd winbind; do
+  command -v systemctl >/dev/null && systemctl disable --now "$svc" >/dev/null 2>&1 || true
+  command -v update-rc.d >/dev/null && update-rc.d "$svc" disable >/dev/null 2>&1 || true
+done
+for pid in /run/samba/samba.pid /run/samba/smbd.pid /run/samba/nmbd.pid /run/samba/winbindd.pid; do
+  [ -f "$pid" ] && { kill "$(cat "$pid")" 2>/dev/null || true; }
+done
 
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
