@@ -136,7 +136,8 @@ async def test_every_cell_of_the_seed_matrix_through_the_proxy(served):
         await walk("conditions unmet", conditional_expected=False)
         # Meet every condition: user settings on, added to task 42, admin added to client acme.
         for role, user in USERS.items():
-            store.put("user_settings", user, {"settings": ["vacancy", "documents", "logbook", "assets", "qrcodes"]})
+            store.put("user_settings", user, {"settings": ["vacancy", "documents_view", "documents_add",
+                                                           "documents_edit", "logbook", "assets", "qrcodes"]})
             store.put("bindings", f"task42-{user}", {"user": user, "permission": "controls:perform",
                                                      "object": "task:42"})
         store.put("bindings", "alice-client-acme", {"user": "alice", "role": "client_admin", "scope": "client:acme"})

@@ -153,6 +153,35 @@ async def test_a_form_post_without_the_csrf_token_is_refused(served):
         await alice.http.close()
 
 
+async def test_pickers_offer_exactly_what_the_signed_in_person_manages(served):
+    """Issue 18: the admin UI offers what the signed-in person may do - carol (responsible at building:a) sees
+    the roles she manages, her building as the only place, and settings and tasks there."""
+    import re
+
+    carol = await sign_in(served.url, "carol")
+    try:
+        async with carol.http.get(f"{served.url}/.rolegate/admin/bindings", headers={"Accept": "text/html"}) as resp:
+            assert resp.status == 200
+            text = await resp.text()
+        form = text[text.index('id="new-binding"'):]
+        form = form[: form.index("</form>")]
+        assert re.findall(r'<select name="role">(.*?)</select>', form)[0] == \
+            '<option value="user">user</option><option value="responsible">responsible</option>'
+        assert '<select name="scope"><option value="building:a">building:a</option></select>' in form
+        async with carol.http.get(f"{served.url}/.rolegate/admin/users/heidi", headers={"Accept": "text/html"}) as resp:
+            assert resp.status == 200
+            text = await resp.text()
+        settings = text[text.index('id="settings"'):]
+        settings = settings[: settings.index("</form>")]
+        assert 'name="scope" value="building:a"' in settings and 'value="documents_add"' in settings
+        grant = text[text.index('id="grant"'):]
+        grant = grant[: grant.index("</form>")]
+        assert '<select name="permission"><option value="controls:perform">controls:perform</option></select>' in grant
+        assert '<option value="task:42">' in grant and '<option value="task:77">' not in grant
+    finally:
+        await carol.http.close()
+
+
 async def test_unauthenticated_browser_is_sent_to_sign_in_and_pages_are_locked_down(served):
     import aiohttp
 

@@ -36,7 +36,7 @@ class Row:
     area: str          # the seed's wording
     permission: str
     cells: tuple[str, str, str, str]  # admin, risk assessor, 1st/2nd responsible, user
-    setting: str | None = None        # the user setting that meets SETTING cells
+    setting: str | None = None        # the user setting that meets SETTING cells (one per row)
 
 
 A, N, S, T, C = ALLOW, NONE, SETTING, TASK, CLIENT
@@ -55,9 +55,9 @@ ROWS: tuple[Row, ...] = (
     Row("Manage vacancy in rooms", "vacancy:manage", (A, S, S, S), "vacancy"),
     Row("Perform control measures", "controls:perform", (T, T, T, T)),
     Row("Sensor management", "sensors:manage", (A, N, N, N)),
-    Row("View documents", "documents:view", (A, A, A, S), "documents"),
-    Row("Add documents", "documents:add", (A, A, S, S), "documents"),
-    Row("Add/delete/change document", "documents:edit", (A, A, S, S), "documents"),
+    Row("View documents", "documents:view", (A, A, A, S), "documents_view"),
+    Row("Add documents", "documents:add", (A, A, S, S), "documents_add"),
+    Row("Add/delete/change document", "documents:edit", (A, A, S, S), "documents_edit"),
     Row("Download logbook", "logbook:download", (A, A, S, S), "logbook"),
     Row("View tasks history", "tasks:history", (A, A, A, A)),
     Row("View dashboards", "client_dashboards:view", (C, N, N, N)),
@@ -99,9 +99,9 @@ def cells() -> list[tuple[Row, str, str]]:
 
 
 def scope_for(permission: str) -> str | None:
-    """Where the cell is checked: the client for client dashboards, none for task-object routes."""
+    """Where the cell is checked: the client for client dashboards, the task (in building a) for tasks."""
     if permission == "client_dashboards:view":
         return CLIENT_SCOPE
     if permission == "controls:perform":
-        return None
+        return TASK_OBJECT
     return BUILDING

@@ -19,7 +19,7 @@ from tests.authz.building_safety_matrix import (
 from tests.authz.conftest import ROOT
 
 NOW = 1_800_000_000.0
-ALL_SETTINGS = ["vacancy", "documents", "logbook", "assets", "qrcodes"]
+ALL_SETTINGS = sorted({row.setting for row in ROWS if row.setting})
 
 
 def who(role: str) -> Identity:
@@ -68,6 +68,23 @@ def test_cell_via_decide(building_safety, row, role, expected):
     assert decision.allowed, decision.reasons
 
 
+def test_one_setting_per_seed_row_and_per_building(building_safety):
+    """Rows 14-16 (view / add / add-delete-change documents) had one toggle: enabling "view" let a user
+    delete. Now each "if enabled" row has its own setting, switched on per building."""
+    conditional = [row for row in ROWS if SETTING in row.cells]
+    assert len({row.setting for row in conditional}) == len(conditional) == 7
+    assert set(building_safety.user_settings) == {row.setting for row in conditional}
+    heidi = who("user")
+    policy = compile_policy(building_safety, enabled_settings={heidi.username: [("documents_view", BUILDING)]})
+    assert decide(policy, heidi, "documents:view", BUILDING, None, NOW).allowed
+    assert not decide(policy, heidi, "documents:view", OTHER_BUILDING, None, NOW).allowed
+    for other in ("documents:add", "documents:edit"):
+        assert not decide(policy, heidi, other, BUILDING, None, NOW).allowed
+    # The same setting without the role that lists it: nothing.
+    nobody = Identity(heidi.username, ())
+    assert not decide(policy, nobody, "documents:view", BUILDING, None, NOW).allowed
+
+
 def test_responsible_is_per_building(building_safety):
     policy = compile_policy(building_safety)
     carol = who("responsible")
@@ -95,9 +112,9 @@ def test_matrix_builder_matches_seed(building_safety):
         elif expected == NONE:
             assert text == "➖", (row.permission, role, text)
         else:
-            assert text.startswith(expected), (row.permission, role, text)
+            assert text == expected, (row.permission, role, text)  # the seed's words, cell for cell
             if expected == SETTING:
-                assert text == f"{SETTING}: {row.setting}"
+                assert matrix.cell(row.permission, role).detail == row.setting
 
 
 def _cli(args: list[str], capsys) -> tuple[int, dict]:

@@ -24,9 +24,11 @@ def cfg(**kw):
             "guest": {"permissions": ["b:view"], "deny": ["docs:view", "docs:edit"]},
             "guestplus": {"inherits": ["guest"], "permissions": ["docs:view", "x:do"]},
             "wild": {"permissions": ["docs:*"]},
+            "reader": {"permissions": ["b:view"], "if_setting": {"docs": ["docs:view", "docs:edit"]}},
         },
         scopes={"client": {}, "building": {"parent": "client", "members": {"a": "acme", "b": "acme", "z": "zeta"}}},
-        settings={"docs": {"permissions": ["docs:view", "docs:edit"], "users": ["sam"]}},
+        settings={"docs": {}, "extra": {}},
+        users={"sam": {"settings": ["docs"]}},
     )
     base.update(kw)
     return make_config(**base)
@@ -46,13 +48,18 @@ def test_deny_inherited_and_beats_own_allow():
     assert policy.roles["guestplus"].deny == {"docs:view", "docs:edit"}
 
 
-def test_assigns_is_inherited_and_grants_nothing_by_itself():
-    roles = {"lead": {"permissions": ["a:view"], "assigns": ["x:do"]}, "boss": {"inherits": ["lead"], "assigns": ["docs:*"]},
-             "plain": {"permissions": ["a:view"]}}
+def test_manages_is_inherited_and_grants_nothing_by_itself():
+    roles = {"lead": {"permissions": ["a:view"], "manages": {"assigns": ["x:do"], "roles": ["plain"]}},
+             "boss": {"inherits": ["lead"], "manages": {"assigns": ["docs:*"], "settings": ["docs"]}},
+             "plain": {"permissions": ["a:view"]}, "root": {"inherits": ["boss"], "manages": {"roles": "all"}}}
     policy = compile_policy(cfg(roles=roles, bindings=[{"user": "u", "role": "boss", "scope": "building:a"}]))
     assert policy.roles["lead"].assigns == {"x:do"}
-    assert {"x:do", "docs:view", "docs:edit"} <= policy.roles["boss"].assigns  # own, inherited, expanded
-    assert policy.roles["plain"].assigns == frozenset()
+    boss = policy.roles["boss"].manages
+    assert {"x:do", "docs:view", "docs:edit"} <= boss.assigns  # own, inherited, expanded
+    assert boss.roles == {"plain"} and boss.settings == {"docs"}
+    assert policy.roles["plain"].assigns == frozenset() and not policy.roles["plain"].manages
+    root = policy.roles["root"].manages
+    assert "anything" in root.roles and boss.within(root) and not root.within(boss)
     # A role may assign x:do on objects; holding the role does not let its holder do x:do.
     assert not decide(policy, Identity("u"), "x:do", "building:a", "task:1", T0).allowed
     assert [b.role.name for b in holdings_of(policy, Identity("u"), "building:a", T0)] == ["boss"]
@@ -76,7 +83,8 @@ def test_deny_from_any_role_beats_allow_from_another():
 
 
 def test_deny_at_parent_scope_reaches_children_and_beats_settings_and_grants():
-    policy = compile_policy(cfg(bindings=[{"user": "sam", "role": "guest", "scope": "client:acme"}]),
+    policy = compile_policy(cfg(bindings=[{"user": "sam", "role": "guest", "scope": "client:acme"},
+                                          {"user": "sam", "role": "reader"}]),
                             object_grants=[Binding(user="sam", permission="docs:edit", object="doc:1")])
     sam = Identity("sam")
     assert decide(policy, sam, "docs:edit", "building:z", None, T0).allowed          # setting, other client
@@ -137,11 +145,62 @@ def test_daypass_bindings():
 
 
 def test_user_settings_from_config_and_admin():
-    policy = compile_policy(cfg(), enabled_settings={"ann": ["docs"], "bo": ["nope"]})
-    assert decide(policy, Identity("sam"), "docs:edit", "building:a", None, T0).allowed
-    assert decide(policy, Identity("ann"), "docs:view", None, None, T0).allowed
-    assert not decide(policy, Identity("bo"), "docs:view", None, None, T0).allowed
+    policy = compile_policy(cfg(bindings=[{"group": "readers", "role": "reader"}]),
+                            enabled_settings={"ann": ["docs"], "bo": ["nope"]})
+    assert decide(policy, Identity("sam", {"readers"}), "docs:edit", "building:a", None, T0).allowed
+    assert decide(policy, Identity("ann", {"readers"}), "docs:view", None, None, T0).allowed
+    assert not decide(policy, Identity("bo", {"readers"}), "docs:view", None, None, T0).allowed
     assert any("nope" in p for p in policy.problems)
+
+
+def test_a_setting_alone_grants_nothing():
+    """Seed 001: "if enabled in user settings" is a condition inside a role column. The setting on, no role
+    that lists it held: nothing, at any scope, and tokens (effective permissions) say the same."""
+    policy = compile_policy(cfg(bindings=[{"user": "sam", "role": "top"}]))  # top lists no setting
+    sam = Identity("sam")
+    for scope in (None, "building:a", "client:acme"):
+        assert not decide(policy, sam, "docs:edit", scope, None, T0).allowed
+        assert "docs:edit" not in effective_permissions(policy, sam, scope, T0)
+    reasons = decide(policy, sam, "docs:edit", "building:a", None, T0).reasons
+    assert any("only with role reader" in r and "a setting alone grants nothing" in r for r in reasons), reasons
+
+
+def test_if_setting_needs_role_and_setting_at_the_same_scope():
+    """Roles are per building and settings are per scope: a conditional permission exists only where both
+    apply (the role held at S or above, the setting on at S, above, or everywhere)."""
+    c = cfg(bindings=[{"user": "heidi", "role": "reader", "scope": "building:a"},
+                      {"user": "heidi", "role": "reader", "scope": "building:z"}],
+            users={"heidi": {"settings": {"building:a": ["docs"], "client:zeta": ["extra"]}}})
+    policy = compile_policy(c, enabled_settings={"heidi": [("docs", "building:b", "carol", "2030-01-01T00:00:00+00:00")]})
+    heidi = Identity("heidi")
+    assert decide(policy, heidi, "docs:edit", "building:a", None, T0).allowed            # role + setting at a
+    assert not decide(policy, heidi, "docs:edit", "building:b", None, T0).allowed        # setting at b, no role
+    assert not decide(policy, heidi, "docs:edit", "building:z", None, T0).allowed        # role at z, no setting
+    assert not decide(policy, heidi, "docs:edit", "client:acme", None, T0).allowed       # setting below, not here
+    assert "docs:view" in effective_permissions(policy, heidi, "building:a", T0)
+    reasons = decide(policy, heidi, "docs:edit", "building:a", None, T0).reasons
+    assert any("role reader grants docs:edit with user setting 'docs' is on for heidi at building:a" in r
+               for r in reasons), reasons
+    # A setting switched on at the client reaches its buildings; the admin API says who and when.
+    policy = compile_policy(c, enabled_settings={"heidi": [("docs", "client:zeta", "carol", "2030-01-01T00:00:00+00:00")]})
+    d = decide(policy, heidi, "docs:view", "building:z", None, T0)
+    assert d.allowed and any("switched on by carol at 2030-01-01T00:00:00+00:00" in r for r in d.reasons), d.reasons
+
+
+def test_a_deny_beats_a_conditional_grant():
+    c = cfg(bindings=[{"user": "sam", "role": "reader"}, {"user": "sam", "role": "guest", "scope": "building:a"}])
+    policy = compile_policy(c)
+    sam = Identity("sam")
+    assert decide(policy, sam, "docs:view", "building:b", None, T0).allowed
+    assert not decide(policy, sam, "docs:view", "building:a", None, T0).allowed
+    assert "docs:view" not in effective_permissions(policy, sam, "building:a", T0)
+
+
+def test_role_held_but_setting_off_is_explained():
+    policy = compile_policy(cfg(bindings=[{"user": "ann", "role": "reader"}]), enabled_settings={"ann": ["extra"]})
+    d = decide(policy, Identity("ann"), "docs:view", "building:a", None, T0)
+    assert not d.allowed
+    assert any("role reader grants docs:view only with user setting 'docs' switched on" in r for r in d.reasons)
 
 
 def test_object_grants_for_user_group_scope_and_until():
@@ -158,6 +217,26 @@ def test_object_grants_for_user_group_scope_and_until():
     assert not decide(policy, bob, "x:do", "building:b", "task:43", T0).allowed      # grant scoped elsewhere
     assert not decide(policy, bob, "x:do", None, "task:44", T0).allowed              # expired
     assert not decide(policy, bob, "x:do", None, None, T0).allowed                    # no object, no grant
+
+
+def test_objects_inside_scopes():
+    """Tasks lie in buildings: a grant made at building:a reaches the tasks in a, whatever scope the request
+    names; a task that lies nowhere known is refused with that reason, whatever is granted on it."""
+    c = cfg(scopes={"client": {}, "building": {"parent": "client", "members": {"a": "acme", "b": "acme"}},
+                    "task": {"parent": "building", "members": {"42": "a", "77": "b"}}})
+    policy = compile_policy(c, object_grants=[
+        Binding(user="heidi", permission="x:do", object="task:42", scope="building:a"),
+        Binding(user="heidi", permission="x:do", object="task:77", scope="building:a"),  # 77 lies in b
+        Binding(user="heidi", permission="x:do", object="task:99"),
+    ], scope_parents={"task:43": "building:a"})
+    heidi = Identity("heidi")
+    assert decide(policy, heidi, "x:do", "task:42", "task:42", T0).allowed
+    assert decide(policy, heidi, "x:do", None, "task:42", T0).allowed, "the task's place decides, not the route"
+    assert not decide(policy, heidi, "x:do", "building:a", "task:77", T0).allowed, "77 lies in b"
+    assert not decide(policy, heidi, "x:do", "task:43", "task:43", T0).allowed, "no grant on 43"
+    d = decide(policy, heidi, "x:do", "task:99", "task:99", T0)
+    assert not d.allowed and "task:99 lies in no known building" in d.reasons[0], d.reasons
+    assert policy.scopes.chain("task:43") == ("task:43", "building:a", "client:acme")
 
 
 def test_unknown_things_grant_nothing():

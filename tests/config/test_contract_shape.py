@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from rolegate.authz import Identity, compile_policy, decide
 from rolegate.config import load_config_text
 from rolegate.server.runtime import Compiled
 
@@ -54,3 +55,15 @@ def test_config_shape_means_what_it_says(tmp_path):
     assert config.users["heidi"].settings == {"building:a": ("documents_view", "documents_add")}
     assert config.scopes["task"].parent == "building" and config.scopes["task"].members == {"42": "a", "77": "b"}
 
+
+    policy = compile_policy(config)
+    assert policy.scopes.chain("task:42") == ("task:42", "building:a", "client:acme")
+    staff_heidi, bare_heidi = Identity("heidi", {"staff"}), Identity("heidi", ())
+    # heidi's settings are on at building:a only, and count only with the role that lists them.
+    assert decide(policy, staff_heidi, "documents:add", "building:a").allowed
+    assert not decide(policy, staff_heidi, "documents:add", "building:b").allowed
+    assert not decide(policy, staff_heidi, "documents:edit", "building:a").allowed
+    assert not decide(policy, bare_heidi, "documents:add", "building:a").allowed, "a setting alone grants nothing"
+    assert "any role at all" in policy.roles["admin"].manages.roles  # manages: {roles: all}
+    assert policy.roles["responsible"].manages.settings == {"vacancy", "documents_view", "documents_add",
+                                                            "documents_edit"}

@@ -158,11 +158,64 @@ def test_check_cli_exit_codes(tmp_path):
     assert f"{bad}:12: routes[0].upstream: unknown upstream 'nowhere'" in result.stderr
 
 
-def test_a_role_assigns_only_declared_permissions():
+def test_a_role_manages_only_declared_things():
     found = problems_of(BASE.replace("office: {permissions: [invoices:view]}",
-                                     "office: {permissions: [invoices:view], assigns: [tasks:perform]}"))
-    assert any("c.yaml:" in p and "roles.office.assigns[0]" in p and "unknown permission 'tasks:perform'" in p
-               for p in found), found
+                                     "office: {permissions: [invoices:view], manages: {assigns: [tasks:perform], "
+                                     "roles: [ghost], settings: [nope]}}"))
+    assert any("roles.office.manages.assigns[0]" in p and "unknown permission 'tasks:perform'" in p for p in found)
+    assert any("roles.office.manages.roles[0]" in p and "unknown role 'ghost'" in p for p in found), found
+    assert any("roles.office.manages.settings[0]" in p and "unknown user setting 'nope'" in p for p in found)
+    found = problems_of(BASE.replace("office: {permissions: [invoices:view]}",
+                                     "office: {manages: {roles: everything}}"))
+    assert any("roles.office.manages.roles" in p for p in found), found
+
+
+SETTINGS = BASE.replace("office: {permissions: [invoices:view]}",
+                        "office: {permissions: [invoices:view], if_setting: {prices: [pricing:view]}}") + """scopes: {building: {}}
+user_settings:
+  prices: {description: See prices}
+"""
+
+
+def test_if_setting_and_users_are_checked():
+    config = load_config_text(SETTINGS + "users: {ann: {settings: [prices]}, bo: {settings: {'building:a': [prices]}}}\n",
+                              file="c.yaml")
+    assert config.roles["office"].if_setting == {"prices": ("pricing:view",)}
+    assert config.users["ann"].settings == {"*": ("prices",)} and config.users["bo"].settings == {"building:a": ("prices",)}
+    found = problems_of(SETTINGS.replace("if_setting: {prices: [pricing:view]}", "if_setting: {prices: [nope:x], ghost: []}")
+                        + "users: {ann: {settings: {'planet:mars': [prices, other]}}}\n")
+    assert any("roles.office.if_setting.prices[0]" in p and "unknown permission 'nope:x'" in p for p in found), found
+    assert any("roles.office.if_setting.ghost" in p and "unknown user setting 'ghost'" in p for p in found)
+    assert any("users.ann.settings.planet:mars" in p and "unknown scope type 'planet'" in p for p in found)
+    assert any("users.ann.settings.planet:mars[1]" in p and "unknown user setting 'other'" in p for p in found)
+    found = problems_of(SETTINGS + "users: {ann: {settings: {'building a': [prices]}}}\n")
+    assert any("users.ann.settings" in p and "'building a'" in p for p in found), found
+    # A setting no role lists under if_setting would grant nothing: say so.
+    found = problems_of(SETTINGS.replace("  prices: {description: See prices}", "  prices: {}\n  idle: {}"))
+    assert any("user_settings.idle" in p and "no role lists 'idle' under if_setting" in p for p in found), found
+
+
+OLD_SETTING = BASE + """user_settings:
+  documents: {description: Documents, permissions: [invoices:view], users: [heidi]}
+"""
+
+
+def test_check_refuses_the_old_semantics_and_says_what_changed(tmp_path):
+    """A config written for the old model (a user setting with permissions, granted everywhere without any
+    role) must not load with a silently different meaning: check fails, naming what changed and the new way."""
+    old = tmp_path / "old.yaml"
+    old.write_text(OLD_SETTING)
+    result = run_cli("check", "-c", str(old))
+    assert result.returncode == 2, result.stdout
+    assert f"{old}:14: user_settings.documents.permissions: a user setting no longer grants permissions by " \
+           "itself" in result.stderr, result.stderr
+    assert "roles.<role>.if_setting.<setting>" in result.stderr and "users.<name>.settings" in result.stderr
+    assert "user_settings.documents.users: who has a setting on moved to the top-level users: section" in result.stderr
+    old.write_text(BASE.replace("office: {permissions: [invoices:view]}",
+                                "office: {permissions: [invoices:view], assigns: [invoices:view]}"))
+    result = run_cli("check", "-c", str(old))
+    assert result.returncode == 2 and "roles.office.assigns: assigns moved under manages" in result.stderr, \
+        result.stderr
 
 
 def test_check_compiles_what_serve_compiles(tmp_path):

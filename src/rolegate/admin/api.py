@@ -15,8 +15,9 @@ from rolegate.admin.errors import AdminError, Denied, Invalid, Missing, Unauthor
 from rolegate.admin.guard import CSRF_HEADER, Actor, check_csrf, current_actor
 from rolegate.admin.models import (NAME, AuditOut, AuditQuery, BindingIn, BindingList, BindingOut, BindingQuery, DryRun,
                                    ExplainIn, ExplainOut, GroupList, ListQuery, MatrixOut, MatrixQuery, MeOut,
-                                   PreviewIn, PreviewOut, RoleCreate, RoleIn, RoleList, RoleOut, SyncStatusOut,
-                                   UserDetail, UserList, UserSettingsIn, UserSettingsOut, valid_id)
+                                   PreviewIn, PreviewOut, RoleCreate, RoleIn, RoleList, RoleOut, ScopeMemberIn,
+                                   ScopeMemberList, ScopeMemberQuery, SyncStatusOut, UserDetail,
+                                   UserList, UserSettingsIn, UserSettingsOut, valid_id)
 from rolegate.admin.openapi import API_PREFIX, build_openapi
 from rolegate.admin.operations import Operation, Registry
 from rolegate.admin.service import AdminService, Change, etag
@@ -159,7 +160,9 @@ async def list_roles(call: Call) -> web.Response:
 
 
 @op("POST", "/roles", "Define a role (needs rolegate:roles:edit globally)", "roles", body=RoleCreate,
-    response=WriteOut, status=201, etag=True, query=DryRun)
+    response=WriteOut, status=201, etag=True, query=DryRun,
+    description="Any catalogue permissions; rolegate's own only those you hold everywhere, and manages no more "
+                "than you manage everywhere. Nobody changes or deletes a role they hold.")
 async def create_role(call: Call) -> web.Response:
     return _write(await call.service.create_role(call.body, dry_run=call.dry_run), created=True)
 
@@ -206,8 +209,9 @@ async def list_bindings(call: Call) -> web.Response:
 
 @op("POST", "/bindings", "Bind a group or user to a role, optionally at a scope and until a time", "bindings",
     body=BindingIn, response=WriteOut, status=201, etag=True, query=DryRun,
-    description="Delegated: needs rolegate:bindings:edit at the binding's scope and every permission of the "
-                "role at that scope. ?dry_run=1 answers the preview without writing.")
+    description="Delegated by roles: a role you hold at the binding's scope (or above) manages the role bound "
+                "(manages.roles), and you hold every rolegate:* permission it gives there. ?dry_run=1 answers the "
+                "preview without writing.")
 async def create_binding(call: Call) -> web.Response:
     return _write(await call.service.create_binding(call.body, dry_run=call.dry_run), created=True)
 
@@ -241,8 +245,10 @@ async def list_grants(call: Call) -> web.Response:
 
 @op("POST", "/grants", "Grant one permission on one object to a user or group", "grants", body=BindingIn,
     response=WriteOut, status=201, etag=True, query=DryRun,
-    description="Needs a role held at the scope that assigns the permission, or rolegate:bindings:edit at the "
-                "scope and the permission itself there or on the object. Change or remove it through /bindings/{id}.")
+    description="Needs a role held where the object lies (or at the given scope, which must contain it) that "
+                "manages the permission (manages.assigns). Without a scope the grant is made where your power "
+                "comes from (a responsible's building). An object of a nested type that lies nowhere known is "
+                "refused. Change or remove it through /bindings/{id}.")
 async def create_grant(call: Call) -> web.Response:
     if call.body.permission is None:
         raise Invalid.field("permission", "an object grant names a permission and an object")
@@ -259,9 +265,12 @@ async def get_user_settings(call: Call) -> web.Response:
     return _json(data, headers={"ETag": etag(data["version"])})
 
 
-@op("PUT", "/user-settings/{user}", "Set which user settings are on for a user (If-Match \"v0\" the first time)",
-    "user settings", body=UserSettingsIn, response=WriteOut, etag=True, if_match=True, query=DryRun,
-    path_patterns={"user": NAME_PATTERN})
+@op("PUT", "/user-settings/{user}", "Set which user settings are on for a user at one scope (If-Match \"v0\" the "
+    "first time)", "user settings", body=UserSettingsIn, response=WriteOut, etag=True, if_match=True, query=DryRun,
+    path_patterns={"user": NAME_PATTERN},
+    description="Replaces the settings on at body.scope (null: everywhere); other scopes keep theirs. Each one "
+                "switched on or off needs a role you hold there that manages it (manages.settings). A setting "
+                "grants nothing by itself: roles the user holds there list what it adds (if_setting).")
 async def put_user_settings(call: Call) -> web.Response:
     user = call.param("user")
     change = await call.service.put_user_settings(user, call.body, call.request.headers.get("If-Match"),
@@ -269,6 +278,34 @@ async def put_user_settings(call: Call) -> web.Response:
     if change.resource is not None:
         change.resource = {"user": user, **change.resource}
     return _write(change)
+
+
+# -- scope membership: an app registers its tasks -------------------------------------------------------------
+
+@op("GET", "/scope-members", "Where scopes lie: config members (read-only) and those registered through the API",
+    "scopes", query=ScopeMemberQuery, response=ScopeMemberList)
+async def list_scope_members(call: Call) -> web.Response:
+    call.require_admin()
+    return _json({"items": await call.service.scope_members(call.query.type if call.query else None)})
+
+
+@op("PUT", "/scope-members/{scope}", "Place a scope in its parent, e.g. task:42 in building:a", "scopes",
+    body=ScopeMemberIn, response=WriteOut, etag=True, query=DryRun,
+    description="An app registers its tasks: grants made at a building reach the tasks that lie in it. Needs a "
+                "role at the parent (and, when moving, at the old one) that manages something there. If-Match "
+                "with the ETag when it was registered before.")
+async def put_scope_member(call: Call) -> web.Response:
+    scope = call.param("scope")
+    change = await call.service.put_scope_member(scope, call.body, call.request.headers.get("If-Match"),
+                                                 dry_run=call.dry_run)
+    return _write(change, created=change.version == 1)
+
+
+@op("DELETE", "/scope-members/{scope}", "Forget where a registered scope lies (grants made at a scope stop "
+    "reaching it)", "scopes", response=WriteOut, if_match=True, query=DryRun)
+async def delete_scope_member(call: Call) -> web.Response:
+    return _write(await call.service.delete_scope_member(call.param("scope"), call.request.headers.get("If-Match"),
+                                                         dry_run=call.dry_run))
 
 
 # -- preview ---------------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from rolegate.admin.errors import Denied, Unauthorized
 from rolegate.authz import Identity, Policy, decide, effective_permissions, holdings_of
+from rolegate.authz.roles import NOTHING, Delegation
 from rolegate.identity.origin import identified_by_cookie, started_here
 
 CSRF_HEADER = "X-Rolegate-CSRF"
@@ -49,9 +50,26 @@ class Actor:
     def permissions_at(self, scope: str | None) -> frozenset[str]:
         return effective_permissions(self.policy, self.identity, scope, self.now)
 
-    def assigns_at(self, scope: str | None) -> frozenset[str]:
-        """What this actor may grant on single objects at ``scope``: the ``assigns`` of the roles held there."""
-        return frozenset().union(*(b.role.assigns for b in holdings_of(self.policy, self.identity, scope, self.now)))
+    def holdings_at(self, scope: str | None) -> tuple[Any, ...]:
+        """The bindings that apply to this actor at ``scope`` (held there or above)."""
+        return holdings_of(self.policy, self.identity, scope, self.now)
+
+    def manages_at(self, scope: str | None) -> Delegation:
+        """What the roles this actor holds at ``scope`` (there or above) let them hand out there."""
+        manages = NOTHING
+        for b in self.holdings_at(scope):
+            manages = manages | b.role.manages
+        return manages
+
+    def assigns_at(self, scope: str | None) -> Any:
+        """What this actor may grant on single objects at ``scope`` (a set, or ALL)."""
+        return self.manages_at(scope).assigns
+
+    def roles_held(self) -> frozenset[str]:
+        """Every role this actor holds anywhere, now (bindings of the user, their groups, their day pass)."""
+        subjects = set(self.identity.subjects)
+        return frozenset(b.role.name for b in self.policy.bindings
+                         if f"{b.subject_kind[0]}:{b.subject}" in subjects and self.now < b.until)
 
     def admin_rights(self) -> dict[str, list[str | None]]:
         """rolegate's own permissions and the scopes where this actor holds each (None: everywhere)."""

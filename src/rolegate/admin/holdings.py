@@ -24,6 +24,9 @@ def known_scopes(*policies: Policy) -> list[str | None]:
         for g in policy.object_grants:
             if g.scope is not None:
                 found.add(g.scope)
+        for s in policy.setting_grants:
+            if s.scope is not None:
+                found.add(s.scope)
         for child, parent in policy.scopes.parents.items():
             found.update((child, parent))
     return [None, *sorted(found)]
@@ -53,8 +56,9 @@ def scope_holdings(policy: Policy, identity: Identity, now: float) -> list[dict[
             "roles": sorted({b.role.name for b in holdings}),
             "permissions": sorted(perms),
             "until": _until([b.until for b in holdings]),
-            "granted_by": [b.describe() for b in holdings] + [s.describe() for s in
-                                                              (entry.settings if entry else ())],
+            "granted_by": [b.describe() for b in holdings]
+                          + [f"role {b.role.name} with {s.describe()}: {', '.join(sorted(perms))}"
+                             for b, s, perms in (entry.conditional if entry else ())],
         })
     return rows
 
@@ -68,6 +72,13 @@ def object_grants_of(policy: Policy, identity: Identity, now: float) -> list[dic
 
 def settings_of(policy: Policy, identity: Identity) -> list[str]:
     return sorted({s.name for s in policy.setting_grants if s.username == identity.username})
+
+
+def switches_of_user(policy: Policy, identity: Identity) -> list[dict[str, Any]]:
+    """Each setting switched on for the user: where (None: everywhere), by whom and when, from where."""
+    return [{"setting": s.name, "scope": s.scope, "by": s.by, "at": s.at,
+             "source": "config" if s.source.startswith("config") else "api"}
+            for s in policy.setting_grants if s.username == identity.username]
 
 
 def admin_scopes(policy: Policy, identity: Identity, now: float) -> dict[str, list[str | None]]:

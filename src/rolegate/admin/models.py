@@ -82,14 +82,35 @@ class BindingList(Out):
 
 # -- roles -----------------------------------------------------------------------------------------
 
+class ManagesIn(Body):
+    """What holders hand out and take away where they hold the role and below ("all" or names)."""
+
+    roles: Literal["all"] | list[str] = Field(default_factory=list, max_length=200,
+                                              description="roles they bind people to")
+    settings: Literal["all"] | list[str] = Field(default_factory=list, max_length=200,
+                                                 description="user settings they switch on and off")
+    assigns: Literal["all"] | list[str] = Field(default_factory=list, max_length=500,
+                                                description="permissions they grant on one object (add someone to "
+                                                            "a task), without holding them")
+
+
 class RoleIn(Body):
     description: str = Field("", max_length=500)
     permissions: list[str] = Field(default_factory=list, max_length=500)
     inherits: list[str] = Field(default_factory=list, max_length=50)
     deny: list[str] = Field(default_factory=list, max_length=500)
-    assigns: list[str] = Field(default_factory=list, max_length=500,
-                               description="permissions holders may grant on one object (add someone to a task) "
-                                           "where they hold the role, without holding them")
+    if_setting: dict[str, list[str]] = Field(default_factory=dict, max_length=100,
+                                             description="user setting -> permissions granted only where the holder "
+                                                         "has that setting switched on")
+    manages: ManagesIn = Field(default_factory=ManagesIn)
+    assigns: None = Field(None, description="moved to manages.assigns", json_schema_extra={"deprecated": True})
+
+    @field_validator("assigns", mode="before")
+    @classmethod
+    def _moved(cls, value: Any) -> None:
+        if value:
+            raise ValueError("assigns moved under manages: send manages: {assigns: [...]}")
+        return None
 
 
 class RoleCreate(RoleIn):
@@ -104,8 +125,12 @@ class RoleOut(Out):
     permissions: list[str]
     inherits: list[str]
     deny: list[str]
-    assigns: list[str] = Field(default_factory=list)
+    if_setting: dict[str, list[str]] = Field(default_factory=dict)
+    manages: dict[str, Any] = Field(default_factory=dict, description="roles, settings, assigns: 'all' or names")
     effective: list[str] = Field(description="what a holder gets: inherited permissions folded in, denies removed")
+    conditional: dict[str, list[str]] = Field(default_factory=dict,
+                                              description="user setting -> what a holder gets with it on (inherited "
+                                                          "conditions folded in)")
     version: int = 0
 
 
@@ -116,15 +141,55 @@ class RoleList(Out):
 # -- user settings -----------------------------------------------------------------------------------
 
 class UserSettingsIn(Body):
+    """The settings on for one user at one scope (replacing what is on there); other scopes keep theirs."""
+
     settings: list[str] = Field(max_length=100)
+    scope: str | None = Field(None, pattern=SCOPE, description="type:id, e.g. building:a; null = everywhere")
+
+
+class SettingSwitchOut(Out):
+    setting: str
+    scope: str | None = Field(description="null: everywhere")
+    by: str | None = Field(description="who switched it on (API)")
+    at: str | None = Field(description="when")
+    source: Literal["config", "api"]
 
 
 class UserSettingsOut(Out):
     user: str
-    settings: list[str] = Field(description="switched on through the API")
+    on: list[SettingSwitchOut] = Field(description="every setting switched on for the user, where, by whom, when")
+    settings: list[str] = Field(description="switched on everywhere through the API")
     from_config: list[str] = Field(description="switched on in the config file (read-only)")
-    available: dict[str, list[str]] = Field(description="every setting and the permissions it grants")
+    available: dict[str, list[str]] = Field(description="every setting and what some role grants with it")
+    roles: dict[str, dict[str, list[str]]] = Field(default_factory=dict,
+                                                   description="setting -> permission -> the roles that grant it with "
+                                                               "the setting on (a setting alone grants nothing)")
     version: int = 0
+
+
+# -- scope membership ("an app registers its tasks") --------------------------------------------------
+
+class ScopeMemberIn(Body):
+    parent: str = Field(pattern=SCOPE, description="the scope it lies in, e.g. building:a for task:42")
+
+
+class ScopeMemberOut(Out):
+    scope: str
+    parent: str | None
+    source: Literal["config", "api"]
+    readonly: bool
+    version: int = 0
+    by: str | None = None
+    at: str | None = None
+    overridden_by_api: bool = False
+
+
+class ScopeMemberList(Out):
+    items: list[ScopeMemberOut]
+
+
+class ScopeMemberQuery(Body):
+    type: str | None = Field(None, max_length=100, description="only scopes of this type, e.g. task")
 
 
 # -- preview ------------------------------------------------------------------------------------------
@@ -178,7 +243,8 @@ class MeOut(Out):
     signed_in_until: str | None = Field(description="when this session, token or day pass ends")
     scopes: list[ScopeHoldings]
     object_grants: list[ObjectGrantOut]
-    settings: list[str]
+    settings: list[str] = Field(description="names of the user settings switched on, somewhere")
+    settings_on: list[SettingSwitchOut] = Field(default_factory=list, description="each, with where, by whom, when")
     admin: dict[str, list[str | None]] = Field(description="rolegate permission -> scopes where held (null: everywhere)")
     policy_version: int
 
@@ -200,7 +266,8 @@ class UserList(Out):
 class UserDetail(UserOut):
     scopes: list[ScopeHoldings]
     object_grants: list[ObjectGrantOut]
-    settings: list[str]
+    settings: list[str] = Field(description="names of the user settings switched on, somewhere")
+    settings_on: list[SettingSwitchOut] = Field(default_factory=list, description="each, with where, by whom, when")
 
 
 class GroupOut(Out):

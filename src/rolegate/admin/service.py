@@ -15,19 +15,21 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from rolegate.admin.delegation import BINDINGS_EDIT, ROLES_EDIT, check_grant, check_permissions_held
+from rolegate.admin.delegation import (ROLES_EDIT, check_binding, check_not_own_powers, check_role_definition,
+                                       check_setting, grant_scope, may_register_member)
 from rolegate.admin.errors import (Conflict, Invalid, Missing, PreconditionFailed, PreconditionRequired,
                                    from_validation)
 from rolegate.admin.guard import Actor
 from rolegate.admin.holdings import permission_diff
-from rolegate.admin.models import BindingIn, RoleCreate, RoleIn, UserSettingsIn
+from rolegate.admin.models import BindingIn, RoleCreate, RoleIn, ScopeMemberIn, UserSettingsIn
 from rolegate.admin.people import People, load_people
-from rolegate.admin.state import (BINDINGS, ROLES, USER_SETTINGS, DynamicState, binding_of, compile_state,
-                                  daypass_bindings, load_state)
+from rolegate.admin.state import (BINDINGS, ROLES, SCOPE_MEMBERS, USER_SETTINGS, DynamicState, binding_of,
+                                  compile_state, daypass_bindings, load_state)
 from rolegate.audit import admin_change_event
 from rolegate.authz import Identity, Policy
 from rolegate.authz.roles import expand
-from rolegate.config.sections.policy import Binding
+from rolegate.authz.stored import Switch, switches_of
+from rolegate.config.sections.policy import EVERYWHERE, Binding
 from rolegate.store.base import VersionConflict
 from rolegate.store.version_board import bump
 
@@ -170,7 +172,14 @@ class AdminService:
     async def create_binding(self, body: BindingIn, *, dry_run: bool) -> Change:
         state, before = await self.snapshot()
         binding = self._validate_binding(body, before)
-        check_grant(self.actor, before, binding)
+        check_binding(self.actor, before, binding)
+        if binding.permission is not None and binding.scope is None:
+            # An object grant is made where the grantor manages it: a building's responsible's grant on
+            # task 42 holds while task 42 lies in their building.
+            scope = grant_scope(self.actor, before, binding)
+            if scope is not None:
+                body = body.model_copy(update={"scope": scope})
+                binding = self._validate_binding(body, before)
         key = "b_" + secrets.token_urlsafe(9).replace("-", "x").replace("_", "y")
         value = self._binding_value(body)
         return await self._apply(BINDINGS, key, state, before, None, value, expected=0, dry_run=dry_run,
@@ -181,9 +190,9 @@ class AdminService:
         old = self._existing_binding(state, key)
         expected = parse_if_match(if_match)
         old_binding = binding_of(old.value)
-        check_grant(self.actor, before, old_binding, "change")
+        check_binding(self.actor, before, old_binding, "change")
         binding = self._validate_binding(body, before)
-        check_grant(self.actor, before, binding)
+        check_binding(self.actor, before, binding)
         value = self._binding_value(body, created=old.value)
         return await self._apply(BINDINGS, key, state, before, old.value, value, expected=expected, dry_run=dry_run,
                                  subjects=[old_binding.subject, binding.subject], action="update",
@@ -194,7 +203,7 @@ class AdminService:
         old = self._existing_binding(state, key)
         expected = parse_if_match(if_match)
         old_binding = binding_of(old.value)
-        check_grant(self.actor, before, old_binding, "remove")
+        check_binding(self.actor, before, old_binding, "remove")
         return await self._apply(BINDINGS, key, state, before, old.value, None, expected=expected, dry_run=dry_run,
                                  subjects=[old_binding.subject], action="delete", current=old.version)
 
@@ -227,27 +236,58 @@ class AdminService:
     @staticmethod
     def _role_out(name: str, value: dict[str, Any], policy: Policy, source: str, version: int) -> dict[str, Any]:
         flat = policy.roles.get(name)
+        manages = value.get("manages") or {}
+        if value.get("assigns") and not manages:  # stored before manages existed (read as manages.assigns)
+            manages = {"assigns": value["assigns"]}
         return {"name": name, "source": source, "readonly": source == "config", "version": version,
                 "description": value.get("description") or "", "permissions": list(value.get("permissions") or ()),
                 "inherits": list(value.get("inherits") or ()), "deny": list(value.get("deny") or ()),
-                "assigns": list(value.get("assigns") or ()), "effective": sorted(flat.allow) if flat else []}
+                "if_setting": {k: list(v) for k, v in (value.get("if_setting") or {}).items()},
+                "manages": {k: v if v == "all" else list(v) for k, v in manages.items() if v},
+                "effective": sorted(flat.allow) if flat else [],
+                "conditional": {k: sorted(v) for k, v in flat.conditional.items()} if flat else {}}
 
     def _validate_role(self, body: RoleIn, policy: Policy, name: str) -> dict[str, Any]:
         errors: list[dict[str, str]] = []
         catalogue = policy.catalogue
-        for field in ("permissions", "deny", "assigns"):
+
+        def known(field: str, perm: Any) -> None:
+            if not isinstance(perm, str) or not expand([perm], catalogue) & catalogue:
+                errors.append({"field": field, "message": f"{perm!r} names no catalogue permission"})
+
+        for field in ("permissions", "deny"):
             for i, perm in enumerate(getattr(body, field)):
-                if not isinstance(perm, str) or not expand([perm], catalogue) & catalogue:
-                    errors.append({"field": f"{field}[{i}]", "message": f"{perm!r} names no catalogue permission"})
+                known(f"{field}[{i}]", perm)
         for i, parent in enumerate(body.inherits):
             if parent not in policy.roles or parent == name:
                 errors.append({"field": f"inherits[{i}]", "message": f"unknown role {parent!r}"})
+        settings = self.config.user_settings
+        for setting, perms in body.if_setting.items():
+            if setting not in settings:
+                errors.append({"field": f"if_setting.{setting}", "message": f"unknown user setting {setting!r}"})
+            for i, perm in enumerate(perms):
+                known(f"if_setting.{setting}[{i}]", perm)
+        manages = body.manages
+        if manages.roles != "all":
+            for i, role in enumerate(manages.roles):
+                if role not in policy.roles and role != name:
+                    errors.append({"field": f"manages.roles[{i}]", "message": f"unknown role {role!r}"})
+        if manages.settings != "all":
+            for i, setting in enumerate(manages.settings):
+                if setting not in settings:
+                    errors.append({"field": f"manages.settings[{i}]", "message": f"unknown user setting {setting!r}"})
+        if manages.assigns != "all":
+            for i, perm in enumerate(manages.assigns):
+                known(f"manages.assigns[{i}]", perm)
         if errors:
             raise Invalid(errors)
-        value = {"description": body.description, "permissions": body.permissions, "inherits": body.inherits,
-                 "deny": body.deny}
-        if body.assigns:
-            value["assigns"] = body.assigns
+        value: dict[str, Any] = {"description": body.description, "permissions": body.permissions,
+                                 "inherits": body.inherits, "deny": body.deny}
+        if body.if_setting:
+            value["if_setting"] = body.if_setting
+        dumped = {k: v for k, v in manages.model_dump().items() if v}
+        if dumped:
+            value["manages"] = dumped
         return value
 
     async def create_role(self, body: RoleCreate, *, dry_run: bool) -> Change:
@@ -267,6 +307,7 @@ class AdminService:
         if old is None:
             raise Missing(f"no role {name}")
         expected = parse_if_match(if_match)
+        check_not_own_powers(self.actor, before, name, "change")
         value = self._validate_role(body, before, name)
         return await self._apply_role(state, before, name, old.value, value, expected, dry_run, "update",
                                       current=old.version)
@@ -280,6 +321,7 @@ class AdminService:
         if old is None:
             raise Missing(f"no role {name}")
         expected = parse_if_match(if_match)
+        check_not_own_powers(self.actor, before, name, "delete")
         users = [f"config-{i}" for i, b in enumerate(self.config.bindings) if b.role == name]
         users += [k for k, d in state.bindings.items() if d.value.get("role") == name]
         heirs = [r for r, flat in before.roles.items() if name in flat.ancestors]
@@ -294,11 +336,8 @@ class AdminService:
         after_state = state.with_doc(ROLES, name, value)
         after = compile_state(self.config, after_state)
         if value is not None:
-            # Whoever holds this role (or a role inheriting it) gets its contents: hold them yourself.
-            check_permissions_held(self.actor, after.roles[name].allow, f"define role {name} this way")
-            # ... and what it lets holders assign on objects: hold it, or assign it yourself, everywhere.
-            unassignable = after.roles[name].assigns - self.actor.assigns_at(None)
-            check_permissions_held(self.actor, unassignable, f"let role {name} assign these on objects")
+            # Business permissions are the role editor's to define; rolegate's own and delegation are bounded.
+            check_role_definition(self.actor, after, name)
         touched = {r for r, flat in after.roles.items() if r == name or name in flat.ancestors}
         touched |= {r for r, flat in before.roles.items() if r == name or name in flat.ancestors}
         subjects = [(b.subject_kind, b.subject) for b in (*before.bindings, *after.bindings) if b.role.name in touched]
@@ -308,44 +347,129 @@ class AdminService:
     # -- user settings -------------------------------------------------------------------------------------
 
     async def user_settings(self, user: str) -> dict[str, Any]:
+        """The settings switched on for ``user``: from config (read-only) and through the API, per scope."""
         record = await self.store.get(USER_SETTINGS, user)
-        names = record.value.get("settings", []) if record is not None and isinstance(record.value, dict) else []
-        return {"user": user, "settings": list(names), "version": record.version if record else 0,
-                "from_config": sorted(n for n, s in self.config.user_settings.items() if user in s.users),
-                "available": {n: sorted(s.permissions) for n, s in self.config.user_settings.items()}}
+        switches = switches_of(record.value if record is not None else None)
+        on = [{**sw.to_json(), "source": "config"} for sw in self._config_switches(user)]
+        on += [{**sw.to_json(), "source": "api"} for sw in switches]
+        _state, policy = await self.snapshot()
+        described = self.config.user_settings
+        return {"user": user, "on": on, "version": record.version if record else 0,
+                "settings": sorted({sw.setting for sw in switches if sw.scope is None}),
+                "from_config": sorted({sw.setting for sw in self._config_switches(user)}),
+                "available": {n: sorted(policy.settings.get(n, ())) for n in described},
+                "roles": {n: {p: list(r) for p, r in policy.unlocks.get(n, {}).items()} for n in described}}
+
+    def _config_switches(self, user: str) -> list[Switch]:
+        entry = self.config.users.get(user)
+        if entry is None:
+            return []
+        return [Switch(name, None if scope == EVERYWHERE else scope)
+                for scope, names in entry.settings.items() for name in names]
 
     async def put_user_settings(self, user: str, body: UserSettingsIn, if_match: str | None, *,
                                 dry_run: bool) -> Change:
-        self.actor.require(BINDINGS_EDIT, None, "switch user settings (they apply everywhere)")
+        """Set which settings are on for ``user`` at ``body.scope`` (None: everywhere); other scopes keep theirs.
+
+        Each setting switched on or off there must be one a role the actor holds there manages.
+        """
         expected = parse_if_match(if_match)
         state, before = await self.snapshot()
         errors = [{"field": f"settings[{i}]", "message": f"unknown user setting {n!r}"}
                   for i, n in enumerate(body.settings) if n not in self.config.user_settings]
+        scope = body.scope
+        if scope is not None and scope.split(":", 1)[0] not in self.config.scopes:
+            errors.append({"field": "scope", "message": f"scope type {scope.split(':', 1)[0]!r} is not declared"})
         if errors:
             raise Invalid(errors)
         old = state.settings.get(user)
-        old_names = set(old.value.get("settings", ())) if old else set()
-        new_names = set(body.settings)
-        changed = old_names ^ new_names
-        check_permissions_held(self.actor, {p for n in changed if n in before.settings for p in before.settings[n]},
-                               f"switch {', '.join(sorted(changed)) or 'nothing'} for {user}")
-        value = {"settings": sorted(new_names)}
+        switches = switches_of(old.value if old else None)
+        here = {sw.setting: sw for sw in switches if sw.scope == scope}
+        wanted = set(body.settings)
+        changed = sorted(set(here) ^ wanted)
+        for name in changed:
+            check_setting(self.actor, before, name, scope, "switch on" if name in wanted else "switch off")
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        kept = [sw for sw in switches if sw.scope != scope or sw.setting in wanted]
+        added = [Switch(name, scope, self.actor.username, now) for name in sorted(wanted - set(here))]
+        value = {"on": [sw.to_json() for sw in (*kept, *added)]}
+        where = f" at {scope}" if scope else " everywhere"
         return await self._apply(USER_SETTINGS, user, state, before, old.value if old else None, value,
-                                 expected=expected, dry_run=dry_run, subjects=[("user", user)], action="update",
-                                 current=old.version if old else 0)
+                                 expected=expected, dry_run=dry_run, subjects=[("user", user)],
+                                 action="update", current=old.version if old else 0,
+                                 summary=f"user settings of {user}{where}: {', '.join(sorted(wanted)) or 'none'}")
+
+    # -- scope membership (an app registers its tasks) ---------------------------------------------------
+
+    async def scope_members(self, scope_type: str | None = None) -> list[dict[str, Any]]:
+        """Every placed scope: config ``members`` (read-only) and what the API registered."""
+        state = await load_state(self.store)
+        out = []
+        for type_name, declared in self.config.scopes.items():
+            if declared.parent is None or (scope_type and type_name != scope_type):
+                continue
+            for child, parent in declared.members.items():
+                key = f"{type_name}:{child}"
+                api = state.members.get(key)
+                out.append({"scope": key, "parent": f"{declared.parent}:{parent}", "source": "config",
+                            "readonly": True, "version": 0, "by": None, "at": None,
+                            "overridden_by_api": api is not None})
+        for key, doc in sorted(state.members.items()):
+            if scope_type and key.split(":", 1)[0] != scope_type:
+                continue
+            out.append({"scope": key, "parent": doc.value.get("parent"), "source": "api", "readonly": False,
+                        "version": doc.version, "by": doc.value.get("by"), "at": doc.value.get("at"),
+                        "overridden_by_api": False})
+        return out
+
+    async def put_scope_member(self, child: str, body: ScopeMemberIn, if_match: str | None, *,
+                               dry_run: bool) -> Change:
+        """Place ``child`` (task:42) in ``body.parent`` (building:a): where grants made at the parent reach it."""
+        state, before = await self.snapshot()
+        child_type, parent_type = child.split(":", 1)[0], body.parent.split(":", 1)[0]
+        declared = self.config.scopes.get(child_type)
+        if declared is None or declared.parent is None:
+            raise Invalid.field("scope", f"scope type {child_type!r} is not declared with a parent type")
+        if parent_type != declared.parent:
+            raise Invalid.field("parent", f"a {child_type} lies in a {declared.parent}, not in a {parent_type}")
+        old = state.members.get(child)
+        expected = parse_if_match(if_match) if old is not None else 0
+        old_parent = old.value.get("parent") if old else before.scopes.parents.get(child)
+        may_register_member(self.actor, child, body.parent)
+        if old_parent and old_parent != body.parent:
+            may_register_member(self.actor, child, old_parent, "move")
+        value = {"parent": body.parent, "by": self.actor.username,
+                 "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        subjects = [(g.subject_kind, g.subject) for g in before.object_grants if g.object == child]
+        return await self._apply(SCOPE_MEMBERS, child, state, before, old.value if old else None, value,
+                                 expected=expected, dry_run=dry_run, subjects=subjects,
+                                 action="update" if old else "create", current=old.version if old else 0)
+
+    async def delete_scope_member(self, child: str, if_match: str | None, *, dry_run: bool) -> Change:
+        state, before = await self.snapshot()
+        old = state.members.get(child)
+        if old is None:
+            if before.scopes.parents.get(child):
+                raise Conflict(f"{child} is placed by the config file; change it there (the API cannot)")
+            raise Missing(f"no registered scope {child}")
+        expected = parse_if_match(if_match)
+        may_register_member(self.actor, child, old.value.get("parent"), "remove")
+        subjects = [(g.subject_kind, g.subject) for g in before.object_grants if g.object == child]
+        return await self._apply(SCOPE_MEMBERS, child, state, before, old.value, None, expected=expected,
+                                 dry_run=dry_run, subjects=subjects, action="delete", current=old.version)
 
     # -- the common path of every change ---------------------------------------------------------------------
 
     async def _apply(self, namespace: str, key: str, state: DynamicState, before: Policy,
                      old: dict[str, Any] | None, value: dict[str, Any] | None, *, expected: int, dry_run: bool,
                      subjects: list[tuple[str, str]], action: str, current: int | None = None,
-                     after_state: DynamicState | None = None) -> Change:
+                     after_state: DynamicState | None = None, summary: str | None = None) -> Change:
         if current is not None and expected != current:
             raise PreconditionFailed(f"{namespace}/{key} changed since you read it (now v{current}); read it again")
         after_state = after_state or state.with_doc(namespace, key, value)
         extra = await daypass_bindings(self.store, self.config, time.time())
         after = compile_state(self.config, after_state, extra=extra)
-        preview = await self.preview(before, after, subjects, f"{action} {namespace}/{key}")
+        preview = await self.preview(before, after, subjects, summary or f"{action} {namespace}/{key}")
         if dry_run:
             version = (current or 0) + (0 if value is None else 1)
             return Change(self._resource(namespace, key, value, version), version, preview)
@@ -376,6 +500,8 @@ class AdminService:
             return binding_out(key, value, version)
         if namespace == ROLES:
             return {"name": key, **value, "version": version}
+        if namespace == SCOPE_MEMBERS:
+            return {"scope": key, **value, "source": "api", "version": version}
         return {**value, "version": version}
 
     async def preview(self, before: Policy, after: Policy, subjects: list[tuple[str, str]],

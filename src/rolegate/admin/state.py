@@ -1,4 +1,5 @@
-"""The dynamic policy state (Store namespaces ``bindings``, ``user_settings``, ``roles``) as one value.
+"""The dynamic policy state (Store namespaces ``bindings``, ``user_settings``, ``roles``, ``scope_members``)
+as one value.
 
 The admin API reads it, applies a change to a copy, and compiles both: that is how a change is
 previewed, and how a delegated admin's grant is checked before anything is written. Compilation
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rolegate.authz import Policy, compile_policy
+from rolegate.authz.stored import MEMBERS, member_of, switches_of
 from rolegate.config.sections.policy import Binding, Role
 
 log = logging.getLogger("rolegate.admin")
@@ -19,6 +21,7 @@ log = logging.getLogger("rolegate.admin")
 BINDINGS = "bindings"
 USER_SETTINGS = "user_settings"
 ROLES = "roles"
+SCOPE_MEMBERS = MEMBERS
 
 
 @dataclass(frozen=True)
@@ -29,15 +32,16 @@ class Doc:
 
 @dataclass(frozen=True)
 class DynamicState:
-    """What the admin API owns: id -> binding, username -> settings, name -> API role."""
+    """What the admin API owns: id -> binding, username -> settings, name -> API role, scope -> its parent."""
 
     bindings: dict[str, Doc] = field(default_factory=dict)
     settings: dict[str, Doc] = field(default_factory=dict)
     roles: dict[str, Doc] = field(default_factory=dict)
+    members: dict[str, Doc] = field(default_factory=dict)
 
     def with_doc(self, namespace: str, key: str, value: dict[str, Any] | None) -> "DynamicState":
         """A copy with ``key`` set to ``value`` (None: removed) in ``namespace``."""
-        attr = {BINDINGS: "bindings", USER_SETTINGS: "settings", ROLES: "roles"}[namespace]
+        attr = {BINDINGS: "bindings", USER_SETTINGS: "settings", ROLES: "roles", SCOPE_MEMBERS: "members"}[namespace]
         docs = dict(getattr(self, attr))
         if value is None:
             docs.pop(key, None)
@@ -52,7 +56,7 @@ async def load_state(store: Any) -> DynamicState:
         return {r.key: Doc(r.value if isinstance(r.value, dict) else {}, r.version)
                 for r in await store.list(namespace)}
 
-    return DynamicState(await docs(BINDINGS), await docs(USER_SETTINGS), await docs(ROLES))
+    return DynamicState(await docs(BINDINGS), await docs(USER_SETTINGS), await docs(ROLES), await docs(SCOPE_MEMBERS))
 
 
 def binding_of(value: dict[str, Any]) -> Binding:
@@ -66,7 +70,7 @@ def effective_config(config: Any, state: DynamicState) -> Any:
         if name in config.roles:
             continue
         try:
-            api_roles[name] = Role.model_validate(doc.value)
+            api_roles[name] = Role.from_stored(doc.value)
         except Exception as exc:  # noqa: BLE001 - a bad stored role grants nothing
             log.error("ignoring stored role %s: %s", name, exc)
     if not api_roles:
@@ -75,7 +79,7 @@ def effective_config(config: Any, state: DynamicState) -> Any:
 
 
 def compile_state(config: Any, state: DynamicState, *, extra: list[tuple[Binding, str]] = (),  # type: ignore[assignment]
-                  version: int = 0) -> Policy:
+                  version: int = 0, scope_parents: dict[str, str] | None = None) -> Policy:
     """Compile config + ``state`` (+ ``extra`` bindings such as active day passes) into a Policy."""
     bindings: list[tuple[Binding, str]] = list(extra)
     grants: list[tuple[Binding, str]] = []
@@ -85,10 +89,14 @@ def compile_state(config: Any, state: DynamicState, *, extra: list[tuple[Binding
         except Exception:  # noqa: BLE001
             continue
         (grants if binding.permission is not None else bindings).append((binding, f"api:binding/{key}"))
-    settings = {user: [n for n in doc.value.get("settings", ()) if isinstance(n, str)]
-                for user, doc in state.settings.items() if isinstance(doc.value.get("settings"), list)}
+    settings = {user: switches_of(doc.value) for user, doc in state.settings.items()}
+    members = dict(scope_parents or {})
+    for key, doc in state.members.items():
+        member = member_of(key, doc.value)
+        if member is not None:
+            members.setdefault(*member)
     return compile_policy(effective_config(config, state), extra_bindings=bindings, enabled_settings=settings,
-                          object_grants=grants, version=version)
+                          object_grants=grants, scope_parents=members, version=version)
 
 
 async def daypass_bindings(store: Any, config: Any, now: float) -> list[tuple[Binding, str]]:

@@ -16,7 +16,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from rolegate.admin import views
-from rolegate.admin.delegation import AUDIT_VIEW, DAYPASS_ISSUE
+from rolegate.admin.delegation import AUDIT_VIEW, DAYPASS_ISSUE, choices
 from rolegate.admin.errors import AdminError, Denied, Invalid, from_validation
 from rolegate.admin.guard import CSRF_FIELD, Actor, check_csrf, current_actor
 from rolegate.admin.models import AuditQuery, BindingIn
@@ -69,6 +69,15 @@ def remove_button(actor: Actor, binding: dict[str, Any]) -> str:
     return (f'<form method="post" action="{BASE}/bindings/{quote(binding["id"])}/delete" class="inline">'
             f'{csrf_input(actor)}<input type="hidden" name="version" value="{binding["version"]}">'
             f'<button class="secondary">Remove…</button></form>')
+
+
+def scope_picker(scopes: list[str | None], name: str = "scope") -> str:
+    """Where a change may be made: free text under someone who manages everywhere, else their scopes."""
+    if None in scopes or not scopes:
+        return (f'<label>Scope<input name="{name}" placeholder="building:a (empty: everywhere)" '
+                f'autocomplete="off"></label>')
+    options = "".join(f'<option value="{e(s)}">{e(s)}</option>' for s in scopes if s is not None)
+    return f'<label>Scope<select name="{name}">{options}</select></label>'
 
 
 def flash(message: str, error: bool = False) -> str:
@@ -194,7 +203,10 @@ class Pages:
             rows.append(f'<tr><td>{subject}</td><td>{what}</td><td>{_scope_label(b["scope"])}</td>'
                         f'<td>{e(b["until"] or "")}</td><td>{remove_button(actor, b)}</td></tr>')
         group_options = "".join(f'<option value="{e(g)}">' for g in people.groups())
-        role_options = "".join(f'<option value="{e(r)}">{e(r)}</option>' for r in policy.roles)
+        # Offer exactly what the signed-in person may hand out: the roles they manage, where they manage them.
+        roles, scopes = choices(actor, "roles", policy.roles)
+        role_options = "".join(f'<option value="{e(r)}">{e(r)}</option>' for r in roles)
+        scope_field = scope_picker(scopes)
         msg = request.query.get("applied")
         body = ((flash(f"Applied: {msg}") if msg else "")
                 + f'<div class="card"><h2 style="margin-top:0">Map a group (or user) to a role</h2>'
@@ -204,10 +216,11 @@ class Pages:
                 f'<label>Name<input name="subject" required list="groups" autocomplete="off"></label>'
                 f'<datalist id="groups">{group_options}</datalist>'
                 f'<label>Role<select name="role">{role_options}</select></label>'
-                f'<label>Scope<input name="scope" placeholder="building:a (empty: everywhere)"></label>'
+                f'{scope_field}'
                 f'<label>Until<input name="until" type="date"></label>'
                 f'<label>Note<input name="note" maxlength="500"></label>'
-                f'<button type="submit">Preview</button></form></div>'
+                f'<button type="submit"{"" if roles else " disabled"}>Preview</button></form>'
+                + ("" if roles else '<p class="muted">No role you hold manages other roles.</p>') + '</div>'
                 f'<h2>Current mappings</h2><div class="scroll"><table id="bindings"><thead><tr><th>Who</th>'
                 f'<th>Gets</th><th>Where</th><th>Until</th><th></th></tr></thead><tbody>{"".join(rows)}</tbody>'
                 f'</table></div>')

@@ -9,16 +9,18 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
-from rolegate.admin.delegation import AUDIT_VIEW, BINDINGS_EDIT
+from rolegate.admin.delegation import AUDIT_VIEW, BINDINGS_EDIT, manages_anything
 from rolegate.admin.errors import Denied, Invalid, Missing
 from rolegate.admin.guard import Actor
-from rolegate.admin.holdings import object_grants_of, scope_holdings, settings_of
+from rolegate.admin.holdings import object_grants_of, scope_holdings, settings_of, switches_of_user
 from rolegate.admin.models import AuditQuery, ExplainIn
 from rolegate.admin.people import People
 from rolegate.admin.state import DynamicState, binding_of
 from rolegate.audit import AuditFilters, parse_time, query_events
 from rolegate.authz import Identity, Policy
 from rolegate.authz.explain import explain, explain_route
+from rolegate.authz.stored import switches_of
+from rolegate.config.sections.policy import EVERYWHERE
 from rolegate.authz.matrix import build_matrix, render
 from rolegate.errors import AmbiguousPath
 from rolegate.proxy.paths import normalize_path, split_segments
@@ -35,17 +37,20 @@ def me(actor: Actor) -> dict[str, Any]:
             "daypass": identity.daypass, "groups": sorted(identity.groups),
             "signed_in_until": _iso(p.expires_at), "scopes": scope_holdings(policy, identity, now),
             "object_grants": object_grants_of(policy, identity, now), "settings": settings_of(policy, identity),
-            "admin": actor.admin_rights(), "policy_version": policy.version}
+            "settings_on": switches_of_user(policy, identity), "admin": actor.admin_rights(),
+            "policy_version": policy.version}
 
 
 def is_admin(actor: Actor) -> bool:
-    """Holds any of rolegate's own permissions somewhere: may see users, groups and the matrix."""
-    return any(actor.admin_rights().values())
+    """Holds any of rolegate's own permissions somewhere, or a role that manages people somewhere: may see
+    users, groups and the matrix."""
+    return any(actor.admin_rights().values()) or manages_anything(actor)
 
 
 def can_inspect(actor: Actor, scope: str | None) -> bool:
-    """May look at other people's rights (at ``scope``): auditors everywhere, binding editors there."""
-    return actor.holds(AUDIT_VIEW) or actor.holds(BINDINGS_EDIT, scope)
+    """May look at other people's rights (at ``scope``): auditors everywhere; there, binding editors and
+    whoever manages anything there."""
+    return actor.holds(AUDIT_VIEW) or actor.holds(BINDINGS_EDIT, scope) or bool(actor.manages_at(scope))
 
 
 def user_detail(people: People, policy: Policy, username: str) -> dict[str, Any]:
@@ -56,7 +61,7 @@ def user_detail(people: People, policy: Policy, username: str) -> dict[str, Any]
     return {"username": person.username, "name": person.name, "email": person.email, "disabled": person.disabled,
             "groups": sorted(person.groups), "source": people.source,
             "scopes": scope_holdings(policy, identity, now), "object_grants": object_grants_of(policy, identity, now),
-            "settings": settings_of(policy, identity)}
+            "settings": settings_of(policy, identity), "settings_on": switches_of_user(policy, identity)}
 
 
 def explain_for(runtime: Any, actor: Actor, people: People, body: ExplainIn) -> dict[str, Any]:
@@ -104,23 +109,29 @@ def export_yaml(config: Any, state: DynamicState) -> str:
     """The live policy in config shape: config plus everything the API added (day passes left out)."""
     data: dict[str, Any] = {}
     dumped = config.model_dump(mode="json", exclude_defaults=True, include={"scopes", "permissions", "roles",
-                                                                            "user_settings", "bindings"})
-    data["scopes"] = dumped.get("scopes", {})
+                                                                            "user_settings", "users", "bindings"})
+    scopes = dumped.get("scopes", {})
+    for key, doc in sorted(state.members.items()):  # tasks the API placed
+        child_type, _, child = key.partition(":")
+        parent = str(doc.value.get("parent") or "")
+        if child_type in scopes and parent:
+            scopes[child_type].setdefault("members", {})[child] = parent.partition(":")[2]
+    data["scopes"] = scopes
     data["permissions"] = list(config.permissions)
     roles = dict(dumped.get("roles", {}))
     for name, doc in sorted(state.roles.items()):
         if name not in roles:
             roles[name] = {k: v for k, v in doc.value.items() if v not in ("", [], None)}
     data["roles"] = roles
-    settings = {name: dict(value) for name, value in dumped.get("user_settings", {}).items()}
+    data["user_settings"] = {name: dict(value) for name, value in dumped.get("user_settings", {}).items()}
+    users: dict[str, Any] = {name: {"settings": dict(value.get("settings", {}))}
+                             for name, value in dumped.get("users", {}).items()}
     for user, doc in sorted(state.settings.items()):
-        for name in doc.value.get("settings", ()):
-            if name in settings:
-                users = list(settings[name].get("users", []))
-                if user not in users:
-                    users.append(user)
-                settings[name]["users"] = users
-    data["user_settings"] = settings
+        for switch in switches_of(doc.value):
+            where = users.setdefault(user, {"settings": {}})["settings"].setdefault(switch.scope or EVERYWHERE, [])
+            if switch.setting not in where:
+                where.append(switch.setting)
+    data["users"] = users
     bindings = list(dumped.get("bindings", []))
     for _key, doc in sorted(state.bindings.items()):
         try:
@@ -130,7 +141,8 @@ def export_yaml(config: Any, state: DynamicState) -> str:
         bindings.append({k: v for k, v in binding.model_dump(mode="json").items() if v is not None})
     data["bindings"] = bindings
     header = (f"# rolegate live policy, exported {datetime.now(timezone.utc).isoformat(timespec='seconds')}\n"
-              "# config file + admin API state (roles, bindings, object grants, user settings); day passes omitted\n")
+              "# config file + admin API state (roles, bindings, object grants, user settings, scope members); "
+              "day passes omitted\n")
     return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 

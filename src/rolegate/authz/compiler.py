@@ -7,9 +7,10 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 
 from rolegate.authz.policy import DEFAULT_CACHE_SIZE, CompiledBinding, ObjectGrant, Policy, SettingGrant
-from rolegate.authz.roles import expand, flatten_roles
+from rolegate.authz.roles import flatten_roles
 from rolegate.authz.scopes import ScopeTree, is_scope
-from rolegate.config.sections.policy import ROLEGATE_PERMISSIONS, Binding
+from rolegate.authz.stored import Switch
+from rolegate.config.sections.policy import EVERYWHERE, ROLEGATE_PERMISSIONS, Binding
 
 __all__ = ["BindingInput", "compile_policy"]
 
@@ -40,7 +41,7 @@ def _unpack(item: BindingInput, fallback: str) -> tuple[Binding, str]:
 def compile_policy(
     config: object,
     extra_bindings: Iterable[BindingInput] = (),
-    enabled_settings: Mapping[str, Iterable[str]] | None = None,
+    enabled_settings: Mapping[str, Iterable[str | Switch]] | None = None,
     object_grants: Iterable[BindingInput] = (),
     scope_parents: Mapping[str, str] | None = None,
     *,
@@ -51,8 +52,10 @@ def compile_policy(
 
     - ``extra_bindings``: role bindings (and object grants) stored by the admin API or
       issued day passes, as ``Binding`` values or ``(Binding, source)`` pairs.
-    - ``enabled_settings``: username -> names of user settings switched on for them
-      (added to the ``users`` config lists).
+    - ``enabled_settings``: username -> user settings switched on for them through the admin API:
+      ``Switch`` values (setting, scope or None for everywhere, by whom, when) or bare names
+      (on everywhere); added to what config ``users:`` switches on. A setting grants nothing by
+      itself: roles held where it is on list what it adds (``if_setting``).
     - ``object_grants``: ``Binding`` values with ``permission`` + ``object``.
     - ``scope_parents``: runtime scope membership, child -> parent (``building:c`` ->
       ``client:acme``), e.g. from directory attributes; overrides config ``members``.
@@ -103,24 +106,30 @@ def compile_policy(
             continue
         add(binding, source)
 
-    config_settings = getattr(config, "user_settings", {})
-    settings = {name: expand(s.permissions, catalogue) for name, s in config_settings.items()}
+    declared_settings = tuple(getattr(config, "user_settings", {}))
     setting_grants: list[SettingGrant] = []
-    seen: set[tuple[str, str]] = set()
-    for name, s in config_settings.items():
-        for j, user in enumerate(s.users):
-            if (user, name) not in seen:
-                seen.add((user, name))
-                where = _where(config, ("user_settings", name, "users", j), f"user_settings.{name}.users")
-                setting_grants.append(SettingGrant(name, user, settings[name], f"config {where}"))
-    for user, names in (enabled_settings or {}).items():
-        for name in names:
-            if name not in settings:
-                problems.append(f"user setting {name!r} enabled for {user} is not in config; ignored")
-            elif (user, name) not in seen:
-                seen.add((user, name))
-                setting_grants.append(SettingGrant(name, user, settings[name], "enabled by an admin"))
+    seen: set[tuple[str, str, str | None]] = set()
+
+    def switch_on(user: str, name: str, scope: str | None, source: str, by: str | None = None,
+                  at: str | None = None) -> None:
+        if name not in declared_settings:
+            problems.append(f"{source}: user setting {name!r} switched on for {user} is not in config; ignored")
+        elif scope is not None and not is_scope(scope):
+            problems.append(f"{source}: user setting {name!r} for {user} at {scope!r}: not type:id; ignored")
+        elif (user, name, scope) not in seen:
+            seen.add((user, name, scope))
+            setting_grants.append(SettingGrant(name, user, scope, source, by, at))
+
+    for user, entry in getattr(config, "users", {}).items():
+        for scope, names in entry.settings.items():
+            for j, name in enumerate(names):
+                where = _where(config, ("users", user, "settings", scope, j), f"users.{user}.settings")
+                switch_on(user, name, None if scope == EVERYWHERE else scope, f"config {where}")
+    for user, items in (enabled_settings or {}).items():
+        for item in items:
+            switch = Switch(item) if isinstance(item, str) else Switch(*item)
+            switch_on(user, switch.setting, switch.scope, "admin API", switch.by, switch.at)
 
     return Policy(version=version, catalogue_order=catalogue_order, roles=roles, bindings=tuple(bindings),
-                  scopes=scopes, settings=settings, setting_grants=tuple(setting_grants),
+                  scopes=scopes, settings=declared_settings, setting_grants=tuple(setting_grants),
                   object_grants=tuple(grants), problems=tuple(problems), config=config, cache_size=cache_size)

@@ -5,16 +5,19 @@ Semantics (the contract explain, tokens and ``/me`` rely on):
 * A binding applies at scope S when it is global or at S or at any parent of S, and
   it has not expired (``now < until``). Expired bindings grant and deny nothing.
 * allow(S) = union of the flattened allow sets of every role of every applying binding
-  of the user, their groups and their day pass, plus the permissions of the user
-  settings switched on for the user (settings apply at every scope).
+  of the user, their groups and their day pass, plus, for each such role, the permissions
+  it lists under ``if_setting`` for a user setting switched on for the user at S, at a
+  parent of S, or everywhere. A setting grants nothing by itself: only with a role held at S.
 * deny(S) = union of the flattened deny lists of those same roles. A deny held at S or
   at a parent of S (or globally) removes the permission from *everything* at S: roles,
   settings and object grants. A deny held only at ``building:a`` does not reach
   ``building:b`` or ``client:acme``.
 * effective(S) = allow(S) - deny(S).
 * ``decide(p, S, object=o)`` allows when p is in effective(S), or when p is not in
-  deny(S) and the identity holds an unexpired object grant of p on o (whose own scope,
-  if any, is S or a parent of S).
+  deny(S) and the identity holds an unexpired object grant of p on o whose own scope, if
+  any, is o's place: o itself or a scope o lies in (for o of a declared scope type; else S
+  or a parent of S). An object whose type lies inside another (a task inside a building)
+  but that lies nowhere known is denied, whatever is granted on it.
 * A disabled identity, a malformed scope or bad input is denied.
 """
 
@@ -70,7 +73,7 @@ def decide(policy: Policy, identity: Identity, permission: str, scope: str | Non
         if permission.__class__ is not str:
             return Decision(False, repr(permission), scope, ("deny: the permission is not a string",))
         holds = index.holds
-        allowed = False
+        allowed = denied = False
         not_before, expires = -INF, INF
         for subject in identity.subjects:
             here = holds.get((subject, scope))  # what the subject holds here and above
@@ -94,10 +97,15 @@ def decide(policy: Policy, identity: Identity, permission: str, scope: str | Non
                 continue
             verdict, not_before, expires = here.judge(permission, now, not_before, expires)
             if verdict < 0:  # an explicit deny beats every allow
-                allowed = False
+                allowed, denied = False, True
                 break
             if verdict:
                 allowed = True
+        if not (allowed or denied) and permission in index.conditional \
+                and identity.username in index.settings_by_user:
+            # A role may grant it with one of this user's settings: the entry pairs them up.
+            entry = policy.entry(identity, scope, now)
+            allowed, not_before, expires = permission in entry.allow, entry.not_before, entry.expires
         decision = _new(Decision, (allowed, permission, scope, None, not_before, expires, index, identity, now))
         if permission in policy.catalogue:  # memoize catalogue permissions only
             decisions = policy._decisions
@@ -126,8 +134,11 @@ def _decide_object(policy: Policy, entry: Entry, identity: Identity, permission:
                    scope: str | None, obj: str, now: float) -> Decision:
     if not isinstance(obj, str):
         return Decision(False, str(permission), scope, ("deny: the object is not a string",))
-    grants = policy.object_grants_for(identity, permission, obj, scope, now)
     label = permission if permission is not None else f"(any permission on {obj})"
+    unplaced = policy.scopes.unplaced(obj)
+    if unplaced is not None:  # its scope is unknown: never allowed by accident
+        return Decision(False, label, scope, (f"deny: {unplaced}",))
+    grants = policy.object_grants_for(identity, permission, obj, scope, now)
     if not grants:
         base = entry.reasons_for(label, False) if permission is not None else ()
         return Decision(False, label, scope, (*base, f"deny: no object grant of {label} on {obj}"))

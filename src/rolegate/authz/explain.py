@@ -99,6 +99,10 @@ def decide_route(policy: Policy, identity: Identity | None, requirement: Require
         return Decision(True, perm, requirement.scope, ("allow: any signed-in user (mode authenticated)",))
     if requirement.problem is not None:
         return Decision(False, perm, requirement.scope, (f"deny: {requirement.problem}",))
+    if requirement.object is not None:
+        unplaced = policy.scopes.unplaced(requirement.object)
+        if unplaced is not None:  # an object whose scope is unknown is refused, whatever is held globally
+            return Decision(False, perm, requirement.scope, (f"deny: {unplaced}",))
     if requirement.permission is None:
         if requirement.object is None:
             return Decision(False, perm, requirement.scope, ("deny: the route names no permission",))

@@ -3,7 +3,8 @@
 Cells: ✅ the role grants it; ➖ it does not (or denies it); otherwise the condition
 under which a holder of the role gets it:
 
-* ``If enabled in user settings: <setting>`` - a user setting grants it;
+* ``If enabled in user settings`` - the role lists it under ``if_setting``: a holder gets it
+  where they also have that setting switched on (the setting's name is the cell's ``detail``);
 * ``If added to a task`` (``If added to <type>``) - routes needing it take an
   ``object: task:{...}``, so an object grant gives it;
 * ``If added to <scope type>`` - a role that directly inherits this one adds it, no
@@ -31,10 +32,18 @@ ALLOW = "✅"
 NONE = "➖"
 
 
+SETTING = "If enabled in user settings"
+
+
 @dataclass(frozen=True, slots=True)
 class Cell:
     kind: str  # "allow", "none", "denied", "conditional"
-    text: str
+    text: str  # the seed table's wording
+    detail: str = ""  # for a conditional cell: which user setting(s) meet it
+
+    @property
+    def title(self) -> str:
+        return f"{self.text} ({self.detail})" if self.detail else self.text
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,9 +57,14 @@ class Matrix:
         return self.cells[(permission, role)]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"roles": list(self.roles), "notes": list(self.notes),
-                "rows": [{"permission": p, "cells": {r: self.cells[(p, r)].text for r in self.roles}}
-                         for p in self.permissions]}
+        rows = []
+        for p in self.permissions:
+            row: dict[str, Any] = {"permission": p, "cells": {r: self.cells[(p, r)].text for r in self.roles}}
+            settings = {r: self.cells[(p, r)].detail for r in self.roles if self.cells[(p, r)].detail}
+            if settings:
+                row["settings"] = settings
+            rows.append(row)
+        return {"roles": list(self.roles), "notes": list(self.notes), "rows": rows}
 
 
 def _template_type(template: str | None) -> str | None:
@@ -80,10 +94,6 @@ def build_matrix(config: Any, roles: Sequence[str] | None = None, scope: str | N
         names = [r for r in names if r in bound]
         notes.append(f"roles bound at {scope} (globally, at it or at a parent scope)")
 
-    settings_for: dict[str, list[str]] = {}
-    for name, perms in policy.settings.items():
-        for p in perms:
-            settings_for.setdefault(p, []).append(name)
     object_types: dict[str, list[str]] = {}
     scope_types: dict[str, set[str]] = {}
     for route in getattr(config, "routes", ()):
@@ -125,14 +135,16 @@ def build_matrix(config: Any, roles: Sequence[str] | None = None, scope: str | N
                 cells[(perm, role)] = Cell("denied", NONE)
                 continue
             conditions = []
-            if perm in settings_for:
-                conditions.append(f"If enabled in user settings: {', '.join(settings_for[perm])}")
+            settings = [name for name, perms in flat.conditional.items() if perm in perms]
+            if settings:
+                conditions.append(SETTING)
             for t in object_types.get(perm, ()):
                 conditions.append(f"If added to {_article(t)}")
             extension = extension_condition(role, perm)
             if extension is not None:
                 conditions.append(extension)
-            cells[(perm, role)] = Cell("conditional", "; ".join(conditions)) if conditions else Cell("none", NONE)
+            cells[(perm, role)] = (Cell("conditional", "; ".join(conditions), ", ".join(settings)) if conditions
+                                   else Cell("none", NONE))
     return Matrix(policy.catalogue_order, tuple(names), cells, tuple(notes))
 
 
@@ -172,8 +184,8 @@ def _html(matrix: Matrix) -> str:
     head = "".join(f"<th scope=\"col\">{e(r)}</th>" for r in matrix.roles)
     rows = []
     for p in matrix.permissions:
-        cells = "".join(f"<td class=\"{e(matrix.cells[(p, r)].kind)}\">{e(matrix.cells[(p, r)].text)}</td>"
-                        for r in matrix.roles)
+        cells = "".join(f"<td class=\"{e(matrix.cells[(p, r)].kind)}\" title=\"{e(matrix.cells[(p, r)].title)}\">"
+                        f"{e(matrix.cells[(p, r)].text)}</td>" for r in matrix.roles)
         rows.append(f"<tr><th scope=\"row\">{e(p)}</th>{cells}</tr>")
     notes = "".join(f"<p>{e(n)}</p>" for n in matrix.notes)
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from sys import intern
 from itertools import islice
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 
 from rolegate.authz.decision import Decision
@@ -76,38 +76,55 @@ class ObjectGrant:
 
 
 class SettingGrant:
-    """A user setting switched on for one user: its permissions, everywhere."""
+    """A user setting switched on for one user, everywhere (``scope`` None) or at a scope and below.
 
-    __slots__ = ("name", "username", "permissions", "source")
+    It grants nothing by itself: a role the user holds there lists what it adds (``if_setting``).
+    """
 
-    def __init__(self, name: str, username: str, permissions: frozenset[str], source: str) -> None:
+    __slots__ = ("name", "username", "scope", "source", "by", "at")
+
+    def __init__(self, name: str, username: str, scope: str | None, source: str,
+                 by: str | None = None, at: str | None = None) -> None:
         self.name = name
         self.username = username
-        self.permissions = permissions
+        self.scope = scope
         self.source = source
+        self.by = by  # who switched it on (admin API), and when
+        self.at = at
 
     def describe(self) -> str:
-        return f"user setting {self.name!r} is on for {self.username} ({self.source})"
+        where = f"at {self.scope}" if self.scope else "everywhere"
+        who = f"switched on by {self.by}" + (f" at {self.at}" if self.at else "") + "; " if self.by else ""
+        return f"user setting {self.name!r} is on for {self.username} {where} ({who}{self.source})"
+
+
+# One conditional grant: a binding whose role lists permissions under a setting that is on here.
+Conditional = tuple[CompiledBinding, SettingGrant, frozenset[str]]
+# setting -> permission -> the roles that grant it with that setting (for reasons).
+Unlocks = Mapping[str, Mapping[str, tuple[str, ...]]]
 
 
 class Entry:
     """What one identity shape holds at one scope; valid while ``not_before <= now < expires``."""
 
-    __slots__ = ("allow", "deny", "holdings", "settings", "scope", "not_before", "expires", "used",
-                 "note", "_reasons")
+    __slots__ = ("allow", "deny", "holdings", "settings", "conditional", "scope", "not_before", "expires", "used",
+                 "note", "unlocks", "_reasons")
 
     def __init__(self, allow: frozenset[str], deny: frozenset[str], holdings: tuple[CompiledBinding, ...],
                  settings: tuple[SettingGrant, ...], scope: str | None, not_before: float, expires: float,
-                 note: str | None = None) -> None:
+                 note: str | None = None, conditional: tuple[Conditional, ...] = (),
+                 unlocks: Unlocks | None = None) -> None:
         self.allow = allow
         self.deny = deny
         self.holdings = holdings
-        self.settings = settings
+        self.settings = settings  # the user's settings switched on here (at this scope, above, everywhere)
+        self.conditional = conditional
         self.scope = scope
         self.not_before = not_before
         self.expires = expires
         self.used = 0.0
         self.note = note
+        self.unlocks = unlocks or {}
         self._reasons: dict[tuple[str, bool], tuple[str, ...]] = {}
 
     def reasons_for(self, permission: str, allowed: bool) -> tuple[str, ...]:
@@ -124,7 +141,8 @@ class Entry:
         if self.note is not None:
             return (self.note,)
         granting = [f"allow: {b.describe()}" for b in self.holdings if permission in b.allow]
-        granting += [f"allow: {s.describe()}" for s in self.settings if permission in s.permissions]
+        granting += [f"allow: role {b.role.name} grants {permission} with {s.describe()}; {b.describe()}"
+                     for b, s, perms in self.conditional if permission in perms]
         if allowed:
             return tuple(granting)
         denying = [f"deny: role {b.role.name} denies {permission}; {b.describe()}"
@@ -133,16 +151,32 @@ class Entry:
             overruled = [f"overruled {g}" for g in granting]
             return (*denying, *overruled)
         held = ", ".join(sorted({b.role.name for b in self.holdings})) or "no role"
-        return (f"deny: no binding, user setting or object grant gives {permission} at {where} "
-                f"(holds here: {held})",)
+        reasons = [f"deny: no binding, user setting or object grant gives {permission} at {where} "
+                   f"(holds here: {held})"]
+        on = {s.name for s in self.settings}
+        for b in self.holdings:  # the role would give it with a setting that is off here
+            for setting, perms in b.role.conditional.items():
+                if permission in perms and setting not in on:
+                    reasons.append(f"note: role {b.role.name} grants {permission} only with user setting "
+                                   f"{setting!r} switched on, and it is off here")
+        held_roles = {b.role.name for b in self.holdings}
+        for s in self.settings:  # the setting is on, but grants it only with a role not held here
+            roles = self.unlocks.get(s.name, {}).get(permission)
+            if roles and not held_roles & set(roles):
+                reasons.append(f"note: {s.describe()}, but it grants {permission} only with role "
+                               f"{' or '.join(roles)}, not held here (a setting alone grants nothing)")
+        return tuple(dict.fromkeys(reasons))
 
 
 class BindingIndex:
     """Bindings and user settings indexed by (subject, scope), and the entries computed from them.
 
-    ``holds[(subject, scope)]`` is what the subject holds at that scope *and every scope
-    above it* (its parents, and globally), settings included, worked out when the policy
-    is compiled. Scopes form a tree (scope types cannot nest in a cycle), so a decision
+    ``holds[(subject, scope)]`` is what the subject's roles give at that scope *and every scope
+    above it* (its parents, and globally), worked out when the policy is compiled. What a role
+    gives only with a user setting (``if_setting``) is not in it: it depends on the user's
+    settings at the request's scope as well as on who holds the role, so a decision that the
+    index does not allow, for a user with settings and a permission some role makes
+    conditional, is answered from the (cached) entry instead. Scopes form a tree (scope types cannot nest in a cycle), so a decision
     at ``building:a`` probes ``(subject, "building:a")`` and climbs the chain only for a
     subject with nothing there: usually one probe per subject, into one dict, which is
     what a precomputed set lookup costs. ``entry`` gathers everything held at a scope,
@@ -151,22 +185,26 @@ class BindingIndex:
     """
 
     __slots__ = ("scopes", "cache", "cache_size", "holds", "held_by", "may_deny", "settings_by_user", "chains",
-                 "_chains_limit", "_at")
+                 "conditional", "unlocks", "_chains_limit", "_at")
 
     def __init__(self, bindings: tuple[CompiledBinding, ...], setting_grants: tuple[SettingGrant, ...],
-                 scopes: ScopeTree, cache_size: int) -> None:
+                 scopes: ScopeTree, cache_size: int, unlocks: Unlocks | None = None) -> None:
         self.scopes = scopes
         self.cache_size = max(16, cache_size)
         by_user: dict[str, list[SettingGrant]] = {}
         for g in setting_grants:
             by_user.setdefault(g.username, []).append(g)
         self.settings_by_user = {u: tuple(v) for u, v in by_user.items()}
+        self.unlocks = unlocks or {}
+        # Permissions some role grants only with a setting: only these can take the entry's path.
+        self.conditional = frozenset(p for perms in self.unlocks.values() for p in perms)
         # scope -> its chain, or None for a malformed scope (read directly by the hot path): worked
         # out here for every scope the policy knows (bound, or placed in the tree), and on first
         # sight for others, up to ``cache_size`` of them (scopes come from request paths).
         self.chains: dict[str | None, tuple[str | None, ...] | None] = {None: (None,)}
         self._chains_limit = 0
-        for scope in {*(b.scope for b in bindings), *scopes.parents, *scopes.parents.values()}:
+        for scope in {*(b.scope for b in bindings), *(g.scope for g in setting_grants), *scopes.parents,
+                      *scopes.parents.values()}:
             self.chain(scope)
         self._chains_limit = len(self.chains) + self.cache_size
         # (subject, scope) -> the bindings held exactly there. Keys are interned, as are
@@ -175,10 +213,6 @@ class BindingIndex:
         for b in bindings:
             at.setdefault((subject_key(b.subject_kind, b.subject), _intern(b.scope)), []).append(b)
         self._at = {k: tuple(v) for k, v in at.items()}
-        extra = {subject_key("user", u): frozenset().union(*(g.permissions for g in gs))
-                 for u, gs in self.settings_by_user.items()}
-        for subject in extra:  # settings apply everywhere: a global entry holds them at least
-            self._at.setdefault((subject, None), ())
         # Climbing from a scope to the first level where a subject holds something, and reading
         # that level's union of everything above it, equals the union over the whole chain because
         # a chain's tail is its own chain: config refuses scope types that nest in a cycle or
@@ -186,8 +220,7 @@ class BindingIndex:
         holds: dict[tuple[str, str | None], frozenset[str] | _Held] = {}
         for subject, scope in self._at:
             chain = self.chains[scope] or ()
-            held = _Held(tuple(b for level in chain for b in self._at.get((subject, level), ())),
-                         extra.get(subject, _EMPTY))
+            held = _Held(tuple(b for level in chain for b in self._at.get((subject, level), ())))
             holds[(subject, scope)] = held.allow if held.simple else held
         self.holds = holds
         # Subjects holding anything anywhere: a group bound nowhere (most of a directory's)
@@ -239,6 +272,7 @@ class BindingIndex:
         if chain is None:
             return Entry(frozenset(), frozenset(), (), (), scope, -INF, INF,
                          note=f"deny: {scope!r} is not a valid scope (type:id)")
+        levels = set(chain)
         allow: set[str] = set()
         deny: set[str] = set()
         holdings: list[CompiledBinding] = []
@@ -251,11 +285,23 @@ class BindingIndex:
                 allow |= b.allow
                 deny |= b.deny
                 holdings.append(b)
-        settings = self.settings_by_user.get(identity.username, ())
-        for s in settings:
-            allow |= s.permissions
+        # The user's settings on here (at this scope, above it, or everywhere), and what the roles held
+        # here grant with them: a setting alone grants nothing.
+        settings = tuple(s for s in self.settings_by_user.get(identity.username, ()) if s.scope in levels)
+        conditional: list[Conditional] = []
+        if settings:
+            on: dict[str, SettingGrant] = {}
+            for s in settings:
+                on.setdefault(s.name, s)  # nearest-listed first; any one of them meets the condition
+            for b in holdings:
+                for name, perms in b.role.conditional.items():
+                    setting = on.get(name)
+                    if setting is not None:
+                        allow |= perms
+                        conditional.append((b, setting, perms))
         allow -= deny
-        return Entry(frozenset(allow), frozenset(deny), tuple(holdings), settings, scope, not_before, expires)
+        return Entry(frozenset(allow), frozenset(deny), tuple(holdings), settings, scope, not_before, expires,
+                     conditional=tuple(conditional), unlocks=self.unlocks)
 
 
 def _live(bindings: tuple[CompiledBinding, ...], now: float, not_before: float,
@@ -278,19 +324,18 @@ def _live(bindings: tuple[CompiledBinding, ...], now: float, not_before: float,
 class _Held:
     """What one subject holds at one scope and above: the bindings, and their unions while none expired.
 
-    With one binding and no settings (the usual case) the unions are the role's own sets,
-    shared by everyone holding the role, so a decision reads memory others keep warm.
+    With one binding (the usual case) the unions are the role's own sets, shared by everyone
+    holding the role, so a decision reads memory others keep warm.
     """
 
-    __slots__ = ("bindings", "settings", "allow", "deny", "first_until", "simple")
+    __slots__ = ("bindings", "allow", "deny", "first_until", "simple")
 
-    def __init__(self, bindings: tuple[CompiledBinding, ...], settings: frozenset[str]) -> None:
+    def __init__(self, bindings: tuple[CompiledBinding, ...]) -> None:
         self.bindings = bindings
-        self.settings = settings
-        if len(bindings) == 1 and not settings:
+        if len(bindings) == 1:
             allow, deny = bindings[0].allow, bindings[0].deny
         else:
-            allow = settings.union(*(b.allow for b in bindings))
+            allow = frozenset().union(*(b.allow for b in bindings))
             deny = frozenset().union(*(b.deny for b in bindings))
         self.deny = deny = deny or None  # None: nothing to check
         self.allow = allow if deny is None else allow - deny
@@ -307,7 +352,7 @@ class _Held:
                 return -1, not_before, expires
             return (1 if permission in self.allow else 0), not_before, expires
         live, not_before, expires = _live(self.bindings, now, not_before, expires)
-        verdict = 1 if permission in self.settings else 0
+        verdict = 0
         for b in live:
             if permission in b.deny:
                 return -1, not_before, expires
@@ -316,7 +361,6 @@ class _Held:
         return verdict, not_before, expires
 
 
-_EMPTY: frozenset[str] = frozenset()
 _MISSING = object()
 
 
@@ -327,14 +371,14 @@ def _intern(scope: str | None) -> str | None:
 class Policy:
     """A compiled, immutable authorization policy with a ``version``."""
 
-    __slots__ = ("version", "catalogue", "catalogue_order", "roles", "bindings", "scopes", "settings",
+    __slots__ = ("version", "catalogue", "catalogue_order", "roles", "bindings", "scopes", "settings", "unlocks",
                  "setting_grants", "object_grants", "problems", "config",
                  "_index", "_grants", "_grants_by_object", "_cache", "_decisions", "_decisions_size",
                  "_cache_size")
 
     def __init__(self, *, version: int, catalogue_order: tuple[str, ...], roles: dict[str, FlatRole],
                  bindings: tuple[CompiledBinding, ...], scopes: ScopeTree,
-                 settings: Mapping[str, frozenset[str]], setting_grants: tuple[SettingGrant, ...],
+                 settings: Iterable[str], setting_grants: tuple[SettingGrant, ...],
                  object_grants: tuple[ObjectGrant, ...], problems: tuple[str, ...],
                  config: object = None, cache_size: int = DEFAULT_CACHE_SIZE) -> None:
         self.version = version
@@ -343,12 +387,19 @@ class Policy:
         self.roles = roles
         self.bindings = bindings
         self.scopes = scopes
-        self.settings = dict(settings)
+        # setting -> every permission some role grants with it; setting -> permission -> those roles.
+        unlocks: dict[str, dict[str, list[str]]] = {name: {} for name in settings}
+        for role in roles.values():
+            for name, perms in role.conditional.items():
+                for perm in perms:
+                    unlocks.setdefault(name, {}).setdefault(perm, []).append(role.name)
+        self.unlocks = {name: {p: tuple(r) for p, r in perms.items()} for name, perms in unlocks.items()}
+        self.settings = {name: frozenset(self.unlocks.get(name, ())) for name in settings}
         self.setting_grants = setting_grants
         self.object_grants = object_grants
         self.problems = problems
         self.config = config
-        self._index = BindingIndex(bindings, setting_grants, scopes, cache_size)
+        self._index = BindingIndex(bindings, setting_grants, scopes, cache_size, self.unlocks)
         self._cache = self._index.cache  # the same dict: (identity shape, scope) -> Entry
         grants: dict[tuple[str, str], list[ObjectGrant]] = {}
         by_object: dict[str, list[ObjectGrant]] = {}
@@ -408,7 +459,13 @@ class Policy:
         if not candidates:
             return []
         subjects = identity.subjects
-        chain = self.scopes.chain(scope) if scope is not None and is_scope(scope) else ()
+        # A grant made at a scope (carol's, at building:a) reaches the object only if the object lies
+        # there: its own place decides when its type is a declared scope type (task:42 in building:a),
+        # never the scope the request names; an object of an undeclared type goes by the request's scope.
+        if obj.split(":", 1)[0] in self.scopes.types:
+            chain = self.scopes.chain(obj) if self.scopes.unplaced(obj) is None else ()
+        else:
+            chain = self.scopes.chain(scope) if scope is not None and is_scope(scope) else ()
         return [g for g in candidates
                 if f"{g.subject_kind[0]}:{g.subject}" in subjects and now < g.until
                 and (g.scope is None or g.scope in chain)]

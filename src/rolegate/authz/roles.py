@@ -1,4 +1,8 @@
-"""Roles flattened once: inherited permissions folded in, wildcards expanded, denies subtracted."""
+"""Roles flattened once: inherited permissions folded in, wildcards expanded, denies subtracted.
+
+A flattened role also carries what it grants only with a user setting (``if_setting``) and what its
+holders may hand out (``manages``), both with its ancestors' folded in.
+"""
 
 from __future__ import annotations
 
@@ -8,25 +12,109 @@ from sys import intern
 
 from rolegate.config.sections.policy import Role
 
-__all__ = ["FlatRole", "expand", "flatten_roles"]
+__all__ = ["ALL", "NOTHING", "Delegation", "FlatRole", "expand", "flatten_roles"]
+
+
+class _All:
+    """``manages: {roles: all}``: contains everything, and absorbs any union."""
+
+    __slots__ = ()
+
+    def __contains__(self, item: object) -> bool:
+        return True
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __or__(self, other: object) -> "_All":
+        return self
+
+    __ror__ = __or__
+
+    def __repr__(self) -> str:
+        return "all"
+
+
+ALL = _All()
+Names = frozenset[str] | _All
+_NONE: frozenset[str] = frozenset()
+
+
+def _union(a: Names, b: Names) -> Names:
+    return ALL if a is ALL or b is ALL else a | b  # type: ignore[operator]
+
+
+def _within(inner: Names, outer: Names) -> bool:
+    if outer is ALL:
+        return True
+    return inner is not ALL and inner <= outer  # type: ignore[operator]
+
+
+class Delegation:
+    """What holders of a role (or of several) may hand out and take away: roles, user settings, and
+    permissions on single objects (``assigns``). Each is a frozenset of names or ``ALL``."""
+
+    __slots__ = ("roles", "settings", "assigns")
+
+    def __init__(self, roles: Names = _NONE, settings: Names = _NONE, assigns: Names = _NONE) -> None:
+        self.roles = roles
+        self.settings = settings
+        self.assigns = assigns
+
+    def __or__(self, other: "Delegation") -> "Delegation":
+        return Delegation(_union(self.roles, other.roles), _union(self.settings, other.settings),
+                          _union(self.assigns, other.assigns))
+
+    def __bool__(self) -> bool:
+        return bool(self.roles or self.settings or self.assigns)
+
+    def within(self, other: "Delegation") -> bool:
+        """Manages nothing that ``other`` does not."""
+        return (_within(self.roles, other.roles) and _within(self.settings, other.settings)
+                and _within(self.assigns, other.assigns))
+
+    def describe(self) -> str:
+        parts = []
+        for label, names in (("roles", self.roles), ("settings", self.settings), ("assigns", self.assigns)):
+            if names:
+                parts.append(f"{label}: {'all' if names is ALL else ', '.join(sorted(names))}")  # type: ignore[arg-type]
+        return "; ".join(parts) or "nothing"
+
+    def __repr__(self) -> str:
+        return f"Delegation({self.describe()})"
+
+
+NOTHING = Delegation()
 
 
 class FlatRole:
     """A role as decisions need it: what it allows (deny already removed) and what it denies.
 
-    ``assigns``: the permissions its holders may grant on single objects (its own and its ancestors').
+    ``conditional``: user setting -> the permissions the role grants only where its holder has that
+    setting switched on (deny removed too). ``manages``: what its holders may hand out (a
+    ``Delegation``). Both fold in the role's ancestors.
     """
 
-    __slots__ = ("name", "allow", "deny", "ancestors", "assigns")
+    __slots__ = ("name", "allow", "deny", "ancestors", "conditional", "manages")
 
     def __init__(self, name: str, allow: frozenset[str], deny: frozenset[str],
-                 ancestors: tuple[str, ...], assigns: frozenset[str] = frozenset()) -> None:
+                 ancestors: tuple[str, ...], conditional: Mapping[str, frozenset[str]] | None = None,
+                 manages: Delegation = NOTHING) -> None:
         self.name = name
         self.allow = allow
         self.deny = deny
         # Every role this one inherits from, transitively, nearest first.
         self.ancestors = ancestors
-        self.assigns = assigns
+        self.conditional: Mapping[str, frozenset[str]] = conditional or {}
+        self.manages = manages
+
+    @property
+    def assigns(self) -> Names:
+        """The permissions its holders may grant on single objects."""
+        return self.manages.assigns
+
+    def conditional_permissions(self) -> frozenset[str]:
+        return frozenset().union(*self.conditional.values())
 
     def __repr__(self) -> str:
         return f"FlatRole({self.name!r}, allow={sorted(self.allow)}, deny={sorted(self.deny)})"
@@ -78,6 +166,32 @@ def flatten_roles(roles: Mapping[str, Role], catalogue: frozenset[str]) -> dict[
     for name in roles:
         allow, deny, ancestors = visit(name, (name,))
         deny_set = expand(deny, catalogue)
-        assigns = expand((p for r in (name, *ancestors) if r in roles for p in roles[r].assigns), catalogue)
-        flat[name] = FlatRole(name, expand(allow, catalogue) - deny_set, deny_set, ancestors, assigns)
+        lineage = [roles[r] for r in (name, *ancestors) if r in roles]
+        conditional: dict[str, set[str]] = {}
+        for role in lineage:
+            for setting, perms in role.if_setting.items():
+                conditional.setdefault(setting, set()).update(perms)
+        allow_set = expand(allow, catalogue) - deny_set
+        # A permission the role grants anyway needs no setting; a denied one is not granted by any.
+        conditions = {setting: frozenset(expand(perms, catalogue) - deny_set - allow_set)
+                      for setting, perms in conditional.items()}
+        manages = NOTHING
+        for role in lineage:
+            manages = manages | _delegation(role, catalogue)
+        flat[name] = FlatRole(name, allow_set, deny_set, ancestors,
+                              {s: p for s, p in conditions.items() if p}, manages)
     return flat
+
+
+def _names(value: object) -> Names:
+    if value == "all":
+        return ALL
+    return frozenset(value)  # type: ignore[arg-type]
+
+
+def _delegation(role: Role, catalogue: frozenset[str]) -> Delegation:
+    manages = role.manages
+    assigns = _names(manages.assigns)
+    if assigns is not ALL:
+        assigns = expand(assigns, catalogue)  # type: ignore[arg-type]
+    return Delegation(_names(manages.roles), _names(manages.settings), assigns)

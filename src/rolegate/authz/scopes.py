@@ -28,7 +28,7 @@ class ScopeTree:
     parent; anything else is ignored and reported in ``problems``.
     """
 
-    __slots__ = ("parents", "problems")
+    __slots__ = ("parents", "types", "parent_types", "problems")
 
     def __init__(self, scope_types: Mapping[str, ScopeType],
                  scope_parents: Mapping[str, str] | None = None) -> None:
@@ -52,7 +52,23 @@ class ScopeTree:
                 continue
             parents[child] = parent
         self.parents = parents
+        self.types = frozenset(scope_types)
+        # scope type -> the type its scopes lie in (task -> building), as config declares.
+        self.parent_types = {name: t.parent for name, t in scope_types.items() if t.parent is not None}
         self.problems = tuple(problems)
+
+    def unplaced(self, scope: str) -> str | None:
+        """Why ``scope`` has no known place, when its type lies inside another and nothing puts it there.
+
+        A task must lie in a building for grants made at that building to reach it; one that lies
+        nowhere known is refused with this reason, never judged by what is held globally alone.
+        """
+        scope_type = scope.split(":", 1)[0]
+        parent_type = self.parent_types.get(scope_type)
+        if parent_type is None or scope in self.parents:
+            return None
+        return (f"{scope} lies in no known {parent_type} (scope type {scope_type} lies inside {parent_type}: "
+                f"list it under scopes.{scope_type}.members or register it through the admin API)")
 
     def chain(self, scope: str) -> tuple[str, ...]:
         """``scope`` and its ancestors, nearest first; stops at a cycle or at MAX_DEPTH."""

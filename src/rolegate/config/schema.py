@@ -100,7 +100,7 @@ class Config(Section):
         for name, role in self.roles.items():
             if not NAME.match(name):
                 bad(("roles", name), f"{name!r} is not a valid role name")
-            for key in ("permissions", "deny", "assigns"):
+            for key in ("permissions", "deny"):
                 for i, perm in enumerate(getattr(role, key)):
                     check_perm(("roles", name, key, i), perm)
             for i, parent in enumerate(role.inherits):
@@ -131,9 +131,9 @@ class Config(Section):
         for name in self.user_settings:
             if not NAME.match(name):
                 bad(("user_settings", name), f"{name!r} is not a valid user setting name")
-        for name, setting in self.user_settings.items():
-            for i, perm in enumerate(setting.permissions):
-                check_perm(("user_settings", name, "permissions", i), perm)
+            elif name not in conditioned:
+                bad(("user_settings", name), f"no role lists {name!r} under if_setting, so switching it on would "
+                                             "grant nothing (a setting is a condition inside a role)")
         for user, entry in self.users.items():
             if not NAME.match(user):
                 bad(("users", user), f"{user!r} is not a valid user name")

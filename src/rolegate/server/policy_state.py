@@ -10,6 +10,7 @@ import logging
 from collections.abc import Mapping
 
 from rolegate.authz import Policy, compile_policy
+from rolegate.authz.stored import MEMBERS, Switch, member_of, switches_of
 from rolegate.config import Config
 from rolegate.config.sections.policy import Binding, Role
 from rolegate.store import Store
@@ -19,7 +20,7 @@ log = logging.getLogger("rolegate.policy")
 
 async def compile_live_policy(config: Config, store: Store, now: float, version: int = 0, *,
                               scope_parents: Mapping[str, str] | None = None) -> Policy:
-    """Compile config + stored bindings, object grants, user settings, API roles and active day passes."""
+    """Compile config + stored bindings, object grants, user settings, scope members, API roles and day passes."""
     bindings: list[tuple[Binding, str]] = []
     grants: list[tuple[Binding, str]] = []
     for record in await store.list("bindings"):
@@ -29,17 +30,20 @@ async def compile_live_policy(config: Config, store: Store, now: float, version:
             log.error("ignoring stored binding %s: %s", record.key, exc)
             continue
         (grants if binding.permission is not None else bindings).append((binding, f"api:binding/{record.key}"))
-    settings: dict[str, list[str]] = {}
+    settings: dict[str, list[Switch]] = {}
     for record in await store.list("user_settings"):
-        names = record.value.get("settings") if isinstance(record.value, dict) else None
-        if isinstance(names, list):
-            settings[record.key] = [n for n in names if isinstance(n, str)]
+        settings[record.key] = switches_of(record.value)
+    members = dict(scope_parents or {})
+    for record in await store.list(MEMBERS):
+        member = member_of(record.key, record.value)
+        if member is not None:
+            members.setdefault(*member)  # what the runtime knows (the directory) wins
     api_roles: dict[str, Role] = {}
     for record in await store.list("roles"):
         if record.key in config.roles:
             continue  # config roles are read-only; the API cannot shadow them
         try:
-            api_roles[record.key] = Role.model_validate(record.value)
+            api_roles[record.key] = Role.from_stored(record.value)
         except Exception as exc:  # noqa: BLE001
             log.error("ignoring stored role %s: %s", record.key, exc)
     if config.daypass is not None:
@@ -52,7 +56,7 @@ async def compile_live_policy(config: Config, store: Store, now: float, version:
                 bindings.append((binding, f"daypass:{binding.daypass}"))
     effective = config.model_copy(update={"roles": {**api_roles, **config.roles}}) if api_roles else config
     policy = compile_policy(effective, extra_bindings=bindings, enabled_settings=settings, object_grants=grants,
-                            scope_parents=scope_parents, version=version)
+                            scope_parents=members, version=version)
     for problem in policy.problems:
         log.warning("policy: %s", problem)
     return policy

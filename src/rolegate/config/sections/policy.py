@@ -75,17 +75,39 @@ class Role(Section):
     # role AND has that setting switched on (at that scope, a parent of it, or everywhere).
     if_setting: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     manages: Manages = Manages()
-    # Being replaced by manages.assigns (delegation by roles).
-    assigns: tuple[str, ...] = ()
+    # Replaced by manages.assigns (delegation by roles); kept only to say so.
+    assigns: None = None
+
+    _assigns_moved = field_validator("assigns", mode="before")(_moved(
+        "assigns moved under manages: write manages: {assigns: [...]}; a role now says which roles, user "
+        "settings and object permissions its holders hand out (manages: {roles, settings, assigns})"))
+
+    @classmethod
+    def from_stored(cls, value: Any) -> "Role":
+        """A role as the admin API stored it; one stored before manages existed has its assigns moved there."""
+        if isinstance(value, dict) and "assigns" in value:
+            old = value["assigns"]
+            value = {k: v for k, v in value.items() if k != "assigns"}
+            if old and "manages" not in value:
+                value["manages"] = {"assigns": old}
+        return cls.model_validate(value)
 
 
 class UserSetting(Section):
     """A named toggle, switched on per user everywhere or at a scope. It grants nothing by itself."""
 
     description: str = ""
-    # The old model (a setting granted its permissions everywhere), being replaced by roles' if_setting.
-    permissions: tuple[str, ...] = ()
-    users: tuple[str, ...] = ()
+    # The old model (a setting granted its permissions everywhere, to anyone) - refused with the new way.
+    permissions: None = None
+    users: None = None
+
+    _permissions_moved = field_validator("permissions", mode="before")(_moved(
+        "a user setting no longer grants permissions by itself: list them under the roles they are a condition "
+        "of, roles.<role>.if_setting.<setting>: [...] (granted only where the user holds that role and has the "
+        "setting on there), and switch the setting on per user under users.<name>.settings"))
+    _users_moved = field_validator("users", mode="before")(_moved(
+        "who has a setting on moved to the top-level users: section, per scope: "
+        "users: {heidi: {settings: {\"building:a\": [setting]}}} (a plain list means everywhere)"))
 
 
 EVERYWHERE = "*"

@@ -1,0 +1,70 @@
+"""What the admin API stores for the policy, read back into ``compile_policy``'s inputs.
+
+The Store's documents are plain JSON; the admin API writes them and both the workers and the
+admin API's previews read them through here, so both compile the same thing.
+
+User settings switched on: one document per user (namespace ``user_settings``, key = username)::
+
+    {"on": [{"setting": "documents_add", "scope": "building:a", "by": "carol", "at": "2026-05-04T09:12:00+00:00"},
+            {"setting": "vacancy", "scope": null, "by": "alice", "at": "..."}]}
+
+``scope`` null means everywhere. The form written before settings were per scope,
+``{"settings": ["vacancy", ...]}``, is still read: those are on everywhere, by nobody known.
+Anything malformed is skipped (it grants nothing; the compiler reports unknown names).
+
+Scope membership registered by apps: one document per scope (namespace ``scope_members``, key =
+the child scope, e.g. ``task:42``): ``{"parent": "building:a", "by": "carol", "at": "..."}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from rolegate.authz.scopes import is_scope
+
+__all__ = ["MEMBERS", "SETTINGS", "Switch", "member_of", "switches_of"]
+
+SETTINGS = "user_settings"
+MEMBERS = "scope_members"
+
+
+class Switch(NamedTuple):
+    """One user setting switched on for one user, at a scope (None: everywhere), by someone, at a time."""
+
+    setting: str
+    scope: str | None = None
+    by: str | None = None
+    at: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"setting": self.setting, "scope": self.scope, "by": self.by, "at": self.at}
+
+
+def switches_of(value: Any) -> list[Switch]:
+    """The switches in one stored document (see the module docstring); malformed parts are skipped."""
+    if not isinstance(value, dict):
+        return []
+    out: list[Switch] = []
+    legacy = value.get("settings")
+    if isinstance(legacy, list):
+        out.extend(Switch(name) for name in legacy if isinstance(name, str))
+    records = value.get("on")
+    if isinstance(records, list):
+        for record in records:
+            if not isinstance(record, dict) or not isinstance(record.get("setting"), str):
+                continue
+            scope = record.get("scope")
+            if scope is not None and not is_scope(scope):
+                continue
+            by, at = record.get("by"), record.get("at")
+            out.append(Switch(record["setting"], scope, by if isinstance(by, str) else None,
+                              at if isinstance(at, str) else None))
+    return list(dict.fromkeys(out))
+
+
+def member_of(key: str, value: Any) -> tuple[str, str] | None:
+    """(child, parent) from one stored membership document, or None when malformed."""
+    parent = value.get("parent") if isinstance(value, dict) else None
+    if is_scope(key) and is_scope(parent):
+        return key, parent
+    return None
