@@ -24,6 +24,9 @@ AUDIT_SINK_DROPPED = Counter("rolegate_audit_sink_dropped_total",
                              "Audit events in the Store that a sink never received", ["sink", "kind"])
 AUDIT_SINK_BACKLOG = Gauge("rolegate_audit_sink_backlog", "Audit events a failing sink still owes, kept to retry",
                            multiprocess_mode="livesum")
+CONNECTIONS_CLOSED = Counter("rolegate_connections_closed_total",
+                             "Client connections closed for being too slow or past server.max_connections",
+                             ["reason"])
 AUDIT_UNWRITABLE = Gauge("rolegate_audit_unwritable", "1 while the audit cannot write to this target",
                          ["target", "error"], multiprocess_mode="livemax")
 DECISION_SECONDS = Histogram("rolegate_decision_seconds", "Time to authenticate and authorize",

@@ -14,6 +14,7 @@ from aiohttp import web
 from rolegate.config import load_config
 from rolegate.errors import ConfigError
 from rolegate.server import metrics
+from rolegate.server.connections import GuardedRunner, Limits
 from rolegate.server.malformed import ServerLog
 from rolegate.server.runtime import Runtime, RuntimeHolder
 
@@ -60,7 +61,9 @@ async def _serve(config_path: str, host: str, port: int, index: int, ready: Any)
     holder = RuntimeHolder(await Runtime.create(config, base_dir=base_dir, audit_retention=index == 0), config_path)
     app = build_app(holder)
     # logger: a request aiohttp's parser refuses is one rate-limited INFO line, not a traceback (see malformed).
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, logger=ServerLog())
+    # GuardedRunner: server.timeouts and server.max_connections (slow and surplus clients are closed).
+    runner = GuardedRunner(app, Limits.from_config(config.server), handle_signals=False, access_log=None,
+                           logger=ServerLog())
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_port=True, backlog=2048,
                        shutdown_timeout=config.server.drain_timeout.total_seconds())

@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from rolegate.config.types import Duration, Listen, Section, Size
 
@@ -19,6 +19,25 @@ class ForwardAuthConfig(Section):
     (loopback when that list is empty)."""
 
     proxy: Literal["nginx", "traefik", "caddy", "envoy"]
+
+
+class ServerTimeouts(Section):
+    """How long a client may take (``server.timeouts``); a client too slow is disconnected and counted."""
+
+    # From the connection opening, or the first byte of the next request on a kept-alive one, until the
+    # request's headers are complete.
+    header: Duration = timedelta(seconds=10)
+    # A kept-alive connection waiting for its next request is closed after this.
+    idle: Duration = timedelta(seconds=75)
+    # From a request's headers until its whole body has arrived (uploads included).
+    body: Duration = timedelta(minutes=5)
+
+    @field_validator("header", "idle", "body")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() <= 0:
+            raise ValueError("a timeout must be a positive duration, e.g. 10s")
+        return value
 
 
 class ServerConfig(Section):
@@ -38,6 +57,11 @@ class ServerConfig(Section):
     drop_underscore_headers: bool = False
     max_body: Size = 1024**3 * 10
     max_header_size: Size = 16 * 1024
+    timeouts: ServerTimeouts = ServerTimeouts()
+    # Open client connections per worker; past it a new connection takes the place of the oldest one
+    # that has not sent a byte yet, or gets 503. Default: half the worker's open-file limit (a proxied
+    # request holds an upstream connection too), at most 16384.
+    max_connections: int | None = Field(default=None, ge=1, le=1_000_000)
     drain_timeout: Duration = timedelta(seconds=10)
 
     @field_validator("public_url")
