@@ -229,6 +229,14 @@ class ForwardAuth:
             return self._refuse(request, exc, method="GET", nginx=nginx)
         if access.error is not None:
             return self._refuse(request, access.error, method=method, nginx=nginx, scheme=scheme, host=host, uri=uri)
+        if access.response_filter is not None:
+            # The route hides fields from this caller, and the answer will never pass through rolegate:
+            # the front proxy would relay it whole. Refused, never allowed with the fields in it.
+            route = access.route
+            return self._refuse(request, Forbidden(
+                f"route {route.name if route is not None else '?'} hides response fields from "
+                f"{access.principal.username if access.principal is not None else 'anonymous callers'}; "
+                "forward-auth cannot redact: serve this route through rolegate's proxy"), method=method, nginx=nginx)
         # The identity headers are always named, empty for nobody: a proxy that copies them by name
         # (Caddy 2.6's copy_headers) would otherwise hand the app its unreplaced placeholder.
         out = {"Cache-Control": "no-store", **_NOBODY}
