@@ -141,3 +141,25 @@ async def test_connections_past_the_cap_make_room_or_get_503(tmp_path, lab_backe
         assert await metric(served, "rolegate_connections_closed_total", reason="evicted") >= 1
         for _, writer in silent:
             writer.close()
+
+
+async def test_long_lived_requests_outlive_the_timeouts(tmp_path, lab_backend) -> None:
+    """The timeouts are about clients that are slow to ask: a WebSocket, an event stream, a slow backend
+    and a kept-alive connection that keeps asking all outlive them."""
+    config = minimal_config(lab_backend.url, timeouts={"header": "1s", "idle": "1s", "body": "1s"})
+    with RolegateProcess(config, tmp_path) as served:
+        async with aiohttp.ClientSession() as http:
+            async with http.ws_connect(served.url.replace("http", "ws") + "/ws") as ws:
+                for i in range(4):
+                    await asyncio.sleep(0.8)  # 3.2 s in all, quiet for most of it
+                    await ws.send_str(f"ping {i}")
+                    assert (await ws.receive(timeout=5)).data == f"ping {i}"
+            async with http.get(served.url + "/sse?count=4&interval=0.8") as resp:
+                assert resp.status == 200 and (await resp.text()).count("event: tick") == 4
+            async with http.get(served.url + "/slow?delay=2.5") as resp:
+                assert resp.status == 200
+            for _ in range(4):  # the same kept-alive connection, reused within the idle timeout
+                async with http.get(served.url + "/public/x") as resp:
+                    assert resp.status == 200
+                await asyncio.sleep(0.5)
+        assert await metric(served, "rolegate_connections_closed_total") == 0
