@@ -20,6 +20,7 @@ COMMANDS = {
     "check": "check",
     "explain": "explain",
     "matrix": "matrix",
+    "test": "cases",
     "sync": "sync",
     "daypass": "daypass",
     "audit": "audit",

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     config = load_or_exit(args.config)
 
     from rolegate.authz import Identity
-    from rolegate.authz.explain import explain, explain_route
+    from rolegate.authz.explain import explain
 
     notes: list[str] = []
     policy, user = asyncio.run(_live_state(args.config, config, args.user, args.groups is None, notes))
@@ -80,35 +80,47 @@ def run(args: argparse.Namespace) -> int:
     if args.permission is not None:
         result = explain(policy, identity, args.permission, args.scope, args.object, now)
     else:
-        from rolegate.errors import AmbiguousPath
-        from rolegate.proxy.paths import normalize_path, split_segments
-        from rolegate.proxy.route_table import compile_routes
-
-        method = (args.method or "GET").upper()
-        parts = urlsplit(args.url)
-        host = parts.hostname if parts.scheme else None
-        raw_path = parts.path or "/"
-        try:
-            path = normalize_path(raw_path)
-        except AmbiguousPath as exc:
-            payload = {"allowed": False, "permission": None, "scope": None,
-                       "reasons": [f"deny: the path is rejected as ambiguous (400): {exc.detail}"], "notes": notes}
-            _print(payload, args.json, f"DENIED: the path {raw_path!r} is rejected (400)")
-            return EXIT_DENIED
-        table, _problems = compile_routes(config)
-        match = table.match(method, host, split_segments(path))
-        query = parse_qs(parts.query, keep_blank_values=True)
-
-        def query_get(name: str) -> str | None:
-            values = query.get(name)
-            return values[0] if values else None
-
-        result = explain_route(policy, identity, match, method, path, query_get, lambda _: None, now)
-        if match is not None and match.route.scope and "{header." in match.route.scope:
-            notes.append("the scope comes from a request header, which the command line cannot supply")
+        result = explain_request(config, policy, identity, args.method or "GET", args.url, now)
     result.notes[:0] = notes
     _print(result.to_dict(), args.json, result.to_text())
     return EXIT_OK if result.allowed else EXIT_DENIED
+
+
+def explain_request(config, policy, identity, method: str, url: str, now=None, table=None):
+    """Explain a request (method + URL or path) as the proxy would decide it: normalized path, matched route.
+
+    An ambiguous path is denied (the proxy answers it with 400). ``table``: the compiled route table,
+    when the caller asks many questions of one config.
+    """
+    from rolegate.authz.explain import Explanation, explain_route
+    from rolegate.errors import AmbiguousPath
+    from rolegate.proxy.paths import normalize_path, split_segments
+    from rolegate.proxy.route_table import compile_routes
+
+    method = method.upper()
+    parts = urlsplit(url)
+    host = parts.hostname if parts.scheme else None
+    raw_path = parts.path or "/"
+    try:
+        path = normalize_path(raw_path)
+    except AmbiguousPath as exc:
+        return Explanation(False, f"the path {raw_path!r} is rejected (400)", None, None, None, identity.username,
+                           sorted(identity.groups), identity.daypass, [],
+                           reasons=[f"deny: the path is rejected as ambiguous (400): {exc.detail}"],
+                           policy_version=policy.version)
+    if table is None:
+        table, _problems = compile_routes(config)
+    match = table.match(method, host, split_segments(path))
+    query = parse_qs(parts.query, keep_blank_values=True)
+
+    def query_get(name: str) -> str | None:
+        values = query.get(name)
+        return values[0] if values else None
+
+    result = explain_route(policy, identity, match, method, path, query_get, lambda _: None, now)
+    if match is not None and match.route.scope and "{header." in match.route.scope:
+        result.notes.append("the scope comes from a request header, which the command line cannot supply")
+    return result
 
 
 async def _live_state(config_path: str, config, username: str, want_user: bool, notes: list[str]):
