@@ -12,6 +12,13 @@ from rolegate.admin import daypasses
 from rolegate.admin.errors import from_validation
 from rolegate.admin.guard import Actor
 from rolegate.admin.ui import csrf_input, e, flash, page
+from rolegate.display_time import display_zone, time_html
+
+
+def _zone(runtime: Any, template: str) -> str:
+    """A pass's times in its template's zone (where its day ends), as the holder reads them."""
+    tpl = runtime.config.daypass.templates.get(template) if runtime.config.daypass is not None else None
+    return tpl.timezone if tpl is not None else display_zone(runtime.config)
 
 
 async def passes_page(request: web.Request, runtime: Any, actor: Actor, form: Any) -> web.StreamResponse:
@@ -26,7 +33,8 @@ async def passes_page(request: web.Request, runtime: Any, actor: Actor, form: An
                       f'data-confirm="Revoke this pass now?">{csrf_input(actor)}'
                       f'<button class="danger">Revoke</button></form>')
         rows.append(f'<tr><td>{e(p["name"])}<br><span class="muted">{e(p["company"])}</span></td>'
-                    f'<td>{e(p["scope"])}</td><td>{e(p["status"])}</td><td class="mono">{e(p["expires_at"])}</td>'
+                    f'<td>{e(p["scope"])}</td><td>{e(p["status"])}</td>'
+                    f'<td>{time_html(p["expires_at"], _zone(runtime, p["template"]), until=True)}</td>'
                     f'<td>{e(p["issued_by"])}</td><td>{action}</td></tr>')
     msg = request.query.get("done")
     body = ((flash(msg) if msg else "")
@@ -53,7 +61,8 @@ async def issue_page(request: web.Request, runtime: Any, actor: Actor, form: Any
     issued = await daypasses.issue(runtime, actor, body_in)
     body = (f'<div class="card" id="issued"><p>Pass for <strong>{e(issued["name"])}</strong> '
             f'({e(issued["company"])}) at <strong>{e(issued["scope"])}</strong>, role {e(issued["role"])}, '
-            f'until <span class="mono">{e(issued["expires_at"])}</span>.</p>'
+            f'until <strong id="issued-until">'
+            f'{time_html(issued["expires_at"], _zone(runtime, issued["template"]), until=True)}</strong>.</p>'
             f'<p>Let them scan the code, or send the link. It is shown only now.</p>'
             f'<img class="qr" alt="QR code of the day-pass link" src="data:image/png;base64,{issued["qr_png_base64"]}">'
             f'<p><input readonly value="{e(issued["link"])}" style="width:100%" id="pass-link"></p>'

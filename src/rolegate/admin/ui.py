@@ -22,6 +22,7 @@ from rolegate.admin.guard import CSRF_FIELD, Actor, check_csrf, current_actor
 from rolegate.admin.models import AuditQuery, BindingIn
 from rolegate.admin.service import AdminService, Change
 from rolegate.authz.matrix import build_matrix
+from rolegate.display_time import display_zone, time_html
 from rolegate.errors import RolegateError
 
 log = logging.getLogger("rolegate.admin.ui")
@@ -88,13 +89,13 @@ def _scope_label(scope: str | None) -> str:
     return e(scope) if scope else "everywhere"
 
 
-def holdings_table(rows: list[dict[str, Any]]) -> str:
+def holdings_table(rows: list[dict[str, Any]], zone: str = "UTC") -> str:
     if not rows:
         return '<p class="muted">No roles or permissions.</p>'
     body = "".join(
         f'<tr><td>{_scope_label(r["scope"])}</td><td>{"".join(f"<span class=tag>{e(x)}</span>" for x in r["roles"])}</td>'
         f'<td>{"".join(f"<span class=tag>{e(p)}</span>" for p in r["permissions"])}</td>'
-        f'<td>{e(r["until"] or "no end")}</td></tr>' for r in rows)
+        f'<td>{time_html(r["until"], zone, until=True, empty="no end")}</td></tr>' for r in rows)
     return (f'<div class="scroll"><table><thead><tr><th>Scope</th><th>Roles</th><th>Permissions</th><th>Until</th>'
             f'</tr></thead><tbody>{body}</tbody></table></div>')
 
@@ -160,12 +161,14 @@ class Pages:
 
     async def me(self, request: web.Request, runtime: Any, actor: Actor, form: Any) -> web.StreamResponse:
         data = views.me(actor)
+        zone = display_zone(runtime.config)
         groups = "".join(f"<span class=tag>{e(g)}</span>" for g in data["groups"]) or '<span class="muted">none</span>'
         grants = "".join(f"<li><code>{e(g['permission'])}</code> on <code>{e(g['object'])}</code></li>"
                          for g in data["object_grants"])
         body = (f'<div class="card"><p><strong>{e(data["name"] or data["user"])}</strong> ({e(data["user"])}, '
-                f'signed in by {e(data["auth"])}, until {e(data["signed_in_until"] or "the session ends")})</p>'
-                f'<p>Groups: {groups}</p></div><h2>What you may do</h2>{holdings_table(data["scopes"])}'
+                f'signed in by {e(data["auth"])}, until '
+                f'{time_html(data["signed_in_until"], zone, until=True, empty="the session ends")})</p>'
+                f'<p>Groups: {groups}</p></div><h2>What you may do</h2>{holdings_table(data["scopes"], zone)}'
                 + (f"<h2>Added to</h2><ul>{grants}</ul>" if grants else ""))
         return page(actor, "My access", body, "me")
 
@@ -195,13 +198,14 @@ class Pages:
         items = await service.bindings()
         state, policy = await service.snapshot()
         people = await service.people()
+        zone = display_zone(runtime.config)
         rows = []
         for b in items:
             subject = f'group <strong>{e(b["group"])}</strong>' if b["group"] else f'user <strong>{e(b["user"] or "")}</strong>'
             what = (f'role <strong>{e(b["role"])}</strong>' if b["role"]
                     else f'<code>{e(b["permission"] or "")}</code> on <code>{e(b["object"] or "")}</code>')
             rows.append(f'<tr><td>{subject}</td><td>{what}</td><td>{_scope_label(b["scope"])}</td>'
-                        f'<td>{e(b["until"] or "")}</td><td>{remove_button(actor, b)}</td></tr>')
+                        f'<td>{time_html(b["until"], zone, until=True)}</td><td>{remove_button(actor, b)}</td></tr>')
         group_options = "".join(f'<option value="{e(g)}">' for g in people.groups())
         # Offer exactly what the signed-in person may hand out: the roles they manage, where they manage them.
         roles, scopes = choices(actor, "roles", policy.roles)
@@ -283,8 +287,10 @@ class Pages:
             events, problem = [], _field_errors(exc)
         kinds = "".join(f'<option value="{k}"{" selected" if q.get("kind") == k else ""}>{k}</option>'
                         for k in ("", "decision", "request", "admin_change", "daypass", "sync", "signin", "signout"))
+        zone = display_zone(runtime.config)
         rows = "".join(
-            f'<tr><td class="mono">{e(ev.get("time", ""))}</td><td>{e(ev.get("kind", ""))}</td>'
+            f'<tr><td>{time_html(ev.get("ts", ev.get("time")), zone, seconds=True, named=False)}</td>'
+            f'<td>{e(ev.get("kind", ""))}</td>'
             f'<td>{e(str(ev.get("user") or ""))}</td><td>{e(_summary(ev))}</td></tr>' for ev in events)
         body = (f'<div class="card"><form method="get" class="grid" id="audit-filters">'
                 f'<label>User<input name="user" value="{e(q.get("user", ""))}"></label>'
@@ -292,7 +298,8 @@ class Pages:
                 f'<label>Path starts with<input name="path_prefix" value="{e(q.get("path_prefix", ""))}"></label>'
                 f'<label>Since<input name="since" value="{e(q.get("since", ""))}" placeholder="24h or 2025-01-31">'
                 f'</label><button type="submit">Filter</button></form></div>{problem}'
-                f'<div class="scroll"><table id="audit"><thead><tr><th>Time</th><th>Kind</th><th>Who</th><th>What</th>'
+                f'<div class="scroll"><table id="audit"><thead><tr><th>Time ({e(zone)})</th><th>Kind</th><th>Who</th>'
+                f'<th>What</th>'
                 f'</tr></thead><tbody>{rows}</tbody></table></div>')
         return page(actor, "Audit log", body, "audit")
 

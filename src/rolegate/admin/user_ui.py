@@ -22,6 +22,7 @@ from rolegate.admin.ui import (
     BASE, Pages, _binding_from_form, _describe, _field_errors, csrf_input, e, flash, holdings_table, page,
     preview_table, remove_button, scope_picker,
 )
+from rolegate.display_time import display_zone, time_html
 
 
 def _user_url(username: str, **query: str) -> str:
@@ -54,7 +55,7 @@ async def user_page(request: web.Request, runtime: Any, actor: Actor, form: Any)
     body = ((flash(f"Applied: {done}") if done else "")
             + f'<div class="card"><p><strong>{e(detail["name"] or username)}</strong> ({e(username)})'
             f'{" — disabled" if detail["disabled"] else ""}</p><p>Groups: {groups or "none"}</p></div>'
-            f'<h2>Roles and effective permissions</h2>{holdings_table(detail["scopes"])}'
+            f'<h2>Roles and effective permissions</h2>{holdings_table(detail["scopes"], display_zone(runtime.config))}'
             + await _settings_card(service, actor, username, q.get("settings_scope"))
             + await _grants_card(service, actor, username)
             + f'<h2>Why? Explain a decision</h2><div class="card"><form method="get" class="grid" id="explain">'
@@ -128,7 +129,8 @@ async def _grants_card(service: AdminService, actor: Actor, username: str) -> st
         if g["user"] != username:
             continue
         rows.append(f'<tr><td><code>{e(g["permission"] or "")}</code></td><td><code>{e(g["object"] or "")}</code></td>'
-                    f'<td>{e(g["scope"] or "everywhere")}</td><td>{e(g["until"] or "")}</td>'
+                    f'<td>{e(g["scope"] or "everywhere")}</td>'
+                    f'<td>{time_html(g["until"], display_zone(service.runtime.config), until=True)}</td>'
                     f'<td>{remove_button(actor, g)}</td></tr>')
     table = (f'<div class="scroll"><table id="grants"><thead><tr><th>Permission</th><th>Object</th><th>Where</th>'
              f'<th>Until</th><th></th></tr></thead><tbody>{"".join(rows)}</tbody></table></div>') if rows else ""

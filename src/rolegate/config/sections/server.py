@@ -63,6 +63,9 @@ class ServerConfig(Section):
     # request holds an upstream connection too), at most 16384.
     max_connections: int | None = Field(default=None, ge=1, le=1_000_000)
     drain_timeout: Duration = timedelta(seconds=10)
+    # The zone people read times in (admin UI, audit in the UI, day-pass pages), e.g. Europe/Amsterdam.
+    # Default: the zone of the day-pass templates when they all name one, else UTC.
+    timezone: str | None = None
 
     @field_validator("public_url")
     @classmethod
@@ -79,6 +82,18 @@ class ServerConfig(Section):
     def _workers(cls, value: int | str) -> int | str:
         if isinstance(value, int) and not 1 <= value <= 256:
             raise ValueError("workers must be 'auto' or a number from 1 to 256")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str | None) -> str | None:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        if value is not None:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"{value!r} is not a known time zone (e.g. Europe/Amsterdam)") from None
         return value
 
     @field_validator("trusted_proxies")

@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 
 from rolegate.config.sections.features import DaypassTemplate
 from rolegate.config.types import parse_duration
+from rolegate.display_time import local_text
 
 
 def end_of_local_day(now: float, zone: str) -> float:
@@ -35,7 +36,4 @@ def format_local(ts: float, zone: str) -> str:
 
     Midnight is written as 24:00 of the day that ends (a pass "until Wed 00:00" reads as if Wednesday counted).
     """
-    local = datetime.fromtimestamp(ts, ZoneInfo(zone))
-    if (local.hour, local.minute, local.second) == (0, 0, 0):
-        return f"{local - timedelta(days=1):%a %d %b %Y}, 24:00 ({zone})"
-    return f"{local:%a %d %b %Y, %H:%M} ({zone})"
+    return local_text(ts, zone, until=True)
