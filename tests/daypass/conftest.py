@@ -67,7 +67,7 @@ def daypass_config(url: str, backend_url: str, tmp: Path, *, redeem_rate: str = 
             "templates": {"subcontractor": template or {
                 "role": "subcontractor", "scopes": ["building"], "max_lifetime": "24h", "expires": "end_of_day",
                 "timezone": "Europe/Amsterdam", "devices": 1, "require": ["name", "company", "reason"],
-                "landing": "/workorders?building=a"}},
+                "landing": "/workorders?building={building}"}},
         },
         "audit": {"sinks": ["store"], "reads": {"sample": 1.0}},
     }

@@ -248,7 +248,7 @@ def daypass_sections(fleet: Fleet, i: int, idp, backend_url: str, expires: str) 
                          "scope": "building:{building}", "upstream": "app"}]
     config["daypass"] = {"templates": {"sub": {"role": "subcontractor", "scopes": ["building"], "max_lifetime": "1h",
                                                "expires": expires, "devices": 1, "require": ["name"],
-                                               "landing": "/buildings/a/notes"}}}
+                                               "landing": "/buildings/{building}/notes"}}}
     return config
 
 

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from rolegate.errors import HeadersTooLarge, RolegateError, Unauthenticated
 from rolegate.identity.challenge import challenge_response
+from rolegate.identity.daypass.refusal import outside_pass_page_for
 from rolegate.proxy.headers import check_host
 from rolegate.server import metrics
 from rolegate.server.access import check_access, record_outcome, record_write
@@ -55,6 +56,8 @@ class Pipeline:
                 if isinstance(access.error, Unauthenticated):
                     # Browsers go to sign-in; APIs get 401 + WWW-Authenticate, never a redirect.
                     return challenge_response(request, access.error)
+                if (page := await outside_pass_page_for(runtime, request, access)) is not None:
+                    return page  # a day-pass holder's browser: what the pass covers, the way back
                 headers = {"Allow": access.allow_header} if access.allow_header else None
                 return error_response(request, access.error, headers=headers)
             route = access.route

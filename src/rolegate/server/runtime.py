@@ -65,6 +65,10 @@ class Compiled:
                         route.redact.on_unredactable, route.label)
                 except ConfigError as exc:
                     problems.extend(f"{route.label}: redact: {p}" for p in exc.problems)
+        if config.daypass is not None:  # a landing the pass could not open would strand its holder on a 403
+            from rolegate.identity.daypass.landing import landing_problems
+
+            problems.extend(landing_problems(config, self.routes))
         if problems:
             raise ConfigError(problems)
 

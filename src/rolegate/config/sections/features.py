@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from rolegate.config.types import Duration, Section
 
@@ -65,8 +65,10 @@ class DaypassTemplate(Section):
     devices: int = Field(default=1, ge=1, le=100)
     require: tuple[Literal["name", "company", "reason"], ...] = ("name", "company", "reason")
     description: str = ""
-    # Where a browser goes after redeeming the pass (a path on public_url).
-    landing: str = "/"
+    # Where a browser goes after redeeming the pass: a path on public_url, where "{<scope type>}" is the
+    # pass's scope id (/buildings/{building}/dashboard). Left out: the pass home, /.rolegate/pass/home.
+    # `rolegate check` refuses a landing a pass of this template could not open.
+    landing: str | None = None
 
     @field_validator("timezone")
     @classmethod
@@ -103,11 +105,35 @@ class DaypassTemplate(Section):
 
     @field_validator("landing")
     @classmethod
-    def _landing(cls, value: str) -> str:
+    def _landing(cls, value: str | None) -> str | None:
         # A path on our own host only: an open redirect after redemption would be a phishing aid.
-        if not value.startswith("/") or value.startswith("//") or "\\" in value:
-            raise ValueError("landing must be a path on public_url, e.g. /workorders")
+        if value is None:
+            return None
+        if not value.startswith("/") or value.startswith("//") or "\\" in value or "#" in value or any(
+                c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+            raise ValueError("landing must be a path on public_url, e.g. /buildings/{building}/dashboard")
         return value
+
+    @model_validator(mode="after")
+    def _landing_fills(self) -> "DaypassTemplate":
+        # Every "{name}" must be fillable for every pass of this template: the id of its scope, so
+        # only the scope type itself, and only when the template allows that one type.
+        if self.landing is None:
+            return self
+        names = re.findall(r"\{([^{}]*)\}", self.landing)
+        rest = re.sub(r"\{[^{}]*\}", "", self.landing)
+        if "{" in rest or "}" in rest:
+            raise ValueError(f"landing {self.landing!r}: unbalanced '{{' or '}}'")
+        for name in names:
+            if name not in self.scopes:
+                raise ValueError(f"landing {self.landing!r} names {{{name}}}; only the pass's scope id can be "
+                                 f"filled in: {', '.join('{' + s + '}' for s in self.scopes)}")
+            others = [s for s in self.scopes if s != name]
+            if others:
+                raise ValueError(f"landing {self.landing!r} names {{{name}}}, which a pass for a {others[0]} "
+                                 f"cannot fill; leave landing out (passes land on their home page) or allow "
+                                 f"one scope type")
+        return self
 
 
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(s|sec|second|m|min|minute|h|hour|[0-9.]+(?:ms|s|m|h|d))\s*$")

@@ -61,6 +61,8 @@ class RouteConfig(Section):
     mode: Literal["enforce", "log", "authenticated", "public"] = "enforce"
     redact: RedactConfig | None = None
     name: str | None = None
+    # What people call the page (a day pass's home lists the pages it opens by this title).
+    title: str | None = Field(default=None, min_length=1, max_length=120)
 
     @field_validator("path")
     @classmethod
@@ -69,6 +71,13 @@ class RouteConfig(Section):
             raise ValueError("a route path starts with /")
         if value.startswith("/.rolegate/") or value == "/.rolegate" or value.startswith("/.well-known/jwks.json"):
             raise ValueError("/.rolegate/ and /.well-known/jwks.json are reserved for rolegate itself")
+        return value
+
+    @field_validator("title")
+    @classmethod
+    def _title(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)):
+            raise ValueError("a route title is one line of text, e.g. Building dashboard")
         return value
 
     @field_validator("methods")

@@ -14,6 +14,9 @@ import secrets
 from urllib.parse import urlsplit
 
 PASS_PATH = "/.rolegate/pass/"
+# The pass home, where a redeemed pass lands. Never a code: a code is 43 characters (see _CODE), and the
+# route for it is registered before /pass/{code}.
+PASS_HOME = PASS_PATH + "home"
 # token_urlsafe(32): 43 characters of [A-Za-z0-9_-], 256 bits.
 _CODE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 _PASS_ID = re.compile(r"^[0-9a-f]{16}$")

@@ -1,8 +1,10 @@
-"""HTTP glue for ``GET/POST /.rolegate/pass/{code}`` and the token endpoint's day-pass grant.
+"""HTTP glue for ``GET/POST /.rolegate/pass/{code}``, the pass home and the token endpoint's day-pass grant.
 
 GET only shows who issued the pass, for what and until when, with a form: link previews and mail
 scanners fetch links, and a fetch must never use up a one-device pass. The POST, carrying a
-confirmation token bound to that page (sealed cookie + form field), redeems it on this device.
+confirmation token bound to that page (sealed cookie + form field), redeems it on this device and
+sends the browser to the template's landing when this pass opens it, else to the pass home
+(``/.rolegate/pass/home``): who the pass is for, until when, and the pages it opens.
 """
 
 from __future__ import annotations
@@ -13,19 +15,32 @@ import ipaddress
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from rolegate.authz import Identity
+from rolegate.display_time import display_zone
 from rolegate.errors import NotFound, RolegateError, TooManyRequests
 from rolegate.identity.daypass import codes
 from rolegate.identity.daypass.audit import pass_event, record_durably
-from rolegate.identity.daypass.pages import already_active_page, confirm_page, ended_page
+from rolegate.identity.daypass.errors import PassEnded
+from rolegate.identity.daypass.landing import landing_for
+from rolegate.identity.daypass.links import PassLink, pass_links
+from rolegate.identity.daypass.pages import (
+    already_active_page,
+    confirm_page,
+    ended_page,
+    home_page,
+    no_pass_page,
+)
 from rolegate.identity.daypass.principal import DaypassPrincipal
 from rolegate.identity.daypass.ratelimit import allow_attempt
+from rolegate.identity.daypass.record import PassRecord
 from rolegate.identity.daypass.redeem import Lookup, claim_device, look_up, note_expiry
 from rolegate.identity.daypass.service import DaypassService, daypass_service
+from rolegate.proxy.routes import canonical_host
 from rolegate.server.responses import error_response
 
 if TYPE_CHECKING:
@@ -112,13 +127,31 @@ class DaypassEndpoints:
             return found, ended_page(found.outcome, service.contact), client
         return found, None, client
 
-    def _landing(self, runtime: "Runtime", template: str) -> str:
-        tpl = runtime.config.daypass.templates.get(template)
-        return tpl.landing if tpl is not None else "/"
+    async def _landing(self, runtime: "Runtime", rec: PassRecord) -> str:
+        return await landing_for(runtime, rec.template, rec.scope, pass_identity(rec.id))
 
     def _zone(self, runtime: "Runtime", template: str) -> str:
-        tpl = runtime.config.daypass.templates.get(template)
-        return tpl.timezone if tpl is not None else "UTC"
+        return pass_zone(runtime.config, template)
+
+    # -- GET /.rolegate/pass/home: where a redeemed pass lands --------------------------------------------
+    async def home(self, request: web.Request) -> web.StreamResponse:
+        try:
+            if request.method not in ("GET", "HEAD"):
+                # Registered for every method, so that no method of this path reaches /pass/{code}.
+                return web.Response(status=405, headers={"Allow": "GET, HEAD", "Cache-Control": "no-store"})
+            runtime, service = self._context()
+            try:
+                held = await service.holder(request)
+            except PassEnded as exc:
+                return ended_page(exc.kind, service.contact)
+            if held is None:
+                return no_pass_page(service.contact)
+            _principal, rec = held
+            links = await links_of(runtime, rec)
+            return home_page(rec, self._zone(runtime, rec.template), links, now=service.clock(),
+                             contact=service.contact)
+        except RolegateError as exc:
+            return error_response(request, exc)
 
     # -- GET: the confirmation page -------------------------------------------------------------------
     async def show(self, request: web.Request) -> web.StreamResponse:
@@ -131,7 +164,7 @@ class DaypassEndpoints:
             rec = found.record
             zone = self._zone(runtime, rec.template)
             if await service.live_session(request, rec.id):
-                return already_active_page(rec, zone, self._landing(runtime, rec.template))
+                return already_active_page(rec, zone, await self._landing(runtime, rec))
             if found.outcome == "used_up":
                 return ended_page("used_up", service.contact)
             nonce = secrets.token_urlsafe(24)
@@ -155,7 +188,7 @@ class DaypassEndpoints:
             rec = found.record
             if not await self._confirmation_valid(request, runtime, service, rec.id):
                 return ended_page("stale_form", service.contact)
-            landing = self._landing(runtime, rec.template)
+            landing = await self._landing(runtime, rec)
             if await service.live_session(request, rec.id):
                 # Same browser, session alive: not a second device.
                 return _see_other(landing)
@@ -222,9 +255,35 @@ class DaypassEndpoints:
                                 session_id=f"{rec.id}.{device}", expires_at=rec.expires_at)
 
 
+def pass_identity(pass_id: str) -> Identity:
+    """The authz Identity of a pass's holder (as the Runtime builds it for a request)."""
+    return Identity(f"daypass:{pass_id}", (), daypass=pass_id)
+
+
+def pass_zone(config: Any, template: str) -> str:
+    """The zone a pass's times are shown in: its template's (where its day ends)."""
+    tpl = config.daypass.templates.get(template) if config.daypass is not None else None
+    return tpl.timezone if tpl is not None else display_zone(config)
+
+
+async def links_of(runtime: "Runtime", rec: PassRecord) -> list[PassLink]:
+    """The pages this pass opens now, against the live policy."""
+    policy = runtime.policy_now()
+    if policy is None:
+        policy = await runtime.current_policy()
+    host = canonical_host(runtime.config.server.public_host)
+    return pass_links(runtime.config, runtime.routes, policy, pass_identity(rec.id), rec.scope, host,
+                      runtime.clock())
+
+
 def add_daypass_routes(reserved: web.Application, holder: "RuntimeHolder") -> DaypassEndpoints:
-    """Mount ``/pass/{code}`` (GET page, POST confirm) on the ``/.rolegate`` sub-application."""
+    """Mount ``/pass/home`` and ``/pass/{code}`` (GET page, POST confirm) on the ``/.rolegate`` sub-application.
+
+    The home comes first and takes every method: aiohttp tries resources in order, so ``home`` can
+    never be taken for a code (a code is 43 characters anyway).
+    """
     endpoints = DaypassEndpoints(holder)
+    reserved.router.add_route("*", "/pass/home", endpoints.home)
     reserved.router.add_get("/pass/{code}", endpoints.show, allow_head=False)
     reserved.router.add_post("/pass/{code}", endpoints.confirm)
     return endpoints

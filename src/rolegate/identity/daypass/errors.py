@@ -30,6 +30,8 @@ class PassEnded(SignInRequired):
 
     code = "daypass_ended"
 
-    def __init__(self, detail: str, *, public_message: str) -> None:
+    def __init__(self, detail: str, *, public_message: str, kind: str = "invalid") -> None:
         super().__init__(detail, login_url=None)
         self.public_message = public_message
+        # How it ended (the key of its page in pages.py): invalid, expired, revoked or used_up.
+        self.kind = kind

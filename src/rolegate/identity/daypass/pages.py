@@ -1,16 +1,25 @@
-"""The pages a pass holder sees on a phone: confirm, done, and every way a pass can stop working.
+"""The pages a pass holder sees on a phone: confirm, the pass home, the pass-aware 403, and every way a
+pass can stop working.
 
-Self-contained HTML (inline style, no script, no external asset): the link carries the code, and
-nothing on the page may send it elsewhere (Referrer-Policy no-referrer, CSP default-src 'none').
+Self-contained HTML (inline style, no external asset): the link carries the code, and nothing on the
+page may send it elsewhere (Referrer-Policy no-referrer, CSP default-src 'none'). Everything works
+without JavaScript; the pass home alone runs one fixed inline script (allowed by its hash, nothing
+else) that counts the server-rendered "valid for" down.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
+from collections.abc import Sequence
 
 from aiohttp import web
 
+from rolegate.display_time import duration_text, time_html
+from rolegate.identity.daypass.codes import PASS_HOME
 from rolegate.identity.daypass.expiry import format_local
+from rolegate.identity.daypass.links import PassLink
 from rolegate.identity.daypass.record import PassRecord
 
 SECURITY_HEADERS = {
@@ -40,14 +49,22 @@ dd{{margin:0 0 .75rem;font-weight:600;word-break:break-word}}
 button,.button{{display:block;width:100%;padding:1rem;font:inherit;font-weight:700;color:#fff;background:#0b5fff;
 border:0;border-radius:10px;text-align:center;text-decoration:none}}
 .note{{color:#5b6575;font-size:.9rem;margin-top:1rem}} .bad h1{{color:#b3261e}}
+h2{{font-size:1rem;margin:1.25rem 0 .6rem}} .left{{font-size:1.4rem;font-weight:700;color:#0b6b2f}}
+.links{{list-style:none;margin:0;padding:0}} .links li{{margin:0 0 .6rem}}
+.links a{{display:block;padding:.8rem 1rem;border:1px solid #c9d2e0;border-radius:10px;color:#0b3d91;
+font-weight:700;text-decoration:none;min-height:44px}}
+.links .path{{display:block;font-weight:400;font-size:.85rem;color:#5b6575;word-break:break-all}}
+.secondary{{background:#fff;color:#0b3d91;border:1px solid #0b3d91}}
 </style></head>
 <body><main class="{css}">{body}</main></body></html>
 """
 
 
-def _page(title: str, body: str, *, status: int = 200, css: str = "") -> web.Response:
-    text = _LAYOUT.format(title=html.escape(title), body=body, css=css)
-    return web.Response(status=status, text=text, content_type="text/html", headers=SECURITY_HEADERS)
+def _page(title: str, body: str, *, status: int = 200, css: str = "", script: str = "",
+          headers: dict[str, str] | None = None) -> web.Response:
+    text = _LAYOUT.format(title=html.escape(title), body=body + script, css=css)
+    return web.Response(status=status, text=text, content_type="text/html",
+                        headers={**SECURITY_HEADERS, **(headers or {})})
 
 
 def _details(record: PassRecord, zone: str) -> str:
@@ -57,6 +74,71 @@ def _details(record: PassRecord, zone: str) -> str:
     if record.reason:
         rows.append(("Reason", record.reason))
     return "<dl>" + "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in rows) + "</dl>"
+
+
+# The countdown of the pass home, on top of the server-rendered text. It counts from what the server
+# said is left (not the phone's clock) and, once at zero, reloads once: the server then answers with
+# the "expired" page, which has no script.
+_COUNTDOWN = ('(function(){var e=document.getElementById("left");if(!e)return;'
+              'var s=+e.getAttribute("data-left"),end=Date.now()+s*1e3;'
+              'function f(t){var m=Math.floor(t/60),d=Math.floor(m/1440),h=Math.floor(m%1440/60);m%=60;'
+              'return d?d+" d "+h+" h":h?h+" h "+m+" min":m?m+" min":"less than a minute"}'
+              'function tick(){var t=(end-Date.now())/1e3;if(t<=0){e.textContent="expired";'
+              'if(s>=2)setTimeout(function(){location.reload()},1500);return}'
+              'e.textContent=f(t);setTimeout(tick,Math.min(15e3,t*1e3+50))}tick()})();')
+_COUNTDOWN_CSP = ("default-src 'none'; style-src 'unsafe-inline'; script-src 'sha256-"
+                  + base64.b64encode(hashlib.sha256(_COUNTDOWN.encode()).digest()).decode()
+                  + "'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+
+
+def _links(links: Sequence[PassLink], contact: str) -> str:
+    if not links:
+        return (f'<p id="pass-links">This pass opens no pages here. Contact {html.escape(contact)}.</p>')
+    items = "".join(f'<li><a href="{html.escape(link.target)}">{html.escape(link.title)}'
+                    f'<span class="path">{html.escape(link.target)}</span></a></li>' for link in links)
+    return f'<ul class="links" id="pass-links">{items}</ul>'
+
+
+def _holder(record: PassRecord) -> str:
+    return record.name + (f", {record.company}" if record.company else "")
+
+
+def home_page(record: PassRecord, zone: str, links: Sequence[PassLink], *, now: float, contact: str) -> web.Response:
+    """The pass home: who the pass is for, where and how long it is valid, what it opens, whom to call."""
+    left = max(0, int(record.expires_at - now))
+    rows = [("For", html.escape(_holder(record))), ("Valid at", html.escape(record.scope)),
+            ("Valid for", f'<span class="left" id="left" data-left="{left}">{html.escape(duration_text(left))}'
+                          f'</span><br>until {time_html(record.expires_at, zone, until=True)}'),
+            ("Issued by", html.escape(record.issued_by))]
+    if record.reason:
+        rows.append(("Reason", html.escape(record.reason)))
+    details = "".join(f"<dt>{html.escape(k)}</dt><dd>{v}</dd>" for k, v in rows)
+    body = (f'<h1>Your day pass</h1><dl id="pass-details">{details}</dl>'
+            f"<h2>This pass opens</h2>{_links(links, contact)}"
+            f'<p class="note">Questions, or something you cannot open? Contact {html.escape(contact)}.</p>')
+    return _page("Day pass", body, script=f"<script>{_COUNTDOWN}</script>",
+                 headers={"Content-Security-Policy": _COUNTDOWN_CSP})
+
+
+def no_pass_page(contact: str) -> web.Response:
+    """The pass home on a device that holds no pass."""
+    body = ("<h1>No day pass on this device</h1><p>Open the day pass link you received (or scan its QR code) "
+            f"on this device and tap “Use this pass on this device”.</p><p class=\"note\">No link? Contact "
+            f"{html.escape(contact)}.</p>")
+    return _page("Day pass", body, status=401)
+
+
+def outside_pass_page(record: PassRecord, zone: str, links: Sequence[PassLink], *, contact: str,
+                      reference: str) -> web.Response:
+    """The 403 a pass holder gets: what the pass covers and the way back, nothing about the page refused."""
+    body = (f"<h1>Not part of your day pass</h1><p>Your day pass does not open this page. It is valid at "
+            f"<strong>{html.escape(record.scope)}</strong> until {time_html(record.expires_at, zone, until=True)}."
+            f"</p><h2>Your pass opens</h2>{_links(links, contact)}"
+            f'<a class="button" id="pass-home" href="{PASS_HOME}">Back to your day pass</a>'
+            f'<p class="note">Need more access? Contact {html.escape(contact)}. Reference: '
+            f"{html.escape(reference)}</p>")
+    return _page("Not part of your day pass", body, status=403, css="bad",
+                 headers={"X-Rolegate-Reference": reference})
 
 
 def confirm_page(record: PassRecord, zone: str, *, csrf: str, action: str) -> web.Response:

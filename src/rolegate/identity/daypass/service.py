@@ -128,10 +128,16 @@ class DaypassService:
         return session, rec, version
 
     def _ended(self, kind: str, pass_id: str) -> PassEnded:
-        return PassEnded(f"day pass {pass_id}: {kind}", public_message=ended_message(kind, self.contact))
+        return PassEnded(f"day pass {pass_id}: {kind}", public_message=ended_message(kind, self.contact),
+                         kind=kind)
 
     async def authenticate(self, request: web.BaseRequest) -> DaypassPrincipal | None:
         """The pass holder's Principal; None without a pass cookie; PassEnded once the pass stopped working."""
+        held = await self.holder(request)
+        return held[0] if held is not None else None
+
+    async def holder(self, request: web.BaseRequest) -> tuple[DaypassPrincipal, PassRecord] | None:
+        """``authenticate``, with the pass's record (for the pages that show it)."""
         cookie = self.cookie_of(request)
         if cookie is None:
             return None
@@ -160,7 +166,8 @@ class DaypassService:
             record(self.audit, pass_event("use", rec, user=f"daypass:{rec.id}", client=request.remote,
                                           method=request.method, path=request.path, ts=now))
         return DaypassPrincipal(pass_id=rec.id, name=rec.name, company=rec.company, scope=rec.scope,
-                                session_id=session.public_id, expires_at=min(rec.expires_at, session.expires_at))
+                                session_id=session.public_id,
+                                expires_at=min(rec.expires_at, session.expires_at)), rec
 
     async def live_session(self, request: web.BaseRequest, pass_id: str) -> bool:
         """Whether this browser already holds a live session of ``pass_id`` (re-opening the link)."""
