@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from aiohttp import web
@@ -14,8 +14,9 @@ from prometheus_client import multiprocess
 from rolegate.server.audit_health import with_audit
 
 
-def build_internal_app(readiness: Callable[[], dict[str, Any]]) -> web.Application:
-    """``readiness()`` returns {"ready": bool, "checks": {...}}; it must be cheap."""
+def build_internal_app(readiness: Callable[[], dict[str, Any]], collectors: Iterable[Any] = ()) -> web.Application:
+    """``readiness()`` returns {"ready": bool, "checks": {...}}; it must be cheap. ``collectors``: the
+    master's own Prometheus collectors (objects with ``collect()``), e.g. the worker supervisor's."""
 
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -31,7 +32,11 @@ def build_internal_app(readiness: Callable[[], dict[str, Any]]) -> web.Applicati
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             multiprocess.MultiProcessCollector(registry)
         else:  # pragma: no cover - single process embedding
-            from prometheus_client import REGISTRY as registry  # noqa: N811
+            from prometheus_client import REGISTRY
+
+            registry.register(REGISTRY)
+        for collector in collectors:
+            registry.register(collector)
         return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app = web.Application()

@@ -1,7 +1,9 @@
 """The master process of ``rolegate serve``: spawns workers, reloads, drains, serves the internal listener.
 
 Workers are separate processes (spawned, so no event-loop state is inherited), each with its own
-socket on the same port via SO_REUSEPORT, so the kernel spreads connections across them.
+socket on the same port via SO_REUSEPORT, so the kernel spreads connections across them. Keeping
+them up (replacing, backing off, the lifeline that ends them with the master) is ``supervisor``'s;
+the files they share while the server runs are ``rundir``'s.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import multiprocessing
 import os
 import signal
 import socket
-import tempfile
 import time
 from pathlib import Path
 from multiprocessing.connection import Connection
@@ -22,11 +23,12 @@ from aiohttp import web
 
 from rolegate.config import Config, load_config
 from rolegate.errors import ConfigError
+from rolegate.server.rundir import RunDir, runtime_root
 from rolegate.server.runtime import Compiled
+from rolegate.server.supervisor import Supervisor
 
 log = logging.getLogger("rolegate.serve")
 
-_RESPAWN_BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0)
 # How often the master asks a server-backed store (PostgreSQL, Redis) whether it answers, for /readyz.
 STORE_PROBE_SECONDS = 1.0
 
@@ -130,13 +132,17 @@ def _runner_view(config: Config) -> tuple[Any, ...]:
 
 
 class Master:
-    def __init__(self, config_path: str, config: Config, log_level: str = "INFO") -> None:
+    def __init__(self, config_path: str, config: Config, log_level: str = "INFO",
+                 run_dir: RunDir | None = None) -> None:
         self.config_path = config_path
         self.config = config
         self.log_level = log_level
+        self.run_dir = run_dir
         self.ctx = multiprocessing.get_context("spawn")
-        self.workers: dict[int, multiprocessing.process.BaseProcess] = {}
-        self.restarts: dict[int, int] = {}
+        self.supervisor = Supervisor(config.server.worker_count, self.spawn, on_dead=self._mark_dead,
+                                     generation=lambda: self.generation)
+        self.generation = 0  # counts applied reloads: a worker that started before one gets a SIGHUP
+        self.host = config.server.listen[0]
         self.stopping = False
         self.port = 0
         self.internal_port: int | None = None
@@ -156,38 +162,29 @@ class Master:
 
     # -- workers --------------------------------------------------------------
 
-    def spawn(self, index: int, host: str) -> tuple[multiprocessing.process.BaseProcess, Connection]:
+    def spawn(self, index: int) -> tuple[multiprocessing.process.BaseProcess, Connection]:
+        """Start worker ``index`` with the running (valid) config; the master keeps the pipe's other end.
+
+        The pipe carries the worker's "ready" and is its lifeline: it must stay open while the worker runs.
+        """
         from rolegate.server.worker import worker_main
 
-        parent, child = self.ctx.Pipe(duplex=False)
+        parent, child = self.ctx.Pipe(duplex=True)
+        run_dir = str(self.run_dir.path) if self.run_dir is not None else None
         proc = self.ctx.Process(target=worker_main, name=f"rolegate-worker-{index}",
-                                args=(self.config_path, host, self.port, index, child, self.log_level),
+                                args=(self.config_path, self.host, self.port, index, child, self.log_level,
+                                      self.config, run_dir),
                                 daemon=False)
         proc.start()
         child.close()
-        self.workers[index] = proc
         return proc, parent
 
-    async def wait_ready(self, conn: Connection, proc: multiprocessing.process.BaseProcess, timeout: float) -> bool:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline:
-            if conn.poll():
-                try:
-                    conn.recv()
-                    return True
-                except EOFError:
-                    return False
-            if not proc.is_alive():
-                return False
-            await asyncio.sleep(0.02)
-        return False
-
     def readiness(self) -> dict[str, Any]:
-        alive = sum(1 for p in self.workers.values() if p.is_alive())
-        expected = self.config.server.worker_count
-        checks: dict[str, Any] = {"workers": {"alive": alive, "expected": expected}}
-        degraded = False
+        workers = self.supervisor.status()
+        checks: dict[str, Any] = {"workers": workers}
+        # One worker down (being replaced, or backing off from a crash loop) leaves the others serving:
+        # still ready, but degraded; not ready only when none serves.
+        degraded = workers["state"] != "ok"
         if self.last_reload_error:
             checks["config"] = {"state": "degraded", "last_reload_error": self.last_reload_error}
             degraded = True
@@ -198,32 +195,16 @@ class Master:
         if self.storage is not None:
             storage = checks["storage"] = self.storage.status()
             degraded = degraded or storage["state"] != "ok"
-        ready = alive == expected and not self.stopping and not (self.storage is not None and self.storage.stale())
+        ready = (workers["alive"] > 0 and not self.stopping
+                 and not (self.storage is not None and self.storage.stale()))
         return {"ready": ready, "status": ("degraded" if degraded else "ok") if ready else "unavailable",
                 "checks": checks}
 
-    async def supervise(self, host: str) -> None:
-        """Respawn workers that die, with backoff, until stopping."""
-        while not self.stopping:
-            await asyncio.sleep(0.2)
-            for index, proc in list(self.workers.items()):
-                if proc.is_alive() or self.stopping:
-                    continue
-                self._mark_dead(proc)
-                count = self.restarts.get(index, 0)
-                delay = _RESPAWN_BACKOFF[min(count, len(_RESPAWN_BACKOFF) - 1)]
-                log.error("worker %d (pid %s) exited with %s; restarting in %.1fs", index, proc.pid,
-                          proc.exitcode, delay)
-                self.restarts[index] = count + 1
-                await asyncio.sleep(delay)
-                if not self.stopping:
-                    self.spawn(index, host)
-
-    def _mark_dead(self, proc: multiprocessing.process.BaseProcess) -> None:
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR") and proc.pid:
+    def _mark_dead(self, pid: int) -> None:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             from prometheus_client import multiprocess
 
-            multiprocess.mark_process_dead(proc.pid)
+            multiprocess.mark_process_dead(pid)
 
     # -- reload ---------------------------------------------------------------
 
@@ -242,10 +223,9 @@ class Master:
         if self.directory_started and _runner_view(config) != _runner_view(self.config):
             self._directory_swap = asyncio.ensure_future(self._restart_directory(self._directory_swap, config))
         self.config = config
+        self.generation += 1
         self.last_reload_error = None
-        for proc in self.workers.values():
-            if proc.is_alive() and proc.pid:
-                os.kill(proc.pid, signal.SIGHUP)
+        self.supervisor.signal_serving(signal.SIGHUP)
         log.info("config reloaded (%s)", reason)
         return True
 
@@ -299,7 +279,8 @@ class Master:
         if self.config.server.internal_listen is not None:
             from rolegate.server.internal import build_internal_app
 
-            internal_runner = web.AppRunner(build_internal_app(self.readiness), access_log=None)
+            internal_runner = web.AppRunner(build_internal_app(self.readiness, collectors=[self.supervisor]),
+                                            access_log=None)
             await internal_runner.setup()
             ihost, iport = self.config.server.internal_listen
             isite = web.TCPSite(internal_runner, ihost, iport)
@@ -307,8 +288,7 @@ class Master:
             self.internal_port = internal_runner.addresses[0][1]
 
         count = self.config.server.worker_count
-        pending = [self.spawn(i, host) for i in range(count)]
-        ok = all(await asyncio.gather(*(self.wait_ready(conn, proc, 60) for proc, conn in pending)))
+        ok = await self.supervisor.start()
         reservation.close()
         if not ok:
             log.error("a worker failed to start; see the log above")
@@ -317,7 +297,7 @@ class Master:
         shown = f"[{host}]" if ":" in host else host
         print(f"rolegate: serving http://{shown}:{self.port} with {count} worker(s)"
               + (f"; internal listener on port {self.internal_port}" if self.internal_port else ""), flush=True)
-        tasks = [asyncio.ensure_future(self.supervise(host)), asyncio.ensure_future(self.watch_file())]
+        tasks = [asyncio.ensure_future(self.watch_file())]
         if self.config.storage.is_postgres or self.config.storage.cache_url:
             # A server-backed store can go away under us: /readyz says so (SQLite is a local file).
             self.storage = StoreProbe(self.config, Path(self.config_path).resolve().parent)
@@ -339,32 +319,27 @@ class Master:
 
     async def shutdown(self, internal_runner: web.AppRunner | None) -> None:
         self.stopping = True
-        for proc in self.workers.values():
-            if proc.is_alive() and proc.pid:
-                os.kill(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + self.config.server.drain_timeout.total_seconds() + 5
-        for proc in self.workers.values():
-            while proc.is_alive() and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            if proc.is_alive():
-                log.warning("worker pid %s did not drain in time; killing it", proc.pid)
-                proc.kill()
-            self._mark_dead(proc)
+        await self.supervisor.stop(self.config.server.drain_timeout.total_seconds())
         if internal_runner is not None:
             await internal_runner.cleanup()
 
 
 def serve(config_path: str, log_level: str = "INFO") -> int:
     """Run the master until SIGTERM/SIGINT. Returns the process exit code."""
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="rolegate-metrics-")
     config = load_config(config_path)
     Compiled(config)
-    master = Master(config_path, config, log_level)
+    # Before anything imports prometheus_client, which reads this once: the workers' metric files
+    # (and the master's own) go to this server's runtime directory, removed when the last process exits.
+    run_dir = RunDir.create(runtime_root(config, Path(config_path).resolve().parent), config_file=config_path)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(run_dir.metrics)
+    master = Master(config_path, config, log_level, run_dir)
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:  # pragma: no cover
         pass
-    return asyncio.run(master.run())
+    try:
+        return asyncio.run(master.run())
+    finally:
+        run_dir.release()

@@ -1,4 +1,8 @@
-"""One worker process: its own event loop, its own Runtime, sharing the listen port (SO_REUSEPORT)."""
+"""One worker process: its own event loop, its own Runtime, sharing the listen port (SO_REUSEPORT).
+
+It ends on SIGTERM/SIGINT, and when the master is gone (its end of the ready pipe closes), by
+draining (``drain``): no new connections, the accepted ones answered, then exit.
+"""
 
 from __future__ import annotations
 
@@ -11,26 +15,38 @@ from typing import Any
 
 from aiohttp import web
 
-from rolegate.config import load_config
+from rolegate.config import Config, load_config
 from rolegate.errors import ConfigError
 from rolegate.server import metrics
 from rolegate.server.connections import GuardedRunner, Limits
+from rolegate.server.drain import Listener
 from rolegate.server.malformed import ServerLog
+from rolegate.server.rundir import RunDir
 from rolegate.server.runtime import Runtime, RuntimeHolder
 
 log = logging.getLogger("rolegate.worker")
 
 
-def worker_main(config_path: str, host: str, port: int, index: int, ready: Any, log_level: str) -> None:
-    """Entry point of a spawned worker process."""
+def worker_main(config_path: str, host: str, port: int, index: int, ready: Any, log_level: str,
+                config: Config | None = None, run_dir: str | None = None) -> None:
+    """Entry point of a spawned worker process.
+
+    ``config``: the master's running config (a replacement worker starts with it even when the file
+    has since been broken); ``run_dir``: the server's runtime directory, held while this runs.
+    """
     logging.basicConfig(level=log_level, format=f"%(asctime)s %(levelname)s worker-{index} %(name)s: %(message)s")
+    held = RunDir.attach(run_dir) if run_dir is not None else None
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         pass
-    asyncio.run(_serve(config_path, host, port, index, ready))
+    try:
+        asyncio.run(_serve(config_path, host, port, index, ready, config))
+    finally:
+        if held is not None:
+            held.release()
 
 
 async def reload_runtime(holder: RuntimeHolder) -> bool:
@@ -53,20 +69,22 @@ async def reload_runtime(holder: RuntimeHolder) -> bool:
     return True
 
 
-async def _serve(config_path: str, host: str, port: int, index: int, ready: Any) -> None:
+async def _serve(config_path: str, host: str, port: int, index: int, ready: Any, config: Config | None) -> None:
     from rolegate.app import build_app
 
-    config = load_config(config_path)
+    config = config if config is not None else load_config(config_path)
     base_dir = Path(config_path).resolve().parent
     holder = RuntimeHolder(await Runtime.create(config, base_dir=base_dir, audit_retention=index == 0), config_path)
     app = build_app(holder)
+    listener = Listener(host, port)
+    app.on_response_prepare.append(listener.on_response_prepare)
     # logger: a request aiohttp's parser refuses is one rate-limited INFO line, not a traceback (see malformed).
     # GuardedRunner: server.timeouts and server.max_connections (slow and surplus clients are closed).
     runner = GuardedRunner(app, Limits.from_config(config.server), handle_signals=False, access_log=None,
                            logger=ServerLog())
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_port=True, backlog=2048,
-                       shutdown_timeout=config.server.drain_timeout.total_seconds())
+    site = web.SockSite(runner, listener.sock, backlog=2048,
+                        shutdown_timeout=config.server.drain_timeout.total_seconds())
     await site.start()
 
     loop = asyncio.get_running_loop()
@@ -75,14 +93,34 @@ async def _serve(config_path: str, host: str, port: int, index: int, ready: Any)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload_runtime(holder)))
     if ready is not None:
-        ready.send(("ready", index, os.getpid()))
-        ready.close()
+        _watch_master(ready, index, stop)
     log.debug("worker %d (pid %d) serving on %s:%d", index, os.getpid(), host, port)
     flusher = asyncio.ensure_future(metrics.flush_forever())
     await stop.wait()
     log.info("worker %d draining", index)
+    await listener.drain()
     # Stops accepting, waits for in-flight requests up to drain_timeout, then closes.
     await runner.cleanup()
     await holder.runtime.close()
     flusher.cancel()
     metrics.flush_buffered()
+
+
+def _watch_master(ready: Any, index: int, stop: asyncio.Event) -> None:
+    """Say "ready" through the master's pipe, then keep it as the lifeline: the master never writes to
+    it, so it becoming readable means end-of-file, the master is gone (even by kill -9)."""
+    loop = asyncio.get_running_loop()
+    try:
+        ready.send(("ready", index, os.getpid()))
+    except OSError:
+        log.warning("worker %d: the master is gone before this worker was ready; exiting", index)
+        stop.set()
+        return
+
+    def master_gone() -> None:
+        loop.remove_reader(ready.fileno())
+        if not stop.is_set():
+            log.warning("worker %d: the master process is gone; draining and exiting", index)
+            stop.set()
+
+    loop.add_reader(ready.fileno(), master_gone)

@@ -66,6 +66,9 @@ class ServerConfig(Section):
     # The zone people read times in (admin UI, audit in the UI, day-pass pages), e.g. Europe/Amsterdam.
     # Default: the zone of the day-pass templates when they all name one, else UTC.
     timezone: str | None = None
+    # Files that live only while `serve` runs (per-worker metrics), removed when it exits. Relative
+    # to the config file; default: run/ in the data directory (beside the SQLite file, else the cwd).
+    runtime_dir: str | None = None
 
     @field_validator("public_url")
     @classmethod
@@ -82,6 +85,13 @@ class ServerConfig(Section):
     def _workers(cls, value: int | str) -> int | str:
         if isinstance(value, int) and not 1 <= value <= 256:
             raise ValueError("workers must be 'auto' or a number from 1 to 256")
+        return value
+
+    @field_validator("runtime_dir")
+    @classmethod
+    def _runtime_dir(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or "\0" in value):
+            raise ValueError("runtime_dir must be a directory path")
         return value
 
     @field_validator("timezone")
