@@ -65,6 +65,12 @@ async def test_a_killed_worker_is_replaced(served):
         await asyncio.sleep(0.2)
     else:
         pytest.fail("worker was not replaced:\n" + served.log())
+    # It stays replaced: a replacement used to die a second after it started, over and over, and this
+    # test passed by looking inside that second. Past it, the same two serve and /readyz holds.
+    replaced = sorted(pids)
+    for _ in range(15):
+        await asyncio.sleep(0.2)
+        assert sorted(served.worker_pids()) == replaced and served.readyz()[0] == 200, served.log()
     async with aiohttp.ClientSession() as http:
         async with http.get(served.url + "/public/x") as resp:
             assert resp.status == 200

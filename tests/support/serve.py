@@ -83,7 +83,7 @@ class RolegateProcess:
         out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
         pids = [int(p) for p in out.split()]
         # multiprocessing's spawn uses a resource tracker child too; workers run rolegate's worker_main.
-        return [p for p in pids if "resource_tracker" not in Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
+        return [p for p in pids if _is_worker(p)]
 
     def readyz(self) -> tuple[int, str]:
         try:
@@ -119,6 +119,13 @@ class RolegateProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _is_worker(pid: int) -> bool:
+    try:
+        return "resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+    except OSError:  # exited since pgrep listed it
+        return False
 
 
 def minimal_config(upstream_url: str, **server: object) -> dict:
