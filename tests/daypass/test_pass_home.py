@@ -41,6 +41,8 @@ async def test_redeemed_pass_lands_on_its_home(home_served: Served) -> None:
     phone = served.client()
     resp = await redeem(served, phone, issued.link)
     assert resp.status == 303 and resp.headers["Location"] == HOME
+    # The cookie outlives the pass by 12 h: a holder who comes back later reads "expired", not "no pass".
+    assert int(resp.cookies["rolegate_pass"]["max-age"]) == (3 * 60 + 12) * 60 + 12 * 3600
 
     status, page, headers = await text_of(phone, served.url + HOME)
     assert status == 200, page
@@ -69,10 +71,12 @@ async def test_redeemed_pass_lands_on_its_home(home_served: Served) -> None:
     status, page, _ = await text_of(phone, issued.link)
     assert status == 200 and "active on this device" in page and f'href="{HOME}"' in page
 
-    # At the end of the local day the home says the pass expired.
+    # At the end of the local day the home says the pass expired, and so does any page of the pass.
     served.clock.set(datetime(2026, 12, 7, 0, 0, 1, tzinfo=AMS).timestamp())
     status, page, _ = await text_of(phone, served.url + HOME)
     assert status == 410 and "Day pass expired" in page and "(+31 20 555 0100)" in page
+    status, page, _ = await text_of(phone, served.url + "/buildings/a/dashboard")
+    assert "This day pass has expired" in page, (status, page)
 
 
 async def test_a_page_outside_the_pass_is_the_pass_aware_403(home_served: Served) -> None:

@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("rolegate.daypass")
 
 _CACHE_MAX = 10_000
+# The pass cookie outlives its pass by this much, so that a holder who comes back after the end reads
+# "this day pass has expired" (and whom to call) instead of "no day pass on this device". It grants
+# nothing by then: every request checks the pass itself.
+ENDED_NOTICE_SECONDS = 12 * 3600.0
 
 
 class DaypassService:
@@ -97,7 +101,7 @@ class DaypassService:
         """A session for a device that just redeemed ``rec``: (cookie value, cookie max-age)."""
         session_id, _session = await create_session(self.store, rec.id, device=device, expires_at=rec.expires_at,
                                                     now=now)
-        ttl = max(1.0, rec.expires_at - now)
+        ttl = max(1.0, rec.expires_at - now) + ENDED_NOTICE_SECONDS
         return self.seal_cookie(rec.id, session_id, ttl), int(ttl)
 
     # -- at every request -----------------------------------------------------------------------------
