@@ -199,3 +199,36 @@ def test_fill_landing() -> None:
     assert fill_landing("/buildings/{building}/dashboard", "building:a") == "/buildings/a/dashboard"
     assert fill_landing("/w?b={building}", "building:a/b") == "/w?b=a%2Fb"
     assert fill_landing("/clients/{client}", "building:a") is None
+
+
+# -- the examples: every template lands on a page its passes open ---------------------------------------
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "config" / "examples"
+LAB_ENV = {"ROLEGATE_LISTEN": "127.0.0.1:8080", "ROLEGATE_PUBLIC_URL": URL, "ROLEGATE_INTERNAL_LISTEN": "127.0.0.1:9090",
+           "ROLEGATE_DATA": "/tmp/rolegate-lab-data", "ROLEGATE_OIDC_ISSUER": "http://127.0.0.1:9000",
+           "ROLEGATE_OIDC_SECRET": "s", "LAB_BACKEND_URL": "http://127.0.0.1:8081",
+           "LAB_LDAP_URL": "ldap://127.0.0.1:3890", "LDAP_PASSWORD": "x", "ROLEGATE_SESSION_SECRET": "x" * 48}
+
+
+@pytest.mark.parametrize("example,scope,landing,expected", [
+    # The quickstart: the subcontractor lands on the pass home, which lists their building's pages.
+    ("lab.yaml", "building:a", None, [("Building dashboard", "/buildings/a/dashboard"),
+                                      ("Building documents", "/buildings/a/documents")]),
+    ("building-safety.yaml", "building:b", "/buildings/{building}/dashboard",
+     [("Building dashboard", "/buildings/b/dashboard"), ("Risk assessment", "/buildings/b/risk-assessment"),
+      ("Task history", "/buildings/b/tasks/history")]),
+    ("field-service.yaml", "customer:acme", None, [("Work orders of the customer", "/customers/acme/workorders")]),
+])
+def test_the_examples_land_their_passes_on_a_page_they_open(example: str, scope: str, landing: str | None,
+                                                           expected: list[tuple[str, str]]) -> None:
+    from rolegate.config import load_config
+
+    config = load_config(EXAMPLES / example, env=LAB_ENV)
+    routes = compile_routes_strict(config)
+    assert landing_problems(config, routes) == []
+    [template] = config.daypass.templates.values()
+    assert template.landing == landing
+    policy = compile_policy(config, [Binding(daypass="p1", role=template.role, scope=scope)])
+    identity = Identity("daypass:p1", (), daypass="p1")
+    links = pass_links(config, routes, policy, identity, scope, HOST, 1_000_000.0)
+    assert [(link.title, link.target) for link in links] == expected
