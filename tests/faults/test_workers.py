@@ -157,3 +157,62 @@ async def test_the_master_killed_takes_its_workers_with_it(served):
     assert not [p for p in workers if _alive(p)], f"orphaned workers keep running:\n{served.log()}"
     assert _port_free(port)
     print(f"\nkill -9 master: workers gone and port free after {gone_after:.2f}s")
+
+
+async def _slot(served: RolegateProcess, index: int) -> dict:
+    status, body = await _readyz(served)
+    return body["checks"]["workers"]["processes"][index] | {"_status": status, "_ready": body["status"]}
+
+
+async def test_a_worker_that_keeps_dying_backs_off_and_says_why(served):
+    """Killed again each time it serves (an OOM killer, a poisoned request): the waits grow, the other
+    worker keeps the instance ready, and /readyz and /metrics say which worker and why."""
+    deaths = 4
+    for n in range(deaths):
+        deadline = time.monotonic() + RECOVERY_BOUND
+        while (slot := await _slot(served, 0))["state"] != "serving":
+            assert time.monotonic() < deadline, f"worker 0 not back: {slot}\n{served.log()}"
+            assert slot["_status"] == 200, slot  # worker 1 serves meanwhile
+            await asyncio.sleep(POLL)
+        os.kill(slot["pid"], signal.SIGKILL)
+        killed_at = time.monotonic()
+        while (slot := await _slot(served, 0))["state"] == "serving" and time.monotonic() - killed_at < 5:
+            await asyncio.sleep(0.05)
+    # After the 4th death in a row the wait is 2 s (0.1, 0.5, 1, then 2): caught while it waits.
+    assert slot["state"] == "backoff", slot
+    assert slot["_status"] == 200 and slot["_ready"] == "degraded", slot
+    assert slot["last_exit"]["reason"] == "killed by SIGKILL" and slot["restarts"] == deaths - 1, slot
+    assert 0 < slot["retry_in"] <= 2.0, slot
+    text = await asyncio.to_thread(_metrics, served)
+    assert f'rolegate_worker_exits_total{{reason="SIGKILL",worker="0"}} {deaths}.0' in text, text
+    assert 'rolegate_worker_up{worker="0"} 0.0' in text and 'rolegate_worker_up{worker="1"} 1.0' in text
+    assert 'rolegate_worker_last_exit_timestamp_seconds{reason="SIGKILL",worker="0"}' in text
+    backoff = [line for line in text.splitlines() if line.startswith('rolegate_worker_backoff_seconds{worker="0"}')]
+    assert backoff and 0 < float(backoff[0].split()[-1]) <= 2.0, backoff
+    # And then it is back, for good.
+    deadline = time.monotonic() + RECOVERY_BOUND
+    while (slot := await _slot(served, 0))["state"] != "serving":
+        assert time.monotonic() < deadline, slot
+        await asyncio.sleep(POLL)
+    assert slot["restarts"] == deaths and slot["_ready"] == "ok"
+    assert "worker 0 (pid" in served.log() and "killed by SIGKILL; starting another in 2.0s" in served.log()
+
+
+async def test_a_worker_is_replaced_while_the_config_file_is_broken(served, lab_backend):
+    """A reload that failed keeps the running config; a replacement worker starts with it too."""
+    served.write_config("server: {listen: 127.0.0.1:0\nroutes: [oops")
+    served.signal(signal.SIGHUP)
+    assert served.wait_for_log("reload (SIGHUP) rejected")
+    victim = served.worker_pids()[0]
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + RECOVERY_BOUND
+    while True:
+        status, body = await _readyz(served)
+        pids = served.worker_pids()
+        if body["checks"]["workers"]["alive"] == 2 and len(pids) == 2 and victim not in pids:
+            break
+        assert time.monotonic() < deadline, f"not replaced: {body}\n{served.log()}"
+        await asyncio.sleep(POLL)
+    await asyncio.sleep(3)  # past the moment a replacement reading the broken file would have died
+    assert served.worker_pids() == pids
+    assert await _both_workers_answer(served, pids) == set(pids)
