@@ -110,6 +110,12 @@ class _Handler(socketserver.StreamRequestHandler):
     timeout = 10
 
     def handle(self) -> None:  # pragma: no cover - exercised through the tests
+        try:
+            self._serve()
+        except (TimeoutError, ConnectionError):
+            pass  # an idle keep-alive connection timed out, or the proxy closed it
+
+    def _serve(self) -> None:
         while True:
             line = self.rfile.readline(_MAX_HEAD)
             if not line:
@@ -136,7 +142,8 @@ class _Handler(socketserver.StreamRequestHandler):
             elif length:
                 self.rfile.read(length)
             self.server.received.append(received)  # type: ignore[attr-defined]
-            self.wfile.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok")
+            body = b"" if received.request_line.startswith(b"HEAD ") else b"ok"  # a HEAD answer has no body
+            self.wfile.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\n" + body)
             self.wfile.flush()
 
 
