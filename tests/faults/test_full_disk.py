@@ -37,16 +37,20 @@ READS_WHILE_FULL = 1500
 CONCURRENCY = 16
 
 
+def mount_tmpfs(where: Path, size: str):
+    where.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.fail(f"this test fills a small disk and needs to mount a tmpfs (root or CAP_SYS_ADMIN); "
+                    f"`mount -t tmpfs` on {where} failed: {mounted.stderr.strip() or mounted.returncode}")
+
+
 @pytest.fixture
 def small_disk(tmp_path: Path):
     """A DISK-sized tmpfs mounted on tmp_path/data, unmounted after the test."""
     data = tmp_path / "data"
-    data.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK},mode=0700", "tmpfs", str(data)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.fail(f"this test fills a small disk and needs to mount a tmpfs (root or CAP_SYS_ADMIN); "
-                    f"`mount -t tmpfs` on {data} failed: {mounted.stderr.strip() or mounted.returncode}")
+    mount_tmpfs(data, DISK)
     try:
         yield data
     finally:
@@ -67,7 +71,8 @@ def config(data: Path, port: int, backend_url: str, on_failure: str) -> dict:
         "daypass": {"redeem_rate": "100/min", "templates": {"visit": {
             "role": "subcontractor", "scopes": ["building"], "expires": "8h", "require": ["name"]}}},
         # on_failure "serve" is the default: left out, so that the same config runs on older versions too.
-        "audit": {"sinks": ["store", "jsonl:data/audit.jsonl"], "reads": {"sample": 1.0},
+        # A small queue: reads beyond three quarters of it are shed while the disk is full, and must be counted.
+        "audit": {"sinks": ["store", "jsonl:data/audit.jsonl"], "reads": {"sample": 1.0}, "queue_size": 300,
                   **({"on_failure": on_failure} if on_failure != "serve" else {})},
     }
 
@@ -191,6 +196,8 @@ async def test_a_full_disk_loses_nothing_in_silence(small_disk, tmp_path, lab_ba
     dropped = metric(metrics, "rolegate_audit_dropped_total", kind="decision", reason="queue_full")
     print(f"unwritable: {audit['targets']}; recorded {recorded}, dropped {dropped:.0f}")
     assert recorded + dropped >= answered[200], (recorded, dropped, answered)
+    if on_failure == "serve":
+        assert dropped > 0  # the small queue overflowed: what it could not keep was counted, not lost silently
     assert "cannot rollback" not in log
     assert "No space left on device" in log or "disk is full" in log, log
 
@@ -202,3 +209,38 @@ async def test_a_full_disk_loses_nothing_in_silence(small_disk, tmp_path, lab_ba
     verified = rolegate("audit", "verify", "-c", str(served.config_path), cwd=tmp_path)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "copy jsonl:" in verified.stdout and " OK: " in verified.stdout.split("copy jsonl:")[1], verified.stdout
+
+
+METRIC_FILES_CHILD = """
+import errno, os, sys
+from rolegate.server.metric_files import ReservedMmapedDict
+disk = sys.argv[1]
+values = ReservedMmapedDict(os.path.join(disk, "counter_1.db"))
+with open(os.path.join(disk, "filler"), "wb", buffering=0) as filler:
+    for _ in range(10_000):
+        try:
+            filler.write(b"\\0" * 4096)
+        except OSError:
+            break
+for i in range(500):  # new series on a full disk: the pages were reserved when the file was made
+    values.write_value(f"series-{i}", float(i), 0.0)
+try:
+    ReservedMmapedDict(os.path.join(disk, "gauge_livesum_2.db"))
+except OSError as exc:
+    print("new file:", errno.errorcode[exc.errno], exc.strerror)
+print("alive")
+"""
+
+
+def test_metric_files_do_not_kill_a_process_when_the_disk_fills(tmp_path) -> None:
+    """Prometheus's per-process files are memory-mapped: writing a page with no block behind it on a full
+    disk is SIGBUS. rolegate reserves their blocks; a file that cannot get them is an OSError."""
+    disk = tmp_path / "disk"
+    mount_tmpfs(disk, "1m")
+    try:
+        child = subprocess.run([sys.executable, "-c", METRIC_FILES_CHILD, str(disk)], capture_output=True,
+                               text=True, timeout=60)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+    assert child.returncode == 0, f"exit {child.returncode} (-7 is SIGBUS): {child.stderr[-2000:]}"
+    assert "alive" in child.stdout and "new file: ENOSPC" in child.stdout, child.stdout + child.stderr

@@ -263,8 +263,12 @@ class AuditLog:
             self._progress.clear()
             await self._progress.wait()
 
-    async def close(self, timeout: float = 30.0) -> None:
-        """Write what is queued (up to ``timeout``), then stop. Anything unwritten is logged, not lost silently."""
+    async def close(self, timeout: float = 3.0) -> None:
+        """Write what is queued (up to ``timeout``), then stop. Anything unwritten is logged, not lost silently.
+
+        The default stays well inside the 5 s the master grants a stopping worker beyond its drain, so a
+        Store that cannot be written at shutdown still gets its unwritten events logged and counted
+        rather than the worker killed with them."""
         if self._closed:
             return
         self._closing = True

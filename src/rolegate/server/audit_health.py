@@ -3,8 +3,9 @@
 Each AuditLog (one per worker, one in the master for the directory sync) hands its counts and state
 to ``publish`` after every batch, every failed attempt and at close. Its counts become Prometheus
 counters (dropped events by kind and reason, events a sink never got); the targets it cannot write
-become the gauge ``rolegate_audit_unwritable{target,error}`` (``livemax``: a dead worker's value goes
-with it), which ``/readyz`` reads back from every process of the instance (``check``).
+become the gauge ``rolegate_audit_unwritable{target,error}`` (``livesum``: how many processes cannot
+write there; a dead worker's share goes with it), which ``/readyz`` reads back from every process of
+the instance (``check``).
 """
 
 from __future__ import annotations
@@ -90,5 +91,5 @@ def _collect() -> list[Any]:
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not path:
         return list(metrics.AUDIT_UNWRITABLE.collect())
-    # Only the livemax gauges' files: cheap enough for a probe every second.
-    return list(MultiProcessCollector.merge(glob.glob(os.path.join(path, "gauge_livemax_*.db")), accumulate=False))
+    # Only the livesum gauges' files: cheap enough for a probe every second.
+    return list(MultiProcessCollector.merge(glob.glob(os.path.join(path, "gauge_livesum_*.db")), accumulate=False))

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from rolegate.server import metric_files
+
+metric_files.install()  # before the first value: a full disk must not SIGBUS a worker (see metric_files)
+
 REQUESTS = Counter("rolegate_requests_total", "Requests answered by the proxy listener", ["outcome"])
 DECISIONS = Counter("rolegate_decisions_total", "Authorization decisions", ["decision", "mode"])
 UPSTREAM_ERRORS = Counter("rolegate_upstream_errors_total", "Upstream failures", ["upstream", "kind"])
@@ -27,8 +31,10 @@ AUDIT_SINK_BACKLOG = Gauge("rolegate_audit_sink_backlog", "Audit events a failin
 CONNECTIONS_CLOSED = Counter("rolegate_connections_closed_total",
                              "Client connections closed for being too slow or past server.max_connections",
                              ["reason"])
-AUDIT_UNWRITABLE = Gauge("rolegate_audit_unwritable", "1 while the audit cannot write to this target",
-                         ["target", "error"], multiprocess_mode="livemax")
+# livesum: how many live processes cannot write the target (a dead worker's share goes with it); its
+# file exists from the start (AUDIT_QUEUE), so a full disk never has to make one (see metric_files).
+AUDIT_UNWRITABLE = Gauge("rolegate_audit_unwritable", "Processes that cannot write the audit to this target",
+                         ["target", "error"], multiprocess_mode="livesum")
 DECISION_SECONDS = Histogram("rolegate_decision_seconds", "Time to authenticate and authorize",
                              buckets=(1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1))
 
