@@ -17,7 +17,6 @@ from rolegate.audit import AuditLog, AuditUnavailable, decision_event
 from rolegate.audit import sinks
 from rolegate.audit.chain import chain_hash
 from rolegate.audit.sinks import JsonlSink, format_line
-from rolegate.audit.verify import verify_copy
 from rolegate.store.base import GENESIS, StoreUnavailable
 
 
@@ -210,6 +209,8 @@ async def test_readiness_and_metrics_follow_the_audit_state(store) -> None:
 # -- verify reads every copy -------------------------------------------------------------------------
 
 async def test_verify_names_gaps_and_torn_lines_in_a_copy(store, tmp_path) -> None:
+    from rolegate.audit.verify import verify_copy
+
     log = AuditLog(store, linger=0)
     log.start()
     for i in range(30):
