@@ -10,16 +10,17 @@ server took and then dropped shows up as ``lost``. Fates:
 - ``lost``: the request was sent and the connection ended (reset, end-of-file, timeout) before a
   complete response. A fault test asserts there is none where there must be none.
 
-Also: which process answers a connection (``answering_pid``), read from the kernel's socket tables,
-so a test can tell workers apart without the server exposing anything.
+Also: which worker answers a fresh connection (``answering_pid``, through ``tests.support.workers``:
+the kernel's socket tables), so a test tells workers apart without the server exposing anything.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from dataclasses import dataclass, field
+
+from tests.support.workers import owner_of
 
 CONNECT_TIMEOUT = 10.0
 RESPONSE_TIMEOUT = 20.0
@@ -139,45 +140,12 @@ def _abort(writer: asyncio.StreamWriter) -> None:
 
 # -- which process answered ------------------------------------------------------------------------------------
 
-def _socket_inode(local_port: int, remote_port: int) -> str | None:
-    """The inode of the kernel socket with this local and remote port (the server's side of our connection)."""
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as fh:
-                next(fh)
-                for line in fh:
-                    fields = line.split()
-                    if (int(fields[1].rsplit(":", 1)[1], 16) == local_port
-                            and int(fields[2].rsplit(":", 1)[1], 16) == remote_port):
-                        return fields[9]
-        except OSError:
-            continue
-    return None
-
-
-def owner_pid(inode: str, pids: list[int]) -> int | None:
-    target = f"socket:[{inode}]"
-    for pid in pids:
-        try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
-                    return pid
-            except OSError:
-                continue
-    return None
-
-
 async def answering_pid(port: int, pids: list[int], path: str = "/public/who") -> tuple[int, int | None]:
     """On a FRESH connection, one GET: (status, the pid among ``pids`` that holds the server's end)."""
     reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), CONNECT_TIMEOUT)
     try:
         status, _headers = await asyncio.wait_for(exchange(reader, writer, path), RESPONSE_TIMEOUT)
-        client_port = writer.get_extra_info("sockname")[1]
-        inode = _socket_inode(port, client_port)
-        return status, owner_pid(inode, pids) if inode else None
+        # Kept alive by the server, so its socket is still among the worker's file descriptors.
+        return status, owner_of(writer.get_extra_info("sockname")[1], pids, port)
     finally:
         _abort(writer)
