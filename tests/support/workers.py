@@ -29,8 +29,10 @@ def _socket_inodes(pid: int) -> set[str]:
     return inodes
 
 
-def _inode_of_connection_from(client_port: int) -> str | None:
-    """The inode of the server-side socket whose peer is 127.0.0.1:``client_port``."""
+def _inode_of_connection_from(client_port: int, server_port: int | None = None) -> str | None:
+    """The inode of the server-side socket whose peer is 127.0.0.1:``client_port`` (and whose own port is
+    ``server_port``). Only open connections count: a closed one (TIME_WAIT, inode 0) that once had the same
+    peer port, or another server's client that happens to use that number as its server port, is not it."""
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             lines = open(table).read().splitlines()[1:]
@@ -39,13 +41,15 @@ def _inode_of_connection_from(client_port: int) -> str | None:
         for line in lines:
             fields = line.split()
             remote_port = int(fields[2].rsplit(":", 1)[1], 16)
-            if remote_port == client_port:
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            if (remote_port == client_port and fields[3] == "01" and fields[9] != "0"
+                    and (server_port is None or local_port == server_port)):
                 return fields[9]
     return None
 
 
-def owner_of(client_port: int, worker_pids: list[int]) -> int | None:
-    inode = _inode_of_connection_from(client_port)
+def owner_of(client_port: int, worker_pids: list[int], server_port: int | None = None) -> int | None:
+    inode = _inode_of_connection_from(client_port, server_port)
     if inode is None:
         return None
     for pid in worker_pids:
@@ -69,7 +73,7 @@ async def _ask(url: str, method: str, headers: dict[str, str], workers: list[int
         await writer.drain()
         status_line = await asyncio.wait_for(reader.readline(), 15)
         # The server keeps the connection open (keep-alive), so its socket is still in the worker's fds.
-        pid = owner_of(writer.get_extra_info("sockname")[1], workers)
+        pid = owner_of(writer.get_extra_info("sockname")[1], workers, writer.get_extra_info("peername")[1])
         return pid, int(status_line.split()[1])
     finally:
         writer.close()
