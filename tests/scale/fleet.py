@@ -4,6 +4,8 @@ Each instance is its own process tree (master + workers) on its own port with it
 listener. By default every instance names the database with a different ``application_name``, so
 each gets its own version board (the board file is keyed by the storage URL): the instances then
 share nothing but PostgreSQL and Redis, exactly like instances on separate machines.
+
+Measured figures are printed (``pytest -s`` shows them); nothing is written into the repository.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +29,9 @@ import aiohttp
 
 from rolegate_lab import free_port, idp_login, rolegate_client
 from rolegate_lab.idp import POST_LOGOUT_PATHS
+from tests.support.private_services import PrivatePostgres, PrivateRedis
 from tests.support.serve import RolegateProcess
+from tests.support.workers import owner_of
 
 REDIS_URL = os.environ.get("ROLEGATE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 SESSION_SECRET = "scale-out-shared-session-secret-" + "s" * 32
@@ -34,6 +40,21 @@ HTML = {"Accept": "text/html"}
 JSON = {"Accept": "application/json"}
 PEOPLE = "ou=people,dc=example,dc=com"
 GROUPS = "ou=groups,dc=example,dc=com"
+# README: "other processes and instances are picked up from the Store within 0.5 s" (STORE_POLL_SECONDS);
+# a little margin for a loaded machine, as tests/test_end_to_end.py allows.
+STORE_POLL_BOUND = 0.5 + 0.3
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where a fleet keeps its state: a PostgreSQL database, a Redis server, a key prefix there. ``postgres``
+    and ``redis`` are set when the servers are the test's own (private_services), which it may stop."""
+
+    db_url: str
+    redis_url: str
+    prefix: str
+    postgres: PrivatePostgres | None = None
+    redis: PrivateRedis | None = None
 
 
 def directory_section(slapd: Any, **changes: Any) -> dict[str, Any]:
@@ -47,11 +68,13 @@ def directory_section(slapd: Any, **changes: Any) -> dict[str, Any]:
 class Fleet:
     """N instances: ports reserved up front so the IdP can list every callback."""
 
-    def __init__(self, workdir: Path, db_url: str, prefix: str, count: int, *, workers: int = 1,
+    def __init__(self, workdir: Path, backend: Backend, count: int, *, workers: int = 1,
                  separate_boards: bool = True) -> None:
         self.workdir = Path(workdir)
-        self.db_url = db_url
-        self.prefix = prefix
+        self.backend = backend
+        self.db_url = backend.db_url
+        self.redis_url = backend.redis_url
+        self.prefix = backend.prefix
         self.count = count
         self.workers = workers
         self.separate_boards = separate_boards
@@ -74,7 +97,7 @@ class Fleet:
         return f"{self.db_url}?application_name=rolegate-i{index}"
 
     def storage(self, index: int = 0, **extra: Any) -> dict[str, Any]:
-        return {"url": self.storage_url(index), "cache_url": REDIS_URL, "cache_prefix": self.prefix,
+        return {"url": self.storage_url(index), "cache_url": self.redis_url, "cache_prefix": self.prefix,
                 "connect_timeout": "1s", "command_timeout": "5s", "pool_size": 4, **extra}
 
     def config(self, index: int, idp: Any, backend_url: str, *, directory: dict[str, Any] | None = None,
@@ -203,7 +226,38 @@ async def poll_until(check: Callable[[], Any], timeout: float, interval: float =
 
 
 def report(line: str) -> None:
-    """Measured figures go to stdout (pytest -s) and to tests/scale/.figures.log for the report."""
+    """Measured figures go to stdout (``pytest -s`` shows them), never into a file in the repository."""
     print(line, flush=True)
-    with open(Path(__file__).with_name(".figures.log"), "a") as fh:
-        fh.write(time.strftime("%H:%M:%S ") + line + "\n")
+
+
+async def bodies_on_every_worker(proc: RolegateProcess, url: str, *, each: int = 2,
+                                 attempts: int = 80) -> list[tuple[int, int, bytes]]:
+    """GET ``url`` on fresh connections until every worker of ``proc`` has answered ``each`` times;
+    every (worker pid, status, body) seen, in order. tests/support/workers.py's ``on_every_worker``, for
+    answers whose body matters (it reads only the status)."""
+    import asyncio
+
+    workers = proc.worker_pids()
+    assert workers, "no worker processes"
+    parts = urllib.parse.urlsplit(url)
+    seen: list[tuple[int, int, bytes]] = []
+    counts: Counter[int] = Counter()
+    for _ in range(attempts):
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        try:
+            writer.write(f"GET {parts.path or '/'} HTTP/1.1\r\nHost: {parts.netloc}\r\n\r\n".encode("latin-1"))
+            await writer.drain()
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 15)
+            # Keep-alive: the server side of this connection is still among the answering worker's fds.
+            pid = owner_of(writer.get_extra_info("sockname")[1], workers, writer.get_extra_info("peername")[1])
+            lines = head.decode("latin-1").split("\r\n")
+            fields = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:])}
+            body = await asyncio.wait_for(reader.readexactly(int(fields.get("content-length", "0"))), 15)
+        finally:
+            writer.close()
+        assert pid is not None, "no worker holds the connection"
+        seen.append((pid, int(lines[0].split()[1]), body))
+        counts[pid] += 1
+        if all(counts[w] >= each for w in workers):
+            return seen
+    raise AssertionError(f"not every worker answered in {attempts} fresh connections: {dict(counts)} of {workers}")

@@ -1,21 +1,23 @@
 """PostgreSQL and Redis go away under load, through two real ``rolegate serve`` instances.
 
-SLOW and DISRUPTIVE: these stop the machine's PostgreSQL / Redis for a few seconds and always
-restart them (``finally``). A bounded load (4 clients per instance, reads and writes with a
-signed-in session, for at most ~25 s) runs throughout; afterwards:
+SLOW: each test runs its own PostgreSQL cluster and Redis server (tests/support/private_services.py,
+``fleet_backend`` below) and stops / starts those; the machine's shared servers are never touched. A
+bounded load (4 clients per instance, reads and writes with a signed-in session, for at most ~25 s)
+runs throughout; afterwards:
 
 - 5xx only inside the outage window (plus the few seconds the pools need to reconnect);
 - no lost audit event: every write that got a 2xx has its durable decision event in ``audit``;
 - sign-ins during the outage fail closed (no session cookie, the next request is 401);
 - decisions are served from the last known state while the outage is shorter than
-  ``storage.max_staleness``, and refused (503, /readyz 503) once it is longer;
-- /readyz reports the outage on every instance, and everything recovers by itself.
+  ``storage.max_staleness``, and the first request after that bound is refused (503; /readyz 503);
+- /readyz reports the outage on every instance, and everything recovers by itself: every wait for
+  recovery ends in an assertion naming what was observed when it did not come.
 """
 
 from __future__ import annotations
 
 import asyncio
-import shutil
+import json
 import subprocess
 import sys
 import time
@@ -28,46 +30,22 @@ import pytest
 from rolegate.config.sections.storage import StorageConfig
 from rolegate.store import open_store
 from rolegate_lab import idp_login, lab_client_session
-from tests.scale.fleet import HTML, JSON, REDIS_URL, Fleet, poll_until, readyz, report, sign_in
+from tests.scale.fleet import HTML, JSON, Backend, Fleet, poll_until, readyz, report, sign_in
 
-pytestmark = [pytest.mark.lab, pytest.mark.slow,
-              pytest.mark.skipif(shutil.which("pg_ctlcluster") is None or shutil.which("redis-server") is None,
-                                 reason="needs the machine's PostgreSQL cluster and redis-server")]
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
-PG_CLUSTER = ("15", "main")
 CLIENTS_PER_INSTANCE = 4
 MAX_REQUESTS = 20000
 # Pools reconnect on their next use; allow this long after the server is back before 5xx count as bugs.
 RECOVERY_GRACE = 5.0
+# How long /readyz and the pools may take to see the servers back before the test calls it a failure.
+RECOVERY_TIMEOUT = 30.0
 
 
-def pg_ctl(action: str) -> None:
-    extra = ["--", "-m", "fast"] if action == "stop" else []
-    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", *PG_CLUSTER, action, *extra], check=True,
-                   capture_output=True, timeout=60)
-
-
-def pg_up() -> bool:
-    return subprocess.run(["pg_isready", "-q", "-h", "127.0.0.1", "-p", "5432"], timeout=10).returncode == 0
-
-
-def redis_stop() -> None:
-    subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", "6379", "shutdown", "nosave"], capture_output=True,
-                   timeout=10)
-
-
-def redis_start() -> None:
-    # The command of scripts/services.sh.
-    subprocess.run(["mkdir", "-p", "/var/lib/redis", "/var/log/redis"], check=True)
-    subprocess.run(["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379",
-                    "--save", "", "--appendonly", "no", "--dir", "/var/lib/redis", "--logfile",
-                    "/var/log/redis/ci.log"], check=True, capture_output=True, timeout=10)
-
-
-def redis_up() -> bool:
-    out = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", "6379", "ping"], capture_output=True, text=True,
-                         timeout=5)
-    return out.stdout.strip() == "PONG"
+@pytest.fixture
+def fleet_backend(private_backend: Backend) -> Backend:
+    """These tests stop and start the servers: their own (tests/scale/conftest.py), never the machine's."""
+    return private_backend
 
 
 @dataclass
@@ -149,8 +127,6 @@ async def lost_writes(fleet: Fleet, load: Load) -> tuple[int, list[str], int]:
                                       limit=10 * MAX_REQUESTS)
     finally:
         await store.close()
-    import json
-
     seen: dict[str, int] = {}
     for row in rows:
         path = json.loads(row["body"])["path"]
@@ -181,17 +157,27 @@ async def start_fleet(make_fleet, make_idp, lab_backend, max_staleness: str) -> 
     return fleet, cookie
 
 
-async def wait_storage(fleet: Fleet, part: str, state: str, timeout: float = 15) -> tuple[bool, float]:
+async def storage_becomes(fleet: Fleet, part: str, state: str, timeout: float) -> float:
+    """Wait until every instance's /readyz says ``part`` is ``state``; seconds it took. Fails loudly, with what
+    /readyz said and the instances' last output, when that does not happen within ``timeout``."""
     async def check() -> bool:
         return all(s.get(part) == state for _, s in storage_states(fleet))
 
-    return await poll_until(check, timeout, 0.1)
+    ok, took = await poll_until(check, timeout, 0.1)
+    assert ok, (f"/readyz storage.{part} not {state!r} on every instance after {took:.1f} s: "
+                f"{storage_states(fleet)}\n{fleet.log()[-3000:]}")
+    return took
 
 
-async def test_postgres_restart_under_load_within_max_staleness(make_fleet, make_idp, lab_backend):
+def in_window(o: Outcome, window: tuple[float, float]) -> bool:
+    return o.ended >= window[0] and o.started <= window[1]
+
+
+async def test_postgres_restart_under_load_within_max_staleness(make_fleet, make_idp, lab_backend, fleet_backend):
     """PostgreSQL stopped for ~3 s (max_staleness 30 s): reads keep being decided, writes wait or fail."""
+    postgres = fleet_backend.postgres
     fleet, cookie = await start_fleet(make_fleet, make_idp, lab_backend, "30s")
-    assert (await wait_storage(fleet, "database", "ok"))[0], storage_states(fleet)
+    await storage_becomes(fleet, "database", "ok", 15)
     load = Load(fleet, cookie)
     runner = asyncio.ensure_future(load.run())
     signin_during = readyz_during = None
@@ -199,31 +185,29 @@ async def test_postgres_restart_under_load_within_max_staleness(make_fleet, make
         await asyncio.sleep(2)
         outage_start = time.monotonic()
         try:
-            await asyncio.to_thread(pg_ctl, "stop")
+            await asyncio.to_thread(postgres.stop)
             stopped = time.monotonic()
-            ok, _ = await wait_storage(fleet, "database", "unavailable", 10)
+            await storage_becomes(fleet, "database", "unavailable", 10)
             readyz_during = storage_states(fleet)
-            assert ok, readyz_during
             signin_during = await try_sign_in(fleet.urls[1], "erin")
             await asyncio.sleep(max(0.0, 3 - (time.monotonic() - stopped)))
         finally:
-            await asyncio.to_thread(pg_ctl, "start")
+            await asyncio.to_thread(postgres.start)
         back = time.monotonic()
-        ok, recovered_in = await wait_storage(fleet, "database", "ok", 20)
-        assert ok, storage_states(fleet)
+        recovered_in = await storage_becomes(fleet, "database", "ok", RECOVERY_TIMEOUT)
 
         async def writes_pass_everywhere() -> bool:
             recent = [o for o in load.outcomes if o.kind == "write" and o.started > time.monotonic() - 1]
             return all(any(o.instance == i and 200 <= o.status < 300 for o in recent) for i in range(fleet.count))
 
-        ok, writes_in = await poll_until(writes_pass_everywhere, 20, 0.1)
-        assert ok, load.summary((outage_start, time.monotonic()))
-        await asyncio.sleep(2)
+        ok, writes_in = await poll_until(writes_pass_everywhere, RECOVERY_TIMEOUT, 0.1)
+        assert ok, (f"writes did not pass again on every instance {writes_in:.0f} s after PostgreSQL was back: "
+                    f"{load.summary((outage_start, time.monotonic()))}\n{fleet.log()[-3000:]}")
+        # Keep the load on past the grace, so what comes after the outage is seen, not assumed.
+        await asyncio.sleep(max(2.0, back + RECOVERY_GRACE + 2 - time.monotonic()))
     finally:
         load.stopping = True
         await asyncio.wait_for(runner, 60)
-        if not pg_up():
-            await asyncio.to_thread(pg_ctl, "start")
 
     window = (outage_start, back + RECOVERY_GRACE)
     summary = load.summary(window)
@@ -234,12 +218,14 @@ async def test_postgres_restart_under_load_within_max_staleness(make_fleet, make
            f"sign-in during outage -> {signin_during[0]}")
 
     # 5xx / connection errors only inside the outage window.
-    outside = [o for o in load.outcomes if (o.status >= 500 or o.status == 0)
-               and not (o.ended >= window[0] and o.started <= window[1])]
+    outside = [o for o in load.outcomes if (o.status >= 500 or o.status == 0) and not in_window(o, window)]
     assert not outside, outside[:5]
+    # After the grace every request passes again on both instances, with the session signed in before.
+    after = [o for o in load.outcomes if o.started > window[1]]
+    assert {o.instance for o in after} == {0, 1} and all(200 <= o.status < 300 for o in after), summary
     # Decisions kept being served from the last known state (max_staleness 30 s > the outage).
     during_reads = [o for o in load.outcomes if o.kind == "read" and o.started >= outage_start and o.ended <= back]
-    assert during_reads and all(o.status == 200 for o in during_reads), load.summary(window)
+    assert during_reads and all(o.status == 200 for o in during_reads), summary
     # No acknowledged write without its audit event.
     assert acked and not missing, missing[:5]
     # A new sign-in during the outage failed closed: no session came out of it.
@@ -252,13 +238,17 @@ async def test_postgres_restart_under_load_within_max_staleness(make_fleet, make
     assert result.returncode == 0, result.stdout + result.stderr
     # A sign-in works again, by itself.
     status, new_cookie = await try_sign_in(fleet.urls[1], "erin")
-    assert status == 302 and new_cookie
+    assert status == 302 and new_cookie, (status, new_cookie)
 
 
 async def test_postgres_outage_longer_than_max_staleness_fails_closed_then_recovers(make_fleet, make_idp,
-                                                                                   lab_backend):
-    fleet, cookie = await start_fleet(make_fleet, make_idp, lab_backend, "2s")
-    assert (await wait_storage(fleet, "database", "ok"))[0], storage_states(fleet)
+                                                                                   lab_backend, fleet_backend):
+    """README: "decisions keep being served from the last known state for at most storage.max_staleness, then
+    fail closed (503)": the first request after that bound is refused on every instance."""
+    postgres = fleet_backend.postgres
+    max_staleness = 3.0
+    fleet, cookie = await start_fleet(make_fleet, make_idp, lab_backend, f"{max_staleness:.0f}s")
+    await storage_becomes(fleet, "database", "ok", 15)
     probe_timeout = aiohttp.ClientTimeout(total=15)
     async with aiohttp.ClientSession(timeout=probe_timeout) as http:
         async def read(i: int) -> int:
@@ -268,43 +258,44 @@ async def test_postgres_outage_longer_than_max_staleness_fails_closed_then_recov
 
         assert [await read(i) for i in range(2)] == [200, 200]
         try:
-            await asyncio.to_thread(pg_ctl, "stop")
+            await asyncio.to_thread(postgres.stop)
             stopped = time.monotonic()
+            # Within max_staleness: served from the last known state (a worker last heard from the Store at
+            # most one Store poll before the stop, so the first reads are well inside the bound).
             first = [await read(i) for i in range(2)]
-
-            async def refused() -> bool:
-                return [await read(i) for i in range(2)] == [503, 503]
-
-            ok, _ = await poll_until(refused, 15, 0.1)
-            refused_after = time.monotonic() - stopped
-            assert ok, [await read(i) for i in range(2)]
+            # The bound: nothing between here and the reads below touches the instances.
+            await asyncio.sleep(max(0.0, stopped + max_staleness + 0.3 - time.monotonic()))
+            refused = [await read(i) for i in range(2)]
 
             async def not_ready() -> bool:
                 return all(code == 503 for code, _ in storage_states(fleet))
 
             ok, _ = await poll_until(not_ready, 10, 0.1)
             states = storage_states(fleet)
-            assert ok, states
+            assert ok, f"/readyz did not turn 503 on every instance during the outage: {states}"
         finally:
-            await asyncio.to_thread(pg_ctl, "start")
-        back = time.monotonic()
+            await asyncio.to_thread(postgres.start)
 
         async def served() -> bool:
             return [await read(i) for i in range(2)] == [200, 200] and \
                 all(code == 200 for code, _ in storage_states(fleet))
 
-        ok, recovered = await poll_until(served, 30, 0.1)
-        assert ok, ([await read(i) for i in range(2)], storage_states(fleet))
-    report(f"PostgreSQL stopped, max_staleness 2s: first reads after the stop {first}; refused (503) on both "
-           f"instances {refused_after:.1f} s after the stop; /readyz 503 {states[0][1]}; served again "
+        ok, recovered = await poll_until(served, RECOVERY_TIMEOUT, 0.1)
+        assert ok, (f"not served again {recovered:.0f} s after PostgreSQL was back: reads "
+                    f"{[await read(i) for i in range(2)]}, /readyz {storage_states(fleet)}\n{fleet.log()[-3000:]}")
+    report(f"PostgreSQL stopped, max_staleness {max_staleness:.0f}s: first reads after the stop {first}; first "
+           f"reads {max_staleness + 0.3:.1f} s after the stop {refused}; /readyz 503 {states[0][1]}; served again "
            f"{recovered:.1f} s after the start")
-    assert first == [200, 200]
+    assert first == [200, 200], first
+    assert refused == [503, 503], refused
 
 
-async def test_redis_restart_under_load(make_fleet, make_idp, lab_backend):
-    """Redis shut down (nosave) for ~3 s: sessions read from PostgreSQL, no request fails, sign-ins fail closed."""
+async def test_redis_restart_under_load(make_fleet, make_idp, lab_backend, fleet_backend):
+    """Redis shut down for ~3 s (it comes back empty): sessions read from PostgreSQL, 5xx only inside the
+    outage window, sign-ins during it fail closed, everything passes after it."""
+    redis = fleet_backend.redis
     fleet, cookie = await start_fleet(make_fleet, make_idp, lab_backend, "30s")
-    assert (await wait_storage(fleet, "cache", "ok"))[0], storage_states(fleet)
+    await storage_becomes(fleet, "cache", "ok", 15)
     load = Load(fleet, cookie)
     runner = asyncio.ensure_future(load.run())
     signin_during = readyz_during = None
@@ -312,24 +303,21 @@ async def test_redis_restart_under_load(make_fleet, make_idp, lab_backend):
         await asyncio.sleep(2)
         outage_start = time.monotonic()
         try:
-            await asyncio.to_thread(redis_stop)
+            await asyncio.to_thread(redis.stop)
             stopped = time.monotonic()
-            ok, _ = await wait_storage(fleet, "cache", "unavailable", 10)
+            await storage_becomes(fleet, "cache", "unavailable", 10)
             readyz_during = storage_states(fleet)
-            assert ok, readyz_during
             signin_during = await try_sign_in(fleet.urls[1], "erin")
             await asyncio.sleep(max(0.0, 3 - (time.monotonic() - stopped)))
         finally:
-            await asyncio.to_thread(redis_start)
+            await asyncio.to_thread(redis.start)
         back = time.monotonic()
-        ok, recovered_in = await wait_storage(fleet, "cache", "ok", 20)
-        assert ok, storage_states(fleet)
-        await asyncio.sleep(2)
+        recovered_in = await storage_becomes(fleet, "cache", "ok", RECOVERY_TIMEOUT)
+        # Keep the load on past the grace, so what comes after the outage is seen, not assumed.
+        await asyncio.sleep(max(2.0, back + RECOVERY_GRACE + 2 - time.monotonic()))
     finally:
         load.stopping = True
         await asyncio.wait_for(runner, 60)
-        if not redis_up():
-            await asyncio.to_thread(redis_start)
 
     window = (outage_start, back + RECOVERY_GRACE)
     summary = load.summary(window)
@@ -338,14 +326,17 @@ async def test_redis_restart_under_load(make_fleet, make_idp, lab_backend):
            f"{summary}; /readyz cache ok again {recovered_in:.1f} s after start; acknowledged writes {acked}, "
            f"missing from audit {len(missing)}, duplicated events {duplicates}; "
            f"sign-in during outage -> {signin_during[0]}")
-    outside = [o for o in load.outcomes if (o.status >= 500 or o.status == 0)
-               and not (o.ended >= window[0] and o.started <= window[1])]
+    outside = [o for o in load.outcomes if (o.status >= 500 or o.status == 0) and not in_window(o, window)]
     assert not outside, outside[:5]
+    # After the grace every request passes again on both instances: the session signed in before the
+    # outage survived a Redis that came back empty (no persistence), read from PostgreSQL.
+    after = [o for o in load.outcomes if o.started > window[1]]
+    assert {o.instance for o in after} == {0, 1} and all(200 <= o.status < 300 for o in after), summary
     assert acked and not missing, missing[:5]
     status, new_cookie = signin_during
     assert status >= 500 and new_cookie is None, signin_during
     assert all(s.get("cache") == "unavailable" and s.get("database") == "ok" for _, s in readyz_during), readyz_during
     status, new_cookie = await try_sign_in(fleet.urls[1], "erin")
-    assert status == 302 and new_cookie
+    assert status == 302 and new_cookie, (status, new_cookie)
     result = audit_verify(fleet)
     assert result.returncode == 0, result.stdout + result.stderr
