@@ -2,8 +2,13 @@
 
 Every instance is a real ``rolegate serve`` (master + workers) on its own port. Instances get their
 own version board (see tests/scale/fleet.py), so whatever one learns from another went through
-PostgreSQL / Redis, as between machines. Measured propagation times are printed and appended to
-tests/scale/.figures.log.
+PostgreSQL / Redis, as between machines. These tests leave both servers running, so they use the
+machine's (a database and a key prefix of their own); figures are printed (``pytest -s``).
+
+"Changes take effect at the next request on every worker" (README; other instances' changes arrive
+through the Store poll, 0.5 s): after a change the test waits that bound and then asserts the FIRST
+request each worker of each instance answers, on fresh connections traced to the worker (nothing
+polled in between, which would let a worker answer stale once and still pass).
 """
 
 from __future__ import annotations
@@ -11,48 +16,50 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import urllib.request
 
 import jwt
 import pytest
 
 from rolegate.config.sections.storage import StorageConfig
+from rolegate.directory import load_snapshot
+from rolegate.identity.daypass.record import load_pass
 from rolegate.store import open_store
 from rolegate.store.version_board import bump
 from rolegate_lab import lab_client_session
-from tests.scale.fleet import (REDIS_URL, Fleet, directory_section, kill_tree, poll_until, readyz, report,
-                               sign_in, status_of)
+from tests.scale.fleet import (JSON, STORE_POLL_BOUND, Fleet, bodies_on_every_worker, directory_section, kill_tree,
+                               poll_until, readyz, report, sign_in, status_of)
+from tests.support.workers import on_every_worker
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
-
-CONTRACT_SECONDS = 1.0  # "changes take effect on the next request ... on every instance" (< 1 s)
 
 
 async def admin_store(fleet: Fleet):
     """The test acting as the admin API / another tool: a Store on the shared backend."""
-    return await open_store(StorageConfig(url=fleet.db_url, cache_url=REDIS_URL, cache_prefix=fleet.prefix))
+    return await open_store(StorageConfig(url=fleet.db_url, cache_url=fleet.redis_url, cache_prefix=fleet.prefix))
 
 
-async def time_until_everywhere(http, fleet: Fleet, path: str, cookie: str, expected: int,
-                                timeout: float = 5.0) -> list[float]:
-    """Poll every instance concurrently; seconds until each answered ``expected`` (inf: never)."""
-
-    async def one(url: str) -> float:
-        async def check() -> bool:
-            return await status_of(http, url + path, cookie) == expected
-
-        ok, took = await poll_until(check, timeout)
-        return took if ok else float("inf")
-
-    return list(await asyncio.gather(*(one(u) for u in fleet.urls)))
+async def every_worker(fleet: Fleet, path: str, cookie: str, method: str = "GET",
+                       instances: list[int] | None = None) -> dict[int, list[tuple[int, int]]]:
+    """Per instance: (worker pid, status) of ``method path`` on fresh connections until each of its workers
+    answered twice. Each worker's first entry is the first request it answered since the caller's last."""
+    seen = {}
+    for i in range(fleet.count) if instances is None else instances:
+        seen[i] = await on_every_worker(fleet.procs[i], None, method, fleet.urls[i] + path,
+                                        headers={**JSON, "Cookie": cookie})
+    return seen
 
 
-def fmt(times: list[float]) -> str:
-    return ", ".join(f"i{i}={t * 1000:.0f} ms" for i, t in enumerate(times))
+def only(seen: dict[int, list[tuple[int, int]]], expected: int) -> bool:
+    return all(status == expected for answers in seen.values() for _, status in answers)
 
 
-async def test_three_instances_share_sessions_and_see_revocations_within_a_second(make_fleet, make_idp,
-                                                                                    lab_backend):
+def fmt(seen: dict[int, list[tuple[int, int]]]) -> str:
+    return "; ".join(f"i{i}: " + " ".join(f"{pid}->{status}" for pid, status in answers)
+                     for i, answers in seen.items())
+
+
+async def test_three_instances_share_sessions_and_see_revocations_at_the_next_request(make_fleet, make_idp,
+                                                                                        lab_backend):
     fleet = make_fleet(3, workers=1)
     idp = make_idp([fleet.client()])
     fleet.start([fleet.config(i, idp, lab_backend.url) for i in range(3)])
@@ -66,33 +73,37 @@ async def test_three_instances_share_sessions_and_see_revocations_within_a_secon
             for url in fleet.urls:
                 assert await status_of(probe, url + "/api/notes/1", alice) == 200
                 assert await status_of(probe, url + "/api/notes/1", alice, "POST", data=b"x") == 200
-                assert await status_of(probe, url + "/api/notes/1", heidi) == 403
+            # Every worker has remembered heidi's refusal (and alice's session) before the changes.
+            before = await every_worker(fleet, "/api/notes/1", heidi)
+            assert only(before, 403), fmt(before)
 
-            # A grant written to the Store (as the admin API does) reaches every instance.
+            # A grant written to the Store (as the admin API does) applies from the first request after the
+            # Store poll on every instance.
             await store.put("bindings", "heidi-reader", {"user": "heidi", "role": "reader", "scope": None})
             await bump(store, None, "policy")
-            granted = await time_until_everywhere(probe, fleet, "/api/notes/1", heidi, 200)
-            report(f"grant (binding + policy bump) -> 200 on every instance: {fmt(granted)}")
-            assert max(granted) <= CONTRACT_SECONDS, fmt(granted)
+            await asyncio.sleep(STORE_POLL_BOUND)
+            granted = await every_worker(fleet, "/api/notes/1", heidi)
+            report(f"grant (binding + policy bump), first requests {STORE_POLL_BOUND:.1f} s later: {fmt(granted)}")
+            assert only(granted, 200), fmt(granted)
 
-            # Revoked: the binding deleted, the counter bumped; refused everywhere within a second.
+            # Revoked: the binding deleted, the counter bumped; the first request after the poll is refused.
             await store.delete("bindings", "heidi-reader")
             await bump(store, None, "policy")
-            revoked = await time_until_everywhere(probe, fleet, "/api/notes/1", heidi, 403)
-            report(f"binding revoked -> 403 on every instance: {fmt(revoked)}")
-            assert max(revoked) <= CONTRACT_SECONDS, fmt(revoked)
-            for url in fleet.urls:  # and it stays refused
-                assert await status_of(probe, url + "/api/notes/1", heidi) == 403
+            await asyncio.sleep(STORE_POLL_BOUND)
+            revoked = await every_worker(fleet, "/api/notes/1", heidi)
+            report(f"binding revoked, first requests {STORE_POLL_BOUND:.1f} s later: {fmt(revoked)}")
+            assert only(revoked, 403), fmt(revoked)
 
-            # Logout on instance 2 ends the session on 0 and 1 as well.
+            # Logout on instance 2 ends the session on 0 and 1 as well, from their next request.
             async with browser_a.get(fleet.urls[2] + "/.rolegate/logout", headers={"Cookie": alice},
                                      allow_redirects=False) as resp:
                 assert resp.status == 302
-            logged_out = await time_until_everywhere(probe, fleet, "/api/notes/1", alice, 401)
-            report(f"logout on instance 2 -> 401 on every instance: {fmt(logged_out)}")
-            assert max(logged_out) <= CONTRACT_SECONDS, fmt(logged_out)
-            for url in fleet.urls:
-                assert await status_of(probe, url + "/api/notes/1", alice, "POST", data=b"x") == 401
+            await asyncio.sleep(STORE_POLL_BOUND)
+            logged_out = await every_worker(fleet, "/api/notes/1", alice)
+            report(f"logout on instance 2, first requests {STORE_POLL_BOUND:.1f} s later: {fmt(logged_out)}")
+            assert only(logged_out, 401), fmt(logged_out)
+            posts = await every_worker(fleet, "/api/notes/1", alice, "POST")
+            assert only(posts, 401), fmt(posts)
     finally:
         await store.close()
 
@@ -105,17 +116,24 @@ async def test_three_instances_share_sessions_and_see_revocations_within_a_secon
     assert len(rows) == 3, [r["body"] for r in rows]
 
 
-async def test_signing_keys_are_created_once_and_published_by_every_instance(make_fleet, make_idp, lab_backend):
+def kid_sets(seen: list[tuple[int, int, bytes]]) -> set[tuple[str, ...]]:
+    assert all(status == 200 for _, status, _ in seen), [(pid, status) for pid, status, _ in seen]
+    return {tuple(sorted(k["kid"] for k in json.loads(body)["keys"])) for _, _, body in seen}
+
+
+async def test_signing_keys_are_created_once_and_published_by_every_worker(make_fleet, make_idp, lab_backend):
     fleet = make_fleet(2, workers=2)
     idp = make_idp([fleet.client()])
     fleet.start([fleet.config(i, idp, lab_backend.url) for i in range(2)])  # both start on an empty store
 
-    def kids(url: str) -> list[str]:
-        with urllib.request.urlopen(url + "/.well-known/jwks.json", timeout=5) as resp:
-            return sorted(k["kid"] for k in json.load(resp)["keys"])
+    async def published() -> dict[int, set[tuple[str, ...]]]:
+        """Per instance, the kid sets its workers published (each worker asked on fresh connections)."""
+        return {i: kid_sets(await bodies_on_every_worker(p, fleet.urls[i] + "/.well-known/jwks.json"))
+                for i, p in enumerate(fleet.procs)}
 
-    first = [kids(u) for u in fleet.urls]
-    assert first[0] and first[0] == first[1], first
+    first = await published()
+    assert first[0] == first[1] and len(first[0]) == 1 and next(iter(first[0])), first
+    first_kids = set(next(iter(first[0])))
 
     def creations() -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -129,7 +147,9 @@ async def test_signing_keys_are_created_once_and_published_by_every_instance(mak
     assert creations() and all(n == 1 for n in creations().values()), creations()
 
     # Force a rotation: the keys in force are retired from the Store and the fleet told so. Each of the
-    # four workers needs a new key; exactly one creates it, every other reads the winner's.
+    # four workers needs a new key; exactly one creates it, every other reads the winner's. The ``keys``
+    # counter travels like every change (the Store poll): the first JWKS each worker serves after that
+    # bound is the new one.
     store = await admin_store(fleet)
     try:
         for record in await store.list("keys"):
@@ -137,20 +157,15 @@ async def test_signing_keys_are_created_once_and_published_by_every_instance(mak
         await bump(store, None, "keys")
     finally:
         await store.close()
-
-    async def rotated() -> bool:
-        now = [kids(u) for u in fleet.urls]
-        return now[0] == now[1] and bool(now[0]) and not set(now[0]) & set(first[0])
-
-    # Every worker of both instances is asked (the kernel spreads connections over workers).
-    ok, took = await poll_until(rotated, 10)
-    assert ok, ([kids(u) for u in fleet.urls], first)
-    for _ in range(10):
-        assert kids(fleet.urls[0]) == kids(fleet.urls[1])
-    report(f"key rotation: every instance publishes the new kid {took * 1000:.0f} ms after the keys bump; "
-           f"creations per kid: {sorted(creations().values())}")
+    await asyncio.sleep(STORE_POLL_BOUND)
+    now = await published()
+    report(f"key rotation: JWKS of every worker {STORE_POLL_BOUND:.1f} s after the keys bump: {now} "
+           f"(before: {first}); creations per kid: {sorted(creations().values())}")
+    assert now[0] == now[1] and len(now[0]) == 1, now
+    new_kids = set(next(iter(now[0])))
+    assert new_kids and not new_kids & first_kids, (now, first)
     assert all(n == 1 for n in creations().values()), creations()
-    assert set(kids(fleet.urls[0])) <= set(creations())  # the published kid is the one key created
+    assert new_kids <= set(creations())  # the published kid is the one key created
 
     # A token minted by one instance verifies with the other instance's JWKS.
     async with lab_client_session() as browser:
@@ -190,23 +205,24 @@ async def test_one_instance_syncs_the_directory_and_another_takes_over_when_it_d
 
     ok, took = await poll_until(one_leader_synced, 30, 0.2)
     states = leaders(fleet, alive)
-    assert ok, states
+    assert ok, f"no single synced leader {took:.0f} s after start: {states}"
     leader = next(i for i, s in states.items() if s.get("leader"))
     report(f"directory: instance {leader} leads after start ({took:.1f} s); states: "
            + "; ".join(f"i{i}={s.get('state')}" for i, s in states.items()))
     # Stays one: watch it for a few more seconds (the standbys retry the lock every 2 s).
     for _ in range(10):
         await asyncio.sleep(0.3)
-        assert sum(bool(s.get("leader")) for s in leaders(fleet, alive).values()) == 1
+        states = leaders(fleet, alive)
+        assert sum(bool(s.get("leader")) for s in states.values()) == 1, states
 
-    async with lab_client_session() as browser_h, lab_client_session() as browser_a, \
-            lab_client_session() as probe:
+    async with lab_client_session() as browser_h, lab_client_session() as browser_a:
         others = [i for i in alive if i != leader]
         heidi = await sign_in(browser_h, fleet.urls[others[0]], "heidi")
         alice = await sign_in(browser_a, fleet.urls[others[1]], "alice")
-        for i in alive:
-            assert await status_of(probe, fleet.urls[i] + "/api/notes/1", heidi) == 403
-            assert await status_of(probe, fleet.urls[i] + "/api/notes/1", alice) == 200
+        # Every instance (and worker) has decided, and remembered, heidi's refusal before the change.
+        before = await every_worker(fleet, "/api/notes/1", heidi, instances=alive)
+        assert only(before, 403), fmt(before)
+        assert only(await every_worker(fleet, "/api/notes/1", alice, instances=alive), 200)
 
         # The syncing instance vanishes: master and workers SIGKILLed.
         killed_at = time.monotonic()
@@ -221,23 +237,36 @@ async def test_one_instance_syncs_the_directory_and_another_takes_over_when_it_d
         ok, _ = await poll_until(taken_over, 30, 0.1)
         takeover = time.monotonic() - killed_at
         states = leaders(fleet, alive)
-        assert ok, states
+        assert ok, f"no survivor took the directory sync over within {takeover:.0f} s: {states}"
         new_leader = next(i for i, s in states.items() if s.get("leader"))
 
-        # A directory change is applied by the new leader and reaches every surviving instance.
-        changed_at = time.monotonic()
+        # A directory change is applied by the new leader. The test watches the Store (not rolegate) for the
+        # sync that commits it; from then on the Store poll bound applies, and the first request each
+        # surviving instance answers after it must see heidi in finance.
         fresh_slapd.ldapmodify("dn: cn=finance,ou=groups,dc=example,dc=com\nchangetype: modify\nadd: member\n"
                                "member: uid=heidi,ou=people,dc=example,dc=com\n")
+        store = await admin_store(fleet)
+        try:
+            async def committed() -> bool:
+                snapshot = await load_snapshot(store)
+                user = snapshot.user("heidi") if snapshot is not None else None
+                return user is not None and "finance" in user.groups
 
-        async def heidi_reads_everywhere() -> bool:
-            return all([await status_of(probe, fleet.urls[i] + "/api/notes/1", heidi) == 200 for i in alive])
-
-        ok, applied = await poll_until(heidi_reads_everywhere, 30, 0.1)
-        assert ok, (leaders(fleet, alive), fleet.log()[-4000:])
-        report(f"directory: leader i{leader} SIGKILLed; i{new_leader} took over and synced "
-               f"{takeover:.1f} s later; a group change reached every instance {applied:.1f} s after the LDAP write")
-        assert sum(bool(s.get("leader")) for s in leaders(fleet, alive).values()) == 1
-        assert time.monotonic() - changed_at < 30
+            ok, applied = await poll_until(committed, 30, 0.1)
+        finally:
+            await store.close()
+        states = leaders(fleet, alive)
+        assert ok, f"the group change never reached the Store's directory snapshot in 30 s: {states}"
+        await asyncio.sleep(STORE_POLL_BOUND)
+        after = await every_worker(fleet, "/api/notes/1", heidi, instances=alive)
+        report(f"directory: leader i{leader} SIGKILLed; i{new_leader} took over and synced {takeover:.1f} s "
+               f"later; a group change was committed {applied:.1f} s after the LDAP write; first requests "
+               f"{STORE_POLL_BOUND:.1f} s after the commit: {fmt(after)}")
+        assert only(after, 200), fmt(after)
+        # The lock stayed with the new leader alone, and its sync is healthy.
+        states = leaders(fleet, alive)
+        assert [i for i, s in states.items() if s.get("leader")] == [new_leader], states
+        assert states[new_leader].get("state") == "ok", states
 
 
 def daypass_sections(fleet: Fleet, i: int, idp, backend_url: str, expires: str) -> dict:
@@ -281,7 +310,7 @@ async def test_day_pass_redeemed_on_one_instance_works_on_all_and_ends_everywher
 
     fleet = make_fleet(3, workers=1)
     idp = make_idp([fleet.client()])
-    fleet.start([daypass_sections(fleet, i, idp, lab_backend.url, "8s") for i in range(3)])
+    fleet.start([daypass_sections(fleet, i, idp, lab_backend.url, "12s") for i in range(3)])
 
     def issue() -> tuple[str, str]:
         out = rolegate_cli("daypass", "issue", "-c", str(fleet.procs[0].config_path), "--template", "sub",
@@ -289,33 +318,48 @@ async def test_day_pass_redeemed_on_one_instance_works_on_all_and_ends_everywher
         return re.search(r"Link: (\S+)", out).group(1), re.search(r"Day pass ([0-9a-f]{16}) issued", out).group(1)
 
     link, pass_id = issue()
-    async with lab_client_session() as phone, lab_client_session() as probe:
+    async with lab_client_session() as phone:
         status = await redeem_on(phone, link, fleet.urls[0])
         assert status == 303, "rolegate serve mounts /.rolegate/pass/{code}"
         cookie = "; ".join(f"{c.key}={c.value}" for c in phone.cookie_jar)
         # Redeemed on instance 0, used on all of them. The CLI issued the pass as another machine would:
-        # every instance learns of it through the store (the ``daypass`` counter) within a second.
-        usable = await time_until_everywhere(probe, fleet, "/buildings/a/notes", cookie, 200)
-        report(f"day pass issued (CLI) and redeemed on i0 -> 200 on every instance: {fmt(usable)}")
-        assert max(usable) <= CONTRACT_SECONDS, fmt(usable)
-        for url in fleet.urls:
-            assert await status_of(probe, url + "/buildings/a/notes", cookie) == 200
-            assert await status_of(probe, url + "/buildings/b/notes", cookie) == 403
+        # every instance learns of it through the store (the ``daypass`` counter) within the Store poll.
+        await asyncio.sleep(STORE_POLL_BOUND)
+        usable = await every_worker(fleet, "/buildings/a/notes", cookie)
+        report(f"day pass issued (CLI) and redeemed on i0, first requests {STORE_POLL_BOUND:.1f} s later: "
+               f"{fmt(usable)}")
+        assert only(usable, 200), fmt(usable)
+        elsewhere = await every_worker(fleet, "/buildings/b/notes", cookie)
+        assert only(elsewhere, 403), fmt(elsewhere)
 
-        # Revoked with the CLI (against instance 2's config): refused everywhere within a second.
+        # Revoked with the CLI (against instance 2's config): the first request after the poll is refused.
         rolegate_cli("daypass", "revoke", "-c", str(fleet.procs[2].config_path), pass_id, "--reason", "done")
-        revoked = await time_until_everywhere(probe, fleet, "/buildings/a/notes", cookie, 401)
-        report(f"day pass revoked -> 401 on every instance: {fmt(revoked)}")
-        assert max(revoked) <= CONTRACT_SECONDS, fmt(revoked)
+        await asyncio.sleep(STORE_POLL_BOUND)
+        revoked = await every_worker(fleet, "/buildings/a/notes", cookie)
+        report(f"day pass revoked (CLI), first requests {STORE_POLL_BOUND:.1f} s later: {fmt(revoked)}")
+        assert only(revoked, 401), fmt(revoked)
 
-    # A second pass simply expires (template: 8 s): it stops working on every instance by itself.
+    # A second pass simply expires (template: 12 s): "expiry bites at the next request on every worker".
     link, pass_id = issue()
-    async with lab_client_session() as phone, lab_client_session() as probe:
+    store = await admin_store(fleet)
+    try:
+        expires_at = (await load_pass(store, pass_id))[0].expires_at
+    finally:
+        await store.close()
+    async with lab_client_session() as phone:
         # This time the link is opened on instance 1 (the code is in the shared store).
         assert await redeem_on(phone, link.replace(fleet.urls[0], fleet.urls[1]), fleet.urls[1]) == 303
         cookie = "; ".join(f"{c.key}={c.value}" for c in phone.cookie_jar)
-        usable = await time_until_everywhere(probe, fleet, "/buildings/a/notes", cookie, 200)
-        assert max(usable) <= CONTRACT_SECONDS, fmt(usable)
-        expired = await time_until_everywhere(probe, fleet, "/buildings/a/notes", cookie, 401, timeout=30)
-        report(f"day pass (8 s) expired -> 401 on every instance after: {fmt(expired)} from redemption")
-        assert max(expired) < 30
+        await asyncio.sleep(STORE_POLL_BOUND)
+        usable = await every_worker(fleet, "/buildings/a/notes", cookie)
+        assert only(usable, 200), fmt(usable)
+        # Used again shortly before the end, so every worker has it fresh in memory at the expiry (skipped
+        # only if this machine was too slow to get here 1.5 s before it: the check below still runs).
+        await asyncio.sleep(max(0.0, expires_at - 2.0 - time.time()))
+        if time.time() < expires_at - 1.5:
+            late = await every_worker(fleet, "/buildings/a/notes", cookie)
+            assert only(late, 200), fmt(late)
+        await asyncio.sleep(max(0.0, expires_at - time.time()) + 0.05)
+        expired = await every_worker(fleet, "/buildings/a/notes", cookie)
+        report(f"day pass expired: first requests after its expiry: {fmt(expired)}")
+        assert only(expired, 401), fmt(expired)
