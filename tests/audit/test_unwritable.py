@@ -77,8 +77,8 @@ def test_a_jsonl_batch_that_meets_a_full_disk_leaves_no_torn_line(tmp_path, monk
     monkeypatch.setattr(sinks, "os", DiskFillsUp(room=150))  # the disk fills up inside the next batch
     with pytest.raises(OSError) as failed:
         sink.write(rows(4, 5), True)
-    assert failed.value.errno == errno.ENOSPC and failed.value.rows_written == 0
     assert path.read_bytes() == before  # the half-written batch was taken back
+    assert failed.value.errno == errno.ENOSPC and failed.value.rows_written == 0
     monkeypatch.setattr(sinks, "os", os)
     sink.write(rows(4, 5), True)
     sink.close()
