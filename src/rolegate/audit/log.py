@@ -172,6 +172,7 @@ class AuditLog:
 
         audit = config.audit
         retention = audit.retention.total_seconds() if audit.retention is not None and run_retention else None
+        # What serve builds: counts and state go to Prometheus and /readyz (tests may pass their own observer).
         from rolegate.server.audit_health import publish
 
         options: dict[str, Any] = dict(
