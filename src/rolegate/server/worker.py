@@ -77,7 +77,6 @@ async def _serve(config_path: str, host: str, port: int, index: int, ready: Any,
     holder = RuntimeHolder(await Runtime.create(config, base_dir=base_dir, audit_retention=index == 0), config_path)
     app = build_app(holder)
     listener = Listener(host, port)
-    app.on_response_prepare.append(listener.on_response_prepare)
     # logger: a request aiohttp's parser refuses is one rate-limited INFO line, not a traceback (see malformed).
     # GuardedRunner: server.timeouts and server.max_connections (slow and surplus clients are closed).
     runner = GuardedRunner(app, Limits.from_config(config.server), handle_signals=False, access_log=None,
