@@ -239,7 +239,7 @@ class AuditLog:
             seen[("store", kind, reason)] = n
         for (sink, kind), n in self.sink_dropped.items():
             seen[("sink", sink, kind)] = n
-        log.error("audit events lost since the last report: %s%s", ", ".join(parts),
+        log.error("audit events not recorded since the last report: %s%s", ", ".join(parts),
                   "; unwritable: " + "; ".join(f"{t}: {e}" for t, e in self.unwritable.items())
                   if self.unwritable else "")
 
