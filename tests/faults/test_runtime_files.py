@@ -118,3 +118,16 @@ def test_an_unusable_runtime_dir_is_a_clear_error(tmp_path, lab_backend):
     assert proc.returncode == 2
     assert "server.runtime_dir: cannot use" in proc.stderr and "occupied/run" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+@pytest.mark.parametrize("value", ["", "   "])
+def test_an_empty_runtime_dir_fails_check(tmp_path, value):
+    import yaml
+
+    from rolegate.config.loader import load_config_text
+    from rolegate.errors import ConfigError
+
+    text = yaml.safe_dump(minimal_config("http://127.0.0.1:9", runtime_dir=value), sort_keys=False)
+    with pytest.raises(ConfigError) as err:
+        load_config_text(text, file="rolegate.yaml", base_dir=tmp_path)
+    assert any("server.runtime_dir" in p and "must be a directory path" in p for p in err.value.problems)

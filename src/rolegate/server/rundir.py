@@ -78,7 +78,7 @@ class RunDir:
     def attach(cls, path: str | os.PathLike[str]) -> "RunDir":
         """A worker's: hold the master's directory while this process runs."""
         path = Path(path)
-        fd = os.open(path / LOCK, os.O_RDWR | os.O_CLOEXEC)
+        fd = os.open(path / LOCK, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
         fcntl.flock(fd, fcntl.LOCK_SH)
         return cls(path, fd)
 
@@ -129,7 +129,7 @@ def sweep(root: Path) -> None:
 def _take(lock: Path) -> int | None:
     """An fd holding ``lock`` exclusively, or None when it is absent or somebody holds it."""
     try:
-        fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
+        fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:
         return None
     try:
