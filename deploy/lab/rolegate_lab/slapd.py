@@ -87,9 +87,14 @@ class Slapd(LabProcess):
         seed: bool = True,
         port: int | None = None,
         loglevel: str = "none",
+        accesslog: bool = False,
     ) -> None:
         super().__init__(Path(workdir), port=port)
         self.extra_schemas = [Path(p) for p in extra_schemas]
+        # The accesslog overlay logs every write to cn=accesslog (readable by the service account),
+        # where rolegate's incremental sync finds deletions (directory.accesslog).
+        self.accesslog = accesslog
+        self.accesslog_dir = self.workdir / "accesslog"
         self.seed = seed
         self.loglevel = loglevel
         self.base_dn = BASE_DN
@@ -118,7 +123,11 @@ class Slapd(LabProcess):
             raise LabError(f"{SLAPD} not found: run scripts/setup.sh (installs Debian's slapd)")
         if not self._seeded and self.data_dir.exists():
             shutil.rmtree(self.data_dir)  # a new Slapd object starts from a fresh directory
+        if not self._seeded and self.accesslog_dir.exists():
+            shutil.rmtree(self.accesslog_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.accesslog:
+            self.accesslog_dir.mkdir(parents=True, exist_ok=True)
         self.conf_path.write_text(self._config())
 
     def _after_ready(self) -> None:
@@ -153,6 +162,7 @@ class Slapd(LabProcess):
                 f"loglevel {self.loglevel}",
                 "sizelimit unlimited",
                 "",
+                *self._accesslog_database(),
                 "database mdb",
                 "maxsize 1073741824",
                 f'suffix "{self.base_dn}"',
@@ -184,8 +194,26 @@ class Slapd(LabProcess):
                 "overlay refint",
                 "refint_attributes member",
                 "",
+                *(["overlay accesslog", "logdb cn=accesslog", "logops writes", "logsuccess TRUE",
+                   "logpurge 07+00:00 01+00:00", ""] if self.accesslog else []),
             ]
         )
+
+    def _accesslog_database(self) -> list[str]:
+        if not self.accesslog:
+            return []
+        return [
+            "moduleload accesslog",
+            "database mdb",
+            "maxsize 268435456",
+            'suffix "cn=accesslog"',
+            f"directory {self.accesslog_dir}",
+            "index objectClass,reqStart,reqResult eq",
+            "access to *",
+            f'  by dn.exact="{self.service_dn}" read',
+            "  by * none",
+            "",
+        ]
 
     def _seed_ldif(self) -> str:
         """company.ldif in full, or only its skeleton (suffix, OUs, service account) when not seeding."""

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from rolegate.directory.closure import ClosureCache, group_closures, users_below
 from rolegate.directory.model import EMPTY, EMPTY_SNAPSHOT, DirectoryGroup, DirectorySnapshot, DirectoryUser
 from rolegate.directory.values import normalize_dn
+
+if TYPE_CHECKING:
+    from rolegate.directory.departures import Departures
 
 # Reported odd data is capped so a badly broken directory cannot flood logs or the snapshot.
 MAX_ISSUES = 200
@@ -95,9 +99,12 @@ def share_values(raw: RawUser, current: DirectoryUser) -> None:
 
 def apply_changes(old: DirectorySnapshot, changed_users: Iterable[RawUser], changed_groups: Iterable[RawGroup],
                   *, issues: Issues | None = None, taken_at: float = 0.0, full_at: float | None = None,
-                  since: str | None = None, reuse: DirectorySnapshot | None = None) -> DirectorySnapshot:
+                  since: str | None = None, reuse: DirectorySnapshot | None = None,
+                  departures: "Departures | None" = None) -> DirectorySnapshot:
     """``old`` with changed (or new) entries applied; entries are matched by stable id, so a
-    renamed or moved entry replaces its old self. Deletions are not seen here (full sync only)."""
+    renamed or moved entry replaces its old self. ``departures`` (an incremental read's) says which
+    known entries have left: deleted, moved out of the bases or filtered out; they are dropped, and
+    with them their memberships."""
     if not old.incremental_ready:
         raise ValueError("this snapshot was loaded from the store; run a full sync first")
     issues = issues if issues is not None else Issues()
@@ -121,6 +128,29 @@ def apply_changes(old: DirectorySnapshot, changed_users: Iterable[RawUser], chan
         )
         pending_member_of[raw.id] = raw.member_of
 
+    raw_groups = list(changed_groups)
+    gone_groups: set[str] = set()
+    touched_groups: set[str] = set()
+    if departures is not None:
+        kept = seen_users | {raw.id for raw in raw_groups}
+        gone_users = set(departures.gone(old.users, kept))
+        gone_groups = set(departures.gone(old.groups, kept))
+        for uid in gone_users:
+            del users[uid]
+        for gid in gone_groups:
+            del groups[gid]
+        # Everyone below a departed group loses it and what it was nested in (old.groups still has it).
+        touched_groups |= gone_groups
+        if gone_users or gone_groups:
+            # Groups not read again still list the departed: strip them. The server has (AD's links,
+            # OpenLDAP's refint) or its members no longer resolve: either way, what a full sync would show.
+            for gid, group in list(groups.items()):
+                if not group.member_users.isdisjoint(gone_users) or not group.member_groups.isdisjoint(gone_groups):
+                    groups[gid] = DirectoryGroup(id=gid, dn=group.dn, name=group.name,
+                                                 member_users=group.member_users - gone_users,
+                                                 member_groups=group.member_groups - gone_groups,
+                                                 unresolved=group.unresolved)
+
     user_by_dn = {normalize_dn(u.dn): u.id for u in users.values()}
     user_by_name: dict[str, str | None] = {}
     for user in users.values():
@@ -129,7 +159,6 @@ def apply_changes(old: DirectorySnapshot, changed_users: Iterable[RawUser], chan
 
     # 2. groups: replace by id, resolving members against the users as they are now
     seen_groups: set[str] = set()
-    raw_groups = list(changed_groups)
     for raw in raw_groups:
         if raw.id in users:
             issues.add(f"id {raw.id} is both a user and a group: {raw.dn} ignored")
@@ -142,7 +171,6 @@ def apply_changes(old: DirectorySnapshot, changed_users: Iterable[RawUser], chan
     for raw in raw_groups:
         if raw.id in seen_groups:
             group_by_dn[normalize_dn(raw.dn)] = raw.id
-    touched_groups: set[str] = set()
     delta: dict[str, list[tuple[str, bool]]] = {}  # user id -> [(group id, added?)]
     done: set[str] = set()
     for raw in raw_groups:
@@ -204,6 +232,8 @@ def apply_changes(old: DirectorySnapshot, changed_users: Iterable[RawUser], chan
         # Membership test per id: intersection_update(groups) would walk every group for every user.
         direct = {gid for gid in direct if gid in groups}
         member_of = user.member_of_groups
+        if gone_groups and not member_of.isdisjoint(gone_groups):
+            member_of = member_of - gone_groups
         if uid in pending_member_of:
             member_of = frozenset(g for dn in pending_member_of[uid] if (g := group_by_dn.get(dn)) is not None)
         frozen_direct = frozenset(direct)

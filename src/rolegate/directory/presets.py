@@ -36,6 +36,7 @@ class DirectorySchema:
     uid_member_attributes: tuple[str, ...]  # values are usernames (memberUid)
     change_attribute: str  # modifyTimestamp / uSNChanged / whenChanged
     change_is_integer: bool  # uSNChanged counts; the others are generalized time
+    accesslog: str | None = None  # OpenLDAP's accesslog database: where incremental syncs find deletions
 
     def user_attributes(self) -> list[str]:
         """The attributes to request for a user entry."""
@@ -103,4 +104,5 @@ def resolve_schema(config: DirectoryConfig) -> DirectorySchema:
         uid_member_attributes=tuple(m for m in members if m.lower() in _UID_MEMBER_ATTRIBUTES),
         change_attribute=change,
         change_is_integer=change.lower() == "usnchanged",
+        accesslog=config.accesslog,
     )

@@ -18,6 +18,7 @@ from ldap3.utils.conv import escape_filter_chars
 from rolegate.directory.builder import Issues, RawGroup, RawUser, share_values
 from rolegate.directory.model import NO_ATTRIBUTES, DirectoryUser
 from rolegate.directory.connection import describe
+from rolegate.directory.departures import Departures, read_departures
 from rolegate.directory.errors import DirectoryUnavailable
 from rolegate.directory.presets import AD_ACCOUNT_DISABLED, DirectorySchema
 from rolegate.directory.ranged import RangeError, collect_values
@@ -57,6 +58,7 @@ class ReadResult:
     issues: Issues = field(default_factory=Issues)
     watermark: Watermark | None = None
     entries: int = 0  # entries read (kept after the lists are handed over and cleared)
+    departures: Departures | None = None  # incremental runs: what may have left (see departures)
 
 
 def since_filter(schema: DirectorySchema, base: str, since: str | None) -> str:
@@ -67,13 +69,14 @@ def since_filter(schema: DirectorySchema, base: str, since: str | None) -> str:
 
 
 def paged(conn: ldap3.Connection, base: str, search_filter: str, attributes: list[str], page_size: int,
-          *, scope: Any = ldap3.SUBTREE) -> Iterator[tuple[str, dict[str, list[bytes]]]]:
+          *, scope: Any = ldap3.SUBTREE, controls: list[tuple[str, bool, Any]] | None = None,
+          ) -> Iterator[tuple[str, dict[str, list[bytes]]]]:
     """(dn, raw attributes keyed in lower case) for every entry; raises DirectoryUnavailable."""
     try:
         # paged_criticality: a server that cannot page must fail, not truncate at its size limit.
         for item in conn.extend.standard.paged_search(
             base, search_filter, search_scope=scope, attributes=attributes, paged_size=page_size,
-            paged_criticality=True, generator=True,
+            paged_criticality=True, generator=True, controls=controls,
         ):
             if item.get("type") != "searchResEntry":
                 continue  # continuation references: we never chase referrals during a sync
@@ -200,6 +203,10 @@ def read_directory(conn: ldap3.Connection, schema: DirectorySchema, page_size: i
     watermark = result.watermark
     assert watermark is not None
     change_key = schema.change_attribute.lower()
+    if since is not None:
+        # Before the reads below, so that whatever changes meanwhile is either read or seen next time.
+        result.departures = read_departures(conn, schema, since, page_size)
+    left = result.departures.changed if result.departures is not None else None
 
     disabled_ids: set[str] | None = None
     if schema.disabled_filter:
@@ -219,6 +226,8 @@ def read_directory(conn: ldap3.Connection, schema: DirectorySchema, page_size: i
             if known is not None and (current := known.get(user.id)) is not None:
                 share_values(user, current)
             result.users.append(user)
+        elif left is not None:
+            left.add(entry_id(schema, dn, attrs, Issues()))  # no longer usable: gone, as a full sync would have it
         count += 1
         if progress is not None and count % PROGRESS_EVERY == 0:
             progress("users", count)
@@ -232,6 +241,8 @@ def read_directory(conn: ldap3.Connection, schema: DirectorySchema, page_size: i
         group = to_group(schema, dn, attrs, result.issues, _range_fetcher(conn, dn))
         if group is not None:
             result.groups.append(group)
+        elif left is not None:
+            left.add(entry_id(schema, dn, attrs, Issues()))
         count += 1
         if progress is not None and count % PROGRESS_EVERY == 0:
             progress("groups", count)

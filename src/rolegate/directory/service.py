@@ -214,7 +214,7 @@ class DirectorySync:
                                      since=next_since, reuse=old)
             else:
                 new = apply_changes(old, read.users, read.groups, issues=read.issues, taken_at=began,
-                                    since=next_since)
+                                    since=next_since, departures=read.departures)
         for issue in read.issues.items[:20]:
             log.info("directory: %s", issue)
         read.entries = len(read.users) + len(read.groups)

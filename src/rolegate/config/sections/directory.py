@@ -31,6 +31,18 @@ def _filter(value: str | None) -> str | None:
     return text
 
 
+def _is_dn(value: str) -> bool:
+    from ldap3.core.exceptions import LDAPInvalidDnError
+    from ldap3.utils.dn import parse_dn
+
+    if not value.strip() or value.strip() != value or "\x00" in value:
+        return False
+    try:
+        return bool(parse_dn(value))
+    except LDAPInvalidDnError:
+        return False
+
+
 class DirectoryUsers(Section):
     base: str
     filter: str | None = None  # preset: (objectClass=inetOrgPerson) / AD person users
@@ -83,12 +95,22 @@ class DirectoryConfig(Section):
     retry_max: Duration = timedelta(minutes=5)
     # Directory attribute holding scope membership, e.g. {building: "rolegateBuilding"}.
     scope_attributes: dict[str, str] = Field(default_factory=dict)
+    # OpenLDAP: the accesslog overlay's database (e.g. cn=accesslog). Incremental syncs read deletions
+    # and renames from it; without it they list every id to find them (see rolegate.directory.departures).
+    accesslog: str | None = None
 
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
         if not value.startswith(("ldap://", "ldaps://")):
             raise ValueError("directory.url must be ldap:// or ldaps://")
+        return value
+
+    @field_validator("accesslog")
+    @classmethod
+    def _accesslog(cls, value: str | None) -> str | None:
+        if value is not None and not _is_dn(value):
+            raise ValueError(f"must be the DN of the accesslog database, e.g. cn=accesslog, not {value!r}")
         return value
 
     @model_validator(mode="after")
@@ -99,4 +121,7 @@ class DirectoryConfig(Section):
             raise ValueError("bind_dn and bind_password go together (or neither, for an anonymous bind)")
         if self.interval.total_seconds() <= 0 or self.full_interval.total_seconds() <= 0:
             raise ValueError("interval and full_interval must be positive")
+        if self.accesslog is not None and self.preset == "active_directory":
+            raise ValueError("accesslog is OpenLDAP's; Active Directory's deletions are read from its "
+                             "Deleted Objects container")
         return self
