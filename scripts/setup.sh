@@ -4,14 +4,14 @@
 #                    strace (the audit durability test watches fsync calls),
 #                    caddy (forward-auth example, tests/security),
 #                    wrk (load generator), chromium (UI tests), systemd (systemd-analyze checks deploy/systemd),
-#                    samba + samba-dsdb-modules + samba-ad-provision (a real Active Directory DC for tests/directory)
+#                    samba + its DC modules (a real Active Directory DC for tests/directory)
 #   Python: a virtualenv in .venv with rolegate installed editable, plus test extras
 #   npm: the lab IdP (oidc-provider) in deploy/lab/idp
 set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
-APT_PACKAGES=(slapd ldap-utils nginx caddy wrk chromium systemd strace samba samba-dsdb-modules samba-ad-provision)
+APT_PACKAGES=(slapd ldap-utils nginx caddy wrk chromium systemd strace samba samba-dsdb-modules samba-vfs-modules samba-ad-provision)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
