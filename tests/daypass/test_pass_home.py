@@ -12,7 +12,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from rolegate.display_time import display_zone, duration_text, local_text, time_html
 from tests.daypass.conftest import HTML, JSON, Served, redeem
 
 pytestmark = pytest.mark.lab
@@ -127,6 +126,8 @@ async def test_a_template_landing_is_filled_with_the_pass_scope(make_served) -> 
 # -- times as people read them ------------------------------------------------------------------------
 
 def test_times_in_words_with_the_zone_named() -> None:
+    from rolegate.display_time import duration_text, local_text, time_html
+
     midnight = datetime(2026, 12, 7, 0, 0, tzinfo=AMS).timestamp()
     assert local_text(midnight, "Europe/Amsterdam", until=True) == "Sun 06 Dec 2026, 24:00 (Europe/Amsterdam)"
     assert local_text("2026-12-06T23:00:00+00:00", "Europe/Amsterdam", until=True) == (
@@ -141,6 +142,8 @@ def test_times_in_words_with_the_zone_named() -> None:
 
 
 async def test_display_zone(home_served: Served) -> None:
+    from rolegate.display_time import display_zone
+
     config = home_served.runtime.config
     assert display_zone(config) == "Europe/Amsterdam"  # the zone the day-pass templates share
     assert display_zone(config.model_copy(update={"daypass": None})) == "UTC"
