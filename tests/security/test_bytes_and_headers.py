@@ -169,6 +169,34 @@ def test_underscore_forms_and_method_overrides_never_reach_the_backend(worker, t
     _assert_clean_log(worker)
 
 
+@pytest.mark.parametrize("websocket", [False, True])
+def test_the_header_rules_hold_on_both_upstream_paths(websocket):
+    """The HTTP head rolegate writes and the WebSocket handshake it asks aiohttp for drop the same headers."""
+    from rolegate.proxy.headers import upstream_request_head, websocket_request_headers
+
+    raw = (*SPOOFED, *OVERRIDES, (b"Sec_WebSocket_Key", b"x"), (b"Connection", b"X_App_Hop"), (b"X-App-Hop", b"1"),
+           (b"X_App_Header", b"kept"), (b"Cookie_", b"kept"))
+    common = dict(client_addr="127.0.0.1", forwarded_proto="http", forwarded_host="h",
+                  set_headers={"X-Rolegate-User": "vera"})
+
+    def sent(**options) -> list[bytes]:
+        if websocket:
+            return [n.lower().encode() for n in websocket_request_headers(raw, **common, **options)]
+        head = upstream_request_head("GET", b"/", raw, host=b"h", framing=b"", **common, **options)
+        return [line.split(b":", 1)[0].lower() for line in head.split(b"\r\n")[1:] if line]
+
+    names = sent()
+    assert [n for n in names if n.replace(b"_", b"-").startswith((b"x-rolegate-", b"x-forwarded-", b"x-real-",
+                                                                   b"proxy-"))
+            and n not in (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host")] == [b"x-rolegate-user"]
+    # aiohttp writes the handshake itself: no look-alike of it goes along (a plain request keeps it).
+    assert (b"sec_websocket_key" in names) is not websocket
+    assert not {n.replace(b"_", b"-") for n in names} & {b"x-http-method-override", b"x-http-method",
+                                                        b"x-method-override", b"x-app-hop"}
+    assert b"x_app_header" in names and b"cookie_" in names
+    assert [n for n in sent(drop_underscore=True) if b"_" in n] == []
+
+
 def test_drop_underscore_headers_drops_every_underscore_header(tmp_path):
     with proxied_worker(tmp_path, drop_underscore_headers=True) as strict:
         response = send(strict.port, request_bytes(b"GET", b"/workorders/1", [
