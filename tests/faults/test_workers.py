@@ -99,18 +99,16 @@ async def test_a_worker_killed_under_load_is_replaced_and_stays_up(served):
         pids = served.worker_pids()
         assert await _both_workers_answer(served, pids) == set(pids)
 
-        # Under load: what was lost is what the killed worker had in flight; nothing after recovery.
+        # Under load: what was lost is what rode on the killed worker's connections; nothing after recovery.
         assert load.lost(since=recovered_at) == []
         assert load.fates(since=recovered_at).get("ok", 0) > 0
     finally:
         await load.stop()
     lost = load.lost()
     print(f"\nkill -9 worker: replaced and serving after {recovered_at - killed_at:.2f}s; "
-          f"{len(lost)} request(s) lost (in flight on the killed worker), {load.fates()} in all")
+          f"{len(lost)} request(s) lost (on the killed worker's connections), {load.fates()} in all")
     assert all(r.started < recovered_at for r in lost)
 
-    async with asyncio.timeout(30):
-        status, body = await _readyz(served)
     text = await asyncio.to_thread(_metrics, served)
     assert 'rolegate_worker_exits_total{reason="SIGKILL",worker="0"} 1.0' in text or \
         'rolegate_worker_exits_total{reason="SIGKILL",worker="1"} 1.0' in text, text
