@@ -113,9 +113,6 @@ class Supervisor:
                 "state": "ok" if serving == len(self.slots) else "degraded",
                 "processes": [slot.status() for slot in self.slots]}
 
-    def serving_pids(self) -> list[int]:
-        return [slot.pid for slot in self.slots if slot.state == "serving" and slot.pid]
-
     def collect(self) -> Iterator[Any]:
         """Prometheus metric families (a custom collector for the internal listener's registry)."""
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
