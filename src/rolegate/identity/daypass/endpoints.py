@@ -266,14 +266,28 @@ def pass_zone(config: Any, template: str) -> str:
     return tpl.timezone if tpl is not None else display_zone(config)
 
 
+# (pass id, scope) -> (policy, route table, links): a pass holder's every 403 shows the list, and working
+# it out walks the whole route table; it only changes with the policy or the routes (a new object each).
+_LINKS: dict[tuple[str, str], tuple[Any, Any, list[PassLink]]] = {}
+_LINKS_MAX = 1000
+
+
 async def links_of(runtime: "Runtime", rec: PassRecord) -> list[PassLink]:
     """The pages this pass opens now, against the live policy."""
     policy = runtime.policy_now()
     if policy is None:
         policy = await runtime.current_policy()
+    key = (rec.id, rec.scope)
+    cached = _LINKS.get(key)
+    if cached is not None and cached[0] is policy and cached[1] is runtime.routes:
+        return cached[2]
     host = canonical_host(runtime.config.server.public_host)
-    return pass_links(runtime.config, runtime.routes, policy, pass_identity(rec.id), rec.scope, host,
-                      runtime.clock())
+    links = pass_links(runtime.config, runtime.routes, policy, pass_identity(rec.id), rec.scope, host,
+                       runtime.clock())
+    if len(_LINKS) >= _LINKS_MAX:
+        _LINKS.clear()
+    _LINKS[key] = (policy, runtime.routes, links)
+    return links
 
 
 def add_daypass_routes(reserved: web.Application, holder: "RuntimeHolder") -> DaypassEndpoints:
