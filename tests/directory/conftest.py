@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -13,6 +14,8 @@ import pytest
 from rolegate.config.sections.directory import DirectoryConfig
 from rolegate.config.sections.storage import StorageConfig
 from rolegate.store import open_store
+
+from .samba import SambaDC, SambaTemplate
 
 AD_SCHEMA = Path(__file__).resolve().parent / "ad-lite.schema"
 PEOPLE = "ou=people,dc=example,dc=com"
@@ -96,3 +99,19 @@ def add_in_chunks(slapd: Any, names: list[str], chunk: int = 500) -> None:
     """Add many people with several ldapadd runs: each run stays well inside the lab tool's timeout."""
     for i in range(0, len(names), chunk):
         slapd.ldapadd(people_ldif(names[i:i + chunk]))
+
+
+@pytest.fixture(scope="session")
+def samba_template(tmp_path_factory: pytest.TempPathFactory) -> SambaTemplate:
+    """A provisioned and seeded Samba AD DC, never started: each test runs a copy (see samba.py)."""
+    return SambaTemplate(tmp_path_factory.mktemp("samba")).provision()
+
+
+@pytest.fixture
+def samba_dc(samba_template: SambaTemplate, tmp_path: Path) -> Iterator[SambaDC]:
+    """A running copy of the template DC of this test's own, on its own 127.0.0.N, to modify."""
+    dc = SambaDC(samba_template, tmp_path / "samba")
+    dc.start()
+    yield dc
+    dc.stop()
+    shutil.rmtree(dc.dir / "private", ignore_errors=True)  # the 35 MB of databases; logs stay

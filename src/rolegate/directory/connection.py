@@ -47,6 +47,11 @@ def open_connection(config: DirectoryConfig) -> ldap3.Connection:
             # We read raw values only; skipping ldap3's per-value formatting halves the decode cost.
             # Filters and DNs we send are built with escape_filter_chars, not checked names.
             check_names=False,
+            # AD's ranged answers (member;range=0-1499) are followed by rolegate.directory.ranged, which
+            # checks every range joins the last and fails the run when one does not. ldap3's own
+            # auto_range would merge them first, unchecked (a range it cannot follow ends in an
+            # IndexError, a gap goes unnoticed), and leave ours nothing to check.
+            auto_range=False,
         )
         conn.open()
         if config.start_tls:
