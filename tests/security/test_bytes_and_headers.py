@@ -16,7 +16,6 @@ import json
 import re
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -51,10 +50,6 @@ def _reference(response: Response) -> str:
         ref = json.loads(response.body).get("reference")
     assert ref and re.fullmatch(r"[0-9a-f]{12}", ref), response
     return ref
-
-
-def _cookie_names(values: list[bytes]) -> set[bytes]:
-    return {part.split(b"=", 1)[0].strip() for value in values for part in value.split(b";")}
 
 
 # -- bytes ------------------------------------------------------------------------------------------------
