@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import math
 from collections.abc import Sequence
 
 from aiohttp import web
@@ -77,14 +78,14 @@ def _details(record: PassRecord, zone: str) -> str:
 
 
 # The countdown of the pass home, on top of the server-rendered text. It counts from what the server
-# said is left (not the phone's clock) and, once at zero, reloads once: the server then answers with
-# the "expired" page, which has no script.
+# said is left (not the phone's clock; rounded up, so it never runs ahead of the server) and, a moment
+# after zero, reloads once: the server then answers with the "expired" page, which has no script.
 _COUNTDOWN = ('(function(){var e=document.getElementById("left");if(!e)return;'
               'var s=+e.getAttribute("data-left"),end=Date.now()+s*1e3;'
               'function f(t){var m=Math.floor(t/60),d=Math.floor(m/1440),h=Math.floor(m%1440/60);m%=60;'
               'return d?d+" d "+h+" h":h?h+" h "+m+" min":m?m+" min":"less than a minute"}'
               'function tick(){var t=(end-Date.now())/1e3;if(t<=0){e.textContent="expired";'
-              'if(s>=2)setTimeout(function(){location.reload()},1500);return}'
+              'if(s>0)setTimeout(function(){location.reload()},1500);return}'
               'e.textContent=f(t);setTimeout(tick,Math.min(15e3,t*1e3+50))}tick()})();')
 _COUNTDOWN_CSP = ("default-src 'none'; style-src 'unsafe-inline'; script-src 'sha256-"
                   + base64.b64encode(hashlib.sha256(_COUNTDOWN.encode()).digest()).decode()
@@ -105,7 +106,7 @@ def _holder(record: PassRecord) -> str:
 
 def home_page(record: PassRecord, zone: str, links: Sequence[PassLink], *, now: float, contact: str) -> web.Response:
     """The pass home: who the pass is for, where and how long it is valid, what it opens, whom to call."""
-    left = max(0, int(record.expires_at - now))
+    left = max(0, math.ceil(record.expires_at - now))
     rows = [("For", html.escape(_holder(record))), ("Valid at", html.escape(record.scope)),
             ("Valid for", f'<span class="left" id="left" data-left="{left}">{html.escape(duration_text(left))}'
                           f'</span><br>until {time_html(record.expires_at, zone, until=True)}'),
