@@ -83,6 +83,22 @@ def test_a_bearer_token_with_a_byte_that_is_not_utf8_at_forward_auth(worker):
     _assert_clean_log(worker)
 
 
+@pytest.mark.parametrize("first", [b"Bearer abc", b"", b"Basic YTpi"])
+@pytest.mark.parametrize("target", [b"/public/x", b"/workorders/1"])
+def test_a_second_authorization_header_is_a_400_not_a_way_past_the_token_check(worker, target, first):
+    """Only the first Authorization header was read: rolegate's token behind another one went to the backend."""
+    before = len(worker.upstream.received)
+    response = send(worker.port, request_bytes(b"GET", target, [
+        (b"Authorization", first), (b"Authorization", b"Bearer " + worker.bearer.encode())]))
+    leaked = [seen for seen in _new_requests(worker, before) if worker.bearer.encode() in b"".join(seen.values(
+        b"Authorization"))]
+    assert not leaked, "rolegate's bearer token reached the backend"
+    assert response.status == 400, response
+    _reference(response)
+    assert _new_requests(worker, before) == []
+    _assert_clean_log(worker)
+
+
 @pytest.mark.parametrize("target", [b"/public/x", b"/workorders/1"])
 def test_a_host_that_is_not_a_host_name_is_a_400_with_a_reference(worker, target):
     before = len(worker.upstream.received)
