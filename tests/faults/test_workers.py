@@ -22,7 +22,7 @@ from tests.support.serve import RolegateProcess, minimal_config
 
 pytestmark = pytest.mark.lab
 
-RECOVERY_BOUND = 30.0  # seconds a replacement may take to serve (a liveness bound on a shared 2-core machine)
+RECOVERY_BOUND = 60.0  # seconds a replacement may take to serve (a liveness bound: a busy shared 2-core machine)
 STEADY_FOR = 10.0
 POLL = 0.2
 
@@ -56,7 +56,7 @@ async def _both_workers_answer(served: RolegateProcess, pids: list[int], attempt
 async def test_a_worker_killed_under_load_is_replaced_and_stays_up(served):
     before = served.worker_pids()
     assert len(before) == 2
-    load = Load(served.port, clients=6, fresh=3, duration=60)
+    load = Load(served.port, clients=4, fresh=2, duration=90)
     load.start()
     try:
         await asyncio.sleep(1.0)
