@@ -77,6 +77,7 @@ def settings_of(policy: Policy, identity: Identity) -> list[str]:
 def switches_of_user(policy: Policy, identity: Identity) -> list[dict[str, Any]]:
     """Each setting switched on for the user: where (None: everywhere), by whom and when, from where."""
     return [{"setting": s.name, "scope": s.scope, "by": s.by, "at": s.at,
+             "until": None if s.until == math.inf else format_until(s.until),
              "source": "config" if s.source.startswith("config") else "api"}
             for s in policy.setting_grants if s.username == identity.username]
 

@@ -152,6 +152,7 @@ class SettingSwitchOut(Out):
     scope: str | None = Field(description="null: everywhere")
     by: str | None = Field(description="who switched it on (API)")
     at: str | None = Field(description="when")
+    until: str | None = Field(None, description="when it ends (an approved access request); null: no end")
     source: Literal["config", "api"]
 
 

@@ -22,6 +22,17 @@ def _timestamp(until: datetime | None) -> float:
     return math.inf if until is None else until.timestamp()
 
 
+def _switch_until(until: str | None) -> float | None:
+    """A stored switch's ``until`` (ISO 8601 with a zone) as a timestamp; inf without one, None if unreadable."""
+    if until is None:
+        return math.inf
+    try:
+        value = datetime.fromisoformat(until)
+    except (TypeError, ValueError):
+        return None
+    return value.timestamp() if value.tzinfo is not None else None
+
+
 def _where(config: object, path: tuple[object, ...], fallback: str) -> str:
     source = getattr(config, "source", None)
     if source is None:
@@ -108,17 +119,20 @@ def compile_policy(
 
     declared_settings = tuple(getattr(config, "user_settings", {}))
     setting_grants: list[SettingGrant] = []
-    seen: set[tuple[str, str, str | None]] = set()
+    seen: set[tuple[str, str, str | None, float]] = set()
 
     def switch_on(user: str, name: str, scope: str | None, source: str, by: str | None = None,
-                  at: str | None = None) -> None:
+                  at: str | None = None, until: str | None = None) -> None:
+        ends = _switch_until(until)
         if name not in declared_settings:
             problems.append(f"{source}: user setting {name!r} switched on for {user} is not in config; ignored")
         elif scope is not None and not is_scope(scope):
             problems.append(f"{source}: user setting {name!r} for {user} at {scope!r}: not type:id; ignored")
-        elif (user, name, scope) not in seen:
-            seen.add((user, name, scope))
-            setting_grants.append(SettingGrant(name, user, scope, source, by, at))
+        elif ends is None:
+            problems.append(f"{source}: user setting {name!r} for {user}: until {until!r} is no time; ignored")
+        elif (user, name, scope, ends) not in seen:  # a switch until a time never hides one without an end
+            seen.add((user, name, scope, ends))
+            setting_grants.append(SettingGrant(name, user, scope, source, by, at, ends))
 
     for user, entry in getattr(config, "users", {}).items():
         for scope, names in entry.settings.items():
@@ -128,7 +142,7 @@ def compile_policy(
     for user, items in (enabled_settings or {}).items():
         for item in items:
             switch = Switch(item) if isinstance(item, str) else Switch(*item)
-            switch_on(user, switch.setting, switch.scope, "admin API", switch.by, switch.at)
+            switch_on(user, switch.setting, switch.scope, "admin API", switch.by, switch.at, switch.until)
 
     return Policy(version=version, catalogue_order=catalogue_order, roles=roles, bindings=tuple(bindings),
                   scopes=scopes, settings=declared_settings, setting_grants=tuple(setting_grants),

@@ -79,23 +79,27 @@ class SettingGrant:
     """A user setting switched on for one user, everywhere (``scope`` None) or at a scope and below.
 
     It grants nothing by itself: a role the user holds there lists what it adds (``if_setting``).
+    ``until`` (inf: always) ends it like a binding's: an approved access request switches one on for
+    the approved time.
     """
 
-    __slots__ = ("name", "username", "scope", "source", "by", "at")
+    __slots__ = ("name", "username", "scope", "source", "by", "at", "until")
 
     def __init__(self, name: str, username: str, scope: str | None, source: str,
-                 by: str | None = None, at: str | None = None) -> None:
+                 by: str | None = None, at: str | None = None, until: float = INF) -> None:
         self.name = name
         self.username = username
         self.scope = scope
         self.source = source
         self.by = by  # who switched it on (admin API), and when
         self.at = at
+        self.until = until
 
     def describe(self) -> str:
         where = f"at {self.scope}" if self.scope else "everywhere"
         who = f"switched on by {self.by}" + (f" at {self.at}" if self.at else "") + "; " if self.by else ""
-        return f"user setting {self.name!r} is on for {self.username} {where} ({who}{self.source})"
+        until = f" until {format_until(self.until)}" if self.until != INF else ""
+        return f"user setting {self.name!r} is on for {self.username} {where}{until} ({who}{self.source})"
 
 
 # One conditional grant: a binding whose role lists permissions under a setting that is on here.
@@ -288,6 +292,17 @@ class BindingIndex:
         # The user's settings on here (at this scope, above it, or everywhere), and what the roles held
         # here grant with them: a setting alone grants nothing.
         settings = tuple(s for s in self.settings_by_user.get(identity.username, ()) if s.scope in levels)
+        if settings and any(s.until != INF for s in settings):
+            # A setting switched on until a time counts like a binding: only before it ends, and the
+            # entry's window closes when it does.
+            live = []
+            for s in settings:
+                if s.until <= now:
+                    not_before = max(not_before, s.until)
+                    continue
+                expires = min(expires, s.until)
+                live.append(s)
+            settings = tuple(live)
         conditional: list[Conditional] = []
         if settings:
             on: dict[str, SettingGrant] = {}

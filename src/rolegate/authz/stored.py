@@ -8,7 +8,8 @@ User settings switched on: one document per user (namespace ``user_settings``, k
     {"on": [{"setting": "documents_add", "scope": "building:a", "by": "carol", "at": "2026-05-04T09:12:00+00:00"},
             {"setting": "vacancy", "scope": null, "by": "alice", "at": "..."}]}
 
-``scope`` null means everywhere. The form written before settings were per scope,
+``scope`` null means everywhere. A switch may carry ``"until": "2026-05-04T11:12:00+00:00"`` (an approved
+access request): it counts only before then; an ``until`` that is no time with a zone grants nothing. The form written before settings were per scope,
 ``{"settings": ["vacancy", ...]}``, is still read: those are on everywhere, by nobody known.
 Anything malformed is skipped (it grants nothing; the compiler reports unknown names).
 
@@ -35,9 +36,13 @@ class Switch(NamedTuple):
     scope: str | None = None
     by: str | None = None
     at: str | None = None
+    until: str | None = None  # ISO 8601 with a zone; None: no end
 
     def to_json(self) -> dict[str, Any]:
-        return {"setting": self.setting, "scope": self.scope, "by": self.by, "at": self.at}
+        out = {"setting": self.setting, "scope": self.scope, "by": self.by, "at": self.at}
+        if self.until is not None:
+            out["until"] = self.until
+        return out
 
 
 def switches_of(value: Any) -> list[Switch]:
@@ -56,9 +61,11 @@ def switches_of(value: Any) -> list[Switch]:
             scope = record.get("scope")
             if scope is not None and not is_scope(scope):
                 continue
-            by, at = record.get("by"), record.get("at")
+            by, at, until = record.get("by"), record.get("at"), record.get("until")
+            if until is not None and not isinstance(until, str):
+                continue  # an end that cannot be read must not become "no end"
             out.append(Switch(record["setting"], scope, by if isinstance(by, str) else None,
-                              at if isinstance(at, str) else None))
+                              at if isinstance(at, str) else None, until))
     return list(dict.fromkeys(out))
 
 
