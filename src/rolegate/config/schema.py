@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import Field
 
 from rolegate.config.loader import SourceMap
+from rolegate.config.sections.access_requests import AccessRequestsConfig
 from rolegate.config.sections.directory import DirectoryConfig
 from rolegate.config.sections.features import AuditConfig, DaypassConfig, TokensConfig
 from rolegate.config.sections.identity import OIDCConfig, SessionConfig
@@ -45,6 +46,8 @@ class Config(Section):
     upstreams: dict[str, UpstreamConfig]
     daypass: DaypassConfig | None = None
     audit: AuditConfig = AuditConfig()
+    # Optional (absent: off): "Request access" on the 403 page, see docs/access-requests.md.
+    access_requests: AccessRequestsConfig | None = None
 
     @property
     def catalogue(self) -> frozenset[str]:
@@ -171,6 +174,9 @@ class Config(Section):
                 for j, scope_type in enumerate(template.scopes):
                     if scope_type not in self.scopes:
                         bad(("daypass", "templates", name, "scopes", j), f"unknown scope type {scope_type!r}")
+
+        if self.access_requests is not None:
+            self.access_requests.cross_check(catalogue, self.scopes, bad)
 
         if (self.oidc is not None or self.daypass is not None) and self.session is None:
             bad(("session",), "sign-in (oidc) and day passes need a session section with a secret")
