@@ -14,11 +14,13 @@ from rolegate.admin.delegation import AUDIT_VIEW
 from rolegate.admin.errors import AdminError, Denied, Invalid, Missing, Unauthorized, from_validation
 from rolegate.admin.guard import CSRF_HEADER, Actor, check_csrf, current_actor
 from rolegate.admin.models import (NAME, AuditOut, AuditQuery, BindingIn, BindingList, BindingOut, BindingQuery, DryRun,
-                                   ExplainIn, ExplainOut, GroupList, ListQuery, MatrixOut, MatrixQuery, MeOut,
+                                   ExplainIn, ExplainOut, GroupList, ListQuery, MatrixOut, MatrixQuery,
                                    PreviewIn, PreviewOut, RoleCreate, RoleIn, RoleList, RoleOut, ScopeMemberIn,
                                    ScopeMemberList, ScopeMemberQuery, SyncStatusOut, UserDetail,
                                    UserList, UserSettingsIn, UserSettingsOut, valid_id)
 from rolegate.admin.openapi import API_PREFIX, build_openapi
+from rolegate.admin.request_models import MeWithRequestsOut
+from rolegate.admin.requests import AccessRequests
 from rolegate.admin.operations import Operation, Registry
 from rolegate.admin.service import AdminService, Change, etag
 from rolegate.admin.state import load_state
@@ -143,12 +145,15 @@ def _write(change: Change, created: bool = False) -> web.Response:
 
 # -- who am I ------------------------------------------------------------------------------------------------
 
-@op("GET", "/me", "What I may access: roles and permissions per scope, and until when", "me", response=MeOut,
+@op("GET", "/me", "What I may access: roles and permissions per scope, and until when", "me",
+    response=MeWithRequestsOut,
     description="Open to every signed-in user, day-pass holders included. The X-Rolegate-CSRF response header "
-                "carries the token that writes from this session must send back.")
+                "carries the token that writes from this session must send back. With access requests on, "
+                "also your pending requests and the access granted on request, with the time left.")
 async def get_me(call: Call) -> web.Response:
     assert call.actor is not None
-    return _json(views.me(call.actor), headers={CSRF_HEADER: call.actor.csrf_token})
+    data = {**views.me(call.actor), **await AccessRequests(call.runtime, call.actor).for_me()}
+    return _json(data, headers={CSRF_HEADER: call.actor.csrf_token})
 
 
 # -- roles ---------------------------------------------------------------------------------------------------
@@ -473,3 +478,6 @@ async def issue_daypass(call: Call) -> web.Response:
     response=_daypasses.DaypassOut)
 async def revoke_daypass(call: Call) -> web.Response:
     return _json(await _daypasses.revoke(call.runtime, call.actor, call.param("id")))
+
+
+from rolegate.admin import requests_api as _requests_api  # noqa: E402,F401 - registers /access-requests

@@ -42,6 +42,7 @@ def _nav(actor: Actor, active: str) -> str:
     admin = any(rights.values())
     items = [("me", "My access", True), ("matrix", "Matrix", admin), ("bindings", "Mappings", admin),
              ("users", "Users", admin), ("daypasses", "Day passes", bool(rights.get(DAYPASS_ISSUE))),
+             ("requests", "Requests", getattr(actor.policy.config, "access_requests", None) is not None),
              ("audit", "Audit", None in rights.get(AUDIT_VIEW, []))]
     links = "".join(f'<a href="{BASE}/{k}" class="{"active" if k == active else ""}">{e(label)}</a>'
                     for k, label, shown in items if shown)
@@ -170,6 +171,9 @@ class Pages:
                 f'{time_html(data["signed_in_until"], zone, until=True, empty="the session ends")})</p>'
                 f'<p>Groups: {groups}</p></div><h2>What you may do</h2>{holdings_table(data["scopes"], zone)}'
                 + (f"<h2>Added to</h2><ul>{grants}</ul>" if grants else ""))
+        from rolegate.admin.requests_ui import my_access_section  # imports this module
+
+        body += await my_access_section(runtime, actor)
         return page(actor, "My access", body, "me")
 
     async def matrix(self, request: web.Request, runtime: Any, actor: Actor, form: Any) -> web.StreamResponse:
@@ -389,6 +393,9 @@ def add_ui_routes(reserved: web.Application, holder: Any) -> None:
     from rolegate.admin.user_ui import add_user_pages  # imports this module: registered here, not at the top
 
     add_user_pages(r, pages, base)
+    from rolegate.admin.requests_ui import add_request_pages
+
+    add_request_pages(r, pages, base)
     try:
         from rolegate.admin.daypass_ui import add_daypass_pages
     except ImportError:  # the day-pass stage is not installed yet
