@@ -17,6 +17,7 @@ from rolegate.proxy.headers import check_host
 from rolegate.server import metrics
 from rolegate.server.access import check_access, record_outcome, record_write
 from rolegate.server.malformed import RateLimit, printable
+from rolegate.server.refused import refusal_page_for
 from rolegate.server.responses import error_response, loggable_path
 from rolegate.server.runtime import RuntimeHolder
 
@@ -58,6 +59,9 @@ class Pipeline:
                     return challenge_response(request, access.error)
                 if (page := await outside_pass_page_for(runtime, request, access)) is not None:
                     return page  # a day-pass holder's browser: what the pass covers, the way back
+                if access.principal is not None and (
+                        page := await refusal_page_for(runtime, request, access)) is not None:
+                    return page  # a signed-in person: who they are, what they tried, whom to ask
                 headers = {"Allow": access.allow_header} if access.allow_header else None
                 return error_response(request, access.error, headers=headers)
             route = access.route

@@ -28,7 +28,9 @@ _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>{title}</title>
 <style>body{{font:16px/1.5 system-ui,sans-serif;max-width:36rem;margin:12vh auto;padding:0 1rem;color:#222}}
-h1{{font-size:1.4rem}}.ref{{color:#666;font-size:.85rem}}a{{color:#0a58ca}}</style></head>
+h1{{font-size:1.4rem}}.ref{{color:#666;font-size:.85rem}}a{{color:#0a58ca}}
+a.button{{display:inline-block;padding:.7rem 1.2rem;border-radius:.4rem;background:#0a58ca;color:#fff;text-decoration:none}}
+.who{{color:#444}}</style></head>
 <body><h1>{title}</h1><p>{message}</p>{extra}<p class="ref">Reference: {reference}</p></body></html>
 """
 
@@ -60,8 +62,11 @@ def log_error(request: web.BaseRequest, error: RolegateError) -> None:
 
 
 def error_response(request: web.BaseRequest, error: RolegateError, *, extra_html: str = "",
-                   headers: dict[str, str] | None = None, logged: bool = False) -> web.Response:
-    """Render ``error`` for this client; log its detail under its reference id (unless the caller ``logged`` it)."""
+                   headers: dict[str, str] | None = None, logged: bool = False,
+                   fields: dict[str, object] | None = None) -> web.Response:
+    """Render ``error`` for this client; log its detail under its reference id (unless the caller ``logged`` it).
+
+    ``extra_html`` goes below the message on the page, ``fields`` into the JSON answer (the same things)."""
     status = error.status
     if not logged:
         log_error(request, error)
@@ -73,6 +78,6 @@ def error_response(request: web.BaseRequest, error: RolegateError, *, extra_html
         body = _PAGE.format(title=html.escape(title), message=html.escape(error.public_message),
                             extra=extra_html, reference=html.escape(error.reference))
         return web.Response(status=status, text=body, content_type="text/html", headers=out_headers)
-    payload = {"error": error.code, "message": error.public_message, "reference": error.reference}
+    payload = {**(fields or {}), "error": error.code, "message": error.public_message, "reference": error.reference}
     return web.Response(status=status, text=json.dumps(payload), content_type="application/json",
                         headers=out_headers)
