@@ -20,8 +20,8 @@ import re
 from typing import Any
 
 from rolegate.admin.approvers import Approver
-from rolegate.admin.wording import attempt_words
-from rolegate.display_time import display_zone, duration_text, local_text
+from rolegate.admin.wording import attempt_words, duration_words
+from rolegate.display_time import display_zone, local_text
 from rolegate.notify import Deliveries, Mailer, WebhookSender
 
 log = logging.getLogger("rolegate.admin.requests")
@@ -89,7 +89,7 @@ def _mails(config: Any, event: str, doc: dict[str, Any], approvers: list[Approve
     link = review_url(config, doc["id"])
     mails: list[tuple[str, str, str]] = []
     if event == "access_request.created":
-        text = (f"{who} asks for access: {what}, for {duration_text(float(doc['duration']) + 59)}.\n\n"
+        text = (f"{who} asks for access: {what}, for {duration_words(float(doc['duration']))}.\n\n"
                 f"Reason: {doc['reason']}\n\n"
                 f"Approve or deny it (you see what approving changes first):\n{link}\n\n"
                 f"It expires unanswered on {local_text(doc['expires_at'], zone)}.\n")

@@ -40,11 +40,10 @@ from rolegate.admin.people import People, load_people
 from rolegate.admin.request_models import AccessRequestIn, ApproveIn, DenyIn
 from rolegate.admin.service import AdminService
 from rolegate.admin.state import BINDINGS, USER_SETTINGS, compile_state, daypass_bindings
-from rolegate.admin.wording import attempt_words
+from rolegate.admin.wording import attempt_words, duration_words
 from rolegate.audit import admin_change_event
 from rolegate.authz import Policy, decide
 from rolegate.authz.stored import Switch, switches_of
-from rolegate.display_time import duration_text
 from rolegate.store.base import Record, VersionConflict
 
 log = logging.getLogger("rolegate.admin.requests")
@@ -250,7 +249,7 @@ class AccessRequests:
         seconds = body.seconds
         longest = settings.max_duration.total_seconds()
         if seconds > longest:
-            raise Invalid.field("duration", f"at most {duration_text(longest + 59)} (access_requests.max_duration)")
+            raise Invalid.field("duration", f"at most {duration_words(longest)} (access_requests.max_duration)")
         if seconds < 60:
             raise Invalid.field("duration", "at least a minute")
         words = attempt_words(self.config, permission, scope)
@@ -268,7 +267,7 @@ class AccessRequests:
             raise Conflict(f"nobody can grant this ({words}); ask your administrator")
         limit, window = settings.rate_limit
         if not await self.store.hit(f"access-request:{actor.username.casefold()}", limit, window):
-            raise TooManyRequests(f"you asked {limit} times within {duration_text(window + 59)}; wait a while",
+            raise TooManyRequests(f"you asked {limit} times within {duration_words(window)}; wait a while",
                                   headers={"Retry-After": str(int(window))})
         key = "r_" + secrets.token_urlsafe(12).replace("-", "x").replace("_", "y")
         expires = now + settings.expire_after.total_seconds()
@@ -318,7 +317,7 @@ class AccessRequests:
         wished = float(doc.get("duration") or 0)
         seconds = body.seconds if body.seconds is not None else wished
         if seconds > wished:
-            raise Invalid.field("duration", f"at most what was asked for ({duration_text(wished + 59)})")
+            raise Invalid.field("duration", f"at most what was asked for ({duration_words(wished)})")
         people = await service.people()
         person = people.user(user)
         if person is not None and person.disabled:
@@ -349,7 +348,7 @@ class AccessRequests:
             raise Conflict(f"approving with role {plan.role} would not let {user} {words.lower()}: "
                            f"{'; '.join(outcome.reasons)}")
         summary = f"{user} gets role {plan.role} {where}" + (
-            f" with {', '.join(plan.settings)} on" if plan.settings else "") + f" until {until_iso}"
+            f" with {', '.join(plan.settings)} on" if plan.settings else "") + f", for {duration_words(seconds)}"
         preview = await service.preview(before, after, [("user", user)], summary)
         grant = {"role": plan.role, "scope": scope, "settings": list(plan.settings), "until": until_iso,
                  "binding": binding_key}

@@ -20,7 +20,8 @@ from rolegate.admin.models import valid_id
 from rolegate.admin.request_models import AccessRequestIn, ApproveIn, DenyIn
 from rolegate.admin.requests import AccessRequests, approvers_for, section
 from rolegate.admin.ui import BASE, Pages, csrf_input, e, flash, page, preview_table
-from rolegate.admin.wording import attempt_words
+from rolegate.admin.wording import attempt_words, duration_words
+from rolegate.config.types import parse_duration
 from rolegate.display_time import display_zone, duration_text, time_html
 
 PAGE = f"{BASE}/requests"
@@ -33,6 +34,20 @@ def _url(key: str, **query: str) -> str:
     return f"{PAGE}/{quote(key, safe='')}" + (f"?{urlencode(query)}" if query else "")
 
 
+def _seconds(duration: str) -> float:
+    try:
+        return parse_duration(duration).total_seconds()
+    except ValueError:
+        return 0.0
+
+
+def _closest_names(found: list[Any]) -> str:
+    """The approvers at the closest scope, as the 403 page names them (at most three)."""
+    closest = [a for a in found if a.scope == found[0].scope] if found else []
+    names = ", ".join(a.name or a.username for a in closest[:3])
+    return names + (" and others" if len(closest) > 3 else "")
+
+
 def _key(request: web.Request) -> str:
     key = request.match_info["id"]
     if not valid_id(key):
@@ -41,7 +56,7 @@ def _key(request: web.Request) -> str:
 
 
 def _duration_words(seconds: float) -> str:
-    return duration_text(seconds + 59)  # whole minutes, rounded the way people say "2 h"
+    return duration_words(seconds)
 
 
 def _card(runtime: Any, r: dict[str, Any], *, mine: bool) -> str:
@@ -89,7 +104,7 @@ async def new_page(request: web.Request, runtime: Any, actor: Actor, form: Any) 
         raise AdminError(f"{tried.permission!r} is not a permission here")
     what = attempt_words(runtime.config, tried.permission, tried.scope)
     found = await approvers_for(runtime, actor.policy, tried.permission, tried.scope, actor.username)
-    names = ", ".join(f"{a.name or a.username}" for a in found[:3])
+    names = _closest_names(found)
     longest = settings.max_duration.total_seconds()
     options = [d for d in DURATIONS if d < longest] + [longest]
     default = 7200 if 7200 in options else options[0]
@@ -102,10 +117,9 @@ async def new_page(request: web.Request, runtime: Any, actor: Actor, form: Any) 
         body = (f'<div class="card"><p><strong>{e(what)}</strong></p>'
                 f'<p>Nobody can grant this here. Ask your administrator.</p></div>')
         return page(actor, "Request access", body, "requests")
-    body = (f'<div class="card"><p class="what">You asked to <strong>{e(what)}</strong>'
+    body = (f'<div class="card"><p class="what">You tried to: <strong>{e(what)}</strong>'
             + (f' <span class="muted">({e(tried.method or "")} {e(tried.path)})</span>' if tried.path else "")
-            + f'.</p><p>Your request goes to <strong>{e(names)}</strong>'
-            + (" and others who may grant it" if len(found) > 3 else "") + '.</p>'
+            + f'</p><p>Your request goes to <strong>{e(names)}</strong>.</p>'
             f'<form method="post" action="{PAGE}" id="ask" class="stack">{csrf_input(actor)}{hidden}'
             f'<label>Why do you need it?<textarea name="reason" required maxlength="500" rows="3"></textarea></label>'
             f'<label>For how long?<select name="duration">{choices}</select></label>'
@@ -143,7 +157,11 @@ async def detail_page(request: web.Request, runtime: Any, actor: Actor, form: An
              ("sent", "again"): "You asked for this already; it is still open.",
              ("done", "approved"): "Approved.", ("done", "denied"): "Denied."}
     top = "".join(flash(text) for (name, value), text in notes.items() if q.get(name) == value)
-    approvers = ", ".join(f'{a["name"]} ({a["scope"] or "everywhere"})' for a in r["approvers"])
+    first = r["approvers"][0]["scope"] if r["approvers"] else None
+    closest = [a for a in r["approvers"] if a["scope"] == first]
+    approvers = ", ".join(a["name"] for a in closest[:3]) + (
+        f"; {len(r['approvers']) - min(len(closest), 3)} more may answer it"
+        if len(r["approvers"]) > min(len(closest), 3) else "")
     asked = (f'<div class="card"><p class="who-asks"><strong>{e(r["name"] or r["user"])}</strong> ({e(r["user"])}) '
              f'asks to</p><p class="what"><strong>{e(r["what"])}</strong></p>'
              + (f'<p class="muted">{e(r["method"] or "")} {e(r["path"])}</p>' if r["path"] else "")
@@ -209,7 +227,8 @@ async def _approve_card(request: web.Request, runtime: Any, actor: Actor, servic
             f'{csrf_input(actor)}<input type="hidden" name="role" value="{e(role)}">'
             f'<input type="hidden" name="duration" value="{e(duration)}">'
             f'<label>Note (optional)<input name="note" maxlength="500"></label>'
-            f'<button type="submit" id="approve-button">Approve</button></form></div>'
+            f'<button type="submit" id="approve-button">Approve: {e(role)} for '
+            f'{e(_duration_words(_seconds(duration)))}</button></form></div>'
             f'<div class="card"><form method="post" action="{_url(r["id"])}/deny" class="stack" id="deny">'
             f'{csrf_input(actor)}<label>Why not?<input name="reason" required maxlength="500"></label>'
             f'<button type="submit" class="danger" id="deny-button">Deny</button></form></div>')

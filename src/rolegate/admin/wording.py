@@ -44,4 +44,18 @@ def attempt_words(config: Any, permission: str, scope: str | None) -> str:
     return what if scope is None else f"{what} in {scope_words(config, scope)}"
 
 
-__all__ = ["attempt_words", "permission_words", "scope_words"]
+def duration_words(seconds: float) -> str:
+    """How long, as people say it: "2 h", "1 h 30 min", "3 d", "1 d 4 h", "20 s"."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{max(seconds, 0)} s"
+    minutes = seconds // 60
+    days, rest = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(rest, 60)
+    parts = [(days, "d"), (hours, "h"), (minutes, "min")]
+    if days:
+        parts = parts[:2]  # a day and more: to the hour
+    return " ".join(f"{n} {unit}" for n, unit in parts if n) or "0 min"
+
+
+__all__ = ["attempt_words", "duration_words", "permission_words", "scope_words"]
