@@ -15,7 +15,6 @@ import pytest
 
 from rolegate.directory import DirectorySync, load_snapshot
 from rolegate.directory.connection import connection
-from rolegate.directory.departures import read_departures
 from rolegate.directory.presets import resolve_schema
 
 from .conftest import group_dn, user_dn
@@ -99,6 +98,8 @@ async def test_moves_out_of_scope_deleted_groups_and_a_full_sync_agrees(make_sla
 async def test_departures_cost_what_changed_with_the_accesslog(make_slapd, config_for) -> None:
     """With the accesslog the departures are the writes since the watermark, not the whole directory;
     without it (or when it cannot be read) every id is listed."""
+    from rolegate.directory.departures import read_departures
+
     slapd = make_slapd(accesslog=True)
     with_log = config_for(slapd, accesslog="cn=accesslog")
     since = time.strftime("%Y%m%d%H%M%SZ", time.gmtime(time.time() - 1))

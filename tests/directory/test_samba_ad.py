@@ -19,7 +19,6 @@ from rolegate.config.sections.directory import DirectoryConfig
 from rolegate.directory import DirectorySync, load_snapshot, lookup_user
 from rolegate.directory.builder import Issues
 from rolegate.directory.connection import connection
-from rolegate.directory.departures import read_departures
 from rolegate.directory.presets import resolve_schema
 from rolegate.directory.reader import _range_fetcher, paged, to_group
 
@@ -197,6 +196,8 @@ async def test_a_deleted_account_is_gone_after_one_interval(samba_dc, store, ser
         assert stored.user("frank") is None and stored.user("heidi") is None
     finally:
         await sync.stop()
+    from rolegate.directory.departures import read_departures
+
     with connection(config) as conn:
         found = read_departures(conn, resolve_schema(config), str(usn + 1), 1000)
     if service == SERVICE:

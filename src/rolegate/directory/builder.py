@@ -211,6 +211,9 @@ def apply_changes(old: DirectorySnapshot, changed_users: Iterable[RawUser], chan
     affected = set(seen_users) | set(delta) | users_below(groups, touched_groups)
     if old.groups:
         affected |= users_below(old.groups, touched_groups)
+    if gone_groups:
+        # ... and whoever named a departed group in memberOf (such members are on no group's list)
+        affected.update(uid for uid, u in users.items() if not u.member_of_groups.isdisjoint(gone_groups))
     closures = group_closures(groups)
     cache = ClosureCache(closures)
     # Groups whose closure is what it was in ``reuse``: a user whose direct groups are all such
