@@ -31,7 +31,7 @@ from rolegate.config.types import Section
 
 class Config(Section):
     server: ServerConfig
-    storage: StorageConfig = StorageConfig()
+    storage: StorageConfig = Field(default_factory=StorageConfig)  # reads ROLEGATE_DATA at each load
     oidc: OIDCConfig | None = None
     session: SessionConfig | None = None
     directory: DirectoryConfig | None = None

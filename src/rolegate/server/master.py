@@ -23,6 +23,7 @@ from aiohttp import web
 
 from rolegate.config import Config, load_config
 from rolegate.errors import ConfigError
+from rolegate.server.datadir import check_data_dir
 from rolegate.server.rundir import RunDir, runtime_root
 from rolegate.server.runtime import Compiled
 from rolegate.server.supervisor import Supervisor
@@ -328,6 +329,8 @@ def serve(config_path: str, log_level: str = "INFO") -> int:
     """Run the master until SIGTERM/SIGINT. Returns the process exit code."""
     config = load_config(config_path)
     Compiled(config)
+    # The data directory before anything else: a worker that cannot open the database would only die.
+    check_data_dir(config, Path(config_path).resolve().parent, config_file=config_path)
     # Before anything imports prometheus_client, which reads this once: the workers' metric files
     # (and the master's own) go to this server's runtime directory, removed when the last process exits.
     run_dir = RunDir.create(runtime_root(config, Path(config_path).resolve().parent), config_file=config_path)

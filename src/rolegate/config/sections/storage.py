@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
+from pathlib import PurePosixPath
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from rolegate.config.types import Duration, Section
 
 _SCHEMES = ("sqlite:", "postgresql:", "postgres:")
+# The data directory when neither storage.data_dir nor ROLEGATE_DATA names one: var/ beside the config file.
+DEFAULT_DATA_DIR = "./var"
+DATA_ENV = "ROLEGATE_DATA"
 
 
 class StorageConfig(Section):
+    # Where rolegate keeps its files (the default SQLite database, runtime files): storage.data_dir,
+    # else $ROLEGATE_DATA (the image and the systemd unit set /var/lib/rolegate), else ./var; a
+    # relative path is relative to the config file. `serve` refuses one it cannot write.
+    data_dir: str | None = None
+    # Unset: sqlite:///<data_dir>/rolegate.db (see _data_dir_and_url).
     url: str = "sqlite:///./var/rolegate.db"
     cache_url: str | None = None
     # How long decisions may be served from the last known state when the store is unreachable.
@@ -32,6 +42,23 @@ class StorageConfig(Section):
         if not value.startswith(_SCHEMES):
             raise ValueError("storage.url must start with sqlite:/// or postgresql://")
         return value
+
+    @field_validator("data_dir")
+    @classmethod
+    def _data_dir(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or "\0" in value):
+            raise ValueError("data_dir must be a directory path")
+        return value
+
+    @model_validator(mode="after")
+    def _data_dir_and_url(self) -> "StorageConfig":
+        # Resolved once, here: data_dir is always set after validation, and only the default url
+        # follows it (an explicit url is taken as written).
+        if self.data_dir is None:
+            object.__setattr__(self, "data_dir", os.environ.get(DATA_ENV) or DEFAULT_DATA_DIR)
+        if "url" not in self.model_fields_set:
+            object.__setattr__(self, "url", f"sqlite:///{PurePosixPath(self.data_dir) / 'rolegate.db'}")
+        return self
 
     @field_validator("cache_url")
     @classmethod
