@@ -225,7 +225,8 @@ async def test_postgres_restart_under_load_within_max_staleness(make_fleet, make
     assert {o.instance for o in after} == {0, 1} and all(200 <= o.status < 300 for o in after), summary
     # Decisions kept being served from the last known state (max_staleness 30 s > the outage).
     during_reads = [o for o in load.outcomes if o.kind == "read" and o.started >= outage_start and o.ended <= back]
-    assert during_reads and all(o.status == 200 for o in during_reads), summary
+    refused = [o for o in during_reads if o.status != 200]
+    assert during_reads and not refused, (summary, refused[:5], fleet.log()[-4000:])
     # No acknowledged write without its audit event.
     assert acked and not missing, missing[:5]
     # A new sign-in during the outage failed closed: no session came out of it.
