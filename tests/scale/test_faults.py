@@ -226,7 +226,8 @@ async def test_postgres_restart_under_load_within_max_staleness(make_fleet, make
     # Decisions kept being served from the last known state (max_staleness 30 s > the outage).
     during_reads = [o for o in load.outcomes if o.kind == "read" and o.started >= outage_start and o.ended <= back]
     refused = [o for o in during_reads if o.status != 200]
-    assert during_reads and not refused, (summary, refused[:5], fleet.log()[-4000:])
+    errors = [line for line in fleet.log().splitlines() if " -> 5" in line or "Error: " in line]
+    assert during_reads and not refused, (summary, refused[:5], errors[:20])
     # No acknowledged write without its audit event.
     assert acked and not missing, missing[:5]
     # A new sign-in during the outage failed closed: no session came out of it.
