@@ -34,7 +34,7 @@ async def test_open_refuses_an_unmigrated_database() -> None:
         store = PostgresStore(url)
         with pytest.raises(MigrationRequired, match="rolegate migrate"):
             await store.open()
-        assert await migrate(StorageConfig(url=url)) == ["0001_initial", "0002_rate_windows"]
+        assert await migrate(StorageConfig(url=url)) == ["0001_initial", "0002_rate_windows", "0003_audit_event_id"]
         await store.open()
         await store.close()
 
@@ -44,10 +44,10 @@ async def test_open_refuses_a_database_that_is_behind() -> None:
         conn = await connect(url)
         try:
             await migrations.apply(conn)
-            await conn.execute("DELETE FROM schema_migrations WHERE version=2")  # as if built by an older rolegate
+            await conn.execute("DELETE FROM schema_migrations WHERE version=3")  # as if built by an older rolegate
         finally:
             await conn.close()
-        with pytest.raises(MigrationRequired, match="at version 1, this rolegate needs 2"):
+        with pytest.raises(MigrationRequired, match="at version 2, this rolegate needs 3"):
             await PostgresStore(url).open()
 
 
@@ -57,7 +57,7 @@ async def test_migrate_is_idempotent_and_safe_to_run_twice_at_once() -> None:
     async with fresh_database() as url:
         config = StorageConfig(url=url)
         first, second = await asyncio.gather(migrate(config), migrate(config))
-        assert sorted(first + second) == ["0001_initial", "0002_rate_windows"]  # each applied exactly once
+        assert sorted(first + second) == ["0001_initial", "0002_rate_windows", "0003_audit_event_id"]  # each applied exactly once
         assert await migrate(config) == []
 
 

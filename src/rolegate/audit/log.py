@@ -392,6 +392,10 @@ class AuditLog:
         loop = asyncio.get_running_loop()
         backoff = 0.05
         queue = self._queue
+        # seq -> (prev_hash, hash) of what the Store chained, for the sinks' copy. Kept across the retries
+        # of one batch: a Store may answer a retry with the seqs an earlier, ambiguous attempt committed
+        # (PostgreSQL, after the connection dropped mid-commit) without chaining those events again.
+        links: dict[int, tuple[str, str]] = {}
         while True:
             if not queue:
                 if self._closing:
@@ -426,11 +430,10 @@ class AuditLog:
                     await asyncio.sleep(0)
             urgent.clear()
             batch = list(islice(queue, self._batch_size))
-            links: list[tuple[str, str]] = []
 
             def chain(prev_hash: str, seq: int, ts: float, kind: str, body: str) -> str:
                 digest = chain_hash(prev_hash, seq, ts, kind, body)
-                links.append((prev_hash, digest))   # remembered for the sinks' copy
+                links[seq] = (prev_hash, digest)   # remembered for the sinks' copy
                 return digest
 
             try:
@@ -455,10 +458,10 @@ class AuditLog:
             self.batches += 1
             self._space.set()
             if self._sinks:
-                links = links[-len(batch):]
-                rows: list[Row] = [(seq, i.ts, i.kind, i.body, prev, digest)
-                                   for i, seq, (prev, digest) in zip(batch, seqs, links)]
+                rows: list[Row] = [(seq, i.ts, i.kind, i.body, *links[seq]) for i, seq in zip(batch, seqs)
+                                   if seq in links]
                 await self._copy(rows, any(i.future is not None for i in batch))
+            links.clear()
             for item, seq in zip(batch, seqs):
                 if item.future is not None and not item.future.done():
                     item.future.set_result(seq)

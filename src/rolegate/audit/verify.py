@@ -1,8 +1,10 @@
-"""Walk the audit chain and name the first event that was edited, deleted, inserted or moved."""
+"""Walk the audit chain and name the first event that was edited, deleted, inserted, moved or stored twice."""
 
 from __future__ import annotations
 
+import json
 import re
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,9 @@ from rolegate.audit.chain import GENESIS, chain_hash
 from rolegate.store.base import Store
 
 PAGE = 5000
+# Event ids remembered while walking the chain, to name one stored twice (a retried write). A retry
+# lands within seconds of the first copy, so a window this wide catches it at bounded memory.
+DUPLICATE_WINDOW = 1 << 20
 
 
 @dataclass(slots=True)
@@ -63,6 +68,14 @@ def _rehash(row: dict[str, Any]) -> str | None:
         return None
 
 
+def _event_id(body: Any) -> str | None:
+    try:
+        event_id = json.loads(body).get("id")
+    except (TypeError, ValueError, AttributeError):
+        return None
+    return event_id if isinstance(event_id, str) and event_id else None
+
+
 def _judge(row: dict[str, Any], expected_seq: int, expected_prev: str, prev_seq: int | None,
            next_row: dict[str, Any] | None) -> Problem | None:
     seq = row["seq"]
@@ -112,13 +125,26 @@ async def verify_chain(store: Store, key: bytes | None) -> VerifyReport:
 
     prev_seq: int | None = anchor.seq if anchor else None
     pending: dict[str, Any] | None = None  # judged once the next row is known (to spot an edited hash)
+    # event id -> seq of the last DUPLICATE_WINDOW events: a well-chained event whose id was stored
+    # before is the same event recorded twice (an audit trail that double-counts is wrong too).
+    seen: dict[str, int] = {}
+    order: deque[str] = deque()
 
     def judge(row: dict[str, Any], next_row: dict[str, Any] | None) -> bool:
         nonlocal expected_seq, expected_prev, prev_seq
         problem = _judge(row, expected_seq, expected_prev, prev_seq, next_row)
+        event_id = _event_id(row["body"]) if problem is None else None
+        if event_id is not None and event_id in seen:
+            problem = Problem(row["seq"], f"its event id {event_id} is stored already at seq {seen[event_id]}: "
+                                          "the same event recorded twice (a retried write)")
         if problem is not None:
             report.ok, report.problem = False, problem
             return False
+        if event_id is not None:
+            seen[event_id] = row["seq"]
+            order.append(event_id)
+            if len(order) > DUPLICATE_WINDOW:
+                seen.pop(order.popleft(), None)
         report.checked += 1
         report.first_seq = report.first_seq or row["seq"]
         report.last_seq = row["seq"]

@@ -2,7 +2,7 @@
 
 Same semantics as the SQLite store, so every instance (and every worker of it) shares one state:
 optimistic versions through conditional upserts, the audit chain extended under a transaction-level
-advisory lock, leader leases as session-level advisory locks, and LISTEN/NOTIFY for change
+advisory lock (each event once, by its id, however often a batch is retried), leader leases as session-level advisory locks, and LISTEN/NOTIFY for change
 notifications when there is no Redis. The schema comes from ``rolegate migrate``; ``open()`` refuses
 a database that is behind.
 """
@@ -52,6 +52,24 @@ def lock_key(name: str) -> int:
     """A stable signed 64-bit advisory-lock key for a lease name."""
     digest = hashlib.blake2b(f"rolegate-lease:{name}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
+
+
+def _event_ids(entries: list[tuple[float, str, str]]) -> list[str | None]:
+    """Each audit entry's event id (its body's ``id``), None when it has none or repeats one earlier in
+    the batch (stored without an id rather than lost, or refused by the unique index forever)."""
+    ids: list[str | None] = []
+    seen: set[str] = set()
+    for _ts, _kind, body in entries:
+        try:
+            event_id = json.loads(body).get("id")
+        except (ValueError, AttributeError):
+            event_id = None
+        if not isinstance(event_id, str) or not event_id or event_id in seen:
+            ids.append(None)
+            continue
+        seen.add(event_id)
+        ids.append(event_id)
+    return ids
 
 
 def _dumps(value: Any) -> str:
@@ -228,20 +246,29 @@ class PostgresStore(Store):
     async def append_audit(self, entries: list[tuple[float, str, str]], chain: ChainFn) -> list[int]:
         if not entries:
             return []
+        ids = _event_ids(entries)
         async with self._conn() as conn, conn.transaction():
             # Every appender, on every instance, queues here; the tail cannot move until we commit.
             await conn.execute("SELECT pg_advisory_xact_lock($1)", AUDIT_LOCK)
+            # A retry after an ambiguous commit (the connection dropped after COMMIT was sent) may carry
+            # events that are already stored: their id decides, and they keep the seq they got then.
+            stored = {r[0]: r[1] for r in await conn.fetch(
+                "SELECT event_id, seq FROM audit WHERE event_id = ANY($1::text[])", [i for i in ids if i])}
             tail = await conn.fetchrow("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
             seq, prev = (tail[0], tail[1]) if tail else (0, GENESIS)
             rows, seqs = [], []
-            for ts, kind, body in entries:
+            for (ts, kind, body), event_id in zip(entries, ids):
+                if event_id in stored:
+                    seqs.append(stored[event_id])
+                    continue
                 seq += 1
                 digest = chain(prev, seq, ts, kind, body)
-                rows.append((seq, ts, kind, body, prev, digest))
+                rows.append((seq, ts, kind, body, prev, digest, event_id))
                 seqs.append(seq)
                 prev = digest
-            await conn.copy_records_to_table(
-                "audit", records=rows, columns=["seq", "ts", "kind", "body", "prev_hash", "hash"])
+            if rows:
+                await conn.copy_records_to_table(
+                    "audit", records=rows, columns=["seq", "ts", "kind", "body", "prev_hash", "hash", "event_id"])
         return seqs
 
     async def audit_tail(self) -> dict[str, Any] | None:
