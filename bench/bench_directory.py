@@ -1,11 +1,16 @@
 """Directory sync benchmark: 100,000 users and 2,000 groups nested three deep in a private slapd.
 
-    .venv/bin/python bench/bench_directory.py [--users 100000] [--groups 2000] [--changes 100]
+    .venv/bin/python bench/bench_directory.py [--users 100000] [--groups 2000] [--changes 100] [--deletions 100]
 
 Bulk-loads with slapadd (offline, minutes faster than ldapadd), then times a full sync and an
 incremental sync after N changes, and reports peak RSS; then times load_snapshot in a fresh process. Entries are loaded with modifyTimestamps
 spread over past days, as a real directory's history would be, so the incremental run's watermark sits
 before the changes made now. Targets: full <= 30 s, incremental <= 2 s, peak RSS <= 600 MiB.
+
+Deletions (issue 28): slapd runs the accesslog overlay, and the sync reads deletions from it
+(``directory.accesslog``); then the same deletions are timed found by the id listing (no accesslog
+configured: every incremental run reads every user's and group's entryUUID), and both with nothing
+changed, which is what each interval costs. Target for the listing: within the default interval (30 s).
 """
 
 from __future__ import annotations
@@ -112,7 +117,7 @@ def changes_ldif(users: int, groups: int, count: int, seed: int = 11) -> str:
 
 
 async def bench(args: argparse.Namespace, workdir: Path) -> list[tuple[str, str, str, str]]:
-    slapd = Slapd(workdir / "slapd", seed=False)
+    slapd = Slapd(workdir / "slapd", seed=False, accesslog=True)
     say(f"starting a private slapd in {slapd.workdir} for its config and skeleton")
     slapd.start()
     slapd.stop()
@@ -122,17 +127,19 @@ async def bench(args: argparse.Namespace, workdir: Path) -> list[tuple[str, str,
     say(f"wrote {args.users:,} users and {args.groups:,} groups ({member_values:,} member values) "
         f"in {time.monotonic() - began:.1f}s; slapadd ...")
     began = time.monotonic()
-    run(["/usr/sbin/slapadd", "-q", "-f", str(slapd.conf_path), "-l", str(ldif)])
+    run(["/usr/sbin/slapadd", "-q", "-f", str(slapd.conf_path), "-b", slapd.base_dn, "-l", str(ldif)])
     load_seconds = time.monotonic() - began
     say(f"slapadd took {load_seconds:.1f}s; starting slapd")
     slapd.start()
     rows: list[tuple[str, str, str, str]] = [("bulk load (slapadd)", f"{load_seconds:.1f} s", "-", "-")]
     try:
-        config = DirectoryConfig.model_validate({
+        settings = {
             "url": slapd.url, "bind_dn": slapd.service_dn, "bind_password": slapd.service_password,
             "users": {"base": PEOPLE, "disabled_filter": "(employeeType=disabled)"},
             "groups": {"base": GROUPS}, "page_size": 1000, "timeout": "60s",
-        })
+        }
+        config = DirectoryConfig.model_validate({**settings, "accesslog": "cn=accesslog"})
+        listing_config = DirectoryConfig.model_validate(settings)
         store = await open_store(StorageConfig(url=f"sqlite:///{workdir / 'state.db'}"))
         try:
             sync = DirectorySync(config, store)
@@ -165,6 +172,9 @@ async def bench(args: argparse.Namespace, workdir: Path) -> list[tuple[str, str,
             rows.append(("second full sync (agrees: empty diff)" if again.diff.empty else
                          "second full sync (DISAGREES with incremental)", f"{time.monotonic() - began:.2f} s",
                          "-", "ok" if again.diff.empty else "MISSED"))
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            rows.append(("peak RSS so far (before the deletion rounds)", f"{before:.0f} MiB", "-", "-"))
+            rows += await deletions(args, slapd, sync, DirectorySync(listing_config, store))
         finally:
             await store.close()
     finally:
@@ -175,6 +185,49 @@ async def bench(args: argparse.Namespace, workdir: Path) -> list[tuple[str, str,
     load_seconds, load_peak = measure_load(f"sqlite:///{workdir / 'state.db'}")
     rows.append(("load_snapshot in a worker (median of 3)", f"{load_seconds:.2f} s", "-", "-"))
     rows.append(("peak RSS of that worker process", f"{load_peak:.0f} MiB", "-", "-"))
+    return rows
+
+
+async def deletions(args: argparse.Namespace, slapd: Slapd, sync: DirectorySync, listing: DirectorySync
+                    ) -> list[tuple[str, str, str, str]]:
+    """Incremental runs that find deletions: from the accesslog (``sync``), by the id listing (``listing``)."""
+    rows: list[tuple[str, str, str, str]] = []
+    names, _ = group_layout(args.groups)
+    leaves = [n for n in names if n.startswith("leaf")]
+    victims = random.Random(13).sample(range(1, args.users), 2 * args.deletions)
+    for round_, (runner, how, target, limit) in enumerate(
+            ((sync, "accesslog", "<= 2 s", 2.0), (listing, "id listing", "<= 30 s", 30.0))):
+        if runner is listing:
+            listing.snapshot = sync.snapshot  # the same applied snapshot, read on without the accesslog
+            listing.status.last_full = sync.status.last_full
+        began = time.monotonic()
+        idle = await runner.sync_now(full=False)
+        idle_seconds = time.monotonic() - began
+        if not idle.ok:
+            raise SystemExit(f"incremental sync ({how}) failed: {idle.error or idle.refusal}")
+        rows.append((f"incremental, nothing changed ({how})", f"{idle_seconds:.2f} s", target,
+                     "ok" if idle_seconds <= limit else "MISSED"))
+        gone = [f"uid=user{i:06d},{PEOPLE}" for i in victims[round_ * args.deletions:(round_ + 1) * args.deletions]]
+        say(f"deleting {len(gone)} users and 1 group ({how}) ...")
+        slapd.ldapmodify("".join(f"dn: {dn}\nchangetype: delete\n\n" for dn in gone)
+                         + f"dn: cn={leaves[round_]},{GROUPS}\nchangetype: delete\n")
+        began = time.monotonic()
+        inc = await runner.sync_now(full=False)
+        seconds = time.monotonic() - began
+        if not inc.ok:
+            raise SystemExit(f"incremental sync ({how}) failed: {inc.error or inc.refusal}")
+        counts = inc.diff.counts()
+        say(f"incremental ({how}): {counts}")
+        found = counts["users_removed"] == len(gone) and counts["groups_removed"] == 1
+        rows.append((f"incremental after deleting {len(gone)} users + 1 group ({how}; "
+                     f"{counts['users_removed']} + {counts['groups_removed']} removed)", f"{seconds:.2f} s", target,
+                     "ok" if seconds <= limit and found else "MISSED"))
+    sync.snapshot = listing.snapshot
+    began = time.monotonic()
+    again = await sync.sync_now(full=True)
+    rows.append(("full sync after the deletions (agrees: empty diff)" if again.diff.empty else
+                 "full sync after the deletions (DISAGREES with incremental)", f"{time.monotonic() - began:.2f} s",
+                 "-", "ok" if again.diff.empty else "MISSED"))
     return rows
 
 
@@ -220,6 +273,7 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--groups", type=int, default=2_000)
     parser.add_argument("--changes", type=int, default=100)
+    parser.add_argument("--deletions", type=int, default=100, help="users deleted per deletion round")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args()
     if not Path("/usr/sbin/slapadd").exists():
