@@ -100,8 +100,17 @@ async def test_403_page_of_a_signed_in_person(world) -> None:
     assert status == 403 and set(body) == {"error", "message", "reference"}
 
 
-async def test_disabled_account_page_has_its_sign_out_link(world) -> None:
-    served, _login = world
+@pytest.fixture
+async def plain(lab_idp, lab_slapd, lab_backend, rolegate_url, tmp_path):
+    """The same rolegate without an access_requests section (the feature off)."""
+    served = await start_with(rolegate_url, lab_idp, lab_slapd, lab_backend.url, tmp_path, None)
+    yield served
+    await served.server.close()
+    await served.runtime.close()
+
+
+async def test_disabled_account_page_has_its_sign_out_link(plain) -> None:
+    served = plain
     async with lab_client_session() as http:
         async with http.get(f"{served.url}/.rolegate/login", params={"rd": "/"}, headers=HTML,
                             allow_redirects=False) as resp:
@@ -271,8 +280,8 @@ async def test_expiry_rate_limit_and_bad_input(world, hooks: HookReceiver) -> No
     assert status == 403
 
 
-async def test_off_without_the_section(lab_idp, lab_slapd, lab_backend, rolegate_url, tmp_path) -> None:
-    served = await start_with(rolegate_url, lab_idp, lab_slapd, lab_backend.url, tmp_path, None)
+async def test_off_without_the_section(plain) -> None:
+    served = plain
     heidi = await sign_in(served.url, "heidi")
     try:
         status, page = await through(heidi, "POST", DOCS_A, HTML)
@@ -287,5 +296,3 @@ async def test_off_without_the_section(lab_idp, lab_slapd, lab_backend, rolegate
         assert me["pending_requests"] == [] and me["temporary_access"] == []
     finally:
         await heidi.http.close()
-        await served.server.close()
-        await served.runtime.close()

@@ -19,10 +19,11 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from rolegate_lab import free_port, rolegate_client
 from tests.access_requests.conftest import HookReceiver, access_requests_section
-from tests.seeds.conftest import serve_config
+from tests.admin.conftest import admin_config
 from tests.support.serve import RolegateProcess
 
 pytestmark = pytest.mark.lab
@@ -45,7 +46,9 @@ async def receiver():
 def served(make_idp, lab_slapd, lab_backend, receiver: HookReceiver, tmp_path: Path):
     url = f"http://127.0.0.1:{free_port()}"
     idp = make_idp([rolegate_client(url)])
-    config = serve_config("building-safety.yaml", url, idp, lab_slapd, lab_backend.url, tmp_path)
+    # The building-safety config pointed at the lab (tests/admin's), as `rolegate serve` runs it.
+    config = yaml.safe_load(admin_config(url, idp, lab_slapd, lab_backend.url, tmp_path))
+    config["server"]["internal_listen"] = "127.0.0.1:0"
     config["access_requests"] = access_requests_section(receiver.url)
     proc = RolegateProcess(config, tmp_path / "rolegate").start()
     deadline = time.monotonic() + 30
