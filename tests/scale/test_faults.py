@@ -227,7 +227,8 @@ async def test_postgres_restart_under_load_within_max_staleness(make_fleet, make
     during_reads = [o for o in load.outcomes if o.kind == "read" and o.started >= outage_start and o.ended <= back]
     refused = [o for o in during_reads if o.status != 200]
     errors = [line for line in fleet.log().splitlines() if " -> 5" in line or "Error: " in line]
-    assert during_reads and not refused, (summary, refused[:5], errors[:20])
+    assert during_reads and not refused, "\n".join([f"reads refused within max_staleness: {summary}",
+                                                    *map(str, refused[:5]), *errors[:20]])
     # No acknowledged write without its audit event.
     assert acked and not missing, missing[:5]
     # A new sign-in during the outage failed closed: no session came out of it.
