@@ -44,17 +44,21 @@ async def start_checking_backend(db_path) -> tuple[web.AppRunner, str, list[tupl
     return runner, f"http://127.0.0.1:{port}", seen
 
 
-async def test_every_write_is_in_the_store_when_the_backend_receives_it(tmp_path):
-    db_path = tmp_path / "rolegate.db"
-    runner, backend_url, seen = await start_checking_backend(db_path)
-    config = {
+def durable_config(db_path, backend_url: str, sinks: tuple[str, ...] = ("store",)) -> dict:
+    """One worker, durable writes, a public write route to the checking backend."""
+    return {
         "server": {"listen": "127.0.0.1:0", "public_url": "http://127.0.0.1:8080", "workers": 1},
         "storage": {"url": f"sqlite:///{db_path}"},
         "upstreams": {"app": {"url": backend_url}},
         "routes": [{"path": "/orders/**", "mode": "public", "upstream": "app"}],
-        "audit": {"sinks": ["store"], "durable_writes": True},
+        "audit": {"sinks": list(sinks), "durable_writes": True},
     }
-    proc = RolegateProcess(config, tmp_path)
+
+
+async def test_every_write_is_in_the_store_when_the_backend_receives_it(tmp_path):
+    db_path = tmp_path / "rolegate.db"
+    runner, backend_url, seen = await start_checking_backend(db_path)
+    proc = RolegateProcess(durable_config(db_path, backend_url), tmp_path)
     proc.start()
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:

@@ -17,7 +17,7 @@ import time
 import aiohttp
 import pytest
 
-from tests.audit.test_committed_before_forwarded import start_checking_backend
+from tests.audit.test_committed_before_forwarded import durable_config, start_checking_backend
 from tests.support.serve import RolegateProcess
 
 pytestmark = pytest.mark.lab
@@ -29,13 +29,7 @@ async def test_each_write_is_synced_to_disk_before_the_backend_sees_it(tmp_path)
     assert shutil.which("strace"), "strace is installed by scripts/setup.sh"
     db_path = tmp_path / "rolegate.db"
     runner, backend_url, seen = await start_checking_backend(db_path)
-    config = {
-        "server": {"listen": "127.0.0.1:0", "public_url": "http://127.0.0.1:8080", "workers": 1},
-        "storage": {"url": f"sqlite:///{db_path}"},
-        "upstreams": {"app": {"url": backend_url}},
-        "routes": [{"path": "/orders/**", "mode": "public", "upstream": "app"}],
-        "audit": {"sinks": ["store", f"jsonl:{tmp_path / 'audit.jsonl'}"], "durable_writes": True},
-    }
+    config = durable_config(db_path, backend_url, ("store", f"jsonl:{tmp_path / 'audit.jsonl'}"))
     proc = RolegateProcess(config, tmp_path)
     proc.start()
     trace = tmp_path / "strace.log"

@@ -62,35 +62,28 @@ async def warm(http, url: str) -> None:
         assert (await status(http, url))[0] == 200
 
 
-async def test_a_disabled_account_is_refused_by_the_first_request_after_the_sync(served_one_worker):
-    proc, slapd = served_one_worker
-    http = await signed_in(proc.url, "trent")
-    url = proc.url + "/workorders/2"
-    try:
-        await warm(http, url)
-        slapd.ldapmodify(f"dn: uid=trent,ou=people,{slapd.base_dn}\nchangetype: modify\n"
-                         f"replace: employeeType\nemployeeType: disabled\n")
-        sync_now(proc)
-        time.sleep(POLL_BOUND + MARGIN)
-        codes = [(await status(http, url))[0] for _ in range(3)]
-        assert codes == [403, 403, 403], f"after the sync and the poll bound: {codes}"
-        code, body = await status(http, url)
-        assert json.loads(body)["error"] == "account_disabled"
-    finally:
-        await http.close()
+# (who, what they open, the LDIF of the change, the error the refusal names)
+CHANGES = {
+    "disabled account": ("trent", "/workorders/2", "dn: uid=trent,ou=people,{base}\nchangetype: modify\n"
+                         "replace: employeeType\nemployeeType: disabled\n", "account_disabled"),
+    "removed membership": ("bob", "/workorders/1", "dn: cn=technicians,ou=groups,{base}\nchangetype: modify\n"
+                           "delete: member\nmember: uid=bob,ou=people,{base}\n", "forbidden"),
+}
 
 
-async def test_a_removed_membership_is_refused_by_the_first_request_after_the_sync(served_one_worker):
+@pytest.mark.parametrize("change", CHANGES, ids=list(CHANGES))
+async def test_the_first_request_after_the_sync_is_refused(served_one_worker, change):
     proc, slapd = served_one_worker
-    http = await signed_in(proc.url, "bob")
-    url = proc.url + "/workorders/1"
+    user, path, ldif, error = CHANGES[change]
+    http = await signed_in(proc.url, user)
+    url = proc.url + path
     try:
         await warm(http, url)
-        slapd.ldapmodify(f"dn: cn=technicians,ou=groups,{slapd.base_dn}\nchangetype: modify\n"
-                         f"delete: member\nmember: uid=bob,ou=people,{slapd.base_dn}\n")
+        slapd.ldapmodify(ldif.format(base=slapd.base_dn))
         sync_now(proc)
         time.sleep(POLL_BOUND + MARGIN)
-        codes = [(await status(http, url))[0] for _ in range(3)]
-        assert codes == [403, 403, 403], f"after the sync and the poll bound: {codes}"
+        answers = [await status(http, url) for _ in range(3)]
+        assert [code for code, _ in answers] == [403, 403, 403], f"after the sync and the poll bound: {answers}"
+        assert json.loads(answers[0][1])["error"] == error
     finally:
         await http.close()
