@@ -241,6 +241,8 @@ class AccessRequests:
         actor, now = self.actor, time.time()
         if getattr(actor.principal, "daypass_id", None) is not None or actor.identity.daypass:
             raise Denied("a day pass cannot ask for more access; ask the person who gave you the pass")
+        if actor.identity.disabled:
+            raise Denied("your account is disabled")
         policy = actor.policy
         permission, scope = body.permission, body.scope
         if permission not in policy.catalogue:
