@@ -33,6 +33,9 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.OperatorInterventionError,  # shutting down, starting up, statement cancelled
     asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
     asyncpg.InterfaceError,  # the connection closed under us
+    # "cannot switch to state 12; another operation is in progress": a connection the server dropped in
+    # the middle of an operation (a fast shutdown) leaves its protocol in a state asyncpg reports this way.
+    asyncpg.exceptions.InternalClientError,
 )
 # pg_advisory_xact_lock key serializing audit appenders (the tail is read under it).
 AUDIT_LOCK = 0x726F6C65_61756474  # "roleaudt"
