@@ -52,7 +52,8 @@ async def served(lab_idp, lab_slapd, lab_backend, rolegate_url: str, tmp_path: P
         "permissions": ["dashboard:view"],
         "roles": {"user": {"permissions": ["dashboard:view"]},
                   "admin": {"inherits": ["user"],
-                            "permissions": ["rolegate:bindings:edit", "rolegate:roles:edit", "rolegate:audit:view"]}},
+                            "permissions": ["rolegate:bindings:edit", "rolegate:roles:edit", "rolegate:audit:view"],
+                            "manages": {"roles": "all", "settings": "all", "assigns": "all"}}},
         "bindings": [{"group": "bs-admins", "role": "admin"}],
         "routes": [{"path": "/ws", "methods": ["GET"], "mode": "authenticated", "upstream": "app"}],
     })
