@@ -11,7 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
-APT_PACKAGES=(slapd ldap-utils nginx caddy wrk chromium systemd strace samba samba-dsdb-modules samba-vfs-modules samba-ad-provision)
+APT_PACKAGES=(slapd ldap-utils nginx caddy wrk chromium systemd strace samba samba-dsdb-modules samba-vfs-modules samba-ad-provision
+              podman buildah runc mmdebstrap uidmap fuse-overlayfs slirp4netns)  # tests/deploy/test_image.py
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
