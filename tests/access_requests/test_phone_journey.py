@@ -70,6 +70,7 @@ async def shot(page, path: Path, *expected: str) -> str:
     for wanted in expected:
         assert wanted.lower() in text.lower(), (path.name, wanted, text)
     await page.screenshot(path=str(path), full_page=True)
+    path.with_suffix(".txt").write_text(text)  # what the screenshot shows, beside it
     assert path.stat().st_size > 5000
     assert await page.evaluate("document.documentElement.scrollWidth") <= 390, path.name  # no sideways scrolling
     return text
