@@ -35,3 +35,11 @@ def test_every_mutation_applies_to_the_code_as_it_is(tmp_path: Path) -> None:
             assert text.count(edit.find) == 1, f"{mutation.name}: {edit.file} no longer holds the text to change"
         for test in mutation.tests:
             assert (gate.ROOT / test.split("::")[0]).is_file(), f"{mutation.name}: no such test file {test}"
+
+
+def test_every_mutation_is_named_in_claims_md() -> None:
+    """docs/claims.md maps each promise to its tests and mutation: a mutation missing there is a claim nobody
+    can find."""
+    claims = (gate.ROOT / "docs" / "claims.md").read_text()
+    missing = [m.name for m in MUTATIONS if f"`{m.name}`" not in claims]
+    assert not missing, f"add these mutations to docs/claims.md: {missing}"
