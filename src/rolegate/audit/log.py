@@ -12,7 +12,9 @@ written):
   for room (backpressure, up to ``wait_timeout``) and then fails closed the same way.
 - When the Store is unreachable, the writer keeps the batch at the head of the queue and retries
   with backoff; the queue fills, reads are shed, and essential events start failing closed. Once the
-  Store is back, everything still queued is written, in order.
+  Store is back, everything still queued is written, in order. Meanwhile a write decision (a request
+  about to be forwarded) is refused at once (503, ``Retry-After``) and recorded with ``"refused":
+  "audit_unavailable"``; a retried batch stores each event once (the Store matches events by id).
 
 Nothing is lost in silence. While the Store or a sink cannot be written, ``unwritable`` names it and
 the real error (``/readyz`` turns not-ready through the observer), and ``audit.on_failure`` decides what
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import logging
 import sqlite3
 import time
@@ -67,6 +70,8 @@ class AuditUnavailable(ServiceUnavailable):
 
     code = "audit_unavailable"
     public_message = "The access proxy cannot record this request right now; try again shortly."
+    # Seconds a client is asked to wait (the Retry-After header of the 503).
+    retry_after = 2
 
 
 class _Item:
@@ -89,6 +94,17 @@ def describe_error(exc: BaseException) -> str:
             name = getattr(cause, "sqlite_errorname", None)
             return f"{cause} ({name})" if name else str(cause)
     return (str(exc) or type(exc).__name__)[:160]
+
+
+def _mark_refused(body: str) -> str:
+    """An encoded event body with ``"refused": "audit_unavailable"`` added (its request was answered 503)."""
+    try:
+        decoded = json.loads(body)
+    except ValueError:
+        return body
+    if not isinstance(decoded, dict):
+        return body
+    return encode_body({**decoded, "refused": "audit_unavailable"})
 
 
 def _encode(event: AuditEvent) -> str:
@@ -334,6 +350,11 @@ class AuditLog:
         waiting for its commit stays queued and is still written.
         """
         loop = asyncio.get_running_loop()
+        if event.kind == "decision" and "store" in self.unwritable and not self._closing:
+            # A write about to be forwarded while the Store's last write failed: refuse it at once (503)
+            # rather than after durable_timeout, and record it as refused once the Store is back. Other
+            # durable events (admin changes, passes) follow a change already made: they keep waiting.
+            self._refuse_unwritable(event)
         if len(self._queue) >= self._queue_size:
             deadline = loop.time() + self._wait_timeout
             while len(self._queue) >= self._queue_size and not self._closing:
@@ -348,13 +369,18 @@ class AuditLog:
         if len(self._queue) >= self._queue_size or self._closing:
             self._refuse(event, "the audit queue stayed full" if not self._closing else "the audit log is closing")
         future: asyncio.Future[int] = loop.create_future()
-        self._enqueue(event, future)
+        item = self._enqueue(event, future)
         try:
             # The event stays queued whatever happens to this wait (timeout, the client going away):
             # the writer skips a future that is already done and still writes the event.
             async with asyncio.timeout(self._durable_timeout):
                 return await future
         except (TimeoutError, asyncio.TimeoutError):
+            if item.kind == "decision":
+                # Its request is answered 503 and never forwarded: recorded as refused. (A batch being
+                # committed right now was encoded already; only a commit landing at this very moment
+                # keeps the allowed version.)
+                item.body = _mark_refused(item.body)
             raise AuditUnavailable(f"audit event {event.body.get('id')} not committed within "
                                    f"{self._durable_timeout:g}s") from None
 
@@ -365,13 +391,39 @@ class AuditLog:
         self.emit(event)
         return None
 
-    def _enqueue(self, event: AuditEvent, future: asyncio.Future[int] | None) -> None:
+    def _enqueue(self, event: AuditEvent, future: asyncio.Future[int] | None) -> _Item:
         queue = self._queue
-        queue.append(_Item(event.ts, event.kind, _encode(event), future))
+        item = _Item(event.ts, event.kind, _encode(event), future)
+        queue.append(item)
         self.queued += 1
         self._wake.set()
         if future is not None or len(queue) >= self._batch_size:
             self._urgent.set()
+        return item
+
+    def _refuse_unwritable(self, event: AuditEvent) -> None:
+        """A durable event while the Store cannot be written: queued as ``refused`` (it is written, with
+        everything else queued, when the Store is back; its request was answered 503 and never
+        forwarded), and AuditUnavailable raised. A full queue refuses it the usual way (logged, counted)."""
+        why = f"the audit store cannot be written ({self.unwritable['store']})"
+        if len(self._queue) >= self._queue_size:
+            self._refuse(event, why)
+        self.rejected += 1
+        self._enqueue(AuditEvent(event.kind, {**event.body, "refused": "audit_unavailable"}, ts=event.ts), None)
+        raise AuditUnavailable(why)
+
+    def _fail_waiting(self, sent: int, why: str) -> None:
+        """The Store just failed: every write decision queued behind the batch that was sent is answered
+        now (503) and kept as ``refused``. The batch that was sent waits for its retry: its commit may have
+        happened (the answer lost), and the retry finds out which by the events' ids."""
+        for item in islice(self._queue, sent, None):
+            future = item.future
+            if future is None or future.done() or item.kind != "decision":
+                continue
+            item.future = None
+            self.rejected += 1
+            item.body = _mark_refused(item.body)
+            future.set_exception(AuditUnavailable(f"the audit store cannot be written ({why})"))
 
     def _refuse(self, event: AuditEvent, why: str) -> None:
         self.rejected += 1
@@ -444,6 +496,7 @@ class AuditLog:
                 self.failed_batches += 1
                 why = describe_error(exc)
                 self._mark("store", why)
+                self._fail_waiting(len(batch), why)
                 log.error("audit batch of %d not written, retrying in %.2fs: %s", len(batch), backoff, why)
                 self._observe()
                 await asyncio.sleep(backoff)

@@ -23,7 +23,18 @@ def build_internal_app(readiness: Callable[[], dict[str, Any]], collectors: Iter
 
     async def readyz(request: web.Request) -> web.Response:
         # The audit check is read from every process's metrics: an audit that cannot be written is not ready.
-        state = with_audit(readiness())
+        state = readiness()
+        serving = bool(state.get("ready"))  # False: no worker, stopping, or past storage.max_staleness
+        state = with_audit(state)
+        checks = state.get("checks", {})
+        if (checks.get("storage", {}).get("database") == "unavailable"
+                or "store" in checks.get("audit", {}).get("targets", {})):
+            # Writes cannot be recorded (their audit events go to the database), so every write is refused;
+            # a load balancer cannot route by method, so the whole instance says not ready, within one
+            # probe of the database going away (or at the first audit batch it refused). Reads already
+            # admitted are still decided from the last known state for storage.max_staleness.
+            state["ready"] = False
+            state["status"] = "writes_unavailable" if serving else "unavailable"
         return web.Response(status=200 if state.get("ready") else 503, text=json.dumps(state),
                             content_type="application/json")
 

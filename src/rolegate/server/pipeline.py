@@ -76,7 +76,8 @@ class Pipeline:
             return response
         except RolegateError as exc:
             (_DENIED if exc.status < 500 else _ERRORED).inc()
-            return error_response(request, exc)
+            retry = getattr(exc, "retry_after", None)  # e.g. AuditUnavailable: the audit store is away
+            return error_response(request, exc, headers={"Retry-After": str(retry)} if retry else None)
         except Exception as exc:
             if request.writer.output_size:
                 raise  # the response has begun: aiohttp closes the connection
