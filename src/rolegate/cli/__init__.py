@@ -74,10 +74,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from rolegate.store.base import StoreUnavailable
+    from rolegate.store.migrations import MigrationRequired
+
     try:
         return int(args.run(args) or 0)
     except ConfigError as exc:
         print_config_error(exc)
         return EXIT_ERROR
+    except (StoreUnavailable, MigrationRequired) as exc:
+        # The database (or Redis where it is required) cannot be used now: one line, never a traceback.
+        print(f"rolegate {args.command}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130

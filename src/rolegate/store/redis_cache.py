@@ -101,9 +101,11 @@ class CachedStore(Store):
         try:
             await self._redis.ping()
         except _UNAVAILABLE as exc:
-            await self._redis.aclose()
-            self._redis = None
-            raise self._unavailable(exc) from exc
+            # Redis is a cache: without it sessions are read from the database, watchers poll, rate
+            # limits count in the database, and session writes are refused (a cached copy could not be
+            # dropped). The client reconnects by itself once the server is back.
+            log.warning("%s; going on without it (sessions read from the database, changes polled, rate "
+                        "limits counted in the database) until it is back", self._unavailable(exc))
         try:
             await self.wrapped.open()
         except BaseException:
@@ -131,7 +133,7 @@ class CachedStore(Store):
             cached = await self._client().get(self._doc_key(namespace, key))
         except _UNAVAILABLE as exc:
             # A cache outage must not take sessions down: read the source of truth instead.
-            self._warn_degraded(exc)
+            self._warn_degraded(exc, "sessions")
             return await self.wrapped.get(namespace, key)
         if cached is not None and cached != _TOMBSTONE:
             version, _, text = cached.partition("|")
@@ -143,12 +145,12 @@ class CachedStore(Store):
             await self._cache(namespace, record, warn=False)
         return record
 
-    def _warn_degraded(self, exc: BaseException) -> None:
+    def _warn_degraded(self, exc: BaseException, what: str) -> None:
         # Once per 10 s, not once per request: an outage would otherwise flood the log.
         now = time.monotonic()
         if now - self._last_warning >= 10:
             self._last_warning = now
-            log.warning("session cache unavailable, reading the store: %s", exc)
+            log.warning("Redis unavailable, %s go to the database: %s", what, exc)
 
     async def _cache(self, namespace: str, record: Record, *, warn: bool) -> None:
         ttl = self.cache_ttl
@@ -242,7 +244,10 @@ class CachedStore(Store):
                                       args=[repr(now), repr(window_seconds), limit, member,
                                             int(window_seconds * 1000) + 1000])
         except _UNAVAILABLE as exc:
-            raise self._unavailable(exc) from exc
+            # Count in the database meanwhile (hits split between the two while Redis is away: a limit
+            # may let up to twice its number through across the outage, never none).
+            self._warn_degraded(exc, "rate limits")
+            return await self.wrapped.hit(key, limit, window_seconds, now=now)
         return int(allowed) == 1
 
     # -- everything else is the wrapped store's ----------------------------------------------------------
