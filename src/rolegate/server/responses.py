@@ -35,11 +35,16 @@ a.button{{display:inline-block;padding:.7rem 1.2rem;border-radius:.4rem;backgrou
 """
 
 
+_PASS_LINK = "/.rolegate/pass/"
+
+
 def loggable_path(path: str) -> str:
-    """The path with secrets in it masked: a day-pass link's code is a bearer credential."""
-    if path.startswith("/.rolegate/pass/"):
-        return "/.rolegate/pass/<code>"
-    return path
+    """The path with secrets in it masked: a day-pass link's code is a bearer credential, wherever the link
+    appears (at the start, or behind an Envoy ext_authz prefix: ``/.rolegate/auth/.rolegate/pass/<code>``)."""
+    at = path.find(_PASS_LINK)
+    if at < 0:
+        return path
+    return path[:at] + _PASS_LINK + "<code>"
 
 
 def wants_html(request: web.BaseRequest) -> bool:
