@@ -2,9 +2,9 @@
 
 Same semantics as the SQLite store, so every instance (and every worker of it) shares one state:
 optimistic versions through conditional upserts, the audit chain extended under a transaction-level
-advisory lock (each event once, by its id, however often a batch is retried), leader leases as session-level advisory locks, and LISTEN/NOTIFY for change
-notifications when there is no Redis. The schema comes from ``rolegate migrate``; ``open()`` refuses
-a database that is behind.
+advisory lock (each event once, by its id, however often a batch is retried), leader leases as
+session-level advisory locks, and LISTEN/NOTIFY for change notifications when there is no Redis. The
+schema comes from ``rolegate migrate``; ``open()`` refuses a database that is behind.
 """
 
 from __future__ import annotations

@@ -105,7 +105,7 @@ class CachedStore(Store):
             # limits count in the database, and session writes are refused (a cached copy could not be
             # dropped). The client reconnects by itself once the server is back.
             log.warning("%s; going on without it (sessions read from the database, changes polled, rate "
-                        "limits counted in the database) until it is back", self._unavailable(exc))
+                        "limits counted in the database) until it is back", str(self._unavailable(exc)).rstrip("."))
         try:
             await self.wrapped.open()
         except BaseException:
