@@ -104,6 +104,11 @@ def image(podman: dict[str, str]) -> str:
         _run(podman, "podman", "import", str(tarball), BASE, timeout=300)
     tag = f"localhost/rolegate:test-{_source_hash()}"
     if _run(podman, "podman", "image", "exists", tag, check=False).returncode != 0:
+        # With vfs each image is a full copy: drop the ones built from older sources first.
+        listed = _run(podman, "podman", "images", "--format", "{{.Repository}}:{{.Tag}}", "localhost/rolegate")
+        stale = [name for name in listed.stdout.split() if name.startswith("localhost/rolegate:test-")]
+        if stale:
+            _run(podman, "podman", "rmi", "-f", *stale, check=False)
         started = time.monotonic()
         # buildah 1.28 does not read Dockerfile.dockerignore beside the Dockerfile: --ignorefile.
         # --layers=false: with vfs storage every layer is a full copy of the root filesystem.
