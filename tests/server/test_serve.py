@@ -14,6 +14,7 @@ from aiohttp import web
 
 from tests.support.serve import RolegateProcess, minimal_config
 from tests.support.tls import TestCA
+from tests.support.workers import on_every_worker
 
 pytestmark = pytest.mark.lab
 
@@ -81,28 +82,25 @@ async def test_sighup_applies_a_valid_config_and_keeps_the_old_one_on_error(serv
     config["routes"].append({"path": "/extra/**", "mode": "public", "upstream": "app"})
     served.write_config(config)
     served.signal(signal.SIGHUP)
-    async with aiohttp.ClientSession() as http:
-        for _ in range(100):
-            statuses = set()
-            for _ in range(6):  # reach both workers
-                async with http.get(served.url + "/extra/1") as resp:
-                    statuses.add(resp.status)
-            if statuses == {200}:
-                break
-            await asyncio.sleep(0.1)
-        assert statuses == {200}
+    for _ in range(100):  # the reload reaches the workers a moment after the signal
+        seen = await on_every_worker(served, None, "GET", served.url + "/extra/1", each=1)
+        if {status for _, status in seen} == {200}:
+            break
+        await asyncio.sleep(0.1)
+    # Every worker (each asked on connections of its own) serves the new route.
+    seen = await on_every_worker(served, None, "GET", served.url + "/extra/1")
+    assert {status for _, status in seen} == {200}, seen
 
-        served.write_config("server: {listen: 127.0.0.1:0\nroutes: [oops")
-        served.signal(signal.SIGHUP)
-        assert served.wait_for_log("reload (SIGHUP) rejected")
-        served.write_config({**config, "routes": [{"path": "/x", "mode": "bogus", "upstream": "app"}]})
-        served.signal(signal.SIGHUP)
-        assert served.wait_for_log("routes[0].mode")
-        for _ in range(6):
-            async with http.get(served.url + "/extra/1") as resp:
-                assert resp.status == 200  # the running config still serves
-        status, body = served.readyz()
-        assert status == 200 and "last_reload_error" in body
+    served.write_config("server: {listen: 127.0.0.1:0\nroutes: [oops")
+    served.signal(signal.SIGHUP)
+    assert served.wait_for_log("reload (SIGHUP) rejected")
+    served.write_config({**config, "routes": [{"path": "/x", "mode": "bogus", "upstream": "app"}]})
+    served.signal(signal.SIGHUP)
+    assert served.wait_for_log("routes[0].mode")
+    seen = await on_every_worker(served, None, "GET", served.url + "/extra/1")
+    assert {status for _, status in seen} == {200}, seen  # every worker still serves the running config
+    status, body = served.readyz()
+    assert status == 200 and "last_reload_error" in body
 
 
 async def test_sigterm_drains_in_flight_requests(served):
