@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from rolegate.config.sections.storage import StorageConfig
-from rolegate.store import StoreUnavailable, make_store
+from rolegate.store import StoreUnavailable, make_store, migrate
 from rolegate.store.postgres import PostgresStore
 from rolegate.store.redis_cache import CachedStore
 from rolegate.store.sqlite import SQLiteStore
+from tests.support.private_services import private_postgres
 
-from .backends import backend_config, forget_prefix, opened
+from .backends import forget_prefix, opened, storage_config
 
 
 def closed_port() -> int:
@@ -81,12 +80,14 @@ async def test_redis_outage_after_open(tmp_path: Path) -> None:
             assert await store.hit("k", 5, 60)  # counted in the database meanwhile
             assert await store.incr("policy") == 1  # durable; announcing it is best effort
             await proxy.resume()
-            for _ in range(50):
+            for _ in range(50):  # bounded: 5 s
                 try:
                     assert await store.hit("k", 5, 60)
                     break
                 except StoreUnavailable:
                     await asyncio.sleep(0.1)
+            else:
+                pytest.fail("Redis came back but the store did not use it again within 5 s")
             await store.put("sessions", "s", "w")
             assert (await store.get("sessions", "s")).value == "w"
     finally:
@@ -139,46 +140,42 @@ class TcpProxy:
         self.writers -= {writer, up_writer}
 
 
-PG_CLUSTER = ("15", "main")
-
-
-def pg_ctl(action: str) -> None:
-    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", *PG_CLUSTER, action, *(
-        ["--", "-m", "fast"] if action == "stop" else [])], check=True, capture_output=True, timeout=60)
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("pg_ctlcluster") is None, reason="needs the machine's PostgreSQL cluster")
 async def test_postgres_restart_fails_fast_then_recovers(tmp_path: Path) -> None:
-    """SLOW, DISRUPTIVE: stops the machine's PostgreSQL for about a second, always restarting it."""
-    async with backend_config("postgres", tmp_path) as config, opened(config) as store:
-        await store.put("ns", "k", 1)
-        async with store.leader_lock("directory-sync") as lease:
-            assert lease
-            outage_started = time.monotonic()
-            try:
-                await asyncio.to_thread(pg_ctl, "stop")
-                started = time.monotonic()
-                with pytest.raises(StoreUnavailable):
-                    await store.get("ns", "k")
-                with pytest.raises(StoreUnavailable):
-                    await store.put("ns", "k", 2)
-                failed_in = time.monotonic() - started
-                assert not await lease.check()  # the session is gone, and the lease with it
-            finally:
-                await asyncio.to_thread(pg_ctl, "start")
-            recovered = None
-            for _ in range(100):
+    """A PostgreSQL of the test's own (never the machine's) stopped and started under an open Store."""
+    with private_postgres() as server:
+        config = storage_config("postgres", tmp_path, db_url=server.url)
+        await migrate(config)
+        async with opened(config) as store:
+            await store.put("ns", "k", 1)
+            async with store.leader_lock("directory-sync") as lease:
+                assert lease
+                outage_started = time.monotonic()
                 try:
-                    recovered = await store.get("ns", "k")
-                    break
-                except StoreUnavailable:
-                    await asyncio.sleep(0.1)
-            outage = time.monotonic() - outage_started
-        assert recovered is not None and recovered.value == 1
-        assert await store.put("ns", "k", 2) == 2  # the pool reconnected by itself
-        async with store.leader_lock("directory-sync") as lease:
-            assert lease
+                    await asyncio.to_thread(server.stop)
+                    started = time.monotonic()
+                    with pytest.raises(StoreUnavailable):
+                        await store.get("ns", "k")
+                    with pytest.raises(StoreUnavailable):
+                        await store.put("ns", "k", 2)
+                    failed_in = time.monotonic() - started
+                    assert not await lease.check()  # the session is gone, and the lease with it
+                finally:
+                    await asyncio.to_thread(server.start)
+                recovered, last_error = None, None
+                for _ in range(100):  # bounded: 10 s
+                    try:
+                        recovered = await store.get("ns", "k")
+                        break
+                    except StoreUnavailable as exc:
+                        last_error = exc
+                        await asyncio.sleep(0.1)
+                outage = time.monotonic() - outage_started
+            assert recovered is not None, f"the store did not come back within 10 s: {last_error}"
+            assert recovered.value == 1
+            assert await store.put("ns", "k", 2) == 2  # the pool reconnected by itself
+            async with store.leader_lock("directory-sync") as lease:
+                assert lease
     print(f"PostgreSQL down: calls failed in {failed_in * 1000:.0f} ms; service back {outage:.1f} s after stop")
 
 
