@@ -110,6 +110,9 @@ def _wrap(operation: Operation, holder: Any):
                 if actor is None:
                     raise Unauthorized("sign in first (session cookie or Authorization: Bearer)",
                                        headers={"WWW-Authenticate": 'Bearer realm="rolegate"'})
+                if actor.is_app and not operation.apps:
+                    raise Denied(f"{actor.username} is an app: it may only write the object directory "
+                                 f"(scope placement, assignments), not {operation.method} {operation.path}")
             query = None
             if operation.query is not None:
                 raw = {k: v for k, v in request.query.items() if k in operation.query.model_fields}
@@ -295,7 +298,7 @@ async def list_scope_members(call: Call) -> web.Response:
 
 
 @op("PUT", "/scope-members/{scope}", "Place a scope in its parent, e.g. task:42 in building:a", "scopes",
-    body=ScopeMemberIn, response=WriteOut, etag=True, query=DryRun,
+    body=ScopeMemberIn, response=WriteOut, etag=True, query=DryRun, apps=True,
     description="An app registers its tasks: grants made at a building reach the tasks that lie in it. Needs a "
                 "role at the parent (and, when moving, at the old one) that manages something there. If-Match "
                 "with the ETag when it was registered before.")
@@ -307,7 +310,7 @@ async def put_scope_member(call: Call) -> web.Response:
 
 
 @op("DELETE", "/scope-members/{scope}", "Forget where a registered scope lies (grants made at a scope stop "
-    "reaching it)", "scopes", response=WriteOut, if_match=True, query=DryRun)
+    "reaching it)", "scopes", response=WriteOut, if_match=True, query=DryRun, apps=True)
 async def delete_scope_member(call: Call) -> web.Response:
     return _write(await call.service.delete_scope_member(call.param("scope"), call.request.headers.get("If-Match"),
                                                          dry_run=call.dry_run))

@@ -174,7 +174,12 @@ def manages_anything(actor: Actor) -> bool:
 
 
 def may_register_member(actor: Actor, child: str, parent: str | None, verb: str = "place") -> None:
-    """An app (or person) places a scope (a task) inside a parent where it manages people."""
+    """An app (or person) places a scope (a task) inside a parent where it manages people.
+
+    An app (``apps:``) holds no role: the types its config lets it place decide, wherever the parent lies."""
+    if actor.is_app:
+        actor.require_place(child.split(":", 1)[0])
+        return
     if parent is not None and not actor.manages_at(parent):
         raise Denied(f"you cannot {verb} {child} in {parent}: no role you hold there manages anything")
 

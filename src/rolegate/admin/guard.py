@@ -7,12 +7,18 @@ both proof that rolegate's own origin started them (``identity/origin.py``: ``Or
 the session. The credential that identified the caller decides, not the headers present: only a
 caller identified by a bearer token needs neither (a cross-site page cannot send one), and an
 ``Authorization`` header that identified nobody (``Basic …`` next to the cookie) exempts nothing.
+
+An app configured under ``apps:`` (``identity/app_credentials.py``: an API key or an IdP client-credentials
+token) becomes an Actor of kind ``app``: a bearer credential (no CSRF), no person's rights (it holds nothing),
+allowed only on operations marked ``apps=True`` and only for the object types its ``may`` lists. It is
+audited as ``app:<name>``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import time
 from typing import Any
 
@@ -21,28 +27,91 @@ from aiohttp import web
 from rolegate.admin.errors import Denied, Unauthorized
 from rolegate.authz import Identity, Policy, decide, effective_permissions, holdings_of
 from rolegate.authz.roles import NOTHING, Delegation
+from rolegate.identity.app_credentials import (KEY_PREFIX, AppCaller, AppCredentialRefused, check_client_token,
+                                               check_key, claims_an_app)
+from rolegate.identity.authenticator import bearer_token
 from rolegate.identity.origin import identified_by_cookie, started_here
+
+log = logging.getLogger("rolegate.admin")
 
 CSRF_HEADER = "X-Rolegate-CSRF"
 CSRF_FIELD = "csrf"
 
 
+class AppPrincipal:
+    """The principal of an app caller: safe to log (``session_id`` is the key id or a token hash)."""
+
+    __slots__ = ("username", "app", "via", "session_id", "groups", "auth", "name", "email", "rolegate_bearer")
+
+    def __init__(self, caller: AppCaller) -> None:
+        self.username = caller.username
+        self.app = caller.app
+        self.via = caller.via
+        self.session_id = caller.ref
+        self.groups: frozenset[str] = frozenset()
+        self.auth = "app"
+        self.name = f"app {caller.app}"
+        self.email = ""
+        self.rolegate_bearer = False
+
+    def __repr__(self) -> str:
+        return f"<AppPrincipal {self.username!r} via {self.via}>"
+
+
 class Actor:
-    """A signed-in caller of the admin API / UI, with the policy their rights are judged by."""
+    """A signed-in caller of the admin API / UI, with the policy their rights are judged by.
 
-    __slots__ = ("principal", "identity", "policy", "now", "csrf_token", "_rights")
+    ``kind`` is ``person`` (a user or day-pass holder) or ``app``. For the object directory, the type-level
+    gate is ``may_place(type)`` / ``may_assign(type)`` (``require_place`` / ``require_assign`` raise 403
+    naming the type): an app only for the types its ``may`` lists; a person is not limited by type (their
+    roles decide, per scope, with the existing checks). An app holds no permission anywhere.
+    """
 
-    def __init__(self, principal: Any, identity: Identity, policy: Policy, csrf_token: str) -> None:
+    __slots__ = ("principal", "identity", "policy", "now", "csrf_token", "_rights", "app_may")
+
+    def __init__(self, principal: Any, identity: Identity, policy: Policy, csrf_token: str,
+                 app_may: Any = None) -> None:
         self.principal = principal
         self.identity = identity
         self.policy = policy
         self.now = time.time()
         self.csrf_token = csrf_token
         self._rights: dict[str, list[str | None]] | None = None
+        # An app's ``may`` (config AppMay); None for a person.
+        self.app_may = app_may
+
+    @classmethod
+    def for_app(cls, caller: AppCaller, app_may: Any, policy: Policy) -> "Actor":
+        # A disabled identity: every decision about it is a deny, so no person's check can pass for an app.
+        return cls(AppPrincipal(caller), Identity(caller.username, disabled=True), policy, "", app_may=app_may)
 
     @property
     def username(self) -> str:
         return self.principal.username
+
+    @property
+    def kind(self) -> str:
+        return "app" if self.app_may is not None else "person"
+
+    @property
+    def is_app(self) -> bool:
+        return self.app_may is not None
+
+    def may_place(self, object_type: str) -> bool:
+        """May this actor place objects of ``object_type`` in the directory (type level; see the class doc)?"""
+        return self.app_may is None or object_type in self.app_may.place
+
+    def may_assign(self, object_type: str) -> bool:
+        """May this actor write assignments on objects of ``object_type`` (type level)?"""
+        return self.app_may is None or object_type in self.app_may.assign
+
+    def require_place(self, object_type: str) -> None:
+        if not self.may_place(object_type):
+            raise Denied(f"{self.username} may not place objects of type {object_type!r} (apps.*.may.place)")
+
+    def require_assign(self, object_type: str) -> None:
+        if not self.may_assign(object_type):
+            raise Denied(f"{self.username} may not assign objects of type {object_type!r} (apps.*.may.assign)")
 
     def holds(self, permission: str, scope: str | None = None, obj: str | None = None) -> bool:
         return decide(self.policy, self.identity, permission, scope, obj, self.now).allowed
@@ -93,8 +162,38 @@ def csrf_token_for(runtime: Any, principal: Any) -> str:
     return hmac.new(key, subject.encode(), hashlib.sha256).hexdigest()[:43]
 
 
+async def app_actor(request: web.Request, runtime: Any) -> Actor | None:
+    """The app the bearer credential names (an ``rgk_`` key, or an IdP token addressed to apps), or None when
+    the request carries no app credential. An app credential that is not valid is 401, never a person's."""
+    config = runtime.config
+    if not config.apps:
+        return None
+    try:
+        token = bearer_token(request)
+    except Exception:  # a malformed Authorization header: the identity stage answers it
+        return None
+    if token is None:
+        return None
+    stage = runtime.identity
+    try:
+        if token.startswith(KEY_PREFIX):
+            caller = await check_key(runtime.store, config, token)
+        elif claims_an_app(config, token):
+            caller = await check_client_token(getattr(stage, "provider_tokens", None), config, token)
+        else:
+            return None
+    except AppCredentialRefused as exc:
+        log.info("app credential refused: %s", exc)  # the detail names a key id at most, never a secret
+        raise Unauthorized("the app credential was not accepted",
+                           headers={"WWW-Authenticate": 'Bearer realm="rolegate", error="invalid_token"'}) from None
+    return Actor.for_app(caller, config.apps[caller.app].may, await runtime.current_policy())
+
+
 async def current_actor(request: web.Request, runtime: Any) -> Actor | None:
     """The signed-in actor, or None (anonymous). A bad bearer token is 401, not anonymous."""
+    actor = await app_actor(request, runtime)
+    if actor is not None:
+        return actor
     stage = runtime.identity
     if stage is None:
         return None
@@ -113,6 +212,8 @@ async def current_actor(request: web.Request, runtime: Any) -> Actor | None:
 
 def check_csrf(request: web.Request, runtime: Any, actor: Actor, form_token: str | None = None) -> None:
     """Refuse a state change a cookie session did not knowingly make (403)."""
+    if actor.is_app:
+        return  # an app's credential is a bearer one (an API key or an access token): no other site sends it
     if not identified_by_cookie(actor.principal):
         return  # a bearer token identified the caller: no other site can have sent it
     if not started_here(request, runtime.config.server):

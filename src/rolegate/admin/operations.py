@@ -28,6 +28,8 @@ class Operation:
     if_match: bool = False
     description: str = ""
     path_patterns: dict[str, str] = field(default_factory=dict)
+    # Open to apps (``apps:`` callers): the object-directory writes. Every other operation answers an app 403.
+    apps: bool = False
 
 
 class Registry:

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from rolegate.config.loader import SourceMap
 from rolegate.config.sections.access_requests import AccessRequestsConfig
+from rolegate.config.sections.apps import AppConfig, cross_check_apps
 from rolegate.config.sections.directory import DirectoryConfig
 from rolegate.config.sections.features import AuditConfig, DaypassConfig, TokensConfig
 from rolegate.config.sections.identity import OIDCConfig, SessionConfig
@@ -48,6 +49,9 @@ class Config(Section):
     audit: AuditConfig = AuditConfig()
     # Optional (absent: off): "Request access" on the 403 page, see docs/access-requests.md.
     access_requests: AccessRequestsConfig | None = None
+    # Optional (absent: none): machine callers of the object directory, see config/sections/apps.py.
+    apps: dict[str, AppConfig] = Field(default_factory=dict)
+    apps_audience: str | None = None
 
     @property
     def catalogue(self) -> frozenset[str]:
@@ -177,6 +181,8 @@ class Config(Section):
 
         if self.access_requests is not None:
             self.access_requests.cross_check(catalogue, self.scopes, bad)
+        if self.apps or self.apps_audience is not None:
+            cross_check_apps(self.apps, self.apps_audience, oidc=self.oidc, scopes=self.scopes, bad=bad)
 
         if (self.oidc is not None or self.daypass is not None) and self.session is None:
             bad(("session",), "sign-in (oidc) and day passes need a session section with a secret")

@@ -103,6 +103,18 @@ class ProviderTokens:
                                        types=_ACCESS_TOKEN_TYPES)
         return claims
 
+    async def verify_client_token(self, token: str, audience: str) -> dict[str, Any]:
+        """Claims of a JWT access token from the client-credentials grant (RFC 9068 §2.2: ``sub`` is the
+        client's id) meant for ``audience``. A user's token (``sub`` is the user) is refused whatever its aud."""
+        claims, _ = await self._verify(token, audience=audience, require=["iss", "sub", "aud", "exp"],
+                                       types=_ACCESS_TOKEN_TYPES)
+        client = claims.get("client_id")
+        if not isinstance(client, str) or not client:
+            raise InvalidProviderToken("access token without client_id")
+        if not hmac.compare_digest(str(claims.get("sub", "")).encode(), client.encode()):
+            raise InvalidProviderToken("not a client-credentials token: its subject is not the client")
+        return claims
+
     async def verify_logout_token(self, token: str) -> dict[str, Any]:
         """Claims of a valid back-channel logout token addressed to us."""
         claims, _ = await self._verify(token, audience=self.client_id, require=["iss", "aud", "iat", "jti"])
