@@ -23,6 +23,7 @@ COMMANDS = {
     "test": "cases",
     "sync": "sync",
     "daypass": "daypass",
+    "apps": "apps",
     "audit": "audit",
     "migrate": "migrate",
 }
