@@ -163,36 +163,48 @@ async def _slot(served: RolegateProcess, index: int) -> dict:
 
 
 async def test_a_worker_that_keeps_dying_backs_off_and_says_why(served):
-    """Killed again each time it serves (an OOM killer, a poisoned request): the waits grow, the other
-    worker keeps the instance ready, and /readyz and /metrics say which worker and why."""
+    """Killed again each time it serves (an OOM killer, a poisoned request): the waits grow, and /readyz and
+    /metrics say which worker and why. One or two replacements keep the instance ready (degraded: the other
+    worker serves); from the third death in a row it is a crash loop and /readyz is 503 until it serves again."""
     deaths = 4
     for n in range(deaths):
         deadline = time.monotonic() + RECOVERY_BOUND
         while (slot := await _slot(served, 0))["state"] != "serving":
             assert time.monotonic() < deadline, f"worker 0 not back: {slot}\n{served.log()}"
-            assert slot["_status"] == 200, slot  # worker 1 serves meanwhile
+            if n < 3:  # being replaced, not yet a crash loop: worker 1 keeps the instance ready
+                assert slot["_status"] == 200 and slot["_ready"] == "degraded", slot
             await asyncio.sleep(POLL)
         os.kill(slot["pid"], signal.SIGKILL)
         killed_at = time.monotonic()
         while (slot := await _slot(served, 0))["state"] == "serving" and time.monotonic() - killed_at < 5:
             await asyncio.sleep(0.05)
-    # After the 4th death in a row the wait is 2 s (0.1, 0.5, 1, then 2): caught while it waits.
+    # After the 4th death in a row the wait is 2 s (0.1, 0.5, 1, then 2): caught while it waits. A crash loop:
+    # not ready, and /readyz names the slot, why and when it is tried again.
     assert slot["state"] == "backoff", slot
-    assert slot["_status"] == 200 and slot["_ready"] == "degraded", slot
+    assert slot["_status"] == 503 and slot["_ready"] == "unavailable", slot
     assert slot["last_exit"]["reason"] == "killed by SIGKILL" and slot["restarts"] == deaths - 1, slot
     assert 0 < slot["retry_in"] <= 2.0, slot
+    status, body = await _readyz(served)
+    workers = body["checks"]["workers"]
+    assert status == 503 and workers["state"] == "unavailable", body
+    [loop] = workers["not_ready"]
+    assert loop["worker"] == 0 and loop["reason"] == "crash_loop" and loop["last_exit"] == "killed by SIGKILL", loop
+    assert 0 <= loop["retry_in"] <= 2.0, loop
     text = await asyncio.to_thread(_metrics, served)
     assert f'rolegate_worker_exits_total{{reason="SIGKILL",worker="0"}} {deaths}.0' in text, text
     assert 'rolegate_worker_up{worker="0"} 0.0' in text and 'rolegate_worker_up{worker="1"} 1.0' in text
     assert 'rolegate_worker_last_exit_timestamp_seconds{reason="SIGKILL",worker="0"}' in text
     backoff = [line for line in text.splitlines() if line.startswith('rolegate_worker_backoff_seconds{worker="0"}')]
     assert backoff and 0 < float(backoff[0].split()[-1]) <= 2.0, backoff
-    # And then it is back, for good.
+    assert 'rolegate_worker_not_ready{reason="crash_loop",worker="0"} 1.0' in text, text
+    # And then it is back, for good: ready again.
     deadline = time.monotonic() + RECOVERY_BOUND
     while (slot := await _slot(served, 0))["state"] != "serving":
         assert time.monotonic() < deadline, slot
         await asyncio.sleep(POLL)
-    assert slot["restarts"] == deaths and slot["_ready"] == "ok"
+    assert slot["restarts"] == deaths and slot["_ready"] == "ok" and slot["_status"] == 200, slot
+    text = await asyncio.to_thread(_metrics, served)
+    assert 'rolegate_worker_not_ready{reason="crash_loop",worker="0"} 0.0' in text, text
     assert "worker 0 (pid" in served.log() and "killed by SIGKILL; starting another in 2.0s" in served.log()
 
 

@@ -34,7 +34,8 @@ def build_internal_app(readiness: Callable[[], dict[str, Any]], collectors: Iter
             # probe of the database going away (or at the first audit batch it refused). Reads already
             # admitted are still decided from the last known state for storage.max_staleness.
             state["ready"] = False
-            state["status"] = "writes_unavailable" if serving else "unavailable"
+            # Not serving at all already says why (unavailable, or waiting_for_storage at the start).
+            state["status"] = "writes_unavailable" if serving else state.get("status", "unavailable")
         return web.Response(status=200 if state.get("ready") else 503, text=json.dumps(state),
                             content_type="application/json")
 

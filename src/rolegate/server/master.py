@@ -32,6 +32,26 @@ log = logging.getLogger("rolegate.serve")
 
 # How often the master asks a server-backed store (PostgreSQL, Redis) whether it answers, for /readyz.
 STORE_PROBE_SECONDS = 1.0
+# Before the first worker starts, the master waits for the database: attempts this far apart (the last repeats).
+# There is no bound: like nginx waiting for its upstreams, an instance started before its database serves
+# once the database answers; meanwhile /healthz answers, /readyz is 503 "waiting_for_storage".
+START_RETRY_SECONDS = (1.0, 2.0, 5.0, 10.0)
+
+
+def _why(exc: BaseException) -> str:
+    """A few words for why the store did not open (the innermost cause; never a URL, so never a password)."""
+    seen: BaseException = exc
+    while seen.__cause__ is not None and seen.__cause__ is not seen:
+        seen = seen.__cause__
+    if isinstance(seen, ConnectionRefusedError) or "connect call failed" in str(seen).lower():
+        return "connection refused"
+    if isinstance(seen, (TimeoutError, asyncio.TimeoutError)):
+        return "timed out"
+    if isinstance(seen, socket.gaierror):
+        return f"host not found: {seen.strerror or seen}"
+    text = str(seen) or type(seen).__name__
+    first = text.splitlines()[0]
+    return first if len(first) <= 200 else first[:197] + "..."
 
 
 class StoreProbe:
@@ -52,6 +72,14 @@ class StoreProbe:
         self.database_ok_at = time.monotonic()
         self.error: str | None = None
         self._task: asyncio.Task[None] | None = None
+        # The start wait (wait_until_open): True until the database first answered.
+        self.waiting = False
+        self.wait_started = time.monotonic()
+        self.attempts = 0
+        self.retry_at: float | None = None  # monotonic
+        # Per backend, for /metrics: when it last answered (monotonic) and last failed (Unix time).
+        self.ok_at: dict[str, float] = {}
+        self.error_at: dict[str, float] = {}
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._run())
@@ -69,7 +97,97 @@ class StoreProbe:
             except Exception:  # noqa: BLE001
                 pass
 
+    async def wait_until_open(self, stop: asyncio.Event) -> bool:
+        """Open the store before any worker starts, retrying while the database does not answer: one log
+        line per attempt. True once open; False when ``stop`` is set meanwhile (SIGTERM: exit at once).
+        ``MigrationRequired`` (the schema is behind) is not waited out: it is raised."""
+        from rolegate.store import MigrationRequired, open_store
+        from rolegate.store.urls import redact_url
+
+        timeout = (self.config.storage.connect_timeout + self.config.storage.command_timeout).total_seconds()
+        where = redact_url(self.config.storage.url)
+        self.waiting, self.wait_started = True, time.monotonic()
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            while True:
+                self.attempts += 1
+                attempt = asyncio.ensure_future(asyncio.wait_for(
+                    open_store(self.config.storage, base_dir=self.base_dir), timeout))
+                await asyncio.wait({attempt, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                if not attempt.done():
+                    attempt.cancel()
+                    await asyncio.gather(attempt, return_exceptions=True)
+                    return False
+                try:
+                    self.store = attempt.result()
+                except MigrationRequired:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - unreachable, starting up, timed out, refused
+                    self._failed("database", str(exc) or type(exc).__name__)
+                    delay = START_RETRY_SECONDS[min(self.attempts - 1, len(START_RETRY_SECONDS) - 1)]
+                    self.retry_at = time.monotonic() + delay
+                    log.warning("storage %s unreachable (%s); retrying in %.0fs (waiting %.0fs; no worker starts "
+                                "until it answers)", where, _why(exc), delay, time.monotonic() - self.wait_started)
+                    await asyncio.wait({stopped}, timeout=delay)
+                    if stop.is_set():
+                        return False
+                    continue
+                self._answered("database")
+                if self.attempts > 1:
+                    log.warning("storage %s answers after %.0fs; starting workers", where,
+                                time.monotonic() - self.wait_started)
+                return True
+        finally:
+            self.waiting, self.retry_at = False, None
+            stopped.cancel()
+
+    def _failed(self, name: str, error: str) -> None:
+        self.state[name] = "unavailable"
+        self.error = error
+        self.error_at[name] = time.time()
+
+    def _answered(self, name: str) -> None:
+        self.state[name] = "ok"
+        self.ok_at[name] = time.monotonic()
+        if name == "database":
+            self.database_ok_at = self.ok_at[name]
+
+    def collect(self) -> Any:
+        """Prometheus metric families for the internal listener (what /readyz's storage check knows)."""
+        from prometheus_client.core import GaugeMetricFamily
+
+        up = GaugeMetricFamily("rolegate_storage_up", "1 while the master's probe finds this backend answering "
+                               "(database: PostgreSQL, cache: Redis)", labels=["backend"])
+        down_for = GaugeMetricFamily("rolegate_storage_unavailable_seconds",
+                                     "Seconds since this backend last answered, while it does not (else 0)",
+                                     labels=["backend"])
+        last_error = GaugeMetricFamily("rolegate_storage_last_error_timestamp_seconds",
+                                       "When the probe last found this backend not answering (Unix time)",
+                                       labels=["backend"])
+        writes = GaugeMetricFamily("rolegate_storage_writes_unavailable",
+                                   "1 while the database does not answer: writes are refused (503), /readyz 503")
+        waiting = GaugeMetricFamily("rolegate_storage_start_waiting",
+                                    "1 while the master waits for the database before starting any worker")
+        now = time.monotonic()
+        for name, state in sorted(self.state.items()):
+            up.add_metric([name], 1.0 if state == "ok" else 0.0)
+            since = self.ok_at.get(name, self.wait_started)
+            down_for.add_metric([name], 0.0 if state == "ok" else max(0.0, now - since))
+            if name in self.error_at:
+                last_error.add_metric([name], self.error_at[name])
+        writes.add_metric([], 0.0 if self.state.get("database") == "ok" else 1.0)
+        waiting.add_metric([], 1.0 if self.waiting else 0.0)
+        yield from (up, down_for, last_error, writes, waiting)
+
     def status(self) -> dict[str, Any]:
+        if self.waiting:
+            out = {"state": "waiting", **self.state, "waiting_for": round(time.monotonic() - self.wait_started, 1),
+                   "attempts": self.attempts}
+            if self.retry_at is not None:
+                out["retry_in"] = round(max(0.0, self.retry_at - time.monotonic()), 1)
+            if self.error:
+                out["error"] = self.error
+            return out
         down = [name for name, state in self.state.items() if state == "unavailable"]
         out: dict[str, Any] = {"state": "unavailable" if down else "ok", **self.state}
         if "database" in down:
@@ -95,8 +213,8 @@ class StoreProbe:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - StoreUnavailable names the server that failed
-                    self.error = str(exc) or type(exc).__name__
-                    self.state["cache" if self.error.startswith("Redis") else "database"] = "unavailable"
+                    error = str(exc) or type(exc).__name__
+                    self._failed("cache" if error.startswith("Redis") else "database", error)
             if self.store is not None:
                 await self._probe("database", self.store.counters(["policy"]), timeout)
                 if "cache" in self.state:
@@ -109,12 +227,9 @@ class StoreProbe:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - StoreUnavailable, a timeout, a dropped connection
-            self.state[name] = "unavailable"
-            self.error = str(exc) or type(exc).__name__
+            self._failed(name, str(exc) or type(exc).__name__)
             return
-        self.state[name] = "ok"
-        if name == "database":
-            self.database_ok_at = time.monotonic()
+        self._answered(name)
 
 
 def reserve_port(host: str, port: int) -> tuple[socket.socket, int]:
@@ -183,8 +298,9 @@ class Master:
     def readiness(self) -> dict[str, Any]:
         workers = self.supervisor.status()
         checks: dict[str, Any] = {"workers": workers}
-        # One worker down (being replaced, or backing off from a crash loop) leaves the others serving:
-        # still ready, but degraded; not ready only when none serves.
+        # One worker down (being replaced) leaves the others serving: still ready, but degraded. A slot in a
+        # crash loop, or without a serving worker for longer than MISSING_SECONDS, makes it not ready
+        # (supervisor's not_ready): a load balancer takes it out instead of flapping it on each restart.
         degraded = workers["state"] != "ok"
         if self.last_reload_error:
             checks["config"] = {"state": "degraded", "last_reload_error": self.last_reload_error}
@@ -196,10 +312,12 @@ class Master:
         if self.storage is not None:
             storage = checks["storage"] = self.storage.status()
             degraded = degraded or storage["state"] != "ok"
-        ready = (workers["alive"] > 0 and not self.stopping
+        ready = (workers["alive"] > 0 and not self.stopping and not workers.get("not_ready")
                  and not (self.storage is not None and self.storage.stale()))
-        return {"ready": ready, "status": ("degraded" if degraded else "ok") if ready else "unavailable",
-                "checks": checks}
+        status = ("degraded" if degraded else "ok") if ready else "unavailable"
+        if self.storage is not None and self.storage.waiting and not self.stopping:
+            status = "waiting_for_storage"  # no worker yet: started while the database does not answer
+        return {"ready": ready, "status": status, "checks": checks}
 
     def _mark_dead(self, pid: int) -> None:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -276,11 +394,16 @@ class Master:
         loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: self.reload("SIGHUP"))
 
+        if self.config.storage.is_postgres or self.config.storage.cache_url:
+            # A server-backed store can be away when we start and go away later: the master waits for it
+            # before the first worker, then probes it for /readyz and /metrics (SQLite is a local file).
+            self.storage = StoreProbe(self.config, Path(self.config_path).resolve().parent)
         internal_runner = None
         if self.config.server.internal_listen is not None:
             from rolegate.server.internal import build_internal_app
 
-            internal_runner = web.AppRunner(build_internal_app(self.readiness, collectors=[self.supervisor]),
+            collectors: list[Any] = [self.supervisor, *([self.storage] if self.storage is not None else [])]
+            internal_runner = web.AppRunner(build_internal_app(self.readiness, collectors=collectors),
                                             access_log=None)
             await internal_runner.setup()
             ihost, iport = self.config.server.internal_listen
@@ -289,19 +412,36 @@ class Master:
             self.internal_port = internal_runner.addresses[0][1]
 
         count = self.config.server.worker_count
+        if self.storage is not None:
+            # A worker cannot start without the database (it loads the policy and sessions from it): wait.
+            from rolegate.store import MigrationRequired
+
+            try:
+                opened = await self.storage.wait_until_open(stop)
+            except MigrationRequired as exc:
+                log.error("%s", exc)
+                opened = None
+            if not opened:
+                reservation.close()
+                await self.storage.stop()
+                await self.shutdown(internal_runner)
+                if opened is None:
+                    return 1
+                log.info("stopped while waiting for the storage")
+                return 0
         ok = await self.supervisor.start()
         reservation.close()
         if not ok:
             log.error("a worker failed to start; see the log above")
+            if self.storage is not None:
+                await self.storage.stop()
             await self.shutdown(internal_runner)
             return 1
         shown = f"[{host}]" if ":" in host else host
         print(f"rolegate: serving http://{shown}:{self.port} with {count} worker(s)"
               + (f"; internal listener on port {self.internal_port}" if self.internal_port else ""), flush=True)
         tasks = [asyncio.ensure_future(self.watch_file())]
-        if self.config.storage.is_postgres or self.config.storage.cache_url:
-            # A server-backed store can go away under us: /readyz says so (SQLite is a local file).
-            self.storage = StoreProbe(self.config, Path(self.config_path).resolve().parent)
+        if self.storage is not None:
             self.storage.start()
         self._start_directory(self.config)
         await stop.wait()

@@ -10,6 +10,12 @@ A dead worker's slot is filled again after a back-off (0.1 s, 0.5 s, 1 s, 2 s, 5
 starts it over. While one slot waits, the others keep serving: ``/readyz`` stays ready (status
 ``degraded``) and shows every slot with its state, pid, restarts and last exit reason; ``/metrics``
 carries the same as ``rolegate_worker_*``.
+
+Two things are not a worker being replaced, and make ``/readyz`` 503 (status ``unavailable``) with a
+``not_ready`` entry naming the slot: a crash loop (the slot's worker died ``CRASH_LOOP_DEATHS`` times in
+a row, none of them after serving ``STABLE_SECONDS``, and none serves now) and a slot left without a
+serving worker for longer than ``MISSING_SECONDS``. One replacement does not flap a load balancer's
+endpoint; an instance that cannot keep its workers up is taken out until it does.
 """
 
 from __future__ import annotations
@@ -33,6 +39,10 @@ BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 STABLE_SECONDS = 10.0
 # A worker that does not say "ready" within this is killed and counted as a failed start.
 START_TIMEOUT = 60.0
+# This many deaths in a row (each within STABLE_SECONDS of serving) and no worker serving: a crash loop, not ready.
+CRASH_LOOP_DEATHS = 3
+# A slot without a serving worker for longer than this (a replacement that does not come up): not ready.
+MISSING_SECONDS = 30.0
 
 Spawn = Callable[[int], tuple[BaseProcess, Connection]]
 
@@ -58,7 +68,7 @@ class Slot:
     """One worker position: the process filling it now and what happened to the ones before it."""
 
     __slots__ = ("index", "proc", "conn", "state", "since", "ready_at", "restarts", "failures", "last_exit",
-                 "last_exit_code", "last_exit_at", "retry_at", "exits", "generation")
+                 "last_exit_code", "last_exit_at", "retry_at", "exits", "generation", "down_since")
 
     def __init__(self, index: int) -> None:
         self.index = index
@@ -75,6 +85,28 @@ class Slot:
         self.retry_at: float | None = None  # monotonic
         self.exits: Counter[str] = Counter()
         self.generation = 0  # the master's config generation this worker started with
+        self.down_since: float | None = None  # monotonic: when its last serving worker died; None while serving
+
+    def not_ready(self, now: float) -> dict[str, Any] | None:
+        """Why this slot makes the instance not ready (a crash loop, missing too long), or None."""
+        if self.state == "serving" or self.down_since is None:
+            return None
+        down = now - self.down_since
+        if self.failures >= CRASH_LOOP_DEATHS:
+            out: dict[str, Any] = {"worker": self.index, "reason": "crash_loop",
+                                   "detail": f"died {self.failures} times in a row, each within "
+                                             f"{STABLE_SECONDS:.0f}s of serving"}
+        elif down > MISSING_SECONDS:
+            out = {"worker": self.index, "reason": "missing",
+                   "detail": f"no worker serving for {down:.0f}s (bound {MISSING_SECONDS:.0f}s)"}
+        else:
+            return None
+        out["down_for"] = round(down, 1)
+        if self.last_exit is not None:
+            out["last_exit"] = self.last_exit
+        if self.state == "backoff" and self.retry_at is not None:
+            out["retry_in"] = round(max(0.0, self.retry_at - now), 1)
+        return out
 
     @property
     def pid(self) -> int | None:
@@ -83,6 +115,10 @@ class Slot:
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {"index": self.index, "pid": self.pid if self.state != "backoff" else None,
                                "state": self.state, "since": _iso(self.since), "restarts": self.restarts}
+        stable = self.state == "serving" and self.ready_at is not None and \
+            time.monotonic() - self.ready_at >= STABLE_SECONDS
+        if self.failures and not stable:  # deaths in a row so far (a stable worker starts the count over)
+            out["deaths_in_a_row"] = self.failures
         if self.last_exit is not None:
             out["last_exit"] = {"reason": self.last_exit, "at": _iso(self.last_exit_at)}
         if self.state == "backoff" and self.retry_at is not None:
@@ -107,11 +143,21 @@ class Supervisor:
     def serving(self) -> int:
         return sum(1 for slot in self.slots if slot.state == "serving")
 
+    def not_ready(self) -> list[dict[str, Any]]:
+        """The slots that make the instance not ready (crash loop, missing too long); empty: none."""
+        now = time.monotonic()
+        return [why for slot in self.slots if (why := slot.not_ready(now)) is not None]
+
     def status(self) -> dict[str, Any]:
         serving = self.serving()
-        return {"alive": serving, "expected": len(self.slots),
-                "state": "ok" if serving == len(self.slots) else "degraded",
-                "processes": [slot.status() for slot in self.slots]}
+        out: dict[str, Any] = {"alive": serving, "expected": len(self.slots),
+                               "state": "ok" if serving == len(self.slots) else "degraded",
+                               "processes": [slot.status() for slot in self.slots]}
+        not_ready = self.not_ready()
+        if not_ready:
+            out["state"] = "unavailable"
+            out["not_ready"] = not_ready
+        return out
 
     def collect(self) -> Iterator[Any]:
         """Prometheus metric families (a custom collector for the internal listener's registry)."""
@@ -127,9 +173,15 @@ class Supervisor:
                                     labels=["worker"])
         last = GaugeMetricFamily("rolegate_worker_last_exit_timestamp_seconds",
                                  "When the worker in this slot last died (Unix time)", labels=["worker", "reason"])
+        looping = GaugeMetricFamily("rolegate_worker_not_ready",
+                                    "1 while this slot makes /readyz 503: a crash loop, or no worker serving for "
+                                    "longer than the bound", labels=["worker", "reason"])
         now = time.monotonic()
         for slot in self.slots:
             worker = str(slot.index)
+            why = slot.not_ready(now)
+            for reason in ("crash_loop", "missing"):
+                looping.add_metric([worker, reason], 1.0 if why is not None and why["reason"] == reason else 0.0)
             up.add_metric([worker], 1.0 if slot.state == "serving" else 0.0)
             restarts.add_metric([worker], slot.restarts)
             for reason, count in sorted(slot.exits.items()):
@@ -138,7 +190,7 @@ class Supervisor:
             backoff.add_metric([worker], max(0.0, waiting))
             if slot.last_exit_at is not None and slot.last_exit_code is not None:
                 last.add_metric([worker, slot.last_exit_code], slot.last_exit_at)
-        yield from (up, restarts, exits, backoff, last)
+        yield from (up, restarts, exits, backoff, last, looping)
 
     # -- lifecycle --------------------------------------------------------------------------------------
 
@@ -206,6 +258,7 @@ class Supervisor:
                     slot.proc.join(1.0)  # died before it was ready: reap it (exitcode)
                     return False
                 slot.state, slot.since, slot.ready_at = "serving", time.time(), time.monotonic()
+                slot.down_since = None
                 if slot.generation != self._generation() and slot.pid:
                     os.kill(slot.pid, signal.SIGHUP)  # a reload happened while it started
                 return True
@@ -252,6 +305,8 @@ class Supervisor:
             words, code = f"failed to start ({words})", f"start_{code}"
         slot.last_exit, slot.last_exit_code, slot.last_exit_at = words, code, time.time()
         slot.exits[code] += 1
+        if slot.down_since is None:  # a failed replacement keeps the time its last serving worker died
+            slot.down_since = time.monotonic()
         _close(slot.conn)
         slot.conn = None
         if proc.pid:
