@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ PAYLOAD = json.dumps({
 PATH = "/api/bench.json"          # rolegate: an enforce route
 PUBLIC_PATH = "/public/bench.json"  # rolegate: a public route
 AUTH_PATH = "/auth/bench.json"      # rolegate: an authenticated route
+SITE_PATH = "/site/a/bench.json"    # rolegate: an enforce route scoped to building:a (a day pass's)
 SERVER_CPUS = "1"
 WRK_CPUS = "0"
 
@@ -120,7 +122,7 @@ def naive_cmd(workers: int) -> Callable[[Path, int, str], list[str]]:
 
 def rolegate_serve_cmd(workers: int = 1, mode: str = "public", *, assertion: bool = True,
                        audit_reads: bool = True, read_sample: float = 0.01,
-                       durable_writes: bool = True) -> Callable[[Path, int, str], list[str]]:
+                       durable_writes: bool = True, forward_auth: str | None = None) -> Callable[[Path, int, str], list[str]]:
     """The real ``rolegate serve`` on a generated config: one route in ``mode`` in front of the upstream.
 
     Non-public modes get a session section (the bench signs in with a session cookie minted by
@@ -133,16 +135,25 @@ def rolegate_serve_cmd(workers: int = 1, mode: str = "public", *, assertion: boo
         # ratio between rows isolates the mode (public / authenticated / enforce).
         routes = [{"path": "/public/**", "mode": "public", "upstream": "app"},
                   {"path": "/auth/**", "mode": "authenticated", "upstream": "app"},
-                  {"path": "/api/**", "mode": "enforce", "permission": "bench:view", "upstream": "app"}]
+                  {"path": "/api/**", "mode": "enforce", "permission": "bench:view", "upstream": "app"},
+                  # A scoped route: what a day pass (bound at building:a) opens; SSO rows request it too.
+                  {"path": "/site/{building}/**", "mode": "enforce", "permission": "bench:view",
+                   "scope": "building:{building}", "upstream": "app"}]
+        server = {"listen": f"127.0.0.1:{port}", "public_url": f"http://127.0.0.1:{port}", "workers": workers}
+        if forward_auth is not None:
+            server["forward_auth"] = {"proxy": forward_auth}
         config = {
-            "server": {"listen": f"127.0.0.1:{port}", "public_url": f"http://127.0.0.1:{port}", "workers": workers},
+            "server": server,
             "storage": {"url": f"sqlite:///{tmp}/rolegate.db"},
+            "scopes": {"building": {}},
             "permissions": ["bench:view"],
             "roles": {"viewer": {"permissions": ["bench:view"]}},
             "bindings": [{"group": "bench", "role": "viewer"}],
             "upstreams": {"app": {"url": upstream}},
             "routes": routes,
-            "tokens": {"assertion": assertion},
+            "tokens": {"assertion": assertion, "lifetime": "1h"},
+            "daypass": {"templates": {"bench": {"role": "viewer", "scopes": ["building"], "max_lifetime": "24h",
+                                                "devices": 1}}},
             "audit": {"sinks": ["store"], "reads": {"enabled": audit_reads, "sample": read_sample},
                       "durable_writes": durable_writes},
         }
@@ -150,6 +161,97 @@ def rolegate_serve_cmd(workers: int = 1, mode: str = "public", *, assertion: boo
         (tmp / "rolegate.yaml").write_text(json.dumps(config))  # JSON is YAML
         return [PYTHON, "-m", "rolegate", "--log-level", "WARNING", "serve", "-c", str(tmp / "rolegate.yaml")]
     return cmd
+
+
+def _rolegate_and(front: Callable[[Path, int, str, int], str], proxy: str) -> Callable[[Path, int, str], list[str]]:
+    """A front proxy on ``port`` asking a ``rolegate serve`` (forward-auth, ``proxy`` convention) on a port
+    of its own, then proxying to the upstream itself: both in one process group (``sh``), so the row's
+    taskset holds both and stopping the row stops both."""
+    def cmd(tmp: Path, port: int, upstream: str) -> list[str]:
+        rolegate_port = free_port()
+        serve = rolegate_serve_cmd(1, "enforce", forward_auth=proxy)(tmp, rolegate_port, upstream)
+        (tmp / "rolegate.url").write_text(f"http://127.0.0.1:{rolegate_port}")
+        script = front(tmp, port, upstream, rolegate_port)
+        return ["sh", "-c", f"{' '.join(map(_quote, serve))} & exec {script}"]
+    return cmd
+
+
+def _quote(arg: str) -> str:
+    import shlex
+    return shlex.quote(arg)
+
+
+def nginx_auth_front(tmp: Path, port: int, upstream: str, rolegate_port: int) -> str:
+    """nginx ``auth_request`` as deploy/nginx/rolegate-forward-auth.conf sets it up (kept-alive upstreams)."""
+    host = upstream.removeprefix("http://")
+    body = f"""upstream app {{ server {host}; keepalive 64; }}
+  upstream rolegate {{ server 127.0.0.1:{rolegate_port}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location = /_rolegate_auth {{
+      internal;
+      proxy_pass http://rolegate/.rolegate/auth;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_pass_request_body off;
+      proxy_set_header Content-Length "";
+      proxy_set_header Host $http_host;
+      proxy_set_header X-Original-URI $request_uri;
+      proxy_set_header X-Original-Method $request_method;
+      proxy_set_header X-Forwarded-Host $http_host;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Uri "";
+      proxy_set_header X-Forwarded-Method "";
+      proxy_set_header X-Envoy-Original-Path "";
+    }}
+    location / {{
+      auth_request /_rolegate_auth;
+      auth_request_set $rolegate_user $upstream_http_x_rolegate_user;
+      proxy_set_header X-Rolegate-User $rolegate_user;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_pass http://app;
+    }}
+  }}"""
+    return " ".join(map(_quote, _nginx(tmp, body)))
+
+
+def caddy_auth_front(tmp: Path, port: int, upstream: str, rolegate_port: int) -> str:
+    """Caddy ``forward_auth`` as deploy/caddy/Caddyfile sets it up."""
+    host = upstream.removeprefix("http://")
+    caddyfile = tmp / "Caddyfile"
+    caddyfile.write_text(f"""{{
+	admin off
+	auto_https off
+}}
+http://127.0.0.1:{port} {{
+	route {{
+		request_header -X-Rolegate-User
+		request_header -X-Rolegate-Email
+		request_header -X-Rolegate-Groups
+		forward_auth 127.0.0.1:{rolegate_port} {{
+			uri /.rolegate/auth
+			header_up -X-Original-URI
+			header_up -X-Original-Method
+			header_up -X-Envoy-Original-Path
+			copy_headers X-Rolegate-User X-Rolegate-Email X-Rolegate-Groups
+		}}
+		reverse_proxy {host}
+	}}
+}}
+""")
+    return f"env HOME={_quote(str(tmp))} XDG_DATA_HOME={_quote(str(tmp))} XDG_CONFIG_HOME={_quote(str(tmp))} " \
+           f"caddy run --config {_quote(str(caddyfile))} --adapter caddyfile"
+
+
+def caddy_proxy_cmd(tmp: Path, port: int, upstream: str) -> list[str]:
+    """Caddy ``reverse_proxy`` alone: the anchor of the Caddy forward-auth row."""
+    host = upstream.removeprefix("http://")
+    caddyfile = tmp / "Caddyfile"
+    caddyfile.write_text(f"{{\n\tadmin off\n\tauto_https off\n}}\n"
+                         f"http://127.0.0.1:{port} {{\n\treverse_proxy {host}\n}}\n")
+    return ["env", f"HOME={tmp}", f"XDG_DATA_HOME={tmp}", f"XDG_CONFIG_HOME={tmp}",
+            "caddy", "run", "--config", str(caddyfile), "--adapter", "caddyfile"]
 
 
 @dataclass
@@ -161,6 +263,9 @@ class Target:
     is_upstream: bool = False
     note: str = ""
     session: bool = False  # requests carry a signed-in session cookie
+    # What the requests carry when ``session``: "sso" (a session cookie), "daypass" (a day-pass session
+    # cookie, the pass bound at building:a) or "bearer" (a rolegate access token of the SSO session).
+    credential: str = "sso"
     path: str = PATH       # what wrk requests
     method: str = "GET"  # wrk's request method (POST rows send WRITE_BODY)
     port: int = field(default_factory=free_port)
@@ -174,7 +279,16 @@ class Target:
 def default_targets(workers2: bool) -> list[Target]:
     targets = [
         Target("upstream (nginx return)", upstream_cmd, is_upstream=True),
-        Target("nginx proxy_pass", nginx_proxy_cmd),
+        # Forward-auth (issue 21): nginx / Caddy in front, asking rolegate about every request, measured
+        # side by side with the same front proxying alone.
+        Target("nginx proxy_pass", nginx_proxy_cmd, group="front"),
+        Target("nginx auth_request -> rolegate, SSO", _rolegate_and(nginx_auth_front, "nginx"), session=True,
+               group="front", shared="nginx-fa", note="1 rolegate worker + nginx on one core"),
+        Target("nginx auth_request -> rolegate, day pass", _rolegate_and(nginx_auth_front, "nginx"), session=True,
+               credential="daypass", path=SITE_PATH, group="front", shared="nginx-fa"),
+        Target("caddy reverse_proxy", caddy_proxy_cmd, group="front"),
+        Target("caddy forward_auth -> rolegate, SSO", _rolegate_and(caddy_auth_front, "caddy"), session=True,
+               group="front"),
         Target("naive aiohttp proxy", naive_cmd(1)),
         Target("rolegate serve, public route", rolegate_serve_cmd(1), session=True, path=PUBLIC_PATH,
                group="rolegate", shared="rolegate"),
@@ -183,6 +297,12 @@ def default_targets(workers2: bool) -> list[Target]:
         Target("rolegate, enforce", rolegate_serve_cmd(1, "enforce"), session=True, group="rolegate",
                shared="rolegate",
                note="assertion minted (cached), allowed reads audited at 1% (config-shape.yaml)"),
+        Target("rolegate, enforce, bearer token", rolegate_serve_cmd(1, "enforce"), session=True,
+               credential="bearer", group="rolegate", shared="rolegate"),
+        Target("rolegate, enforce scoped, SSO", rolegate_serve_cmd(1, "enforce"), session=True, path=SITE_PATH,
+               group="rolegate", shared="rolegate"),
+        Target("rolegate, enforce scoped, day pass", rolegate_serve_cmd(1, "enforce"), session=True,
+               credential="daypass", path=SITE_PATH, group="rolegate", shared="rolegate"),
         Target("rolegate, enforce, no assertion", rolegate_serve_cmd(1, "enforce", assertion=False), session=True,
                group="rolegate"),
         Target("rolegate, enforce, reads unaudited", rolegate_serve_cmd(1, "enforce", audit_reads=False),
@@ -216,6 +336,17 @@ RATIOS = [
     ("reads audited at 1% / unaudited (issue 8)", "rolegate, enforce", "rolegate, enforce, reads unaudited", 0.95),
     ("every read audited / unaudited (issue 8, worst case)", "rolegate, enforce, every read audited",
      "rolegate, enforce, reads unaudited", 0.95),
+    ("nginx + forward-auth (SSO) / nginx alone (issue 21)", "nginx auth_request -> rolegate, SSO",
+     "nginx proxy_pass", 0.50),
+    ("nginx + forward-auth (day pass) / nginx alone (issue 21)", "nginx auth_request -> rolegate, day pass",
+     "nginx proxy_pass", 0.50),
+    ("caddy + forward-auth (SSO) / caddy alone (issue 21)", "caddy forward_auth -> rolegate, SSO",
+     "caddy reverse_proxy", 0.50),
+    ("caddy + forward-auth (SSO) / nginx alone (issue 21)", "caddy forward_auth -> rolegate, SSO",
+     "nginx proxy_pass", 0.50),
+    ("enforce day pass / enforce SSO, scoped (issue 21)", "rolegate, enforce scoped, day pass",
+     "rolegate, enforce scoped, SSO", 0.90),
+    ("enforce bearer token / enforce SSO (issue 21)", "rolegate, enforce, bearer token", "rolegate, enforce", 0.90),
     ("POST durable / POST not durable (issue 8)", "rolegate, enforce POST, durable",
      "rolegate, enforce POST, not durable", 0.85),
 ]
@@ -254,14 +385,36 @@ class Running:
             env=env, start_new_session=True,
         )
         self.headers: list[str] = []
+        self.credentials: dict[str, list[str]] = {}  # credential kind -> wrk's -H lines
 
-    def wait_ready(self, timeout: float = 15, path: str | None = None) -> None:
+    def headers_for(self, credential: str) -> list[str]:
+        """The request headers of one kind of credential, made once per server (see Target.credential)."""
+        found = self.credentials.get(credential)
+        if found is None:
+            config = self.tmp / "rolegate.yaml"
+            if credential == "sso":
+                found = [session_cookie(config)]
+            elif credential == "daypass":
+                found = ["Cookie: " + _credential("daypass", str(config), "building:a")]
+            elif credential == "bearer":
+                url_file = self.tmp / "rolegate.url"
+                url = url_file.read_text() if url_file.exists() else f"http://127.0.0.1:{self.target.port}"
+                cookie = self.headers_for("sso")[0].removeprefix("Cookie: ")
+                found = ["Authorization: Bearer " + _credential("bearer", url, cookie)]
+            else:
+                raise ValueError(credential)
+            self.credentials[credential] = found
+        return found
+
+    def wait_ready(self, timeout: float = 30, path: str | None = None, credential: str | None = None) -> None:
         url = f"http://127.0.0.1:{self.target.port}{path or self.target.path}"
         deadline = time.monotonic() + timeout
         last: Exception | None = None
-        if self.target.session and not self.headers:
+        if self.target.session:
             self._wait_listening(deadline)
-            self.headers = [session_cookie(self.tmp / "rolegate.yaml")]
+            if credential == "bearer":
+                self._wait_answering(deadline)
+            self.headers = self.headers_for(credential or self.target.credential)
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 break
@@ -279,6 +432,19 @@ class Running:
         self.stop()
         raise SystemExit(f"{self.target.name} did not become ready ({last}).\n{log}\n"
                          f"Next step: run the command above by hand and read its output.")
+
+    def _wait_answering(self, deadline: float) -> None:
+        """Until rolegate itself answers (its /readyz), behind a front proxy or not."""
+        url_file = self.tmp / "rolegate.url"
+        url = url_file.read_text() if url_file.exists() else f"http://127.0.0.1:{self.target.port}"
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                with urllib.request.urlopen(url + "/readyz", timeout=2):
+                    return
+            except urllib.error.HTTPError:
+                return  # answering (not ready yet, perhaps: the row's own wait sees to that)
+            except Exception:  # not up yet
+                time.sleep(0.1)
 
     def _wait_listening(self, deadline: float) -> None:
         while time.monotonic() < deadline and self.proc.poll() is None:
@@ -312,6 +478,14 @@ def session_cookie(config: Path) -> str:
     if out.returncode != 0:
         raise SystemExit(f"could not mint a session cookie:\n{out.stderr}")
     return "Cookie: " + out.stdout.strip()
+
+
+def _credential(kind: str, *args: str) -> str:
+    out = subprocess.run([PYTHON, str(BENCH / "credentials.py"), kind, *args], capture_output=True, text=True,
+                         timeout=60, env=dict(os.environ, PYTHONPATH=str(ROOT / "src")))
+    if out.returncode != 0:
+        raise SystemExit(f"could not make a {kind} credential:\n{out.stderr}")
+    return out.stdout.strip()
 
 
 WRITE_BODY = '{"status":"done","note":"filter replaced"}'
@@ -423,8 +597,16 @@ def main() -> None:
                     running = servers.get(key)
                     if running is None:
                         running = servers[key] = Running(target, upstream_url)
-                    running.wait_ready(path=target.path)
-                    rows.append((target, running.target.port, running.headers))
+                    running.wait_ready(path=target.path, credential=target.credential)
+                    rows.append((target, running.target.port, list(running.headers)))
+                # A pass issued for a later row moved the permission version: a bearer token minted
+                # before it would be told to refresh (401). Bearer tokens are minted last.
+                for i, (target, port, _headers) in enumerate(rows):
+                    if target.credential == "bearer":
+                        running = servers[target.shared or target.name]
+                        running.credentials.pop("bearer", None)
+                        running.wait_ready(path=target.path, credential="bearer")
+                        rows[i] = (target, port, list(running.headers))
                 results.extend(measure_group(rows, args))
             finally:
                 for running in servers.values():
@@ -439,7 +621,9 @@ def main() -> None:
         r["vs_naive"] = r["rps"] / naive["rps"] if naive else None
         r["vs_upstream"] = r["rps"] / up["rps"] if up else None
 
-    header = f"{'target':<28} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'vs naive':>9} {'vs upstream':>12}"
+    nginx = by_name.get("nginx proxy_pass")
+    header = (f"{'target':<42} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'vs naive':>9} {'vs upstream':>12}"
+              f" {'vs nginx':>9}")
     print()
     print(header)
     print("-" * len(header))
@@ -447,7 +631,9 @@ def main() -> None:
         vn = f"{r['vs_naive']:.2f}x" if r["vs_naive"] else "-"
         vu = f"{r['vs_upstream']:.2f}x" if r["vs_upstream"] else "-"
         flag = f"  ({r['errors']} non-2xx!)" if r["errors"] else ""
-        print(f"{r['target']:<28} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {vn:>9} {vu:>12}{flag}")
+        vx = f"{r['rps'] / nginx['rps']:.2f}x" if nginx else "-"
+        print(f"{r['target']:<42} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {vn:>9} {vu:>12} {vx:>9}"
+              f"{flag}")
 
     # The issues' targets, as ratios of rows measured in this run (each row's median).
     ratios = []
@@ -465,7 +651,7 @@ def main() -> None:
     if ratios:
         print()
         for r in ratios:
-            print(f"{r['target']:<52} {r['ratio']:6.2f}  (goal >= {r['goal']:.2f}: {'met' if r['met'] else 'NOT met'};"
+            print(f"{r['target']:<58} {r['ratio']:6.2f}  (goal >= {r['goal']:.2f}: {'met' if r['met'] else 'NOT met'};"
                   f" {r['how']})")
 
     out_dir = BENCH / "results"
