@@ -6,10 +6,10 @@ import math
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 
-from rolegate.authz.policy import DEFAULT_CACHE_SIZE, CompiledBinding, ObjectGrant, Policy, SettingGrant
+from rolegate.authz.policy import DEFAULT_CACHE_SIZE, Assignment, CompiledBinding, ObjectGrant, Policy, SettingGrant
 from rolegate.authz.roles import flatten_roles
 from rolegate.authz.scopes import ScopeTree, is_scope
-from rolegate.authz.stored import Switch
+from rolegate.authz.stored import Assigned, Switch
 from rolegate.config.sections.policy import EVERYWHERE, ROLEGATE_PERMISSIONS, Binding
 
 __all__ = ["BindingInput", "compile_policy"]
@@ -55,6 +55,7 @@ def compile_policy(
     enabled_settings: Mapping[str, Iterable[str | Switch]] | None = None,
     object_grants: Iterable[BindingInput] = (),
     scope_parents: Mapping[str, str] | None = None,
+    assignments: Mapping[str, Iterable[str | Assigned]] | None = None,
     *,
     version: int = 0,
     cache_size: int = DEFAULT_CACHE_SIZE,
@@ -70,6 +71,8 @@ def compile_policy(
     - ``object_grants``: ``Binding`` values with ``permission`` + ``object``.
     - ``scope_parents``: runtime scope membership, child -> parent (``building:c`` ->
       ``client:acme``), e.g. from directory attributes; overrides config ``members``.
+    - ``assignments``: object -> the users an app assigned to it (``Assigned`` values or bare
+      usernames); roles listing permissions under ``on_assigned`` grant them there.
     - ``version``: the permission version the store counts (goes into tokens as ``ver``).
 
     Anything that names an unknown role, permission or setting grants nothing and is
@@ -144,6 +147,16 @@ def compile_policy(
             switch = Switch(item) if isinstance(item, str) else Switch(*item)
             switch_on(user, switch.setting, switch.scope, "admin API", switch.by, switch.at, switch.until)
 
+    compiled: list[Assignment] = []
+    for obj, users in (assignments or {}).items():
+        if not is_scope(obj):
+            problems.append(f"assignment to {obj!r} ignored: not a type:id object")
+            continue
+        for item in users:
+            who = Assigned(item) if isinstance(item, str) else Assigned(*item)
+            compiled.append(Assignment(obj, who.user, who.by, who.at))
+
     return Policy(version=version, catalogue_order=catalogue_order, roles=roles, bindings=tuple(bindings),
                   scopes=scopes, settings=declared_settings, setting_grants=tuple(setting_grants),
-                  object_grants=tuple(grants), problems=tuple(problems), config=config, cache_size=cache_size)
+                  object_grants=tuple(grants), problems=tuple(problems), config=config, cache_size=cache_size,
+                  assignments=tuple(compiled))

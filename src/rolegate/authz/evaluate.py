@@ -8,6 +8,10 @@ Semantics (the contract explain, tokens and ``/me`` rely on):
   of the user, their groups and their day pass, plus, for each such role, the permissions
   it lists under ``if_setting`` for a user setting switched on for the user at S, at a
   parent of S, or everywhere. A setting grants nothing by itself: only with a role held at S.
+  Plus, for each such role, what it lists under ``on_assigned`` when an app assigned the user
+  to S (the list form and the entry for S's type), or to an object lying directly in S (the entry
+  for S's type only: ``customer: [customers:view]`` reaches the customer of an assigned work
+  order, never its siblings, never the region above). Nothing else is reached by an assignment.
 * deny(S) = union of the flattened deny lists of those same roles. A deny held at S or
   at a parent of S (or globally) removes the permission from *everything* at S: roles,
   settings and object grants. A deny held only at ``building:a`` does not reach
@@ -31,7 +35,7 @@ from rolegate.authz.decision import Decision
 from rolegate.authz.identity import Identity
 from rolegate.authz.policy import CompiledBinding, Entry, Policy
 
-__all__ = ["decide", "decide_in", "decide_object_only", "effective_permissions", "holdings_of", "roles_of", "timestamp"]
+__all__ = ["decide", "decide_object_only", "effective_permissions", "holdings_of", "roles_of", "timestamp"]
 
 _new = tuple.__new__  # a Decision in one allocation (see Decision)
 _DISABLED = ("deny: the account is disabled",)
@@ -101,9 +105,11 @@ def decide(policy: Policy, identity: Identity, permission: str, scope: str | Non
                 break
             if verdict:
                 allowed = True
-        if not (allowed or denied) and permission in index.conditional \
-                and identity.username in index.settings_by_user:
-            # A role may grant it with one of this user's settings: the entry pairs them up.
+        if not (allowed or denied) and (
+                (permission in index.conditional and identity.username in index.settings_by_user)
+                or (permission in index.assigned_perms and identity.username in index.assigned_users)):
+            # A role may grant it with one of this user's settings, or on an object assigned to this user
+            # (on_assigned): the entry pairs them up.
             entry = policy.entry(identity, scope, now)
             allowed, not_before, expires = permission in entry.allow, entry.not_before, entry.expires
         decision = _new(Decision, (allowed, permission, scope, None, not_before, expires, index, identity, now))
@@ -128,22 +134,6 @@ def _decide_malformed_scope(policy: Policy, identity: Identity, permission: str,
     if object is None:
         return Decision(False, permission, scope, (entry.note,))
     return _decide_object(policy, entry, identity, permission, scope, object, now)
-def decide_in(policy: Policy, identity: Identity, permission: str, obj: str, parent: str,
-              now: float | datetime | None = None) -> Decision:
-    """``decide`` at ``obj`` placed in ``parent`` for this decision only (a lookup's answer, not in the
-    tree): what is held at ``obj``, at ``parent`` and above, and globally. Not memoized."""
-    try:
-        now = timestamp(now)
-        if identity.disabled:
-            return Decision(False, permission, obj, _DISABLED)
-        entry = policy.entry_in(identity, obj, parent, now)
-        allowed = permission in entry.allow
-        return Decision(allowed, permission, obj, entry.reasons_for(permission, allowed), entry.not_before,
-                        entry.expires)
-    except Exception as exc:  # fail closed
-        return Decision(False, str(permission), obj, (f"deny: could not evaluate ({type(exc).__name__})",))
-
-
 
 
 def _decide_object(policy: Policy, entry: Entry, identity: Identity, permission: str | None,
@@ -155,6 +145,13 @@ def _decide_object(policy: Policy, entry: Entry, identity: Identity, permission:
     if unplaced is not None:  # its scope is unknown: never allowed by accident
         return Decision(False, label, scope, (f"deny: {unplaced}",))
     grants = policy.object_grants_for(identity, permission, obj, scope, now)
+    if not grants and permission is not None and permission not in entry.deny:
+        # The route's object (not its scope) assigned to the user, and a role held here lists it (on_assigned).
+        assigned = policy.assigned_on(entry, identity, permission, obj)
+        if assigned is not None:
+            b, a = assigned
+            return Decision(True, label, scope, (f"allow: role {b.role.name} grants {permission} on objects "
+                                                 f"assigned to its holder: {a.describe()}; {b.describe()}",))
     if not grants:
         base = entry.reasons_for(label, False) if permission is not None else ()
         return Decision(False, label, scope, (*base, f"deny: no object grant of {label} on {obj}"))

@@ -18,7 +18,7 @@ from rolegate.authz.identity import Identity, subject_key
 from rolegate.authz.roles import FlatRole
 from rolegate.authz.scopes import ScopeTree, is_scope
 
-__all__ = ["BindingIndex", "CompiledBinding", "ObjectGrant", "Policy", "SettingGrant", "format_until"]
+__all__ = ["Assignment", "BindingIndex", "CompiledBinding", "ObjectGrant", "Policy", "SettingGrant", "format_until"]
 
 INF = math.inf
 DEFAULT_CACHE_SIZE = 65536
@@ -102,6 +102,29 @@ class SettingGrant:
         return f"user setting {self.name!r} is on for {self.username} {where}{until} ({who}{self.source})"
 
 
+class Assignment:
+    """An app marked ``username`` as assigned to ``object`` (workorder:1 -> bob): roles listing permissions
+    under ``on_assigned`` grant them there (and, by scope type, at the scope the object lies in directly)."""
+
+    __slots__ = ("object", "username", "by", "at", "source")
+
+    def __init__(self, object: str, username: str, by: str | None = None, at: str | None = None,
+                 source: str = "admin API") -> None:
+        self.object = object
+        self.username = username
+        self.by = by
+        self.at = at
+        self.source = source
+
+    def describe(self) -> str:
+        who = ", ".join(x for x in ((f"by {self.by}" if self.by else ""), (f"at {self.at}" if self.at else "")) if x)
+        return f"{self.username} is assigned to {self.object} ({who or self.source})"
+
+
+# A grant through an assignment: the binding whose role lists the permissions, the assignment, how it reaches
+# the scope ("itself", or "parent": the scope is where the assigned object lies), and the permissions.
+Assigned = tuple[CompiledBinding, Assignment, str, frozenset[str]]
+
 # One conditional grant: a binding whose role lists permissions under a setting that is on here.
 Conditional = tuple[CompiledBinding, SettingGrant, frozenset[str]]
 # setting -> permission -> the roles that grant it with that setting (for reasons).
@@ -112,12 +135,12 @@ class Entry:
     """What one identity shape holds at one scope; valid while ``not_before <= now < expires``."""
 
     __slots__ = ("allow", "deny", "holdings", "settings", "conditional", "scope", "not_before", "expires", "used",
-                 "note", "unlocks", "_reasons")
+                 "note", "unlocks", "assigned", "_reasons")
 
     def __init__(self, allow: frozenset[str], deny: frozenset[str], holdings: tuple[CompiledBinding, ...],
                  settings: tuple[SettingGrant, ...], scope: str | None, not_before: float, expires: float,
                  note: str | None = None, conditional: tuple[Conditional, ...] = (),
-                 unlocks: Unlocks | None = None) -> None:
+                 unlocks: Unlocks | None = None, assigned: tuple[Assigned, ...] = ()) -> None:
         self.allow = allow
         self.deny = deny
         self.holdings = holdings
@@ -129,6 +152,7 @@ class Entry:
         self.used = 0.0
         self.note = note
         self.unlocks = unlocks or {}
+        self.assigned = assigned  # what roles held here grant through the user's assignments
         self._reasons: dict[tuple[str, bool], tuple[str, ...]] = {}
 
     def reasons_for(self, permission: str, allowed: bool) -> tuple[str, ...]:
@@ -147,6 +171,10 @@ class Entry:
         granting = [f"allow: {b.describe()}" for b in self.holdings if permission in b.allow]
         granting += [f"allow: role {b.role.name} grants {permission} with {s.describe()}; {b.describe()}"
                      for b, s, perms in self.conditional if permission in perms]
+        granting += [f"allow: role {b.role.name} grants {permission} on objects assigned to its holder "
+                     f"({'the object itself' if how == 'itself' else f'{where}, where {a.object} lies'}): "
+                     f"{a.describe()}; {b.describe()}"
+                     for b, a, how, perms in self.assigned if permission in perms]
         if allowed:
             return tuple(granting)
         denying = [f"deny: role {b.role.name} denies {permission}; {b.describe()}"
@@ -169,6 +197,13 @@ class Entry:
             if roles and not held_roles & set(roles):
                 reasons.append(f"note: {s.describe()}, but it grants {permission} only with role "
                                f"{' or '.join(roles)}, not held here (a setting alone grants nothing)")
+        for b in self.holdings:  # the role would give it on an object assigned to the user: not this one
+            for type_name, perms in b.role.on_assigned.items():
+                if permission in perms:
+                    on = "objects" if type_name == "*" else f"a {type_name}"
+                    reach = "" if type_name == "*" else f" (or at the {type_name} an assigned object lies in)"
+                    reasons.append(f"note: role {b.role.name} grants {permission} only on {on} assigned to the "
+                                   f"user{reach}, and {where} is not assigned to them")
         return tuple(dict.fromkeys(reasons))
 
 
@@ -189,10 +224,12 @@ class BindingIndex:
     """
 
     __slots__ = ("scopes", "cache", "cache_size", "holds", "held_by", "may_deny", "settings_by_user", "chains",
-                 "conditional", "unlocks", "_chains_limit", "_at")
+                 "conditional", "unlocks", "_chains_limit", "_at", "assigned_perms", "assigned_users", "_assigned",
+                 "_assigned_near")
 
     def __init__(self, bindings: tuple[CompiledBinding, ...], setting_grants: tuple[SettingGrant, ...],
-                 scopes: ScopeTree, cache_size: int, unlocks: Unlocks | None = None) -> None:
+                 scopes: ScopeTree, cache_size: int, unlocks: Unlocks | None = None,
+                 assignments: tuple[Assignment, ...] = ()) -> None:
         self.scopes = scopes
         self.cache_size = max(16, cache_size)
         by_user: dict[str, list[SettingGrant]] = {}
@@ -232,6 +269,20 @@ class BindingIndex:
         self.held_by = frozenset(subject for subject, _ in holds)
         # Permissions some binding denies: a decision may stop at its first allow for any other.
         self.may_deny = frozenset().union(*(b.deny for b in bindings))
+        # Assignments (on_assigned): like settings, only users with one and permissions some bound role lists
+        # under on_assigned take the entry's path. (user, object) -> the assignment; (user, scope) -> those of
+        # the user's assigned objects lying directly in that scope (the tree's parent of the object).
+        self.assigned_perms = frozenset().union(*(b.role.assigned_permissions() for b in bindings))
+        self.assigned_users = frozenset(a.username for a in assignments)
+        own: dict[tuple[str, str], Assignment] = {}
+        near: dict[tuple[str, str], list[Assignment]] = {}
+        for a in assignments:
+            own.setdefault((a.username, a.object), a)
+            parent = scopes.parents.get(a.object)
+            if parent is not None:
+                near.setdefault((a.username, parent), []).append(a)
+        self._assigned = own
+        self._assigned_near = {k: tuple(v) for k, v in near.items()}
         # (identity shape, scope) -> Entry: bounded LRU (evicted by last use, half at a time).
         self.cache: dict[tuple[str, str | None], Entry] = {}
 
@@ -270,15 +321,9 @@ class BindingIndex:
         for key, _ in ordered[: len(ordered) // 2 + 1]:
             cache.pop(key, None)
 
-    def compute_entry(self, identity: Identity, scope: str | None, now: float,
-                      chain: tuple[str | None, ...] | None = None) -> Entry:
-        """Everything ``identity`` holds at ``scope`` (and its parents, and globally) at ``now``.
-
-        ``chain`` replaces the tree's chain of ``scope``: an object a lookup placed for one request
-        (``rolegate.authz.objects``) is judged at itself and the chain of the parent it was given.
-        """
-        if chain is None:
-            chain = self.chain(scope)
+    def compute_entry(self, identity: Identity, scope: str | None, now: float) -> Entry:
+        """Everything ``identity`` holds at ``scope`` (and its parents, and globally) at ``now``."""
+        chain = self.chain(scope)
         if chain is None:
             return Entry(frozenset(), frozenset(), (), (), scope, -INF, INF,
                          note=f"deny: {scope!r} is not a valid scope (type:id)")
@@ -320,9 +365,25 @@ class BindingIndex:
                     if setting is not None:
                         allow |= perms
                         conditional.append((b, setting, perms))
+        assigned: list[Assigned] = []
+        if scope is not None and identity.username in self.assigned_users:
+            # Roles held here that grant on assigned objects: here is one of the user's (itself), or, for the
+            # permissions listed under this scope's type, the scope an assigned object lies in directly.
+            own = self._assigned.get((identity.username, scope))
+            near = self._assigned_near.get((identity.username, scope))
+            if own is not None or near:
+                scope_type = scope.split(":", 1)[0]
+                for b in holdings:
+                    for type_name, perms in b.role.on_assigned.items():
+                        if own is not None and type_name in ("*", scope_type):
+                            allow |= perms
+                            assigned.append((b, own, "itself", perms))
+                        elif near and type_name == scope_type:
+                            allow |= perms
+                            assigned.append((b, near[0], "parent", perms))
         allow -= deny
         return Entry(frozenset(allow), frozenset(deny), tuple(holdings), settings, scope, not_before, expires,
-                     conditional=tuple(conditional), unlocks=self.unlocks)
+                     conditional=tuple(conditional), unlocks=self.unlocks, assigned=tuple(assigned))
 
 
 def _live(bindings: tuple[CompiledBinding, ...], now: float, not_before: float,
@@ -393,7 +454,7 @@ class Policy:
     """A compiled, immutable authorization policy with a ``version``."""
 
     __slots__ = ("version", "catalogue", "catalogue_order", "roles", "bindings", "scopes", "settings", "unlocks",
-                 "setting_grants", "object_grants", "problems", "config",
+                 "setting_grants", "object_grants", "problems", "config", "assignments",
                  "_index", "_grants", "_grants_by_object", "_cache", "_decisions", "_decisions_size",
                  "_cache_size")
 
@@ -401,7 +462,8 @@ class Policy:
                  bindings: tuple[CompiledBinding, ...], scopes: ScopeTree,
                  settings: Iterable[str], setting_grants: tuple[SettingGrant, ...],
                  object_grants: tuple[ObjectGrant, ...], problems: tuple[str, ...],
-                 config: object = None, cache_size: int = DEFAULT_CACHE_SIZE) -> None:
+                 config: object = None, cache_size: int = DEFAULT_CACHE_SIZE,
+                 assignments: tuple[Assignment, ...] = ()) -> None:
         self.version = version
         self.catalogue_order = catalogue_order
         self.catalogue = frozenset(catalogue_order)
@@ -420,7 +482,8 @@ class Policy:
         self.object_grants = object_grants
         self.problems = problems
         self.config = config
-        self._index = BindingIndex(bindings, setting_grants, scopes, cache_size, self.unlocks)
+        self.assignments = assignments  # who apps assigned to which object (on_assigned roles grant there)
+        self._index = BindingIndex(bindings, setting_grants, scopes, cache_size, self.unlocks, assignments)
         self._cache = self._index.cache  # the same dict: (identity shape, scope) -> Entry
         grants: dict[tuple[str, str], list[ObjectGrant]] = {}
         by_object: dict[str, list[ObjectGrant]] = {}
@@ -470,6 +533,20 @@ class Policy:
         self._decisions.clear()
         self._index.cache.clear()
 
+    def assigned_on(self, entry: Entry, identity: Identity, permission: str,
+                    obj: str) -> tuple[CompiledBinding, Assignment] | None:
+        """A role held where ``entry`` is that grants ``permission`` on ``obj`` because ``obj`` is assigned to
+        the user (``on_assigned``, for the object itself or its type), and that assignment; else None."""
+        assignment = self._index._assigned.get((identity.username, obj))
+        if assignment is None:
+            return None
+        obj_type = obj.split(":", 1)[0]
+        for b in entry.holdings:
+            for type_name, perms in b.role.on_assigned.items():
+                if permission in perms and type_name in ("*", obj_type):
+                    return b, assignment
+        return None
+
     def object_grants_for(self, identity: Identity, permission: str | None, obj: str, scope: str | None,
                           now: float) -> list[ObjectGrant]:
         """Unexpired grants of ``permission`` (any permission if None) on ``obj`` held by ``identity``."""
@@ -490,12 +567,3 @@ class Policy:
         return [g for g in candidates
                 if f"{g.subject_kind[0]}:{g.subject}" in subjects and now < g.until
                 and (g.scope is None or g.scope in chain)]
-    def entry_in(self, identity: Identity, obj: str, parent: str, now: float) -> Entry:
-        """Everything ``identity`` holds at ``obj`` placed in ``parent`` for one request (a lookup's answer,
-        not in the tree), uncached: at ``obj`` itself, at ``parent`` and above, and globally."""
-        index = self._index
-        above = index.chain(parent)
-        if above is None:
-            return index.compute_entry(identity, parent, now)  # malformed: holds nothing, says why
-        return index.compute_entry(identity, obj, now, chain=(intern(obj), *above))
-

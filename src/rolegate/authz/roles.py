@@ -1,7 +1,8 @@
 """Roles flattened once: inherited permissions folded in, wildcards expanded, denies subtracted.
 
-A flattened role also carries what it grants only with a user setting (``if_setting``) and what its
-holders may hand out (``manages``), both with its ancestors' folded in.
+A flattened role also carries what it grants only with a user setting (``if_setting``), only on objects
+assigned to its holder (``on_assigned``), and what its holders may hand out (``manages``), each with its
+ancestors' folded in.
 """
 
 from __future__ import annotations
@@ -95,11 +96,11 @@ class FlatRole:
     ``Delegation``). Both fold in the role's ancestors.
     """
 
-    __slots__ = ("name", "allow", "deny", "ancestors", "conditional", "manages")
+    __slots__ = ("name", "allow", "deny", "ancestors", "conditional", "manages", "on_assigned")
 
     def __init__(self, name: str, allow: frozenset[str], deny: frozenset[str],
                  ancestors: tuple[str, ...], conditional: Mapping[str, frozenset[str]] | None = None,
-                 manages: Delegation = NOTHING) -> None:
+                 manages: Delegation = NOTHING, on_assigned: Mapping[str, frozenset[str]] | None = None) -> None:
         self.name = name
         self.allow = allow
         self.deny = deny
@@ -107,6 +108,12 @@ class FlatRole:
         self.ancestors = ancestors
         self.conditional: Mapping[str, frozenset[str]] = conditional or {}
         self.manages = manages
+        # scope type ("*": the assigned object itself, any type) -> permissions granted there only on
+        # objects assigned to the holder (``on_assigned``); deny and plain allow removed.
+        self.on_assigned: Mapping[str, frozenset[str]] = on_assigned or {}
+
+    def assigned_permissions(self) -> frozenset[str]:
+        return frozenset().union(*self.on_assigned.values())
 
     @property
     def assigns(self) -> Names:
@@ -178,8 +185,15 @@ def flatten_roles(roles: Mapping[str, Role], catalogue: frozenset[str]) -> dict[
         manages = NOTHING
         for role in lineage:
             manages = manages | _delegation(role, catalogue)
+        assigned: dict[str, set[str]] = {}
+        for role in lineage:
+            for type_name, perms in role.on_assigned.items():
+                assigned.setdefault(type_name, set()).update(perms)
+        # As with settings: what the role grants anyway needs no assignment; a denied one is granted by none.
+        on_assigned = {t: frozenset(expand(perms, catalogue) - deny_set - allow_set) for t, perms in assigned.items()}
         flat[name] = FlatRole(name, allow_set, deny_set, ancestors,
-                              {s: p for s, p in conditions.items() if p}, manages)
+                              {s: p for s, p in conditions.items() if p}, manages,
+                              {t: p for t, p in on_assigned.items() if p})
     return flat
 
 

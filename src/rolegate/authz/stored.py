@@ -13,20 +13,28 @@ access request): it counts only before then; an ``until`` that is no time with a
 ``{"settings": ["vacancy", ...]}``, is still read: those are on everywhere, by nobody known.
 Anything malformed is skipped (it grants nothing; the compiler reports unknown names).
 
+Assignments (an app marks who works on an object): one document per object (namespace ``assignments``,
+key = the object, e.g. ``workorder:1``)::
+
+    {"users": [{"user": "bob", "by": "app:fieldservice", "at": "2026-05-04T09:12:00+00:00"}]}
+
 Scope membership registered by apps: one document per scope (namespace ``scope_members``, key =
 the child scope, e.g. ``task:42``): ``{"parent": "building:a", "by": "carol", "at": "..."}``.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, NamedTuple
 
 from rolegate.authz.scopes import is_scope
 
-__all__ = ["MEMBERS", "SETTINGS", "Switch", "member_of", "switches_of"]
+__all__ = ["ASSIGNMENTS", "MEMBERS", "SETTINGS", "Assigned", "Switch", "assigned_of", "member_of", "switches_of"]
 
 SETTINGS = "user_settings"
 MEMBERS = "scope_members"
+ASSIGNMENTS = "assignments"
+USER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@\-]{0,127}\Z")
 
 
 class Switch(NamedTuple):
@@ -75,3 +83,28 @@ def member_of(key: str, value: Any) -> tuple[str, str] | None:
     if is_scope(key) and is_scope(parent):
         return key, parent
     return None
+
+
+class Assigned(NamedTuple):
+    """One user assigned to one object, by whom (``app:fieldservice``, or a person) and when."""
+
+    user: str
+    by: str | None = None
+    at: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"user": self.user, "by": self.by, "at": self.at}
+
+
+def assigned_of(key: str, value: Any) -> list[Assigned]:
+    """The users assigned to object ``key`` in one stored document; malformed parts are skipped (grant nothing)."""
+    if not is_scope(key) or not isinstance(value, dict) or not isinstance(value.get("users"), list):
+        return []
+    out: dict[str, Assigned] = {}
+    for record in value["users"]:
+        if not isinstance(record, dict) or not isinstance(record.get("user"), str) or not USER.match(record["user"]):
+            continue
+        by, at = record.get("by"), record.get("at")
+        out.setdefault(record["user"], Assigned(record["user"], by if isinstance(by, str) else None,
+                                                at if isinstance(at, str) else None))
+    return list(out.values())

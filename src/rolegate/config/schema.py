@@ -13,6 +13,7 @@ from rolegate.config.sections.directory import DirectoryConfig
 from rolegate.config.sections.features import AuditConfig, DaypassConfig, TokensConfig
 from rolegate.config.sections.identity import OIDCConfig, SessionConfig
 from rolegate.config.sections.policy import (
+    ASSIGNED_ITSELF,
     MAX_SCOPE_DEPTH,
     NAME,
     PERMISSION,
@@ -120,6 +121,13 @@ class Config(Section):
                         f"unknown user setting {setting!r} (declare it under user_settings:)")
                 for i, perm in enumerate(perms):
                     check_perm(("roles", name, "if_setting", setting, i), perm)
+            for type_name, perms in role.on_assigned.items():
+                if type_name != ASSIGNED_ITSELF and type_name not in self.scopes:
+                    bad(("roles", name, "on_assigned", type_name),
+                        f"unknown scope type {type_name!r} (declare it under scopes:, or give a plain list: "
+                        f"the permissions on the assigned object itself)")
+                for i, perm in enumerate(perms):
+                    check_perm(("roles", name, "on_assigned", type_name, i), perm)
             manages = role.manages
             if manages.roles != "all":
                 for i, other in enumerate(manages.roles):
@@ -167,17 +175,7 @@ class Config(Section):
             if route.redact is not None:
                 check_perm(("routes", i, "redact", "unless"), route.redact.unless)
             if route.scope is not None:
-                placed = route.scope.startswith("of ")
-                scope_type = route.scope.removeprefix("of ").strip().split(":", 1)[0]
-        for type_name, scope_type in self.scopes.items():
-            if scope_type.lookup is not None:
-                if scope_type.parent is None:
-                    bad(("scopes", type_name, "lookup"), f"a lookup answers where a {type_name} lies: give "
-                        f"scopes.{type_name} a parent type")
-                if scope_type.lookup.upstream not in self.upstreams:
-                    bad(("scopes", type_name, "lookup", "upstream"),
-                        f"unknown upstream {scope_type.lookup.upstream!r}")
-
+                scope_type = route.scope.split(":", 1)[0]
                 if scope_type not in self.scopes:
                     bad(("routes", i, "scope"), f"unknown scope type {scope_type!r} (declare it under scopes:)")
 
@@ -188,9 +186,6 @@ class Config(Section):
                 for j, scope_type in enumerate(template.scopes):
                     if scope_type not in self.scopes:
                         bad(("daypass", "templates", name, "scopes", j), f"unknown scope type {scope_type!r}")
-                elif placed and self.scopes[scope_type].parent is None:
-                    bad(("routes", i, "scope"), f"'of {scope_type}:...' decides where the object directory places "
-                        f"a {scope_type}: give scopes.{scope_type} a parent type")
 
         if self.access_requests is not None:
             self.access_requests.cross_check(catalogue, self.scopes, bad)

@@ -8,12 +8,14 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from rolegate.config.sections.objects import ObjectLookup
 from rolegate.config.types import Section
 
 PERMISSION = re.compile(r"^[a-z][a-z0-9_\-]*(:[a-z0-9_\-*]+)+$")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 SCOPE = re.compile(r"^[a-z][a-z0-9_\-]*:[^\s:{}]+$")
+TYPE = re.compile(r"^[a-z][a-z0-9_\-]*$")
+# on_assigned's key for "the assigned object itself" (what a plain list means).
+ASSIGNED_ITSELF = "*"
 
 # rolegate's own permissions: always in the catalogue, never need declaring.
 ROLEGATE_PERMISSIONS = (
@@ -37,8 +39,6 @@ class ScopeType(Section):
 
 
 ALL = "all"
-    # Ask the app where an object of this type lies when the object directory does not know it (optional).
-    lookup: ObjectLookup | None = None
 
 
 def _moved(message: str) -> Any:
@@ -77,6 +77,11 @@ class Role(Section):
     # "If enabled in user settings": setting name -> permissions granted only where the user holds this
     # role AND has that setting switched on (at that scope, a parent of it, or everywhere).
     if_setting: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    # "Their" objects: permissions granted only on objects an app assigned to the user (workorder:1 -> bob).
+    # A list: on the assigned object itself. A mapping by scope type: at a scope of that type when the user is
+    # assigned to it, or to an object lying directly in it (customer: [customers:view] - the customer of an
+    # assigned work order); never further up, never a sibling. See docs/admin-api.md "Assignments".
+    on_assigned: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     manages: Manages = Manages()
     # Replaced by manages.assigns (delegation by roles); kept only to say so.
     assigns: None = None
@@ -84,6 +89,23 @@ class Role(Section):
     _assigns_moved = field_validator("assigns", mode="before")(_moved(
         "assigns moved under manages: write manages: {assigns: [...]}; a role now says which roles, user "
         "settings and object permissions its holders hand out (manages: {roles, settings, assigns})"))
+
+    @field_validator("on_assigned", mode="before")
+    @classmethod
+    def _assigned_list_is_the_object(cls, value: Any) -> Any:
+        # A plain list: granted on the assigned object itself, whatever its type.
+        if isinstance(value, (list, tuple)):
+            return {ASSIGNED_ITSELF: value}
+        return value
+
+    @field_validator("on_assigned")
+    @classmethod
+    def _assigned_types(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        for key in value:
+            if key != ASSIGNED_ITSELF and not TYPE.match(key):
+                raise ValueError(f"on_assigned: {key!r} is not a scope type name (or give a plain list: "
+                                 f"the permissions on the assigned object itself)")
+        return value
 
     @classmethod
     def from_stored(cls, value: Any) -> "Role":
