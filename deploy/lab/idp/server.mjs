@@ -1,7 +1,8 @@
 // The lab's company OpenID Connect provider (oidc-provider), authenticating users by
 // LDAP bind against the lab slapd. Started by rolegate_lab.idp.IdP:
 //   node server.mjs CONFIG.json
-// CONFIG holds issuer, port, ldap settings and the clients (see rolegate_lab/idp.py).
+// CONFIG holds issuer, port, ldap settings and the clients (see rolegate_lab/idp.py); a client whose
+// grant_types are ['client_credentials'] is an app (a machine): no redirect, no user.
 // It is a lab: in-memory storage, keys made at start, plain http on 127.0.0.1.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -213,6 +214,9 @@ const provider = new Provider(cfg.issuer, {
   },
   features: {
     devInteractions: { enabled: false },
+    // apps (rolegate's apps: section) get a JWT access token for their own audience with the OAuth
+    // client-credentials grant: token request with resource=<apps audience> (RFC 8707); sub = client_id
+    clientCredentials: { enabled: true },
     revocation: { enabled: true },
     introspection: { enabled: true },
     userinfo: { enabled: true },

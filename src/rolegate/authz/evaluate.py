@@ -35,7 +35,7 @@ from rolegate.authz.decision import Decision
 from rolegate.authz.identity import Identity
 from rolegate.authz.policy import CompiledBinding, Entry, Policy
 
-__all__ = ["decide", "decide_object_only", "effective_permissions", "holdings_of", "roles_of", "timestamp"]
+__all__ = ["decide", "decide_in", "decide_object_only", "effective_permissions", "holdings_of", "roles_of", "timestamp"]
 
 _new = tuple.__new__  # a Decision in one allocation (see Decision)
 _DISABLED = ("deny: the account is disabled",)
@@ -134,6 +134,22 @@ def _decide_malformed_scope(policy: Policy, identity: Identity, permission: str,
     if object is None:
         return Decision(False, permission, scope, (entry.note,))
     return _decide_object(policy, entry, identity, permission, scope, object, now)
+def decide_in(policy: Policy, identity: Identity, permission: str, obj: str, parent: str,
+              now: float | datetime | None = None) -> Decision:
+    """``decide`` at ``obj`` placed in ``parent`` for this decision only (a lookup's answer, not in the
+    tree): what is held at ``obj``, at ``parent`` and above, and globally. Not memoized."""
+    try:
+        now = timestamp(now)
+        if identity.disabled:
+            return Decision(False, permission, obj, _DISABLED)
+        entry = policy.entry_in(identity, obj, parent, now)
+        allowed = permission in entry.allow
+        return Decision(allowed, permission, obj, entry.reasons_for(permission, allowed), entry.not_before,
+                        entry.expires)
+    except Exception as exc:  # fail closed
+        return Decision(False, str(permission), obj, (f"deny: could not evaluate ({type(exc).__name__})",))
+
+
 
 
 def _decide_object(policy: Policy, entry: Entry, identity: Identity, permission: str | None,

@@ -12,9 +12,10 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from rolegate.authz.decision import Decision
-from rolegate.authz.evaluate import decide, decide_object_only, roles_of, timestamp
+from rolegate.authz.evaluate import decide, decide_in, decide_object_only, roles_of, timestamp
 from rolegate.authz.identity import Identity
 from rolegate.authz.policy import Policy
+from rolegate.authz.scopes import is_scope
 
 __all__ = ["Explanation", "Requirement", "decide_route", "explain", "explain_route", "requirement_of"]
 
@@ -37,6 +38,10 @@ class Requirement(NamedTuple):
     scope: str | None
     object: str | None
     problem: str | None = None  # set when a template could not be filled: the request is denied
+    # ``scope: "of workorder:{id}"``: the scope is an object the object directory must place (else: deny).
+    placed: bool = False
+    # Where a lookup on a miss placed it, for this request only (``rolegate.authz.objects``).
+    parent: str | None = None
 
 
 _requirement = tuple.__new__  # a Requirement without the named tuple's Python-level __new__
@@ -51,7 +56,8 @@ def requirement_of(match: Any, query_get: Getter = _none, header_get: Getter = _
         # The usual shape, ``building:{building}``, filled in one step.
         value = match.params.get(template.param)
         if value:
-            return _requirement(Requirement, (route.mode, route.permission, template.prefix + value, None, None))
+            return _requirement(Requirement, (route.mode, route.permission, template.prefix + value, None, None,
+                                              route.placed, None))
     elif not route.scope and not route.object:  # nothing to fill in: one shared answer per route
         requirement = _STATIC.get(route)
         if requirement is None:
@@ -69,7 +75,7 @@ def requirement_of(match: Any, query_get: Getter = _none, header_get: Getter = _
         obj = _fill(route, route.object, route.object_template, match.params, query_get, header_get)
         if obj is None:
             problem = f"the object {route.object!r} could not be filled from the request"
-    return Requirement(route.mode, route.permission, scope, obj, problem)
+    return Requirement(route.mode, route.permission, scope, obj, problem, route.placed)
 
 
 def _fill(route: Any, text: str, template: Any, params: Any, query_get: Getter, header_get: Getter) -> str | None:
@@ -99,6 +105,8 @@ def decide_route(policy: Policy, identity: Identity | None, requirement: Require
         return Decision(True, perm, requirement.scope, ("allow: any signed-in user (mode authenticated)",))
     if requirement.problem is not None:
         return Decision(False, perm, requirement.scope, (f"deny: {requirement.problem}",))
+    if requirement.placed and requirement.scope is not None and requirement.scope not in policy.scopes.complete:
+        return decide_unplaced(policy, identity, requirement, now)
     if requirement.object is not None:
         unplaced = policy.scopes.unplaced(requirement.object)
         if unplaced is not None:  # an object whose scope is unknown is refused, whatever is held globally
@@ -108,6 +116,26 @@ def decide_route(policy: Policy, identity: Identity | None, requirement: Require
             return Decision(False, perm, requirement.scope, ("deny: the route names no permission",))
         return decide_object_only(policy, identity, requirement.object, requirement.scope, now)
     return decide(policy, identity, requirement.permission, requirement.scope, requirement.object, now)
+
+
+def decide_unplaced(policy: Policy, identity: Identity, requirement: Requirement,
+                    now: float | datetime | None = None) -> Decision:
+    """An ``of`` route's object the object directory does not place: refused with the reason, unless a
+    lookup on the miss placed it for this request (``requirement.parent``); never judged at a broader scope."""
+    perm = requirement.permission or f"(any permission on {requirement.object})"
+    scope = requirement.scope
+    parent = requirement.parent
+    if parent is None or not is_scope(scope):
+        why = policy.scopes.unregistered(scope) if is_scope(scope) else f"{scope!r} is not a valid scope (type:id)"
+        return Decision(False, perm, scope, (f"deny: {why}",))
+    missing = policy.scopes.unregistered(parent) if parent.split(":", 1)[0] in policy.scopes.parent_types else None
+    if missing is not None:
+        return Decision(False, perm, scope, (f"deny: {scope} lies in {parent} (by the lookup), but {missing}",))
+    placed = f"note: {scope} lies in {parent} (answered by the object lookup, not registered)"
+    if requirement.permission is None:
+        return Decision(False, perm, scope, ("deny: the route names no permission", placed))
+    decision = decide_in(policy, identity, requirement.permission, scope, parent, timestamp(now))
+    return Decision(decision.allowed, perm, scope, (*decision.reasons, placed))
 
 
 @dataclass(slots=True)

@@ -321,9 +321,15 @@ class BindingIndex:
         for key, _ in ordered[: len(ordered) // 2 + 1]:
             cache.pop(key, None)
 
-    def compute_entry(self, identity: Identity, scope: str | None, now: float) -> Entry:
-        """Everything ``identity`` holds at ``scope`` (and its parents, and globally) at ``now``."""
-        chain = self.chain(scope)
+    def compute_entry(self, identity: Identity, scope: str | None, now: float,
+                      chain: tuple[str | None, ...] | None = None) -> Entry:
+        """Everything ``identity`` holds at ``scope`` (and its parents, and globally) at ``now``.
+
+        ``chain`` replaces the tree's chain of ``scope``: an object a lookup placed for one request
+        (``rolegate.authz.objects``) is judged at itself and the chain of the parent it was given.
+        """
+        if chain is None:
+            chain = self.chain(scope)
         if chain is None:
             return Entry(frozenset(), frozenset(), (), (), scope, -INF, INF,
                          note=f"deny: {scope!r} is not a valid scope (type:id)")
@@ -567,3 +573,12 @@ class Policy:
         return [g for g in candidates
                 if f"{g.subject_kind[0]}:{g.subject}" in subjects and now < g.until
                 and (g.scope is None or g.scope in chain)]
+    def entry_in(self, identity: Identity, obj: str, parent: str, now: float) -> Entry:
+        """Everything ``identity`` holds at ``obj`` placed in ``parent`` for one request (a lookup's answer,
+        not in the tree), uncached: at ``obj`` itself, at ``parent`` and above, and globally."""
+        index = self._index
+        above = index.chain(parent)
+        if above is None:
+            return index.compute_entry(identity, parent, now)  # malformed: holds nothing, says why
+        return index.compute_entry(identity, obj, now, chain=(intern(obj), *above))
+

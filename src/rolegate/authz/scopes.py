@@ -28,7 +28,7 @@ class ScopeTree:
     parent; anything else is ignored and reported in ``problems``.
     """
 
-    __slots__ = ("parents", "types", "parent_types", "problems")
+    __slots__ = ("parents", "types", "parent_types", "problems", "complete")
 
     def __init__(self, scope_types: Mapping[str, ScopeType],
                  scope_parents: Mapping[str, str] | None = None) -> None:
@@ -56,6 +56,36 @@ class ScopeTree:
         # scope type -> the type its scopes lie in (task -> building), as config declares.
         self.parent_types = {name: t.parent for name, t in scope_types.items() if t.parent is not None}
         self.problems = tuple(problems)
+        # Objects of the object directory placed all the way up: each scope of the chain whose type lies
+        # inside another is placed (workorder:1 in customer:c100 in region:north). A route's
+        # ``scope: "of workorder:{id}"`` is decided at such an object only; worked out once per tree, so
+        # the request path reads one set.
+        self.complete = frozenset(child for child in parents if self._missing(child) is None)
+
+    def _missing(self, scope: str) -> str | None:
+        """The first scope of ``scope``'s chain that lies nowhere known although its type lies inside another."""
+        parent_types = self.parent_types
+        for level in self.chain(scope):
+            if level.split(":", 1)[0] in parent_types and level not in self.parents:
+                return level
+        return None
+
+    def unregistered(self, scope: str) -> str | None:
+        """Why ``scope`` cannot be decided as an object of the object directory (None: it can).
+
+        Unknown objects are refused with this reason, never judged at a broader scope: an object whose
+        type lies inside no other is not an object of the directory at all.
+        """
+        if scope in self.complete:
+            return None
+        scope_type = scope.split(":", 1)[0]
+        if scope_type not in self.parent_types:
+            return (f"{scope} is not an object of the object directory (scope type {scope_type!r} lies inside no "
+                    f"other type)")
+        missing = self._missing(scope)
+        if missing is None or missing == scope:
+            return f"{scope} is not registered in the object directory"
+        return f"{scope} lies in {self.chain(scope)[1]}, but {missing} is not registered in the object directory"
 
     def unplaced(self, scope: str) -> str | None:
         """Why ``scope`` has no known place, when its type lies inside another and nothing puts it there.

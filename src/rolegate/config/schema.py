@@ -175,7 +175,17 @@ class Config(Section):
             if route.redact is not None:
                 check_perm(("routes", i, "redact", "unless"), route.redact.unless)
             if route.scope is not None:
-                scope_type = route.scope.split(":", 1)[0]
+                placed = route.scope.startswith("of ")
+                scope_type = route.scope.removeprefix("of ").strip().split(":", 1)[0]
+        for type_name, scope_type in self.scopes.items():
+            if scope_type.lookup is not None:
+                if scope_type.parent is None:
+                    bad(("scopes", type_name, "lookup"), f"a lookup answers where a {type_name} lies: give "
+                        f"scopes.{type_name} a parent type")
+                if scope_type.lookup.upstream not in self.upstreams:
+                    bad(("scopes", type_name, "lookup", "upstream"),
+                        f"unknown upstream {scope_type.lookup.upstream!r}")
+
                 if scope_type not in self.scopes:
                     bad(("routes", i, "scope"), f"unknown scope type {scope_type!r} (declare it under scopes:)")
 
@@ -186,6 +196,9 @@ class Config(Section):
                 for j, scope_type in enumerate(template.scopes):
                     if scope_type not in self.scopes:
                         bad(("daypass", "templates", name, "scopes", j), f"unknown scope type {scope_type!r}")
+                elif placed and self.scopes[scope_type].parent is None:
+                    bad(("routes", i, "scope"), f"'of {scope_type}:...' decides where the object directory places "
+                        f"a {scope_type}: give scopes.{scope_type} a parent type")
 
         if self.access_requests is not None:
             self.access_requests.cross_check(catalogue, self.scopes, bad)

@@ -45,6 +45,7 @@ __all__ = [
     "RouteTable",
     "Template",
     "canonical_host",
+    "placed_scope",
 ]
 
 MODES = frozenset({"enforce", "log", "authenticated", "public"})
@@ -208,6 +209,7 @@ class Route:
         "index",
         "source",
         "object_template",
+        "placed",
         "_shape",
         "_templates",
     )
@@ -227,7 +229,9 @@ class Route:
         self.upstream = spec.upstream
         self.mode = spec.mode
         self.permission = spec.permission
-        self.scope = spec.scope
+        # ``scope: "of workorder:{id}"``: the scope is the object the path names, decided where the
+        # object directory places it; an object it does not place is refused (see ScopeTree.unregistered).
+        self.placed, self.scope = placed_scope(spec.scope)
         self.object = spec.object
         self.redact = spec.redact
         self.name = spec.name
@@ -760,7 +764,10 @@ def _compile_route(spec: RouteSpec) -> tuple[Route | None, list[str]]:
         if not _HOST_NAME.fullmatch(bare) or (host.startswith("*.") and "." not in bare):
             errs.append(f"host {spec.host!r} is not a host name or '*.domain' wildcard")
     templates: list[Template | None] = []
-    for label, text in (("scope", spec.scope), ("object", spec.object)):
+    placed, scope_text = placed_scope(spec.scope)
+    if placed and (not scope_text or ":" not in scope_text or "{" not in scope_text):
+        errs.append(f"scope {spec.scope!r}: 'of' names an object from the path, e.g. \"of workorder:{{id}}\"")
+    for label, text in (("scope", scope_text), ("object", spec.object)):
         if text is None or shape is None:
             templates.append(None)
             continue
@@ -770,6 +777,17 @@ def _compile_route(spec: RouteSpec) -> tuple[Route | None, list[str]]:
     if errs or shape is None:
         return None, errs
     return Route(spec, shape, tuple(params), templates[0], templates[1]), []
+
+
+OF = "of "
+
+
+def placed_scope(text: str | None) -> tuple[bool, str | None]:
+    """``"of workorder:{id}"`` -> (True, ``"workorder:{id}"``): the route's scope is the object itself, placed
+    by the object directory; any other text -> (False, text)."""
+    if text is not None and text.startswith(OF):
+        return True, text[len(OF):].strip()
+    return False, text
 
 
 def _parse_pattern(path: str, errs: list[str]) -> tuple[tuple[str | None, ...] | None, list[str]]:

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from rolegate.config.sections.objects import ObjectLookup
 from rolegate.config.types import Section
 
 PERMISSION = re.compile(r"^[a-z][a-z0-9_\-]*(:[a-z0-9_\-*]+)+$")
@@ -39,6 +40,8 @@ class ScopeType(Section):
 
 
 ALL = "all"
+    # Ask the app where an object of this type lies when the object directory does not know it (optional).
+    lookup: ObjectLookup | None = None
 
 
 def _moved(message: str) -> Any:
