@@ -128,12 +128,6 @@ def decide(policy: Policy, identity: Identity, permission: str, scope: str | Non
                         (f"deny: could not evaluate ({type(exc).__name__})",))
 
 
-def _decide_malformed_scope(policy: Policy, identity: Identity, permission: str, scope: str | None,
-                            object: str | None, now: float) -> Decision:
-    entry = policy.entry(identity, scope, now)  # holds nothing, and a note saying why
-    if object is None:
-        return Decision(False, permission, scope, (entry.note,))
-    return _decide_object(policy, entry, identity, permission, scope, object, now)
 def decide_in(policy: Policy, identity: Identity, permission: str, obj: str, parent: str,
               now: float | datetime | None = None) -> Decision:
     """``decide`` at ``obj`` placed in ``parent`` for this decision only (a lookup's answer, not in the
@@ -150,6 +144,12 @@ def decide_in(policy: Policy, identity: Identity, permission: str, obj: str, par
         return Decision(False, str(permission), obj, (f"deny: could not evaluate ({type(exc).__name__})",))
 
 
+def _decide_malformed_scope(policy: Policy, identity: Identity, permission: str, scope: str | None,
+                            object: str | None, now: float) -> Decision:
+    entry = policy.entry(identity, scope, now)  # holds nothing, and a note saying why
+    if object is None:
+        return Decision(False, permission, scope, (entry.note,))
+    return _decide_object(policy, entry, identity, permission, scope, object, now)
 
 
 def _decide_object(policy: Policy, entry: Entry, identity: Identity, permission: str | None,

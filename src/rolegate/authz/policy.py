@@ -523,6 +523,15 @@ class Policy:
         """Everything ``identity`` holds at ``scope`` at ``now``, uncached."""
         return self._index.compute_entry(identity, scope, now)
 
+    def entry_in(self, identity: Identity, obj: str, parent: str, now: float) -> Entry:
+        """Everything ``identity`` holds at ``obj`` placed in ``parent`` for one request (a lookup's answer,
+        not in the tree), uncached: at ``obj`` itself, at ``parent`` and above, and globally."""
+        index = self._index
+        above = index.chain(parent)
+        if above is None:
+            return index.compute_entry(identity, parent, now)  # malformed: holds nothing, says why
+        return index.compute_entry(identity, obj, now, chain=(intern(obj), *above))
+
     def memoize(self, key: tuple[str, str | None, str], decision: Decision) -> None:
         decisions = self._decisions
         if len(decisions) >= self._decisions_size:
@@ -573,12 +582,3 @@ class Policy:
         return [g for g in candidates
                 if f"{g.subject_kind[0]}:{g.subject}" in subjects and now < g.until
                 and (g.scope is None or g.scope in chain)]
-    def entry_in(self, identity: Identity, obj: str, parent: str, now: float) -> Entry:
-        """Everything ``identity`` holds at ``obj`` placed in ``parent`` for one request (a lookup's answer,
-        not in the tree), uncached: at ``obj`` itself, at ``parent`` and above, and globally."""
-        index = self._index
-        above = index.chain(parent)
-        if above is None:
-            return index.compute_entry(identity, parent, now)  # malformed: holds nothing, says why
-        return index.compute_entry(identity, obj, now, chain=(intern(obj), *above))
-

@@ -168,15 +168,6 @@ class Config(Section):
                 if scope_type not in self.scopes:
                     bad(("bindings", i, "scope"), f"unknown scope type {scope_type!r} (declare it under scopes:)")
 
-        for i, route in enumerate(self.routes):
-            if route.upstream is not None and route.upstream not in self.upstreams:
-                bad(("routes", i, "upstream"), f"unknown upstream {route.upstream!r}")
-            check_perm(("routes", i, "permission"), route.permission)
-            if route.redact is not None:
-                check_perm(("routes", i, "redact", "unless"), route.redact.unless)
-            if route.scope is not None:
-                placed = route.scope.startswith("of ")
-                scope_type = route.scope.removeprefix("of ").strip().split(":", 1)[0]
         for type_name, scope_type in self.scopes.items():
             if scope_type.lookup is not None:
                 if scope_type.parent is None:
@@ -186,8 +177,20 @@ class Config(Section):
                     bad(("scopes", type_name, "lookup", "upstream"),
                         f"unknown upstream {scope_type.lookup.upstream!r}")
 
+        for i, route in enumerate(self.routes):
+            if route.upstream is not None and route.upstream not in self.upstreams:
+                bad(("routes", i, "upstream"), f"unknown upstream {route.upstream!r}")
+            check_perm(("routes", i, "permission"), route.permission)
+            if route.redact is not None:
+                check_perm(("routes", i, "redact", "unless"), route.redact.unless)
+            if route.scope is not None:
+                placed = route.scope.startswith("of ")
+                scope_type = route.scope.removeprefix("of ").strip().split(":", 1)[0]
                 if scope_type not in self.scopes:
                     bad(("routes", i, "scope"), f"unknown scope type {scope_type!r} (declare it under scopes:)")
+                elif placed and self.scopes[scope_type].parent is None:
+                    bad(("routes", i, "scope"), f"'of {scope_type}:...' decides where the object directory places "
+                        f"a {scope_type}: give scopes.{scope_type} a parent type")
 
         if self.daypass is not None:
             for name, template in self.daypass.templates.items():
@@ -196,9 +199,6 @@ class Config(Section):
                 for j, scope_type in enumerate(template.scopes):
                     if scope_type not in self.scopes:
                         bad(("daypass", "templates", name, "scopes", j), f"unknown scope type {scope_type!r}")
-                elif placed and self.scopes[scope_type].parent is None:
-                    bad(("routes", i, "scope"), f"'of {scope_type}:...' decides where the object directory places "
-                        f"a {scope_type}: give scopes.{scope_type} a parent type")
 
         if self.access_requests is not None:
             self.access_requests.cross_check(catalogue, self.scopes, bad)

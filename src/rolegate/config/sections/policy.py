@@ -37,11 +37,11 @@ class ScopeType(Section):
     # Which parent each scope of this type belongs to, e.g. {a: acme, b: acme} for buildings in client acme.
     members: dict[str, str] = Field(default_factory=dict)
     description: str = ""
+    # Ask the app where an object of this type lies when the object directory does not know it (optional).
+    lookup: ObjectLookup | None = None
 
 
 ALL = "all"
-    # Ask the app where an object of this type lies when the object directory does not know it (optional).
-    lookup: ObjectLookup | None = None
 
 
 def _moved(message: str) -> Any:
