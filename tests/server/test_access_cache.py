@@ -114,7 +114,7 @@ async def test_two_users_never_share_headers_and_changes_bite_at_the_next_reques
 
 
 async def test_what_is_remembered_never_outranks_a_bearer_token_or_a_second_cookie_header(tmp_path: Path) -> None:
-    """check_access remembers a browser session's answer per Cookie header (access._known); a request
+    """check_access remembers a browser session's answer per Cookie header (runtime.access_memo.known); a request
     that also carries a bearer token, or more than one Cookie header, is always worked out in full."""
     from rolegate.server import access as access_module
     from rolegate.tokens.service import MAX_TOKEN_CHARS
@@ -126,7 +126,7 @@ async def test_what_is_remembered_never_outranks_a_bearer_token_or_a_second_cook
     try:
         for _ in range(3):
             assert (await access_of(runtime, alice_cookie)).set_headers["X-Rolegate-User"] == "alice"
-        assert any(key[0] == alice_cookie for key in access_module._known)
+        assert any(key[0] == (alice_cookie, "") for key in runtime.access_memo.known)
 
         # The same cookie with a bearer token claiming to be rolegate's (an oversized one, refused as
         # such): the token is judged first (401), not what the cookie's last request found.
@@ -139,10 +139,10 @@ async def test_what_is_remembered_never_outranks_a_bearer_token_or_a_second_cook
         # Two Cookie headers (alice's first, bob's second): never answered from what alice's header found.
         two = CIMultiDict([("Host", "127.0.0.1:1"), ("Cookie", alice_cookie), ("Cookie", bob_cookie.split(";")[0]),
                            ("Accept", "application/json")])
-        before = dict(access_module._known)
+        before = dict(runtime.access_memo.known)
         both = await check_access(runtime, make_mocked_request("GET", PATH, headers=two), "GET", "127.0.0.1:1", PATH)
         assert both.error is None and "rolegate_session" not in both.set_headers.get("Cookie", "")
-        assert access_module._known.keys() == before.keys()
+        assert runtime.access_memo.known.keys() == before.keys()
     finally:
         await runtime.close()
 
@@ -161,8 +161,8 @@ async def test_long_cookie_headers_work_but_are_not_kept_verbatim(tmp_path: Path
             result = await access_of(runtime, long_cookie)
             assert result.error is None and result.set_headers["X-Rolegate-User"] == "alice"
             assert result.set_headers["Cookie"] == "theme=dark; junk=" + "j" * 3000
-        assert all(len(part) <= 2048 for key in access_module._known for part in key if isinstance(part, str))
-        assert all(len(part) <= 2048 for key in access_module._headers_cache for part in key[-1])
+        assert all(len(part) <= 2048 for key in runtime.access_memo.known for part in key[0])
+        assert all(len(part) <= 2048 for key in runtime.access_memo.headers for part in key[-1])
         cookie_sessions = runtime.identity._cookie_sessions
         assert all(len(raw) <= 2048 for raw in cookie_sessions._quiet)
     finally:

@@ -95,7 +95,8 @@ async def check_access(runtime: Runtime, request: web.BaseRequest, method: str, 
         identity_stage = runtime.identity
         if route.mode == "public":
             if identity_stage is not None:
-                access.set_headers = _public_headers(identity_stage, request)
+                access.set_headers = _public_headers(runtime.access_memo or _memo_for(runtime), identity_stage,
+                                                     request)
             if "Authorization" in request.headers:
                 access.set_headers = _without_own_bearer(runtime, request, access.set_headers)
             # Nobody is identified here, so nobody holds `unless`: a public route's redaction applies to all.
@@ -110,15 +111,13 @@ async def check_access(runtime: Runtime, request: web.BaseRequest, method: str, 
             requirement = requirement_of(match)
         scope = access.scope = requirement.scope
 
-        # -- who is asking: remembered per Cookie header while nothing moved (see _Known), else worked out --
-        cookies = request.headers.getall("Cookie", ())
-        # Browsers send one Cookie header; several, or one too long to keep, is worked out every time.
-        cookie = cookies[0] if len(cookies) == 1 and len(cookies[0]) <= _COOKIE_KEY_LENGTH else None
+        # -- who is asking: remembered per credential while nothing moved (see AccessMemo), else worked out --
+        memo = runtime.access_memo or _memo_for(runtime)
+        credential = _credential_of(request)
         # The epoch is taken first: a change while the awaited path runs makes what that path finds stale.
-        epoch = runtime.epoch() if cookie is not None else None  # nothing to remember without a cookie
-        known = _known.get((cookie, route.upstream, scope)) if epoch is not None else None
-        if known is not None and known.epoch is epoch and time.time() < known.until and (
-                "Authorization" not in request.headers):
+        epoch = runtime.epoch() if credential is not None else None  # nothing to remember without one
+        known = memo.known.get((credential, route.upstream, scope)) if epoch is not None else None
+        if known is not None and memo.valid(known, epoch, runtime):
             principal, identity, policy = known.principal, known.identity, known.policy
         else:
             known = None
@@ -174,18 +173,18 @@ async def check_access(runtime: Runtime, request: web.BaseRequest, method: str, 
         if known is not None:
             access.set_headers = known.headers
         else:
-            headers_key = _headers_key(runtime, request, principal, identity, policy, route, scope)
-            cached = _headers_cache.get(headers_key)
+            headers_key = _headers_key(request, principal, identity, policy, route, scope)
+            cached = memo.headers.get(headers_key)
             tokens = runtime.tokens
             if cached is not None and cached.not_before <= time.time() < cached.until and (
                     tokens is None or tokens.minter is None or tokens.keyring.in_step()):
                 access.set_headers = cached.headers
             else:
-                access.set_headers = await _upstream_headers(runtime, request, identity_stage, principal, identity,
-                                                             policy, route, scope, headers_key)
-            if epoch is not None:  # a single, short Cookie header on a runtime with a board
-                _remember(runtime, identity_stage, request, cookie, route, scope, principal, identity, policy,
-                          headers_key, epoch)
+                access.set_headers = await _upstream_headers(runtime, memo, request, identity_stage, principal,
+                                                             identity, policy, route, scope, headers_key)
+            if epoch is not None:  # one short credential (see _credential_of) on a runtime with a board
+                memo.remember(runtime, identity_stage, credential, route, scope, principal, identity, policy,
+                              headers_key, epoch)
 
         # -- redaction: fields hidden unless the caller holds the route's `unless` permission -------------------
         redact = route.redact
@@ -215,23 +214,21 @@ def _cookie_key(cookies: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     return ("#", hashlib.blake2b("\n".join(cookies).encode("utf-8", "surrogateescape"), digest_size=32).hexdigest())
 
 
-_public_cookies: dict[tuple[Any, ...], dict[str, str]] = {}
-
-
-def _public_headers(identity_stage: Any, request: web.BaseRequest) -> dict[str, str]:
+def _public_headers(memo: "AccessMemo", identity_stage: Any, request: web.BaseRequest) -> dict[str, str]:
     """A public route's upstream headers: the Cookie header without rolegate's own cookies (a signed-in
     browser sends its session cookie everywhere; no backend may see it), remembered per Cookie header."""
     cookies = request.headers.getall("Cookie", ())
     if not cookies:
         return _NO_HEADERS
     key = (identity_stage, *_cookie_key(cookies))  # the stage: a reload may rename the cookies
-    headers = _public_cookies.get(key)
+    public = memo.public
+    headers = public.get(key)
     if headers is None:
         kept = identity_stage.backend_cookie(cookies)
         headers = _NO_HEADERS if kept == "; ".join(cookies) else EncodedHeaders({"Cookie": kept})
-        if len(_public_cookies) >= _HEADERS_MAX:
-            _public_cookies.clear()
-        _public_cookies[key] = headers
+        if len(public) >= AccessMemo.MAX:
+            public.clear()
+        public[key] = headers
     return headers
 
 
@@ -246,48 +243,22 @@ def _without_own_bearer(runtime: Runtime, request: web.BaseRequest, headers: Any
 
 
 class _Known:
-    """What the last full check found for one (Cookie header, upstream, scope): who is asking, their authz
-    identity, the policy and the upstream headers. Valid while ``runtime.epoch()`` is still ``epoch``
-    (nothing on the version board moved: no revocation, policy, directory, day-pass or key change, here
-    or, through the Store poll, elsewhere) and until ``until``: the session's next last-seen write,
-    refresh or expiry, the assertion's refresh time and the key ring's next check. The decision itself
-    is still made (memoized) and audited on every request."""
+    """What the last full check found for one (credential, upstream, scope): who is asking, their authz
+    identity, the policy and the upstream headers, the epoch it was made under, until when it stands on
+    the wall clock (``until``) and when the credential itself ends on the Runtime's clock (``expires``).
+    The decision itself is still made (memoized) and audited on every request."""
 
-    __slots__ = ("principal", "identity", "policy", "headers", "until", "epoch")
+    __slots__ = ("principal", "identity", "policy", "headers", "until", "expires", "epoch")
 
     def __init__(self, principal: Any, identity: Any, policy: Any, headers: EncodedHeaders, until: float,
-                 epoch: object) -> None:
+                 expires: float, epoch: object) -> None:
         self.principal = principal
         self.identity = identity
         self.policy = policy
         self.headers = headers
         self.until = until
+        self.expires = expires
         self.epoch = epoch
-
-
-_known: dict[tuple[str, str, str | None], _Known] = {}
-
-
-def _remember(runtime: Runtime, identity_stage: Any, request: web.BaseRequest, cookie: str, route: Route,
-              scope: str | None, principal: Any, identity: Any, policy: Any, headers_key: tuple[Any, ...],
-              epoch: object) -> None:
-    """Keep what this check found for the next request with the same Cookie header, when it came from a
-    browser session answered from memory (never a bearer token, a day pass or an awaited answer)."""
-    if principal.auth != "session" or "Authorization" in request.headers:
-        return
-    until = identity_stage.session_quiet_until(cookie, principal)
-    cached = _headers_cache.get(headers_key)
-    if cached is None or until <= 0.0:
-        return
-    until = min(until, cached.until)
-    tokens = runtime.tokens
-    if tokens is not None and tokens.minter is not None:
-        until = min(until, tokens.keyring.checked_until)
-    if until <= time.time() or cached.not_before > time.time():
-        return
-    if len(_known) >= _HEADERS_MAX:
-        _known.clear()
-    _known[(cookie, route.upstream, scope)] = _Known(principal, identity, policy, cached.headers, until, epoch)
 
 
 class _Headers:
@@ -302,24 +273,115 @@ class _Headers:
         self.until = until
 
 
-_HEADERS_MAX = 10_000
-_headers_cache: dict[tuple[Any, ...], _Headers] = {}
-_headers_owner: list[Any] = [None]  # the Runtime the cache was filled for; another one starts it afresh
+class AccessMemo:
+    """Everything check_access remembers, owned by one Runtime (``runtime.access_memo``; a reload's new
+    Runtime starts with none), and the one rule for when a remembered answer still stands.
+
+    * ``known``: (credential, upstream, scope) -> _Known, for the proxy path and forward-auth alike. The
+      credential is the request's one Cookie header and its one Authorization header (see
+      ``_credential_of``): a browser session, a day-pass session and a rolegate bearer token are
+      remembered the same way.
+    * ``headers``: upstream headers (identity headers, the caller's cookies, the signed assertion).
+    * ``public``: a public route's Cookie header without rolegate's own cookies.
+
+    ``valid``: an entry stands while ``runtime.epoch()`` is the one it was made under (nothing on the
+    version board moved: no session, token or day-pass revocation, no policy, directory, key or config
+    change, here or, through the Store poll, on another instance; the Store answered within
+    max_staleness; at most EPOCH_SECONDS passed), before ``until`` (the session's next write-back,
+    refresh or expiry, the assertion's refresh time, the key ring's next check) and before the
+    credential's own end (``expires``: a day pass's end, a bearer token's ``exp``), which is read on
+    every request. No TTL of its own: whatever moves, the next request is worked out in full.
+    Each map holds at most MAX entries (emptied when full).
+    """
+
+    __slots__ = ("known", "headers", "public")
+    MAX = 10_000
+
+    def __init__(self) -> None:
+        self.known: dict[tuple[Any, ...], _Known] = {}
+        self.headers: dict[tuple[Any, ...], _Headers] = {}
+        self.public: dict[tuple[Any, ...], dict[str, str]] = {}
+
+    @staticmethod
+    def valid(known: _Known, epoch: object, runtime: Runtime) -> bool:
+        return known.epoch is epoch and time.time() < known.until and (
+            known.expires == math.inf or runtime.clock() < known.expires)
+
+    def remember(self, runtime: Runtime, identity_stage: Any, credential: tuple[str, str], route: Route,
+                 scope: str | None, principal: Any, identity: Any, policy: Any, headers_key: tuple[Any, ...],
+                 epoch: object) -> None:
+        """Keep what this check found for the next request with the same credential: a browser session
+        answered from memory, a day-pass session or a rolegate bearer token (never an IdP's token, which
+        only the provider can vouch for, nor a session with something to write back or refresh)."""
+        cookie, authorization = credential
+        expires = math.inf
+        if principal.rolegate_bearer:
+            # Revocation, a family's end, the permission version and the pass of a pass's token move the
+            # board; the token's own expiry does not, so it is read at every request (``expires``).
+            if not authorization:
+                return
+            expires = principal.expires_at or 0.0
+            until = math.inf
+        elif authorization:
+            return  # a cookie's principal while an Authorization header is there: worked out every time
+        elif principal.auth == "session":
+            until = identity_stage.session_quiet_until(cookie, principal)
+        elif principal.auth == "daypass":
+            # Revoking a pass (or ending its sessions) moves the board; its end is read at every request.
+            expires = principal.expires_at or 0.0
+            until = math.inf
+        else:
+            return
+        cached = self.headers.get(headers_key)
+        if cached is None or until <= 0.0:
+            return
+        until = min(until, cached.until)
+        tokens = runtime.tokens
+        if tokens is not None and tokens.minter is not None:
+            until = min(until, tokens.keyring.checked_until)
+        now = time.time()
+        if until <= now or cached.not_before > now or runtime.clock() >= expires:
+            return
+        known = self.known
+        if len(known) >= self.MAX:
+            known.clear()
+        known[(credential, route.upstream, scope)] = _Known(principal, identity, policy, cached.headers, until,
+                                                            expires, epoch)
 
 
-def _headers_key(runtime: Runtime, request: web.BaseRequest, principal: Any, identity: Any, policy: Any,
+def _memo_for(runtime: Runtime) -> AccessMemo:
+    memo = runtime.access_memo
+    if memo is None:
+        memo = runtime.access_memo = AccessMemo()
+    return memo
+
+
+def _credential_of(request: web.BaseRequest) -> tuple[str, str] | None:
+    """(Cookie header, Authorization header) as the key of a remembered answer, '' for one not sent;
+    None when nothing may be remembered: no credential at all, or one header sent twice (worked out in
+    full, where a second Authorization header is refused), or one longer than _COOKIE_KEY_LENGTH."""
+    headers = request.headers
+    cookies = headers.getall("Cookie", ())
+    authorizations = headers.getall("Authorization", ())
+    if len(cookies) > 1 or len(authorizations) > 1 or not (cookies or authorizations):
+        return None
+    cookie = cookies[0] if cookies else ""
+    authorization = authorizations[0] if authorizations else ""
+    if len(cookie) > _COOKIE_KEY_LENGTH or len(authorization) > _COOKIE_KEY_LENGTH:
+        return None
+    return (cookie, authorization)
+
+
+def _headers_key(request: web.BaseRequest, principal: Any, identity: Any, policy: Any,
                  route: Route, scope: str | None) -> tuple[Any, ...]:
     """Everything the upstream headers depend on (see ``_upstream_headers``)."""
-    if _headers_owner[0] is not runtime:
-        _headers_cache.clear()
-        _known.clear()
-        _headers_owner[0] = runtime
     cookies = request.headers.getall("Cookie", ())
     # identity.key: its groups (a string with a cached hash); a disabled identity never gets this far
     return (principal, identity.key, policy, scope, route.upstream, _cookie_key(cookies))
 
 
-async def _upstream_headers(runtime: Runtime, request: web.BaseRequest, identity_stage: Any, principal: Any,
+async def _upstream_headers(runtime: Runtime, memo: AccessMemo, request: web.BaseRequest, identity_stage: Any,
+                            principal: Any,
                             identity: Any, policy: Any, route: Route, scope: str | None,
                             key: tuple[Any, ...]) -> EncodedHeaders:
     """Identity headers, the caller's own cookies and the signed assertion, built once and reused.
@@ -336,7 +398,8 @@ async def _upstream_headers(runtime: Runtime, request: web.BaseRequest, identity
     if minter is not None:
         await tokens.keyring.sync()
     now = time.time()
-    cached = _headers_cache.get(key)
+    cache = memo.headers
+    cached = cache.get(key)
     if cached is not None and cached.not_before <= now < cached.until:
         return cached.headers
     headers = identity_stage.upstream_headers(request, principal)
@@ -361,9 +424,9 @@ async def _upstream_headers(runtime: Runtime, request: web.BaseRequest, identity
             until = now  # minted per request (no session to cache it for): never reused
     encoded = EncodedHeaders(headers)
     if until > now:
-        if len(_headers_cache) >= _HEADERS_MAX:
-            _headers_cache.clear()
-        _headers_cache[key] = _Headers(encoded, not_before, until)
+        if len(cache) >= AccessMemo.MAX:
+            cache.clear()
+        cache[key] = _Headers(encoded, not_before, until)
     return encoded
 
 

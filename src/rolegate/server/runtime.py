@@ -83,7 +83,7 @@ class Runtime:
     __slots__ = ("config", "base_dir", "routes", "forwarder", "redactors", "generation", "max_header_size",
                  "identity", "tokens", "store", "board", "audit", "policy", "directory", "_seen",
                  "_refresh_lock", "_identities", "_live_users", "_poller", "clock", "_closed", "store_ok_at",
-                 "max_staleness", "_epoch", "_epoch_board", "_epoch_until")
+                 "max_staleness", "_epoch", "_epoch_board", "_epoch_until", "access_memo")
 
     def __init__(self, config: Config, compiled: Compiled, *, generation: int = 1, base_dir: Path | None = None,
                  store: Store | None = None, board: VersionBoard | None = None, identity: Any = None,
@@ -116,6 +116,8 @@ class Runtime:
         self._epoch: object | None = None
         self._epoch_board = b""
         self._epoch_until = -math.inf
+        # What check_access remembers for this Runtime (rolegate.server.access.AccessMemo), made on first use.
+        self.access_memo: Any = None
         self.max_staleness = config.storage.max_staleness.total_seconds()
 
     # -- construction ---------------------------------------------------------------------------
