@@ -207,3 +207,21 @@ def test_apps_config_errors_name_file_and_line(tmp_path, apps_idp, lab_backend):
     assert "'region' has no parent type" in text
     assert "apps.nocred: an app needs a credential" in text
     assert "also in oidc.access_token_audience" in text
+
+
+async def test_the_lab_backend_credential_from_its_environment(served, apps_idp):
+    """What the lab's field-service backend uses at start (deploy/lab/rolegate_lab/app_credential.py)."""
+    from rolegate_lab.app_credential import AppCredential
+
+    flow = AppCredential.from_env({
+        "ROLEGATE_ADMIN_URL": served.url, "ROLEGATE_APP_CLIENT_ID": "fieldservice",
+        "ROLEGATE_APP_CLIENT_SECRET": apps_idp.client("fieldservice")["client_secret"],
+        "ROLEGATE_APP_TOKEN_URL": apps_idp.discovery["token_endpoint"], "ROLEGATE_APP_RESOURCE": APPS_AUDIENCE})
+    key = _cli(served.config_path, "create", "--app", "fieldservice").stdout.strip()
+    keyed = AppCredential.from_env({"ROLEGATE_ADMIN_URL": served.url, "ROLEGATE_APP_KEY": key})
+    assert AppCredential.from_env({"ROLEGATE_APP_KEY": key}) is None  # no admin URL: no credential
+    async with aiohttp.ClientSession() as http:
+        for i, credential in enumerate((flow, keyed)):
+            status, body = await credential.call(http, "PUT", f"/scope-members/workorder:{20 + i}",
+                                                 {"parent": "building:a"})
+            assert status == 201 and body["resource"]["by"] == "app:fieldservice", (credential.kind, body)

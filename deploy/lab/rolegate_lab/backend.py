@@ -287,16 +287,19 @@ class Backend(LabProcess):
 
     name = "backend"
 
-    def __init__(self, workdir: Path, *, port: int | None = None, access_log: bool = False) -> None:
+    def __init__(self, workdir: Path, *, port: int | None = None, access_log: bool = False,
+                 env: dict[str, str] | None = None) -> None:
         super().__init__(Path(workdir), port=port)
         self.access_log = access_log
+        # e.g. its app credential for rolegate's admin API (rolegate_lab/app_credential.py)
+        self.env = dict(env or {})
 
     def _command(self) -> list[str]:
         cmd = [sys.executable, "-m", "rolegate_lab.backend", "--port", str(self.port)]
         return cmd + (["--access-log"] if self.access_log else [])
 
     def _env(self) -> dict[str, str]:
-        return {"PYTHONPATH": str(LAB_DIR), "PYTHONUNBUFFERED": "1"}
+        return {**self.env, "PYTHONPATH": str(LAB_DIR), "PYTHONUNBUFFERED": "1"}
 
     def _is_ready(self) -> bool:
         return port_open(self.port)

@@ -17,6 +17,10 @@ IDP_DIR = Path(__file__).resolve().parent.parent / "idp"
 #: ``aud`` of the JWT access tokens a plain code flow gets (RFC 8707 default resource)
 DEFAULT_AUDIENCE = "urn:rolegate:api"
 ROLEGATE_CLIENT_ID = "rolegate"
+#: ``aud`` of the client-credentials tokens the lab's apps get (rolegate's ``apps_audience``)
+APPS_AUDIENCE = "urn:rolegate:apps"
+#: the field-service backend's client at the IdP (rolegate's ``apps.fieldservice.client_id``)
+FIELDSERVICE_CLIENT_ID = "fieldservice"
 #: where rolegate may send the browser back after the IdP signed it out
 POST_LOGOUT_PATHS = ("/", "/.rolegate/logout", "/.rolegate/logout/done", "/.rolegate/logged-out")
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from .backend import Backend
 from .company import demo_users
-from .idp import IdP, rolegate_client
+from .idp import APPS_AUDIENCE, FIELDSERVICE_CLIENT_ID, IdP, app_client, rolegate_client
 from .ports import free_port
 from .slapd import DEMO_PASSWORD, Slapd
 
@@ -36,22 +36,34 @@ class Lab:
         self.workdir = Path(workdir)
         self.rolegate_url = (rolegate_url or f"http://127.0.0.1:{free_port()}").rstrip("/")
         self.client_secret = client_secret or secrets.token_urlsafe(24)
+        # the field-service backend is an app of rolegate's (apps.fieldservice): its own IdP client, which
+        # gets JWT access tokens for APPS_AUDIENCE with the client-credentials grant
+        self.app_secret = secrets.token_urlsafe(24)
         self.slapd = Slapd(self.workdir / "slapd", port=slapd_port)
-        self.backend = Backend(self.workdir / "backend", port=backend_port)
         self.idp = IdP(
             self.workdir / "idp",
             ldap_url=self.slapd.url,
             ldap_base_dn=self.slapd.base_dn,
-            clients=[rolegate_client(self.rolegate_url, self.client_secret), *extra_clients],
+            clients=[rolegate_client(self.rolegate_url, self.client_secret),
+                     app_client(FIELDSERVICE_CLIENT_ID, self.app_secret), *extra_clients],
             port=idp_port,
+            extra_resources=[APPS_AUDIENCE],
         )
+        self.backend = Backend(self.workdir / "backend", port=backend_port, env=self.app_env())
+
+    def app_env(self) -> dict[str, str]:
+        """The backend's credential for rolegate's admin API (rolegate_lab/app_credential.py reads it)."""
+        return {"ROLEGATE_ADMIN_URL": self.rolegate_url, "ROLEGATE_APP_CLIENT_ID": FIELDSERVICE_CLIENT_ID,
+                "ROLEGATE_APP_CLIENT_SECRET": self.app_secret, "ROLEGATE_APP_TOKEN_URL": f"{self.idp.url}/token",
+                "ROLEGATE_APP_RESOURCE": APPS_AUDIENCE}
 
     def start(self) -> "Lab":
         try:
             self.slapd.start()
             self.idp.ldap_url = self.slapd.url  # the port may have moved on a lost race
-            self.backend.start()
             self.idp.start()
+            self.backend.env.update(self.app_env())  # the IdP's port too
+            self.backend.start()
         except BaseException:
             self.stop()
             raise
@@ -86,6 +98,8 @@ class Lab:
                 "post_logout_redirect_uris": client["post_logout_redirect_uris"],
                 "backchannel_logout_uri": client["backchannel_logout_uri"],
                 "access_token_audience": self.idp.audience,
+                "apps_audience": APPS_AUDIENCE,
+                "app_client_id": FIELDSERVICE_CLIENT_ID, "app_client_secret": self.app_secret,
             },
             "backend": {"url": self.backend.url, "port": self.backend.port},
             "demo_password": DEMO_PASSWORD,
@@ -105,6 +119,7 @@ class Lab:
             "LAB_LDAP_URL": info["ldap"]["url"],
             "LDAP_PASSWORD": info["ldap"]["bind_password"],
             "LAB_BACKEND_URL": info["backend"]["url"],
+            "ROLEGATE_APPS_AUDIENCE": APPS_AUDIENCE,
         }
 
     def write_info(self) -> tuple[Path, Path]:

@@ -26,7 +26,7 @@ from typing import Any
 
 import jwt
 
-from rolegate.store.base import Store, VersionConflict
+from rolegate.store.base import Store, StoreUnavailable, VersionConflict
 
 log = logging.getLogger("rolegate.apps")
 
@@ -148,7 +148,12 @@ async def check_key(store: Store, config: Any, token: str) -> AppCaller:
     if parsed is None:
         raise AppCredentialRefused("malformed API key")
     key_id, secret = parsed
-    found = await store.get(NAMESPACE, key_id)
+    try:
+        found = await store.get(NAMESPACE, key_id)
+    except StoreUnavailable as exc:  # fail closed, as 503 (retry later), never as an accepted key
+        from rolegate.errors import ServiceUnavailable
+
+        raise ServiceUnavailable(f"app key store unavailable: {exc}") from None
     stored = found.value.get("hash") if found is not None and isinstance(found.value, dict) else None
     # Compare even when there is no record, so an unknown id costs what a known one does.
     matches = hmac.compare_digest(_hash(secret).encode(), (stored if isinstance(stored, str) else "-" * 64).encode())
