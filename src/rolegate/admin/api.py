@@ -484,3 +484,8 @@ async def revoke_daypass(call: Call) -> web.Response:
 
 
 from rolegate.admin import requests_api as _requests_api  # noqa: E402,F401 - registers /access-requests
+
+
+from rolegate.admin import assignments as _assignments  # noqa: E402 - registers /assignments (issue 19 part 3)
+
+_assignments.register(op, Call, _json)

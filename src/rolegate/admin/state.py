@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rolegate.authz import Policy, compile_policy
-from rolegate.authz.stored import MEMBERS, member_of, switches_of
+from rolegate.authz.stored import ASSIGNMENTS, MEMBERS, assigned_of, member_of, switches_of
 from rolegate.config.sections.policy import Binding, Role
 
 log = logging.getLogger("rolegate.admin")
@@ -22,6 +22,7 @@ BINDINGS = "bindings"
 USER_SETTINGS = "user_settings"
 ROLES = "roles"
 SCOPE_MEMBERS = MEMBERS
+ASSIGNED = ASSIGNMENTS
 
 
 @dataclass(frozen=True)
@@ -38,10 +39,12 @@ class DynamicState:
     settings: dict[str, Doc] = field(default_factory=dict)
     roles: dict[str, Doc] = field(default_factory=dict)
     members: dict[str, Doc] = field(default_factory=dict)
+    assignments: dict[str, Doc] = field(default_factory=dict)  # object -> who is assigned to it
 
     def with_doc(self, namespace: str, key: str, value: dict[str, Any] | None) -> "DynamicState":
         """A copy with ``key`` set to ``value`` (None: removed) in ``namespace``."""
-        attr = {BINDINGS: "bindings", USER_SETTINGS: "settings", ROLES: "roles", SCOPE_MEMBERS: "members"}[namespace]
+        attr = {BINDINGS: "bindings", USER_SETTINGS: "settings", ROLES: "roles", SCOPE_MEMBERS: "members",
+                ASSIGNED: "assignments"}[namespace]
         docs = dict(getattr(self, attr))
         if value is None:
             docs.pop(key, None)
@@ -56,7 +59,8 @@ async def load_state(store: Any) -> DynamicState:
         return {r.key: Doc(r.value if isinstance(r.value, dict) else {}, r.version)
                 for r in await store.list(namespace)}
 
-    return DynamicState(await docs(BINDINGS), await docs(USER_SETTINGS), await docs(ROLES), await docs(SCOPE_MEMBERS))
+    return DynamicState(await docs(BINDINGS), await docs(USER_SETTINGS), await docs(ROLES), await docs(SCOPE_MEMBERS),
+                        await docs(ASSIGNED))
 
 
 def binding_of(value: dict[str, Any]) -> Binding:
@@ -95,8 +99,9 @@ def compile_state(config: Any, state: DynamicState, *, extra: list[tuple[Binding
         member = member_of(key, doc.value)
         if member is not None:
             members.setdefault(*member)
+    assignments = {key: assigned_of(key, doc.value) for key, doc in state.assignments.items()}
     return compile_policy(effective_config(config, state), extra_bindings=bindings, enabled_settings=settings,
-                          object_grants=grants, scope_parents=members, version=version)
+                          object_grants=grants, scope_parents=members, assignments=assignments, version=version)
 
 
 async def daypass_bindings(store: Any, config: Any, now: float) -> list[tuple[Binding, str]]:

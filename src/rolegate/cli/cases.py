@@ -18,8 +18,9 @@ without (then the groups of the synced directory in the Store, when there is one
 request (``method`` + ``url``, decided as the proxy decides it: normalized path, matched route, mode)
 or a ``permission`` with optional ``scope`` and ``object``. ``given`` adds state for that case only, as
 the admin API would store it: ``bindings`` (role bindings and object grants), ``settings`` (user ->
-scope or ``*`` -> names) and ``members`` (scope -> the scope it lies in). ``redacted: true|false``
-checks, for an allowed request, whether the route's redaction removes fields for this caller.
+scope or ``*`` -> names), ``members`` (scope -> the scope it lies in) and ``assignments`` (object -> the
+users assigned to it). ``redacted: true|false`` checks, for an allowed request, whether the route's
+redaction removes fields for this caller.
 
 Cases run against the config plus the Store's state when one exists (what the proxy enforces now).
 Prints one line per case and exits 0 when every case holds, 1 when any fails (each failure named, with
@@ -83,6 +84,16 @@ class Given(Section):
     bindings: tuple[Binding, ...] = ()
     settings: dict[str, dict[str, tuple[str, ...]] | tuple[str, ...]] = Field(default_factory=dict)
     members: dict[str, str] = Field(default_factory=dict)
+    # object -> the users an app assigned to it (roles' on_assigned), e.g. {"workorder:1": [bob]}
+    assignments: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+
+    @field_validator("assignments")
+    @classmethod
+    def _objects(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        for obj in value:
+            if not SCOPE.match(obj):
+                raise ValueError(f"{obj!r}: assignments map an object (type:id) to the users assigned to it")
+        return value
 
     @field_validator("members")
     @classmethod
@@ -232,7 +243,7 @@ async def run_cases(config_path: str, config: Any, cases: tuple[Case, ...]) -> t
 
 def _with_given(state: Any, given: Given, index: int) -> Any:
     """The stored state with one case's ``given`` added, as the admin API would have stored it."""
-    from rolegate.admin.state import SCOPE_MEMBERS, USER_SETTINGS, BINDINGS
+    from rolegate.admin.state import ASSIGNED, SCOPE_MEMBERS, USER_SETTINGS, BINDINGS
     from rolegate.authz.stored import switches_of
 
     for n, binding in enumerate(given.bindings):
@@ -247,6 +258,8 @@ def _with_given(state: Any, given: Given, index: int) -> Any:
         state = state.with_doc(USER_SETTINGS, user, {"on": on})
     for child, parent in given.members.items():
         state = state.with_doc(SCOPE_MEMBERS, child, {"parent": parent})
+    for obj, users in given.assignments.items():
+        state = state.with_doc(ASSIGNED, obj, {"users": [{"user": u, "by": "rolegate test"} for u in users]})
     return state
 
 

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Mapping
 
 from rolegate.authz import Policy, compile_policy
-from rolegate.authz.stored import MEMBERS, Switch, member_of, switches_of
+from rolegate.authz.stored import ASSIGNMENTS, MEMBERS, Switch, assigned_of, member_of, switches_of
 from rolegate.config import Config
 from rolegate.config.sections.policy import Binding, Role
 from rolegate.store import Store
@@ -38,6 +38,7 @@ async def compile_live_policy(config: Config, store: Store, now: float, version:
         member = member_of(record.key, record.value)
         if member is not None:
             members.setdefault(*member)  # what the runtime knows (the directory) wins
+    assignments = {record.key: assigned_of(record.key, record.value) for record in await store.list(ASSIGNMENTS)}
     api_roles: dict[str, Role] = {}
     for record in await store.list("roles"):
         if record.key in config.roles:
@@ -56,7 +57,7 @@ async def compile_live_policy(config: Config, store: Store, now: float, version:
                 bindings.append((binding, f"daypass:{binding.daypass}"))
     effective = config.model_copy(update={"roles": {**api_roles, **config.roles}}) if api_roles else config
     policy = compile_policy(effective, extra_bindings=bindings, enabled_settings=settings, object_grants=grants,
-                            scope_parents=members, version=version)
+                            scope_parents=members, assignments=assignments, version=version)
     for problem in policy.problems:
         log.warning("policy: %s", problem)
     return policy
