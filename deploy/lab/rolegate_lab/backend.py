@@ -63,6 +63,44 @@ INVOICES: dict[str, dict[str, Any]] = {
                                           {"description": "VAT", "price": 31.5}]},
 }
 
+# Where the field-service example (config/examples/field-service.yaml) places the same work orders: its customers
+# are c100..c201 in regions north and south. The backend registers this at start (register_objects) and answers
+# GET /workorders/{id}/scope from it (the lookup rolegate makes for a work order it does not know).
+FIELD_SERVICE_CUSTOMERS: dict[str, str] = {"c100": "north", "c101": "north", "c200": "south", "c201": "south"}
+FIELD_SERVICE_WORKORDERS: dict[str, str] = {"1": "c100", "2": "c200", "3": "c201", "4": "c101"}
+REGISTER_PATH = "/.rolegate/api/v1/scope-members"
+
+
+def placements() -> list[dict[str, str]]:
+    """Every customer and work order of the field-service example, where it lies."""
+    return ([{"scope": f"customer:{c}", "parent": f"region:{r}"} for c, r in FIELD_SERVICE_CUSTOMERS.items()]
+            + [{"scope": f"workorder:{w}", "parent": f"customer:{c}"} for w, c in FIELD_SERVICE_WORKORDERS.items()])
+
+
+async def register_objects(rolegate_url: str, key: str, *, attempts: int = 60, delay: float = 0.5) -> dict[str, Any]:
+    """Place the work orders and customers in rolegate's object directory, as an app does when it starts:
+    one bulk upsert (idempotent: a restart changes nothing) with the app's API key (``rolegate apps key
+    create``). Retries while rolegate is not up yet; raises on a refusal (401/403/4xx)."""
+    import aiohttp
+
+    headers = {"Authorization": f"Bearer {key}", "Accept": "application/json"}
+    last = ""
+    async with aiohttp.ClientSession() as http:
+        for _ in range(attempts):
+            try:
+                async with http.put(rolegate_url.rstrip("/") + REGISTER_PATH, json={"items": placements()},
+                                    headers=headers) as resp:
+                    body = await resp.json(content_type=None)
+                    if resp.status == 200:
+                        return body
+                    if resp.status < 500:
+                        raise RuntimeError(f"rolegate refused the placements: {resp.status} {body}")
+                    last = f"{resp.status} {body}"
+            except aiohttp.ClientConnectionError as exc:
+                last = str(exc)
+            await asyncio.sleep(delay)
+    raise RuntimeError(f"could not register the objects with {rolegate_url}: {last}")
+
 
 def _received(request: web.Request) -> dict[str, Any]:
     return {
@@ -127,6 +165,14 @@ async def list_workorders(request: web.Request) -> web.Response:
 async def get_workorder(request: web.Request) -> web.Response:
     order = WORKORDERS.get(request.match_info["id"])
     return _json(request, order) if order else _not_found(request, "work order")
+
+
+async def workorder_scope(request: web.Request) -> web.Response:
+    """Where a work order lies, for rolegate's lookup: {"parent": "customer:c100"}, 404 when there is none."""
+    customer = FIELD_SERVICE_WORKORDERS.get(request.match_info["id"])
+    if customer is None:
+        return web.json_response({"error": "no such work order"}, status=404)
+    return web.json_response({"parent": f"customer:{customer}"})
 
 
 async def list_customers(request: web.Request) -> web.Response:
@@ -263,6 +309,7 @@ def make_app() -> web.Application:
     r = app.router
     r.add_get("/workorders", list_workorders)
     r.add_get("/workorders/{id}", get_workorder)
+    r.add_get("/workorders/{id}/scope", workorder_scope)
     r.add_get("/customers", list_customers)
     r.add_get("/invoices", list_invoices)
     r.add_get("/invoices/{id}", get_invoice)
@@ -310,8 +357,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8081)
     parser.add_argument("--access-log", action="store_true", help="log every request (slows load tests)")
+    parser.add_argument("--register", metavar="ROLEGATE_URL",
+                        help="at start, place the field-service work orders and customers in rolegate's object "
+                             "directory with the app key in ROLEGATE_APP_KEY (rolegate apps key create --app fieldservice)")
     args = parser.parse_args(argv)
     print(f"example backend on http://{args.host}:{args.port}", flush=True)
+    if args.register:
+        import os
+        key = os.environ.get("ROLEGATE_APP_KEY", "")
+        if not key:
+            parser.error("--register needs the app's key in ROLEGATE_APP_KEY")
+        result = asyncio.run(register_objects(args.register, key))
+        print(f"registered with {args.register}: {len(result['changed'])} placed or moved, "
+              f"{result['unchanged']} unchanged", flush=True)
     if args.access_log:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
         web.run_app(make_app(), host=args.host, port=args.port, print=None)

@@ -155,6 +155,8 @@ async def check_access(runtime: Runtime, request: web.BaseRequest, method: str, 
                             f"{request.headers.get('Origin', '')[:200]!r} refused (not one of rolegate's origins)")
 
         # -- authorize against the current compiled policy -----------------------------------------------
+        if route.placed and runtime.object_lookup is not None and scope not in policy.scopes.complete:
+            requirement = await runtime.object_lookup.place(requirement)  # an object the directory misses
         decision = decide_route(policy, identity, requirement, runtime.clock())
         if not decision.allowed:
             if route.mode == "enforce":

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rolegate.authz import Identity, Policy, compile_policy
+from rolegate.server.object_lookup import ObjectLookups
 from rolegate.server.policy_state import compile_live_policy
 from rolegate.config import Config
 from rolegate.errors import ConfigError, ServiceUnavailable
@@ -83,7 +84,7 @@ class Runtime:
     __slots__ = ("config", "base_dir", "routes", "forwarder", "redactors", "generation", "max_header_size",
                  "identity", "tokens", "store", "board", "audit", "policy", "directory", "_seen",
                  "_refresh_lock", "_identities", "_live_users", "_poller", "clock", "_closed", "store_ok_at",
-                 "max_staleness", "_epoch", "_epoch_board", "_epoch_until", "access_memo")
+                 "max_staleness", "_epoch", "_epoch_board", "_epoch_until", "access_memo", "object_lookup")
 
     def __init__(self, config: Config, compiled: Compiled, *, generation: int = 1, base_dir: Path | None = None,
                  store: Store | None = None, board: VersionBoard | None = None, identity: Any = None,
@@ -119,6 +120,8 @@ class Runtime:
         # What check_access remembers for this Runtime (rolegate.server.access.AccessMemo), made on first use.
         self.access_memo: Any = None
         self.max_staleness = config.storage.max_staleness.total_seconds()
+        # scopes.<type>.lookup: where the app says an object lies on a directory miss (None: no type has one).
+        self.object_lookup = ObjectLookups.from_config(config)
 
     # -- construction ---------------------------------------------------------------------------
 
@@ -177,6 +180,8 @@ class Runtime:
         if self._poller is not None:
             self._poller.cancel()
         await self.forwarder.close()
+        if self.object_lookup is not None:
+            await self.object_lookup.close()
         if self.identity is not None:
             await self.identity.close()
         if self.tokens is not None and hasattr(self.tokens, "close"):

@@ -76,6 +76,32 @@ class Store(abc.ABC):
     async def delete(self, namespace: str, key: str, *, expected_version: int | None = None) -> bool:
         """Remove a document; True when something was removed."""
 
+    async def put_many(self, namespace: str, items: list[tuple[str, Any, int | None]]) -> list[int]:
+        """Write several documents (no expiry) of one namespace, all or none: (key, value, expected_version) each, as
+        ``put``; their new versions, in order. A VersionConflict (or an outage) on any writes none of them.
+
+        The SQL backends do it in one transaction; this default, for others, writes one by one and, when
+        one fails, puts back what it had written (best effort: an outage in between can leave some).
+        """
+        done: list[tuple[str, Record | None]] = []
+        versions: list[int] = []
+        try:
+            for key, value, expected in items:
+                before = await self.get(namespace, key)
+                versions.append(await self.put(namespace, key, value, expected_version=expected))
+                done.append((key, before))
+        except BaseException:
+            for key, before in reversed(done):
+                try:
+                    if before is None:
+                        await self.delete(namespace, key)
+                    else:
+                        await self.put(namespace, key, before.value, expires_at=before.expires_at)
+                except Exception:  # the original error is what the caller must see
+                    pass
+            raise
+        return versions
+
     @abc.abstractmethod
     async def list(self, namespace: str, prefix: str = "") -> list[Record]:
         """All live documents of a namespace whose key starts with prefix, by key."""

@@ -193,6 +193,34 @@ class PostgresStore(Store):
                 raise VersionConflict(namespace, key, expected_version, current)
         return int(version)
 
+    async def put_many(self, namespace: str, items: list[tuple[str, Any, int | None]]) -> list[int]:
+        """Several ``put``s in one transaction: all or none."""
+        now = time.time()
+        versions = []
+        async with self._conn() as conn, conn.transaction():
+            for key, value, expected_version in items:
+                value = _dumps(value)
+                if expected_version is None:
+                    version = await conn.fetchval(
+                        "INSERT INTO kv VALUES ($1,$2,$3,1,NULL) ON CONFLICT (namespace, key) DO UPDATE "
+                        "SET value=EXCLUDED.value, version=kv.version+1, expires_at=NULL RETURNING version",
+                        namespace, key, value)
+                elif expected_version == 0:
+                    version = await conn.fetchval(
+                        "INSERT INTO kv VALUES ($1,$2,$3,1,NULL) ON CONFLICT (namespace, key) DO UPDATE "
+                        "SET value=EXCLUDED.value, version=kv.version+1, expires_at=NULL "
+                        "WHERE kv.expires_at IS NOT NULL AND kv.expires_at<=$4 RETURNING version",
+                        namespace, key, value, now)
+                else:
+                    version = await conn.fetchval(
+                        "UPDATE kv SET value=$3, version=version+1, expires_at=NULL WHERE namespace=$1 AND key=$2 "
+                        "AND version=$4 AND (expires_at IS NULL OR expires_at>$5) RETURNING version",
+                        namespace, key, value, expected_version, now)
+                if version is None:  # raising rolls the whole transaction back
+                    raise VersionConflict(namespace, key, expected_version, None)
+                versions.append(int(version))
+        return versions
+
     async def delete(self, namespace: str, key: str, *, expected_version: int | None = None) -> bool:
         async with self._conn() as conn:
             if expected_version is None:

@@ -185,6 +185,11 @@ class CachedStore(Store):
         await self._cache(namespace, Record(key, value, version, expires_at), warn=True)
         return version
 
+    async def put_many(self, namespace: str, items: list[tuple[str, Any, int | None]]) -> list[int]:
+        if namespace not in CACHED_NAMESPACES:  # the database's own transaction
+            return await self.wrapped.put_many(namespace, items)
+        return await super().put_many(namespace, items)
+
     async def delete(self, namespace: str, key: str, *, expected_version: int | None = None) -> bool:
         if namespace not in CACHED_NAMESPACES:
             return await self.wrapped.delete(namespace, key, expected_version=expected_version)

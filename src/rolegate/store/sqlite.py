@@ -166,6 +166,35 @@ class SQLiteStore(Store):
 
         return await self._run(q)
 
+    async def put_many(self, namespace: str, items: list[tuple[str, Any, int | None]]) -> list[int]:
+        """Several ``put``s in one transaction: all or none."""
+        texts = [(key, json.dumps(value, separators=(",", ":"), sort_keys=True), expected)
+                 for key, value, expected in items]
+        now = time.time()
+
+        def q(db: sqlite3.Connection) -> list[int]:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                versions = []
+                for key, text, expected_version in texts:
+                    row = db.execute("SELECT version, expires_at FROM kv WHERE namespace=? AND key=?",
+                                     (namespace, key)).fetchone()
+                    live = row is not None and (row[1] is None or row[1] > now)
+                    current = row[0] if live else None
+                    if expected_version is not None and (
+                            (expected_version == 0 and live) or (expected_version > 0 and current != expected_version)):
+                        raise VersionConflict(namespace, key, expected_version, current)
+                    version = (row[0] + 1) if row is not None else 1
+                    db.execute("INSERT OR REPLACE INTO kv VALUES (?,?,?,?,?)", (namespace, key, text, version, None))
+                    versions.append(version)
+                db.execute("COMMIT")
+                return versions
+            except BaseException:
+                _rollback(db)
+                raise
+
+        return await self._run(q)
+
     async def delete(self, namespace: str, key: str, *, expected_version: int | None = None) -> bool:
         def q(db: sqlite3.Connection) -> bool:
             db.execute("BEGIN IMMEDIATE")
