@@ -15,6 +15,11 @@ the caller's identity and permissions without ever talking to the directory:
 
 Then read ``perms``: permissions at the request's ``scope``, grouped by resource
 (``{"invoices": ["view"], "workorders": ["edit", "view"]}``); ``has_permission`` below checks one.
+
+A list (``GET /workorders``: a route without a scope) carries ``where`` for the route's permission:
+``{"perm": "workorders:view", "all": false, "scopes": ["region:north"], "assigned": ["workorder:1"]}``.
+``visible`` below keeps the items lying in one of ``scopes`` (minus ``except``) or named in ``assigned``;
+with ``"truncated": true`` the lists are incomplete, so it refuses to guess (see docs/tokens.md).
 """
 
 from __future__ import annotations
@@ -53,6 +58,41 @@ def has_permission(claims: dict[str, Any], permission: str) -> bool:
     return action in claims.get("perms", {}).get(resource, ())
 
 
+class Truncated(Exception):
+    """The ``where`` claim was cut (too many scopes or objects): filter per item another way, or refuse."""
+
+
+def visible(claims: dict[str, Any], permission: str, items: list[dict[str, Any]],
+            places: Any) -> list[dict[str, Any]]:
+    """The items of a list the caller may see with ``permission``, from the assertion's ``where`` claim.
+
+    ``places(item)`` gives the item's own object and every scope it lies in, nearest first, e.g.
+    ``["workorder:1", "customer:c100", "region:north"]``: your backend knows where its objects are.
+    """
+    where = claims.get("where")
+    if not isinstance(where, dict) or where.get("perm") != permission:
+        return []  # no claim for this permission: nothing (never everything)
+    if where.get("truncated"):
+        raise Truncated(f"the where claim for {permission} is truncated")
+    if where.get("all") is True:
+        return list(items)
+    scopes, assigned = set(where.get("scopes", ())), set(where.get("assigned", ()))
+    denied = set(where.get("except", ()))
+    out = []
+    for item in items:
+        chain = list(places(item))
+        if chain and chain[0] in assigned:
+            out.append(item)  # assigned to the caller (or, for a parent's permission, the object itself)
+            continue
+        for place in chain:
+            if place in denied:
+                break  # a deny nearer the item than the scope that grants it
+            if place in scopes:
+                out.append(item)
+                break
+    return out
+
+
 def make_app(verifier: AssertionVerifier) -> web.Application:
     @web.middleware
     async def require_assertion(request: web.Request, handler):
@@ -76,8 +116,22 @@ def make_app(verifier: AssertionVerifier) -> web.Application:
             raise web.HTTPForbidden(text="invoices:view needed")
         return web.json_response([{"id": "1001", "amount": 580.8}])
 
+    # Demo data: where each work order lies (your database knows this).
+    workorders = [{"id": "1", "customer": "c100", "region": "north"},
+                  {"id": "2", "customer": "c100", "region": "north"},
+                  {"id": "3", "customer": "c200", "region": "south"}]
+
+    async def list_workorders(request: web.Request) -> web.Response:
+        try:
+            shown = visible(request[CLAIMS], "workorders:view", workorders,
+                            lambda w: [f"workorder:{w['id']}", f"customer:{w['customer']}", f"region:{w['region']}"])
+        except Truncated:
+            raise web.HTTPServiceUnavailable(text="too many places to filter from the assertion") from None
+        return web.json_response(shown)
+
     app = web.Application(middlewares=[require_assertion])
     app.router.add_get("/whoami", whoami)
+    app.router.add_get("/workorders", list_workorders)
     app.router.add_get("/invoices", invoices)
     return app
 

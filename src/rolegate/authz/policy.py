@@ -225,7 +225,7 @@ class BindingIndex:
 
     __slots__ = ("scopes", "cache", "cache_size", "holds", "held_by", "may_deny", "settings_by_user", "chains",
                  "conditional", "unlocks", "_chains_limit", "_at", "assigned_perms", "assigned_users", "_assigned",
-                 "_assigned_near")
+                 "_assigned_near", "assigned_objects")
 
     def __init__(self, bindings: tuple[CompiledBinding, ...], setting_grants: tuple[SettingGrant, ...],
                  scopes: ScopeTree, cache_size: int, unlocks: Unlocks | None = None,
@@ -283,6 +283,10 @@ class BindingIndex:
                 near.setdefault((a.username, parent), []).append(a)
         self._assigned = own
         self._assigned_near = {k: tuple(v) for k, v in near.items()}
+        by_user: dict[str, list[str]] = {}
+        for user, obj in own:
+            by_user.setdefault(user, []).append(obj)
+        self.assigned_objects = {u: tuple(v) for u, v in by_user.items()}  # user -> their objects (where claim)
         # (identity shape, scope) -> Entry: bounded LRU (evicted by last use, half at a time).
         self.cache: dict[tuple[str, str | None], Entry] = {}
 

@@ -116,7 +116,7 @@ async def check_access(runtime: Runtime, request: web.BaseRequest, method: str, 
         credential = _credential_of(request)
         # The epoch is taken first: a change while the awaited path runs makes what that path finds stale.
         epoch = runtime.epoch() if credential is not None else None  # nothing to remember without one
-        known = memo.known.get((credential, route.upstream, scope)) if epoch is not None else None
+        known = memo.known.get((credential, route.upstream, _scope_key(route, scope))) if epoch is not None else None
         if known is not None and memo.valid(known, epoch, runtime):
             principal, identity, policy = known.principal, known.identity, known.policy
         else:
@@ -347,8 +347,8 @@ class AccessMemo:
         known = self.known
         if len(known) >= self.MAX:
             known.clear()
-        known[(credential, route.upstream, scope)] = _Known(principal, identity, policy, cached.headers, until,
-                                                            expires, epoch)
+        known[(credential, route.upstream, _scope_key(route, scope))] = _Known(
+            principal, identity, policy, cached.headers, until, expires, epoch)
 
 
 def _memo_for(runtime: Runtime) -> AccessMemo:
@@ -379,7 +379,13 @@ def _headers_key(request: web.BaseRequest, principal: Any, identity: Any, policy
     """Everything the upstream headers depend on (see ``_upstream_headers``)."""
     cookies = request.headers.getall("Cookie", ())
     # identity.key: its groups (a string with a cached hash); a disabled identity never gets this far
-    return (principal, identity.key, policy, scope, route.upstream, _cookie_key(cookies))
+    return (principal, identity.key, policy, _scope_key(route, scope), route.upstream, _cookie_key(cookies))
+
+
+def _scope_key(route: Route, scope: str | None) -> str | None:
+    """The scope, or on a route without one the permission its assertion's ``where`` claim is about (no scope
+    holds a space)."""
+    return scope if scope is not None or route.permission is None else f"where {route.permission}"
 
 
 async def _upstream_headers(runtime: Runtime, memo: AccessMemo, request: web.BaseRequest, identity_stage: Any,
@@ -408,6 +414,7 @@ async def _upstream_headers(runtime: Runtime, memo: AccessMemo, request: web.Bas
     not_before, until = -math.inf, math.inf
     if minter is not None:
         from rolegate.authz import effective_permissions, roles_of
+        from rolegate.authz.where import where_for_route
         from rolegate.tokens import audience_for
 
         try:
@@ -419,7 +426,8 @@ async def _upstream_headers(runtime: Runtime, memo: AccessMemo, request: web.Bas
             sub=principal.username, name=principal.name or principal.username, email=principal.email or "",
             roles=roles_of(policy, identity, scope, now), scope=scope or "",
             perms=effective_permissions(policy, identity, scope, now), sid=principal.session_id or "",
-            ver=policy.version, aud=audience_for(route.upstream, runtime.config.upstreams.get(route.upstream)))
+            ver=policy.version, aud=audience_for(route.upstream, runtime.config.upstreams.get(route.upstream)),
+            where=where_for_route(policy, identity, route, scope, now))
         headers = {**headers, **assertion}
         until = min(until, refresh_at)
         if not principal.session_id:

@@ -5,6 +5,8 @@ audience) and reused until a third of their lifetime is left. A cache hit is che
 permissions and roles it was minted with, so a caller whose grants changed without a version bump
 (e.g. a directory sync) never gets a stale assertion. Groups are never put in the token: a user in
 hundreds of groups still gets a header of a few KiB: perms grouped by resource, and roles, only.
+On a route without a scope the assertion also carries ``where`` (``rolegate.authz.where``): where the
+caller holds the route's permission, so a backend can filter a list; it is part of the cache key.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from typing import Any
 from urllib.parse import quote
 
 from rolegate.tokens.keys import KeyRing
@@ -57,10 +60,10 @@ def _jti() -> str:
 
 
 class _Entry:
-    __slots__ = ("token", "refresh_at", "perms", "roles", "sub", "email", "headers")
+    __slots__ = ("token", "refresh_at", "perms", "roles", "sub", "email", "headers", "where")
 
     def __init__(self, token: str, refresh_at: float, perms: frozenset[str], roles: frozenset[str], sub: str,
-                 email: str) -> None:
+                 email: str, where: dict[str, Any] | None = None) -> None:
         self.token = token
         self.refresh_at = refresh_at
         self.perms = perms
@@ -68,9 +71,11 @@ class _Entry:
         self.sub = sub
         self.email = email
         self.headers: dict[str, str] | None = None
+        self.where = where
 
 
-CacheKey = tuple[str, str, int, str]
+# (session, scope, permission version, audience, the where claim's permission or "")
+CacheKey = tuple[str, str, int, str, str]
 
 
 class AssertionMinter:
@@ -92,20 +97,21 @@ class AssertionMinter:
         self.misses = 0
 
     def mint(self, *, sub: str, name: str, email: str, roles: Iterable[str], scope: str, perms: Iterable[str],
-             sid: str, ver: int, aud: str) -> str:
+             sid: str, ver: int, aud: str, where: dict[str, Any] | None = None) -> str:
         """The assertion for this caller at this scope for upstream ``aud`` (cached when ``sid`` is set)."""
-        return self._entry(sub, name, email, roles, scope, perms, sid, ver, aud).token
+        return self._entry(sub, name, email, roles, scope, perms, sid, ver, aud, where).token
 
     def _entry(self, sub: str, name: str, email: str, roles: Iterable[str], scope: str, perms: Iterable[str],
-               sid: str, ver: int, aud: str) -> _Entry:
+               sid: str, ver: int, aud: str, where: dict[str, Any] | None = None) -> _Entry:
         perms = perms if isinstance(perms, frozenset) else frozenset(perms)
         roles = roles if isinstance(roles, frozenset) else frozenset(roles)
         now = self._clock()
-        key = (sid, scope, ver, aud)
+        key = (sid, scope, ver, aud, where["perm"] if where else "")
         cache = self._cache
         entry = cache.get(key) if sid else None
         if (entry is not None and now < entry.refresh_at and entry.sub == sub and entry.email == email
-                and (entry.perms is perms or entry.perms == perms) and (entry.roles is roles or entry.roles == roles)):
+                and (entry.perms is perms or entry.perms == perms) and (entry.roles is roles or entry.roles == roles)
+                and entry.where == where):
             cache.move_to_end(key)
             self.hits += 1
             return entry
@@ -116,12 +122,14 @@ class AssertionMinter:
         claims = {"iss": self.issuer, "aud": aud, "sub": sub, "iat": iat, "nbf": iat, "exp": exp, "jti": _jti(),
                   "name": name, "email": email, "roles": sorted(roles), "scope": scope, "perms": compact_permissions(perms),
                   "sid": sid, "ver": ver}
+        if where is not None:  # on a route without a scope: where the caller holds its permission (lists)
+            claims["where"] = where
         token = signing.sign(claims, typ=ASSERTION_TYP)
         if len(token) > MAX_HEADER_BYTES - len(ASSERTION_HEADER) - 4:
             raise AssertionTooLarge(f"assertion of {len(token)} bytes for {len(perms)} permissions and "
                                     f"{len(roles)} roles exceeds one {MAX_HEADER_BYTES}-byte header")
         # Refresh once less than a third of the lifetime is left: the backend always gets minutes.
-        entry = _Entry(token, now + self.lifetime * 2 / 3, perms, roles, sub, email)
+        entry = _Entry(token, now + self.lifetime * 2 / 3, perms, roles, sub, email, where)
         if sid:
             cache[key] = entry
             cache.move_to_end(key)
@@ -138,19 +146,21 @@ class AssertionMinter:
         self._cache.clear()
 
     def assertion_headers(self, *, sub: str, name: str, email: str, roles: Iterable[str], scope: str,
-                          perms: Iterable[str], sid: str, ver: int, aud: str) -> dict[str, str]:
+                          perms: Iterable[str], sid: str, ver: int, aud: str,
+                          where: dict[str, Any] | None = None) -> dict[str, str]:
         """The four headers to add upstream (after stripping any incoming ``ASSERTION_HEADERS``).
 
         The dict is cached with the assertion: treat it as read-only.
         """
         return self.assertion_headers_until(sub=sub, name=name, email=email, roles=roles, scope=scope, perms=perms,
-                                            sid=sid, ver=ver, aud=aud)[0]
+                                            sid=sid, ver=ver, aud=aud, where=where)[0]
 
     def assertion_headers_until(self, *, sub: str, name: str, email: str, roles: Iterable[str], scope: str,
-                                perms: Iterable[str], sid: str, ver: int, aud: str) -> tuple[dict[str, str], float]:
+                                perms: Iterable[str], sid: str, ver: int, aud: str,
+                                where: dict[str, Any] | None = None) -> tuple[dict[str, str], float]:
         """``assertion_headers`` and the time until which this exact answer would be given again
         (the cached assertion's refresh time), for callers that keep the headers themselves."""
-        entry = self._entry(sub, name, email, roles, scope, perms, sid, ver, aud)
+        entry = self._entry(sub, name, email, roles, scope, perms, sid, ver, aud, where)
         headers = entry.headers
         if headers is None:
             headers = entry.headers = assertion_headers(entry.token, user=sub, email=email, roles=entry.roles)
