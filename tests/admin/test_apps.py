@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+import jwt
 import pytest
 
 from rolegate_lab import DEFAULT_AUDIENCE, lab_client_session, rolegate_client
@@ -46,14 +47,46 @@ def apps_config(idp, backend_url: str, db: Path, *, workers: int = 2, clock_skew
         "permissions": ["workorders:view"],
         "apps_audience": APPS_AUDIENCE,
         "apps": {"fieldservice": {"description": "the lab's field-service backend", "client_id": "fieldservice",
-                                  "api_keys": True, "may": {"place": ["workorder"]}}},
+                                  "api_keys": True, "may": {"place": ["workorder"]}},
+                 "hybrid": {"client_id": "hybridapp", "may": {"place": ["workorder"]}}},
         "upstreams": {"backend": {"url": backend_url}},
         "routes": [{"path": "/workorders/**", "permission": "workorders:view", "upstream": "backend"}],
     }
 
 
+HYBRID_REDIRECT = "http://127.0.0.1:9/callback"
+
+
 def _idp_clients(url: str = "http://127.0.0.1:9") -> list[dict]:
-    return [rolegate_client(url), app_client("fieldservice"), app_client("otherapp")]
+    # "hybridapp" is an app whose IdP client (misconfigured) also lets users sign in through it
+    return [rolegate_client(url), app_client("fieldservice"), app_client("otherapp"),
+            app_client("hybridapp", grant_types=["client_credentials", "authorization_code"],
+                       response_types=["code"], redirect_uris=[HYBRID_REDIRECT])]
+
+
+async def _user_token_via(http, idp, client_id: str, redirect_uri: str, resource: str, username: str = "alice") -> str:
+    """A user's JWT access token through ``client_id``'s code flow (PKCE), for ``resource``."""
+    import base64
+    import hashlib
+    import secrets
+    import urllib.parse
+
+    from rolegate_lab import idp_login
+
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    params = {"response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri, "scope": "openid",
+              "state": secrets.token_urlsafe(8), "code_challenge": challenge, "code_challenge_method": "S256",
+              "resource": resource}
+    callback = await idp_login(http, idp.discovery["authorization_endpoint"] + "?" + urllib.parse.urlencode(params),
+                               username, "demo", callback_prefix=redirect_uri)
+    basic = base64.b64encode(f"{client_id}:{idp.client(client_id)['client_secret']}".encode()).decode()
+    async with http.post(idp.discovery["token_endpoint"], headers={"Authorization": f"Basic {basic}"},
+                         data={"grant_type": "authorization_code", "code": callback.code, "redirect_uri": redirect_uri,
+                               "code_verifier": verifier, "resource": resource}) as resp:
+        body = await resp.json()
+        assert resp.status == 200, body
+        return body["access_token"]
 
 
 def _bearer(token: str) -> dict[str, str]:
@@ -122,8 +155,16 @@ async def test_tokens_that_are_not_the_apps_are_refused(served, apps_idp, lab_ba
         user = (await provider_tokens(http, apps_idp, "http://127.0.0.1:9", username="alice",
                                       resource=APPS_AUDIENCE))["access_token"]
         http.cookie_jar.clear()
+        # a user's token issued through an app's own client (sub = the user, client_id = the app's): not the app
+        hybrid_user = await _user_token_via(http, apps_idp, "hybridapp", HYBRID_REDIRECT, APPS_AUDIENCE)
+        http.cookie_jar.clear()
+        claims = jwt.decode(hybrid_user, options={"verify_signature": False})
+        assert (claims["client_id"], claims["sub"], claims["aud"]) == ("hybridapp", "alice", APPS_AUDIENCE)
+        hybrid_app = client_credentials_token(apps_idp, "hybridapp", APPS_AUDIENCE)["access_token"]
+        status, body = await _place(http, served.url, hybrid_app, "workorder:5", "building:a")
+        assert status == 201 and body["resource"]["by"] == "app:hybrid", body  # the same client as itself passes
         for name, token in (("wrong audience", wrong_audience), ("other client", other_client),
-                            ("user token", user), ("tampered", good[:-4] + ("AAAA" if good[-4:] != "AAAA" else "BBBB"))):
+                            ("user token", user), ("user token through the app's client", hybrid_user), ("tampered", good[:-4] + ("AAAA" if good[-4:] != "AAAA" else "BBBB"))):
             status, body = await _place(http, served.url, token, "workorder:2", "building:a")
             assert status == 401, (name, status, body)
         status, body = await _place(http, served.url, good, "workorder:2", "building:a")
@@ -137,8 +178,6 @@ async def test_an_expired_app_token_is_refused(make_idp, lab_backend, tmp_path):
     with proc:
         response = client_credentials_token(idp, "fieldservice", APPS_AUDIENCE)
         token = response["access_token"]
-        import jwt
-
         exp = jwt.decode(token, options={"verify_signature": False})["exp"]
         for _ in range(100):  # wait (bounded) until the token's own exp has passed
             if time.time() > exp + 1:
