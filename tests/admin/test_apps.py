@@ -33,14 +33,15 @@ API = "/.rolegate/api/v1"
 SESSION_SECRET = "apps-test-session-secret-" + "y" * 40
 
 
-def apps_config(idp, backend_url: str, db: Path, *, workers: int = 2, clock_skew: str = "60s") -> dict:
+def apps_config(idp, backend_url: str, db: Path, *, workers: int = 2, clock_skew: str = "60s",
+                username_claim: str = "preferred_username") -> dict:
     return {
         "server": {"listen": "127.0.0.1:0", "public_url": "http://127.0.0.1:8080", "internal_listen": "127.0.0.1:0",
                    "workers": workers},
         "storage": {"url": f"sqlite:///{db}"},
         "oidc": {"issuer": idp.issuer, "client_id": "rolegate", "client_secret": idp.client()["client_secret"],
                  "scopes": ["openid", "profile", "email", "groups"], "access_token_audience": [DEFAULT_AUDIENCE],
-                 "clock_skew": clock_skew},
+                 "clock_skew": clock_skew, "username_claim": username_claim},
         "session": {"secret": SESSION_SECRET},
         "scopes": {"region": {}, "building": {"parent": "region", "members": {"a": "north"}},
                    "customer": {"parent": "region"}, "workorder": {"parent": "building"}},
@@ -50,7 +51,8 @@ def apps_config(idp, backend_url: str, db: Path, *, workers: int = 2, clock_skew
                                   "api_keys": True, "may": {"place": ["workorder"]}},
                  "hybrid": {"client_id": "hybridapp", "may": {"place": ["workorder"]}}},
         "upstreams": {"backend": {"url": backend_url}},
-        "routes": [{"path": "/workorders/**", "permission": "workorders:view", "upstream": "backend"}],
+        "routes": [{"path": "/workorders/**", "permission": "workorders:view", "upstream": "backend"},
+                   {"path": "/me-echo/**", "mode": "authenticated", "upstream": "backend"}],
     }
 
 
@@ -264,3 +266,20 @@ async def test_the_lab_backend_credential_from_its_environment(served, apps_idp)
             status, body = await credential.call(http, "PUT", f"/scope-members/workorder:{20 + i}",
                                                  {"parent": "building:a"})
             assert status == 201 and body["resource"]["by"] == "app:fieldservice", (credential.kind, body)
+
+
+async def test_an_apps_token_is_never_a_user_on_the_proxy(make_idp, lab_backend, tmp_path):
+    """With username_claim: sub, the app's client-credentials token for the users' audience would read as a user
+    named after the client: rolegate refuses it on proxied routes (an app speaks to the admin API only)."""
+    idp = make_idp(_idp_clients(), extra_resources=[APPS_AUDIENCE])
+    config = apps_config(idp, lab_backend.url, tmp_path / "rolegate.db", workers=1, username_claim="sub")
+    with RolegateProcess(config, tmp_path) as proc:
+        app_token = client_credentials_token(idp, "fieldservice", DEFAULT_AUDIENCE)["access_token"]
+        foreign = client_credentials_token(idp, "otherapp", DEFAULT_AUDIENCE)["access_token"]
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{proc.url}/me-echo/x", headers=_bearer(app_token)) as r:
+                assert r.status == 401, await r.text()
+            # the control: a client that is no configured app is still taken as the IdP says (sub = its id)
+            async with http.get(f"{proc.url}/me-echo/x", headers=_bearer(foreign)) as r:
+                assert r.status == 200, await r.text()
+                assert (await r.json())["headers"]["X-Rolegate-User"] == "otherapp"

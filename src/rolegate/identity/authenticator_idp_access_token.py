@@ -37,6 +37,8 @@ class IdPAccessTokenAuthenticator(BearerAuthenticator):
             return None  # issued by someone else: not ours to judge
         try:
             claims = await stage.provider_tokens.verify_access_token(token, oidc.access_token_audience)
+            if _an_apps_own(stage.config, claims):
+                raise ValueError("a client-credentials token of an app (apps:) is not a user's")
             principal = principal_from_claims(claims, username_claim=oidc.username_claim,
                                               groups_claim=oidc.groups_claim, auth="bearer",
                                               expires_at=float(claims["exp"]))
@@ -45,6 +47,14 @@ class IdPAccessTokenAuthenticator(BearerAuthenticator):
         # An opaque reference for logs/audit: a hash of the jti (or of the token) never the token itself..
         principal.session_id = _token_ref(claims.get("jti"), token)
         return principal
+
+
+def _an_apps_own(config, claims: dict) -> bool:
+    """A configured app's client-credentials token (``sub`` = its ``client_id``): never a user, whatever the
+    username claim says (an app authenticates to the admin API only, as itself)."""
+    client = claims.get("client_id")
+    return (isinstance(client, str) and claims.get("sub") == client
+            and any(app.client_id == client for app in getattr(config, "apps", {}).values()))
 
 
 def _token_ref(jti: object, token: str) -> str:
