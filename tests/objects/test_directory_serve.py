@@ -110,12 +110,14 @@ async def test_grace_reaches_north_work_orders_by_id_once_the_app_registered_the
         assert await _status(grace, "/workorders/7") == 403, "unknown"
         assert await _deny_reasons(fs.db, "/workorders/7") == [
             "deny: workorder:7 is not registered in the object directory"]
-        bob = await sign_in(fs.url, "bob")  # technician, held everywhere: still not an unknown work order
+        peggy = await sign_in(fs.url, "peggy")  # dispatcher, held everywhere: still not an unknown work order
         try:
-            assert await _status(bob, "/workorders/3") == 200
-            assert await _status(bob, "/workorders/7") == 403
+            assert await _status(peggy, "/workorders/3") == 200
+            assert await _status(peggy, "/workorders/7") == 403
+            assert await _deny_reasons(fs.db, "/workorders/7", "peggy") == [
+                "deny: workorder:7 is not registered in the object directory"]
         finally:
-            await bob.http.close()
+            await peggy.http.close()
     finally:
         await grace.http.close()
 

@@ -27,7 +27,7 @@ from tests.support.serve import RolegateProcess
 
 pytestmark = pytest.mark.lab
 
-PLACES = {"9": "customer:c100", "10": "customer:c200"}
+PLACES = {"1": "customer:c100", "9": "customer:c100", "10": "customer:c200"}
 
 
 class Directory:
@@ -116,6 +116,9 @@ async def test_a_miss_is_looked_up_cached_and_any_failure_is_a_deny_with_the_rea
         assert await _status(grace, "/workorders/9") == 200
         assert directory.asked.count("9") == 1, "the answer is kept (ttl): one lookup for both requests"
         assert await _status(grace, "/workorders/10") == 403, "placed in the south"
+        async with grace.http.get(grace.base + "/workorders/1", headers={"Accept": "application/json"}) as resp:
+            order = await resp.json()
+        assert resp.status == 200 and order["price"] == 480.0, "her pricing:view at region:north reaches it too"
 
         refusals = {
             "404": "the app's lookup does not know it (404)",
@@ -139,7 +142,7 @@ async def test_a_miss_is_looked_up_cached_and_any_failure_is_a_deny_with_the_rea
         assert "the lookup at http://127.0.0.1:" in reasons[0] and "failed: Client" in reasons[0], reasons
         assert await _status(grace, "/workorders/9") == 200, "what was looked up stays known for its ttl"
 
-        assert await _metric(proc, "found") == 2
+        assert await _metric(proc, "found") == 3
         assert await _metric(proc, "cached_found") >= 2
         assert await _metric(proc, "not_found") == 1
         assert await _metric(proc, "error") == 5

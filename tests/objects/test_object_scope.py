@@ -18,7 +18,7 @@ from tests.authz.conftest import ROOT
 
 PLACED = {"workorder:1": "customer:c100", "workorder:3": "customer:c200"}
 GRACE = Identity("grace", {"staff", "regional-managers-north"})
-BOB = Identity("bob", {"staff", "technicians"})
+PEGGY = Identity("peggy", {"staff", "dispatchers"})  # dispatcher: workorders:view and :edit held everywhere
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_grace_reaches_a_north_work_order_by_id_and_not_a_south_one(fs):
     assert not denied.allowed and denied.scope == "workorder:3"
 
 
-@pytest.mark.parametrize("who", [GRACE, BOB], ids=["regional manager", "technician held globally"])
+@pytest.mark.parametrize("who", [GRACE, PEGGY], ids=["regional manager", "dispatcher, held everywhere"])
 def test_an_unknown_work_order_is_denied_with_the_reason_whatever_is_held_globally(fs, who):
     decision = _decide(fs, who, "GET", "/workorders/7")
     assert not decision.allowed
@@ -52,7 +52,7 @@ def test_an_unknown_work_order_is_denied_with_the_reason_whatever_is_held_global
 
 
 def test_a_registered_work_order_of_an_unplaced_customer_is_denied_not_judged_above(fs):
-    decision = _decide(fs, BOB, "GET", "/workorders/9", {**PLACED, "workorder:9": "customer:c999"})
+    decision = _decide(fs, PEGGY, "GET", "/workorders/9", {**PLACED, "workorder:9": "customer:c999"})
     assert not decision.allowed
     assert decision.reasons == ("deny: workorder:9 lies in customer:c999, but customer:c999 is not registered in "
                                 "the object directory",)
@@ -73,9 +73,9 @@ def test_a_known_object_is_a_memo_hit(fs):
 
 
 def test_the_list_and_a_write_by_id(fs):
-    assert _decide(fs, BOB, "GET", "/workorders").allowed, "the list takes no object"
-    assert _decide(fs, BOB, "PUT", "/workorders/1").allowed
-    put = _decide(fs, BOB, "PUT", "/workorders/8")
+    assert _decide(fs, PEGGY, "GET", "/workorders").allowed, "the list takes no object"
+    assert _decide(fs, PEGGY, "PUT", "/workorders/1").allowed
+    put = _decide(fs, PEGGY, "PUT", "/workorders/8")
     assert not put.allowed and "workorder:8 is not registered" in put.reasons[0]
 
 

@@ -3,9 +3,13 @@ the company IdP for sign-in, the example backend. One server per example config,
 
 from __future__ import annotations
 
+import asyncio
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +17,7 @@ import pytest
 import yaml
 
 from rolegate_lab import DEFAULT_AUDIENCE, free_port, rolegate_client
+from rolegate_lab.backend import register_objects
 from tests.support.serve import RolegateProcess
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,6 +43,19 @@ def serve_config(example: str, url: str, idp: Any, slapd: Any, backend_url: str,
     return config
 
 
+def config_apps(proc: RolegateProcess) -> bool:
+    return "fieldservice" in (yaml.safe_load(proc.config_path.read_text()).get("apps") or {})
+
+
+def register(proc: RolegateProcess) -> dict[str, Any]:
+    """What the lab backend does at start (``--register``): an app key, then one bulk upsert of its objects."""
+    made = subprocess.run([sys.executable, "-m", "rolegate", "apps", "key", "create", "--app", "fieldservice", "-c",
+                           str(proc.config_path)], capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    with ThreadPoolExecutor(1) as pool:  # called from async tests: a loop of its own
+        return pool.submit(asyncio.run, register_objects(proc.url, made.stdout.strip())).result()
+
+
 class Servers:
     """Started on first use, one per example config; stopped at the end of the module."""
 
@@ -60,6 +78,8 @@ class Servers:
                 if json.loads(body).get("checks", {}).get("directory", {}).get("users"):
                     break
                 time.sleep(0.2)
+            if config_apps(proc):  # the app registers its objects at start, with its API key (issue 19)
+                register(proc)
         return proc
 
     def stop(self) -> None:

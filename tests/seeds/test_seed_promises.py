@@ -267,6 +267,22 @@ async def a_regional_manager_sees_their_region_only(people: People) -> None:
     assert await status(grace, "GET", "/regions/south/workorders/x") == 403
 
 
+@promise("a regional manager can see only the customers and jobs within their territory -- jobs by id, as the app "
+         "names them (issue 19: the app registered where each work order lies)", FS)
+async def a_regional_manager_reaches_their_regions_work_orders_by_id(people: People) -> None:
+    grace = await people("grace")
+    code, order = await proxy(grace, "GET", "/workorders/1")
+    assert code == 200 and order["id"] == "1" and "price" in order, "north (c100), prices shown (pricing:view)"
+    assert await status(grace, "GET", "/workorders/4") == 200, "north (c101)"
+    assert await status(grace, "GET", "/workorders/2") == 403, "south (c200)"
+    assert await status(grace, "GET", "/workorders/3") == 403, "south (c201)"
+    assert await status(grace, "GET", "/workorders/99") == 403, "unknown to the app: refused"
+    alice = await people("alice")
+    code, why, _ = await alice.call("POST", f"{API}/explain", json={"user": "grace", "method": "GET",
+                                                                  "url": "/workorders/99"})
+    assert code == 200 and why["reasons"] == ["deny: workorder:99 is not registered in the object directory"], why
+
+
 @pytest.mark.parametrize("row", PROMISES, ids=str)
 async def test_seed_promise(row: Promise, servers) -> None:
     proc = servers.get(row.config)

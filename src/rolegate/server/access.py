@@ -192,8 +192,10 @@ async def check_access(runtime: Runtime, request: web.BaseRequest, method: str, 
         redact = route.redact
         if redact is not None:
             unless = redact.unless
-            if unless is None or not decide_route(policy, identity, Requirement("enforce", unless, requirement.scope, None),
-                                                  runtime.clock()).allowed:
+            # At the same place: an object the lookup placed is judged where it lies, not at itself alone.
+            if unless is None or not decide_route(policy, identity, Requirement(
+                    "enforce", unless, requirement.scope, None, None, requirement.placed, requirement.parent),
+                    runtime.clock()).allowed:
                 access.response_filter = runtime.redaction_filter(route.index)
         return access
     except RolegateError as exc:
