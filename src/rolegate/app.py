@@ -8,6 +8,7 @@ from rolegate.admin import add_admin_routes
 from rolegate.errors import AmbiguousPath, HeadersTooLarge
 from rolegate.identity.daypass import add_daypass_routes
 from rolegate.identity.endpoints import add_identity_routes
+from rolegate.identity.forward_auth import ENDPOINT as FORWARD_AUTH, ForwardAuth
 from rolegate.proxy.paths import normalize_path
 from rolegate.server.pipeline import Pipeline, check_header_size
 from rolegate.server.responses import error_response
@@ -22,9 +23,9 @@ HOLDER_KEY = web.AppKey("rolegate.holder", RuntimeHolder)
 PARSER_MAX_FIELD = 64 * 1024
 
 
-@web.middleware
-async def reserved_paths_guard(request: web.Request, handler):
-    """rolegate's own endpoints see only canonical paths, like the pipeline does."""
+def _reserved_refusal(request: web.BaseRequest, holder: RuntimeHolder) -> web.Response | None:
+    """The answer to a request for one of rolegate's own paths reached through a non-canonical path, or
+    with a header block over ``server.max_header_size``; None when it may go on."""
     try:
         path = normalize_path(request.raw_path.partition("?")[0])
     except AmbiguousPath as exc:
@@ -32,10 +33,34 @@ async def reserved_paths_guard(request: web.Request, handler):
     if not path.startswith(RESERVED_PREFIX):
         return error_response(request, AmbiguousPath(f"reserved path reached through {request.raw_path!r}"))
     try:
-        check_header_size(request, request.app[HOLDER_KEY].runtime.config.server.max_header_size)
+        check_header_size(request, holder.runtime.config.server.max_header_size)
     except HeadersTooLarge as exc:
         return error_response(request, exc)
+    return None
+
+
+@web.middleware
+async def reserved_paths_guard(request: web.Request, handler):
+    """rolegate's own endpoints see only canonical paths, like the pipeline does."""
+    refused = _reserved_refusal(request, request.app[HOLDER_KEY])
+    if refused is not None:
+        return refused
     return await handler(request)
+
+
+def _lean_forward_auth(holder: RuntimeHolder):
+    """``/.rolegate/auth`` on the main application: the front proxy asks it about every request, so it
+    skips the reserved sub-application's resolution and middleware chain and runs the same guard inline."""
+    forward_auth = ForwardAuth(holder)
+    handle = forward_auth.handle
+
+    async def lean(request: web.Request) -> web.StreamResponse:
+        refused = _reserved_refusal(request, holder)
+        if refused is not None:
+            return refused
+        return await handle(request)
+
+    return lean
 
 
 def build_reserved_app(holder: RuntimeHolder) -> web.Application:
@@ -80,6 +105,10 @@ def build_app(holder: RuntimeHolder) -> web.Application:
         client_max_size=1024 * 1024,
     )
     app[HOLDER_KEY] = holder
+    # Forward-auth first: a route of the main application is found before the sub-application's prefix.
+    lean = _lean_forward_auth(holder)
+    app.router.add_route("*", FORWARD_AUTH, lean)
+    app.router.add_route("*", FORWARD_AUTH + "/{original:.*}", lean)  # Envoy's ext_authz path_prefix
     app.add_subapp(RESERVED_PREFIX.rstrip("/"), build_reserved_app(holder))
     app.router.add_get(JWKS_PATH, _jwks)
     # A bound coroutine method: aiohttp wraps (and slows) handlers it does not see as coroutine functions.

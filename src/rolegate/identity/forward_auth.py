@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from rolegate.errors import BadRequest, Forbidden, NotFound, RolegateError, Unauthenticated
 from rolegate.identity.challenge import challenge_response, is_browser_navigation, www_authenticate
@@ -35,6 +36,7 @@ from rolegate.identity.principal import identity_headers
 from rolegate.server.responses import error_response
 
 if TYPE_CHECKING:
+    from rolegate.server.access import Access
     from rolegate.server.runtime import RuntimeHolder
 
 log = logging.getLogger(__name__)
@@ -150,8 +152,11 @@ def _networks(trusted: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddre
     return tuple(ipaddress.ip_network(cidr, strict=False) for cidr in trusted)
 
 
+@functools.lru_cache(maxsize=1024)
 def trusted_peer(peer: str | None, trusted: tuple[str, ...]) -> bool:
-    """Whether ``peer`` may ask: one of ``trusted`` (CIDRs), or, when that is empty, a loopback address."""
+    """Whether ``peer`` may ask: one of ``trusted`` (CIDRs), or, when that is empty, a loopback address.
+    Remembered per (peer, trusted list): the answer depends on nothing else, and a front proxy asks from
+    a handful of addresses (at most 1024 pairs are kept, the least recently asked dropped first)."""
     try:
         address = ipaddress.ip_address(peer or "")
     except ValueError:
@@ -185,6 +190,17 @@ class _Throttled:
             message += " (and %d more like it since the last report)"
             args = (*args, held)
         log.log(level, message, *args)
+
+
+def _answer(access: "Access") -> dict[str, str]:
+    """The headers of an allowing answer: who is asking, and what the upstream may learn."""
+    # The identity headers are always named, empty for nobody: a proxy that copies them by name
+    # (Caddy 2.6's copy_headers) would otherwise hand the app its unreplaced placeholder.
+    out = {"Cache-Control": "no-store", **_NOBODY}
+    if access.principal is not None:
+        out.update(identity_headers(access.principal))
+    out.update(access.set_headers)
+    return out
 
 
 class ForwardAuth:
@@ -237,12 +253,14 @@ class ForwardAuth:
                 f"route {route.name if route is not None else '?'} hides response fields from "
                 f"{access.principal.username if access.principal is not None else 'anonymous callers'}; "
                 "forward-auth cannot redact: serve this route through rolegate's proxy"), method=method, nginx=nginx)
-        # The identity headers are always named, empty for nobody: a proxy that copies them by name
-        # (Caddy 2.6's copy_headers) would otherwise hand the app its unreplaced placeholder.
-        out = {"Cache-Control": "no-store", **_NOBODY}
-        if access.principal is not None:
-            out.update(identity_headers(access.principal))
-        out.update(access.set_headers)
+        known = access.known
+        if known is None:
+            return web.Response(status=200, headers=_answer(access))
+        # A remembered access answer (AccessMemo: valid while nothing moved, see its docstring): the
+        # headers of our answer depend on nothing else, so they are built once and live and end with it.
+        out = known.answer
+        if out is None:
+            out = known.answer = CIMultiDict(_answer(access))
         return web.Response(status=200, headers=out)
 
     def _refuse(self, request: web.Request, error: RolegateError, *, method: str, nginx: bool,

@@ -44,7 +44,7 @@ class Access:
     """The outcome of check_access: either ``error`` is set, or the request may be forwarded."""
 
     __slots__ = ("route", "path_qs", "principal", "identity", "set_headers", "error", "allow_header",
-                 "response_filter", "write", "scope")
+                 "response_filter", "write", "scope", "known")
 
     def __init__(self) -> None:
         self.route: Route | None = None
@@ -57,6 +57,9 @@ class Access:
         self.response_filter: Any = None
         self.write = False
         self.scope: str | None = None
+        # The remembered answer this one came from or was kept as (AccessMemo), when there is one: what
+        # forward-auth builds from it once (its answer's headers) lives and ends with it.
+        self.known: _Known | None = None
 
 
 def _query_getter(query: str):
@@ -119,6 +122,7 @@ async def check_access(runtime: Runtime, request: web.BaseRequest, method: str, 
         known = memo.known.get((credential, route.upstream, _scope_key(route, scope))) if epoch is not None else None
         if known is not None and memo.valid(known, epoch, runtime):
             principal, identity, policy = known.principal, known.identity, known.policy
+            access.known = known
         else:
             known = None
             # A browser's cached session is answered from memory; anything else (a bearer token, a
@@ -185,8 +189,8 @@ async def check_access(runtime: Runtime, request: web.BaseRequest, method: str, 
                 access.set_headers = await _upstream_headers(runtime, memo, request, identity_stage, principal,
                                                              identity, policy, route, scope, headers_key)
             if epoch is not None:  # one short credential (see _credential_of) on a runtime with a board
-                memo.remember(runtime, identity_stage, credential, route, scope, principal, identity, policy,
-                              headers_key, epoch)
+                access.known = memo.remember(runtime, identity_stage, credential, route, scope, principal,
+                                             identity, policy, headers_key, epoch)
 
         # -- redaction: fields hidden unless the caller holds the route's `unless` permission -------------------
         redact = route.redact
@@ -252,7 +256,7 @@ class _Known:
     the wall clock (``until``) and when the credential itself ends on the Runtime's clock (``expires``).
     The decision itself is still made (memoized) and audited on every request."""
 
-    __slots__ = ("principal", "identity", "policy", "headers", "until", "expires", "epoch")
+    __slots__ = ("principal", "identity", "policy", "headers", "until", "expires", "epoch", "answer")
 
     def __init__(self, principal: Any, identity: Any, policy: Any, headers: EncodedHeaders, until: float,
                  expires: float, epoch: object) -> None:
@@ -263,6 +267,7 @@ class _Known:
         self.until = until
         self.expires = expires
         self.epoch = epoch
+        self.answer: Any = None  # forward-auth's answer headers for this entry, built on first use
 
 
 class _Headers:
@@ -313,7 +318,7 @@ class AccessMemo:
 
     def remember(self, runtime: Runtime, identity_stage: Any, credential: tuple[str, str], route: Route,
                  scope: str | None, principal: Any, identity: Any, policy: Any, headers_key: tuple[Any, ...],
-                 epoch: object) -> None:
+                 epoch: object) -> _Known | None:
         """Keep what this check found for the next request with the same credential: a browser session
         answered from memory, a day-pass session or a rolegate bearer token (never an IdP's token, which
         only the provider can vouch for, nor a session with something to write back or refresh)."""
@@ -323,11 +328,11 @@ class AccessMemo:
             # Revocation, a family's end, the permission version and the pass of a pass's token move the
             # board; the token's own expiry does not, so it is read at every request (``expires``).
             if not authorization:
-                return
+                return None
             expires = principal.expires_at or 0.0
             until = math.inf
         elif authorization:
-            return  # a cookie's principal while an Authorization header is there: worked out every time
+            return None  # a cookie's principal while an Authorization header is there: worked out every time
         elif principal.auth == "session":
             until = identity_stage.session_quiet_until(cookie, principal)
         elif principal.auth == "daypass":
@@ -335,17 +340,17 @@ class AccessMemo:
             expires = principal.expires_at or 0.0
             until = math.inf
         else:
-            return
+            return None
         cached = self.headers.get(headers_key)
         if cached is None or until <= 0.0:
-            return
+            return None
         until = min(until, cached.until)
         tokens = runtime.tokens
         if tokens is not None and tokens.minter is not None:
             until = min(until, tokens.keyring.checked_until)
         now = time.time()
         if until <= now or cached.not_before > now or runtime.clock() >= expires:
-            return
+            return None
         known = self.known
         if len(known) >= self.MAX:
             known.clear()
