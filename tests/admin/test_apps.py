@@ -141,6 +141,10 @@ async def test_client_credentials_token_writes_the_directory_as_the_app(served, 
             assert r.status == 403, await r.text()
         async with http.get(f"{served.url}{API}/me", headers=_bearer(token)) as r:
             assert r.status == 403
+        async with http.get(f"{served.url}{API}/openapi.json") as r:  # the document says which are open to apps
+            paths = (await r.json())["paths"]
+        assert paths[f"{API}/scope-members/{{scope}}"]["put"].get("x-rolegate-apps") is True
+        assert "x-rolegate-apps" not in paths[f"{API}/roles"]["get"]
     served.stop()
     changes = [b for b in _audit_bodies(tmp_path / "rolegate.db") if b.get("target") == "scope_members/workorder:1"]
     assert [c["user"] for c in changes] == ["app:fieldservice"]

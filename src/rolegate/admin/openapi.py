@@ -76,6 +76,8 @@ def build_openapi(registry: Registry, *, version: str = "1") -> dict[str, Any]:
         operation["responses"] = responses
         if op.public:
             operation["security"] = []
+        if op.apps:  # open to apps (apps:) with their machine credential, for the object types they may write
+            operation["x-rolegate-apps"] = True
         paths.setdefault(API_PREFIX + op.path, {})[op.method.lower()] = operation
     return {
         "openapi": "3.1.0",
@@ -83,7 +85,9 @@ def build_openapi(registry: Registry, *, version: str = "1") -> dict[str, Any]:
                  "description": "Roles, bindings, user settings, object grants, day passes, audit, explain and "
                                 "the permission matrix. Writes from a cookie session need the X-Rolegate-CSRF "
                                 "header (its value is `csrf_token` in GET /me's X-Rolegate-CSRF response header); "
-                                "every write accepts ?dry_run=1 and answers who gains or loses what."},
+                                "every write accepts ?dry_run=1 and answers who gains or loses what. Apps (the config's apps: "
+                                "section) call the operations marked x-rolegate-apps with an IdP client-credentials "
+                                "token or a rolegate API key (rgk_...) as a bearer token; any other is 403 for them."},
         "servers": [{"url": "/"}],
         "paths": paths,
         "components": {"schemas": schemas, "securitySchemes": {
