@@ -94,8 +94,8 @@ def test_explain_names_the_assignment_and_why_not():
     assert any("customer:c100, where workorder:1 lies" in r for r in parent.reasons), parent.reasons
     no = explain(p, BOB, "workorders:view", "workorder:2")
     assert not no.allowed
-    assert any("only on a workorder assigned to the user" in r and "workorder:2 is not assigned" in r
-               for r in no.reasons), no.reasons
+    assert any("role technician grants workorders:view only at a workorder assigned to the user" in r
+               and "workorder:2 is neither" in r for r in no.reasons), no.reasons
 
 
 def test_memo_follows_the_policy():

@@ -34,8 +34,10 @@ def test_explain_permission_names_binding_and_source(building_safety):
 
 
 def test_explain_route_resolves_scope_and_redaction(field_service):
-    # A work order by id is decided where the object directory places it (issue 19): workorder:7 registered.
-    policy = compile_policy(field_service, scope_parents={"workorder:7": "customer:c100"})
+    # A work order by id is decided where the object directory places it (issue 19): workorder:7 registered,
+    # and assigned to bob (a technician reaches the work orders assigned to him).
+    policy = compile_policy(field_service, scope_parents={"workorder:7": "customer:c100"},
+                            assignments={"workorder:7": ["bob"]})
     bob = Identity("bob", {"staff", "technicians"})
     e = explain_route(policy, bob, _match(field_service, "GET", "/workorders/7"), "GET", "/workorders/7")
     assert e.allowed and e.mode == "enforce" and e.route["upstream"] == "app"
@@ -68,11 +70,14 @@ def test_cli_explain_field_service_seed(capsys):
     tech = ["--user", "bob", "--groups", "staff,technicians"]
     assert run(*tech, "--method", "GET", "--url", "/invoices/1")[0] == 3
     assert run(*tech, "--method", "GET", "--url", "/pricelists")[0] == 3
-    assert run(*tech, "--method", "GET", "--url", "/workorders")[0] == 0
+    # Offline nothing is assigned to bob: the list (a list route) is refused, saying why.
+    code, out = run(*tech, "--method", "GET", "--url", "/workorders")
+    assert code == 3 and any("held nowhere" in r for r in out["reasons"]), out
     # Offline, no work order is registered in the object directory: one by id is refused, with the reason.
     code, out = run(*tech, "--method", "GET", "--url", "/workorders/1")
     assert code == 3 and out["reasons"] == ["deny: workorder:1 is not registered in the object directory"]
-    assert run(*tech, "--method", "GET", "--url", "http://proxy.local/customers/c100/x?y=1")[0] == 0
+    code, out = run(*tech, "--method", "GET", "--url", "http://proxy.local/customers/c100/x?y=1")
+    assert code == 3 and any("on_assigned.customer" in r for r in out["reasons"]), out
     sales = ["--user", "frank", "--groups", "staff,sales"]
     assert run(*sales, "--method", "POST", "--url", "/quotations")[0] == 0
     code, out = run(*sales, "--method", "PUT", "--url", "/planning/week-3")

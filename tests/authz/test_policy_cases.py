@@ -66,7 +66,7 @@ def test_a_flipped_case_fails_by_name_with_its_reasons(tmp_path, capsys):
 
 def test_redaction_is_checked_too(tmp_path, capsys):
     case = {"name": "bob sees prices", "who": {"user": "bob", "groups": ["staff", "technicians"]},
-            "given": {"members": {"workorder:1": "customer:c100"}},
+            "given": {"members": {"workorder:1": "customer:c100"}, "assignments": {"workorder:1": ["bob"]}},
             "what": {"method": "GET", "url": "/workorders/1"}, "expect": "allow", "redacted": False}
     assert cli_main(["test", "-c", str(EXAMPLES / "field-service.yaml"), _write(tmp_path, [case])]) == 1
     assert "expected the response not to be redacted; it is" in capsys.readouterr().out

@@ -16,6 +16,7 @@ from rolegate.authz.evaluate import decide, decide_in, decide_object_only, roles
 from rolegate.authz.identity import Identity
 from rolegate.authz.policy import Policy
 from rolegate.authz.scopes import is_scope
+from rolegate.authz.where import where_held
 
 __all__ = ["Explanation", "Requirement", "decide_route", "explain", "explain_route", "requirement_of"]
 
@@ -42,6 +43,8 @@ class Requirement(NamedTuple):
     placed: bool = False
     # Where a lookup on a miss placed it, for this request only (``rolegate.authz.objects``).
     parent: str | None = None
+    # ``lists: true``: a list the backend filters; allowed where the permission is held anywhere (decide_listed).
+    listed: bool = False
 
 
 _requirement = tuple.__new__  # a Requirement without the named tuple's Python-level __new__
@@ -57,13 +60,14 @@ def requirement_of(match: Any, query_get: Getter = _none, header_get: Getter = _
         value = match.params.get(template.param)
         if value:
             return _requirement(Requirement, (route.mode, route.permission, template.prefix + value, None, None,
-                                              route.placed, None))
+                                              route.placed, None, False))
     elif not route.scope and not route.object:  # nothing to fill in: one shared answer per route
         requirement = _STATIC.get(route)
         if requirement is None:
             if len(_STATIC) >= 100_000:  # routes are replaced by reloads: keep this bounded
                 _STATIC.clear()
-            requirement = _STATIC[route] = Requirement(route.mode, route.permission, None, None)
+            requirement = _STATIC[route] = Requirement(route.mode, route.permission, None, None,
+                                                       listed=getattr(route, "lists", False))
         return requirement
     scope = obj = None
     problem = None
@@ -115,7 +119,27 @@ def decide_route(policy: Policy, identity: Identity | None, requirement: Require
         if requirement.object is None:
             return Decision(False, perm, requirement.scope, ("deny: the route names no permission",))
         return decide_object_only(policy, identity, requirement.object, requirement.scope, now)
-    return decide(policy, identity, requirement.permission, requirement.scope, requirement.object, now)
+    decision = decide(policy, identity, requirement.permission, requirement.scope, requirement.object, now)
+    if requirement.listed and not decision.allowed and requirement.scope is None and requirement.object is None:
+        return decide_listed(policy, identity, requirement.permission, decision, now)
+    return decision
+
+
+def decide_listed(policy: Policy, identity: Identity, permission: str, everywhere: Decision,
+                  now: float | datetime | None = None) -> Decision:
+    """A list route (``lists: true``) for a caller who lacks ``permission`` globally: allowed when they hold it
+    somewhere - at a scope, or on an assigned object - for the backend shows only what the assertion's
+    ``where`` claim names (rolegate.authz.where). Held nowhere: denied, with why it is not held globally."""
+    where = where_held(policy, identity, permission, timestamp(now))
+    held = [*where["scopes"], *where["assigned"]]
+    if not held:
+        return Decision(False, permission, None, (*everywhere.reasons, f"note: {permission} is held nowhere, "
+                                                  "not at any scope nor on any assigned object (a list route)"))
+    shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+    shown += " and more (truncated)" if where.get("truncated") else ""
+    return Decision(True, permission, None, (f"allow: a list route (lists: true): {identity.username} holds "
+                                             f"{permission} at {shown}; the backend shows only what the "
+                                             f"assertion's where claim names",))
 
 
 def decide_unplaced(policy: Policy, identity: Identity, requirement: Requirement,

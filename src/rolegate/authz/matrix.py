@@ -5,6 +5,8 @@ under which a holder of the role gets it:
 
 * ``If enabled in user settings`` - the role lists it under ``if_setting``: a holder gets it
   where they also have that setting switched on (the setting's name is the cell's ``detail``);
+* ``If assigned to them`` - the role lists it under ``on_assigned``: a holder gets it on the objects an app
+  assigned to them (``detail``: ``on_assigned.<type>``);
 * ``If added to a task`` (``If added to <type>``) - routes needing it take an
   ``object: task:{...}``, so an object grant gives it;
 * ``If added to <scope type>`` - a role that directly inherits this one adds it, no
@@ -33,6 +35,7 @@ NONE = "➖"
 
 
 SETTING = "If enabled in user settings"
+ASSIGNED = "If assigned to them"
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +141,10 @@ def build_matrix(config: Any, roles: Sequence[str] | None = None, scope: str | N
             settings = [name for name, perms in flat.conditional.items() if perm in perms]
             if settings:
                 conditions.append(SETTING)
+            assigned = [t for t, perms in flat.on_assigned.items() if perm in perms]
+            if assigned:  # on_assigned: on objects an app assigned to the holder (or the scope one lies in)
+                conditions.append(ASSIGNED)
+                settings += [f"on_assigned.{t}" for t in assigned]
             for t in object_types.get(perm, ()):
                 conditions.append(f"If added to {_article(t)}")
             extension = extension_condition(role, perm)

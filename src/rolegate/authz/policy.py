@@ -199,11 +199,13 @@ class Entry:
                                f"{' or '.join(roles)}, not held here (a setting alone grants nothing)")
         for b in self.holdings:  # the role would give it on an object assigned to the user: not this one
             for type_name, perms in b.role.on_assigned.items():
-                if permission in perms:
-                    on = "objects" if type_name == "*" else f"a {type_name}"
-                    reach = "" if type_name == "*" else f" (or at the {type_name} an assigned object lies in)"
-                    reasons.append(f"note: role {b.role.name} grants {permission} only on {on} assigned to the "
-                                   f"user{reach}, and {where} is not assigned to them")
+                if permission in perms and type_name == "*":
+                    reasons.append(f"note: role {b.role.name} grants {permission} only on objects assigned to the "
+                                   f"user (on_assigned), and {where} is not assigned to them")
+                elif permission in perms:
+                    reasons.append(f"note: role {b.role.name} grants {permission} only at a {type_name} assigned to "
+                                   f"the user or holding an object assigned to them (on_assigned.{type_name}), and "
+                                   f"{where} is neither")
         return tuple(dict.fromkeys(reasons))
 
 

@@ -26,6 +26,7 @@ def route_specs(config: Config) -> list[RouteSpec]:
             scope=route.scope,
             object=route.object,
             redact=route.redact,
+            lists=route.lists,
             name=route.name or "",
             index=index,
             source=where,

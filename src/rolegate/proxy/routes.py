@@ -72,6 +72,7 @@ class RouteSpec:
     scope: str | None = None
     object: str | None = None
     redact: object | None = None
+    lists: bool = False  # a list the backend filters with the assertion's where claim
     name: str = ""
     index: int = 0
     source: str | None = None
@@ -210,6 +211,7 @@ class Route:
         "source",
         "object_template",
         "placed",
+        "lists",
         "_shape",
         "_templates",
     )
@@ -233,6 +235,7 @@ class Route:
         # object directory places it; an object it does not place is refused (see ScopeTree.unregistered).
         self.placed, self.scope = placed_scope(spec.scope)
         self.object = spec.object
+        self.lists = spec.lists
         self.redact = spec.redact
         self.name = spec.name
         self.index = spec.index

@@ -63,6 +63,10 @@ class RouteConfig(Section):
     name: str | None = None
     # What people call the page (a day pass's home lists the pages it opens by this title).
     title: str | None = Field(default=None, min_length=1, max_length=120)
+    # A list the backend filters (GET /workorders): allowed when the caller holds the permission anywhere -
+    # globally, at some scope or on an assigned object - and the assertion's ``where`` claim says where
+    # (docs/tokens.md). Off: a route without a scope needs the permission globally.
+    lists: bool = False
 
     @field_validator("path")
     @classmethod
@@ -99,4 +103,8 @@ class RouteConfig(Section):
             raise ValueError(f"a route in mode {self.mode!r} needs a permission")
         if self.upstream is None:
             raise ValueError("a route needs an upstream")
+        if self.lists and (self.scope is not None or self.object is not None or self.permission is None
+                           or self.mode not in ("enforce", "log")):
+            raise ValueError("lists: true is for a list route without scope or object, with a permission "
+                             "(mode enforce or log): the backend filters it with the assertion's where claim")
         return self
