@@ -35,7 +35,7 @@ STORE_PROBE_SECONDS = 1.0
 # Before the first worker starts, the master waits for the database: attempts this far apart (the last repeats).
 # There is no bound: like nginx waiting for its upstreams, an instance started before its database serves
 # once the database answers; meanwhile /healthz answers, /readyz is 503 "waiting_for_storage".
-START_RETRY_SECONDS = (1.0, 2.0, 5.0, 10.0)
+START_RETRY_SECONDS = (1.0, 2.0, 5.0)
 
 
 def _why(exc: BaseException) -> str:
