@@ -141,6 +141,11 @@ async def test_client_credentials_token_writes_the_directory_as_the_app(served, 
             assert r.status == 403, await r.text()
         async with http.get(f"{served.url}{API}/me", headers=_bearer(token)) as r:
             assert r.status == 403
+        # nor the admin pages (where a form POST would need no CSRF token from a bearer credential)
+        for method, path in (("GET", "/"), ("GET", "/me"), ("POST", "/requests")):
+            async with http.request(method, f"{served.url}/.rolegate/admin{path}", headers=_bearer(token),
+                                    data={"x": "1"} if method == "POST" else None, allow_redirects=False) as r:
+                assert r.status == 403, (method, path, r.status, await r.text())
         async with http.get(f"{served.url}{API}/openapi.json") as r:  # the document says which are open to apps
             paths = (await r.json())["paths"]
         assert paths[f"{API}/scope-members/{{scope}}"]["put"].get("x-rolegate-apps") is True

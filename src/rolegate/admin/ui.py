@@ -132,6 +132,9 @@ class Pages:
                 actor = None
             if actor is None:
                 return self._sign_in(request, runtime)
+            if actor.is_app:  # an app (apps:) writes the object directory through the API, never through pages
+                return web.Response(status=403, text=f"{actor.username} is an app: use the API's object-directory "
+                                                     "endpoints", headers=HEADERS)
             try:
                 if request.method == "POST":
                     form = await request.post()
