@@ -212,6 +212,11 @@ async def administrator_binds_a_technician_who_sees_prices_hidden_at_his_next_re
     assert await status(walter, "GET", "/workorders/1") == 403
     code, body, _ = await alice.call("POST", f"{API}/bindings", json={"user": "walter", "role": "technician"})
     assert code == 201, body
+    # "their work orders": a technician reaches the work orders assigned to him (issue 19), none before.
+    assert await status(walter, "GET", "/workorders/1") == 403
+    code, body, _ = await alice.call("PUT", f"{API}/assignments/workorder:1", json={"users": ["bob", "walter"]})
+    assert code == 200 and body["applied"], body
+    assert await status(walter, "GET", "/workorders/2") == 403, "trent's, not his"
     code, order = await proxy(walter, "GET", "/workorders/1")
     assert code == 200 and order["id"] == "1", order
     assert "price" not in order and all("price" not in line for line in order["lines"]), order

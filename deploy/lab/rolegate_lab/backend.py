@@ -69,6 +69,23 @@ INVOICES: dict[str, dict[str, Any]] = {
 FIELD_SERVICE_CUSTOMERS: dict[str, str] = {"c100": "north", "c101": "north", "c200": "south", "c201": "south"}
 FIELD_SERVICE_WORKORDERS: dict[str, str] = {"1": "c100", "2": "c200", "3": "c201", "4": "c101"}
 REGISTER_PATH = "/.rolegate/api/v1/scope-members"
+ASSIGN_PATH = "/.rolegate/api/v1/assignments"
+
+
+def assignments() -> list[dict[str, Any]]:
+    """Who works on each work order (its technician): what the app marks in rolegate (PUT /assignments), so
+    the technician role, which grants on assigned work orders only, reaches his and not a colleague's."""
+    return [{"object": f"workorder:{w}", "users": [o["technician"]] if o.get("technician") else []}
+            for w, o in WORKORDERS.items()]
+
+
+def workorder_places(order: Mapping[str, Any]) -> list[str]:
+    """A work order's own object and every scope it lies in, nearest first (field-service's names)."""
+    customer = FIELD_SERVICE_WORKORDERS.get(order["id"])
+    places = [f"workorder:{order['id']}"]
+    if customer is not None:
+        places += [f"customer:{customer}", f"region:{FIELD_SERVICE_CUSTOMERS[customer]}"]
+    return places
 
 
 def placements() -> list[dict[str, str]]:
@@ -92,6 +109,12 @@ async def register_objects(rolegate_url: str, key: str, *, attempts: int = 60, d
                                     headers=headers) as resp:
                     body = await resp.json(content_type=None)
                     if resp.status == 200:
+                        async with http.put(rolegate_url.rstrip("/") + ASSIGN_PATH, json={"items": assignments()},
+                                            headers=headers) as assigned:
+                            body["assignments"] = await assigned.json(content_type=None)
+                            if assigned.status != 200:
+                                raise RuntimeError(f"rolegate refused the assignments: {assigned.status} "
+                                                   f"{body['assignments']}")
                         return body
                     if resp.status < 500:
                         raise RuntimeError(f"rolegate refused the placements: {resp.status} {body}")
@@ -159,7 +182,64 @@ async def echo(request: web.Request) -> web.Response:
 
 # -- demo data --------------------------------------------------------------------
 async def list_workorders(request: web.Request) -> web.Response:
-    return _json(request, {"workorders": list(WORKORDERS.values())})
+    """Every work order, or, behind rolegate, those its assertion's ``where`` claim names (docs/tokens.md)."""
+    orders = list(WORKORDERS.values())
+    token = request.headers.get("X-Rolegate-Assertion")
+    if token:
+        claims = await _verified_assertion(token)
+        where = claims.get("where") if claims is not None else {"perm": "workorders:view", "all": False}
+        if isinstance(where, dict):
+            orders = _visible(where, "workorders:view", orders)
+    return _json(request, {"workorders": orders})
+
+
+_JWKS: dict[str, Any] = {}
+
+
+async def _verified_assertion(token: str) -> dict[str, Any] | None:
+    """The assertion's claims, its signature checked against the JWKS of the rolegate that issued it; None when
+    it does not verify. A lab shortcut: the issuer is taken from the token, but only a rolegate on this machine
+    (127.0.0.1 / localhost) is trusted, and the audience is not checked (the lab's configs name this backend
+    differently). A real backend pins its rolegate and its upstream name: examples/backend_verify.py."""
+    import urllib.parse
+
+    import jwt
+
+    try:
+        issuer = str(jwt.decode(token, options={"verify_signature": False}).get("iss", ""))
+        if urllib.parse.urlsplit(issuer).hostname not in ("127.0.0.1", "localhost"):
+            return None
+        client = _JWKS.get(issuer)
+        if client is None:
+            client = _JWKS[issuer] = jwt.PyJWKClient(f"{issuer.rstrip('/')}/.well-known/jwks.json", lifespan=60)
+        key = await asyncio.to_thread(client.get_signing_key_from_jwt, token)
+        return jwt.decode(token, key.key, algorithms=[key.algorithm_name], issuer=issuer, leeway=30,
+                          options={"verify_aud": False, "require": ["exp", "iss", "sub"]})
+    except Exception:  # noqa: BLE001 - a token that does not verify filters everything out
+        return None
+
+
+def _visible(where: Mapping[str, Any], permission: str, orders: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The work orders ``where`` names (the same rule as examples/backend_verify.py ``visible``)."""
+    if where.get("perm") != permission or where.get("truncated"):
+        return []
+    if where.get("all") is True:
+        return orders
+    scopes, assigned = set(where.get("scopes", ())), set(where.get("assigned", ()))
+    denied = set(where.get("except", ()))
+    out = []
+    for order in orders:
+        places = workorder_places(order)
+        if places[0] in assigned:
+            out.append(order)
+            continue
+        for place in places:
+            if place in denied:
+                break
+            if place in scopes:
+                out.append(order)
+                break
+    return out
 
 
 async def get_workorder(request: web.Request) -> web.Response:
@@ -369,7 +449,8 @@ def main(argv: list[str] | None = None) -> None:
             parser.error("--register needs the app's key in ROLEGATE_APP_KEY")
         result = asyncio.run(register_objects(args.register, key))
         print(f"registered with {args.register}: {len(result['changed'])} placed or moved, "
-              f"{result['unchanged']} unchanged", flush=True)
+              f"{result['unchanged']} unchanged; {len(result['assignments']['changed'])} assignments changed",
+              flush=True)
     if args.access_log:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
         web.run_app(make_app(), host=args.host, port=args.port, print=None)
