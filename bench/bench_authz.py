@@ -247,6 +247,132 @@ def bench_match_and_decide(world, policy, now, n: int = 5_000):
     return warm, statistics.median(first), statistics.fmean(first)
 
 
+N_TASKS = 50_000
+
+
+def bench_objects(world, now, n: int = 5_000):
+    """Issue 19: a route whose scope is the object it names (``scope: "of task:{task}"``), beside the plain route.
+
+    Its own policy: the same roles and 300,000 bindings, plus 50,000 tasks placed in the 5,000 buildings (the
+    object directory, as apps register them). 10,000 routes ``GET /r<i>/buildings/{building}/things`` (scope
+    ``building:{building}``) and 10,000 ``GET /r<i>/tasks/{task}`` (scope ``of task:{task}``), same permissions.
+    Each request asks for a task lying in one of the user's buildings (or, every fourth, any task). Timed per
+    request: normalize, split, match, fill the template, decide - memoized (1,000 requests repeated), and first
+    decisions (timed singly, nothing memoized for that user and object). Last, a task the directory does not
+    know but a lookup placed (its cached answer): decided on every request from the entry, never memoized.
+    Returns {row: (us, note)}.
+    """
+    from rolegate.authz.explain import decide_route, requirement_of
+    from rolegate.proxy.paths import normalize_path, split_segments
+    from rolegate.proxy.routes import RouteSpec, RouteTable
+
+    perms, roles, members, user_grants, routes = world
+    rnd = random.Random(5)
+    buildings = [f"building:{b}" for b in members]
+    tasks = {f"task:t{i}": rnd.choice(buildings) for i in range(N_TASKS)}
+    by_building: dict[str, list[str]] = {}
+    for task, building in tasks.items():
+        by_building.setdefault(building, []).append(task.split(":", 1)[1])
+    config = SimpleNamespace(
+        permissions=tuple(perms), roles={n: Role(permissions=tuple(p)) for n, p in roles.items()},
+        bindings=tuple(Binding(user=u, role=r, scope=s) for u, gs in user_grants.items() for r, s in gs),
+        scopes={"client": SimpleNamespace(parent=None, members={}),
+                "building": SimpleNamespace(parent="client", members=members),
+                "task": SimpleNamespace(parent="building", members={})},
+        user_settings={}, routes=())
+    t0 = time.perf_counter()
+    policy = compile_policy(config, scope_parents=tasks, version=2)
+    say(f"objects: compiled the policy with {N_TASKS} placed tasks in {time.perf_counter() - t0:.2f}s")
+    specs = [RouteSpec(f"/r{i}/buildings/{{building}}/things", frozenset({"GET"}), permission=perm,
+                       scope="building:{building}", upstream="app", index=i) for i, (perm, _) in enumerate(routes)]
+    specs += [RouteSpec(f"/r{i}/tasks/{{task}}", frozenset({"GET"}), permission=perm, scope="of task:{task}",
+                        upstream="app", index=len(routes) + i) for i, (perm, _) in enumerate(routes)]
+    table = RouteTable.compile(specs)
+    users = list(user_grants)
+    plain, placed = [], []
+    for k in range(n):
+        user = rnd.choice(users)
+        _, scope = rnd.choice(user_grants[user])
+        route = rnd.randrange(len(routes))
+        here = by_building.get(scope) or ["t0"]
+        task = rnd.choice(here) if k % 4 else f"t{rnd.randrange(N_TASKS)}"
+        plain.append((user, f"/r{route}/buildings/{scope.split(':', 1)[1]}/things"))
+        placed.append((user, f"/r{route}/tasks/{task}"))
+
+    def one(identity, path):
+        match = table.match("GET", "app.example.com", split_segments(normalize_path(path)))
+        return decide_route(policy, identity, requirement_of(match), now)
+
+    idents = {u: Identity(u, ()) for u, _ in plain}
+    for u, path in placed:
+        decision = one(idents[u], path)
+        assert decision.scope.startswith("task:") and "not registered" not in str(decision.reasons[:1])
+    clock = time.perf_counter_ns
+    overhead = statistics.median(-(clock() - clock()) for _ in range(20_000))
+
+    def memo_and_first(requests):
+        hot = [(idents[u], path) for u, path in requests[:1000]]
+
+        def run(items):
+            for identity, path in items:
+                one(identity, path)
+
+        run(hot)
+        warm = per_call_us(run, hot * 5)
+        for u, path in requests:
+            decision = one(idents[u], path)
+            policy.forget(idents[u], decision.scope, decision.permission)
+        first = []
+        gc.disable()
+        for u, path in requests:
+            identity = Identity(u, ())
+            t = clock()
+            decision = one(identity, path)
+            first.append((clock() - t - overhead) / 1000)
+            policy.forget(identity, decision.scope, decision.permission)
+        gc.enable()
+        return warm, statistics.median(first), statistics.fmean(first)
+
+    plain_warm, plain_first, plain_mean = memo_and_first(plain)
+    obj_warm, obj_first, obj_mean = memo_and_first(placed)
+
+    def decide_only(requests):  # the decision alone, the requirement filled beforehand: memo hits
+        items = [(idents[u], requirement_of(table.match("GET", "app.example.com", split_segments(path))))
+                 for u, path in requests[:1000]]
+
+        def run(batch):
+            for identity, req in batch:
+                decide_route(policy, identity, req, now)
+
+        run(items)
+        return per_call_us(run, items * 5)
+
+    plain_decide, obj_decide = decide_only(plain), decide_only(placed)
+    # A task the directory does not know, placed by a lookup's cached answer (the proxy sets requirement.parent).
+    looked = []
+    for u, path in placed[:1000]:
+        match = table.match("GET", "app.example.com", split_segments(normalize_path(path)))
+        req = requirement_of(match)
+        looked.append((idents[u], req._replace(scope=req.scope + "-new", parent=tasks[req.scope])))
+
+    def run_looked(items):
+        for identity, req in items:
+            decide_route(policy, identity, req, now)
+
+    run_looked(looked)
+    looked_us = per_call_us(run_looked, looked)
+    return {
+        "plain decide": (plain_decide, "decide_route alone, requirement filled beforehand; 1,000 repeated"),
+        "object decide": (obj_decide, "same for the of route: + the directory check (one set lookup)"),
+        "plain": (plain_warm, "GET /r<i>/buildings/{building}/things: 1,000 requests repeated"),
+        "plain first": (plain_first, f"same, nothing memoized; median of {n}, mean {plain_mean:.3f}"),
+        "object": (obj_warm, 'GET /r<i>/tasks/{task}, scope "of task:{task}": 1,000 requests repeated'),
+        "object first": (obj_first, f"same, nothing memoized; median of {n}, mean {obj_mean:.3f}"),
+        "object looked up": (looked_us, "a task placed by a lookup's cached answer: decided from the entry "
+                                        "(never memoized); 1,000 decisions repeated, no match"),
+    }
+
+
 def bench_casbin(world, queries, expected):
     try:
         import casbin
@@ -340,6 +466,7 @@ def main() -> int:
     say(f"rolegate: {sum(answers)} of {len(answers)} sampled decisions allow")
     ref_small, ref_hot, ref_cold = bench_reference(world, queries, cold_queries, answers, time.time())
     match_us, match_first_us, match_first_mean = bench_match_and_decide(world, policy, time.time())
+    objects = bench_objects(world, time.time())
     slow_n = 20 if args.quick else 100
     casbin_us, casbin_note = bench_casbin(world, queries[:slow_n], answers)
     cedar_us, cedar_note = bench_cedar(world, queries[: slow_n * 10], answers)
@@ -372,6 +499,18 @@ def main() -> int:
                             ("first decision, timed alone (median)", ref_cold[0], cold_us[0]),
                             ("first decision, timed alone (mean)", ref_cold[1], cold_us[1])):
         say(f"{name:44} {ref:19.3f} {ours:11.3f}  {ours / ref:.2f}")
+    say("")
+    say("object -> scope resolution (issue 19), its own policy with 50,000 placed tasks; match + decide per request:")
+    say(f"{'':44} {'us/request':>19} {'x plain':>11}  sample")
+    for key, label, against in (("plain decide", "plain route, decision alone, memo hit", "plain decide"),
+                                ("object decide", "of task:{task}, decision alone, memo hit", "plain decide"),
+                                ("plain", "plain route, memo hit", "plain"),
+                                ("object", "of task:{task}, memo hit", "plain"),
+                                ("plain first", "plain route, first decision", "plain first"),
+                                ("object first", "of task:{task}, first decision (memo miss)", "plain first"),
+                                ("object looked up", "of task:{task}, placed by the lookup", "plain decide")):
+        us, note = objects[key]
+        say(f"{label:44} {us:19.3f} {us / objects[against][0]:11.2f}  {note}")
     say(f"\ntotal bench time {time.perf_counter() - started:.0f}s")
     return 0
 
