@@ -6,6 +6,7 @@ Shared by ``rolegate explain`` and the admin API; also gives the request pipelin
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -130,16 +131,30 @@ def decide_listed(policy: Policy, identity: Identity, permission: str, everywher
     """A list route (``lists: true``) for a caller who lacks ``permission`` globally: allowed when they hold it
     somewhere - at a scope, or on an assigned object - for the backend shows only what the assertion's
     ``where`` claim names (rolegate.authz.where). Held nowhere: denied, with why it is not held globally."""
-    where = where_held(policy, identity, permission, timestamp(now))
+    ts = timestamp(now)
+    key = (identity.key, "\0lists", permission)  # no scope holds a NUL: memoized beside the policy's decisions
+    memo = policy._decisions.get(key)
+    if memo is not None and memo[4] <= ts < memo[5]:
+        return memo
+    where = where_held(policy, identity, permission, ts)
     held = [*where["scopes"], *where["assigned"]]
+    # Valid until the first binding or setting of this identity that ends (the policy is replaced on any change).
+    subjects = set(identity.subjects)
+    ends = [b.until for b in policy.bindings if b.until > ts and f"{b.subject_kind[0]}:{b.subject}" in subjects]
+    ends += [s.until for s in policy.setting_grants if s.username == identity.username and s.until > ts]
+    until = min(ends, default=math.inf)
     if not held:
-        return Decision(False, permission, None, (*everywhere.reasons, f"note: {permission} is held nowhere, "
-                                                  "not at any scope nor on any assigned object (a list route)"))
-    shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
-    shown += " and more (truncated)" if where.get("truncated") else ""
-    return Decision(True, permission, None, (f"allow: a list route (lists: true): {identity.username} holds "
-                                             f"{permission} at {shown}; the backend shows only what the "
-                                             f"assertion's where claim names",))
+        decision = Decision(False, permission, None, (*everywhere.reasons, f"note: {permission} is held nowhere, "
+                                                      "not at any scope nor on any assigned object (a list route)"),
+                            ts, until)
+    else:
+        shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+        shown += " and more (truncated)" if where.get("truncated") else ""
+        decision = Decision(True, permission, None, (f"allow: a list route (lists: true): {identity.username} holds "
+                                                     f"{permission} at {shown}; the backend shows only what the "
+                                                     f"assertion's where claim names",), ts, until)
+    policy.memoize(key, decision)
+    return decision
 
 
 def decide_unplaced(policy: Policy, identity: Identity, requirement: Requirement,
