@@ -65,6 +65,6 @@ async def test_a_slot_missing_longer_than_the_bound_is_not_ready(monkeypatch: py
     assert early["state"] == "degraded" and "not_ready" not in early, early
     assert late["state"] == "unavailable", late
     [missing] = late["not_ready"]
-    assert missing["worker"] == 0 and missing["reason"] == "missing" and missing["down_for"] > 1.5, missing
+    assert missing["worker"] == 0 and missing["reason"] == "missing" and missing["down_for"] >= 1.5, missing
     assert missing["last_exit"] == "killed by SIGKILL", missing
     assert late["processes"][0]["state"] == "starting", late
