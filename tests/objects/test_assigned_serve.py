@@ -114,6 +114,15 @@ async def test_the_list_is_filtered_by_the_backend_with_the_where_claim(fs):
             assert await _list(client) == (200, expected), user
         finally:
             await client.http.close()
+    for user, expected in (("bob", ["c100", "c201"]), ("grace", ["c100", "c101"]),
+                           ("peggy", ["c100", "c101", "c200", "c201"])):
+        client = await sign_in(fs.url, user)
+        try:
+            async with client.http.get(fs.url + "/customers", headers={"Accept": "application/json"}) as resp:
+                assert resp.status == 200, user
+                assert sorted(c["id"] for c in (await resp.json())["customers"]) == expected, user
+        finally:
+            await client.http.close()
     walter = await sign_in(fs.url, "walter")  # staff only: workorders:view nowhere
     try:
         assert (await _list(walter))[0] == 403

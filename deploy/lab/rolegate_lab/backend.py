@@ -219,8 +219,11 @@ async def _verified_assertion(token: str) -> dict[str, Any] | None:
         return None
 
 
-def _visible(where: Mapping[str, Any], permission: str, orders: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The work orders ``where`` names (the same rule as examples/backend_verify.py ``visible``)."""
+def _visible(where: Mapping[str, Any], permission: str, orders: list[dict[str, Any]],
+             places_of: Any = None) -> list[dict[str, Any]]:
+    """The items ``where`` names (the same rule as examples/backend_verify.py ``visible``); ``places_of(item)``:
+    its own object and the scopes it lies in, nearest first (work orders by default)."""
+    places_of = places_of or workorder_places
     if where.get("perm") != permission or where.get("truncated"):
         return []
     if where.get("all") is True:
@@ -229,7 +232,7 @@ def _visible(where: Mapping[str, Any], permission: str, orders: list[dict[str, A
     denied = set(where.get("except", ()))
     out = []
     for order in orders:
-        places = workorder_places(order)
+        places = places_of(order)
         if places[0] in assigned:
             out.append(order)
             continue
@@ -256,7 +259,20 @@ async def workorder_scope(request: web.Request) -> web.Response:
 
 
 async def list_customers(request: web.Request) -> web.Response:
+    """The customers; behind field-service's list route (a where claim about customers:view), its customers
+    (c100..c201), those the claim names."""
+    token = request.headers.get("X-Rolegate-Assertion")
+    if token:
+        claims = await _verified_assertion(token)
+        where = claims.get("where") if claims is not None else {"perm": "customers:view", "all": False}
+        if isinstance(where, dict) and where.get("perm") == "customers:view":
+            customers = [{"id": c, "region": r} for c, r in FIELD_SERVICE_CUSTOMERS.items()]
+            return _json(request, {"customers": _visible(where, "customers:view", customers, customer_places)})
     return _json(request, {"customers": CUSTOMERS})
+
+
+def customer_places(customer: Mapping[str, Any]) -> list[str]:
+    return [f"customer:{customer['id']}", f"region:{customer['region']}"]
 
 
 async def list_invoices(request: web.Request) -> web.Response:
