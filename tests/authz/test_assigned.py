@@ -119,3 +119,32 @@ def test_config_refuses_an_unknown_type(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert "on_assigned" in str(info.value) and "unknown scope type 'job'" in str(info.value)
+
+
+def test_a_list_route_is_allowed_where_the_permission_is_held_somewhere():
+    from rolegate.authz.explain import Requirement, decide_route
+
+    p = policy()
+    listed = Requirement("enforce", "workorders:view", None, None, listed=True)
+    plain = Requirement("enforce", "workorders:view", None, None)
+    yes = decide_route(p, BOB, listed)
+    assert yes.allowed and "bob holds workorders:view at workorder:1" in yes.reasons[0], yes.reasons
+    assert not decide_route(p, BOB, plain).allowed  # without lists: true, the global decision as ever
+    grace = Identity("grace", ["north"])
+    assert decide_route(p, grace, listed).allowed and "region:north" in decide_route(p, grace, listed).reasons[0]
+    nobody = decide_route(p, Identity("walter", ["staff"]), listed)
+    assert not nobody.allowed and "held nowhere" in nobody.reasons[-1], nobody.reasons
+    # Memoized with the policy: a new policy (an assignment removed) decides afresh.
+    assert not decide_route(policy(assignments={"workorder:2": ["trent"]}), BOB, listed).allowed
+
+
+def test_lists_is_for_a_route_without_scope():
+    from pydantic import ValidationError
+
+    from rolegate.config.sections.routing import RouteConfig
+
+    assert RouteConfig(path="/workorders", permission="workorders:view", upstream="app", lists=True).lists
+    for bad in ({"scope": "customer:{c}"}, {"object": "workorder:{id}"}, {"permission": None, "mode": "public"}):
+        with pytest.raises(ValidationError, match="lists: true is for a list route"):
+            RouteConfig(**{"path": "/x/{c}", "permission": "workorders:view", "upstream": "app", "lists": True,
+                           **bad})

@@ -114,3 +114,13 @@ def test_assertion_stays_within_one_header():
     p = policy({f"workorder:{'x' * 180}{i}": ["bob"] for i in range(500)})
     claim = where_held(p, BOB, "workorders:view", NOW)
     assert claim["truncated"] and len(str(claim)) < 4096
+
+
+def test_a_full_where_claim_still_mints(keyring, clock):
+    """The cap is what keeps the assertion mintable: 500 long assignments still give one header."""
+    p = policy({f"workorder:{'x' * 180}{i}": ["bob"] for i in range(500)})
+    minter = AssertionMinter(keyring, ISSUER, 300, clock=clock)
+    token = minter.mint(sub="bob", name="Bob", email="bob@example.com", roles=["technician"], scope="",
+                        perms=[f"p{i}:view" for i in range(100)], sid="s", ver=1, aud="app",
+                        where=where_held(p, BOB, "workorders:view", NOW))
+    assert len(token) < 8 * 1024
