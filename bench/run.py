@@ -15,6 +15,12 @@ route requested) even run on one server. So a ratio compares rows, not the
 machine's drift between them. Results: a table on
 stdout and ``bench/results/latest.json``.
 
+Forward-auth rows (issue 21) run a front proxy (nginx ``auth_request``, Caddy ``forward_auth``) and
+``rolegate serve`` (1 worker) together on the server cpu, beside the same front proxying alone; day-pass
+rows carry a pass session (bench/credentials.py: issued, claimed and sealed as redeeming its link does),
+bearer rows a token from rolegate's own token endpoint (minted last: a pass issued later would move the
+permission version and make an earlier token stale).
+
 Targets are data (see ``TARGETS``): a name, how to build its command line
 (given a private temp dir, its port and the upstream URL), and how many worker
 processes it runs. A ``rolegate serve -c <generated config>`` row is one more
