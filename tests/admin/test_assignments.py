@@ -70,3 +70,21 @@ async def test_who_may_assign(clients):
     assert code == 200 and body["applied"], body
     code, body, _ = await carol.call("PUT", f"{API}/assignments/task:77", json={"users": ["heidi"]})
     assert code == 403, body
+
+
+async def test_an_api_role_with_on_assigned_and_who_may_assign_with_it(clients):
+    alice, carol = await clients("alice"), await clients("carol")
+    role = {"name": "task_worker", "description": "works on the tasks assigned to them",
+            "on_assigned": {"task": ["controls:perform", "documents:edit"]}}
+    code, body, _ = await alice.call("POST", f"{API}/roles", json=role)
+    assert code == 201, body
+    code, body, _ = await alice.call("GET", f"{API}/roles/task_worker")
+    assert code == 200 and body["on_assigned"] == {"task": ["controls:perform", "documents:edit"]}, body
+    code, body, _ = await alice.call("POST", f"{API}/roles", json={**role, "name": "x", "on_assigned": {"job": []}})
+    assert code == 422 and "unknown scope type 'job'" in str(body), body
+    # carol manages assigns [controls:perform] at building a: assigning to task 42 there would now also grant
+    # documents:edit (task_worker's on_assigned), which she does not manage - refused, nothing written.
+    code, body, _ = await carol.call("PUT", f"{API}/assignments/task:42", json={"users": ["heidi"]})
+    assert code == 403 and "documents:edit" in body["message"], body
+    code, body, _ = await alice.call("PUT", f"{API}/assignments/task:42", json={"users": ["heidi"]})
+    assert code == 200 and body["applied"], body

@@ -91,11 +91,27 @@ async def list_assignments(service: Any, obj: str | None = None, user: str | Non
     return out
 
 
-def _check_person(actor: Any, obj: str) -> None:
-    """A person assigns where a role they hold (at the object, there or above) manages single objects."""
-    if not actor.assigns_at(obj):
+def unlocked_by(policy: Any, config: Any, obj_type: str) -> frozenset[str]:
+    """What an assignment to an object of ``obj_type`` can grant: every permission a role lists under
+    ``on_assigned`` for the object itself (``*`` or its type) or for the type it lies in directly."""
+    declared = config.scopes.get(obj_type)
+    types = {"*", obj_type} | ({declared.parent} if declared is not None and declared.parent else set())
+    return frozenset().union(*(perms for role in policy.roles.values()
+                               for t, perms in role.on_assigned.items() if t in types))
+
+
+def _check_person(actor: Any, obj: str, unlocked: frozenset[str]) -> None:
+    """A person assigns where a role they hold (at the object, there or above) manages single objects, and
+    manages (``manages.assigns``) every permission the assignment can grant: no one hands out more by assigning
+    than they could grant on the object directly."""
+    assigns = actor.assigns_at(obj)
+    if not assigns:
         raise Denied(f"you cannot assign people to {obj}: no role you hold there manages assignments "
                      f"(manages.assigns)")
+    missing = sorted(p for p in unlocked if p not in assigns)
+    if missing:
+        raise Denied(f"you cannot assign people to {obj}: an assignment there grants {', '.join(missing)} "
+                     f"(on_assigned), which no role you hold there manages (manages.assigns)")
 
 
 async def put_assignments(service: Any, items: list[AssignmentItem], *, dry_run: bool) -> dict[str, Any]:
@@ -133,7 +149,7 @@ async def put_assignments(service: Any, items: list[AssignmentItem], *, dry_run:
             unchanged += 1
             continue
         if not actor.is_app:
-            _check_person(actor, item.object)
+            _check_person(actor, item.object, unlocked_by(before, config, item.object.split(":", 1)[0]))
         # Who stays keeps when and by whom they were assigned; who is new is assigned by this caller, now.
         users = [current.get(u) or Assigned(u, actor.username, at) for u in wanted]
         changes.append((item.object, {"users": [u.to_json() for u in users]}, old.value if old else None,

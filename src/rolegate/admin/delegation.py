@@ -48,8 +48,9 @@ def _managed(actor: Actor, scope: str | None) -> str:
 
 
 def gives(role: FlatRole) -> frozenset[str]:
-    """Everything a holder of ``role`` can get from it: its permissions and its conditional ones."""
-    return role.allow | role.conditional_permissions()
+    """Everything a holder of ``role`` can get from it: its permissions, its conditional ones and those it grants
+    on assigned objects (``on_assigned``)."""
+    return role.allow | role.conditional_permissions() | role.assigned_permissions()
 
 
 def check_own_permissions(actor: Actor, permissions: Iterable[str], scope: str | None, what: str) -> None:

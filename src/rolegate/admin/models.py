@@ -103,6 +103,9 @@ class RoleIn(Body):
                                              description="user setting -> permissions granted only where the holder "
                                                          "has that setting switched on")
     manages: ManagesIn = Field(default_factory=ManagesIn)
+    on_assigned: dict[str, list[str]] | list[str] = Field(
+        default_factory=dict, description="scope type (or a plain list: the assigned object itself) -> permissions "
+                                          "granted only on objects assigned to the holder (docs/admin-api.md)")
     assigns: None = Field(None, description="moved to manages.assigns", json_schema_extra={"deprecated": True})
 
     @field_validator("assigns", mode="before")
@@ -127,6 +130,8 @@ class RoleOut(Out):
     deny: list[str]
     if_setting: dict[str, list[str]] = Field(default_factory=dict)
     manages: dict[str, Any] = Field(default_factory=dict, description="roles, settings, assigns: 'all' or names")
+    on_assigned: dict[str, list[str]] = Field(default_factory=dict, description="scope type ('*': the assigned "
+                                                                                "object itself) -> permissions")
     effective: list[str] = Field(description="what a holder gets: inherited permissions folded in, denies removed")
     conditional: dict[str, list[str]] = Field(default_factory=dict,
                                               description="user setting -> what a holder gets with it on (inherited "

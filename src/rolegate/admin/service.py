@@ -29,7 +29,7 @@ from rolegate.audit import admin_change_event
 from rolegate.authz import Identity, Policy
 from rolegate.authz.roles import expand
 from rolegate.authz.stored import Switch, switches_of
-from rolegate.config.sections.policy import EVERYWHERE, Binding
+from rolegate.config.sections.policy import EVERYWHERE, Binding, Role
 from rolegate.store.base import VersionConflict
 from rolegate.store.version_board import bump
 
@@ -244,6 +244,8 @@ class AdminService:
                 "inherits": list(value.get("inherits") or ()), "deny": list(value.get("deny") or ()),
                 "if_setting": {k: list(v) for k, v in (value.get("if_setting") or {}).items()},
                 "manages": {k: v if v == "all" else list(v) for k, v in manages.items() if v},
+                "on_assigned": {k: list(v) for k, v in Role.model_validate(
+                    {"on_assigned": value.get("on_assigned") or {}}).on_assigned.items()},
                 "effective": sorted(flat.allow) if flat else [],
                 "conditional": {k: sorted(v) for k, v in flat.conditional.items()} if flat else {}}
 
@@ -267,6 +269,12 @@ class AdminService:
                 errors.append({"field": f"if_setting.{setting}", "message": f"unknown user setting {setting!r}"})
             for i, perm in enumerate(perms):
                 known(f"if_setting.{setting}[{i}]", perm)
+        on_assigned = body.on_assigned if isinstance(body.on_assigned, dict) else {"*": body.on_assigned}
+        for type_name, perms in on_assigned.items():
+            if type_name != "*" and type_name not in self.config.scopes:
+                errors.append({"field": f"on_assigned.{type_name}", "message": f"unknown scope type {type_name!r}"})
+            for i, perm in enumerate(perms):
+                known(f"on_assigned.{type_name}[{i}]", perm)
         manages = body.manages
         if manages.roles != "all":
             for i, role in enumerate(manages.roles):
@@ -285,6 +293,8 @@ class AdminService:
                                  "inherits": body.inherits, "deny": body.deny}
         if body.if_setting:
             value["if_setting"] = body.if_setting
+        if on_assigned:
+            value["on_assigned"] = on_assigned
         dumped = {k: v for k, v in manages.model_dump().items() if v}
         if dumped:
             value["manages"] = dumped
