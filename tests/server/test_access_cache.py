@@ -167,3 +167,58 @@ async def test_long_cookie_headers_work_but_are_not_kept_verbatim(tmp_path: Path
         assert all(len(raw) <= 2048 for raw in cookie_sessions._quiet)
     finally:
         await runtime.close()
+
+
+async def test_a_day_pass_and_a_bearer_token_are_remembered_like_a_session(tmp_path: Path) -> None:
+    """Issue 21: after the first full check, a day-pass session and a rolegate bearer token are answered
+    from what check_access remembered (no awaited authentication, no assertion minted per request), as a
+    browser session is; each one's own answer, never another's."""
+    import time
+
+    from rolegate.identity.daypass.issue import issue_pass
+    from rolegate.identity.daypass.redeem import claim_device
+    from rolegate.identity.daypass.service import daypass_service
+
+    config_path = write_config(tmp_path)
+    config = json.loads(config_path.read_text())
+    config["scopes"] = {"building": {}}
+    config["routes"].append({"path": "/site/{building}/**", "mode": "enforce", "permission": "things:view",
+                             "scope": "building:{building}", "upstream": "app"})
+    config["daypass"] = {"templates": {"visit": {"role": "viewer", "scopes": ["building"], "max_lifetime": "24h",
+                                                 "expires": "8h", "devices": 1}}}
+    config_path.write_text(json.dumps(config))
+    runtime = await Runtime.create(load_config(str(config_path)), base_dir=tmp_path)
+    try:
+        now = time.time()
+        issued = await issue_pass(runtime.store, runtime.board, runtime.config, template="visit", scope="building:a",
+                                  name="Sam", company="Fixit", reason="boiler", issuer="test", issuer_may_issue=None,
+                                  now=now)
+        claimed = await claim_device(runtime.store, issued.code, via="link", client="127.0.0.1", now=now)
+        service = daypass_service(runtime.identity)
+        value, _ = await service.start_session(claimed.record, 1, now)
+        pass_cookie = f"{service.cookie_name}={value}; theme=dark"
+        bob_cookie, _ = await sign_in(config_path, "bob", ["staff"])
+        bob = await runtime.identity.session_from_request(request_with(bob_cookie))
+        token = (await runtime.tokens.service.issue(bob.principal)).access_token  # as the session grant does
+
+        awaited: list[str] = []
+        authenticate = runtime.identity.authenticate
+
+        async def counted(request):
+            awaited.append(request.path)
+            return await authenticate(request)
+
+        runtime.identity.authenticate = counted
+        asks = {"day pass": ("/site/a/x", {"Cookie": pass_cookie}, f"daypass:{issued.id}"),
+                "bearer token": (PATH, {"Authorization": f"Bearer {token}"}, "bob")}
+        for kind, (path, credential, user) in asks.items():
+            awaited.clear()
+            for _ in range(5):
+                request = make_mocked_request("GET", path, headers=CIMultiDict({"Host": "127.0.0.1:1", **credential}))
+                access = await check_access(runtime, request, "GET", "127.0.0.1:1", path)
+                assert access.error is None, (kind, access.error)
+                assert access.set_headers["X-Rolegate-User"] == user, kind
+            assert len(awaited) == 1, f"{kind}: worked out in full {len(awaited)} times in 5 requests, not once"
+            assert access.known is not None, kind  # forward-auth builds its answer from this
+    finally:
+        await runtime.close()

@@ -354,8 +354,9 @@ class AccessMemo:
         known = self.known
         if len(known) >= self.MAX:
             known.clear()
-        known[(credential, route.upstream, _scope_key(route, scope))] = _Known(
+        entry = known[(credential, route.upstream, _scope_key(route, scope))] = _Known(
             principal, identity, policy, cached.headers, until, expires, epoch)
+        return entry
 
 
 def _memo_for(runtime: Runtime) -> AccessMemo:
