@@ -227,7 +227,7 @@ class BindingIndex:
 
     __slots__ = ("scopes", "cache", "cache_size", "holds", "held_by", "may_deny", "settings_by_user", "chains",
                  "conditional", "unlocks", "_chains_limit", "_at", "assigned_perms", "assigned_users", "_assigned",
-                 "_assigned_near", "assigned_objects")
+                 "_assigned_near", "assigned_objects", "scopes_by_subject")
 
     def __init__(self, bindings: tuple[CompiledBinding, ...], setting_grants: tuple[SettingGrant, ...],
                  scopes: ScopeTree, cache_size: int, unlocks: Unlocks | None = None,
@@ -256,6 +256,12 @@ class BindingIndex:
         for b in bindings:
             at.setdefault((subject_key(b.subject_kind, b.subject), _intern(b.scope)), []).append(b)
         self._at = {k: tuple(v) for k, v in at.items()}
+        by_subject: dict[str, list[str]] = {}
+        for subject, scope in self._at:
+            if scope is not None:
+                by_subject.setdefault(subject, []).append(scope)
+        # subject -> the scopes where it holds a binding (the where claim's candidates)
+        self.scopes_by_subject = {k: tuple(v) for k, v in by_subject.items()}
         # Climbing from a scope to the first level where a subject holds something, and reading
         # that level's union of everything above it, equals the union over the whole chain because
         # a chain's tail is its own chain: config refuses scope types that nest in a cycle or

@@ -42,9 +42,8 @@ def where_held(policy: Policy, identity: Identity, permission: str, now: float,
         out["all"] = True
         return out
     index = policy._index
-    subjects = set(identity.subjects)
-    bound = {b.scope for b in policy.bindings if b.scope is not None and now < b.until
-             and f"{b.subject_kind[0]}:{b.subject}" in subjects}
+    # Where the caller's user, groups or pass hold a binding (an expired one is weeded out by decide below).
+    bound = {scope for subject in identity.subjects for scope in index.scopes_by_subject.get(subject, ())}
     candidates = bound | {s.scope for s in index.settings_by_user.get(identity.username, ()) if s.scope is not None}
     held = sorted(s for s in candidates if decide(policy, identity, permission, s, now=now).allowed)
     # Only the outermost: a scope inside another listed one adds nothing for a filter.
