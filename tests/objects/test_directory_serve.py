@@ -23,6 +23,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from rolegate.admin.objects import PlacementsOut
 from rolegate_lab import free_port, rolegate_client
 from rolegate_lab.backend import placements, register_objects
 from tests.admin.conftest import API, sign_in
@@ -103,6 +104,7 @@ async def test_grace_reaches_north_work_orders_by_id_once_the_app_registered_the
         assert changed == {"workorder:1": "customer:c100", "workorder:2": "customer:c200",
                            "workorder:3": "customer:c201", "workorder:4": "customer:c101"}, result
         assert result["unchanged"] == 4 and result["applied"] is True
+        PlacementsOut.model_validate({k: v for k, v in result.items() if k != "assignments"})  # as OpenAPI says
 
         assert await _status(grace, "/workorders/1") == 200, "north: her region"
         assert await _status(grace, "/workorders/4") == 200

@@ -18,7 +18,7 @@ from rolegate.admin.models import (NAME, AuditOut, AuditQuery, BindingIn, Bindin
                                    PreviewIn, PreviewOut, RoleCreate, RoleIn, RoleList, RoleOut, ScopeMemberIn,
                                    ScopeMemberList, ScopeMemberQuery, SyncStatusOut, UserDetail,
                                    UserList, UserSettingsIn, UserSettingsOut, valid_id)
-from rolegate.admin.objects import MAX_ITEMS, PlacementsIn, put_scope_members
+from rolegate.admin.objects import MAX_ITEMS, PlacementsIn, PlacementsOut, put_scope_members
 from rolegate.admin.openapi import API_PREFIX, build_openapi
 from rolegate.admin.request_models import MeWithRequestsOut
 from rolegate.admin.requests import AccessRequests
@@ -311,7 +311,7 @@ async def put_scope_member(call: Call) -> web.Response:
 
 
 @op("PUT", "/scope-members", "Place or move many objects at once (the object directory's bulk upsert)", "scopes",
-    body=PlacementsIn, query=DryRun, apps=True,
+    body=PlacementsIn, response=PlacementsOut, query=DryRun, apps=True,
     description=f"items: [{{scope, parent}}], at most {MAX_ITEMS} (413 beyond). Idempotent: what already lies "
                 "where it says is unchanged, and a call changing nothing writes, bumps and audits nothing. "
                 "Atomic: validated and authorized whole, then written in one transaction. One audit event "

@@ -28,13 +28,14 @@ from pydantic import Field
 
 from rolegate.admin.delegation import may_register_member
 from rolegate.admin.errors import AdminError, Invalid, PreconditionFailed
-from rolegate.admin.models import SCOPE, Body
+from rolegate.admin.models import SCOPE, Body, Out, PreviewOut
 from rolegate.admin.state import SCOPE_MEMBERS, Doc, compile_state, daypass_bindings
 from rolegate.audit import admin_change_event
 from rolegate.store.base import VersionConflict
 from rolegate.store.version_board import bump
 
-__all__ = ["MAX_ITEMS", "Placement", "PlacementsIn", "TooMany", "put_scope_members"]
+__all__ = ["MAX_ITEMS", "Placement", "PlacementChange", "PlacementsIn", "PlacementsOut", "TooMany",
+           "put_scope_members"]
 
 MAX_ITEMS = 1000
 
@@ -51,6 +52,20 @@ class Placement(Body):
 class PlacementsIn(Body):
     # Not bounded here: beyond MAX_ITEMS the answer is 413 naming the limit, not a validation error.
     items: list[Placement] = Field(description=f"at most {MAX_ITEMS} placements, each scope once")
+
+
+class PlacementChange(Out):
+    scope: str
+    parent: str
+    before: str | None = Field(description="where it lay before (registered or by config); null: nowhere")
+    version: int
+
+
+class PlacementsOut(Out):
+    applied: bool = Field(description="false on a dry run and when nothing changed")
+    changed: list[PlacementChange]
+    unchanged: int = Field(description="items that already lay where they say")
+    preview: PreviewOut
 
 
 async def put_scope_members(service: Any, body: PlacementsIn, *, dry_run: bool) -> dict[str, Any]:
