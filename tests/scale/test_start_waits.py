@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import signal
 import time
@@ -210,3 +211,58 @@ async def test_database_and_cache_state_are_in_the_metrics_and_readyz(make_fleet
     got, status, body = final
     assert got["rolegate_storage_writes_unavailable"] == 0.0, got
     assert got['rolegate_storage_unavailable_seconds{backend="database"}'] == 0.0, got
+
+
+async def test_a_worker_replaced_while_the_database_is_down_waits_for_it(make_fleet, make_idp, lab_backend,
+                                                                        fleet_backend):
+    """A worker killed during an outage: its replacement cannot build its Runtime. It waits for the database
+    (one line per attempt, slot ``waiting``, no traceback, no crash loop) and serves once it answers. Before:
+    the replacement died with a traceback, again and again, each time after a longer back-off."""
+    postgres = fleet_backend.postgres
+    fleet = make_fleet(1, workers=2)
+    idp = make_idp([fleet.client()])
+    fleet.start([fleet.config(0, idp, lab_backend.url)])
+    proc = fleet.procs[0]
+
+    def slot0() -> dict:
+        status, body = readyz(proc)
+        return {**body.get("checks", {}).get("workers", {}).get("processes", [{}])[0], "_status": status}
+
+    async def slot0_is(state: str) -> dict:
+        async def check() -> bool:
+            return slot0().get("state") == state
+
+        ok, _ = await poll_until(check, BOUND, 0.2)
+        assert ok, f"worker slot 0 not {state}: {slot0()}\n{proc.log()[-3000:]}"
+        return slot0()
+
+    await slot0_is("serving")
+    await asyncio.to_thread(postgres.stop)
+    try:
+        killed = slot0()["pid"]
+        mark = len(proc.output)
+        os.kill(killed, signal.SIGKILL)
+        waiting = await slot0_is("waiting")
+        ok, _ = await poll_until(lambda: asyncio.sleep(0, sum(1 for ln in proc.output[mark:]
+                                                              if "worker 0: PostgreSQL at" in ln
+                                                              and "retrying in" in ln) >= 2), BOUND, 0.2)
+        assert ok, proc.log()[-3000:]
+        during = "".join(proc.output[mark:])
+    finally:
+        await asyncio.to_thread(postgres.start)
+    back = time.monotonic()
+    serving = await slot0_is("serving")
+    serving_in = time.monotonic() - back
+
+    async def is_ready() -> bool:
+        return readyz(proc)[0] == 200
+
+    ok, _ = await poll_until(is_ready, BOUND, 0.1)
+    assert ok, readyz(proc)
+    report(f"worker killed during a PostgreSQL outage: replacement waiting ({waiting.get('restarts')} restart), "
+           f"serving {serving_in:.1f} s after PostgreSQL started")
+    # No replacement died (multiprocessing prints "Process rolegate-worker-0:" and its traceback when one does).
+    # asyncpg's own pool warning in the surviving worker may carry a traceback: not the replacement's.
+    assert "Process rolegate-worker" not in during and "failed to start" not in during, during
+    assert waiting["restarts"] == 1 and waiting["last_exit"]["reason"] == "killed by SIGKILL", waiting
+    assert serving["restarts"] == 1 and serving["pid"] != killed, serving  # the same replacement, never a loop

@@ -429,20 +429,28 @@ class Master:
                     return 1
                 log.info("stopped while waiting for the storage")
                 return 0
-        ok = await self.supervisor.start()
+            self.storage.start()  # probing from now: /readyz tells the truth while the workers start
+        # A worker whose Store stopped answering again waits for it (and says so): SIGTERM must still end the start.
+        starting = asyncio.ensure_future(self.supervisor.start())
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not starting.done():
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
+        ok = starting.result() if not starting.cancelled() else None
         reservation.close()
         if not ok:
-            log.error("a worker failed to start; see the log above")
+            if ok is not None:
+                log.error("a worker failed to start; see the log above")
             if self.storage is not None:
                 await self.storage.stop()
             await self.shutdown(internal_runner)
-            return 1
+            return 1 if ok is not None else 0
         shown = f"[{host}]" if ":" in host else host
         print(f"rolegate: serving http://{shown}:{self.port} with {count} worker(s)"
               + (f"; internal listener on port {self.internal_port}" if self.internal_port else ""), flush=True)
         tasks = [asyncio.ensure_future(self.watch_file())]
-        if self.storage is not None:
-            self.storage.start()
         self._start_directory(self.config)
         await stop.wait()
         log.info("draining workers")

@@ -142,36 +142,45 @@ class Runtime:
 
         compiled = Compiled(config)
         store = await open_store(config.storage, base_dir=base_dir)
-        board = VersionBoard(board_path_for(config.storage.url, base_dir))
-        identity = None
-        if config.oidc or config.session:
-            identity = IdentityStage(config, base_dir=base_dir, store=store, board=board)
-        runtime = cls(config, compiled, generation=generation, base_dir=base_dir, store=store, board=board,
-                      identity=identity)
-        runtime.audit = AuditLog.from_config(store, config, base_dir=base_dir, run_retention=audit_retention)
-        runtime.audit.start()
-        if identity is not None:
-            identity.audit = runtime.audit  # day-pass use/expiry events
-            identity.clock = runtime.clock
-        await runtime.refresh(force=True)
-        if config.session is not None or config.tokens.key_secret is not None:
-            from rolegate.identity.daypass import daypass_token_redeemer
-            from rolegate.tokens import TokenStage
-            from rolegate.tokens.subject import subject_check
-
-            runtime.tokens = TokenStage(
-                config, store, board=board, current_version=runtime.permission_version,
-                grants=runtime.unscoped_grants,
-                authenticate_session=identity.authenticate if identity is not None else None,
-                redeem_daypass=daypass_token_redeemer(runtime) if config.daypass is not None else None,
-                # every grant re-checks its subject as a request would: session, directory (and pass)
-                reload_identity=subject_check(runtime), audit=runtime.audit,
-                clock=runtime.clock)
-            await runtime.tokens.open()
+        runtime: Runtime | None = None
+        try:
+            board = VersionBoard(board_path_for(config.storage.url, base_dir))
+            identity = None
+            if config.oidc or config.session:
+                identity = IdentityStage(config, base_dir=base_dir, store=store, board=board)
+            runtime = cls(config, compiled, generation=generation, base_dir=base_dir, store=store, board=board,
+                          identity=identity)
+            runtime.audit = AuditLog.from_config(store, config, base_dir=base_dir, run_retention=audit_retention)
+            runtime.audit.start()
             if identity is not None:
-                identity.tokens = runtime.tokens.service
-        runtime._poller = asyncio.ensure_future(runtime._poll_store())
-        return runtime
+                identity.audit = runtime.audit  # day-pass use/expiry events
+                identity.clock = runtime.clock
+            await runtime.refresh(force=True)
+            if config.session is not None or config.tokens.key_secret is not None:
+                from rolegate.identity.daypass import daypass_token_redeemer
+                from rolegate.tokens import TokenStage
+                from rolegate.tokens.subject import subject_check
+
+                runtime.tokens = TokenStage(
+                    config, store, board=board, current_version=runtime.permission_version,
+                    grants=runtime.unscoped_grants,
+                    authenticate_session=identity.authenticate if identity is not None else None,
+                    redeem_daypass=daypass_token_redeemer(runtime) if config.daypass is not None else None,
+                    # every grant re-checks its subject as a request would: session, directory (and pass)
+                    reload_identity=subject_check(runtime), audit=runtime.audit,
+                    clock=runtime.clock)
+                await runtime.tokens.open()
+                if identity is not None:
+                    identity.tokens = runtime.tokens.service
+            runtime._poller = asyncio.ensure_future(runtime._poll_store())
+            return runtime
+        except BaseException:
+            # Not half-built: a worker that waits for the database and tries again must not leak a pool.
+            if runtime is not None:
+                await runtime.close()
+            else:
+                await store.close()
+            raise
 
     async def close(self) -> None:
         if self._closed:

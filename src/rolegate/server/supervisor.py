@@ -74,7 +74,7 @@ class Slot:
         self.index = index
         self.proc: BaseProcess | None = None
         self.conn: Connection | None = None
-        self.state = "starting"  # starting | serving | backoff
+        self.state = "starting"  # starting | waiting (for the storage; said so) | serving | backoff
         self.since = time.time()
         self.ready_at: float | None = None  # monotonic
         self.restarts = 0
@@ -253,10 +253,14 @@ class Supervisor:
         while time.monotonic() < deadline:
             if slot.conn.poll():
                 try:
-                    slot.conn.recv()
+                    message = slot.conn.recv()
                 except (EOFError, OSError):
                     slot.proc.join(1.0)  # died before it was ready: reap it (exitcode)
                     return False
+                if isinstance(message, tuple) and message[:1] == ("waiting",):
+                    # Its Store does not answer yet; it retries and logs each attempt. Not stuck: no deadline.
+                    slot.state, deadline = "waiting", float("inf")
+                    continue
                 slot.state, slot.since, slot.ready_at = "serving", time.time(), time.monotonic()
                 slot.down_since = None
                 if slot.generation != self._generation() and slot.pid:
@@ -301,7 +305,7 @@ class Supervisor:
         if served >= STABLE_SECONDS:
             slot.failures = 0
         words, code = exit_reason(proc.exitcode)
-        if slot.state == "starting":
+        if slot.state in ("starting", "waiting"):
             words, code = f"failed to start ({words})", f"start_{code}"
         slot.last_exit, slot.last_exit_code, slot.last_exit_at = words, code, time.time()
         slot.exits[code] += 1

@@ -23,6 +23,7 @@ from rolegate.server.drain import Listener
 from rolegate.server.malformed import ServerLog
 from rolegate.server.rundir import RunDir
 from rolegate.server.runtime import Runtime, RuntimeHolder
+from rolegate.store import StoreUnavailable
 
 log = logging.getLogger("rolegate.worker")
 
@@ -69,12 +70,54 @@ async def reload_runtime(holder: RuntimeHolder) -> bool:
     return True
 
 
+# A worker whose Store does not answer as it starts (the database went away after the master's start wait,
+# or this worker replaces one that died during an outage) tries again this far apart (the last repeats).
+RUNTIME_RETRY_SECONDS = (1.0, 2.0, 5.0)
+
+
+async def _create_runtime(config: Config, base_dir: Path, index: int, ready: Any,
+                          stop: asyncio.Event) -> Runtime | None:
+    """``Runtime.create``, waiting out a Store that does not answer: one log line per attempt, and the master
+    is told once (``("waiting", index, pid, why)``) so the wait is not taken for a stuck or failed start.
+    None: stopped (SIGTERM, or the master gone) while waiting."""
+    attempts = 0
+    while True:
+        try:
+            return await Runtime.create(config, base_dir=base_dir, audit_retention=index == 0)
+        except StoreUnavailable as exc:
+            delay = RUNTIME_RETRY_SECONDS[min(attempts, len(RUNTIME_RETRY_SECONDS) - 1)]
+            attempts += 1
+            log.warning("worker %d: %s; retrying in %.0fs", index, str(exc).rstrip("."), delay)
+            if attempts == 1 and ready is not None:
+                try:
+                    ready.send(("waiting", index, os.getpid(), str(exc)))
+                except OSError:
+                    return None  # the master is gone
+        try:
+            await asyncio.wait_for(stop.wait(), delay)
+            return None
+        except asyncio.TimeoutError:
+            pass
+
+
 async def _serve(config_path: str, host: str, port: int, index: int, ready: Any, config: Config | None) -> None:
     from rolegate.app import build_app
 
     config = config if config is not None else load_config(config_path)
     base_dir = Path(config_path).resolve().parent
-    holder = RuntimeHolder(await Runtime.create(config, base_dir=base_dir, audit_retention=index == 0), config_path)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    if ready is not None:  # the master gone while this worker waits for the Store: stop waiting
+        loop.add_reader(ready.fileno(), stop.set)
+    runtime = await _create_runtime(config, base_dir, index, ready, stop)
+    if ready is not None:
+        loop.remove_reader(ready.fileno())
+    if runtime is None:
+        log.info("worker %d: stopped while waiting for the storage", index)
+        return
+    holder = RuntimeHolder(runtime, config_path)
     app = build_app(holder)
     listener = Listener(host, port)
     # logger: a request aiohttp's parser refuses is one rate-limited INFO line, not a traceback (see malformed).
@@ -86,10 +129,6 @@ async def _serve(config_path: str, host: str, port: int, index: int, ready: Any,
                         shutdown_timeout=config.server.drain_timeout.total_seconds())
     await site.start()
 
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload_runtime(holder)))
     if ready is not None:
         _watch_master(ready, index, stop)
