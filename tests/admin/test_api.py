@@ -330,3 +330,26 @@ async def test_day_pass_issue_list_revoke(clients):
     assert [p["id"] for p in listing["items"]] == [issued["id"]] and listing["items"][0]["status"] == "active"
     status, body, _ = await alice.call("DELETE", f"{API}/daypasses/{issued['id']}")
     assert status == 200 and body["status"] == "revoked"
+
+
+@pytest.mark.parametrize("body, status", [
+    ({}, 422),
+    ({"items": "task:1"}, 422),
+    ({"items": [None]}, 422),
+    ({"items": [{"scope": "task:1"}]}, 422),
+    ({"items": [{"scope": "task", "parent": "building:a"}]}, 422),
+    ({"items": [{"scope": "nope:1", "parent": "building:a"}]}, 422),
+    ({"items": [{"scope": "client:acme", "parent": "building:a"}]}, 422),
+    ({"items": [{"scope": "task:1", "parent": "task:2"}]}, 422),
+    ({"items": [{"scope": "task:1", "parent": "building:a"}, {"scope": "task:1", "parent": "building:b"}]}, 422),
+    ({"items": [{"scope": "task:1", "parent": "building:a", "extra": 1}]}, 422),
+    ({"items": [{"scope": f"task:{i}", "parent": "building:a"} for i in range(1001)]}, 413),
+])
+async def test_bulk_placement_refuses_bad_input_with_a_4xx(clients, body, status):
+    """Whatever the list holds, a bad one is a 4xx naming what is wrong, never a 500, and nothing is written."""
+    alice = await clients("alice")
+    got, answer, _ = await alice.call("PUT", f"{API}/scope-members", json=body)
+    assert got == status, answer
+    assert answer["message"], answer
+    listed = (await alice.call("GET", f"{API}/scope-members?type=task"))[1]
+    assert {i["source"] for i in listed["items"]} == {"config"}, listed
