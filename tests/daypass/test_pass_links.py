@@ -40,6 +40,18 @@ def landing_problems(*args: Any):
     return landing_problems(*args)
 
 
+def opens(*args: Any):
+    from rolegate.identity.daypass.links import opens
+
+    return opens(*args)
+
+
+def where_held(*args: Any):
+    from rolegate.authz.where import where_held
+
+    return where_held(*args)
+
+
 def base_config(**template: Any) -> dict[str, Any]:
     """Buildings a and b in client acme, c in globex; a subcontractor role for day passes."""
     return {
@@ -237,7 +249,11 @@ LAB_ENV = {"ROLEGATE_LISTEN": "127.0.0.1:8080", "ROLEGATE_PUBLIC_URL": URL, "ROL
     ("building-safety.yaml", "building:b", "/buildings/{building}/dashboard",
      [("Building dashboard", "/buildings/b/dashboard"), ("Risk assessment", "/buildings/b/risk-assessment"),
       ("Task history", "/buildings/b/tasks/history")]),
-    ("field-service.yaml", "customer:acme", None, [("Work orders of the customer", "/customers/acme/workorders")]),
+    # A subcontractor's pass at a customer holds workorders:view there: the list route /workorders opens
+    # (lists: true) with the where claim naming that customer alone, so the backend lists its work orders and
+    # no other - the same list as /customers/acme/workorders, both shown (issue 19; checked below).
+    ("field-service.yaml", "customer:acme", None, [("Work orders", "/workorders"),
+                                                   ("Work orders of the customer", "/customers/acme/workorders")]),
 ])
 def test_the_examples_land_their_passes_on_a_page_they_open(example: str, scope: str, landing: str | None,
                                                            expected: list[tuple[str, str]]) -> None:
@@ -252,3 +268,8 @@ def test_the_examples_land_their_passes_on_a_page_they_open(example: str, scope:
     identity = Identity("daypass:p1", (), daypass="p1")
     links = pass_links(config, routes, policy, identity, scope, HOST, 1_000_000.0)
     assert [(link.title, link.target) for link in links] == expected
+    for link in links:
+        route = opens(routes, policy, identity, HOST, link.target, 1_000_000.0).route
+        if getattr(route, "lists", False):  # a list the pass opens names only the pass's scope for the backend
+            where = where_held(policy, identity, route.permission, 1_000_000.0)
+            assert (where["all"], where["scopes"], where["assigned"]) == (False, [scope], []), where
