@@ -197,7 +197,10 @@ async def test_an_expired_app_token_is_refused(make_idp, lab_backend, tmp_path):
         async with aiohttp.ClientSession() as http:
             status, body = await _place(http, proc.url, token, "workorder:3", "building:a")
         assert status == 401, body
-        assert "ExpiredSignature" in proc.log() or "expired" in proc.log().lower()
+        # The worker writes its log line as it answers: wait for it (bounded) rather than read it at once.
+        assert proc.wait_for_log("app credential refused", timeout=30), proc.log()
+        refused = [line for line in proc.output if "app credential refused" in line]
+        assert any("ExpiredSignature" in line or "expired" in line.lower() for line in refused), refused
 
 
 async def test_api_key_create_use_revoke_on_every_worker(served, tmp_path):
