@@ -128,6 +128,12 @@ async def test_disabling_an_account_ends_its_open_session(served):
         assert await until(http, proc.url + "/workorders/2", 403) == 403
         code, body = await status(http, proc.url + "/workorders/2")
         assert code == 403 and json.loads(body)["error"] == "account_disabled"
+        assert json.loads(body)["sign_out"] == "/.rolegate/logout"
+        # The browser gets a page that says so and a way out (sign out, sign in as someone else).
+        async with http.get(proc.url + "/workorders/2", headers=HTML) as resp:
+            page = await resp.text()
+        assert resp.status == 403 and "Your account is disabled" in page
+        assert '<a href="/.rolegate/logout" id="sign-out">Sign out</a>' in page
     finally:
         await http.close()
     with urllib.request.urlopen(proc.internal_url + "/readyz", timeout=5) as resp:

@@ -12,7 +12,6 @@ from rolegate.errors import Unauthenticated
 from rolegate.identity.challenge import challenge_response
 from rolegate.identity.errors import SignInRequired
 from rolegate.identity.redirect_target import RedirectPolicy
-from rolegate.identity.refusal import account_disabled_response
 from rolegate.identity.sealed_cookie import CookieSealer
 
 POLICY = RedirectPolicy("https://safety.example.com", ("apps.example.com", "ops.example.com:8443"))
@@ -85,8 +84,19 @@ def test_challenge_per_client():
     assert challenge_response(_request(Accept="text/html"), Unauthenticated("plain")).status == 401
 
 
-def test_account_disabled_page():
-    page = account_disabled_response(_request(Accept="text/html"))
-    assert page.status == 403 and "disabled" in page.text and "/.rolegate/logout" in page.text
-    api = account_disabled_response(_request(Accept="application/json"))
+async def test_account_disabled_page():
+    """The disabled account's page is server/refused.py's (the pipeline's one path for a signed-in refusal)."""
+    from types import SimpleNamespace
+
+    from rolegate.identity.errors import AccountDisabled
+    from rolegate.server.refused import refusal_page_for
+
+    def access():
+        return SimpleNamespace(error=AccountDisabled("ivan is disabled"),
+                               principal=SimpleNamespace(username="ivan", name="Ivan", daypass_id=None))
+
+    page = await refusal_page_for(None, _request(Accept="text/html"), access())
+    assert page.status == 403 and "disabled" in page.text and 'href="/.rolegate/logout"' in page.text
+    api = await refusal_page_for(None, _request(Accept="application/json"), access())
     assert api.status == 403 and json.loads(api.text)["error"] == "account_disabled"
+    assert json.loads(api.text)["sign_out"] == "/.rolegate/logout"
