@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from datetime import timedelta
@@ -95,6 +96,23 @@ def test_env_and_file_interpolation(tmp_path, monkeypatch):
     assert found == ["c.yaml:16: oidc.issuer: environment variable ISSUER is not set"]
     found = problems_of(text.replace(str(secret), str(tmp_path / "missing")), env={"ISSUER": "https://x"})
     assert found[0].startswith("c.yaml:14: session.secret: cannot read secret file")
+
+
+def test_an_explicit_env_leaves_the_process_environment_alone(monkeypatch):
+    """``env=`` is read as given; the process environment (other threads read it) is never swapped."""
+
+    class Untouchable(dict):
+        def _refuse(self, *args, **kwargs):
+            raise AssertionError("load_config_text modified os.environ")
+
+        clear = update = popitem = _refuse  # (pytest itself sets PYTEST_CURRENT_TEST item by item)
+
+    monkeypatch.setattr(os, "environ", Untouchable({**os.environ, "ISSUER": "https://from-process.example.com"}))
+    text = BASE + "session:\n  secret: " + "s" * 40 + "\noidc:\n  issuer: ${ISSUER}\n  client_id: rg\n"
+    assert load_config_text(text, env={"ISSUER": "https://given.example.com"}).oidc.issuer == \
+        "https://given.example.com"
+    assert load_config_text(text).oidc.issuer == "https://from-process.example.com"  # no env: the process's
+    assert problems_of(text, env={}) == ["c.yaml:16: oidc.issuer: environment variable ISSUER is not set"]
 
 
 def test_literal_dollar_brace_escape():

@@ -83,11 +83,13 @@ def format_path(path: KeyPath) -> str:
     return out or "(top level)"
 
 
-def _interpolate(value: Any, path: KeyPath, source: SourceMap, base_dir: Path, problems: list[str]) -> Any:
+def _interpolate(value: Any, path: KeyPath, source: SourceMap, base_dir: Path, problems: list[str],
+                 env: Mapping[str, str]) -> Any:
+    """``value`` with ``${NAME}`` read from ``env`` and ``${file:PATH}`` from files (relative to ``base_dir``)."""
     if isinstance(value, dict):
-        return {k: _interpolate(v, (*path, k), source, base_dir, problems) for k, v in value.items()}
+        return {k: _interpolate(v, (*path, k), source, base_dir, problems, env) for k, v in value.items()}
     if isinstance(value, list):
-        return [_interpolate(v, (*path, i), source, base_dir, problems) for i, v in enumerate(value)]
+        return [_interpolate(v, (*path, i), source, base_dir, problems, env) for i, v in enumerate(value)]
     if not isinstance(value, str) or "$" not in value:
         return value
 
@@ -107,7 +109,7 @@ def _interpolate(value: Any, path: KeyPath, source: SourceMap, base_dir: Path, p
         if not _ENV_NAME.match(ref):
             problems.append(f"{source.where(path)}: '${{{ref}}}' is neither ${{ENV_NAME}} nor ${{file:PATH}}")
             return ""
-        env_value = os.environ.get(ref)
+        env_value = env.get(ref)
         if env_value is None:
             problems.append(f"{source.where(path)}: environment variable {ref} is not set")
             return ""
@@ -163,7 +165,9 @@ def validation_problems(exc: ValidationError, source: SourceMap) -> list[str]:
 
 
 def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> "Config":
-    """Read, interpolate and validate a config file. Raises ConfigError listing every problem."""
+    """Read, interpolate and validate a config file. Raises ConfigError listing every problem.
+
+    ``${NAME}`` is read from ``env`` (default: the process environment, never modified)."""
     file = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -182,17 +186,7 @@ def load_config_text(text: str, *, file: str = "<config>", base_dir: Path | None
     if not isinstance(data, dict):
         raise ConfigError(f"{file}:1: the top level must be a mapping of sections (server, routes, ...)")
     problems: list[str] = []
-    saved_env = None
-    if env is not None:
-        saved_env = dict(os.environ)
-        os.environ.clear()
-        os.environ.update(env)
-    try:
-        data = _interpolate(data, (), source, base_dir or Path.cwd(), problems)
-    finally:
-        if saved_env is not None:
-            os.environ.clear()
-            os.environ.update(saved_env)
+    data = _interpolate(data, (), source, base_dir or Path.cwd(), problems, os.environ if env is None else env)
     if problems:
         raise ConfigError(problems)
     try:
