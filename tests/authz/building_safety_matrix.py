@@ -1,4 +1,4 @@
-"""The permission matrix of the building-safety product page (shared/seeds/001), as data.
+"""The permission matrix of the building-safety product (config/examples/building-safety.yaml), as data.
 
 Shared by the in-process walk (tests/authz) and the walk through the real proxy.
 Each cell is ALLOW, NONE, or a condition with what meets it.

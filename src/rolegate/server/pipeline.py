@@ -1,4 +1,4 @@
-"""The request pipeline of DESIGN.md: normalize -> match -> authenticate -> authorize -> forward.
+"""The request pipeline: normalize -> match -> authenticate -> authorize -> forward.
 
 One direction, one handler: the path that was authorized is byte-for-byte the path forwarded.
 """

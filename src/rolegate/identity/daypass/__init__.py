@@ -1,4 +1,4 @@
-"""Day passes (DESIGN.md "Day passes"): issue, redeem on a phone, expire by themselves, revoke.
+"""Day passes (docs/daypass.md): issue, redeem on a phone, expire by themselves, revoke.
 
 A pass is a one-time link (and QR code) from a config template; it stands for one policy binding
 ``{daypass: <id>, role: <template role>, scope: <scope>, until: <expiry>}`` and never grants more.
