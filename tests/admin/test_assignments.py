@@ -88,3 +88,20 @@ async def test_an_api_role_with_on_assigned_and_who_may_assign_with_it(clients):
     assert code == 403 and "documents:edit" in body["message"], body
     code, body, _ = await alice.call("PUT", f"{API}/assignments/task:42", json={"users": ["heidi"]})
     assert code == 200 and body["applied"], body
+    # heidi's own page says what she is assigned to, where it lies and what it gives her there (/me).
+    heidi = await clients("heidi")
+    code, me, _ = await heidi.call("GET", f"{API}/me")
+    assert code == 200 and [a["object"] for a in me["assignments"]] == ["task:42"], me
+    assert me["assignments"][0]["permissions"] == [], "no role of hers grants on assigned tasks yet"
+    code, body, _ = await alice.call("POST", f"{API}/bindings", json={"user": "heidi", "role": "task_worker"})
+    assert code == 201, body
+    heidi = await clients("heidi")
+    code, me, _ = await heidi.call("GET", f"{API}/me")
+    [mine] = me["assignments"]
+    assert mine["lies_in"] == "building:a" and mine["by"] == "alice" and mine["at"], mine
+    assert mine["permissions"] == ["controls:perform", "documents:edit"], mine
+    code, detail, _ = await alice.call("GET", f"{API}/users/heidi")
+    assert code == 200 and detail["assignments"] == me["assignments"], detail
+    async with heidi.http.get(f"{heidi.base}/.rolegate/admin/me", headers={"Accept": "text/html"}) as resp:
+        page = await resp.text()
+    assert resp.status == 200 and "Assigned to you" in page and "<code>task:42</code> in <code>building:a</code>" in page

@@ -70,6 +70,24 @@ def object_grants_of(policy: Policy, identity: Identity, now: float) -> list[dic
             for g in policy.object_grants if f"{g.subject_kind[0]}:{g.subject}" in subjects and now < g.until]
 
 
+MAX_ASSIGNMENTS = 200  # listed on /me and a user's page; more are counted, not listed
+
+
+def assignments_of(policy: Policy, identity: Identity, now: float) -> list[dict[str, Any]]:
+    """The objects apps assigned to the user (``/assignments``), sorted, at most ``MAX_ASSIGNMENTS``: where each
+    lies, who assigned it when, and which of the permissions roles grant on assigned objects (``on_assigned``)
+    the user holds on it now (decided, so a deny or an expired binding shows)."""
+    index = policy._index
+    objects = sorted(index.assigned_objects.get(identity.username, ()))[:MAX_ASSIGNMENTS]
+    perms = sorted(index.assigned_perms)
+    out = []
+    for obj in objects:
+        a = index._assigned[(identity.username, obj)]
+        out.append({"object": obj, "lies_in": policy.scopes.parents.get(obj), "by": a.by, "at": a.at,
+                    "permissions": [p for p in perms if decide(policy, identity, p, obj, now=now).allowed]})
+    return out
+
+
 def settings_of(policy: Policy, identity: Identity) -> list[str]:
     return sorted({s.name for s in policy.setting_grants if s.username == identity.username})
 

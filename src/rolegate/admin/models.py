@@ -239,6 +239,15 @@ class ObjectGrantOut(Out):
     until: str | None
 
 
+class AssignedOut(Out):
+    object: str = Field(description="an object an app (or a manager) assigned the user to, e.g. workorder:1")
+    lies_in: str | None = Field(description="where the object directory places it; null: nowhere")
+    by: str | None
+    at: str | None
+    permissions: list[str] = Field(description="what roles granting on assigned objects (on_assigned) give the "
+                                               "user on it now")
+
+
 class MeOut(Out):
     user: str
     name: str = ""
@@ -251,6 +260,8 @@ class MeOut(Out):
     object_grants: list[ObjectGrantOut]
     settings: list[str] = Field(description="names of the user settings switched on, somewhere")
     settings_on: list[SettingSwitchOut] = Field(default_factory=list, description="each, with where, by whom, when")
+    assignments: list[AssignedOut] = Field(default_factory=list, description="objects assigned to the user (at "
+                                                                             "most 200, sorted)")
     admin: dict[str, list[str | None]] = Field(description="rolegate permission -> scopes where held (null: everywhere)")
     policy_version: int
 
@@ -274,6 +285,8 @@ class UserDetail(UserOut):
     object_grants: list[ObjectGrantOut]
     settings: list[str] = Field(description="names of the user settings switched on, somewhere")
     settings_on: list[SettingSwitchOut] = Field(default_factory=list, description="each, with where, by whom, when")
+    assignments: list[AssignedOut] = Field(default_factory=list, description="objects assigned to the user (at "
+                                                                             "most 200, sorted)")
 
 
 class GroupOut(Out):

@@ -174,6 +174,13 @@ class Pages:
                 f'{time_html(data["signed_in_until"], zone, until=True, empty="the session ends")})</p>'
                 f'<p>Groups: {groups}</p></div><h2>What you may do</h2>{holdings_table(data["scopes"], zone)}'
                 + (f"<h2>Added to</h2><ul>{grants}</ul>" if grants else ""))
+        assigned = "".join(f"<li><code>{e(a['object'])}</code>"
+                           + (f" in <code>{e(a['lies_in'])}</code>" if a["lies_in"] else "")
+                           + (f": {', '.join(f'<code>{e(p)}</code>' for p in a['permissions'])}"
+                              if a["permissions"] else ' <span class="muted">(no role grants on it)</span>')
+                           + "</li>" for a in data["assignments"])
+        if assigned:
+            body += f"<h2>Assigned to you</h2><ul>{assigned}</ul>"
         from rolegate.admin.requests_ui import my_access_section  # imports this module
 
         body += await my_access_section(runtime, actor)

@@ -12,7 +12,7 @@ import yaml
 from rolegate.admin.delegation import AUDIT_VIEW, BINDINGS_EDIT, manages_anything
 from rolegate.admin.errors import Denied, Invalid, Missing
 from rolegate.admin.guard import Actor
-from rolegate.admin.holdings import object_grants_of, scope_holdings, settings_of, switches_of_user
+from rolegate.admin.holdings import assignments_of, object_grants_of, scope_holdings, settings_of, switches_of_user
 from rolegate.admin.models import AuditQuery, ExplainIn
 from rolegate.admin.people import People
 from rolegate.admin.state import DynamicState, binding_of
@@ -37,7 +37,8 @@ def me(actor: Actor) -> dict[str, Any]:
             "daypass": identity.daypass, "groups": sorted(identity.groups),
             "signed_in_until": _iso(p.expires_at), "scopes": scope_holdings(policy, identity, now),
             "object_grants": object_grants_of(policy, identity, now), "settings": settings_of(policy, identity),
-            "settings_on": switches_of_user(policy, identity), "admin": actor.admin_rights(),
+            "settings_on": switches_of_user(policy, identity), "assignments": assignments_of(policy, identity, now),
+            "admin": actor.admin_rights(),
             "policy_version": policy.version}
 
 
@@ -61,7 +62,8 @@ def user_detail(people: People, policy: Policy, username: str) -> dict[str, Any]
     return {"username": person.username, "name": person.name, "email": person.email, "disabled": person.disabled,
             "groups": sorted(person.groups), "source": people.source,
             "scopes": scope_holdings(policy, identity, now), "object_grants": object_grants_of(policy, identity, now),
-            "settings": settings_of(policy, identity), "settings_on": switches_of_user(policy, identity)}
+            "settings": settings_of(policy, identity), "settings_on": switches_of_user(policy, identity),
+            "assignments": assignments_of(policy, identity, now)}
 
 
 def explain_for(runtime: Any, actor: Actor, people: People, body: ExplainIn) -> dict[str, Any]:
