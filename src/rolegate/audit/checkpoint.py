@@ -22,10 +22,6 @@ _DOMAIN = b"rolegate-audit-checkpoint-v1"
 _DERIVE = b"rolegate/audit/checkpoint/v1"
 
 
-class CheckpointKeyMissing(Exception):
-    """Neither audit.checkpoint_secret nor session.secret is configured."""
-
-
 def derive_key(secret: str | bytes) -> bytes:
     """A checkpoint key of its own from a configured secret (so it never equals the session key)."""
     raw = secret.encode() if isinstance(secret, str) else secret

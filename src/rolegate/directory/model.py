@@ -80,9 +80,6 @@ class DirectorySnapshot:
         """The user signing in as ``username`` (case-insensitive); None if unknown or ambiguous."""
         return self._by_username.get(username.casefold())
 
-    def user_by_id(self, user_id: str) -> DirectoryUser | None:
-        return self.users.get(user_id)
-
     def __len__(self) -> int:
         return len(self.users)
 
@@ -109,16 +106,6 @@ def username_index(users: "Iterator[DirectoryUser] | object") -> dict[str, Direc
         else:
             index[key] = user
     return index
-
-
-def ambiguous_usernames(users: "Iterator[DirectoryUser] | object") -> list[str]:
-    """Usernames more than one entry claims (reported; such users cannot sign in)."""
-    seen: set[str] = set()
-    twice: set[str] = set()
-    for user in users:  # type: ignore[attr-defined]
-        key = user.username.casefold()
-        (twice if key in seen else seen).add(key)
-    return sorted(twice)
 
 
 EMPTY_SNAPSHOT = DirectorySnapshot({}, {})

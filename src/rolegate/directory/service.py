@@ -76,7 +76,6 @@ class DirectorySync:
         self.snapshot: DirectorySnapshot | None = None  # the last applied (good) snapshot
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
 
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -102,10 +101,6 @@ class DirectorySync:
             except asyncio.CancelledError:
                 pass
 
-    def wake(self) -> None:
-        """Run the next sync now (e.g. an admin pressed "sync")."""
-        self._wake.set()
-
     async def _loop(self) -> None:
         interval = self.config.interval.total_seconds()
         full_every = self.config.full_interval.total_seconds()
@@ -125,11 +120,7 @@ class DirectorySync:
                 failures = 0
                 delay = interval
             self.status.next_attempt = self.clock() + delay
-            self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
-            except asyncio.TimeoutError:
-                pass
+            await asyncio.sleep(delay)
 
     # -- one run ---------------------------------------------------------------------
     async def sync_now(self, full: bool, force: bool = False, dry_run: bool = False) -> SyncResult:

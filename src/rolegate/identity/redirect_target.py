@@ -55,6 +55,3 @@ class RedirectPolicy:
         if netloc.lower() == self._public_netloc and parts.scheme != self._scheme:
             return None
         return target
-
-    def target_or_home(self, target: str | None) -> str:
-        return self.safe_target(target) or self.public_url + "/"

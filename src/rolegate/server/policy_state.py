@@ -7,7 +7,6 @@ so "why was this denied?" is answered against exactly the state the proxy enforc
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 
 from rolegate.authz import Policy, compile_policy
 from rolegate.authz.stored import ASSIGNMENTS, MEMBERS, Switch, assigned_of, member_of, switches_of
@@ -18,8 +17,7 @@ from rolegate.store import Store
 log = logging.getLogger("rolegate.policy")
 
 
-async def compile_live_policy(config: Config, store: Store, now: float, version: int = 0, *,
-                              scope_parents: Mapping[str, str] | None = None) -> Policy:
+async def compile_live_policy(config: Config, store: Store, now: float, version: int = 0) -> Policy:
     """Compile config + stored bindings, object grants, user settings, scope members, API roles and day passes."""
     bindings: list[tuple[Binding, str]] = []
     grants: list[tuple[Binding, str]] = []
@@ -33,11 +31,11 @@ async def compile_live_policy(config: Config, store: Store, now: float, version:
     settings: dict[str, list[Switch]] = {}
     for record in await store.list("user_settings"):
         settings[record.key] = switches_of(record.value)
-    members = dict(scope_parents or {})
+    members: dict[str, str] = {}
     for record in await store.list(MEMBERS):
         member = member_of(record.key, record.value)
         if member is not None:
-            members.setdefault(*member)  # what the runtime knows (the directory) wins
+            members.setdefault(*member)
     assignments = {record.key: assigned_of(record.key, record.value) for record in await store.list(ASSIGNMENTS)}
     api_roles: dict[str, Role] = {}
     for record in await store.list("roles"):

@@ -275,11 +275,7 @@ class Runtime:
             self._seen = versions
 
     async def _compile(self, store: Store, version: int) -> Policy:
-        return await compile_live_policy(self.config, store, self.clock(), version,
-                                         scope_parents=self._scope_parents())
-
-    def _scope_parents(self) -> dict[str, str] | None:
-        return None
+        return await compile_live_policy(self.config, store, self.clock(), version)
 
     def permission_version(self) -> int:
         """The newest permission version known on this machine (what tokens' ``ver`` is checked against)."""

@@ -213,7 +213,3 @@ class TokenEndpoint:
         if principal is None:
             raise GrantError("invalid_grant", DAYPASS_REFUSED, detail="day pass code invalid, ended or used up")
         return principal
-
-
-def token_endpoint(service: TokenService, **kwargs: Any) -> TokenEndpoint:
-    return TokenEndpoint(service, **kwargs)
