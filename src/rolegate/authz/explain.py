@@ -273,6 +273,13 @@ def explain_route(policy: Policy, identity: Identity, match: Any | None, method:
     decision = decide_route(policy, identity, req, ts)
     result = _explanation(policy, identity, decision, req.scope, req.object, ts)
     result.mode, result.route = req.mode, route_info
+    if req.placed and req.parent is None and req.scope is not None and req.scope not in policy.scopes.complete:
+        declared = getattr(getattr(policy, "config", None), "scopes", {}).get(req.scope.split(":", 1)[0])
+        lookup = getattr(declared, "lookup", None)
+        if lookup is not None:  # explain and `rolegate test` judge what is registered; they never ask the app
+            result.notes.append(f"{req.scope} is not registered: rolegate serve would ask the object lookup "
+                                f"({lookup.upstream} {lookup.path}) on this miss; explain and rolegate test never "
+                                f"ask it")
     if req.mode == "log" and not decision.allowed:
         result.allowed = True
         result.outcome = "allowed (mode log: would have been denied; recorded in the audit trail)"
