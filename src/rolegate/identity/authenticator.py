@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import abc
 import re
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Final
 
 from aiohttp import web
 
@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     from rolegate.identity.stage import IdentityStage
 
 
-class _Pending:
-    """The answer of ``authenticate_now`` when it cannot tell without I/O."""
+class Pending:
+    """The type of ``PENDING``, the answer of ``authenticate_now`` when it cannot tell without I/O."""
 
     __slots__ = ()
 
@@ -33,7 +33,7 @@ class _Pending:
         return "PENDING"
 
 
-PENDING: Any = _Pending()
+PENDING: Final[Pending] = Pending()
 
 
 class Authenticator(abc.ABC):
@@ -46,7 +46,7 @@ class Authenticator(abc.ABC):
     async def authenticate(self, request: web.BaseRequest) -> Principal | None:
         """A Principal, None when not responsible, or raise SignInRequired."""
 
-    def authenticate_now(self, request: web.BaseRequest) -> Principal | None:
+    def authenticate_now(self, request: web.BaseRequest) -> Principal | Pending | None:
         """``authenticate``'s answer when it needs no I/O, else ``PENDING`` (the default)."""
         return PENDING
 
@@ -54,7 +54,7 @@ class Authenticator(abc.ABC):
 class BearerAuthenticator(Authenticator):
     """An authenticator of ``Authorization: Bearer`` tokens: without one, the answer is None at once."""
 
-    def authenticate_now(self, request: web.BaseRequest) -> Principal | None:
+    def authenticate_now(self, request: web.BaseRequest) -> Principal | Pending | None:
         return None if bearer_token(request) is None else PENDING
 
 

@@ -8,19 +8,18 @@ import time
 
 from aiohttp import web
 
-from rolegate.identity.authenticator import PENDING, Authenticator
+from rolegate.identity.authenticator import PENDING, Authenticator, Pending
 from rolegate.identity.errors import ProviderUnavailable
 from rolegate.identity.oidc_client import TokenRefused
 from rolegate.identity.principal import Principal, principal_from_claims
 from rolegate.identity.provider_jwt import InvalidProviderToken
 from rolegate.identity.registry import register
 from rolegate.identity.sessions import Session
+from rolegate.limits import COOKIE_KEY_LENGTH
 from rolegate.store import VersionConflict
 
 log = logging.getLogger("rolegate.identity.session")
 
-# Cookie headers longer than this are not remembered (10,000 of them must stay small).
-_QUIET_KEY_LENGTH = 2048
 # After the provider could not be reached for a refresh, wait this long before trying again.
 _REFRESH_RETRY = 10.0
 
@@ -42,7 +41,7 @@ class CookieSessionAuthenticator(Authenticator):
         session = await self._keep_alive(session)
         return session.principal if session is not None else None
 
-    def authenticate_now(self, request: web.BaseRequest) -> Principal | None:
+    def authenticate_now(self, request: web.BaseRequest) -> Principal | Pending | None:
         raw = request.headers.get("Cookie")
         if raw is None:
             return None  # no session cookie: not ours to answer
@@ -62,7 +61,7 @@ class CookieSessionAuthenticator(Authenticator):
         until = min(cookie_until, float(session.data["expires"]), self.stage.sessions.touch_at(session))
         if "rt" in session.data:
             until = min(until, float(session.data.get("tok_exp", 0)) - self.stage.refresh_before)
-        if len(raw) <= _QUIET_KEY_LENGTH:  # longer headers are worked out each time (bounded memory)
+        if len(raw) <= COOKIE_KEY_LENGTH:  # longer headers are worked out each time (bounded memory)
             if len(self._quiet) >= 10_000:
                 self._quiet.clear()
             self._quiet[raw] = (session, until)

@@ -14,7 +14,7 @@ import secrets
 import time
 from typing import Any
 
-from rolegate.identity.authenticator import PENDING
+from rolegate.identity.authenticator import PENDING, Pending
 from rolegate.identity.principal import Principal
 from rolegate.identity.revocation_watch import RevocationWatch
 from rolegate.identity.sealed_cookie import CookieSealer
@@ -170,7 +170,7 @@ class SessionStore:
         await self._touch(session, now)
         return session
 
-    def find_now(self, sub_tag: str, session_id: str, now: float) -> Session | None:
+    def find_now(self, sub_tag: str, session_id: str, now: float) -> Session | Pending | None:
         """``find``'s answer when memory holds it (cached, alive, nothing to write back), else PENDING."""
         key = self._keys.get((sub_tag, session_id))
         if key is None:

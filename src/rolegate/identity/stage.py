@@ -17,7 +17,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from rolegate.config import Config
-from rolegate.identity.authenticator import PENDING, Authenticator, bearer_token
+from rolegate.identity.authenticator import PENDING, Authenticator, Pending, bearer_token
 from rolegate.identity.discovery import HttpSource, ProviderMetadata
 from rolegate.identity.errors import SignInRequired
 from rolegate.identity.jwks import ProviderKeys
@@ -28,6 +28,7 @@ from rolegate.identity.redirect_target import RedirectPolicy
 from rolegate.identity.revocation_watch import RevocationWatch
 from rolegate.identity.sealed_cookie import CookieSealer
 from rolegate.identity.sessions import Session, SessionStore
+from rolegate.limits import COOKIE_KEY_LENGTH
 from rolegate.store import Store, StoreUnavailable, open_store
 
 log = logging.getLogger("rolegate.identity")
@@ -38,7 +39,6 @@ CALLBACK_PATH = f"{RESERVED}/callback"
 LOGIN_COOKIE_PREFIX = "rolegate_login_"
 _MISSING: Any = object()
 _COOKIE_CACHE_MAX = 4096
-_COOKIE_CACHE_LENGTH = 2048  # longer Cookie headers are parsed every time (bounds the cache's memory)
 
 
 class IdentityStage:
@@ -141,7 +141,7 @@ class IdentityStage:
             raise SignInRequired("bearer token not recognised by any authenticator", bearer_error="invalid_token")
         return None
 
-    def authenticate_now(self, request: web.BaseRequest) -> Principal | None:
+    def authenticate_now(self, request: web.BaseRequest) -> Principal | Pending | None:
         """``authenticate``'s answer when no authenticator needs I/O for it (a browser's cached
         session: the common request), else PENDING: then await ``authenticate``."""
         for authenticator in self.authenticators:
@@ -156,7 +156,7 @@ class IdentityStage:
         cookie_sessions = self._cookie_sessions
         return cookie_sessions.quiet_until(raw_cookie, principal) if cookie_sessions is not None else 0.0
 
-    def session_now(self, request: web.BaseRequest) -> tuple[Session | None, float]:
+    def session_now(self, request: web.BaseRequest) -> tuple[Session | Pending | None, float]:
         """``session_from_request`` answered from memory, or PENDING; with the time until which
         the session cookie stays valid."""
         sessions = self._sessions
@@ -201,7 +201,7 @@ class IdentityStage:
         if hit is not _MISSING:
             return hit
         value = request.cookies.get(name)  # parsed from exactly this raw header
-        if len(raw) <= _COOKIE_CACHE_LENGTH:
+        if len(raw) <= COOKIE_KEY_LENGTH:  # longer Cookie headers are parsed every time
             if len(values) >= _COOKIE_CACHE_MAX:
                 values.clear()
             values[raw] = value
