@@ -199,7 +199,8 @@ def bench_match_and_decide(world, policy, now, n: int = 5_000):
     template, decide. Returns (us per request for 1,000 requests repeated in a loop, as the
     decision rows are measured; median us of first decisions timed singly; their mean).
     """
-    from rolegate.authz.explain import decide_route, requirement_of
+    from rolegate.authz.explain import decide_route
+    from rolegate.authz.requirement import requirement_of
     from rolegate.proxy.paths import normalize_path, split_segments
     from rolegate.proxy.routes import RouteSpec, RouteTable
 
@@ -262,7 +263,8 @@ def bench_objects(world, now, n: int = 5_000):
     know but a lookup placed (its cached answer): decided on every request from the entry, never memoized.
     Returns {row: (us, note)}.
     """
-    from rolegate.authz.explain import decide_route, requirement_of
+    from rolegate.authz.explain import decide_route
+    from rolegate.authz.requirement import requirement_of
     from rolegate.proxy.paths import normalize_path, split_segments
     from rolegate.proxy.routes import RouteSpec, RouteTable
 

@@ -7,87 +7,19 @@ Shared by ``rolegate explain`` and the admin API; also gives the request pipelin
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 from rolegate.authz.decision import Decision
 from rolegate.authz.evaluate import decide, decide_in, decide_object_only, roles_of, timestamp
 from rolegate.authz.identity import Identity
 from rolegate.authz.policy import Policy
+from rolegate.authz.requirement import Getter, Requirement, absent, requirement_of
 from rolegate.authz.scopes import is_scope
 from rolegate.authz.where import where_held
 
 __all__ = ["Explanation", "Requirement", "decide_route", "explain", "explain_route", "requirement_of"]
-
-Getter = Callable[[str], "str | None"]
-
-
-def _none(_: str) -> None:
-    return None
-
-
-class Requirement(NamedTuple):
-    """What a matched route needs for one request: mode, permission, resolved scope and object.
-
-    A named tuple: one is made per request that fills a template, and a frozen dataclass
-    cost four times as much to build.
-    """
-
-    mode: str
-    permission: str | None
-    scope: str | None
-    object: str | None
-    problem: str | None = None  # set when a template could not be filled: the request is denied
-    # ``scope: "of workorder:{id}"``: the scope is an object the object directory must place (else: deny).
-    placed: bool = False
-    # Where a lookup on a miss placed it, for this request only (``rolegate.authz.objects``).
-    parent: str | None = None
-    # ``lists: true``: a list the backend filters; allowed where the permission is held anywhere (decide_listed).
-    listed: bool = False
-
-
-_requirement = tuple.__new__  # a Requirement without the named tuple's Python-level __new__
-_STATIC: dict[Any, Requirement] = {}  # route -> its requirement, for routes without templates
-
-
-def requirement_of(match: Any, query_get: Getter = _none, header_get: Getter = _none) -> Requirement:
-    """Resolve the route's ``scope`` / ``object`` templates for this request."""
-    route = match.route
-    template = route.scope_template
-    if template is not None and template.param is not None and not route.object:
-        # The usual shape, ``building:{building}``, filled in one step.
-        value = match.params.get(template.param)
-        if value:
-            return _requirement(Requirement, (route.mode, route.permission, template.prefix + value, None, None,
-                                              route.placed, None, False))
-    elif not route.scope and not route.object:  # nothing to fill in: one shared answer per route
-        requirement = _STATIC.get(route)
-        if requirement is None:
-            if len(_STATIC) >= 100_000:  # routes are replaced by reloads: keep this bounded
-                _STATIC.clear()
-            requirement = _STATIC[route] = Requirement(route.mode, route.permission, None, None,
-                                                       listed=getattr(route, "lists", False))
-        return requirement
-    scope = obj = None
-    problem = None
-    if route.scope:
-        scope = _fill(route, route.scope, route.scope_template, match.params, query_get, header_get)
-        if scope is None:
-            problem = f"the scope {route.scope!r} could not be filled from the request"
-    if route.object:
-        obj = _fill(route, route.object, route.object_template, match.params, query_get, header_get)
-        if obj is None:
-            problem = f"the object {route.object!r} could not be filled from the request"
-    return Requirement(route.mode, route.permission, scope, obj, problem, route.placed)
-
-
-def _fill(route: Any, text: str, template: Any, params: Any, query_get: Getter, header_get: Getter) -> str | None:
-    if template is not None:  # compiled with the route
-        return template.resolve(params, query_get, header_get)
-    return route.resolve(text, params, query_get, header_get)
-
 
 _AUTHENTICATED = Decision(True, "", None, ("allow: any signed-in user (mode authenticated)",))
 
@@ -248,7 +180,7 @@ def explain(policy: Policy, identity: Identity, permission: str, scope: str | No
 
 
 def explain_route(policy: Policy, identity: Identity, match: Any | None, method: str = "GET",
-                  path: str = "", query_get: Getter = _none, header_get: Getter = _none,
+                  path: str = "", query_get: Getter = absent, header_get: Getter = absent,
                   now: float | datetime | None = None) -> Explanation:
     """Explain the decision for a request that matched ``match`` (a route table ``Match``, or None)."""
     ts = timestamp(now)

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
-from rolegate.authz.explain import Requirement, decide_route, requirement_of
+from rolegate.authz.explain import decide_route
+from rolegate.authz.requirement import Requirement, requirement_of
 from rolegate.errors import AmbiguousPath
 from rolegate.proxy.paths import normalize_path, split_segments
 from rolegate.proxy.routes import Route, RouteTable
