@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from rolegate_lab.ports import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -132,12 +132,6 @@ def test_the_image_runs_the_cli_and_checks_the_seed_examples(podman, image):
     assert result.stdout.strip().splitlines()[-1] == "10001", "the image runs as its own non-root user"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _get(url: str) -> int | None:
     """The status of a GET, or None when nothing answered with HTTP."""
     try:
@@ -160,7 +154,7 @@ def test_serve_with_the_documented_run_line(podman, image, tmp_path):
                    {"path": "/**", "mode": "authenticated", "upstream": "app"}],
     }))
     config.chmod(0o644)
-    port, internal = _free_port(), _free_port()
+    port, internal = free_port(), free_port()
     name, volume = f"rolegate-test-{port}", f"rolegate-test-data-{port}"
     # README's line, with free host ports (127.0.0.1 only), the test's names and the internal port published.
     run = ["podman", "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080", "-p", f"127.0.0.1:{internal}:9090",

@@ -26,15 +26,10 @@ from contextlib import contextmanager
 from glob import glob
 from pathlib import Path
 
+from rolegate_lab.ports import free_port
+
 # A port may be taken by someone else between free_port() and the server binding it: try a new one.
 START_ATTEMPTS = 3
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def postgres_bin() -> Path | None:
