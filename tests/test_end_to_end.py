@@ -135,7 +135,7 @@ async def test_every_cell_of_the_seed_matrix_through_the_proxy(served):
 
         await walk("conditions unmet", conditional_expected=False)
         # Meet every condition: user settings on, added to task 42, admin added to client acme.
-        for role, user in USERS.items():
+        for user in USERS.values():
             store.put("user_settings", user, {"settings": ["vacancy", "documents_view", "documents_add",
                                                            "documents_edit", "logbook", "assets", "qrcodes"]})
             store.put("bindings", f"task42-{user}", {"user": user, "permission": "controls:perform",

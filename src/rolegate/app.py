@@ -12,11 +12,10 @@ from rolegate.identity.forward_auth import ENDPOINT as FORWARD_AUTH, ForwardAuth
 from rolegate.proxy.paths import normalize_path
 from rolegate.server.pipeline import Pipeline, check_header_size
 from rolegate.server.responses import error_response
+from rolegate.server.runtime import RuntimeHolder
 from rolegate.tokens.jwks import jwks_handler
 
 JWKS_PATH = "/.well-known/jwks.json"
-from rolegate.server.runtime import RuntimeHolder
-
 RESERVED_PREFIX = "/.rolegate/"
 HOLDER_KEY = web.AppKey("rolegate.holder", RuntimeHolder)
 # aiohttp's own parser limit; rolegate's configurable limit (answered with 431) sits below it.

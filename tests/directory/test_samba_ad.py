@@ -12,7 +12,6 @@ import asyncio
 import time
 from typing import Any
 
-import ldap3
 import pytest
 
 from rolegate.config.sections.directory import DirectoryConfig

@@ -9,7 +9,7 @@ import pytest
 from rolegate.directory import DirectorySync, load_snapshot
 from rolegate.directory.persist import COUNTER
 
-from .conftest import add_in_chunks, group_dn, group_ldif, people_ldif, user_dn
+from .conftest import add_in_chunks, group_dn, group_ldif, user_dn
 
 pytestmark = pytest.mark.lab
 

@@ -93,7 +93,7 @@ async def test_crashes_leave_nothing_behind(tmp_path, lab_backend):
         assert len(_runtime_files(root)) == 1
         served.proc.send_signal(signal.SIGKILL)
         await asyncio.to_thread(served.proc.wait, 10)
-        assert await _until(lambda: not any(_alive(p) for p in workers)), served.log()
+        assert await _until(lambda: not any(_alive(p) for p in workers)), served.log()  # noqa: B023 - awaited here
         assert _runtime_files(root) == [], served.log()
     # Everything killed at once: nobody is left to clean up, so the next start does.
     served = _server(tmp_path, lab_backend.url).start()

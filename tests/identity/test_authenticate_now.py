@@ -101,7 +101,6 @@ async def test_the_quiet_window_ends_at_the_next_last_seen_write(stage: Identity
     touch_at = stage.sessions.touch_at(session)
     assert stage.authenticate_now(request(cookie)) is not PENDING
 
-    real = time.time
     monkeypatch.setattr(time, "time", lambda: touch_at + 1)
     # Due for its last-seen write: only the awaited path does that (and writes the Store).
     assert stage.authenticate_now(request(cookie)) is PENDING

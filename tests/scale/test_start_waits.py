@@ -29,7 +29,7 @@ import pytest
 from rolegate.config.sections.storage import StorageConfig
 from rolegate.store import open_store
 from rolegate_lab import free_port, lab_client_session
-from tests.scale.fleet import JSON, Backend, poll_until, readyz, report, sign_in, status_of
+from tests.scale.fleet import Backend, poll_until, readyz, report, sign_in, status_of
 from tests.support.serve import RolegateProcess
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]

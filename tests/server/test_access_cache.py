@@ -116,7 +116,6 @@ async def test_two_users_never_share_headers_and_changes_bite_at_the_next_reques
 async def test_what_is_remembered_never_outranks_a_bearer_token_or_a_second_cookie_header(tmp_path: Path) -> None:
     """check_access remembers a browser session's answer per Cookie header (runtime.access_memo.known); a request
     that also carries a bearer token, or more than one Cookie header, is always worked out in full."""
-    from rolegate.server import access as access_module
     from rolegate.tokens.service import MAX_TOKEN_CHARS
 
     config_path = write_config(tmp_path)
@@ -150,7 +149,6 @@ async def test_what_is_remembered_never_outranks_a_bearer_token_or_a_second_cook
 async def test_long_cookie_headers_work_but_are_not_kept_verbatim(tmp_path: Path) -> None:
     """A Cookie header beyond 2 KiB still signs the user in and passes the app's cookies on, but no cache
     keeps it verbatim: 10,000 entries of 16 KiB headers would be 160 MiB per worker."""
-    from rolegate.server import access as access_module
 
     config_path = write_config(tmp_path)
     alice_cookie, _ = await sign_in(config_path, "alice", ["staff"])

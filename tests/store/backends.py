@@ -42,7 +42,7 @@ async def fresh_database() -> AsyncIterator[str]:
         yield database_url(name)
     finally:
         # A fresh admin connection: the test may have restarted the server meanwhile.
-        for attempt in range(20):
+        for _attempt in range(20):
             try:
                 admin = await asyncpg.connect(PG_ADMIN_URL, timeout=5)
                 break

@@ -16,7 +16,6 @@ from rolegate.store import Store, VersionConflict, watch_counters
 from rolegate.store.base import GENESIS
 
 from . import workers
-from .backends import opened
 
 
 # -- documents -----------------------------------------------------------------------------------------------

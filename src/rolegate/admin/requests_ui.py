@@ -267,9 +267,9 @@ async def my_access_section(runtime: Any, actor: Actor) -> str:
         f' — <strong>{e(duration_text(t["seconds_left"]))} left</strong></li>' for t in data["temporary_access"])
     pending = "".join(f'<li><a href="{_url(r["id"])}">{e(r["what"])}</a> for {e(_duration_words(r["duration"]))}, '
                       f'waiting since {time_html(r["created_at"], zone)}</li>' for r in data["pending_requests"])
-    return (f'<h2>Temporary access</h2>' + (f'<ul id="temporary">{temporary}</ul>' if temporary
+    return ('<h2>Temporary access</h2>' + (f'<ul id="temporary">{temporary}</ul>' if temporary
                                             else '<p class="muted">None.</p>')
-            + f'<h2>Your open requests</h2>' + (f'<ul id="pending">{pending}</ul>' if pending
+            + '<h2>Your open requests</h2>' + (f'<ul id="pending">{pending}</ul>' if pending
                                                  else '<p class="muted">None.</p>'))
 
 

@@ -160,7 +160,7 @@ def _accesslog(conn: ldap3.Connection, schema: DirectorySchema, since: str, page
         return None
     departures = Departures("accesslog")
     query = f"(&{ACCESSLOG_WRITES}(reqStart>={escape_filter_chars(since)}))"
-    for dn, attrs in paged(conn, log_base, query, ["reqEntryUUID", "reqResult"], page_size,
+    for _dn, attrs in paged(conn, log_base, query, ["reqEntryUUID", "reqResult"], page_size,
                            scope=ldap3.LEVEL):
         result = attrs.get("reqresult")
         if result and result[0] not in (b"0", "0"):
