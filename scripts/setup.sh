@@ -5,7 +5,7 @@
 #                    caddy (forward-auth example, tests/security),
 #                    wrk (load generator), chromium (UI tests), systemd (systemd-analyze checks deploy/systemd),
 #                    samba + its DC modules (a real Active Directory DC for tests/directory)
-#   Python: a virtualenv in .venv with rolegate installed editable, plus test extras
+#   Python: a virtualenv in .venv with rolegate installed editable, plus the test, bench and lint extras
 #   npm: the lab IdP (oidc-provider) in deploy/lab/idp
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,7 +45,7 @@ stamp=.venv/.rolegate-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   say "installing rolegate and test dependencies into .venv"
   .venv/bin/pip install -q --upgrade pip >/dev/null
-  .venv/bin/pip install -q -e '.[test,bench]'
+  .venv/bin/pip install -q -e '.[test,bench,lint]'   # lint: ruff, run by tests/test_lint.py
   touch "$stamp"
 fi
 
