@@ -135,6 +135,14 @@ async def test_a_miss_is_looked_up_cached_and_any_failure_is_a_deny_with_the_rea
                 and why in reasons[0], reasons
         assert await _status(grace, "/workorders/404") == 403
         assert directory.asked.count("404") == 1, "a 'no such object' is kept too (negative_ttl)"
+        # A failed lookup is never judged at a broader scope: peggy (dispatcher) holds workorders:view everywhere.
+        peggy = await sign_in(proc.url, "peggy")
+        try:
+            assert await _status(peggy, "/workorders/broken") == 403
+            assert await _status(peggy, "/workorders/404") == 403
+            assert await _status(peggy, "/workorders/9") == 200
+        finally:
+            await peggy.http.close()
 
         await directory.stop()  # the app is down
         assert await _status(grace, "/workorders/11") == 403
@@ -145,6 +153,6 @@ async def test_a_miss_is_looked_up_cached_and_any_failure_is_a_deny_with_the_rea
         assert await _metric(proc, "found") == 3
         assert await _metric(proc, "cached_found") >= 2
         assert await _metric(proc, "not_found") == 1
-        assert await _metric(proc, "error") == 5
+        assert await _metric(proc, "error") == 6  # five above, and peggy's "broken" (a failure is not kept)
     finally:
         await grace.http.close()
