@@ -256,7 +256,7 @@ class _Known:
     the wall clock (``until``) and when the credential itself ends on the Runtime's clock (``expires``).
     The decision itself is still made (memoized) and audited on every request."""
 
-    __slots__ = ("principal", "identity", "policy", "headers", "until", "expires", "epoch", "answer")
+    __slots__ = ("principal", "identity", "policy", "headers", "until", "expires", "epoch", "answer", "wire")
 
     def __init__(self, principal: Any, identity: Any, policy: Any, headers: EncodedHeaders, until: float,
                  expires: float, epoch: object) -> None:
@@ -268,6 +268,7 @@ class _Known:
         self.expires = expires
         self.epoch = epoch
         self.answer: Any = None  # forward-auth's answer headers for this entry, built on first use
+        self.wire: bytes | None = None  # the lean listener's answer head, built from ``answer`` on first use
 
 
 class _Headers:
@@ -357,6 +358,48 @@ class AccessMemo:
         entry = known[(credential, route.upstream, _scope_key(route, scope))] = _Known(
             principal, identity, policy, cached.headers, until, expires, epoch)
         return entry
+
+
+def remembered(runtime: Runtime, request: Any, method: str, host: str, raw_target: str) -> _Known | None:
+    """The remembered entry check_access would answer ``method raw_target`` on ``host`` from, when that answer
+    is an allowing one worked out without awaiting anything; None otherwise (a miss, an entry no longer
+    valid, a public route, a route that redacts, a placement to look up, a refusal, a WebSocket upgrade).
+    Nothing is recorded or changed here: the lean forward-auth listener asks this first, then runs
+    check_access itself (which then takes exactly the remembered path) or hands the request to aiohttp."""
+    identity_stage = runtime.identity
+    memo = runtime.access_memo
+    if identity_stage is None or memo is None:
+        return None
+    credential = _credential_of(request)
+    if credential is None:
+        return None
+    try:
+        raw_path, _, query = raw_target.partition("?")
+        match = runtime.routes.match(method, canonical_host(host), split_segments(normalize_path(raw_path)))
+        if match is None or not match.method_allowed:
+            return None
+        route = match.route
+        if route.mode == "public" or route.redact is not None:
+            return None
+        if route.scope or route.object:
+            requirement = requirement_of(match, _query_getter(query), request.headers.get)
+        else:
+            requirement = requirement_of(match)
+    except RolegateError:
+        return None
+    epoch = runtime.epoch()
+    if epoch is None:
+        return None
+    known = memo.known.get((credential, route.upstream, _scope_key(route, requirement.scope)))
+    if known is None or known.answer is None or not memo.valid(known, epoch, runtime):
+        return None
+    if route.placed and runtime.object_lookup is not None and requirement.scope not in known.policy.scopes.complete:
+        return None
+    if is_websocket_upgrade(request):
+        return None
+    if not decide_route(known.policy, known.identity, requirement, runtime.clock()).allowed:
+        return None
+    return known
 
 
 def _memo_for(runtime: Runtime) -> AccessMemo:

@@ -128,6 +128,9 @@ async def _serve(config_path: str, host: str, port: int, index: int, ready: Any,
     site = web.SockSite(runner, listener.sock, backlog=2048,
                         shutdown_timeout=config.server.drain_timeout.total_seconds())
     await site.start()
+    from rolegate.server.lean_auth import start_lean  # server.forward_auth.listen, else None
+
+    lean = await start_lean(holder, runner)
 
     loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload_runtime(holder)))
     if ready is not None:
@@ -137,6 +140,8 @@ async def _serve(config_path: str, host: str, port: int, index: int, ready: Any,
     await stop.wait()
     log.info("worker %d draining", index)
     await listener.drain()
+    if lean is not None:
+        await lean.drain(config.server.drain_timeout.total_seconds())
     # Stops accepting, waits for in-flight requests up to drain_timeout, then closes.
     await runner.cleanup()
     await holder.runtime.close()

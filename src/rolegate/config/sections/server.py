@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from rolegate.config.types import Duration, Listen, Section, Size
 
@@ -19,6 +19,10 @@ class ForwardAuthConfig(Section):
     (loopback when that list is empty)."""
 
     proxy: Literal["nginx", "traefik", "caddy", "envoy"]
+    # The lean forward-auth listener (host:port, every worker binds it with SO_REUSEPORT): remembered answers
+    # written without aiohttp's request machinery, everything else relayed to the worker's application
+    # (rolegate.server.lean_auth). Absent: forward-auth is answered on server.listen only.
+    listen: Listen | None = None
 
 
 class ServerTimeouts(Section):
@@ -69,6 +73,20 @@ class ServerConfig(Section):
     # Files that live only while `serve` runs (per-worker metrics), removed when it exits. Relative
     # to the config file; default: run/ in the data directory (beside the SQLite file, else the cwd).
     runtime_dir: str | None = None
+
+    @model_validator(mode="after")
+    def _forward_auth_listen(self) -> ServerConfig:
+        lean = self.forward_auth.listen if self.forward_auth is not None else None
+        if lean is not None:
+            if lean[1] == 0:
+                raise ValueError("server.forward_auth.listen needs a port of its own (not 0), e.g. 127.0.0.1:9091")
+            if lean[1] in {address[1] for address in (self.listen, self.internal_listen) if address is not None}:
+                raise ValueError("server.forward_auth.listen must use another port than server.listen and "
+                                 "server.internal_listen")
+            if self.forward_auth.proxy == "envoy":
+                raise ValueError("server.forward_auth.listen serves nginx, traefik and caddy; Envoy's ext_authz "
+                                 "asks server.listen")
+        return self
 
     @field_validator("public_url")
     @classmethod
