@@ -1,7 +1,8 @@
-"""The linter is part of the suite: ruff on src/ and tests/ with the rules in pyproject.toml ([tool.ruff.lint]).
+"""The linters are part of the suite: ruff on src/ and tests/ with the rules in pyproject.toml ([tool.ruff.lint]),
+mypy --strict on the modules [tool.mypy] lists.
 
 An unused import, an undefined name, a bare ``except:`` or a loop variable a closure captures late fails here,
-naming file and line. ruff comes with the ``lint`` extra (scripts/setup.sh installs it).
+naming file and line. Both come with the ``lint`` extra (scripts/setup.sh installs it).
 """
 
 from __future__ import annotations
@@ -34,3 +35,11 @@ def test_ruff_would_fail_on_an_unused_import(tmp_path):
     run = subprocess.run([*_ruff(), "check", "--no-cache", "--config", str(ROOT / "pyproject.toml"), str(bad)],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 1 and "F401" in run.stdout, run.stdout + run.stderr
+
+
+def test_mypy_strict_passes_on_the_typed_modules():
+    """mypy --strict on the modules listed in pyproject.toml ([tool.mypy] files: the pure ones that pass)."""
+    run = subprocess.run([sys.executable, "-m", "mypy", "--no-incremental"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=600)
+    assert "No module named mypy" not in run.stderr, "mypy is not installed: run scripts/setup.sh"
+    assert run.returncode == 0 and "Success" in run.stdout, f"mypy:\n{run.stdout}{run.stderr}"

@@ -75,6 +75,6 @@ def requirement_of(match: Any, query_get: Getter = absent, header_get: Getter = 
 
 
 def _fill(route: Any, text: str, template: Any, params: Any, query_get: Getter, header_get: Getter) -> str | None:
-    if template is not None:  # compiled with the route
-        return template.resolve(params, query_get, header_get)
-    return route.resolve(text, params, query_get, header_get)
+    filled: str | None = (template.resolve(params, query_get, header_get) if template is not None  # compiled
+                          else route.resolve(text, params, query_get, header_get))
+    return filled

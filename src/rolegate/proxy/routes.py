@@ -30,6 +30,7 @@ wildcard), never ``example.com`` itself nor ``a.b.example.com``.
 
 from __future__ import annotations
 
+import builtins
 import re
 from sys import intern
 from collections.abc import Callable, Mapping, Sequence
@@ -71,7 +72,7 @@ class RouteSpec:
     permission: str | None = None
     scope: str | None = None
     object: str | None = None
-    redact: object | None = None
+    redact: builtins.object | None = None  # (``object`` is the field above)
     lists: bool = False  # a list the backend filters with the assertion's where claim
     name: str = ""
     index: int = 0
@@ -114,8 +115,8 @@ class Template:
         self.text = text
         self.parts = parts
         # The usual shape, ``building:{building}``: a literal prefix and one path parameter
-        # (the value is ``prefix + params[param]``); None for any other shape.
-        self.prefix: str | None = None
+        # (the value is ``prefix + params[param]``); param None (and prefix "") for any other shape.
+        self.prefix = ""
         self.param: str | None = None
         if len(parts) == 2 and isinstance(parts[0], str) and not isinstance(parts[1], str) and parts[1][0] == _PARAM:
             self.prefix, self.param = parts[0], parts[1][1]
@@ -703,7 +704,8 @@ def _record_miss(table: _Methods, values: list[str], miss: _Miss) -> None:
     if miss.route is None:
         miss.route = min(table.routes, key=lambda r: r.index)
         miss.values = tuple(values)
-    miss.allowed |= table.allowed or ()
+    if table.allowed is not None:
+        miss.allowed |= table.allowed
 
 
 def _table_problems(routes: list[Route]) -> list[tuple[int, str]]:
