@@ -148,7 +148,7 @@ def matrix(served: Fast, credentials: dict[str, dict[str, str]]) -> list[tuple[s
     cases: list[tuple[str, str, list[tuple[str, str]]]] = []
     for who, credential in credentials.items():
         def add(name: str, headers: list[tuple[str, str]], method: str = "GET") -> None:
-            cases.append((f"{who}: {name}", method, [*JSON.items(), *credential.items(), *headers]))
+            cases.append((f"{who}: {name}", method, [*JSON.items(), *credential.items(), *headers]))  # noqa: B023
 
         base = list(routing(served).items())
         add("dashboard", base)

@@ -39,7 +39,7 @@ import httptools
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from rolegate.identity.forward_auth import _MAX_URI, _METHODS, CONVENTIONS, ENDPOINT, RoutingInputError, \
+from rolegate.identity.forward_auth import _MAX_URI, _METHODS, ENDPOINT, RoutingInputError, \
     read_original, trusted_peer
 from rolegate.server.drain import Listener
 from rolegate.server.runtime import RuntimeHolder
