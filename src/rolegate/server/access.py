@@ -14,11 +14,13 @@ from typing import Any
 from aiohttp import web
 
 from rolegate.audit import decision_event, request_event
-from rolegate.authz.explain import Requirement, decide_route, requirement_of
+from rolegate.authz.explain import decide_route
+from rolegate.authz.requirement import Requirement, requirement_of
 from rolegate.errors import Forbidden, MethodNotAllowed, RolegateError, Unauthenticated
 from rolegate.identity.authenticator import PENDING, bearer_token
 from rolegate.identity.errors import AccountDisabled
 from rolegate.identity.origin import identified_by_cookie, started_here
+from rolegate.limits import COOKIE_KEY_LENGTH
 from rolegate.proxy.headers import EncodedHeaders
 from rolegate.proxy.paths import normalize_path, split_segments
 from rolegate.proxy.routes import Route, canonical_host
@@ -209,7 +211,7 @@ async def check_access(runtime: Runtime, request: web.BaseRequest, method: str, 
 
 # Caches keyed by Cookie headers keep them as they are up to this length, and a digest of longer ones:
 # a client sending 16 KiB headers cannot make 10,000 entries cost 160 MiB.
-_COOKIE_KEY_LENGTH = 2048
+_COOKIE_KEY_LENGTH = COOKIE_KEY_LENGTH
 
 
 def _cookie_key(cookies: list[str] | tuple[str, ...]) -> tuple[str, ...]:
