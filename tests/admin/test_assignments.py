@@ -105,3 +105,16 @@ async def test_an_api_role_with_on_assigned_and_who_may_assign_with_it(clients):
     async with heidi.http.get(f"{heidi.base}/.rolegate/admin/me", headers={"Accept": "text/html"}) as resp:
         page = await resp.text()
     assert resp.status == 200 and "Assigned to you" in page and "<code>task:42</code> in <code>building:a</code>" in page
+
+
+@pytest.mark.parametrize("body", [
+    {}, {"items": None}, {"items": [None]}, {"items": [{"object": "task:42"}]},
+    {"items": [{"object": "task:42", "users": "heidi"}]}, {"items": [{"object": "task", "users": ["heidi"]}]},
+    {"items": [{"object": "task:42", "users": ["not a name"]}]}, {"items": [{"object": "task:42", "users": [None]}]},
+    {"items": [{"object": "task:42", "users": ["heidi"], "extra": 1}]},
+])
+async def test_a_malformed_bulk_assignment_is_a_4xx(clients, body):
+    alice = await clients("alice")
+    code, answer, _ = await alice.call("PUT", f"{API}/assignments", json=body)
+    assert 400 <= code < 500 and answer["message"], (code, answer)
+    assert (await alice.call("GET", f"{API}/assignments"))[1]["items"] == []
