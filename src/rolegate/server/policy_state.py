@@ -46,13 +46,10 @@ async def compile_live_policy(config: Config, store: Store, now: float, version:
         except Exception as exc:  # noqa: BLE001
             log.error("ignoring stored role %s: %s", record.key, exc)
     if config.daypass is not None:
-        try:
-            from rolegate.identity.daypass import active_pass_bindings
-        except ImportError:
-            active_pass_bindings = None
-        if active_pass_bindings is not None:
-            for binding in await active_pass_bindings(store, config, now):
-                bindings.append((binding, f"daypass:{binding.daypass}"))
+        from rolegate.identity.daypass import active_pass_bindings  # only with day passes configured
+
+        for binding in await active_pass_bindings(store, config, now):
+            bindings.append((binding, f"daypass:{binding.daypass}"))
     effective = config.model_copy(update={"roles": {**api_roles, **config.roles}}) if api_roles else config
     policy = compile_policy(effective, extra_bindings=bindings, enabled_settings=settings, object_grants=grants,
                             scope_parents=members, assignments=assignments, version=version)
