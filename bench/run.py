@@ -128,7 +128,8 @@ def naive_cmd(workers: int) -> Callable[[Path, int, str], list[str]]:
 
 def rolegate_serve_cmd(workers: int = 1, mode: str = "public", *, assertion: bool = True,
                        audit_reads: bool = True, read_sample: float = 0.01,
-                       durable_writes: bool = True, forward_auth: str | None = None) -> Callable[[Path, int, str], list[str]]:
+                       durable_writes: bool = True, forward_auth: str | None = None,
+                       lean_port: int | None = None) -> Callable[[Path, int, str], list[str]]:
     """The real ``rolegate serve`` on a generated config: one route in ``mode`` in front of the upstream.
 
     Non-public modes get a session section (the bench signs in with a session cookie minted by
@@ -148,6 +149,8 @@ def rolegate_serve_cmd(workers: int = 1, mode: str = "public", *, assertion: boo
         server = {"listen": f"127.0.0.1:{port}", "public_url": f"http://127.0.0.1:{port}", "workers": workers}
         if forward_auth is not None:
             server["forward_auth"] = {"proxy": forward_auth}
+            if lean_port is not None:  # the lean forward-auth listener (rolegate.server.lean_auth)
+                server["forward_auth"]["listen"] = f"127.0.0.1:{lean_port}"
         config = {
             "server": server,
             "storage": {"url": f"sqlite:///{tmp}/rolegate.db"},
@@ -169,15 +172,19 @@ def rolegate_serve_cmd(workers: int = 1, mode: str = "public", *, assertion: boo
     return cmd
 
 
-def _rolegate_and(front: Callable[[Path, int, str, int], str], proxy: str) -> Callable[[Path, int, str], list[str]]:
+def _rolegate_and(front: Callable[[Path, int, str, int], str], proxy: str, *,
+                  lean: bool = False) -> Callable[[Path, int, str], list[str]]:
     """A front proxy on ``port`` asking a ``rolegate serve`` (forward-auth, ``proxy`` convention) on a port
     of its own, then proxying to the upstream itself: both in one process group (``sh``), so the row's
-    taskset holds both and stopping the row stops both."""
+    taskset holds both and stopping the row stops both. ``lean``: the front asks the lean forward-auth
+    listener (``server.forward_auth.listen``) instead of the main one."""
     def cmd(tmp: Path, port: int, upstream: str) -> list[str]:
         rolegate_port = free_port()
-        serve = rolegate_serve_cmd(1, "enforce", forward_auth=proxy)(tmp, rolegate_port, upstream)
+        lean_port = free_port() if lean else None
+        serve = rolegate_serve_cmd(1, "enforce", forward_auth=proxy, lean_port=lean_port)(tmp, rolegate_port,
+                                                                                          upstream)
         (tmp / "rolegate.url").write_text(f"http://127.0.0.1:{rolegate_port}")
-        script = front(tmp, port, upstream, rolegate_port)
+        script = front(tmp, port, upstream, lean_port or rolegate_port)
         return ["sh", "-c", f"{' '.join(map(_quote, serve))} & exec {script}"]
     return cmd
 
@@ -292,9 +299,15 @@ def default_targets(workers2: bool) -> list[Target]:
                group="front", shared="nginx-fa", note="1 rolegate worker + nginx on one core"),
         Target("nginx auth_request -> rolegate, day pass", _rolegate_and(nginx_auth_front, "nginx"), session=True,
                credential="daypass", path=SITE_PATH, group="front", shared="nginx-fa"),
+        Target("nginx auth_request -> lean listener, SSO", _rolegate_and(nginx_auth_front, "nginx", lean=True),
+               session=True, group="front", shared="nginx-lean", note="server.forward_auth.listen"),
+        Target("nginx auth_request -> lean listener, day pass", _rolegate_and(nginx_auth_front, "nginx", lean=True),
+               session=True, credential="daypass", path=SITE_PATH, group="front", shared="nginx-lean"),
         Target("caddy reverse_proxy", caddy_proxy_cmd, group="front"),
         Target("caddy forward_auth -> rolegate, SSO", _rolegate_and(caddy_auth_front, "caddy"), session=True,
                group="front"),
+        Target("caddy forward_auth -> lean listener, SSO", _rolegate_and(caddy_auth_front, "caddy", lean=True),
+               session=True, group="front"),
         Target("naive aiohttp proxy", naive_cmd(1)),
         Target("rolegate serve, public route", rolegate_serve_cmd(1), session=True, path=PUBLIC_PATH,
                group="rolegate", shared="rolegate"),
@@ -348,6 +361,14 @@ RATIOS = [
      "nginx proxy_pass", 0.50),
     ("caddy + forward-auth (SSO) / caddy alone (issue 21)", "caddy forward_auth -> rolegate, SSO",
      "caddy reverse_proxy", 0.50),
+    ("nginx + lean listener (SSO) / nginx alone (issue 21)", "nginx auth_request -> lean listener, SSO",
+     "nginx proxy_pass", 0.50),
+    ("nginx + lean listener (day pass) / nginx alone (issue 21)", "nginx auth_request -> lean listener, day pass",
+     "nginx proxy_pass", 0.50),
+    ("caddy + lean listener (SSO) / caddy alone (issue 21)", "caddy forward_auth -> lean listener, SSO",
+     "caddy reverse_proxy", 0.50),
+    ("caddy + lean listener (SSO) / nginx alone (issue 21)", "caddy forward_auth -> lean listener, SSO",
+     "nginx proxy_pass", 0.50),
     ("caddy + forward-auth (SSO) / nginx alone (issue 21)", "caddy forward_auth -> rolegate, SSO",
      "nginx proxy_pass", 0.50),
     ("enforce day pass / enforce SSO, scoped (issue 21)", "rolegate, enforce scoped, day pass",

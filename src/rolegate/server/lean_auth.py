@@ -305,7 +305,7 @@ class _Connection(asyncio.Protocol):
             assert self.relay is not None
             self.relay.write(data)
             return
-        if self.message is None and self.timer is not None and self.timer_kind == "idle":
+        if self.message is None and self.timer_kind == "idle":
             self._arm(self.server.holder.runtime.config.server.timeouts.header.total_seconds())
         if not self.in_body:
             # httptools gathers a header whole before handing it over: bound what a head may hold.
@@ -337,7 +337,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.closing = True
-        self._disarm()
+        self._stop_timer()
         self.server.connections.discard(self)
         if self.relay is not None:
             self.relay.close()
@@ -475,27 +475,48 @@ class _Connection(asyncio.Protocol):
 
     # -- timers and ends -------------------------------------------------------------------------------
 
+    # One timer per connection, moved lazily: a kept-alive connection answering thousands of requests a
+    # second sets a deadline per request, and only a deadline earlier than the timer's reschedules it.
+    deadline: float | None = None
+    timer_at = 0.0
+
     def _arm(self, seconds: float, kind: str = "header") -> None:
-        self._disarm()
         self.timer_kind = kind
-        self.timer = asyncio.get_running_loop().call_later(seconds, self._expired)
+        loop = asyncio.get_running_loop()
+        deadline = self.deadline = loop.time() + seconds
+        if self.timer is None or deadline < self.timer_at:
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer_at = deadline
+            self.timer = loop.call_at(deadline, self._expired)
 
     def _disarm(self) -> None:
+        self.deadline = None
+        self.timer_kind = ""
+
+    def _stop_timer(self) -> None:
+        self._disarm()
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        self.timer_kind = ""
 
     def _expired(self) -> None:
         self.timer = None
-        if not self.busy:
-            self.abort()
+        deadline = self.deadline
+        if deadline is None or self.busy or self.closing:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() < deadline:
+            self.timer_at = deadline
+            self.timer = loop.call_at(deadline, self._expired)
+            return
+        self.abort()
 
     def _finish(self, last: bytes) -> None:
         if self.closing:
             return
         self.closing = True
-        self._disarm()
+        self._stop_timer()
         transport = self.transport
         if transport is not None:
             if last:
@@ -509,7 +530,7 @@ class _Connection(asyncio.Protocol):
 
     def abort(self) -> None:
         self.closing = True
-        self._disarm()
+        self._stop_timer()
         if self.transport is not None:
             self.transport.abort()
 
