@@ -85,7 +85,9 @@ async def test_a_request_waiting_for_a_slot_past_the_timeout_is_refused(upstream
         slow, other = await asyncio.gather(lookups.place(_req("job:slow")), lookups.place(_req("job:2")))
         assert slow.parent is None and "gave no answer within 1s" in slow.problem
         assert other.parent is None and "gave no answer within 1s" in other.problem, "it never got the slot"
-        assert asked == ["slow"]
+        # Both deadlines are 1 s from the start: when the slow lookup's ends it frees the slot, and on a loaded
+        # machine the waiting one may take it in the moment before its own ends (and be cut off at once).
+        assert asked[0] == "slow" and asked[1:] in ([], ["2"]), asked
     finally:
         await lookups.close()
 
