@@ -362,12 +362,15 @@ class AccessMemo:
         return entry
 
 
-def remembered(runtime: Runtime, request: Any, method: str, host: str, raw_target: str) -> _Known | None:
-    """The remembered entry check_access would answer ``method raw_target`` on ``host`` from, when that answer
-    is an allowing one worked out without awaiting anything; None otherwise (a miss, an entry no longer
-    valid, a public route, a route that redacts, a placement to look up, a refusal, a WebSocket upgrade).
-    Nothing is recorded or changed here: the lean forward-auth listener asks this first, then runs
-    check_access itself (which then takes exactly the remembered path) or hands the request to aiohttp."""
+def remembered(runtime: Runtime, request: Any, method: str, host: str, raw_target: str) -> Access | None:
+    """check_access for the lean forward-auth listener, when its answer is an allowing one from a valid
+    remembered entry: the same look-up, the same validity rule (one epoch read), the same decision, counted and
+    sampled for the audit the same way (check_access's remembered path, allowing branch). None, with nothing
+    recorded, for anything else (a miss, an entry no longer valid, a public route, a route that redacts, a
+    placement to look up, a refusal or a log-mode would-deny, a WebSocket upgrade): the listener then hands
+    the request to aiohttp, whose check_access decides it in full. tests/security/test_lean_forward_auth.py
+    holds the two to the same answers."""
+    started = time.perf_counter()
     identity_stage = runtime.identity
     memo = runtime.access_memo
     if identity_stage is None or memo is None:
@@ -376,8 +379,9 @@ def remembered(runtime: Runtime, request: Any, method: str, host: str, raw_targe
     if credential is None:
         return None
     try:
-        raw_path, _, query = raw_target.partition("?")
-        match = runtime.routes.match(method, canonical_host(host), split_segments(normalize_path(raw_path)))
+        raw_path, sep, query = raw_target.partition("?")
+        path = normalize_path(raw_path)
+        match = runtime.routes.match(method, canonical_host(host), split_segments(path))
         if match is None or not match.method_allowed:
             return None
         route = match.route
@@ -399,9 +403,24 @@ def remembered(runtime: Runtime, request: Any, method: str, host: str, raw_targe
         return None
     if is_websocket_upgrade(request):
         return None
-    if not decide_route(known.policy, known.identity, requirement, runtime.clock()).allowed:
+    principal = known.principal
+    decision = decide_route(known.policy, known.identity, requirement, runtime.clock())
+    if not decision.allowed:
         return None
-    return known
+    access = Access()
+    access.route = route
+    access.path_qs = path + sep + query
+    access.principal = principal
+    access.identity = known.identity
+    access.scope = requirement.scope
+    access.write = write = method not in _READ_METHODS
+    access.set_headers = known.headers
+    access.known = known
+    if not write and _read_recorded(runtime):
+        _audit(runtime, "allow", method, path, route, principal, decision, None, started, request)
+    else:
+        _ALLOWED[route.mode].inc()
+    return access
 
 
 def _memo_for(runtime: Runtime) -> AccessMemo:

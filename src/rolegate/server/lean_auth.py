@@ -41,6 +41,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from rolegate.identity.forward_auth import _MAX_URI, _METHODS, ENDPOINT, RoutingInputError, \
     read_original, trusted_peer
+from rolegate.server.access import remembered
 from rolegate.server.drain import Listener
 from rolegate.server.runtime import RuntimeHolder
 
@@ -178,6 +179,7 @@ class LeanServer:
         """Stop taking connections (as the main listener does), close the idle ones, give the busy ones
         ``timeout`` to finish, then close what is left."""
         self.draining = True
+        log.info("lean forward-auth listener draining: %d answered here, %d relayed", self.answered, self.relayed)
         await self.listener.drain()
         if self._server is not None:
             self._server.close()
@@ -228,26 +230,11 @@ class LeanServer:
         uri, host = original.uri, original.host
         if original.method not in _METHODS or not uri.startswith("/") or len(uri) > _MAX_URI or "," in host:
             return None
-        from rolegate.server.access import check_access, remembered
-
-        known = remembered(runtime, request, original.method, host, uri)
-        if known is None:
+        # check_access's remembered, allowing path (the decision made and audited), or None: aiohttp decides.
+        access = remembered(runtime, request, original.method, host, uri)
+        if access is None:
             return None
-        # A valid, allowing entry: check_access takes the remembered path, which awaits nothing; it makes
-        # and audits the decision exactly as on the main listener.
-        running = check_access(runtime, request, original.method, host, uri)  # type: ignore[arg-type]
-        try:
-            running.send(None)
-        except StopIteration as done:
-            access = done.value
-        else:  # pragma: no cover - remembered() promised a path without awaits
-            running.close()
-            log.error("lean forward-auth: the remembered path awaited; answered 503")
-            return _UNAVAILABLE
-        if access.error is not None or access.response_filter is not None or access.known is not known:
-            # Only when the clock crossed a binding's start or end between the two looks: fail closed.
-            log.warning("lean forward-auth: the remembered answer changed while answering; answered 503")
-            return _UNAVAILABLE
+        known = access.known
         wire = known.wire
         if wire is None:
             wire = known.wire = _head(known.answer)
