@@ -128,3 +128,44 @@ def test_from_config_needs_a_secret() -> None:
 
     with pytest.raises(ConfigError):
         KeyRing.from_config(None, SimpleNamespace(tokens=TokensConfig(), session=None))  # type: ignore[arg-type]
+
+
+class _Away:
+    """The ring's Store during an outage: every call raises StoreUnavailable."""
+
+    def __init__(self, store) -> None:
+        self.store, self.away = store, False
+
+    def __getattr__(self, name):
+        attr = getattr(self.store, name)
+        if not self.away or not callable(attr):
+            return attr
+
+        async def unavailable(*args, **kwargs):
+            from rolegate.store import StoreUnavailable
+
+            raise StoreUnavailable("PostgreSQL at postgresql://db is unavailable: [Errno 111] Connection refused")
+        return unavailable
+
+
+async def test_a_store_outage_keeps_the_current_key_signing_and_fails_closed_past_its_period(store, clock) -> None:
+    """A request during a database outage that found the ring due for a look (its board moved, its next
+    check passed) got a 500 from the StoreUnavailable; within the key's period it signs with the key in hand."""
+    from rolegate.store import StoreUnavailable
+
+    away = _Away(store)
+    ring = make_ring(away, clock)
+    await ring.sync()
+    kid = ring.signing_key.kid
+    away.away = True
+    clock.advance(60)
+    ring._next_check = clock() - 1  # due for a look, as after a board change
+    await ring.sync()  # no error: the current period's key signs on
+    assert ring.signing_key.kid == kid
+    await ring.sync()  # and the next look waits a moment rather than hitting the Store at every request
+    clock.advance(WEEK)  # a new period: no key to sign with but from the Store -> fail closed
+    with pytest.raises(StoreUnavailable):
+        await ring.sync()
+    away.away = False
+    await ring.sync()
+    assert ring.signing_key.kid != kid

@@ -10,7 +10,7 @@ import time
 
 from aiohttp import web
 
-from rolegate.errors import HeadersTooLarge, RolegateError, Unauthenticated
+from rolegate.errors import HeadersTooLarge, RolegateError, ServiceUnavailable, Unauthenticated
 from rolegate.identity.challenge import challenge_response
 from rolegate.identity.daypass.refusal import outside_pass_page_for
 from rolegate.proxy.headers import check_host
@@ -20,6 +20,7 @@ from rolegate.server.malformed import RateLimit, printable
 from rolegate.server.refused import refusal_page_for
 from rolegate.server.responses import error_response, loggable_path
 from rolegate.server.runtime import RuntimeHolder
+from rolegate.store import StoreUnavailable
 
 log = logging.getLogger("rolegate.pipeline")
 log.addFilter(RateLimit(5))  # a bug a request can reach must not let its sender fill the log with tracebacks
@@ -78,6 +79,14 @@ class Pipeline:
             (_DENIED if exc.status < 500 else _ERRORED).inc()
             retry = getattr(exc, "retry_after", None)  # e.g. AuditUnavailable: the audit store is away
             return error_response(request, exc, headers={"Retry-After": str(retry)} if retry else None)
+        except StoreUnavailable as exc:
+            # An outage the code on the way did not expect to meet (each part that reads the Store rides it out
+            # from what it holds, for storage.max_staleness): fail closed as what it is, an outage - 503 with
+            # Retry-After and one line naming the cause - never a 500 with a traceback.
+            if request.writer.output_size:
+                raise
+            _ERRORED.inc()
+            return error_response(request, ServiceUnavailable(str(exc)), headers={"Retry-After": "5"})
         except Exception as exc:
             if request.writer.output_size:
                 raise  # the response has begun: aiohttp closes the connection

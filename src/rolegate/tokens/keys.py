@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm
 
-from rolegate.store import Store, VersionConflict
+from rolegate.store import Store, StoreUnavailable, VersionConflict
 from rolegate.store.version_board import VersionBoard, bump
 from rolegate.tokens.key_seal import KeySealer
 
@@ -37,6 +37,8 @@ NAMESPACE = "keys"
 COUNTER = "keys"
 # Without a version board, re-read the key set at least this often (other instances' rotations).
 _POLL_SECONDS = 5.0
+# After a reload the Store could not answer: the next attempt.
+_RETRY_SECONDS = 1.0
 
 
 def thumbprint(public_jwk: dict[str, Any]) -> str:
@@ -96,7 +98,7 @@ class KeyRing:
     """
 
     __slots__ = ("store", "board", "algorithm", "rotate_every", "retain", "prepublish", "_sealer", "_clock",
-                 "_keys", "_by_kid", "_signing", "_next_check", "_seen", "_lock", "_jwks_body")
+                 "_keys", "_by_kid", "_signing", "_next_check", "_seen", "_store_away", "_lock", "_jwks_body")
 
     def __init__(self, store: Store, *, secret: str | bytes, algorithm: str = "EdDSA",
                  rotate_every: float = 7 * 86400.0, max_token_lifetime: float = 12 * 3600.0,
@@ -121,6 +123,7 @@ class KeyRing:
         self._signing: SigningKey | None = None
         self._next_check = -math.inf
         self._seen = -1
+        self._store_away = False
         self._lock = asyncio.Lock()
         self._jwks_body = b'{"keys":[]}'
 
@@ -179,7 +182,24 @@ class KeyRing:
         async with self._lock:
             if self.in_step():
                 return
-            await self._reload()
+            try:
+                await self._reload()
+            except StoreUnavailable:
+                # The Store is away (an outage the workers ride out for storage.max_staleness): keep signing
+                # with the key in hand while it is still this period's, and look again shortly. Past its
+                # period there is no key to sign with: fail closed (the caller answers 503).
+                now = self._clock()
+                if self._signing is None or self._keys.get(self._name(self._period(now))) is not self._signing:
+                    raise
+                if not self._store_away:
+                    log.warning("signing keys not reloaded (the store is unavailable); signing with kid %s "
+                                "until it answers", self._signing.kid)
+                self._store_away = True
+                self._next_check = now + _RETRY_SECONDS
+                if self.board is not None:
+                    self._seen = self.board.get(COUNTER)  # looked at again at _next_check, not every request
+                return
+            self._store_away = False
 
     def _period(self, now: float) -> int:
         return math.floor(now / self.rotate_every)
