@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -37,6 +38,23 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     # the middle of an operation (a fast shutdown) leaves its protocol in a state asyncpg reports this way.
     asyncpg.exceptions.InternalClientError,
 )
+
+
+class _OneLine(logging.Filter):
+    """asyncpg's pool logs "Failed to restore the pool connection floor" with a traceback at every attempt
+    during an outage; the cause fits on the line (rolegate's own readiness and metrics say the rest)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            record.msg = f"{record.getMessage()} ({type(exc).__name__}: {exc or 'no detail'})"
+            record.args = None
+            record.exc_info = record.exc_text = None
+        return True
+
+
+logging.getLogger("asyncpg.pool").addFilter(_OneLine())
+
 # pg_advisory_xact_lock key serializing audit appenders (the tail is read under it).
 AUDIT_LOCK = 0x726F6C65_61756474  # "roleaudt"
 # LISTEN/NOTIFY channel names are per database; the prefix keeps ours apart from anything else.
