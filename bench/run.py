@@ -229,6 +229,21 @@ def nginx_auth_front(tmp: Path, port: int, upstream: str, rolegate_port: int) ->
     return " ".join(map(_quote, _nginx(tmp, body)))
 
 
+def nginx_auth_ceiling_cmd(tmp: Path, port: int, upstream: str) -> list[str]:
+    """nginx ``auth_request`` as above, asking a second server of the same nginx that answers 200 at once: what
+    nginx's own subrequest costs, so the most any forward-auth server behind it could reach."""
+    auth_port = free_port()
+    script = nginx_auth_front(tmp, port, upstream, auth_port)
+    conf = tmp / "nginx.conf"
+    text = conf.read_text()
+    marker = "  server {"
+    assert text.count(marker) == 1
+    conf.write_text(text.replace(marker, f"  server {{ listen 127.0.0.1:{auth_port}; location / {{ return 200; }} }}\n"
+                                         + marker))
+    import shlex
+    return shlex.split(script)
+
+
 def caddy_auth_front(tmp: Path, port: int, upstream: str, rolegate_port: int) -> str:
     """Caddy ``forward_auth`` as deploy/caddy/Caddyfile sets it up."""
     host = upstream.removeprefix("http://")
@@ -303,6 +318,8 @@ def default_targets(workers2: bool) -> list[Target]:
                session=True, group="front", shared="nginx-lean", note="server.forward_auth.listen"),
         Target("nginx auth_request -> lean listener, day pass", _rolegate_and(nginx_auth_front, "nginx", lean=True),
                session=True, credential="daypass", path=SITE_PATH, group="front", shared="nginx-lean"),
+        Target("nginx auth_request -> nginx return 200", nginx_auth_ceiling_cmd, group="front",
+               note="the ceiling: a forward-auth answer that costs nothing"),
         Target("caddy reverse_proxy", caddy_proxy_cmd, group="front"),
         Target("caddy forward_auth -> rolegate, SSO", _rolegate_and(caddy_auth_front, "caddy"), session=True,
                group="front"),
@@ -363,6 +380,10 @@ RATIOS = [
      "caddy reverse_proxy", 0.50),
     ("nginx + lean listener (SSO) / nginx alone (issue 21)", "nginx auth_request -> lean listener, SSO",
      "nginx proxy_pass", 0.50),
+    ("nginx + a free forward-auth answer / nginx alone (the ceiling)", "nginx auth_request -> nginx return 200",
+     "nginx proxy_pass", 0.50),
+    ("nginx + lean listener (SSO) / nginx + a free answer", "nginx auth_request -> lean listener, SSO",
+     "nginx auth_request -> nginx return 200", 0.50),
     ("nginx + lean listener (day pass) / nginx alone (issue 21)", "nginx auth_request -> lean listener, day pass",
      "nginx proxy_pass", 0.50),
     ("caddy + lean listener (SSO) / caddy alone (issue 21)", "caddy forward_auth -> lean listener, SSO",

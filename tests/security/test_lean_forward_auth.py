@@ -274,3 +274,65 @@ async def test_pipelined_requests_are_answered_in_order(fast: Fast, lean: LeanSe
                        wait=1.0)
     statuses = re.findall(rb"HTTP/1.1 (\d{3}) ", answer)
     assert statuses == [b"200", b"403", b"200"], answer[:300]
+
+
+# -- server.timeouts and server.max_connections on the lean port ---------------------------------------------------------
+
+def set_limits(served: Fast, **values: object) -> None:
+    """Change the running config's server limits (the lean listener reads them per connection)."""
+    server = served.runtime.config.server
+    timeouts = server.timeouts
+    for name, value in values.items():
+        if name in ("header", "idle"):
+            from datetime import timedelta
+
+            object.__setattr__(timeouts, name, timedelta(seconds=float(value)))  # type: ignore[arg-type]
+        else:
+            object.__setattr__(server, name, value)
+
+
+async def closed_within(reader: asyncio.StreamReader, seconds: float) -> bytes | None:
+    """What the server sent before closing, or None when it kept the connection open that long."""
+    out = b""
+    try:
+        while True:
+            chunk = await asyncio.wait_for(reader.read(65536), seconds)
+            if not chunk:
+                return out
+            out += chunk
+    except asyncio.TimeoutError:
+        return None
+
+
+async def test_slow_and_idle_connections_are_closed(fast: Fast, lean: LeanServer, http) -> None:
+    session, cookie, _ = await heidi_session(fast)
+    await warm_lean(fast, lean, http, session, cookie)
+    set_limits(fast, header=0.3, idle=0.3)
+    # a head that never ends
+    reader, writer = await asyncio.open_connection("127.0.0.1", lean.port)
+    writer.write(b"GET /.rolegate/auth HTTP/1.1\r\nHost: x\r\n")
+    assert await closed_within(reader, 10) == b""
+    writer.close()
+    # a kept-alive connection that asks nothing more
+    reader, writer = await asyncio.open_connection("127.0.0.1", lean.port)
+    head = "".join(f"{k}: {v}\r\n" for k, v in {**session, **routing(fast)}.items()).encode()
+    writer.write(b"GET /.rolegate/auth HTTP/1.1\r\nHost: x\r\n" + head + b"\r\n")
+    answer = await closed_within(reader, 10)
+    assert answer is not None and answer.startswith(b"HTTP/1.1 200 "), answer
+    writer.close()
+    # a connection that says nothing at all
+    reader, writer = await asyncio.open_connection("127.0.0.1", lean.port)
+    assert await closed_within(reader, 10) == b""
+    writer.close()
+
+
+async def test_connections_past_the_cap_are_told_to_come_back(fast: Fast, lean: LeanServer) -> None:
+    set_limits(fast, max_connections=2)
+    held = [await asyncio.open_connection("127.0.0.1", lean.port) for _ in range(2)]
+    await asyncio.sleep(0.1)
+    reader, writer = await asyncio.open_connection("127.0.0.1", lean.port)
+    answer = await closed_within(reader, 10)
+    assert answer is not None and answer.startswith(b"HTTP/1.1 503 "), answer
+    writer.close()
+    for _, w in held:
+        w.close()
