@@ -58,10 +58,13 @@ def publish(audit: Any) -> None:
     metrics.AUDIT_QUEUE.set(sum(depth for _, depth, _ in _live.values()))
     metrics.AUDIT_SINK_BACKLOG.set(sum(backlog for _, _, backlog in _live.values()))
     failing = {(target, error) for unwritable, _, _ in _live.values() for target, error in unwritable.items()}
-    for labels in _shown - failing:
-        metrics.AUDIT_UNWRITABLE.labels(*labels).set(0)
+    # The new labels first, then the old ones cleared: a target whose error changes (the connection was
+    # terminated, then refused) is never, even for a moment, at 0 under both. /readyz reads these values
+    # from another process at any time; clearing first let it see a working audit (200) between the two.
     for labels in failing - _shown:
         metrics.AUDIT_UNWRITABLE.labels(*labels).set(1)
+    for labels in _shown - failing:
+        metrics.AUDIT_UNWRITABLE.labels(*labels).set(0)
     _shown = failing
 
 
