@@ -256,6 +256,14 @@ async def test_malformed_and_oversized_requests_never_allow(fast: Fast, lean: Le
     odd = b"GET /.rolegate/auth HTTP/1.1\r\nHost: x\r\nX-Note: caf\xe9 \xff\r\n" + head + b"\r\n"
     on_lean, on_main = await raw(lean.port, odd, wait=0.5), await raw(main_port(fast), odd, wait=0.5)
     assert on_lean.split(b"\r\n")[0] == on_main.split(b"\r\n")[0]
+    # a subrequest with a body (sized, chunked, or after 100 Continue) is relayed: the same status as the main port
+    for framed in (b"Content-Length: 5\r\n" + head + b"\r\nhello",
+                   b"Transfer-Encoding: chunked\r\n" + head + b"\r\n5\r\nhello\r\n0\r\n\r\n",
+                   b"Expect: 100-continue\r\nContent-Length: 5\r\n" + head + b"\r\nhello"):
+        data = b"POST /.rolegate/auth HTTP/1.1\r\nHost: x\r\n" + framed + good
+        on_lean, on_main = await raw(lean.port, data, wait=0.5), await raw(main_port(fast), data, wait=0.5)
+        assert re.findall(rb"HTTP/1.1 (\d{3}) ", on_lean) == re.findall(rb"HTTP/1.1 (\d{3}) ", on_main), framed[:30]
+        assert len(re.findall(rb"HTTP/1.1 200 ", on_lean)) >= 1  # the pipelined plain request after it
     # the listener still answers
     assert (await raw(lean.port, good, wait=0.5)).startswith(b"HTTP/1.1 200 ")
 

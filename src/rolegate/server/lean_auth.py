@@ -574,11 +574,12 @@ class _Relay(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
         self.keep_alive = self.parser.should_keep_alive()
-        if self.head_only or self.status in (204, 304):
+        if self.status >= 200 and (self.head_only or self.status in (204, 304)):
             self._done()
 
     def on_message_complete(self) -> None:
-        if self.parser is not None:
+        # An interim answer (100 Continue) is passed on; the final one follows on the same parser.
+        if self.parser is not None and not 100 <= self.status < 200:
             self._done()
 
     def _done(self) -> None:
