@@ -362,19 +362,12 @@ class AccessMemo:
         return entry
 
 
-def remembered(runtime: Runtime, request: Any, method: str, host: str, raw_target: str) -> Access | None:
-    """check_access for the lean forward-auth listener, when its answer is an allowing one from a valid
-    remembered entry: the same look-up, the same validity rule (one epoch read), the same decision, counted and
-    sampled for the audit the same way (check_access's remembered path, allowing branch). None, with nothing
-    recorded, for anything else (a miss, an entry no longer valid, a public route, a route that redacts, a
-    placement to look up, a refusal or a log-mode would-deny, a WebSocket upgrade): the listener then hands
-    the request to aiohttp, whose check_access decides it in full. tests/security/test_lean_forward_auth.py
-    holds the two to the same answers."""
-    started = time.perf_counter()
-    identity_stage = runtime.identity
-    memo = runtime.access_memo
-    if identity_stage is None or memo is None:
-        return None
+def remembered_target(runtime: Runtime, request: Any, method: str, host: str,
+                      raw_target: str) -> tuple[Any, ...] | None:
+    """What ``remembered`` reads of a request before the memo: the memo key, the route, the requirement, the
+    path. A function of the request's headers and the Runtime's routes only (the lean listener keeps it per
+    distinct subrequest head); None when nothing may be answered from memory (no single short credential,
+    no route or a refused method, a public route, a route that redacts, a target check_access refuses)."""
     credential = _credential_of(request)
     if credential is None:
         return None
@@ -385,7 +378,7 @@ def remembered(runtime: Runtime, request: Any, method: str, host: str, raw_targe
         if match is None or not match.method_allowed:
             return None
         route = match.route
-        if route.mode == "public" or route.redact is not None:
+        if route.mode == "public" or route.redact is not None or is_websocket_upgrade(request):
             return None
         if route.scope or route.object:
             requirement = requirement_of(match, _query_getter(query), request.headers.get)
@@ -393,15 +386,36 @@ def remembered(runtime: Runtime, request: Any, method: str, host: str, raw_targe
             requirement = requirement_of(match)
     except RolegateError:
         return None
+    return ((credential, route.upstream, _scope_key(route, requirement.scope)), route, requirement, path,
+            path + sep + query)
+
+
+def remembered(runtime: Runtime, request: Any, method: str, host: str, raw_target: str,
+               target: tuple[Any, ...] | None = None) -> Access | None:
+    """check_access for the lean forward-auth listener, when its answer is an allowing one from a valid
+    remembered entry: the same look-up, the same validity rule (one epoch read), the same decision, counted and
+    sampled for the audit the same way (check_access's remembered path, allowing branch). None, with nothing
+    recorded, for anything else (a miss, an entry no longer valid, a public route, a route that redacts, a
+    placement to look up, a refusal or a log-mode would-deny, a WebSocket upgrade): the listener then hands
+    the request to aiohttp, whose check_access decides it in full. tests/security/test_lean_forward_auth.py
+    holds the two to the same answers. ``target``: ``remembered_target``'s answer for this request, when
+    the caller kept it."""
+    started = time.perf_counter()
+    memo = runtime.access_memo
+    if runtime.identity is None or memo is None:
+        return None
+    if target is None:
+        target = remembered_target(runtime, request, method, host, raw_target)
+        if target is None:
+            return None
+    key, route, requirement, path, path_qs = target
     epoch = runtime.epoch()
     if epoch is None:
         return None
-    known = memo.known.get((credential, route.upstream, _scope_key(route, requirement.scope)))
+    known = memo.known.get(key)
     if known is None or known.answer is None or not memo.valid(known, epoch, runtime):
         return None
     if route.placed and runtime.object_lookup is not None and requirement.scope not in known.policy.scopes.complete:
-        return None
-    if is_websocket_upgrade(request):
         return None
     principal = known.principal
     decision = decide_route(known.policy, known.identity, requirement, runtime.clock())
@@ -409,7 +423,7 @@ def remembered(runtime: Runtime, request: Any, method: str, host: str, raw_targe
         return None
     access = Access()
     access.route = route
-    access.path_qs = path + sep + query
+    access.path_qs = path_qs
     access.principal = principal
     access.identity = known.identity
     access.scope = requirement.scope

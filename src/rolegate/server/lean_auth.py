@@ -41,7 +41,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from rolegate.identity.forward_auth import _MAX_URI, _METHODS, ENDPOINT, RoutingInputError, \
     read_original, trusted_peer
-from rolegate.server.access import remembered
+from rolegate.server.access import remembered, remembered_target
 from rolegate.server.drain import Listener
 from rolegate.server.runtime import RuntimeHolder
 
@@ -51,6 +51,9 @@ log = logging.getLogger("rolegate.lean_auth")
 # main listener: 16 KiB a request line, 64 KiB a header); bodies relayed are bounded by client_max_size.
 _MAX_HEAD = 96 * 1024
 _MAX_BODY = 1024 * 1024
+# Distinct subrequest heads whose reading is kept (see LeanServer.answer); emptied when full.
+_MAX_HEADS = 2048
+_UNKNOWN = object()
 _BAD_REQUEST = (b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 11\r\n"
                 b"Connection: close\r\n\r\nBad Request")
 _TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain; charset=utf-8\r\n"
@@ -137,6 +140,8 @@ class LeanServer:
         self.listener = Listener(host, port)
         self.connections: set[_Connection] = set()
         self.draining = False
+        self.heads: dict[tuple[Any, ...], Any] = {}  # subrequest head -> what it says (see answer)
+        self.heads_runtime: Any = None  # the Runtime ``heads`` was read under
         self.answered = 0  # remembered answers written here (tests read these)
         self.relayed = 0   # requests handed to aiohttp
         self.peers: dict[Any, str] = {}  # relay RequestHandler -> the lean connection's peer address
@@ -214,13 +219,46 @@ class LeanServer:
             return None
         if not trusted_peer(peer, server.trusted_proxies):
             return None
+        # What the subrequest's head says (routing input, credential, route, requirement) depends on that head
+        # and the Runtime only: kept per distinct head, so a front proxy asking again for the same credential
+        # and target is not parsed and matched again. The peer, the memo entry's validity, the decision and
+        # its audit are read at every request.
+        if runtime is not self.heads_runtime:  # a reload: new routes, perhaps a new proxy convention
+            self.heads.clear()
+            self.heads_runtime = runtime
+        head = (message.method, tuple(message.headers))
+        parsed = self.heads.get(head, _UNKNOWN)
+        if parsed is _UNKNOWN:
+            parsed = self._parse_head(runtime, message)
+            if len(self.heads) >= _MAX_HEADS:
+                self.heads.clear()
+            self.heads[head] = parsed
+        if parsed is None:
+            return None
+        headers, original, target = parsed
+        request = _Subrequest(headers.method, ENDPOINT, headers.headers, peer)
+        # check_access's remembered, allowing path (the decision made and audited), or None: aiohttp decides.
+        access = remembered(runtime, request, original.method, original.host, original.uri, target)
+        if access is None:
+            return None
+        known = access.known
+        wire = known.wire
+        if wire is None:
+            wire = known.wire = _head(known.answer)
+        # aiohttp names no Content-Length in its answer to HEAD (there is no body to measure)
+        return wire if message.method == b"HEAD" else wire + b"Content-Length: 0\r\n"
+
+    @staticmethod
+    def _parse_head(runtime: Any, message: _Message) -> tuple[Any, Any, Any] | None:
+        """(request view, original request, ``remembered_target``) of a subrequest head, or None: not one the
+        lean path may answer (a header that is not plain ASCII, routing input the full path refuses or logs)."""
+        forward_auth = runtime.config.server.forward_auth
         pairs = []
         for name, value in message.headers:
             if name.translate(None, _PLAIN) or value.translate(None, _PLAIN):
                 return None
             pairs.append((name.decode("ascii"), value.decode("ascii")))
-        method = message.method.decode("ascii")
-        request = _Subrequest(method, ENDPOINT, CIMultiDictProxy(CIMultiDict(pairs)), peer)
+        request = _Subrequest(message.method.decode("ascii"), ENDPOINT, CIMultiDictProxy(CIMultiDict(pairs)), "")
         try:
             original = read_original(request, forward_auth.proxy)  # type: ignore[arg-type]
         except RoutingInputError:
@@ -230,16 +268,10 @@ class LeanServer:
         uri, host = original.uri, original.host
         if original.method not in _METHODS or not uri.startswith("/") or len(uri) > _MAX_URI or "," in host:
             return None
-        # check_access's remembered, allowing path (the decision made and audited), or None: aiohttp decides.
-        access = remembered(runtime, request, original.method, host, uri)
-        if access is None:
+        target = remembered_target(runtime, request, original.method, host, uri)
+        if target is None:
             return None
-        known = access.known
-        wire = known.wire
-        if wire is None:
-            wire = known.wire = _head(known.answer)
-        # aiohttp names no Content-Length in its answer to HEAD (there is no body to measure)
-        return wire if method == "HEAD" else wire + b"Content-Length: 0\r\n"
+        return request, original, target
 
 
 def _head(answer: Any) -> bytes:
