@@ -123,6 +123,11 @@ async def test_upstream_down_is_a_clear_502(tmp_path):
                 async with http.get(proc.url + "/public/x", headers={"Accept": "text/html"}) as resp:
                     assert resp.status == 502
                     assert "Application unreachable" in await resp.text()
+                # ops see which upstream failed, and how (the counter was declared but never counted)
+                async with http.get(proc.internal_url + "/metrics") as resp:
+                    text = await resp.text()
+                assert 'rolegate_upstream_errors_total{kind="bad_gateway",upstream="app"} 1.0' in text, \
+                    [line for line in text.splitlines() if "upstream_errors" in line]
                 async with http.get(proc.url + "/public/x", headers={"Accept": "application/json"}) as resp:
                     assert resp.status == 502
                     assert (await resp.json())["error"] == "bad_gateway"

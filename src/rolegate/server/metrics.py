@@ -3,7 +3,7 @@ aggregates them on the internal listener (PROMETHEUS_MULTIPROC_DIR is set by the
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge
 
 from rolegate.server import metric_files
 
@@ -11,15 +11,14 @@ metric_files.install()  # before the first value: a full disk must not SIGBUS a 
 
 REQUESTS = Counter("rolegate_requests_total", "Requests answered by the proxy listener", ["outcome"])
 DECISIONS = Counter("rolegate_decisions_total", "Authorization decisions", ["decision", "mode"])
-UPSTREAM_ERRORS = Counter("rolegate_upstream_errors_total", "Upstream failures", ["upstream", "kind"])
+UPSTREAM_ERRORS = Counter("rolegate_upstream_errors_total",
+                          "Requests answered 502/504 because the upstream failed before its answer began",
+                          ["upstream", "kind"])
 CONFIG_RELOADS = Counter("rolegate_config_reloads_total", "Config reload attempts", ["result"])
-DIRECTORY_SYNC = Counter("rolegate_directory_syncs_total", "Directory syncs", ["kind", "result"])
 DIRECTORY_USERS = Gauge("rolegate_directory_users", "Users in the applied directory snapshot",
                         multiprocess_mode="max")
 DIRECTORY_PENDING_DELETIONS = Gauge("rolegate_directory_refused_deletions",
                                     "Users a refused sync would have removed", multiprocess_mode="max")
-PERMISSION_VERSION = Gauge("rolegate_permission_version", "Permission state version in use",
-                           multiprocess_mode="max")
 AUDIT_QUEUE = Gauge("rolegate_audit_queue_depth", "Audit events waiting to be written", multiprocess_mode="livesum")
 # Set by rolegate.server.audit_health from each AuditLog's counts (see there; /readyz reads the gauge).
 AUDIT_DROPPED = Counter("rolegate_audit_dropped_total", "Audit events that never reached the Store",
@@ -35,8 +34,6 @@ CONNECTIONS_CLOSED = Counter("rolegate_connections_closed_total",
 # file exists from the start (AUDIT_QUEUE), so a full disk never has to make one (see metric_files).
 AUDIT_UNWRITABLE = Gauge("rolegate_audit_unwritable", "Processes that cannot write the audit to this target",
                          ["target", "error"], multiprocess_mode="livesum")
-DECISION_SECONDS = Histogram("rolegate_decision_seconds", "Time to authenticate and authorize",
-                             buckets=(1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1))
 
 
 class BufferedCounter:

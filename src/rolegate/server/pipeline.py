@@ -10,7 +10,8 @@ import time
 
 from aiohttp import web
 
-from rolegate.errors import HeadersTooLarge, RolegateError, ServiceUnavailable, Unauthenticated
+from rolegate.errors import (HeadersTooLarge, RolegateError, ServiceUnavailable, Unauthenticated, UpstreamTimeout,
+                             UpstreamUnavailable)
 from rolegate.identity.challenge import challenge_response
 from rolegate.identity.daypass.refusal import outside_pass_page_for
 from rolegate.proxy.headers import check_host
@@ -49,6 +50,7 @@ class Pipeline:
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         runtime = self.holder.runtime
+        access = None
         try:
             check_header_size(request, runtime.max_header_size)
             check_host(request.host)
@@ -77,6 +79,8 @@ class Pipeline:
             return response
         except RolegateError as exc:
             (_DENIED if exc.status < 500 else _ERRORED).inc()
+            if isinstance(exc, (UpstreamUnavailable, UpstreamTimeout)) and access is not None:
+                metrics.UPSTREAM_ERRORS.labels(access.route.upstream, exc.code).inc()
             retry = getattr(exc, "retry_after", None)  # e.g. AuditUnavailable: the audit store is away
             return error_response(request, exc, headers={"Retry-After": str(retry)} if retry else None)
         except StoreUnavailable as exc:
