@@ -88,3 +88,62 @@ def test_a_target_written_again_is_cleared_and_another_one_still_failing_stays(a
     audit.unwritable = {}
     audit_health.publish(audit)
     assert audit_health.check() == {"state": "ok"}
+
+
+# -- /readyz holds "writes_unavailable" until the master's probe has seen the database answer --------------
+
+async def test_readyz_stays_503_until_the_probe_sees_the_database_after_the_audit_failed(audit, aiohttp_client,
+                                                                                       monkeypatch) -> None:
+    """The audit gauge is one signal, the master's probe (once a second) the other. The gauge can lose a
+    failing share while the database is still away (a worker that died with it, a moment between two labels)
+    and the probe may not have looked yet: /readyz must not go back to 200 on that alone."""
+    import time
+
+    from rolegate.server.internal import build_internal_app
+
+    probe = {"database": "ok", "sent_at": time.monotonic()}  # the probe's view: it has not looked since the stop
+
+    def readiness() -> dict:
+        return {"ready": True, "status": "ok", "checks": {"storage": {"state": probe["database"],
+                                                                      "database": probe["database"]}}}
+
+    client = await aiohttp_client(build_internal_app(readiness, database_answered=lambda: probe["sent_at"]))
+
+    async def read() -> tuple[int, dict]:
+        async with client.get("/readyz") as resp:
+            return resp.status, await resp.json()
+
+    assert (await read())[0] == 200
+    audit.unwritable = {"store": "ECONNREFUSED: Connection refused"}  # a worker's audit batch was refused
+    audit_health.publish(audit)
+    status, body = await read()
+    assert (status, body["status"]) == (503, "writes_unavailable"), body
+
+    audit.unwritable = {}  # its share is gone (the worker died), and the probe has not looked since
+    audit_health.publish(audit)
+    status, body = await read()
+    assert (status, body["status"]) == (503, "writes_unavailable"), body
+    assert body["checks"]["storage"]["writes"] == "held until the probe sees the database answer"
+
+    probe["database"] = "unavailable"  # the probe looks: the database is away
+    assert (await read())[0] == 503
+    probe["database"] = "ok"  # it answers again, to a query sent after the last not-ready read
+    probe["sent_at"] = time.monotonic()
+    status, body = await read()
+    assert (status, body["status"]) == (200, "ok"), body
+    assert "writes" not in body["checks"]["storage"]
+
+
+async def test_without_a_probe_nothing_is_held(audit, aiohttp_client) -> None:
+    """SQLite has no probe: /readyz follows the audit gauge alone (a store written again is ready again)."""
+    from rolegate.server.internal import build_internal_app
+
+    client = await aiohttp_client(build_internal_app(lambda: {"ready": True, "status": "ok", "checks": {}}))
+    audit.unwritable = {"store": "database or disk is full"}
+    audit_health.publish(audit)
+    async with client.get("/readyz") as resp:
+        assert resp.status == 503
+    audit.unwritable = {}
+    audit_health.publish(audit)
+    async with client.get("/readyz") as resp:
+        assert resp.status == 200

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -14,9 +15,14 @@ from prometheus_client import multiprocess
 from rolegate.server.audit_health import with_audit
 
 
-def build_internal_app(readiness: Callable[[], dict[str, Any]], collectors: Iterable[Any] = ()) -> web.Application:
+def build_internal_app(readiness: Callable[[], dict[str, Any]], collectors: Iterable[Any] = (),
+                       database_answered: Callable[[], float | None] | None = None) -> web.Application:
     """``readiness()`` returns {"ready": bool, "checks": {...}}; it must be cheap. ``collectors``: the
-    master's own Prometheus collectors (objects with ``collect()``), e.g. the worker supervisor's."""
+    master's own Prometheus collectors (objects with ``collect()``), e.g. the worker supervisor's.
+    ``database_answered()``: when (monotonic) the master's probe last sent a query the database answered
+    (None: never); with it, writes found unavailable stay so until the probe has seen the database after."""
+    # When /readyz last found that writes cannot be recorded (monotonic), while it holds that answer.
+    held: dict[str, float | None] = {"since": None}
 
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -27,8 +33,23 @@ def build_internal_app(readiness: Callable[[], dict[str, Any]], collectors: Iter
         serving = bool(state.get("ready"))  # False: no worker, stopping, or past storage.max_staleness
         state = with_audit(state)
         checks = state.get("checks", {})
-        if (checks.get("storage", {}).get("database") == "unavailable"
-                or "store" in checks.get("audit", {}).get("targets", {})):
+        writes_down = (checks.get("storage", {}).get("database") == "unavailable"
+                       or "store" in checks.get("audit", {}).get("targets", {}))
+        if database_answered is not None:
+            # Two signals, from different processes at different moments: the audit's gauge can lose a
+            # failing process's share (a worker that died, a label between two values) while the probe has
+            # not looked yet. Once writes were found unavailable, only the probe seeing the database answer
+            # a query sent after that ends it: no flap back to 200 in the middle of an outage.
+            if writes_down:
+                held["since"] = time.monotonic()
+            elif held["since"] is not None:
+                answered = database_answered()
+                if answered is not None and answered > held["since"]:
+                    held["since"] = None
+                else:
+                    writes_down = True
+                    checks.setdefault("storage", {})["writes"] = "held until the probe sees the database answer"
+        if writes_down:
             # Writes cannot be recorded (their audit events go to the database), so every write is refused;
             # a load balancer cannot route by method, so the whole instance says not ready, within one
             # probe of the database going away (or at the first audit batch it refused). Reads already

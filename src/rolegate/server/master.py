@@ -80,6 +80,9 @@ class StoreProbe:
         # Per backend, for /metrics: when it last answered (monotonic) and last failed (Unix time).
         self.ok_at: dict[str, float] = {}
         self.error_at: dict[str, float] = {}
+        # When (monotonic) the last query the database answered was sent: /readyz holds "writes_unavailable"
+        # until this is later than the moment it found writes unavailable (internal.build_internal_app).
+        self.database_sent_at: float | None = None
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._run())
@@ -111,6 +114,7 @@ class StoreProbe:
         try:
             while True:
                 self.attempts += 1
+                sent = time.monotonic()
                 attempt = asyncio.ensure_future(asyncio.wait_for(
                     open_store(self.config.storage, base_dir=self.base_dir), timeout))
                 await asyncio.wait({attempt, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -132,7 +136,7 @@ class StoreProbe:
                     if stop.is_set():
                         return False
                     continue
-                self._answered("database")
+                self._answered("database", sent)
                 if self.attempts > 1:
                     log.warning("storage %s answers after %.0fs; starting workers", where,
                                 time.monotonic() - self.wait_started)
@@ -146,11 +150,12 @@ class StoreProbe:
         self.error = error
         self.error_at[name] = time.time()
 
-    def _answered(self, name: str) -> None:
+    def _answered(self, name: str, sent: float) -> None:
         self.state[name] = "ok"
         self.ok_at[name] = time.monotonic()
         if name == "database":
             self.database_ok_at = self.ok_at[name]
+            self.database_sent_at = sent
 
     def collect(self) -> Any:
         """Prometheus metric families for the internal listener (what /readyz's storage check knows)."""
@@ -222,6 +227,7 @@ class StoreProbe:
             await asyncio.sleep(STORE_PROBE_SECONDS)
 
     async def _probe(self, name: str, call: Any, timeout: float) -> None:
+        sent = time.monotonic()
         try:
             await asyncio.wait_for(call, timeout)
         except asyncio.CancelledError:
@@ -229,7 +235,7 @@ class StoreProbe:
         except Exception as exc:  # noqa: BLE001 - StoreUnavailable, a timeout, a dropped connection
             self._failed(name, str(exc) or type(exc).__name__)
             return
-        self._answered(name)
+        self._answered(name, sent)
 
 
 def reserve_port(host: str, port: int) -> tuple[socket.socket, int]:
@@ -403,8 +409,10 @@ class Master:
             from rolegate.server.internal import build_internal_app
 
             collectors: list[Any] = [self.supervisor, *([self.storage] if self.storage is not None else [])]
-            internal_runner = web.AppRunner(build_internal_app(self.readiness, collectors=collectors),
-                                            access_log=None)
+            storage = self.storage
+            answered = (lambda: storage.database_sent_at) if storage is not None else None
+            internal_runner = web.AppRunner(build_internal_app(self.readiness, collectors=collectors,
+                                                               database_answered=answered), access_log=None)
             await internal_runner.setup()
             ihost, iport = self.config.server.internal_listen
             isite = web.TCPSite(internal_runner, ihost, iport)
