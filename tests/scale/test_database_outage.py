@@ -137,8 +137,8 @@ async def test_a_database_outage_makes_readiness_false_and_refuses_writes_at_onc
     acked = [w for w in writes if 200 <= w.status < 300]
     report(f"PostgreSQL stopped {back - stopped:.0f} s under POST load ({len(writes)} writes, 2 instances): /readyz "
            f"503 within {not_ready_in:.1f} s ({[s[1].get('status') for s in states]}), 200 again {ready_in:.1f} s "
-           f"after the start; {len(reads)} /readyz reads during the outage; answers per writer during the outage {per_writer}; "
-           f"503 {len(refused)}, 2xx {len(acked)}")
+           f"after the start; {len(reads)} /readyz reads during the outage; answers per writer during the outage "
+           f"{per_writer}; 503 {len(refused)}, 2xx {len(acked)}")
 
     flapped = [(at, f"instance {n}", status, body.get("status"), body.get("checks", {}).get("storage"),
                 body.get("checks", {}).get("audit")) for at, n, status, body in reads
