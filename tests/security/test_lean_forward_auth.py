@@ -286,8 +286,9 @@ async def test_pipelined_requests_are_answered_in_order(fast: Fast, lean: LeanSe
 
 # -- server.timeouts and server.max_connections on the lean port ---------------------------------------------------------
 
-def set_limits(served: Fast, **values: object) -> None:
-    """Change the running config's server limits (the lean listener reads them per connection)."""
+def set_limits(served: Fast, lean: LeanServer, **values: object) -> None:
+    """Change the running config's server limits (as a reload would: the lean listener reads them again)."""
+    lean._timeouts_of = None
     server = served.runtime.config.server
     timeouts = server.timeouts
     for name, value in values.items():
@@ -315,7 +316,7 @@ async def closed_within(reader: asyncio.StreamReader, seconds: float) -> bytes |
 async def test_slow_and_idle_connections_are_closed(fast: Fast, lean: LeanServer, http) -> None:
     session, cookie, _ = await heidi_session(fast)
     await warm_lean(fast, lean, http, session, cookie)
-    set_limits(fast, header=0.3, idle=0.3)
+    set_limits(fast, lean, header=0.3, idle=0.3)
     # a head that never ends
     reader, writer = await asyncio.open_connection("127.0.0.1", lean.port)
     writer.write(b"GET /.rolegate/auth HTTP/1.1\r\nHost: x\r\n")
@@ -335,7 +336,7 @@ async def test_slow_and_idle_connections_are_closed(fast: Fast, lean: LeanServer
 
 
 async def test_connections_past_the_cap_are_told_to_come_back(fast: Fast, lean: LeanServer) -> None:
-    set_limits(fast, max_connections=2)
+    set_limits(fast, lean, max_connections=2)
     held = [await asyncio.open_connection("127.0.0.1", lean.port) for _ in range(2)]
     await asyncio.sleep(0.1)
     reader, writer = await asyncio.open_connection("127.0.0.1", lean.port)

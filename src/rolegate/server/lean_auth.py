@@ -142,6 +142,9 @@ class LeanServer:
         self.draining = False
         self.heads: dict[tuple[Any, ...], Any] = {}  # subrequest head -> what it says (see answer)
         self.heads_runtime: Any = None  # the Runtime ``heads`` was read under
+        self._timeouts: tuple[float, float] = (0.0, 0.0)
+        self._timeouts_of: Any = None
+        self.loop: asyncio.AbstractEventLoop = asyncio.get_running_loop()
         self.answered = 0  # remembered answers written here (tests read these)
         self.relayed = 0   # requests handed to aiohttp
         self.peers: dict[Any, str] = {}  # relay RequestHandler -> the lean connection's peer address
@@ -157,8 +160,17 @@ class LeanServer:
         self.relay_server = web.Server(main.request_handler, request_factory=request_factory, **kwargs)
         self._server: asyncio.AbstractServer | None = None
 
+    def timeouts(self) -> tuple[float, float]:
+        """(header, idle) seconds of server.timeouts, read again when a reload brings another Runtime."""
+        runtime = self.holder.runtime
+        if runtime is not self._timeouts_of:
+            timeouts = runtime.config.server.timeouts
+            self._timeouts = (timeouts.header.total_seconds(), timeouts.idle.total_seconds())
+            self._timeouts_of = runtime
+        return self._timeouts
+
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self.loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: _Connection(self), sock=self.listener.sock, backlog=2048)
 
     @property
@@ -325,7 +337,7 @@ class _Connection(asyncio.Protocol):
             self.relay.write(data)
             return
         if self.message is None and self.timer_kind == "idle":
-            self._arm(self.server.holder.runtime.config.server.timeouts.header.total_seconds())
+            self._arm(self.server.timeouts()[0])
         if not self.in_body:
             # httptools gathers a header whole before handing it over: bound what a head may hold.
             self.head_fed += len(data)
@@ -454,7 +466,7 @@ class _Connection(asyncio.Protocol):
             if server.draining:
                 self._finish(b"")
                 return
-            self._arm(server.holder.runtime.config.server.timeouts.idle.total_seconds(), "idle")
+            self._arm(server.timeouts()[1], "idle")
 
     async def _relay(self, message: _Message) -> None:
         try:
@@ -501,7 +513,7 @@ class _Connection(asyncio.Protocol):
 
     def _arm(self, seconds: float, kind: str = "header") -> None:
         self.timer_kind = kind
-        loop = asyncio.get_running_loop()
+        loop = self.server.loop
         deadline = self.deadline = loop.time() + seconds
         if self.timer is None or deadline < self.timer_at:
             if self.timer is not None:
