@@ -345,3 +345,21 @@ async def test_connections_past_the_cap_are_told_to_come_back(fast: Fast, lean: 
     writer.close()
     for _, w in held:
         w.close()
+
+
+def test_config_lean_listen_is_optional_and_checked(tmp_path) -> None:
+    from rolegate.config.loader import load_config_text
+    from rolegate.errors import ConfigError
+
+    base = "server: {listen: 127.0.0.1:8080, public_url: http://127.0.0.1:8080, forward_auth: %s}\n" \
+           "upstreams: {app: {url: http://127.0.0.1:9}}\nroutes: [{path: /x, mode: public, upstream: app}]\n"
+    assert load_config_text(base % "{proxy: nginx}", base_dir=tmp_path).server.forward_auth.listen is None
+    config = load_config_text(base % "{proxy: caddy, listen: '127.0.0.1:9091'}", base_dir=tmp_path)
+    assert config.server.forward_auth.listen == ("127.0.0.1", 9091)
+    for bad, says in (("{proxy: nginx, listen: '127.0.0.1:8080'}", "another port"),
+                      ("{proxy: nginx, listen: '127.0.0.1:0'}", "port of its own"),
+                      ("{proxy: envoy, listen: '127.0.0.1:9091'}", "Envoy"),
+                      ("{proxy: nginx, listen: 'nowhere'}", "listen")):
+        with pytest.raises(ConfigError) as err:
+            load_config_text(base % bad, base_dir=tmp_path)
+        assert says in str(err.value), (bad, str(err.value))
