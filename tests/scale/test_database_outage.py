@@ -3,7 +3,9 @@
 SLOW: runs its own PostgreSQL and Redis (tests/support/private_services.py); the machine's are never touched.
 While the database is away no write can be recorded, so:
 
-- every instance's /readyz turns 503 with the dedicated status ``writes_unavailable`` within a few probes;
+- every instance's /readyz turns 503 with the dedicated status ``writes_unavailable`` within a few probes,
+  and once it did, every read (back to back from the moment the stop begins) says so until the database is
+  started again: no flap back to 200;
 - writes are refused at once (503, ``Retry-After``), not after the audit's 10 s durable timeout;
 - a refused write is in the audit afterwards as refused (``"refused": "audit_unavailable"``), never as a
   plain allowed write; every write that got a 2xx has its event, once;
