@@ -213,3 +213,51 @@ async def test_unencodable_body_is_kept_as_a_trace(store) -> None:
     await log.close()
     body = json.loads((await store.audit_rows())[0]["body"])
     assert "unencodable" in body and "nan" in body["repr"]
+
+
+class _AmbiguousCommit:
+    """The real SQLite store, with PostgreSQL's answer to an ambiguous commit: the first batch is committed
+    and then the connection "drops" (the caller gets an error); a retry of events already stored by id gets
+    their seqs back, the stored version kept (tests/scale/test_audit_exactly_once.py does this on a real one)."""
+
+    def __init__(self, store, hold: asyncio.Event) -> None:
+        self.store, self.hold, self.failed = store, hold, False
+        self.stored: dict[str, int] = {}
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+    async def append_audit(self, items, chain):
+        known = [self.stored.get(json.loads(body)["id"]) for _, _, body in items]
+        if all(seq is not None for seq in known):
+            return known
+        seqs = await self.store.append_audit(items, chain)
+        for (_, _, body), seq in zip(items, seqs):
+            self.stored[json.loads(body)["id"]] = seq
+        if not self.failed:
+            self.failed = True
+            await self.hold.wait()  # the answer is lost while the request waiting for it gives up
+            raise ConnectionResetError(104, "Connection reset by peer")
+        return seqs
+
+
+async def test_a_write_refused_after_an_ambiguous_commit_is_corrected_in_the_trail(store) -> None:
+    """A write whose audit commit did not answer within durable_timeout is answered 503 and never forwarded;
+    when that commit had in fact landed with the allowed body (PostgreSQL, connection dropped mid-commit), the
+    retry keeps the stored version. Found by the scale outage test (a 503 write stored as allowed, 2 runs in
+    ~30): the trail now carries a refused event that names the one it corrects."""
+    hold = asyncio.Event()
+    log = AuditLog(_AmbiguousCommit(store, hold), durable_timeout=0.2)
+    log.start()
+    write = decision_event(decision="allow", user="u", method="POST", path="/w/1")
+    with pytest.raises(AuditUnavailable):
+        await log.emit_durable(write)  # answered 503: the request is never forwarded
+    hold.set()
+    await log.flush()
+    await log.close()
+    bodies = [json.loads(r["body"]) for r in await store.audit_rows()]
+    stored = [b for b in bodies if b["id"] == write.id]
+    assert stored and "refused" not in stored[0]  # what the lost commit stored: the allowed version
+    corrections = [b for b in bodies if b.get("corrects") == write.id]
+    assert len(corrections) == 1 and corrections[0]["refused"] == "audit_unavailable", bodies
+    assert corrections[0]["path"] == "/w/1" and corrections[0]["id"] != write.id

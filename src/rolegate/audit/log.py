@@ -75,13 +75,30 @@ class AuditUnavailable(ServiceUnavailable):
 
 
 class _Item:
-    __slots__ = ("ts", "kind", "body", "future")
+    # ``sent``: the body a failed attempt carried (it may have been committed: an ambiguous commit).
+    __slots__ = ("ts", "kind", "body", "future", "sent")
 
     def __init__(self, ts: float, kind: str, body: str, future: asyncio.Future[int] | None) -> None:
         self.ts = ts
         self.kind = kind
         self.body = body
         self.future = future
+        self.sent: str | None = None
+
+
+def _correction(item: _Item) -> _Item | None:
+    """A refused write whose allowed version went out in a batch that failed: that commit may have happened
+    (PostgreSQL dropped the connection after committing), and the retry keeps what was stored under the
+    event's id. The trail is append-only, so the truth follows it: the refused body under an id of its own,
+    naming the event it corrects. When the first attempt had not committed, both say refused."""
+    try:
+        decoded = json.loads(item.body)
+    except ValueError:
+        return None
+    if not isinstance(decoded, dict) or "refused" not in decoded:
+        return None
+    body = encode_body({**decoded, "id": new_event_id(), "corrects": decoded.get("id")})
+    return _Item(item.ts, item.kind, body, None)
 
 
 def describe_error(exc: BaseException) -> str:
@@ -489,10 +506,14 @@ class AuditLog:
                 return digest
 
             try:
-                seqs = await self._store.append_audit([(i.ts, i.kind, i.body) for i in batch], chain)
+                sent = [i.body for i in batch]  # a request that gives up meanwhile marks its item refused
+                seqs = await self._store.append_audit([(i.ts, i.kind, body) for i, body in zip(batch, sent)], chain)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the Store is down, locked or full: keep the batch, retry
+                for item, body in zip(batch, sent):
+                    if item.sent is None and item.kind == "decision":
+                        item.sent = body
                 self.failed_batches += 1
                 why = describe_error(exc)
                 self._mark("store", why)
@@ -507,6 +528,10 @@ class AuditLog:
                 self._mark("store", None)
             for _ in batch:
                 queue.popleft()
+            corrections = [c for i in batch if i.sent is not None and i.sent != i.body
+                           and (c := _correction(i)) is not None]
+            queue.extend(corrections)  # written with the next batch
+            self.queued += len(corrections)
             self.written += len(batch)
             self.batches += 1
             self._space.set()
