@@ -22,7 +22,6 @@ Who may: an app (``apps:``) the object types in its ``may.assign``; a person a r
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from dataclasses import replace
@@ -32,13 +31,10 @@ from typing import Any
 from aiohttp import web
 from pydantic import Field
 
-from rolegate.admin.errors import AdminError, Denied, Invalid, Missing, PreconditionFailed
+from rolegate.admin.errors import AdminError, Denied, Invalid, Missing
 from rolegate.admin.models import NAME, SCOPE, Body
-from rolegate.admin.state import ASSIGNED, Doc, compile_state, daypass_bindings, load_state
-from rolegate.audit import admin_change_event
+from rolegate.admin.state import ASSIGNED, Doc, compile_state, daypass_bindings, load_state, write_many
 from rolegate.authz.stored import Assigned, assigned_of
-from rolegate.store.base import VersionConflict
-from rolegate.store.version_board import bump
 
 __all__ = ["MAX_ITEMS", "MAX_USERS", "AssignmentIn", "AssignmentsIn", "list_assignments", "put_assignments"]
 
@@ -172,23 +168,7 @@ async def put_assignments(service: Any, items: list[AssignmentItem], *, dry_run:
         result["changed"] = [{"object": o, "users": v["users"], "version": e + 1} for o, v, _, e in changes]
         result["applied"] = False
         return result
-    try:
-        writes = [(obj, value, expected) for obj, value, _, expected in changes]
-        put_many = getattr(service.store, "put_many", None)  # one transaction where the Store has it
-        if put_many is not None:
-            versions = await put_many(ASSIGNED, writes)
-        else:
-            versions = [await service.store.put(ASSIGNED, obj, value, expected_version=expected)
-                        for obj, value, expected in writes]
-    except VersionConflict as exc:
-        raise PreconditionFailed(f"an assignment changed while this call ran ({exc}); nothing was written: send "
-                                 f"the list again") from None
-    audit = service.runtime.audit
-    if audit is not None:
-        await asyncio.gather(*(audit.emit_durable(admin_change_event(
-            actor=actor.username, target=f"{ASSIGNED}/{obj}", action="update" if old is not None else "create",
-            before=old, after=value, via="api")) for obj, value, old, _ in changes))
-    await bump(service.store, service.runtime.board, "policy")
+    versions = await write_many(service, actor, ASSIGNED, changes, "an assignment")
     result["preview"]["dry_run"] = False
     result["changed"] = [{"object": o, "users": v["users"], "version": n} for (o, v, _, _), n in zip(changes, versions)]
     result["applied"] = True

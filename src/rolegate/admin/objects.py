@@ -18,7 +18,6 @@ one when moving), as for ``PUT /scope-members/{scope}``; an app (``apps:``) the 
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -27,12 +26,9 @@ from typing import Any
 from pydantic import Field
 
 from rolegate.admin.delegation import may_register_member
-from rolegate.admin.errors import AdminError, Invalid, PreconditionFailed
+from rolegate.admin.errors import AdminError, Invalid
 from rolegate.admin.models import SCOPE, Body, Out, PreviewOut
-from rolegate.admin.state import SCOPE_MEMBERS, Doc, compile_state, daypass_bindings
-from rolegate.audit import admin_change_event
-from rolegate.store.base import VersionConflict
-from rolegate.store.version_board import bump
+from rolegate.admin.state import SCOPE_MEMBERS, Doc, compile_state, daypass_bindings, write_many
 
 __all__ = ["MAX_ITEMS", "Placement", "PlacementChange", "PlacementsIn", "PlacementsOut", "TooMany",
            "put_scope_members"]
@@ -129,19 +125,10 @@ async def put_scope_members(service: Any, body: PlacementsIn, *, dry_run: bool) 
         result["changed"] = [{"scope": s, "parent": p, "before": o, "version": v + 1} for s, p, o, v in changes]
         result["applied"] = False
         return result
-    try:
-        versions = await service.store.put_many(
-            SCOPE_MEMBERS, [(scope, values[scope], expected) for scope, _, _, expected in changes])
-    except VersionConflict as exc:
-        raise PreconditionFailed(f"a placement changed while this call ran ({exc}); nothing was written: send "
-                                 f"the list again") from None
-    audit = service.runtime.audit
-    if audit is not None:
-        await asyncio.gather(*(audit.emit_durable(admin_change_event(
-            actor=actor.username, target=f"{SCOPE_MEMBERS}/{scope}", action="update" if expected else "create",
-            before=state.members[scope].value if scope in state.members else None, after=values[scope], via="api"))
-            for scope, _, _, expected in changes))
-    await bump(service.store, service.runtime.board, "policy")
+    old_values = {scope: state.members[scope].value if scope in state.members else None for scope in values}
+    versions = await write_many(service, actor, SCOPE_MEMBERS,
+                                [(scope, values[scope], old_values[scope], expected) for scope, _, _, expected in changes],
+                                "a placement")
     result["preview"]["dry_run"] = False
     result["changed"] = [{"scope": s, "parent": p, "before": o, "version": v}
                          for (s, p, o, _), v in zip(changes, versions)]

@@ -8,6 +8,7 @@ follows the worker's (``Runtime._compile``) so that what is previewed is what wi
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -15,6 +16,8 @@ from typing import Any
 from rolegate.authz import Policy, compile_policy
 from rolegate.authz.stored import ASSIGNMENTS, MEMBERS, assigned_of, member_of, switches_of
 from rolegate.config.sections.policy import Binding, Role
+from rolegate.store.base import VersionConflict
+from rolegate.store.version_board import bump
 
 log = logging.getLogger("rolegate.admin")
 
@@ -113,3 +116,26 @@ async def daypass_bindings(store: Any, config: Any, now: float) -> list[tuple[Bi
     except ImportError:
         return []
     return [(b, f"daypass:{b.daypass}") for b in await active_pass_bindings(store, config, now)]
+
+
+async def write_many(service: Any, actor: Any, namespace: str, changes: list[tuple[str, Any, Any, int]],
+                     what: str) -> list[int]:
+    """Write every ``(key, value, old value, expected version)`` in one Store transaction (a conflict on any
+    writes none: 412), audit each change as the actor's, and bump the policy so that every worker compiles
+    it before its next request. Returns the new versions, in order."""
+    from rolegate.admin.errors import PreconditionFailed
+    from rolegate.audit import admin_change_event
+
+    try:
+        versions = await service.store.put_many(namespace, [(key, value, expected)
+                                                            for key, value, _, expected in changes])
+    except VersionConflict as exc:
+        raise PreconditionFailed(f"{what} changed while this call ran ({exc}); nothing was written: send the "
+                                 f"list again") from None
+    audit = service.runtime.audit
+    if audit is not None:
+        await asyncio.gather(*(audit.emit_durable(admin_change_event(
+            actor=actor.username, target=f"{namespace}/{key}", action="update" if old is not None else "create",
+            before=old, after=value, via="api")) for key, value, old, _ in changes))
+    await bump(service.store, service.runtime.board, "policy")
+    return versions
