@@ -10,10 +10,11 @@ from rolegate.identity.daypass import add_daypass_routes
 from rolegate.identity.endpoints import add_identity_routes
 from rolegate.identity.forward_auth import ENDPOINT as FORWARD_AUTH, ForwardAuth
 from rolegate.proxy.paths import normalize_path
+from rolegate.server.access import check_access
 from rolegate.server.pipeline import Pipeline, check_header_size
-from rolegate.server.responses import error_response
 from rolegate.server.runtime import RuntimeHolder
 from rolegate.tokens.jwks import jwks_handler
+from rolegate.web.responses import error_response
 
 JWKS_PATH = "/.well-known/jwks.json"
 RESERVED_PREFIX = "/.rolegate/"
@@ -50,7 +51,7 @@ async def reserved_paths_guard(request: web.Request, handler):
 def _lean_forward_auth(holder: RuntimeHolder):
     """``/.rolegate/auth`` on the main application: the front proxy asks it about every request, so it
     skips the reserved sub-application's resolution and middleware chain and runs the same guard inline."""
-    forward_auth = ForwardAuth(holder)
+    forward_auth = ForwardAuth(holder, check_access)
     handle = forward_auth.handle
 
     async def lean(request: web.Request) -> web.StreamResponse:
@@ -66,7 +67,7 @@ def build_reserved_app(holder: RuntimeHolder) -> web.Application:
     """``/.rolegate/*``: sign-in, tokens, forward-auth, day passes, admin. Stages add their routes."""
     reserved = web.Application(middlewares=[reserved_paths_guard])
     reserved[HOLDER_KEY] = holder
-    add_identity_routes(reserved, holder)  # login, callback, logout, back-channel logout, forward-auth
+    add_identity_routes(reserved, holder, check_access)  # login, callback, logout, back-channel logout, forward-auth
     add_token_routes(reserved, holder)     # token endpoint and revocation
     add_daypass_routes(reserved, holder)   # /.rolegate/pass/{code}
     add_admin_routes(reserved, holder)     # /.rolegate/api/v1/* and /.rolegate/admin/*

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rolegate.server.responses import loggable_path
+from rolegate.web.responses import loggable_path
 
 CODE = "Zm9vYmFyYmF6cXV4cXV1eHF1dXhxdXV4cXV1eHF1dXhx"
 

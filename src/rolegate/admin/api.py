@@ -26,7 +26,7 @@ from rolegate.admin.operations import Operation, Registry
 from rolegate.admin.service import AdminService, Change, etag
 from rolegate.admin.state import load_state
 from rolegate.errors import RolegateError
-from rolegate.server.responses import log_error
+from rolegate.web.responses import log_error
 
 log = logging.getLogger("rolegate.admin")
 

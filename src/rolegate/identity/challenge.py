@@ -9,7 +9,7 @@ import html
 from aiohttp import web
 
 from rolegate.errors import Unauthenticated
-from rolegate.server.responses import error_response, wants_html
+from rolegate.web.responses import error_response, wants_html
 
 REALM = "rolegate"
 _NAVIGATION_METHODS = frozenset({"GET", "HEAD"})

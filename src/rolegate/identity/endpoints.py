@@ -17,20 +17,22 @@ from aiohttp import web
 
 from rolegate.errors import BadRequest, NotFound, RolegateError
 from rolegate.identity.errors import ProviderUnavailable, SignInFailed
+from rolegate.identity.forward_auth import ForwardAuth
 from rolegate.identity.oidc_client import LoginRequest, TokenRefused
 from rolegate.identity.origin import started_here
 from rolegate.identity.principal import principal_from_claims
 from rolegate.identity.provider_jwt import InvalidProviderToken
 from rolegate.identity.stage import LOGIN_COOKIE_PREFIX
-from rolegate.server.responses import error_response, wants_html
 from rolegate.store import StoreUnavailable, VersionConflict
+from rolegate.web.responses import error_response, wants_html
 
 if TYPE_CHECKING:
+    from rolegate.identity.forward_auth import CheckAccess
     from rolegate.identity.stage import IdentityStage
     from rolegate.server.runtime import RuntimeHolder
 
 log = logging.getLogger("rolegate.identity.endpoints")
-# Refused back-channel requests: anyone can send them; the server rate-limits this logger (rolegate.server.malformed).
+# Refused back-channel requests: anyone can send them; the server rate-limits this logger (rolegate.web.malformed).
 _malformed = logging.getLogger("rolegate.malformed")
 
 LOGIN_TTL = 600.0
@@ -308,10 +310,9 @@ def _same(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
 
 
-def add_identity_routes(reserved: web.Application, holder: "RuntimeHolder") -> None:
-    """Register the sign-in endpoints on the ``/.rolegate`` sub-application (paths relative to it)."""
-    from rolegate.identity.forward_auth import ForwardAuth
-
+def add_identity_routes(reserved: web.Application, holder: "RuntimeHolder", check_access: "CheckAccess") -> None:
+    """Register the sign-in endpoints on the ``/.rolegate`` sub-application (paths relative to it);
+    ``check_access`` is the proxy pipeline's decision, which forward-auth runs."""
     endpoints = IdentityEndpoints(holder)
     reserved.router.add_get("/login", endpoints.login)
     reserved.router.add_get("/callback", endpoints.callback)
@@ -319,6 +320,6 @@ def add_identity_routes(reserved: web.Application, holder: "RuntimeHolder") -> N
     reserved.router.add_route("POST", "/logout", endpoints.logout)
     reserved.router.add_get("/logged-out", endpoints.logged_out)
     reserved.router.add_post("/logout/backchannel", endpoints.backchannel_logout)
-    forward_auth = ForwardAuth(holder)
+    forward_auth = ForwardAuth(holder, check_access)
     reserved.router.add_route("*", "/auth", forward_auth.handle)
     reserved.router.add_route("*", "/auth/{original:.*}", forward_auth.handle)  # Envoy's ext_authz path_prefix

@@ -24,6 +24,7 @@ import functools
 import ipaddress
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -33,11 +34,14 @@ from multidict import CIMultiDict
 from rolegate.errors import BadRequest, Forbidden, NotFound, RolegateError, Unauthenticated
 from rolegate.identity.challenge import challenge_response, is_browser_navigation, www_authenticate
 from rolegate.identity.principal import identity_headers
-from rolegate.server.responses import error_response
+from rolegate.web.responses import error_response
 
 if TYPE_CHECKING:
     from rolegate.server.access import Access
-    from rolegate.server.runtime import RuntimeHolder
+    from rolegate.server.runtime import Runtime, RuntimeHolder
+
+    # ``rolegate.server.access.check_access``: the server hands it in (identity does not import server at run time).
+    CheckAccess = Callable[[Runtime, web.BaseRequest, str, str, str], Awaitable[Access]]
 
 log = logging.getLogger(__name__)
 
@@ -206,15 +210,15 @@ def _answer(access: "Access") -> dict[str, str]:
 class ForwardAuth:
     """The forward-auth handler; runs the same ``check_access`` as the proxy pipeline."""
 
-    __slots__ = ("holder", "_log")
+    __slots__ = ("holder", "_check_access", "_log")
 
-    def __init__(self, holder: "RuntimeHolder") -> None:
+    def __init__(self, holder: "RuntimeHolder", check_access: "CheckAccess") -> None:
         self.holder = holder
+        self._check_access = check_access  # the proxy pipeline's own decision (the server passes it in)
         self._log = _Throttled()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        from rolegate.server.access import check_access  # late: access imports the runtime, which imports us
-
+        check_access = self._check_access
         runtime = self.holder.runtime
         server = runtime.config.server
         if server.forward_auth is None:

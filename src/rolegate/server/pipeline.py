@@ -17,9 +17,9 @@ from rolegate.identity.daypass.refusal import outside_pass_page_for
 from rolegate.proxy.headers import check_host
 from rolegate.server import metrics
 from rolegate.server.access import check_access, record_outcome, record_write
-from rolegate.server.malformed import RateLimit, printable
+from rolegate.web.malformed import RateLimit, printable
 from rolegate.server.refused import refusal_page_for
-from rolegate.server.responses import error_response, loggable_path
+from rolegate.web.responses import error_response, loggable_path
 from rolegate.server.runtime import RuntimeHolder
 from rolegate.store import StoreUnavailable
 

@@ -28,7 +28,7 @@ from aiohttp import web
 
 from rolegate.errors import Forbidden
 from rolegate.identity.errors import AccountDisabled
-from rolegate.server.responses import error_response
+from rolegate.web.responses import error_response
 
 log = logging.getLogger("rolegate.errors")
 

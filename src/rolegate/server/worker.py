@@ -20,7 +20,7 @@ from rolegate.errors import ConfigError
 from rolegate.server import metrics
 from rolegate.server.connections import GuardedRunner, Limits
 from rolegate.server.drain import Listener
-from rolegate.server.malformed import ServerLog
+from rolegate.web.malformed import ServerLog
 from rolegate.server.rundir import RunDir
 from rolegate.server.runtime import Runtime, RuntimeHolder
 from rolegate.store import StoreUnavailable

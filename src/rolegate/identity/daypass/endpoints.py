@@ -41,7 +41,7 @@ from rolegate.identity.daypass.record import PassRecord
 from rolegate.identity.daypass.redeem import Lookup, claim_device, look_up, note_expiry
 from rolegate.identity.daypass.service import DaypassService, daypass_service
 from rolegate.proxy.routes import canonical_host
-from rolegate.server.responses import error_response
+from rolegate.web.responses import error_response
 
 if TYPE_CHECKING:
     from rolegate.server.runtime import Runtime, RuntimeHolder

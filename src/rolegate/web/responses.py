@@ -13,7 +13,7 @@ import logging
 from aiohttp import web
 
 from rolegate.errors import RolegateError
-from rolegate.server import malformed
+from rolegate.web import malformed
 
 log = logging.getLogger("rolegate.errors")
 # Answers to requests rolegate could not read: logged on the rate-limited malformed-request logger.
