@@ -26,6 +26,8 @@ from typing import Any
 
 import jwt
 
+from rolegate.audit.events import admin_change_event
+from rolegate.errors import ServiceUnavailable
 from rolegate.store.base import Store, StoreUnavailable, VersionConflict
 
 log = logging.getLogger("rolegate.apps")
@@ -136,8 +138,6 @@ async def list_keys(store: Store) -> list[KeyRecord]:
 async def _audit(audit: Any, by: str, key_id: str, action: str, before: Any, after: Any) -> None:
     if audit is None:
         return
-    from rolegate.audit.events import admin_change_event
-
     await audit.emit_durable(admin_change_event(actor=by, target=f"{NAMESPACE}/{key_id}", action=action,
                                                 before=before, after=after, via="cli"))
 
@@ -151,8 +151,6 @@ async def check_key(store: Store, config: Any, token: str) -> AppCaller:
     try:
         found = await store.get(NAMESPACE, key_id)
     except StoreUnavailable as exc:  # fail closed, as 503 (retry later), never as an accepted key
-        from rolegate.errors import ServiceUnavailable
-
         raise ServiceUnavailable(f"app key store unavailable: {exc}") from None
     stored = found.value.get("hash") if found is not None and isinstance(found.value, dict) else None
     # Compare even when there is no record, so an unknown id costs what a known one does.

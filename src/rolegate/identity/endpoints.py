@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from rolegate.audit import signin_event, signout_event
 from rolegate.errors import BadRequest, NotFound, RolegateError
 from rolegate.identity.errors import ProviderUnavailable, SignInFailed
 from rolegate.identity.forward_auth import ForwardAuth
@@ -129,8 +130,6 @@ class IdentityEndpoints:
         try:
             return await self._callback(request)
         except RolegateError as exc:
-            from rolegate.audit import signin_event
-
             self._audit(signin_event(user=None, method="oidc", outcome="failed", reason=exc.detail or exc.code,
                                      ref=exc.reference, client=request.remote))
             extra = ""
@@ -194,8 +193,6 @@ class IdentityEndpoints:
         except StoreUnavailable as exc:
             raise ProviderUnavailable(f"store: {exc}") from None
         log.info("signed in %s (session %s)", principal.username, session.principal.session_id)
-        from rolegate.audit import signin_event
-
         self._audit(signin_event(user=principal.username, method="oidc", session_id=session.principal.session_id,
                                  groups=sorted(principal.groups), client=request.remote))
         response = web.Response(status=302, headers={"Location": login.return_to, "Cache-Control": "no-store"})
@@ -225,8 +222,6 @@ class IdentityEndpoints:
                 id_token = stage.sessions.id_token(session)
                 await stage.sessions.end(session.key)
                 log.info("signed out %s (session %s)", session.principal.username, session.principal.session_id)
-                from rolegate.audit import signout_event
-
                 self._audit(signout_event(user=session.principal.username, reason="user",
                                           session_id=session.principal.session_id, client=request.remote))
         except RolegateError as exc:
@@ -285,8 +280,6 @@ class IdentityEndpoints:
             sid = claims.get("sid") if isinstance(claims.get("sid"), str) else None
             ended = await stage.sessions.end_matching(sub=sub, idp_sid=sid, issuer=stage.config.oidc.issuer)
             log.info("back-channel logout ended %d session(s)", ended)
-            from rolegate.audit import signout_event
-
             self._audit(signout_event(user=sub, reason="revoked", session_id=f"idp-sid:{sid}" if sid else None,
                                       client=request.remote))
             return web.Response(status=200, headers=headers)

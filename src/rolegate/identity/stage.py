@@ -29,6 +29,7 @@ from rolegate.identity.revocation_watch import RevocationWatch
 from rolegate.identity.sealed_cookie import CookieSealer
 from rolegate.identity.sessions import Session, SessionStore
 from rolegate.limits import COOKIE_KEY_LENGTH
+from rolegate.errors import ServiceUnavailable
 from rolegate.store import Store, StoreUnavailable, open_store
 
 log = logging.getLogger("rolegate.identity")
@@ -188,8 +189,6 @@ class IdentityStage:
         try:
             return await self.sessions.find(tag, sid)
         except StoreUnavailable as exc:
-            from rolegate.errors import ServiceUnavailable
-
             raise ServiceUnavailable(f"session store unavailable: {exc}") from None
 
     def _cookie(self, request: web.BaseRequest, name: str) -> str | None:

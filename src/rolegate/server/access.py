@@ -14,8 +14,10 @@ from typing import Any
 from aiohttp import web
 
 from rolegate.audit import decision_event, request_event
+from rolegate.authz import effective_permissions, roles_of
 from rolegate.authz.explain import decide_route
 from rolegate.authz.requirement import Requirement, requirement_of
+from rolegate.authz.where import where_for_route
 from rolegate.errors import Forbidden, MethodNotAllowed, RolegateError, Unauthenticated
 from rolegate.identity.authenticator import PENDING, bearer_token
 from rolegate.identity.errors import AccountDisabled
@@ -27,6 +29,7 @@ from rolegate.proxy.routes import Route, canonical_host
 from rolegate.proxy.websocket import is_websocket_upgrade
 from rolegate.server import metrics
 from rolegate.server.runtime import Runtime
+from rolegate.tokens import audience_for
 
 _NO_HEADERS: dict[str, str] = {}
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -499,10 +502,6 @@ async def _upstream_headers(runtime: Runtime, memo: AccessMemo, request: web.Bas
     headers = identity_stage.upstream_headers(request, principal)
     not_before, until = -math.inf, math.inf
     if minter is not None:
-        from rolegate.authz import effective_permissions, roles_of
-        from rolegate.authz.where import where_for_route
-        from rolegate.tokens import audience_for
-
         try:
             entry = policy.entry(identity, scope, now)
             not_before, until = entry.not_before, entry.expires

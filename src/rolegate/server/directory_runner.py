@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from rolegate.audit import AuditLog, sync_event
 from rolegate.config import Config
 from rolegate.server import metrics
 from rolegate.store import Store, StoreUnavailable, open_store
@@ -61,15 +62,12 @@ class DirectoryRunner:
                 "pending_deletions": s.pending_deletions, "consecutive_failures": s.consecutive_failures}
 
     async def _audit_sync(self, kind: str, body: dict[str, Any]) -> None:
-        from rolegate.audit import sync_event
-
         summary = {k: body.get(k) for k in ("kind", "users", "groups", "forced")}
         await self.audit.emit_durable(sync_event(result="applied", mode=body.get("kind", "full"), summary=summary,
                                                  details=body))
 
     async def _run(self) -> None:
-        from rolegate.audit import AuditLog
-        from rolegate.directory import DirectorySync
+        from rolegate.directory import DirectorySync  # ldap3: loaded only in the process that runs the directory
 
         while not self._stopping:
             try:

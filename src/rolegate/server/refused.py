@@ -26,6 +26,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from rolegate.authz import decide
 from rolegate.errors import Forbidden
 from rolegate.identity.errors import AccountDisabled
 from rolegate.web.responses import error_response
@@ -64,8 +65,7 @@ async def _refusal(runtime: Any, request: web.BaseRequest, access: Any) -> web.R
     if type(error) is not Forbidden or route is None or identity is None or route.mode != "enforce" \
             or route.permission is None:
         return None
-    from rolegate.admin.wording import attempt_words
-    from rolegate.authz import decide
+    from rolegate.admin.wording import attempt_words  # server -> admin: a known exception (tests/test_layers.py)
 
     policy = runtime.policy_now() or await runtime.current_policy()
     permission, scope = route.permission, access.scope
@@ -96,7 +96,7 @@ async def _offer(runtime: Any, policy: Any, username: str, permission: str, scop
     """Whom to ask and where: only with access requests on, a store, someone to ask, and no object."""
     if getattr(runtime.config, "access_requests", None) is None or runtime.store is None or route.object:
         return None
-    from rolegate.admin.requests import approvers_for
+    from rolegate.admin.requests import approvers_for  # server -> admin: a known exception (tests/test_layers.py)
 
     found = await approvers_for(runtime, policy, permission, scope, username)
     if not found:

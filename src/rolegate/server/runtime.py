@@ -16,11 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rolegate.authz import Identity, Policy, compile_policy
+from rolegate.audit import AuditLog
+from rolegate.authz import Identity, Policy, compile_policy, effective_permissions, roles_of
 from rolegate.server.object_lookup import ObjectLookups
 from rolegate.server.policy_state import compile_live_policy
 from rolegate.config import Config
 from rolegate.errors import ConfigError, ServiceUnavailable
+from rolegate.identity.stage import IdentityStage
 from rolegate.proxy.forward import Forwarder
 from rolegate.proxy.redact import RedactionFilter, compile_redaction
 from rolegate.proxy.route_table import compile_routes_strict
@@ -28,6 +30,8 @@ from rolegate.proxy.routes import RouteTable
 from rolegate.proxy.upstream_pool import Upstream
 from rolegate.store import Store, StoreUnavailable, open_store
 from rolegate.store.version_board import VersionBoard, board_path_for
+from rolegate.tokens import TokenStage
+from rolegate.tokens.subject import subject_check
 
 log = logging.getLogger("rolegate.runtime")
 
@@ -128,8 +132,6 @@ class Runtime:
     @classmethod
     def build(cls, config: Config, generation: int = 1, *, base_dir: Path | None = None) -> "Runtime":
         """A Runtime without I/O resources (no store, audit or policy refresh): for tests of the data path."""
-        from rolegate.identity.stage import IdentityStage
-
         identity = IdentityStage(config, base_dir=base_dir) if (config.oidc or config.session) else None
         return cls(config, Compiled(config), generation=generation, base_dir=base_dir, identity=identity)
 
@@ -137,9 +139,6 @@ class Runtime:
     async def create(cls, config: Config, *, base_dir: Path | None = None, generation: int = 1,
                      audit_retention: bool = False) -> "Runtime":
         """The full worker Runtime: opens the Store, the board, the audit log and every stage."""
-        from rolegate.audit import AuditLog
-        from rolegate.identity.stage import IdentityStage
-
         compiled = Compiled(config)
         store = await open_store(config.storage, base_dir=base_dir)
         runtime: Runtime | None = None
@@ -157,9 +156,7 @@ class Runtime:
                 identity.clock = runtime.clock
             await runtime.refresh(force=True)
             if config.session is not None or config.tokens.key_secret is not None:
-                from rolegate.identity.daypass import daypass_token_redeemer
-                from rolegate.tokens import TokenStage
-                from rolegate.tokens.subject import subject_check
+                from rolegate.identity.daypass import daypass_token_redeemer  # day passes: loaded only when used
 
                 runtime.tokens = TokenStage(
                     config, store, board=board, current_version=runtime.permission_version,
@@ -286,8 +283,6 @@ class Runtime:
 
     def unscoped_grants(self, principal: Any) -> tuple[tuple[str, ...], frozenset[str]]:
         """Roles and permissions held globally, for access tokens (scoped ones are decided per request)."""
-        from rolegate.authz import effective_permissions, roles_of
-
         identity = self._identities.get((principal.username,)) or self._identities.get(
             (principal.username, principal.groups))
         if identity is None:
@@ -358,7 +353,7 @@ class Runtime:
         cached = self._live_users.get(username)
         if cached is not None and now - cached[0] < LIVE_LOOKUP_SECONDS:
             return cached[1]
-        from rolegate.directory import DirectoryUnavailable, lookup_user
+        from rolegate.directory import DirectoryUnavailable, lookup_user  # ldap3: only with a directory configured
 
         try:
             user = await lookup_user(self.config, username)

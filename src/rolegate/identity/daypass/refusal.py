@@ -16,6 +16,7 @@ from aiohttp import web
 from rolegate.errors import Forbidden, RolegateError
 from rolegate.identity.daypass.pages import outside_pass_page
 from rolegate.web.malformed import printable
+from rolegate.web.responses import wants_html
 
 if TYPE_CHECKING:
     from rolegate.server.runtime import Runtime
@@ -28,8 +29,6 @@ async def outside_pass_page_for(runtime: "Runtime", request: web.BaseRequest, ac
     error = access.error
     if type(error) is not Forbidden or runtime.config.daypass is None or runtime.identity is None:
         return None
-    from rolegate.web.responses import wants_html
-
     if not wants_html(request):
         return None  # APIs keep the JSON error
     principal = access.principal

@@ -21,6 +21,7 @@ from rolegate.identity.daypass.record import PassRecord, load_pass
 from rolegate.identity.daypass.redeem import note_expiry
 from rolegate.identity.daypass.sessions import PassSession, create_session, find_session, mark_used
 from rolegate.identity.sealed_cookie import CookieSealer
+from rolegate.errors import ServiceUnavailable
 from rolegate.store import Store, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -151,8 +152,6 @@ class DaypassService:
         try:
             session, rec, version = await self._load(pass_id, session_id)
         except StoreUnavailable as exc:
-            from rolegate.errors import ServiceUnavailable
-
             raise ServiceUnavailable(f"day pass store unavailable: {exc}") from None
         if rec is None:
             raise self._ended("invalid", pass_id)

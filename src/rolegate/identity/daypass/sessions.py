@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from rolegate.store import Store
+from rolegate.store import Store, VersionConflict
 
 NAMESPACE = "daypass_sessions"
 
@@ -79,8 +79,6 @@ async def find_session(store: Store, pass_id: str, session_id: str) -> PassSessi
 
 async def mark_used(store: Store, session: PassSession, now: float) -> bool:
     """Record the session's first request; False when another worker did it first."""
-    from rolegate.store import VersionConflict
-
     session.used = True
     try:
         session.version = await store.put(NAMESPACE, session.key, session.value(),
