@@ -183,3 +183,12 @@ def test_known_exceptions_are_lazy_and_still_exist():
         assert edge in edges, f"{edge} is gone: remove it from KNOWN_EXCEPTIONS ({why})"
         eager = [w for w, lazy in edges[edge] if not lazy]
         assert eager == [], f"{edge} imported at module level ({eager}): an import-time cycle"
+
+
+if __name__ == "__main__":  # the package graph as it is: python tests/test_layers.py
+    graph: dict[str, set[str]] = defaultdict(set)
+    for source, target in _edges():
+        graph[source].add(target + ("*" if (source, target) in KNOWN_EXCEPTIONS else ""))
+    for source in sorted(graph):
+        print(f"{source} -> {', '.join(sorted(graph[source]))}")
+    print("(* a known exception, imported lazily: KNOWN_EXCEPTIONS)")
