@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,11 +22,9 @@ import aiohttp
 import pytest
 
 from rolegate.admin.objects import PlacementsOut
-from rolegate_lab import free_port, rolegate_client
 from rolegate_lab.backend import placements, register_objects
 from tests.admin.conftest import API, sign_in
-from tests.seeds.conftest import serve_config
-from tests.support.serve import RolegateProcess
+from tests.objects.served import field_service_served
 from tests.support.workers import on_every_worker
 
 pytestmark = pytest.mark.lab
@@ -36,27 +32,8 @@ pytestmark = pytest.mark.lab
 
 @pytest.fixture(scope="module")
 def fs(tmp_path_factory, make_session_idp, lab_slapd, lab_backend):
-    url = f"http://127.0.0.1:{free_port()}"
-    idp = make_session_idp([rolegate_client(url)])
-    tmp = tmp_path_factory.mktemp("objects-serve")
-    config = serve_config("field-service.yaml", url, idp, lab_slapd, lab_backend.url, tmp)
-    config["server"]["workers"] = 2
-    # The registration is what is tested here: no lookup (tests/objects/test_lookup_serve.py tests that).
-    del config["scopes"]["workorder"]["lookup"]
-    proc = RolegateProcess(config, tmp)
-    proc.start()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # the first full directory sync, so groups are known
-        if json.loads(proc.readyz()[1]).get("checks", {}).get("directory", {}).get("users"):
-            break
-        time.sleep(0.2)
-    made = subprocess.run([sys.executable, "-m", "rolegate", "apps", "key", "create", "--app", "fieldservice", "-c",
-                           str(proc.config_path)], capture_output=True, text=True, timeout=120)
-    assert made.returncode == 0, made.stderr
-    proc.app_key = made.stdout.strip()
-    proc.db = tmp / "rolegate.db"
-    yield proc
-    proc.stop()
+    with field_service_served(tmp_path_factory.mktemp("objects-serve"), make_session_idp, lab_slapd, lab_backend) as proc:
+        yield proc
 
 
 def _rows(db: Path, sql: str) -> list[tuple]:
