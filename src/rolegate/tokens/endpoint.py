@@ -25,6 +25,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from aiohttp import web
 
+from rolegate.audit import signin_event
 from rolegate.errors import RolegateError
 from rolegate.identity.principal import Principal
 from rolegate.store import StoreUnavailable
@@ -159,8 +160,6 @@ class TokenEndpoint:
         audit = self.audit
         if audit is None:
             return
-        from rolegate.audit import signin_event
-
         grant = grant_type if grant_type in _REFUSED else "other"
         try:
             audit.emit(signin_event(user=user, method="token", outcome="failed", reason=f"{grant}: {code}: {detail}",

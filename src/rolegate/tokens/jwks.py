@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from aiohttp import web
 
 from rolegate.tokens.keys import KeyRing
@@ -11,7 +13,7 @@ PATH = "/.well-known/jwks.json"
 MAX_AGE = 300
 
 
-def jwks_handler(keyring: KeyRing, *, max_age: int = MAX_AGE):
+def jwks_handler(keyring: KeyRing, *, max_age: int = MAX_AGE) -> Callable[[web.Request], Awaitable[web.Response]]:
     """An aiohttp handler serving the key ring's JWKS (current, next and still-needed retired keys)."""
 
     async def handle(request: web.Request) -> web.Response:

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm
 
+from rolegate.errors import ConfigError
 from rolegate.store import Store, StoreUnavailable, VersionConflict
 from rolegate.store.version_board import VersionBoard, bump
 from rolegate.tokens.key_seal import KeySealer
@@ -131,8 +132,6 @@ class KeyRing:
     def from_config(cls, store: Store, config: Any, *, board: VersionBoard | None = None, skew: float = 60.0,
                     clock: Callable[[], float] = time.time) -> "KeyRing":
         """A KeyRing from a loaded rolegate Config (``tokens`` + ``session`` sections)."""
-        from rolegate.errors import ConfigError
-
         tokens = config.tokens
         secret = tokens.key_secret or (config.session.secret if config.session is not None else None)
         if secret is None:

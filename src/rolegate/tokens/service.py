@@ -91,7 +91,7 @@ def origin_principal(identity: dict[str, Any]) -> Principal:
     expires_at = identity.get("expires_at")
     daypass_id = identity.get("daypass_id")
     if isinstance(daypass_id, str) and daypass_id:
-        from rolegate.identity.daypass import DaypassPrincipal
+        from rolegate.identity.daypass import DaypassPrincipal  # day passes: loaded only when used
 
         return DaypassPrincipal(pass_id=daypass_id, name=identity.get("name", ""), company=identity.get("company", ""),
                                 scope=identity.get("scope", ""), session_id="", expires_at=expires_at or 0.0)
@@ -104,7 +104,7 @@ def origin_principal(identity: dict[str, Any]) -> Principal:
 def principal_of(identity: dict[str, Any], *, family: str, expires_at: float | None) -> Principal:
     daypass_id = identity.get("daypass_id")
     if isinstance(daypass_id, str) and daypass_id:
-        from rolegate.identity.daypass import DaypassPrincipal
+        from rolegate.identity.daypass import DaypassPrincipal  # day passes: loaded only when used
 
         principal: Principal = DaypassPrincipal(pass_id=daypass_id, name=identity.get("name", ""),
                                                 company=identity.get("company", ""), scope=identity.get("scope", ""),

@@ -51,7 +51,7 @@ class PassCheck:
         self._version = -2
 
     async def in_force(self, pass_id: str) -> bool:
-        from rolegate.identity.daypass.record import load_pass
+        from rolegate.identity.daypass.record import load_pass  # day passes: loaded only when used
 
         board = self.board
         if board is not None:
