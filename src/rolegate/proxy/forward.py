@@ -55,8 +55,9 @@ from typing import Protocol
 
 import aiohttp
 from aiohttp import web
-from aiohttp.streams import EMPTY_PAYLOAD
-from multidict import CIMultiDictProxy
+from aiohttp.http_parser import RawResponseMessage
+from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from rolegate.errors import PayloadTooLarge, RolegateError, UpstreamUnavailable
@@ -209,7 +210,7 @@ class Forwarder:
         head: bytes,
         has_body: bool,
         chunked: bool,
-    ):
+    ) -> tuple[UpstreamConnection, RawResponseMessage, StreamReader, bool]:
         retried = False
         while True:
             conn = await pool.acquire(fresh=retried)
@@ -287,8 +288,8 @@ class Forwarder:
         self,
         request: web.BaseRequest,
         conn: UpstreamConnection,
-        message,
-        payload,
+        message: RawResponseMessage,
+        payload: StreamReader,
         request_complete: bool,
         response_filter: ResponseFilter | None,
     ) -> web.StreamResponse:
@@ -329,7 +330,8 @@ class Forwarder:
         return await self._respond_streamed(request, conn, message, payload, request_complete)
 
     async def _respond_filtered(
-        self, request, conn, message, payload, request_complete, transform
+        self, request: web.BaseRequest, conn: UpstreamConnection, message: RawResponseMessage, payload: StreamReader,
+        request_complete: bool, transform: BodyTransform,
     ) -> web.StreamResponse:
         limit = transform.limit
         declared = message.headers.get("Content-Length")
@@ -370,8 +372,8 @@ class Forwarder:
         )
 
     async def _respond_streamed(
-        self, request: web.BaseRequest, conn: UpstreamConnection, message, payload, request_complete: bool,
-        prefix: Sequence[bytes] = (),
+        self, request: web.BaseRequest, conn: UpstreamConnection, message: RawResponseMessage, payload: StreamReader,
+        request_complete: bool, prefix: Sequence[bytes] = (),
     ) -> web.StreamResponse:
         response = web.StreamResponse(
             status=message.code,
@@ -425,7 +427,8 @@ class Forwarder:
         return any(address in net for net in self.trusted_proxies)
 
     async def _forward_websocket(
-        self, request, up: Upstream, target: bytes, client_addr, proto, fwd_host, set_headers
+        self, request: web.BaseRequest, up: Upstream, target: bytes, client_addr: str, proto: str, fwd_host: str,
+        set_headers: Mapping[str, str],
     ) -> web.StreamResponse:
         headers = websocket_request_headers(
             request.raw_headers,
@@ -459,7 +462,7 @@ class Forwarder:
         )
 
 
-def _drop_filtered(headers, *also: str) -> None:
+def _drop_filtered(headers: CIMultiDict[str], *also: str) -> None:
     for name in (*_FILTERED_DROPS, *also):
         headers.popall(name, None)
 

@@ -146,7 +146,7 @@ def _encode_set_headers(set_headers: Mapping[str, str]) -> list[bytes]:
     return out
 
 
-class EncodedHeaders(dict):
+class EncodedHeaders(dict[str, str]):
     """``set_headers`` built once and reused for many requests: their wire form is encoded (and
     validated) on first use only. Treat as read-only once handed to the forwarder."""
 
@@ -252,9 +252,9 @@ def websocket_request_headers(
     if forwarded_host:
         out["X-Forwarded-Host"] = forwarded_host
     _encode_set_headers(set_headers)  # same validation as the HTTP path
-    for name, value in set_headers.items():
-        if value:
-            out[name] = _ws_text(value.encode("utf-8", "surrogateescape"))
+    for set_name, set_value in set_headers.items():
+        if set_value:
+            out[set_name] = _ws_text(set_value.encode("utf-8", "surrogateescape"))
     return out
 
 

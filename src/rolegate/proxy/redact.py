@@ -28,6 +28,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from multidict import CIMultiDictProxy
+
 from rolegate.errors import ConfigError, RolegateError, UpstreamUnavailable
 
 __all__ = ["RedactionFilter", "Redactor", "UnreadableBody", "Unredactable", "compile_redaction",
@@ -40,6 +42,8 @@ _STEP = re.compile(r"([A-Za-z0-9_\-$@]+)?((?:\[\*\])*)\Z")
 _EACH = "[*]"  # trie key for "every element"; cannot clash with a JSON key step (brackets refused)
 # Lone surrogates in a re-encoded document: from surrogateescape'd bytes or from the app's own escapes.
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
+# step -> subtrie; a subtrie of None means "remove this key here".
+_Trie = dict[str, "_Trie | None"]
 
 
 class UnreadableBody(ValueError):
@@ -77,7 +81,7 @@ class Redactor:
 
     __slots__ = ("fields", "_trie")
 
-    def __init__(self, fields: tuple[str, ...], trie: dict[str, Any]) -> None:
+    def __init__(self, fields: tuple[str, ...], trie: _Trie) -> None:
         self.fields = fields
         # step -> subtrie; a subtrie of None means "remove this key here".
         self._trie = trie
@@ -140,17 +144,20 @@ class RedactionFilter:
         self.label = label
         self._transform = _Transform(self)
 
-    def __call__(self, status: int, headers: Any) -> "_Transform | None":
+    def __call__(self, status: int, headers: CIMultiDictProxy[str]) -> _Transform | None:
         encodings = [e.strip().lower() for v in headers.getall("Content-Encoding", ()) for e in v.split(",")]
         if any(e not in ("", "identity") for e in encodings):
             # We asked for identity; an app that compresses anyway is not read, nor relayed.
-            return self.unreadable(f"the body is compressed ({', '.join(encodings)})")
+            self.unreadable(f"the body is compressed ({', '.join(encodings)})")
+            return None
         content_type = headers.get("Content-Type", "")
         if not _is_json(content_type):
-            return self.unreadable(f"{content_type[:100] or 'an untyped'} response is not JSON")
+            self.unreadable(f"{content_type[:100] or 'an untyped'} response is not JSON")
+            return None
         length = headers.get("Content-Length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            return self.unreadable(f"{length}-byte body exceeds redact.max_bytes ({self.max_bytes})")
+            self.unreadable(f"{length}-byte body exceeds redact.max_bytes ({self.max_bytes})")
+            return None
         return self._transform
 
     def unreadable(self, why: str) -> None:
@@ -203,7 +210,7 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).split("\n", 1)[0][:200]
 
 
-def _strip(node: Any, trie: dict[str, Any]) -> bool:
+def _strip(node: Any, trie: _Trie) -> bool:
     """Remove matches below ``node``; True if anything was removed."""
     removed = False
     if isinstance(node, dict):
@@ -226,7 +233,7 @@ def _strip(node: Any, trie: dict[str, Any]) -> bool:
 def compile_redaction(fields: Sequence[str]) -> Redactor:
     """Compile field paths into a ``Redactor``; ConfigError lists every invalid path."""
     problems: list[str] = []
-    trie: dict[str, Any] = {}
+    trie: _Trie = {}
     for field in fields:
         try:
             steps = parse_field_path(field)

@@ -19,19 +19,25 @@ import asyncio
 import collections
 import socket
 import ssl
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.streams import EMPTY_PAYLOAD
+from aiohttp.http_parser import RawResponseMessage
+from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 
 from rolegate.errors import UpstreamTimeout, UpstreamUnavailable
 
-try:  # llhttp via Cython; the pure-Python twin has the same constructor and feed API.
-    from aiohttp._http_parser import HttpResponseParser as _ResponseParser
-except ImportError:  # pragma: no cover - only on platforms without the extension
+if TYPE_CHECKING:
+    # The Cython parser ships no stubs: mypy reads it as its pure-Python twin, whose constructor, feed API and
+    # messages it shares (tests/test_private_apis.py feeds both). aiohttp types its own C parser the same way.
     from aiohttp.http_parser import HttpResponseParserPy as _ResponseParser
+else:
+    try:  # llhttp via Cython; the pure-Python twin has the same constructor and feed API.
+        from aiohttp._http_parser import HttpResponseParser as _ResponseParser
+    except ImportError:  # pragma: no cover - only on platforms without the extension
+        from aiohttp.http_parser import HttpResponseParserPy as _ResponseParser
 
 __all__ = ["Upstream", "UpstreamConnection", "UpstreamPool", "UpstreamClosed"]
 
@@ -130,8 +136,8 @@ class UpstreamConnection(BaseProtocol):
         super().__init__(loop)
         self.pool = pool
         self._waiter: asyncio.Future[None] | None = None
-        self._message: Any = None
-        self._payload: Any = None
+        self._message: RawResponseMessage | None = None
+        self._payload: StreamReader | None = None
         self._closed = False
         self._idle_since = 0.0
         self._timeout = pool.upstream.read_timeout
@@ -286,7 +292,7 @@ class UpstreamConnection(BaseProtocol):
         if not suspended:
             self._last_activity = self._loop.time()
 
-    async def response(self) -> tuple[Any, Any]:
+    async def response(self) -> tuple[RawResponseMessage, StreamReader]:
         """Wait for the final response head; returns (RawResponseMessage, payload)."""
         waiter = self._waiter
         assert waiter is not None
@@ -294,7 +300,9 @@ class UpstreamConnection(BaseProtocol):
             await waiter
         else:
             waiter.result()  # re-raise a failure recorded before we got here
-        return self._message, self._payload
+        message, payload = self._message, self._payload
+        assert message is not None and payload is not None  # set together before the waiter's result
+        return message, payload
 
     def finish(self, reusable: bool) -> None:
         """End the exchange: back to the pool if clean, else close."""

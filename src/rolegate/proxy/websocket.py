@@ -23,6 +23,8 @@ __all__ = ["is_websocket_upgrade", "proxy_websocket"]
 
 # Close codes a peer may not put on the wire (RFC 6455 §7.4.1); relay as 1011/1000.
 _NOT_SENDABLE = {1004, 1005, 1006, 1015}
+# Either end of the pass-through: frames are pumped from one to the other alike.
+_Socket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
 
 
 def is_websocket_upgrade(request: web.BaseRequest) -> bool:
@@ -91,7 +93,7 @@ async def proxy_websocket(
         await upstream_ws.close()
         raise
 
-    async def pump(src, dst) -> None:
+    async def pump(src: _Socket, dst: _Socket) -> None:
         # Returns when src closed (or errored), after telling dst how it ended.
         code = 1011
         message = b""
