@@ -15,7 +15,7 @@ class _Reasoner(Protocol):
                 allowed: bool) -> tuple[str, ...]: ...
 
 
-class Decision(tuple):
+class Decision(tuple[bool, str, str | None, tuple[str, ...] | None, float, float, _Reasoner | None, Any, float]):
     """An immutable decision. ``reasons`` are human-readable grants and denies.
 
     Decisions for the same identity shape, scope and permission are shared (the
@@ -27,6 +27,7 @@ class Decision(tuple):
 
     __slots__ = ()
 
+    # Read straight from the tuple (no per-instance storage); mypy sees the property objects, hence the ignores.
     allowed: bool = property(itemgetter(0))  # type: ignore[assignment]
     permission: str = property(itemgetter(1))  # type: ignore[assignment]
     scope: str | None = property(itemgetter(2))  # type: ignore[assignment]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from fnmatch import fnmatchcase
 from sys import intern
+from typing import Literal
 
 from rolegate.config.sections.policy import Role
 
@@ -42,13 +43,13 @@ _NONE: frozenset[str] = frozenset()
 
 
 def _union(a: Names, b: Names) -> Names:
-    return ALL if a is ALL or b is ALL else a | b  # type: ignore[operator]
+    return ALL if a is ALL or b is ALL else a | b
 
 
 def _within(inner: Names, outer: Names) -> bool:
-    if outer is ALL:
+    if isinstance(outer, _All):
         return True
-    return inner is not ALL and inner <= outer  # type: ignore[operator]
+    return not isinstance(inner, _All) and inner <= outer
 
 
 class Delegation:
@@ -78,7 +79,7 @@ class Delegation:
         parts = []
         for label, names in (("roles", self.roles), ("settings", self.settings), ("assigns", self.assigns)):
             if names:
-                parts.append(f"{label}: {'all' if names is ALL else ', '.join(sorted(names))}")  # type: ignore[arg-type]
+                parts.append(f"{label}: {'all' if isinstance(names, _All) else ', '.join(sorted(names))}")
         return "; ".join(parts) or "nothing"
 
     def __repr__(self) -> str:
@@ -197,15 +198,15 @@ def flatten_roles(roles: Mapping[str, Role], catalogue: frozenset[str]) -> dict[
     return flat
 
 
-def _names(value: object) -> Names:
+def _names(value: Literal["all"] | tuple[str, ...]) -> Names:
     if value == "all":
         return ALL
-    return frozenset(value)  # type: ignore[arg-type]
+    return frozenset(value)
 
 
 def _delegation(role: Role, catalogue: frozenset[str]) -> Delegation:
     manages = role.manages
     assigns = _names(manages.assigns)
-    if assigns is not ALL:
-        assigns = expand(assigns, catalogue)  # type: ignore[arg-type]
+    if not isinstance(assigns, _All):
+        assigns = expand(assigns, catalogue)
     return Delegation(_names(manages.roles), _names(manages.settings), assigns)

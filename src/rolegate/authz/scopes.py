@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import TypeGuard
 
 from rolegate.config.sections.policy import MAX_SCOPE_DEPTH, ScopeType
 
@@ -16,7 +17,7 @@ _SCOPE = re.compile(r"[a-z][a-z0-9_\-]*:[^\s:{}]+\Z")
 MAX_DEPTH = MAX_SCOPE_DEPTH
 
 
-def is_scope(value: object) -> bool:
+def is_scope(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and len(value) <= 512 and _SCOPE.match(value) is not None
 
 
