@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from datetime import datetime
+from typing import Protocol
 
 from rolegate.authz.policy import DEFAULT_CACHE_SIZE, Assignment, CompiledBinding, ObjectGrant, Policy, SettingGrant
 from rolegate.authz.roles import flatten_roles
@@ -33,8 +34,14 @@ def _switch_until(until: str | None) -> float | None:
     return value.timestamp() if value.tzinfo is not None else None
 
 
-def _where(config: object, path: tuple[object, ...], fallback: str) -> str:
-    source = getattr(config, "source", None)
+class _SourceMap(Protocol):
+    """``config.source`` (rolegate.config.loader): where in the config file a key path was written."""
+
+    def where(self, path: tuple[str | int, ...]) -> str: ...
+
+
+def _where(config: object, path: tuple[str | int, ...], fallback: str) -> str:
+    source: _SourceMap | None = getattr(config, "source", None)
     if source is None:
         return fallback
     try:
@@ -143,8 +150,8 @@ def compile_policy(
                 where = _where(config, ("users", user, "settings", scope, j), f"users.{user}.settings")
                 switch_on(user, name, None if scope == EVERYWHERE else scope, f"config {where}")
     for user, items in (enabled_settings or {}).items():
-        for item in items:
-            switch = Switch(item) if isinstance(item, str) else Switch(*item)
+        for on in items:
+            switch = Switch(on) if isinstance(on, str) else Switch(*on)
             switch_on(user, switch.setting, switch.scope, "admin API", switch.by, switch.at, switch.until)
 
     compiled: list[Assignment] = []
@@ -152,8 +159,8 @@ def compile_policy(
         if not is_scope(obj):
             problems.append(f"assignment to {obj!r} ignored: not a type:id object")
             continue
-        for item in users:
-            who = Assigned(item) if isinstance(item, str) else Assigned(*item)
+        for user_item in users:
+            who = Assigned(user_item) if isinstance(user_item, str) else Assigned(*user_item)
             compiled.append(Assignment(obj, who.user, who.by, who.at))
 
     return Policy(version=version, catalogue_order=catalogue_order, roles=roles, bindings=tuple(bindings),

@@ -27,7 +27,7 @@ Semantics (the contract explain, tokens and ``/me`` rely on):
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from math import inf as INF
 from time import time as _time
 
@@ -47,7 +47,6 @@ def timestamp(now: float | int | datetime | None) -> float:
         return _time()
     if isinstance(now, datetime):
         if now.tzinfo is None:
-            from datetime import timezone
             now = now.replace(tzinfo=timezone.utc)
         return now.timestamp()
     return float(now)
@@ -99,7 +98,8 @@ def decide(policy: Policy, identity: Identity, permission: str, scope: str | Non
                     if permission not in index.may_deny:
                         break  # no other subject can take it away
                 continue
-            verdict, not_before, expires = here.judge(permission, now, not_before, expires)
+            # A _Held: mypy does not narrow on ``.__class__ is`` (the cheapest test on this path), hence the ignore.
+            verdict, not_before, expires = here.judge(permission, now, not_before, expires)  # type: ignore[union-attr]
             if verdict < 0:  # an explicit deny beats every allow
                 allowed, denied = False, True
                 break
@@ -148,7 +148,7 @@ def _decide_malformed_scope(policy: Policy, identity: Identity, permission: str,
                             object: str | None, now: float) -> Decision:
     entry = policy.entry(identity, scope, now)  # holds nothing, and a note saying why
     if object is None:
-        return Decision(False, permission, scope, (entry.note,))
+        return Decision(False, permission, scope, entry.reasons_for(permission, False))  # its note
     return _decide_object(policy, entry, identity, permission, scope, object, now)
 
 

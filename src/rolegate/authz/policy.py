@@ -291,10 +291,10 @@ class BindingIndex:
                 near.setdefault((a.username, parent), []).append(a)
         self._assigned = own
         self._assigned_near = {k: tuple(v) for k, v in near.items()}
-        by_user: dict[str, list[str]] = {}
+        objects_by_user: dict[str, list[str]] = {}
         for user, obj in own:
-            by_user.setdefault(user, []).append(obj)
-        self.assigned_objects = {u: tuple(v) for u, v in by_user.items()}  # user -> their objects (where claim)
+            objects_by_user.setdefault(user, []).append(obj)
+        self.assigned_objects = {u: tuple(v) for u, v in objects_by_user.items()}  # user -> their objects (where claim)
         # (identity shape, scope) -> Entry: bounded LRU (evicted by last use, half at a time).
         self.cache: dict[tuple[str, str | None], Entry] = {}
 
@@ -306,7 +306,7 @@ class BindingIndex:
             chain = (*map(intern, self.scopes.chain(scope)), None) if is_scope(scope) else None
             if self._chains_limit == 0 or len(chains) < self._chains_limit:
                 chains[scope] = chain
-        return chain  # type: ignore[return-value]
+        return chain  # type: ignore[return-value]  # never _MISSING here: a miss was replaced above
 
     def entry(self, identity: Identity, scope: str | None, now: float) -> Entry:
         """The cached entry for (identity shape, scope) valid at ``now``; computed on a miss."""
@@ -364,14 +364,14 @@ class BindingIndex:
         if settings and any(s.until != INF for s in settings):
             # A setting switched on until a time counts like a binding: only before it ends, and the
             # entry's window closes when it does.
-            live = []
+            live_settings: list[SettingGrant] = []
             for s in settings:
                 if s.until <= now:
                     not_before = max(not_before, s.until)
                     continue
                 expires = min(expires, s.until)
-                live.append(s)
-            settings = tuple(live)
+                live_settings.append(s)
+            settings = tuple(live_settings)
         conditional: list[Conditional] = []
         if settings:
             on: dict[str, SettingGrant] = {}
@@ -437,10 +437,10 @@ class _Held:
         else:
             allow = frozenset().union(*(b.allow for b in bindings))
             deny = frozenset().union(*(b.deny for b in bindings))
-        self.deny = deny = deny or None  # None: nothing to check
-        self.allow = allow if deny is None else allow - deny
+        self.deny: frozenset[str] | None = deny or None  # None: nothing to check
+        self.allow = allow if self.deny is None else allow - self.deny
         self.first_until = min((b.until for b in bindings), default=INF)
-        self.simple = deny is None and self.first_until == INF
+        self.simple = self.deny is None and self.first_until == INF
 
     def judge(self, permission: str, now: float, not_before: float, expires: float) -> tuple[int, float, float]:
         """(-1 if a binding still holding at ``now`` denies ``permission``, 1 if one allows it, else 0),
