@@ -17,7 +17,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 SCHEMA_VERSION = 1
@@ -55,7 +55,8 @@ class AuditEvent:
 
     @property
     def id(self) -> str:
-        return self.body["id"]
+        event_id: str = self.body["id"]  # the builders below always set it (new_event_id or the caller's)
+        return event_id
 
     def encode(self) -> str:
         """The body as the canonical JSON text that is stored and hashed."""
@@ -69,6 +70,7 @@ class AuditEvent:
 _ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=True, default=str, allow_nan=False)
 
 
+_orjson_dumps: Callable[..., bytes] | None
 try:  # optional: the same text, several times faster, for the flat bodies of decisions and requests
     from orjson import OPT_SORT_KEYS as _SORT_KEYS, dumps as _orjson_dumps
 except ImportError:  # pragma: no cover - orjson is a declared dependency

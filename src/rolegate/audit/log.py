@@ -41,7 +41,9 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 from rolegate.audit.chain import chain_hash
+from rolegate.audit.checkpoint import checkpoint_key
 from rolegate.audit.events import AuditEvent, encode_body, new_event_id
+from rolegate.audit.retention import prune_expired
 from rolegate.audit.sampling import read_sampler
 from rolegate.audit.sinks import Row, Sink, open_sinks
 from rolegate.errors import ServiceUnavailable
@@ -201,11 +203,10 @@ class AuditLog:
     def from_config(cls, store: Store, config: Any, *, base_dir: Path | None = None, run_retention: bool = False,
                     **overrides: Any) -> AuditLog:
         """Build from a full rolegate Config; ``run_retention`` on the one worker that should prune."""
-        from rolegate.audit.checkpoint import checkpoint_key
-
         audit = config.audit
         retention = audit.retention.total_seconds() if audit.retention is not None and run_retention else None
         # What serve builds: counts and state go to Prometheus and /readyz (tests may pass their own observer).
+        # Lazy, against the layers (server sits above audit): a named exception in tests/test_layers.py.
         from rolegate.server.audit_health import publish
 
         options: dict[str, Any] = dict(
@@ -608,8 +609,6 @@ class AuditLog:
         return results
 
     async def _retention(self) -> None:
-        from rolegate.audit.retention import prune_expired
-
         assert self._retention_seconds is not None and self._retention_key is not None
         await asyncio.sleep(min(60.0, self._retention_interval))
         while True:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from rolegate.audit import checkpoint as cp
 from rolegate.store.base import Store, VersionConflict
@@ -32,7 +33,7 @@ async def prune(store: Store, *, before_ts: float, key: bytes, max_events: int =
     if current is not None and not current.valid(key):
         return PruneResult(0, current.seq, "the existing checkpoint's signature is invalid; run audit verify")
     start = current.seq if current else 0
-    last: dict | None = None
+    last: dict[str, Any] | None = None
     after, budget = start, max_events
     # Events are appended in seq order but stamped when emitted, so ts is only nearly monotonic:
     # prune the contiguous run of old events and stop at the first young one.

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,7 +53,7 @@ class CannotVerify(Exception):
     """Verification could not run (e.g. a checkpoint exists but no key is configured)."""
 
 
-async def _rows(store: Store, after: int):
+async def _rows(store: Store, after: int) -> AsyncIterator[dict[str, Any]]:
     while True:
         page = await store.audit_rows(after_seq=after, limit=PAGE)
         for row in page:
@@ -187,9 +189,6 @@ async def verify_chain(store: Store, key: bytes | None) -> VerifyReport:
 
 def last_copied(path: str) -> tuple[int, str] | None:
     """The (seq, hash) of the newest whole line of a JSONL copy, or None when it has none."""
-    import json
-    import os
-
     with open(path, "rb") as handle:
         size = handle.seek(0, os.SEEK_END)
         # Read backwards in blocks until a whole line (a torn last line after a crash is skipped).
@@ -276,9 +275,10 @@ class _Seqs:
 
     def add(self, seq: int) -> bool | None:
         """True: new; False: seen before; None: too far from the others to track."""
-        if self.low is None:
+        low, high = self.low, self.high
+        if low is None or high is None:  # both None or both set: set together below
             self.base = seq - seq % 8
-        elif max(self.high, seq) - min(self.low, seq) >= _MAX_SPAN:
+        elif max(high, seq) - min(low, seq) >= _MAX_SPAN:
             return None
         if seq < self.base:
             grow = (self.base - seq + 7) // 8 + 1024
@@ -326,8 +326,6 @@ class _Seqs:
 
 def _read_line(line: bytes) -> tuple[int, str] | str:
     """(seq, hash) of a whole, self-consistent copy line, or why it is not one."""
-    import json
-
     if not line.endswith(b"\n"):
         return "it has no newline: a write was cut short (torn)"
     try:
