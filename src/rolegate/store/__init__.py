@@ -6,24 +6,45 @@ puts Redis in front of it for cross-instance notifications, rate limits and the 
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
+from typing import Protocol
 
+from rolegate.store import migrations
 from rolegate.store.base import Record, Store, StoreUnavailable, VersionConflict
 from rolegate.store.lease import Lease
 from rolegate.store.migrations import MigrationRequired
 from rolegate.store.notify import Subscription, watch_counters
+from rolegate.store.sqlite import SQLiteStore
 
 
-def make_store(storage_config, *, base_dir: Path | None = None) -> Store:
+class StorageSettings(Protocol):
+    """The ``storage`` section as the store reads it (rolegate.config's StorageConfig; store imports no config)."""
+
+    @property
+    def url(self) -> str: ...
+    @property
+    def cache_url(self) -> str | None: ...
+    @property
+    def cache_prefix(self) -> str: ...
+    @property
+    def cache_ttl(self) -> timedelta: ...
+    @property
+    def pool_size(self) -> int: ...
+    @property
+    def connect_timeout(self) -> timedelta: ...
+    @property
+    def command_timeout(self) -> timedelta: ...
+
+
+def make_store(storage_config: StorageSettings, *, base_dir: Path | None = None) -> Store:
     """The Store named by ``storage.url`` (+ ``cache_url``), not yet opened."""
     url = storage_config.url
     store: Store
     if url.startswith("sqlite:"):
-        from rolegate.store.sqlite import SQLiteStore
-
         store = SQLiteStore(url, base_dir=base_dir)
     elif url.startswith(("postgresql:", "postgres:")):
-        from rolegate.store.postgres import PostgresStore
+        from rolegate.store.postgres import PostgresStore  # lazily: asyncpg is only needed for PostgreSQL
 
         store = PostgresStore(url, pool_size=storage_config.pool_size,
                               connect_timeout=storage_config.connect_timeout.total_seconds(),
@@ -31,7 +52,7 @@ def make_store(storage_config, *, base_dir: Path | None = None) -> Store:
     else:
         raise ValueError(f"storage.url {url!r}: use sqlite:///path or postgresql://user@host/db")
     if storage_config.cache_url:
-        from rolegate.store.redis_cache import CachedStore
+        from rolegate.store.redis_cache import CachedStore  # lazily: redis is only needed with a cache_url
 
         timeouts = storage_config.connect_timeout + storage_config.command_timeout
         store = CachedStore(store, storage_config.cache_url, prefix=storage_config.cache_prefix,
@@ -41,13 +62,13 @@ def make_store(storage_config, *, base_dir: Path | None = None) -> Store:
     return store
 
 
-async def open_store(storage_config, *, base_dir: Path | None = None) -> Store:
+async def open_store(storage_config: StorageSettings, *, base_dir: Path | None = None) -> Store:
     store = make_store(storage_config, base_dir=base_dir)
     await store.open()
     return store
 
 
-async def migrate(storage_config, *, base_dir: Path | None = None) -> list[str]:
+async def migrate(storage_config: StorageSettings, *, base_dir: Path | None = None) -> list[str]:
     """Bring the database schema up to this rolegate's; return the labels of what was applied now.
 
     PostgreSQL: versioned migrations under one advisory lock (safe to run from several hosts).
@@ -55,8 +76,7 @@ async def migrate(storage_config, *, base_dir: Path | None = None) -> list[str]:
     """
     url = storage_config.url
     if url.startswith(("postgresql:", "postgres:")):
-        from rolegate.store import migrations
-        from rolegate.store.postgres import connect
+        from rolegate.store.postgres import connect  # lazily: asyncpg is only needed for PostgreSQL
 
         conn = await connect(url, timeout=storage_config.connect_timeout.total_seconds(),
                              application_name="rolegate-migrate")
@@ -64,8 +84,6 @@ async def migrate(storage_config, *, base_dir: Path | None = None) -> list[str]:
             return [m.label for m in await migrations.apply(conn)]
         finally:
             await conn.close()
-    from rolegate.store.sqlite import SQLiteStore
-
     store = SQLiteStore(url, base_dir=base_dir)
     await store.open()
     await store.close()

@@ -8,14 +8,17 @@ SQLite is the embedded default; PostgreSQL/Redis implement the same interface fo
 from __future__ import annotations
 
 import abc
+import builtins  # in annotations after the Store method named `list`, which shadows the builtin there
+import json
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
-if TYPE_CHECKING:
-    from rolegate.store.lease import Lease
+from rolegate.store.lease import Lease
+from rolegate.store.ratelimit import WindowCounter
+
+if TYPE_CHECKING:  # notify imports this module (StoreUnavailable): a run-time import here would be a cycle
     from rolegate.store.notify import LocalBroker, Subscription
-    from rolegate.store.ratelimit import WindowCounter
 
 ChainFn = Callable[[str, int, float, str, str], str]
 # prev_hash of the very first event.
@@ -51,7 +54,7 @@ class Store(abc.ABC):
     # watchers poll the counters instead.
     shared_notifications: bool = False
     _broker: "LocalBroker | None" = None
-    _window_counter: "WindowCounter | None" = None
+    _window_counter: WindowCounter | None = None
 
     @abc.abstractmethod
     async def open(self) -> None: ...
@@ -114,7 +117,7 @@ class Store(abc.ABC):
     async def counter(self, name: str) -> int:
         """A counter's value (0 when never incremented)."""
 
-    async def counters(self, names: list[str]) -> dict[str, int]:
+    async def counters(self, names: builtins.list[str]) -> dict[str, int]:
         """Several counters at once (backends answer in one round trip)."""
         return {name: await self.counter(name) for name in names}
 
@@ -126,7 +129,8 @@ class Store(abc.ABC):
     # concurrent writers (workers, instances) can never fork the chain; the hash function is the
     # audit package's, passed in, so the store knows nothing of the event format.
     @abc.abstractmethod
-    async def append_audit(self, entries: list[tuple[float, str, str]], chain: ChainFn) -> list[int]:
+    async def append_audit(self, entries: builtins.list[tuple[float, str, str]],
+                           chain: ChainFn) -> builtins.list[int]:
         """Append (ts, kind, body) entries durably in one transaction; return their seq numbers.
 
         For each entry: seq = tail seq + 1, hash = chain(prev_hash, seq, ts, kind, body).
@@ -138,7 +142,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def audit_rows(self, *, after_seq: int = 0, limit: int = 1000, kind: str | None = None,
-                         since: float | None = None, until: float | None = None) -> list[dict[str, Any]]:
+                         since: float | None = None, until: float | None = None) -> builtins.list[dict[str, Any]]:
         """Audit rows in order of seq."""
 
     @abc.abstractmethod
@@ -148,14 +152,12 @@ class Store(abc.ABC):
     async def audit_find(self, *, after_seq: int = 0, limit: int = 1000, kinds: tuple[str, ...] = (),
                          since: float | None = None, until: float | None = None,
                          equals: dict[str, str] | None = None, prefixes: dict[str, str] | None = None,
-                         newest_first: bool = False) -> list[dict[str, Any]]:
+                         newest_first: bool = False) -> builtins.list[dict[str, Any]]:
         """Audit rows filtered on top-level body fields: ``equals`` {field: value}, ``prefixes``
         {field: text the value starts with}; field names match ``[a-z_]+``. Ordered by seq (or newest first).
 
         This default scans ``audit_rows`` and filters in Python; backends override it with a query.
         """
-        import json
-
         equals, prefixes = equals or {}, prefixes or {}
         found: list[dict[str, Any]] = []
         after = after_seq
@@ -183,7 +185,7 @@ class Store(abc.ABC):
     # Coordination between instances. Every backend has its own leader lock (SQLite: a file lock,
     # PostgreSQL: a session advisory lock); the other defaults below serve one process.
     @abc.abstractmethod
-    def leader_lock(self, name: str) -> AbstractAsyncContextManager["Lease"]:
+    def leader_lock(self, name: str) -> AbstractAsyncContextManager[Lease]:
         """Try, without waiting, to become the single holder of ``name``: ``async with ... as lease``.
 
         ``lease`` is truthy when held; the lock is released on exit or when the holder dies.
@@ -202,14 +204,12 @@ class Store(abc.ABC):
         ``window_seconds`` (a sliding window: see ``rolegate.store.ratelimit``). ``now``: wall-clock
         seconds, for tests. This default counts in this process only; backends share it."""
         if self._window_counter is None:
-            from rolegate.store.ratelimit import WindowCounter
-
             self._window_counter = WindowCounter()
         return self._window_counter.hit(key, limit, window_seconds, now)
 
     def _local_broker(self) -> "LocalBroker":
         if self._broker is None:
-            from rolegate.store.notify import LocalBroker
+            from rolegate.store.notify import LocalBroker  # here, not at the top: notify imports this module
 
             self._broker = LocalBroker()
         return self._broker

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins  # in annotations after the Store method named `list`, which shadows the builtin there
 import json
 import sqlite3
 import time
@@ -238,7 +239,7 @@ class SQLiteStore(Store):
 
         return await self._run(q)
 
-    async def counters(self, names: list[str]) -> dict[str, int]:
+    async def counters(self, names: builtins.list[str]) -> dict[str, int]:
         """Several counters in one round trip (workers poll these)."""
         def q(db: sqlite3.Connection) -> dict[str, int]:
             marks = ",".join("?" * len(names))
@@ -277,7 +278,8 @@ class SQLiteStore(Store):
 
         return await self._run(q)
 
-    async def append_audit(self, entries: list[tuple[float, str, str]], chain: ChainFn) -> list[int]:
+    async def append_audit(self, entries: builtins.list[tuple[float, str, str]],
+                           chain: ChainFn) -> builtins.list[int]:
         def q(db: sqlite3.Connection) -> list[int]:
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -308,7 +310,7 @@ class SQLiteStore(Store):
         return await self._run(q)
 
     async def audit_rows(self, *, after_seq: int = 0, limit: int = 1000, kind: str | None = None,
-                         since: float | None = None, until: float | None = None) -> list[dict[str, Any]]:
+                         since: float | None = None, until: float | None = None) -> builtins.list[dict[str, Any]]:
         sql = "SELECT seq, ts, kind, body, prev_hash, hash FROM audit WHERE seq>?"
         args: list[Any] = [after_seq]
         if kind is not None:
@@ -334,7 +336,7 @@ class SQLiteStore(Store):
     async def audit_find(self, *, after_seq: int = 0, limit: int = 1000, kinds: tuple[str, ...] = (),
                          since: float | None = None, until: float | None = None,
                          equals: dict[str, str] | None = None, prefixes: dict[str, str] | None = None,
-                         newest_first: bool = False) -> list[dict[str, Any]]:
+                         newest_first: bool = False) -> builtins.list[dict[str, Any]]:
         sql = "SELECT seq, ts, kind, body, prev_hash, hash FROM audit WHERE seq>?"
         args: list[Any] = [after_seq]
         if kinds:

@@ -16,6 +16,7 @@ import os
 import struct
 import tempfile
 from pathlib import Path
+from typing import Protocol
 
 # One 8-byte slot per watched counter; append only, never reorder.
 SLOTS = ("policy", "sessions", "directory", "keys", "daypass", "config")
@@ -57,7 +58,8 @@ class VersionBoard:
         return self._map[:_SNAPSHOT]
 
     def get(self, name: str) -> int:
-        return _Q.unpack_from(self._map, self._offsets[name])[0]
+        value: int = _Q.unpack_from(self._map, self._offsets[name])[0]
+        return value
 
     def policy_versions(self) -> tuple[int, int, int]:
         """(policy, directory, daypass) in one read: what the compiled policy depends on."""
@@ -68,7 +70,7 @@ class VersionBoard:
         offset = self._offsets[name]
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         try:
-            current = _Q.unpack_from(self._map, offset)[0]
+            current: int = _Q.unpack_from(self._map, offset)[0]
             if value > current:
                 _Q.pack_into(self._map, offset, value)
                 return value
@@ -83,7 +85,13 @@ class VersionBoard:
             os.close(self._fd)
 
 
-async def bump(store, board: VersionBoard | None, name: str) -> int:
+class _Counters(Protocol):
+    """What bump needs of a Store (``publish`` too, when it has one)."""
+
+    async def incr(self, name: str) -> int: ...
+
+
+async def bump(store: _Counters, board: VersionBoard | None, name: str) -> int:
     """Record a change: increment the Store counter (the truth), then raise the local board."""
     value = await store.incr(name)
     if board is not None:
