@@ -10,6 +10,7 @@ schema comes from ``rolegate migrate``; ``open()`` refuses a database that is be
 from __future__ import annotations
 
 import asyncio
+import builtins  # in annotations after the Store method named `list`, which shadows the builtin there
 import hashlib
 import json
 import logging
@@ -18,9 +19,10 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-import asyncpg
+import asyncpg  # type: ignore[import-untyped]  # no type information: asyncpg_types describes what we use
 
 from rolegate.store import migrations
+from rolegate.store.asyncpg_types import Connection, Pool
 from rolegate.store.base import GENESIS, ChainFn, Record, Store, StoreUnavailable, VersionConflict
 from rolegate.store.lease import Lease, check_lock_name
 from rolegate.store.notify import COUNTERS_CHANNEL, Subscription
@@ -97,19 +99,20 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
+async def _init_connection(conn: Connection) -> None:
     # Values are encoded by the caller (_dumps) so that a JSON null is text "null", not SQL NULL.
     await conn.set_type_codec("jsonb", encoder=str, decoder=json.loads, schema="pg_catalog")
 
 
-async def connect(url: str, *, timeout: float = 2.0, **settings: str) -> asyncpg.Connection:
+async def connect(url: str, *, timeout: float = 2.0, **settings: str) -> Connection:
     """One connection outside the pool (migrations, leases, LISTEN); StoreUnavailable when unreachable."""
     try:
-        return await asyncio.wait_for(asyncpg.connect(url, timeout=timeout, server_settings=settings or None),
-                                      timeout + 1)
+        conn: Connection = await asyncio.wait_for(
+            asyncpg.connect(url, timeout=timeout, server_settings=settings or None), timeout + 1)
     except _UNAVAILABLE as exc:
         raise StoreUnavailable(f"PostgreSQL at {redact_url(url)} is unreachable: {exc or type(exc).__name__}") \
             from exc
+    return conn
 
 
 class PostgresStore(Store):
@@ -121,13 +124,13 @@ class PostgresStore(Store):
         self.pool_size = pool_size
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
-        self._pool: asyncpg.Pool | None = None
+        self._pool: Pool | None = None
 
     # -- connections -------------------------------------------------------------------------------------
 
     async def open(self) -> None:
         try:
-            pool = await asyncio.wait_for(asyncpg.create_pool(
+            pool: Pool = await asyncio.wait_for(asyncpg.create_pool(
                 self.url, min_size=1, max_size=self.pool_size, timeout=self.connect_timeout,
                 command_timeout=self.command_timeout, init=_init_connection,
                 # A broken connection is replaced on next acquire; idle ones are recycled.
@@ -155,7 +158,7 @@ class PostgresStore(Store):
             pool, self._pool = self._pool, None
             try:
                 await asyncio.wait_for(pool.close(), self.connect_timeout)
-            except (TimeoutError, *_UNAVAILABLE):
+            except _UNAVAILABLE:  # TimeoutError among them
                 pool.terminate()
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
@@ -163,7 +166,7 @@ class PostgresStore(Store):
         return StoreUnavailable(f"PostgreSQL at {redact_url(self.url)} is unavailable: {detail}")
 
     @asynccontextmanager
-    async def _conn(self) -> AsyncIterator[asyncpg.Connection]:
+    async def _conn(self) -> AsyncIterator[Connection]:
         pool = self._pool
         if pool is None:
             raise StoreUnavailable("the store is not open")
@@ -284,7 +287,7 @@ class PostgresStore(Store):
             value = await conn.fetchval("SELECT value FROM counters WHERE name=$1", name)
         return int(value or 0)
 
-    async def counters(self, names: list[str]) -> dict[str, int]:
+    async def counters(self, names: builtins.list[str]) -> dict[str, int]:
         async with self._conn() as conn:
             rows = await conn.fetch("SELECT name, value FROM counters WHERE name = ANY($1::text[])", names)
         found = {r[0]: int(r[1]) for r in rows}
@@ -292,7 +295,8 @@ class PostgresStore(Store):
 
     # -- audit chain -------------------------------------------------------------------------------------
 
-    async def append_audit(self, entries: list[tuple[float, str, str]], chain: ChainFn) -> list[int]:
+    async def append_audit(self, entries: builtins.list[tuple[float, str, str]],
+                           chain: ChainFn) -> builtins.list[int]:
         if not entries:
             return []
         ids = _event_ids(entries)
@@ -327,7 +331,7 @@ class PostgresStore(Store):
         return dict(row) if row else None
 
     async def audit_rows(self, *, after_seq: int = 0, limit: int = 1000, kind: str | None = None,
-                         since: float | None = None, until: float | None = None) -> list[dict[str, Any]]:
+                         since: float | None = None, until: float | None = None) -> builtins.list[dict[str, Any]]:
         sql = "SELECT seq, ts, kind, body, prev_hash, hash FROM audit WHERE seq>$1"
         args: list[Any] = [after_seq]
         for clause, value in (("kind=", kind), ("ts>=", since), ("ts<", until)):
@@ -369,7 +373,7 @@ class PostgresStore(Store):
             # Closing the session releases the lock; no explicit unlock round trip needed.
             try:
                 await asyncio.wait_for(conn.close(), self.connect_timeout)
-            except (TimeoutError, *_UNAVAILABLE):
+            except _UNAVAILABLE:  # TimeoutError among them
                 conn.terminate()
 
     async def publish(self, channel: str, message: str) -> None:
@@ -401,7 +405,7 @@ class PostgresStore(Store):
 class _SessionLease(Lease):
     __slots__ = ("_conn", "_timeout")
 
-    def __init__(self, name: str, held: bool, conn: asyncpg.Connection, timeout: float) -> None:
+    def __init__(self, name: str, held: bool, conn: Connection, timeout: float) -> None:
         super().__init__(name, held)
         self._conn = conn
         self._timeout = timeout
@@ -415,22 +419,19 @@ class _SessionLease(Lease):
         return self.held
 
 
-_CLOSED = object()
-
-
 class _ListenSubscription(Subscription):
     """LISTEN on a connection of its own; a lost connection ends the subscription with StoreUnavailable."""
 
     def __init__(self, store: PostgresStore, channel: str) -> None:
         self._store = store
         self._channel = channel
-        self._conn: asyncpg.Connection | None = None
-        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._conn: Connection | None = None
+        self._queue: asyncio.Queue[str | None] = asyncio.Queue()  # payloads; None once the connection is lost
 
     async def _start(self) -> None:
         conn = await connect(self._store.url, timeout=self._store.connect_timeout,
                              application_name="rolegate-listen")
-        conn.add_termination_listener(lambda _conn: self._queue.put_nowait(_CLOSED))
+        conn.add_termination_listener(lambda _conn: self._queue.put_nowait(None))
         try:
             await conn.add_listener(self._channel, self._on_notify)
         except _UNAVAILABLE as exc:
@@ -448,8 +449,8 @@ class _ListenSubscription(Subscription):
             if self._conn is not None and self._conn.is_closed():
                 raise StoreUnavailable("the notification connection to PostgreSQL was lost") from None
             return None
-        if item is _CLOSED:
-            self._queue.put_nowait(_CLOSED)  # stay closed for later calls
+        if item is None:
+            self._queue.put_nowait(None)  # stay closed for later calls
             raise StoreUnavailable("the notification connection to PostgreSQL was lost")
         return item
 
@@ -458,5 +459,5 @@ class _ListenSubscription(Subscription):
             conn, self._conn = self._conn, None
             try:
                 await asyncio.wait_for(conn.close(), self._store.connect_timeout)
-            except (TimeoutError, *_UNAVAILABLE):
+            except _UNAVAILABLE:  # TimeoutError among them
                 conn.terminate()

@@ -11,7 +11,8 @@ import hashlib
 import re
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+
+from rolegate.store.asyncpg_types import Connection
 
 _FILE = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql\Z")
 # pg_advisory_lock key held while migrating, so two `rolegate migrate` runs cannot interleave.
@@ -64,7 +65,7 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 )"""
 
 
-async def applied_versions(conn: Any) -> dict[int, str]:
+async def applied_versions(conn: Connection) -> dict[int, str]:
     """version -> checksum of what the database has; empty when it was never migrated."""
     exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
     if not exists:
@@ -72,7 +73,7 @@ async def applied_versions(conn: Any) -> dict[int, str]:
     return {r["version"]: r["checksum"] for r in await conn.fetch("SELECT version, checksum FROM schema_migrations")}
 
 
-async def apply(conn: Any) -> list[Migration]:
+async def apply(conn: Connection) -> list[Migration]:
     """Apply every missing migration, each in its own transaction; return those applied now."""
     await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
     try:
