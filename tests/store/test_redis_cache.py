@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from rolegate.config.sections.storage import StorageConfig
+from rolegate.store import StoreUnavailable
 from rolegate.store.redis_cache import CachedStore
 
 from .backends import backend_config, opened
@@ -68,3 +69,12 @@ async def test_a_reader_that_raced_a_write_cannot_cache_the_old_document(cached:
         await store.delete("sessions", "s")
         await store._cache("sessions", Record("s", "v2", 2), warn=False)  # same race against a delete
         assert await store.get("sessions", "s") is None
+
+
+async def test_a_closed_subscription_ends_with_store_unavailable(cached: StorageConfig) -> None:
+    # What a watcher handles (it falls back to polling), as for a lost connection; it was an AttributeError.
+    async with opened(cached) as store:
+        sub = await store.subscribe("policy").start()
+        await sub.close()
+        with pytest.raises(StoreUnavailable):
+            await sub.get(timeout=0.1)

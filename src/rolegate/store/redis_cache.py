@@ -8,12 +8,13 @@ Redis loses no state. Every key starts with ``prefix``, so deployments (and test
 from __future__ import annotations
 
 import asyncio
+import builtins  # in annotations after the Store method named `list`, which shadows the builtin there
 import json
 import logging
 import secrets
 import time
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -130,7 +131,8 @@ class CachedStore(Store):
         if namespace not in CACHED_NAMESPACES:
             return await self.wrapped.get(namespace, key)
         try:
-            cached = await self._client().get(self._doc_key(namespace, key))
+            # str, not bytes: the pool decodes responses (decode_responses=True), which redis' types cannot see.
+            cached = cast("str | None", await self._client().get(self._doc_key(namespace, key)))
         except _UNAVAILABLE as exc:
             # A cache outage must not take sessions down: read the source of truth instead.
             self._warn_degraded(exc, "sessions")
@@ -228,7 +230,7 @@ class CachedStore(Store):
     async def counter(self, name: str) -> int:
         return await self.wrapped.counter(name)
 
-    async def counters(self, names: list[str]) -> dict[str, int]:
+    async def counters(self, names: builtins.list[str]) -> dict[str, int]:
         return await self.wrapped.counters(names)
 
     async def publish(self, channel: str, message: str) -> None:
@@ -260,13 +262,14 @@ class CachedStore(Store):
     def leader_lock(self, name: str) -> AbstractAsyncContextManager[Lease]:
         return self.wrapped.leader_lock(name)
 
-    async def append_audit(self, entries: list[tuple[float, str, str]], chain: ChainFn) -> list[int]:
+    async def append_audit(self, entries: builtins.list[tuple[float, str, str]],
+                           chain: ChainFn) -> builtins.list[int]:
         return await self.wrapped.append_audit(entries, chain)
 
     async def audit_tail(self) -> dict[str, Any] | None:
         return await self.wrapped.audit_tail()
 
-    async def audit_rows(self, **kwargs: Any) -> list[dict[str, Any]]:
+    async def audit_rows(self, **kwargs: Any) -> builtins.list[dict[str, Any]]:
         return await self.wrapped.audit_rows(**kwargs)
 
     async def audit_delete_before(self, seq: int) -> int:
@@ -293,7 +296,7 @@ class _RedisSubscription(Subscription):
     def __init__(self, store: CachedStore, channel: str) -> None:
         self._store = store
         self._channel = channel
-        self._pubsub: Any = None
+        self._pubsub: aioredis.client.PubSub | None = None
 
     async def _start(self) -> None:
         pubsub = self._store._client().pubsub(ignore_subscribe_messages=True)
@@ -308,15 +311,19 @@ class _RedisSubscription(Subscription):
     async def _get(self, timeout: float | None) -> str | None:
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
         while True:
+            pubsub = self._pubsub
+            if pubsub is None:  # closed, before this call or by another task during it: nothing more will come
+                raise StoreUnavailable("the Redis subscription is closed")
             remaining = 1.0 if deadline is None else max(0.0, deadline - asyncio.get_running_loop().time())
             try:
-                message = await self._pubsub.get_message(timeout=min(remaining, 1.0))
+                message: dict[str, Any] | None = await pubsub.get_message(timeout=min(remaining, 1.0))
             except _UNAVAILABLE as exc:
                 raise self._store._unavailable(exc) from exc
             except RedisError as exc:  # e.g. "connection closed by server" mid-read
                 raise self._store._unavailable(exc) from exc
             if message is not None and message.get("type") == "message":
-                return message["data"]
+                data: str = message["data"]  # decoded: see CachedStore.get
+                return data
             if deadline is not None and asyncio.get_running_loop().time() >= deadline:
                 return None
 
