@@ -15,6 +15,7 @@ import itertools
 import os
 from typing import Any
 
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from rolegate.server import metrics
@@ -90,9 +91,12 @@ def with_audit(state: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
-def _collect() -> list[Any]:
+def _collect() -> list[Metric]:
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not path:
         return list(metrics.AUDIT_UNWRITABLE.collect())
     # Only the livesum gauges' files: cheap enough for a probe every second.
-    return list(MultiProcessCollector.merge(glob.glob(os.path.join(path, "gauge_livesum_*.db")), accumulate=False))
+    files = glob.glob(os.path.join(path, "gauge_livesum_*.db"))
+    # prometheus-client leaves merge unannotated
+    merged: list[Metric] = list(MultiProcessCollector.merge(files, accumulate=False))  # type: ignore[no-untyped-call]
+    return merged

@@ -26,6 +26,7 @@ import struct
 import time
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 
 log = logging.getLogger("rolegate.worker")
 
@@ -99,7 +100,8 @@ class Listener:
         """Connections in the accept queue (``tcpi_unacked`` of a listening socket); 0 when unknown."""
         try:
             info = self.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
-            return struct.unpack_from("I", info, 24)[0]
+            queued: int = struct.unpack_from("I", info, 24)[0]
+            return queued
         except (OSError, AttributeError, struct.error):
             return 0
 
@@ -116,7 +118,7 @@ def _close_connections_after_each_response() -> None:
     if getattr(prepare, "_rolegate_draining", False):
         return
 
-    async def prepare_closing(self: web.StreamResponse, request: web.BaseRequest) -> object:
+    async def prepare_closing(self: web.StreamResponse, request: web.BaseRequest) -> AbstractStreamWriter | None:
         if self.status != 101:  # a WebSocket upgrade keeps its own Connection header
             self.force_close()
         return await prepare(self, request)

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client import multiprocess
 
 from rolegate.server.audit_health import with_audit
@@ -63,10 +63,8 @@ def build_internal_app(readiness: Callable[[], dict[str, Any]], collectors: Iter
     async def metrics(request: web.Request) -> web.Response:
         registry = CollectorRegistry()
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            multiprocess.MultiProcessCollector(registry)
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # (unannotated upstream)
         else:  # pragma: no cover - single process embedding
-            from prometheus_client import REGISTRY
-
             registry.register(REGISTRY)
         for collector in collectors:
             registry.register(collector)

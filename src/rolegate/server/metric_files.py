@@ -31,7 +31,7 @@ class ReservedMmapedDict(MmapedDict):
                 _reserve(fd, max(os.fstat(fd).st_size, _INITIAL_MMAP_SIZE), filename)
             finally:
                 os.close(fd)
-        super().__init__(filename, read_mode)
+        super().__init__(filename, read_mode)  # type: ignore[no-untyped-call]  # (unannotated in prometheus-client)
 
     def _init_value(self, key: str) -> None:
         # MmapedDict doubles the file when an entry does not fit and writes the entry at once: reserve
@@ -42,7 +42,7 @@ class ReservedMmapedDict(MmapedDict):
             capacity *= 2
         if capacity != self._capacity:
             _reserve(self._f.fileno(), capacity, self._fname)
-        super()._init_value(key)
+        super()._init_value(key)  # type: ignore[no-untyped-call]  # (unannotated in prometheus-client)
 
 
 def _reserve(fd: int, size: int, filename: str) -> None:
@@ -57,4 +57,4 @@ def _reserve(fd: int, size: int, filename: str) -> None:
 
 def install() -> None:
     """Make prometheus-client open its per-process files as ReservedMmapedDict (before any value exists)."""
-    values.MmapedDict = ReservedMmapedDict  # type: ignore[attr-defined,misc]
+    values.MmapedDict = ReservedMmapedDict  # type: ignore[attr-defined]  # values imports MmapedDict, exports nothing

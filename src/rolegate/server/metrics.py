@@ -3,6 +3,8 @@ aggregates them on the internal listener (PROMETHEUS_MULTIPROC_DIR is set by the
 
 from __future__ import annotations
 
+import asyncio
+
 from prometheus_client import Counter, Gauge
 
 from rolegate.server import metric_files
@@ -45,7 +47,7 @@ class BufferedCounter:
 
     __slots__ = ("child", "pending")
 
-    def __init__(self, child) -> None:
+    def __init__(self, child: Counter) -> None:
         self.child = child
         self.pending = 0
 
@@ -61,7 +63,7 @@ class BufferedCounter:
 _BUFFERED: list[BufferedCounter] = []
 
 
-def buffered(child) -> BufferedCounter:
+def buffered(child: Counter) -> BufferedCounter:
     counter = BufferedCounter(child)
     _BUFFERED.append(counter)
     return counter
@@ -73,8 +75,6 @@ def flush_buffered() -> None:
 
 
 async def flush_forever(interval: float = 1.0) -> None:
-    import asyncio
-
     while True:
         await asyncio.sleep(interval)
         flush_buffered()

@@ -32,6 +32,8 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
 log = logging.getLogger("rolegate.serve")
 
 BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
@@ -161,8 +163,6 @@ class Supervisor:
 
     def collect(self) -> Iterator[Any]:
         """Prometheus metric families (a custom collector for the internal listener's registry)."""
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
         up = GaugeMetricFamily("rolegate_worker_up", "1 while the worker in this slot serves", labels=["worker"])
         restarts = CounterMetricFamily("rolegate_worker_restarts", "Workers started to replace one that died",
                                        labels=["worker"])
@@ -322,9 +322,14 @@ async def _exited(proc: BaseProcess, timeout: float | None = None) -> None:
     if proc.exitcode is not None:
         return
     loop = asyncio.get_running_loop()
-    done = loop.create_future()
+    done: asyncio.Future[None] = loop.create_future()
     fd = proc.sentinel
-    loop.add_reader(fd, lambda: done.done() or done.set_result(None))
+
+    def exited() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    loop.add_reader(fd, exited)
     try:
         await asyncio.wait_for(done, timeout)
     except asyncio.TimeoutError:
