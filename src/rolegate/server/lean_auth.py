@@ -42,6 +42,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from rolegate.identity.forward_auth import _MAX_URI, _METHODS, ENDPOINT, RoutingInputError, \
     read_original, trusted_peer
 from rolegate.server.access import remembered, remembered_target
+from rolegate.server.connections import default_max_connections
 from rolegate.server.drain import Listener
 from rolegate.server.runtime import RuntimeHolder
 
@@ -175,7 +176,8 @@ class LeanServer:
 
     @property
     def port(self) -> int:
-        return self.listener.sock.getsockname()[1]
+        port: int = self.listener.sock.getsockname()[1]
+        return port
 
     async def open_relay(self, owner: _Connection) -> _Relay:
         loop = asyncio.get_running_loop()
@@ -254,6 +256,7 @@ class LeanServer:
         if access is None:
             return None
         known = access.known
+        assert known is not None  # remembered() answers only from a remembered entry
         wire = known.wire
         if wire is None:
             wire = known.wire = _head(known.answer)
@@ -567,8 +570,6 @@ class _Connection(asyncio.Protocol):
 
 
 def _default_max() -> int:
-    from rolegate.server.connections import default_max_connections
-
     return default_max_connections()
 
 

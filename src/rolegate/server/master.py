@@ -20,13 +20,20 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import multiprocess
+from prometheus_client.core import GaugeMetricFamily
 
 from rolegate.config import Config, load_config
 from rolegate.errors import ConfigError
 from rolegate.server.datadir import check_data_dir
+from rolegate.server.directory_runner import DirectoryRunner
+from rolegate.server.internal import build_internal_app
 from rolegate.server.rundir import RunDir, runtime_root
 from rolegate.server.runtime import Compiled
 from rolegate.server.supervisor import Supervisor
+from rolegate.server.worker import worker_main
+from rolegate.store import MigrationRequired, open_store
+from rolegate.store.urls import redact_url
 
 log = logging.getLogger("rolegate.serve")
 
@@ -104,9 +111,6 @@ class StoreProbe:
         """Open the store before any worker starts, retrying while the database does not answer: one log
         line per attempt. True once open; False when ``stop`` is set meanwhile (SIGTERM: exit at once).
         ``MigrationRequired`` (the schema is behind) is not waited out: it is raised."""
-        from rolegate.store import MigrationRequired, open_store
-        from rolegate.store.urls import redact_url
-
         timeout = (self.config.storage.connect_timeout + self.config.storage.command_timeout).total_seconds()
         where = redact_url(self.config.storage.url)
         self.waiting, self.wait_started = True, time.monotonic()
@@ -159,8 +163,6 @@ class StoreProbe:
 
     def collect(self) -> Any:
         """Prometheus metric families for the internal listener (what /readyz's storage check knows)."""
-        from prometheus_client.core import GaugeMetricFamily
-
         up = GaugeMetricFamily("rolegate_storage_up", "1 while the master's probe finds this backend answering "
                                "(database: PostgreSQL, cache: Redis)", labels=["backend"])
         down_for = GaugeMetricFamily("rolegate_storage_unavailable_seconds",
@@ -186,15 +188,16 @@ class StoreProbe:
 
     def status(self) -> dict[str, Any]:
         if self.waiting:
-            out = {"state": "waiting", **self.state, "waiting_for": round(time.monotonic() - self.wait_started, 1),
-                   "attempts": self.attempts}
+            out: dict[str, Any] = {"state": "waiting", **self.state,
+                                   "waiting_for": round(time.monotonic() - self.wait_started, 1),
+                                   "attempts": self.attempts}
             if self.retry_at is not None:
                 out["retry_in"] = round(max(0.0, self.retry_at - time.monotonic()), 1)
             if self.error:
                 out["error"] = self.error
             return out
         down = [name for name, state in self.state.items() if state == "unavailable"]
-        out: dict[str, Any] = {"state": "unavailable" if down else "ok", **self.state}
+        out = {"state": "unavailable" if down else "ok", **self.state}
         if "database" in down:
             out["unavailable_for"] = round(time.monotonic() - self.database_ok_at, 1)
         if down and self.error:
@@ -207,8 +210,6 @@ class StoreProbe:
                 and time.monotonic() - self.database_ok_at > self.config.storage.max_staleness.total_seconds())
 
     async def _run(self) -> None:
-        from rolegate.store import open_store
-
         timeout = (self.config.storage.connect_timeout + self.config.storage.command_timeout).total_seconds()
         while True:
             if self.store is None:
@@ -289,8 +290,6 @@ class Master:
 
         The pipe carries the worker's "ready" and is its lifeline: it must stay open while the worker runs.
         """
-        from rolegate.server.worker import worker_main
-
         parent, child = self.ctx.Pipe(duplex=True)
         run_dir = str(self.run_dir.path) if self.run_dir is not None else None
         proc = self.ctx.Process(target=worker_main, name=f"rolegate-worker-{index}",
@@ -327,9 +326,7 @@ class Master:
 
     def _mark_dead(self, pid: int) -> None:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            from prometheus_client import multiprocess
-
-            multiprocess.mark_process_dead(pid)
+            multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]  # (unannotated upstream)
 
     # -- reload ---------------------------------------------------------------
 
@@ -355,8 +352,6 @@ class Master:
         return True
 
     def _start_directory(self, config: Config) -> None:
-        from rolegate.server.directory_runner import DirectoryRunner
-
         self.directory_started = True
         if config.directory is not None:
             self.directory = DirectoryRunner(config, Path(self.config_path).resolve().parent)
@@ -406,8 +401,6 @@ class Master:
             self.storage = StoreProbe(self.config, Path(self.config_path).resolve().parent)
         internal_runner = None
         if self.config.server.internal_listen is not None:
-            from rolegate.server.internal import build_internal_app
-
             collectors: list[Any] = [self.supervisor, *([self.storage] if self.storage is not None else [])]
             storage = self.storage
             answered = (lambda: storage.database_sent_at) if storage is not None else None
@@ -422,8 +415,6 @@ class Master:
         count = self.config.server.worker_count
         if self.storage is not None:
             # A worker cannot start without the database (it loads the policy and sessions from it): wait.
-            from rolegate.store import MigrationRequired
-
             try:
                 opened = await self.storage.wait_until_open(stop)
             except MigrationRequired as exc:
@@ -493,7 +484,7 @@ def serve(config_path: str, log_level: str = "INFO") -> int:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(run_dir.metrics)
     master = Master(config_path, config, log_level, run_dir)
     try:
-        import uvloop
+        import uvloop  # not installed on Windows (see pyproject.toml): the stdlib loop then
 
         uvloop.install()
     except ImportError:  # pragma: no cover

@@ -20,6 +20,7 @@ from rolegate.errors import ConfigError
 from rolegate.server import metrics
 from rolegate.server.connections import GuardedRunner, Limits
 from rolegate.server.drain import Listener
+from rolegate.server.lean_auth import start_lean
 from rolegate.web.malformed import ServerLog
 from rolegate.server.rundir import RunDir
 from rolegate.server.runtime import Runtime, RuntimeHolder
@@ -38,7 +39,7 @@ def worker_main(config_path: str, host: str, port: int, index: int, ready: Any, 
     logging.basicConfig(level=log_level, format=f"%(asctime)s %(levelname)s worker-{index} %(name)s: %(message)s")
     held = RunDir.attach(run_dir) if run_dir is not None else None
     try:
-        import uvloop
+        import uvloop  # not installed on Windows (see pyproject.toml): the stdlib loop then
 
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
@@ -101,7 +102,7 @@ async def _create_runtime(config: Config, base_dir: Path, index: int, ready: Any
 
 
 async def _serve(config_path: str, host: str, port: int, index: int, ready: Any, config: Config | None) -> None:
-    from rolegate.app import build_app
+    from rolegate.app import build_app  # server -> app: a known exception (tests/test_layers.py), kept lazy
 
     config = config if config is not None else load_config(config_path)
     base_dir = Path(config_path).resolve().parent
@@ -128,9 +129,7 @@ async def _serve(config_path: str, host: str, port: int, index: int, ready: Any,
     site = web.SockSite(runner, listener.sock, backlog=2048,
                         shutdown_timeout=config.server.drain_timeout.total_seconds())
     await site.start()
-    from rolegate.server.lean_auth import start_lean  # server.forward_auth.listen, else None
-
-    lean = await start_lean(holder, runner)
+    lean = await start_lean(holder, runner)  # server.forward_auth.listen, else None
 
     loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload_runtime(holder)))
     if ready is not None:
