@@ -15,6 +15,7 @@ from rolegate.errors import (HeadersTooLarge, RolegateError, ServiceUnavailable,
 from rolegate.identity.challenge import challenge_response
 from rolegate.identity.daypass.refusal import outside_pass_page_for
 from rolegate.proxy.headers import check_host
+from rolegate.proxy.routes import Route
 from rolegate.server import metrics
 from rolegate.server.access import check_access, record_outcome, record_write
 from rolegate.web.malformed import RateLimit, printable
@@ -38,6 +39,14 @@ def check_header_size(request: web.BaseRequest, limit: int) -> None:
         total += len(name) + len(value) + 4
     if total > limit:
         raise HeadersTooLarge(f"{total} header bytes > {limit}")
+
+
+def _upstream_of(route: Route) -> str:
+    """The upstream a route forwards to. A route may name none (forward-auth answers for it; the front proxy
+    forwards): the proxy path then answers as the forwarder does for a name it does not know."""
+    if route.upstream is None:
+        raise UpstreamUnavailable(f"no upstream named {route.upstream!r}")
+    return route.upstream
 
 
 class Pipeline:
@@ -68,10 +77,11 @@ class Pipeline:
                 headers = {"Allow": access.allow_header} if access.allow_header else None
                 return error_response(request, access.error, headers=headers)
             route = access.route
+            assert route is not None  # check_access answers without an error only for a matched route
             if access.write:
                 started = time.perf_counter()
                 await record_write(runtime, request, access, request.method)
-            response = await runtime.forwarder.forward(request, route.upstream, access.path_qs,
+            response = await runtime.forwarder.forward(request, _upstream_of(route), access.path_qs,
                                                        access.set_headers, access.response_filter)
             _FORWARDED.inc()
             if access.write:
@@ -79,7 +89,8 @@ class Pipeline:
             return response
         except RolegateError as exc:
             (_DENIED if exc.status < 500 else _ERRORED).inc()
-            if isinstance(exc, (UpstreamUnavailable, UpstreamTimeout)) and access is not None:
+            if isinstance(exc, (UpstreamUnavailable, UpstreamTimeout)) and access is not None and (
+                    access.route is not None):
                 metrics.UPSTREAM_ERRORS.labels(access.route.upstream, exc.code).inc()
             retry = getattr(exc, "retry_after", None)  # e.g. AuditUnavailable: the audit store is away
             return error_response(request, exc, headers={"Retry-After": str(retry)} if retry else None)
