@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -18,6 +19,9 @@ from rolegate.identity.sessions import Session
 from rolegate.limits import COOKIE_KEY_LENGTH
 from rolegate.store import VersionConflict
 
+if TYPE_CHECKING:
+    from rolegate.identity.stage import IdentityStage
+
 log = logging.getLogger("rolegate.identity.session")
 
 # After the provider could not be reached for a refresh, wait this long before trying again.
@@ -27,7 +31,7 @@ _REFRESH_RETRY = 10.0
 class CookieSessionAuthenticator(Authenticator):
     name = "cookie_session"
 
-    def __init__(self, stage) -> None:
+    def __init__(self, stage: "IdentityStage") -> None:
         super().__init__(stage)
         self._retry_at: dict[str, float] = {}
         # raw Cookie header -> (session, quiet until): until then, and while no session was revoked,
@@ -53,9 +57,10 @@ class CookieSessionAuthenticator(Authenticator):
                 session.data["seen"] = now
                 return session.principal
             del self._quiet[raw]
-        session, cookie_until = self.stage.session_now(request)
-        if session is None or session is PENDING:
-            return session
+        found, cookie_until = self.stage.session_now(request)
+        if found is None or isinstance(found, Pending):
+            return found
+        session = found
         if self._refresh_due(session, now):
             return PENDING  # _keep_alive's work
         until = min(cookie_until, float(session.data["expires"]), self.stage.sessions.touch_at(session))
@@ -136,7 +141,7 @@ class CookieSessionAuthenticator(Authenticator):
 
 
 @register("cookie_session", order=50)
-def _factory(stage) -> Authenticator | None:
+def _factory(stage: "IdentityStage") -> Authenticator | None:
     # Sessions exist without SSO too (day passes); only the provider refresh needs oidc.
     if stage.config.session is None:
         return None

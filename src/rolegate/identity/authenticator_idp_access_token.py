@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+from typing import TYPE_CHECKING, Any
 
 import jwt
 from aiohttp import web
@@ -14,6 +15,10 @@ from rolegate.identity.errors import SignInRequired
 from rolegate.identity.principal import Principal, principal_from_claims
 from rolegate.identity.provider_jwt import InvalidProviderToken
 from rolegate.identity.registry import register
+
+if TYPE_CHECKING:
+    from rolegate.config import Config
+    from rolegate.identity.stage import IdentityStage
 
 log = logging.getLogger("rolegate.identity.bearer")
 
@@ -49,7 +54,7 @@ class IdPAccessTokenAuthenticator(BearerAuthenticator):
         return principal
 
 
-def _an_apps_own(config, claims: dict) -> bool:
+def _an_apps_own(config: "Config", claims: dict[str, Any]) -> bool:
     """A configured app's client-credentials token (``sub`` = its ``client_id``): never a user, whatever the
     username claim says (an app authenticates to the admin API only, as itself)."""
     client = claims.get("client_id")
@@ -63,7 +68,7 @@ def _token_ref(jti: object, token: str) -> str:
 
 
 @register("idp_access_token", order=20)
-def _factory(stage) -> Authenticator | None:
+def _factory(stage: "IdentityStage") -> Authenticator | None:
     if stage.config.oidc is None:
         return None
     return IdPAccessTokenAuthenticator(stage)

@@ -25,6 +25,7 @@ class RolegateTokenAuthenticator(BearerAuthenticator):
     name = "rolegate_token"
 
     def __init__(self, stage: "IdentityStage | None" = None, *, service: "TokenService | None" = None) -> None:
+        # None when built on a TokenService alone (``service=``, as in tests): the base class types it non-None.
         self.stage = stage  # type: ignore[assignment]
         self._service = service
 

@@ -15,15 +15,16 @@ from rolegate.identity.authenticator import Authenticator
 if TYPE_CHECKING:
     from rolegate.identity.stage import IdentityStage
 
-# name -> (factory returning None when its config section is absent, order)
-_REGISTRY: dict[str, tuple[Callable[["IdentityStage"], Authenticator | None], int]] = {}
+# Builds a stage's authenticator of one kind; None when its config section is absent.
+Factory = Callable[["IdentityStage"], Authenticator | None]
+# name -> (factory, order)
+_REGISTRY: dict[str, tuple[Factory, int]] = {}
 
 
-def register(name: str, order: int) -> Callable[[Callable[["IdentityStage"], Authenticator | None]],
-                                                Callable[["IdentityStage"], Authenticator | None]]:
+def register(name: str, order: int) -> Callable[[Factory], Factory]:
     """Decorator: make an authenticator factory available under ``name`` (lower ``order`` asked first)."""
 
-    def deco(factory: Callable[["IdentityStage"], Authenticator | None]):
+    def deco(factory: Factory) -> Factory:
         _REGISTRY[name] = (factory, order)
         return factory
 
@@ -32,7 +33,7 @@ def register(name: str, order: int) -> Callable[[Callable[["IdentityStage"], Aut
 
 def build_authenticators(stage: "IdentityStage") -> list[Authenticator]:
     """Every registered authenticator that the config enables, in order."""
-    # Importing the modules registers them.
+    # Importing the modules registers them; here, not at the top: each imports ``register`` from this module.
     from rolegate.identity import (  # noqa: F401
         authenticator_cookie_session,
         authenticator_idp_access_token,

@@ -7,17 +7,19 @@ network and store resources open lazily inside the worker's event loop.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import time
 from pathlib import Path
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote
 
 from aiohttp import web
 
 from rolegate.config import Config
 from rolegate.identity.authenticator import PENDING, Authenticator, Pending, bearer_token
+from rolegate.identity.authenticator_cookie_session import CookieSessionAuthenticator
 from rolegate.identity.discovery import HttpSource, ProviderMetadata
 from rolegate.identity.errors import SignInRequired
 from rolegate.identity.jwks import ProviderKeys
@@ -25,6 +27,7 @@ from rolegate.identity.oidc_client import OIDCClient
 from rolegate.identity.principal import Principal, identity_headers
 from rolegate.identity.provider_jwt import ProviderTokens
 from rolegate.identity.redirect_target import RedirectPolicy
+from rolegate.identity.registry import build_authenticators
 from rolegate.identity.revocation_watch import RevocationWatch
 from rolegate.identity.sealed_cookie import CookieSealer
 from rolegate.identity.sessions import Session, SessionStore
@@ -32,18 +35,38 @@ from rolegate.limits import COOKIE_KEY_LENGTH
 from rolegate.errors import ServiceUnavailable
 from rolegate.store import Store, StoreUnavailable, open_store
 
+if TYPE_CHECKING:
+    from rolegate.audit import AuditLog
+    from rolegate.identity.daypass.service import DaypassService
+    from rolegate.tokens.service import TokenService
+
 log = logging.getLogger("rolegate.identity")
 
 RESERVED = "/.rolegate"
 LOGIN_PATH = f"{RESERVED}/login"
 CALLBACK_PATH = f"{RESERVED}/callback"
 LOGIN_COOKIE_PREFIX = "rolegate_login_"
-_MISSING: Any = object()
+
+
+class _Missing(enum.Enum):
+    """The type of ``_MISSING``: an enum member, so that ``is not _MISSING`` narrows a cache hit for mypy."""
+
+    MISSING = 0
+
+
+_MISSING: Final = _Missing.MISSING
 _COOKIE_CACHE_MAX = 4096
 
 
 class IdentityStage:
     """Authenticates requests (``await authenticate(request)``) and backs the sign-in endpoints."""
+
+    # Attached after construction (the Runtime: audit, clock, tokens; daypass_service: daypass) and absent
+    # until then, which is why their readers use ``getattr(stage, name, None)``.
+    audit: AuditLog
+    clock: Callable[[], float]
+    tokens: TokenService
+    daypass: DaypassService
 
     def __init__(self, config: Config, *, base_dir: Path | None = None, store: Store | None = None,
                  board: Any = None) -> None:
@@ -87,10 +110,9 @@ class IdentityStage:
         if config.daypass is not None:  # day passes (issue 7): the pass cookie and its confirm cookie
             own |= {config.daypass.cookie_name, config.daypass.cookie_name + "_confirm"}
         self._own_cookies = frozenset(own)
-        from rolegate.identity.registry import build_authenticators
-
         self.authenticators: list[Authenticator] = build_authenticators(self)
-        self._cookie_sessions = next((a for a in self.authenticators if a.name == "cookie_session"), None)
+        self._cookie_sessions = next((a for a in self.authenticators if isinstance(a, CookieSessionAuthenticator)),
+                                     None)
 
     # -- resources ------------------------------------------------------------------------------
     @property
@@ -160,13 +182,13 @@ class IdentityStage:
     def session_now(self, request: web.BaseRequest) -> tuple[Session | Pending | None, float]:
         """``session_from_request`` answered from memory, or PENDING; with the time until which
         the session cookie stays valid."""
-        sessions = self._sessions
-        if sessions is None or self.cookie_sealer is None:
-            return PENDING, 0.0  # not opened yet
-        name = self.config.session.cookie_name
+        sessions, session_config = self._sessions, self.config.session
+        if sessions is None or self.cookie_sealer is None or session_config is None:
+            return PENDING, 0.0  # not opened yet (sessions exist only with a session section)
+        name = session_config.cookie_name
         value = self._cookie(request, name)
         payload = self.cookie_sealer.unseal(value, name=name)
-        if payload is None:
+        if payload is None or value is None:  # unseal(None) is None: the second test is for mypy
             return None, 0.0
         sid, tag = payload.get("i"), payload.get("u")
         if not isinstance(sid, str) or not isinstance(tag, str):
