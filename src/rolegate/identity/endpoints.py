@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from rolegate.audit import signin_event, signout_event
+from rolegate.audit import AuditEvent, signin_event, signout_event
 from rolegate.errors import BadRequest, NotFound, RolegateError
 from rolegate.identity.errors import ProviderUnavailable, SignInFailed
 from rolegate.identity.forward_auth import ForwardAuth
@@ -78,15 +78,15 @@ class IdentityEndpoints:
         self.holder = holder
 
     def _stage(self) -> "IdentityStage":
-        stage = getattr(self.holder.runtime, "identity", None)
+        stage: IdentityStage | None = getattr(self.holder.runtime, "identity", None)
         if stage is None or not stage.sign_in_enabled:
             raise NotFound("sign-in is not configured (no oidc/session section)")
         return stage
 
-    def _cookie_args(self, stage: "IdentityStage", *, path: str = "/") -> dict:
+    def _cookie_args(self, stage: "IdentityStage", *, path: str = "/") -> dict[str, Any]:
         session = stage.config.session
         assert session is not None
-        args = {"path": path, "httponly": True, "secure": stage.config.server.secure_cookies,
+        args: dict[str, Any] = {"path": path, "httponly": True, "secure": stage.config.server.secure_cookies,
                 "samesite": session.same_site}
         if session.domain:
             args["domain"] = session.domain
@@ -116,7 +116,7 @@ class IdentityEndpoints:
         return response
 
     # -- /.rolegate/callback ------------------------------------------------------------------
-    def _audit(self, event) -> None:
+    def _audit(self, event: AuditEvent) -> None:
         """Hand a sign-in/sign-out event to the worker's audit log (never fails the request)."""
         audit = getattr(self.holder.runtime, "audit", None)
         if audit is None:
@@ -228,14 +228,14 @@ class IdentityEndpoints:
             return error_response(request, exc)
         except StoreUnavailable as exc:
             return error_response(request, ProviderUnavailable(f"store: {exc}"))
-        session_config = stage.config.session
-        assert session_config is not None and stage.client is not None
+        session_config, oidc = stage.config.session, stage.config.oidc
+        assert session_config is not None and stage.client is not None and oidc is not None
         done = stage.redirects.public_url + LOGGED_OUT_PATH
         location = done
         endpoint = await stage.client.end_session_endpoint()
         if endpoint is not None:
             # RP-initiated logout (OIDC RP-Initiated Logout 1.0 §2).
-            params = {"client_id": stage.config.oidc.client_id, "post_logout_redirect_uri": done}
+            params = {"client_id": oidc.client_id, "post_logout_redirect_uri": done}
             if id_token:
                 params["id_token_hint"] = id_token
             location = endpoint + ("&" if "?" in endpoint else "?") + urlencode(params)

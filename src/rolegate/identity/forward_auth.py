@@ -284,6 +284,6 @@ class ForwardAuth:
         if error.status < 500 and error.status != 403:
             # 404/405/400 would be a 500 for nginx; the proxy only needs "no".
             forbidden = error
-            forbidden.status = 403  # type: ignore[misc]
+            forbidden.status = 403
             return error_response(request, forbidden)
         return error_response(request, error)

@@ -11,10 +11,11 @@ import logging
 from typing import Any
 
 import aiohttp
-from authlib.common.security import generate_token
-from authlib.oauth2.auth import ClientAuth
-from authlib.oauth2.rfc6749.parameters import prepare_grant_uri, prepare_token_request
-from authlib.oauth2.rfc7636 import create_s256_code_challenge
+# authlib ships no type hints (no py.typed, no types-Authlib among the dev dependencies): its names are Any here.
+from authlib.common.security import generate_token  # type: ignore[import-untyped]
+from authlib.oauth2.auth import ClientAuth  # type: ignore[import-untyped]
+from authlib.oauth2.rfc6749.parameters import prepare_grant_uri, prepare_token_request  # type: ignore[import-untyped]
+from authlib.oauth2.rfc7636 import create_s256_code_challenge  # type: ignore[import-untyped]
 
 from rolegate.config.sections.identity import OIDCConfig
 from rolegate.identity.discovery import HttpSource, ProviderMetadata
@@ -73,10 +74,11 @@ class OIDCClient:
 
     async def authorization_url(self, login: LoginRequest) -> str:
         doc = await self.metadata.get()
-        return prepare_grant_uri(
+        url: str = prepare_grant_uri(
             doc["authorization_endpoint"], self.config.client_id, "code", redirect_uri=self.redirect_uri,
             scope=list(self.config.scopes), state=login.state, nonce=login.nonce,
             code_challenge=create_s256_code_challenge(login.code_verifier), code_challenge_method="S256")
+        return url
 
     async def exchange_code(self, code: str, login: LoginRequest) -> dict[str, Any]:
         body = prepare_token_request("authorization_code", redirect_uri=self.redirect_uri, code=code,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 AuthKind = Literal["session", "bearer", "rolegate_token", "daypass"]
 
@@ -34,7 +34,7 @@ class Principal:
         return f"<Principal {self.username!r} via {self.auth} groups={sorted(self.groups)}>"
 
 
-def principal_from_claims(claims: dict, *, username_claim: str, groups_claim: str, auth: AuthKind,
+def principal_from_claims(claims: dict[str, Any], *, username_claim: str, groups_claim: str, auth: AuthKind,
                           session_id: str = "", expires_at: float | None = None) -> Principal:
     """Build a Principal from ID-token / access-token / userinfo claims (raises ValueError without a username)."""
     username = claims.get(username_claim)

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 import jwt
-from authlib.oidc.core import CodeIDToken
+from authlib.oidc.core import CodeIDToken  # type: ignore[import-untyped]  # authlib ships no type hints
 from joserfc.errors import JoseError
 
 from rolegate.identity.jwks import ProviderKeys, UnknownKey
