@@ -107,7 +107,9 @@ class DaypassEndpoints:
     async def _limited(self, runtime: "Runtime", service: DaypassService, client: str, code: str) -> bool:
         """Count this attempt per client address and per pass; True when over either limit."""
         await service.stage.open()
-        limit, window = runtime.config.daypass.rate
+        daypass = runtime.config.daypass
+        assert daypass is not None  # _context checked it
+        limit, window = daypass.rate
         store = service.store
         if not await allow_attempt(store, f"addr:{client}", limit, window):
             log.info("day pass attempts from %s over the limit", client)
@@ -161,6 +163,7 @@ class DaypassEndpoints:
             found, refusal, _client = await self._checked(request, runtime, service, code)
             if refusal is not None:
                 return refusal
+            assert found is not None and found.record is not None  # not refused: ok or used up, with its record
             rec = found.record
             zone = self._zone(runtime, rec.template)
             if await service.live_session(request, rec.id):
@@ -185,6 +188,7 @@ class DaypassEndpoints:
             found, refusal, client = await self._checked(request, runtime, service, code)
             if refusal is not None:
                 return refusal
+            assert found is not None and found.record is not None  # not refused: ok or used up, with its record
             rec = found.record
             if not await self._confirmation_valid(request, runtime, service, rec.id):
                 return ended_page("stale_form", service.contact)
@@ -196,6 +200,7 @@ class DaypassEndpoints:
             claimed = await claim_device(service.store, code, via="browser", client=client, now=now)
             if claimed.outcome != "ok":
                 return ended_page(claimed.outcome, service.contact)
+            assert claimed.record is not None  # claimed: the updated record
             rec = claimed.record
             device = rec.redeemed[-1]["device"]
             cookie, max_age = await service.start_session(rec, device, now)
@@ -248,6 +253,7 @@ class DaypassEndpoints:
         if claimed.outcome != "ok":
             return None
         rec = claimed.record
+        assert rec is not None  # claimed: the updated record
         device = rec.redeemed[-1]["device"]
         await record_durably(service.audit, pass_event("redeem", rec, user=f"daypass:{rec.id}", client=client,
                                                        reason=f"device {device} (app token)", ts=now))

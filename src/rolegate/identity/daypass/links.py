@@ -10,7 +10,7 @@ is one the proxy lets through, and nothing the pass does not cover is ever named
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
@@ -47,7 +47,7 @@ class Opening:
     requirement: Requirement | None = None
 
 
-def _query_getter(query: str):
+def _query_getter(query: str) -> Callable[[str], str | None]:
     values: dict[str, str] = {}
     for key, value in parse_qsl(query, keep_blank_values=True):
         values.setdefault(key, value)  # the first value wins, as in the request pipeline
@@ -154,7 +154,7 @@ def _listable(route: Route, host: str | None) -> bool:
 def _title(config: Any, route: Route, target: str) -> str:
     """The route's ``title``; else its last literal path segment in words (``risk-assessment``: Risk assessment)."""
     routes = getattr(config, "routes", ())
-    title = getattr(routes[route.index], "title", None) if route.index < len(routes) else None
+    title: str | None = getattr(routes[route.index], "title", None) if route.index < len(routes) else None
     if title:
         return title
     literals = [s for s in route.path.split("/") if s and s != "**" and not _PARAM_SEGMENT.match(s)]

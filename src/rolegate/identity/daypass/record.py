@@ -18,7 +18,9 @@ NAMESPACE = "daypasses"
 # Ended passes stay readable this long (``daypass list --all``, support questions), then the Store drops them.
 RETAIN_SECONDS = 14 * 86400.0
 
-PassStatus = Literal["active", "expired", "revoked", "unknown"]
+# What a record says of itself; a pass id may also name no record ("unknown", pass_status).
+RecordStatus = Literal["active", "expired", "revoked"]
+PassStatus = Literal[RecordStatus, "unknown"]
 
 
 @dataclass(slots=True)
@@ -44,7 +46,7 @@ class PassRecord:
     # Set once the expiry has been recorded in the audit trail.
     expiry_audited: bool = False
 
-    def status(self, now: float) -> PassStatus:
+    def status(self, now: float) -> RecordStatus:
         if self.revoked_at is not None:
             return "revoked"
         if now >= self.expires_at:

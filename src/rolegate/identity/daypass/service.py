@@ -25,6 +25,8 @@ from rolegate.errors import ServiceUnavailable
 from rolegate.store import Store, StoreUnavailable
 
 if TYPE_CHECKING:
+    from rolegate.audit import AuditLog
+    from rolegate.config import Config
     from rolegate.identity.stage import IdentityStage
 
 log = logging.getLogger("rolegate.daypass")
@@ -55,12 +57,14 @@ class DaypassService:
 
     # -- what the Runtime provides ------------------------------------------------------------------
     @property
-    def config(self) -> Any:
+    def config(self) -> "Config":
         return self.stage.config
 
     @property
     def contact(self) -> str:
-        return self.config.daypass.contact
+        daypass = self.config.daypass
+        assert daypass is not None  # checked in __init__
+        return daypass.contact
 
     @property
     def store(self) -> Store:
@@ -71,7 +75,7 @@ class DaypassService:
         return self.stage.board
 
     @property
-    def audit(self) -> Any:
+    def audit(self) -> "AuditLog | None":
         return getattr(self.stage, "audit", None)
 
     @property
@@ -82,8 +86,10 @@ class DaypassService:
     def cookie_args(self) -> dict[str, Any]:
         server = self.config.server
         args: dict[str, Any] = {"path": "/", "httponly": True, "secure": server.secure_cookies, "samesite": "Lax"}
-        if self.config.session.domain:
-            args["domain"] = self.config.session.domain
+        session = self.config.session
+        assert session is not None  # checked in __init__
+        if session.domain:
+            args["domain"] = session.domain
         return args
 
     def seal_cookie(self, pass_id: str, session_id: str, ttl: float) -> str:
