@@ -28,6 +28,7 @@ import jwt
 
 from rolegate.audit.events import admin_change_event
 from rolegate.errors import ServiceUnavailable
+from rolegate.identity.provider_jwt import InvalidProviderToken
 from rolegate.store.base import Store, StoreUnavailable, VersionConflict
 
 log = logging.getLogger("rolegate.apps")
@@ -204,8 +205,6 @@ def claims_an_app(config: Any, token: str) -> bool:
 
 async def check_client_token(provider_tokens: Any, config: Any, token: str) -> AppCaller:
     """The app whose client-credentials token this is, or AppCredentialRefused."""
-    from rolegate.identity.provider_jwt import InvalidProviderToken
-
     audiences = app_audiences(config)
     try:
         client = jwt.decode(token, options={"verify_signature": False}).get("client_id")

@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from rolegate.errors import Forbidden, RolegateError
+from rolegate.identity.daypass.endpoints import links_of, pass_zone
 from rolegate.identity.daypass.pages import outside_pass_page
+from rolegate.identity.daypass.service import daypass_service
 from rolegate.web.malformed import printable
 from rolegate.web.responses import wants_html
 
@@ -34,9 +36,6 @@ async def outside_pass_page_for(runtime: "Runtime", request: web.BaseRequest, ac
     principal = access.principal
     if principal is not None and getattr(principal, "daypass_id", None) is None:
         return None  # staff, signed in: their own 403
-    from rolegate.identity.daypass.endpoints import links_of, pass_zone
-    from rolegate.identity.daypass.service import daypass_service
-
     service = daypass_service(runtime.identity)
     if principal is None and service.cookie_name not in request.cookies:
         return None  # refused before anyone was identified (no route), and no pass on this device

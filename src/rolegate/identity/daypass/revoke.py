@@ -7,6 +7,7 @@ from typing import Any
 from rolegate.identity.daypass.audit import pass_event, record_durably
 from rolegate.identity.daypass.errors import PassNotFound
 from rolegate.identity.daypass.record import PassRecord, load_pass, save_pass
+from rolegate.identity.daypass.sessions import end_pass_sessions
 from rolegate.store import Store, VersionConflict
 from rolegate.store.version_board import VersionBoard, bump
 
@@ -35,8 +36,6 @@ async def revoke_pass(store: Store, board: VersionBoard | None, pass_id: str, *,
         raise VersionConflict("daypasses", pass_id, None, None)
     # Sessions of the pass are refused by their next request anyway (the pass check); deleting them
     # frees the Store and makes the revocation visible in `daypass list` at once.
-    from rolegate.identity.daypass.sessions import end_pass_sessions
-
     await end_pass_sessions(store, pass_id)
     if tokens is not None:
         await tokens.revoke_user(f"daypass:{pass_id}")
