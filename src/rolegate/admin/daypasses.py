@@ -19,6 +19,7 @@ from rolegate.admin.errors import Denied, Invalid, Missing
 from rolegate.admin.guard import Actor
 from rolegate.admin.models import SCOPE, Body, Out
 from rolegate.errors import RolegateError
+from rolegate.identity import daypass as daypass_stage
 
 
 class DaypassIn(Body):
@@ -69,14 +70,6 @@ def pass_out(record: Any, now: float) -> dict[str, Any]:
             "revoked_by": record.revoked_by}
 
 
-def _stage() -> Any:
-    try:
-        import rolegate.identity.daypass as stage
-    except ImportError:  # pragma: no cover - the stage ships with rolegate
-        raise Missing("day passes are not installed") from None
-    return stage
-
-
 def _enabled(runtime: Any) -> Any:
     if runtime.config.daypass is None:
         raise Missing("day passes are not enabled (no daypass section in the config)")
@@ -88,7 +81,7 @@ async def list_passes(runtime: Any, actor: Actor) -> dict[str, Any]:
     if not actor.admin_rights().get(DAYPASS_ISSUE):
         raise Denied("listing day passes needs rolegate:daypass:issue")
     now = time.time()
-    records = await _stage().list_passes(runtime.store)
+    records = await daypass_stage.list_passes(runtime.store)
     mine = [r for r in records if actor.holds(DAYPASS_ISSUE, r.scope)]
     mine.sort(key=lambda r: r.issued_at, reverse=True)
     templates = {name: {"role": t.role, "scopes": list(t.scopes), "require": list(t.require),
@@ -100,7 +93,7 @@ async def list_passes(runtime: Any, actor: Actor) -> dict[str, Any]:
 async def issue(runtime: Any, actor: Actor, body: DaypassIn) -> dict[str, Any]:
     _enabled(runtime)
     try:
-        issued = await _stage().issue_pass(
+        issued = await daypass_stage.issue_pass(
             runtime.store, runtime.board, runtime.config, template=body.template, scope=body.scope, name=body.name,
             company=body.company, reason=body.reason, issuer=actor.username,
             issuer_may_issue=lambda scope: actor.holds(DAYPASS_ISSUE, scope), now=time.time(), audit=runtime.audit)
@@ -119,13 +112,12 @@ async def issue(runtime: Any, actor: Actor, body: DaypassIn) -> dict[str, Any]:
 
 async def revoke(runtime: Any, actor: Actor, pass_id: str) -> dict[str, Any]:
     _enabled(runtime)
-    stage = _stage()
-    found = await stage.load_pass(runtime.store, pass_id)
+    found = await daypass_stage.load_pass(runtime.store, pass_id)
     if found is None:
         raise Missing(f"no day pass {pass_id}")
     record, _version = found
     if not actor.holds(DAYPASS_ISSUE, record.scope):
         raise Denied(f"revoking passes at {record.scope} needs rolegate:daypass:issue there")
-    record, _changed = await stage.revoke_pass(runtime.store, runtime.board, pass_id, by=actor.username,
-                                               now=time.time(), audit=runtime.audit)
+    record, _changed = await daypass_stage.revoke_pass(runtime.store, runtime.board, pass_id, by=actor.username,
+                                                      now=time.time(), audit=runtime.audit)
     return pass_out(record, time.time())

@@ -25,6 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from rolegate.admin.errors import Denied, Unauthorized
+from rolegate.admin.holdings import admin_scopes
 from rolegate.authz import Identity, Policy, decide, effective_permissions, holdings_of
 from rolegate.authz.roles import NOTHING, Delegation
 from rolegate.identity.app_credentials import (KEY_PREFIX, AppCaller, AppCredentialRefused, check_client_token,
@@ -143,8 +144,6 @@ class Actor:
     def admin_rights(self) -> dict[str, list[str | None]]:
         """rolegate's own permissions and the scopes where this actor holds each (None: everywhere)."""
         if self._rights is None:
-            from rolegate.admin.holdings import admin_scopes
-
             self._rights = admin_scopes(self.policy, self.identity, self.now)
         return self._rights
 

@@ -38,6 +38,7 @@ from rolegate.admin.guard import Actor
 from rolegate.admin.models import BindingIn
 from rolegate.admin.people import People, load_people
 from rolegate.admin.request_models import AccessRequestIn, ApproveIn, DenyIn
+from rolegate.admin.request_notify import notify
 from rolegate.admin.service import AdminService
 from rolegate.admin.state import BINDINGS, USER_SETTINGS, compile_state, daypass_bindings
 from rolegate.admin.wording import attempt_words, duration_words
@@ -167,8 +168,6 @@ class AccessRequests:
             fresh = await self.store.get(NAMESPACE, record.key)
             return fresh if fresh is not None else record
         await self._audit("expire", record.key, doc, expired, actor=None)
-        from rolegate.admin.request_notify import notify
-
         notify(self.runtime, "access_request.expired", expired)
         return Record(record.key, expired, version, record.expires_at)
 
@@ -281,8 +280,6 @@ class AccessRequests:
         await self.store.put(NAMESPACE, key, doc, expected_version=0,
                              expires_at=expires + longest + RETENTION)
         await self._audit("request", key, None, doc)
-        from rolegate.admin.request_notify import notify
-
         notify(self.runtime, "access_request.created", doc, found)
         return True, request_out(self.config, doc, now)
 
@@ -379,8 +376,6 @@ class AccessRequests:
                 log.warning("access request %s: could not put it back to pending: %s", key, exc)
             raise
         await self._audit("approve", key, doc, answered)
-        from rolegate.admin.request_notify import notify
-
         notify(self.runtime, "access_request.approved", answered)
         return {"applied": True, "request": request_out(self.config, answered, time.time()),
                 "plan": plan.to_json(), "until": until_iso, "preview": {**preview, "dry_run": False}}
@@ -426,8 +421,6 @@ class AccessRequests:
         except VersionConflict:
             raise Conflict("someone answered this request meanwhile; open it again") from None
         await self._audit("deny", key, doc, answered)
-        from rolegate.admin.request_notify import notify
-
         notify(self.runtime, "access_request.denied", answered)
         return request_out(self.config, answered, now)
 

@@ -13,6 +13,8 @@ import logging
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from rolegate.admin.errors import PreconditionFailed
+from rolegate.audit import admin_change_event
 from rolegate.authz import Policy, compile_policy
 from rolegate.authz.stored import ASSIGNMENTS, MEMBERS, assigned_of, member_of, switches_of
 from rolegate.config.sections.policy import Binding, Role
@@ -111,7 +113,7 @@ async def daypass_bindings(store: Any, config: Any, now: float) -> list[tuple[Bi
     """Active day-pass bindings, when the day-pass stage is installed (it owns that namespace)."""
     if config.daypass is None:
         return []
-    try:
+    try:  # lazy: ~100 ms (cryptography, segno) that `rolegate test` and configs without day passes never need
         from rolegate.identity.daypass import active_pass_bindings
     except ImportError:
         return []
@@ -123,9 +125,6 @@ async def write_many(service: Any, actor: Any, namespace: str, changes: list[tup
     """Write every ``(key, value, old value, expected version)`` in one Store transaction (a conflict on any
     writes none: 412), audit each change as the actor's, and bump the policy so that every worker compiles
     it before its next request. Returns the new versions, in order."""
-    from rolegate.admin.errors import PreconditionFailed
-    from rolegate.audit import admin_change_event
-
     try:
         versions = await service.store.put_many(namespace, [(key, value, expected)
                                                             for key, value, _, expected in changes])

@@ -403,11 +403,11 @@ def add_ui_routes(reserved: web.Application, holder: Any) -> None:
     from rolegate.admin.user_ui import add_user_pages  # imports this module: registered here, not at the top
 
     add_user_pages(r, pages, base)
-    from rolegate.admin.requests_ui import add_request_pages
+    from rolegate.admin.requests_ui import add_request_pages  # imports this module, as user_ui does
 
     add_request_pages(r, pages, base)
     try:
-        from rolegate.admin.daypass_ui import add_daypass_pages
+        from rolegate.admin.daypass_ui import add_daypass_pages  # imports this module, as user_ui does
     except ImportError:  # the day-pass stage is not installed yet
         pass
     else:

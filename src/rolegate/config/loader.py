@@ -180,7 +180,7 @@ def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None =
 
 def load_config_text(text: str, *, file: str = "<config>", base_dir: Path | None = None,
                      env: Mapping[str, str] | None = None) -> "Config":
-    from rolegate.config.schema import Config
+    from rolegate.config.schema import Config  # schema imports this module (SourceMap): a cycle at the top
 
     data, source = parse_yaml(text, file)
     if not isinstance(data, dict):

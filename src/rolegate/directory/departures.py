@@ -97,7 +97,7 @@ def read_departures(conn: ldap3.Connection, schema: DirectorySchema, since: str,
 
 def list_ids(conn: ldap3.Connection, schema: DirectorySchema, page_size: int) -> Departures:
     """Every user and group id in scope now: one paged search per base for the id attribute alone."""
-    from rolegate.directory.reader import entry_id, paged
+    from rolegate.directory.reader import entry_id, paged  # reader imports this module: a cycle at the top
 
     listed: set[str] = set()
     for base, query in ((schema.users_base, schema.users_filter), (schema.groups_base, schema.groups_filter)):
@@ -143,7 +143,7 @@ def tombstones_visible(conn: ldap3.Connection, nc: str) -> bool:
 
 def _accesslog(conn: ldap3.Connection, schema: DirectorySchema, since: str, page_size: int) -> Departures | None:
     """Ids written since ``since`` according to the accesslog; None (warned) when it cannot be read."""
-    from rolegate.directory.reader import paged
+    from rolegate.directory.reader import paged  # reader imports this module: a cycle at the top
 
     log_base = schema.accesslog
     assert log_base is not None

@@ -32,6 +32,7 @@ def _filter(value: str | None) -> str | None:
 
 
 def _is_dn(value: str) -> bool:
+    # Lazy: every command loads the config, and ldap3 costs ~40 ms (130 modules) that only a directory needs.
     from ldap3.core.exceptions import LDAPInvalidDnError
     from ldap3.utils.dn import parse_dn
 

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from rolegate.config.types import Duration, Section
+from rolegate.config.types import Duration, Section, parse_duration
 
 
 class TokensConfig(Section):
@@ -82,8 +82,6 @@ class DaypassTemplate(Section):
     @field_validator("expires")
     @classmethod
     def _expires(cls, value: str) -> str:
-        from rolegate.config.types import parse_duration
-
         if value != "end_of_day":
             if parse_duration(value) <= timedelta(0):
                 raise ValueError("expires must be end_of_day or a positive duration such as 8h")
@@ -143,8 +141,6 @@ _RATE_UNITS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "min
 
 def parse_rate(value: str) -> tuple[int, float]:
     """'10/min', '5/s', '100/h' or '20/10m' -> (hits, window seconds)."""
-    from rolegate.config.types import parse_duration
-
     m = _RATE.match(value)
     if m is None:
         raise ValueError(f"{value!r} is not a rate; write e.g. 10/min, 5/s or 20/10m")

@@ -7,6 +7,7 @@ import os
 from datetime import timedelta
 from typing import Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
@@ -115,8 +116,6 @@ class ServerConfig(Section):
     @field_validator("timezone")
     @classmethod
     def _timezone(cls, value: str | None) -> str | None:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
         if value is not None:
             try:
                 ZoneInfo(value)
