@@ -9,22 +9,30 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, cast
+from urllib.parse import parse_qsl
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from rolegate.audit import decision_event, request_event
-from rolegate.authz import effective_permissions, roles_of
+from rolegate.audit.events import DecisionVerdict
+from rolegate.authz import Decision, Identity, Policy, effective_permissions, roles_of
 from rolegate.authz.explain import decide_route
 from rolegate.authz.requirement import Requirement, requirement_of
 from rolegate.authz.where import where_for_route
+from rolegate.config.sections.routing import RedactConfig
 from rolegate.errors import Forbidden, MethodNotAllowed, RolegateError, Unauthenticated
-from rolegate.identity.authenticator import PENDING, bearer_token
+from rolegate.identity.authenticator import Pending, bearer_token
 from rolegate.identity.errors import AccountDisabled
 from rolegate.identity.origin import identified_by_cookie, started_here
+from rolegate.identity.principal import Principal
+from rolegate.identity.stage import IdentityStage
 from rolegate.limits import COOKIE_KEY_LENGTH
 from rolegate.proxy.headers import EncodedHeaders
 from rolegate.proxy.paths import normalize_path, split_segments
+from rolegate.proxy.redact import RedactionFilter
 from rolegate.proxy.routes import Route, canonical_host
 from rolegate.proxy.websocket import is_websocket_upgrade
 from rolegate.server import metrics
@@ -54,12 +62,12 @@ class Access:
     def __init__(self) -> None:
         self.route: Route | None = None
         self.path_qs = ""
-        self.principal: Any = None
-        self.identity: Any = None
+        self.principal: Principal | None = None
+        self.identity: Identity | None = None
         self.set_headers: dict[str, str] = _NO_HEADERS
         self.error: RolegateError | None = None
         self.allow_header: str | None = None
-        self.response_filter: Any = None
+        self.response_filter: RedactionFilter | None = None
         self.write = False
         self.scope: str | None = None
         # The remembered answer this one came from or was kept as (AccessMemo), when there is one: what
@@ -67,14 +75,12 @@ class Access:
         self.known: _Known | None = None
 
 
-def _query_getter(query: str):
+def _query_getter(query: str) -> Callable[[str], str | None]:
     parsed: dict[str, str] | None = None
 
     def get(name: str) -> str | None:
         nonlocal parsed
         if parsed is None:
-            from urllib.parse import parse_qsl
-
             parsed = {}
             for key, value in parse_qsl(query, keep_blank_values=True):
                 parsed.setdefault(key, value)  # the first value wins, like most frameworks
@@ -125,6 +131,9 @@ async def check_access(runtime: Runtime, request: web.BaseRequest, method: str, 
         # The epoch is taken first: a change while the awaited path runs makes what that path finds stale.
         epoch = runtime.epoch() if credential is not None else None  # nothing to remember without one
         known = memo.known.get((credential, route.upstream, _scope_key(route, scope))) if epoch is not None else None
+        principal: Principal | Pending | None
+        identity: Identity | None
+        policy: Policy | None
         if known is not None and memo.valid(known, epoch, runtime):
             principal, identity, policy = known.principal, known.identity, known.policy
             access.known = known
@@ -133,7 +142,7 @@ async def check_access(runtime: Runtime, request: web.BaseRequest, method: str, 
             # A browser's cached session is answered from memory; anything else (a bearer token, a
             # session to refresh or write back, no credential at all) takes the awaited path.
             principal = identity_stage.authenticate_now(request)
-            if principal is PENDING:
+            if isinstance(principal, Pending):
                 principal = await identity_stage.authenticate(request)
             if principal is None:
                 raise identity_stage.sign_in_required(f"{route.mode} route {route.name} needs a signed-in user",
@@ -193,12 +202,12 @@ async def check_access(runtime: Runtime, request: web.BaseRequest, method: str, 
             else:
                 access.set_headers = await _upstream_headers(runtime, memo, request, identity_stage, principal,
                                                              identity, policy, route, scope, headers_key)
-            if epoch is not None:  # one short credential (see _credential_of) on a runtime with a board
+            if epoch is not None and credential is not None:  # one short credential on a runtime with a board
                 access.known = memo.remember(runtime, identity_stage, credential, route, scope, principal,
                                              identity, policy, headers_key, epoch)
 
         # -- redaction: fields hidden unless the caller holds the route's `unless` permission -------------------
-        redact = route.redact
+        redact = cast("RedactConfig | None", route.redact)  # (typed ``object`` in proxy, below config)
         if redact is not None:
             unless = redact.unless
             # At the same place: an object the lookup placed is judged where it lies, not at itself alone.
@@ -227,7 +236,7 @@ def _cookie_key(cookies: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     return ("#", hashlib.blake2b("\n".join(cookies).encode("utf-8", "surrogateescape"), digest_size=32).hexdigest())
 
 
-def _public_headers(memo: "AccessMemo", identity_stage: Any, request: web.BaseRequest) -> dict[str, str]:
+def _public_headers(memo: AccessMemo, identity_stage: IdentityStage, request: web.BaseRequest) -> dict[str, str]:
     """A public route's upstream headers: the Cookie header without rolegate's own cookies (a signed-in
     browser sends its session cookie everywhere; no backend may see it), remembered per Cookie header."""
     cookies = request.headers.getall("Cookie", ())
@@ -245,7 +254,7 @@ def _public_headers(memo: "AccessMemo", identity_stage: Any, request: web.BaseRe
     return headers
 
 
-def _without_own_bearer(runtime: Runtime, request: web.BaseRequest, headers: Any) -> Any:
+def _without_own_bearer(runtime: Runtime, request: web.BaseRequest, headers: dict[str, str]) -> dict[str, str]:
     """A public route's headers, also dropping ``Authorization`` when it carries a token rolegate issued:
     apps send their token with every request, and no backend may see rolegate's credential."""
     tokens = runtime.tokens
@@ -263,7 +272,7 @@ class _Known:
 
     __slots__ = ("principal", "identity", "policy", "headers", "until", "expires", "epoch", "answer", "wire")
 
-    def __init__(self, principal: Any, identity: Any, policy: Any, headers: EncodedHeaders, until: float,
+    def __init__(self, principal: Principal, identity: Identity, policy: Policy, headers: EncodedHeaders, until: float,
                  expires: float, epoch: object) -> None:
         self.principal = principal
         self.identity = identity
@@ -272,7 +281,7 @@ class _Known:
         self.until = until
         self.expires = expires
         self.epoch = epoch
-        self.answer: Any = None  # forward-auth's answer headers for this entry, built on first use
+        self.answer: CIMultiDict[str] | None = None  # forward-auth's answer headers for this entry, built on first use
         self.wire: bytes | None = None  # the lean listener's answer head, built from ``answer`` on first use
 
 
@@ -322,8 +331,9 @@ class AccessMemo:
         return known.epoch is epoch and time.time() < known.until and (
             known.expires == math.inf or runtime.clock() < known.expires)
 
-    def remember(self, runtime: Runtime, identity_stage: Any, credential: tuple[str, str], route: Route,
-                 scope: str | None, principal: Any, identity: Any, policy: Any, headers_key: tuple[Any, ...],
+    def remember(self, runtime: Runtime, identity_stage: IdentityStage, credential: tuple[str, str], route: Route,
+                 scope: str | None, principal: Principal, identity: Identity, policy: Policy,
+                 headers_key: tuple[Any, ...],
                  epoch: object) -> _Known | None:
         """Keep what this check found for the next request with the same credential: a browser session
         answered from memory, a day-pass session or a rolegate bearer token (never an IdP's token, which
@@ -463,7 +473,7 @@ def _credential_of(request: web.BaseRequest) -> tuple[str, str] | None:
     return (cookie, authorization)
 
 
-def _headers_key(request: web.BaseRequest, principal: Any, identity: Any, policy: Any,
+def _headers_key(request: web.BaseRequest, principal: Principal, identity: Identity, policy: Policy,
                  route: Route, scope: str | None) -> tuple[Any, ...]:
     """Everything the upstream headers depend on (see ``_upstream_headers``)."""
     cookies = request.headers.getall("Cookie", ())
@@ -477,10 +487,9 @@ def _scope_key(route: Route, scope: str | None) -> str | None:
     return scope if scope is not None or route.permission is None else f"where {route.permission}"
 
 
-async def _upstream_headers(runtime: Runtime, memo: AccessMemo, request: web.BaseRequest, identity_stage: Any,
-                            principal: Any,
-                            identity: Any, policy: Any, route: Route, scope: str | None,
-                            key: tuple[Any, ...]) -> EncodedHeaders:
+async def _upstream_headers(runtime: Runtime, memo: AccessMemo, request: web.BaseRequest,
+                            identity_stage: IdentityStage, principal: Principal, identity: Identity, policy: Policy,
+                            route: Route, scope: str | None, key: tuple[Any, ...]) -> EncodedHeaders:
     """Identity headers, the caller's own cookies and the signed assertion, built once and reused.
 
     The key (``_headers_key``) holds everything the answer depends on: the principal object (a
@@ -492,7 +501,7 @@ async def _upstream_headers(runtime: Runtime, memo: AccessMemo, request: web.Bas
     """
     tokens = runtime.tokens
     minter = tokens.minter if tokens is not None else None
-    if minter is not None:
+    if tokens is not None and minter is not None:
         await tokens.keyring.sync()
     now = time.time()
     cache = memo.headers
@@ -507,11 +516,13 @@ async def _upstream_headers(runtime: Runtime, memo: AccessMemo, request: web.Bas
             not_before, until = entry.not_before, entry.expires
         except Exception:  # noqa: BLE001 - the functions below fail closed; just do not cache
             until = now
+        # A route naming no upstream (the front proxy forwards it) mints ``aud`` null, as it always has.
+        aud = audience_for(route.upstream, runtime.config.upstreams.get(route.upstream))  # type: ignore[arg-type]
         assertion, refresh_at = minter.assertion_headers_until(
             sub=principal.username, name=principal.name or principal.username, email=principal.email or "",
             roles=roles_of(policy, identity, scope, now), scope=scope or "",
             perms=effective_permissions(policy, identity, scope, now), sid=principal.session_id or "",
-            ver=policy.version, aud=audience_for(route.upstream, runtime.config.upstreams.get(route.upstream)),
+            ver=policy.version, aud=aud,
             where=where_for_route(policy, identity, route, scope, now))
         headers = {**headers, **assertion}
         until = min(until, refresh_at)
@@ -525,14 +536,16 @@ async def _upstream_headers(runtime: Runtime, memo: AccessMemo, request: web.Bas
     return encoded
 
 
-def _audit(runtime: Runtime, verdict: str, method: str, path: str, route: Route, principal: Any, decision: Any,
-           reasons: Any, started: float, request: web.BaseRequest) -> None:
+def _audit(runtime: Runtime, verdict: DecisionVerdict, method: str, path: str, route: Route, principal: Principal,
+           decision: Decision | None, reasons: Sequence[str] | None, started: float,
+           request: web.BaseRequest) -> None:
     """Hand a decision to the audit log: every denial, and the allowed reads the caller sampled."""
     _DECISIONS[(verdict, route.mode)].inc()
     audit = runtime.audit
     if audit is None:
         return
     if reasons is None:
+        assert decision is not None  # a caller without a decision names the reasons
         reasons = decision.reasons  # worked out only for events that are recorded
     audit.emit(decision_event(
         decision=verdict, user=principal.username, method=method, path=path,

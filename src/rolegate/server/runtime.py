@@ -14,14 +14,16 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from rolegate.audit import AuditLog
 from rolegate.authz import Identity, Policy, compile_policy, effective_permissions, roles_of
 from rolegate.server.object_lookup import ObjectLookups
 from rolegate.server.policy_state import compile_live_policy
 from rolegate.config import Config
+from rolegate.config.sections.routing import RedactConfig
 from rolegate.errors import ConfigError, ServiceUnavailable
+from rolegate.identity.principal import Principal
 from rolegate.identity.stage import IdentityStage
 from rolegate.proxy.forward import Forwarder
 from rolegate.proxy.redact import RedactionFilter, compile_redaction
@@ -32,6 +34,10 @@ from rolegate.store import Store, StoreUnavailable, open_store
 from rolegate.store.version_board import VersionBoard, board_path_for
 from rolegate.tokens import TokenStage
 from rolegate.tokens.subject import subject_check
+
+if TYPE_CHECKING:
+    from rolegate.directory import DirectorySnapshot, DirectoryUser  # at run time only with a directory: ldap3
+    from rolegate.server.access import AccessMemo  # access imports this module
 
 log = logging.getLogger("rolegate.runtime")
 
@@ -63,15 +69,16 @@ class Compiled:
                 problems.append(f"{where}: {exc}")
         self.redactors: dict[int, RedactionFilter] = {}
         for route in self.routes.routes:
-            if route.redact is not None:
+            # Route.redact is typed ``object`` (proxy sits below config): it holds the route's RedactConfig.
+            redact = cast("RedactConfig | None", route.redact)
+            if redact is not None:
                 try:
                     self.redactors[route.index] = RedactionFilter(
-                        compile_redaction(route.redact.fields), route.redact.max_bytes,
-                        route.redact.on_unredactable, route.label)
+                        compile_redaction(redact.fields), redact.max_bytes, redact.on_unredactable, route.label)
                 except ConfigError as exc:
                     problems.extend(f"{route.label}: redact: {p}" for p in exc.problems)
         if config.daypass is not None:  # a landing the pass could not open would strand its holder on a 403
-            from rolegate.identity.daypass.landing import landing_problems
+            from rolegate.identity.daypass.landing import landing_problems  # day passes: loaded only when used
 
             problems.extend(landing_problems(config, self.routes))
         if problems:
@@ -91,7 +98,8 @@ class Runtime:
                  "max_staleness", "_epoch", "_epoch_board", "_epoch_until", "access_memo", "object_lookup")
 
     def __init__(self, config: Config, compiled: Compiled, *, generation: int = 1, base_dir: Path | None = None,
-                 store: Store | None = None, board: VersionBoard | None = None, identity: Any = None,
+                 store: Store | None = None, board: VersionBoard | None = None,
+                 identity: IdentityStage | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.base_dir = base_dir
@@ -105,14 +113,14 @@ class Runtime:
         self.store = store
         self.board = board
         self.identity = identity
-        self.tokens: Any = None
-        self.audit: Any = None
+        self.tokens: TokenStage | None = None
+        self.audit: AuditLog | None = None
         self.policy: Policy = compile_policy(config)
-        self.directory: Any = None
+        self.directory: DirectorySnapshot | None = None
         self._seen: tuple[int, ...] = (-1,) * len(POLICY_COUNTERS)
         self._refresh_lock = asyncio.Lock()
         self._identities: dict[tuple[Any, ...], Identity] = {}
-        self._live_users: dict[str, tuple[float, Any]] = {}
+        self._live_users: dict[str, tuple[float, DirectoryUser | None]] = {}
         self._poller: asyncio.Task[None] | None = None
         self.clock = clock
         self._closed = False
@@ -122,7 +130,7 @@ class Runtime:
         self._epoch_board = b""
         self._epoch_until = -math.inf
         # What check_access remembers for this Runtime (rolegate.server.access.AccessMemo), made on first use.
-        self.access_memo: Any = None
+        self.access_memo: AccessMemo | None = None
         self.max_staleness = config.storage.max_staleness.total_seconds()
         # scopes.<type>.lookup: where the app says an object lies on a directory miss (None: no type has one).
         self.object_lookup = ObjectLookups.from_config(config)
@@ -259,7 +267,7 @@ class Runtime:
                         self.board.raise_to(name, value)
                 versions = tuple(max(counters[n], v) for n, v in zip(POLICY_COUNTERS, versions))
                 if self.config.directory is not None and (force or versions[1] != self._seen[1]):
-                    from rolegate.directory import load_snapshot
+                    from rolegate.directory import load_snapshot  # ldap3: only with a directory configured
 
                     self.directory = await load_snapshot(store)
                     self._identities.clear()
@@ -281,7 +289,7 @@ class Runtime:
             return self.policy.version
         return max(self.policy.version, sum(board.get(name) for name in POLICY_COUNTERS))
 
-    def unscoped_grants(self, principal: Any) -> tuple[tuple[str, ...], frozenset[str]]:
+    def unscoped_grants(self, principal: Principal) -> tuple[tuple[str, ...], frozenset[str]]:
         """Roles and permissions held globally, for access tokens (scoped ones are decided per request)."""
         identity = self._identities.get((principal.username,)) or self._identities.get(
             (principal.username, principal.groups))
@@ -293,10 +301,12 @@ class Runtime:
     async def _poll_store(self) -> None:
         """Learn of changes made by other processes (CLI, other instances) within a fraction of a second."""
         names = (*POLICY_COUNTERS, "sessions", "keys")
+        store, board = self.store, self.board
+        assert store is not None and board is not None  # started by create() only, which opens both
         while True:
             await asyncio.sleep(STORE_POLL_SECONDS)
             try:
-                counters = await _counters(self.store, names)
+                counters = await _counters(store, names)
                 self.store_ok_at = time.monotonic()
             except StoreUnavailable:
                 continue
@@ -306,11 +316,11 @@ class Runtime:
                 log.exception("version poll failed")
                 continue
             for name, value in counters.items():
-                self.board.raise_to(name, value)
+                board.raise_to(name, value)
 
     # -- who is asking ------------------------------------------------------------------------------
 
-    def identity_now(self, principal: Any) -> Identity | None:
+    def identity_now(self, principal: Principal) -> Identity | None:
         """``identity_for()`` when this worker already knows the answer; None: await it."""
         if getattr(principal, "daypass_id", None) is not None:
             return None
@@ -318,13 +328,13 @@ class Runtime:
             return self._identities.get((principal.username, principal.groups))
         return self._identities.get((principal.username,))
 
-    async def identity_for(self, principal: Any) -> Identity:
+    async def identity_for(self, principal: Principal) -> Identity:
         """The authz Identity of a principal: directory groups and disabled flag when a directory is set."""
         daypass = getattr(principal, "daypass_id", None)
         if daypass is not None:
             return Identity(principal.username, (), daypass=daypass)
         if self.config.directory is None:
-            key = (principal.username, principal.groups)
+            key: tuple[Any, ...] = (principal.username, principal.groups)
             identity = self._identities.get(key)
             if identity is None:
                 identity = self._remember(key, Identity(principal.username, principal.groups))
@@ -347,7 +357,7 @@ class Runtime:
         self._identities[key] = identity
         return identity
 
-    async def _live_user(self, username: str) -> Any:
+    async def _live_user(self, username: str) -> DirectoryUser | None:
         """A user the snapshot does not hold yet (a new hire): read live, cached briefly."""
         now = time.monotonic()
         cached = self._live_users.get(username)
@@ -375,7 +385,8 @@ class Runtime:
 async def _counters(store: Store, names: tuple[str, ...]) -> dict[str, int]:
     counters = getattr(store, "counters", None)
     if counters is not None:
-        return await counters(list(names))
+        found: dict[str, int] = await counters(list(names))
+        return found
     return {name: await store.counter(name) for name in names}
 
 
