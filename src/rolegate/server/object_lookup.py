@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 import time
 from itertools import islice
 from typing import Any
@@ -29,6 +30,7 @@ import aiohttp
 from prometheus_client import Counter
 
 from rolegate.authz.scopes import is_scope
+from rolegate.proxy.upstream_pool import tls_context
 from rolegate.server import metrics  # noqa: F401  (metric files first, see rolegate.server.metrics)
 
 log = logging.getLogger("rolegate.objects")
@@ -55,9 +57,8 @@ class _Type:
         # object -> (parent or None for "no such object", expires at, monotonic)
         self.cache: dict[str, tuple[str | None, float]] = {}
         self.inflight: dict[str, asyncio.Future[tuple[str | None, str | None]]] = {}
-        self.ssl: Any = None
+        self.ssl: ssl.SSLContext | None = None
         if self.url.startswith("https:"):
-            from rolegate.proxy.upstream_pool import tls_context
             self.ssl = tls_context(upstream_name, getattr(upstream, "ca_file", None))
 
 
