@@ -9,13 +9,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rolegate.audit import AuditLog, sync_event
 from rolegate.config import Config
 from rolegate.server import metrics
 from rolegate.store import Store, StoreUnavailable, open_store
 from rolegate.store.version_board import VersionBoard, board_path_for
+
+if TYPE_CHECKING:
+    from rolegate.directory import DirectorySync  # at run time only in the process that runs the directory: ldap3
 
 log = logging.getLogger("rolegate.directory.runner")
 
@@ -28,10 +31,10 @@ class DirectoryRunner:
     def __init__(self, config: Config, base_dir: Path | None) -> None:
         self.config = config
         self.base_dir = base_dir
-        self.sync: Any = None
+        self.sync: DirectorySync | None = None
         self.leader = False
         self.store: Store | None = None
-        self.audit: Any = None
+        self.audit: AuditLog | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -63,6 +66,7 @@ class DirectoryRunner:
 
     async def _audit_sync(self, kind: str, body: dict[str, Any]) -> None:
         summary = {k: body.get(k) for k in ("kind", "users", "groups", "forced")}
+        assert self.audit is not None  # opened before the sync that calls this is made
         await self.audit.emit_durable(sync_event(result="applied", mode=body.get("kind", "full"), summary=summary,
                                                  details=body))
 

@@ -44,7 +44,7 @@ from rolegate.identity.forward_auth import _MAX_URI, _METHODS, ENDPOINT, Routing
 from rolegate.server.access import remembered, remembered_target
 from rolegate.server.connections import default_max_connections
 from rolegate.server.drain import Listener
-from rolegate.server.runtime import RuntimeHolder
+from rolegate.server.runtime import Runtime, RuntimeHolder
 
 log = logging.getLogger("rolegate.lean_auth")
 
@@ -142,9 +142,9 @@ class LeanServer:
         self.connections: set[_Connection] = set()
         self.draining = False
         self.heads: dict[tuple[Any, ...], Any] = {}  # subrequest head -> what it says (see answer)
-        self.heads_runtime: Any = None  # the Runtime ``heads`` was read under
+        self.heads_runtime: Runtime | None = None  # the Runtime ``heads`` was read under
         self._timeouts: tuple[float, float] = (0.0, 0.0)
-        self._timeouts_of: Any = None
+        self._timeouts_of: Runtime | None = None
         self.loop: asyncio.AbstractEventLoop = asyncio.get_running_loop()
         self.answered = 0  # remembered answers written here (tests read these)
         self.relayed = 0   # requests handed to aiohttp

@@ -32,7 +32,7 @@ from rolegate.server.rundir import RunDir, runtime_root
 from rolegate.server.runtime import Compiled
 from rolegate.server.supervisor import Supervisor
 from rolegate.server.worker import worker_main
-from rolegate.store import MigrationRequired, open_store
+from rolegate.store import MigrationRequired, Store, open_store
 from rolegate.store.urls import redact_url
 
 log = logging.getLogger("rolegate.serve")
@@ -72,7 +72,7 @@ class StoreProbe:
     def __init__(self, config: Config, base_dir: Path | None) -> None:
         self.config = config
         self.base_dir = base_dir
-        self.store: Any = None
+        self.store: Store | None = None
         self.state: dict[str, str] = {"database": "starting"}
         if config.storage.cache_url:
             self.state["cache"] = "starting"
@@ -272,7 +272,7 @@ class Master:
         self.config_mtime = self._mtime()
         self.started = time.time()
         self.last_reload_error: str | None = None
-        self.directory: Any = None
+        self.directory: DirectoryRunner | None = None
         self._directory_swap: asyncio.Task[None] | None = None
         self.directory_started = False  # once True, a reload restarts the sync when its section changes
         self.storage: StoreProbe | None = None
