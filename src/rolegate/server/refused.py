@@ -26,9 +26,13 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from rolegate.authz import decide
+from rolegate.authz import Policy, decide
+from rolegate.config import Config
 from rolegate.errors import Forbidden
 from rolegate.identity.errors import AccountDisabled
+from rolegate.proxy.routes import Route
+from rolegate.server.access import Access
+from rolegate.server.runtime import Runtime
 from rolegate.web.responses import error_response
 
 log = logging.getLogger("rolegate.errors")
@@ -45,7 +49,7 @@ def _sign_out_links() -> str:
             f'<a href="{LOGOUT}" id="switch-account">Sign in as someone else</a>')
 
 
-async def refusal_page_for(runtime: Any, request: web.BaseRequest, access: Any) -> web.Response | None:
+async def refusal_page_for(runtime: Runtime, request: web.BaseRequest, access: Access) -> web.Response | None:
     """The 403 for a signed-in person (see the module docstring), or None for the usual answer."""
     try:
         return await _refusal(runtime, request, access)
@@ -55,7 +59,7 @@ async def refusal_page_for(runtime: Any, request: web.BaseRequest, access: Any) 
         return None
 
 
-async def _refusal(runtime: Any, request: web.BaseRequest, access: Any) -> web.Response | None:
+async def _refusal(runtime: Runtime, request: web.BaseRequest, access: Access) -> web.Response | None:
     error, principal = access.error, access.principal
     if principal is None or getattr(principal, "daypass_id", None) is not None:
         return None
@@ -91,8 +95,8 @@ async def _refusal(runtime: Any, request: web.BaseRequest, access: Any) -> web.R
     return error_response(request, error, extra_html=extra, fields=fields)
 
 
-async def _offer(runtime: Any, policy: Any, username: str, permission: str, scope: str | None, route: Any,
-                 request: web.BaseRequest, access: Any) -> tuple[str, str, list[dict[str, Any]]] | None:
+async def _offer(runtime: Runtime, policy: Policy, username: str, permission: str, scope: str | None, route: Route,
+                 request: web.BaseRequest, access: Access) -> tuple[str, str, list[dict[str, Any]]] | None:
     """Whom to ask and where: only with access requests on, a store, someone to ask, and no object."""
     if getattr(runtime.config, "access_requests", None) is None or runtime.store is None or route.object:
         return None
@@ -109,8 +113,10 @@ async def _offer(runtime: Any, policy: Any, username: str, permission: str, scop
     return names, f"{REQUEST_FORM}?{urlencode(query)}", [a.to_json() for a in closest[:10]]
 
 
-def _max_duration(config: Any) -> str:
-    seconds = int(config.access_requests.max_duration.total_seconds())
+def _max_duration(config: Config) -> str:
+    requests = config.access_requests
+    assert requests is not None  # an offer is made only with access requests on
+    seconds = int(requests.max_duration.total_seconds())
     for unit, factor in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds % factor == 0:
             return f"{seconds // factor}{unit}"
