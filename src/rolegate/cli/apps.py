@@ -62,7 +62,7 @@ def run_create(args: argparse.Namespace) -> int:
         print(f"rolegate: apps key create: app {args.app!r} does not accept API keys (set api_keys: true)",
               file=sys.stderr)
         return EXIT_ERROR
-    from rolegate.identity.app_credentials import create_key
+    from rolegate.identity.app_credentials import create_key  # lazy: identity, cryptography (see rolegate.cli)
 
     async def create(store: Any, board: Any, audit: Any) -> int:
         key, record = await create_key(store, args.app, by=operator(), label=args.label, audit=audit)
@@ -76,7 +76,7 @@ def run_create(args: argparse.Namespace) -> int:
 
 def run_list(args: argparse.Namespace) -> int:
     config = load_or_exit(args.config)
-    from rolegate.identity.app_credentials import list_keys
+    from rolegate.identity.app_credentials import list_keys  # lazy: identity, cryptography (see rolegate.cli)
 
     async def listing(store: Any, board: Any, audit: Any) -> int:
         shown = 0
@@ -100,6 +100,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_revoke(args: argparse.Namespace) -> int:
     config = load_or_exit(args.config)
+    # lazy: identity, cryptography (see rolegate.cli)
     from rolegate.identity.app_credentials import parse_key, revoke_key
 
     parsed = parse_key(args.key)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rolegate.cli import EXIT_ERROR, EXIT_OK, add_config_argument, load_or_exit
+from rolegate.store import StoreUnavailable, open_store
 
 EXIT_TAMPERED = 1
 CSV_COLUMNS = ("seq", "time", "kind", "user", "decision", "method", "path", "status", "permission", "scope",
@@ -52,8 +53,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 async def _with_store(config: Any, config_path: str, action):
-    from rolegate.store import open_store
-
     store = await open_store(config.storage, base_dir=Path(config_path).resolve().parent)
     try:
         return await action(store)
@@ -63,11 +62,8 @@ async def _with_store(config: Any, config_path: str, action):
 
 def run_verify(args: argparse.Namespace) -> int:
     config = load_or_exit(args.config)
-    from rolegate.audit.checkpoint import checkpoint_key
-    from rolegate.audit.verify import CannotVerify, verify_chain
-    from rolegate.store.base import StoreUnavailable
-
-    from rolegate.audit.verify import CopyReport, compare_with_copy, verify_copy
+    from rolegate.audit.checkpoint import checkpoint_key  # lazy: the audit package (see rolegate.cli)
+    from rolegate.audit.verify import CannotVerify, CopyReport, compare_with_copy, verify_chain, verify_copy
 
     base_dir = Path(args.config).resolve().parent
     copies = [Path(name[len("jsonl:"):]) for name in config.audit.sinks if name.startswith("jsonl:")]
@@ -128,6 +124,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
 def run_query(args: argparse.Namespace) -> int:
     config = load_or_exit(args.config)
+    # lazy: the audit package (see rolegate.cli)
     from rolegate.audit.query import AuditFilters, parse_time, query_events
 
     try:
@@ -175,7 +172,7 @@ def _csv_row(event: dict[str, Any]) -> list[str]:
 
 def run_prune(args: argparse.Namespace) -> int:
     config = load_or_exit(args.config)
-    from rolegate.audit.checkpoint import checkpoint_key
+    from rolegate.audit.checkpoint import checkpoint_key  # lazy: the audit package (see rolegate.cli)
     from rolegate.audit.query import parse_time
     from rolegate.audit.retention import prune, prune_expired
 

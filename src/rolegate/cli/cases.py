@@ -42,9 +42,14 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from rolegate.cli import EXIT_ERROR, EXIT_OK, add_config_argument, load_or_exit
+from rolegate.cli.explain import explain_request
+from rolegate.config.loader import parse_yaml, validation_problems
 from rolegate.config.sections.policy import EVERYWHERE, NAME, PERMISSION, SCOPE, Binding
 from rolegate.config.types import Section
 from rolegate.errors import ConfigError
+from rolegate.proxy.route_table import compile_routes
+from rolegate.store import StoreUnavailable, open_store
+from rolegate.store.sqlite import sqlite_path
 
 EXIT_FAILED = 1
 
@@ -144,8 +149,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def load_cases(path: str) -> CaseFile:
     """Read and validate a case file; every problem as ``FILE:LINE: key.path: reason`` (ConfigError)."""
-    from rolegate.config.loader import parse_yaml, validation_problems
-
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -196,11 +199,9 @@ def run(args: argparse.Namespace) -> int:
 
 async def run_cases(config_path: str, config: Any, cases: tuple[Case, ...]) -> tuple[list[Outcome], list[str]]:
     """Decide every case; the policy is the config plus the Store's state, plus each case's ``given``."""
-    from rolegate.admin.state import compile_state
+    from rolegate.admin.state import compile_state  # lazy: admin, authz (see rolegate.cli)
     from rolegate.authz import Identity
     from rolegate.authz.explain import explain
-    from rolegate.cli.explain import explain_request
-    from rolegate.proxy.route_table import compile_routes
 
     notes: list[str] = []
     state, snapshot = await _stored_state(config_path, config, notes)
@@ -243,6 +244,7 @@ async def run_cases(config_path: str, config: Any, cases: tuple[Case, ...]) -> t
 
 def _with_given(state: Any, given: Given, index: int) -> Any:
     """The stored state with one case's ``given`` added, as the admin API would have stored it."""
+    # lazy: admin, authz (see rolegate.cli)
     from rolegate.admin.state import ASSIGNED, SCOPE_MEMBERS, USER_SETTINGS, BINDINGS
     from rolegate.authz.stored import switches_of
 
@@ -265,13 +267,10 @@ def _with_given(state: Any, given: Given, index: int) -> Any:
 
 async def _stored_state(config_path: str, config: Any, notes: list[str]) -> tuple[Any, Any]:
     """The admin API's stored state and the directory snapshot, when a Store exists for this config."""
-    from rolegate.admin.state import DynamicState, load_state
-    from rolegate.store import StoreUnavailable, open_store
+    from rolegate.admin.state import DynamicState, load_state  # lazy: admin (see rolegate.cli)
 
     base_dir = Path(config_path).resolve().parent
     if config.storage.url.startswith("sqlite:"):
-        from rolegate.store.sqlite import sqlite_path
-
         db = sqlite_path(config.storage.url)
         if not (db if db.is_absolute() else base_dir / db).exists():
             notes.append("no store exists for this config: cases run against the config file only")
@@ -285,7 +284,7 @@ async def _stored_state(config_path: str, config: Any, notes: list[str]) -> tupl
         state = await load_state(store)
         snapshot = None
         if config.directory is not None:
-            from rolegate.directory import load_snapshot
+            from rolegate.directory import load_snapshot  # lazy: directory, ldap3 (see rolegate.cli)
 
             snapshot = await load_snapshot(store)
         return state, snapshot

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from rolegate.cli import EXIT_ERROR, EXIT_OK, add_config_argument, load_or_exit
+from rolegate.proxy.route_table import compile_routes
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,8 +16,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = load_or_exit(args.config)
-    from rolegate.proxy.route_table import compile_routes
-
     table, problems = compile_routes(config)
     if problems:
         print(f"rolegate: {args.config}: {len(problems)} route problem(s):")
@@ -25,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     # Everything else `serve` compiles before it starts or reloads: upstreams (TLS files
     # included) and redactions. A config that passes check must not fail there.
-    from rolegate.server.runtime import Compiled
+    from rolegate.server.runtime import Compiled  # lazy: the server, aiohttp (see rolegate.cli)
 
     Compiled(config)  # ConfigError: printed with every problem, exit 2 (see rolegate.cli.main)
     print(f"{args.config}: OK ({len(config.routes)} routes, {len(config.roles)} roles, "

@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from rolegate.cli import EXIT_ERROR, EXIT_OK, add_config_argument, load_or_exit
+from rolegate.errors import RolegateError
+from rolegate.store import open_store
+from rolegate.store.version_board import VersionBoard, board_path_for
 
 EXIT_NOT_FOUND = 1
 
@@ -60,9 +63,7 @@ def operator() -> str:
 
 async def _with_state(config: Any, config_path: str, action: Callable[..., Awaitable[int]]) -> int:
     """Open the Store, the version board and the audit log like a worker does; close them after."""
-    from rolegate.audit import AuditLog
-    from rolegate.store import open_store
-    from rolegate.store.version_board import VersionBoard, board_path_for
+    from rolegate.audit import AuditLog  # lazy: the audit package (see rolegate.cli)
 
     base_dir = Path(config_path).resolve().parent
     store = await open_store(config.storage, base_dir=base_dir)
@@ -88,8 +89,7 @@ def run_issue(args: argparse.Namespace) -> int:
     config = load_or_exit(args.config)
     if not _needs_daypass(config):
         return EXIT_ERROR
-    from rolegate.errors import RolegateError
-    from rolegate.identity.daypass import issue_pass
+    from rolegate.identity.daypass import issue_pass  # lazy: day passes, aiohttp (see rolegate.cli)
     from rolegate.identity.daypass.expiry import format_local
 
     async def issue(store: Any, board: Any, audit: Any) -> int:
@@ -127,7 +127,7 @@ def run_list(args: argparse.Namespace) -> int:
     config = load_or_exit(args.config)
     if not _needs_daypass(config):
         return EXIT_ERROR
-    from rolegate.identity.daypass import list_passes
+    from rolegate.identity.daypass import list_passes  # lazy: day passes, aiohttp (see rolegate.cli)
     from rolegate.identity.daypass.expiry import format_local
 
     async def listing(store: Any, board: Any, audit: Any) -> int:
@@ -158,7 +158,7 @@ def _token_service(config: Any, store: Any, board: Any) -> Any:
     if config.session is None and config.tokens.key_secret is None:
         return None
     try:
-        from rolegate.tokens import TokenStage
+        from rolegate.tokens import TokenStage  # lazy: tokens, aiohttp (see rolegate.cli)
 
         return TokenStage(config, store, board=board, current_version=lambda: 0).service
     except Exception as exc:  # noqa: BLE001 - the pass is revoked either way; its binding is gone
@@ -171,6 +171,7 @@ def run_revoke(args: argparse.Namespace) -> int:
     config = load_or_exit(args.config)
     if not _needs_daypass(config):
         return EXIT_ERROR
+    # lazy: day passes, aiohttp (see rolegate.cli)
     from rolegate.identity.daypass import PassNotFound, pass_id_from, revoke_pass
 
     pass_id = pass_id_from(args.target)

@@ -6,10 +6,17 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from datetime import datetime, timezone
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from rolegate.cli import EXIT_ERROR, EXIT_OK, add_config_argument, load_or_exit
+from rolegate.errors import AmbiguousPath
+from rolegate.proxy.paths import normalize_path, split_segments
+from rolegate.proxy.route_table import compile_routes
+from rolegate.store import StoreUnavailable, open_store
+from rolegate.store.sqlite import sqlite_path
 
 EXIT_DENIED = 3
 
@@ -51,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
             now = now.replace(tzinfo=timezone.utc)
     config = load_or_exit(args.config)
 
-    from rolegate.authz import Identity
+    from rolegate.authz import Identity  # lazy: authz (see rolegate.cli)
     from rolegate.authz.explain import explain
 
     notes: list[str] = []
@@ -92,10 +99,7 @@ def explain_request(config, policy, identity, method: str, url: str, now=None, t
     An ambiguous path is denied (the proxy answers it with 400). ``table``: the compiled route table,
     when the caller asks many questions of one config.
     """
-    from rolegate.authz.explain import Explanation, explain_route
-    from rolegate.errors import AmbiguousPath
-    from rolegate.proxy.paths import normalize_path, split_segments
-    from rolegate.proxy.route_table import compile_routes
+    from rolegate.authz.explain import Explanation, explain_route  # lazy: authz (see rolegate.cli)
 
     method = method.upper()
     parts = urlsplit(url)
@@ -125,16 +129,11 @@ def explain_request(config, policy, identity, method: str, url: str, now=None, t
 
 async def _live_state(config_path: str, config, username: str, want_user: bool, notes: list[str]):
     """The policy the proxy enforces now (config + stored state) and the user's directory entry."""
-    from pathlib import Path
-
-    from rolegate.authz import compile_policy
+    from rolegate.authz import compile_policy  # lazy: authz, server.policy_state (see rolegate.cli)
     from rolegate.server.policy_state import compile_live_policy
-    from rolegate.store import StoreUnavailable, open_store
 
     base_dir = Path(config_path).resolve().parent
     if config.storage.url.startswith("sqlite:"):
-        from rolegate.store.sqlite import sqlite_path
-
         db = sqlite_path(config.storage.url)
         if not (db if db.is_absolute() else base_dir / db).exists():
             notes.append("no store exists yet for this config: evaluated against the config file only")
@@ -145,12 +144,10 @@ async def _live_state(config_path: str, config, username: str, want_user: bool, 
         notes.append(f"the store could not be opened ({exc}): evaluated against the config file only")
         return compile_policy(config), None
     try:
-        import time
-
         policy = await compile_live_policy(config, store, time.time())
         user = None
         if want_user and config.directory is not None:
-            from rolegate.directory import load_snapshot
+            from rolegate.directory import load_snapshot  # lazy: directory, ldap3 (see rolegate.cli)
 
             snapshot = await load_snapshot(store)
             user = snapshot.user(username) if snapshot is not None else None

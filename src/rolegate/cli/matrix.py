@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = load_or_exit(args.config)
-    from rolegate.authz.matrix import build_matrix, render
+    from rolegate.authz.matrix import build_matrix, render  # lazy: authz (see rolegate.cli)
 
     roles = [r.strip() for r in args.roles.split(",") if r.strip()] if args.roles else None
     try:

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from pathlib import Path
 
 from rolegate.cli import EXIT_OK, add_config_argument, load_or_exit
+from rolegate.store import StoreUnavailable, migrate, migrations
+from rolegate.store.urls import redact_url
 
 EXIT_PENDING = 1
 EXIT_UNAVAILABLE = 4
@@ -23,11 +26,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from rolegate.store import StoreUnavailable, migrate
-    from rolegate.store.urls import redact_url
-
     config = load_or_exit(args.config)
     storage = config.storage
     where = redact_url(storage.url)
@@ -52,8 +50,7 @@ def _check(storage, where: str) -> int:
     if not storage.is_postgres:
         print(f"{where}: SQLite needs no migrations")
         return EXIT_OK
-    from rolegate.store import migrations
-    from rolegate.store.postgres import connect
+    from rolegate.store.postgres import connect  # lazy: asyncpg (see rolegate.cli)
 
     async def pending() -> list[str]:
         conn = await connect(storage.url, timeout=storage.connect_timeout.total_seconds())

@@ -14,6 +14,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rolegate.server.master import serve
+    from rolegate.server.master import serve  # lazy: the server, aiohttp (see rolegate.cli)
 
     return serve(args.config, args.log_level)

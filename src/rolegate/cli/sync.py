@@ -13,6 +13,7 @@ import sys
 from typing import Any, TextIO
 
 from rolegate.cli import EXIT_ERROR, EXIT_OK, add_config_argument, load_or_exit
+from rolegate.store import open_store
 
 EXIT_FAILED = 4
 EXIT_REFUSED = 5
@@ -46,8 +47,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _sync(config: Any, *, dry_run: bool, force: bool) -> Any:
-    from rolegate.directory import DirectorySync
-    from rolegate.store import open_store
+    from rolegate.directory import DirectorySync  # lazy: directory, ldap3 (see rolegate.cli)
 
     store = await open_store(config.storage)
     try:
