@@ -18,6 +18,7 @@ from typing import Any
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from rolegate.audit import AuditLog
 from rolegate.server import metrics
 
 
@@ -38,7 +39,7 @@ _keys = itertools.count(1)
 _shown: set[tuple[str, str]] = set()
 
 
-def publish(audit: Any) -> None:
+def publish(audit: AuditLog) -> None:
     """The AuditLog observer: counters by the increase since the last call, gauges for this process."""
     global _shown
     seen = audit.observer_state
