@@ -39,10 +39,10 @@ EXIT_ERROR = 2
 # what only it needs and what costs: the server and aiohttp (serve ~350 ms, check ~290 ms), day passes and tokens
 # (~215 ms each), admin.state (test, ~190 ms), identity.app_credentials and cryptography (apps, ~190 ms),
 # directory and ldap3 (sync, explain, test, ~70 ms), authz (explain, test, matrix, ~25 ms), the audit package
-# (audit, daypass, apps, ~20 ms), asyncpg (migrate --check, ~18 ms). Together ~500 ms of CPU and ~640 modules
-# that `rolegate --help` (~250 ms) does not load. Config, store and proxy are imported at the top: main() loads
-# the store for every command, and moving them up cost --help ~40 ms. (Process time after build_parser, min of 5
-# runs, 2026-12-07.)
+# (audit, daypass, apps, ~20 ms), asyncpg (migrate --check, ~18 ms). Together ~450-500 ms of CPU and ~640 modules
+# that `rolegate --help` (~300 ms of CPU) does not load. Config, store and proxy are imported at the top: main()
+# loads the store for every command, and moving them up cost --help ~35 ms. (Process time after build_parser,
+# min of 5 runs, 2026-12-07.)
 
 
 def build_parser() -> argparse.ArgumentParser:
