@@ -26,9 +26,11 @@ from typing import Any
 
 import jwt
 
+from rolegate.audit import AuditLog
 from rolegate.audit.events import admin_change_event
+from rolegate.config import Config
 from rolegate.errors import ServiceUnavailable
-from rolegate.identity.provider_jwt import InvalidProviderToken
+from rolegate.identity.provider_jwt import InvalidProviderToken, ProviderTokens
 from rolegate.store.base import Store, StoreUnavailable, VersionConflict
 
 log = logging.getLogger("rolegate.apps")
@@ -97,7 +99,7 @@ class KeyRecord:
                 "created_by": self.created_by, "revoked_at": self.revoked_at, "revoked_by": self.revoked_by}
 
 
-async def create_key(store: Store, app: str, *, by: str, label: str = "", audit: Any = None,
+async def create_key(store: Store, app: str, *, by: str, label: str = "", audit: AuditLog | None = None,
                      now: float | None = None) -> tuple[str, KeyRecord]:
     """A new key for ``app``: (the key text, shown once; its record). Only the secret's hash is stored."""
     now = time.time() if now is None else now
@@ -113,7 +115,7 @@ async def create_key(store: Store, app: str, *, by: str, label: str = "", audit:
     return f"{KEY_PREFIX}{key_id}_{secret}", record
 
 
-async def revoke_key(store: Store, key_id: str, *, by: str, audit: Any = None,
+async def revoke_key(store: Store, key_id: str, *, by: str, audit: AuditLog | None = None,
                      now: float | None = None) -> tuple[KeyRecord, bool] | None:
     """Revoke a key by id: (its record, whether it changed now); None when there is no such key."""
     found = await store.get(NAMESPACE, key_id)
@@ -136,14 +138,14 @@ async def list_keys(store: Store) -> list[KeyRecord]:
     return sorted((r for r in out if r is not None), key=lambda r: (r.app, r.created_at, r.id))
 
 
-async def _audit(audit: Any, by: str, key_id: str, action: str, before: Any, after: Any) -> None:
+async def _audit(audit: AuditLog | None, by: str, key_id: str, action: str, before: Any, after: Any) -> None:
     if audit is None:
         return
     await audit.emit_durable(admin_change_event(actor=by, target=f"{NAMESPACE}/{key_id}", action=action,
                                                 before=before, after=after, via="cli"))
 
 
-async def check_key(store: Store, config: Any, token: str) -> AppCaller:
+async def check_key(store: Store, config: Config, token: str) -> AppCaller:
     """The app an ``rgk_`` key belongs to, or AppCredentialRefused (unknown, revoked, wrong secret, app gone)."""
     parsed = parse_key(token)
     if parsed is None:
@@ -169,7 +171,7 @@ async def check_key(store: Store, config: Any, token: str) -> AppCaller:
 
 # -- IdP client-credentials tokens ---------------------------------------------------------------------------
 
-def app_audiences(config: Any) -> dict[str, str]:
+def app_audiences(config: Config) -> dict[str, str]:
     """client_id -> the audience its tokens must carry, for every app with a client_id."""
     out: dict[str, str] = {}
     for app in config.apps.values():
@@ -180,7 +182,7 @@ def app_audiences(config: Any) -> dict[str, str]:
     return out
 
 
-def claims_an_app(config: Any, token: str) -> bool:
+def claims_an_app(config: Config, token: str) -> bool:
     """Whether an IdP JWT presents itself as an app's: addressed to an apps audience, or naming an app's
     client as its own subject. Unverified: it only decides who judges the token (and that judge refuses)."""
     audiences = app_audiences(config)
@@ -203,7 +205,7 @@ def claims_an_app(config: Any, token: str) -> bool:
     return isinstance(client, str) and client in audiences and claims.get("sub") == client
 
 
-async def check_client_token(provider_tokens: Any, config: Any, token: str) -> AppCaller:
+async def check_client_token(provider_tokens: ProviderTokens | None, config: Config, token: str) -> AppCaller:
     """The app whose client-credentials token this is, or AppCredentialRefused."""
     audiences = app_audiences(config)
     try:

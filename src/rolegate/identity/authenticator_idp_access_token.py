@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import jwt
 from aiohttp import web
 
+from rolegate.config import Config
 from rolegate.identity.authenticator import Authenticator, BearerAuthenticator, bearer_token
 from rolegate.identity.errors import SignInRequired
 from rolegate.identity.principal import Principal, principal_from_claims
@@ -17,7 +18,6 @@ from rolegate.identity.provider_jwt import InvalidProviderToken
 from rolegate.identity.registry import register
 
 if TYPE_CHECKING:
-    from rolegate.config import Config
     from rolegate.identity.stage import IdentityStage
 
 log = logging.getLogger("rolegate.identity.bearer")
@@ -54,7 +54,7 @@ class IdPAccessTokenAuthenticator(BearerAuthenticator):
         return principal
 
 
-def _an_apps_own(config: "Config", claims: dict[str, Any]) -> bool:
+def _an_apps_own(config: Config, claims: dict[str, Any]) -> bool:
     """A configured app's client-credentials token (``sub`` = its ``client_id``): never a user, whatever the
     username claim says (an app authenticates to the admin API only, as itself)."""
     client = claims.get("client_id")

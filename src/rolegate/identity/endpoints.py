@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from rolegate.audit import AuditEvent, signin_event, signout_event
+from rolegate.config.sections.server import ServerConfig
 from rolegate.errors import BadRequest, NotFound, RolegateError
 from rolegate.identity.errors import ProviderUnavailable, SignInFailed
 from rolegate.identity.forward_auth import ForwardAuth
@@ -60,7 +61,7 @@ button{font:inherit;padding:.5rem 1rem}</style>
 """
 
 
-def _sent_by_another_site(request: web.BaseRequest, server: Any) -> bool:
+def _sent_by_another_site(request: web.BaseRequest, server: ServerConfig) -> bool:
     """The browser says another site started the request: its ``Origin`` is none of rolegate's own, or
     without one, ``Sec-Fetch-Site`` says so (see identity/origin.py). The session cookie, not the
     headers present, is what logout acts on, so nothing exempts it."""

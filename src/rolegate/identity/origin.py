@@ -27,6 +27,8 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from rolegate.config.sections.server import ServerConfig
+
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 # Principal.auth of the credentials a browser does not attach by itself (see identity/principal.py).
 _BEARER_KINDS = frozenset({"bearer", "rolegate_token"})
@@ -107,11 +109,11 @@ def _origins(public_url: str, allowed_hosts: tuple[str, ...]) -> Origins:
     return Origins(public_url, allowed_hosts)
 
 
-def origins_for(server: Any) -> Origins:
+def origins_for(server: ServerConfig) -> Origins:
     """The Origins of a ``server`` config section (built once per public URL and host list)."""
     return _origins(server.public_url, tuple(server.allowed_hosts))
 
 
-def started_here(request: web.BaseRequest, server: Any) -> bool:
+def started_here(request: web.BaseRequest, server: ServerConfig) -> bool:
     """``origins_for(server).started_here(request)``."""
     return origins_for(server).started_here(request)

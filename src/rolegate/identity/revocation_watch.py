@@ -8,9 +8,9 @@ decides cache staleness, so a shared-memory version board can replace it later.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from rolegate.store import Store, StoreUnavailable
+from rolegate.store.version_board import VersionBoard
 
 COUNTER = "sessions"
 
@@ -25,7 +25,7 @@ class RevocationWatch:
 
     __slots__ = ("_store", "_interval", "_value", "_checked_at", "_board")
 
-    def __init__(self, store: Store, *, interval: float = 0.25, board: Any = None) -> None:
+    def __init__(self, store: Store, *, interval: float = 0.25, board: VersionBoard | None = None) -> None:
         self._store = store
         self._interval = interval
         self._value = -1

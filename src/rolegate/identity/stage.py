@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from rolegate.audit import AuditLog
 from rolegate.config import Config
 from rolegate.identity.authenticator import PENDING, Authenticator, Pending, bearer_token
 from rolegate.identity.authenticator_cookie_session import CookieSessionAuthenticator
@@ -36,9 +37,9 @@ from rolegate.errors import ServiceUnavailable
 from rolegate.store import Store, StoreUnavailable, open_store
 
 if TYPE_CHECKING:
-    from rolegate.audit import AuditLog
+    # A type only: the day-pass package (segno and all) loads when a stage is built (registry.py), not on import.
     from rolegate.identity.daypass.service import DaypassService
-    from rolegate.tokens.service import TokenService
+    from rolegate.tokens.service import TokenService  # tokens sits above identity (tests/test_layers.py)
 
 log = logging.getLogger("rolegate.identity")
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
-from rolegate.audit import AuditEvent, daypass_event
+from rolegate.audit import AuditEvent, AuditLog, daypass_event
 from rolegate.audit.events import DaypassAction
 from rolegate.identity.daypass.record import PassRecord
 
@@ -20,13 +19,13 @@ def pass_event(action: DaypassAction, record: PassRecord, *, user: str | None, r
                          expires_at=record.expires_at, method=method, path=path, client=client, ts=ts)
 
 
-async def record_durably(audit: Any, event: Any) -> None:
+async def record_durably(audit: AuditLog | None, event: AuditEvent) -> None:
     """For changes (issue, redeem, revoke): acknowledged only once the event is committed."""
     if audit is not None:
         await audit.emit_durable(event)
 
 
-def record(audit: Any, event: Any) -> None:
+def record(audit: AuditLog | None, event: AuditEvent) -> None:
     """For observations on the request path (use, expire): never blocks the request."""
     if audit is None:
         return

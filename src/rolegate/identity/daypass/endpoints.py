@@ -15,12 +15,13 @@ import ipaddress
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from rolegate.authz import Identity
+from rolegate.authz import Identity, Policy
+from rolegate.config import Config
 from rolegate.display_time import display_zone
 from rolegate.errors import NotFound, RolegateError, TooManyRequests
 from rolegate.identity.daypass import codes
@@ -40,7 +41,7 @@ from rolegate.identity.daypass.ratelimit import allow_attempt
 from rolegate.identity.daypass.record import PassRecord
 from rolegate.identity.daypass.redeem import Lookup, claim_device, look_up, note_expiry
 from rolegate.identity.daypass.service import DaypassService, daypass_service
-from rolegate.proxy.routes import canonical_host
+from rolegate.proxy.routes import RouteTable, canonical_host
 from rolegate.web.responses import error_response
 
 if TYPE_CHECKING:
@@ -266,7 +267,7 @@ def pass_identity(pass_id: str) -> Identity:
     return Identity(f"daypass:{pass_id}", (), daypass=pass_id)
 
 
-def pass_zone(config: Any, template: str) -> str:
+def pass_zone(config: Config, template: str) -> str:
     """The zone a pass's times are shown in: its template's (where its day ends)."""
     tpl = config.daypass.templates.get(template) if config.daypass is not None else None
     return tpl.timezone if tpl is not None else display_zone(config)
@@ -274,7 +275,7 @@ def pass_zone(config: Any, template: str) -> str:
 
 # (pass id, scope) -> (policy, route table, links): a pass holder's every 403 shows the list, and working
 # it out walks the whole route table; it only changes with the policy or the routes (a new object each).
-_LINKS: dict[tuple[str, str], tuple[Any, Any, list[PassLink]]] = {}
+_LINKS: dict[tuple[str, str], tuple[Policy, RouteTable, list[PassLink]]] = {}
 _LINKS_MAX = 1000
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import segno
 
+from rolegate.audit import AuditLog
 from rolegate.config import Config
 from rolegate.config.sections.policy import SCOPE
 from rolegate.identity.daypass import codes
@@ -59,7 +59,7 @@ def render_qr(link: str) -> tuple[bytes, str]:
 async def issue_pass(store: Store, board: VersionBoard | None, config: Config, *, template: str, scope: str,
                      name: str | None, company: str | None, reason: str | None, issuer: str,
                      issuer_may_issue: Callable[[str], bool] | None, now: float,
-                     audit: Any = None) -> IssuedPass:
+                     audit: AuditLog | None = None) -> IssuedPass:
     """Issue a pass from ``template`` at ``scope``.
 
     ``issuer_may_issue(scope)`` answers whether the issuer holds rolegate:daypass:issue there (the admin

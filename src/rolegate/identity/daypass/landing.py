@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from rolegate.authz import Identity, compile_policy
@@ -19,6 +19,9 @@ from rolegate.config.sections.policy import Binding
 from rolegate.identity.daypass.codes import PASS_HOME
 from rolegate.identity.daypass.links import opens
 from rolegate.proxy.routes import RouteTable, canonical_host
+
+if TYPE_CHECKING:
+    from rolegate.server.runtime import Runtime
 
 # The stand-in pass of the check: an id no real pass has (real ids are 16 hex digits), and a scope id
 # no route pins (a landing fixed to building a would open for a pass at building a only).
@@ -81,7 +84,7 @@ def landing_problems(config: Any, routes: RouteTable) -> list[str]:
     return problems
 
 
-async def landing_for(runtime: Any, template_name: str, scope: str, identity: Any) -> str:
+async def landing_for(runtime: "Runtime", template_name: str, scope: str, identity: Identity) -> str:
     """Where this pass's browser goes now: the template's landing when this pass opens it, else the home."""
     daypass = runtime.config.daypass
     template = daypass.templates.get(template_name) if daypass is not None else None

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
+from rolegate.authz import Identity, Policy
 from rolegate.authz.explain import decide_route
 from rolegate.authz.requirement import Requirement, requirement_of
 from rolegate.errors import AmbiguousPath
@@ -58,7 +59,7 @@ def _no_header(_name: str) -> None:
     return None
 
 
-def opens(routes: RouteTable, policy: Any, identity: Any, host: str | None, target: str, now: float) -> Opening:
+def opens(routes: RouteTable, policy: Policy, identity: Identity, host: str | None, target: str, now: float) -> Opening:
     """Would ``GET target`` on ``host`` pass for ``identity`` under ``policy`` at ``now``?"""
     raw_path, _, query = target.partition("?")
     try:
@@ -164,7 +165,7 @@ def _title(config: Any, route: Route, target: str) -> str:
     return words[:1].upper() + words[1:] if words else target
 
 
-def pass_links(config: Any, routes: RouteTable, policy: Any, identity: Any, pass_scope: str, host: str | None,
+def pass_links(config: Any, routes: RouteTable, policy: Policy, identity: Identity, pass_scope: str, host: str | None,
                now: float, *, limit: int = MAX_LINKS) -> list[PassLink]:
     """The pages a pass at ``pass_scope`` opens, in config order, each verified with ``opens``."""
     links: list[PassLink] = []

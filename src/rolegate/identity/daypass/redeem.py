@@ -7,8 +7,9 @@ is a compare-and-set on the pass record, so two phones racing for a one-device p
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
+from rolegate.audit import AuditLog
 from rolegate.identity.daypass import codes
 from rolegate.identity.daypass.audit import pass_event, record
 from rolegate.identity.daypass.record import PassRecord, load_pass, save_pass
@@ -63,7 +64,7 @@ async def claim_device(store: Store, code: str, *, via: str, client: str | None,
     return Lookup("used_up", found.record, found.version)
 
 
-async def note_expiry(store: Store, audit: Any, rec: PassRecord, version: int, *, client: str | None,
+async def note_expiry(store: Store, audit: AuditLog | None, rec: PassRecord, version: int, *, client: str | None,
                       now: float) -> None:
     """Record a pass's expiry in the audit trail the first time anyone notices it (once per pass)."""
     if rec.expiry_audited or rec.revoked_at is not None:

@@ -9,7 +9,7 @@ holding a working pass gets ``None`` and the usual answer.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -21,12 +21,13 @@ from rolegate.web.malformed import printable
 from rolegate.web.responses import wants_html
 
 if TYPE_CHECKING:
+    from rolegate.server.access import Access
     from rolegate.server.runtime import Runtime
 
 log = logging.getLogger("rolegate.errors")
 
 
-async def outside_pass_page_for(runtime: "Runtime", request: web.BaseRequest, access: Any) -> web.Response | None:
+async def outside_pass_page_for(runtime: "Runtime", request: web.BaseRequest, access: "Access") -> web.Response | None:
     """The pass-aware 403 for ``access.error``, or None when the caller is not a browser holding a pass."""
     error = access.error
     if type(error) is not Forbidden or runtime.config.daypass is None or runtime.identity is None:
@@ -34,7 +35,8 @@ async def outside_pass_page_for(runtime: "Runtime", request: web.BaseRequest, ac
     if not wants_html(request):
         return None  # APIs keep the JSON error
     principal = access.principal
-    if principal is not None and getattr(principal, "daypass_id", None) is None:
+    pass_id: str | None = getattr(principal, "daypass_id", None)  # set on a pass holder (DaypassPrincipal)
+    if principal is not None and pass_id is None:
         return None  # staff, signed in: their own 403
     service = daypass_service(runtime.identity)
     if principal is None and service.cookie_name not in request.cookies:
@@ -42,7 +44,7 @@ async def outside_pass_page_for(runtime: "Runtime", request: web.BaseRequest, ac
     try:
         # Refused before authentication (no route matches), or to show the pass: its record, checked.
         held = await service.holder(request)
-        if held is None or (principal is not None and held[0].daypass_id != principal.daypass_id):
+        if held is None or (principal is not None and held[0].daypass_id != pass_id):
             return None
         _holder, record = held
         links = await links_of(runtime, record)

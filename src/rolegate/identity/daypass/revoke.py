@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
+from rolegate.audit import AuditLog
 from rolegate.identity.daypass.audit import pass_event, record_durably
 from rolegate.identity.daypass.errors import PassNotFound
 from rolegate.identity.daypass.record import PassRecord, load_pass, save_pass
@@ -11,9 +12,13 @@ from rolegate.identity.daypass.sessions import end_pass_sessions
 from rolegate.store import Store, VersionConflict
 from rolegate.store.version_board import VersionBoard, bump
 
+if TYPE_CHECKING:
+    from rolegate.tokens.service import TokenService
+
 
 async def revoke_pass(store: Store, board: VersionBoard | None, pass_id: str, *, by: str, now: float,
-                      reason: str | None = None, audit: Any = None, tokens: Any = None) -> tuple[PassRecord, bool]:
+                      reason: str | None = None, audit: AuditLog | None = None,
+                      tokens: "TokenService | None" = None) -> tuple[PassRecord, bool]:
     """Revoke ``pass_id``; returns (record, changed). Revoking twice is harmless (changed False).
 
     ``tokens``: the TokenService, so an app's refresh-token families from this pass end too.

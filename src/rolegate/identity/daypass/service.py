@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from rolegate.audit import AuditLog
+from rolegate.config import Config
 from rolegate.identity.daypass.audit import pass_event, record
 from rolegate.identity.daypass.errors import PassEnded
 from rolegate.identity.daypass.pages import ended_message
@@ -23,10 +25,9 @@ from rolegate.identity.daypass.sessions import PassSession, create_session, find
 from rolegate.identity.sealed_cookie import CookieSealer
 from rolegate.errors import ServiceUnavailable
 from rolegate.store import Store, StoreUnavailable
+from rolegate.store.version_board import VersionBoard
 
 if TYPE_CHECKING:
-    from rolegate.audit import AuditLog
-    from rolegate.config import Config
     from rolegate.identity.stage import IdentityStage
 
 log = logging.getLogger("rolegate.daypass")
@@ -57,7 +58,7 @@ class DaypassService:
 
     # -- what the Runtime provides ------------------------------------------------------------------
     @property
-    def config(self) -> "Config":
+    def config(self) -> Config:
         return self.stage.config
 
     @property
@@ -71,11 +72,12 @@ class DaypassService:
         return self.stage.store
 
     @property
-    def board(self) -> Any:
-        return self.stage.board
+    def board(self) -> VersionBoard | None:
+        board: VersionBoard | None = self.stage.board  # IdentityStage(board=...) takes it untyped
+        return board
 
     @property
-    def audit(self) -> "AuditLog | None":
+    def audit(self) -> AuditLog | None:
         return getattr(self.stage, "audit", None)
 
     @property
