@@ -31,6 +31,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from rolegate.config.sections.server import ServerConfig
 from rolegate.server import metrics
 
 log = logging.getLogger("rolegate.connections")
@@ -50,7 +51,7 @@ class Limits:
     max_connections: int
 
     @classmethod
-    def from_config(cls, server: Any) -> Limits:
+    def from_config(cls, server: ServerConfig) -> Limits:
         timeouts = server.timeouts
         return cls(header=timeouts.header.total_seconds(), idle=timeouts.idle.total_seconds(),
                    body=timeouts.body.total_seconds(),

@@ -15,13 +15,14 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from multiprocessing.connection import Connection
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import multiprocess
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from rolegate.config import Config, load_config
 from rolegate.errors import ConfigError
@@ -161,7 +162,7 @@ class StoreProbe:
             self.database_ok_at = self.ok_at[name]
             self.database_sent_at = sent
 
-    def collect(self) -> Any:
+    def collect(self) -> Iterator[Metric]:
         """Prometheus metric families for the internal listener (what /readyz's storage check knows)."""
         up = GaugeMetricFamily("rolegate_storage_up", "1 while the master's probe finds this backend answering "
                                "(database: PostgreSQL, cache: Redis)", labels=["backend"])
@@ -227,7 +228,7 @@ class StoreProbe:
                     await self._probe("cache", self.store.publish("health", "ping"), timeout)
             await asyncio.sleep(STORE_PROBE_SECONDS)
 
-    async def _probe(self, name: str, call: Any, timeout: float) -> None:
+    async def _probe(self, name: str, call: Awaitable[object], timeout: float) -> None:
         sent = time.monotonic()
         try:
             await asyncio.wait_for(call, timeout)

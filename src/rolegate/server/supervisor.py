@@ -32,7 +32,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 log = logging.getLogger("rolegate.serve")
 
@@ -161,7 +161,7 @@ class Supervisor:
             out["not_ready"] = not_ready
         return out
 
-    def collect(self) -> Iterator[Any]:
+    def collect(self) -> Iterator[Metric]:
         """Prometheus metric families (a custom collector for the internal listener's registry)."""
         up = GaugeMetricFamily("rolegate_worker_up", "1 while the worker in this slot serves", labels=["worker"])
         restarts = CounterMetricFamily("rolegate_worker_restarts", "Workers started to replace one that died",

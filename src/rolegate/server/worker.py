@@ -10,8 +10,8 @@ import asyncio
 import logging
 import os
 import signal
+from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
@@ -29,7 +29,7 @@ from rolegate.store import StoreUnavailable
 log = logging.getLogger("rolegate.worker")
 
 
-def worker_main(config_path: str, host: str, port: int, index: int, ready: Any, log_level: str,
+def worker_main(config_path: str, host: str, port: int, index: int, ready: Connection | None, log_level: str,
                 config: Config | None = None, run_dir: str | None = None) -> None:
     """Entry point of a spawned worker process.
 
@@ -76,7 +76,7 @@ async def reload_runtime(holder: RuntimeHolder) -> bool:
 RUNTIME_RETRY_SECONDS = (1.0, 2.0, 5.0)
 
 
-async def _create_runtime(config: Config, base_dir: Path, index: int, ready: Any,
+async def _create_runtime(config: Config, base_dir: Path, index: int, ready: Connection | None,
                           stop: asyncio.Event) -> Runtime | None:
     """``Runtime.create``, waiting out a Store that does not answer: one log line per attempt, and the master
     is told once (``("waiting", index, pid, why)``) so the wait is not taken for a stuck or failed start.
@@ -101,7 +101,8 @@ async def _create_runtime(config: Config, base_dir: Path, index: int, ready: Any
             pass
 
 
-async def _serve(config_path: str, host: str, port: int, index: int, ready: Any, config: Config | None) -> None:
+async def _serve(config_path: str, host: str, port: int, index: int, ready: Connection | None,
+                 config: Config | None) -> None:
     from rolegate.app import build_app  # server -> app: a known exception (tests/test_layers.py), kept lazy
 
     config = config if config is not None else load_config(config_path)
@@ -148,7 +149,7 @@ async def _serve(config_path: str, host: str, port: int, index: int, ready: Any,
     metrics.flush_buffered()
 
 
-def _watch_master(ready: Any, index: int, stop: asyncio.Event) -> None:
+def _watch_master(ready: Connection, index: int, stop: asyncio.Event) -> None:
     """Say "ready" through the master's pipe, then keep it as the lifeline: the master never writes to
     it, so it becoming readable means end-of-file, the master is gone (even by kill -9)."""
     loop = asyncio.get_running_loop()
