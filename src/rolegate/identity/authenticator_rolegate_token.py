@@ -31,8 +31,10 @@ class RolegateTokenAuthenticator(BearerAuthenticator):
 
     @property
     def service(self) -> "TokenService | None":
-        # The app attaches its TokenService as ``stage.tokens`` once the key ring is open.
-        return self._service if self._service is not None else getattr(self.stage, "tokens", None)
+        # The Runtime hands the stage its TokenService once the key ring is open (IdentityStage.use_tokens).
+        if self._service is not None or self.stage is None:
+            return self._service
+        return self.stage.tokens
 
     async def authenticate(self, request: web.BaseRequest) -> Principal | None:
         token = bearer_token(request)

@@ -119,7 +119,7 @@ class IdentityEndpoints:
     # -- /.rolegate/callback ------------------------------------------------------------------
     def _audit(self, event: AuditEvent) -> None:
         """Hand a sign-in/sign-out event to the worker's audit log (never fails the request)."""
-        audit = getattr(self.holder.runtime, "audit", None)
+        audit = self.holder.runtime.audit
         if audit is None:
             return
         try:

@@ -62,17 +62,17 @@ _COOKIE_CACHE_MAX = 4096
 class IdentityStage:
     """Authenticates requests (``await authenticate(request)``) and backs the sign-in endpoints."""
 
-    # Attached after construction (the Runtime: audit, clock, tokens; daypass_service: daypass) and absent
-    # until then, which is why their readers use ``getattr(stage, name, None)``.
-    audit: AuditLog
-    clock: Callable[[], float]
-    tokens: TokenService
-    daypass: DaypassService
-
     def __init__(self, config: Config, *, base_dir: Path | None = None, store: Store | None = None,
-                 board: Any = None) -> None:
+                 board: Any = None, audit: AuditLog | None = None, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.board = board
+        self.audit = audit  # sign-in, day-pass use and expiry events (None: a stage without I/O, in tests)
+        self.clock = clock
+        # The two that cannot come at construction: the token service needs this stage to authenticate the
+        # sessions it grants for, so the Runtime hands it over once both are open (``use_tokens``); the day-pass
+        # service is made on first use (daypass_service), keeping its package unloaded until then.
+        self.tokens: TokenService | None = None
+        self.daypass: DaypassService | None = None
         self.base_dir = base_dir
         self.redirects = RedirectPolicy(config.server.public_url, config.server.allowed_hosts)
         self.http = HttpSource()
@@ -114,6 +114,10 @@ class IdentityStage:
         self.authenticators: list[Authenticator] = build_authenticators(self)
         self._cookie_sessions = next((a for a in self.authenticators if isinstance(a, CookieSessionAuthenticator)),
                                      None)
+
+    def use_tokens(self, service: TokenService) -> None:
+        """Enable the ``rolegate_token`` bearer authenticator with the Runtime's open token service."""
+        self.tokens = service
 
     # -- resources ------------------------------------------------------------------------------
     @property

@@ -99,7 +99,7 @@ class Runtime:
 
     def __init__(self, config: Config, compiled: Compiled, *, generation: int = 1, base_dir: Path | None = None,
                  store: Store | None = None, board: VersionBoard | None = None,
-                 identity: IdentityStage | None = None,
+                 identity: IdentityStage | None = None, audit: AuditLog | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.base_dir = base_dir
@@ -114,7 +114,7 @@ class Runtime:
         self.board = board
         self.identity = identity
         self.tokens: TokenStage | None = None
-        self.audit: AuditLog | None = None
+        self.audit = audit
         self.policy: Policy = compile_policy(config)
         self.directory: DirectorySnapshot | None = None
         self._seen: tuple[int, ...] = (-1,) * len(POLICY_COUNTERS)
@@ -150,18 +150,16 @@ class Runtime:
         compiled = Compiled(config)
         store = await open_store(config.storage, base_dir=base_dir)
         runtime: Runtime | None = None
+        audit: AuditLog | None = None
         try:
             board = VersionBoard(board_path_for(config.storage.url, base_dir))
+            audit = AuditLog.from_config(store, config, base_dir=base_dir, run_retention=audit_retention)
             identity = None
             if config.oidc or config.session:
-                identity = IdentityStage(config, base_dir=base_dir, store=store, board=board)
+                identity = IdentityStage(config, base_dir=base_dir, store=store, board=board, audit=audit)
             runtime = cls(config, compiled, generation=generation, base_dir=base_dir, store=store, board=board,
-                          identity=identity)
-            runtime.audit = AuditLog.from_config(store, config, base_dir=base_dir, run_retention=audit_retention)
-            runtime.audit.start()
-            if identity is not None:
-                identity.audit = runtime.audit  # day-pass use/expiry events
-                identity.clock = runtime.clock
+                          identity=identity, audit=audit)
+            audit.start()
             await runtime.refresh(force=True)
             if config.session is not None or config.tokens.key_secret is not None:
                 from rolegate.identity.daypass import daypass_token_redeemer  # day passes: loaded only when used
@@ -172,11 +170,11 @@ class Runtime:
                     authenticate_session=identity.authenticate if identity is not None else None,
                     redeem_daypass=daypass_token_redeemer(runtime) if config.daypass is not None else None,
                     # every grant re-checks its subject as a request would: session, directory (and pass)
-                    reload_identity=subject_check(runtime), audit=runtime.audit,
+                    reload_identity=subject_check(runtime), audit=audit,
                     clock=runtime.clock)
                 await runtime.tokens.open()
                 if identity is not None:
-                    identity.tokens = runtime.tokens.service
+                    identity.use_tokens(runtime.tokens.service)
             runtime._poller = asyncio.ensure_future(runtime._poll_store())
             return runtime
         except BaseException:
@@ -184,6 +182,8 @@ class Runtime:
             if runtime is not None:
                 await runtime.close()
             else:
+                if audit is not None:
+                    await audit.close()  # its sinks' files are open from from_config on
                 await store.close()
             raise
 

@@ -7,7 +7,7 @@ Built from config in one call so the app wires tokens in three lines::
                         reload_identity=subject_check(runtime))  # every grant re-checks its subject
     await tokens.open()                       # loads or creates the signing key
     tokens.add_routes(app)                    # /.well-known/jwks.json, /.rolegate/token, .../revoke
-    identity.tokens = tokens.service          # enables the rolegate_token bearer authenticator
+    identity.use_tokens(tokens.service)       # enables the rolegate_token bearer authenticator
 """
 
 from __future__ import annotations

@@ -98,11 +98,6 @@ class DaypassEndpoints:
         stage = runtime.identity
         if runtime.config.daypass is None or stage is None or runtime.config.session is None:
             raise NotFound("day passes are not configured")
-        # The Runtime's audit log and clock, for handlers and for the pass check at every request.
-        if getattr(stage, "audit", None) is None and runtime.audit is not None:
-            stage.audit = runtime.audit
-        if getattr(stage, "clock", None) is None:
-            stage.clock = runtime.clock
         return runtime, daypass_service(stage)
 
     async def _limited(self, runtime: "Runtime", service: DaypassService, client: str, code: str) -> bool:

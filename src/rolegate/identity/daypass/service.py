@@ -1,13 +1,12 @@
 """The day-pass stage of one IdentityStage: the pass cookie, its sessions, and the check at every request.
 
 One instance per IdentityStage (``daypass_service(stage)``). It takes the audit log and the clock
-from the stage (``stage.audit``, ``stage.clock``, set by the Runtime) so that tests can move time.
+from the stage (``stage.audit``, ``stage.clock``, given to it at construction) so that tests can move time.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -78,11 +77,11 @@ class DaypassService:
 
     @property
     def audit(self) -> AuditLog | None:
-        return getattr(self.stage, "audit", None)
+        return self.stage.audit
 
     @property
     def clock(self) -> Callable[[], float]:
-        return getattr(self.stage, "clock", None) or time.time
+        return self.stage.clock
 
     # -- the pass cookie ----------------------------------------------------------------------------
     def cookie_args(self) -> dict[str, Any]:
@@ -193,7 +192,7 @@ class DaypassService:
 
 def daypass_service(stage: "IdentityStage") -> DaypassService:
     """The DaypassService of ``stage`` (created on first use)."""
-    service = getattr(stage, "daypass", None)
+    service = stage.daypass
     if service is None:
         service = DaypassService(stage)
         stage.daypass = service
