@@ -26,10 +26,9 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from rolegate.config import Config, load_config
 from rolegate.errors import ConfigError
-from rolegate.server.datadir import check_data_dir
 from rolegate.server.directory_runner import DirectoryRunner
 from rolegate.server.internal import build_internal_app
-from rolegate.server.rundir import RunDir, runtime_root
+from rolegate.server.rundir import RunDir
 from rolegate.server.runtime import Compiled
 from rolegate.server.supervisor import Supervisor
 from rolegate.server.worker import worker_main
@@ -473,16 +472,15 @@ class Master:
             await internal_runner.cleanup()
 
 
-def serve(config_path: str, log_level: str = "INFO") -> int:
-    """Run the master until SIGTERM/SIGINT. Returns the process exit code."""
-    config = load_config(config_path)
-    Compiled(config)
-    # The data directory before anything else: a worker that cannot open the database would only die.
-    check_data_dir(config, Path(config_path).resolve().parent, config_file=config_path)
-    # Before anything imports prometheus_client, which reads this once: the workers' metric files
-    # (and the master's own) go to this server's runtime directory, removed when the last process exits.
-    run_dir = RunDir.create(runtime_root(config, Path(config_path).resolve().parent), config_file=config_path)
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(run_dir.metrics)
+def serve(config_path: str, config: Config, run_dir: RunDir, log_level: str = "INFO") -> int:
+    """Run the master until SIGTERM/SIGINT. Returns the process exit code.
+
+    ``rolegate.cli.serve`` has checked the data directory and made ``run_dir`` (released there), and named its
+    metrics folder in PROMETHEUS_MULTIPROC_DIR before importing this module, which imports prometheus_client:
+    that reads the variable once, so the workers' metric files and the master's own go to this server's runtime
+    directory, removed when the last process exits.
+    """
+    Compiled(config)  # routes, upstreams and redactions must compile before any worker starts
     master = Master(config_path, config, log_level, run_dir)
     try:
         import uvloop  # not installed on Windows (see pyproject.toml): the stdlib loop then
@@ -490,7 +488,4 @@ def serve(config_path: str, log_level: str = "INFO") -> int:
         uvloop.install()
     except ImportError:  # pragma: no cover
         pass
-    try:
-        return asyncio.run(master.run())
-    finally:
-        run_dir.release()
+    return asyncio.run(master.run())
