@@ -1,5 +1,6 @@
-"""Prometheus metrics. With several worker processes, prometheus-client's multiprocess mode
-aggregates them on the internal listener (PROMETHEUS_MULTIPROC_DIR is set by the master)."""
+"""Prometheus metrics. prometheus-client's multiprocess mode aggregates the master's and every worker's on the
+internal listener: ``rolegate serve`` sets PROMETHEUS_MULTIPROC_DIR before the master imports this module
+(rolegate.cli.serve); the workers, spawned, inherit it."""
 
 from __future__ import annotations
 
