@@ -5,7 +5,7 @@ at module level and inside functions alike (a lazy import still ties the package
 ``if TYPE_CHECKING:`` are left out: they are annotations only and never run.
 
 A package is the first name under ``rolegate`` (``rolegate.server.access`` is ``server``); the top-level modules
-(``errors``, ``limits``, ``display_time``, ``app``) are their own layer, and ``from rolegate import __version__``
+(``errors``, ``limits``, ``memo``, ``display_time``, ``app``) are their own layer, and ``from rolegate import __version__``
 is the ``rolegate`` package itself. The direction, lowest first: web/errors/config ... identity, tokens, admin,
 server, app, cli.
 """
@@ -23,22 +23,25 @@ ALLOWED: dict[str, frozenset[str]] = {k: frozenset(v) for k, v in {
     "rolegate": set(),
     "errors": set(),
     "limits": set(),
+    # memo.BoundedCache, the one bounded cache every package's remembering uses (no rolegate imports).
+    "memo": set(),
     "display_time": set(),
     # HTTP glue shared by every stage: error pages/JSON, printable/loggable paths, the rate-limited malformed log.
     "web": {"errors"},
     "config": {"errors"},
     "store": set(),
-    "authz": {"config"},
+    "authz": {"config", "limits", "memo"},
     "notify": {"config"},
     "proxy": {"config", "errors"},
     "audit": {"errors", "store"},
     "directory": {"config", "errors", "store"},
     # Sign-in, sessions, forward-auth, day passes: never server or admin (the server hands check_access in).
-    "identity": {"audit", "authz", "config", "display_time", "errors", "limits", "proxy", "store", "web"},
+    "identity": {"audit", "authz", "config", "display_time", "errors", "limits", "memo", "proxy", "store",
+                 "web"},
     "tokens": {"audit", "errors", "identity", "store"},
     "admin": {"audit", "authz", "config", "display_time", "errors", "identity", "notify", "proxy", "store",
               "web"},
-    "server": {"audit", "authz", "config", "directory", "errors", "identity", "limits", "proxy", "store",
+    "server": {"audit", "authz", "config", "directory", "errors", "identity", "limits", "memo", "proxy", "store",
                "tokens", "web"},
     # The composition root: wires the stages into one aiohttp application.
     "app": {"admin", "errors", "identity", "proxy", "server", "tokens", "web"},

@@ -100,19 +100,17 @@ def request_out(config: Any, doc: dict[str, Any], now: float, plans: list[Plan] 
 
 
 # -- who may grant it, for the 403 page (cached: a flood of 403s must not rescan the directory) -----------
-
-_people_cache: list[Any] = [None, None, 0.0]  # (directory snapshot, People, loaded at)
-_approvers_cache: dict[tuple[Any, ...], tuple[float, list[Approver]]] = {}
-
+# (Kept by the Runtime, runtime.people and runtime.approvers: a reload drops them with the policy they read.)
 
 async def people_of(runtime: Any) -> People:
     """Who exists (``load_people``), reused while the directory snapshot is the same (a minute without one)."""
-    snapshot, people, at = _people_cache
+    seen: tuple[Any, People | None, float] = runtime.people  # kept by the Runtime: a reload drops it
+    snapshot, people, at = seen
     now = time.monotonic()
     if people is not None and snapshot is runtime.directory and (snapshot is not None or now - at < 60):
         return people
     people = await load_people(runtime)
-    _people_cache[:] = [runtime.directory, people, now]
+    runtime.people = (runtime.directory, people, now)
     return people
 
 
@@ -122,12 +120,10 @@ async def approvers_for(runtime: Any, policy: Policy, permission: str, scope: st
     people = await people_of(runtime)
     key = (id(policy), policy.version, id(people), permission, scope)
     now = time.time()
-    cached = _approvers_cache.get(key)
+    cache = runtime.approvers  # a BoundedCache the Runtime owns (limits.APPROVERS)
+    cached = cache.get(key)
     if cached is None or now - cached[0] > APPROVERS_TTL:
-        if len(_approvers_cache) >= 512:
-            _approvers_cache.clear()
-        cached = (now, approvers(policy, people, permission, scope, now))
-        _approvers_cache[key] = cached
+        cached = cache.put(key, (now, approvers(policy, people, permission, scope, now)))
     wanted = requester.casefold()
     return [a for a in cached[1] if a.username.casefold() != wanted]
 

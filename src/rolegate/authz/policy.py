@@ -17,6 +17,8 @@ from rolegate.authz.decision import Decision
 from rolegate.authz.identity import Identity, subject_key
 from rolegate.authz.roles import FlatRole
 from rolegate.authz.scopes import ScopeTree, is_scope
+from rolegate.limits import ENTRY_REASONS
+from rolegate.memo import BoundedCache
 
 __all__ = ["Assignment", "BindingIndex", "CompiledBinding", "ObjectGrant", "Policy", "SettingGrant", "format_until"]
 
@@ -153,15 +155,13 @@ class Entry:
         self.note = note
         self.unlocks = unlocks or {}
         self.assigned = assigned  # what roles held here grant through the user's assignments
-        self._reasons: dict[tuple[str, bool], tuple[str, ...]] = {}
+        self._reasons: BoundedCache[tuple[str, bool], tuple[str, ...]] = BoundedCache(ENTRY_REASONS)
 
     def reasons_for(self, permission: str, allowed: bool) -> tuple[str, ...]:
         """Human-readable grants and denies behind a decision on ``permission`` (worked out once)."""
         reasons = self._reasons.get((permission, allowed))
         if reasons is None:
-            if len(self._reasons) >= 256:
-                self._reasons.clear()
-            reasons = self._reasons[(permission, allowed)] = self._reasons_for(permission, allowed)
+            reasons = self._reasons.put((permission, allowed), self._reasons_for(permission, allowed))
         return reasons
 
     def _reasons_for(self, permission: str, allowed: bool) -> tuple[str, ...]:

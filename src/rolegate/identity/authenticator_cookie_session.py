@@ -16,7 +16,8 @@ from rolegate.identity.principal import Principal, principal_from_claims
 from rolegate.identity.provider_jwt import InvalidProviderToken
 from rolegate.identity.registry import register
 from rolegate.identity.sessions import Session
-from rolegate.limits import COOKIE_KEY_LENGTH
+from rolegate.limits import COOKIE_KEY_LENGTH, QUIET_COOKIES
+from rolegate.memo import BoundedCache
 from rolegate.store import VersionConflict
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ class CookieSessionAuthenticator(Authenticator):
         self._retry_at: dict[str, float] = {}
         # raw Cookie header -> (session, quiet until): until then, and while no session was revoked,
         # the same header names the same live session with nothing to write back or refresh.
-        self._quiet: dict[str, tuple[Session, float]] = {}
+        self._quiet: BoundedCache[str, tuple[Session, float]] = BoundedCache(QUIET_COOKIES)
 
     async def authenticate(self, request: web.BaseRequest) -> Principal | None:
         session = await self.stage.session_from_request(request)
@@ -67,9 +68,7 @@ class CookieSessionAuthenticator(Authenticator):
         if "rt" in session.data:
             until = min(until, float(session.data.get("tok_exp", 0)) - self.stage.refresh_before)
         if len(raw) <= COOKIE_KEY_LENGTH:  # longer headers are worked out each time (bounded memory)
-            if len(self._quiet) >= 10_000:
-                self._quiet.clear()
-            self._quiet[raw] = (session, until)
+            self._quiet.put(raw, (session, until))
         return session.principal
 
     def quiet_until(self, raw_cookie: str, principal: Principal) -> float:

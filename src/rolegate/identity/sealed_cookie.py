@@ -17,6 +17,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from rolegate.limits import SEALED_OPENED
+from rolegate.memo import BoundedCache
+
 _VERSION = b"\x01"
 _NONCE_BYTES = 12
 # A sealed cookie never needs to be larger than this; longer input is refused before decrypting.
@@ -39,7 +42,7 @@ class CookieSealer:
         self._purpose = purpose.encode()
         # Cookies already opened and still valid: a browser sends the same value on every request,
         # and decrypting it each time is a measurable share of an authenticated request.
-        self._opened: dict[tuple[str, str], tuple[dict[str, Any], int]] = {}
+        self._opened: BoundedCache[tuple[str, str], tuple[dict[str, Any], int]] = BoundedCache(SEALED_OPENED)
 
     def seal(self, payload: dict[str, Any], *, name: str, ttl: float) -> str:
         body = json.dumps({"p": payload, "exp": int(time.time() + ttl)}, separators=(",", ":")).encode()
@@ -71,9 +74,7 @@ class CookieSealer:
         payload = data.get("p")
         if not isinstance(payload, dict):
             return None
-        if len(self._opened) >= 10_000:
-            self._opened.clear()
-        self._opened[(name, value)] = (payload, data["exp"])
+        self._opened.put((name, value), (payload, data["exp"]))
         return payload
 
     def opened_until(self, value: str, *, name: str) -> float:

@@ -18,6 +18,8 @@ from rolegate.identity.authenticator import PENDING, Pending
 from rolegate.identity.principal import Principal
 from rolegate.identity.revocation_watch import RevocationWatch
 from rolegate.identity.sealed_cookie import CookieSealer
+from rolegate.limits import SESSIONS
+from rolegate.memo import BoundedCache
 from rolegate.store import Store
 
 log = logging.getLogger("rolegate.identity.sessions")
@@ -25,7 +27,6 @@ log = logging.getLogger("rolegate.identity.sessions")
 NAMESPACE = "sessions"
 # A session's last-seen time is written back at most this often (per session, per worker).
 _TOUCH_EVERY = 60.0
-_CACHE_MAX = 10000
 
 
 def _digest(label: str, value: str) -> str:
@@ -73,12 +74,12 @@ class SessionStore:
         self.lifetime = lifetime
         self.idle_timeout = idle_timeout
         self._token_sealer = CookieSealer(secret, "session-tokens")
-        self._cache: dict[str, Session] = {}
+        self._cache: BoundedCache[str, Session] = BoundedCache(SESSIONS)
         self._cache_version = -2
         # One refresh at a time per session in this worker.
         self.locks: dict[str, asyncio.Lock] = {}
         # (subject tag, session id) -> store key: two SHA-256 per request otherwise.
-        self._keys: dict[tuple[str, str], str] = {}
+        self._keys: BoundedCache[tuple[str, str], str] = BoundedCache(SESSIONS)
 
     # -- creation ---------------------------------------------------------------------------
     async def create(self, *, claims: dict[str, Any], principal: Principal, tokens: dict[str, Any],
@@ -124,10 +125,7 @@ class SessionStore:
         keys = self._keys
         key = keys.get((sub_tag, session_id))
         if key is None:
-            key = session_key(sub_tag, session_id)
-            if len(keys) >= _CACHE_MAX:
-                keys.clear()
-            keys[(sub_tag, session_id)] = key
+            key = keys.put((sub_tag, session_id), session_key(sub_tag, session_id))
         version = await self.watch.current()
         if version != self._cache_version or version < 0:
             self._cache.clear()
@@ -139,10 +137,8 @@ class SessionStore:
             if record is None or not isinstance(record.value, dict):
                 return None
             session = Session(key, record.value, record.version)
-            if len(self._cache) >= _CACHE_MAX:
-                self._cache.clear()
             if version >= 0:
-                self._cache[key] = session
+                self._cache.put(key, session)
         if not session.alive(now, self.idle_timeout):
             self._cache.pop(key, None)
             return None

@@ -32,7 +32,8 @@ from rolegate.identity.registry import build_authenticators
 from rolegate.identity.revocation_watch import RevocationWatch
 from rolegate.identity.sealed_cookie import CookieSealer
 from rolegate.identity.sessions import Session, SessionStore
-from rolegate.limits import COOKIE_KEY_LENGTH
+from rolegate.limits import COOKIE_KEY_LENGTH, COOKIE_VALUES
+from rolegate.memo import BoundedCache
 from rolegate.errors import ServiceUnavailable
 from rolegate.store import Store, StoreUnavailable, open_store
 
@@ -56,7 +57,6 @@ class _Missing(enum.Enum):
 
 
 _MISSING: Final = _Missing.MISSING
-_COOKIE_CACHE_MAX = 4096
 
 
 class IdentityStage:
@@ -103,7 +103,7 @@ class IdentityStage:
         self._sessions: SessionStore | None = None
         self._open_lock = asyncio.Lock()
         # raw Cookie header -> value of the session cookie in it (see _cookie)
-        self._cookie_values: dict[str, str | None] = {}
+        self._cookie_values: BoundedCache[str, str | None] = BoundedCache(COOKIE_VALUES)
         # Cookies no backend may see (see backend_cookie).
         own: set[str] = set()
         if session is not None:
@@ -228,9 +228,7 @@ class IdentityStage:
             return hit
         value = request.cookies.get(name)  # parsed from exactly this raw header
         if len(raw) <= COOKIE_KEY_LENGTH:  # longer Cookie headers are parsed every time
-            if len(values) >= _COOKIE_CACHE_MAX:
-                values.clear()
-            values[raw] = value
+            values.put(raw, value)
         return value
 
     def sign_in_required(self, detail: str, *, scheme: str | None, host: str, raw_target: str) -> SignInRequired:

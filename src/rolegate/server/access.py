@@ -29,7 +29,8 @@ from rolegate.identity.errors import AccountDisabled
 from rolegate.identity.origin import identified_by_cookie, started_here
 from rolegate.identity.principal import Principal
 from rolegate.identity.stage import IdentityStage
-from rolegate.limits import COOKIE_KEY_LENGTH
+from rolegate.limits import ACCESS_MEMO, COOKIE_KEY_LENGTH
+from rolegate.memo import BoundedCache
 from rolegate.proxy.headers import EncodedHeaders
 from rolegate.proxy.paths import normalize_path, split_segments
 from rolegate.proxy.redact import RedactionFilter
@@ -248,9 +249,7 @@ def _public_headers(memo: AccessMemo, identity_stage: IdentityStage, request: we
     if headers is None:
         kept = identity_stage.backend_cookie(cookies)
         headers = _NO_HEADERS if kept == "; ".join(cookies) else EncodedHeaders({"Cookie": kept})
-        if len(public) >= AccessMemo.MAX:
-            public.clear()
-        public[key] = headers
+        public.put(key, headers)
     return headers
 
 
@@ -315,16 +314,15 @@ class AccessMemo:
     refresh or expiry, the assertion's refresh time, the key ring's next check) and before the
     credential's own end (``expires``: a day pass's end, a bearer token's ``exp``), which is read on
     every request. No TTL of its own: whatever moves, the next request is worked out in full.
-    Each map holds at most MAX entries (emptied when full).
+    Each map holds at most ``limits.ACCESS_MEMO`` entries (a ``BoundedCache``: emptied when full).
     """
 
     __slots__ = ("known", "headers", "public")
-    MAX = 10_000
 
     def __init__(self) -> None:
-        self.known: dict[tuple[Any, ...], _Known] = {}
-        self.headers: dict[tuple[Any, ...], _Headers] = {}
-        self.public: dict[tuple[Any, ...], dict[str, str]] = {}
+        self.known: BoundedCache[tuple[Any, ...], _Known] = BoundedCache(ACCESS_MEMO)
+        self.headers: BoundedCache[tuple[Any, ...], _Headers] = BoundedCache(ACCESS_MEMO)
+        self.public: BoundedCache[tuple[Any, ...], dict[str, str]] = BoundedCache(ACCESS_MEMO)
 
     @staticmethod
     def valid(known: _Known, epoch: object, runtime: Runtime) -> bool:
@@ -367,12 +365,8 @@ class AccessMemo:
         now = time.time()
         if until <= now or cached.not_before > now or runtime.clock() >= expires:
             return None
-        known = self.known
-        if len(known) >= self.MAX:
-            known.clear()
-        entry = known[(credential, route.upstream, _scope_key(route, scope))] = _Known(
-            principal, identity, policy, cached.headers, until, expires, epoch)
-        return entry
+        return self.known.put((credential, route.upstream, _scope_key(route, scope)), _Known(
+            principal, identity, policy, cached.headers, until, expires, epoch))
 
 
 def remembered_target(runtime: Runtime, request: Any, method: str, host: str,
@@ -530,9 +524,7 @@ async def _upstream_headers(runtime: Runtime, memo: AccessMemo, request: web.Bas
             until = now  # minted per request (no session to cache it for): never reused
     encoded = EncodedHeaders(headers)
     if until > now:
-        if len(cache) >= AccessMemo.MAX:
-            cache.clear()
-        cache[key] = _Headers(encoded, not_before, until)
+        cache.put(key, _Headers(encoded, not_before, until))
     return encoded
 
 

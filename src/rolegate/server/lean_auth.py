@@ -41,6 +41,8 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from rolegate.identity.forward_auth import _MAX_URI, _METHODS, ENDPOINT, RoutingInputError, \
     read_original, trusted_peer
+from rolegate.limits import FORWARD_AUTH_HEADS
+from rolegate.memo import BoundedCache
 from rolegate.server.access import remembered, remembered_target
 from rolegate.server.connections import default_max_connections
 from rolegate.server.drain import Listener
@@ -52,8 +54,6 @@ log = logging.getLogger("rolegate.lean_auth")
 # main listener: 16 KiB a request line, 64 KiB a header); bodies relayed are bounded by client_max_size.
 _MAX_HEAD = 96 * 1024
 _MAX_BODY = 1024 * 1024
-# Distinct subrequest heads whose reading is kept (see LeanServer.answer); emptied when full.
-_MAX_HEADS = 2048
 _UNKNOWN = object()
 _BAD_REQUEST = (b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 11\r\n"
                 b"Connection: close\r\n\r\nBad Request")
@@ -141,7 +141,8 @@ class LeanServer:
         self.listener = Listener(host, port)
         self.connections: set[_Connection] = set()
         self.draining = False
-        self.heads: dict[tuple[Any, ...], Any] = {}  # subrequest head -> what it says (see answer)
+        # subrequest head -> what it says (see answer)
+        self.heads: BoundedCache[tuple[Any, ...], Any] = BoundedCache(FORWARD_AUTH_HEADS)
         self.heads_runtime: Runtime | None = None  # the Runtime ``heads`` was read under
         self._timeouts: tuple[float, float] = (0.0, 0.0)
         self._timeouts_of: Runtime | None = None
@@ -243,10 +244,7 @@ class LeanServer:
         head = (message.method, tuple(message.headers))
         parsed = self.heads.get(head, _UNKNOWN)
         if parsed is _UNKNOWN:
-            parsed = self._parse_head(runtime, message)
-            if len(self.heads) >= _MAX_HEADS:
-                self.heads.clear()
-            self.heads[head] = parsed
+            parsed = self.heads.put(head, self._parse_head(runtime, message))
         if parsed is None:
             return None
         headers, original, target = parsed

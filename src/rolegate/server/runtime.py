@@ -25,6 +25,8 @@ from rolegate.config.sections.routing import RedactConfig
 from rolegate.errors import ConfigError, ServiceUnavailable
 from rolegate.identity.principal import Principal
 from rolegate.identity.stage import IdentityStage
+from rolegate.limits import APPROVERS, IDENTITIES, LIVE_USERS
+from rolegate.memo import BoundedCache
 from rolegate.proxy.forward import Forwarder
 from rolegate.proxy.redact import RedactionFilter, compile_redaction
 from rolegate.proxy.route_table import compile_routes_strict
@@ -38,6 +40,8 @@ from rolegate.tokens.subject import subject_check
 if TYPE_CHECKING:
     from rolegate.directory import DirectorySnapshot, DirectoryUser  # at run time only with a directory: ldap3
     from rolegate.server.access import AccessMemo  # access imports this module
+    from rolegate.admin.approvers import Approver  # admin is above server: its types only
+    from rolegate.admin.people import People
 
 log = logging.getLogger("rolegate.runtime")
 
@@ -94,7 +98,7 @@ class Runtime:
 
     __slots__ = ("config", "base_dir", "routes", "forwarder", "redactors", "generation", "max_header_size",
                  "identity", "tokens", "store", "board", "audit", "policy", "directory", "_seen",
-                 "_refresh_lock", "_identities", "_live_users", "_poller", "clock", "_closed", "store_ok_at",
+                 "_refresh_lock", "_identities", "_live_users", "approvers", "people", "_poller", "clock", "_closed", "store_ok_at",
                  "max_staleness", "_epoch", "_epoch_board", "_epoch_until", "access_memo", "object_lookup")
 
     def __init__(self, config: Config, compiled: Compiled, *, generation: int = 1, base_dir: Path | None = None,
@@ -119,8 +123,13 @@ class Runtime:
         self.directory: DirectorySnapshot | None = None
         self._seen: tuple[int, ...] = (-1,) * len(POLICY_COUNTERS)
         self._refresh_lock = asyncio.Lock()
-        self._identities: dict[tuple[Any, ...], Identity] = {}
-        self._live_users: dict[str, tuple[float, DirectoryUser | None]] = {}
+        self._identities: BoundedCache[tuple[Any, ...], Identity] = BoundedCache(IDENTITIES)
+        self._live_users: BoundedCache[str, tuple[float, DirectoryUser | None]] = BoundedCache(LIVE_USERS)
+        # Who may grant a permission, for 403 pages and access requests (admin/requests.py approvers_for): the
+        # people last loaded (directory snapshot, People, loaded at) and (policy, people, permission, scope) ->
+        # (worked out at, approvers). Per Runtime: a reload drops them with the policy they were read from.
+        self.people: tuple[DirectorySnapshot | None, People | None, float] = (None, None, 0.0)
+        self.approvers: BoundedCache[tuple[Any, ...], tuple[float, list[Approver]]] = BoundedCache(APPROVERS)
         self._poller: asyncio.Task[None] | None = None
         self.clock = clock
         self._closed = False
@@ -352,10 +361,7 @@ class Runtime:
         return self._remember(key, Identity(principal.username, user.groups, disabled=user.disabled))
 
     def _remember(self, key: tuple[Any, ...], identity: Identity) -> Identity:
-        if len(self._identities) > 50_000:
-            self._identities.clear()
-        self._identities[key] = identity
-        return identity
+        return self._identities.put(key, identity)
 
     async def _live_user(self, username: str) -> DirectoryUser | None:
         """A user the snapshot does not hold yet (a new hire): read live, cached briefly."""
@@ -370,9 +376,7 @@ class Runtime:
         except DirectoryUnavailable as exc:
             log.warning("directory lookup of a user missing from the snapshot failed: %s", exc)
             user = None
-        if len(self._live_users) > 10_000:
-            self._live_users.clear()
-        self._live_users[username] = (now, user)
+        self._live_users.put(username, (now, user))
         return user
 
     # -- response stages ------------------------------------------------------------------------------

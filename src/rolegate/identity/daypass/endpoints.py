@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from rolegate.authz import Identity, Policy
+from rolegate.authz import Identity
 from rolegate.config import Config
 from rolegate.display_time import display_zone
 from rolegate.errors import NotFound, RolegateError, TooManyRequests
@@ -41,7 +41,7 @@ from rolegate.identity.daypass.ratelimit import allow_attempt
 from rolegate.identity.daypass.record import PassRecord
 from rolegate.identity.daypass.redeem import Lookup, claim_device, look_up, note_expiry
 from rolegate.identity.daypass.service import DaypassService, daypass_service
-from rolegate.proxy.routes import RouteTable, canonical_host
+from rolegate.proxy.routes import canonical_host
 from rolegate.web.responses import error_response
 
 if TYPE_CHECKING:
@@ -145,7 +145,7 @@ class DaypassEndpoints:
             if held is None:
                 return no_pass_page(service.contact)
             _principal, rec = held
-            links = await links_of(runtime, rec)
+            links = await links_of(runtime, service, rec)
             return home_page(rec, self._zone(runtime, rec.template), links, now=service.clock(),
                              contact=service.contact)
         except RolegateError as exc:
@@ -268,27 +268,19 @@ def pass_zone(config: Config, template: str) -> str:
     return tpl.timezone if tpl is not None else display_zone(config)
 
 
-# (pass id, scope) -> (policy, route table, links): a pass holder's every 403 shows the list, and working
-# it out walks the whole route table; it only changes with the policy or the routes (a new object each).
-_LINKS: dict[tuple[str, str], tuple[Policy, RouteTable, list[PassLink]]] = {}
-_LINKS_MAX = 1000
-
-
-async def links_of(runtime: "Runtime", rec: PassRecord) -> list[PassLink]:
-    """The pages this pass opens now, against the live policy."""
+async def links_of(runtime: "Runtime", service: DaypassService, rec: PassRecord) -> list[PassLink]:
+    """The pages this pass opens now, against the live policy (remembered in ``service.links``)."""
     policy = runtime.policy_now()
     if policy is None:
         policy = await runtime.current_policy()
     key = (rec.id, rec.scope)
-    cached = _LINKS.get(key)
+    cached = service.links.get(key)
     if cached is not None and cached[0] is policy and cached[1] is runtime.routes:
         return cached[2]
     host = canonical_host(runtime.config.server.public_host)
     links = pass_links(runtime.config, runtime.routes, policy, pass_identity(rec.id), rec.scope, host,
                        runtime.clock())
-    if len(_LINKS) >= _LINKS_MAX:
-        _LINKS.clear()
-    _LINKS[key] = (policy, runtime.routes, links)
+    service.links.put(key, (policy, runtime.routes, links))
     return links
 
 

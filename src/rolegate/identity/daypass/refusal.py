@@ -47,7 +47,7 @@ async def outside_pass_page_for(runtime: "Runtime", request: web.BaseRequest, ac
         if held is None or (principal is not None and held[0].daypass_id != pass_id):
             return None
         _holder, record = held
-        links = await links_of(runtime, record)
+        links = await links_of(runtime, service, record)
     except RolegateError:
         return None  # the pass ended meanwhile, or the store is away: the usual answer
     # The line error_response would have written: the detail under the reference the holder can quote.

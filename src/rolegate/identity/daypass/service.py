@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from rolegate.audit import AuditLog
+from rolegate.authz import Policy
 from rolegate.config import Config
 from rolegate.identity.daypass.audit import pass_event, record
 from rolegate.identity.daypass.errors import PassEnded
+from rolegate.identity.daypass.links import PassLink
 from rolegate.identity.daypass.pages import ended_message
 from rolegate.identity.daypass.principal import DaypassPrincipal
 from rolegate.identity.daypass.record import PassRecord, load_pass
@@ -23,6 +25,9 @@ from rolegate.identity.daypass.redeem import note_expiry
 from rolegate.identity.daypass.sessions import PassSession, create_session, find_session, mark_used
 from rolegate.identity.sealed_cookie import CookieSealer
 from rolegate.errors import ServiceUnavailable
+from rolegate.limits import DAYPASS_SESSIONS, PASS_LINKS
+from rolegate.memo import BoundedCache
+from rolegate.proxy.routes import RouteTable
 from rolegate.store import Store, StoreUnavailable
 from rolegate.store.version_board import VersionBoard
 
@@ -31,7 +36,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rolegate.daypass")
 
-_CACHE_MAX = 10_000
 # The pass cookie outlives its pass by this much, so that a holder who comes back after the end reads
 # "this day pass has expired" (and whom to call) instead of "no day pass on this device". It grants
 # nothing by then: every request checks the pass itself.
@@ -52,8 +56,14 @@ class DaypassService:
         self.csrf_sealer = CookieSealer(secret, "daypass-confirm")
         # (pass id, session id) -> (session, record, record version): valid while the board's
         # ``daypass`` counter stands still (every issue and revocation moves it).
-        self._cache: dict[tuple[str, str], tuple[PassSession, PassRecord, int]] = {}
+        self._cache: BoundedCache[tuple[str, str], tuple[PassSession, PassRecord, int]] = BoundedCache(
+            DAYPASS_SESSIONS)
         self._cache_version = -2
+        # (pass id, scope) -> (policy, route table, links): a pass holder's every 403 shows the list, and working
+        # it out walks the whole route table; it only changes with the policy or the routes (a new object each).
+        # Owned here, so per Runtime: a reload (a new stage, a new service) drops it.
+        self.links: BoundedCache[tuple[str, str], tuple[Policy, RouteTable, list[PassLink]]] = BoundedCache(
+            PASS_LINKS)
 
     # -- what the Runtime provides ------------------------------------------------------------------
     @property
@@ -134,9 +144,7 @@ class DaypassService:
         found = await load_pass(store, pass_id)
         rec, version = found if found is not None else (None, 0)
         if cacheable and session is not None and rec is not None:
-            if len(self._cache) >= _CACHE_MAX:
-                self._cache.clear()
-            self._cache[(pass_id, session_id)] = (session, rec, version)
+            self._cache.put((pass_id, session_id), (session, rec, version))
         return session, rec, version
 
     def _ended(self, kind: str, pass_id: str) -> PassEnded:
