@@ -23,7 +23,7 @@ from tests.authz.building_safety_matrix import ALLOW, NONE, REQUESTS, ROLES, ROW
 from tests.support.serve import RolegateProcess
 from tests.support.workers import on_every_worker
 
-# README: a change made elsewhere reaches every worker through the Store poll (0.5 s); a little margin.
+# docs/configuration.md: a change made elsewhere reaches every worker through the Store poll (0.5 s); a little margin.
 STORE_POLL_BOUND = 0.5 + 0.3
 
 pytestmark = pytest.mark.lab
@@ -176,7 +176,7 @@ async def test_a_removed_right_is_denied_at_the_next_request_on_every_worker(ser
         seen = await on_every_worker(served, http, "GET", served.url + "/buildings/b/sensors/s1", headers=JSON)
         assert {status for _, status in seen} == {403}
         # A change written to the Store by another process reaches every worker within the Store poll
-        # (README: 0.5 s); from then on, the first request each worker answers sees it ...
+        # (docs/configuration.md: 0.5 s); from then on, the first request each worker answers sees it ...
         store.put("bindings", "heidi-sensors", {"user": "heidi", "role": "admin", "scope": "building:b"})
         await asyncio.sleep(STORE_POLL_BOUND)
         seen = await on_every_worker(served, http, "GET", served.url + "/buildings/b/sensors/s1", headers=JSON)

@@ -2,7 +2,7 @@
 
 The base is a Debian rootfs made with ``mmdebstrap`` (python3 and its venv module) and imported into
 podman; ``deploy/docker/Dockerfile`` is built on it with ``--build-arg BASE=…`` and ``--format docker``
-(podman's default OCI format drops HEALTHCHECK). Then, as README's "Container image" shows: ``--help``
+(podman's default OCI format drops HEALTHCHECK). Then, as docs/operations.md's "Container image" shows: ``--help``
 and ``check`` on both seed examples, and ``serve`` with the documented ``run`` line and a minimal config
 that names no ``storage.url``: ``/readyz`` is 200 only once the proxy port answers, a protected route is
 401, the HEALTHCHECK is healthy, and ``podman stop`` drains and exits 0.
@@ -156,7 +156,8 @@ def test_serve_with_the_documented_run_line(podman, image, tmp_path):
     config.chmod(0o644)
     port, internal = free_port(), free_port()
     name, volume = f"rolegate-test-{port}", f"rolegate-test-data-{port}"
-    # README's line, with free host ports (127.0.0.1 only), the test's names and the internal port published.
+    # docs/operations.md's line, with free host ports (127.0.0.1 only), the test's names and the internal port
+    # published.
     run = ["podman", "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080", "-p", f"127.0.0.1:{internal}:9090",
            "-v", f"{config}:/etc/rolegate/config.yaml:ro", "-v", f"{volume}:/var/lib/rolegate",
            "--read-only", "--tmpfs", "/tmp", image]

@@ -21,7 +21,7 @@ from .conftest import user_dn
 
 pytestmark = pytest.mark.lab
 
-POLL_BOUND = 0.5  # README: workers see an applied change within 0.5 s (the Store poll)
+POLL_BOUND = 0.5  # docs/configuration.md: workers see an applied change within 0.5 s (the Store poll)
 MARGIN = 0.3
 WAIT = 60.0  # bound on waiting for the first sync, and for the next run after the deletion
 

@@ -40,7 +40,7 @@ HTML = {"Accept": "text/html"}
 JSON = {"Accept": "application/json"}
 PEOPLE = "ou=people,dc=example,dc=com"
 GROUPS = "ou=groups,dc=example,dc=com"
-# README: "other processes and instances are picked up from the Store within 0.5 s" (STORE_POLL_SECONDS);
+# docs/configuration.md: "other processes and instances are picked up from the Store within 0.5 s" (STORE_POLL_SECONDS);
 # a little margin for a loaded machine, as tests/test_end_to_end.py allows.
 STORE_POLL_BOUND = 0.5 + 0.3
 

@@ -246,8 +246,9 @@ async def test_postgres_restart_under_load_within_max_staleness(make_fleet, make
 
 async def test_postgres_outage_longer_than_max_staleness_fails_closed_then_recovers(make_fleet, make_idp,
                                                                                    lab_backend, fleet_backend):
-    """README: "decisions keep being served from the last known state for at most storage.max_staleness, then
-    fail closed (503)": the first request after that bound is refused on every instance."""
+    """docs/operations.md (Scale-out): "decisions keep being served from the last known state for at most
+    storage.max_staleness, then fail closed (503)": the first request after that bound is refused on every
+    instance."""
     postgres = fleet_backend.postgres
     max_staleness = 3.0
     fleet, cookie = await start_fleet(make_fleet, make_idp, lab_backend, f"{max_staleness:.0f}s")

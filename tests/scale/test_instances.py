@@ -5,7 +5,7 @@ own version board (see tests/scale/fleet.py), so whatever one learns from anothe
 PostgreSQL / Redis, as between machines. These tests leave both servers running, so they use the
 machine's (a database and a key prefix of their own); figures are printed (``pytest -s``).
 
-"Changes take effect at the next request on every worker" (README; other instances' changes arrive
+"Changes take effect at the next request on every worker" (docs/configuration.md; other instances' changes arrive
 through the Store poll, 0.5 s): after a change the test waits that bound and then asserts the FIRST
 request each worker of each instance answers, on fresh connections traced to the worker (nothing
 polled in between, which would let a worker answer stale once and still pass).

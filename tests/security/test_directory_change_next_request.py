@@ -20,7 +20,7 @@ from tests.test_directory_effect import config_for, signed_in, status
 
 pytestmark = pytest.mark.lab
 
-# README: "every worker at the next request", carried by the Store poll of STORE_POLL_SECONDS = 0.5 s.
+# docs/configuration.md: "every worker at the next request", carried by the Store poll of STORE_POLL_SECONDS = 0.5 s.
 POLL_BOUND = 0.5
 MARGIN = 0.3
 
