@@ -104,11 +104,10 @@ CONSTANT_TABLES: dict[tuple[str, str], str] = {
 KNOWN_GLOBALS: dict[tuple[str, str], str] = {
     ("identity/registry.py", "_REGISTRY"): "authenticator classes, registered at import",
     ("server/metrics.py", "_BUFFERED"): "buffered counters, registered when made (at import)",
-    ("authz/requirement.py", "_STATIC"): "TO MOVE: route -> Requirement cache on the request path (bounded by hand)",
-    ("admin/request_notify.py", "_senders"): "TO MOVE: the notify senders of the last notify config",
+    ("admin/request_notify.py", "_senders"): "access-request notices' transports for the current notify config (off the request path)",
     ("directory/departures.py", "_warned"): "each fallback explained once per process (a log de-duplicator)",
-    ("server/audit_health.py", "_live"): "TO MOVE: per-audit-log health published to Prometheus and /readyz",
-    ("server/audit_health.py", "_shown"): "TO MOVE: unwritable sinks last published",
+    ("server/audit_health.py", "_live"): "this process's audit logs, summed into its Prometheus gauges (metrics are per process)",
+    ("server/audit_health.py", "_shown"): "the unwritable-target labels this process last published (per process, as its gauges)",
 }
 
 

@@ -40,7 +40,11 @@ LIVE_USERS: Final = 10_000
 FORWARD_AUTH_HEADS: Final = 2048
 # (permission, allowed) -> the reasons behind a decision, per policy entry (authz/policy.py): few permissions.
 ENTRY_REASONS: Final = 256
+# Host header -> its match key (proxy/routes.py, with host routes only): one per name clients use for us.
+ROUTE_HOSTS: Final = 1024
+# Pass id -> its record, re-read after any pass change (tokens/subject.py): one per pass holding tokens.
+PASS_RECORDS: Final = 10_000
 
 __all__ = ["ACCESS_MEMO", "APPROVERS", "COOKIE_KEY_LENGTH", "COOKIE_VALUES", "DAYPASS_SESSIONS", "ENTRY_REASONS",
-           "FORWARD_AUTH_HEADS", "IDENTITIES", "LIVE_USERS", "PASS_LINKS", "QUIET_COOKIES", "SEALED_OPENED",
-           "SESSIONS"]
+           "FORWARD_AUTH_HEADS", "IDENTITIES", "LIVE_USERS", "PASS_LINKS", "PASS_RECORDS", "QUIET_COOKIES",
+           "ROUTE_HOSTS", "SEALED_OPENED", "SESSIONS"]

@@ -40,7 +40,6 @@ class Requirement(NamedTuple):
 
 
 _requirement = tuple.__new__  # a Requirement without the named tuple's Python-level __new__
-_STATIC: dict[Any, Requirement] = {}  # route -> its requirement, for routes without templates
 
 
 def requirement_of(match: Any, query_get: Getter = absent, header_get: Getter = absent) -> Requirement:
@@ -54,13 +53,11 @@ def requirement_of(match: Any, query_get: Getter = absent, header_get: Getter = 
             return _requirement(Requirement, (route.mode, route.permission, template.prefix + value, None, None,
                                               route.placed, None, False))
     elif not route.scope and not route.object:  # nothing to fill in: one shared answer per route
-        requirement = _STATIC.get(route)
+        requirement = route.requirement  # made once, kept on the route (a reload makes new routes)
         if requirement is None:
-            if len(_STATIC) >= 100_000:  # routes are replaced by reloads: keep this bounded
-                _STATIC.clear()
-            requirement = _STATIC[route] = Requirement(route.mode, route.permission, None, None,
-                                                       listed=getattr(route, "lists", False))
-        return requirement
+            requirement = route.requirement = Requirement(route.mode, route.permission, None, None,
+                                                          listed=getattr(route, "lists", False))
+        return requirement  # type: ignore[no-any-return]  # Route.requirement is typed Any: proxy sits below authz
     scope = obj = None
     problem = None
     if route.scope:

@@ -87,7 +87,7 @@ def read_departures(conn: ldap3.Connection, schema: DirectorySchema, since: str,
         _warn_once("tombstones", schema.users_base,
                    "directory: the service account sees no deleted objects in CN=Deleted Objects of %s, so every "
                    "incremental sync lists all ids to find deletions; grant it List Contents and Read Property "
-                   "there (see the README) to make this cheap", ", ".join(contexts))
+                   "there (see docs/directory.md) to make this cheap", ", ".join(contexts))
     elif schema.accesslog:
         found = _accesslog(conn, schema, since, page_size)
         if found is not None:

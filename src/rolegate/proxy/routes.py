@@ -34,9 +34,12 @@ import builtins
 import re
 from sys import intern
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 from dataclasses import dataclass
 
 from rolegate.errors import ConfigError
+from rolegate.limits import ROUTE_HOSTS
+from rolegate.memo import BoundedCache
 
 __all__ = [
     "MODES",
@@ -50,7 +53,6 @@ __all__ = [
 ]
 
 MODES = frozenset({"enforce", "log", "authenticated", "public"})
-_HOST_CACHE_SIZE = 1024
 
 _PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PARAM_SEGMENT = re.compile(r"\{([^{}]*)\}")
@@ -215,6 +217,7 @@ class Route:
         "lists",
         "_shape",
         "_templates",
+        "requirement",
     )
 
     def __init__(
@@ -247,6 +250,8 @@ class Route:
         self.scope_template = scope_template
         self.object_template = object_template
         self._templates: dict[str, Template] = {}
+        # authz's Requirement for a route with nothing to fill in, made on its first request (requirement_of).
+        self.requirement: Any = None
         for t in (scope_template, object_template):
             if t is not None:
                 self._templates[t.text] = t
@@ -458,7 +463,7 @@ class RouteTable:
         self.routes = routes
         self._root = root
         # Host header -> (canonical host, wildcard suffix); a handful of hosts in practice.
-        self._hosts: dict[str, tuple[str, str | None]] = {}
+        self._hosts: BoundedCache[str, tuple[str, str | None]] = BoundedCache(ROUTE_HOSTS)
         self._has_hosts = any(r.host is not None for r in routes)
         self._has_wildcards = any(r.host is not None and r.host.startswith("*.") for r in routes)
 
@@ -575,10 +580,7 @@ class RouteTable:
         dot = h.find(".")
         key = (h, h[dot:] if dot > 0 and self._has_wildcards else None)
         # Bounded, so a client cycling Host headers cannot grow it without limit.
-        if len(self._hosts) >= _HOST_CACHE_SIZE:
-            self._hosts.clear()
-        self._hosts[host] = key
-        return key
+        return self._hosts.put(host, key)
 
     def problems(self) -> list[str]:
         """Ambiguous and unreachable routes, for ``rolegate check``."""

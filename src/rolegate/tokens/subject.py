@@ -21,6 +21,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from rolegate.identity.principal import Principal
+from rolegate.limits import PASS_RECORDS
+from rolegate.memo import BoundedCache
 from rolegate.store import Store
 from rolegate.store.version_board import VersionBoard
 
@@ -29,7 +31,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rolegate.tokens")
 
-_CACHE_MAX = 10_000
 
 
 class PassCheck:
@@ -47,7 +48,7 @@ class PassCheck:
         self.store = store
         self.board = board
         self._clock = clock
-        self._records: dict[str, "PassRecord | None"] = {}
+        self._records: BoundedCache[str, PassRecord | None] = BoundedCache(PASS_RECORDS)
         self._version = -2
 
     async def in_force(self, pass_id: str) -> bool:
@@ -65,9 +66,7 @@ class PassCheck:
             found = await load_pass(self.store, pass_id)
             record = found[0] if found is not None else None
             if board is not None:  # without a board nothing says when to forget: read every time
-                if len(self._records) >= _CACHE_MAX:
-                    self._records.clear()
-                self._records[pass_id] = record
+                self._records.put(pass_id, record)
         return record is not None and record.status(self._clock()) == "active"
 
 
