@@ -1,4 +1,5 @@
 """Shared fixtures: the lab's real slapd, IdP and example backend (logic lives in deploy/lab/rolegate_lab)."""
+
 from __future__ import annotations
 
 import functools
@@ -88,5 +89,3 @@ def make_idp(launcher: Launcher, lab_slapd: Slapd) -> Callable[..., IdP]:
 def make_session_idp(lab_launcher: Launcher, lab_slapd: Slapd) -> Callable[..., IdP]:
     """Like make_idp, for session-scoped fixtures; stopped at the end of the session."""
     return functools.partial(lab_launcher.idp, slapd=lab_slapd)
-
-

@@ -32,14 +32,22 @@ def config_for(url: str, idp, slapd, backend_url: str, tmp) -> dict:
     return {
         "server": {"listen": f"127.0.0.1:{port}", "public_url": url, "internal_listen": "127.0.0.1:0", "workers": 2},
         "storage": {"url": f"sqlite:///{tmp}/rolegate.db"},
-        "oidc": {"issuer": idp.issuer, "client_id": "rolegate", "client_secret": idp.client()["client_secret"],
-                 "scopes": ["openid", "profile", "email", "groups"], "algorithms": ["ES256", "RS256"]},
+        "oidc": {
+            "issuer": idp.issuer,
+            "client_id": "rolegate",
+            "client_secret": idp.client()["client_secret"],
+            "scopes": ["openid", "profile", "email", "groups"],
+            "algorithms": ["ES256", "RS256"],
+        },
         "session": {"secret": "directory-effect-session-secret-" + "d" * 32},
         "directory": {
-            "url": slapd.url, "bind_dn": slapd.service_dn, "bind_password": slapd.service_password,
+            "url": slapd.url,
+            "bind_dn": slapd.service_dn,
+            "bind_password": slapd.service_password,
             "users": {"base": f"ou=people,{slapd.base_dn}", "disabled_filter": "(employeeType=disabled)"},
             "groups": {"base": f"ou=groups,{slapd.base_dn}"},
-            "interval": "1s", "full_interval": "5s",
+            "interval": "1s",
+            "full_interval": "5s",
         },
         "permissions": ["workorders:view"],
         "roles": {"technician": {"permissions": ["workorders:view"]}},
@@ -107,8 +115,10 @@ async def test_nested_membership_grants_and_its_removal_bites_at_the_next_reques
     http = await signed_in(proc.url, "bob")
     try:
         assert (await status(http, proc.url + "/workorders/1"))[0] == 200  # staff via technicians
-        slapd.ldapmodify(f"dn: cn=technicians,ou=groups,{slapd.base_dn}\nchangetype: modify\n"
-                         f"delete: member\nmember: uid=bob,ou=people,{slapd.base_dn}\n")
+        slapd.ldapmodify(
+            f"dn: cn=technicians,ou=groups,{slapd.base_dn}\nchangetype: modify\n"
+            f"delete: member\nmember: uid=bob,ou=people,{slapd.base_dn}\n"
+        )
         # Same session, no re-login: refused once the sync has seen it.
         assert await until(http, proc.url + "/workorders/1", 403) == 403
         # Every worker, each on connections of its own (one keep-alive connection reaches one worker).
@@ -123,8 +133,10 @@ async def test_disabling_an_account_ends_its_open_session(served):
     http = await signed_in(proc.url, "trent")
     try:
         assert (await status(http, proc.url + "/workorders/2"))[0] == 200
-        slapd.ldapmodify(f"dn: uid=trent,ou=people,{slapd.base_dn}\nchangetype: modify\n"
-                         f"replace: employeeType\nemployeeType: disabled\n")
+        slapd.ldapmodify(
+            f"dn: uid=trent,ou=people,{slapd.base_dn}\nchangetype: modify\n"
+            f"replace: employeeType\nemployeeType: disabled\n"
+        )
         assert await until(http, proc.url + "/workorders/2", 403) == 403
         code, body = await status(http, proc.url + "/workorders/2")
         assert code == 403 and json.loads(body)["error"] == "account_disabled"
@@ -169,8 +181,15 @@ async def test_a_person_signs_in_in_a_real_browser_and_uses_the_backend(served, 
     async with async_playwright() as p:
         browser = await p.chromium.launch(
             executable_path="/usr/bin/chromium",
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"])
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
         try:
             page = await browser.new_page()
             page.set_default_timeout(15000)

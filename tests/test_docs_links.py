@@ -60,6 +60,11 @@ def test_every_relative_link_resolves() -> None:
 
 def test_a_broken_link_is_caught(tmp_path: Path) -> None:
     page = tmp_path / "page.md"
-    page.write_text("# Here, `now`\n\n## Here, now\n\n[a](page.md#here-now) [b](#here-now-1) [c](gone.md) "
-                    "[d](#nowhere) `[e](skipped.md)` [f](https://example.com/x)\n")
-    assert broken_links([page], tmp_path) == ["page.md: gone.md: no such file", "page.md: #nowhere: no heading #nowhere"]
+    page.write_text(
+        "# Here, `now`\n\n## Here, now\n\n[a](page.md#here-now) [b](#here-now-1) [c](gone.md) "
+        "[d](#nowhere) `[e](skipped.md)` [f](https://example.com/x)\n"
+    )
+    assert broken_links([page], tmp_path) == [
+        "page.md: gone.md: no such file",
+        "page.md: #nowhere: no heading #nowhere",
+    ]

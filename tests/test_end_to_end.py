@@ -38,13 +38,23 @@ USERS = {"admin": "alice", "risk_assessor": "dave", "responsible": "carol", "use
 def building_safety_config(url: str, idp, backend_url: str, tmp: Path, **server) -> dict:
     config = yaml.safe_load((REPO / "config/examples/building-safety.yaml").read_text())
     port = urllib.parse.urlsplit(url).port
-    config["server"] = {"listen": f"127.0.0.1:{port}", "public_url": url, "internal_listen": "127.0.0.1:0",
-                        "workers": 2, **server}
+    config["server"] = {
+        "listen": f"127.0.0.1:{port}",
+        "public_url": url,
+        "internal_listen": "127.0.0.1:0",
+        "workers": 2,
+        **server,
+    }
     config["storage"] = {"url": f"sqlite:///{tmp}/rolegate.db"}
     config["session"] = {"secret": "end-to-end-session-secret-" + "z" * 32}
-    config["oidc"] = {"issuer": idp.issuer, "client_id": "rolegate", "client_secret": idp.client()["client_secret"],
-                      "scopes": ["openid", "profile", "email", "groups"], "algorithms": ["ES256", "RS256"],
-                      "access_token_audience": [DEFAULT_AUDIENCE]}
+    config["oidc"] = {
+        "issuer": idp.issuer,
+        "client_id": "rolegate",
+        "client_secret": idp.client()["client_secret"],
+        "scopes": ["openid", "profile", "email", "groups"],
+        "algorithms": ["ES256", "RS256"],
+        "access_token_audience": [DEFAULT_AUDIENCE],
+    }
     for upstream in config["upstreams"].values():
         upstream["url"] = backend_url
     config["audit"] = {"sinks": ["store"], "reads": {"sample": 1.0}}
@@ -130,16 +140,31 @@ async def test_every_cell_of_the_seed_matrix_through_the_proxy(served):
                     if status in (200, 201):  # the backend answered: the request passed
                         status = 200
                     if status != expected:
-                        failures.append(f"{phase}: {role} {method} {path} ({row.permission}, {cell!r}): "
-                                        f"{status} != {expected}")
+                        failures.append(
+                            f"{phase}: {role} {method} {path} ({row.permission}, {cell!r}): {status} != {expected}"
+                        )
 
         await walk("conditions unmet", conditional_expected=False)
         # Meet every condition: user settings on, added to task 42, admin added to client acme.
         for user in USERS.values():
-            store.put("user_settings", user, {"settings": ["vacancy", "documents_view", "documents_add",
-                                                           "documents_edit", "logbook", "assets", "qrcodes"]})
-            store.put("bindings", f"task42-{user}", {"user": user, "permission": "controls:perform",
-                                                     "object": "task:42"})
+            store.put(
+                "user_settings",
+                user,
+                {
+                    "settings": [
+                        "vacancy",
+                        "documents_view",
+                        "documents_add",
+                        "documents_edit",
+                        "logbook",
+                        "assets",
+                        "qrcodes",
+                    ]
+                },
+            )
+            store.put(
+                "bindings", f"task42-{user}", {"user": user, "permission": "controls:perform", "object": "task:42"}
+            )
         store.put("bindings", "alice-client-acme", {"user": "alice", "role": "client_admin", "scope": "client:acme"})
         await wait_for_status(sessions["admin"], served.url, "GET", "/clients/acme/dashboards", 200)
         await walk("conditions met", conditional_expected=True)
@@ -209,7 +234,10 @@ async def test_denials_and_writes_reach_the_audit_trail(served):
     assert any(k == "signin" and '"heidi"' in b for k, b in rows), "sign-ins are audited"
     result = __import__("subprocess").run(
         [__import__("sys").executable, "-m", "rolegate", "audit", "verify", "-c", str(served.config_path)],
-        capture_output=True, text=True, timeout=60)
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -220,9 +248,28 @@ def test_explain_answers_against_the_live_state(served):
     import sys
 
     def explain() -> dict:
-        result = subprocess.run([sys.executable, "-m", "rolegate", "explain", "-c", str(served.config_path),
-                                 "--user", "heidi", "--groups", "bs-users", "--method", "GET",
-                                 "--url", "/buildings/b/trends", "--json"], capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "rolegate",
+                "explain",
+                "-c",
+                str(served.config_path),
+                "--user",
+                "heidi",
+                "--groups",
+                "bs-users",
+                "--method",
+                "GET",
+                "--url",
+                "/buildings/b/trends",
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert result.returncode in (0, 3), result.stderr
         return _json.loads(result.stdout)
 

@@ -1,4 +1,5 @@
 """The lab itself: slapd seed, example backend, and the IdP's code flow through its login form."""
+
 from __future__ import annotations
 
 import base64
@@ -12,7 +13,15 @@ import ldap3
 import pytest
 
 from rolegate_lab import (
-    DEFAULT_AUDIENCE, Backend, IdP, LabError, LoginFailed, Slapd, demo_users, idp_login, idp_logout,
+    DEFAULT_AUDIENCE,
+    Backend,
+    IdP,
+    LabError,
+    LoginFailed,
+    Slapd,
+    demo_users,
+    idp_login,
+    idp_logout,
     lab_client_session,
 )
 
@@ -130,17 +139,26 @@ def _authorize_url(idp: IdP, **extra: str) -> tuple[str, str]:
     verifier = secrets.token_urlsafe(48)
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
     params = {
-        "client_id": client["client_id"], "response_type": "code", "redirect_uri": client["redirect_uris"][0],
-        "scope": "openid profile email groups offline_access", "state": secrets.token_urlsafe(8),
-        "nonce": "n-1", "code_challenge": challenge, "code_challenge_method": "S256", **extra,
+        "client_id": client["client_id"],
+        "response_type": "code",
+        "redirect_uri": client["redirect_uris"][0],
+        "scope": "openid profile email groups offline_access",
+        "state": secrets.token_urlsafe(8),
+        "nonce": "n-1",
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+        **extra,
     }
     return f"{idp.discovery['authorization_endpoint']}?{urlencode(params)}", verifier
 
 
 async def _token(idp: IdP, **form: str) -> dict:
     client = idp.client()
-    basic = aiohttp.encode_basic_auth(client["client_id"], client["client_secret"]) if hasattr(
-        aiohttp, "encode_basic_auth") else aiohttp.BasicAuth(client["client_id"], client["client_secret"]).encode()
+    basic = (
+        aiohttp.encode_basic_auth(client["client_id"], client["client_secret"])
+        if hasattr(aiohttp, "encode_basic_auth")
+        else aiohttp.BasicAuth(client["client_id"], client["client_secret"]).encode()
+    )
     async with aiohttp.ClientSession() as http:
         async with http.post(idp.discovery["token_endpoint"], data=form, headers={"Authorization": basic}) as r:
             body = await r.json()
@@ -167,8 +185,13 @@ async def test_code_flow_with_pkce_tokens_and_refresh(lab_idp: IdP) -> None:
     async with lab_client_session() as http:
         redirect = await idp_login(http, url, "bob", "demo")
     assert redirect.code and redirect.url.startswith(lab_idp.client()["redirect_uris"][0])
-    tokens = await _token(lab_idp, grant_type="authorization_code", code=redirect.code,
-                          redirect_uri=lab_idp.client()["redirect_uris"][0], code_verifier=verifier)
+    tokens = await _token(
+        lab_idp,
+        grant_type="authorization_code",
+        code=redirect.code,
+        redirect_uri=lab_idp.client()["redirect_uris"][0],
+        code_verifier=verifier,
+    )
     assert jwt.get_unverified_header(tokens["id_token"])["alg"] == "ES256"
     id_claims = _verify(lab_idp, tokens["id_token"], "rolegate")
     assert id_claims["sub"] == "bob" and id_claims["preferred_username"] == "bob"
@@ -200,7 +223,8 @@ async def test_pkce_is_required_and_sso_and_logout(lab_idp: IdP) -> None:
         again = await idp_login(http, _authorize_url(lab_idp)[0], "ignored", "ignored")  # IdP session: no form
         assert again.code and again.code != first.code
         end = f"{lab_idp.discovery['end_session_endpoint']}?" + urlencode(
-            {"client_id": "rolegate", "post_logout_redirect_uri": lab_idp.client()["post_logout_redirect_uris"][0]})
+            {"client_id": "rolegate", "post_logout_redirect_uri": lab_idp.client()["post_logout_redirect_uris"][0]}
+        )
         done = await idp_logout(http, end)
         assert done is not None and done.url.startswith(lab_idp.client()["post_logout_redirect_uris"][0])
         with pytest.raises(LoginFailed):  # signed out: the form is back
@@ -209,12 +233,18 @@ async def test_pkce_is_required_and_sso_and_logout(lab_idp: IdP) -> None:
 
 async def test_rs256_client(make_idp, rolegate_url: str) -> None:  # type: ignore[no-untyped-def]
     from rolegate_lab import rolegate_client
+
     idp = make_idp([rolegate_client(rolegate_url, "s3cret", id_token_signed_response_alg="RS256")])
     url, verifier = _authorize_url(idp)
     async with lab_client_session() as http:
         redirect = await idp_login(http, url, "alice", "demo")
-    tokens = await _token(idp, grant_type="authorization_code", code=redirect.code,
-                          redirect_uri=idp.client()["redirect_uris"][0], code_verifier=verifier)
+    tokens = await _token(
+        idp,
+        grant_type="authorization_code",
+        code=redirect.code,
+        redirect_uri=idp.client()["redirect_uris"][0],
+        code_verifier=verifier,
+    )
     assert jwt.get_unverified_header(tokens["id_token"])["alg"] == "RS256"
     assert _verify(idp, tokens["id_token"], "rolegate")["groups"] == ["admins", "bs-admins", "staff"]
 
@@ -241,8 +271,13 @@ async def test_backchannel_logout_reaches_the_client(make_idp) -> None:  # type:
         url, verifier = _authorize_url(idp)
         async with lab_client_session() as http:
             redirect = await idp_login(http, url, "heidi", "demo")
-            tokens = await _token(idp, grant_type="authorization_code", code=redirect.code,
-                                  redirect_uri=idp.client()["redirect_uris"][0], code_verifier=verifier)
+            tokens = await _token(
+                idp,
+                grant_type="authorization_code",
+                code=redirect.code,
+                redirect_uri=idp.client()["redirect_uris"][0],
+                code_verifier=verifier,
+            )
             end = f"{idp.discovery['end_session_endpoint']}?" + urlencode({"id_token_hint": tokens["id_token"]})
             assert await idp_logout(http, end) is None  # no post-logout URI: the IdP's own page
         assert len(received) == 1
@@ -280,8 +315,10 @@ def test_extra_schema_in_cn_config_ldif_form(make_slapd, tmp_path) -> None:  # t
         "olcObjectClasses: {0}( 1.3.6.1.4.1.99999.2.1 NAME 'labPerson' SUP top AUXILIARY MAY labBadge )\n"
     )
     slapd = make_slapd(extra_schemas=[schema])
-    slapd.ldapmodify(f"dn: uid=bob,ou=people,{BASE}\nchangetype: modify\nadd: objectClass\nobjectClass: labPerson\n"
-                     "-\nadd: labBadge\nlabBadge: B-42\n")
+    slapd.ldapmodify(
+        f"dn: uid=bob,ou=people,{BASE}\nchangetype: modify\nadd: objectClass\nobjectClass: labPerson\n"
+        "-\nadd: labBadge\nlabBadge: B-42\n"
+    )
     conn = _ldap(slapd)
     conn.search(f"ou=people,{BASE}", "(labBadge=b-42)", attributes=["uid"])
     assert [e.uid.value for e in conn.entries] == ["bob"]

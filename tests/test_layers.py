@@ -19,47 +19,72 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "rolegate"
 
 # What each package may import at run time (what is true today; widen only with a reason, never upwards).
-ALLOWED: dict[str, frozenset[str]] = {k: frozenset(v) for k, v in {
-    "rolegate": set(),
-    "errors": set(),
-    "limits": set(),
-    # memo.BoundedCache, the one bounded cache every package's remembering uses (no rolegate imports).
-    "memo": set(),
-    "display_time": set(),
-    # HTTP glue shared by every stage: error pages/JSON, printable/loggable paths, the rate-limited malformed log.
-    "web": {"errors"},
-    "config": {"errors"},
-    "store": set(),
-    "authz": {"config", "limits", "memo"},
-    "notify": {"config"},
-    "proxy": {"config", "errors", "limits", "memo"},
-    "audit": {"errors", "store"},
-    "directory": {"config", "errors", "store"},
-    # Sign-in, sessions, forward-auth, day passes: never server or admin (the server hands check_access in).
-    "identity": {"audit", "authz", "config", "display_time", "errors", "limits", "memo", "proxy", "store",
-                 "web"},
-    "tokens": {"audit", "errors", "identity", "limits", "memo", "store"},
-    "admin": {"audit", "authz", "config", "display_time", "errors", "identity", "notify", "proxy", "store",
-              "web"},
-    "server": {"audit", "authz", "config", "directory", "errors", "identity", "limits", "memo", "proxy", "store",
-               "tokens", "web"},
-    # The composition root: wires the stages into one aiohttp application.
-    "app": {"admin", "errors", "identity", "proxy", "server", "tokens", "web"},
-    "cli": {"rolegate", "admin", "audit", "authz", "config", "directory", "errors", "identity", "proxy",
-            "server", "store", "tokens"},
-    "__main__": {"cli"},
-}.items()}
+ALLOWED: dict[str, frozenset[str]] = {
+    k: frozenset(v)
+    for k, v in {
+        "rolegate": set(),
+        "errors": set(),
+        "limits": set(),
+        # memo.BoundedCache, the one bounded cache every package's remembering uses (no rolegate imports).
+        "memo": set(),
+        "display_time": set(),
+        # HTTP glue shared by every stage: error pages/JSON, printable/loggable paths, the rate-limited malformed log.
+        "web": {"errors"},
+        "config": {"errors"},
+        "store": set(),
+        "authz": {"config", "limits", "memo"},
+        "notify": {"config"},
+        "proxy": {"config", "errors", "limits", "memo"},
+        "audit": {"errors", "store"},
+        "directory": {"config", "errors", "store"},
+        # Sign-in, sessions, forward-auth, day passes: never server or admin (the server hands check_access in).
+        "identity": {"audit", "authz", "config", "display_time", "errors", "limits", "memo", "proxy", "store", "web"},
+        "tokens": {"audit", "errors", "identity", "limits", "memo", "store"},
+        "admin": {"audit", "authz", "config", "display_time", "errors", "identity", "notify", "proxy", "store", "web"},
+        "server": {
+            "audit",
+            "authz",
+            "config",
+            "directory",
+            "errors",
+            "identity",
+            "limits",
+            "memo",
+            "proxy",
+            "store",
+            "tokens",
+            "web",
+        },
+        # The composition root: wires the stages into one aiohttp application.
+        "app": {"admin", "errors", "identity", "proxy", "server", "tokens", "web"},
+        "cli": {
+            "rolegate",
+            "admin",
+            "audit",
+            "authz",
+            "config",
+            "directory",
+            "errors",
+            "identity",
+            "proxy",
+            "server",
+            "store",
+            "tokens",
+        },
+        "__main__": {"cli"},
+    }.items()
+}
 
 # Edges against the direction, known and named; each must stay a function-level (lazy) import, so that no
 # import-time cycle exists, and each must still be there (drop it here once it is gone).
 KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {
     ("server", "admin"): "server/refused.py: the 403 page words the attempt (admin.wording.attempt_words) and "
-                         "offers whom to ask (admin.requests.approvers_for, which needs the admin's store "
-                         "queries); moving them below server is not a small change",
+    "offers whom to ask (admin.requests.approvers_for, which needs the admin's store "
+    "queries); moving them below server is not a small change",
     ("server", "app"): "server/worker.py builds the application (rolegate.app, the composition root) in the "
-                       "started worker",
+    "started worker",
     ("audit", "server"): "audit/log.py AuditLog.from_config publishes queue/sink health to "
-                         "server.audit_health (Prometheus and /readyz) for what serve builds",
+    "server.audit_health (Prometheus and /readyz) for what serve builds",
 }
 
 
@@ -77,8 +102,9 @@ def _module_name(path: Path) -> tuple[str, bool]:
 
 
 def _is_type_checking(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or \
-        (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 class _Imports(ast.NodeVisitor):
@@ -111,7 +137,7 @@ class _Imports(ast.NodeVisitor):
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
         if node.level:
             base = self.module.split(".") if self.is_package else self.module.split(".")[:-1]
-            base = base[:len(base) - node.level + 1]
+            base = base[: len(base) - node.level + 1]
             name = ".".join(base + ([node.module] if node.module else []))
         else:
             name = node.module or ""
@@ -168,8 +194,11 @@ def test_the_allowed_table_has_no_cycle():
 
 def test_packages_import_only_downwards():
     edges = _edges()
-    wrong = [f"{a} -> {b}: {', '.join(w for w, _ in where)}" for (a, b), where in sorted(edges.items())
-             if b not in ALLOWED.get(a, frozenset()) and (a, b) not in KNOWN_EXCEPTIONS]
+    wrong = [
+        f"{a} -> {b}: {', '.join(w for w, _ in where)}"
+        for (a, b), where in sorted(edges.items())
+        if b not in ALLOWED.get(a, frozenset()) and (a, b) not in KNOWN_EXCEPTIONS
+    ]
     assert wrong == [], "imports against the layers (tests/test_layers.py ALLOWED):\n" + "\n".join(wrong)
 
 

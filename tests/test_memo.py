@@ -20,6 +20,7 @@ SRC = Path(os.environ.get("ROLEGATE_SCAN_SRC") or Path(__file__).resolve().paren
 
 # -- the helper --------------------------------------------------------------------------------------------------
 
+
 def test_bound_holds() -> None:
     cache: BoundedCache[int, str] = BoundedCache(4)
     for i in range(100):
@@ -62,8 +63,17 @@ def test_limits_are_positive_ints() -> None:
 
 # -- no module-level mutable state -------------------------------------------------------------------------------
 
-_MUTABLE_CALLS = {"dict", "set", "list", "OrderedDict", "defaultdict", "deque", "WeakKeyDictionary",
-                  "WeakValueDictionary", "WeakSet"}
+_MUTABLE_CALLS = {
+    "dict",
+    "set",
+    "list",
+    "OrderedDict",
+    "defaultdict",
+    "deque",
+    "WeakKeyDictionary",
+    "WeakValueDictionary",
+    "WeakSet",
+}
 _MUTABLE_LITERALS = (ast.Dict, ast.List, ast.Set, ast.DictComp, ast.ListComp, ast.SetComp)
 
 # Constant tables: built once at import and never written to (a lookup table, default headers, a unit map).
@@ -104,10 +114,19 @@ CONSTANT_TABLES: dict[tuple[str, str], str] = {
 KNOWN_GLOBALS: dict[tuple[str, str], str] = {
     ("identity/registry.py", "_REGISTRY"): "authenticator classes, registered at import",
     ("server/metrics.py", "_BUFFERED"): "buffered counters, registered when made (at import)",
-    ("admin/request_notify.py", "_senders"): "access-request notices' transports for the current notify config (off the request path)",
+    (
+        "admin/request_notify.py",
+        "_senders",
+    ): "access-request notices' transports for the current notify config (off the request path)",
     ("directory/departures.py", "_warned"): "each fallback explained once per process (a log de-duplicator)",
-    ("server/audit_health.py", "_live"): "this process's audit logs, summed into its Prometheus gauges (metrics are per process)",
-    ("server/audit_health.py", "_shown"): "the unwritable-target labels this process last published (per process, as its gauges)",
+    (
+        "server/audit_health.py",
+        "_live",
+    ): "this process's audit logs, summed into its Prometheus gauges (metrics are per process)",
+    (
+        "server/audit_health.py",
+        "_shown",
+    ): "the unwritable-target labels this process last published (per process, as its gauges)",
 }
 
 
@@ -144,11 +163,13 @@ def module_level_mutables(src: Path) -> list[tuple[str, int, str]]:
 def test_no_module_level_mutable_state() -> None:
     allowed = CONSTANT_TABLES.keys() | KNOWN_GLOBALS.keys()
     found = module_level_mutables(SRC)
-    offenders = [f"src/rolegate/{module}:{line}: {name}" for module, line, name in found
-                 if (module, name) not in allowed]
-    assert not offenders, ("module-level mutable state (give it an owner, e.g. the Runtime, and a BoundedCache; "
-                           "or allowlist a never-written constant table by name with its reason):\n"
-                           + "\n".join(offenders))
+    offenders = [
+        f"src/rolegate/{module}:{line}: {name}" for module, line, name in found if (module, name) not in allowed
+    ]
+    assert not offenders, (
+        "module-level mutable state (give it an owner, e.g. the Runtime, and a BoundedCache; "
+        "or allowlist a never-written constant table by name with its reason):\n" + "\n".join(offenders)
+    )
     gone = allowed - {(module, name) for module, _line, name in found}
     assert not gone, f"allowlisted but no longer there (drop them from the lists): {sorted(gone)}"
 
@@ -157,6 +178,6 @@ def test_scan_catches_a_module_level_cache(tmp_path: Path) -> None:
     (tmp_path / "pkg").mkdir()
     (tmp_path / "pkg" / "links.py").write_text(
         "from typing import Any\n\n_LINKS: dict[tuple[str, str], Any] = {}\n_SEEN = set()\nLIMIT = 3\n"
-        "__all__ = ['LIMIT']\n")
+        "__all__ = ['LIMIT']\n"
+    )
     assert module_level_mutables(tmp_path) == [("pkg/links.py", 3, "_LINKS"), ("pkg/links.py", 4, "_SEEN")]
-

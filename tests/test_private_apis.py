@@ -88,15 +88,24 @@ def _feeds_a_response(parser_class, user: str) -> None:
     try:
         protocol = BaseProtocol(loop)
         try:
-            parser = parser_class(protocol, loop, upstream_pool.READ_LIMIT,
-                                  max_line_size=upstream_pool.MAX_LINE_SIZE, max_headers=upstream_pool.MAX_HEADERS,
-                                  max_field_size=upstream_pool.MAX_FIELD_SIZE, response_with_body=True,
-                                  read_until_eof=True, auto_decompress=False)
+            parser = parser_class(
+                protocol,
+                loop,
+                upstream_pool.READ_LIMIT,
+                max_line_size=upstream_pool.MAX_LINE_SIZE,
+                max_headers=upstream_pool.MAX_HEADERS,
+                max_field_size=upstream_pool.MAX_FIELD_SIZE,
+                response_with_body=True,
+                read_until_eof=True,
+                auto_decompress=False,
+            )
         except TypeError as exc:
             pytest.fail(moved(f"{parser_class.__name__}'s constructor ({exc})", user))
         protocol._parser = parser
-        result = parser.feed_data(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
-                                  b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhel")
+        result = parser.feed_data(
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhel"
+        )
         assert isinstance(result, tuple) and len(result) == 3, moved("feed_data -> (messages, upgraded, tail)", user)
         messages, upgraded, _tail = result
         assert [m.code for m, _ in messages] == [103, 200] and upgraded is False
@@ -108,9 +117,17 @@ def _feeds_a_response(parser_class, user: str) -> None:
         assert messages[0][1] is EMPTY_PAYLOAD or messages[0][1].is_eof()
         parser.feed_eof()  # connection_lost completes close-delimited bodies with it
         with pytest.raises(HttpProcessingError) as bad:
-            parser_class(protocol, loop, 2**16, max_line_size=100, max_headers=10, max_field_size=100,
-                         response_with_body=True, read_until_eof=True, auto_decompress=False
-                         ).feed_data(b"HTTP/1.1 abc OK\r\n\r\n")
+            parser_class(
+                protocol,
+                loop,
+                2**16,
+                max_line_size=100,
+                max_headers=10,
+                max_field_size=100,
+                response_with_body=True,
+                read_until_eof=True,
+                auto_decompress=False,
+            ).feed_data(b"HTTP/1.1 abc OK\r\n\r\n")
         assert isinstance(bad.value.message, str), moved("HttpProcessingError.message", user)
     finally:
         loop.close()
@@ -121,8 +138,9 @@ def test_base_protocol_keeps_the_fields_the_upstream_connection_reads():
     slots = set(BaseProtocol.__slots__)
     for name in ("_loop", "_paused", "_parser", "_drain_waiter", "_reading_paused", "transport"):
         assert name in slots, moved(f"BaseProtocol.{name}", user)
-    assert "resume_parser" in inspect.signature(BaseProtocol.resume_reading).parameters, \
-        moved("BaseProtocol.resume_reading(resume_parser=...)", user)
+    assert "resume_parser" in inspect.signature(BaseProtocol.resume_reading).parameters, moved(
+        "BaseProtocol.resume_reading(resume_parser=...)", user
+    )
     loop = asyncio.new_event_loop()
     try:
         protocol = BaseProtocol(loop)
@@ -156,8 +174,9 @@ def test_base_protocol_keeps_the_fields_the_upstream_connection_reads():
 async def test_request_handler_counts_and_queues_request_heads_as_the_guard_reads_them():
     user = "server/connections.py (_GuardedHandler.data_received, _GuardedServer)"
     for name in ("_request_count", "_messages", "_upgraded", "_manager", "_loop"):
-        assert any(name in getattr(k, "__slots__", ()) for k in RequestHandler.__mro__), \
-            moved(f"RequestHandler.{name}", user)
+        assert any(name in getattr(k, "__slots__", ()) for k in RequestHandler.__mro__), moved(
+            f"RequestHandler.{name}", user
+        )
     assert inspect.iscoroutinefunction(web.AppRunner._make_server), moved("web.AppRunner._make_server", user)
 
     async def handle(request):
@@ -168,8 +187,9 @@ async def test_request_handler_counts_and_queues_request_heads_as_the_guard_read
         server.__class__ = connections._GuardedServer  # what GuardedRunner._make_server does
     except TypeError as exc:
         pytest.fail(moved(f"web.Server's layout ({exc})", user))
-    assert isinstance(server._kwargs, dict) and isinstance(server._connections, dict), \
-        moved("web.Server._kwargs / _connections", user)
+    assert isinstance(server._kwargs, dict) and isinstance(server._connections, dict), moved(
+        "web.Server._kwargs / _connections", user
+    )
     server.limits = connections.Limits(header=30.0, idle=30.0, body=30.0, max_connections=100)
     server.closures, server.silent = connections._Closures(), {}
     handler = server()
@@ -206,8 +226,9 @@ def test_prometheus_multiprocess_values_open_their_files_through_the_module_name
     metric_files.install()
     value = values.MultiProcessValue(process_identifier=lambda: 4242)("counter", "x", "x_total", (), (), "help")
     value.inc(1)
-    assert type(value._file) is metric_files.ReservedMmapedDict, \
-        moved("MultiProcessValue opening its file as values.MmapedDict", user)
+    assert type(value._file) is metric_files.ReservedMmapedDict, moved(
+        "MultiProcessValue opening its file as values.MmapedDict", user
+    )
     value._file.close()
 
 

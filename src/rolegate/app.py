@@ -68,9 +68,9 @@ def build_reserved_app(holder: RuntimeHolder) -> web.Application:
     reserved = web.Application(middlewares=[reserved_paths_guard])
     reserved[HOLDER_KEY] = holder
     add_identity_routes(reserved, holder, check_access)  # login, callback, logout, back-channel logout, forward-auth
-    add_token_routes(reserved, holder)     # token endpoint and revocation
-    add_daypass_routes(reserved, holder)   # /.rolegate/pass/{code}
-    add_admin_routes(reserved, holder)     # /.rolegate/api/v1/* and /.rolegate/admin/*
+    add_token_routes(reserved, holder)  # token endpoint and revocation
+    add_daypass_routes(reserved, holder)  # /.rolegate/pass/{code}
+    add_admin_routes(reserved, holder)  # /.rolegate/api/v1/* and /.rolegate/admin/*
     return reserved
 
 

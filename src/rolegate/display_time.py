@@ -44,8 +44,14 @@ def to_timestamp(value: float | int | datetime | str | None) -> float | None:
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp()
 
 
-def local_text(value: float | int | datetime | str | None, zone: str, *, until: bool = False,
-               seconds: bool = False, named: bool = True) -> str:
+def local_text(
+    value: float | int | datetime | str | None,
+    zone: str,
+    *,
+    until: bool = False,
+    seconds: bool = False,
+    named: bool = True,
+) -> str:
     """``Sun 06 Dec 2026, 18:00 (Europe/Amsterdam)``; "" for no time (an unreadable string is shown as is).
 
     ``until``: an end time; local midnight is written as 24:00 of the day that ends (a pass "until
@@ -63,8 +69,15 @@ def local_text(value: float | int | datetime | str | None, zone: str, *, until: 
     return f"{text} ({zone})" if named else text
 
 
-def time_html(value: float | int | datetime | str | None, zone: str, *, until: bool = False,
-              seconds: bool = False, named: bool = True, empty: str = "") -> str:
+def time_html(
+    value: float | int | datetime | str | None,
+    zone: str,
+    *,
+    until: bool = False,
+    seconds: bool = False,
+    named: bool = True,
+    empty: str = "",
+) -> str:
     """``<time datetime="2026-12-06T23:00:00Z">Sun 06 Dec 2026, 24:00 (Europe/Amsterdam)</time>``, escaped."""
     ts = to_timestamp(value)
     if ts is None:

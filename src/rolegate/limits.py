@@ -45,6 +45,20 @@ ROUTE_HOSTS: Final = 1024
 # Pass id -> its record, re-read after any pass change (tokens/subject.py): one per pass holding tokens.
 PASS_RECORDS: Final = 10_000
 
-__all__ = ["ACCESS_MEMO", "APPROVERS", "COOKIE_KEY_LENGTH", "COOKIE_VALUES", "DAYPASS_SESSIONS", "ENTRY_REASONS",
-           "FORWARD_AUTH_HEADS", "IDENTITIES", "LIVE_USERS", "PASS_LINKS", "PASS_RECORDS", "QUIET_COOKIES",
-           "ROUTE_HOSTS", "SEALED_OPENED", "SESSIONS"]
+__all__ = [
+    "ACCESS_MEMO",
+    "APPROVERS",
+    "COOKIE_KEY_LENGTH",
+    "COOKIE_VALUES",
+    "DAYPASS_SESSIONS",
+    "ENTRY_REASONS",
+    "FORWARD_AUTH_HEADS",
+    "IDENTITIES",
+    "LIVE_USERS",
+    "PASS_LINKS",
+    "PASS_RECORDS",
+    "QUIET_COOKIES",
+    "ROUTE_HOSTS",
+    "SEALED_OPENED",
+    "SESSIONS",
+]

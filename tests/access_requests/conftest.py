@@ -118,19 +118,27 @@ class Mailbox:
         return self.to(address)
 
 
-def access_requests_section(hook_url: str | None = None, smtp_port: int | None = None,
-                            **overrides: Any) -> dict[str, Any]:
+def access_requests_section(
+    hook_url: str | None = None, smtp_port: int | None = None, **overrides: Any
+) -> dict[str, Any]:
     notify: dict[str, Any] = {}
     if hook_url:
         notify["webhook"] = {"url": hook_url, "secret": SECRET, "backoff": "0.2s", "max_backoff": "1s", "attempts": 4}
     if smtp_port:
         notify["email"] = {"host": "127.0.0.1", "port": smtp_port, "security": "none", "from": "rolegate@example.com"}
-    return {"max_duration": "8h", "expire_after": "1h", "rate": "5/h", "labels": dict(LABELS), "notify": notify,
-            **overrides}
+    return {
+        "max_duration": "8h",
+        "expire_after": "1h",
+        "rate": "5/h",
+        "labels": dict(LABELS),
+        "notify": notify,
+        **overrides,
+    }
 
 
-async def start_with(url: str, idp: Any, slapd: Any, backend_url: str, tmp: Path,
-                     section: dict[str, Any] | None) -> Served:
+async def start_with(
+    url: str, idp: Any, slapd: Any, backend_url: str, tmp: Path, section: dict[str, Any] | None
+) -> Served:
     """tests/admin's in-process rolegate (building-safety, lab directory and IdP) with ``access_requests``."""
     config = yaml.safe_load(admin_config(url, idp, slapd, backend_url, tmp))
     if section is not None:

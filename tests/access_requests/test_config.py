@@ -24,7 +24,9 @@ routes:
   - {path: "/buildings/{b}/documents", permission: documents:add, scope: "building:{b}", upstream: app}
 """
 
-GOOD = BASE + """\
+GOOD = (
+    BASE
+    + """\
 access_requests:
   max_duration: 4h
   expire_after: 2d
@@ -35,8 +37,11 @@ access_requests:
     email: {host: smtp.example.com, port: 465, security: tls, from: rolegate@example.com,
             username: rolegate, password: "${SMTP_PASSWORD}"}
 """
+)
 
-BAD = BASE + """\
+BAD = (
+    BASE
+    + """\
 access_requests:
   max_duration: 60d
   expire_after: 1s
@@ -51,6 +56,7 @@ access_requests:
     email: {host: smtp.example.com, security: none, from: nobody, username: rolegate}
     sms: {to: "+31"}
 """
+)
 
 
 def problems_of(text: str, **kw) -> list[str]:
@@ -89,18 +95,23 @@ def test_every_problem_names_its_line() -> None:
 
 
 def test_labels_and_mail_are_cross_checked() -> None:
-    text = BAD.replace("  max_duration: 60d\n  expire_after: 1s\n  rate: often\n", "").replace(
-        "{url: \"http://chat.example.com/hook\", secret: short, attempts: 0}",
-        "{url: \"http://127.0.0.1:9/hook\", secret: \"" + "s" * 32 + "\"}").replace(
-        "from: nobody", "from: rolegate@example.com").replace("    sms: {to: \"+31\"}\n", "")
+    text = (
+        BAD.replace("  max_duration: 60d\n  expire_after: 1s\n  rate: often\n", "")
+        .replace(
+            '{url: "http://chat.example.com/hook", secret: short, attempts: 0}',
+            '{url: "http://127.0.0.1:9/hook", secret: "' + "s" * 32 + '"}',
+        )
+        .replace("from: nobody", "from: rolegate@example.com")
+        .replace('    sms: {to: "+31"}\n', "")
+    )
     found = problems_of(text)
     assert found == [
         "c.yaml:12: access_requests.labels.nothing:here: 'nothing:here' is no declared permission, scope type or "
         "scope (type:id) of a declared type",
         "c.yaml:13: access_requests.labels.documents:add: only a scope type's label may hold a placeholder, and only "
-        "{id} (e.g. building: \"Building {id}\")",
+        '{id} (e.g. building: "Building {id}")',
         "c.yaml:14: access_requests.labels.building: only a scope type's label may hold a placeholder, and only {id} "
-        "(e.g. building: \"Building {id}\")",
+        '(e.g. building: "Building {id}")',
         "c.yaml:15: access_requests.labels.building:a: a label is one line of 1 to 120 characters",
         "c.yaml:18: access_requests.notify.email.host: security: none sends mail (and a password) in clear: only to a "
         "relay on 127.0.0.1 / ::1 / localhost; use starttls or tls",
@@ -111,7 +122,8 @@ def test_labels_and_mail_are_cross_checked() -> None:
 def test_rolegate_check_exits_2_with_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(BAD)
-    result = subprocess.run([sys.executable, "-m", "rolegate", "check", "-c", str(path)], capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "rolegate", "check", "-c", str(path)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 2
     assert f"{path}:13: access_requests.rate:" in result.stderr + result.stdout

@@ -25,8 +25,14 @@ DOCS_A, DOCS_B = "/buildings/a/documents", "/buildings/b/documents"
 
 @pytest.fixture
 async def world(lab_idp, lab_slapd, lab_backend, rolegate_url, tmp_path, hooks: HookReceiver, mailbox: Mailbox):
-    served = await start_with(rolegate_url, lab_idp, lab_slapd, lab_backend.url, tmp_path,
-                              access_requests_section(hooks.url, mailbox.port, rate="3/h"))
+    served = await start_with(
+        rolegate_url,
+        lab_idp,
+        lab_slapd,
+        lab_backend.url,
+        tmp_path,
+        access_requests_section(hooks.url, mailbox.port, rate="3/h"),
+    )
     opened: list[Client] = []
 
     async def login(username: str) -> Client:
@@ -54,9 +60,18 @@ async def through(client: Client, method: str, path: str, accept: dict[str, str]
 
 
 async def ask(client: Client, scope: str = "building:a", duration: str = "2h") -> tuple[int, Any]:
-    status, body, _ = await client.call("POST", f"{API}/access-requests", {
-        "permission": "documents:add", "scope": scope, "reason": "upload the fire drill report",
-        "duration": duration, "method": "POST", "path": f"/buildings/{scope.split(':')[1]}/documents"})
+    status, body, _ = await client.call(
+        "POST",
+        f"{API}/access-requests",
+        {
+            "permission": "documents:add",
+            "scope": scope,
+            "reason": "upload the fire drill report",
+            "duration": duration,
+            "method": "POST",
+            "path": f"/buildings/{scope.split(':')[1]}/documents",
+        },
+    )
     return status, body
 
 
@@ -65,20 +80,35 @@ async def test_403_page_of_a_signed_in_person(world) -> None:
     heidi = await login("heidi")
     status, page = await through(heidi, "POST", DOCS_A, HTML)
     assert status == 403
-    for text in ("Heidi Hendriks", "(heidi)", 'href="/.rolegate/logout"', "Sign in as someone else",
-                 "Add documents in Building A", "Carol Claes can grant it.", "Request access", "Reference:"):
+    for text in (
+        "Heidi Hendriks",
+        "(heidi)",
+        'href="/.rolegate/logout"',
+        "Sign in as someone else",
+        "Add documents in Building A",
+        "Carol Claes can grant it.",
+        "Request access",
+        "Reference:",
+    ):
         assert text in page, (text, page)
     # Whom to ask is the closest approver only: never who else holds what.
     assert "alice" not in page.lower() and "ruth" not in page.lower() and "dave" not in page.lower()
-    assert "/.rolegate/admin/requests/new?permission=documents%3Aadd&amp;method=POST&amp;path=%2Fbuildings%2Fa" \
-           "%2Fdocuments&amp;scope=building%3Aa" in page
+    assert (
+        "/.rolegate/admin/requests/new?permission=documents%3Aadd&amp;method=POST&amp;path=%2Fbuildings%2Fa"
+        "%2Fdocuments&amp;scope=building%3Aa" in page
+    )
 
     status, body = await through(heidi, "POST", DOCS_A, JSON)  # the same, as fields
     assert status == 403 and body["error"] == "forbidden" and body["reference"]
     assert body["signed_in_as"] == {"user": "heidi", "name": "Heidi Hendriks"}
     assert body["sign_out"] == "/.rolegate/logout"
-    assert body["tried"] == {"permission": "documents:add", "scope": "building:a", "what": "Add documents in Building A",
-                             "method": "POST", "path": DOCS_A}
+    assert body["tried"] == {
+        "permission": "documents:add",
+        "scope": "building:a",
+        "what": "Add documents in Building A",
+        "method": "POST",
+        "path": DOCS_A,
+    }
     offer = body["request_access"]
     assert offer["url"] == "/.rolegate/api/v1/access-requests" and offer["max_duration"] == "8h"
     assert offer["approvers"] == [{"user": "carol", "name": "Carol Claes", "scope": "building:a"}]
@@ -112,8 +142,9 @@ async def plain(lab_idp, lab_slapd, lab_backend, rolegate_url, tmp_path):
 async def test_disabled_account_page_has_its_sign_out_link(plain) -> None:
     served = plain
     async with lab_client_session() as http:
-        async with http.get(f"{served.url}/.rolegate/login", params={"rd": "/"}, headers=HTML,
-                            allow_redirects=False) as resp:
+        async with http.get(
+            f"{served.url}/.rolegate/login", params={"rd": "/"}, headers=HTML, allow_redirects=False
+        ) as resp:
             location = resp.headers["Location"]
         callback = await idp_login(http, location, "ivan", "demo")
         async with http.get(callback.url, headers=HTML, allow_redirects=False) as resp:
@@ -124,7 +155,9 @@ async def test_disabled_account_page_has_its_sign_out_link(plain) -> None:
             assert '<a href="/.rolegate/logout" id="sign-out">Sign out</a>' in page
         async with http.get(served.url + "/buildings/a/dashboard", headers=JSON, allow_redirects=False) as resp:
             body = await resp.json()
-            assert resp.status == 403 and body["error"] == "account_disabled" and body["sign_out"] == "/.rolegate/logout"
+            assert (
+                resp.status == 403 and body["error"] == "account_disabled" and body["sign_out"] == "/.rolegate/logout"
+            )
             assert "request_access" not in body and "tried" not in body
 
 
@@ -163,7 +196,9 @@ async def test_request_approve_expire_and_who_may_not(world, hooks: HookReceiver
     assert status == 200 and listing["to_review"] == []
     assert (await dave.call("GET", f"{API}/access-requests/{rid}"))[0] == 403
     status, refused, _ = await dave.call("POST", f"{API}/access-requests/{rid}/approve", {})
-    assert status == 403 and "no role you hold at building:a manages a role that gives documents:add" in refused["message"]
+    assert (
+        status == 403 and "no role you hold at building:a manages a role that gives documents:add" in refused["message"]
+    )
     assert (await dave.call("POST", f"{API}/access-requests/{rid}/deny", {"reason": "no"}))[0] == 403
     assert (await ruth.call("POST", f"{API}/access-requests/{rid}/approve", {}))[0] == 403  # building b's
     assert (await heidi.call("POST", f"{API}/access-requests/{rid}/approve", {}))[0] == 403  # her own
@@ -175,7 +210,9 @@ async def test_request_approve_expire_and_who_may_not(world, hooks: HookReceiver
     assert listing["to_review"][0]["plans"][0]["settings"] == ["documents_add"]
     status, dry, _ = await carol.call("POST", f"{API}/access-requests/{rid}/approve?dry_run=1", {})
     assert status == 200 and dry["applied"] is False and dry["plan"]["role"] == "user"
-    assert {"user": "heidi", "scope": "building:a", "gains": ["documents:add"], "loses": []} in dry["preview"]["changes"]
+    assert {"user": "heidi", "scope": "building:a", "gains": ["documents:add"], "loses": []} in dry["preview"][
+        "changes"
+    ]
     assert (await through(heidi, "POST", DOCS_A))[0] == 403  # a preview changes nothing
     # Longer than asked is refused; shorter is the approver's call.
     assert (await carol.call("POST", f"{API}/access-requests/{rid}/approve", {"duration": "3h"}))[0] == 422
@@ -252,31 +289,52 @@ async def test_expiry_rate_limit_and_bad_input(world, hooks: HookReceiver) -> No
     assert len(expired) == 1
 
     # Bad input: a clear 422 naming the field, never a 500.
-    for bad, field in (({"duration": "9h"}, "duration"), ({"duration": "soon"}, "duration"),
-                       ({"permission": "nothing:here"}, "permission"), ({"scope": "planet:mars"}, "scope"),
-                       ({"reason": "   "}, "reason"), ({"extra": 1}, "extra")):
+    for bad, field in (
+        ({"duration": "9h"}, "duration"),
+        ({"duration": "soon"}, "duration"),
+        ({"permission": "nothing:here"}, "permission"),
+        ({"scope": "planet:mars"}, "scope"),
+        ({"reason": "   "}, "reason"),
+        ({"extra": 1}, "extra"),
+    ):
         payload = {"permission": "documents:add", "scope": "building:a", "reason": "x", "duration": "1h", **bad}
         status, answer, _ = await heidi.call("POST", f"{API}/access-requests", payload)
         assert status == 422 and field in json.dumps(answer["errors"]), (bad, status, answer)
     # Something heidi may do already, or something nobody can grant: 409.
-    status, answer, _ = await heidi.call("POST", f"{API}/access-requests", {
-        "permission": "dashboard:view", "scope": "building:a", "reason": "x", "duration": "1h"})
+    status, answer, _ = await heidi.call(
+        "POST",
+        f"{API}/access-requests",
+        {"permission": "dashboard:view", "scope": "building:a", "reason": "x", "duration": "1h"},
+    )
     assert status == 409 and "already" in answer["message"]
 
     # Per user: rate 3/h (the expired one counted); the fourth is 429; carol still may ask.
     assert (await ask(heidi, "building:b"))[0] == 201
-    status, answer, _ = await heidi.call("POST", f"{API}/access-requests", {
-        "permission": "documents:edit", "scope": "building:a", "reason": "x", "duration": "1h"})
+    status, answer, _ = await heidi.call(
+        "POST",
+        f"{API}/access-requests",
+        {"permission": "documents:edit", "scope": "building:a", "reason": "x", "duration": "1h"},
+    )
     assert status == 201
-    status, answer, _ = await heidi.call("POST", f"{API}/access-requests", {
-        "permission": "logbook:download", "scope": "building:a", "reason": "x", "duration": "1h"})
+    status, answer, _ = await heidi.call(
+        "POST",
+        f"{API}/access-requests",
+        {"permission": "logbook:download", "scope": "building:a", "reason": "x", "duration": "1h"},
+    )
     assert status == 429 and answer["error"] == "too_many_requests"
-    status, answer, _ = await carol.call("POST", f"{API}/access-requests", {
-        "permission": "sensors:manage", "scope": "building:a", "reason": "x", "duration": "1h"})
+    status, answer, _ = await carol.call(
+        "POST",
+        f"{API}/access-requests",
+        {"permission": "sensors:manage", "scope": "building:a", "reason": "x", "duration": "1h"},
+    )
     assert status == 201 and [a["user"] for a in answer["request"]["approvers"]] == ["alice"]
     # Without the CSRF token a cookie session cannot ask (or answer).
-    status, _, _ = await heidi.call("POST", f"{API}/access-requests", {
-        "permission": "qrcodes:edit", "scope": "building:a", "reason": "x", "duration": "1h"}, csrf=False)
+    status, _, _ = await heidi.call(
+        "POST",
+        f"{API}/access-requests",
+        {"permission": "qrcodes:edit", "scope": "building:a", "reason": "x", "duration": "1h"},
+        csrf=False,
+    )
     assert status == 403
 
 
@@ -289,8 +347,11 @@ async def test_off_without_the_section(plain) -> None:
         assert "Request access" not in page and "can grant it" not in page
         status, body = await through(heidi, "POST", DOCS_A, JSON)
         assert "request_access" not in body and body["tried"]["what"] == "Add documents in Building a"
-        status, answer, _ = await heidi.call("POST", f"{API}/access-requests", {
-            "permission": "documents:add", "scope": "building:a", "reason": "x", "duration": "1h"})
+        status, answer, _ = await heidi.call(
+            "POST",
+            f"{API}/access-requests",
+            {"permission": "documents:add", "scope": "building:a", "reason": "x", "duration": "1h"},
+        )
         assert status == 404
         status, me, _ = await heidi.call("GET", f"{API}/me")
         assert me["pending_requests"] == [] and me["temporary_access"] == []

@@ -29,8 +29,14 @@ from tests.support.serve import RolegateProcess
 pytestmark = pytest.mark.lab
 
 CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 PHONE = {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 2, "is_mobile": True, "has_touch": True}
 GRANTED = 20  # seconds: what carol shortens heidi's two hours to, so the test can wait it out
 
@@ -94,8 +100,11 @@ async def post_from(page, base: str, path: str) -> int:
     """The browser submits a form (a navigation, as an app's "Add document" button would): its status."""
     await page.goto(base + "/buildings/a/dashboard")  # a page of the app heidi may open
     async with page.expect_navigation() as navigation:
-        await page.evaluate("""path => { const f = document.createElement('form'); f.method = 'post';
-                                         f.action = path; document.body.appendChild(f); f.submit(); }""", path)
+        await page.evaluate(
+            """path => { const f = document.createElement('form'); f.method = 'post';
+                                         f.action = path; document.body.appendChild(f); f.submit(); }""",
+            path,
+        )
     response = await navigation.value
     assert response is not None
     return response.status
@@ -120,9 +129,18 @@ async def test_request_access_from_a_phone(served: RolegateProcess, receiver: Ho
             # -- heidi is refused adding documents in building a: the 403 page -----------------------------------
             heidi_ctx, heidi = await phone_of(browser, base, "heidi", "/.rolegate/admin/me")
             assert await post_from(heidi, base, "/buildings/a/documents") == 403
-            refused = await shot(heidi, shots / "403.png", "Access denied", "Signed in as Heidi Hendriks (heidi)",
-                                 "Sign out", "Sign in as someone else", "You tried to: Add documents in Building A",
-                                 "Carol Claes can grant it.", "Request access", "Reference:")
+            refused = await shot(
+                heidi,
+                shots / "403.png",
+                "Access denied",
+                "Signed in as Heidi Hendriks (heidi)",
+                "Sign out",
+                "Sign in as someone else",
+                "You tried to: Add documents in Building A",
+                "Carol Claes can grant it.",
+                "Request access",
+                "Reference:",
+            )
             assert "alice" not in refused.lower() and "ruth" not in refused.lower()
             box = await heidi.locator("#request-access").bounding_box()
             assert box is not None and box["height"] >= 40 and box["x"] + box["width"] <= 390
@@ -133,19 +151,36 @@ async def test_request_access_from_a_phone(served: RolegateProcess, receiver: Ho
             assert "/.rolegate/admin/requests/new?" in heidi.url
             await heidi.fill("textarea[name=reason]", "upload the fire drill report")
             await heidi.select_option("select[name=duration]", "2h")
-            await shot(heidi, shots / "request.png", "Request access", "Add documents in Building A",
-                       "Your request goes to Carol Claes.", "Why do you need it?", "For how long?", "2 h")
+            await shot(
+                heidi,
+                shots / "request.png",
+                "Request access",
+                "Add documents in Building A",
+                "Your request goes to Carol Claes.",
+                "Why do you need it?",
+                "For how long?",
+                "2 h",
+            )
             async with heidi.expect_navigation():
                 await heidi.locator("#send").tap()
             rid = re.search(r"/requests/(r_[A-Za-z0-9]+)\?sent=1$", heidi.url).group(1)  # type: ignore[union-attr]
-            await shot(heidi, shots / "request-sent.png", "Sent.", "Add documents in Building A", "for 2 h",
-                       "upload the fire drill report", "waiting for an answer")
+            await shot(
+                heidi,
+                shots / "request-sent.png",
+                "Sent.",
+                "Add documents in Building A",
+                "for 2 h",
+                "upload the fire drill report",
+                "waiting for an answer",
+            )
 
             # -- carol gets the webhook (HMAC checked by the receiver) ---------------------------------------------
             created = (await receiver.wait_for("access_request.created"))[0]
             assert not receiver.refused
             assert created["request"]["id"] == rid and created["notified"] == ["carol"]
-            assert created["request"]["what"] == "Add documents in Building A" and created["request"]["duration"] == 7200
+            assert (
+                created["request"]["what"] == "Add documents in Building A" and created["request"]["duration"] == 7200
+            )
             review = created["review_url"]
             assert review == f"{base}/.rolegate/admin/requests/{rid}"
 
@@ -155,31 +190,58 @@ async def test_request_access_from_a_phone(served: RolegateProcess, receiver: Ho
             opened = await dave.goto(review)
             assert opened is not None and opened.status == 403
             token = await csrf_of(dave_ctx, base)
-            answer = await dave_ctx.request.post(f"{review}/approve", form={"csrf": token, "role": "user"},
-                                                 headers={"Origin": base}, max_redirects=0)
+            answer = await dave_ctx.request.post(
+                f"{review}/approve", form={"csrf": token, "role": "user"}, headers={"Origin": base}, max_redirects=0
+            )
             assert answer.status == 403
-            answer = await dave_ctx.request.post(f"{base}/.rolegate/api/v1/access-requests/{rid}/approve",
-                                                 data="{}", headers={"Content-Type": "application/json",
-                                                                     "X-Rolegate-CSRF": token, "Origin": base})
+            answer = await dave_ctx.request.post(
+                f"{base}/.rolegate/api/v1/access-requests/{rid}/approve",
+                data="{}",
+                headers={"Content-Type": "application/json", "X-Rolegate-CSRF": token, "Origin": base},
+            )
             assert answer.status == 403
 
             # -- carol opens the link on her phone: who asks, what, why, and what approving changes -------------------
             carol_ctx, carol = await phone_of(browser, base, "carol", review.removeprefix(base))
             assert carol.url == review
-            await shot(carol, shots / "review.png", "Heidi Hendriks", "Add documents in Building A", "for 2 h",
-                       "upload the fire drill report", "If you approve", "heidi", "building:a", "+ documents:add",
-                       "heidi gets role user at building:a with documents_add on, for 2 h",
-                       "Approve: user for 2 h", "Deny")
+            await shot(
+                carol,
+                shots / "review.png",
+                "Heidi Hendriks",
+                "Add documents in Building A",
+                "for 2 h",
+                "upload the fire drill report",
+                "If you approve",
+                "heidi",
+                "building:a",
+                "+ documents:add",
+                "heidi gets role user at building:a with documents_add on, for 2 h",
+                "Approve: user for 2 h",
+                "Deny",
+            )
             # She shortens it (the test waits it out) and looks at the preview again, then approves.
             await carol.fill("#recompute input[name=duration]", f"{GRANTED}s")
             async with carol.expect_navigation():
                 await carol.locator("#recompute button").tap()
-            await shot(carol, shots / "review-shortened.png", "+ documents:add", f"for {GRANTED} s",
-                       f"Approve: user for {GRANTED} s")
+            await shot(
+                carol,
+                shots / "review-shortened.png",
+                "+ documents:add",
+                f"for {GRANTED} s",
+                f"Approve: user for {GRANTED} s",
+            )
             async with carol.expect_navigation():
                 await carol.locator("#approve-button").tap()
-            approved = await shot(carol, shots / "approved.png", "Approved.", "Approved by carol", "role user",
-                                  "at building:a", "with documents_add on", "left")
+            approved = await shot(
+                carol,
+                shots / "approved.png",
+                "Approved.",
+                "Approved by carol",
+                "role user",
+                "at building:a",
+                "with documents_add on",
+                "left",
+            )
             assert re.search(r"until \w{3} \d\d \w{3} \d{4}, \d\d:\d\d \([A-Za-z_/]+\)", approved), approved
             event = (await receiver.wait_for("access_request.approved"))[0]
             until = event["request"]["grant"]["until"]

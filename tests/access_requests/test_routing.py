@@ -33,9 +33,14 @@ def person(username: str, *groups: str, disabled: bool = False) -> Person:
 
 
 # The lab directory's building-safety people (deploy/lab/README.md).
-PEOPLE = [person("alice", "bs-admins"), person("carol", "bs-responsible-a", "bs-users"),
-          person("ruth", "bs-responsible-b", "bs-users"), person("dave", "bs-risk-assessors", "bs-users"),
-          person("heidi", "bs-users"), person("ivan", "bs-responsible-a", disabled=True)]
+PEOPLE = [
+    person("alice", "bs-admins"),
+    person("carol", "bs-responsible-a", "bs-users"),
+    person("ruth", "bs-responsible-b", "bs-users"),
+    person("dave", "bs-risk-assessors", "bs-users"),
+    person("heidi", "bs-users"),
+    person("ivan", "bs-responsible-a", disabled=True),
+]
 
 
 def names(found) -> list[tuple[str, str | None]]:
@@ -47,9 +52,13 @@ def test_routing_closest_scope_first_and_never_another_building() -> None:
     people = People(PEOPLE, "directory")
     # ivan is responsible of a too, but disabled; heidi asks, so she is not asked; dave manages no roles.
     assert names(approvers(policy, people, "documents:add", "building:a", NOW, requester="heidi")) == [
-        ("carol", "building:a"), ("alice", None)]
+        ("carol", "building:a"),
+        ("alice", None),
+    ]
     assert names(approvers(policy, people, "documents:add", "building:b", NOW, requester="heidi")) == [
-        ("ruth", "building:b"), ("alice", None)]
+        ("ruth", "building:b"),
+        ("alice", None),
+    ]
     # What only the admin role gives (sensors) only the admin can grant; a global permission: no building.
     assert names(approvers(policy, people, "sensors:manage", "building:a", NOW)) == [("alice", None)]
     assert names(approvers(policy, people, "documents:view", None, NOW)) == [("alice", None)]
@@ -58,20 +67,30 @@ def test_routing_closest_scope_first_and_never_another_building() -> None:
 
 
 def test_a_client_level_manager_comes_between_the_building_and_everywhere() -> None:
-    policy = policy_of([{"user": "grace", "role": "responsible", "scope": "client:acme"},
-                        {"user": "olivia", "role": "responsible", "scope": "building:a",
-                         "until": "2001-01-01T00:00:00Z"}])  # expired: manages nothing any more
+    policy = policy_of(
+        [
+            {"user": "grace", "role": "responsible", "scope": "client:acme"},
+            {"user": "olivia", "role": "responsible", "scope": "building:a", "until": "2001-01-01T00:00:00Z"},
+        ]
+    )  # expired: manages nothing any more
     people = People([*PEOPLE, person("grace"), person("olivia")], "directory")
     assert names(approvers(policy, people, "documents:add", "building:a", NOW, requester="heidi")) == [
-        ("carol", "building:a"), ("grace", "client:acme"), ("alice", None)]
+        ("carol", "building:a"),
+        ("grace", "client:acme"),
+        ("alice", None),
+    ]
     assert names(approvers(policy, people, "documents:add", "building:b", NOW, requester="heidi")) == [
-        ("ruth", "building:b"), ("grace", "client:acme"), ("alice", None)]
+        ("ruth", "building:b"),
+        ("grace", "client:acme"),
+        ("alice", None),
+    ]
 
 
 def test_day_passes_never_approve() -> None:
     policy = policy_of([{"daypass": "p1", "role": "admin"}])
     assert names(approvers(policy, People(PEOPLE, "directory"), "sensors:manage", "building:a", NOW)) == [
-        ("alice", None)]
+        ("alice", None)
+    ]
     assert plans_of(policy, Identity("sam", daypass="p1"), "sensors:manage", "building:a", NOW) == []
 
 
@@ -84,31 +103,43 @@ def test_least_role_is_the_smallest_grant_that_gives_it() -> None:
     assert [(p.role, p.settings) for p in plans] == [("user", ("documents_add",)), ("responsible", ("documents_add",))]
     assert plans[0].size == 5  # the user role's four plus documents:add
     plans = plans_of(policy, alice, "documents:add", "building:a", NOW)
-    assert [(p.role, p.settings) for p in plans][:3] == [("user", ("documents_add",)),
-                                                         ("responsible", ("documents_add",)), ("risk_assessor", ())]
+    assert [(p.role, p.settings) for p in plans][:3] == [
+        ("user", ("documents_add",)),
+        ("responsible", ("documents_add",)),
+        ("risk_assessor", ()),
+    ]
     # Given plainly by several roles: the one with the fewest permissions first.
     assert [p.role for p in plans_of(policy, alice, "sensors:manage", "building:a", NOW)] == ["admin", "client_admin"]
     assert [p.role for p in plans_of(policy, alice, "risk_assessment:edit", "building:a", NOW)] == ["risk_assessor"]
     # carol manages nothing at b, nothing globally; dave manages no roles at all.
     assert plans_of(policy, carol, "documents:add", "building:b", NOW) == []
     assert plans_of(policy, carol, "documents:add", None, NOW) == []
-    assert plans_of(policy, Identity("dave", ["bs-risk-assessors", "bs-users"]), "documents:add", "building:a", NOW) == []
+    assert (
+        plans_of(policy, Identity("dave", ["bs-risk-assessors", "bs-users"]), "documents:add", "building:a", NOW) == []
+    )
 
 
 def test_the_delegation_guards_hold_for_plans() -> None:
     policy = policy_of()
     roles = policy.roles
     # A role that denies it is never a way to give it, whoever manages it.
-    assert plan_for_role(policy, roles["subcontractor"], Delegation(ALL, ALL, ALL), frozenset(), "documents:view") is None
+    assert (
+        plan_for_role(policy, roles["subcontractor"], Delegation(ALL, ALL, ALL), frozenset(), "documents:view") is None
+    )
     # Managing the role but not the setting it needs: no plan.
     assert plans_for(policy, Delegation(frozenset({"user"})), frozenset(), "documents:add") == []
-    assert plans_for(policy, Delegation(frozenset({"user"}), frozenset({"documents_add"})), frozenset(),
-                     "documents:add")[0].role == "user"
+    assert (
+        plans_for(policy, Delegation(frozenset({"user"}), frozenset({"documents_add"})), frozenset(), "documents:add")[
+            0
+        ].role
+        == "user"
+    )
     # responsible hands out rolegate:daypass:issue: only someone holding it there may grant that role.
     manages = Delegation(frozenset({"responsible"}), ALL)
     assert plans_for(policy, manages, frozenset(), "trends:view") == []
     assert [p.role for p in plans_for(policy, manages, frozenset({"rolegate:daypass:issue"}), "trends:view")] == [
-        "responsible"]
+        "responsible"
+    ]
 
 
 def test_a_setting_switched_on_until_a_time_ends_by_itself() -> None:
@@ -128,8 +159,14 @@ def test_a_setting_switched_on_until_a_time_ends_by_itself() -> None:
     assert not decide(policy, heidi, "documents:add", "building:a", None, until + 1).allowed
     assert not decide(policy, heidi, "documents:add", "building:b", None, NOW).allowed
     # A switch without an end next to one with an end: the one without wins.
-    policy = at({"on": [{"setting": "documents_add", "scope": "building:a", "until": iso},
-                        {"setting": "documents_add", "scope": "building:a"}]})
+    policy = at(
+        {
+            "on": [
+                {"setting": "documents_add", "scope": "building:a", "until": iso},
+                {"setting": "documents_add", "scope": "building:a"},
+            ]
+        }
+    )
     assert decide(policy, heidi, "documents:add", "building:a", None, until + 1).allowed
     # An end that is no time with a zone grants nothing (fail closed), and says why.
     for bad in ("tomorrow", "2030-01-01T00:00:00", 12345):

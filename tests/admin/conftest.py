@@ -1,5 +1,6 @@
 """rolegate in-process with the building-safety config (seed 001), the lab's slapd as directory and the lab's
 IdP for sign-in, on the session's reserved port (the IdP knows its callback). A fresh store per test."""
+
 from __future__ import annotations
 
 import urllib.parse
@@ -31,13 +32,23 @@ def admin_config(url: str, idp: Any, slapd: Any, backend_url: str, tmp: Path) ->
     config["server"] = {"listen": f"127.0.0.1:{port}", "public_url": url, "workers": 1}
     config["storage"] = {"url": f"sqlite:///{tmp}/rolegate.db"}
     config["session"] = {"secret": "admin-tests-session-secret-" + "a" * 32}
-    config["oidc"] = {"issuer": idp.issuer, "client_id": "rolegate", "client_secret": idp.client()["client_secret"],
-                      "scopes": ["openid", "profile", "email", "groups"], "algorithms": ["ES256", "RS256"],
-                      "access_token_audience": [DEFAULT_AUDIENCE]}
-    config["directory"] = {"url": slapd.url, "bind_dn": slapd.service_dn, "bind_password": slapd.service_password,
-                           "users": {"base": "ou=people,dc=example,dc=com", "disabled_filter": "(employeeType=disabled)"},
-                           "groups": {"base": "ou=groups,dc=example,dc=com"}, "timeout": "5s",
-                           "connect_timeout": "2s"}
+    config["oidc"] = {
+        "issuer": idp.issuer,
+        "client_id": "rolegate",
+        "client_secret": idp.client()["client_secret"],
+        "scopes": ["openid", "profile", "email", "groups"],
+        "algorithms": ["ES256", "RS256"],
+        "access_token_audience": [DEFAULT_AUDIENCE],
+    }
+    config["directory"] = {
+        "url": slapd.url,
+        "bind_dn": slapd.service_dn,
+        "bind_password": slapd.service_password,
+        "users": {"base": "ou=people,dc=example,dc=com", "disabled_filter": "(employeeType=disabled)"},
+        "groups": {"base": "ou=groups,dc=example,dc=com"},
+        "timeout": "5s",
+        "connect_timeout": "2s",
+    }
     for upstream in config["upstreams"].values():
         upstream["url"] = backend_url
     config["audit"] = {"sinks": ["store"], "reads": {"sample": 1.0}}
@@ -86,8 +97,9 @@ class Client:
         self.base = base
         self.csrf = csrf
 
-    async def call(self, method: str, path: str, json: Any = None, headers: dict[str, str] | None = None,
-                   csrf: bool = True) -> tuple[int, Any, Any]:
+    async def call(
+        self, method: str, path: str, json: Any = None, headers: dict[str, str] | None = None, csrf: bool = True
+    ) -> tuple[int, Any, Any]:
         h = {**JSON, **(headers or {})}
         if csrf and method not in ("GET", "HEAD"):
             h["X-Rolegate-CSRF"] = self.csrf

@@ -33,26 +33,55 @@ API = "/.rolegate/api/v1"
 SESSION_SECRET = "apps-test-session-secret-" + "y" * 40
 
 
-def apps_config(idp, backend_url: str, db: Path, *, workers: int = 2, clock_skew: str = "60s",
-                username_claim: str = "preferred_username") -> dict:
+def apps_config(
+    idp,
+    backend_url: str,
+    db: Path,
+    *,
+    workers: int = 2,
+    clock_skew: str = "60s",
+    username_claim: str = "preferred_username",
+) -> dict:
     return {
-        "server": {"listen": "127.0.0.1:0", "public_url": "http://127.0.0.1:8080", "internal_listen": "127.0.0.1:0",
-                   "workers": workers},
+        "server": {
+            "listen": "127.0.0.1:0",
+            "public_url": "http://127.0.0.1:8080",
+            "internal_listen": "127.0.0.1:0",
+            "workers": workers,
+        },
         "storage": {"url": f"sqlite:///{db}"},
-        "oidc": {"issuer": idp.issuer, "client_id": "rolegate", "client_secret": idp.client()["client_secret"],
-                 "scopes": ["openid", "profile", "email", "groups"], "access_token_audience": [DEFAULT_AUDIENCE],
-                 "clock_skew": clock_skew, "username_claim": username_claim},
+        "oidc": {
+            "issuer": idp.issuer,
+            "client_id": "rolegate",
+            "client_secret": idp.client()["client_secret"],
+            "scopes": ["openid", "profile", "email", "groups"],
+            "access_token_audience": [DEFAULT_AUDIENCE],
+            "clock_skew": clock_skew,
+            "username_claim": username_claim,
+        },
         "session": {"secret": SESSION_SECRET},
-        "scopes": {"region": {}, "building": {"parent": "region", "members": {"a": "north"}},
-                   "customer": {"parent": "region"}, "workorder": {"parent": "building"}},
+        "scopes": {
+            "region": {},
+            "building": {"parent": "region", "members": {"a": "north"}},
+            "customer": {"parent": "region"},
+            "workorder": {"parent": "building"},
+        },
         "permissions": ["workorders:view"],
         "apps_audience": APPS_AUDIENCE,
-        "apps": {"fieldservice": {"description": "the lab's field-service backend", "client_id": "fieldservice",
-                                  "api_keys": True, "may": {"place": ["workorder"]}},
-                 "hybrid": {"client_id": "hybridapp", "may": {"place": ["workorder"]}}},
+        "apps": {
+            "fieldservice": {
+                "description": "the lab's field-service backend",
+                "client_id": "fieldservice",
+                "api_keys": True,
+                "may": {"place": ["workorder"]},
+            },
+            "hybrid": {"client_id": "hybridapp", "may": {"place": ["workorder"]}},
+        },
         "upstreams": {"backend": {"url": backend_url}},
-        "routes": [{"path": "/workorders/**", "permission": "workorders:view", "upstream": "backend"},
-                   {"path": "/me-echo/**", "mode": "authenticated", "upstream": "backend"}],
+        "routes": [
+            {"path": "/workorders/**", "permission": "workorders:view", "upstream": "backend"},
+            {"path": "/me-echo/**", "mode": "authenticated", "upstream": "backend"},
+        ],
     }
 
 
@@ -61,9 +90,17 @@ HYBRID_REDIRECT = "http://127.0.0.1:9/callback"
 
 def _idp_clients(url: str = "http://127.0.0.1:9") -> list[dict]:
     # "hybridapp" is an app whose IdP client (misconfigured) also lets users sign in through it
-    return [rolegate_client(url), app_client("fieldservice"), app_client("otherapp"),
-            app_client("hybridapp", grant_types=["client_credentials", "authorization_code"],
-                       response_types=["code"], redirect_uris=[HYBRID_REDIRECT])]
+    return [
+        rolegate_client(url),
+        app_client("fieldservice"),
+        app_client("otherapp"),
+        app_client(
+            "hybridapp",
+            grant_types=["client_credentials", "authorization_code"],
+            response_types=["code"],
+            redirect_uris=[HYBRID_REDIRECT],
+        ),
+    ]
 
 
 async def _user_token_via(http, idp, client_id: str, redirect_uri: str, resource: str, username: str = "alice") -> str:
@@ -77,15 +114,35 @@ async def _user_token_via(http, idp, client_id: str, redirect_uri: str, resource
 
     verifier = secrets.token_urlsafe(48)
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
-    params = {"response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri, "scope": "openid",
-              "state": secrets.token_urlsafe(8), "code_challenge": challenge, "code_challenge_method": "S256",
-              "resource": resource}
-    callback = await idp_login(http, idp.discovery["authorization_endpoint"] + "?" + urllib.parse.urlencode(params),
-                               username, "demo", callback_prefix=redirect_uri)
+    params = {
+        "response_type": "code",
+        "client_id": client_id,
+        "redirect_uri": redirect_uri,
+        "scope": "openid",
+        "state": secrets.token_urlsafe(8),
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+        "resource": resource,
+    }
+    callback = await idp_login(
+        http,
+        idp.discovery["authorization_endpoint"] + "?" + urllib.parse.urlencode(params),
+        username,
+        "demo",
+        callback_prefix=redirect_uri,
+    )
     basic = base64.b64encode(f"{client_id}:{idp.client(client_id)['client_secret']}".encode()).decode()
-    async with http.post(idp.discovery["token_endpoint"], headers={"Authorization": f"Basic {basic}"},
-                         data={"grant_type": "authorization_code", "code": callback.code, "redirect_uri": redirect_uri,
-                               "code_verifier": verifier, "resource": resource}) as resp:
+    async with http.post(
+        idp.discovery["token_endpoint"],
+        headers={"Authorization": f"Basic {basic}"},
+        data={
+            "grant_type": "authorization_code",
+            "code": callback.code,
+            "redirect_uri": redirect_uri,
+            "code_verifier": verifier,
+            "resource": resource,
+        },
+    ) as resp:
         body = await resp.json()
         assert resp.status == 200, body
         return body["access_token"]
@@ -101,8 +158,12 @@ async def _place(http: aiohttp.ClientSession, base: str, token: str, child: str,
 
 
 def _cli(config_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "rolegate", "apps", "key", *args, "-c", str(config_path)],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "rolegate", "apps", "key", *args, "-c", str(config_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def _audit_bodies(db: Path) -> list[dict]:
@@ -136,15 +197,21 @@ async def test_client_credentials_token_writes_the_directory_as_the_app(served, 
         async with http.get(f"{served.url}{API}/roles", headers=_bearer(token)) as r:
             assert r.status == 403, await r.text()
             assert "is an app" in (await r.json())["message"]
-        async with http.post(f"{served.url}{API}/bindings", headers=_bearer(token),
-                             json={"group": "staff", "role": "x"}) as r:
+        async with http.post(
+            f"{served.url}{API}/bindings", headers=_bearer(token), json={"group": "staff", "role": "x"}
+        ) as r:
             assert r.status == 403, await r.text()
         async with http.get(f"{served.url}{API}/me", headers=_bearer(token)) as r:
             assert r.status == 403
         # nor the admin pages (where a form POST would need no CSRF token from a bearer credential)
         for method, path in (("GET", "/"), ("GET", "/me"), ("POST", "/requests")):
-            async with http.request(method, f"{served.url}/.rolegate/admin{path}", headers=_bearer(token),
-                                    data={"x": "1"} if method == "POST" else None, allow_redirects=False) as r:
+            async with http.request(
+                method,
+                f"{served.url}/.rolegate/admin{path}",
+                headers=_bearer(token),
+                data={"x": "1"} if method == "POST" else None,
+                allow_redirects=False,
+            ) as r:
                 assert r.status == 403, (method, path, r.status, await r.text())
         async with http.get(f"{served.url}{API}/openapi.json") as r:  # the document says which are open to apps
             paths = (await r.json())["paths"]
@@ -163,8 +230,9 @@ async def test_tokens_that_are_not_the_apps_are_refused(served, apps_idp, lab_ba
     other_client = client_credentials_token(apps_idp, "otherapp", APPS_AUDIENCE)["access_token"]
     async with lab_client_session() as http:
         # a user's token addressed to the apps audience must not pass as an app
-        user = (await provider_tokens(http, apps_idp, "http://127.0.0.1:9", username="alice",
-                                      resource=APPS_AUDIENCE))["access_token"]
+        user = (await provider_tokens(http, apps_idp, "http://127.0.0.1:9", username="alice", resource=APPS_AUDIENCE))[
+            "access_token"
+        ]
         http.cookie_jar.clear()
         # a user's token issued through an app's own client (sub = the user, client_id = the app's): not the app
         hybrid_user = await _user_token_via(http, apps_idp, "hybridapp", HYBRID_REDIRECT, APPS_AUDIENCE)
@@ -174,8 +242,13 @@ async def test_tokens_that_are_not_the_apps_are_refused(served, apps_idp, lab_ba
         hybrid_app = client_credentials_token(apps_idp, "hybridapp", APPS_AUDIENCE)["access_token"]
         status, body = await _place(http, served.url, hybrid_app, "workorder:5", "building:a")
         assert status == 201 and body["resource"]["by"] == "app:hybrid", body  # the same client as itself passes
-        for name, token in (("wrong audience", wrong_audience), ("other client", other_client),
-                            ("user token", user), ("user token through the app's client", hybrid_user), ("tampered", good[:-4] + ("AAAA" if good[-4:] != "AAAA" else "BBBB"))):
+        for name, token in (
+            ("wrong audience", wrong_audience),
+            ("other client", other_client),
+            ("user token", user),
+            ("user token through the app's client", hybrid_user),
+            ("tampered", good[:-4] + ("AAAA" if good[-4:] != "AAAA" else "BBBB")),
+        ):
             status, body = await _place(http, served.url, token, "workorder:2", "building:a")
             assert status == 401, (name, status, body)
         status, body = await _place(http, served.url, good, "workorder:2", "building:a")
@@ -184,8 +257,9 @@ async def test_tokens_that_are_not_the_apps_are_refused(served, apps_idp, lab_ba
 
 async def test_an_expired_app_token_is_refused(make_idp, lab_backend, tmp_path):
     idp = make_idp(_idp_clients(), extra_resources=[APPS_AUDIENCE], ttl={"AccessToken": 1})
-    proc = RolegateProcess(apps_config(idp, lab_backend.url, tmp_path / "rolegate.db", workers=1, clock_skew="0s"),
-                           tmp_path)
+    proc = RolegateProcess(
+        apps_config(idp, lab_backend.url, tmp_path / "rolegate.db", workers=1, clock_skew="0s"), tmp_path
+    )
     with proc:
         response = client_credentials_token(idp, "fieldservice", APPS_AUDIENCE)
         token = response["access_token"]
@@ -215,8 +289,9 @@ async def test_api_key_create_use_revoke_on_every_worker(served, tmp_path):
         status, body = await _place(http, served.url, key, "customer:c7", "region:north")
         assert status == 403 and "'customer'" in body["message"]
         # a key with a wrong secret, and a made-up one
-        status, _ = await _place(http, served.url, key[:-3] + ("xyz" if not key.endswith("xyz") else "abc"),
-                                 "workorder:8", "building:a")
+        status, _ = await _place(
+            http, served.url, key[:-3] + ("xyz" if not key.endswith("xyz") else "abc"), "workorder:8", "building:a"
+        )
         assert status == 401
         status, _ = await _place(http, served.url, "rgk_0123456789abcdef_" + "A" * 43, "workorder:8", "building:a")
         assert status == 401
@@ -251,8 +326,12 @@ def test_apps_config_errors_name_file_and_line(tmp_path, apps_idp, lab_backend):
     config["apps"]["nocred"] = {"may": {"place": ["workorder"]}}
     config["apps_audience"] = DEFAULT_AUDIENCE
     proc = RolegateProcess(config, tmp_path)
-    out = subprocess.run([sys.executable, "-m", "rolegate", "check", "-c", str(proc.config_path)],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "rolegate", "check", "-c", str(proc.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2
     text = out.stderr
     assert f"{proc.config_path}:" in text
@@ -266,17 +345,23 @@ async def test_the_lab_backend_credential_from_its_environment(served, apps_idp)
     """What the lab's field-service backend uses at start (deploy/lab/rolegate_lab/app_credential.py)."""
     from rolegate_lab.app_credential import AppCredential
 
-    flow = AppCredential.from_env({
-        "ROLEGATE_ADMIN_URL": served.url, "ROLEGATE_APP_CLIENT_ID": "fieldservice",
-        "ROLEGATE_APP_CLIENT_SECRET": apps_idp.client("fieldservice")["client_secret"],
-        "ROLEGATE_APP_TOKEN_URL": apps_idp.discovery["token_endpoint"], "ROLEGATE_APP_RESOURCE": APPS_AUDIENCE})
+    flow = AppCredential.from_env(
+        {
+            "ROLEGATE_ADMIN_URL": served.url,
+            "ROLEGATE_APP_CLIENT_ID": "fieldservice",
+            "ROLEGATE_APP_CLIENT_SECRET": apps_idp.client("fieldservice")["client_secret"],
+            "ROLEGATE_APP_TOKEN_URL": apps_idp.discovery["token_endpoint"],
+            "ROLEGATE_APP_RESOURCE": APPS_AUDIENCE,
+        }
+    )
     key = _cli(served.config_path, "create", "--app", "fieldservice").stdout.strip()
     keyed = AppCredential.from_env({"ROLEGATE_ADMIN_URL": served.url, "ROLEGATE_APP_KEY": key})
     assert AppCredential.from_env({"ROLEGATE_APP_KEY": key}) is None  # no admin URL: no credential
     async with aiohttp.ClientSession() as http:
         for i, credential in enumerate((flow, keyed)):
-            status, body = await credential.call(http, "PUT", f"/scope-members/workorder:{20 + i}",
-                                                 {"parent": "building:a"})
+            status, body = await credential.call(
+                http, "PUT", f"/scope-members/workorder:{20 + i}", {"parent": "building:a"}
+            )
             assert status == 201 and body["resource"]["by"] == "app:fieldservice", (credential.kind, body)
 
 

@@ -33,8 +33,11 @@ async def test_assign_idempotent_audited_and_listed(clients, served):
     assert code == 200 and [u["user"] for u in one["users"]] == ["dave", "heidi"], one
 
     # Dave stays (keeps when and by whom), heidi goes.
-    code, body, _ = await alice.call("PUT", f"{API}/assignments", json={"items": [
-        {"object": "task:42", "users": ["dave"]}, {"object": "task:77", "users": ["heidi"]}]})
+    code, body, _ = await alice.call(
+        "PUT",
+        f"{API}/assignments",
+        json={"items": [{"object": "task:42", "users": ["dave"]}, {"object": "task:77", "users": ["heidi"]}]},
+    )
     assert code == 200 and body["applied"] and len(body["changed"]) == 2, body
     code, events, _ = await alice.call("GET", f"{API}/audit?kind=admin_change")
     targets = [e.get("target") for e in events["items"]]
@@ -55,8 +58,11 @@ async def test_bounded_and_validated(clients):
     assert code == 422, body
     code, body, _ = await alice.call("PUT", f"{API}/assignments/planet:1", json={"users": ["dave"]})
     assert code == 422 and "not declared" in str(body), body
-    code, body, _ = await alice.call("PUT", f"{API}/assignments", json={"items": [
-        {"object": "task:42", "users": ["dave"]}, {"object": "task:42", "users": ["heidi"]}]})
+    code, body, _ = await alice.call(
+        "PUT",
+        f"{API}/assignments",
+        json={"items": [{"object": "task:42", "users": ["dave"]}, {"object": "task:42", "users": ["heidi"]}]},
+    )
     assert code == 422 and "listed twice" in str(body), body
 
 
@@ -74,8 +80,11 @@ async def test_who_may_assign(clients):
 
 async def test_an_api_role_with_on_assigned_and_who_may_assign_with_it(clients):
     alice, carol = await clients("alice"), await clients("carol")
-    role = {"name": "task_worker", "description": "works on the tasks assigned to them",
-            "on_assigned": {"task": ["controls:perform", "documents:edit"]}}
+    role = {
+        "name": "task_worker",
+        "description": "works on the tasks assigned to them",
+        "on_assigned": {"task": ["controls:perform", "documents:edit"]},
+    }
     code, body, _ = await alice.call("POST", f"{API}/roles", json=role)
     assert code == 201, body
     code, body, _ = await alice.call("GET", f"{API}/roles/task_worker")
@@ -104,15 +113,25 @@ async def test_an_api_role_with_on_assigned_and_who_may_assign_with_it(clients):
     assert code == 200 and detail["assignments"] == me["assignments"], detail
     async with heidi.http.get(f"{heidi.base}/.rolegate/admin/me", headers={"Accept": "text/html"}) as resp:
         page = await resp.text()
-    assert resp.status == 200 and "Assigned to you" in page and "<code>task:42</code> in <code>building:a</code>" in page
+    assert (
+        resp.status == 200 and "Assigned to you" in page and "<code>task:42</code> in <code>building:a</code>" in page
+    )
 
 
-@pytest.mark.parametrize("body", [
-    {}, {"items": None}, {"items": [None]}, {"items": [{"object": "task:42"}]},
-    {"items": [{"object": "task:42", "users": "heidi"}]}, {"items": [{"object": "task", "users": ["heidi"]}]},
-    {"items": [{"object": "task:42", "users": ["not a name"]}]}, {"items": [{"object": "task:42", "users": [None]}]},
-    {"items": [{"object": "task:42", "users": ["heidi"], "extra": 1}]},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"items": None},
+        {"items": [None]},
+        {"items": [{"object": "task:42"}]},
+        {"items": [{"object": "task:42", "users": "heidi"}]},
+        {"items": [{"object": "task", "users": ["heidi"]}]},
+        {"items": [{"object": "task:42", "users": ["not a name"]}]},
+        {"items": [{"object": "task:42", "users": [None]}]},
+        {"items": [{"object": "task:42", "users": ["heidi"], "extra": 1}]},
+    ],
+)
 async def test_a_malformed_bulk_assignment_is_a_4xx(clients, body):
     alice = await clients("alice")
     code, answer, _ = await alice.call("PUT", f"{API}/assignments", json=body)

@@ -12,8 +12,15 @@ from types import SimpleNamespace
 
 import pytest
 
-from rolegate.admin.delegation import (check_binding, check_not_own_powers, check_role_definition, check_setting,
-                                       choices, grant_scope, manages_anything)
+from rolegate.admin.delegation import (
+    check_binding,
+    check_not_own_powers,
+    check_role_definition,
+    check_setting,
+    choices,
+    grant_scope,
+    manages_anything,
+)
 from rolegate.admin.errors import Denied
 from rolegate.admin.guard import Actor
 from rolegate.admin.state import DynamicState, Doc, compile_state
@@ -21,8 +28,13 @@ from rolegate.config import load_config
 from rolegate.config.sections.policy import Binding
 
 ROOT = Path(__file__).resolve().parents[2]
-GROUPS = {"alice": {"bs-admins"}, "carol": {"bs-responsible-a", "bs-users"}, "dave": {"bs-risk-assessors", "bs-users"},
-          "heidi": {"bs-users"}, "zed": set()}
+GROUPS = {
+    "alice": {"bs-admins"},
+    "carol": {"bs-responsible-a", "bs-users"},
+    "dave": {"bs-risk-assessors", "bs-users"},
+    "heidi": {"bs-users"},
+    "zed": set(),
+}
 
 
 @pytest.fixture(scope="module")
@@ -75,11 +87,16 @@ def test_a_responsible_manages_their_building_only(config):
     check_binding(carol, p, grant)
     assert grant_scope(carol, p, grant) == "building:a"
     check_binding(carol, p, Binding(user="heidi", permission="controls:perform", object="task:42", scope="building:a"))
-    message = refused(check_binding, carol, p, Binding(user="heidi", permission="controls:perform", object="task:77",
-                                                       scope="building:a"))
+    message = refused(
+        check_binding,
+        carol,
+        p,
+        Binding(user="heidi", permission="controls:perform", object="task:77", scope="building:a"),
+    )
     assert "task:77 lies in building:b in client:acme, not in building:a" in message
-    assert "at task:77" in refused(check_binding, carol, p, Binding(user="heidi", permission="controls:perform",
-                                                                     object="task:77"))
+    assert "at task:77" in refused(
+        check_binding, carol, p, Binding(user="heidi", permission="controls:perform", object="task:77")
+    )
     message = refused(check_binding, carol, p, Binding(user="heidi", permission="controls:perform", object="task:99"))
     assert "task:99 lies in no known building" in message
     refused(check_binding, carol, p, Binding(user="heidi", permission="documents:edit", object="task:42"))
@@ -87,10 +104,13 @@ def test_a_responsible_manages_their_building_only(config):
 
 def test_rolegate_permissions_are_never_handed_out_beyond_what_one_holds(config):
     """A role that manages 'all' roles still cannot hand out rolegate:* its holder lacks at that scope."""
-    state = DynamicState(roles={
-        "auditor": Doc({"permissions": ["rolegate:audit:view"]}, 1),
-        "deputy": Doc({"permissions": ["tasks:order"], "manages": {"roles": "all"}}, 1),
-    }, bindings={"b1": Doc({"user": "heidi", "role": "deputy", "scope": "building:a"}, 1)})
+    state = DynamicState(
+        roles={
+            "auditor": Doc({"permissions": ["rolegate:audit:view"]}, 1),
+            "deputy": Doc({"permissions": ["tasks:order"], "manages": {"roles": "all"}}, 1),
+        },
+        bindings={"b1": Doc({"user": "heidi", "role": "deputy", "scope": "building:a"}, 1)},
+    )
     heidi = actor(config, "heidi", state)
     p = heidi.policy
     check_binding(heidi, p, Binding(user="zed", role="user", scope="building:a"))
@@ -104,9 +124,18 @@ def test_rolegate_permissions_are_never_handed_out_beyond_what_one_holds(config)
 def test_roles_are_defined_within_the_authors_powers_and_not_by_their_holders(config):
     """field-service's administrator "cannot define a role with business permissions" no more; but a role
     cannot manage more than its author, and nobody edits the role that gives them their powers."""
-    state = DynamicState(roles={"lead": Doc({"permissions": ["risk_assessment:edit", "sensors:manage"],
-                                             "manages": {"assigns": ["controls:perform"]}}, 1)},
-                         bindings={"b1": Doc({"user": "heidi", "role": "lead", "scope": "building:a"}, 1)})
+    state = DynamicState(
+        roles={
+            "lead": Doc(
+                {
+                    "permissions": ["risk_assessment:edit", "sensors:manage"],
+                    "manages": {"assigns": ["controls:perform"]},
+                },
+                1,
+            )
+        },
+        bindings={"b1": Doc({"user": "heidi", "role": "lead", "scope": "building:a"}, 1)},
+    )
     alice = actor(config, "alice", state)
     check_role_definition(alice, alice.policy, "lead")  # business permissions alice lacks: fine now
     heidi = actor(config, "heidi", state)

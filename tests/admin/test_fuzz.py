@@ -3,6 +3,7 @@
 Runs signed in as alice (admin everywhere) with her session cookie and CSRF token, so writes get past
 authentication and reach validation, delegation and the Store. Bounded: MAX_EXAMPLES per operation.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -28,16 +29,28 @@ def fuzz(base: str, doc: dict[str, Any], cookies: dict[str, str], csrf: str) -> 
     for result in schema.get_all_operations():
         operation = result.ok()
 
-        @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, derandomize=True,
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=MAX_EXAMPLES,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            suppress_health_check=list(HealthCheck),
+        )
         @given(case=operation.as_strategy())
         def run(case: Any) -> None:
-            response = case.call(base_url=base, session=http, cookies=cookies,
-                                 headers={"X-Rolegate-CSRF": csrf, "Accept": "application/json"}, timeout=30)
+            response = case.call(
+                base_url=base,
+                session=http,
+                cookies=cookies,
+                headers={"X-Rolegate-CSRF": csrf, "Accept": "application/json"},
+                timeout=30,
+            )
             seen[(case.method, response.status_code)] = seen.get((case.method, response.status_code), 0) + 1
             if response.status_code >= 500:
-                failures.append(f"{case.method} {case.formatted_path} {case.query} {case.body!r} -> "
-                                f"{response.status_code} {response.text[:300]}")
+                failures.append(
+                    f"{case.method} {case.formatted_path} {case.query} {case.body!r} -> "
+                    f"{response.status_code} {response.text[:300]}"
+                )
 
         run()
     print("fuzzed (method, status) -> count:", dict(sorted(seen.items())))

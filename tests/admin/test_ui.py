@@ -4,6 +4,7 @@ alice (bs-admins) maps the directory group ``technicians`` to role ``user`` at `
 preview, applies it; bob (a technician) is then let through the proxy to building a's dashboard at his
 next request, and /me says so. Screenshots of every page land in $ROLEGATE_SCREENSHOTS (default: tmp).
 """
+
 from __future__ import annotations
 
 import os
@@ -17,8 +18,14 @@ from tests.admin.conftest import API, JSON, sign_in
 pytestmark = pytest.mark.lab
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 PHONE = {"width": 390, "height": 844}
 
 
@@ -50,8 +57,7 @@ async def test_ops_maps_a_group_to_a_role_for_one_building(served, shots):
 
         async with async_playwright() as p:
             browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            context = await browser.new_context(viewport=PHONE, device_scale_factor=1, is_mobile=True,
-                                                has_touch=True)
+            context = await browser.new_context(viewport=PHONE, device_scale_factor=1, is_mobile=True, has_touch=True)
             # Not signed in: the admin page sends the browser to the IdP's login form, then back.
             page = await signed_in_page(context, f"{base}/.rolegate/admin/bindings", "alice")
             await page.screenshot(path=str(shots / "bindings.png"), full_page=True)
@@ -119,8 +125,9 @@ async def test_ops_maps_a_group_to_a_role_for_one_building(served, shots):
             width = await page.evaluate("document.documentElement.scrollWidth")
             assert width <= PHONE["width"] + 1
 
-            desktop = await browser.new_context(viewport={"width": 1280, "height": 900},
-                                                storage_state=await context.storage_state())
+            desktop = await browser.new_context(
+                viewport={"width": 1280, "height": 900}, storage_state=await context.storage_state()
+            )
             dpage = await desktop.new_page()
             await dpage.goto(f"{base}/.rolegate/admin/matrix?roles=admin,risk_assessor,responsible,user")
             await dpage.screenshot(path=str(shots / "matrix-desktop.png"), full_page=True)
@@ -133,19 +140,32 @@ async def test_a_form_post_without_the_csrf_token_is_refused(served):
     alice = await sign_in(served.url, "alice")
     try:
         data = {"kind": "group", "subject": "technicians", "role": "user", "scope": "building:a"}
-        async with alice.http.post(f"{served.url}/.rolegate/admin/bindings/apply", data=data,
-                                   headers={"Accept": "text/html"}, allow_redirects=False) as resp:
+        async with alice.http.post(
+            f"{served.url}/.rolegate/admin/bindings/apply",
+            data=data,
+            headers={"Accept": "text/html"},
+            allow_redirects=False,
+        ) as resp:
             assert resp.status == 403
-        async with alice.http.post(f"{served.url}/.rolegate/admin/bindings/apply",
-                                   data={**data, "csrf": alice.csrf}, headers={"Origin": "https://evil.example"},
-                                   allow_redirects=False) as resp:
+        async with alice.http.post(
+            f"{served.url}/.rolegate/admin/bindings/apply",
+            data={**data, "csrf": alice.csrf},
+            headers={"Origin": "https://evil.example"},
+            allow_redirects=False,
+        ) as resp:
             assert resp.status == 403
         status, body, _ = await alice.call("GET", f"{API}/bindings?group=technicians")
         assert body["items"] == []
-        for form, path in (({"setting": "vacancy", "version": "0", "confirm": "1"}, "users/heidi/settings"),
-                           ({"permission": "controls:perform", "object": "task:1", "confirm": "1"}, "users/heidi/grants")):
-            async with alice.http.post(f"{served.url}/.rolegate/admin/{path}", data=form,
-                                       headers={"Accept": "text/html"}, allow_redirects=False) as resp:
+        for form, path in (
+            ({"setting": "vacancy", "version": "0", "confirm": "1"}, "users/heidi/settings"),
+            ({"permission": "controls:perform", "object": "task:1", "confirm": "1"}, "users/heidi/grants"),
+        ):
+            async with alice.http.post(
+                f"{served.url}/.rolegate/admin/{path}",
+                data=form,
+                headers={"Accept": "text/html"},
+                allow_redirects=False,
+            ) as resp:
                 assert resp.status == 403, path
         status, body, _ = await alice.call("GET", f"{API}/user-settings/heidi")
         assert body["settings"] == []
@@ -163,18 +183,20 @@ async def test_pickers_offer_exactly_what_the_signed_in_person_manages(served):
         async with carol.http.get(f"{served.url}/.rolegate/admin/bindings", headers={"Accept": "text/html"}) as resp:
             assert resp.status == 200
             text = await resp.text()
-        form = text[text.index('id="new-binding"'):]
+        form = text[text.index('id="new-binding"') :]
         form = form[: form.index("</form>")]
-        assert re.findall(r'<select name="role">(.*?)</select>', form)[0] == \
-            '<option value="user">user</option><option value="responsible">responsible</option>'
+        assert (
+            re.findall(r'<select name="role">(.*?)</select>', form)[0]
+            == '<option value="user">user</option><option value="responsible">responsible</option>'
+        )
         assert '<select name="scope"><option value="building:a">building:a</option></select>' in form
         async with carol.http.get(f"{served.url}/.rolegate/admin/users/heidi", headers={"Accept": "text/html"}) as resp:
             assert resp.status == 200
             text = await resp.text()
-        settings = text[text.index('id="settings"'):]
+        settings = text[text.index('id="settings"') :]
         settings = settings[: settings.index("</form>")]
         assert 'name="scope" value="building:a"' in settings and 'value="documents_add"' in settings
-        grant = text[text.index('id="grant"'):]
+        grant = text[text.index('id="grant"') :]
         grant = grant[: grant.index("</form>")]
         assert '<select name="permission"><option value="controls:perform">controls:perform</option></select>' in grant
         assert '<option value="task:42">' in grant and '<option value="task:77">' not in grant
@@ -186,8 +208,9 @@ async def test_unauthenticated_browser_is_sent_to_sign_in_and_pages_are_locked_d
     import aiohttp
 
     async with aiohttp.ClientSession() as http:
-        async with http.get(f"{served.url}/.rolegate/admin/matrix", headers={"Accept": "text/html"},
-                            allow_redirects=False) as resp:
+        async with http.get(
+            f"{served.url}/.rolegate/admin/matrix", headers={"Accept": "text/html"}, allow_redirects=False
+        ) as resp:
             assert resp.status == 302
             assert "/.rolegate/login" in resp.headers["Location"]
     alice = await sign_in(served.url, "alice")

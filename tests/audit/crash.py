@@ -19,13 +19,15 @@ from pathlib import Path
 CHILD = Path(__file__).with_name("durable_child.py")
 
 
-def run_and_kill(argv: Sequence[str], *, acks: int, deadline_s: float = 60.0,
-                 env: dict[str, str] | None = None) -> list[tuple[int, str]]:
+def run_and_kill(
+    argv: Sequence[str], *, acks: int, deadline_s: float = 60.0, env: dict[str, str] | None = None
+) -> list[tuple[int, str]]:
     """Start ``argv``, read its ``ACK seq id`` lines until ``acks`` arrived, SIGKILL it, read what it had
     already written to the pipe, and return every (seq, id) acknowledged. Raises AssertionError when the
     child exits or stalls first."""
-    proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, **(env or {})})
+    proc = subprocess.Popen(
+        list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **(env or {})}
+    )
     assert proc.stdout is not None
     acked: list[tuple[int, str]] = []
     buffer = b""

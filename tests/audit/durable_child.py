@@ -32,5 +32,6 @@ async def main(db_path: str, concurrency: int, jsonl: str | None) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 16,
-                     sys.argv[3] if len(sys.argv) > 3 else None))
+    asyncio.run(
+        main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 16, sys.argv[3] if len(sys.argv) > 3 else None)
+    )

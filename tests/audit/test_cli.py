@@ -22,7 +22,7 @@ from tests.audit.samples import one_of_each
 def write_config(tmp_path: Path, **audit: object) -> Path:
     config = {
         "server": {"listen": "127.0.0.1:0", "public_url": "http://127.0.0.1:8080", "workers": 1},
-        "storage": {"url": "sqlite:///data/rolegate.db"},   # relative to the config file
+        "storage": {"url": "sqlite:///data/rolegate.db"},  # relative to the config file
         "session": {"secret": "s" * 40},
         "upstreams": {"app": {"url": "http://127.0.0.1:9"}},
         "routes": [{"path": "/**", "mode": "public", "upstream": "app"}],
@@ -71,14 +71,18 @@ async def test_query_events_filters(configured) -> None:
     store = SQLiteStore(f"sqlite:///{db}")
     await store.open()
     try:
+
         async def ids(**filters):
             return [(e["kind"], e.get("decision")) for e in await query_events(store, AuditFilters(**filters))]
 
-        assert await ids(user="tom", kind="decision") == [("decision", "deny"), ("decision", "would-deny"),
-                                                          ("decision", "deny")]
+        assert await ids(user="tom", kind="decision") == [
+            ("decision", "deny"),
+            ("decision", "would-deny"),
+            ("decision", "deny"),
+        ]
         assert await ids(decision="deny") == [("decision", "deny"), ("decision", "deny")]
         assert await ids(path_prefix="/buildings/b/") == [("decision", "deny"), ("request", None)]
-        assert await ids(path_prefix="/%_") == [("decision", "allow")]   # LIKE wildcards match literally
+        assert await ids(path_prefix="/%_") == [("decision", "allow")]  # LIKE wildcards match literally
         assert await ids(path_prefix="/%") == [("decision", "allow")]
         assert await ids(kind="admin_change") == [("admin_change", None)]
         assert await ids(since=1500.0, until=2500.0) == [("request", None)]
@@ -120,14 +124,23 @@ def test_cli_query_jsonl_and_csv(configured, capsys) -> None:
     rows = list(csv.DictReader(io.StringIO(out)))
     assert code == 0 and len(rows) == 13
     assert rows[0]["decision"] == "allow" and rows[0]["user"] == "alice"
-    assert rows[-1]["user"].startswith("'=")   # a formula is defused for spreadsheets
+    assert rows[-1]["user"].startswith("'=")  # a formula is defused for spreadsheets
     assert json.loads(rows[4]["details"])["target"] == "role:technician"
 
 
 def test_cli_query_time_filters_and_bad_input(configured, capsys) -> None:
     path, _ = configured
-    code, out = run(capsys, "audit", "query", "-c", str(path), "--since", "1970-01-01T00:20:00Z",
-                    "--until", "1970-01-01T00:40:00+00:00")
+    code, out = run(
+        capsys,
+        "audit",
+        "query",
+        "-c",
+        str(path),
+        "--since",
+        "1970-01-01T00:20:00Z",
+        "--until",
+        "1970-01-01T00:40:00+00:00",
+    )
     assert code == 0 and [json.loads(x)["status"] for x in out.splitlines()] == [500]
     code, out = run(capsys, "audit", "query", "-c", str(path), "--since", "1h")
     assert code == 0 and len(out.splitlines()) == 11
@@ -154,7 +167,7 @@ def test_cli_prune_then_verify_then_tamper_checkpoint(configured, capsys) -> Non
     path, db = configured
     # seq 1 was stamped now: only a leading run of old events is pruned, so here none.
     code, out = run(capsys, "audit", "prune", "-c", str(path), "--older-than", "1970-01-01T00:10:00Z")
-    assert code == 0 and "nothing pruned" in out   # seq 1 is young, so the leading run is empty
+    assert code == 0 and "nothing pruned" in out  # seq 1 is young, so the leading run is empty
     code, out = run(capsys, "audit", "prune", "-c", str(path), "--older-than", str(4_000_000_000))
     assert code == 0 and "pruned 12 events; signed checkpoint at seq 13" in out
     code, out = run(capsys, "audit", "verify", "-c", str(path))
@@ -169,7 +182,7 @@ def test_cli_prune_then_verify_then_tamper_checkpoint(configured, capsys) -> Non
 def test_cli_verify_needs_the_checkpoint_key(tmp_path, capsys) -> None:
     path = write_config(tmp_path, checkpoint_secret="c" * 40)
     code, out = run(capsys, "audit", "prune", "-c", str(path), "--older-than", "1h")
-    assert code == 0   # empty log: nothing to prune
+    assert code == 0  # empty log: nothing to prune
     config = yaml.safe_load(path.read_text())
     config["audit"]["retention"] = "400d"
     path.write_text(yaml.safe_dump(config))

@@ -46,8 +46,10 @@ async def test_two_worker_processes_share_one_chain_through_sigkill(tmp_path) ->
     db = tmp_path / "shared.db"
     argv = [sys.executable, str(CHILD), str(db), "8"]
     loop = asyncio.get_running_loop()
-    first, second = await asyncio.gather(loop.run_in_executor(None, lambda: run_and_kill(argv, acks=200)),
-                                         loop.run_in_executor(None, lambda: run_and_kill(argv, acks=200)))
+    first, second = await asyncio.gather(
+        loop.run_in_executor(None, lambda: run_and_kill(argv, acks=200)),
+        loop.run_in_executor(None, lambda: run_and_kill(argv, acks=200)),
+    )
     acked = first + second
     assert len({seq for seq, _ in acked}) == len(acked)  # no seq handed out twice
     assert missing_acknowledged(db, acked) == []

@@ -70,6 +70,10 @@ async def test_kill_9_under_write_load_loses_no_acknowledged_write(tmp_path, lab
     missing = [p for p in acknowledged if p not in recorded]
     assert not missing, f"{len(missing)} acknowledged writes have no audit event, e.g. {missing[:5]}"
 
-    result = subprocess.run([sys.executable, "-m", "rolegate", "audit", "verify", "-c", str(proc.config_path)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "rolegate", "audit", "verify", "-c", str(proc.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -44,9 +44,13 @@ def test_only_allowed_reads_are_droppable() -> None:
 def test_no_secrets_reach_the_body() -> None:
     event = request_event(user="a", method="POST", path="/api/x?access_token=SECRET1#frag", status=200)
     redeem = decision_event(decision="allow", user=None, method="GET", path="/.rolegate/pass/SECRET2/qr")
-    change = admin_change_event(actor="root", target="oidc", action="update",
-                                before={"client_secret": "SECRET3", "nested": {"Authorization": "Bearer SECRET4"}},
-                                after={"cookie": "SECRET5", "password": "SECRET6", "name": "ok"})
+    change = admin_change_event(
+        actor="root",
+        target="oidc",
+        action="update",
+        before={"client_secret": "SECRET3", "nested": {"Authorization": "Bearer SECRET4"}},
+        after={"cookie": "SECRET5", "password": "SECRET6", "name": "ok"},
+    )
     text = event.encode() + redeem.encode() + change.encode()
     for secret in ("SECRET1", "SECRET2", "SECRET3", "SECRET4", "SECRET5", "SECRET6"):
         assert secret not in text
@@ -57,8 +61,13 @@ def test_no_secrets_reach_the_body() -> None:
 def test_oversized_and_odd_values_are_bounded() -> None:
     cyclic: dict = {}
     cyclic["self"] = cyclic
-    event = admin_change_event(actor=object(), target="x" * 10_000, action=None, before=cyclic,
-                               after={"n": float("nan"), "s": {1, 2}, "b": b"\xff", "l": list(range(5000))})
+    event = admin_change_event(
+        actor=object(),
+        target="x" * 10_000,
+        action=None,
+        before=cyclic,
+        after={"n": float("nan"), "s": {1, 2}, "b": b"\xff", "l": list(range(5000))},
+    )
     body = json.loads(event.encode())
     assert len(body["target"]) <= MAX_TEXT + 1
     assert body["after"]["n"] is None
@@ -66,9 +75,14 @@ def test_oversized_and_odd_values_are_bounded() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(user=st.one_of(st.none(), st.text()), method=st.text(), path=st.text(), latency=st.one_of(
-    st.none(), st.integers(), st.floats(allow_nan=True), st.text()), roles=st.lists(st.text(), max_size=5),
-    decision=st.text())
+@given(
+    user=st.one_of(st.none(), st.text()),
+    method=st.text(),
+    path=st.text(),
+    latency=st.one_of(st.none(), st.integers(), st.floats(allow_nan=True), st.text()),
+    roles=st.lists(st.text(), max_size=5),
+    decision=st.text(),
+)
 def test_decision_builder_never_raises(user, method, path, latency, roles, decision) -> None:
     event = decision_event(decision=decision, user=user, method=method, path=path, latency_us=latency, roles=roles)
     text = event.encode()

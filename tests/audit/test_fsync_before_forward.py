@@ -34,8 +34,10 @@ async def test_each_write_is_synced_to_disk_before_the_backend_sees_it(tmp_path)
     proc.start()
     trace = tmp_path / "strace.log"
     [worker] = proc.worker_pids()
-    tracer = subprocess.Popen(["strace", "-f", "-qq", "-ttt", "-y", "-e", "trace=fsync,fdatasync",
-                               "-p", str(worker), "-o", str(trace)], stderr=subprocess.DEVNULL)
+    tracer = subprocess.Popen(
+        ["strace", "-f", "-qq", "-ttt", "-y", "-e", "trace=fsync,fdatasync", "-p", str(worker), "-o", str(trace)],
+        stderr=subprocess.DEVNULL,
+    )
     sent: dict[str, float] = {}
     try:
         time.sleep(1.0)  # strace attaches to every thread of the worker

@@ -59,8 +59,9 @@ async def test_emit_durable_returns_after_commit(store) -> None:
 async def test_concurrent_durable_emitters_share_batches(store) -> None:
     log = AuditLog(store, batch_size=64)
     log.start()
-    seqs = await asyncio.gather(*(log.emit_durable(request_event(user=f"u{i}", method="PUT", path="/x", status=200))
-                                  for i in range(256)))
+    seqs = await asyncio.gather(
+        *(log.emit_durable(request_event(user=f"u{i}", method="PUT", path="/x", status=200)) for i in range(256))
+    )
     await log.close()
     assert sorted(seqs) == list(range(1, 257))
     assert log.batches < 256  # group commit: many acknowledgements per transaction
@@ -160,8 +161,13 @@ async def test_sampling_settings() -> None:
 
 async def test_from_config_applies_audit_section(store, tmp_path) -> None:
     class Cfg:
-        audit = AuditConfig(sinks=("store", f"jsonl:{tmp_path / 'a.jsonl'}"), reads=AuditReads(enabled=False),
-                            durable_writes=False, queue_size=50, batch_size=7)
+        audit = AuditConfig(
+            sinks=("store", f"jsonl:{tmp_path / 'a.jsonl'}"),
+            reads=AuditReads(enabled=False),
+            durable_writes=False,
+            queue_size=50,
+            batch_size=7,
+        )
         session = None
 
     log = AuditLog.from_config(store, Cfg())
@@ -187,8 +193,12 @@ async def test_jsonl_and_stdout_sinks_copy_seq_and_hash(store, tmp_path) -> None
     rows = await store.audit_rows()
     for line, row in zip(filed, rows, strict=True):
         copy = json.loads(line)
-        assert (copy["seq"], copy["hash"], copy["prev_hash"], copy["kind"]) == (row["seq"], row["hash"],
-                                                                               row["prev_hash"], row["kind"])
+        assert (copy["seq"], copy["hash"], copy["prev_hash"], copy["kind"]) == (
+            row["seq"],
+            row["hash"],
+            row["prev_hash"],
+            row["kind"],
+        )
         assert copy["event"] == json.loads(row["body"])
         assert copy["time"].endswith("Z")
 

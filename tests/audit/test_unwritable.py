@@ -40,12 +40,14 @@ async def test_a_full_database_says_so_not_cannot_rollback(store) -> None:
 
 # -- JSONL: a line is there whole or not at all ------------------------------------------------------
 
+
 def rows(first: int, count: int) -> list[tuple]:
     """Committed rows as the store hands them to sinks, chained from GENESIS at ``first``."""
     out, prev = [], GENESIS if first == 1 else "0" * 63 + "1"
     for seq in range(first, first + count):
-        body = json.dumps({"v": 1, "id": f"{seq:016x}", "user": "u", "path": f"/r/{seq}"}, separators=(",", ":"),
-                          sort_keys=True)
+        body = json.dumps(
+            {"v": 1, "id": f"{seq:016x}", "user": "u", "path": f"/r/{seq}"}, separators=(",", ":"), sort_keys=True
+        )
         digest = chain_hash(prev, seq, 1000.0 + seq, "decision", body)
         out.append((seq, 1000.0 + seq, "decision", body, prev, digest))
         prev = digest
@@ -64,7 +66,7 @@ class DiskFillsUp:
     def write(self, fd: int, data) -> int:
         if self.room <= 0:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        taken = os.write(fd, bytes(data[:self.room]))
+        taken = os.write(fd, bytes(data[: self.room]))
         self.room -= taken
         return taken
 
@@ -96,6 +98,7 @@ def test_a_torn_last_line_is_cut_when_the_copy_is_opened(tmp_path) -> None:
 
 
 # -- the AuditLog: unwritable targets are named, counted, retried ------------------------------------
+
 
 class FlakySink:
     """A sink that refuses its first ``failures`` writes with ENOSPC, then takes everything."""
@@ -131,8 +134,9 @@ async def test_a_full_store_is_named_reads_are_counted_and_everything_kept_is_wr
     log = AuditLog(store, queue_size=40, linger=0, observer=lambda a: seen.append(dict(a.unwritable)))
     log.start()
     await fill_audit_connection(store, pages=8)
-    kept = sum(log.emit(decision_event(decision="allow", user="u", method="GET", path="/r/" + "x" * 2000))
-               for _ in range(100))
+    kept = sum(
+        log.emit(decision_event(decision="allow", user="u", method="GET", path="/r/" + "x" * 2000)) for _ in range(100)
+    )
     await wait_until(lambda: "store" in log.unwritable)
     assert "disk is full" in log.unwritable["store"] and "SQLITE_FULL" in log.unwritable["store"]
     assert any("store" in state for state in seen)  # the observer (metrics, /readyz) heard of it
@@ -207,6 +211,7 @@ async def test_readiness_and_metrics_follow_the_audit_state(store) -> None:
 
 
 # -- verify reads every copy -------------------------------------------------------------------------
+
 
 async def test_verify_names_gaps_and_torn_lines_in_a_copy(store, tmp_path) -> None:
     from rolegate.audit.verify import verify_copy

@@ -16,8 +16,11 @@ async def fill(store, n: int = 10, *, ts0: float | None = None) -> None:
     log = AuditLog(store, batch_size=4)
     log.start()
     for i in range(n):
-        log.emit(decision_event(decision="deny", user=f"u{i}", method="GET", path=f"/p/{i}",
-                                ts=None if ts0 is None else ts0 + i))
+        log.emit(
+            decision_event(
+                decision="deny", user=f"u{i}", method="GET", path=f"/p/{i}", ts=None if ts0 is None else ts0 + i
+            )
+        )
     await log.close()
 
 
@@ -90,8 +93,10 @@ async def test_inserted_row_with_a_correct_own_hash_is_caught_at_the_next_event(
     raw.execute("UPDATE audit SET seq=-seq WHERE seq<0")
     prev = raw.row(4)[5]
     body = '{"decision":"allow"}'
-    raw.execute("INSERT INTO audit VALUES (5, 123.0, 'decision', ?, ?, ?)",
-                (body, prev, chain_hash(prev, 5, 123.0, "decision", body)))
+    raw.execute(
+        "INSERT INTO audit VALUES (5, 123.0, 'decision', ?, ?, ?)",
+        (body, prev, chain_hash(prev, 5, 123.0, "decision", body)),
+    )
     report = await verify_chain(store, None)
     assert not report.ok and report.problem.seq == 6
 
@@ -136,6 +141,7 @@ async def test_malformed_row_is_named_not_crashed(store, raw) -> None:
 
 
 # -- retention -------------------------------------------------------------------------------------
+
 
 async def test_prune_keeps_a_provable_chain(store, raw) -> None:
     await fill(store, 10, ts0=1000.0)

@@ -25,18 +25,18 @@ ROLE_GROUPS = {
     "responsible": frozenset({"bs-responsible-a"}),
     "user": frozenset({"bs-users"}),
 }
-BUILDING = "building:a"        # where every cell is checked (responsible holds its role here)
+BUILDING = "building:a"  # where every cell is checked (responsible holds its role here)
 OTHER_BUILDING = "building:b"  # responsible of a holds nothing extra here
-CLIENT_SCOPE = "client:acme"   # buildings a and b are in client acme
+CLIENT_SCOPE = "client:acme"  # buildings a and b are in client acme
 TASK_OBJECT = "task:42"
 
 
 @dataclass(frozen=True)
 class Row:
-    area: str          # the seed's wording
+    area: str  # the seed's wording
     permission: str
     cells: tuple[str, str, str, str]  # admin, risk assessor, 1st/2nd responsible, user
-    setting: str | None = None        # the user setting that meets SETTING cells (one per row)
+    setting: str | None = None  # the user setting that meets SETTING cells (one per row)
 
 
 A, N, S, T, C = ALLOW, NONE, SETTING, TASK, CLIENT

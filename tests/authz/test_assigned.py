@@ -18,21 +18,31 @@ TRENT = Identity("trent", ["technicians"])
 def cfg(on_assigned=None, **kw):
     return make_config(
         permissions=["workorders:view", "workorders:edit", "customers:view", "planning:view", "pricing:view"],
-        roles={"technician": {"permissions": ["planning:view"], "deny": ["pricing:view"],
-                              "on_assigned": on_assigned if on_assigned is not None else {
-                                  "workorder": ["workorders:view", "workorders:edit"],
-                                  "customer": ["customers:view"]}},
-               "regional_manager": {"permissions": ["workorders:view", "customers:view"]}},
-        bindings=[{"group": "technicians", "role": "technician"},
-                  {"group": "north", "role": "regional_manager", "scope": "region:north"}],
-        scopes={"region": {}, "customer": {"parent": "region", "members": {"c100": "north", "c200": "south"}},
-                "workorder": {"parent": "customer"}},
-        **kw)
+        roles={
+            "technician": {
+                "permissions": ["planning:view"],
+                "deny": ["pricing:view"],
+                "on_assigned": on_assigned
+                if on_assigned is not None
+                else {"workorder": ["workorders:view", "workorders:edit"], "customer": ["customers:view"]},
+            },
+            "regional_manager": {"permissions": ["workorders:view", "customers:view"]},
+        },
+        bindings=[
+            {"group": "technicians", "role": "technician"},
+            {"group": "north", "role": "regional_manager", "scope": "region:north"},
+        ],
+        scopes={
+            "region": {},
+            "customer": {"parent": "region", "members": {"c100": "north", "c200": "south"}},
+            "workorder": {"parent": "customer"},
+        },
+        **kw,
+    )
 
 
 PLACED = {"workorder:1": "customer:c100", "workorder:2": "customer:c100", "workorder:3": "customer:c200"}
-ASSIGNED = {"workorder:1": [Assigned("bob", "app:fieldservice", "2026-12-07T01:00:00+00:00")],
-            "workorder:2": ["trent"]}
+ASSIGNED = {"workorder:1": [Assigned("bob", "app:fieldservice", "2026-12-07T01:00:00+00:00")], "workorder:2": ["trent"]}
 
 
 def policy(assignments=ASSIGNED, **kw):
@@ -88,14 +98,20 @@ def test_explain_names_the_assignment_and_why_not():
     p = policy()
     yes = explain(p, BOB, "workorders:view", "workorder:1")
     assert yes.allowed
-    assert any("bob is assigned to workorder:1 (by app:fieldservice, at 2026-12-07T01:00:00+00:00)" in r
-               and "role technician" in r for r in yes.reasons), yes.reasons
+    assert any(
+        "bob is assigned to workorder:1 (by app:fieldservice, at 2026-12-07T01:00:00+00:00)" in r
+        and "role technician" in r
+        for r in yes.reasons
+    ), yes.reasons
     parent = explain(p, BOB, "customers:view", "customer:c100")
     assert any("customer:c100, where workorder:1 lies" in r for r in parent.reasons), parent.reasons
     no = explain(p, BOB, "workorders:view", "workorder:2")
     assert not no.allowed
-    assert any("role technician grants workorders:view only at a workorder assigned to the user" in r
-               and "workorder:2 is neither" in r for r in no.reasons), no.reasons
+    assert any(
+        "role technician grants workorders:view only at a workorder assigned to the user" in r
+        and "workorder:2 is neither" in r
+        for r in no.reasons
+    ), no.reasons
 
 
 def test_memo_follows_the_policy():
@@ -110,12 +126,15 @@ def test_memo_follows_the_policy():
 def test_config_refuses_an_unknown_type(tmp_path):
     from rolegate.config import load_config
     from rolegate.errors import ConfigError
+
     path = tmp_path / "c.yaml"
-    path.write_text("server: {listen: 127.0.0.1:8080, public_url: http://x}\n"
-                    "permissions: [workorders:view]\n"
-                    "roles: {t: {on_assigned: {job: [workorders:view]}}}\n"
-                    "upstreams: {app: {url: 'http://127.0.0.1:1'}}\n"
-                    "routes: [{path: /x, permission: workorders:view, upstream: app}]\n")
+    path.write_text(
+        "server: {listen: 127.0.0.1:8080, public_url: http://x}\n"
+        "permissions: [workorders:view]\n"
+        "roles: {t: {on_assigned: {job: [workorders:view]}}}\n"
+        "upstreams: {app: {url: 'http://127.0.0.1:1'}}\n"
+        "routes: [{path: /x, permission: workorders:view, upstream: app}]\n"
+    )
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert "on_assigned" in str(info.value) and "unknown scope type 'job'" in str(info.value)
@@ -146,5 +165,4 @@ def test_lists_is_for_a_route_without_scope():
     assert RouteConfig(path="/workorders", permission="workorders:view", upstream="app", lists=True).lists
     for bad in ({"scope": "customer:{c}"}, {"object": "workorder:{id}"}, {"permission": None, "mode": "public"}):
         with pytest.raises(ValidationError, match="lists: true is for a list route"):
-            RouteConfig(**{"path": "/x/{c}", "permission": "workorders:view", "upstream": "app", "lists": True,
-                           **bad})
+            RouteConfig(**{"path": "/x/{c}", "permission": "workorders:view", "upstream": "app", "lists": True, **bad})

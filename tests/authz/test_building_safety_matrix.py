@@ -13,8 +13,22 @@ from rolegate.authz.matrix import build_matrix
 from rolegate.cli import main as cli_main
 from rolegate.config.sections.policy import Binding
 from tests.authz.building_safety_matrix import (
-    ALLOW, BUILDING, CLIENT, CLIENT_SCOPE, CONFIG, NONE, OTHER_BUILDING, REQUESTS, ROLE_GROUPS, ROLES, ROWS,
-    SETTING, TASK, TASK_OBJECT, cells, scope_for,
+    ALLOW,
+    BUILDING,
+    CLIENT,
+    CLIENT_SCOPE,
+    CONFIG,
+    NONE,
+    OTHER_BUILDING,
+    REQUESTS,
+    ROLE_GROUPS,
+    ROLES,
+    ROWS,
+    SETTING,
+    TASK,
+    TASK_OBJECT,
+    cells,
+    scope_for,
 )
 from tests.authz.conftest import ROOT
 
@@ -28,8 +42,9 @@ def who(role: str) -> Identity:
 
 def test_table_is_complete():
     assert len(ROWS) == 22 and len(cells()) == 88
-    assert [r.permission for r in ROWS] == list(__import__("rolegate.config", fromlist=["x"]).load_config(
-        ROOT / CONFIG).permissions)
+    assert [r.permission for r in ROWS] == list(
+        __import__("rolegate.config", fromlist=["x"]).load_config(ROOT / CONFIG).permissions
+    )
 
 
 @pytest.mark.parametrize("row,role,expected", cells(), ids=lambda v: getattr(v, "permission", v))
@@ -57,13 +72,15 @@ def test_cell_via_decide(building_safety, row, role, expected):
     if expected == SETTING:
         met = compile_policy(building_safety, enabled_settings={person.username: [row.setting]})
     elif expected == TASK:
-        met = compile_policy(building_safety, object_grants=[
-            Binding(user=person.username, permission=p, object=TASK_OBJECT)])
+        met = compile_policy(
+            building_safety, object_grants=[Binding(user=person.username, permission=p, object=TASK_OBJECT)]
+        )
         assert not decide(met, person, p, None, "task:43", NOW).allowed  # only that task
     else:
         assert expected == CLIENT
-        met = compile_policy(building_safety, extra_bindings=[
-            Binding(user=person.username, role="client_admin", scope=CLIENT_SCOPE)])
+        met = compile_policy(
+            building_safety, extra_bindings=[Binding(user=person.username, role="client_admin", scope=CLIENT_SCOPE)]
+        )
     decision = decide(met, person, p, scope, obj, NOW)
     assert decision.allowed, decision.reasons
 
@@ -95,8 +112,9 @@ def test_responsible_is_per_building(building_safety):
 
 
 def test_client_binding_reaches_buildings(building_safety):
-    policy = compile_policy(building_safety, extra_bindings=[
-        Binding(user="zoe", role="responsible", scope=CLIENT_SCOPE)])
+    policy = compile_policy(
+        building_safety, extra_bindings=[Binding(user="zoe", role="responsible", scope=CLIENT_SCOPE)]
+    )
     zoe = Identity("zoe")
     for scope in (BUILDING, OTHER_BUILDING, CLIENT_SCOPE):
         assert decide(policy, zoe, "controls:activate", scope, None, NOW).allowed
@@ -147,9 +165,28 @@ def test_sample_via_subprocess(row, role):
     expected = row.cells[ROLES.index(role)]
     method, path = REQUESTS[row.permission]
     proc = subprocess.run(
-        [sys.executable, "-m", "rolegate", "explain", "-c", str(ROOT / CONFIG), "--user", "u",
-         "--groups", ",".join(ROLE_GROUPS[role]), "--method", method, "--url", path, "--json"],
-        capture_output=True, text=True, timeout=60, cwd=ROOT)
+        [
+            sys.executable,
+            "-m",
+            "rolegate",
+            "explain",
+            "-c",
+            str(ROOT / CONFIG),
+            "--user",
+            "u",
+            "--groups",
+            ",".join(ROLE_GROUPS[role]),
+            "--method",
+            method,
+            "--url",
+            path,
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert proc.returncode == (0 if expected == ALLOW else 3), proc.stderr
     out = json.loads(proc.stdout)
     assert out["allowed"] is (expected == ALLOW)

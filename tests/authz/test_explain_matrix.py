@@ -36,8 +36,9 @@ def test_explain_permission_names_binding_and_source(building_safety):
 def test_explain_route_resolves_scope_and_redaction(field_service):
     # A work order by id is decided where the object directory places it (issue 19): workorder:7 registered,
     # and assigned to bob (a technician reaches the work orders assigned to him).
-    policy = compile_policy(field_service, scope_parents={"workorder:7": "customer:c100"},
-                            assignments={"workorder:7": ["bob"]})
+    policy = compile_policy(
+        field_service, scope_parents={"workorder:7": "customer:c100"}, assignments={"workorder:7": ["bob"]}
+    )
     bob = Identity("bob", {"staff", "technicians"})
     e = explain_route(policy, bob, _match(field_service, "GET", "/workorders/7"), "GET", "/workorders/7")
     assert e.allowed and e.mode == "enforce" and e.route["upstream"] == "app"
@@ -99,8 +100,10 @@ def test_cli_explain_usage_errors(capsys):
 
 def test_cli_explain_directory_note(tmp_path, capsys):
     text = (ROOT / "config/examples/field-service.yaml").read_text()
-    text += ("\ndirectory:\n  url: ldap://127.0.0.1:3389\n  bind_dn: cn=x\n  bind_password: y\n"
-             "  users: {base: 'ou=people,dc=example,dc=com'}\n  groups: {base: 'ou=groups,dc=example,dc=com'}\n")
+    text += (
+        "\ndirectory:\n  url: ldap://127.0.0.1:3389\n  bind_dn: cn=x\n  bind_password: y\n"
+        "  users: {base: 'ou=people,dc=example,dc=com'}\n  groups: {base: 'ou=groups,dc=example,dc=com'}\n"
+    )
     path = tmp_path / "fs.yaml"
     path.write_text(text)
     code = cli_main(["explain", "-c", str(path), "--user", "bob", "--permission", "workorders:view", "--json"])

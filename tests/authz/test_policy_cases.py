@@ -20,9 +20,23 @@ SHIPPED = [("building-safety.yaml", "building-safety.tests.yaml"), ("field-servi
 @pytest.mark.parametrize("config,cases", SHIPPED)
 def test_the_shipped_case_files_pass(config, cases, tmp_path):
     junit = tmp_path / "out.xml"
-    proc = subprocess.run([sys.executable, "-m", "rolegate", "test", "-c", str(EXAMPLES / config),
-                           str(EXAMPLES / cases), "--junit", str(junit)], capture_output=True, text=True, timeout=120,
-                          cwd=tmp_path)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rolegate",
+            "test",
+            "-c",
+            str(EXAMPLES / config),
+            str(EXAMPLES / cases),
+            "--junit",
+            str(junit),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert " 0 failed" in proc.stdout
     suite = ET.parse(junit).getroot().find("testsuite")
@@ -53,7 +67,9 @@ def test_a_flipped_case_fails_by_name_with_its_reasons(tmp_path, capsys):
     flipped = next(c for c in cases if c["name"] == "Technician: no invoices")
     flipped["expect"] = "allow"
     junit = tmp_path / "junit.xml"
-    code = cli_main(["test", "-c", str(EXAMPLES / "field-service.yaml"), _write(tmp_path, cases), "--junit", str(junit)])
+    code = cli_main(
+        ["test", "-c", str(EXAMPLES / "field-service.yaml"), _write(tmp_path, cases), "--junit", str(junit)]
+    )
     out = capsys.readouterr().out
     assert code == 1
     assert "FAIL    allow   deny   Technician: no invoices" in out
@@ -65,9 +81,14 @@ def test_a_flipped_case_fails_by_name_with_its_reasons(tmp_path, capsys):
 
 
 def test_redaction_is_checked_too(tmp_path, capsys):
-    case = {"name": "bob sees prices", "who": {"user": "bob", "groups": ["staff", "technicians"]},
-            "given": {"members": {"workorder:1": "customer:c100"}, "assignments": {"workorder:1": ["bob"]}},
-            "what": {"method": "GET", "url": "/workorders/1"}, "expect": "allow", "redacted": False}
+    case = {
+        "name": "bob sees prices",
+        "who": {"user": "bob", "groups": ["staff", "technicians"]},
+        "given": {"members": {"workorder:1": "customer:c100"}, "assignments": {"workorder:1": ["bob"]}},
+        "what": {"method": "GET", "url": "/workorders/1"},
+        "expect": "allow",
+        "redacted": False,
+    }
     assert cli_main(["test", "-c", str(EXAMPLES / "field-service.yaml"), _write(tmp_path, [case])]) == 1
     assert "expected the response not to be redacted; it is" in capsys.readouterr().out
 
@@ -86,9 +107,13 @@ def test_a_broken_case_file_is_an_error_with_file_and_line(tmp_path, capsys):
 
 
 def test_a_given_that_names_nothing_known_fails_the_case(tmp_path, capsys):
-    case = {"name": "typo in the setting", "who": {"user": "heidi", "groups": ["bs-users"]},
-            "given": {"settings": {"heidi": ["documents_ad"]}},
-            "what": {"permission": "documents:view", "scope": "building:a"}, "expect": "deny"}
+    case = {
+        "name": "typo in the setting",
+        "who": {"user": "heidi", "groups": ["bs-users"]},
+        "given": {"settings": {"heidi": ["documents_ad"]}},
+        "what": {"permission": "documents:view", "scope": "building:a"},
+        "expect": "deny",
+    }
     assert cli_main(["test", "-c", str(EXAMPLES / "building-safety.yaml"), _write(tmp_path, [case])]) == 1
     assert "given: " in (out := capsys.readouterr().out) and "'documents_ad'" in out, out
 
@@ -107,19 +132,41 @@ def test_cases_see_what_the_store_holds(tmp_path, capsys):
     async def store_binding() -> None:
         store = await open_store(config.storage, base_dir=tmp_path)
         try:
-            await store.put("bindings", "b1", {"user": "zoe", "role": "risk_assessor", "scope": "building:b"},
-                            expected_version=0)
-            await store.put("user_settings", "zoe", {"on": [{"setting": "vacancy", "scope": "building:b",
-                                                             "by": "alice", "at": "2026-01-01T00:00:00+00:00"}]},
-                            expected_version=0)
+            await store.put(
+                "bindings", "b1", {"user": "zoe", "role": "risk_assessor", "scope": "building:b"}, expected_version=0
+            )
+            await store.put(
+                "user_settings",
+                "zoe",
+                {
+                    "on": [
+                        {"setting": "vacancy", "scope": "building:b", "by": "alice", "at": "2026-01-01T00:00:00+00:00"}
+                    ]
+                },
+                expected_version=0,
+            )
         finally:
             await store.close()
 
     asyncio.run(store_binding())
-    cases = [{"name": "zoe changes risk assessments at b", "who": {"user": "zoe", "groups": []},
-              "what": {"method": "PUT", "url": "/buildings/b/risk-assessment"}, "expect": "allow"},
-             {"name": "zoe manages vacancy at b (stored setting)", "who": {"user": "zoe", "groups": []},
-              "what": {"method": "PUT", "url": "/buildings/b/rooms/r1/vacancy"}, "expect": "allow"},
-             {"name": "not at a", "who": {"user": "zoe", "groups": []},
-              "what": {"method": "PUT", "url": "/buildings/a/risk-assessment"}, "expect": "deny"}]
+    cases = [
+        {
+            "name": "zoe changes risk assessments at b",
+            "who": {"user": "zoe", "groups": []},
+            "what": {"method": "PUT", "url": "/buildings/b/risk-assessment"},
+            "expect": "allow",
+        },
+        {
+            "name": "zoe manages vacancy at b (stored setting)",
+            "who": {"user": "zoe", "groups": []},
+            "what": {"method": "PUT", "url": "/buildings/b/rooms/r1/vacancy"},
+            "expect": "allow",
+        },
+        {
+            "name": "not at a",
+            "who": {"user": "zoe", "groups": []},
+            "what": {"method": "PUT", "url": "/buildings/a/risk-assessment"},
+            "expect": "deny",
+        },
+    ]
     assert cli_main(["test", "-c", str(config_path), _write(tmp_path, cases)]) == 0, capsys.readouterr().out

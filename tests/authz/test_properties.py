@@ -15,25 +15,37 @@ ROLES = ("r0", "r1", "r2", "r3")
 GROUPS = ("g0", "g1", "g2")
 USERS = ("u0", "u1")
 SCOPES = (None, "client:c0", "client:c1", "building:b0", "building:b1", "building:b2", "building:zz")
-PARENT = {"building:b0": "client:c0", "building:b1": "client:c0", "building:b2": "client:c1",
-          "task:1": "building:b0", "task:2": "building:b2"}
+PARENT = {
+    "building:b0": "client:c0",
+    "building:b1": "client:c0",
+    "building:b2": "client:c1",
+    "task:1": "building:b0",
+    "task:2": "building:b2",
+}
 OBJECTS = ("task:1", "task:2", "task:3")  # task:3 lies nowhere known
 SETTING_NAMES = ("s1", "s2")
 GRANT_SCOPES = (None, "building:b0", "client:c1", "building:b1")
 TIMES = (100.0, 200.0, 300.0)
 UNTILS = (None, 150.0, 250.0)
 
-role_spec = st.fixed_dictionaries({
-    "permissions": st.lists(st.sampled_from(PERMS), max_size=3, unique=True),
-    "deny": st.lists(st.sampled_from(PERMS), max_size=1),
-    "if_setting": st.dictionaries(st.sampled_from(SETTING_NAMES),
-                                  st.lists(st.sampled_from(PERMS), min_size=1, max_size=2, unique=True), max_size=2),
-})
-subject = st.one_of(st.tuples(st.just("group"), st.sampled_from(GROUPS)),
-                    st.tuples(st.just("user"), st.sampled_from(USERS)))
+role_spec = st.fixed_dictionaries(
+    {
+        "permissions": st.lists(st.sampled_from(PERMS), max_size=3, unique=True),
+        "deny": st.lists(st.sampled_from(PERMS), max_size=1),
+        "if_setting": st.dictionaries(
+            st.sampled_from(SETTING_NAMES),
+            st.lists(st.sampled_from(PERMS), min_size=1, max_size=2, unique=True),
+            max_size=2,
+        ),
+    }
+)
+subject = st.one_of(
+    st.tuples(st.just("group"), st.sampled_from(GROUPS)), st.tuples(st.just("user"), st.sampled_from(USERS))
+)
 binding = st.tuples(subject, st.sampled_from(ROLES), st.sampled_from(SCOPES), st.sampled_from(UNTILS))
-grant = st.tuples(subject, st.sampled_from(PERMS), st.sampled_from(OBJECTS), st.sampled_from(UNTILS),
-                  st.sampled_from(GRANT_SCOPES))
+grant = st.tuples(
+    subject, st.sampled_from(PERMS), st.sampled_from(OBJECTS), st.sampled_from(UNTILS), st.sampled_from(GRANT_SCOPES)
+)
 switch = st.tuples(st.sampled_from(USERS), st.sampled_from(SETTING_NAMES), st.sampled_from(SCOPES))
 
 
@@ -60,31 +72,42 @@ def to_binding(b):
 
 def to_grant(g):
     (kind, name), perm, obj, until, scope = g
-    return Binding(**{kind: name}, permission=perm, object=obj, scope=scope,
-                   until=None if until is None else _dt(until))
+    return Binding(
+        **{kind: name}, permission=perm, object=obj, scope=scope, until=None if until is None else _dt(until)
+    )
 
 
 def _dt(ts):
     from datetime import datetime, timezone
+
     return datetime.fromtimestamp(ts, timezone.utc)
 
 
 def compile_world(w, extra=(), switches=None):
     config = make_config(
-        permissions=PERMS, roles=w["roles"],
-        scopes={"client": {}, "building": {"parent": "client", "members": {"b0": "c0", "b1": "c0", "b2": "c1"}},
-                "task": {"parent": "building", "members": {"1": "b0", "2": "b2"}}},
+        permissions=PERMS,
+        roles=w["roles"],
+        scopes={
+            "client": {},
+            "building": {"parent": "client", "members": {"b0": "c0", "b1": "c0", "b2": "c1"}},
+            "task": {"parent": "building", "members": {"1": "b0", "2": "b2"}},
+        },
         settings={name: {} for name in SETTING_NAMES},
     )
     enabled = {}
-    for user, name, scope in (w["switches"] if switches is None else switches):
+    for user, name, scope in w["switches"] if switches is None else switches:
         enabled.setdefault(user, []).append((name, scope))
-    return compile_policy(config, extra_bindings=[to_binding(b) for b in (*w["bindings"], *extra)],
-                          object_grants=[to_grant(g) for g in w["grants"]], enabled_settings=enabled)
+    return compile_policy(
+        config,
+        extra_bindings=[to_binding(b) for b in (*w["bindings"], *extra)],
+        object_grants=[to_grant(g) for g in w["grants"]],
+        enabled_settings=enabled,
+    )
 
 
 def reference(w, user, groups, perm, scope, obj, now, extra=()):
     """Straight from the documented semantics, no indexes, no cache."""
+
     def role_sets(name):
         spec = w["roles"][name]
         allow, deny = set(spec["permissions"]), set(spec["deny"])
@@ -122,12 +145,20 @@ def reference(w, user, groups, perm, scope, obj, now, extra=()):
     if obj == "task:3":  # lies nowhere known: denied whatever is granted on it
         return False
     place = chain_of(obj)  # a task's own place decides where grants made at a scope reach it
-    return any(subj in mine and p == perm and o == obj and (until is None or now < until) and at in place
-               for subj, p, o, until, at in w["grants"])
+    return any(
+        subj in mine and p == perm and o == obj and (until is None or now < until) and at in place
+        for subj, p, o, until, at in w["grants"]
+    )
 
 
-query = st.tuples(st.sampled_from(USERS), st.frozensets(st.sampled_from(GROUPS)), st.sampled_from(PERMS),
-                  st.sampled_from(SCOPES), st.sampled_from((None, *OBJECTS)), st.sampled_from(TIMES))
+query = st.tuples(
+    st.sampled_from(USERS),
+    st.frozensets(st.sampled_from(GROUPS)),
+    st.sampled_from(PERMS),
+    st.sampled_from(SCOPES),
+    st.sampled_from((None, *OBJECTS)),
+    st.sampled_from(TIMES),
+)
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -151,8 +182,11 @@ def test_deny_always_wins(w, q):
     ident = Identity(user, groups)
     held_deny = set()
     for b in policy.bindings:
-        if f"{b.subject_kind[0]}:{b.subject}" in ident.subjects and now < b.until and (
-                b.scope is None or (scope is not None and b.scope in policy.scopes.chain(scope))):
+        if (
+            f"{b.subject_kind[0]}:{b.subject}" in ident.subjects
+            and now < b.until
+            and (b.scope is None or (scope is not None and b.scope in policy.scopes.chain(scope)))
+        ):
             held_deny |= b.deny
     if perm in held_deny:
         assert not decide(policy, ident, perm, scope, obj, now).allowed

@@ -22,8 +22,9 @@ def test_parse_paths():
     assert parse_field_path("m[*][*].x") == ("m", "[*]", "[*]", "x")
 
 
-@pytest.mark.parametrize("bad", ["", " a", "a.", ".a", "a..b", "[*]", "lines[*]", "a.[*].b", "a[0].b",
-                                 "a[*]b", "a b", "a[*", "a]"])
+@pytest.mark.parametrize(
+    "bad", ["", " a", "a.", ".a", "a..b", "[*]", "lines[*]", "a.[*].b", "a[0].b", "a[*]b", "a b", "a[*", "a]"]
+)
 def test_invalid_paths_are_config_errors(bad):
     with pytest.raises(ConfigError):
         compile_redaction([bad])
@@ -31,12 +32,22 @@ def test_invalid_paths_are_config_errors(bad):
 
 def test_removes_named_fields_only():
     r = compile_redaction(TECH + ["amount"])
-    body = {"id": 7, "price": 10, "hourly_rate": 55.5, "amount": 1,
-            "lines": [{"item": "valve", "price": 3}, {"item": "pipe"}, "note"],
-            "data": [{"lines": [{"price": 1, "qty": 2}]}, 5], "customer": {"price": "kept: not a named path"}}
+    body = {
+        "id": 7,
+        "price": 10,
+        "hourly_rate": 55.5,
+        "amount": 1,
+        "lines": [{"item": "valve", "price": 3}, {"item": "pipe"}, "note"],
+        "data": [{"lines": [{"price": 1, "qty": 2}]}, 5],
+        "customer": {"price": "kept: not a named path"},
+    }
     out = json.loads(r.apply(json.dumps(body).encode()))
-    assert out == {"id": 7, "lines": [{"item": "valve"}, {"item": "pipe"}, "note"],
-                   "data": [{"lines": [{"qty": 2}]}, 5], "customer": {"price": "kept: not a named path"}}
+    assert out == {
+        "id": 7,
+        "lines": [{"item": "valve"}, {"item": "pipe"}, "note"],
+        "data": [{"lines": [{"qty": 2}]}, 5],
+        "customer": {"price": "kept: not a named path"},
+    }
 
 
 def test_top_level_array_and_unchanged_bytes():
@@ -64,9 +75,12 @@ def test_parent_removed_whole_beats_deeper_path():
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=5),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.sampled_from(["price", "lines", "data", "hourly_rate", "x"]), children, max_size=4),
-    max_leaves=30)
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.sampled_from(["price", "lines", "data", "hourly_rate", "x"]), children, max_size=4)
+    ),
+    max_leaves=30,
+)
 
 
 def _named_survivor(node, steps) -> bool:

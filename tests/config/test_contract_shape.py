@@ -27,8 +27,9 @@ def load_shape(tmp_path):
     used = {"tasks:order", "tasks:history", "invoices:view", "pricing:view"}
     extra = "".join(f"  - {p}\n" for p in sorted(used - set(doc["permissions"])))
     text = text.replace("  - sensors:manage\n", "  - sensors:manage\n" + extra, 1)
-    return load_config_text(text, file="config-shape.yaml", base_dir=tmp_path,
-                            env={"ROLEGATE_OIDC_SECRET": "x", "LDAP_PASSWORD": "y"})
+    return load_config_text(
+        text, file="config-shape.yaml", base_dir=tmp_path, env={"ROLEGATE_OIDC_SECRET": "x", "LDAP_PASSWORD": "y"}
+    )
 
 
 def test_the_vendored_copy_says_what_it_is():
@@ -55,7 +56,6 @@ def test_config_shape_means_what_it_says(tmp_path):
     assert config.users["heidi"].settings == {"building:a": ("documents_view", "documents_add")}
     assert config.scopes["task"].parent == "building" and config.scopes["task"].members == {"42": "a", "77": "b"}
 
-
     policy = compile_policy(config)
     assert policy.scopes.chain("task:42") == ("task:42", "building:a", "client:acme")
     staff_heidi, bare_heidi = Identity("heidi", {"staff"}), Identity("heidi", ())
@@ -65,5 +65,9 @@ def test_config_shape_means_what_it_says(tmp_path):
     assert not decide(policy, staff_heidi, "documents:edit", "building:a").allowed
     assert not decide(policy, bare_heidi, "documents:add", "building:a").allowed, "a setting alone grants nothing"
     assert "any role at all" in policy.roles["admin"].manages.roles  # manages: {roles: all}
-    assert policy.roles["responsible"].manages.settings == {"vacancy", "documents_view", "documents_add",
-                                                            "documents_edit"}
+    assert policy.roles["responsible"].manages.settings == {
+        "vacancy",
+        "documents_view",
+        "documents_add",
+        "documents_edit",
+    }

@@ -49,8 +49,9 @@ def test_minimal_config_loads_with_defaults():
 
 def test_unknown_key_names_line_and_path():
     text = BASE.replace("    upstream: app\n", "    upstream: app\n    permision: x\n")
-    assert problems_of(text) == ["c.yaml:13: routes[0].permision: unknown key (check the spelling; "
-                                 "see config-shape.yaml for the accepted keys)"]
+    assert problems_of(text) == [
+        "c.yaml:13: routes[0].permision: unknown key (check the spelling; see config-shape.yaml for the accepted keys)"
+    ]
 
 
 def test_unknown_top_level_key_and_missing_required():
@@ -69,14 +70,18 @@ def test_bad_values_are_explained():
 
 
 def test_cross_references_are_checked():
-    text = BASE + """\
+    text = (
+        BASE
+        + """\
 bindings:
   - {group: office, role: ghost}
   - {group: office, role: office, scope: "building:a"}
 """
-    text = text.replace("roles:\n  office: {permissions: [invoices:view]}",
-                        "roles:\n  office: {permissions: [invoices:edit], inherits: [a]}\n"
-                        "  a: {inherits: [b]}\n  b: {inherits: [a]}")
+    )
+    text = text.replace(
+        "roles:\n  office: {permissions: [invoices:view]}",
+        "roles:\n  office: {permissions: [invoices:edit], inherits: [a]}\n  a: {inherits: [b]}\n  b: {inherits: [a]}",
+    )
     found = problems_of(text)
     assert any("roles.office.permissions[0]: unknown permission 'invoices:edit'" in p for p in found)
     assert any("roles inherit in a cycle" in p for p in found)
@@ -109,19 +114,22 @@ def test_an_explicit_env_leaves_the_process_environment_alone(monkeypatch):
 
     monkeypatch.setattr(os, "environ", Untouchable({**os.environ, "ISSUER": "https://from-process.example.com"}))
     text = BASE + "session:\n  secret: " + "s" * 40 + "\noidc:\n  issuer: ${ISSUER}\n  client_id: rg\n"
-    assert load_config_text(text, env={"ISSUER": "https://given.example.com"}).oidc.issuer == \
-        "https://given.example.com"
+    assert (
+        load_config_text(text, env={"ISSUER": "https://given.example.com"}).oidc.issuer == "https://given.example.com"
+    )
     assert load_config_text(text).oidc.issuer == "https://from-process.example.com"  # no env: the process's
     assert problems_of(text, env={}) == ["c.yaml:16: oidc.issuer: environment variable ISSUER is not set"]
 
 
 def test_literal_dollar_brace_escape():
-    text = BASE.replace("routes:", "scopes:\n  client: {description: \"costs $${x}\"}\nroutes:")
+    text = BASE.replace("routes:", 'scopes:\n  client: {description: "costs $${x}"}\nroutes:')
     assert load_config_text(text, file="c.yaml").scopes["client"].description == "costs ${x}"
 
 
 def test_duplicate_keys_and_bad_yaml():
-    assert problems_of(BASE + "permissions: [a:b]\n")[0].startswith("c.yaml:13: permissions: duplicate key (first at line 4)")
+    assert problems_of(BASE + "permissions: [a:b]\n")[0].startswith(
+        "c.yaml:13: permissions: duplicate key (first at line 4)"
+    )
     assert problems_of("server: [\n")[0].startswith("c.yaml:2: invalid YAML")
     assert problems_of("")[0] == "c.yaml:1: the file is empty"
     assert problems_of("- a\n- b\n")[0].startswith("c.yaml:1: the top level must be a mapping")
@@ -143,9 +151,13 @@ def test_arbitrary_text_never_crashes(text):
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=10),
-                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
-                    max_leaves=20))
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+        max_leaves=20,
+    )
+)
 def test_arbitrary_structures_under_known_keys_never_crash(value):
     import yaml
 
@@ -177,31 +189,46 @@ def test_check_cli_exit_codes(tmp_path):
 
 
 def test_a_role_manages_only_declared_things():
-    found = problems_of(BASE.replace("office: {permissions: [invoices:view]}",
-                                     "office: {permissions: [invoices:view], manages: {assigns: [tasks:perform], "
-                                     "roles: [ghost], settings: [nope]}}"))
+    found = problems_of(
+        BASE.replace(
+            "office: {permissions: [invoices:view]}",
+            "office: {permissions: [invoices:view], manages: {assigns: [tasks:perform], "
+            "roles: [ghost], settings: [nope]}}",
+        )
+    )
     assert any("roles.office.manages.assigns[0]" in p and "unknown permission 'tasks:perform'" in p for p in found)
     assert any("roles.office.manages.roles[0]" in p and "unknown role 'ghost'" in p for p in found), found
     assert any("roles.office.manages.settings[0]" in p and "unknown user setting 'nope'" in p for p in found)
-    found = problems_of(BASE.replace("office: {permissions: [invoices:view]}",
-                                     "office: {manages: {roles: everything}}"))
+    found = problems_of(
+        BASE.replace("office: {permissions: [invoices:view]}", "office: {manages: {roles: everything}}")
+    )
     assert any("roles.office.manages.roles" in p for p in found), found
 
 
-SETTINGS = BASE.replace("office: {permissions: [invoices:view]}",
-                        "office: {permissions: [invoices:view], if_setting: {prices: [pricing:view]}}") + """scopes: {building: {}}
+SETTINGS = (
+    BASE.replace(
+        "office: {permissions: [invoices:view]}",
+        "office: {permissions: [invoices:view], if_setting: {prices: [pricing:view]}}",
+    )
+    + """scopes: {building: {}}
 user_settings:
   prices: {description: See prices}
 """
+)
 
 
 def test_if_setting_and_users_are_checked():
-    config = load_config_text(SETTINGS + "users: {ann: {settings: [prices]}, bo: {settings: {'building:a': [prices]}}}\n",
-                              file="c.yaml")
+    config = load_config_text(
+        SETTINGS + "users: {ann: {settings: [prices]}, bo: {settings: {'building:a': [prices]}}}\n", file="c.yaml"
+    )
     assert config.roles["office"].if_setting == {"prices": ("pricing:view",)}
-    assert config.users["ann"].settings == {"*": ("prices",)} and config.users["bo"].settings == {"building:a": ("prices",)}
-    found = problems_of(SETTINGS.replace("if_setting: {prices: [pricing:view]}", "if_setting: {prices: [nope:x], ghost: []}")
-                        + "users: {ann: {settings: {'planet:mars': [prices, other]}}}\n")
+    assert config.users["ann"].settings == {"*": ("prices",)} and config.users["bo"].settings == {
+        "building:a": ("prices",)
+    }
+    found = problems_of(
+        SETTINGS.replace("if_setting: {prices: [pricing:view]}", "if_setting: {prices: [nope:x], ghost: []}")
+        + "users: {ann: {settings: {'planet:mars': [prices, other]}}}\n"
+    )
     assert any("roles.office.if_setting.prices[0]" in p and "unknown permission 'nope:x'" in p for p in found), found
     assert any("roles.office.if_setting.ghost" in p and "unknown user setting 'ghost'" in p for p in found)
     assert any("users.ann.settings.planet:mars" in p and "unknown scope type 'planet'" in p for p in found)
@@ -213,9 +240,12 @@ def test_if_setting_and_users_are_checked():
     assert any("user_settings.idle" in p and "no role lists 'idle' under if_setting" in p for p in found), found
 
 
-OLD_SETTING = BASE + """user_settings:
+OLD_SETTING = (
+    BASE
+    + """user_settings:
   documents: {description: Documents, permissions: [invoices:view], users: [heidi]}
 """
+)
 
 
 def test_check_refuses_the_old_semantics_and_says_what_changed(tmp_path):
@@ -225,23 +255,33 @@ def test_check_refuses_the_old_semantics_and_says_what_changed(tmp_path):
     old.write_text(OLD_SETTING)
     result = run_cli("check", "-c", str(old))
     assert result.returncode == 2, result.stdout
-    assert f"{old}:14: user_settings.documents.permissions: a user setting no longer grants permissions by " \
-           "itself" in result.stderr, result.stderr
+    assert (
+        f"{old}:14: user_settings.documents.permissions: a user setting no longer grants permissions by "
+        "itself" in result.stderr
+    ), result.stderr
     assert "roles.<role>.if_setting.<setting>" in result.stderr and "users.<name>.settings" in result.stderr
     assert "user_settings.documents.users: who has a setting on moved to the top-level users: section" in result.stderr
-    old.write_text(BASE.replace("office: {permissions: [invoices:view]}",
-                                "office: {permissions: [invoices:view], assigns: [invoices:view]}"))
+    old.write_text(
+        BASE.replace(
+            "office: {permissions: [invoices:view]}", "office: {permissions: [invoices:view], assigns: [invoices:view]}"
+        )
+    )
     result = run_cli("check", "-c", str(old))
-    assert result.returncode == 2 and "roles.office.assigns: assigns moved under manages" in result.stderr, \
+    assert result.returncode == 2 and "roles.office.assigns: assigns moved under manages" in result.stderr, (
         result.stderr
+    )
 
 
 def test_check_compiles_what_serve_compiles(tmp_path):
     # A config `check` passes must not fail when `serve` builds its upstreams and redactions.
     missing = tmp_path / "missing-ca.pem"
     bad = tmp_path / "tls.yaml"
-    bad.write_text(BASE.replace('app: {url: "http://127.0.0.1:8081", timeout: 30s}',
-                                f'app: {{url: "https://app.internal", ca_file: "{missing}"}}'))
+    bad.write_text(
+        BASE.replace(
+            'app: {url: "http://127.0.0.1:8081", timeout: 30s}',
+            f'app: {{url: "https://app.internal", ca_file: "{missing}"}}',
+        )
+    )
     result = run_cli("check", "-c", str(bad))
     assert result.returncode == 2
     assert f"{bad}:8: upstreams.app: upstream 'app': ca_file '{missing}' could not be read" in result.stderr
@@ -265,12 +305,25 @@ EXAMPLE_CONFIGS = sorted(p for p in (REPO / "config" / "examples").glob("*.yaml"
 
 @pytest.mark.parametrize("example", EXAMPLE_CONFIGS, ids=lambda p: p.name)  # *.tests.yaml: rolegate test's cases
 def test_every_example_config_checks(example, tmp_path):
-    env = {"ROLEGATE_LISTEN": "127.0.0.1:0", "ROLEGATE_PUBLIC_URL": "http://127.0.0.1:8080",
-           "ROLEGATE_INTERNAL_LISTEN": "127.0.0.1:0", "ROLEGATE_OIDC_ISSUER": "http://127.0.0.1:1",
-           "ROLEGATE_OIDC_SECRET": "x", "LAB_BACKEND_URL": "http://127.0.0.1:2", "ROLEGATE_SESSION_SECRET": "x" * 40,
-           "LAB_LDAP_URL": "ldap://127.0.0.1:3", "LDAP_PASSWORD": "x", "ROLEGATE_DATA": str(tmp_path)}
-    result = subprocess.run([sys.executable, "-m", "rolegate", "check", "-c", str(example)], capture_output=True,
-                            text=True, timeout=60, env={**__import__("os").environ, **env})
+    env = {
+        "ROLEGATE_LISTEN": "127.0.0.1:0",
+        "ROLEGATE_PUBLIC_URL": "http://127.0.0.1:8080",
+        "ROLEGATE_INTERNAL_LISTEN": "127.0.0.1:0",
+        "ROLEGATE_OIDC_ISSUER": "http://127.0.0.1:1",
+        "ROLEGATE_OIDC_SECRET": "x",
+        "LAB_BACKEND_URL": "http://127.0.0.1:2",
+        "ROLEGATE_SESSION_SECRET": "x" * 40,
+        "LAB_LDAP_URL": "ldap://127.0.0.1:3",
+        "LDAP_PASSWORD": "x",
+        "ROLEGATE_DATA": str(tmp_path),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "rolegate", "check", "-c", str(example)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**__import__("os").environ, **env},
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -1,5 +1,6 @@
 """rolegate in-process (real SQLite Store, real audit log, real pipeline) in front of the lab backend, with a
 building-scoped day-pass config and a clock the test moves. A fresh Store per test."""
+
 from __future__ import annotations
 
 import re
@@ -27,36 +28,62 @@ SECRET = "daypass-tests-session-secret-" + "d" * 32
 CSRF_FIELD = re.compile(r'name="csrf" value="([^"]+)"')
 
 
-def daypass_config(url: str, backend_url: str, tmp: Path, *, redeem_rate: str = "60/min",
-                   template: dict[str, Any] | None = None) -> dict[str, Any]:
+def daypass_config(
+    url: str, backend_url: str, tmp: Path, *, redeem_rate: str = "60/min", template: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Buildings inside clients; a building's responsible issues passes for their building only."""
     port = urllib.parse.urlsplit(url).port
-    prices = {"fields": ["workorders[*].price", "workorders[*].lines[*].price", "price", "lines[*].price"],
-              "unless": "pricing:view"}
+    prices = {
+        "fields": ["workorders[*].price", "workorders[*].lines[*].price", "price", "lines[*].price"],
+        "unless": "pricing:view",
+    }
     return {
         "server": {"listen": f"127.0.0.1:{port}", "public_url": url, "workers": 1},
         "storage": {"url": f"sqlite:///{tmp}/rolegate.db"},
         "session": {"secret": SECRET},
-        "scopes": {"client": {"description": "client"},
-                   "building": {"parent": "client", "members": {"a": "acme", "b": "acme", "c": "globex"}}},
+        "scopes": {
+            "client": {"description": "client"},
+            "building": {"parent": "client", "members": {"a": "acme", "b": "acme", "c": "globex"}},
+        },
         "permissions": ["workorders:view", "pricing:view", "documents:view", "invoices:view"],
         "roles": {
-            "responsible": {"permissions": ["workorders:view", "pricing:view", "documents:view",
-                                            "rolegate:daypass:issue"]},
-            "subcontractor": {"permissions": ["workorders:view", "documents:view"],
-                              "deny": ["pricing:view", "invoices:view"]},
+            "responsible": {
+                "permissions": ["workorders:view", "pricing:view", "documents:view", "rolegate:daypass:issue"]
+            },
+            "subcontractor": {
+                "permissions": ["workorders:view", "documents:view"],
+                "deny": ["pricing:view", "invoices:view"],
+            },
             "finance": {"permissions": ["invoices:view", "pricing:view"]},
         },
-        "bindings": [{"group": "responsible-a", "role": "responsible", "scope": "building:a"},
-                     {"group": "finance", "role": "finance"}],
+        "bindings": [
+            {"group": "responsible-a", "role": "responsible", "scope": "building:a"},
+            {"group": "finance", "role": "finance"},
+        ],
         "upstreams": {"app": {"url": backend_url}},
         "routes": [
-            {"path": "/workorders", "methods": ["GET"], "permission": "workorders:view",
-             "scope": "building:{query.building}", "upstream": "app", "redact": prices},
-            {"path": "/buildings/{building}/dashboard", "methods": ["GET"], "permission": "workorders:view",
-             "scope": "building:{building}", "upstream": "app"},
-            {"path": "/buildings/{building}/documents/**", "methods": ["GET"], "permission": "documents:view",
-             "scope": "building:{building}", "upstream": "app"},
+            {
+                "path": "/workorders",
+                "methods": ["GET"],
+                "permission": "workorders:view",
+                "scope": "building:{query.building}",
+                "upstream": "app",
+                "redact": prices,
+            },
+            {
+                "path": "/buildings/{building}/dashboard",
+                "methods": ["GET"],
+                "permission": "workorders:view",
+                "scope": "building:{building}",
+                "upstream": "app",
+            },
+            {
+                "path": "/buildings/{building}/documents/**",
+                "methods": ["GET"],
+                "permission": "documents:view",
+                "scope": "building:{building}",
+                "upstream": "app",
+            },
             {"path": "/invoices/**", "methods": ["GET"], "permission": "invoices:view", "upstream": "app"},
             {"path": "/me", "mode": "authenticated", "upstream": "app"},
             {"path": "/public/**", "mode": "public", "upstream": "app"},
@@ -64,10 +91,19 @@ def daypass_config(url: str, backend_url: str, tmp: Path, *, redeem_rate: str = 
         "daypass": {
             "contact": "the site office (+31 20 555 0100)",
             "redeem_rate": redeem_rate,
-            "templates": {"subcontractor": template or {
-                "role": "subcontractor", "scopes": ["building"], "max_lifetime": "24h", "expires": "end_of_day",
-                "timezone": "Europe/Amsterdam", "devices": 1, "require": ["name", "company", "reason"],
-                "landing": "/workorders?building={building}"}},
+            "templates": {
+                "subcontractor": template
+                or {
+                    "role": "subcontractor",
+                    "scopes": ["building"],
+                    "max_lifetime": "24h",
+                    "expires": "end_of_day",
+                    "timezone": "Europe/Amsterdam",
+                    "devices": 1,
+                    "require": ["name", "company", "reason"],
+                    "landing": "/workorders?building={building}",
+                }
+            },
         },
         "audit": {"sinks": ["store"], "reads": {"sample": 1.0}},
     }
@@ -124,17 +160,36 @@ class Served:
     def may_issue_as(self, username: str, groups: list[str]) -> Callable[[str], bool]:
         """The admin API's issuer check: does this staff member hold rolegate:daypass:issue at the scope?"""
         identity = Identity(username, groups)
-        return lambda scope: decide(self.runtime.policy, identity, "rolegate:daypass:issue", scope,
-                                    now=self.clock()).allowed
+        return lambda scope: (
+            decide(self.runtime.policy, identity, "rolegate:daypass:issue", scope, now=self.clock()).allowed
+        )
 
-    async def issue(self, *, scope: str = "building:a", issuer: str = "carol", groups: list[str] | None = None,
-                    template: str = "subcontractor", name: str = "Jan de Vries", company: str = "Vries Installaties",
-                    reason: str = "replace sprinkler heads") -> IssuedPass:
+    async def issue(
+        self,
+        *,
+        scope: str = "building:a",
+        issuer: str = "carol",
+        groups: list[str] | None = None,
+        template: str = "subcontractor",
+        name: str = "Jan de Vries",
+        company: str = "Vries Installaties",
+        reason: str = "replace sprinkler heads",
+    ) -> IssuedPass:
         runtime = self.runtime
-        return await issue_pass(runtime.store, runtime.board, runtime.config, template=template, scope=scope,
-                                name=name, company=company, reason=reason, issuer=issuer,
-                                issuer_may_issue=self.may_issue_as(issuer, groups or ["responsible-a"]),
-                                now=self.clock(), audit=runtime.audit)
+        return await issue_pass(
+            runtime.store,
+            runtime.board,
+            runtime.config,
+            template=template,
+            scope=scope,
+            name=name,
+            company=company,
+            reason=reason,
+            issuer=issuer,
+            issuer_may_issue=self.may_issue_as(issuer, groups or ["responsible-a"]),
+            now=self.clock(),
+            audit=runtime.audit,
+        )
 
     async def audit_events(self, action: str | None = None) -> list[dict[str, Any]]:
         import json
@@ -205,7 +260,8 @@ async def redeem(served: Served, http: aiohttp.ClientSession, link: str) -> aioh
     async with http.get(link, headers=HTML) as page:
         assert page.status == 200, await page.text()
         token = CSRF_FIELD.search(await page.text()).group(1)
-    async with http.post(link, data={"csrf": token}, headers={**HTML, "Origin": served.url},
-                         allow_redirects=False) as resp:
+    async with http.post(
+        link, data={"csrf": token}, headers={**HTML, "Origin": served.url}, allow_redirects=False
+    ) as resp:
         await resp.read()
         return resp

@@ -1,6 +1,7 @@
 """``rolegate daypass issue|list|revoke`` as an operator runs them (subprocesses), against the Store a running
 rolegate serves from: a pass issued on the command line works through the proxy, and revoking it by its
 link ends the holder's session at their next request."""
+
 from __future__ import annotations
 
 import getpass
@@ -17,16 +18,33 @@ pytestmark = pytest.mark.lab
 
 
 def rolegate(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "rolegate", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "rolegate", *args], cwd=cwd, capture_output=True, text=True, timeout=60
+    )
 
 
 async def test_issue_list_revoke_from_the_command_line(served: Served, tmp_path: Path) -> None:
     config = str(served.tmp / "rolegate.yaml")
     out = tmp_path / "qr"
-    done = rolegate("daypass", "issue", "-c", config, "--template", "subcontractor", "--scope", "building:a",
-                    "--name", "Piet Bakker", "--company", "Bakker Dak BV", "--reason", "roof leak", "--out", str(out),
-                    cwd=tmp_path)
+    done = rolegate(
+        "daypass",
+        "issue",
+        "-c",
+        config,
+        "--template",
+        "subcontractor",
+        "--scope",
+        "building:a",
+        "--name",
+        "Piet Bakker",
+        "--company",
+        "Bakker Dak BV",
+        "--reason",
+        "roof leak",
+        "--out",
+        str(out),
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     link = re.search(r"Link: (\S+)", done.stdout).group(1)
     pass_id = re.search(r"Day pass ([0-9a-f]{16}) issued", done.stdout).group(1)
@@ -59,7 +77,9 @@ async def test_issue_list_revoke_from_the_command_line(served: Served, tmp_path:
     events = await served.audit_events()
     operator = f"cli:{getpass.getuser()}"
     assert [(e["action"], e["user"]) for e in events if e["action"] in ("issue", "revoke")] == [
-        ("issue", operator), ("revoke", operator)]
+        ("issue", operator),
+        ("revoke", operator),
+    ]
 
 
 def test_cli_refuses_what_the_template_does_not_allow(tmp_path: Path) -> None:
@@ -68,11 +88,41 @@ def test_cli_refuses_what_the_template_does_not_allow(tmp_path: Path) -> None:
 
     config = tmp_path / "rolegate.yaml"
     config.write_text(yaml.safe_dump(daypass_config("http://127.0.0.1:8080", "http://127.0.0.1:8081", tmp_path)))
-    done = rolegate("daypass", "issue", "-c", str(config), "--template", "subcontractor", "--scope", "client:acme",
-                    "--name", "A", "--company", "B", "--reason", "C", "--out", str(tmp_path), cwd=tmp_path)
+    done = rolegate(
+        "daypass",
+        "issue",
+        "-c",
+        str(config),
+        "--template",
+        "subcontractor",
+        "--scope",
+        "client:acme",
+        "--name",
+        "A",
+        "--company",
+        "B",
+        "--reason",
+        "C",
+        "--out",
+        str(tmp_path),
+        cwd=tmp_path,
+    )
     assert done.returncode == 2 and "building" in done.stderr
-    done = rolegate("daypass", "issue", "-c", str(config), "--template", "subcontractor", "--scope", "building:a",
-                    "--company", "B", "--reason", "C", cwd=tmp_path)
+    done = rolegate(
+        "daypass",
+        "issue",
+        "-c",
+        str(config),
+        "--template",
+        "subcontractor",
+        "--scope",
+        "building:a",
+        "--company",
+        "B",
+        "--reason",
+        "C",
+        cwd=tmp_path,
+    )
     assert done.returncode == 2 and "name is required" in done.stderr
     done = rolegate("daypass", "revoke", "-c", str(config), "not-a-pass", cwd=tmp_path)
     assert done.returncode == 2

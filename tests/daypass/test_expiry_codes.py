@@ -1,4 +1,5 @@
 """Pure parts: when a pass expires (across daylight-saving changes) and how codes, ids and links relate."""
+
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -15,8 +16,9 @@ def utc(*args: int) -> float:
 
 
 def template(**kw) -> DaypassTemplate:
-    return DaypassTemplate.model_validate({"role": "subcontractor", "scopes": ["building"],
-                                           "timezone": "Europe/Amsterdam", **kw})
+    return DaypassTemplate.model_validate(
+        {"role": "subcontractor", "scopes": ["building"], "timezone": "Europe/Amsterdam", **kw}
+    )
 
 
 def test_end_of_day_on_an_ordinary_day() -> None:
@@ -53,9 +55,19 @@ def test_duration_expiry_is_capped_by_max_lifetime() -> None:
     assert pass_expiry(template(expires="8h", max_lifetime="2h"), now) == now + 2 * 3600
 
 
-@pytest.mark.parametrize("bad", [{"timezone": "Mars/Olympus"}, {"expires": "tomorrow"}, {"max_lifetime": "90d"},
-                                 {"scopes": []}, {"landing": "https://evil.example/"}, {"landing": "//evil"},
-                                 {"devices": 0}, {"unknown": 1}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"timezone": "Mars/Olympus"},
+        {"expires": "tomorrow"},
+        {"max_lifetime": "90d"},
+        {"scopes": []},
+        {"landing": "https://evil.example/"},
+        {"landing": "//evil"},
+        {"devices": 0},
+        {"unknown": 1},
+    ],
+)
 def test_template_validation(bad: dict) -> None:
     with pytest.raises(ValueError):
         template(**bad)

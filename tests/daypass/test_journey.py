@@ -4,6 +4,7 @@ work orders of that building without prices, nothing elsewhere, and the end of i
 Real components: rolegate in-process (SQLite Store, audit log, compiled policy, pipeline), the lab backend
 as upstream, plain HTTP clients as devices.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -61,8 +62,12 @@ async def test_subcontractor_journey(served: Served) -> None:
     phone = served.client()
     async with phone.post(issued.link, data={"csrf": "forged"}, headers=HTML, allow_redirects=False) as resp:
         assert resp.status == 403
-    async with scanner.post(issued.link, data={"csrf": CSRF_FIELD.search(page).group(1)},
-                            headers={"Origin": "https://evil.example"}, allow_redirects=False) as resp:
+    async with scanner.post(
+        issued.link,
+        data={"csrf": CSRF_FIELD.search(page).group(1)},
+        headers={"Origin": "https://evil.example"},
+        allow_redirects=False,
+    ) as resp:
         assert resp.status == 403
     assert (await load_pass(served.runtime.store, issued.id))[0].redeemed == []
 
@@ -180,8 +185,15 @@ async def test_revocation_in_the_middle_of_a_session(served: Served) -> None:
     status, body = await get_json(phone, f"{served.url}/workorders?building=a")
     assert status == 200 and from_backend(body)
 
-    record, changed = await revoke_pass(served.runtime.store, served.runtime.board, issued.id, by="carol",
-                                        now=served.clock(), reason="job cancelled", audit=served.runtime.audit)
+    record, changed = await revoke_pass(
+        served.runtime.store,
+        served.runtime.board,
+        issued.id,
+        by="carol",
+        now=served.clock(),
+        reason="job cancelled",
+        audit=served.runtime.audit,
+    )
     assert changed and record.revoked_by == "carol"
     async with phone.get(f"{served.url}/workorders?building=a", headers=HTML, allow_redirects=False) as resp:
         assert resp.status == 401
@@ -238,16 +250,18 @@ async def test_mobile_app_redeems_through_the_token_endpoint(served: Served) -> 
     assert served.runtime.tokens is not None, "the token stage is built whenever a session secret is set"
     issued = await served.issue()
     app = served.client()
-    async with app.post(f"{served.url}/.rolegate/token",
-                        data={"grant_type": "urn:rolegate:daypass", "code": issued.code}) as resp:
+    async with app.post(
+        f"{served.url}/.rolegate/token", data={"grant_type": "urn:rolegate:daypass", "code": issued.code}
+    ) as resp:
         assert resp.status == 200, await resp.text()
         grant = await resp.json()
     assert grant["token_type"] == "Bearer" and grant["access_token"]
     record = (await load_pass(served.runtime.store, issued.id))[0]
     assert [d["via"] for d in record.redeemed] == ["token"]
     # The pass was for one device: the app was it.
-    async with app.post(f"{served.url}/.rolegate/token",
-                        data={"grant_type": "urn:rolegate:daypass", "code": issued.code}) as resp:
+    async with app.post(
+        f"{served.url}/.rolegate/token", data={"grant_type": "urn:rolegate:daypass", "code": issued.code}
+    ) as resp:
         assert resp.status == 400 and (await resp.json())["error"] == "invalid_grant"
     async with served.client().get(issued.link, headers=HTML) as resp:
         assert resp.status == 403
@@ -257,11 +271,13 @@ async def test_mobile_app_token_reaches_the_building(served: Served) -> None:
     assert served.runtime.tokens is not None, "the token stage is built whenever a session secret is set"
     issued = await served.issue()
     app = served.client()
-    async with app.post(f"{served.url}/.rolegate/token",
-                        data={"grant_type": "urn:rolegate:daypass", "code": issued.code}) as resp:
+    async with app.post(
+        f"{served.url}/.rolegate/token", data={"grant_type": "urn:rolegate:daypass", "code": issued.code}
+    ) as resp:
         token = (await resp.json())["access_token"]
-    status, body = await get_json(app, f"{served.url}/workorders?building=a",
-                                  headers={**JSON, "Authorization": f"Bearer {token}"})
+    status, body = await get_json(
+        app, f"{served.url}/workorders?building=a", headers={**JSON, "Authorization": f"Bearer {token}"}
+    )
     assert status == 200 and from_backend(body)
     # rolegate's own token is its credential, not the backend's: it is not forwarded ...
     assert not [v for k, v in body["header_list"] if k.lower() == "authorization"]
@@ -276,11 +292,20 @@ async def test_revoking_a_pass_ends_its_app_tokens(served: Served) -> None:
     assert served.runtime.tokens is not None, "the token stage is built whenever a session secret is set"
     issued = await served.issue()
     app = served.client()
-    async with app.post(f"{served.url}/.rolegate/token",
-                        data={"grant_type": "urn:rolegate:daypass", "code": issued.code}) as resp:
+    async with app.post(
+        f"{served.url}/.rolegate/token", data={"grant_type": "urn:rolegate:daypass", "code": issued.code}
+    ) as resp:
         grant = await resp.json()
-    await revoke_pass(served.runtime.store, served.runtime.board, issued.id, by="carol", now=served.clock(),
-                      audit=served.runtime.audit, tokens=served.runtime.tokens.service)
-    async with app.post(f"{served.url}/.rolegate/token",
-                        data={"grant_type": "refresh_token", "refresh_token": grant["refresh_token"]}) as resp:
+    await revoke_pass(
+        served.runtime.store,
+        served.runtime.board,
+        issued.id,
+        by="carol",
+        now=served.clock(),
+        audit=served.runtime.audit,
+        tokens=served.runtime.tokens.service,
+    )
+    async with app.post(
+        f"{served.url}/.rolegate/token", data={"grant_type": "refresh_token", "refresh_token": grant["refresh_token"]}
+    ) as resp:
         assert resp.status == 400 and (await resp.json())["error"] == "invalid_grant"

@@ -8,6 +8,7 @@ it lists (each 200 from the backend, as the pass), opens a page outside the pass
 its way back); a pass with a short lifetime is waited out (the home then says "expired"). Each
 screenshot (in the test's tmp dir) is taken with the text it shows checked.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -27,13 +28,21 @@ pytestmark = pytest.mark.lab
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 PHONE = {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 2, "is_mobile": True, "has_touch": True}
 HOME = "/.rolegate/pass/home"
 SHORT = 30  # seconds: the short template's lifetime
-LOCAL_MIDNIGHT = re.compile(r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun) \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) "
-                            r"\d{4}, 24:00 \(Europe/Amsterdam\)$")
+LOCAL_MIDNIGHT = re.compile(
+    r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun) \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) "
+    r"\d{4}, 24:00 \(Europe/Amsterdam\)$"
+)
 
 
 @pytest.fixture
@@ -44,11 +53,18 @@ def lab_rolegate(lab_idp, lab_slapd, lab_backend, rolegate_url, tmp_path):
     templates["short"] = {**templates["subcontractor"], "expires": f"{SHORT}s", "max_lifetime": "1m"}
     data = tmp_path / "data"
     data.mkdir()
-    env = {"ROLEGATE_LISTEN": rolegate_url.removeprefix("http://"), "ROLEGATE_PUBLIC_URL": rolegate_url,
-           "ROLEGATE_INTERNAL_LISTEN": f"127.0.0.1:{free_port()}", "ROLEGATE_DATA": str(data),
-           "ROLEGATE_SESSION_SECRET": "lab-phone-journey-" + "s" * 40, "ROLEGATE_OIDC_ISSUER": lab_idp.issuer,
-           "ROLEGATE_OIDC_SECRET": lab_idp.client()["client_secret"], "LAB_LDAP_URL": lab_slapd.url,
-           "LDAP_PASSWORD": lab_slapd.service_password, "LAB_BACKEND_URL": lab_backend.url}
+    env = {
+        "ROLEGATE_LISTEN": rolegate_url.removeprefix("http://"),
+        "ROLEGATE_PUBLIC_URL": rolegate_url,
+        "ROLEGATE_INTERNAL_LISTEN": f"127.0.0.1:{free_port()}",
+        "ROLEGATE_DATA": str(data),
+        "ROLEGATE_SESSION_SECRET": "lab-phone-journey-" + "s" * 40,
+        "ROLEGATE_OIDC_ISSUER": lab_idp.issuer,
+        "ROLEGATE_OIDC_SECRET": lab_idp.client()["client_secret"],
+        "LAB_LDAP_URL": lab_slapd.url,
+        "LDAP_PASSWORD": lab_slapd.service_password,
+        "LAB_BACKEND_URL": lab_backend.url,
+    }
     proc = RolegateProcess(config, tmp_path / "rolegate", env=env).start()
     yield proc
     proc.stop()
@@ -136,8 +152,17 @@ async def test_subcontractor_first_minute_on_a_phone(lab_rolegate, tmp_path: Pat
             # -- the subcontractor's phone: open the link, confirm, land on the pass home ------------------------
             phone, landed = await redeem_on_phone(browser, link, base, requests)
             assert landed.status == 200 and phone.url == base + HOME
-            home = await shot(phone, shots / "pass-home.png", "Your day pass", "Sam Smit, Fixit BV", "building:a",
-                              f"until {until}", "+31 20 555 0100", "Building dashboard", "Building documents")
+            home = await shot(
+                phone,
+                shots / "pass-home.png",
+                "Your day pass",
+                "Sam Smit, Fixit BV",
+                "building:a",
+                f"until {until}",
+                "+31 20 555 0100",
+                "Building dashboard",
+                "Building documents",
+            )
             assert re.search(r"Valid for\s+((\d+ h )?\d+ min|less than a minute)", home, re.I), home
             assert await phone.evaluate("document.documentElement.scrollWidth") <= 390
             hrefs = await phone.locator("#pass-links a").evaluate_all("links => links.map(a => a.getAttribute('href'))")
@@ -161,8 +186,15 @@ async def test_subcontractor_first_minute_on_a_phone(lab_rolegate, tmp_path: Pat
             # -- a page outside the pass: the pass-aware 403, and the way back -------------------------------------
             refused = await phone.goto(base + "/invoices")
             assert refused is not None and refused.status == 403
-            text = await shot(phone, shots / "pass-403.png", "Not part of your day pass", "building:a",
-                              "Back to your day pass", "Building dashboard", "Reference:")
+            text = await shot(
+                phone,
+                shots / "pass-403.png",
+                "Not part of your day pass",
+                "building:a",
+                "Back to your day pass",
+                "Building dashboard",
+                "Reference:",
+            )
             assert "Access denied" not in text and "invoices" not in text
             async with phone.expect_response(lambda r: r.url == base + HOME) as back:
                 await phone.locator("#pass-home").tap()

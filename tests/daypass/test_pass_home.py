@@ -2,6 +2,7 @@
 on its home page, which says who it is for, where, for how long (in local time) and links what it opens;
 a page outside the pass is the pass-aware 403; an ended pass's home says so.
 """
+
 from __future__ import annotations
 
 import base64
@@ -20,8 +21,15 @@ AMS = ZoneInfo("Europe/Amsterdam")
 # Sunday 6 December 2026, 20:48 in Amsterdam: an end-of-day pass has 3 h 12 min left.
 EVENING = datetime(2026, 12, 6, 20, 48, tzinfo=AMS).timestamp()
 HOME = "/.rolegate/pass/home"
-TEMPLATE = {"role": "subcontractor", "scopes": ["building"], "max_lifetime": "24h", "expires": "end_of_day",
-            "timezone": "Europe/Amsterdam", "devices": 1, "require": ["name", "company", "reason"]}
+TEMPLATE = {
+    "role": "subcontractor",
+    "scopes": ["building"],
+    "max_lifetime": "24h",
+    "expires": "end_of_day",
+    "timezone": "Europe/Amsterdam",
+    "devices": 1,
+    "require": ["name", "company", "reason"],
+}
 
 
 async def text_of(http, url: str, headers=HTML) -> tuple[int, str, dict]:
@@ -45,13 +53,22 @@ async def test_redeemed_pass_lands_on_its_home(home_served: Served) -> None:
 
     status, page, headers = await text_of(phone, served.url + HOME)
     assert status == 200, page
-    for text in ("Jan de Vries, Vries Installaties", "building:a", "3 h 12 min",
-                 "Sun 06 Dec 2026, 24:00 (Europe/Amsterdam)", "carol", "replace sprinkler heads",
-                 "the site office (+31 20 555 0100)"):
+    for text in (
+        "Jan de Vries, Vries Installaties",
+        "building:a",
+        "3 h 12 min",
+        "Sun 06 Dec 2026, 24:00 (Europe/Amsterdam)",
+        "carol",
+        "replace sprinkler heads",
+        "the site office (+31 20 555 0100)",
+    ):
         assert text in page, text
     links = re.findall(r'<a href="([^"]+)">([^<]+)<span', page)
-    assert links == [("/workorders?building=a", "Workorders"), ("/buildings/a/dashboard", "Dashboard"),
-                     ("/buildings/a/documents", "Documents")]
+    assert links == [
+        ("/workorders?building=a", "Workorders"),
+        ("/buildings/a/dashboard", "Dashboard"),
+        ("/buildings/a/documents", "Documents"),
+    ]
     # Every listed link goes through the proxy to the backend.
     for target, _title in links:
         async with phone.get(served.url + target, headers=JSON, allow_redirects=False) as answer:
@@ -110,8 +127,7 @@ async def test_the_home_without_a_pass_and_other_methods(home_served: Served) ->
     assert status == 401 and "No day pass on this device" in page and "(+31 20 555 0100)" in page
     # "home" is no code: a POST is refused as a method, not looked up (nor rate limited) as a pass.
     for _ in range(3):
-        async with stranger.post(served.url + HOME, data={"csrf": "x"}, headers=HTML,
-                                 allow_redirects=False) as resp:
+        async with stranger.post(served.url + HOME, data={"csrf": "x"}, headers=HTML, allow_redirects=False) as resp:
             assert resp.status == 405 and resp.headers["Allow"] == "GET, HEAD"
 
 
@@ -125,20 +141,28 @@ async def test_a_template_landing_is_filled_with_the_pass_scope(make_served) -> 
 
 # -- times as people read them ------------------------------------------------------------------------
 
+
 def test_times_in_words_with_the_zone_named() -> None:
     from rolegate.display_time import duration_text, local_text, time_html
 
     midnight = datetime(2026, 12, 7, 0, 0, tzinfo=AMS).timestamp()
     assert local_text(midnight, "Europe/Amsterdam", until=True) == "Sun 06 Dec 2026, 24:00 (Europe/Amsterdam)"
     assert local_text("2026-12-06T23:00:00+00:00", "Europe/Amsterdam", until=True) == (
-        "Sun 06 Dec 2026, 24:00 (Europe/Amsterdam)")
+        "Sun 06 Dec 2026, 24:00 (Europe/Amsterdam)"
+    )
     assert local_text(midnight, "Europe/Amsterdam") == "Mon 07 Dec 2026, 00:00 (Europe/Amsterdam)"
     assert local_text(midnight + 5, "UTC", seconds=True, named=False) == "Sun 06 Dec 2026, 23:00:05"
     assert time_html(None, "UTC", empty="no end") == "no end"
     assert time_html("2026-12-06T23:00:00Z", "Europe/Amsterdam", until=True) == (
-        '<time datetime="2026-12-06T23:00:00Z">Sun 06 Dec 2026, 24:00 (Europe/Amsterdam)</time>')
+        '<time datetime="2026-12-06T23:00:00Z">Sun 06 Dec 2026, 24:00 (Europe/Amsterdam)</time>'
+    )
     assert [duration_text(s) for s in (11_520, 720, 59, 90_000, -5)] == [
-        "3 h 12 min", "12 min", "less than a minute", "1 d 1 h", "less than a minute"]
+        "3 h 12 min",
+        "12 min",
+        "less than a minute",
+        "1 d 1 h",
+        "less than a minute",
+    ]
 
 
 async def test_display_zone(home_served: Served) -> None:

@@ -5,6 +5,7 @@ parameters (path or query) filled in, titled from the route's ``title``; each is
 would be (a more specific route answering the same path wins). A template ``landing`` that a pass of it
 could not open is refused by ``rolegate check`` (and at load), named, with the reason.
 """
+
 from __future__ import annotations
 
 import copy
@@ -57,36 +58,102 @@ def base_config(**template: Any) -> dict[str, Any]:
     return {
         "server": {"listen": "127.0.0.1:8080", "public_url": URL},
         "session": {"secret": "s" * 40},
-        "scopes": {"client": {"description": "client"},
-                   "building": {"parent": "client", "members": {"a": "acme", "b": "acme", "c": "globex"}}},
+        "scopes": {
+            "client": {"description": "client"},
+            "building": {"parent": "client", "members": {"a": "acme", "b": "acme", "c": "globex"}},
+        },
         "permissions": ["workorders:view", "documents:view", "invoices:view", "dashboard:view"],
-        "roles": {"subcontractor": {"permissions": ["workorders:view", "documents:view", "dashboard:view"],
-                                    "deny": ["invoices:view"]}},
+        "roles": {
+            "subcontractor": {
+                "permissions": ["workorders:view", "documents:view", "dashboard:view"],
+                "deny": ["invoices:view"],
+            }
+        },
         "upstreams": {"app": {"url": "http://127.0.0.1:9"}},
         "routes": [
-            {"path": "/workorders", "methods": ["GET"], "permission": "workorders:view",
-             "scope": "building:{query.building}", "upstream": "app", "title": "Work orders"},
-            {"path": "/buildings/{building}/dashboard", "methods": ["GET"], "permission": "dashboard:view",
-             "scope": "building:{building}", "upstream": "app", "title": "Building dashboard"},
-            {"path": "/buildings/{building}/documents/**", "methods": ["GET"], "permission": "documents:view",
-             "scope": "building:{building}", "upstream": "app"},
-            {"path": "/buildings/{building}/documents/**", "methods": ["POST"], "permission": "documents:view",
-             "scope": "building:{building}", "upstream": "app", "title": "Upload (not a GET)"},
-            {"path": "/buildings/{building}/workorders/{id}", "methods": ["GET"], "permission": "workorders:view",
-             "scope": "building:{building}", "upstream": "app", "title": "One work order (needs an id)"},
-            {"path": "/buildings/{building}/invoices", "methods": ["GET"], "permission": "invoices:view",
-             "scope": "building:{building}", "upstream": "app", "title": "Invoices (denied)"},
-            {"path": "/clients/{client}/overview", "methods": ["GET"], "permission": "dashboard:view",
-             "scope": "client:{client}", "upstream": "app", "title": "Client overview"},
-            {"path": "/sites/overview", "methods": ["GET"], "permission": "dashboard:view",
-             "scope": "building:{header.X-Building}", "upstream": "app", "title": "From a header"},
-            {"path": "/all-workorders", "methods": ["GET"], "permission": "workorders:view", "upstream": "app",
-             "title": "Everywhere (unscoped)"},
+            {
+                "path": "/workorders",
+                "methods": ["GET"],
+                "permission": "workorders:view",
+                "scope": "building:{query.building}",
+                "upstream": "app",
+                "title": "Work orders",
+            },
+            {
+                "path": "/buildings/{building}/dashboard",
+                "methods": ["GET"],
+                "permission": "dashboard:view",
+                "scope": "building:{building}",
+                "upstream": "app",
+                "title": "Building dashboard",
+            },
+            {
+                "path": "/buildings/{building}/documents/**",
+                "methods": ["GET"],
+                "permission": "documents:view",
+                "scope": "building:{building}",
+                "upstream": "app",
+            },
+            {
+                "path": "/buildings/{building}/documents/**",
+                "methods": ["POST"],
+                "permission": "documents:view",
+                "scope": "building:{building}",
+                "upstream": "app",
+                "title": "Upload (not a GET)",
+            },
+            {
+                "path": "/buildings/{building}/workorders/{id}",
+                "methods": ["GET"],
+                "permission": "workorders:view",
+                "scope": "building:{building}",
+                "upstream": "app",
+                "title": "One work order (needs an id)",
+            },
+            {
+                "path": "/buildings/{building}/invoices",
+                "methods": ["GET"],
+                "permission": "invoices:view",
+                "scope": "building:{building}",
+                "upstream": "app",
+                "title": "Invoices (denied)",
+            },
+            {
+                "path": "/clients/{client}/overview",
+                "methods": ["GET"],
+                "permission": "dashboard:view",
+                "scope": "client:{client}",
+                "upstream": "app",
+                "title": "Client overview",
+            },
+            {
+                "path": "/sites/overview",
+                "methods": ["GET"],
+                "permission": "dashboard:view",
+                "scope": "building:{header.X-Building}",
+                "upstream": "app",
+                "title": "From a header",
+            },
+            {
+                "path": "/all-workorders",
+                "methods": ["GET"],
+                "permission": "workorders:view",
+                "upstream": "app",
+                "title": "Everywhere (unscoped)",
+            },
             {"path": "/me", "mode": "authenticated", "upstream": "app", "title": "Me"},
             {"path": "/public/**", "mode": "public", "upstream": "app", "title": "Public"},
         ],
-        "daypass": {"templates": {"subcontractor": {"role": "subcontractor", "scopes": ["building"],
-                                                    "timezone": "Europe/Amsterdam", **template}}},
+        "daypass": {
+            "templates": {
+                "subcontractor": {
+                    "role": "subcontractor",
+                    "scopes": ["building"],
+                    "timezone": "Europe/Amsterdam",
+                    **template,
+                }
+            }
+        },
     }
 
 
@@ -99,20 +166,20 @@ def links_for(data: dict[str, Any], scope: str) -> list[tuple[str, str]]:
     routes = compile_routes_strict(config)
     policy = compile_policy(config, [Binding(daypass="p1", role="subcontractor", scope=scope)])
     identity = Identity("daypass:p1", (), daypass="p1")
-    return [(link.title, link.target)
-            for link in pass_links(config, routes, policy, identity, scope, HOST, 1_000_000.0)]
+    return [
+        (link.title, link.target) for link in pass_links(config, routes, policy, identity, scope, HOST, 1_000_000.0)
+    ]
 
 
 def test_links_are_the_get_routes_the_pass_holds_at_its_scope_with_parameters_filled_in() -> None:
     assert links_for(base_config(), "building:a") == [
-        ("Work orders", "/workorders?building=a"),               # scope from the query: filled in the query
-        ("Building dashboard", "/buildings/a/dashboard"),        # scope from the path
-        ("Documents", "/buildings/a/documents"),                 # no title: its last path word; ** left out
+        ("Work orders", "/workorders?building=a"),  # scope from the query: filled in the query
+        ("Building dashboard", "/buildings/a/dashboard"),  # scope from the path
+        ("Documents", "/buildings/a/documents"),  # no title: its last path word; ** left out
     ]
     # Not listed: POST only, a parameter the scope cannot fill ({id}), a denied permission, a scope the
     # pass does not hold (the client above), a header scope, an unscoped route, authenticated/public routes.
-    assert [t for t, _ in links_for(base_config(), "building:b")] == ["Work orders", "Building dashboard",
-                                                                      "Documents"]
+    assert [t for t, _ in links_for(base_config(), "building:b")] == ["Work orders", "Building dashboard", "Documents"]
     assert ("Building dashboard", "/buildings/b/dashboard") in links_for(base_config(), "building:b")
 
 
@@ -120,9 +187,12 @@ def test_a_pass_for_a_client_lists_the_buildings_inside_it() -> None:
     data = base_config()
     data["daypass"]["templates"]["subcontractor"]["scopes"] = ["client"]
     assert links_for(data, "client:acme") == [
-        ("Work orders", "/workorders?building=a"), ("Work orders", "/workorders?building=b"),
-        ("Building dashboard", "/buildings/a/dashboard"), ("Building dashboard", "/buildings/b/dashboard"),
-        ("Documents", "/buildings/a/documents"), ("Documents", "/buildings/b/documents"),
+        ("Work orders", "/workorders?building=a"),
+        ("Work orders", "/workorders?building=b"),
+        ("Building dashboard", "/buildings/a/dashboard"),
+        ("Building dashboard", "/buildings/b/dashboard"),
+        ("Documents", "/buildings/a/documents"),
+        ("Documents", "/buildings/b/documents"),
         ("Client overview", "/clients/acme/overview"),
     ]
 
@@ -131,16 +201,28 @@ def test_a_link_another_route_answers_is_not_listed() -> None:
     # /buildings/a/documents is answered by this more specific route (invoices:view, denied), not by
     # the documents/** route the link was made from: listing it would lead to a 403.
     data = base_config()
-    data["routes"].insert(0, {"path": "/buildings/{building}/documents", "methods": ["GET"],
-                              "permission": "invoices:view", "scope": "building:{building}", "upstream": "app"})
-    assert [target for _, target in links_for(data, "building:a")] == ["/workorders?building=a",
-                                                                       "/buildings/a/dashboard"]
+    data["routes"].insert(
+        0,
+        {
+            "path": "/buildings/{building}/documents",
+            "methods": ["GET"],
+            "permission": "invoices:view",
+            "scope": "building:{building}",
+            "upstream": "app",
+        },
+    )
+    assert [target for _, target in links_for(data, "building:a")] == [
+        "/workorders?building=a",
+        "/buildings/a/dashboard",
+    ]
 
 
 def test_scope_ids_are_escaped_in_links() -> None:
     assert links_for(base_config(), "building:a&b") == [
-        ("Work orders", "/workorders?building=a%26b"), ("Building dashboard", "/buildings/a%26b/dashboard"),
-        ("Documents", "/buildings/a%26b/documents")]
+        ("Work orders", "/workorders?building=a%26b"),
+        ("Building dashboard", "/buildings/a%26b/dashboard"),
+        ("Documents", "/buildings/a%26b/documents"),
+    ]
     # An id with a "/" cannot be one path segment (rolegate refuses %2F): only the query link is left.
     assert links_for(base_config(), "building:a/b") == [("Work orders", "/workorders?building=a%2Fb")]
 
@@ -163,6 +245,7 @@ def test_the_pass_home_is_never_a_code() -> None:
 
 # -- the landing check --------------------------------------------------------------------------------
 
+
 def check(data: dict[str, Any], tmp_path: Path, capsys) -> tuple[int, str]:
     """`rolegate check` on ``data`` (route titles left out: the landing alone is under test)."""
     data = copy.deepcopy(data)
@@ -179,23 +262,36 @@ def check(data: dict[str, Any], tmp_path: Path, capsys) -> tuple[int, str]:
 
 
 def test_check_accepts_no_landing_and_landings_every_pass_opens(tmp_path: Path, capsys) -> None:
-    for landing in (None, "/buildings/{building}/dashboard", "/workorders?building={building}",
-                    "/buildings/{building}/documents/safety-plan", "/public/help", "/me"):
+    for landing in (
+        None,
+        "/buildings/{building}/dashboard",
+        "/workorders?building={building}",
+        "/buildings/{building}/documents/safety-plan",
+        "/public/help",
+        "/me",
+    ):
         template = {} if landing is None else {"landing": landing}
         code, out = check(base_config(**template), tmp_path, capsys)
         assert code == 0, (landing, out)
 
 
-@pytest.mark.parametrize("landing,reason", [
-    ("/", "no route answers GET /"),
-    ("/all-workorders", "needs workorders:view everywhere"),
-    ("/buildings/a/dashboard", "needs dashboard:view at building:a, and the pass holds role subcontractor at "
-                               "its own building only"),
-    ("/buildings/{building}/invoices", "needs invoices:view at building:{building}, which role subcontractor "
-                                       "does not grant"),
-    ("/clients/{building}/overview", "needs dashboard:view at client:{building}"),
-    ("/buildings/{building}/workorders", "no route answers GET /buildings/{building}/workorders"),
-])
+@pytest.mark.parametrize(
+    "landing,reason",
+    [
+        ("/", "no route answers GET /"),
+        ("/all-workorders", "needs workorders:view everywhere"),
+        (
+            "/buildings/a/dashboard",
+            "needs dashboard:view at building:a, and the pass holds role subcontractor at its own building only",
+        ),
+        (
+            "/buildings/{building}/invoices",
+            "needs invoices:view at building:{building}, which role subcontractor does not grant",
+        ),
+        ("/clients/{building}/overview", "needs dashboard:view at client:{building}"),
+        ("/buildings/{building}/workorders", "no route answers GET /buildings/{building}/workorders"),
+    ],
+)
 def test_check_refuses_a_landing_the_pass_cannot_open(tmp_path: Path, capsys, landing: str, reason: str) -> None:
     code, out = check(base_config(landing=landing), tmp_path, capsys)
     assert code == 2, out
@@ -236,27 +332,54 @@ def test_fill_landing() -> None:
 # -- the examples: every template lands on a page its passes open ---------------------------------------
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "config" / "examples"
-LAB_ENV = {"ROLEGATE_LISTEN": "127.0.0.1:8080", "ROLEGATE_PUBLIC_URL": URL, "ROLEGATE_INTERNAL_LISTEN": "127.0.0.1:9090",
-           "ROLEGATE_DATA": "/tmp/rolegate-lab-data", "ROLEGATE_OIDC_ISSUER": "http://127.0.0.1:9000",
-           "ROLEGATE_OIDC_SECRET": "s", "LAB_BACKEND_URL": "http://127.0.0.1:8081",
-           "LAB_LDAP_URL": "ldap://127.0.0.1:3890", "LDAP_PASSWORD": "x", "ROLEGATE_SESSION_SECRET": "x" * 48}
+LAB_ENV = {
+    "ROLEGATE_LISTEN": "127.0.0.1:8080",
+    "ROLEGATE_PUBLIC_URL": URL,
+    "ROLEGATE_INTERNAL_LISTEN": "127.0.0.1:9090",
+    "ROLEGATE_DATA": "/tmp/rolegate-lab-data",
+    "ROLEGATE_OIDC_ISSUER": "http://127.0.0.1:9000",
+    "ROLEGATE_OIDC_SECRET": "s",
+    "LAB_BACKEND_URL": "http://127.0.0.1:8081",
+    "LAB_LDAP_URL": "ldap://127.0.0.1:3890",
+    "LDAP_PASSWORD": "x",
+    "ROLEGATE_SESSION_SECRET": "x" * 48,
+}
 
 
-@pytest.mark.parametrize("example,scope,landing,expected", [
-    # The quickstart: the subcontractor lands on the pass home, which lists their building's pages.
-    ("lab.yaml", "building:a", None, [("Building dashboard", "/buildings/a/dashboard"),
-                                      ("Building documents", "/buildings/a/documents")]),
-    ("building-safety.yaml", "building:b", "/buildings/{building}/dashboard",
-     [("Building dashboard", "/buildings/b/dashboard"), ("Risk assessment", "/buildings/b/risk-assessment"),
-      ("Task history", "/buildings/b/tasks/history")]),
-    # A subcontractor's pass at a customer holds workorders:view there: the list route /workorders opens
-    # (lists: true) with the where claim naming that customer alone, so the backend lists its work orders and
-    # no other - the same list as /customers/acme/workorders, both shown (issue 19; checked below).
-    ("field-service.yaml", "customer:acme", None, [("Work orders", "/workorders"),
-                                                   ("Work orders of the customer", "/customers/acme/workorders")]),
-])
-def test_the_examples_land_their_passes_on_a_page_they_open(example: str, scope: str, landing: str | None,
-                                                           expected: list[tuple[str, str]]) -> None:
+@pytest.mark.parametrize(
+    "example,scope,landing,expected",
+    [
+        # The quickstart: the subcontractor lands on the pass home, which lists their building's pages.
+        (
+            "lab.yaml",
+            "building:a",
+            None,
+            [("Building dashboard", "/buildings/a/dashboard"), ("Building documents", "/buildings/a/documents")],
+        ),
+        (
+            "building-safety.yaml",
+            "building:b",
+            "/buildings/{building}/dashboard",
+            [
+                ("Building dashboard", "/buildings/b/dashboard"),
+                ("Risk assessment", "/buildings/b/risk-assessment"),
+                ("Task history", "/buildings/b/tasks/history"),
+            ],
+        ),
+        # A subcontractor's pass at a customer holds workorders:view there: the list route /workorders opens
+        # (lists: true) with the where claim naming that customer alone, so the backend lists its work orders and
+        # no other - the same list as /customers/acme/workorders, both shown (issue 19; checked below).
+        (
+            "field-service.yaml",
+            "customer:acme",
+            None,
+            [("Work orders", "/workorders"), ("Work orders of the customer", "/customers/acme/workorders")],
+        ),
+    ],
+)
+def test_the_examples_land_their_passes_on_a_page_they_open(
+    example: str, scope: str, landing: str | None, expected: list[tuple[str, str]]
+) -> None:
     from rolegate.config import load_config
 
     config = load_config(EXAMPLES / example, env=LAB_ENV)

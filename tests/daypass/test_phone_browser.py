@@ -1,5 +1,6 @@
 """A phone-sized headless Chromium redeems a pass: the confirmation page renders on its own (no external
 assets), the button uses the pass, and the browser lands on the building's work orders without prices."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,14 @@ from tests.daypass.conftest import Served
 pytestmark = pytest.mark.lab
 
 CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium not installed")
@@ -25,8 +32,9 @@ async def test_redeem_on_a_phone(served: Served, tmp_path: Path) -> None:
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
         try:
-            context = await browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2,
-                                                is_mobile=True, has_touch=True)
+            context = await browser.new_context(
+                viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True
+            )
             page = await context.new_page()
             page.on("request", lambda r: requests.append(r.url))
             response = await page.goto(issued.link)

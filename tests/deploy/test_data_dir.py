@@ -22,9 +22,11 @@ from rolegate.config import load_config_text
 from rolegate.errors import ConfigError
 from tests.support.serve import RolegateProcess, minimal_config
 
-BASE = "server: {listen: '127.0.0.1:0', public_url: 'http://127.0.0.1:8080'}\n" \
-       "upstreams: {app: {url: 'http://127.0.0.1:9'}}\n" \
-       "routes: [{path: '/**', mode: public, upstream: app}]\n"
+BASE = (
+    "server: {listen: '127.0.0.1:0', public_url: 'http://127.0.0.1:8080'}\n"
+    "upstreams: {app: {url: 'http://127.0.0.1:9'}}\n"
+    "routes: [{path: '/**', mode: public, upstream: app}]\n"
+)
 
 
 def test_the_default_database_follows_the_data_directory(monkeypatch, tmp_path):
@@ -42,8 +44,14 @@ def test_the_default_database_follows_the_data_directory(monkeypatch, tmp_path):
 
 
 def _serve(config_dir: Path, env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "rolegate", "serve", "-c", str(config_dir / "rolegate.yaml")],
-                          cwd=config_dir, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "rolegate", "serve", "-c", str(config_dir / "rolegate.yaml")],
+        cwd=config_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _config_dir_without_room(tmp_path: Path) -> Path:
@@ -71,8 +79,7 @@ def test_rolegate_data_moves_the_data_directory_out_of_the_config_folder(tmp_pat
     # The container's setup: config in a folder the service cannot write, ROLEGATE_DATA on a volume.
     config_dir = _config_dir_without_room(tmp_path)
     data = tmp_path / "data"
-    served = RolegateProcess((config_dir / "rolegate.yaml").read_text(), config_dir,
-                             env={"ROLEGATE_DATA": str(data)})
+    served = RolegateProcess((config_dir / "rolegate.yaml").read_text(), config_dir, env={"ROLEGATE_DATA": str(data)})
     served.start()
     try:
         deadline = time.monotonic() + 30

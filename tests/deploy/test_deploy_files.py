@@ -18,8 +18,12 @@ from rolegate.config import load_config_text
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 K8S_VERSION = "1.30"
-SECRET_ENV = {"ROLEGATE_DB_PASSWORD": "pw", "ROLEGATE_OIDC_SECRET": "oidc", "LDAP_PASSWORD": "ldap",
-              "ROLEGATE_OIDC_ISSUER": "https://sso.example.com"}
+SECRET_ENV = {
+    "ROLEGATE_DB_PASSWORD": "pw",
+    "ROLEGATE_OIDC_SECRET": "oidc",
+    "LDAP_PASSWORD": "ldap",
+    "ROLEGATE_OIDC_ISSUER": "https://sso.example.com",
+}
 
 
 def load_rolegate_config(text: str, tmp_path: Path, secret_dir: str):
@@ -32,6 +36,7 @@ def load_rolegate_config(text: str, tmp_path: Path, secret_dir: str):
 
 
 # -- Kubernetes ----------------------------------------------------------------------------------------------
+
 
 def k8s_documents() -> list[tuple[str, dict]]:
     docs = []
@@ -50,12 +55,22 @@ def by_kind(kind: str) -> dict:
 
 def test_k8s_has_every_required_kind() -> None:
     kinds = {doc["kind"] for _, doc in k8s_documents()}
-    assert {"Deployment", "Service", "ConfigMap", "Secret", "PodDisruptionBudget",
-            "HorizontalPodAutoscaler", "Kustomization"} <= kinds
+    assert {
+        "Deployment",
+        "Service",
+        "ConfigMap",
+        "Secret",
+        "PodDisruptionBudget",
+        "HorizontalPodAutoscaler",
+        "Kustomization",
+    } <= kinds
 
 
-@pytest.mark.parametrize("name,doc", [d for d in k8s_documents() if d[1]["kind"] != "Kustomization"],
-                         ids=lambda v: v if isinstance(v, str) else v.get("kind"))
+@pytest.mark.parametrize(
+    "name,doc",
+    [d for d in k8s_documents() if d[1]["kind"] != "Kustomization"],
+    ids=lambda v: v if isinstance(v, str) else v.get("kind"),
+)
 def test_k8s_objects_match_the_kubernetes_schema(name: str, doc: dict) -> None:
     kubernetes_validate = pytest.importorskip("kubernetes_validate")
     kubernetes_validate.validate(doc, K8S_VERSION, strict=True)  # strict: unknown fields are errors
@@ -113,6 +128,7 @@ def test_configmap_holds_a_valid_rolegate_config(tmp_path: Path) -> None:
 
 # -- Compose -------------------------------------------------------------------------------------------------
 
+
 def compose() -> dict:
     return yaml.safe_load((DEPLOY / "compose" / "compose.yaml").read_text())
 
@@ -146,6 +162,7 @@ def test_compose_config_is_a_valid_rolegate_config(tmp_path: Path) -> None:
 
 
 # -- Dockerfile ----------------------------------------------------------------------------------------------
+
 
 def dockerfile_instructions() -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) of the last stage, continuation lines joined, comments dropped."""
@@ -186,6 +203,7 @@ def test_dockerfile_lint() -> None:
 
 # -- systemd -------------------------------------------------------------------------------------------------
 
+
 def test_systemd_unit_is_hardened() -> None:
     parser = configparser.ConfigParser(strict=False, interpolation=None, delimiters=("=",))
     parser.optionxform = str  # systemd keys are case-sensitive
@@ -212,7 +230,8 @@ def test_systemd_analyze_accepts_the_unit(tmp_path: Path) -> None:
     assert shutil.which("systemd-analyze"), "systemd-analyze is missing: run scripts/setup.sh (Debian package systemd)"
     # verify checks that executables exist; point them at one that does.
     unit = tmp_path / "rolegate.service"
-    unit.write_text((DEPLOY / "systemd" / "rolegate.service").read_text().replace("/usr/local/bin/rolegate",
-                                                                                  "/bin/true"))
+    unit.write_text(
+        (DEPLOY / "systemd" / "rolegate.service").read_text().replace("/usr/local/bin/rolegate", "/bin/true")
+    )
     result = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "rolegate.service" not in result.stderr, result.stderr

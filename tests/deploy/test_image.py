@@ -57,8 +57,10 @@ def _podman_env() -> dict[str, str]:
     nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     nproc = min(resource.getrlimit(resource.RLIMIT_NPROC)[1], int(Path("/proc/sys/kernel/pid_max").read_text()))
     conf = CACHE / "containers.conf"
-    conf.write_text(f'[containers]\ndefault_ulimits = ["nofile={nofile}:{nofile}", "nproc={nproc}:{nproc}"]\n'
-                    '[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n')
+    conf.write_text(
+        f'[containers]\ndefault_ulimits = ["nofile={nofile}:{nofile}", "nproc={nproc}:{nproc}"]\n'
+        '[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n'
+    )
     storage = CACHE / "storage.conf"
     storage.write_text(f'[storage]\ndriver = "vfs"\ngraphroot = "{CACHE / "storage"}"\nrunroot = "{CACHE / "run"}"\n')
     return {**os.environ, "CONTAINERS_CONF": str(conf), "CONTAINERS_STORAGE_CONF": str(storage)}
@@ -73,8 +75,12 @@ def _run(env: dict[str, str], *args: str, timeout: float = 120, check: bool = Tr
 
 def _source_hash() -> str:
     digest = hashlib.sha256()
-    files = [ROOT / "deploy/docker/Dockerfile", ROOT / "pyproject.toml", ROOT / "README.md",
-             *sorted(p for p in (ROOT / "src").rglob("*") if p.is_file() and "__pycache__" not in p.parts)]
+    files = [
+        ROOT / "deploy/docker/Dockerfile",
+        ROOT / "pyproject.toml",
+        ROOT / "README.md",
+        *sorted(p for p in (ROOT / "src").rglob("*") if p.is_file() and "__pycache__" not in p.parts),
+    ]
     for path in files:
         digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:12]
@@ -96,10 +102,20 @@ def image(podman: dict[str, str]) -> str:
         tarball = CACHE / "bookworm-python3.tar"
         if not tarball.exists():
             partial = CACHE / "bookworm-python3.tar.partial"
-            _run(podman, "mmdebstrap", "--variant=minbase", "--include=python3,python3-venv,ca-certificates",
-                 "--dpkgopt=path-exclude=/usr/share/doc/*", "--dpkgopt=path-exclude=/usr/share/man/*",
-                 "--dpkgopt=path-exclude=/usr/share/locale/*", "--format=tar", "bookworm", str(partial), MIRROR,
-                 timeout=900)
+            _run(
+                podman,
+                "mmdebstrap",
+                "--variant=minbase",
+                "--include=python3,python3-venv,ca-certificates",
+                "--dpkgopt=path-exclude=/usr/share/doc/*",
+                "--dpkgopt=path-exclude=/usr/share/man/*",
+                "--dpkgopt=path-exclude=/usr/share/locale/*",
+                "--format=tar",
+                "bookworm",
+                str(partial),
+                MIRROR,
+                timeout=900,
+            )
             partial.replace(tarball)
         _run(podman, "podman", "import", str(tarball), BASE, timeout=300)
     tag = f"localhost/rolegate:test-{_source_hash()}"
@@ -112,11 +128,28 @@ def image(podman: dict[str, str]) -> str:
         started = time.monotonic()
         # buildah 1.28 does not read Dockerfile.dockerignore beside the Dockerfile: --ignorefile.
         # --layers=false: with vfs storage every layer is a full copy of the root filesystem.
-        _run(podman, "podman", "build", "--format", "docker", "--layers=false",
-             "--ignorefile", "deploy/docker/Dockerfile.dockerignore", "-f", "deploy/docker/Dockerfile",
-             "--build-arg", f"BASE={BASE}",
-             "--build-arg", "PIP_CERT=/run/host-ca.pem", "-v", f"{HOST_CA}:/run/host-ca.pem:ro",
-             "-t", tag, str(ROOT), timeout=1200)
+        _run(
+            podman,
+            "podman",
+            "build",
+            "--format",
+            "docker",
+            "--layers=false",
+            "--ignorefile",
+            "deploy/docker/Dockerfile.dockerignore",
+            "-f",
+            "deploy/docker/Dockerfile",
+            "--build-arg",
+            f"BASE={BASE}",
+            "--build-arg",
+            "PIP_CERT=/run/host-ca.pem",
+            "-v",
+            f"{HOST_CA}:/run/host-ca.pem:ro",
+            "-t",
+            tag,
+            str(ROOT),
+            timeout=1200,
+        )
         print(f"\nimage build: {time.monotonic() - started:.0f} s")
     size = json.loads(_run(podman, "podman", "image", "inspect", tag).stdout)[0]["Size"]
     print(f"\nimage {tag}: {size / 1e6:.0f} MB")
@@ -125,10 +158,27 @@ def image(podman: dict[str, str]) -> str:
 
 def test_the_image_runs_the_cli_and_checks_the_seed_examples(podman, image):
     examples = ROOT / "config" / "examples"
-    script = ("rolegate --help >/dev/null && rolegate check -c /examples/building-safety.yaml"
-              " && rolegate check -c /examples/field-service.yaml && id -u")
-    result = _run(podman, "podman", "run", "--rm", "--network", "none", "--read-only", "--no-healthcheck",
-                  "-v", f"{examples}:/examples:ro", "--entrypoint", "/bin/sh", image, "-c", script)
+    script = (
+        "rolegate --help >/dev/null && rolegate check -c /examples/building-safety.yaml"
+        " && rolegate check -c /examples/field-service.yaml && id -u"
+    )
+    result = _run(
+        podman,
+        "podman",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--read-only",
+        "--no-healthcheck",
+        "-v",
+        f"{examples}:/examples:ro",
+        "--entrypoint",
+        "/bin/sh",
+        image,
+        "-c",
+        script,
+    )
     assert result.stdout.strip().splitlines()[-1] == "10001", "the image runs as its own non-root user"
 
 
@@ -146,21 +196,48 @@ def _get(url: str) -> int | None:
 def test_serve_with_the_documented_run_line(podman, image, tmp_path):
     # A minimal config: no storage section, so the SQLite database goes to ROLEGATE_DATA=/var/lib/rolegate.
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({
-        "server": {"listen": "0.0.0.0:8080", "internal_listen": "0.0.0.0:9090", "workers": 2,
-                   "public_url": "http://127.0.0.1:8080", "drain_timeout": "5s"},
-        "upstreams": {"app": {"url": "http://127.0.0.1:9", "connect_timeout": "1s", "timeout": "2s"}},
-        "routes": [{"path": "/public/**", "mode": "public", "upstream": "app"},
-                   {"path": "/**", "mode": "authenticated", "upstream": "app"}],
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "server": {
+                    "listen": "0.0.0.0:8080",
+                    "internal_listen": "0.0.0.0:9090",
+                    "workers": 2,
+                    "public_url": "http://127.0.0.1:8080",
+                    "drain_timeout": "5s",
+                },
+                "upstreams": {"app": {"url": "http://127.0.0.1:9", "connect_timeout": "1s", "timeout": "2s"}},
+                "routes": [
+                    {"path": "/public/**", "mode": "public", "upstream": "app"},
+                    {"path": "/**", "mode": "authenticated", "upstream": "app"},
+                ],
+            }
+        )
+    )
     config.chmod(0o644)
     port, internal = free_port(), free_port()
     name, volume = f"rolegate-test-{port}", f"rolegate-test-data-{port}"
     # docs/operations.md's line, with free host ports (127.0.0.1 only), the test's names and the internal port
     # published.
-    run = ["podman", "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080", "-p", f"127.0.0.1:{internal}:9090",
-           "-v", f"{config}:/etc/rolegate/config.yaml:ro", "-v", f"{volume}:/var/lib/rolegate",
-           "--read-only", "--tmpfs", "/tmp", image]
+    run = [
+        "podman",
+        "run",
+        "-d",
+        "--name",
+        name,
+        "-p",
+        f"127.0.0.1:{port}:8080",
+        "-p",
+        f"127.0.0.1:{internal}:9090",
+        "-v",
+        f"{config}:/etc/rolegate/config.yaml:ro",
+        "-v",
+        f"{volume}:/var/lib/rolegate",
+        "--read-only",
+        "--tmpfs",
+        "/tmp",
+        image,
+    ]
     try:
         _run(podman, *run)
         up = time.monotonic()
@@ -178,8 +255,10 @@ def test_serve_with_the_documented_run_line(podman, image, tmp_path):
             time.sleep(0.05)
         logs = _run(podman, "podman", "logs", name, check=False)
         assert ready_at is not None, f"never ready:\n{logs.stdout}{logs.stderr}"
-        print(f"\nreadiness: container up -> proxy answers {((port_at or ready_at) - up):.2f} s"
-              f" -> /readyz 200 {ready_at - up:.2f} s")
+        print(
+            f"\nreadiness: container up -> proxy answers {((port_at or ready_at) - up):.2f} s"
+            f" -> /readyz 200 {ready_at - up:.2f} s"
+        )
         assert _get(f"http://127.0.0.1:{port}/protected") == 401
         _run(podman, "podman", "healthcheck", "run", name)
         state = json.loads(_run(podman, "podman", "inspect", name).stdout)[0]["State"]
@@ -191,8 +270,20 @@ def test_serve_with_the_documented_run_line(podman, image, tmp_path):
         assert "draining workers" in logs.stdout + logs.stderr
         assert "Traceback" not in logs.stdout + logs.stderr
         # The database went to the volume, not beside the read-only config.
-        listing = _run(podman, "podman", "run", "--rm", "--network", "none", "-v", f"{volume}:/data:ro",
-                       "--entrypoint", "/bin/ls", image, "/data")
+        listing = _run(
+            podman,
+            "podman",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-v",
+            f"{volume}:/data:ro",
+            "--entrypoint",
+            "/bin/ls",
+            image,
+            "/data",
+        )
         assert "rolegate.db" in listing.stdout.split()
     finally:
         _run(podman, "podman", "rm", "-f", name, check=False)

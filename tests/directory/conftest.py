@@ -25,10 +25,14 @@ GROUPS = "ou=groups,dc=example,dc=com"
 def make_config(slapd: Any, **changes: Any) -> DirectoryConfig:
     """A directory section for a lab slapd, bound as the read-only service account."""
     data: dict[str, Any] = {
-        "url": slapd.url, "bind_dn": slapd.service_dn, "bind_password": slapd.service_password,
+        "url": slapd.url,
+        "bind_dn": slapd.service_dn,
+        "bind_password": slapd.service_password,
         "users": {"base": PEOPLE, "disabled_filter": "(employeeType=disabled)"},
         "groups": {"base": GROUPS},
-        "page_size": 100, "timeout": "5s", "connect_timeout": "2s",
+        "page_size": 100,
+        "timeout": "5s",
+        "connect_timeout": "2s",
     }
     for key, value in changes.items():
         if isinstance(value, dict) and isinstance(data.get(key), dict):
@@ -67,7 +71,9 @@ def people_ldif(names: list[str], *, extra: str = "") -> str:
     """inetOrgPerson entries under ou=people."""
     return "".join(
         f"dn: uid={n},{PEOPLE}\nobjectClass: inetOrgPerson\nuid: {n}\ncn: {n.title()}\nsn: {n}\n"
-        f"mail: {n}@example.com\n{extra}\n" for n in names)
+        f"mail: {n}@example.com\n{extra}\n"
+        for n in names
+    )
 
 
 def group_ldif(name: str, members: list[str], *, object_class: str = "groupOfNames", attribute: str = "member") -> str:
@@ -98,7 +104,7 @@ def ad_schema() -> Iterator[Path]:
 def add_in_chunks(slapd: Any, names: list[str], chunk: int = 500) -> None:
     """Add many people with several ldapadd runs: each run stays well inside the lab tool's timeout."""
     for i in range(0, len(names), chunk):
-        slapd.ldapadd(people_ldif(names[i:i + chunk]))
+        slapd.ldapadd(people_ldif(names[i : i + chunk]))
 
 
 @pytest.fixture(scope="session")

@@ -69,10 +69,16 @@ SHOW_DELETED = "1.2.840.113556.1.4.417"
 IN_CHAIN = "1.2.840.113556.1.4.1941"  # LDAP_MATCHING_RULE_IN_CHAIN
 
 # Who is in the company: (name, display name, uac). Same names as the OpenLDAP lab where they overlap.
-STAFF = [("alice", "Alice Admin", UAC_ENABLED), ("bob", "Bob Bakker", UAC_ENABLED),
-         ("carol", "Carol Clerk", UAC_ENABLED), ("dave", "Dave Disabled", UAC_DISABLED),
-         ("erin", "Erin Finance", UAC_ENABLED), ("frank", "Frank Sales", UAC_ENABLED),
-         ("grace", "Grace Sales", UAC_ENABLED), ("heidi", "Heidi Office", UAC_ENABLED)]
+STAFF = [
+    ("alice", "Alice Admin", UAC_ENABLED),
+    ("bob", "Bob Bakker", UAC_ENABLED),
+    ("carol", "Carol Clerk", UAC_ENABLED),
+    ("dave", "Dave Disabled", UAC_DISABLED),
+    ("erin", "Erin Finance", UAC_ENABLED),
+    ("frank", "Frank Sales", UAC_ENABLED),
+    ("grace", "Grace Sales", UAC_ENABLED),
+    ("heidi", "Heidi Office", UAC_ENABLED),
+]
 CREW_NAMES = [f"tech{i:04d}" for i in range(CREW)]
 
 
@@ -101,12 +107,16 @@ GROUP_MEMBERS: dict[str, list[str]] = {
 
 def seed_spec() -> dict[str, Any]:
     users = [{"dn": user_dn(n), "name": n, "display": d, "mail": f"{n}@acme.test", "uac": uac} for n, d, uac in STAFF]
-    users += [{"dn": user_dn(n), "name": n, "display": f"Technician {n[4:]}", "mail": f"{n}@acme.test",
-               "uac": UAC_ENABLED} for n in CREW_NAMES]
+    users += [
+        {"dn": user_dn(n), "name": n, "display": f"Technician {n[4:]}", "mail": f"{n}@acme.test", "uac": UAC_ENABLED}
+        for n in CREW_NAMES
+    ]
     return {
         "ous": [PEOPLE, GROUPS, ELSEWHERE],
-        "services": [{"name": SERVICE, "password": SERVICE_PASSWORD, "tombstones": True},
-                     {"name": SERVICE_PLAIN, "password": SERVICE_PASSWORD, "tombstones": False}],
+        "services": [
+            {"name": SERVICE, "password": SERVICE_PASSWORD, "tombstones": True},
+            {"name": SERVICE_PLAIN, "password": SERVICE_PASSWORD, "tombstones": False},
+        ],
         "users": users,
         "groups": [{"dn": group_dn(g), "name": g, "members": m} for g, m in GROUP_MEMBERS.items()],
     }
@@ -148,12 +158,27 @@ class SambaTemplate:
         for sub in ("log", "pid", "ncalrpc"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         began = time.monotonic()
-        _run([SAMBA_TOOL, "domain", "provision", f"--realm={REALM}", f"--domain={DOMAIN}", "--server-role=dc",
-              "--dns-backend=NONE", "--use-rfc2307", f"--targetdir={self.dir}", f"--adminpass={ADMIN_PASSWORD}",
-              f"--option=interfaces={self.ADDRESS}/8", "--option=bind interfaces only=yes",
-              "--option=server services=ldap", f"--option=log file={self.dir}/log/%m.log",
-              f"--option=pid directory={self.dir}/pid", f"--option=ncalrpc dir={self.dir}/ncalrpc"],
-             timeout=300)
+        _run(
+            [
+                SAMBA_TOOL,
+                "domain",
+                "provision",
+                f"--realm={REALM}",
+                f"--domain={DOMAIN}",
+                "--server-role=dc",
+                "--dns-backend=NONE",
+                "--use-rfc2307",
+                f"--targetdir={self.dir}",
+                f"--adminpass={ADMIN_PASSWORD}",
+                f"--option=interfaces={self.ADDRESS}/8",
+                "--option=bind interfaces only=yes",
+                "--option=server services=ldap",
+                f"--option=log file={self.dir}/log/%m.log",
+                f"--option=pid directory={self.dir}/pid",
+                f"--option=ncalrpc dir={self.dir}/ncalrpc",
+            ],
+            timeout=300,
+        )
         self.provision_seconds = time.monotonic() - began
         began = time.monotonic()
         _run([SYSTEM_PYTHON, "-I", str(SEED_SCRIPT), str(self.conf)], stdin=json.dumps(seed_spec()), timeout=300)
@@ -192,27 +217,53 @@ def _make_tls(address: str) -> tuple[bytes, bytes, bytes]:
     now = datetime.datetime.now(datetime.timezone.utc)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"ACME test DC CA {address} {uuid.uuid4().hex[:8]}")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-          .not_valid_after(now + datetime.timedelta(days=2))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
-                                       data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                       crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
-          .sign(ca_key, hashes.SHA256()))
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dc1.acme.test")]))
-            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("dc1.acme.test"),
-                                                        x509.IPAddress(ipaddress.ip_address(address))]),
-                           critical=False)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dc1.acme.test")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("dc1.acme.test"), x509.IPAddress(ipaddress.ip_address(address))]),
+            critical=False,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
     pem = serialization.Encoding.PEM
-    return (ca.public_bytes(pem), cert.public_bytes(pem),
-            key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return (
+        ca.public_bytes(pem),
+        cert.public_bytes(pem),
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+    )
 
 
 class SambaDC(LabProcess):
@@ -241,8 +292,7 @@ class SambaDC(LabProcess):
 
     # -- process ---------------------------------------------------------------------------------
     def _command(self) -> list[str]:
-        return [SAMBA, "-s", str(self.dir / "etc" / "smb.conf"), "--foreground", "--no-process-group",
-                "-M", "single"]
+        return [SAMBA, "-s", str(self.dir / "etc" / "smb.conf"), "--foreground", "--no-process-group", "-M", "single"]
 
     def _env(self) -> dict[str, str]:
         return {"TDB_NO_FSYNC": "1"}
@@ -300,8 +350,9 @@ class SambaDC(LabProcess):
     @contextmanager
     def admin(self) -> Iterator[ldap3.Connection]:
         server = ldap3.Server(self.url, tls=self._tls(), get_info=ldap3.NONE, connect_timeout=5)
-        conn = ldap3.Connection(server, ADMIN_DN, ADMIN_PASSWORD, auto_bind=True, raise_exceptions=True,
-                                receive_timeout=60)
+        conn = ldap3.Connection(
+            server, ADMIN_DN, ADMIN_PASSWORD, auto_bind=True, raise_exceptions=True, receive_timeout=60
+        )
         try:
             yield conn
         finally:
@@ -314,7 +365,9 @@ class SambaDC(LabProcess):
 
     def modify(self, dn: str, **replace: Any) -> None:
         with self.admin() as conn:
-            conn.modify(dn, {k: [(ldap3.MODIFY_REPLACE, v if isinstance(v, list) else [v])] for k, v in replace.items()})
+            conn.modify(
+                dn, {k: [(ldap3.MODIFY_REPLACE, v if isinstance(v, list) else [v])] for k, v in replace.items()}
+            )
 
     def add_members(self, group: str, *members: str) -> None:
         with self.admin() as conn:
@@ -331,9 +384,16 @@ class SambaDC(LabProcess):
     def add_user(self, name: str, *, ou: str = PEOPLE, uac: int = UAC_ENABLED) -> str:
         dn = f"CN={name},{ou}"
         with self.admin() as conn:
-            conn.add(dn, ["top", "person", "organizationalPerson", "user"],
-                     {"sAMAccountName": name, "displayName": name.title(), "mail": f"{name}@acme.test",
-                      "userAccountControl": uac})
+            conn.add(
+                dn,
+                ["top", "person", "organizationalPerson", "user"],
+                {
+                    "sAMAccountName": name,
+                    "displayName": name.title(),
+                    "mail": f"{name}@acme.test",
+                    "userAccountControl": uac,
+                },
+            )
         return dn
 
     def guid(self, dn: str) -> str:
@@ -346,10 +406,14 @@ class SambaDC(LabProcess):
     def groups_in_chain(self, dn: str) -> set[str]:
         """Every group under OU=Groups holding ``dn``, however deep: the DC's own transitive answer."""
         with self.admin() as conn:
-            conn.search(GROUPS, f"(&(objectClass=group)(member:{IN_CHAIN}:={escape_filter_chars(dn)}))",
-                        attributes=["cn"])
-            return {e["attributes"]["cn"][0] if isinstance(e["attributes"]["cn"], list) else e["attributes"]["cn"]
-                    for e in conn.response if e["type"] == "searchResEntry"}
+            conn.search(
+                GROUPS, f"(&(objectClass=group)(member:{IN_CHAIN}:={escape_filter_chars(dn)}))", attributes=["cn"]
+            )
+            return {
+                e["attributes"]["cn"][0] if isinstance(e["attributes"]["cn"], list) else e["attributes"]["cn"]
+                for e in conn.response
+                if e["type"] == "searchResEntry"
+            }
 
     def highest_usn(self) -> int:
         with self.admin() as conn:

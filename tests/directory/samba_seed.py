@@ -43,10 +43,17 @@ def main() -> None:
     db.transaction_start()
     try:
         for user in spec["users"]:
-            db.add({"dn": user["dn"], "objectClass": "user", "sAMAccountName": user["name"],
-                    "displayName": user["display"], "mail": user["mail"],
+            db.add(
+                {
+                    "dn": user["dn"],
+                    "objectClass": "user",
+                    "sAMAccountName": user["name"],
+                    "displayName": user["display"],
+                    "mail": user["mail"],
                     "userPrincipalName": f"{user['name']}@{lp.get('realm').lower()}",
-                    "userAccountControl": str(user["uac"])})
+                    "userAccountControl": str(user["uac"]),
+                }
+            )
         for group in spec["groups"]:
             entry = {"dn": group["dn"], "objectClass": "group", "sAMAccountName": group["name"]}
             if group["members"]:

@@ -23,15 +23,24 @@ BIG = 1600  # more than AD's default MaxValRange of 1500
 
 def ad_user(name: str, usn: int, *, uac: int = 512) -> str:
     _, guid = guid_b64(name)
-    return (f"dn: cn={name},{PEOPLE}\nobjectClass: inetOrgPerson\nobjectClass: user\ncn: {name}\nsn: {name}\n"
-            f"sAMAccountName: {name}\ndisplayName: {name.title()} Example\nmail: {name}@corp.example\n"
-            f"userAccountControl: {uac}\nobjectGUID:: {guid}\nuSNChanged: {usn}\nobjectCategory: person\n\n")
+    return (
+        f"dn: cn={name},{PEOPLE}\nobjectClass: inetOrgPerson\nobjectClass: user\ncn: {name}\nsn: {name}\n"
+        f"sAMAccountName: {name}\ndisplayName: {name.title()} Example\nmail: {name}@corp.example\n"
+        f"userAccountControl: {uac}\nobjectGUID:: {guid}\nuSNChanged: {usn}\nobjectCategory: person\n\n"
+    )
 
 
 def ad_group(name: str, members: list[str], usn: int) -> str:
     _, guid = guid_b64("group-" + name)
-    lines = [f"dn: cn={name},{GROUPS}", "objectClass: group", f"cn: {name}", f"sAMAccountName: {name}",
-             f"objectGUID:: {guid}", f"uSNChanged: {usn}", "objectCategory: group"]
+    lines = [
+        f"dn: cn={name},{GROUPS}",
+        "objectClass: group",
+        f"cn: {name}",
+        f"sAMAccountName: {name}",
+        f"objectGUID:: {guid}",
+        f"uSNChanged: {usn}",
+        "objectCategory: group",
+    ]
     return "\n".join(lines + [f"member: {m}" for m in members]) + "\n\n"
 
 
@@ -42,9 +51,11 @@ def ad_slapd(lab_launcher):
     crew = [f"tech{i:04d}" for i in range(BIG)]
     slapd.ldapadd(ad_user("alice", 10) + ad_user("dave", 11, uac=514))
     for start in range(0, BIG, 400):  # several runs: each stays inside the lab tool's timeout
-        slapd.ldapadd("".join(ad_user(n, 20 + start + i) for i, n in enumerate(crew[start:start + 400])))
-    slapd.ldapadd(ad_group("Field Crew", [f"cn={n},{PEOPLE}" for n in crew], 5000)
-                  + ad_group("Domain Admins", [f"cn=alice,{PEOPLE}", f"cn=Field Crew,{GROUPS}"], 5001))
+        slapd.ldapadd("".join(ad_user(n, 20 + start + i) for i, n in enumerate(crew[start : start + 400])))
+    slapd.ldapadd(
+        ad_group("Field Crew", [f"cn={n},{PEOPLE}" for n in crew], 5000)
+        + ad_group("Domain Admins", [f"cn=alice,{PEOPLE}", f"cn=Field Crew,{GROUPS}"], 5001)
+    )
     yield slapd
     slapd.stop()
 
@@ -77,7 +88,7 @@ def test_ranged_answer_shape_from_a_real_entry(ad_slapd, config_for) -> None:
         def as_ad(start: int) -> dict[str, list[bytes]]:
             end = min(start + 1500, len(real)) - 1
             key = f"member;range={start}-{'*' if end == len(real) - 1 else end}"
-            return {"member": [], key: real[start:end + 1]}
+            return {"member": [], key: real[start : end + 1]}
 
         first = {**{k: v for k, v in attrs.items() if k != "member"}, **as_ad(0)}
         asked: list[str] = []
@@ -112,12 +123,15 @@ async def test_ad_preset_full_and_incremental(ad_slapd, config_for, store) -> No
     assert snap.since == "5002"  # no rootDSE highestCommittedUSN on slapd: highest seen + 1
 
     # incremental by uSNChanged: a rename and a disable, read alone
-    ad_slapd.ldapmodify(f"dn: cn=alice,{PEOPLE}\nchangetype: modify\nreplace: userAccountControl\n"
-                        "userAccountControl: 514\n-\nreplace: uSNChanged\nuSNChanged: 6000\n")
-    ad_slapd.ldapmodify(f"dn: cn=tech0001,{PEOPLE}\nchangetype: modrdn\nnewrdn: cn=tech0001-renamed\n"
-                        "deleteoldrdn: 1\n")
-    ad_slapd.ldapmodify(f"dn: cn=tech0001-renamed,{PEOPLE}\nchangetype: modify\nreplace: sAMAccountName\n"
-                        "sAMAccountName: tech-one\n-\nreplace: uSNChanged\nuSNChanged: 6001\n")
+    ad_slapd.ldapmodify(
+        f"dn: cn=alice,{PEOPLE}\nchangetype: modify\nreplace: userAccountControl\n"
+        "userAccountControl: 514\n-\nreplace: uSNChanged\nuSNChanged: 6000\n"
+    )
+    ad_slapd.ldapmodify(f"dn: cn=tech0001,{PEOPLE}\nchangetype: modrdn\nnewrdn: cn=tech0001-renamed\ndeleteoldrdn: 1\n")
+    ad_slapd.ldapmodify(
+        f"dn: cn=tech0001-renamed,{PEOPLE}\nchangetype: modify\nreplace: sAMAccountName\n"
+        "sAMAccountName: tech-one\n-\nreplace: uSNChanged\nuSNChanged: 6001\n"
+    )
     inc = await sync.sync_now(full=False)
     assert inc.ok and not inc.full and inc.entries_read == 2, (inc.error, inc.entries_read)
     snap = sync.snapshot

@@ -45,8 +45,9 @@ async def next_run_after(sync: DirectorySync, moment: float) -> None:
 async def test_a_deleted_user_is_gone_after_one_interval(make_slapd, config_for, store, how) -> None:
     """The sync loop as `serve` runs it: incremental every interval, the next full sync an hour away."""
     slapd = make_slapd(accesslog=how == "accesslog")
-    sync = DirectorySync(config_of(config_for, slapd, how, interval="1s", full_interval="1h",
-                                   max_deletions="50%"), store)
+    sync = DirectorySync(
+        config_of(config_for, slapd, how, interval="1s", full_interval="1h", max_deletions="50%"), store
+    )
     await sync.start()
     try:
         await next_run_after(sync, 0)
@@ -77,8 +78,10 @@ async def test_moves_out_of_scope_deleted_groups_and_a_full_sync_agrees(make_sla
     assert (await sync.sync_now(full=False)).ok
 
     # judy moves out of ou=people; the technicians group (bob's way into staff) is deleted.
-    slapd.ldapmodify(f"dn: {user_dn('judy')}\nchangetype: modrdn\nnewrdn: uid=judy\ndeleteoldrdn: 1\n"
-                     f"newsuperior: ou=services,{slapd.base_dn}\n")
+    slapd.ldapmodify(
+        f"dn: {user_dn('judy')}\nchangetype: modrdn\nnewrdn: uid=judy\ndeleteoldrdn: 1\n"
+        f"newsuperior: ou=services,{slapd.base_dn}\n"
+    )
     slapd.ldapdelete(group_dn("technicians"))
     result = await sync.sync_now(full=False)
     assert result.ok and not result.full, result.error
@@ -124,8 +127,9 @@ async def test_the_deletion_guard_holds_incremental_deletions(make_slapd, config
     assert [c.username for c in dry.diff.users_removed] == ["frank", "grace"]
     refused = await sync.sync_now(full=False)
     assert refused.refused and not refused.applied and refused.pending_deletions == 2
-    assert refused.refusal == ("the sync would remove or disable 2 of 15 users (removed: frank, grace); "
-                               "max_deletions allows 1")
+    assert refused.refusal == (
+        "the sync would remove or disable 2 of 15 users (removed: frank, grace); max_deletions allows 1"
+    )
     assert sync.status.state == "refused" and sync.snapshot.user("frank") is not None
     assert (await load_snapshot(store)).user("frank") is not None  # nothing applied
     # Refused again next interval (the watermark did not move), until someone forces it.

@@ -10,8 +10,9 @@ from rolegate.directory.values import normalize_dn
 
 
 def user(name: str, **kw) -> RawUser:
-    return RawUser(id=f"id-{name}", dn=f"uid={name},ou=people,dc=x", username=name, email=None, name=None,
-                   disabled=False, **kw)
+    return RawUser(
+        id=f"id-{name}", dn=f"uid={name},ou=people,dc=x", username=name, email=None, name=None, disabled=False, **kw
+    )
 
 
 def group(name: str, *members: str) -> RawGroup:
@@ -20,9 +21,17 @@ def group(name: str, *members: str) -> RawGroup:
 
 
 def company():
-    users = [user("alice"), user("bob"), user("trent"), user("olga", member_of=(normalize_dn("cn=office,ou=groups,dc=x"),))]
-    groups = [group("technicians", "bob", "trent"), group("staff", "alice", "cn=technicians,ou=groups,dc=x"),
-              group("office")]
+    users = [
+        user("alice"),
+        user("bob"),
+        user("trent"),
+        user("olga", member_of=(normalize_dn("cn=office,ou=groups,dc=x"),)),
+    ]
+    groups = [
+        group("technicians", "bob", "trent"),
+        group("staff", "alice", "cn=technicians,ou=groups,dc=x"),
+        group("office"),
+    ]
     return build_snapshot(users, groups)
 
 
@@ -34,8 +43,9 @@ def test_changed_elsewhere_and_not_read_again_is_gone() -> None:
     technicians = new.groups["gid-technicians"]
     assert technicians.member_users == {"id-trent"}  # the group was not read again: stripped
     changes = diff(old, new)
-    assert [(c.username, c.id, c.groups_removed) for c in changes.users_removed] == \
-        [("bob", "id-bob", ["staff", "technicians"])]
+    assert [(c.username, c.id, c.groups_removed) for c in changes.users_removed] == [
+        ("bob", "id-bob", ["staff", "technicians"])
+    ]
     assert [g.members_removed for g in changes.groups_changed] == [["bob"]]
 
 
@@ -56,8 +66,10 @@ def test_a_departed_group_takes_its_nesting_with_it() -> None:
     assert new.groups["gid-staff"].member_groups == frozenset()
     assert sorted(g.name for g in diff(old, new).groups_removed) == ["office", "technicians"]
     # the same as a full build of what is left
-    full = build_snapshot([user("alice"), user("bob"), user("trent"), user("olga")],
-                          [group("staff", "alice", "cn=technicians,ou=groups,dc=x")])
+    full = build_snapshot(
+        [user("alice"), user("bob"), user("trent"), user("olga")],
+        [group("staff", "alice", "cn=technicians,ou=groups,dc=x")],
+    )
     assert {u.username: u.groups for u in new} == {u.username: u.groups for u in full}
 
 
@@ -69,9 +81,14 @@ def test_no_departures_no_change() -> None:
 
 def test_the_guard_names_whom_it_holds_back() -> None:
     old = build_snapshot([user(f"u{i:02d}") for i in range(40)] + [user("zed")], [])
-    new = build_snapshot([user(f"u{i:02d}") for i in range(20, 40)]
-                         + [RawUser("id-zed", "uid=zed,ou=people,dc=x", "zed", None, None, True)], [])
+    new = build_snapshot(
+        [user(f"u{i:02d}") for i in range(20, 40)]
+        + [RawUser("id-zed", "uid=zed,ou=people,dc=x", "zed", None, None, True)],
+        [],
+    )
     check = check_deletions(diff(old, new), 41, 0.1)
     assert check.refused and check.removed[:2] == ("u00", "u01") and check.disabled == ("zed",)
-    assert check.explain() == ("the sync would remove or disable 21 of 41 users (removed: u00, u01, u02, u03, "
-                               "u04, u05, u06, u07, u08, u09 and 10 more; disabled: zed); max_deletions allows 4")
+    assert check.explain() == (
+        "the sync would remove or disable 21 of 41 users (removed: u00, u01, u02, u03, "
+        "u04, u05, u06, u07, u08, u09 and 10 more; disabled: zed); max_deletions allows 4"
+    )

@@ -56,8 +56,9 @@ async def test_background_loop_backs_off_and_recovers(fresh_slapd, config_for, s
     slapd.stop()
     # A frozen clock: next_attempt - last_attempt is then exactly the back-off the loop chose (the
     # wall-clock difference would also count the failed attempt's own duration).
-    sync = DirectorySync(config_for(slapd, interval="50ms", retry_max="200ms", full_interval="1h"), store,
-                         clock=lambda: 1_800_000_000.0)
+    sync = DirectorySync(
+        config_for(slapd, interval="50ms", retry_max="200ms", full_interval="1h"), store, clock=lambda: 1_800_000_000.0
+    )
     await sync.start()
     try:
         for _ in range(200):  # bounded wait, no timing asserted

@@ -11,9 +11,28 @@ from .conftest import group_dn, group_ldif, people_ldif, user_dn
 pytestmark = pytest.mark.lab
 
 HOSTILE = [
-    "*", "*)(uid=*", "admin)(|(uid=*", "bob)(uid=*", "bob\x00", "\x00", "b*", "*ob", "bob)", "(uid=bob)",
-    "bob\\2a", "bob\\", "bob*)(objectClass=*", "", " bob", "bob ", "x" * 300, "bob\n", "alice)(|(employeeType=*",
-    None, 42, b"bob",
+    "*",
+    "*)(uid=*",
+    "admin)(|(uid=*",
+    "bob)(uid=*",
+    "bob\x00",
+    "\x00",
+    "b*",
+    "*ob",
+    "bob)",
+    "(uid=bob)",
+    "bob\\2a",
+    "bob\\",
+    "bob*)(objectClass=*",
+    "",
+    " bob",
+    "bob ",
+    "x" * 300,
+    "bob\n",
+    "alice)(|(employeeType=*",
+    None,
+    42,
+    b"bob",
 ]
 
 
@@ -33,10 +52,13 @@ async def test_hostile_usernames_match_nobody(lab_slapd, config_for, name) -> No
 
 async def test_a_new_hire_counts_before_the_next_sync(fresh_slapd, config_for) -> None:
     slapd = fresh_slapd
-    slapd.ldapadd(people_ldif(["newbie"]) + group_ldif("loop-a", [user_dn("newbie")])
-                  + group_ldif("loop-b", [group_dn("loop-a")]))
-    slapd.ldapmodify(f"dn: {group_dn('loop-a')}\nchangetype: modify\nadd: member\nmember: {group_dn('loop-b')}\n"
-                     f"-\nadd: member\nmember: {group_dn('technicians')}\n")
+    slapd.ldapadd(
+        people_ldif(["newbie"]) + group_ldif("loop-a", [user_dn("newbie")]) + group_ldif("loop-b", [group_dn("loop-a")])
+    )
+    slapd.ldapmodify(
+        f"dn: {group_dn('loop-a')}\nchangetype: modify\nadd: member\nmember: {group_dn('loop-b')}\n"
+        f"-\nadd: member\nmember: {group_dn('technicians')}\n"
+    )
     slapd.ldapmodify(f"dn: {group_dn('technicians')}\nchangetype: modify\nadd: member\nmember: {user_dn('newbie')}\n")
     newbie = await lookup_user(config_for(slapd), "newbie")
     assert newbie is not None
@@ -44,8 +66,10 @@ async def test_a_new_hire_counts_before_the_next_sync(fresh_slapd, config_for) -
 
 
 async def test_lookup_with_member_of_and_posix_groups(fresh_slapd, config_for) -> None:
-    fresh_slapd.ldapadd("dn: cn=posix,ou=groups,dc=example,dc=com\nobjectClass: posixGroup\ncn: posix\n"
-                        "gidNumber: 5000\nmemberUid: bob\n\n")
+    fresh_slapd.ldapadd(
+        "dn: cn=posix,ou=groups,dc=example,dc=com\nobjectClass: posixGroup\ncn: posix\n"
+        "gidNumber: 5000\nmemberUid: bob\n\n"
+    )
     bob = await lookup_user(config_for(fresh_slapd, users={"member_of": "memberOf"}), "bob")
     assert bob.groups == {"technicians", "staff", "posix"}
 

@@ -19,8 +19,15 @@ PEOPLE = "ou=people,dc=x"
 
 
 def raw_user(i: int, *, email: str | None = None, disabled: bool = False) -> RawUser:
-    return RawUser(id=f"id-{i}", dn=f"uid=u{i},{PEOPLE}", username=f"u{i}", email=email or f"u{i}@x",
-                   name=f"User {i}", disabled=disabled, attributes={"building": (f"b{i % 3}",)} if i % 5 == 0 else {})
+    return RawUser(
+        id=f"id-{i}",
+        dn=f"uid=u{i},{PEOPLE}",
+        username=f"u{i}",
+        email=email or f"u{i}@x",
+        name=f"User {i}",
+        disabled=disabled,
+        attributes={"building": (f"b{i % 3}",)} if i % 5 == 0 else {},
+    )
 
 
 def raw_group(name: str, members: list[int], nested: tuple[str, ...] = (), extra: tuple[str, ...] = ()) -> RawGroup:
@@ -29,18 +36,23 @@ def raw_group(name: str, members: list[int], nested: tuple[str, ...] = (), extra
 
 
 def directory(users: int = 60) -> tuple[list[RawUser], list[RawGroup]]:
-    groups = [raw_group("top", [0], nested=("mid",)), raw_group("mid", [1, 2], nested=("leaf", "top")),
-              raw_group("leaf", list(range(0, users, 2)), extra=("uid=ghost,ou=people,dc=x",)),
-              raw_group("odd", list(range(1, users, 2)))]
+    groups = [
+        raw_group("top", [0], nested=("mid",)),
+        raw_group("mid", [1, 2], nested=("leaf", "top")),
+        raw_group("leaf", list(range(0, users, 2)), extra=("uid=ghost,ou=people,dc=x",)),
+        raw_group("odd", list(range(1, users, 2))),
+    ]
     return [raw_user(i) for i in range(users)], groups
 
 
 def same(a: DirectorySnapshot, b: DirectorySnapshot) -> None:
     """Everything a caller can see, users and groups, is equal."""
-    assert {u.id: (u.dn, u.username, u.email, u.name, u.disabled, u.groups, dict(u.attributes)) for u in a} == \
-           {u.id: (u.dn, u.username, u.email, u.name, u.disabled, u.groups, dict(u.attributes)) for u in b}
-    assert {g.id: (g.dn, g.name, g.member_users, g.member_groups, g.unresolved) for g in a.groups.values()} == \
-           {g.id: (g.dn, g.name, g.member_users, g.member_groups, g.unresolved) for g in b.groups.values()}
+    assert {u.id: (u.dn, u.username, u.email, u.name, u.disabled, u.groups, dict(u.attributes)) for u in a} == {
+        u.id: (u.dn, u.username, u.email, u.name, u.disabled, u.groups, dict(u.attributes)) for u in b
+    }
+    assert {g.id: (g.dn, g.name, g.member_users, g.member_groups, g.unresolved) for g in a.groups.values()} == {
+        g.id: (g.dn, g.name, g.member_users, g.member_groups, g.unresolved) for g in b.groups.values()
+    }
     assert (a.taken_at, a.full_at, a.since, a.issues) == (b.taken_at, b.full_at, b.since, b.issues)
 
 
@@ -72,9 +84,13 @@ async def test_round_trip_and_deltas(any_store) -> None:
     assert len(await keys(store)) == 1 + 1 + 9  # pointer, groups, 60 users in chunks of 7
 
     # users changed, a group gains and loses members, a group renamed: one delta + one groups document
-    second = apply_changes(first, [raw_user(3, email="new@x"), raw_user(60), raw_user(8, disabled=True)],
-                           [raw_group("odd", list(range(3, 60, 2)) + [60]), raw_group("mid", [1, 2], nested=("leaf",))],
-                           taken_at=2.0, since="20240102000000Z")
+    second = apply_changes(
+        first,
+        [raw_user(3, email="new@x"), raw_user(60), raw_user(8, disabled=True)],
+        [raw_group("odd", list(range(3, 60, 2)) + [60]), raw_group("mid", [1, 2], nested=("leaf",))],
+        taken_at=2.0,
+        since="20240102000000Z",
+    )
     before = await keys(store)
     assert await save_snapshot(store, second, previous=first) == 2
     written = await keys(store) - before

@@ -16,16 +16,24 @@ from rolegate.directory.safety import check_deletions
 from rolegate.directory.values import format_change_time, format_guid, normalize_dn, parse_change_time
 
 
-def user(name: str, *, uid: str | None = None, dn: str | None = None, disabled: bool = False,
-         email: str | None = None) -> RawUser:
-    return RawUser(id=uid or f"id-{name}", dn=dn or f"uid={name},ou=people,dc=x", username=name,
-                   email=email or f"{name}@x", name=name.title(), disabled=disabled)
+def user(
+    name: str, *, uid: str | None = None, dn: str | None = None, disabled: bool = False, email: str | None = None
+) -> RawUser:
+    return RawUser(
+        id=uid or f"id-{name}",
+        dn=dn or f"uid={name},ou=people,dc=x",
+        username=name,
+        email=email or f"{name}@x",
+        name=name.title(),
+        disabled=disabled,
+    )
 
 
 def group(name: str, *members: str, uid: str | None = None, uids: tuple[str, ...] = ()) -> RawGroup:
     dns = tuple(normalize_dn(m if "=" in m else f"uid={m},ou=people,dc=x") for m in members)
-    return RawGroup(id=uid or f"gid-{name}", dn=f"cn={name},ou=groups,dc=x", name=name, member_dns=dns,
-                    member_uids=uids)
+    return RawGroup(
+        id=uid or f"gid-{name}", dn=f"cn={name},ou=groups,dc=x", name=name, member_dns=dns, member_uids=uids
+    )
 
 
 def gdn(name: str) -> str:
@@ -56,8 +64,12 @@ def test_cycles_terminate_and_share_names() -> None:
 
 
 def test_closure_helpers_on_a_deep_chain_with_a_cycle() -> None:
-    chain = {f"g{i}": DirectoryGroup(f"g{i}", f"cn=g{i}", f"g{i}", frozenset({f"u{i}"}),
-                                     frozenset({f"g{i + 1}"} if i < 499 else {"g0"})) for i in range(500)}
+    chain = {
+        f"g{i}": DirectoryGroup(
+            f"g{i}", f"cn=g{i}", f"g{i}", frozenset({f"u{i}"}), frozenset({f"g{i + 1}"} if i < 499 else {"g0"})
+        )
+        for i in range(500)
+    }
     closures = group_closures(chain)
     assert len(closures["g250"]) == 500  # the whole ring
     assert users_below(chain, ["g3"]) == {f"u{i}" for i in range(500)}
@@ -75,9 +87,10 @@ def test_dangling_members_duplicates_and_ambiguous_names_are_reported_not_fatal(
 
 
 def test_posix_member_uid_and_unique_member_forms() -> None:
-    groups = [RawGroup(id="p", dn="cn=p,dc=x", name="posix", member_uids=("alice",)),
-              RawGroup(id="u", dn="cn=u,dc=x", name="unique",
-                       member_dns=(normalize_dn("UID=Bob , ou=People,dc=x#'0101'B"),))]
+    groups = [
+        RawGroup(id="p", dn="cn=p,dc=x", name="posix", member_uids=("alice",)),
+        RawGroup(id="u", dn="cn=u,dc=x", name="unique", member_dns=(normalize_dn("UID=Bob , ou=People,dc=x#'0101'B"),)),
+    ]
     snap = build_snapshot(USERS, groups)
     assert snap.user("alice").groups == {"posix"}
     assert snap.user("bob").groups == {"unique"}
@@ -110,8 +123,10 @@ def test_incremental_leaves_unreached_users_as_they_were() -> None:
 
 def test_diff_reports_fields_memberships_and_roles() -> None:
     old = build_snapshot(USERS, GROUPS)
-    new = build_snapshot([user("alice", email="a@new"), user("bob", disabled=True), user("carol")],
-                         [group("staff", "alice", "carol"), group("admins", "alice")])
+    new = build_snapshot(
+        [user("alice", email="a@new"), user("bob", disabled=True), user("carol")],
+        [group("staff", "alice", "carol"), group("admins", "alice")],
+    )
     seen = []
 
     def roles(before, after):
@@ -135,12 +150,15 @@ def test_diff_reports_fields_memberships_and_roles() -> None:
 def test_diff_survives_a_broken_roles_hook() -> None:
     def broken(before, after):
         raise RuntimeError("engine down")
+
     changes = diff(build_snapshot([], []), build_snapshot(USERS, GROUPS), describe_roles=broken)
     assert changes.users_added[0].roles == ["(roles unavailable: RuntimeError)"]
 
 
-@pytest.mark.parametrize(("current", "removed", "share", "refused"), [
-    (100, 10, 0.1, False), (100, 11, 0.1, True), (0, 0, 0.1, False), (10, 10, 1.0, False), (10, 1, 0.0, True)])
+@pytest.mark.parametrize(
+    ("current", "removed", "share", "refused"),
+    [(100, 10, 0.1, False), (100, 11, 0.1, True), (0, 0, 0.1, False), (10, 10, 1.0, False), (10, 1, 0.0, True)],
+)
 def test_deletion_threshold(current: int, removed: int, share: float, refused: bool) -> None:
     old = build_snapshot([user(f"u{i}") for i in range(current)], [])
     new = build_snapshot([user(f"u{i}") for i in range(removed, current)], [])
@@ -155,12 +173,14 @@ def test_newly_disabled_counts_as_losing_access() -> None:
 
 
 def test_snapshot_round_trips_through_json() -> None:
-    snap = build_snapshot([*USERS, RawUser("id-s", "uid=s,dc=x", "s", None, None, False,
-                                          attributes={"building": ("a", "b")})], GROUPS)
+    snap = build_snapshot(
+        [*USERS, RawUser("id-s", "uid=s,dc=x", "s", None, None, False, attributes={"building": ("a", "b")})], GROUPS
+    )
     data = json.loads(json.dumps(encode_snapshot(snap)))
     back = decode_snapshot(data)
-    assert {u.username: (u.groups, u.disabled, dict(u.attributes)) for u in back} == \
-           {u.username: (u.groups, u.disabled, dict(u.attributes)) for u in snap}
+    assert {u.username: (u.groups, u.disabled, dict(u.attributes)) for u in back} == {
+        u.username: (u.groups, u.disabled, dict(u.attributes)) for u in snap
+    }
     assert not back.incremental_ready
     assert not diff(snap, back).users_changed
     with pytest.raises(ValueError):
@@ -187,7 +207,8 @@ def _ad_server(values: list[bytes], step: int = 1500):
         end = start + step - 1
         if end >= len(values) - 1:
             return {"member": [], f"member;range={start}-*": values[start:]}
-        return {"member": [], f"member;range={start}-{end}": values[start:end + 1]}
+        return {"member": [], f"member;range={start}-{end}": values[start : end + 1]}
+
     return fetch, calls
 
 

@@ -57,7 +57,7 @@ def _config(tmp_path: Path, slapd) -> Path:
     path = tmp_path / "rolegate.yaml"
     path.write_text(f"""
 server: {{listen: "127.0.0.1:0", public_url: "http://127.0.0.1"}}
-storage: {{url: "sqlite:///{tmp_path / 'state.db'}"}}
+storage: {{url: "sqlite:///{tmp_path / "state.db"}"}}
 directory:
   url: {slapd.url}
   bind_dn: {slapd.service_dn}
@@ -73,8 +73,13 @@ routes: [{{path: "/**", mode: public, upstream: app}}]
 
 def _cli(config: Path, *args: str, password: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "LAB_LDAP_PASSWORD": password, "PYTHONPATH": str(ROOT / "src")}
-    return subprocess.run([PYTHON, "-m", "rolegate", "sync", "-c", str(config), *args], capture_output=True,
-                          text=True, env=env, timeout=120)
+    return subprocess.run(
+        [PYTHON, "-m", "rolegate", "sync", "-c", str(config), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
 
 
 def test_cli_sync_refuses_and_force_applies(fresh_slapd, tmp_path: Path) -> None:
@@ -110,5 +115,6 @@ def test_cli_reports_an_unreachable_directory(tmp_path: Path) -> None:
     class Nowhere:
         url = "ldap://127.0.0.1:9"
         service_dn = "cn=x,dc=example,dc=com"
+
     result = _cli(_config(tmp_path, Nowhere), password="x")
     assert result.returncode == 4 and "FAILED" in result.stdout and "nothing was applied" in result.stdout

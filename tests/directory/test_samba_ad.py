@@ -21,8 +21,20 @@ from rolegate.directory.connection import connection
 from rolegate.directory.presets import resolve_schema
 from rolegate.directory.reader import _range_fetcher, paged, to_group
 
-from .samba import (CREW, CREW_NAMES, ELSEWHERE, GROUPS, PEOPLE, SERVICE, SERVICE_PASSWORD, SERVICE_PLAIN, STAFF,
-                    group_dn, service_dn, user_dn)
+from .samba import (
+    CREW,
+    CREW_NAMES,
+    ELSEWHERE,
+    GROUPS,
+    PEOPLE,
+    SERVICE,
+    SERVICE_PASSWORD,
+    SERVICE_PLAIN,
+    STAFF,
+    group_dn,
+    service_dn,
+    user_dn,
+)
 
 pytestmark = pytest.mark.lab
 USERS = len(STAFF) + CREW  # under OU=People; the service accounts live in CN=Users
@@ -31,10 +43,17 @@ WAIT = 90.0  # bound on waiting for the sync loop's next run (it runs every seco
 
 def ad_config(dc, *, starttls: bool = False, service: str = SERVICE, **changes: Any) -> DirectoryConfig:
     data: dict[str, Any] = {
-        "url": dc.starttls_url if starttls else dc.url, "start_tls": starttls, "ca_file": dc.ca_file,
-        "bind_dn": service_dn(service), "bind_password": SERVICE_PASSWORD, "preset": "active_directory",
-        "users": {"base": PEOPLE}, "groups": {"base": GROUPS},
-        "page_size": 500, "timeout": "60s", "connect_timeout": "5s",
+        "url": dc.starttls_url if starttls else dc.url,
+        "start_tls": starttls,
+        "ca_file": dc.ca_file,
+        "bind_dn": service_dn(service),
+        "bind_password": SERVICE_PASSWORD,
+        "preset": "active_directory",
+        "users": {"base": PEOPLE},
+        "groups": {"base": GROUPS},
+        "page_size": 500,
+        "timeout": "60s",
+        "connect_timeout": "5s",
     }
     data.update(changes)
     return DirectoryConfig.model_validate(data)
@@ -90,10 +109,12 @@ async def test_starttls_and_what_is_refused(samba_dc, store, tmp_path) -> None:
     # A CA that did not sign the DC's certificate: refused before the bind, never "trusted anyway".
     other_ca = tmp_path / "other-ca.pem"
     from .samba import _make_tls
+
     other_ca.write_bytes(_make_tls(samba_dc.address)[0])
     for starttls in (False, True):
-        wrong = await DirectorySync(ad_config(samba_dc, starttls=starttls, ca_file=str(other_ca)),
-                                    store).sync_now(full=True)
+        wrong = await DirectorySync(ad_config(samba_dc, starttls=starttls, ca_file=str(other_ca)), store).sync_now(
+            full=True
+        )
         assert wrong.error is not None and "CERTIFICATE_VERIFY_FAILED" in wrong.error, wrong.error
     assert (await load_snapshot(store)).user("alice") is not None  # the good snapshot keeps serving
 
@@ -219,10 +240,12 @@ async def test_the_deletion_guard_names_accounts_as_for_openldap(samba_dc, store
     assert dry.refused and not dry.applied
     assert [c.as_dict() for c in dry.diff.users_removed] == [
         {"username": "frank", "id": ids["frank"], "groups_removed": ["Sales"]},
-        {"username": "grace", "id": ids["grace"], "groups_removed": ["Sales"]}]
+        {"username": "grace", "id": ids["grace"], "groups_removed": ["Sales"]},
+    ]
     refused = await sync.sync_now(full=False)
     assert refused.refused and refused.pending_deletions == 2 and sync.snapshot.user("frank") is not None
-    assert refused.refusal == (f"the sync would remove or disable 2 of {USERS} users (removed: frank, grace); "
-                               "max_deletions allows 1")
+    assert refused.refusal == (
+        f"the sync would remove or disable 2 of {USERS} users (removed: frank, grace); max_deletions allows 1"
+    )
     forced = await sync.sync_now(full=False, force=True)
     assert forced.applied and sync.snapshot.user("grace") is None

@@ -17,10 +17,12 @@ pytestmark = pytest.mark.lab
 async def assert_stored(store, snap) -> None:
     """What workers load is, user for user and group for group, what the master applied."""
     loaded = await load_snapshot(store)
-    assert {u.id: (u.dn, u.username, u.email, u.name, u.disabled, u.groups, dict(u.attributes)) for u in loaded} == \
-           {u.id: (u.dn, u.username, u.email, u.name, u.disabled, u.groups, dict(u.attributes)) for u in snap}
-    assert {g.id: (g.dn, g.name, g.member_users, g.member_groups, g.unresolved) for g in loaded.groups.values()} == \
-           {g.id: (g.dn, g.name, g.member_users, g.member_groups, g.unresolved) for g in snap.groups.values()}
+    assert {u.id: (u.dn, u.username, u.email, u.name, u.disabled, u.groups, dict(u.attributes)) for u in loaded} == {
+        u.id: (u.dn, u.username, u.email, u.name, u.disabled, u.groups, dict(u.attributes)) for u in snap
+    }
+    assert {g.id: (g.dn, g.name, g.member_users, g.member_groups, g.unresolved) for g in loaded.groups.values()} == {
+        g.id: (g.dn, g.name, g.member_users, g.member_groups, g.unresolved) for g in snap.groups.values()
+    }
 
 
 async def test_full_sync_of_the_company_directory(lab_slapd, config_for, store, audit) -> None:
@@ -124,13 +126,18 @@ async def test_openldap_member_forms_and_odd_data(fresh_slapd, config_for, store
         f"dn: uid=odd,{'ou=people,dc=example,dc=com'}\nobjectClass: inetOrgPerson\nuid: odd\ncn: Odd\nsn: O\n"
         "jpegPhoto:: /9j/4AAQSkZJRgABAQ==\n\n"
         + "dn: cn=posix,ou=groups,dc=example,dc=com\nobjectClass: posixGroup\ncn: posix\ngidNumber: 5000\n"
-          "memberUid: odd\nmemberUid: ghost\n\n"
-        + group_ldif("unique", [user_dn("bob") + "#'0101'B", "uid=nobody,dc=nowhere"],
-                     object_class="groupOfUniqueNames", attribute="uniqueMember")
+        "memberUid: odd\nmemberUid: ghost\n\n"
+        + group_ldif(
+            "unique",
+            [user_dn("bob") + "#'0101'B", "uid=nobody,dc=nowhere"],
+            object_class="groupOfUniqueNames",
+            attribute="uniqueMember",
+        )
         + group_ldif("dangling", [user_dn("alice"), "uid=deleted,ou=people,dc=example,dc=com"])
     )
-    sync = DirectorySync(config_for(slapd, users={"attributes": {"email": "mail", "name": "cn", "photo": "jpegPhoto"}}),
-                         store)
+    sync = DirectorySync(
+        config_for(slapd, users={"attributes": {"email": "mail", "name": "cn", "photo": "jpegPhoto"}}), store
+    )
     result = await sync.sync_now(full=True)
     assert result.ok, result.error
     snap = sync.snapshot

@@ -50,10 +50,12 @@ class Load:
 
     def start(self) -> None:
         deadline = time.monotonic() + self.duration
-        self._tasks = [asyncio.ensure_future(self._client(i, keep_alive=True, deadline=deadline))
-                       for i in range(self.clients)]
-        self._tasks += [asyncio.ensure_future(self._client(i, keep_alive=False, deadline=deadline))
-                        for i in range(self.fresh)]
+        self._tasks = [
+            asyncio.ensure_future(self._client(i, keep_alive=True, deadline=deadline)) for i in range(self.clients)
+        ]
+        self._tasks += [
+            asyncio.ensure_future(self._client(i, keep_alive=False, deadline=deadline)) for i in range(self.fresh)
+        ]
 
     async def stop(self) -> None:
         self._stop.set()
@@ -91,7 +93,8 @@ class Load:
             self.results.append(result)
             try:
                 status, headers = await asyncio.wait_for(
-                    exchange(reader, writer, f"{self.path}?c={n}&i={i}", close=not keep_alive), RESPONSE_TIMEOUT)
+                    exchange(reader, writer, f"{self.path}?c={n}&i={i}", close=not keep_alive), RESPONSE_TIMEOUT
+                )
             except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError) as exc:
                 result.fate, result.detail = "lost", f"{type(exc).__name__}: {exc}"
                 _abort(writer)
@@ -106,11 +109,14 @@ class Load:
             _abort(conn[1])
 
 
-async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, target: str, *,
-                   close: bool = False) -> tuple[int, dict[str, str]]:
+async def exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, target: str, *, close: bool = False
+) -> tuple[int, dict[str, str]]:
     """Send one GET and read its complete response: (status, lower-cased headers)."""
-    writer.write(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                 f"{'Connection: close' if close else 'Connection: keep-alive'}\r\n\r\n".encode())
+    writer.write(
+        f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"{'Connection: close' if close else 'Connection: keep-alive'}\r\n\r\n".encode()
+    )
     await writer.drain()
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
@@ -139,6 +145,7 @@ def _abort(writer: asyncio.StreamWriter) -> None:
 
 
 # -- which process answered ------------------------------------------------------------------------------------
+
 
 async def answering_pid(port: int, pids: list[int], path: str = "/public/who") -> tuple[int, int | None]:
     """On a FRESH connection, one GET: (status, the pid among ``pids`` that holds the server's end)."""

@@ -43,12 +43,22 @@ async def wait_for(served: RolegateProcess, predicate, timeout: float) -> dict:
 async def test_the_sync_is_back_within_one_interval_of_the_directory(tmp_path, fresh_slapd, lab_backend) -> None:
     slapd = fresh_slapd
     config = {
-        "server": {"listen": "127.0.0.1:0", "public_url": "http://127.0.0.1:8080", "internal_listen": "127.0.0.1:0",
-                   "workers": 1},
+        "server": {
+            "listen": "127.0.0.1:0",
+            "public_url": "http://127.0.0.1:8080",
+            "internal_listen": "127.0.0.1:0",
+            "workers": 1,
+        },
         "storage": {"url": f"sqlite:///{tmp_path}/rolegate.db"},
-        "directory": {"url": slapd.url, "bind_dn": slapd.service_dn, "bind_password": slapd.service_password,
-                      "users": {"base": f"ou=people,{slapd.base_dn}"}, "groups": {"base": f"ou=groups,{slapd.base_dn}"},
-                      "interval": f"{INTERVAL:g}s", "full_interval": "1h"},
+        "directory": {
+            "url": slapd.url,
+            "bind_dn": slapd.service_dn,
+            "bind_password": slapd.service_password,
+            "users": {"base": f"ou=people,{slapd.base_dn}"},
+            "groups": {"base": f"ou=groups,{slapd.base_dn}"},
+            "interval": f"{INTERVAL:g}s",
+            "full_interval": "1h",
+        },
         "permissions": ["workorders:view"],
         "upstreams": {"app": {"url": lab_backend.url}},
         "routes": [{"path": "/public/**", "mode": "public", "upstream": "app"}],
@@ -66,10 +76,13 @@ async def test_the_sync_is_back_within_one_interval_of_the_directory(tmp_path, f
 
         slapd.restart()
         back_at, restarted = time.time(), time.monotonic()
-        state = await wait_for(served, lambda s: s.get("state") == "ok" and (s.get("last_success") or 0) >= back_at,
-                               BACK_WITHIN + 30)
+        state = await wait_for(
+            served, lambda s: s.get("state") == "ok" and (s.get("last_success") or 0) >= back_at, BACK_WITHIN + 30
+        )
         took = time.monotonic() - restarted
-        print(f"slapd away {restarted - stopped:.1f}s ({failures} failed syncs); sync back {took:.1f}s after it "
-              f"returned (interval {INTERVAL:g}s)")
+        print(
+            f"slapd away {restarted - stopped:.1f}s ({failures} failed syncs); sync back {took:.1f}s after it "
+            f"returned (interval {INTERVAL:g}s)"
+        )
         assert took <= BACK_WITHIN, f"the sync came back {took:.1f}s after the directory (interval {INTERVAL:g}s)"
         assert state["users"] and served.readyz()[0] == 200

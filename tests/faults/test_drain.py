@@ -65,5 +65,7 @@ async def test_sigterm_under_load_answers_every_request_in_flight(tmp_path, lab_
         assert code == 0, served.log()
         with socket.socket() as probe:  # nothing listens any more
             assert probe.connect_ex(("127.0.0.1", served.port)) != 0
-        print(f"\nSIGTERM under load (round {round_ + 1}): master exited 0 after {took:.2f}s; "
-              f"{load.fates()}; slow requests {slow}")
+        print(
+            f"\nSIGTERM under load (round {round_ + 1}): master exited 0 after {took:.2f}s; "
+            f"{load.fates()}; slow requests {slow}"
+        )

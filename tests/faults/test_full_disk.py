@@ -39,11 +39,14 @@ CONCURRENCY = 16
 
 def mount_tmpfs(where: Path, size: str):
     where.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)],
-                             capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
-        pytest.fail(f"this test fills a small disk and needs to mount a tmpfs (root or CAP_SYS_ADMIN); "
-                    f"`mount -t tmpfs` on {where} failed: {mounted.stderr.strip() or mounted.returncode}")
+        pytest.fail(
+            f"this test fills a small disk and needs to mount a tmpfs (root or CAP_SYS_ADMIN); "
+            f"`mount -t tmpfs` on {where} failed: {mounted.stderr.strip() or mounted.returncode}"
+        )
 
 
 @pytest.fixture
@@ -59,8 +62,12 @@ def small_disk(tmp_path: Path):
 
 def config(data: Path, port: int, backend_url: str, on_failure: str) -> dict:
     return {
-        "server": {"listen": f"127.0.0.1:{port}", "public_url": f"http://127.0.0.1:{port}",
-                   "internal_listen": "127.0.0.1:0", "workers": 1},
+        "server": {
+            "listen": f"127.0.0.1:{port}",
+            "public_url": f"http://127.0.0.1:{port}",
+            "internal_listen": "127.0.0.1:0",
+            "workers": 1,
+        },
         "storage": {"url": f"sqlite:///{data}/rolegate.db"},
         "session": {"secret": SECRET},
         "scopes": {"building": {"description": "a building"}},
@@ -68,32 +75,55 @@ def config(data: Path, port: int, backend_url: str, on_failure: str) -> dict:
         "roles": {"subcontractor": {"permissions": ["workorders:view"]}},
         "upstreams": {"app": {"url": backend_url}},
         "routes": [{"path": "/me", "mode": "authenticated", "upstream": "app"}],
-        "daypass": {"redeem_rate": "100/min", "templates": {"visit": {
-            "role": "subcontractor", "scopes": ["building"], "expires": "8h", "require": ["name"]}}},
+        "daypass": {
+            "redeem_rate": "100/min",
+            "templates": {
+                "visit": {"role": "subcontractor", "scopes": ["building"], "expires": "8h", "require": ["name"]}
+            },
+        },
         # on_failure "serve" is the default: left out, so that the same config runs on older versions too.
         # A small queue: reads beyond three quarters of it are shed while the disk is full, and must be counted.
-        "audit": {"sinks": ["store", "jsonl:data/audit.jsonl"], "reads": {"sample": 1.0}, "queue_size": 300,
-                  **({"on_failure": on_failure} if on_failure != "serve" else {})},
+        "audit": {
+            "sinks": ["store", "jsonl:data/audit.jsonl"],
+            "reads": {"sample": 1.0},
+            "queue_size": 300,
+            **({"on_failure": on_failure} if on_failure != "serve" else {}),
+        },
     }
 
 
 def rolegate(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "rolegate", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "rolegate", *args], cwd=cwd, capture_output=True, text=True, timeout=60
+    )
 
 
 async def signed_in(served: RolegateProcess, workdir: Path) -> aiohttp.ClientSession:
     """A phone that redeemed a day pass issued on the command line."""
-    issued = rolegate("daypass", "issue", "-c", str(served.config_path), "--template", "visit", "--scope",
-                      "building:a", "--name", "Sam Smit", "--out", str(workdir / "qr"), cwd=workdir)
+    issued = rolegate(
+        "daypass",
+        "issue",
+        "-c",
+        str(served.config_path),
+        "--template",
+        "visit",
+        "--scope",
+        "building:a",
+        "--name",
+        "Sam Smit",
+        "--out",
+        str(workdir / "qr"),
+        cwd=workdir,
+    )
     assert issued.returncode == 0, issued.stderr
     link = re.search(r"Link: (\S+)", issued.stdout).group(1)
     phone = lab_client_session()
     async with phone.get(link, headers={"Accept": "text/html"}) as page:
         assert page.status == 200, await page.text()
         token = CSRF_FIELD.search(await page.text()).group(1)
-    async with phone.post(link, data={"csrf": token}, allow_redirects=False,
-                          headers={"Accept": "text/html", "Origin": served.url}) as resp:
+    async with phone.post(
+        link, data={"csrf": token}, allow_redirects=False, headers={"Accept": "text/html", "Origin": served.url}
+    ) as resp:
         assert resp.status == 303, await resp.text()
     return phone
 
@@ -183,14 +213,18 @@ async def test_a_full_disk_loses_nothing_in_silence(small_disk, tmp_path, lab_ba
     finally:
         assert served.stop() == 0, served.log()
     log = served.log()
-    print(f"full for {freed_at - full_at:.1f}s; ready again {recovered_in:.2f}s after the disk had room; "
-          f"answered {answered}")
+    print(
+        f"full for {freed_at - full_at:.1f}s; ready again {recovered_in:.2f}s after the disk had room; "
+        f"answered {answered}"
+    )
 
     # Every answered read is in the audit, or counted as dropped.
     db = sqlite3.connect(small_disk / "rolegate.db")
     try:
-        recorded = db.execute("SELECT count(*) FROM audit WHERE kind='decision' AND json_extract(body, '$.path')="
-                              "'/me' AND json_extract(body, '$.decision')='allow'").fetchone()[0]
+        recorded = db.execute(
+            "SELECT count(*) FROM audit WHERE kind='decision' AND json_extract(body, '$.path')="
+            "'/me' AND json_extract(body, '$.decision')='allow'"
+        ).fetchone()[0]
     finally:
         db.close()
     dropped = metric(metrics, "rolegate_audit_dropped_total", kind="decision", reason="queue_full")
@@ -238,8 +272,9 @@ def test_metric_files_do_not_kill_a_process_when_the_disk_fills(tmp_path) -> Non
     disk = tmp_path / "disk"
     mount_tmpfs(disk, "1m")
     try:
-        child = subprocess.run([sys.executable, "-c", METRIC_FILES_CHILD, str(disk)], capture_output=True,
-                               text=True, timeout=60)
+        child = subprocess.run(
+            [sys.executable, "-c", METRIC_FILES_CHILD, str(disk)], capture_output=True, text=True, timeout=60
+        )
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
     assert child.returncode == 0, f"exit {child.returncode} (-7 is SIGBUS): {child.stderr[-2000:]}"

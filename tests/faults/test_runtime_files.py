@@ -113,8 +113,14 @@ async def test_crashes_leave_nothing_behind(tmp_path, lab_backend):
 def test_an_unusable_runtime_dir_is_a_clear_error(tmp_path, lab_backend):
     (tmp_path / "occupied").write_text("a file, not a directory\n")
     served = _server(tmp_path, lab_backend.url, runtime_dir="occupied/run")
-    proc = subprocess.run([sys.executable, "-m", "rolegate", "serve", "-c", str(served.config_path)],
-                          cwd=tmp_path, env=served.env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "rolegate", "serve", "-c", str(served.config_path)],
+        cwd=tmp_path,
+        env=served.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert "server.runtime_dir: cannot use" in proc.stderr and "occupied/run" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout

@@ -29,12 +29,22 @@ async def metric(served: RolegateProcess, name: str, **labels: str) -> float:
     async with aiohttp.ClientSession() as http:
         async with http.get(served.internal_url + "/metrics") as resp:
             text = await resp.text()
-    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
-               if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()))
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
 
 
-async def closed_by_server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, until: float,
-                           trickle: bytes | None, every: float = 1.0) -> bool:
+async def closed_by_server(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    *,
+    until: float,
+    trickle: bytes | None,
+    every: float = 1.0,
+) -> bool:
     """Read until the server closes the connection (True) or ``until`` passes (False), sending
     ``trickle`` every ``every`` seconds meanwhile (a client that is slow, not dead)."""
     try:
@@ -58,8 +68,9 @@ async def closed_by_server(reader: asyncio.StreamReader, writer: asyncio.StreamW
 async def answered(url: str, count: int, pause: float) -> dict[int, int]:
     """``count`` requests, each on a fresh connection, ``pause`` apart."""
     statuses: dict[int, int] = {}
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True),
-                                     timeout=aiohttp.ClientTimeout(total=10)) as http:
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(force_close=True), timeout=aiohttp.ClientTimeout(total=10)
+    ) as http:
         for _ in range(count):
             async with http.get(url) as resp:
                 await resp.read()
@@ -69,7 +80,8 @@ async def answered(url: str, count: int, pause: float) -> dict[int, int]:
 
 
 async def test_slow_header_clients_are_closed_within_the_header_timeout_while_others_are_served(
-        tmp_path, lab_backend) -> None:
+    tmp_path, lab_backend
+) -> None:
     with RolegateProcess(minimal_config(lab_backend.url), tmp_path) as served:
         port = served.port
         opened = time.monotonic()
@@ -77,14 +89,17 @@ async def test_slow_header_clients_are_closed_within_the_header_timeout_while_ot
         for _, writer in connections:
             writer.write(b"GET /public/x HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # ... and the rest a line a second
         deadline = opened + DEFAULT_HEADER_TIMEOUT + SLACK
-        slow = asyncio.gather(*(closed_by_server(r, w, until=deadline, trickle=b"X-Slow: 1\r\n")
-                                for r, w in connections))
+        slow = asyncio.gather(
+            *(closed_by_server(r, w, until=deadline, trickle=b"X-Slow: 1\r\n") for r, w in connections)
+        )
         normal = await answered(served.url + "/public/y", 40, 0.1)
         closed = await slow
         took = time.monotonic() - opened
         still_open = closed.count(False)
-        print(f"{SLOW_CLIENTS - still_open} of {SLOW_CLIENTS} slow clients closed {took:.1f}s after they opened; "
-              f"meanwhile {normal}")
+        print(
+            f"{SLOW_CLIENTS - still_open} of {SLOW_CLIENTS} slow clients closed {took:.1f}s after they opened; "
+            f"meanwhile {normal}"
+        )
         assert normal == {200: 40}
         assert still_open == 0, f"{still_open} slow-header connections still open {took:.0f}s after opening"
         assert await metric(served, "rolegate_connections_closed_total", reason="header_timeout") >= SLOW_CLIENTS
@@ -102,10 +117,13 @@ async def test_idle_and_slow_body_clients_are_closed_and_counted(tmp_path, lab_b
         idle = asyncio.ensure_future(closed_by_server(reader, writer, until=started + 2 + SLACK, trickle=None))
         # Slow body: a head promising a megabyte, then ten bytes every half second.
         reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
-        writer.write(b"POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n"
-                     b"Content-Length: 1000000\r\n\r\n")
-        body = asyncio.ensure_future(closed_by_server(reader, writer, until=started + 3 + SLACK,
-                                                      trickle=b"0123456789", every=0.5))
+        writer.write(
+            b"POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n"
+            b"Content-Length: 1000000\r\n\r\n"
+        )
+        body = asyncio.ensure_future(
+            closed_by_server(reader, writer, until=started + 3 + SLACK, trickle=b"0123456789", every=0.5)
+        )
         # A body that arrives in time is forwarded whole.
         async with aiohttp.ClientSession() as http:
             async with http.post(served.url + "/upload", data=b"x" * 200_000) as resp:

@@ -105,13 +105,17 @@ async def test_a_worker_killed_under_load_is_replaced_and_stays_up(served):
     finally:
         await load.stop()
     lost = load.lost()
-    print(f"\nkill -9 worker: replaced and serving after {recovered_at - killed_at:.2f}s; "
-          f"{len(lost)} request(s) lost (on the killed worker's connections), {load.fates()} in all")
+    print(
+        f"\nkill -9 worker: replaced and serving after {recovered_at - killed_at:.2f}s; "
+        f"{len(lost)} request(s) lost (on the killed worker's connections), {load.fates()} in all"
+    )
     assert all(r.started < recovered_at for r in lost)
 
     text = await asyncio.to_thread(_metrics, served)
-    assert 'rolegate_worker_exits_total{reason="SIGKILL",worker="0"} 1.0' in text or \
-        'rolegate_worker_exits_total{reason="SIGKILL",worker="1"} 1.0' in text, text
+    assert (
+        'rolegate_worker_exits_total{reason="SIGKILL",worker="0"} 1.0' in text
+        or 'rolegate_worker_exits_total{reason="SIGKILL",worker="1"} 1.0' in text
+    ), text
     assert 'rolegate_worker_up{worker="0"} 1.0' in text and 'rolegate_worker_up{worker="1"} 1.0' in text
 
 

@@ -1,4 +1,5 @@
 """rolegate in-process in front of the lab's real IdP and backend, on a port the IdP already knows."""
+
 from __future__ import annotations
 
 import base64
@@ -25,8 +26,16 @@ HTML = {"Accept": "text/html,application/xhtml+xml"}
 JSON = {"Accept": "application/json"}
 
 
-def rolegate_yaml(*, url: str, idp: IdP, backend_url: str, db: Path, oidc_extra: str = "",
-                  session_extra: str = "", server_extra: str = "") -> str:
+def rolegate_yaml(
+    *,
+    url: str,
+    idp: IdP,
+    backend_url: str,
+    db: Path,
+    oidc_extra: str = "",
+    session_extra: str = "",
+    server_extra: str = "",
+) -> str:
     port = urllib.parse.urlsplit(url).port
     return f"""
 server:
@@ -77,8 +86,9 @@ class Rolegate:
     def swap(self, text: str) -> None:
         """Replace the running config (like a reload); the old runtime is closed by the fixture."""
         old = self.holder.runtime
-        self.holder.runtime = Runtime.build(load_config_text(text, base_dir=self.base_dir),
-                                            generation=old.generation + 1, base_dir=self.base_dir)
+        self.holder.runtime = Runtime.build(
+            load_config_text(text, base_dir=self.base_dir), generation=old.generation + 1, base_dir=self.base_dir
+        )
         self._retired.append(old)
 
 
@@ -113,11 +123,15 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-async def sign_in(http: aiohttp.ClientSession, rg: Rolegate, username: str = "alice", password: str = "demo",
-                  rd: str = "/me-echo/start") -> aiohttp.ClientResponse:
+async def sign_in(
+    http: aiohttp.ClientSession,
+    rg: Rolegate,
+    username: str = "alice",
+    password: str = "demo",
+    rd: str = "/me-echo/start",
+) -> aiohttp.ClientResponse:
     """Login through rolegate and the IdP's own form; returns rolegate's (unfollowed) answer to the callback."""
-    async with http.get(f"{rg.url}/.rolegate/login", params={"rd": rd}, headers=HTML,
-                        allow_redirects=False) as resp:
+    async with http.get(f"{rg.url}/.rolegate/login", params={"rd": rd}, headers=HTML, allow_redirects=False) as resp:
         assert resp.status == 302, await resp.text()
         location = resp.headers["Location"]
     callback = await idp_login(http, location, username, password)
@@ -129,26 +143,40 @@ async def sign_in(http: aiohttp.ClientSession, rg: Rolegate, username: str = "al
 SignIn = Callable[..., Awaitable[aiohttp.ClientResponse]]
 
 
-async def provider_tokens(http: aiohttp.ClientSession, idp: IdP, rolegate_url: str, *, username: str = "alice",
-                          resource: str | None = None) -> dict[str, Any]:
+async def provider_tokens(
+    http: aiohttp.ClientSession, idp: IdP, rolegate_url: str, *, username: str = "alice", resource: str | None = None
+) -> dict[str, Any]:
     """Act as the registered client ourselves to get the IdP's tokens (JWT access token) for bearer tests."""
     verifier = secrets.token_urlsafe(48)
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
     redirect_uri = f"{rolegate_url}/.rolegate/callback"
-    params = {"response_type": "code", "client_id": "rolegate", "redirect_uri": redirect_uri,
-              "scope": "openid profile email groups", "state": secrets.token_urlsafe(16),
-              "nonce": secrets.token_urlsafe(16), "code_challenge": challenge, "code_challenge_method": "S256"}
+    params = {
+        "response_type": "code",
+        "client_id": "rolegate",
+        "redirect_uri": redirect_uri,
+        "scope": "openid profile email groups",
+        "state": secrets.token_urlsafe(16),
+        "nonce": secrets.token_urlsafe(16),
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+    }
     if resource:
         params["resource"] = resource
     url = idp.discovery["authorization_endpoint"] + "?" + urllib.parse.urlencode(params)
     callback = await idp_login(http, url, username, "demo", callback_prefix=redirect_uri)
     assert callback.code, callback
-    data = {"grant_type": "authorization_code", "code": callback.code, "redirect_uri": redirect_uri,
-            "code_verifier": verifier}
+    data = {
+        "grant_type": "authorization_code",
+        "code": callback.code,
+        "redirect_uri": redirect_uri,
+        "code_verifier": verifier,
+    }
     if resource:
         data["resource"] = resource
     basic = base64.b64encode(f"rolegate:{idp.client()['client_secret']}".encode()).decode()
-    async with http.post(idp.discovery["token_endpoint"], data=data, headers={"Authorization": f"Basic {basic}"}) as resp:
+    async with http.post(
+        idp.discovery["token_endpoint"], data=data, headers={"Authorization": f"Basic {basic}"}
+    ) as resp:
         body = await resp.json()
         assert resp.status == 200, body
         return body

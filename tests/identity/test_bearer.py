@@ -1,4 +1,5 @@
 """Bearer tokens: the IdP's own JWT access tokens are accepted; forged or misdirected ones are 401."""
+
 from __future__ import annotations
 
 import base64
@@ -21,8 +22,9 @@ def _b64(data: bytes) -> str:
 
 
 async def _get(http, rolegate, token: str):
-    async with http.get(f"{rolegate.url}/me-echo/api", headers={**JSON, "Authorization": f"Bearer {token}"},
-                        allow_redirects=False) as r:
+    async with http.get(
+        f"{rolegate.url}/me-echo/api", headers={**JSON, "Authorization": f"Bearer {token}"}, allow_redirects=False
+    ) as r:
         return r.status, await r.text()
 
 
@@ -46,9 +48,14 @@ async def test_id_token_is_not_an_access_token(rolegate, http):
 async def test_wrong_audience_is_refused(rolegate, http, tmp_path):
     tokens = await provider_tokens(http, rolegate.idp, rolegate.url)
     http.cookie_jar.clear()
-    rolegate.swap(rolegate_yaml(url=rolegate.url, idp=rolegate.idp, backend_url=rolegate.config.upstreams["backend"].url,
-                                db=tmp_path / "rolegate.db").replace("access_token_audience: [urn:rolegate:api]",
-                                                                     "access_token_audience: [urn:some-other-api]"))
+    rolegate.swap(
+        rolegate_yaml(
+            url=rolegate.url,
+            idp=rolegate.idp,
+            backend_url=rolegate.config.upstreams["backend"].url,
+            db=tmp_path / "rolegate.db",
+        ).replace("access_token_audience: [urn:rolegate:api]", "access_token_audience: [urn:some-other-api]")
+    )
     status, _ = await _get(http, rolegate, tokens["access_token"])
     assert status == 401
 
@@ -83,15 +90,19 @@ async def test_forged_tokens_are_refused(rolegate, http):
     mine = ec.generate_private_key(ec.SECP256R1())
     forged = jwt.encode(claims, mine, algorithm="ES256", headers={"kid": header["kid"], "typ": "at+jwt"})
     assert (await _get(http, rolegate, forged))[0] == 401
-    other_issuer = jwt.encode({**claims, "iss": "http://127.0.0.1:1/evil"}, mine, algorithm="ES256",
-                              headers={"kid": "evil", "typ": "at+jwt"})
+    other_issuer = jwt.encode(
+        {**claims, "iss": "http://127.0.0.1:1/evil"}, mine, algorithm="ES256", headers={"kid": "evil", "typ": "at+jwt"}
+    )
     assert (await _get(http, rolegate, other_issuer))[0] == 401
     unknown_kid = jwt.encode(claims, mine, algorithm="ES256", headers={"kid": "made-up", "typ": "at+jwt"})
     assert (await _get(http, rolegate, unknown_kid))[0] == 401
     assert (await _get(http, rolegate, "not-a-jwt"))[0] == 401
     # JSON nested past the parser's recursion limit, in the header and in the claims: refused, never a 500
     deep = _b64(b"[" * 5000 + b"]" * 5000)
-    for hostile in (f"{deep}.{_b64(json.dumps(claims).encode())}.sig", f"{_b64(json.dumps(header).encode())}.{deep}.sig"):
+    for hostile in (
+        f"{deep}.{_b64(json.dumps(claims).encode())}.sig",
+        f"{_b64(json.dumps(header).encode())}.{deep}.sig",
+    ):
         assert (await _get(http, rolegate, hostile))[0] == 401
 
     # the genuine token, tampered: a changed claim breaks the signature

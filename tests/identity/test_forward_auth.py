@@ -1,5 +1,6 @@
 """Forward-auth: a real nginx (auth_request) in front of the lab backend, rolegate deciding;
 and the Traefik/Caddy header convention against /.rolegate/auth directly."""
+
 from __future__ import annotations
 
 import shutil
@@ -70,10 +71,14 @@ async def behind_nginx(nginx_bin, make_idp, lab_backend, tmp_path):
     rg.swap(_public_config(rg, public))
     workdir = tmp_path / "nginx"
     workdir.mkdir()
-    conf = nginx_config(workdir, listen=nginx_port, rolegate_port=rg_port,
-                        backend_port=urllib.parse.urlsplit(lab_backend.url).port)
-    proc = subprocess.Popen([nginx_bin, "-p", str(workdir), "-c", str(conf), "-g", "daemon off;"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    conf = nginx_config(
+        workdir, listen=nginx_port, rolegate_port=rg_port, backend_port=urllib.parse.urlsplit(lab_backend.url).port
+    )
+    proc = subprocess.Popen(
+        [nginx_bin, "-p", str(workdir), "-c", str(conf), "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         for _ in range(100):
             if port_open(nginx_port) or proc.poll() is not None:
@@ -94,8 +99,13 @@ async def behind_nginx(nginx_bin, make_idp, lab_backend, tmp_path):
 def _public_config(rg, public: str) -> str:
     from .conftest import rolegate_yaml
 
-    text = rolegate_yaml(url=rg.url, idp=rg.idp, backend_url=rg.config.upstreams["backend"].url,
-                         db=rg.base_dir / "rolegate.db", server_extra="  forward_auth: {proxy: nginx}")
+    text = rolegate_yaml(
+        url=rg.url,
+        idp=rg.idp,
+        backend_url=rg.config.upstreams["backend"].url,
+        db=rg.base_dir / "rolegate.db",
+        server_extra="  forward_auth: {proxy: nginx}",
+    )
     return text.replace(f"public_url: {rg.url}", f"public_url: {public}")
 
 
@@ -130,27 +140,39 @@ async def test_nginx_forward_auth(behind_nginx):
         # signed out: refused again
         async with http.post(f"{public}/.rolegate/logout", headers=JSON) as r:
             assert r.status == 200
-        async with http.get(f"{public}/me-echo/x", headers={**JSON, "X-Rolegate-User": "alice"},
-                            allow_redirects=False) as r:
+        async with http.get(
+            f"{public}/me-echo/x", headers={**JSON, "X-Rolegate-User": "alice"}, allow_redirects=False
+        ) as r:
             assert r.status == 401
 
 
 async def test_traefik_style_forward_auth(rolegate, http):
     from .conftest import rolegate_yaml, sign_in
 
-    rolegate.swap(rolegate_yaml(url=rolegate.url, idp=rolegate.idp, db=rolegate.base_dir / "rolegate.db",
-                                backend_url=rolegate.config.upstreams["backend"].url,
-                                server_extra="  forward_auth: {proxy: traefik}"))
+    rolegate.swap(
+        rolegate_yaml(
+            url=rolegate.url,
+            idp=rolegate.idp,
+            db=rolegate.base_dir / "rolegate.db",
+            backend_url=rolegate.config.upstreams["backend"].url,
+            server_extra="  forward_auth: {proxy: traefik}",
+        )
+    )
     auth = f"{rolegate.url}/.rolegate/auth"
-    fwd = {"X-Forwarded-Method": "GET", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "apps.example.test",
-           "X-Forwarded-Uri": "/me-echo/a?b=c"}
+    fwd = {
+        "X-Forwarded-Method": "GET",
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": "apps.example.test",
+        "X-Forwarded-Uri": "/me-echo/a?b=c",
+    }
     async with http.get(auth, headers={**fwd, **JSON}, allow_redirects=False) as r:
         assert r.status == 401
         assert r.headers["WWW-Authenticate"] == 'Bearer realm="rolegate"'
     async with http.get(auth, headers={**fwd, **HTML}, allow_redirects=False) as r:
         assert r.status == 302
         assert r.headers["Location"] == f"{rolegate.url}/.rolegate/login?rd=" + urllib.parse.quote(
-            "https://apps.example.test/me-echo/a?b=c", safe="")
+            "https://apps.example.test/me-echo/a?b=c", safe=""
+        )
     # a host nobody allowed is not a return target: sign-in still offered, back to our own URL
     async with http.get(auth, headers={**fwd, **HTML, "X-Forwarded-Host": "evil.test"}, allow_redirects=False) as r:
         assert r.status == 302

@@ -1,4 +1,5 @@
 """Sign-in through the lab's real IdP login form, sessions, logout and back-channel logout."""
+
 from __future__ import annotations
 
 import asyncio
@@ -39,11 +40,15 @@ async def test_full_login_reaches_the_backend_as_the_user(rolegate, http):
     # the session credential never reaches the backend; the app's own cookies do
     cookie = session_cookie(http)
     http.cookie_jar.clear()  # the jar also holds the IdP's cookies (same host, other port)
-    async with http.get(f"{rolegate.url}/me-echo/c", headers={**JSON, "Cookie": f"rolegate_session={cookie}; app=1"}) as r:
+    async with http.get(
+        f"{rolegate.url}/me-echo/c", headers={**JSON, "Cookie": f"rolegate_session={cookie}; app=1"}
+    ) as r:
         echo = await r.json()
     assert echo["headers"].get("Cookie") == "app=1"
     # ... on public routes too: a signed-in browser sends its session cookie everywhere
-    async with http.get(f"{rolegate.url}/public/c", headers={**JSON, "Cookie": f"app=1; rolegate_session={cookie}"}) as r:
+    async with http.get(
+        f"{rolegate.url}/public/c", headers={**JSON, "Cookie": f"app=1; rolegate_session={cookie}"}
+    ) as r:
         assert r.status == 200
         echo = await r.json()
     assert echo["headers"].get("Cookie") == "app=1"
@@ -82,11 +87,13 @@ async def test_bad_session_cookies_are_refused(rolegate, http, kind):
     payload = sealer.unseal(good, name="rolegate_session")
     if kind == "tampered":
         middle = len(good) // 2
-        bad = good[:middle] + ("A" if good[middle] != "A" else "B") + good[middle + 1:]
+        bad = good[:middle] + ("A" if good[middle] != "A" else "B") + good[middle + 1 :]
     elif kind == "expired":
         bad = sealer.seal(payload, name="rolegate_session", ttl=-10)
     else:
-        bad = CookieSealer("another-secret-" + "y" * 40, "session-cookie").seal(payload, name="rolegate_session", ttl=600)
+        bad = CookieSealer("another-secret-" + "y" * 40, "session-cookie").seal(
+            payload, name="rolegate_session", ttl=600
+        )
     http.cookie_jar.clear()
     headers = {**JSON, "Cookie": f"rolegate_session={bad}"}
     async with http.get(f"{rolegate.url}/me-echo/x", headers=headers, allow_redirects=False) as r:
@@ -94,8 +101,9 @@ async def test_bad_session_cookies_are_refused(rolegate, http, kind):
 
 
 async def test_replayed_callback_is_refused(rolegate, http):
-    async with http.get(f"{rolegate.url}/.rolegate/login", params={"rd": "/me-echo/"}, headers=HTML,
-                        allow_redirects=False) as resp:
+    async with http.get(
+        f"{rolegate.url}/.rolegate/login", params={"rd": "/me-echo/"}, headers=HTML, allow_redirects=False
+    ) as resp:
         location = resp.headers["Location"]
     from rolegate_lab import idp_login
 
@@ -135,7 +143,7 @@ async def test_nonce_mismatch_is_refused(rolegate, http):
     from rolegate_lab import idp_login
 
     callback = await idp_login(http, location, "alice", "demo")
-    (name, value), = [(c.key, c.value) for c in http.cookie_jar if c.key.startswith("rolegate_login_")]
+    ((name, value),) = [(c.key, c.value) for c in http.cookie_jar if c.key.startswith("rolegate_login_")]
     sealer = CookieSealer(SESSION_SECRET, "login-state")
     login = sealer.unseal(value, name=name)
     login["n"] = "a-different-nonce"
@@ -146,14 +154,26 @@ async def test_nonce_mismatch_is_refused(rolegate, http):
         assert "Set-Cookie" not in r.headers or "rolegate_session=" not in r.headers.get("Set-Cookie", "")
 
 
-@pytest.mark.parametrize("rd", [
-    "//evil.com/x", "https:evil.com", "\\\\evil.com", "/\\evil.com", "https://evil.com/",
-    "https://127.0.0.1@evil.com/", "javascript:alert(1)", "data:text/html,hi", "ftp://127.0.0.1/",
-    "http://apps.example.test.evil.com/", " /x", "http://127.0.0.1:1/", "/x\r\nSet-Cookie: a=b",
-])
+@pytest.mark.parametrize(
+    "rd",
+    [
+        "//evil.com/x",
+        "https:evil.com",
+        "\\\\evil.com",
+        "/\\evil.com",
+        "https://evil.com/",
+        "https://127.0.0.1@evil.com/",
+        "javascript:alert(1)",
+        "data:text/html,hi",
+        "ftp://127.0.0.1/",
+        "http://apps.example.test.evil.com/",
+        " /x",
+        "http://127.0.0.1:1/",
+        "/x\r\nSet-Cookie: a=b",
+    ],
+)
 async def test_open_redirect_attempts_are_refused(rolegate, http, rd):
-    async with http.get(f"{rolegate.url}/.rolegate/login", params={"rd": rd}, headers=HTML,
-                        allow_redirects=False) as r:
+    async with http.get(f"{rolegate.url}/.rolegate/login", params={"rd": rd}, headers=HTML, allow_redirects=False) as r:
         if r.status == 302:
             # only ever to the IdP, carrying nothing but our own callback
             location = r.headers["Location"]
@@ -163,8 +183,12 @@ async def test_open_redirect_attempts_are_refused(rolegate, http, rd):
 
 
 async def test_allowed_host_return_target(rolegate, http):
-    async with http.get(f"{rolegate.url}/.rolegate/login", params={"rd": "https://apps.example.test/a?b=c"},
-                        headers=HTML, allow_redirects=False) as r:
+    async with http.get(
+        f"{rolegate.url}/.rolegate/login",
+        params={"rd": "https://apps.example.test/a?b=c"},
+        headers=HTML,
+        allow_redirects=False,
+    ) as r:
         assert r.status == 302
 
 
@@ -176,16 +200,18 @@ async def test_logout_then_old_cookie_is_refused(rolegate, http):
     # Another site sending the browser here (a link, a redirect: the Lax cookie comes along) signs
     # nobody out: the user gets a page whose own POST would.
     for site in ("cross-site", "same-site"):
-        async with http.get(f"{rolegate.url}/.rolegate/logout", headers={**HTML, "Sec-Fetch-Site": site},
-                            allow_redirects=False) as r:
+        async with http.get(
+            f"{rolegate.url}/.rolegate/logout", headers={**HTML, "Sec-Fetch-Site": site}, allow_redirects=False
+        ) as r:
             assert r.status == 200
             page = await r.text()
         assert '<form method="post" action="/.rolegate/logout">' in page
         assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
         async with http.get(f"{rolegate.url}/me-echo/", headers=JSON) as r:
             assert r.status == 200  # still signed in
-    async with http.get(f"{rolegate.url}/.rolegate/logout", headers={**HTML, "Sec-Fetch-Site": "same-origin"},
-                        allow_redirects=False) as r:
+    async with http.get(
+        f"{rolegate.url}/.rolegate/logout", headers={**HTML, "Sec-Fetch-Site": "same-origin"}, allow_redirects=False
+    ) as r:
         assert r.status == 302
         location = r.headers["Location"]
     end_session = rolegate.idp.discovery["end_session_endpoint"]
@@ -245,7 +271,9 @@ async def test_pipeline_challenges_per_client(rolegate, http):
     async with http.get(f"{rolegate.url}/me-echo/x?y=1", headers=HTML, allow_redirects=False) as r:
         assert r.status == 302
         location = r.headers["Location"]
-    assert location == f"{rolegate.url}/.rolegate/login?rd=" + urllib.parse.quote(f"{rolegate.url}/me-echo/x?y=1", safe="")
+    assert location == f"{rolegate.url}/.rolegate/login?rd=" + urllib.parse.quote(
+        f"{rolegate.url}/me-echo/x?y=1", safe=""
+    )
     # ... and the whole round trip lands on the page that was asked for
     from rolegate_lab import idp_login
 
@@ -272,9 +300,18 @@ async def test_logout_on_one_worker_is_seen_by_another(rolegate, http):
 
     await sign_in(http, rolegate)
     cookie = session_cookie(http)
-    other = Runtime.build(load_config_text(rolegate_yaml(
-        url=rolegate.url, idp=rolegate.idp, backend_url=rolegate.config.upstreams["backend"].url,
-        db=rolegate.base_dir / "rolegate.db"), base_dir=rolegate.base_dir), base_dir=rolegate.base_dir)
+    other = Runtime.build(
+        load_config_text(
+            rolegate_yaml(
+                url=rolegate.url,
+                idp=rolegate.idp,
+                backend_url=rolegate.config.upstreams["backend"].url,
+                db=rolegate.base_dir / "rolegate.db",
+            ),
+            base_dir=rolegate.base_dir,
+        ),
+        base_dir=rolegate.base_dir,
+    )
     try:
         request = make_mocked_request("GET", "/me-echo/", headers={"Cookie": f"rolegate_session={cookie}"})
         assert await other.identity.authenticate(request) is not None  # now cached in the other worker

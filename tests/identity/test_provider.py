@@ -1,5 +1,6 @@
 """Living with the provider: refresh keeps a session alive, a refused refresh ends it, an outage
 gives a clear page on sign-in while existing sessions keep working."""
+
 from __future__ import annotations
 
 import asyncio
@@ -43,17 +44,22 @@ async def test_idp_down_clear_page_on_login_and_sessions_keep_working(own_idp_ro
     # sure the provider answered lately: a browser gets the clear page, not a link to a dead provider.
     await asyncio.sleep(PROBE_SECONDS + 0.2)
     for _ in range(2):  # the second attempt is answered by the back-off, at once
-        async with http.get(f"{rg.url}/.rolegate/login", params={"rd": "/me-echo/"}, headers=HTML,
-                            allow_redirects=False) as r:
+        async with http.get(
+            f"{rg.url}/.rolegate/login", params={"rd": "/me-echo/"}, headers=HTML, allow_redirects=False
+        ) as r:
             assert r.status == 503, r.headers.get("Location")
             assert "sign-in service" in await r.text()
     async with http.get(f"{rg.url}/me-echo/", headers=JSON) as r:
         assert r.status == 200  # existing sessions keep working
     # A freshly (re)started rolegate has no cached discovery document: sign-in answers a clear 503 page.
-    rg.swap(rolegate_yaml(url=rg.url, idp=rg.idp, backend_url=rg.config.upstreams["backend"].url,
-                          db=rg.base_dir / "rolegate.db"))
-    async with http.get(f"{rg.url}/.rolegate/login", params={"rd": "/me-echo/"}, headers=HTML,
-                        allow_redirects=False) as r:
+    rg.swap(
+        rolegate_yaml(
+            url=rg.url, idp=rg.idp, backend_url=rg.config.upstreams["backend"].url, db=rg.base_dir / "rolegate.db"
+        )
+    )
+    async with http.get(
+        f"{rg.url}/.rolegate/login", params={"rd": "/me-echo/"}, headers=HTML, allow_redirects=False
+    ) as r:
         assert r.status == 503
         assert "text/html" in r.headers["Content-Type"]
         assert "sign-in service" in await r.text()
@@ -65,9 +71,11 @@ async def test_idp_down_clear_page_on_login_and_sessions_keep_working(own_idp_ro
         assert r.status == 200
 
 
-@pytest.mark.parametrize("own_idp_rolegate", [{"idp": {"ttl": {"AccessToken": 30}},
-                                               "rolegate": {"session_extra": "  refresh_before: 1h"}}],
-                         indirect=True)
+@pytest.mark.parametrize(
+    "own_idp_rolegate",
+    [{"idp": {"ttl": {"AccessToken": 30}}, "rolegate": {"session_extra": "  refresh_before: 1h"}}],
+    indirect=True,
+)
 async def test_refresh_keeps_the_session_and_a_revoked_refresh_token_ends_it(own_idp_rolegate, http):
     rg = own_idp_rolegate
     await sign_in(http, rg, "dave")
@@ -81,8 +89,11 @@ async def test_refresh_keeps_the_session_and_a_revoked_refresh_token_ends_it(own
     assert refresh_token
     secret = rg.idp.client()["client_secret"]
     basic = base64.b64encode(f"rolegate:{secret}".encode()).decode()
-    async with http.post(rg.idp.discovery["revocation_endpoint"], data={"token": refresh_token,
-                         "token_type_hint": "refresh_token"}, headers={"Authorization": f"Basic {basic}"}) as r:
+    async with http.post(
+        rg.idp.discovery["revocation_endpoint"],
+        data={"token": refresh_token, "token_type_hint": "refresh_token"},
+        headers={"Authorization": f"Basic {basic}"},
+    ) as r:
         assert r.status == 200
     async with http.get(f"{rg.url}/me-echo/", headers=JSON) as r:
         assert r.status == 401

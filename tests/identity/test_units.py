@@ -1,4 +1,5 @@
 """Fast tests of the pure pieces: return-target policy, sealed cookies, per-client answers, refusal page."""
+
 from __future__ import annotations
 
 import json
@@ -17,25 +18,48 @@ from rolegate.identity.sealed_cookie import CookieSealer
 POLICY = RedirectPolicy("https://safety.example.com", ("apps.example.com", "ops.example.com:8443"))
 
 
-@pytest.mark.parametrize("target,expected", [
-    ("/x?y=1", "https://safety.example.com/x?y=1"),
-    ("https://safety.example.com/a", "https://safety.example.com/a"),
-    ("https://apps.example.com/a", "https://apps.example.com/a"),
-    ("http://apps.example.com:8080/a", "http://apps.example.com:8080/a"),
-    ("https://ops.example.com:8443/", "https://ops.example.com:8443/"),
-])
+@pytest.mark.parametrize(
+    "target,expected",
+    [
+        ("/x?y=1", "https://safety.example.com/x?y=1"),
+        ("https://safety.example.com/a", "https://safety.example.com/a"),
+        ("https://apps.example.com/a", "https://apps.example.com/a"),
+        ("http://apps.example.com:8080/a", "http://apps.example.com:8080/a"),
+        ("https://ops.example.com:8443/", "https://ops.example.com:8443/"),
+    ],
+)
 def test_allowed_targets(target, expected):
     assert POLICY.safe_target(target) == expected
 
 
-@pytest.mark.parametrize("target", [
-    "//evil.com", "///evil.com", "/\\evil.com", "\\\\evil.com", "https:evil.com", "https:/evil.com",
-    "https://evil.com", "https://safety.example.com@evil.com/", "https://user:pw@safety.example.com/",
-    "https://safety.example.com.evil.com/", "https://evil.com#@safety.example.com", "javascript:alert(1)",
-    "JAVASCRIPT:alert(1)", "data:text/html,x", "ftp://safety.example.com/", "http://safety.example.com/",
-    "https://ops.example.com:9999/", "/a\r\nSet-Cookie: x=y", "/a\tb", "", " https://safety.example.com/",
-    "https://safety.example.com\\@evil.com/", "https://[::1]/",
-])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "//evil.com",
+        "///evil.com",
+        "/\\evil.com",
+        "\\\\evil.com",
+        "https:evil.com",
+        "https:/evil.com",
+        "https://evil.com",
+        "https://safety.example.com@evil.com/",
+        "https://user:pw@safety.example.com/",
+        "https://safety.example.com.evil.com/",
+        "https://evil.com#@safety.example.com",
+        "javascript:alert(1)",
+        "JAVASCRIPT:alert(1)",
+        "data:text/html,x",
+        "ftp://safety.example.com/",
+        "http://safety.example.com/",
+        "https://ops.example.com:9999/",
+        "/a\r\nSet-Cookie: x=y",
+        "/a\tb",
+        "",
+        " https://safety.example.com/",
+        "https://safety.example.com\\@evil.com/",
+        "https://[::1]/",
+    ],
+)
 def test_refused_targets(target):
     assert POLICY.safe_target(target) is None
 
@@ -73,8 +97,11 @@ def test_challenge_per_client():
     error = SignInRequired("x", login_url="https://safety.example.com/.rolegate/login?rd=%2Fapp")
     browser = challenge_response(_request(Accept="text/html"), error)
     assert browser.status == 302 and browser.headers["Location"].endswith("rd=%2Fapp")
-    for req in (_request(Accept="application/json"), _request("POST", Accept="text/html"),
-                _request(Accept="text/html", **{"X-Requested-With": "XMLHttpRequest"})):
+    for req in (
+        _request(Accept="application/json"),
+        _request("POST", Accept="text/html"),
+        _request(Accept="text/html", **{"X-Requested-With": "XMLHttpRequest"}),
+    ):
         answer = challenge_response(req, error)
         assert answer.status == 401
         assert answer.headers["WWW-Authenticate"] == 'Bearer realm="rolegate"'
@@ -92,8 +119,10 @@ async def test_account_disabled_page():
     from rolegate.server.refused import refusal_page_for
 
     def access():
-        return SimpleNamespace(error=AccountDisabled("ivan is disabled"),
-                               principal=SimpleNamespace(username="ivan", name="Ivan", daypass_id=None))
+        return SimpleNamespace(
+            error=AccountDisabled("ivan is disabled"),
+            principal=SimpleNamespace(username="ivan", name="Ivan", daypass_id=None),
+        )
 
     page = await refusal_page_for(None, _request(Accept="text/html"), access())
     assert page.status == 403 and "disabled" in page.text and 'href="/.rolegate/logout"' in page.text

@@ -70,8 +70,16 @@ def all_mutations() -> list[Mutation]:
 
 def scratch_copy(dest: Path) -> Path:
     """The working tree's tracked and untracked (not ignored) files, copied; the lab IdP's node_modules linked."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                            check=True, capture_output=True).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for rel in filter(None, listed):
         src = ROOT / rel
         if not src.is_file():
@@ -92,8 +100,10 @@ def apply(mutation: Mutation, tree: Path) -> None:
         text = path.read_text()
         count = text.count(edit.find)
         if count != 1:
-            raise GateError(f"{mutation.name}: the text to change occurs {count} times in {edit.file} "
-                            f"(expected once): the code moved, update tests/mutations/{mutation.name}.yaml")
+            raise GateError(
+                f"{mutation.name}: the text to change occurs {count} times in {edit.file} "
+                f"(expected once): the code moved, update tests/mutations/{mutation.name}.yaml"
+            )
         path.write_text(text.replace(edit.find, edit.replace))
 
 
@@ -106,8 +116,7 @@ def run(mutation: Mutation, tree: Path) -> tuple[int, str]:
     """Run the mutation's tests in ``tree``; (pytest's exit code, its output's tail)."""
     env = {**os.environ, "PYTHONPATH": str(tree / "src"), "PYTHONDONTWRITEBYTECODE": "1"}
     env.pop("PYTEST_XDIST_WORKER", None)
-    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-o", "addopts=",
-           *mutation.tests]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-o", "addopts=", *mutation.tests]
     try:
         done = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, timeout=TIMEOUT)
     except subprocess.TimeoutExpired as exc:
@@ -127,8 +136,10 @@ def judge(mutation: Mutation, tree: Path) -> str:
         _clean[mutation.tests] = run(Mutation("unmutated", "", (), mutation.tests), tree)
     code, output = _clean[mutation.tests]
     if code != 0:
-        raise GateError(f"{mutation.name}: its tests fail on the unmutated code (exit {code}), so a failure "
-                        f"with the mutation would prove nothing\n{output}")
+        raise GateError(
+            f"{mutation.name}: its tests fail on the unmutated code (exit {code}), so a failure "
+            f"with the mutation would prove nothing\n{output}"
+        )
     apply(mutation, tree)
     try:
         code, output = run(mutation, tree)
@@ -137,10 +148,13 @@ def judge(mutation: Mutation, tree: Path) -> str:
     if code in (1, -1):
         return f"caught: {mutation.name} ({mutation.claim})"
     if code == 0:
-        raise AssertionError(f"SURVIVED: {mutation.name}: the tests passed with the promise broken "
-                             f"({mutation.claim})\n{output}")
-    raise GateError(f"{mutation.name}: pytest exited {code} (not a test failure: a missing test id or a "
-                    f"collection error?)\n{output}")
+        raise AssertionError(
+            f"SURVIVED: {mutation.name}: the tests passed with the promise broken ({mutation.claim})\n{output}"
+        )
+    raise GateError(
+        f"{mutation.name}: pytest exited {code} (not a test failure: a missing test id or a "
+        f"collection error?)\n{output}"
+    )
 
 
 def write(name: str, claim: str, edits: list[tuple[str, str, str]], tests: list[str]) -> Path:
@@ -153,8 +167,9 @@ def write(name: str, claim: str, edits: list[tuple[str, str, str]], tests: list[
     class Dumper(yaml.SafeDumper):
         pass
 
-    Dumper.add_representer(str, lambda d, v: d.represent_scalar("tag:yaml.org,2002:str", v,
-                                                                 style="|" if "\n" in v else None))
+    Dumper.add_representer(
+        str, lambda d, v: d.represent_scalar("tag:yaml.org,2002:str", v, style="|" if "\n" in v else None)
+    )
     doc = {"claim": claim, "edits": [{"file": f, "find": a, "replace": b} for f, a, b in edits], "tests": tests}
     path = HERE / f"{name}.yaml"
     path.write_text(yaml.dump(doc, Dumper=Dumper, sort_keys=False, width=200))

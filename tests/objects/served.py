@@ -31,8 +31,23 @@ def field_service_served(tmp, make_session_idp, lab_slapd, lab_backend) -> Itera
             if json.loads(proc.readyz()[1]).get("checks", {}).get("directory", {}).get("users"):
                 break
             time.sleep(0.2)
-        made = subprocess.run([sys.executable, "-m", "rolegate", "apps", "key", "create", "--app", "fieldservice",
-                               "-c", str(proc.config_path)], capture_output=True, text=True, timeout=120)
+        made = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "rolegate",
+                "apps",
+                "key",
+                "create",
+                "--app",
+                "fieldservice",
+                "-c",
+                str(proc.config_path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert made.returncode == 0, made.stderr
         proc.app_key = made.stdout.strip()
         proc.db = tmp / "rolegate.db"

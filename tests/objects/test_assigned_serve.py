@@ -29,13 +29,16 @@ pytestmark = pytest.mark.lab
 
 @pytest.fixture(scope="module")
 def fs(tmp_path_factory, make_session_idp, lab_slapd, lab_backend):
-    with field_service_served(tmp_path_factory.mktemp("assigned-serve"), make_session_idp, lab_slapd, lab_backend) as proc:
+    with field_service_served(
+        tmp_path_factory.mktemp("assigned-serve"), make_session_idp, lab_slapd, lab_backend
+    ) as proc:
         yield proc
 
 
 async def _list(client) -> tuple[int, list[str]]:
-    async with client.http.get(client.base + "/workorders", headers={"Accept": "application/json"},
-                               allow_redirects=False) as resp:
+    async with client.http.get(
+        client.base + "/workorders", headers={"Accept": "application/json"}, allow_redirects=False
+    ) as resp:
         body = await resp.json(content_type=None) if resp.status == 200 else None
         return resp.status, sorted(o["id"] for o in body["workorders"]) if body else []
 
@@ -61,8 +64,11 @@ async def test_bob_reaches_his_work_orders_and_their_customers_only(fs):
         assert await _status(bob, "/workorders/3") == 200, "his too (in the south: no matter)"
         assert await _status(bob, "/workorders/2") == 403, "trent's"
         reasons = await _deny_reasons(fs.db, "/workorders/2", "bob")
-        assert any("role technician grants workorders:view only at a workorder assigned to the user" in r
-                   and "workorder:2 is neither" in r for r in reasons), reasons
+        assert any(
+            "role technician grants workorders:view only at a workorder assigned to the user" in r
+            and "workorder:2 is neither" in r
+            for r in reasons
+        ), reasons
         assert await _status(bob, "/workorders/4") == 403, "nobody's"
         assert await _status(bob, "/customers/c100/contacts") == 200, "the customer of his work order 1"
         assert await _status(bob, "/customers/c201/contacts") == 200, "the customer of his work order 3"
@@ -74,8 +80,9 @@ async def test_bob_reaches_his_work_orders_and_their_customers_only(fs):
         await bob.http.close()
     alice = await sign_in(fs.url, "alice")
     try:
-        code, why, _ = await alice.call("POST", f"{API}/explain", json={"user": "bob", "method": "GET",
-                                                                      "url": "/workorders/1"})
+        code, why, _ = await alice.call(
+            "POST", f"{API}/explain", json={"user": "bob", "method": "GET", "url": "/workorders/1"}
+        )
         assert code == 200 and why["allowed"], why
         assert any("bob is assigned to workorder:1 (by app:fieldservice, at " in r for r in why["reasons"]), why
     finally:
@@ -84,15 +91,22 @@ async def test_bob_reaches_his_work_orders_and_their_customers_only(fs):
 
 async def test_the_list_is_filtered_by_the_backend_with_the_where_claim(fs):
     await register_objects(fs.url, fs.app_key)
-    for user, expected in (("bob", ["1", "3"]), ("trent", ["2"]), ("grace", ["1", "4"]),
-                           ("peggy", ["1", "2", "3", "4"])):
+    for user, expected in (
+        ("bob", ["1", "3"]),
+        ("trent", ["2"]),
+        ("grace", ["1", "4"]),
+        ("peggy", ["1", "2", "3", "4"]),
+    ):
         client = await sign_in(fs.url, user)
         try:
             assert await _list(client) == (200, expected), user
         finally:
             await client.http.close()
-    for user, expected in (("bob", ["c100", "c201"]), ("grace", ["c100", "c101"]),
-                           ("peggy", ["c100", "c101", "c200", "c201"])):
+    for user, expected in (
+        ("bob", ["c100", "c201"]),
+        ("grace", ["c100", "c101"]),
+        ("peggy", ["c100", "c101", "c200", "c201"]),
+    ):
         client = await sign_in(fs.url, user)
         try:
             async with client.http.get(fs.url + "/customers", headers={"Accept": "application/json"}) as resp:

@@ -32,7 +32,9 @@ pytestmark = pytest.mark.lab
 
 @pytest.fixture(scope="module")
 def fs(tmp_path_factory, make_session_idp, lab_slapd, lab_backend):
-    with field_service_served(tmp_path_factory.mktemp("objects-serve"), make_session_idp, lab_slapd, lab_backend) as proc:
+    with field_service_served(
+        tmp_path_factory.mktemp("objects-serve"), make_session_idp, lab_slapd, lab_backend
+    ) as proc:
         yield proc
 
 
@@ -59,12 +61,14 @@ async def _deny_reasons(db: Path, path: str, user: str = "grace") -> list[str]:
 
 async def _sleep(seconds: float) -> None:
     import asyncio
+
     await asyncio.sleep(seconds)
 
 
 async def _status(client, path: str) -> int:
-    async with client.http.get(client.base + path, headers={"Accept": "application/json"},
-                               allow_redirects=False) as resp:
+    async with client.http.get(
+        client.base + path, headers={"Accept": "application/json"}, allow_redirects=False
+    ) as resp:
         return resp.status
 
 
@@ -73,13 +77,18 @@ async def test_grace_reaches_north_work_orders_by_id_once_the_app_registered_the
     try:
         assert await _status(grace, "/workorders/1") == 403, "nothing registered yet: refused, never guessed"
         assert await _deny_reasons(fs.db, "/workorders/1") == [
-            "deny: workorder:1 is not registered in the object directory"]
+            "deny: workorder:1 is not registered in the object directory"
+        ]
 
         result = await register_objects(fs.url, fs.app_key)
         changed = {c["scope"]: c["parent"] for c in result["changed"]}
         # Customers lie where the config's seed defaults say already: unchanged; the work orders are placed.
-        assert changed == {"workorder:1": "customer:c100", "workorder:2": "customer:c200",
-                           "workorder:3": "customer:c201", "workorder:4": "customer:c101"}, result
+        assert changed == {
+            "workorder:1": "customer:c100",
+            "workorder:2": "customer:c200",
+            "workorder:3": "customer:c201",
+            "workorder:4": "customer:c101",
+        }, result
         assert result["unchanged"] == 4 and result["applied"] is True
         PlacementsOut.model_validate({k: v for k, v in result.items() if k != "assignments"})  # as OpenAPI says
 
@@ -88,13 +97,15 @@ async def test_grace_reaches_north_work_orders_by_id_once_the_app_registered_the
         assert await _status(grace, "/workorders/3") == 403, "south"
         assert await _status(grace, "/workorders/7") == 403, "unknown"
         assert await _deny_reasons(fs.db, "/workorders/7") == [
-            "deny: workorder:7 is not registered in the object directory"]
+            "deny: workorder:7 is not registered in the object directory"
+        ]
         peggy = await sign_in(fs.url, "peggy")  # dispatcher, held everywhere: still not an unknown work order
         try:
             assert await _status(peggy, "/workorders/3") == 200
             assert await _status(peggy, "/workorders/7") == 403
             assert await _deny_reasons(fs.db, "/workorders/7", "peggy") == [
-                "deny: workorder:7 is not registered in the object directory"]
+                "deny: workorder:7 is not registered in the object directory"
+            ]
         finally:
             await peggy.http.close()
     finally:
@@ -120,13 +131,17 @@ async def test_the_upsert_is_bounded_validated_whole_and_atomic(fs):
         too_many = [{"scope": f"workorder:{n}", "parent": "customer:c100"} for n in range(1001)]
         async with http.put(f"{fs.url}{API}/scope-members", json={"items": too_many}, headers=headers) as resp:
             assert resp.status == 413 and "at most 1000" in (await resp.json())["message"]
-        mixed = [{"scope": "workorder:50", "parent": "customer:c100"},  # valid
-                 {"scope": "workorder:51", "parent": "region:north"}]  # a work order lies in a customer
+        mixed = [
+            {"scope": "workorder:50", "parent": "customer:c100"},  # valid
+            {"scope": "workorder:51", "parent": "region:north"},
+        ]  # a work order lies in a customer
         async with http.put(f"{fs.url}{API}/scope-members", json={"items": mixed}, headers=headers) as resp:
             body = await resp.json()
             assert resp.status == 422 and body["errors"][0]["field"] == "items[1].parent", body
-        twice = [{"scope": "workorder:50", "parent": "customer:c100"},
-                 {"scope": "workorder:50", "parent": "customer:c200"}]
+        twice = [
+            {"scope": "workorder:50", "parent": "customer:c100"},
+            {"scope": "workorder:50", "parent": "customer:c200"},
+        ]
         async with http.put(f"{fs.url}{API}/scope-members", json={"items": twice}, headers=headers) as resp:
             assert resp.status == 422 and "listed twice" in (await resp.json())["errors"][0]["message"]
         region = [{"scope": "workorder:50", "parent": "customer:c100"}, {"scope": "region:west", "parent": "x:y"}]
@@ -139,15 +154,19 @@ async def test_the_upsert_is_bounded_validated_whole_and_atomic(fs):
 async def test_a_person_needs_a_managing_role_at_the_parent(fs):
     olivia = await sign_in(fs.url, "olivia")  # office: manages nothing
     try:
-        status, body, _ = await olivia.call("PUT", f"{API}/scope-members",
-                                            json={"items": [{"scope": "workorder:60", "parent": "customer:c100"}]})
+        status, body, _ = await olivia.call(
+            "PUT", f"{API}/scope-members", json={"items": [{"scope": "workorder:60", "parent": "customer:c100"}]}
+        )
         assert status == 403, body
     finally:
         await olivia.http.close()
     alice = await sign_in(fs.url, "alice")  # administrator: manages everything
     try:
-        status, body, _ = await alice.call("PUT", f"{API}/scope-members?dry_run=1",
-                                           json={"items": [{"scope": "workorder:60", "parent": "customer:c100"}]})
+        status, body, _ = await alice.call(
+            "PUT",
+            f"{API}/scope-members?dry_run=1",
+            json={"items": [{"scope": "workorder:60", "parent": "customer:c100"}]},
+        )
         assert status == 200 and body["applied"] is False and body["changed"][0]["scope"] == "workorder:60", body
     finally:
         await alice.http.close()
@@ -161,12 +180,20 @@ async def test_a_work_order_moved_south_is_refused_at_the_next_request_on_every_
         seen = await on_every_worker(fs, grace.http, "GET", f"{fs.url}/workorders/4")
         assert {status for _, status in seen} == {200}, seen
         async with aiohttp.ClientSession() as http:
-            async with http.put(f"{fs.url}{API}/scope-members", headers=headers,
-                                json={"items": [{"scope": "workorder:4", "parent": "customer:c200"}]}) as resp:
+            async with http.put(
+                f"{fs.url}{API}/scope-members",
+                headers=headers,
+                json={"items": [{"scope": "workorder:4", "parent": "customer:c200"}]},
+            ) as resp:
                 body = await resp.json()
                 assert resp.status == 200 and body["changed"] == [
-                    {"scope": "workorder:4", "parent": "customer:c200", "before": "customer:c101",
-                     "version": body["changed"][0]["version"]}], body
+                    {
+                        "scope": "workorder:4",
+                        "parent": "customer:c200",
+                        "before": "customer:c101",
+                        "version": body["changed"][0]["version"],
+                    }
+                ], body
         seen = await on_every_worker(fs, grace.http, "GET", f"{fs.url}/workorders/4")
         assert {status for _, status in seen} == {403}, f"moved south: refused at once on every worker: {seen}"
         moved = [e for e in _placement_events(fs.db) if e["target"] == "scope_members/workorder:4"]

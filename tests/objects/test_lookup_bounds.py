@@ -32,7 +32,9 @@ async def upstream(unused_tcp_port):
 
     async def where(request: web.Request) -> web.Response:
         asked.append(request.match_info["id"])
-        await asyncio.sleep(float(request.query.get("delay", "0")) or (3 if request.match_info["id"] == "slow" else 0.2))
+        await asyncio.sleep(
+            float(request.query.get("delay", "0")) or (3 if request.match_info["id"] == "slow" else 0.2)
+        )
         return web.json_response({"parent": "site:s1"})
 
     app = web.Application()

@@ -75,8 +75,13 @@ async def served(tmp_path, make_idp, lab_slapd, lab_backend):
     idp = make_idp([rolegate_client(url)])
     config = serve_config("field-service.yaml", url, idp, lab_slapd, lab_backend.url, tmp_path)
     config["upstreams"]["directory"] = {"url": f"http://127.0.0.1:{directory.port}"}
-    config["scopes"]["workorder"]["lookup"] = {"upstream": "directory", "path": "/objects/{id}/where", "ttl": "60s",
-                                               "negative_ttl": "30s", "timeout": "1s"}
+    config["scopes"]["workorder"]["lookup"] = {
+        "upstream": "directory",
+        "path": "/objects/{id}/where",
+        "ttl": "60s",
+        "negative_ttl": "30s",
+        "timeout": "1s",
+    }
     proc = RolegateProcess(config, tmp_path)
     proc.start()
     deadline = time.monotonic() + 60
@@ -92,8 +97,9 @@ async def served(tmp_path, make_idp, lab_slapd, lab_backend):
 
 async def _status(client, path: str) -> int:
     """200 when the request reached the backend (it has no work order 9 and answers 404 itself), else rolegate's."""
-    async with client.http.get(client.base + path, headers={"Accept": "application/json"},
-                               allow_redirects=False) as resp:
+    async with client.http.get(
+        client.base + path, headers={"Accept": "application/json"}, allow_redirects=False
+    ) as resp:
         body = await resp.json(content_type=None) if "json" in resp.headers.get("Content-Type", "") else {}
         return 200 if isinstance(body, dict) and "header_list" in body else resp.status
 
@@ -102,8 +108,11 @@ async def _metric(proc, result: str) -> float:
     async with aiohttp.ClientSession() as http, http.get(proc.internal_url + "/metrics") as resp:
         text = await resp.text()
     for line in text.splitlines():
-        if line.startswith("rolegate_object_lookup_total{") and f'result="{result}"' in line \
-                and 'type="workorder"' in line:
+        if (
+            line.startswith("rolegate_object_lookup_total{")
+            and f'result="{result}"' in line
+            and 'type="workorder"' in line
+        ):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
 
@@ -130,9 +139,13 @@ async def test_a_miss_is_looked_up_cached_and_any_failure_is_a_deny_with_the_rea
         for object_id, why in refusals.items():
             assert await _status(grace, f"/workorders/{object_id}") == 403, object_id
             reasons = await _deny_reasons(proc.db, f"/workorders/{object_id}")
-            assert len(reasons) == 1 and reasons[0].startswith(
-                f"deny: workorder:{object_id} is not registered in the object directory, and ") \
-                and why in reasons[0], reasons
+            assert (
+                len(reasons) == 1
+                and reasons[0].startswith(
+                    f"deny: workorder:{object_id} is not registered in the object directory, and "
+                )
+                and why in reasons[0]
+            ), reasons
         assert await _status(grace, "/workorders/404") == 403
         assert directory.asked.count("404") == 1, "a 'no such object' is kept too (negative_ttl)"
         # A failed lookup is never judged at a broader scope: peggy (dispatcher) holds workorders:view everywhere.

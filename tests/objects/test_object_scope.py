@@ -24,6 +24,7 @@ PEGGY = Identity("peggy", {"staff", "dispatchers"})  # dispatcher: workorders:vi
 @pytest.fixture(scope="module")
 def fs():
     from rolegate.config import load_config
+
     config = load_config(ROOT / "config/examples/field-service.yaml")
     table, _ = compile_routes(config)
     return config, table
@@ -54,8 +55,9 @@ def test_an_unknown_work_order_is_denied_with_the_reason_whatever_is_held_global
 def test_a_registered_work_order_of_an_unplaced_customer_is_denied_not_judged_above(fs):
     decision = _decide(fs, PEGGY, "GET", "/workorders/9", {**PLACED, "workorder:9": "customer:c999"})
     assert not decision.allowed
-    assert decision.reasons == ("deny: workorder:9 lies in customer:c999, but customer:c999 is not registered in "
-                                "the object directory",)
+    assert decision.reasons == (
+        "deny: workorder:9 lies in customer:c999, but customer:c999 is not registered in the object directory",
+    )
 
 
 def test_a_moved_work_order_is_decided_where_it_lies_now(fs):
@@ -87,8 +89,9 @@ def test_explain_says_why(fs):
     assert not e.allowed and any("workorder:7 is not registered in the object directory" in r for r in e.reasons)
     # field-service's work orders have a lookup: explain says it does not ask it (only rolegate serve does).
     assert any("lookup" in n and "explain and rolegate test never ask it" in n for n in e.notes), e.notes
-    known = explain_route(policy, GRACE, table.match("GET", None, split_segments("/workorders/1")), "GET",
-                          "/workorders/1")
+    known = explain_route(
+        policy, GRACE, table.match("GET", None, split_segments("/workorders/1")), "GET", "/workorders/1"
+    )
     assert known.allowed and not any("lookup" in n for n in known.notes), known.notes
 
 
@@ -113,29 +116,41 @@ roles: {r: {permissions: [x:view]}}
 
 def test_of_needs_a_type_that_lies_inside_another():
     with pytest.raises(ConfigError, match="give scopes.region a parent type"):
-        load_config_text(BASE + """
+        load_config_text(
+            BASE
+            + """
 scopes: {region: {}}
 routes: [{path: "/r/{id}", permission: x:view, scope: "of region:{id}", upstream: app}]
-""")
+"""
+        )
 
 
 def test_of_needs_an_object_from_the_path():
-    config = load_config_text(BASE + """
+    config = load_config_text(
+        BASE
+        + """
 scopes: {region: {}, site: {parent: region}}
 routes: [{path: "/s", permission: x:view, scope: "of site:", upstream: app}]
-""")
+"""
+    )
     with pytest.raises(ConfigError, match="'of' names an object from the path"):
         compile_routes(config)
 
 
 def test_lookup_is_validated():
     with pytest.raises(ConfigError, match="unknown upstream 'nope'"):
-        load_config_text(BASE + """
+        load_config_text(
+            BASE
+            + """
 scopes: {region: {}, site: {parent: region, lookup: {upstream: nope, path: "/sites/{id}/scope"}}}
 routes: []
-""")
+"""
+        )
     with pytest.raises(ConfigError, match="names the object id once"):
-        load_config_text(BASE + """
+        load_config_text(
+            BASE
+            + """
 scopes: {region: {}, site: {parent: region, lookup: {upstream: app, path: "/sites/scope"}}}
 routes: []
-""")
+"""
+        )

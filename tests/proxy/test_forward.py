@@ -60,14 +60,16 @@ def upstream_app(state: dict) -> web.Application:
     async def echo(request: web.Request) -> web.Response:
         body = await request.read()
         state.setdefault("seen", []).append(request)
-        return web.json_response({
-            "method": request.method,
-            "path_qs": request.raw_path,
-            "headers": [[k, v] for k, v in request.headers.items()],
-            "body_len": len(body),
-            "body_sha": hashlib.sha256(body).hexdigest(),
-            "chunked": "chunked" in request.headers.get("Transfer-Encoding", ""),
-        })
+        return web.json_response(
+            {
+                "method": request.method,
+                "path_qs": request.raw_path,
+                "headers": [[k, v] for k, v in request.headers.items()],
+                "body_len": len(body),
+                "body_sha": hashlib.sha256(body).hexdigest(),
+                "chunked": "chunked" in request.headers.get("Transfer-Encoding", ""),
+            }
+        )
 
     async def small(request: web.Request) -> web.Response:
         return web.Response(body=SMALL_JSON, content_type="application/json")
@@ -151,9 +153,14 @@ def proxy_app(forwarder: Forwarder, name: str = "up", options: dict | None = Non
     async def handler(request: web.Request) -> web.StreamResponse:
         try:
             return await forwarder.forward(
-                request, name, request.raw_path,
-                set_headers={"X-Rolegate-Assertion": "minted", "X-Rolegate-User": "alice",
-                             **options.get("set_headers", {})},
+                request,
+                name,
+                request.raw_path,
+                set_headers={
+                    "X-Rolegate-Assertion": "minted",
+                    "X-Rolegate-User": "alice",
+                    **options.get("set_headers", {}),
+                },
                 response_filter=options.get("filter"),
             )
         except RolegateError as exc:
@@ -275,8 +282,8 @@ async def test_forwarded_headers(stack: Stack):
 async def test_forwarded_for_is_extended_only_for_trusted_proxies(stack: Stack):
     stack.forwarder.trusted_proxies = (__import__("ipaddress").ip_network("127.0.0.0/8"),)
     async with stack.session.get(
-        stack.base + "/echo", headers={"X-Forwarded-For": "203.0.113.9", "Forwarded": "for=1.2.3.4",
-                                       "X-Real-IP": "1.2.3.4"}
+        stack.base + "/echo",
+        headers={"X-Forwarded-For": "203.0.113.9", "Forwarded": "for=1.2.3.4", "X-Real-IP": "1.2.3.4"},
     ) as r:
         data = await r.json()
     assert header_list(data, "X-Forwarded-For") == ["203.0.113.9, 127.0.0.1"]
@@ -285,8 +292,9 @@ async def test_forwarded_for_is_extended_only_for_trusted_proxies(stack: Stack):
 
 async def test_set_headers_replace_the_clients_and_empty_removes(stack: Stack):
     stack.options["set_headers"] = {"Cookie": "app=1", "X-Drop": ""}
-    async with stack.session.get(stack.base + "/echo", headers={"Cookie": "rolegate_session=s; app=1",
-                                                               "X-Drop": "secret"}) as r:
+    async with stack.session.get(
+        stack.base + "/echo", headers={"Cookie": "rolegate_session=s; app=1", "X-Drop": "secret"}
+    ) as r:
         data = await r.json()
     assert header_list(data, "Cookie") == ["app=1"]
     assert header_list(data, "X-Drop") == []
@@ -687,14 +695,17 @@ async def test_read_timeout_mid_body_cuts_client(make_stack):
             await r.read()
 
 
-@pytest.mark.parametrize("garbage", [
-    b"NOT HTTP AT ALL\r\n\r\n",
-    b"HTTP/1.1 2000 OK\r\n\r\n",
-    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
-    b"HTTP/1.1 200 OK\r\nBad Header Name: x\r\n\r\n",
-    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nZZZ\r\nxx\r\n",
-    b"\x00\x01\x02\x03" * 100,
-])
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"NOT HTTP AT ALL\r\n\r\n",
+        b"HTTP/1.1 2000 OK\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nBad Header Name: x\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nZZZ\r\nxx\r\n",
+        b"\x00\x01\x02\x03" * 100,
+    ],
+)
 async def test_upstream_garbage_is_502(garbage: bytes):
     async def handler(reader, writer):
         await read_head(reader)
@@ -738,7 +749,9 @@ async def test_huge_response_headers_are_502():
 async def test_too_many_response_headers_are_502():
     async def handler(reader, writer):
         await read_head(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(1000)) + b"Content-Length: 0\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(1000)) + b"Content-Length: 0\r\n\r\n"
+        )
         await writer.drain()
         await asyncio.sleep(0.3)
 

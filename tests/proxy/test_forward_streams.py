@@ -85,8 +85,7 @@ def upstream_app() -> web.Application:
 @pytest.fixture
 async def big():
     up_runner, up_port = await start_app(upstream_app())
-    fwd = Forwarder({"up": Upstream("up", f"http://127.0.0.1:{up_port}", read_timeout=60)},
-                    max_body=2 * GIB)
+    fwd = Forwarder({"up": Upstream("up", f"http://127.0.0.1:{up_port}", read_timeout=60)}, max_body=2 * GIB)
 
     async def handler(request: web.Request) -> web.StreamResponse:
         try:

@@ -55,8 +55,12 @@ async def through():
 
 async def test_https_upstream_forwards_and_keeps_the_connection_alive(ca, through):
     state: dict = {}
-    fwd, base = await through(upstream_app(state), ca.server_context("127.0.0.1"),
-                              lambda port: f"https://127.0.0.1:{port}", ca_file=str(ca.pem))
+    fwd, base = await through(
+        upstream_app(state),
+        ca.server_context("127.0.0.1"),
+        lambda port: f"https://127.0.0.1:{port}",
+        ca_file=str(ca.pem),
+    )
     async with aiohttp.ClientSession() as http:
         for _ in range(3):
             async with http.get(base + "/small") as r:
@@ -70,14 +74,22 @@ async def test_https_upstream_forwards_and_keeps_the_connection_alive(ca, throug
     assert fwd.pool("up").idle_count == 1  # one TLS connection, reused
 
 
-@pytest.mark.parametrize("names, trust_ca", [
-    (("127.0.0.1",), False),          # the system store only: the private CA is not in it
-    (("other.example.com",), True),   # a good CA, but the certificate is for another host
-], ids=["unknown-ca", "other-host"])
+@pytest.mark.parametrize(
+    "names, trust_ca",
+    [
+        (("127.0.0.1",), False),  # the system store only: the private CA is not in it
+        (("other.example.com",), True),  # a good CA, but the certificate is for another host
+    ],
+    ids=["unknown-ca", "other-host"],
+)
 async def test_a_certificate_that_does_not_verify_is_502_and_nothing_is_sent(ca, through, names, trust_ca):
     state: dict = {}
-    fwd, base = await through(upstream_app(state), ca.server_context(*names), lambda port: f"https://127.0.0.1:{port}",
-                              **({"ca_file": str(ca.pem)} if trust_ca else {}))
+    fwd, base = await through(
+        upstream_app(state),
+        ca.server_context(*names),
+        lambda port: f"https://127.0.0.1:{port}",
+        **({"ca_file": str(ca.pem)} if trust_ca else {}),
+    )
     async with aiohttp.ClientSession() as http:
         async with http.get(base + "/echo/secret", headers={"X-Token": "t"}) as r:
             assert r.status == 502 and (await r.json())["error"] == "bad_gateway"
@@ -85,8 +97,9 @@ async def test_a_certificate_that_does_not_verify_is_502_and_nothing_is_sent(ca,
 
 
 async def test_streamed_and_close_delimited_bodies_over_tls(ca, through):
-    fwd, base = await through(upstream_app({}), ca.server_context("127.0.0.1"),
-                              lambda port: f"https://127.0.0.1:{port}", ca_file=str(ca.pem))
+    fwd, base = await through(
+        upstream_app({}), ca.server_context("127.0.0.1"), lambda port: f"https://127.0.0.1:{port}", ca_file=str(ca.pem)
+    )
     async with aiohttp.ClientSession() as http:
         async with http.get(base + "/stream/3000000") as r:  # chunked, 64 KiB pieces
             assert r.status == 200 and len(await r.read()) == 3_000_000
@@ -117,8 +130,12 @@ async def test_streamed_and_close_delimited_bodies_over_tls(ca, through):
 
 async def test_a_host_name_url_is_verified_against_that_name(ca, through):
     state: dict = {}
-    fwd, base = await through(upstream_app(state), ca.server_context("localhost"),
-                              lambda port: f"https://localhost:{port}", ca_file=str(ca.pem))
+    fwd, base = await through(
+        upstream_app(state),
+        ca.server_context("localhost"),
+        lambda port: f"https://localhost:{port}",
+        ca_file=str(ca.pem),
+    )
     async with aiohttp.ClientSession() as http:
         async with http.get(base + "/small") as r:
             assert r.status == 200 and await r.read() == SMALL_JSON
@@ -126,8 +143,12 @@ async def test_a_host_name_url_is_verified_against_that_name(ca, through):
 
 async def test_websocket_to_an_https_upstream_uses_tls(ca, through):
     state: dict = {"closed": asyncio.Event()}
-    fwd, base = await through(ws_upstream(state), ca.server_context("127.0.0.1"),
-                              lambda port: f"https://127.0.0.1:{port}", ca_file=str(ca.pem))
+    fwd, base = await through(
+        ws_upstream(state),
+        ca.server_context("127.0.0.1"),
+        lambda port: f"https://127.0.0.1:{port}",
+        ca_file=str(ca.pem),
+    )
     async with aiohttp.ClientSession() as http:
         async with http.ws_connect(base + "/ws", protocols=("chat.v2",)) as ws:
             await ws.send_str("hello")
@@ -137,8 +158,9 @@ async def test_websocket_to_an_https_upstream_uses_tls(ca, through):
 
 async def test_websocket_to_an_untrusted_https_upstream_is_refused(ca, through):
     state: dict = {"closed": asyncio.Event()}
-    fwd, base = await through(ws_upstream(state), ca.server_context("127.0.0.1"),
-                              lambda port: f"https://127.0.0.1:{port}")
+    fwd, base = await through(
+        ws_upstream(state), ca.server_context("127.0.0.1"), lambda port: f"https://127.0.0.1:{port}"
+    )
     async with aiohttp.ClientSession() as http:
         with pytest.raises(aiohttp.WSServerHandshakeError) as info:
             await http.ws_connect(base + "/ws")
@@ -166,10 +188,13 @@ def test_https_url_and_ca_file_compile(ca):
     assert up.ssl.check_hostname
 
 
-@pytest.mark.parametrize("upstream, fragment", [
-    ("{url: 'http://app.internal', ca_file: 'ca.pem'}", "ca_file is for https:// upstreams"),
-    ("{url: 'ftp://app.internal'}", "http(s)://"),
-])
+@pytest.mark.parametrize(
+    "upstream, fragment",
+    [
+        ("{url: 'http://app.internal', ca_file: 'ca.pem'}", "ca_file is for https:// upstreams"),
+        ("{url: 'ftp://app.internal'}", "http(s)://"),
+    ],
+)
 def test_tls_settings_that_cannot_work_are_config_errors(upstream, fragment):
     with pytest.raises(ConfigError) as info:
         load_config_text(_config(upstream), file="rolegate.yaml")

@@ -24,9 +24,7 @@ async def start_app(app: web.Application) -> tuple[web.AppRunner, int]:
 def proxy_app(forwarder: Forwarder) -> web.Application:
     async def handler(request: web.Request) -> web.StreamResponse:
         try:
-            return await forwarder.forward(
-                request, "up", request.raw_path, set_headers={"X-Rolegate-User": "alice"}
-            )
+            return await forwarder.forward(request, "up", request.raw_path, set_headers={"X-Rolegate-User": "alice"})
         except RolegateError as exc:
             return web.json_response({"error": exc.code}, status=exc.status)
 

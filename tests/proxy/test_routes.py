@@ -99,6 +99,7 @@ def test_trailing_slash_is_significant() -> None:
     assert which(t, "/b/") == "/b/"
     assert which(t, "/b") is None
 
+
 def test_a_branchless_chain_is_matched_in_one_step(monkeypatch: pytest.MonkeyPatch) -> None:
     # /r1 heads a chain of single children down to one route: a hit compares the rest of the
     # path with the chain's shape and never enters the recursive search.
@@ -110,8 +111,13 @@ def test_a_branchless_chain_is_matched_in_one_step(monkeypatch: pytest.MonkeyPat
     assert searched == []
     monkeypatch.undo()
     # Everything the chain refuses goes to the full search, with the same answer as before.
-    for path in ("/r1/buildings//things", "/r1/buildings/x/other", "/r1/buildings/x",
-                 "/r1/buildings/x/things/more", "/r1/Buildings/x/things"):
+    for path in (
+        "/r1/buildings//things",
+        "/r1/buildings/x/other",
+        "/r1/buildings/x",
+        "/r1/buildings/x/things/more",
+        "/r1/Buildings/x/things",
+    ):
         assert which(t, path) is None, path
     assert which(t, "/r1/buildings/x/things", "POST") == "405 /r1/buildings/{b}/things"
     assert which(t, "/r1/buildings/x/things", "HEAD") == "/r1/buildings/{b}/things"
@@ -120,7 +126,6 @@ def test_a_branchless_chain_is_matched_in_one_step(monkeypatch: pytest.MonkeyPat
     assert which(t2, "/r1/buildings/x/things") == "/r1/buildings/{b}/things"
     assert which(t2, "/r1/buildings/x/other") == "/r1/**"
     assert which(t2, "/r1/buildings") == "/r1/buildings"
-
 
 
 def test_root_route() -> None:
@@ -236,7 +241,12 @@ def test_route_carries_the_spec_fields() -> None:
     r = m.route
     assert isinstance(r, Route)
     assert (r.upstream, r.mode, r.permission, r.redact, r.source, r.index) == (
-        "app", "enforce", "invoices:view", redact, "config.yaml:9", 4,
+        "app",
+        "enforce",
+        "invoices:view",
+        redact,
+        "config.yaml:9",
+        4,
     )
     assert m.params == {}
 
@@ -410,8 +420,13 @@ def test_lookup_work_does_not_grow_with_route_count(monkeypatch: pytest.MonkeyPa
     counts = []
     for t in (small, large):
         calls = 0
-        for p, method in (("/buildings/a/dashboard", "GET"), ("/svc3/1/items/a/b", "GET"),
-                          ("/x/3", "GET"), ("/x/3", "POST"), ("/nothing/here", "GET")):
+        for p, method in (
+            ("/buildings/a/dashboard", "GET"),
+            ("/svc3/1/items/a/b", "GET"),
+            ("/x/3", "GET"),
+            ("/x/3", "POST"),
+            ("/nothing/here", "GET"),
+        ):
             hit(t, p, method, host="h3.example.com")
         counts.append(calls)
     assert counts[0] == counts[1]
@@ -420,8 +435,14 @@ def test_lookup_work_does_not_grow_with_route_count(monkeypatch: pytest.MonkeyPa
 # --- the security property ---------------------------------------------------------
 
 _HOSTS = [None, "x.example.com", "*.example.com", "y.example.com"]
-_METHOD_SETS = [None, frozenset({"GET"}), frozenset({"POST"}), frozenset({"HEAD"}),
-                frozenset({"GET", "POST"}), frozenset({"PUT", "DELETE"})]
+_METHOD_SETS = [
+    None,
+    frozenset({"GET"}),
+    frozenset({"POST"}),
+    frozenset({"HEAD"}),
+    frozenset({"GET", "POST"}),
+    frozenset({"PUT", "DELETE"}),
+]
 
 
 @st.composite
@@ -453,15 +474,36 @@ def route_specs(draw: st.DrawFn) -> list[RouteSpec]:
 
 
 _RAW_SEGMENTS = st.sampled_from(
-    ["a", "b", "c", "%61", "%62", ".", "..", "", "%2e", "d", "%252e", "a%20b", "a b",
-     "%C3%A9", "\u00e9", "%25", ".x", "%2ex", "%2F", "a;b", "%3B"]
+    [
+        "a",
+        "b",
+        "c",
+        "%61",
+        "%62",
+        ".",
+        "..",
+        "",
+        "%2e",
+        "d",
+        "%252e",
+        "a%20b",
+        "a b",
+        "%C3%A9",
+        "\u00e9",
+        "%25",
+        ".x",
+        "%2ex",
+        "%2F",
+        "a;b",
+        "%3B",
+    ]
 )
-_REQ_HOSTS = [None, "x.example.com", "X.Example.com:8080", "z.example.com", "a.b.example.com",
-              "example.com"]
+_REQ_HOSTS = [None, "x.example.com", "X.Example.com:8080", "z.example.com", "a.b.example.com", "example.com"]
 
 
-def _reference(specs: list[RouteSpec], method: str, host: str | None,
-               segments: tuple[str, ...]) -> tuple[int, dict[str, str], bool] | None:
+def _reference(
+    specs: list[RouteSpec], method: str, host: str | None, segments: tuple[str, ...]
+) -> tuple[int, dict[str, str], bool] | None:
     """A slow, obviously-correct matcher: try every route, keep the most specific."""
     h = canonical_host(host) if host is not None else None
     accepted, path_host = [], []

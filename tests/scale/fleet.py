@@ -59,17 +59,27 @@ class Backend:
 
 def directory_section(slapd: Any, **changes: Any) -> dict[str, Any]:
     """A ``directory:`` config section for a lab slapd (fast incremental syncs for tests)."""
-    return {"url": slapd.url, "bind_dn": slapd.service_dn, "bind_password": slapd.service_password,
-            "users": {"base": PEOPLE, "disabled_filter": "(employeeType=disabled)"},
-            "groups": {"base": GROUPS}, "page_size": 100, "timeout": "5s", "connect_timeout": "2s",
-            "interval": "1s", "full_interval": "1h", **changes}
+    return {
+        "url": slapd.url,
+        "bind_dn": slapd.service_dn,
+        "bind_password": slapd.service_password,
+        "users": {"base": PEOPLE, "disabled_filter": "(employeeType=disabled)"},
+        "groups": {"base": GROUPS},
+        "page_size": 100,
+        "timeout": "5s",
+        "connect_timeout": "2s",
+        "interval": "1s",
+        "full_interval": "1h",
+        **changes,
+    }
 
 
 class Fleet:
     """N instances: ports reserved up front so the IdP can list every callback."""
 
-    def __init__(self, workdir: Path, backend: Backend, count: int, *, workers: int = 1,
-                 separate_boards: bool = True) -> None:
+    def __init__(
+        self, workdir: Path, backend: Backend, count: int, *, workers: int = 1, separate_boards: bool = True
+    ) -> None:
         self.workdir = Path(workdir)
         self.backend = backend
         self.db_url = backend.db_url
@@ -88,8 +98,11 @@ class Fleet:
     def client(self) -> dict[str, Any]:
         """The IdP client ``rolegate`` with every instance's callback and post-logout URIs."""
         urls = self.urls
-        return rolegate_client(urls[0], redirect_uris=[f"{u}/.rolegate/callback" for u in urls],
-                               post_logout_redirect_uris=[f"{u}{p}" for u in urls for p in POST_LOGOUT_PATHS])
+        return rolegate_client(
+            urls[0],
+            redirect_uris=[f"{u}/.rolegate/callback" for u in urls],
+            post_logout_redirect_uris=[f"{u}{p}" for u in urls for p in POST_LOGOUT_PATHS],
+        )
 
     def storage_url(self, index: int) -> str:
         if not self.separate_boards:
@@ -97,23 +110,49 @@ class Fleet:
         return f"{self.db_url}?application_name=rolegate-i{index}"
 
     def storage(self, index: int = 0, **extra: Any) -> dict[str, Any]:
-        return {"url": self.storage_url(index), "cache_url": self.redis_url, "cache_prefix": self.prefix,
-                "connect_timeout": "1s", "command_timeout": "5s", "pool_size": 4, **extra}
+        return {
+            "url": self.storage_url(index),
+            "cache_url": self.redis_url,
+            "cache_prefix": self.prefix,
+            "connect_timeout": "1s",
+            "command_timeout": "5s",
+            "pool_size": 4,
+            **extra,
+        }
 
-    def config(self, index: int, idp: Any, backend_url: str, *, directory: dict[str, Any] | None = None,
-               storage: dict[str, Any] | None = None, **sections: Any) -> dict[str, Any]:
+    def config(
+        self,
+        index: int,
+        idp: Any,
+        backend_url: str,
+        *,
+        directory: dict[str, Any] | None = None,
+        storage: dict[str, Any] | None = None,
+        **sections: Any,
+    ) -> dict[str, Any]:
         url = self.urls[index]
         config: dict[str, Any] = {
-            "server": {"listen": f"127.0.0.1:{self.ports[index]}", "public_url": url,
-                       "internal_listen": "127.0.0.1:0", "workers": self.workers},
+            "server": {
+                "listen": f"127.0.0.1:{self.ports[index]}",
+                "public_url": url,
+                "internal_listen": "127.0.0.1:0",
+                "workers": self.workers,
+            },
             "storage": self.storage(index, **(storage or {})),
             "session": {"secret": SESSION_SECRET},
             "tokens": {"key_secret": KEY_SECRET},
-            "oidc": {"issuer": idp.issuer, "client_id": "rolegate", "client_secret": idp.client()["client_secret"],
-                     "scopes": ["openid", "profile", "email", "groups"], "algorithms": ["ES256", "RS256"]},
+            "oidc": {
+                "issuer": idp.issuer,
+                "client_id": "rolegate",
+                "client_secret": idp.client()["client_secret"],
+                "scopes": ["openid", "profile", "email", "groups"],
+                "algorithms": ["ES256", "RS256"],
+            },
             "permissions": ["notes:view", "notes:edit"],
-            "roles": {"reader": {"permissions": ["notes:view"]},
-                      "writer": {"permissions": ["notes:view", "notes:edit"]}},
+            "roles": {
+                "reader": {"permissions": ["notes:view"]},
+                "writer": {"permissions": ["notes:view", "notes:edit"]},
+            },
             "bindings": [{"group": "admins", "role": "writer"}],
             "upstreams": {"app": {"url": backend_url, "connect_timeout": "2s", "timeout": "10s"}},
             "routes": [
@@ -131,8 +170,12 @@ class Fleet:
     def prepare(self, configs: list[dict[str, Any]]) -> None:
         """Write each instance's config; run ``rolegate migrate -c`` once (as a deploy's init job would)."""
         self.procs = [RolegateProcess(c, self.workdir / f"instance{i}") for i, c in enumerate(configs)]
-        result = subprocess.run([sys.executable, "-m", "rolegate", "migrate", "-c", str(self.procs[0].config_path)],
-                                capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [sys.executable, "-m", "rolegate", "migrate", "-c", str(self.procs[0].config_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert result.returncode == 0, result.stdout + result.stderr
 
     def start(self, configs: list[dict[str, Any]]) -> "Fleet":
@@ -204,8 +247,9 @@ async def sign_in(http: aiohttp.ClientSession, base: str, username: str, passwor
     return "; ".join(f"{m.key}={m.value}" for m in cookies)
 
 
-async def status_of(http: aiohttp.ClientSession, url: str, cookie: str | None, method: str = "GET",
-                    **kwargs: Any) -> int:
+async def status_of(
+    http: aiohttp.ClientSession, url: str, cookie: str | None, method: str = "GET", **kwargs: Any
+) -> int:
     headers = {**JSON, **({"Cookie": cookie} if cookie else {})}
     async with http.request(method, url, headers=headers, allow_redirects=False, **kwargs) as resp:
         await resp.read()
@@ -230,8 +274,9 @@ def report(line: str) -> None:
     print(line, flush=True)
 
 
-async def bodies_on_every_worker(proc: RolegateProcess, url: str, *, each: int = 2,
-                                 attempts: int = 80) -> list[tuple[int, int, bytes]]:
+async def bodies_on_every_worker(
+    proc: RolegateProcess, url: str, *, each: int = 2, attempts: int = 80
+) -> list[tuple[int, int, bytes]]:
     """GET ``url`` on fresh connections until every worker of ``proc`` has answered ``each`` times;
     every (worker pid, status, body) seen, in order. tests/support/workers.py's ``on_every_worker``, for
     answers whose body matters (it reads only the status)."""

@@ -57,8 +57,10 @@ async def _open(url: str):
 
 
 def _event(n: int) -> AuditEvent:
-    return AuditEvent("decision", {"v": 1, "id": new_event_id(), "user": "alice", "path": f"/api/{n}",
-                                   "method": "POST", "decision": "allow"})
+    return AuditEvent(
+        "decision",
+        {"v": 1, "id": new_event_id(), "user": "alice", "path": f"/api/{n}", "method": "POST", "decision": "allow"},
+    )
 
 
 async def test_a_retry_after_an_ambiguous_commit_stores_each_event_once() -> None:
@@ -89,8 +91,15 @@ async def _append_raw(store, seq: int, prev: str, body: str, ts: float = 1.0) ->
     """One row as an older rolegate (no event_id column filled) or a retried copy would leave it."""
     digest = chain_hash(prev, seq, ts, "decision", body)
     async with store._conn() as conn:
-        await conn.execute("INSERT INTO audit (seq, ts, kind, body, prev_hash, hash) VALUES ($1,$2,$3,$4,$5,$6)",
-                           seq, ts, "decision", body, prev, digest)
+        await conn.execute(
+            "INSERT INTO audit (seq, ts, kind, body, prev_hash, hash) VALUES ($1,$2,$3,$4,$5,$6)",
+            seq,
+            ts,
+            "decision",
+            body,
+            prev,
+            digest,
+        )
     return digest
 
 
@@ -144,8 +153,9 @@ def fleet_backend(private_backend: Backend) -> Backend:
 
 
 @pytest.mark.slow
-async def test_three_postgres_restarts_under_post_load_lose_and_duplicate_no_event(make_fleet, make_idp, lab_backend,
-                                                                                  fleet_backend):
+async def test_three_postgres_restarts_under_post_load_lose_and_duplicate_no_event(
+    make_fleet, make_idp, lab_backend, fleet_backend
+):
     from tests.scale.test_faults import audit_verify, lost_writes, start_fleet, storage_becomes
 
     postgres = fleet_backend.postgres
@@ -167,8 +177,9 @@ async def test_three_postgres_restarts_under_post_load_lose_and_duplicate_no_eve
             path = f"/api/load/{uuid.uuid4().hex}"
             started = time.monotonic()
             try:
-                async with http.post(base + path, data=b"x" * 64, headers={**JSON, "Cookie": cookie},
-                                     allow_redirects=False) as resp:
+                async with http.post(
+                    base + path, data=b"x" * 64, headers={**JSON, "Cookie": cookie}, allow_redirects=False
+                ) as resp:
                     await resp.read()
                     status = resp.status
             except (aiohttp.ClientError, asyncio.TimeoutError):
@@ -193,9 +204,11 @@ async def test_three_postgres_restarts_under_post_load_lose_and_duplicate_no_eve
         await asyncio.wait_for(runner, 60)
     acked, missing, duplicates = await lost_writes(fleet, load)
     verify = audit_verify(fleet)
-    report(f"{RESTARTS} PostgreSQL restarts under POST load ({len(load.outcomes)} writes, 2 instances): "
-           f"acknowledged {acked}, missing from audit {len(missing)}, duplicated events {duplicates}; "
-           f"audit verify exit {verify.returncode}")
+    report(
+        f"{RESTARTS} PostgreSQL restarts under POST load ({len(load.outcomes)} writes, 2 instances): "
+        f"acknowledged {acked}, missing from audit {len(missing)}, duplicated events {duplicates}; "
+        f"audit verify exit {verify.returncode}"
+    )
     assert acked and not missing, missing[:5]
     assert duplicates == 0, f"{duplicates} decision events stored twice\n{fleet.log()[-3000:]}"
     assert verify.returncode == 0, verify.stdout + verify.stderr

@@ -53,8 +53,9 @@ class Write:
     retry_after: str | None
 
 
-async def test_a_database_outage_makes_readiness_false_and_refuses_writes_at_once(make_fleet, make_idp, lab_backend,
-                                                                                 fleet_backend):
+async def test_a_database_outage_makes_readiness_false_and_refuses_writes_at_once(
+    make_fleet, make_idp, lab_backend, fleet_backend
+):
     from tests.scale.test_faults import start_fleet, storage_becomes
 
     postgres = fleet_backend.postgres
@@ -70,8 +71,9 @@ async def test_a_database_outage_makes_readiness_false_and_refuses_writes_at_onc
             started = time.monotonic()
             retry_after = None
             try:
-                async with http.post(base + path, data=b"x" * 64, headers={**JSON, "Cookie": cookie},
-                                     allow_redirects=False) as resp:
+                async with http.post(
+                    base + path, data=b"x" * 64, headers={**JSON, "Cookie": cookie}, allow_redirects=False
+                ) as resp:
                     await resp.read()
                     status, retry_after = resp.status, resp.headers.get("Retry-After")
             except (aiohttp.ClientError, asyncio.TimeoutError):
@@ -136,8 +138,9 @@ async def test_a_database_outage_makes_readiness_false_and_refuses_writes_at_onc
     # The audit as stored, by path.
     store = await open_store(StorageConfig(url=fleet.db_url))
     try:
-        rows = await store.audit_find(kinds=("decision",), equals={"method": "POST"}, prefixes={"path": "/api/load/"},
-                                      limit=10 * MAX_WRITES)
+        rows = await store.audit_find(
+            kinds=("decision",), equals={"method": "POST"}, prefixes={"path": "/api/load/"}, limit=10 * MAX_WRITES
+        )
     finally:
         await store.close()
     events: dict[str, list[dict]] = {}
@@ -149,10 +152,12 @@ async def test_a_database_outage_makes_readiness_false_and_refuses_writes_at_onc
     per_writer = {n: sum(1 for w in during if w.writer == n) for n in range(fleet.count * WRITERS_PER_INSTANCE)}
     refused = [w for w in writes if w.status == 503]
     acked = [w for w in writes if 200 <= w.status < 300]
-    report(f"PostgreSQL stopped {back - stopped:.0f} s under POST load ({len(writes)} writes, 2 instances): /readyz "
-           f"503 within {not_ready_in:.1f} s ({[s[1].get('status') for s in states]}), 200 again {ready_in:.1f} s "
-           f"after the start; {len(reads)} /readyz reads from the stop on (pg_ctl took {stopped - stopping_at:.1f} s); "
-           f"answers per writer during the outage {per_writer}; 503 {len(refused)}, 2xx {len(acked)}")
+    report(
+        f"PostgreSQL stopped {back - stopped:.0f} s under POST load ({len(writes)} writes, 2 instances): /readyz "
+        f"503 within {not_ready_in:.1f} s ({[s[1].get('status') for s in states]}), 200 again {ready_in:.1f} s "
+        f"after the start; {len(reads)} /readyz reads from the stop on (pg_ctl took {stopped - stopping_at:.1f} s); "
+        f"answers per writer during the outage {per_writer}; 503 {len(refused)}, 2xx {len(acked)}"
+    )
 
     # Once an instance said not ready (from the stop on), every later read says so until the start: no flap
     # back to 200 while the database is away. (Before its first 503 it may still have been answering.)
@@ -161,23 +166,35 @@ async def test_a_database_outage_makes_readiness_false_and_refuses_writes_at_onc
         mine = [r for r in reads if r[1] == number]
         first = next((i for i, r in enumerate(mine) if r[2] == 503), None)
         assert first is not None, f"instance {number}: no 503 among {len(mine)} reads during the outage"
-        flapped += [(round(at - stopped, 3), f"instance {n}", status, body.get("status"),
-                     body.get("checks", {}).get("storage"), body.get("checks", {}).get("audit"))
-                    for at, n, status, body in mine[first:]
-                    if status != 503 or body.get("status") != "writes_unavailable"]
-    assert not flapped, (f"{len(flapped)} of {len(reads)} /readyz reads during the outage went back to ready after "
-                         f"a 503 (s after pg_ctl returned, instance, status, ...): {flapped[:3]}")
+        flapped += [
+            (
+                round(at - stopped, 3),
+                f"instance {n}",
+                status,
+                body.get("status"),
+                body.get("checks", {}).get("storage"),
+                body.get("checks", {}).get("audit"),
+            )
+            for at, n, status, body in mine[first:]
+            if status != 503 or body.get("status") != "writes_unavailable"
+        ]
+    assert not flapped, (
+        f"{len(flapped)} of {len(reads)} /readyz reads during the outage went back to ready after "
+        f"a 503 (s after pg_ctl returned, instance, status, ...): {flapped[:3]}"
+    )
     assert all(n >= MIN_ANSWERS_PER_WRITER for n in per_writer.values()), per_writer
     assert during and all(w.status == 503 for w in during), [w for w in during if w.status != 503][:5]
     assert all(w.retry_after for w in refused), [w for w in refused if not w.retry_after][:5]
     # A refused write is never in the audit as a plain allowed write: an allowed version a lost commit stored
     # is followed by a refused event that names it (the trail is append-only); an acknowledged one is, once.
     corrected = {e["corrects"] for path_events in events.values() for e in path_events if e.get("corrects")}
-    refused_as_allowed = [w.path for w in refused for e in events.get(w.path, [])
-                          if "refused" not in e and e["id"] not in corrected]
+    refused_as_allowed = [
+        w.path for w in refused for e in events.get(w.path, []) if "refused" not in e and e["id"] not in corrected
+    ]
     assert not refused_as_allowed, refused_as_allowed[:5]
-    assert all(len(events.get(w.path, [])) == 1 and "refused" not in events[w.path][0] for w in acked), \
-        [(w.path, events.get(w.path)) for w in acked if len(events.get(w.path, [])) != 1][:5]
+    assert all(len(events.get(w.path, [])) == 1 and "refused" not in events[w.path][0] for w in acked), [
+        (w.path, events.get(w.path)) for w in acked if len(events.get(w.path, [])) != 1
+    ][:5]
     # Writes pass again on both instances once /readyz says so.
     after = [w for w in writes if w.started > ready_at + 0.5]
     assert after and all(200 <= w.status < 300 for w in after), [w for w in after if w.status >= 300][:5]

@@ -76,8 +76,13 @@ class Load:
             path = f"/api/load/{uuid.uuid4().hex}"
             started = time.monotonic()
             try:
-                async with http.request("POST" if kind == "write" else "GET", base + path, data=b"x" * 64,
-                                        headers={**JSON, "Cookie": self.cookie}, allow_redirects=False) as resp:
+                async with http.request(
+                    "POST" if kind == "write" else "GET",
+                    base + path,
+                    data=b"x" * 64,
+                    headers={**JSON, "Cookie": self.cookie},
+                    allow_redirects=False,
+                ) as resp:
                     await resp.read()
                     status = resp.status
             except (aiohttp.ClientError, asyncio.TimeoutError):
@@ -88,16 +93,20 @@ class Load:
     async def run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=30)
         async with aiohttp.ClientSession(timeout=timeout) as http:
-            await asyncio.gather(*(self.client(http, i) for i in range(self.fleet.count)
-                                   for _ in range(CLIENTS_PER_INSTANCE)))
+            await asyncio.gather(
+                *(self.client(http, i) for i in range(self.fleet.count) for _ in range(CLIENTS_PER_INSTANCE))
+            )
 
     def summary(self, window: tuple[float, float]) -> dict[str, int]:
         lo, hi = window
         out: dict[str, int] = {}
         for o in self.outcomes:
             when = "outage" if o.ended >= lo and o.started <= hi else "normal"
-            klass = "2xx" if 200 <= o.status < 300 else ("5xx" if o.status >= 500 else
-                                                          ("conn" if o.status == 0 else str(o.status)))
+            klass = (
+                "2xx"
+                if 200 <= o.status < 300
+                else ("5xx" if o.status >= 500 else ("conn" if o.status == 0 else str(o.status)))
+            )
             key = f"{o.kind}/{when}/{klass}"
             out[key] = out.get(key, 0) + 1
         return dict(sorted(out.items()))
@@ -106,8 +115,7 @@ class Load:
 async def try_sign_in(base: str, username: str) -> tuple[int, str | None]:
     """A new sign-in through the IdP; (callback status, session cookie or None)."""
     async with lab_client_session() as http:
-        async with http.get(f"{base}/.rolegate/login", params={"rd": "/"}, headers=HTML,
-                            allow_redirects=False) as resp:
+        async with http.get(f"{base}/.rolegate/login", params={"rd": "/"}, headers=HTML, allow_redirects=False) as resp:
             if resp.status != 302:
                 return resp.status, None
             location = resp.headers["Location"]
@@ -123,8 +131,9 @@ async def lost_writes(fleet: Fleet, load: Load) -> tuple[int, list[str], int]:
     acked = [o.path for o in load.outcomes if o.kind == "write" and 200 <= o.status < 300]
     store = await open_store(StorageConfig(url=fleet.db_url))
     try:
-        rows = await store.audit_find(kinds=("decision",), equals={"method": "POST"}, prefixes={"path": "/api/load/"},
-                                      limit=10 * MAX_REQUESTS)
+        rows = await store.audit_find(
+            kinds=("decision",), equals={"method": "POST"}, prefixes={"path": "/api/load/"}, limit=10 * MAX_REQUESTS
+        )
     finally:
         await store.close()
     seen: dict[str, int] = {}
@@ -135,8 +144,12 @@ async def lost_writes(fleet: Fleet, load: Load) -> tuple[int, list[str], int]:
 
 
 def audit_verify(fleet: Fleet) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "rolegate", "audit", "verify", "-c", str(fleet.procs[0].config_path)],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "rolegate", "audit", "verify", "-c", str(fleet.procs[0].config_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def storage_states(fleet: Fleet) -> list[tuple[int, dict]]:
@@ -150,8 +163,7 @@ def storage_states(fleet: Fleet) -> list[tuple[int, dict]]:
 async def start_fleet(make_fleet, make_idp, lab_backend, max_staleness: str) -> tuple[Fleet, str]:
     fleet = make_fleet(2, workers=1)
     idp = make_idp([fleet.client()])
-    fleet.start([fleet.config(i, idp, lab_backend.url, storage={"max_staleness": max_staleness})
-                 for i in range(2)])
+    fleet.start([fleet.config(i, idp, lab_backend.url, storage={"max_staleness": max_staleness}) for i in range(2)])
     async with lab_client_session() as browser:
         cookie = await sign_in(browser, fleet.urls[0], "alice")
     return fleet, cookie
@@ -160,12 +172,15 @@ async def start_fleet(make_fleet, make_idp, lab_backend, max_staleness: str) -> 
 async def storage_becomes(fleet: Fleet, part: str, state: str, timeout: float) -> float:
     """Wait until every instance's /readyz says ``part`` is ``state``; seconds it took. Fails loudly, with what
     /readyz said and the instances' last output, when that does not happen within ``timeout``."""
+
     async def check() -> bool:
         return all(s.get(part) == state for _, s in storage_states(fleet))
 
     ok, took = await poll_until(check, timeout, 0.1)
-    assert ok, (f"/readyz storage.{part} not {state!r} on every instance after {took:.1f} s: "
-                f"{storage_states(fleet)}\n{fleet.log()[-3000:]}")
+    assert ok, (
+        f"/readyz storage.{part} not {state!r} on every instance after {took:.1f} s: "
+        f"{storage_states(fleet)}\n{fleet.log()[-3000:]}"
+    )
     return took
 
 
@@ -201,8 +216,10 @@ async def test_postgres_restart_under_load_within_max_staleness(make_fleet, make
             return all(any(o.instance == i and 200 <= o.status < 300 for o in recent) for i in range(fleet.count))
 
         ok, writes_in = await poll_until(writes_pass_everywhere, RECOVERY_TIMEOUT, 0.1)
-        assert ok, (f"writes did not pass again on every instance {writes_in:.0f} s after PostgreSQL was back: "
-                    f"{load.summary((outage_start, time.monotonic()))}\n{fleet.log()[-3000:]}")
+        assert ok, (
+            f"writes did not pass again on every instance {writes_in:.0f} s after PostgreSQL was back: "
+            f"{load.summary((outage_start, time.monotonic()))}\n{fleet.log()[-3000:]}"
+        )
         # Keep the load on past the grace, so what comes after the outage is seen, not assumed.
         await asyncio.sleep(max(2.0, back + RECOVERY_GRACE + 2 - time.monotonic()))
     finally:
@@ -212,10 +229,12 @@ async def test_postgres_restart_under_load_within_max_staleness(make_fleet, make
     window = (outage_start, back + RECOVERY_GRACE)
     summary = load.summary(window)
     acked, missing, duplicates = await lost_writes(fleet, load)
-    report(f"PostgreSQL stop {back - outage_start:.1f} s under load ({len(load.outcomes)} requests, 2 instances): "
-           f"{summary}; /readyz ok again {recovered_in:.1f} s after start, writes pass again {writes_in:.1f} s after; "
-           f"acknowledged writes {acked}, missing from audit {len(missing)}, duplicated events {duplicates}; "
-           f"sign-in during outage -> {signin_during[0]}")
+    report(
+        f"PostgreSQL stop {back - outage_start:.1f} s under load ({len(load.outcomes)} requests, 2 instances): "
+        f"{summary}; /readyz ok again {recovered_in:.1f} s after start, writes pass again {writes_in:.1f} s after; "
+        f"acknowledged writes {acked}, missing from audit {len(missing)}, duplicated events {duplicates}; "
+        f"sign-in during outage -> {signin_during[0]}"
+    )
 
     # 5xx / connection errors only inside the outage window.
     outside = [o for o in load.outcomes if (o.status >= 500 or o.status == 0) and not in_window(o, window)]
@@ -227,8 +246,9 @@ async def test_postgres_restart_under_load_within_max_staleness(make_fleet, make
     during_reads = [o for o in load.outcomes if o.kind == "read" and o.started >= outage_start and o.ended <= back]
     refused = [o for o in during_reads if o.status != 200]
     errors = [line for line in fleet.log().splitlines() if " -> 5" in line or "Error: " in line]
-    assert during_reads and not refused, "\n".join([f"reads refused within max_staleness: {summary}",
-                                                    *map(str, refused[:5]), *errors[:20]])
+    assert during_reads and not refused, "\n".join(
+        [f"reads refused within max_staleness: {summary}", *map(str, refused[:5]), *errors[:20]]
+    )
     # No acknowledged write without its audit event.
     assert acked and not missing, missing[:5]
     # A new sign-in during the outage failed closed: no session came out of it.
@@ -244,8 +264,9 @@ async def test_postgres_restart_under_load_within_max_staleness(make_fleet, make
     assert status == 302 and new_cookie, (status, new_cookie)
 
 
-async def test_postgres_outage_longer_than_max_staleness_fails_closed_then_recovers(make_fleet, make_idp,
-                                                                                   lab_backend, fleet_backend):
+async def test_postgres_outage_longer_than_max_staleness_fails_closed_then_recovers(
+    make_fleet, make_idp, lab_backend, fleet_backend
+):
     """docs/operations.md (Scale-out): "decisions keep being served from the last known state for at most
     storage.max_staleness, then fail closed (503)": the first request after that bound is refused on every
     instance."""
@@ -255,6 +276,7 @@ async def test_postgres_outage_longer_than_max_staleness_fails_closed_then_recov
     await storage_becomes(fleet, "database", "ok", 15)
     probe_timeout = aiohttp.ClientTimeout(total=15)
     async with aiohttp.ClientSession(timeout=probe_timeout) as http:
+
         async def read(i: int) -> int:
             async with http.get(fleet.urls[i] + "/api/notes/1", headers={**JSON, "Cookie": cookie}) as resp:
                 await resp.read()
@@ -281,15 +303,20 @@ async def test_postgres_outage_longer_than_max_staleness_fails_closed_then_recov
             await asyncio.to_thread(postgres.start)
 
         async def served() -> bool:
-            return [await read(i) for i in range(2)] == [200, 200] and \
-                all(code == 200 for code, _ in storage_states(fleet))
+            return [await read(i) for i in range(2)] == [200, 200] and all(
+                code == 200 for code, _ in storage_states(fleet)
+            )
 
         ok, recovered = await poll_until(served, RECOVERY_TIMEOUT, 0.1)
-        assert ok, (f"not served again {recovered:.0f} s after PostgreSQL was back: reads "
-                    f"{[await read(i) for i in range(2)]}, /readyz {storage_states(fleet)}\n{fleet.log()[-3000:]}")
-    report(f"PostgreSQL stopped, max_staleness {max_staleness:.0f}s: first reads after the stop {first}; first "
-           f"reads {max_staleness + 0.3:.1f} s after the stop {refused}; /readyz 503 {states[0][1]}; served again "
-           f"{recovered:.1f} s after the start")
+        assert ok, (
+            f"not served again {recovered:.0f} s after PostgreSQL was back: reads "
+            f"{[await read(i) for i in range(2)]}, /readyz {storage_states(fleet)}\n{fleet.log()[-3000:]}"
+        )
+    report(
+        f"PostgreSQL stopped, max_staleness {max_staleness:.0f}s: first reads after the stop {first}; first "
+        f"reads {max_staleness + 0.3:.1f} s after the stop {refused}; /readyz 503 {states[0][1]}; served again "
+        f"{recovered:.1f} s after the start"
+    )
     assert first == [200, 200], first
     assert refused == [503, 503], refused
 
@@ -326,10 +353,12 @@ async def test_redis_restart_under_load(make_fleet, make_idp, lab_backend, fleet
     window = (outage_start, back + RECOVERY_GRACE)
     summary = load.summary(window)
     acked, missing, duplicates = await lost_writes(fleet, load)
-    report(f"Redis shutdown {back - outage_start:.1f} s under load ({len(load.outcomes)} requests, 2 instances): "
-           f"{summary}; /readyz cache ok again {recovered_in:.1f} s after start; acknowledged writes {acked}, "
-           f"missing from audit {len(missing)}, duplicated events {duplicates}; "
-           f"sign-in during outage -> {signin_during[0]}")
+    report(
+        f"Redis shutdown {back - outage_start:.1f} s under load ({len(load.outcomes)} requests, 2 instances): "
+        f"{summary}; /readyz cache ok again {recovered_in:.1f} s after start; acknowledged writes {acked}, "
+        f"missing from audit {len(missing)}, duplicated events {duplicates}; "
+        f"sign-in during outage -> {signin_during[0]}"
+    )
     outside = [o for o in load.outcomes if (o.status >= 500 or o.status == 0) and not in_window(o, window)]
     assert not outside, outside[:5]
     # After the grace every request passes again on both instances: the session signed in before the

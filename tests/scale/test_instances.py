@@ -26,8 +26,19 @@ from rolegate.identity.daypass.record import load_pass
 from rolegate.store import open_store
 from rolegate.store.version_board import bump
 from rolegate_lab import lab_client_session
-from tests.scale.fleet import (JSON, STORE_POLL_BOUND, Fleet, bodies_on_every_worker, directory_section, kill_tree,
-                               poll_until, readyz, report, sign_in, status_of)
+from tests.scale.fleet import (
+    JSON,
+    STORE_POLL_BOUND,
+    Fleet,
+    bodies_on_every_worker,
+    directory_section,
+    kill_tree,
+    poll_until,
+    readyz,
+    report,
+    sign_in,
+    status_of,
+)
 from tests.support.workers import on_every_worker
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -38,14 +49,16 @@ async def admin_store(fleet: Fleet):
     return await open_store(StorageConfig(url=fleet.db_url, cache_url=fleet.redis_url, cache_prefix=fleet.prefix))
 
 
-async def every_worker(fleet: Fleet, path: str, cookie: str, method: str = "GET",
-                       instances: list[int] | None = None) -> dict[int, list[tuple[int, int]]]:
+async def every_worker(
+    fleet: Fleet, path: str, cookie: str, method: str = "GET", instances: list[int] | None = None
+) -> dict[int, list[tuple[int, int]]]:
     """Per instance: (worker pid, status) of ``method path`` on fresh connections until each of its workers
     answered twice. Each worker's first entry is the first request it answered since the caller's last."""
     seen = {}
     for i in range(fleet.count) if instances is None else instances:
-        seen[i] = await on_every_worker(fleet.procs[i], None, method, fleet.urls[i] + path,
-                                        headers={**JSON, "Cookie": cookie})
+        seen[i] = await on_every_worker(
+            fleet.procs[i], None, method, fleet.urls[i] + path, headers={**JSON, "Cookie": cookie}
+        )
     return seen
 
 
@@ -54,19 +67,18 @@ def only(seen: dict[int, list[tuple[int, int]]], expected: int) -> bool:
 
 
 def fmt(seen: dict[int, list[tuple[int, int]]]) -> str:
-    return "; ".join(f"i{i}: " + " ".join(f"{pid}->{status}" for pid, status in answers)
-                     for i, answers in seen.items())
+    return "; ".join(f"i{i}: " + " ".join(f"{pid}->{status}" for pid, status in answers) for i, answers in seen.items())
 
 
-async def test_three_instances_share_sessions_and_see_revocations_at_the_next_request(make_fleet, make_idp,
-                                                                                        lab_backend):
+async def test_three_instances_share_sessions_and_see_revocations_at_the_next_request(
+    make_fleet, make_idp, lab_backend
+):
     fleet = make_fleet(3, workers=1)
     idp = make_idp([fleet.client()])
     fleet.start([fleet.config(i, idp, lab_backend.url) for i in range(3)])
     store = await admin_store(fleet)
     try:
-        async with lab_client_session() as browser_a, lab_client_session() as browser_h, \
-                lab_client_session() as probe:
+        async with lab_client_session() as browser_a, lab_client_session() as browser_h, lab_client_session() as probe:
             # Sign in on one instance, use the session on all of them (same session.secret, shared store).
             alice = await sign_in(browser_a, fleet.urls[0], "alice")
             heidi = await sign_in(browser_h, fleet.urls[1], "heidi")
@@ -95,8 +107,9 @@ async def test_three_instances_share_sessions_and_see_revocations_at_the_next_re
             assert only(revoked, 403), fmt(revoked)
 
             # Logout on instance 2 ends the session on 0 and 1 as well, from their next request.
-            async with browser_a.get(fleet.urls[2] + "/.rolegate/logout", headers={"Cookie": alice},
-                                     allow_redirects=False) as resp:
+            async with browser_a.get(
+                fleet.urls[2] + "/.rolegate/logout", headers={"Cookie": alice}, allow_redirects=False
+            ) as resp:
                 assert resp.status == 302
             await asyncio.sleep(STORE_POLL_BOUND)
             logged_out = await every_worker(fleet, "/api/notes/1", alice)
@@ -128,8 +141,10 @@ async def test_signing_keys_are_created_once_and_published_by_every_worker(make_
 
     async def published() -> dict[int, set[tuple[str, ...]]]:
         """Per instance, the kid sets its workers published (each worker asked on fresh connections)."""
-        return {i: kid_sets(await bodies_on_every_worker(p, fleet.urls[i] + "/.well-known/jwks.json"))
-                for i, p in enumerate(fleet.procs)}
+        return {
+            i: kid_sets(await bodies_on_every_worker(p, fleet.urls[i] + "/.well-known/jwks.json"))
+            for i, p in enumerate(fleet.procs)
+        }
 
     first = await published()
     assert first[0] == first[1] and len(first[0]) == 1 and next(iter(first[0])), first
@@ -159,8 +174,10 @@ async def test_signing_keys_are_created_once_and_published_by_every_worker(make_
         await store.close()
     await asyncio.sleep(STORE_POLL_BOUND)
     now = await published()
-    report(f"key rotation: JWKS of every worker {STORE_POLL_BOUND:.1f} s after the keys bump: {now} "
-           f"(before: {first}); creations per kid: {sorted(creations().values())}")
+    report(
+        f"key rotation: JWKS of every worker {STORE_POLL_BOUND:.1f} s after the keys bump: {now} "
+        f"(before: {first}); creations per kid: {sorted(creations().values())}"
+    )
     assert now[0] == now[1] and len(now[0]) == 1, now
     new_kids = set(next(iter(now[0])))
     assert new_kids and not new_kids & first_kids, (now, first)
@@ -186,8 +203,9 @@ def leaders(fleet: Fleet, alive: list[int]) -> dict[int, dict]:
     return states
 
 
-async def test_one_instance_syncs_the_directory_and_another_takes_over_when_it_dies(make_fleet, make_idp,
-                                                                                      lab_backend, fresh_slapd):
+async def test_one_instance_syncs_the_directory_and_another_takes_over_when_it_dies(
+    make_fleet, make_idp, lab_backend, fresh_slapd
+):
     fleet = make_fleet(3, workers=1)
     idp = make_idp([fleet.client()])
     configs = []
@@ -207,8 +225,10 @@ async def test_one_instance_syncs_the_directory_and_another_takes_over_when_it_d
     states = leaders(fleet, alive)
     assert ok, f"no single synced leader {took:.0f} s after start: {states}"
     leader = next(i for i, s in states.items() if s.get("leader"))
-    report(f"directory: instance {leader} leads after start ({took:.1f} s); states: "
-           + "; ".join(f"i{i}={s.get('state')}" for i, s in states.items()))
+    report(
+        f"directory: instance {leader} leads after start ({took:.1f} s); states: "
+        + "; ".join(f"i{i}={s.get('state')}" for i, s in states.items())
+    )
     # Stays one: watch it for a few more seconds (the standbys retry the lock every 2 s).
     for _ in range(10):
         await asyncio.sleep(0.3)
@@ -243,10 +263,13 @@ async def test_one_instance_syncs_the_directory_and_another_takes_over_when_it_d
         # A directory change is applied by the new leader. The test watches the Store (not rolegate) for the
         # sync that commits it; from then on the Store poll bound applies, and the first request each
         # surviving instance answers after it must see heidi in finance.
-        fresh_slapd.ldapmodify("dn: cn=finance,ou=groups,dc=example,dc=com\nchangetype: modify\nadd: member\n"
-                               "member: uid=heidi,ou=people,dc=example,dc=com\n")
+        fresh_slapd.ldapmodify(
+            "dn: cn=finance,ou=groups,dc=example,dc=com\nchangetype: modify\nadd: member\n"
+            "member: uid=heidi,ou=people,dc=example,dc=com\n"
+        )
         store = await admin_store(fleet)
         try:
+
             async def committed() -> bool:
                 snapshot = await load_snapshot(store)
                 user = snapshot.user("heidi") if snapshot is not None else None
@@ -259,9 +282,11 @@ async def test_one_instance_syncs_the_directory_and_another_takes_over_when_it_d
         assert ok, f"the group change never reached the Store's directory snapshot in 30 s: {states}"
         await asyncio.sleep(STORE_POLL_BOUND)
         after = await every_worker(fleet, "/api/notes/1", heidi, instances=alive)
-        report(f"directory: leader i{leader} SIGKILLed; i{new_leader} took over and synced {takeover:.1f} s "
-               f"later; a group change was committed {applied:.1f} s after the LDAP write; first requests "
-               f"{STORE_POLL_BOUND:.1f} s after the commit: {fmt(after)}")
+        report(
+            f"directory: leader i{leader} SIGKILLed; i{new_leader} took over and synced {takeover:.1f} s "
+            f"later; a group change was committed {applied:.1f} s after the LDAP write; first requests "
+            f"{STORE_POLL_BOUND:.1f} s after the commit: {fmt(after)}"
+        )
         assert only(after, 200), fmt(after)
         # The lock stayed with the new leader alone, and its sync is healthy.
         states = leaders(fleet, alive)
@@ -273,11 +298,28 @@ def daypass_sections(fleet: Fleet, i: int, idp, backend_url: str, expires: str) 
     config = fleet.config(i, idp, backend_url)
     config["scopes"] = {"building": {"description": "a building"}}
     config["roles"]["subcontractor"] = {"permissions": ["notes:view"]}
-    config["routes"] = [{"path": "/buildings/{building}/notes", "methods": ["GET"], "permission": "notes:view",
-                         "scope": "building:{building}", "upstream": "app"}]
-    config["daypass"] = {"templates": {"sub": {"role": "subcontractor", "scopes": ["building"], "max_lifetime": "1h",
-                                               "expires": expires, "devices": 1, "require": ["name"],
-                                               "landing": "/buildings/{building}/notes"}}}
+    config["routes"] = [
+        {
+            "path": "/buildings/{building}/notes",
+            "methods": ["GET"],
+            "permission": "notes:view",
+            "scope": "building:{building}",
+            "upstream": "app",
+        }
+    ]
+    config["daypass"] = {
+        "templates": {
+            "sub": {
+                "role": "subcontractor",
+                "scopes": ["building"],
+                "max_lifetime": "1h",
+                "expires": expires,
+                "devices": 1,
+                "require": ["name"],
+                "landing": "/buildings/{building}/notes",
+            }
+        }
+    }
     return config
 
 
@@ -298,14 +340,16 @@ async def redeem_on(http, link: str, origin: str) -> int:
             return 404
         assert page.status == 200, await page.text()
         token = re.search(r'name="csrf" value="([^"]+)"', await page.text()).group(1)
-    async with http.post(link, data={"csrf": token}, headers={"Accept": "text/html", "Origin": origin},
-                         allow_redirects=False) as resp:
+    async with http.post(
+        link, data={"csrf": token}, headers={"Accept": "text/html", "Origin": origin}, allow_redirects=False
+    ) as resp:
         await resp.read()
         return resp.status
 
 
-async def test_day_pass_redeemed_on_one_instance_works_on_all_and_ends_everywhere(make_fleet, make_idp, lab_backend,
-                                                                                     tmp_path):
+async def test_day_pass_redeemed_on_one_instance_works_on_all_and_ends_everywhere(
+    make_fleet, make_idp, lab_backend, tmp_path
+):
     import re
 
     fleet = make_fleet(3, workers=1)
@@ -313,8 +357,20 @@ async def test_day_pass_redeemed_on_one_instance_works_on_all_and_ends_everywher
     fleet.start([daypass_sections(fleet, i, idp, lab_backend.url, "12s") for i in range(3)])
 
     def issue() -> tuple[str, str]:
-        out = rolegate_cli("daypass", "issue", "-c", str(fleet.procs[0].config_path), "--template", "sub",
-                           "--scope", "building:a", "--name", "Jan", "--out", str(tmp_path))
+        out = rolegate_cli(
+            "daypass",
+            "issue",
+            "-c",
+            str(fleet.procs[0].config_path),
+            "--template",
+            "sub",
+            "--scope",
+            "building:a",
+            "--name",
+            "Jan",
+            "--out",
+            str(tmp_path),
+        )
         return re.search(r"Link: (\S+)", out).group(1), re.search(r"Day pass ([0-9a-f]{16}) issued", out).group(1)
 
     link, pass_id = issue()
@@ -326,8 +382,9 @@ async def test_day_pass_redeemed_on_one_instance_works_on_all_and_ends_everywher
         # every instance learns of it through the store (the ``daypass`` counter) within the Store poll.
         await asyncio.sleep(STORE_POLL_BOUND)
         usable = await every_worker(fleet, "/buildings/a/notes", cookie)
-        report(f"day pass issued (CLI) and redeemed on i0, first requests {STORE_POLL_BOUND:.1f} s later: "
-               f"{fmt(usable)}")
+        report(
+            f"day pass issued (CLI) and redeemed on i0, first requests {STORE_POLL_BOUND:.1f} s later: {fmt(usable)}"
+        )
         assert only(usable, 200), fmt(usable)
         elsewhere = await every_worker(fleet, "/buildings/b/notes", cookie)
         assert only(elsewhere, 403), fmt(elsewhere)

@@ -59,8 +59,10 @@ async def test_kill_9_of_a_master_takes_its_workers_within_a_second(make_fleet, 
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-    report(f"kill -9 of a master (2 workers): workers gone after {took:.2f} s; other instance {others[:4]}; "
-           f"restarted workers {fresh}")
+    report(
+        f"kill -9 of a master (2 workers): workers gone after {took:.2f} s; other instance {others[:4]}; "
+        f"restarted workers {fresh}"
+    )
     assert ok, f"workers {left} still alive {ORPHAN_WAIT:.0f} s after their master was killed"
     assert others and all(200 <= status < 500 for _, status in others), others
     assert {pid for pid, _ in answered} <= set(fresh), (answered, fresh, workers)

@@ -28,8 +28,9 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "rolegate", *args], capture_output=True, text=True, timeout=60)
 
 
-async def test_with_redis_down_instances_start_and_serve_and_the_cli_revokes_a_pass(make_fleet, make_idp, lab_backend,
-                                                                                   fleet_backend, tmp_path):
+async def test_with_redis_down_instances_start_and_serve_and_the_cli_revokes_a_pass(
+    make_fleet, make_idp, lab_backend, fleet_backend, tmp_path
+):
     import re
 
     from tests.scale.test_instances import daypass_sections, every_worker, fmt, only, redeem_on
@@ -39,8 +40,20 @@ async def test_with_redis_down_instances_start_and_serve_and_the_cli_revokes_a_p
     idp = make_idp([fleet.client()])
     fleet.start([daypass_sections(fleet, i, idp, lab_backend.url, "1h") for i in range(2)])
     config = str(fleet.procs[0].config_path)
-    issued = cli("daypass", "issue", "-c", config, "--template", "sub", "--scope", "building:a", "--name", "Jan",
-                 "--out", str(tmp_path))
+    issued = cli(
+        "daypass",
+        "issue",
+        "-c",
+        config,
+        "--template",
+        "sub",
+        "--scope",
+        "building:a",
+        "--name",
+        "Jan",
+        "--out",
+        str(tmp_path),
+    )
     assert issued.returncode == 0, issued.stdout + issued.stderr
     link = re.search(r"Link: (\S+)", issued.stdout).group(1)
     pass_id = re.search(r"Day pass ([0-9a-f]{16}) issued", issued.stdout).group(1)
@@ -65,9 +78,11 @@ async def test_with_redis_down_instances_start_and_serve_and_the_cli_revokes_a_p
         queried = cli("audit", "query", "-c", config, "--kind", "daypass")
     finally:
         await asyncio.to_thread(redis.start)
-    report(f"Redis down: restarted instance /readyz {status} {ready.get('checks', {}).get('storage')}; pass on both "
-           f"instances {fmt(usable)}; daypass list exit {listed.returncode}, revoke exit {revoked.returncode}, "
-           f"audit query exit {queried.returncode}; after the revoke {fmt(after)}")
+    report(
+        f"Redis down: restarted instance /readyz {status} {ready.get('checks', {}).get('storage')}; pass on both "
+        f"instances {fmt(usable)}; daypass list exit {listed.returncode}, revoke exit {revoked.returncode}, "
+        f"audit query exit {queried.returncode}; after the revoke {fmt(after)}"
+    )
     for done in (listed, revoked, queried):
         assert done.returncode == 0 and "Traceback" not in done.stderr, done.stdout + done.stderr
     assert pass_id in listed.stdout, listed.stdout

@@ -35,8 +35,10 @@ from tests.support.serve import RolegateProcess
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 PASSWORD = "start-wait-secret-pw"  # trust auth ignores it; the log must never show it
-WAITING_LINE = re.compile(r"storage postgresql://postgres:\*\*\*@127\.0\.0\.1:\d+/postgres\S* unreachable "
-                          r"\(connection refused\); retrying in \d+s")
+WAITING_LINE = re.compile(
+    r"storage postgresql://postgres:\*\*\*@127\.0\.0\.1:\d+/postgres\S* unreachable "
+    r"\(connection refused\); retrying in \d+s"
+)
 # Liveness bounds for a loaded shared machine, not measurements (those are printed).
 BOUND = 90.0
 
@@ -67,8 +69,9 @@ def healthz(proc: RolegateProcess) -> int:
         return 0
 
 
-async def test_an_instance_started_while_the_database_is_down_waits_then_serves(make_fleet, make_idp, lab_backend,
-                                                                               fleet_backend):
+async def test_an_instance_started_while_the_database_is_down_waits_then_serves(
+    make_fleet, make_idp, lab_backend, fleet_backend
+):
     postgres = fleet_backend.postgres
     fleet = make_fleet(1, workers=2)
     idp = make_idp([fleet.client()])
@@ -80,12 +83,15 @@ async def test_an_instance_started_while_the_database_is_down_waits_then_serves(
     proc = fleet.procs[0]
     proc.internal_port = internal
     # A second instance of the same config, stopped by SIGTERM while it waits.
-    other = RolegateProcess({**config, "server": {**config["server"], "listen": "127.0.0.1:0",
-                                                       "internal_listen": "127.0.0.1:0"}}, fleet.workdir / "other")
+    other = RolegateProcess(
+        {**config, "server": {**config["server"], "listen": "127.0.0.1:0", "internal_listen": "127.0.0.1:0"}},
+        fleet.workdir / "other",
+    )
 
     await asyncio.to_thread(postgres.stop)
     starting = asyncio.ensure_future(asyncio.to_thread(proc.start, 240))
     try:
+
         async def logged_twice_or_exited() -> bool:  # two attempts logged: it keeps trying, one line each
             exited = proc.proc is not None and proc.proc.poll() is not None
             return exited or sum(1 for line in proc.output if WAITING_LINE.search(line)) >= 2
@@ -132,15 +138,16 @@ async def test_an_instance_started_while_the_database_is_down_waits_then_serves(
         write = await status_of(browser, fleet.urls[0] + path, cookie, "POST", data=b"{}")
     store = await open_store(StorageConfig(url=fleet.db_url))
     try:
-        rows = await store.audit_find(kinds=("decision",), equals={"method": "POST"}, prefixes={"path": path},
-                                      limit=10)
+        rows = await store.audit_find(kinds=("decision",), equals={"method": "POST"}, prefixes={"path": path}, limit=10)
     finally:
         await store.close()
     after = metrics(proc)
     lines = [ln.rstrip() for ln in log_during.splitlines() if WAITING_LINE.search(ln)]
-    report(f"started with PostgreSQL down: {len(lines)} wait line(s) ({lines[0] if lines else None!r}); /healthz "
-           f"{health}, /readyz {ready_status} {ready.get('status')}; serving {serving_in:.1f} s and ready "
-           f"{ready_in:.1f} s after PostgreSQL started; SIGTERM during the wait: exit {other_rc} in {other_took:.2f} s")
+    report(
+        f"started with PostgreSQL down: {len(lines)} wait line(s) ({lines[0] if lines else None!r}); /healthz "
+        f"{health}, /readyz {ready_status} {ready.get('status')}; serving {serving_in:.1f} s and ready "
+        f"{ready_in:.1f} s after PostgreSQL started; SIGTERM during the wait: exit {other_rc} in {other_took:.2f} s"
+    )
 
     assert health == 200
     assert ready_status == 503 and ready["status"] == "waiting_for_storage", ready
@@ -159,8 +166,7 @@ async def test_an_instance_started_while_the_database_is_down_waits_then_serves(
     assert "Traceback" not in proc.log(), proc.log()
 
 
-async def test_database_and_cache_state_are_in_the_metrics_and_readyz(make_fleet, make_idp, lab_backend,
-                                                                      fleet_backend):
+async def test_database_and_cache_state_are_in_the_metrics_and_readyz(make_fleet, make_idp, lab_backend, fleet_backend):
     postgres, redis = fleet_backend.postgres, fleet_backend.redis
     fleet = make_fleet(1, workers=1)
     idp = make_idp([fleet.client()])
@@ -213,8 +219,9 @@ async def test_database_and_cache_state_are_in_the_metrics_and_readyz(make_fleet
     assert got['rolegate_storage_unavailable_seconds{backend="database"}'] == 0.0, got
 
 
-async def test_a_worker_replaced_while_the_database_is_down_waits_for_it(make_fleet, make_idp, lab_backend,
-                                                                        fleet_backend):
+async def test_a_worker_replaced_while_the_database_is_down_waits_for_it(
+    make_fleet, make_idp, lab_backend, fleet_backend
+):
     """A worker killed during an outage: its replacement cannot build its Runtime. It waits for the database
     (one line per attempt, slot ``waiting``, no traceback, no crash loop) and serves once it answers. Before:
     the replacement died with a traceback, again and again, each time after a longer back-off."""
@@ -243,9 +250,13 @@ async def test_a_worker_replaced_while_the_database_is_down_waits_for_it(make_fl
         mark = len(proc.output)
         os.kill(killed, signal.SIGKILL)
         waiting = await slot0_is("waiting")
-        ok, _ = await poll_until(lambda: asyncio.sleep(0, sum(1 for ln in proc.output[mark:]
-                                                              if "worker 0: PostgreSQL at" in ln
-                                                              and "retrying in" in ln) >= 2), BOUND, 0.2)
+        ok, _ = await poll_until(
+            lambda: asyncio.sleep(
+                0, sum(1 for ln in proc.output[mark:] if "worker 0: PostgreSQL at" in ln and "retrying in" in ln) >= 2
+            ),
+            BOUND,
+            0.2,
+        )
         assert ok, proc.log()[-3000:]
         during = "".join(proc.output[mark:])
     finally:
@@ -259,8 +270,10 @@ async def test_a_worker_replaced_while_the_database_is_down_waits_for_it(make_fl
 
     ok, _ = await poll_until(is_ready, BOUND, 0.1)
     assert ok, readyz(proc)
-    report(f"worker killed during a PostgreSQL outage: replacement waiting ({waiting.get('restarts')} restart), "
-           f"serving {serving_in:.1f} s after PostgreSQL started")
+    report(
+        f"worker killed during a PostgreSQL outage: replacement waiting ({waiting.get('restarts')} restart), "
+        f"serving {serving_in:.1f} s after PostgreSQL started"
+    )
     # No replacement died (multiprocessing prints "Process rolegate-worker-0:" and its traceback when one does).
     # asyncpg's own pool warning in the surviving worker may carry a traceback: not the replacement's.
     assert "Process rolegate-worker" not in during and "failed to start" not in during, during

@@ -24,8 +24,10 @@ def test_the_server_side_of_this_connection_is_named_among_sockets_with_the_same
 
 
 def one_round() -> None:
-    with socket.create_server(("127.0.0.1", 0)) as server, \
-            socket.create_server(("127.0.0.1", 0), backlog=2 * DECOYS) as other_server:
+    with (
+        socket.create_server(("127.0.0.1", 0)) as server,
+        socket.create_server(("127.0.0.1", 0), backlog=2 * DECOYS) as other_server,
+    ):
         server_port = server.getsockname()[1]
         # Our client's port number is the port another server listens on (on 127.0.0.1; the client is
         # 127.0.0.2), so every client of that other server has the same peer port as our connection.

@@ -32,8 +32,9 @@ class Response:
         return None
 
 
-def request_bytes(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes = b"",
-                  *, host: bytes = b"127.0.0.1") -> bytes:
+def request_bytes(
+    method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes = b"", *, host: bytes = b"127.0.0.1"
+) -> bytes:
     """An HTTP/1.1 request with exactly these header lines (plus Host unless given, Connection: close,
     and Content-Length when there is a body)."""
     names = {name.lower() for name, _ in headers}

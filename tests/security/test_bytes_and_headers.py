@@ -54,11 +54,16 @@ def _reference(response: Response) -> str:
 
 # -- bytes ------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("target", [b"/workorders/1", b"/buildings/a/plans", b"/public/x"])
 def test_a_bearer_token_with_a_byte_that_is_not_utf8_is_a_400_with_a_reference(worker, target):
     before = len(worker.upstream.received)
-    response = send(worker.port, request_bytes(b"GET", target, [(b"Authorization", b"Bearer ab" + BAD + b"cd"),
-                                                               (b"Accept", b"application/json")]))
+    response = send(
+        worker.port,
+        request_bytes(
+            b"GET", target, [(b"Authorization", b"Bearer ab" + BAD + b"cd"), (b"Accept", b"application/json")]
+        ),
+    )
     assert response.status == 400, response
     _reference(response)
     assert _new_requests(worker, before) == []
@@ -66,8 +71,9 @@ def test_a_bearer_token_with_a_byte_that_is_not_utf8_is_a_400_with_a_reference(w
 
 
 def test_a_bearer_token_with_a_byte_that_is_not_utf8_on_the_admin_api(worker):
-    response = send(worker.port, request_bytes(b"GET", b"/.rolegate/api/v1/me",
-                                               [(b"Authorization", b"Bearer ab" + BAD + b"cd")]))
+    response = send(
+        worker.port, request_bytes(b"GET", b"/.rolegate/api/v1/me", [(b"Authorization", b"Bearer ab" + BAD + b"cd")])
+    )
     assert response.status == 400, response
     _reference(response)
     _assert_clean_log(worker)
@@ -75,9 +81,18 @@ def test_a_bearer_token_with_a_byte_that_is_not_utf8_on_the_admin_api(worker):
 
 def test_a_bearer_token_with_a_byte_that_is_not_utf8_at_forward_auth(worker):
     # Forward-auth answers a front proxy, which only understands 2xx/401/403: a refusal with a reference.
-    response = send(worker.port, request_bytes(b"GET", b"/.rolegate/auth", [
-        (b"Authorization", b"Bearer ab" + BAD + b"cd"), (b"X-Original-URI", b"/workorders/1"),
-        (b"X-Original-Method", b"GET")]))
+    response = send(
+        worker.port,
+        request_bytes(
+            b"GET",
+            b"/.rolegate/auth",
+            [
+                (b"Authorization", b"Bearer ab" + BAD + b"cd"),
+                (b"X-Original-URI", b"/workorders/1"),
+                (b"X-Original-Method", b"GET"),
+            ],
+        ),
+    )
     assert response.status in (400, 403), response
     _reference(response)
     _assert_clean_log(worker)
@@ -88,10 +103,17 @@ def test_a_bearer_token_with_a_byte_that_is_not_utf8_at_forward_auth(worker):
 def test_a_second_authorization_header_is_a_400_not_a_way_past_the_token_check(worker, target, first):
     """Only the first Authorization header was read: rolegate's token behind another one went to the backend."""
     before = len(worker.upstream.received)
-    response = send(worker.port, request_bytes(b"GET", target, [
-        (b"Authorization", first), (b"Authorization", b"Bearer " + worker.bearer.encode())]))
-    leaked = [seen for seen in _new_requests(worker, before) if worker.bearer.encode() in b"".join(seen.values(
-        b"Authorization"))]
+    response = send(
+        worker.port,
+        request_bytes(
+            b"GET", target, [(b"Authorization", first), (b"Authorization", b"Bearer " + worker.bearer.encode())]
+        ),
+    )
+    leaked = [
+        seen
+        for seen in _new_requests(worker, before)
+        if worker.bearer.encode() in b"".join(seen.values(b"Authorization"))
+    ]
     assert not leaked, "rolegate's bearer token reached the backend"
     assert response.status == 400, response
     _reference(response)
@@ -103,8 +125,9 @@ def test_a_second_authorization_header_is_a_400_not_a_way_past_the_token_check(w
 def test_a_host_that_is_not_a_host_name_is_a_400_with_a_reference(worker, target):
     before = len(worker.upstream.received)
     for host in (b"ex" + BAD + b"ample", "b\u00fccher.example".encode(), b"a b", b"a/b@c"):
-        response = send(worker.port, request_bytes(b"GET", target, [(b"Cookie", worker.session_cookie.encode())],
-                                                   host=host))
+        response = send(
+            worker.port, request_bytes(b"GET", target, [(b"Cookie", worker.session_cookie.encode())], host=host)
+        )
         assert response.status == 400, (host, response)
         _reference(response)
     assert _new_requests(worker, before) == []
@@ -112,9 +135,15 @@ def test_a_host_that_is_not_a_host_name_is_a_400_with_a_reference(worker, target
 
 
 def test_a_backchannel_logout_body_that_is_not_utf8_is_a_400_with_a_reference(worker):
-    response = send(worker.port, request_bytes(
-        b"POST", b"/.rolegate/logout/backchannel",
-        [(b"Content-Type", b"application/x-www-form-urlencoded")], b"logout_token=ab" + BAD + b"cd"))
+    response = send(
+        worker.port,
+        request_bytes(
+            b"POST",
+            b"/.rolegate/logout/backchannel",
+            [(b"Content-Type", b"application/x-www-form-urlencoded")],
+            b"logout_token=ab" + BAD + b"cd",
+        ),
+    )
     assert response.status == 400, response
     _reference(response)
     _assert_clean_log(worker)
@@ -126,8 +155,12 @@ def test_other_cookies_pass_byte_for_byte_without_rolegates(worker, target):
     backend gets exactly those bytes (it used to be a 500, or latin-1 mojibake) minus rolegate's cookies."""
     before = len(worker.upstream.received)
     mine = b"app=ab" + BAD + b"cd; name=" + "J\u00f6rg \u20ac".encode()
-    response = send(worker.port, request_bytes(b"GET", target, [
-        (b"Cookie", mine + b"; " + worker.session_cookie.encode() + b"; rolegate_login_x=y")]))
+    response = send(
+        worker.port,
+        request_bytes(
+            b"GET", target, [(b"Cookie", mine + b"; " + worker.session_cookie.encode() + b"; rolegate_login_x=y")]
+        ),
+    )
     assert response.status == 200, response
     (seen,) = _new_requests(worker, before)
     assert seen.values(b"Cookie") == [mine]
@@ -135,9 +168,20 @@ def test_other_cookies_pass_byte_for_byte_without_rolegates(worker, target):
 
 
 def test_a_websocket_handshake_header_that_cannot_be_passed_on_is_a_400(worker):
-    response = send(worker.port, request_bytes(b"GET", b"/ws", [
-        (b"Upgrade", b"websocket"), (b"Connection", b"Upgrade"), (b"Sec-WebSocket-Version", b"13"),
-        (b"Sec-WebSocket-Key", b"dGhlIHNhbXBsZSBub25jZQ=="), (b"X-App", b"ab" + BAD)]))
+    response = send(
+        worker.port,
+        request_bytes(
+            b"GET",
+            b"/ws",
+            [
+                (b"Upgrade", b"websocket"),
+                (b"Connection", b"Upgrade"),
+                (b"Sec-WebSocket-Version", b"13"),
+                (b"Sec-WebSocket-Key", b"dGhlIHNhbXBsZSBub25jZQ=="),
+                (b"X-App", b"ab" + BAD),
+            ],
+        ),
+    )
     assert response.status == 400, response
     _reference(response)
     _assert_clean_log(worker)
@@ -146,17 +190,28 @@ def test_a_websocket_handshake_header_that_cannot_be_passed_on_is_a_400(worker):
 # -- headers ----------------------------------------------------------------------------------------------
 
 SPOOFED = [
-    (b"X_Rolegate_User", b"alice"), (b"X-Rolegate_Roles", b"admin"), (b"x_rolegate_assertion", b"forged"),
-    (b"X-ROLEGATE_EMAIL", b"boss@example.com"), (b"X_Rolegate-Groups", b"admins"),
-    (b"X_Forwarded_For", b"10.0.0.1"), (b"X-Forwarded_Host", b"evil.example"), (b"X_Forwarded_Proto", b"https"),
-    (b"X_Real_IP", b"10.0.0.1"), (b"Proxy_Authorization", b"Basic eA=="),
+    (b"X_Rolegate_User", b"alice"),
+    (b"X-Rolegate_Roles", b"admin"),
+    (b"x_rolegate_assertion", b"forged"),
+    (b"X-ROLEGATE_EMAIL", b"boss@example.com"),
+    (b"X_Rolegate-Groups", b"admins"),
+    (b"X_Forwarded_For", b"10.0.0.1"),
+    (b"X-Forwarded_Host", b"evil.example"),
+    (b"X_Forwarded_Proto", b"https"),
+    (b"X_Real_IP", b"10.0.0.1"),
+    (b"Proxy_Authorization", b"Basic eA=="),
 ]
-OVERRIDES = [(b"X-HTTP-Method-Override", b"DELETE"), (b"X-HTTP-Method", b"DELETE"),
-             (b"X-Method-Override", b"DELETE"), (b"X_HTTP_Method_Override", b"PUT")]
+OVERRIDES = [
+    (b"X-HTTP-Method-Override", b"DELETE"),
+    (b"X-HTTP-Method", b"DELETE"),
+    (b"X-Method-Override", b"DELETE"),
+    (b"X_HTTP_Method_Override", b"PUT"),
+]
 
 
-@pytest.mark.parametrize("target,credential", [(b"/public/x", False), (b"/workorders/1", True),
-                                                (b"/buildings/a/plans", True)])
+@pytest.mark.parametrize(
+    "target,credential", [(b"/public/x", False), (b"/workorders/1", True), (b"/buildings/a/plans", True)]
+)
 def test_underscore_forms_and_method_overrides_never_reach_the_backend(worker, target, credential):
     before = len(worker.upstream.received)
     headers = SPOOFED + OVERRIDES + [(b"X_App_Header", b"kept"), (b"X-App-Header", b"kept too")]
@@ -185,10 +240,18 @@ def test_the_header_rules_hold_on_both_upstream_paths(websocket):
     """The HTTP head rolegate writes and the WebSocket handshake it asks aiohttp for drop the same headers."""
     from rolegate.proxy.headers import upstream_request_head, websocket_request_headers
 
-    raw = (*SPOOFED, *OVERRIDES, (b"Sec_WebSocket_Key", b"x"), (b"Connection", b"X_App_Hop"), (b"X-App-Hop", b"1"),
-           (b"X_App_Header", b"kept"), (b"Cookie_", b"kept"))
-    common = dict(client_addr="127.0.0.1", forwarded_proto="http", forwarded_host="h",
-                  set_headers={"X-Rolegate-User": "vera"})
+    raw = (
+        *SPOOFED,
+        *OVERRIDES,
+        (b"Sec_WebSocket_Key", b"x"),
+        (b"Connection", b"X_App_Hop"),
+        (b"X-App-Hop", b"1"),
+        (b"X_App_Header", b"kept"),
+        (b"Cookie_", b"kept"),
+    )
+    common = dict(
+        client_addr="127.0.0.1", forwarded_proto="http", forwarded_host="h", set_headers={"X-Rolegate-User": "vera"}
+    )
 
     def sent(**options) -> list[bytes]:
         if websocket:
@@ -197,22 +260,39 @@ def test_the_header_rules_hold_on_both_upstream_paths(websocket):
         return [line.split(b":", 1)[0].lower() for line in head.split(b"\r\n")[1:] if line]
 
     names = sent()
-    assert [n for n in names if n.replace(b"_", b"-").startswith((b"x-rolegate-", b"x-forwarded-", b"x-real-",
-                                                                   b"proxy-"))
-            and n not in (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host")] == [b"x-rolegate-user"]
+    assert [
+        n
+        for n in names
+        if n.replace(b"_", b"-").startswith((b"x-rolegate-", b"x-forwarded-", b"x-real-", b"proxy-"))
+        and n not in (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host")
+    ] == [b"x-rolegate-user"]
     # aiohttp writes the handshake itself: no look-alike of it goes along (a plain request keeps it).
     assert (b"sec_websocket_key" in names) is not websocket
-    assert not {n.replace(b"_", b"-") for n in names} & {b"x-http-method-override", b"x-http-method",
-                                                        b"x-method-override", b"x-app-hop"}
+    assert not {n.replace(b"_", b"-") for n in names} & {
+        b"x-http-method-override",
+        b"x-http-method",
+        b"x-method-override",
+        b"x-app-hop",
+    }
     assert b"x_app_header" in names and b"cookie_" in names
     assert [n for n in sent(drop_underscore=True) if b"_" in n] == []
 
 
 def test_drop_underscore_headers_drops_every_underscore_header(tmp_path):
     with proxied_worker(tmp_path, drop_underscore_headers=True) as strict:
-        response = send(strict.port, request_bytes(b"GET", b"/workorders/1", [
-            (b"Cookie", strict.session_cookie.encode()), (b"X_App_Header", b"dropped"),
-            (b"X-App-Header", b"kept"), *SPOOFED]))
+        response = send(
+            strict.port,
+            request_bytes(
+                b"GET",
+                b"/workorders/1",
+                [
+                    (b"Cookie", strict.session_cookie.encode()),
+                    (b"X_App_Header", b"dropped"),
+                    (b"X-App-Header", b"kept"),
+                    *SPOOFED,
+                ],
+            ),
+        )
         assert response.status == 200, response
         seen = strict.upstream.received[-1]
         assert [n for n in seen.names() if b"_" in n] == []
@@ -224,10 +304,10 @@ def test_drop_underscore_headers_drops_every_underscore_header(tmp_path):
 # -- malformed requests in the log ------------------------------------------------------------------------
 
 MALFORMED = [
-    b"GET /public/x HTTP/1.1\r\nHost: a\r\nX" + BAD + b"Y: 1\r\n\r\n",           # refused by the HTTP parser
-    b"GET /public/x HTTP/1.1\r\nHost: a\r\nBad Name: 1\r\n\r\n",                  # refused by the HTTP parser
-    request_bytes(b"GET", b"/public/x", [], host=b"ex" + BAD),                    # refused by rolegate (Host)
-    request_bytes(b"GET", b"/workorders/1", [(b"Authorization", b"Bearer \"quoted\"")]),  # (bearer token)
+    b"GET /public/x HTTP/1.1\r\nHost: a\r\nX" + BAD + b"Y: 1\r\n\r\n",  # refused by the HTTP parser
+    b"GET /public/x HTTP/1.1\r\nHost: a\r\nBad Name: 1\r\n\r\n",  # refused by the HTTP parser
+    request_bytes(b"GET", b"/public/x", [], host=b"ex" + BAD),  # refused by rolegate (Host)
+    request_bytes(b"GET", b"/workorders/1", [(b"Authorization", b'Bearer "quoted"')]),  # (bearer token)
 ]
 _LINE = re.compile(r"^(\S+ \S+),\d+ INFO \S+ rolegate\.malformed: (.*)$", re.M)
 _LEFT_OUT = re.compile(r"\[(\d+) more not logged")

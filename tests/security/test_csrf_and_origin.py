@@ -47,16 +47,22 @@ async def served(lab_idp, lab_slapd, lab_backend, rolegate_url: str, tmp_path: P
     lab = yaml.safe_load(admin_config(rolegate_url, lab_idp, lab_slapd, lab_backend.url, tmp_path))
     config = {key: lab[key] for key in ("server", "storage", "session", "oidc", "directory", "audit", "upstreams")}
     config["server"]["allowed_hosts"] = ["apps.example.test"]
-    config.update({
-        "scopes": {"building": {"description": "A building"}},
-        "permissions": ["dashboard:view"],
-        "roles": {"user": {"permissions": ["dashboard:view"]},
-                  "admin": {"inherits": ["user"],
-                            "permissions": ["rolegate:bindings:edit", "rolegate:roles:edit", "rolegate:audit:view"],
-                            "manages": {"roles": "all", "settings": "all", "assigns": "all"}}},
-        "bindings": [{"group": "bs-admins", "role": "admin"}],
-        "routes": [{"path": "/ws", "methods": ["GET"], "mode": "authenticated", "upstream": "app"}],
-    })
+    config.update(
+        {
+            "scopes": {"building": {"description": "A building"}},
+            "permissions": ["dashboard:view"],
+            "roles": {
+                "user": {"permissions": ["dashboard:view"]},
+                "admin": {
+                    "inherits": ["user"],
+                    "permissions": ["rolegate:bindings:edit", "rolegate:roles:edit", "rolegate:audit:view"],
+                    "manages": {"roles": "all", "settings": "all", "assigns": "all"},
+                },
+            },
+            "bindings": [{"group": "bs-admins", "role": "admin"}],
+            "routes": [{"path": "/ws", "methods": ["GET"], "mode": "authenticated", "upstream": "app"}],
+        }
+    )
     loaded = load_config_text(yaml.safe_dump(config, sort_keys=False), base_dir=tmp_path)
     runtime = await Runtime.create(loaded, base_dir=tmp_path)
     sync = DirectorySync(loaded, runtime.store)
@@ -86,8 +92,11 @@ async def technicians_bindings(client: Client) -> list:
 
 async def bearer_token(client: Client) -> str:
     """A rolegate access token for the signed-in user (the session grant, as the admin UI's scripts use it)."""
-    async with client.http.post(f"{client.base}/.rolegate/token", data={"grant_type": "urn:rolegate:session"},
-                                headers={**JSON, "X-Requested-With": "XMLHttpRequest", "Origin": client.base}) as resp:
+    async with client.http.post(
+        f"{client.base}/.rolegate/token",
+        data={"grant_type": "urn:rolegate:session"},
+        headers={**JSON, "X-Requested-With": "XMLHttpRequest", "Origin": client.base},
+    ) as resp:
         assert resp.status == 200, await resp.text()
         return (await resp.json())["access_token"]
 
@@ -105,10 +114,12 @@ def session_cookie(client: Client) -> str:
 
 # -- the admin API ----------------------------------------------------------------------------------------
 
+
 async def test_api_write_with_the_cookie_and_a_basic_header_from_another_site_is_refused(alice):
     # The issue's request: Cookie + Authorization: Basic + cross-site Origin was 201, applied.
-    status, body, _ = await alice.call("POST", f"{API}/bindings", json=BINDING, csrf=False,
-                                       headers={**BASIC, "Origin": EVIL})
+    status, body, _ = await alice.call(
+        "POST", f"{API}/bindings", json=BINDING, csrf=False, headers={**BASIC, "Origin": EVIL}
+    )
     assert status == 403, body
     # Even with the session's CSRF token: the Origin alone refuses a cookie-identified change.
     status, body, _ = await alice.call("POST", f"{API}/bindings", json=BINDING, headers={**BASIC, "Origin": EVIL})
@@ -122,12 +133,20 @@ async def test_api_write_with_the_cookie_and_a_basic_header_from_another_site_is
 
 async def test_api_write_from_rolegates_own_origins_still_works(alice, served):
     # Same origin, with a Basic header that identifies nobody and the CSRF token: the cookie's rule, met.
-    status, body, _ = await alice.call("POST", f"{API}/bindings", json=BINDING,
-                                       headers={**BASIC, "Origin": served.url, "Sec-Fetch-Site": "same-origin"})
+    status, body, _ = await alice.call(
+        "POST",
+        f"{API}/bindings",
+        json=BINDING,
+        headers={**BASIC, "Origin": served.url, "Sec-Fetch-Site": "same-origin"},
+    )
     assert status == 201 and body["applied"], body
     # An origin on server.allowed_hosts counts as rolegate's own.
-    status, body, _ = await alice.call("POST", f"{API}/bindings", json={**BINDING, "scope": "building:b"},
-                                       headers={"Origin": ALLOWED, "Sec-Fetch-Site": "same-site"})
+    status, body, _ = await alice.call(
+        "POST",
+        f"{API}/bindings",
+        json={**BINDING, "scope": "building:b"},
+        headers={"Origin": ALLOWED, "Sec-Fetch-Site": "same-site"},
+    )
     assert status == 201 and body["applied"], body
     assert len(await technicians_bindings(alice)) == 2
 
@@ -136,41 +155,56 @@ async def test_a_caller_the_bearer_token_identified_needs_no_origin_proof(alice)
     token = await bearer_token(alice)
     # The cookie rides along, but the bearer token is asked first and identified alice: CSRF is not
     # applicable (no other site can send this header without reading the token first).
-    status, body, _ = await alice.call("POST", f"{API}/bindings", json=BINDING, csrf=False,
-                                       headers={"Authorization": f"Bearer {token}", "Origin": EVIL})
+    status, body, _ = await alice.call(
+        "POST",
+        f"{API}/bindings",
+        json=BINDING,
+        csrf=False,
+        headers={"Authorization": f"Bearer {token}", "Origin": EVIL},
+    )
     assert status == 201 and body["applied"], body
     # A "bearer token" no bearer authenticator takes (not a JWT) identifies nobody: the cookie identified
     # the caller, so the cookie's rule applies.
-    status, body, _ = await alice.call("POST", f"{API}/bindings", json={**BINDING, "scope": "building:b"},
-                                       csrf=False, headers={"Authorization": "Bearer not-a-token", "Origin": EVIL})
+    status, body, _ = await alice.call(
+        "POST",
+        f"{API}/bindings",
+        json={**BINDING, "scope": "building:b"},
+        csrf=False,
+        headers={"Authorization": "Bearer not-a-token", "Origin": EVIL},
+    )
     assert status == 403, body
     assert len(await technicians_bindings(alice)) == 1
 
 
 # -- the admin UI's forms ---------------------------------------------------------------------------------
 
+
 async def test_ui_form_post_with_the_cookie_and_a_basic_header_from_another_site_is_refused(alice, served):
     apply = f"{served.url}/.rolegate/admin/bindings/apply"
     for extra in ({}, {"csrf": alice.csrf}):
-        async with alice.http.post(apply, data={**FORM, **extra}, headers={**HTML, **BASIC, "Origin": EVIL},
-                                   allow_redirects=False) as resp:
+        async with alice.http.post(
+            apply, data={**FORM, **extra}, headers={**HTML, **BASIC, "Origin": EVIL}, allow_redirects=False
+        ) as resp:
             assert resp.status == 403, (extra, resp.status, await resp.text())
     assert await technicians_bindings(alice) == [], "nothing was applied"
     # The form as the admin UI posts it: same origin, with its token.
-    async with alice.http.post(apply, data={**FORM, "csrf": alice.csrf}, headers={**HTML, "Origin": served.url},
-                               allow_redirects=False) as resp:
+    async with alice.http.post(
+        apply, data={**FORM, "csrf": alice.csrf}, headers={**HTML, "Origin": served.url}, allow_redirects=False
+    ) as resp:
         assert resp.status == 303, await resp.text()
     assert len(await technicians_bindings(alice)) == 1
 
 
 # -- logout -----------------------------------------------------------------------------------------------
 
+
 async def test_logout_from_another_origin_does_not_end_the_session(alice, served):
     cookie = session_cookie(alice)
     # An old browser (no fetch metadata) posting another site's form, or following its link.
     for method in ("POST", "GET"):
-        async with alice.http.request(method, f"{served.url}/.rolegate/logout", headers={**HTML, "Origin": EVIL},
-                                      allow_redirects=False) as resp:
+        async with alice.http.request(
+            method, f"{served.url}/.rolegate/logout", headers={**HTML, "Origin": EVIL}, allow_redirects=False
+        ) as resp:
             assert resp.status == 200, method
             assert '<form method="post" action="/.rolegate/logout">' in await resp.text()
         assert await signed_in(alice, cookie) == 200, f"a cross-site {method} ended the session"
@@ -185,6 +219,7 @@ async def test_logout_from_another_origin_does_not_end_the_session(alice, served
 
 # -- WebSocket upgrades -----------------------------------------------------------------------------------
 
+
 async def echo(http: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> str:
     async with http.ws_connect(url, headers=headers, timeout=aiohttp.ClientWSTimeout(ws_close=5)) as ws:
         await ws.send_str("hello")
@@ -193,8 +228,7 @@ async def echo(http: aiohttp.ClientSession, url: str, headers: dict[str, str]) -
 
 
 async def test_cross_site_websocket_upgrade_identified_by_the_cookie_is_refused(alice, served):
-    for headers in ({"Origin": EVIL}, {**BASIC, "Origin": EVIL}, {"Origin": "null"},
-                    {"Sec-Fetch-Site": "cross-site"}):
+    for headers in ({"Origin": EVIL}, {**BASIC, "Origin": EVIL}, {"Origin": "null"}, {"Sec-Fetch-Site": "cross-site"}):
         with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
             await echo(alice.http, f"{served.url}/ws", headers)
         assert refused.value.status == 403, headers

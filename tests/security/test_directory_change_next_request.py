@@ -51,8 +51,12 @@ def served_one_worker(tmp_path, make_idp, fresh_slapd, lab_backend):
 
 
 def sync_now(proc: RolegateProcess) -> None:
-    done = subprocess.run([sys.executable, "-m", "rolegate", "sync", "-c", str(proc.config_path), "--force"],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "rolegate", "sync", "-c", str(proc.config_path), "--force"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -64,10 +68,18 @@ async def warm(http, url: str) -> None:
 
 # (who, what they open, the LDIF of the change, the error the refusal names)
 CHANGES = {
-    "disabled account": ("trent", "/workorders/2", "dn: uid=trent,ou=people,{base}\nchangetype: modify\n"
-                         "replace: employeeType\nemployeeType: disabled\n", "account_disabled"),
-    "removed membership": ("bob", "/workorders/1", "dn: cn=technicians,ou=groups,{base}\nchangetype: modify\n"
-                           "delete: member\nmember: uid=bob,ou=people,{base}\n", "forbidden"),
+    "disabled account": (
+        "trent",
+        "/workorders/2",
+        "dn: uid=trent,ou=people,{base}\nchangetype: modify\nreplace: employeeType\nemployeeType: disabled\n",
+        "account_disabled",
+    ),
+    "removed membership": (
+        "bob",
+        "/workorders/1",
+        "dn: cn=technicians,ou=groups,{base}\nchangetype: modify\ndelete: member\nmember: uid=bob,ou=people,{base}\n",
+        "forbidden",
+    ),
 }
 
 

@@ -122,8 +122,14 @@ def asker(served: Served, via: str) -> Ask:
             url, headers = served.url + DASHBOARD, {**JSON, **credential}
         else:
             url = served.url + "/.rolegate/auth"
-            headers = {**JSON, **credential, "X-Original-URI": DASHBOARD, "X-Original-Method": "GET",
-                       "X-Forwarded-Host": host, "X-Forwarded-Proto": "http"}
+            headers = {
+                **JSON,
+                **credential,
+                "X-Original-URI": DASHBOARD,
+                "X-Original-Method": "GET",
+                "X-Forwarded-Host": host,
+                "X-Forwarded-Proto": "http",
+            }
         async with http.get(url, headers=headers, allow_redirects=False) as resp:
             await resp.read()
             return resp.status
@@ -151,6 +157,7 @@ async def refused_from_now_on(ask: Ask, credential: dict[str, str], what: str) -
 
 # -- credentials ---------------------------------------------------------------------------------------------
 
+
 async def heidi_session(served: Served) -> tuple[dict[str, str], str, Any]:
     browser = await served.login("heidi")
     cookie = cookie_header(browser.http, served.url)
@@ -176,6 +183,7 @@ async def day_pass(served: Served) -> tuple[dict[str, str], str, str]:
 
 
 # -- revocation --------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("via", ["forward-auth", "proxy"])
 async def test_a_revoked_day_pass_is_refused_at_the_next_request(fast: Fast, via: str) -> None:
@@ -208,6 +216,7 @@ async def test_a_signed_out_session_is_refused_at_the_next_forward_auth_request(
 
 
 # -- the credential's own end, read at every request --------------------------------------------------------------
+
 
 @pytest.mark.parametrize("via", ["forward-auth", "proxy"])
 async def test_a_day_pass_that_ended_is_refused_at_the_next_request(fast: Fast, via: str) -> None:
@@ -243,9 +252,11 @@ async def test_a_bearer_token_is_refused_from_its_exp_on(fast: Fast, via: str) -
 
 # -- a directory change: heidi disabled -----------------------------------------------------------------------------
 
+
 # A session on the proxy path: tests/security/test_directory_change_next_request.py.
-@pytest.mark.parametrize(("via", "credential_kind"),
-                         [("forward-auth", "session"), ("forward-auth", "bearer"), ("proxy", "bearer")])
+@pytest.mark.parametrize(
+    ("via", "credential_kind"), [("forward-auth", "session"), ("forward-auth", "bearer"), ("proxy", "bearer")]
+)
 async def test_a_disabled_user_is_refused_at_the_next_request(fast: Fast, via: str, credential_kind: str) -> None:
     credential, part, _ = await (heidi_session if credential_kind == "session" else heidi_token)(fast)
     ask = asker(fast, via)
@@ -255,6 +266,7 @@ async def test_a_disabled_user_is_refused_at_the_next_request(fast: Fast, via: s
 
 
 # -- a policy change: the binding that gave heidi the dashboard removed -----------------------------------------------
+
 
 @pytest.mark.parametrize("credential_kind", ["session", "bearer"])
 @pytest.mark.parametrize("via", ["forward-auth", "proxy"])

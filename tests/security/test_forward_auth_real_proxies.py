@@ -7,6 +7,7 @@ installs the Debian packages ``nginx`` and ``caddy``). A second variant drops th
 (the lines that strip the other proxies' routing headers), as an operator's hand-written config might: then
 the client's copies reach rolegate, which refuses them (400) rather than letting them choose.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,9 +36,15 @@ EXTRA_ROUTES = """
   - {path: /invoices/**, host: open.example.test, mode: public, upstream: backend}
 """
 # Every routing header some proxy convention uses, all naming a request the client may make.
-SPOOF_PUBLIC = {"X-Original-URI": "/public/x", "X-Original-Method": "GET", "X-Forwarded-Uri": "/public/x",
-                "X-Forwarded-Method": "GET", "X-Envoy-Original-Path": "/public/x",
-                "X-Forwarded-Host": "open.example.test", "X-Forwarded-Proto": "https"}
+SPOOF_PUBLIC = {
+    "X-Original-URI": "/public/x",
+    "X-Original-Method": "GET",
+    "X-Forwarded-Uri": "/public/x",
+    "X-Forwarded-Method": "GET",
+    "X-Envoy-Original-Path": "/public/x",
+    "X-Forwarded-Host": "open.example.test",
+    "X-Forwarded-Proto": "https",
+}
 
 
 def _without_lines(text: str, *needles: str) -> str:
@@ -77,11 +84,15 @@ def start_nginx(workdir: Path, *, listen: int, rolegate_port: int, backend_port:
     assert Path(binary).exists(), "nginx is not installed: run scripts/setup.sh (Debian package nginx)"
     example = NGINX_EXAMPLE.read_text()
     if not hygiene:
-        example = _without_lines(example, 'X-Forwarded-Uri ""', 'X-Forwarded-Method ""',
-                                 'X-Envoy-Original-Path ""')
-    example = _fill(example, {"server 127.0.0.1:8080;": f"server 127.0.0.1:{rolegate_port};",
-                              "server 127.0.0.1:8081;": f"server 127.0.0.1:{backend_port};",
-                              "listen 8000;": f"listen 127.0.0.1:{listen};"})
+        example = _without_lines(example, 'X-Forwarded-Uri ""', 'X-Forwarded-Method ""', 'X-Envoy-Original-Path ""')
+    example = _fill(
+        example,
+        {
+            "server 127.0.0.1:8080;": f"server 127.0.0.1:{rolegate_port};",
+            "server 127.0.0.1:8081;": f"server 127.0.0.1:{backend_port};",
+            "listen 8000;": f"listen 127.0.0.1:{listen};",
+        },
+    )
     (workdir / "rolegate-forward-auth.conf").write_text(example)
     for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (workdir / sub).mkdir(exist_ok=True)
@@ -102,8 +113,11 @@ http {{
     include {workdir}/rolegate-forward-auth.conf;
 }}
 """)
-    proc = subprocess.Popen([binary, "-p", str(workdir), "-c", str(conf), "-g", "daemon off;"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [binary, "-p", str(workdir), "-c", str(conf), "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     _wait_listening(proc, listen, "nginx", workdir / "error.log")
     return proc
 
@@ -114,18 +128,32 @@ def start_caddy(workdir: Path, *, listen: int, rolegate_port: int, backend_port:
     example = CADDY_EXAMPLE.read_text()
     if not hygiene:
         example = _without_lines(example, "header_up -X-", "request_header -X-Rolegate-")
-    example = _fill(example, {"127.0.0.1:8080": f"127.0.0.1:{rolegate_port}",
-                              "127.0.0.1:8081": f"127.0.0.1:{backend_port}",
-                              "http://:8000 {": f"http://:{listen} {{\n\tbind 127.0.0.1"})
+    example = _fill(
+        example,
+        {
+            "127.0.0.1:8080": f"127.0.0.1:{rolegate_port}",
+            "127.0.0.1:8081": f"127.0.0.1:{backend_port}",
+            "http://:8000 {": f"http://:{listen} {{\n\tbind 127.0.0.1",
+        },
+    )
     # A private instance: no admin endpoint (its default port is shared), no state outside workdir.
     conf = workdir / "Caddyfile"
     conf.write_text("{\n\tadmin off\n\tskip_install_trust\n}\n\n" + example)
-    env = {**os.environ, "HOME": str(workdir), "XDG_DATA_HOME": str(workdir / "data"),
-           "XDG_CONFIG_HOME": str(workdir / "config")}
+    env = {
+        **os.environ,
+        "HOME": str(workdir),
+        "XDG_DATA_HOME": str(workdir / "data"),
+        "XDG_CONFIG_HOME": str(workdir / "config"),
+    }
     log = workdir / "caddy.log"
     with log.open("w") as out:
-        proc = subprocess.Popen([binary, "run", "--config", str(conf), "--adapter", "caddyfile"],
-                                cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [binary, "run", "--config", str(conf), "--adapter", "caddyfile"],
+            cwd=workdir,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     _wait_listening(proc, listen, "caddy", log)
     return proc
 
@@ -147,13 +175,28 @@ async def behind(make_idp, lab_idp, lab_backend, tmp_path):
         rg_port = free_port()
         rg = await start_rolegate(f"http://127.0.0.1:{rg_port}", idp, lab_backend.url, tmp_path)
         running.append(rg)
-        text = rolegate_yaml(url=rg.url, idp=idp, backend_url=lab_backend.url, db=tmp_path / "rolegate.db",
-                             server_extra=f"  forward_auth: {{proxy: {proxy}}}\n") + EXTRA_ROUTES
+        text = (
+            rolegate_yaml(
+                url=rg.url,
+                idp=idp,
+                backend_url=lab_backend.url,
+                db=tmp_path / "rolegate.db",
+                server_extra=f"  forward_auth: {{proxy: {proxy}}}\n",
+            )
+            + EXTRA_ROUTES
+        )
         rg.swap(text.replace(f"public_url: {rg.url}", f"public_url: {public}"))
         workdir = tmp_path / proxy
         workdir.mkdir()
-        running.append(PROXIES[proxy](workdir, listen=port, rolegate_port=rg_port, hygiene=hygiene,
-                                      backend_port=urllib.parse.urlsplit(lab_backend.url).port))
+        running.append(
+            PROXIES[proxy](
+                workdir,
+                listen=port,
+                rolegate_port=rg_port,
+                hygiene=hygiene,
+                backend_port=urllib.parse.urlsplit(lab_backend.url).port,
+            )
+        )
         return public
 
     yield start
@@ -207,7 +250,9 @@ async def test_shipped_snippet_with_spoofing_client(behind, proxy):
         await assert_client_chooses_nothing(http, public)
         await sign_in_through(http, public, "alice")
         # signed in: the backend hears who rolegate says, whatever the client claims
-        status, _, body = await fetch(http, "GET", f"{public}/me-echo/x", {**SPOOF_PUBLIC, "X-Rolegate-User": "mallory"})
+        status, _, body = await fetch(
+            http, "GET", f"{public}/me-echo/x", {**SPOOF_PUBLIC, "X-Rolegate-User": "mallory"}
+        )
         assert status == 200, body
         assert json.loads(body)["headers"]["X-Rolegate-User"] == "alice"
         status, _, body = await fetch(http, "GET", f"{public}/public/x", {"X-Rolegate-User": "mallory"})

@@ -24,22 +24,35 @@ bindings:
 
 
 def nginx(method: str, uri: str) -> dict[str, str]:
-    return {"X-Original-Method": method, "X-Original-URI": uri, "X-Forwarded-Host": "apps.example.test",
-            "X-Forwarded-Proto": "https"}
+    return {
+        "X-Original-Method": method,
+        "X-Original-URI": uri,
+        "X-Forwarded-Host": "apps.example.test",
+        "X-Forwarded-Proto": "https",
+    }
 
 
 @pytest.fixture
 async def rg(lab_idp, lab_backend, rolegate_url, tmp_path):
     rg = await start_rolegate(rolegate_url, lab_idp, lab_backend.url, tmp_path)
-    rg.swap(rolegate_yaml(url=rg.url, idp=lab_idp, backend_url=lab_backend.url, db=tmp_path / "rolegate.db",
-                          server_extra="  forward_auth: {proxy: nginx}\n") + EXTRA)
+    rg.swap(
+        rolegate_yaml(
+            url=rg.url,
+            idp=lab_idp,
+            backend_url=lab_backend.url,
+            db=tmp_path / "rolegate.db",
+            server_extra="  forward_auth: {proxy: nginx}\n",
+        )
+        + EXTRA
+    )
     yield rg
     await stop_rolegate(rg)
 
 
 async def auth_status(http, rg, uri: str) -> int:
-    async with http.get(rg.url + "/.rolegate/auth", headers={**JSON, **nginx("GET", uri)},
-                        allow_redirects=False) as resp:
+    async with http.get(
+        rg.url + "/.rolegate/auth", headers={**JSON, **nginx("GET", uri)}, allow_redirects=False
+    ) as resp:
         await resp.read()
         return resp.status
 

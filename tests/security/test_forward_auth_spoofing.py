@@ -11,6 +11,7 @@ These tests speak to ``/.rolegate/auth`` directly, as the proxy would, from 127.
 trusted while ``server.trusted_proxies`` is empty); tests/security/test_forward_auth_real_proxies.py puts
 a real nginx and a real Caddy in front.
 """
+
 from __future__ import annotations
 
 import logging
@@ -62,14 +63,17 @@ async def http():
 
 def traefik(method: str, uri: str, host: str = "apps.example.test") -> dict[str, str]:
     """What Traefik's forwardAuth and Caddy's forward_auth set."""
-    return {"X-Forwarded-Method": method, "X-Forwarded-Uri": uri, "X-Forwarded-Host": host,
-            "X-Forwarded-Proto": "https"}
+    return {
+        "X-Forwarded-Method": method,
+        "X-Forwarded-Uri": uri,
+        "X-Forwarded-Host": host,
+        "X-Forwarded-Proto": "https",
+    }
 
 
 def nginx(method: str, uri: str, host: str = "apps.example.test") -> dict[str, str]:
     """What deploy/nginx/rolegate-forward-auth.conf sets on the subrequest."""
-    return {"X-Original-Method": method, "X-Original-URI": uri, "X-Forwarded-Host": host,
-            "X-Forwarded-Proto": "https"}
+    return {"X-Original-Method": method, "X-Original-URI": uri, "X-Forwarded-Host": host, "X-Forwarded-Proto": "https"}
 
 
 async def status(http, rg, headers: dict[str, str], *, method: str = "GET", path: str = "/.rolegate/auth") -> int:
@@ -118,8 +122,14 @@ async def test_nginx_reads_only_its_own_headers(serve, http):
 async def test_traefik_does_not_read_nginx_headers_alone(serve, http):
     """X-Original-URI alone (no X-Forwarded-Uri) used to be read: with traefik named it is not."""
     rg = await serve(proxy="traefik")
-    assert await status(http, rg, {"X-Original-URI": "/public/x", "X-Original-Method": "GET",
-                                   "X-Forwarded-Host": "apps.example.test"}) == 400
+    assert (
+        await status(
+            http,
+            rg,
+            {"X-Original-URI": "/public/x", "X-Original-Method": "GET", "X-Forwarded-Host": "apps.example.test"},
+        )
+        == 400
+    )
 
 
 async def test_client_host_does_not_choose_the_route(serve, http):
@@ -135,9 +145,11 @@ async def test_client_host_does_not_choose_the_route(serve, http):
 async def test_repeated_routing_headers_are_refused(serve, http):
     rg = await serve(proxy="traefik")
     url = rg.url + "/.rolegate/auth"
-    for name, first, second in (("X-Forwarded-Uri", "/invoices", "/public/x"),
-                                ("X-Forwarded-Method", "DELETE", "GET"),
-                                ("X-Forwarded-Host", "apps.example.test", "open.example.test")):
+    for name, first, second in (
+        ("X-Forwarded-Uri", "/invoices", "/public/x"),
+        ("X-Forwarded-Method", "DELETE", "GET"),
+        ("X-Forwarded-Host", "apps.example.test", "open.example.test"),
+    ):
         headers = [(k, v) for k, v in traefik("DELETE", "/invoices").items() if k != name]
         headers += [(name, first), (name, second), ("Accept", "application/json")]
         async with http.get(url, headers=headers, allow_redirects=False) as r:
@@ -152,11 +164,18 @@ async def test_envoy_path_prefix_and_own_method(serve, http):
     assert await status(http, rg, host, method="DELETE", path="/.rolegate/auth/readonly/x") == 403
     assert await status(http, rg, host, path="/.rolegate/auth/invoices/1") == 401
     # another convention's copies: refused when they disagree with the path Envoy sent
-    for spoof in ({"X-Envoy-Original-Path": "/public/x"}, {"X-Original-URI": "/public/x"},
-                  {"X-Forwarded-Uri": "/public/x"}):
+    for spoof in (
+        {"X-Envoy-Original-Path": "/public/x"},
+        {"X-Original-URI": "/public/x"},
+        {"X-Forwarded-Uri": "/public/x"},
+    ):
         assert await status(http, rg, {**host, **spoof}, path="/.rolegate/auth/invoices/1") == 400, spoof
-    assert await status(http, rg, {**host, "X-Forwarded-Method": "GET"}, method="DELETE",
-                        path="/.rolegate/auth/readonly/x") == 400
+    assert (
+        await status(
+            http, rg, {**host, "X-Forwarded-Method": "GET"}, method="DELETE", path="/.rolegate/auth/readonly/x"
+        )
+        == 400
+    )
     # the bare endpoint names no request at all
     assert await status(http, rg, host) == 400
 
@@ -195,15 +214,18 @@ async def test_agreeing_copies_still_authenticate_the_caller(serve, http):
 async def test_browser_answers_per_proxy(serve, http):
     """nginx: 401 + X-Rolegate-Login (nginx redirects); Traefik/Caddy/Envoy: 302 to sign in."""
     rg = await serve(proxy="nginx")
-    async with http.get(rg.url + "/.rolegate/auth", headers={**HTML, **nginx("GET", "/me-echo/a")},
-                        allow_redirects=False) as r:
+    async with http.get(
+        rg.url + "/.rolegate/auth", headers={**HTML, **nginx("GET", "/me-echo/a")}, allow_redirects=False
+    ) as r:
         assert r.status == 401
         assert r.headers["X-Rolegate-Login"].startswith(f"{rg.url}/.rolegate/login?rd=")
     for proxy in ("traefik", "caddy"):
-        rg.swap(config_text(rg.url, rg.idp, rg.config.upstreams["backend"].url, rg.base_dir / "rolegate.db",
-                            proxy=proxy))
-        async with http.get(rg.url + "/.rolegate/auth", headers={**HTML, **traefik("GET", "/me-echo/a")},
-                            allow_redirects=False) as r:
+        rg.swap(
+            config_text(rg.url, rg.idp, rg.config.upstreams["backend"].url, rg.base_dir / "rolegate.db", proxy=proxy)
+        )
+        async with http.get(
+            rg.url + "/.rolegate/auth", headers={**HTML, **traefik("GET", "/me-echo/a")}, allow_redirects=False
+        ) as r:
             assert r.status == 302
             assert r.headers["Location"].startswith(f"{rg.url}/.rolegate/login?rd=https%3A%2F%2Fapps.example.test")
 
@@ -223,8 +245,10 @@ async def test_forward_auth_is_off_until_configured(serve, http):
 
 
 def test_config_names_a_known_proxy(tmp_path):
-    base = "server: {listen: 127.0.0.1:8080, public_url: http://127.0.0.1:8080, forward_auth: %s}\n" \
-           "upstreams: {app: {url: http://127.0.0.1:9}}\nroutes: [{path: /x, mode: public, upstream: app}]\n"
+    base = (
+        "server: {listen: 127.0.0.1:8080, public_url: http://127.0.0.1:8080, forward_auth: %s}\n"
+        "upstreams: {app: {url: http://127.0.0.1:9}}\nroutes: [{path: /x, mode: public, upstream: app}]\n"
+    )
     config = load_config_text(base % "{proxy: caddy}", base_dir=tmp_path)
     assert config.server.forward_auth.proxy == "caddy"
     for bad in ("{proxy: apache}", "{}", "{proxy: nginx, trust_client: true}", "nginx"):

@@ -24,40 +24,112 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from tests.security.proxied import (PROTECTED_PATHS, ROLEGATE_COOKIE_PREFIX, ROLEGATE_COOKIES, ProxiedWorker,
-                                    proxied_worker)
+from tests.security.proxied import (
+    PROTECTED_PATHS,
+    ROLEGATE_COOKIE_PREFIX,
+    ROLEGATE_COOKIES,
+    ProxiedWorker,
+    proxied_worker,
+)
 from tests.security.rawhttp import request_bytes, send
 
 pytestmark = pytest.mark.lab
 
 # Named for this test (hypothesis profiles are global): ROLEGATE_FUZZ_PROFILE=ci (the default) or deep.
-settings.register_profile("fuzz-worker-ci", max_examples=300, deadline=None, database=None,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile(
+    "fuzz-worker-ci",
+    max_examples=300,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 settings.register_profile("fuzz-worker-deep", parent=settings.get_profile("fuzz-worker-ci"), max_examples=5000)
 PROFILE = settings.get_profile("fuzz-worker-" + os.environ.get("ROLEGATE_FUZZ_PROFILE", "ci"))
 
 # Headers rolegate sets, rewrites or strips: no client's copy, nor an underscore form of one, may reach a backend.
-MANAGED = frozenset({
-    b"host", b"content-length", b"transfer-encoding", b"connection", b"keep-alive", b"te", b"trailer", b"upgrade",
-    b"expect", b"forwarded", b"x-real-ip", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host",
-    b"proxy-connection", b"x-http-method-override", b"x-http-method", b"x-method-override",
-})
+MANAGED = frozenset(
+    {
+        b"host",
+        b"content-length",
+        b"transfer-encoding",
+        b"connection",
+        b"keep-alive",
+        b"te",
+        b"trailer",
+        b"upgrade",
+        b"expect",
+        b"forwarded",
+        b"x-real-ip",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"proxy-connection",
+        b"x-http-method-override",
+        b"x-http-method",
+        b"x-method-override",
+    }
+)
 OVERRIDES = frozenset({b"x-http-method-override", b"x-http-method", b"x-method-override"})
 
 PATHS = [
-    b"/public/x", b"/public/", b"/ws", b"/workorders/1", b"/workorders", b"/buildings/a/plans", b"/buildings/b/x",
-    b"/admin/x", b"/nothing", b"/", b"/.rolegate/auth", b"/.rolegate/api/v1/me", b"/.rolegate/api/v1/roles",
-    b"/.rolegate/logout/backchannel", b"/.rolegate/token", b"/.rolegate/token/revoke", b"/.rolegate/login",
-    b"/.rolegate/callback", b"/.rolegate/callback?state=x&code=y",
-    b"/.rolegate/pass/abc", b"/.rolegate/admin/", b"/.well-known/jwks.json",
+    b"/public/x",
+    b"/public/",
+    b"/ws",
+    b"/workorders/1",
+    b"/workorders",
+    b"/buildings/a/plans",
+    b"/buildings/b/x",
+    b"/admin/x",
+    b"/nothing",
+    b"/",
+    b"/.rolegate/auth",
+    b"/.rolegate/api/v1/me",
+    b"/.rolegate/api/v1/roles",
+    b"/.rolegate/logout/backchannel",
+    b"/.rolegate/token",
+    b"/.rolegate/token/revoke",
+    b"/.rolegate/login",
+    b"/.rolegate/callback",
+    b"/.rolegate/callback?state=x&code=y",
+    b"/.rolegate/pass/abc",
+    b"/.rolegate/admin/",
+    b"/.well-known/jwks.json",
 ]
 NAMES = [
-    b"Authorization", b"Cookie", b"Host", b"Accept", b"X-Rolegate-User", b"X-Rolegate-Roles",
-    b"X-Rolegate-Assertion", b"X-Rolegate-Email", b"X-HTTP-Method-Override", b"X-HTTP-Method", b"X-Method-Override",
-    b"Connection", b"X-Forwarded-For", b"X-Forwarded-Host", b"X-Forwarded-Proto", b"X-Real-IP", b"Forwarded",
-    b"X-Original-URI", b"X-Original-Method", b"X-Forwarded-Uri", b"X-Forwarded-Method", b"X-Requested-With",
-    b"X-Request-Id", b"Sec-Fetch-Site", b"Origin", b"Upgrade", b"Content-Type", b"Proxy-Authorization", b"Te",
-    b"Keep-Alive", b"Sec-WebSocket-Key", b"Sec-WebSocket-Version", b"Range", b"If-None-Match",
+    b"Authorization",
+    b"Cookie",
+    b"Host",
+    b"Accept",
+    b"X-Rolegate-User",
+    b"X-Rolegate-Roles",
+    b"X-Rolegate-Assertion",
+    b"X-Rolegate-Email",
+    b"X-HTTP-Method-Override",
+    b"X-HTTP-Method",
+    b"X-Method-Override",
+    b"Connection",
+    b"X-Forwarded-For",
+    b"X-Forwarded-Host",
+    b"X-Forwarded-Proto",
+    b"X-Real-IP",
+    b"Forwarded",
+    b"X-Original-URI",
+    b"X-Original-Method",
+    b"X-Forwarded-Uri",
+    b"X-Forwarded-Method",
+    b"X-Requested-With",
+    b"X-Request-Id",
+    b"Sec-Fetch-Site",
+    b"Origin",
+    b"Upgrade",
+    b"Content-Type",
+    b"Proxy-Authorization",
+    b"Te",
+    b"Keep-Alive",
+    b"Sec-WebSocket-Key",
+    b"Sec-WebSocket-Version",
+    b"Range",
+    b"If-None-Match",
 ]
 
 
@@ -90,9 +162,28 @@ target_text = weighted((2, _text(VISIBLE + OBS_TEXT)), (6, _text(VISIBLE)), (1, 
 token_text = _text(TOKEN, 1, 12)
 # The parser knows a fixed list of methods: any other is refused before rolegate sees the request.
 methods = weighted(
-    (8, st.sampled_from([b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"PROPFIND", b"TRACE",
-                         b"CONNECT", b"MKCOL", b"QUERY"])),
-    (1, token_text), (1, st.binary(min_size=1, max_size=8).filter(no_framing)))
+    (
+        8,
+        st.sampled_from(
+            [
+                b"GET",
+                b"HEAD",
+                b"POST",
+                b"PUT",
+                b"DELETE",
+                b"OPTIONS",
+                b"PATCH",
+                b"PROPFIND",
+                b"TRACE",
+                b"CONNECT",
+                b"MKCOL",
+                b"QUERY",
+            ]
+        ),
+    ),
+    (1, token_text),
+    (1, st.binary(min_size=1, max_size=8).filter(no_framing)),
+)
 
 
 @st.composite
@@ -109,17 +200,52 @@ def header_name(draw: st.DrawFn) -> bytes:
 
 def header_value(worker: ProxiedWorker) -> st.SearchStrategy[bytes]:
     session = worker.session_cookie.encode()
-    interesting = st.sampled_from([
-        b"text/html", b"application/json", b"websocket", b"Upgrade", b"close, X-Rolegate-User", b"keep-alive",
-        b"XMLHttpRequest", b"cross-site", b"DELETE", b"GET", b"/workorders/1", b"/public/x", b"127.0.0.1",
-        b"Basic YTpi", b"Bearer", b"Bearer ", b"13", b"dGhlIHNhbXBsZSBub25jZQ==", b"rolegate_session=x",
-        b"application/x-www-form-urlencoded", b"multipart/form-data; boundary=x", b"text/plain; charset=latin-1",
-    ])
+    interesting = st.sampled_from(
+        [
+            b"text/html",
+            b"application/json",
+            b"websocket",
+            b"Upgrade",
+            b"close, X-Rolegate-User",
+            b"keep-alive",
+            b"XMLHttpRequest",
+            b"cross-site",
+            b"DELETE",
+            b"GET",
+            b"/workorders/1",
+            b"/public/x",
+            b"127.0.0.1",
+            b"Basic YTpi",
+            b"Bearer",
+            b"Bearer ",
+            b"13",
+            b"dGhlIHNhbXBsZSBub25jZQ==",
+            b"rolegate_session=x",
+            b"application/x-www-form-urlencoded",
+            b"multipart/form-data; boundary=x",
+            b"text/plain; charset=latin-1",
+        ]
+    )
     return weighted(
-        (3, field_text), (2, interesting),
+        (3, field_text),
+        (2, interesting),
         (1, st.tuples(st.sampled_from([b"Bearer ", b"bearer  ", b"Bearer\t"]), field_text).map(b"".join)),
-        (1, st.tuples(st.sampled_from([b"rolegate_session=", b"rolegate_pass=", b"rolegate_login_", b"app=",
-                                       session + b"; x=", b"a=1; " + session + b"; "]), field_text).map(b"".join)),
+        (
+            1,
+            st.tuples(
+                st.sampled_from(
+                    [
+                        b"rolegate_session=",
+                        b"rolegate_pass=",
+                        b"rolegate_login_",
+                        b"app=",
+                        session + b"; x=",
+                        b"a=1; " + session + b"; ",
+                    ]
+                ),
+                field_text,
+            ).map(b"".join),
+        ),
         (1, st.tuples(field_text, st.just(b"; " + session)).map(b"".join)),
     )
 
@@ -157,24 +283,36 @@ def test_generated_requests_never_fail_leak_or_open_a_door(worker: ProxiedWorker
     statuses: dict[int, int] = {}
 
     @settings(PROFILE)
-    @given(method=methods,
-           target=st.one_of(
-               st.sampled_from(PATHS),
-               st.tuples(st.sampled_from(PATHS), target_text).map(b"".join),
-               st.tuples(st.sampled_from(PATHS),
-                         st.sampled_from([b"?", b"/../", b"/%2e%2e/", b";x=", b"//", b"%00", b"%ff", b"%2F", b"\\"]),
-                         target_text).map(b"".join),
-               target_text.map(lambda b: b"/" + b)),
-           headers=st.lists(st.tuples(header_name(), header_value(worker)), max_size=8),
-           credential=st.sampled_from([None, None, "cookie", "bearer"]),
-           body=st.one_of(st.just(b""), field_text))
+    @given(
+        method=methods,
+        target=st.one_of(
+            st.sampled_from(PATHS),
+            st.tuples(st.sampled_from(PATHS), target_text).map(b"".join),
+            st.tuples(
+                st.sampled_from(PATHS),
+                st.sampled_from([b"?", b"/../", b"/%2e%2e/", b";x=", b"//", b"%00", b"%ff", b"%2F", b"\\"]),
+                target_text,
+            ).map(b"".join),
+            target_text.map(lambda b: b"/" + b),
+        ),
+        headers=st.lists(st.tuples(header_name(), header_value(worker)), max_size=8),
+        credential=st.sampled_from([None, None, "cookie", "bearer"]),
+        body=st.one_of(st.just(b""), field_text),
+    )
     # Always among them: protected routes reached with each credential, spoofed headers alongside.
-    @example(method=b"GET", target=b"/workorders/1", headers=[(b"X_Rolegate_User", b"alice")], credential="cookie",
-             body=b"")
-    @example(method=b"POST", target=b"/buildings/a/plans", headers=[(b"X-Rolegate_Roles", b"admin")],
-             credential="bearer", body=b"x")
-    def attack(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], credential: str | None,
-               body: bytes) -> None:
+    @example(
+        method=b"GET", target=b"/workorders/1", headers=[(b"X_Rolegate_User", b"alice")], credential="cookie", body=b""
+    )
+    @example(
+        method=b"POST",
+        target=b"/buildings/a/plans",
+        headers=[(b"X-Rolegate_Roles", b"admin")],
+        credential="bearer",
+        body=b"x",
+    )
+    def attack(
+        method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], credential: str | None, body: bytes
+    ) -> None:
         headers = [(n, v) for n, v in headers if n.lower() not in (b"content-length", b"transfer-encoding")]
         if credential == "cookie":
             headers.append((b"Cookie", worker.session_cookie.encode()))

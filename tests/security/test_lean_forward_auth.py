@@ -22,8 +22,17 @@ import pytest
 from rolegate.server.lean_auth import LeanServer
 from rolegate_lab import free_port
 from tests.security.test_fast_paths_next_request import (
-    DASHBOARD, JSON, Fast, day_pass, disable_heidi, fast, heidi_session, heidi_token, refused_from_now_on,
-    take_back_from_heidi)
+    DASHBOARD,
+    JSON,
+    Fast,
+    day_pass,
+    disable_heidi,
+    fast,
+    heidi_session,
+    heidi_token,
+    refused_from_now_on,
+    take_back_from_heidi,
+)
 
 pytestmark = pytest.mark.lab
 __all__ = ["fast"]  # the fixture, imported for its name
@@ -39,8 +48,7 @@ async def lean(fast: Fast) -> AsyncIterator[LeanServer]:
 
 def routing(served: Fast, uri: str = DASHBOARD, method: str = "GET") -> dict[str, str]:
     host = urllib.parse.urlsplit(served.url).netloc
-    return {"X-Original-URI": uri, "X-Original-Method": method, "X-Forwarded-Host": host,
-            "X-Forwarded-Proto": "http"}
+    return {"X-Original-URI": uri, "X-Original-Method": method, "X-Forwarded-Host": host, "X-Forwarded-Proto": "http"}
 
 
 class Answer:
@@ -52,16 +60,22 @@ class Answer:
     def comparable(self) -> tuple[int, list[tuple[str, str]], bytes]:
         """Everything but the date and an error's random reference id."""
         headers = [(k, v) for k, v in self.headers if k.lower() not in ("date", "x-rolegate-reference")]
-        return self.status, headers, re.sub(rb'[0-9a-f]{12}', b"<ref>", self.body)
+        return self.status, headers, re.sub(rb"[0-9a-f]{12}", b"<ref>", self.body)
 
 
-async def ask(http: aiohttp.ClientSession, port: int, headers: list[tuple[str, str]] | dict[str, str],
-              *, method: str = "GET", path: str = "/.rolegate/auth") -> Answer:
-    async with http.request(method, f"http://127.0.0.1:{port}{path}", headers=headers,
-                            allow_redirects=False) as resp:
+async def ask(
+    http: aiohttp.ClientSession,
+    port: int,
+    headers: list[tuple[str, str]] | dict[str, str],
+    *,
+    method: str = "GET",
+    path: str = "/.rolegate/auth",
+) -> Answer:
+    async with http.request(method, f"http://127.0.0.1:{port}{path}", headers=headers, allow_redirects=False) as resp:
         body = await resp.read()
-        return Answer(resp.status, list(resp.raw_headers and [(k.decode(), v.decode()) for k, v in resp.raw_headers]),
-                      body)
+        return Answer(
+            resp.status, list(resp.raw_headers and [(k.decode(), v.decode()) for k, v in resp.raw_headers]), body
+        )
 
 
 @pytest.fixture
@@ -74,8 +88,9 @@ def main_port(served: Fast) -> int:
     return urllib.parse.urlsplit(served.url).port  # type: ignore[return-value]
 
 
-async def warm_lean(served: Fast, lean: LeanServer, http: aiohttp.ClientSession, credential: dict[str, str],
-                    part: str) -> None:
+async def warm_lean(
+    served: Fast, lean: LeanServer, http: aiohttp.ClientSession, credential: dict[str, str], part: str
+) -> None:
     """Allowed on the lean port until the lean listener answers it itself."""
     for _ in range(8):
         answer = await ask(http, lean.port, {**JSON, **credential, **routing(served)})
@@ -92,10 +107,12 @@ async def warm_lean(served: Fast, lean: LeanServer, http: aiohttp.ClientSession,
 def lean_asker(served: Fast, lean: LeanServer, http: aiohttp.ClientSession):
     async def ask_lean(credential: dict[str, str]) -> int:
         return (await ask(http, lean.port, {**JSON, **credential, **routing(served)})).status
+
     return ask_lean
 
 
 # -- the next request after a change, on the lean port ----------------------------------------------------------------
+
 
 async def test_a_revoked_day_pass_is_refused_at_the_next_lean_request(fast: Fast, lean: LeanServer, http) -> None:
     credential, part, pass_id = await day_pass(fast)
@@ -122,8 +139,9 @@ async def test_a_day_pass_that_ended_is_refused_at_the_next_lean_request(fast: F
 
 
 @pytest.mark.parametrize("credential_kind", ["session", "bearer"])
-async def test_a_disabled_user_is_refused_at_the_next_lean_request(fast: Fast, lean: LeanServer, http,
-                                                                   credential_kind: str) -> None:
+async def test_a_disabled_user_is_refused_at_the_next_lean_request(
+    fast: Fast, lean: LeanServer, http, credential_kind: str
+) -> None:
     credential, part, _ = await (heidi_session if credential_kind == "session" else heidi_token)(fast)
     await warm_lean(fast, lean, http, credential, part)
     await disable_heidi(fast)
@@ -131,8 +149,9 @@ async def test_a_disabled_user_is_refused_at_the_next_lean_request(fast: Fast, l
 
 
 @pytest.mark.parametrize("credential_kind", ["session", "bearer"])
-async def test_a_removed_binding_is_refused_at_the_next_lean_request(fast: Fast, lean: LeanServer, http,
-                                                                     credential_kind: str) -> None:
+async def test_a_removed_binding_is_refused_at_the_next_lean_request(
+    fast: Fast, lean: LeanServer, http, credential_kind: str
+) -> None:
     credential, part, _ = await (heidi_session if credential_kind == "session" else heidi_token)(fast)
     await warm_lean(fast, lean, http, credential, part)
     await take_back_from_heidi(fast)
@@ -141,12 +160,14 @@ async def test_a_removed_binding_is_refused_at_the_next_lean_request(fast: Fast,
 
 # -- the same answer as the full path -----------------------------------------------------------------------------------
 
+
 def matrix(served: Fast, credentials: dict[str, dict[str, str]]) -> list[tuple[str, str, list[tuple[str, str]]]]:
     """(name, method, headers) of forward-auth subrequests: tests/security/test_forward_auth_spoofing.py's nginx
     cases (other conventions' copies agreeing or not, routing headers missing or repeated), each with every
     credential, and the routes the next-request tests ask about."""
     cases: list[tuple[str, str, list[tuple[str, str]]]] = []
     for who, credential in credentials.items():
+
         def add(name: str, headers: list[tuple[str, str]], method: str = "GET") -> None:
             cases.append((f"{who}: {name}", method, [*JSON.items(), *credential.items(), *headers]))  # noqa: B023
 
@@ -172,8 +193,10 @@ def matrix(served: Fast, credentials: dict[str, dict[str, str]]) -> list[tuple[s
         add("no X-Forwarded-Host", [h for h in base if h[0] != "X-Forwarded-Host"])
         add("other host", list(routing(served).items())[:2] + [("X-Forwarded-Host", "other.example.test")])
         add("host with a comma", list(routing(served).items())[:2] + [("X-Forwarded-Host", "a.test,b.test")])
-        add("WebSocket upgrade headers", [*base, ("Upgrade", "websocket"), ("Connection", "Upgrade"),
-                                          ("Origin", "https://evil.example.test")])
+        add(
+            "WebSocket upgrade headers",
+            [*base, ("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Origin", "https://evil.example.test")],
+        )
         add("a second Cookie header", [*base, ("Cookie", "rolegate_session=forged")])
         add("a second Authorization header", [*base, ("Authorization", "Bearer forged")])
     return cases
@@ -186,8 +209,13 @@ async def test_the_lean_port_answers_what_the_main_port_answers(fast: Fast, lean
     await warm_lean(fast, lean, http, session, cookie)
     bearer, token, _ = await heidi_token(fast)
     await warm_lean(fast, lean, http, bearer, token)
-    credentials = {"session": session, "bearer": bearer, "day pass": passed, "nobody": {},
-                   "forged cookie": {"Cookie": "rolegate_session=forged"}}
+    credentials = {
+        "session": session,
+        "bearer": bearer,
+        "day pass": passed,
+        "nobody": {},
+        "forged cookie": {"Cookie": "rolegate_session=forged"},
+    }
     answered = lean.answered
     differences = []
     for _ in range(2):  # the second round meets what the first remembered
@@ -196,8 +224,17 @@ async def test_the_lean_port_answers_what_the_main_port_answers(fast: Fast, lean
             on_lean = await ask(http, lean.port, headers, method=method)
             if on_main.comparable() != on_lean.comparable():
                 main, leaned = on_main.comparable(), on_lean.comparable()
-                differences.append((name, main[0], leaned[0], [h for h in main[1] if h not in leaned[1]],
-                                    [h for h in leaned[1] if h not in main[1]], main[2][:200], leaned[2][:200]))
+                differences.append(
+                    (
+                        name,
+                        main[0],
+                        leaned[0],
+                        [h for h in main[1] if h not in leaned[1]],
+                        [h for h in leaned[1] if h not in main[1]],
+                        main[2][:200],
+                        leaned[2][:200],
+                    )
+                )
     assert not differences, differences[:3]
     assert lean.answered >= answered + 6, "the lean listener answered none of the matrix itself"
     assert lean.relayed > 0
@@ -217,6 +254,7 @@ async def test_an_untrusted_peer_is_refused_on_the_lean_port_too(fast: Fast, lea
 
 
 # -- bytes that are not a forward-auth question -------------------------------------------------------------------------
+
 
 async def raw(port: int, data: bytes, *, wait: float = 2.0) -> bytes:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -257,9 +295,11 @@ async def test_malformed_and_oversized_requests_never_allow(fast: Fast, lean: Le
     on_lean, on_main = await raw(lean.port, odd, wait=0.5), await raw(main_port(fast), odd, wait=0.5)
     assert on_lean.split(b"\r\n")[0] == on_main.split(b"\r\n")[0]
     # a subrequest with a body (sized, chunked, or after 100 Continue) is relayed: the same status as the main port
-    for framed in (b"Content-Length: 5\r\n" + head + b"\r\nhello",
-                   b"Transfer-Encoding: chunked\r\n" + head + b"\r\n5\r\nhello\r\n0\r\n\r\n",
-                   b"Expect: 100-continue\r\nContent-Length: 5\r\n" + head + b"\r\nhello"):
+    for framed in (
+        b"Content-Length: 5\r\n" + head + b"\r\nhello",
+        b"Transfer-Encoding: chunked\r\n" + head + b"\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"Expect: 100-continue\r\nContent-Length: 5\r\n" + head + b"\r\nhello",
+    ):
         data = b"POST /.rolegate/auth HTTP/1.1\r\nHost: x\r\n" + framed + good
         on_lean, on_main = await raw(lean.port, data, wait=0.5), await raw(main_port(fast), data, wait=0.5)
         assert re.findall(rb"HTTP/1.1 (\d{3}) ", on_lean) == re.findall(rb"HTTP/1.1 (\d{3}) ", on_main), framed[:30]
@@ -275,16 +315,20 @@ async def test_pipelined_requests_are_answered_in_order(fast: Fast, lean: LeanSe
     host = urllib.parse.urlsplit(fast.url).netloc.encode()
 
     def request(uri: bytes) -> bytes:
-        return (b"GET /.rolegate/auth HTTP/1.1\r\nHost: x\r\nX-Original-URI: " + uri + b"\r\nX-Original-Method: GET\r\n"
-                b"X-Forwarded-Host: " + host + b"\r\nX-Forwarded-Proto: http\r\n" + head + b"\r\n")
+        return (
+            b"GET /.rolegate/auth HTTP/1.1\r\nHost: x\r\nX-Original-URI: " + uri + b"\r\nX-Original-Method: GET\r\n"
+            b"X-Forwarded-Host: " + host + b"\r\nX-Forwarded-Proto: http\r\n" + head + b"\r\n"
+        )
 
-    answer = await raw(lean.port, request(DASHBOARD.encode()) + request(b"/nowhere") + request(DASHBOARD.encode()),
-                       wait=1.0)
+    answer = await raw(
+        lean.port, request(DASHBOARD.encode()) + request(b"/nowhere") + request(DASHBOARD.encode()), wait=1.0
+    )
     statuses = re.findall(rb"HTTP/1.1 (\d{3}) ", answer)
     assert statuses == [b"200", b"403", b"200"], answer[:300]
 
 
 # -- server.timeouts and server.max_connections on the lean port ---------------------------------------------------------
+
 
 def set_limits(served: Fast, lean: LeanServer, **values: object) -> None:
     """Change the running config's server limits (as a reload would: the lean listener reads them again)."""
@@ -351,15 +395,19 @@ def test_config_lean_listen_is_optional_and_checked(tmp_path) -> None:
     from rolegate.config.loader import load_config_text
     from rolegate.errors import ConfigError
 
-    base = "server: {listen: 127.0.0.1:8080, public_url: http://127.0.0.1:8080, forward_auth: %s}\n" \
-           "upstreams: {app: {url: http://127.0.0.1:9}}\nroutes: [{path: /x, mode: public, upstream: app}]\n"
+    base = (
+        "server: {listen: 127.0.0.1:8080, public_url: http://127.0.0.1:8080, forward_auth: %s}\n"
+        "upstreams: {app: {url: http://127.0.0.1:9}}\nroutes: [{path: /x, mode: public, upstream: app}]\n"
+    )
     assert load_config_text(base % "{proxy: nginx}", base_dir=tmp_path).server.forward_auth.listen is None
     config = load_config_text(base % "{proxy: caddy, listen: '127.0.0.1:9091'}", base_dir=tmp_path)
     assert config.server.forward_auth.listen == ("127.0.0.1", 9091)
-    for bad, says in (("{proxy: nginx, listen: '127.0.0.1:8080'}", "another port"),
-                      ("{proxy: nginx, listen: '127.0.0.1:0'}", "port of its own"),
-                      ("{proxy: envoy, listen: '127.0.0.1:9091'}", "Envoy"),
-                      ("{proxy: nginx, listen: 'nowhere'}", "listen")):
+    for bad, says in (
+        ("{proxy: nginx, listen: '127.0.0.1:8080'}", "another port"),
+        ("{proxy: nginx, listen: '127.0.0.1:0'}", "port of its own"),
+        ("{proxy: envoy, listen: '127.0.0.1:9091'}", "Envoy"),
+        ("{proxy: nginx, listen: 'nowhere'}", "listen"),
+    ):
         with pytest.raises(ConfigError) as err:
             load_config_text(base % bad, base_dir=tmp_path)
         assert says in str(err.value), (bad, str(err.value))

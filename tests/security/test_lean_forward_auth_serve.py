@@ -30,26 +30,36 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def config(upstream: str, public: str, lean_port: int, *, granted: bool = True) -> dict:
     return {
-        "server": {"listen": "127.0.0.1:0", "public_url": public, "workers": 2,
-                   "forward_auth": {"proxy": "nginx", "listen": f"127.0.0.1:{lean_port}"}},
+        "server": {
+            "listen": "127.0.0.1:0",
+            "public_url": public,
+            "workers": 2,
+            "forward_auth": {"proxy": "nginx", "listen": f"127.0.0.1:{lean_port}"},
+        },
         "storage": {"url": "sqlite:///rolegate.db"},
         "session": {"secret": "lean-serve-test-secret-" + "s" * 40},
         "permissions": ["app:view"],
         "roles": {"viewer": {"permissions": ["app:view"]}},
         "bindings": [{"group": "staff", "role": "viewer"}] if granted else [],
         "upstreams": {"app": {"url": upstream}},
-        "routes": [{"path": "/api/**", "mode": "enforce", "permission": "app:view", "upstream": "app"},
-                   {"path": "/public/**", "mode": "public", "upstream": "app"}],
+        "routes": [
+            {"path": "/api/**", "mode": "enforce", "permission": "app:view", "upstream": "app"},
+            {"path": "/public/**", "mode": "public", "upstream": "app"},
+        ],
     }
 
 
 def start_nginx(workdir: Path, *, listen: int, rolegate_port: int, lean_port: int, backend_port: int):
-    example = _fill(NGINX_EXAMPLE.read_text(), {
-        "server 127.0.0.1:8080;": f"server 127.0.0.1:{rolegate_port};",
-        "server 127.0.0.1:9091;": f"server 127.0.0.1:{lean_port};",
-        "server 127.0.0.1:8081;": f"server 127.0.0.1:{backend_port};",
-        "listen 8000;": f"listen 127.0.0.1:{listen};",
-        "proxy_pass http://rolegate/.rolegate/auth;": "proxy_pass http://rolegate_auth/.rolegate/auth;"})
+    example = _fill(
+        NGINX_EXAMPLE.read_text(),
+        {
+            "server 127.0.0.1:8080;": f"server 127.0.0.1:{rolegate_port};",
+            "server 127.0.0.1:9091;": f"server 127.0.0.1:{lean_port};",
+            "server 127.0.0.1:8081;": f"server 127.0.0.1:{backend_port};",
+            "listen 8000;": f"listen 127.0.0.1:{listen};",
+            "proxy_pass http://rolegate/.rolegate/auth;": "proxy_pass http://rolegate_auth/.rolegate/auth;",
+        },
+    )
     (workdir / "rolegate-forward-auth.conf").write_text(example)
     for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (workdir / sub).mkdir(exist_ok=True)
@@ -70,8 +80,11 @@ http {{
     include {workdir}/rolegate-forward-auth.conf;
 }}
 """)
-    proc = subprocess.Popen(["nginx", "-p", str(workdir), "-c", str(conf), "-g", "daemon off;"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        ["nginx", "-p", str(workdir), "-c", str(conf), "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     _wait_listening(proc, listen, "nginx", workdir / "error.log")
     return proc
 
@@ -81,8 +94,13 @@ async def echo(request: web.Request) -> web.Response:
 
 
 def session_cookie(config_path: Path, username: str, group: str) -> str:
-    out = subprocess.run([sys.executable, str(ROOT / "bench" / "session_cookie.py"), str(config_path), username, group],
-                         capture_output=True, text=True, timeout=60, cwd=config_path.parent)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "session_cookie.py"), str(config_path), username, group],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=config_path.parent,
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()
 
@@ -117,8 +135,9 @@ async def stack(tmp_path: Path):
     rg.start()
     nginx = None
     try:
-        nginx = start_nginx(tmp_path, listen=public_port, rolegate_port=rg.port, lean_port=lean_port,
-                            backend_port=backend_port)
+        nginx = start_nginx(
+            tmp_path, listen=public_port, rolegate_port=rg.port, lean_port=lean_port, backend_port=backend_port
+        )
         yield rg, public, lean_port, backend_port
     finally:
         if nginx is not None:
@@ -161,8 +180,10 @@ async def test_remembered_answers_and_a_policy_change_through_nginx(stack) -> No
 async def test_malformed_bytes_never_crash_a_worker_nor_allow(stack) -> None:
     rg, public, lean_port, _ = stack
     cookie = session_cookie(rg.config_path, "dora", "staff")
-    head = (f"X-Original-URI: /api/x\r\nX-Original-Method: GET\r\nX-Forwarded-Host: {public[7:]}\r\n"
-            f"X-Forwarded-Proto: http\r\nCookie: {cookie}\r\n").encode()
+    head = (
+        f"X-Original-URI: /api/x\r\nX-Original-Method: GET\r\nX-Forwarded-Host: {public[7:]}\r\n"
+        f"X-Forwarded-Proto: http\r\nCookie: {cookie}\r\n"
+    ).encode()
     good = b"GET /.rolegate/auth HTTP/1.1\r\nHost: x\r\n" + head + b"\r\n"
     async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
         for _ in range(10):  # remembered by both workers, whichever nginx's connections reach
@@ -178,7 +199,8 @@ async def test_malformed_bytes_never_crash_a_worker_nor_allow(stack) -> None:
         b"X-Original-Method: GET\r\nX-Forwarded-Host: x\r\n\r\n",
         b"GET /.rolegate/auth HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 300_000 + b"\r\n" + head + b"\r\n",
         b"GET /.rolegate/auth HTTP/1.1\r\nHost: x\r\n" + b"X-Many: 1\r\n" * 5000 + head + b"\r\n",
-        b"GET /.rolegate/auth HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n" + head
+        b"GET /.rolegate/auth HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n"
+        + head
         + b"\r\nzzz\r\n",
         b"\x00\x01\x02\x03" * 100,
         b"GET /.rolegate/auth\x00 HTTP/1.1\r\n" + head + b"\r\n",
@@ -195,8 +217,10 @@ async def test_malformed_bytes_never_crash_a_worker_nor_allow(stack) -> None:
 async def test_sigterm_drains_the_lean_listener(stack) -> None:
     rg, public, lean_port, _ = stack
     cookie = session_cookie(rg.config_path, "dora", "staff")
-    head = (f"X-Original-URI: /api/x\r\nX-Original-Method: GET\r\nX-Forwarded-Host: {public[7:]}\r\n"
-            f"X-Forwarded-Proto: http\r\nCookie: {cookie}\r\n").encode()
+    head = (
+        f"X-Original-URI: /api/x\r\nX-Original-Method: GET\r\nX-Forwarded-Host: {public[7:]}\r\n"
+        f"X-Forwarded-Proto: http\r\nCookie: {cookie}\r\n"
+    ).encode()
     request = b"GET /.rolegate/auth HTTP/1.1\r\nHost: x\r\n" + head + b"\r\n"
     reader, writer = await asyncio.open_connection("127.0.0.1", lean_port)
     writer.write(request)

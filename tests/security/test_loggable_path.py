@@ -9,12 +9,15 @@ from rolegate.web.responses import loggable_path
 CODE = "Zm9vYmFyYmF6cXV4cXV1eHF1dXhxdXV4cXV1eHF1dXhx"
 
 
-@pytest.mark.parametrize("path", [
-    f"/.rolegate/pass/{CODE}",
-    f"/.rolegate/pass/{CODE}/use",
-    f"/.rolegate/auth/.rolegate/pass/{CODE}",  # forward-auth with Envoy's path_prefix convention
-    f"//.rolegate/pass/{CODE}",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"/.rolegate/pass/{CODE}",
+        f"/.rolegate/pass/{CODE}/use",
+        f"/.rolegate/auth/.rolegate/pass/{CODE}",  # forward-auth with Envoy's path_prefix convention
+        f"//.rolegate/pass/{CODE}",
+    ],
+)
 def test_the_code_is_masked(path: str) -> None:
     logged = loggable_path(path)
     assert CODE not in logged and logged.endswith("/.rolegate/pass/<code>")

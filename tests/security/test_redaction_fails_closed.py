@@ -33,16 +33,25 @@ pytestmark = pytest.mark.lab  # the lab's example backend is one of the upstream
 
 SECRET = "redaction-fails-closed-secret-" + "r" * 40
 PRICES = ["price", "hourly_rate", "lines[*].price"]
-PRICED = {"id": 1, "price": 480.0, "hourly_rate": 55, "note": "fire alarm",
-          "lines": [{"item": "inspection", "price": 360.0}, {"item": "report", "price": 120.0}]}
+PRICED = {
+    "id": 1,
+    "price": 480.0,
+    "hourly_rate": 55,
+    "note": "fire alarm",
+    "lines": [{"item": "inspection", "price": 360.0}, {"item": "report", "price": 120.0}],
+}
 PRICED_JSON = json.dumps(PRICED).encode()
 WITHOUT_PRICES = {"id": 1, "note": "fire alarm", "lines": [{"item": "inspection"}, {"item": "report"}]}
 JSON = "Content-Type: application/json"
 
 # name -> (status, extra header lines, body, framing: "length" | "chunked" | "close")
 CASES: dict[str, tuple[int, list[str], bytes, str]] = {
-    "ok": (200, [JSON, 'ETag: "sha1-of-the-priced-body"', "Digest: sha-256=X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE="],
-           PRICED_JSON, "length"),
+    "ok": (
+        200,
+        [JSON, 'ETag: "sha1-of-the-priced-body"', "Digest: sha-256=X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE="],
+        PRICED_JSON,
+        "length",
+    ),
     # A stored field holding a byte that is not UTF-8.
     "nonutf8": (200, [JSON], b'{"id":1,"price":480.0,"note":"caf\xff","lines":[{"item":"x","price":3}]}', "length"),
     # What an app writes when it echoes a request header holding \xff: a lone-surrogate escape.
@@ -59,8 +68,7 @@ CASES: dict[str, tuple[int, list[str], bytes, str]] = {
     "chunked": (200, [JSON], PRICED_JSON, "chunked"),
     "tiny": (200, [JSON], b'{"price":1,"a":2}', "length"),
     "empty204": (204, ['ETag: "e"'], b"", "length"),
-    "notmodified": (304, ['ETag: "sha1-of-the-priced-body"', JSON, f"Content-Length: {len(PRICED_JSON)}"], b"",
-                    "none"),
+    "notmodified": (304, ['ETag: "sha1-of-the-priced-body"', JSON, f"Content-Length: {len(PRICED_JSON)}"], b"", "none"),
 }
 
 
@@ -84,8 +92,14 @@ class _Answer(socketserver.BaseRequestHandler):
         head, _, body = data.partition(b"\r\n\r\n")
         lines = head.split(b"\r\n")
         method, target = lines[0].split(b" ")[:2]
-        length = next((int(v) for k, _, v in (line.partition(b":") for line in lines[1:])
-                       if k.strip().lower() == b"content-length"), 0)
+        length = next(
+            (
+                int(v)
+                for k, _, v in (line.partition(b":") for line in lines[1:])
+                if k.strip().lower() == b"content-length"
+            ),
+            0,
+        )
         while len(body) < min(length, 1024 * 1024):
             chunk = sock.recv(65536)
             if not chunk:
@@ -100,7 +114,7 @@ class _Answer(socketserver.BaseRequestHandler):
         raw = "\r\n".join(out).encode("latin-1") + b"\r\n\r\n"
         if method != b"HEAD" and status not in (204, 304):
             if framing == "chunked":
-                pieces = [payload[i:i + 16] for i in range(0, len(payload), 16)]
+                pieces = [payload[i : i + 16] for i in range(0, len(payload), 16)]
                 raw += b"".join(b"%x\r\n%b\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
             else:
                 raw += payload
@@ -123,11 +137,15 @@ def _config(tmp: Path, upstream: str, lab: str, routes: list[dict]) -> dict:
         "storage": {"url": f"sqlite:///{tmp}/rolegate.db"},
         "session": {"secret": SECRET},
         "permissions": ["orders:view", "pricing:view"],
-        "roles": {"technician": {"permissions": ["orders:view"]},
-                  "finance": {"permissions": ["orders:view", "pricing:view"]}},
+        "roles": {
+            "technician": {"permissions": ["orders:view"]},
+            "finance": {"permissions": ["orders:view", "pricing:view"]},
+        },
         "bindings": [{"group": "technicians", "role": "technician"}, {"group": "finance", "role": "finance"}],
-        "upstreams": {"app": {"url": upstream, "connect_timeout": "2s", "timeout": "5s"},
-                      "lab": {"url": lab, "connect_timeout": "2s", "timeout": "5s"}},
+        "upstreams": {
+            "app": {"url": upstream, "connect_timeout": "2s", "timeout": "5s"},
+            "lab": {"url": lab, "connect_timeout": "2s", "timeout": "5s"},
+        },
         "routes": routes,
     }
 
@@ -143,8 +161,9 @@ async def _sign_in(config_path: Path, username: str, groups: list[str]) -> str:
     stage = IdentityStage(config, base_dir=config_path.parent, store=store)
     try:
         await stage.open()
-        principal = Principal(username=username, email=f"{username}@example.com", groups=frozenset(groups),
-                              subject=username)
+        principal = Principal(
+            username=username, email=f"{username}@example.com", groups=frozenset(groups), subject=username
+        )
         session_id, tag, _ = await stage.sessions.create(claims={}, principal=principal, tokens={}, issuer="test")
         name = config.session.cookie_name
         return f"{name}={stage.cookie_sealer.seal({'i': session_id, 'u': tag}, name=name, ttl=3600)}"
@@ -157,8 +176,9 @@ class Served:
     def __init__(self, proc: RolegateProcess, tech: str, finance: str) -> None:
         self.proc, self.tech, self.finance = proc, tech, finance
 
-    def fetch(self, method: str, path: str, cookie: str | None,
-              headers: dict[str, str | bytes] | None = None) -> tuple[int, http.client.HTTPMessage, bytes]:
+    def fetch(
+        self, method: str, path: str, cookie: str | None, headers: dict[str, str | bytes] | None = None
+    ) -> tuple[int, http.client.HTTPMessage, bytes]:
         conn = http.client.HTTPConnection("127.0.0.1", self.proc.port, timeout=15)
         try:
             conn.putrequest(method, path, skip_accept_encoding=True)
@@ -217,8 +237,14 @@ def served(tmp_path_factory, hostile, lab_backend) -> Iterator[Served]:
 
 @pytest.fixture(scope="module")
 def served_pass(tmp_path_factory, hostile, lab_backend) -> Iterator[Served]:
-    routes = [{"path": "/pass/**", "permission": "orders:view", "upstream": "app",
-               "redact": _redact(max_bytes=64, on_unredactable="pass")}]
+    routes = [
+        {
+            "path": "/pass/**",
+            "permission": "orders:view",
+            "upstream": "app",
+            "redact": _redact(max_bytes=64, on_unredactable="pass"),
+        }
+    ]
     tmp = tmp_path_factory.mktemp("redaction-pass")
     proc, tech, finance = _serve(tmp, _config(tmp, hostile, lab_backend.url, routes))
     yield Served(proc, tech, finance)
@@ -261,17 +287,20 @@ def test_a_lone_surrogate_escape_is_redacted_and_kept_as_written(served):
 # -- what cannot be read is refused: 502 with a reference, one log line saying why ------------------------
 
 
-@pytest.mark.parametrize(("case", "why"), [
-    ("html", "text/html; charset=utf-8 response is not JSON"),
-    ("plain", "text/plain response is not JSON"),
-    ("untyped", "an untyped response is not JSON"),
-    ("invalid", "the body is not valid JSON"),
-    ("gzip", "the body is compressed (gzip)"),
-    ("deep", "nested deeper than the parser's limit"),
-    ("bigint", "the body is not valid JSON"),
-    ("sse", "text/event-stream response is not JSON"),
-    ("closed", "text/csv response is not JSON"),
-])
+@pytest.mark.parametrize(
+    ("case", "why"),
+    [
+        ("html", "text/html; charset=utf-8 response is not JSON"),
+        ("plain", "text/plain response is not JSON"),
+        ("untyped", "an untyped response is not JSON"),
+        ("invalid", "the body is not valid JSON"),
+        ("gzip", "the body is compressed (gzip)"),
+        ("deep", "nested deeper than the parser's limit"),
+        ("bigint", "the body is not valid JSON"),
+        ("sse", "text/event-stream response is not JSON"),
+        ("closed", "text/csv response is not JSON"),
+    ],
+)
 def test_an_unreadable_body_is_a_502_with_a_reference(served, case, why):
     line = served.refusal("GET", f"/r/{case}")
     assert why in line and "/r/**" in line, line
@@ -358,12 +387,14 @@ def test_on_unredactable_is_validated(tmp_path, hostile):
 
     import yaml
 
-    routes = [{"path": "/x", "permission": "orders:view", "upstream": "app",
-               "redact": _redact(on_unredactable="sometimes")}]
+    routes = [
+        {"path": "/x", "permission": "orders:view", "upstream": "app", "redact": _redact(on_unredactable="sometimes")}
+    ]
     path = tmp_path / "rolegate.yaml"
     path.write_text(yaml.safe_dump(_config(tmp_path, hostile, hostile, routes)))
-    done = subprocess.run([sys.executable, "-m", "rolegate", "check", "-c", str(path)],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "rolegate", "check", "-c", str(path)], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 2 and "on_unredactable" in done.stdout + done.stderr, done.stdout + done.stderr
 
 
@@ -386,10 +417,12 @@ _KEYS = st.sampled_from(["price", "hourly_rate", "lines", "x", "pr\u00efce"])
 
 
 def _documents(chars: st.SearchStrategy[str]) -> st.SearchStrategy[object]:
-    text = st.text(alphabet=st.one_of(st.sampled_from("aé€😀\"\\/"), chars), max_size=6)
-    return st.recursive(st.none() | st.booleans() | st.integers() | text,
-                        lambda kids: st.lists(kids, max_size=3) | st.dictionaries(_KEYS, kids, max_size=4),
-                        max_leaves=20)
+    text = st.text(alphabet=st.one_of(st.sampled_from('aé€😀"\\/'), chars), max_size=6)
+    return st.recursive(
+        st.none() | st.booleans() | st.integers() | text,
+        lambda kids: st.lists(kids, max_size=3) | st.dictionaries(_KEYS, kids, max_size=4),
+        max_leaves=20,
+    )
 
 
 def _without(node: object, steps: tuple[str, ...]) -> None:

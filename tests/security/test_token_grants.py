@@ -41,31 +41,62 @@ def token_config(url: str, idp: Any, slapd: Any, backend_url: str, tmp: Path) ->
     return {
         "server": {"listen": f"127.0.0.1:{urllib.parse.urlsplit(url).port}", "public_url": url, "workers": 1},
         "storage": {"url": f"sqlite:///{tmp}/rolegate.db"},
-        "oidc": {"issuer": idp.issuer, "client_id": "rolegate", "client_secret": idp.client()["client_secret"],
-                 "scopes": ["openid", "profile", "email", "groups"], "algorithms": ["ES256", "RS256"]},
+        "oidc": {
+            "issuer": idp.issuer,
+            "client_id": "rolegate",
+            "client_secret": idp.client()["client_secret"],
+            "scopes": ["openid", "profile", "email", "groups"],
+            "algorithms": ["ES256", "RS256"],
+        },
         "session": {"secret": "token-grant-tests-session-secret-" + "t" * 32},
-        "directory": {"url": slapd.url, "bind_dn": slapd.service_dn, "bind_password": slapd.service_password,
-                      "users": {"base": f"ou=people,{slapd.base_dn}", "disabled_filter": "(employeeType=disabled)"},
-                      "groups": {"base": f"ou=groups,{slapd.base_dn}"}, "timeout": "5s", "connect_timeout": "2s"},
+        "directory": {
+            "url": slapd.url,
+            "bind_dn": slapd.service_dn,
+            "bind_password": slapd.service_password,
+            "users": {"base": f"ou=people,{slapd.base_dn}", "disabled_filter": "(employeeType=disabled)"},
+            "groups": {"base": f"ou=groups,{slapd.base_dn}"},
+            "timeout": "5s",
+            "connect_timeout": "2s",
+        },
         "scopes": {"client": {}, "building": {"parent": "client", "members": {"a": "acme", "b": "acme"}}},
         "permissions": ["dashboard:view"],
-        "roles": {"user": {"permissions": ["dashboard:view"]},
-                  "responsible": {"permissions": ["dashboard:view", "rolegate:daypass:issue"]},
-                  "admin": {"permissions": ["dashboard:view", "rolegate:daypass:issue"]},
-                  "subcontractor": {"permissions": ["dashboard:view"]}},
-        "bindings": [{"group": "bs-users", "role": "user"}, {"group": "bs-admins", "role": "admin"},
-                     {"group": "bs-responsible-a", "role": "responsible", "scope": "building:a"}],
+        "roles": {
+            "user": {"permissions": ["dashboard:view"]},
+            "responsible": {"permissions": ["dashboard:view", "rolegate:daypass:issue"]},
+            "admin": {"permissions": ["dashboard:view", "rolegate:daypass:issue"]},
+            "subcontractor": {"permissions": ["dashboard:view"]},
+        },
+        "bindings": [
+            {"group": "bs-users", "role": "user"},
+            {"group": "bs-admins", "role": "admin"},
+            {"group": "bs-responsible-a", "role": "responsible", "scope": "building:a"},
+        ],
         "upstreams": {"app": {"url": backend_url}},
         "routes": [
-            {"path": "/buildings/{building}/dashboard", "methods": ["GET"], "permission": "dashboard:view",
-             "scope": "building:{building}", "upstream": "app"},
+            {
+                "path": "/buildings/{building}/dashboard",
+                "methods": ["GET"],
+                "permission": "dashboard:view",
+                "scope": "building:{building}",
+                "upstream": "app",
+            },
             # The issue's "authenticated routes, /sse": any signed-in caller passes them.
             {"path": "/me", "methods": ["GET"], "mode": "authenticated", "upstream": "app"},
             {"path": "/sse", "methods": ["GET"], "mode": "authenticated", "upstream": "app"},
         ],
-        "daypass": {"templates": {"subcontractor": {
-            "role": "subcontractor", "scopes": ["building"], "max_lifetime": "24h", "expires": "end_of_day",
-            "timezone": "Europe/Amsterdam", "devices": 1, "require": ["name", "company", "reason"]}}},
+        "daypass": {
+            "templates": {
+                "subcontractor": {
+                    "role": "subcontractor",
+                    "scopes": ["building"],
+                    "max_lifetime": "24h",
+                    "expires": "end_of_day",
+                    "timezone": "Europe/Amsterdam",
+                    "devices": 1,
+                    "require": ["name", "company", "reason"],
+                }
+            }
+        },
         "audit": {"sinks": ["store"], "reads": {"sample": 1.0}},
     }
 
@@ -127,8 +158,9 @@ async def served(tmp_path: Path, make_idp, fresh_slapd, lab_backend) -> AsyncIte
     await runtime.close()
 
 
-async def post(http: Any, url: str, *, data: Any = None, raw: bytes | None = None,
-               headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+async def post(
+    http: Any, url: str, *, data: Any = None, raw: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any]]:
     if raw is not None:
         kwargs: dict[str, Any] = {"data": raw, "headers": {"Content-Type": "application/json", **(headers or {})}}
     else:
@@ -140,8 +172,12 @@ async def post(http: Any, url: str, *, data: Any = None, raw: bytes | None = Non
 
 async def exchange(served: Served, client: Client) -> tuple[int, dict[str, Any]]:
     """The browser's session grant, as its own page's script sends it."""
-    return await post(client.http, served.url + TOKEN, data={"grant_type": SESSION_GRANT},
-                      headers={"X-Requested-With": "XMLHttpRequest", "Origin": served.url})
+    return await post(
+        client.http,
+        served.url + TOKEN,
+        data={"grant_type": SESSION_GRANT},
+        headers={"X-Requested-With": "XMLHttpRequest", "Origin": served.url},
+    )
 
 
 async def refresh(served: Served, http: Any, refresh_token: str) -> tuple[int, dict[str, Any]]:
@@ -149,8 +185,9 @@ async def refresh(served: Served, http: Any, refresh_token: str) -> tuple[int, d
 
 
 async def bearer_status(served: Served, http: Any, path: str, token: str) -> int:
-    async with http.get(served.url + path, headers={**JSON, "Authorization": f"Bearer {token}"},
-                        allow_redirects=False) as resp:
+    async with http.get(
+        served.url + path, headers={**JSON, "Authorization": f"Bearer {token}"}, allow_redirects=False
+    ) as resp:
         return resp.status  # not reading the body: /sse streams
 
 
@@ -164,8 +201,17 @@ async def unknown_refresh_answer(served: Served) -> dict[str, Any]:
 async def issue_pass(served: Served) -> tuple[str, str]:
     """carol (responsible for building a) issues a pass through the admin API: (pass id, code)."""
     carol = await served.login("carol")
-    status, issued, _ = await carol.call("POST", f"{API}/daypasses", json={
-        "template": "subcontractor", "scope": "building:a", "name": "Sam", "company": "Fixit", "reason": "boiler"})
+    status, issued, _ = await carol.call(
+        "POST",
+        f"{API}/daypasses",
+        json={
+            "template": "subcontractor",
+            "scope": "building:a",
+            "name": "Sam",
+            "company": "Fixit",
+            "reason": "boiler",
+        },
+    )
     assert status == 201, issued
     return issued["id"], issued["link"].rsplit("/", 1)[1]
 
@@ -257,9 +303,16 @@ async def test_the_session_grant_takes_a_browser_session_not_a_bearer_token(serv
     status, grant = await exchange(served, browser)
     assert status == 200, grant
     # The same person's access token, from a client without the cookie: not a session to exchange.
-    status, body = await post(served.app(), served.url + TOKEN, data={"grant_type": SESSION_GRANT},
-                              headers={"X-Requested-With": "XMLHttpRequest", "Origin": served.url,
-                                       "Authorization": f"Bearer {grant['access_token']}"})
+    status, body = await post(
+        served.app(),
+        served.url + TOKEN,
+        data={"grant_type": SESSION_GRANT},
+        headers={
+            "X-Requested-With": "XMLHttpRequest",
+            "Origin": served.url,
+            "Authorization": f"Bearer {grant['access_token']}",
+        },
+    )
     assert status == 400 and body["error"] == "invalid_grant", body
 
 
@@ -279,8 +332,9 @@ async def test_duplicate_json_keys_are_an_invalid_request(served: Served) -> Non
     status, body = await post(app, served.url + REVOKE, raw=b'{"token": "%s", "token": "x"}' % rt.encode())
     assert status == 400 and body["error"] == "invalid_request", body
     # Nothing was consumed or revoked by the refused requests; one key each is fine.
-    status, body = await post(app, served.url + TOKEN,
-                              raw=json.dumps({"grant_type": "refresh_token", "refresh_token": rt}).encode())
+    status, body = await post(
+        app, served.url + TOKEN, raw=json.dumps({"grant_type": "refresh_token", "refresh_token": rt}).encode()
+    )
     assert status == 200, body
 
 
@@ -295,28 +349,58 @@ async def test_a_pass_token_is_checked_against_its_pass_at_every_request(tmp_pat
     from rolegate.tokens import KeyRing, TokenService
 
     url = "https://rolegate.example.com"
-    config = load_config_text(yaml.safe_dump({
-        "server": {"listen": "127.0.0.1:8443", "public_url": url},
-        "storage": {"url": f"sqlite:///{tmp_path}/rolegate.db"},
-        "session": {"secret": "token-grant-tests-session-secret-" + "t" * 32},
-        "scopes": {"building": {}}, "permissions": ["dashboard:view"],
-        "roles": {"subcontractor": {"permissions": ["dashboard:view"]}},
-        "upstreams": {"app": {"url": "http://127.0.0.1:9"}},
-        "routes": [{"path": "/me", "mode": "authenticated", "upstream": "app"}],
-        "daypass": {"templates": {"subcontractor": {"role": "subcontractor", "scopes": ["building"],
-                                                    "expires": "8h", "devices": 1}}},
-    }), base_dir=tmp_path)
+    config = load_config_text(
+        yaml.safe_dump(
+            {
+                "server": {"listen": "127.0.0.1:8443", "public_url": url},
+                "storage": {"url": f"sqlite:///{tmp_path}/rolegate.db"},
+                "session": {"secret": "token-grant-tests-session-secret-" + "t" * 32},
+                "scopes": {"building": {}},
+                "permissions": ["dashboard:view"],
+                "roles": {"subcontractor": {"permissions": ["dashboard:view"]}},
+                "upstreams": {"app": {"url": "http://127.0.0.1:9"}},
+                "routes": [{"path": "/me", "mode": "authenticated", "upstream": "app"}],
+                "daypass": {
+                    "templates": {
+                        "subcontractor": {
+                            "role": "subcontractor",
+                            "scopes": ["building"],
+                            "expires": "8h",
+                            "devices": 1,
+                        }
+                    }
+                },
+            }
+        ),
+        base_dir=tmp_path,
+    )
     store = SQLiteStore(f"sqlite:///{tmp_path}/rolegate.db")
     await store.open()
     board = VersionBoard(tmp_path / "rolegate.db.board")
     try:
         keyring = KeyRing.from_config(store, config, board=board)
         service = TokenService(keyring=keyring, store=store, issuer=url, current_version=lambda: 1, board=board)
-        issued = await issue_pass(store, board, config, template="subcontractor", scope="building:a", name="Sam",
-                                  company="Fixit", reason="boiler", issuer="carol", issuer_may_issue=None,
-                                  now=time.time())
-        holder = DaypassPrincipal(pass_id=issued.id, name="Sam", company="Fixit", scope="building:a",
-                                  session_id=f"{issued.id}.1", expires_at=issued.expires_at)
+        issued = await issue_pass(
+            store,
+            board,
+            config,
+            template="subcontractor",
+            scope="building:a",
+            name="Sam",
+            company="Fixit",
+            reason="boiler",
+            issuer="carol",
+            issuer_may_issue=None,
+            now=time.time(),
+        )
+        holder = DaypassPrincipal(
+            pass_id=issued.id,
+            name="Sam",
+            company="Fixit",
+            scope="building:a",
+            session_id=f"{issued.id}.1",
+            expires_at=issued.expires_at,
+        )
         grant = await service.issue(holder)
         for _ in range(2):  # the second answer comes from the worker's memory of the token
             assert (await service.authenticate(grant.access_token)).daypass_id == issued.id
@@ -331,7 +415,9 @@ async def test_a_pass_token_is_checked_against_its_pass_at_every_request(tmp_pat
         await store.close()
 
 
-async def test_a_store_outage_during_a_grant_is_a_503_and_costs_no_refresh_token(tmp_path: Path, aiohttp_client) -> None:
+async def test_a_store_outage_during_a_grant_is_a_503_and_costs_no_refresh_token(
+    tmp_path: Path, aiohttp_client
+) -> None:
     """Fail closed, without a 500 or a traceback, and without rotating: the client retries the same token."""
     from aiohttp import web
 
@@ -342,6 +428,7 @@ async def test_a_store_outage_during_a_grant_is_a_503_and_costs_no_refresh_token
 
     class FlakyStore(SQLiteStore):
         """The real SQLite Store, until the test pulls the plug on reads."""
+
         down = False
 
         async def get(self, namespace: str, key: str):  # type: ignore[override]
@@ -361,8 +448,10 @@ async def test_a_store_outage_during_a_grant_is_a_503_and_costs_no_refresh_token
         TokenEndpoint(service, public_url=url).add_routes(app)
         client = await aiohttp_client(app)
         store.down = True
-        for path, data in ((TOKEN, {"grant_type": "refresh_token", "refresh_token": grant.refresh_token}),
-                           (REVOKE, {"token": grant.refresh_token})):
+        for path, data in (
+            (TOKEN, {"grant_type": "refresh_token", "refresh_token": grant.refresh_token}),
+            (REVOKE, {"token": grant.refresh_token}),
+        ):
             resp = await client.post(path, data=data)
             assert resp.status == 503 and (await resp.json())["error"] == "server_error", await resp.text()
         store.down = False

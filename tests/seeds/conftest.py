@@ -27,16 +27,29 @@ def serve_config(example: str, url: str, idp: Any, slapd: Any, backend_url: str,
     """The shipped example config, pointed at the lab (nothing else changed: its roles, routes, scopes)."""
     config = yaml.safe_load((REPO / "config" / "examples" / example).read_text())
     port = int(url.rsplit(":", 1)[1])
-    config["server"] = {"listen": f"127.0.0.1:{port}", "public_url": url, "internal_listen": "127.0.0.1:0",
-                        "workers": 1}
+    config["server"] = {
+        "listen": f"127.0.0.1:{port}",
+        "public_url": url,
+        "internal_listen": "127.0.0.1:0",
+        "workers": 1,
+    }
     config["storage"] = {"url": f"sqlite:///{tmp}/rolegate.db"}
     config["session"] = {"secret": "seed-promises-session-secret-" + "s" * 32}
-    config["oidc"] = {"issuer": idp.issuer, "client_id": "rolegate", "client_secret": idp.client()["client_secret"],
-                      "scopes": ["openid", "profile", "email", "groups"], "algorithms": ["ES256", "RS256"],
-                      "access_token_audience": [DEFAULT_AUDIENCE]}
-    config["directory"] = {"url": slapd.url, "bind_dn": slapd.service_dn, "bind_password": slapd.service_password,
-                           "users": {"base": f"ou=people,{slapd.base_dn}", "disabled_filter": "(employeeType=disabled)"},
-                           "groups": {"base": f"ou=groups,{slapd.base_dn}"}}
+    config["oidc"] = {
+        "issuer": idp.issuer,
+        "client_id": "rolegate",
+        "client_secret": idp.client()["client_secret"],
+        "scopes": ["openid", "profile", "email", "groups"],
+        "algorithms": ["ES256", "RS256"],
+        "access_token_audience": [DEFAULT_AUDIENCE],
+    }
+    config["directory"] = {
+        "url": slapd.url,
+        "bind_dn": slapd.service_dn,
+        "bind_password": slapd.service_password,
+        "users": {"base": f"ou=people,{slapd.base_dn}", "disabled_filter": "(employeeType=disabled)"},
+        "groups": {"base": f"ou=groups,{slapd.base_dn}"},
+    }
     for upstream in config["upstreams"].values():
         upstream["url"] = backend_url
     config["audit"] = {"sinks": ["store"]}
@@ -49,8 +62,23 @@ def config_apps(proc: RolegateProcess) -> bool:
 
 def register(proc: RolegateProcess) -> dict[str, Any]:
     """What the lab backend does at start (``--register``): an app key, then one bulk upsert of its objects."""
-    made = subprocess.run([sys.executable, "-m", "rolegate", "apps", "key", "create", "--app", "fieldservice", "-c",
-                           str(proc.config_path)], capture_output=True, text=True, timeout=120)
+    made = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rolegate",
+            "apps",
+            "key",
+            "create",
+            "--app",
+            "fieldservice",
+            "-c",
+            str(proc.config_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert made.returncode == 0, made.stderr
     with ThreadPoolExecutor(1) as pool:  # called from async tests: a loop of its own
         return pool.submit(asyncio.run, register_objects(proc.url, made.stdout.strip())).result()

@@ -74,19 +74,24 @@ def promise(seed: str, config: str = BS) -> Callable[[Callable[[People], Awaitab
     def register(check: Callable[[People], Awaitable[None]]) -> Any:
         PROMISES.append(Promise(seed, config, check))
         return check
+
     return register
 
 
 # -- seed 001: building safety ---------------------------------------------------------------------------------
 
-@promise("| Change risk assessment and control scheme | ➖ | ✅ | ➖ | ➖ | -- the admin appoints a risk assessor "
-         "(\"Add/delete/change user roles and rights | ✅\" for Admin), per building (\"user roles are defined per "
-         "building\")")
+
+@promise(
+    "| Change risk assessment and control scheme | ➖ | ✅ | ➖ | ➖ | -- the admin appoints a risk assessor "
+    '("Add/delete/change user roles and rights | ✅" for Admin), per building ("user roles are defined per '
+    'building")'
+)
 async def admin_appoints_a_risk_assessor_at_building_a(people: People) -> None:
     alice, grace = await people("alice"), await people("grace")
     assert await status(grace, "PUT", "/buildings/a/risk-assessment") == 403
-    code, body, _ = await alice.call("POST", f"{API}/bindings", json={"user": "grace", "role": "risk_assessor",
-                                                                    "scope": "building:a"})
+    code, body, _ = await alice.call(
+        "POST", f"{API}/bindings", json={"user": "grace", "role": "risk_assessor", "scope": "building:a"}
+    )
     assert code == 201, body
     assert await status(grace, "PUT", "/buildings/a/risk-assessment") == 200, "her next request passes"
     assert await status(grace, "PUT", "/buildings/b/risk-assessment") == 403, "at building a only"
@@ -96,16 +101,19 @@ async def admin_appoints_a_risk_assessor_at_building_a(people: People) -> None:
 async def admin_adds_an_admin_to_client_acme_and_its_dashboards_open(people: People) -> None:
     alice, olivia = await people("alice"), await people("olivia")
     assert await status(olivia, "GET", "/clients/acme/dashboards") == 403
-    code, body, _ = await alice.call("POST", f"{API}/bindings", json={"user": "olivia", "role": "client_admin",
-                                                                    "scope": "client:acme"})
+    code, body, _ = await alice.call(
+        "POST", f"{API}/bindings", json={"user": "olivia", "role": "client_admin", "scope": "client:acme"}
+    )
     assert code == 201, body
     assert await status(olivia, "GET", "/clients/acme/dashboards") == 200
     assert await status(olivia, "GET", "/clients/globex/dashboards") == 403, "added to acme, not to globex"
     assert await status(olivia, "GET", "/buildings/a/sensors/s1") == 200, "an admin in acme's buildings"
 
 
-@promise("| Add/delete/change user roles and rights | ✅ | ➖ | ✅ | ➖ | -- \"A single user can have different "
-         "permissions for each location.\"")
+@promise(
+    '| Add/delete/change user roles and rights | ✅ | ➖ | ✅ | ➖ | -- "A single user can have different '
+    'permissions for each location."'
+)
 async def responsible_makes_someone_responsible_at_their_building_only(people: People) -> None:
     carol, judy = await people("carol"), await people("judy")
     assert await status(judy, "POST", "/buildings/a/controls/c1/activate") == 403
@@ -125,88 +133,121 @@ async def responsible_makes_someone_responsible_at_their_building_only(people: P
 async def responsible_switches_add_documents_and_it_is_add_only_at_that_building(people: People) -> None:
     carol, heidi = await people("carol"), await people("heidi")
     assert await status(heidi, "POST", "/buildings/a/documents") == 403
-    code, body, _ = await carol.call("PUT", f"{API}/user-settings/heidi",
-                                     json={"settings": ["documents_add"], "scope": "building:a"},
-                                     headers={"If-Match": '"v0"'})
+    code, body, _ = await carol.call(
+        "PUT",
+        f"{API}/user-settings/heidi",
+        json={"settings": ["documents_add"], "scope": "building:a"},
+        headers={"If-Match": '"v0"'},
+    )
     assert code == 200, body
     assert await status(heidi, "POST", "/buildings/a/documents") == 200, "heidi adds at a"
     assert await status(heidi, "POST", "/buildings/b/documents") == 403, "not at b"
     assert await status(heidi, "PUT", "/buildings/a/documents/d1") == 403, "add is not change"
     assert await status(heidi, "DELETE", "/buildings/a/documents/d1") == 403, "add is not delete"
-    code, body, _ = await carol.call("PUT", f"{API}/user-settings/heidi",
-                                     json={"settings": ["documents_add"], "scope": "building:b"},
-                                     headers={"If-Match": '"v1"'})
+    code, body, _ = await carol.call(
+        "PUT",
+        f"{API}/user-settings/heidi",
+        json={"settings": ["documents_add"], "scope": "building:b"},
+        headers={"If-Match": '"v1"'},
+    )
     assert code == 403 and "building:b" in body["message"], body
     # explain names role + setting + who switched it on and when.
-    code, why, _ = await carol.call("POST", f"{API}/explain", json={"user": "heidi", "permission": "documents:add",
-                                                                  "scope": "building:a"})
+    code, why, _ = await carol.call(
+        "POST", f"{API}/explain", json={"user": "heidi", "permission": "documents:add", "scope": "building:a"}
+    )
     assert code == 200 and why["allowed"], why
     reason = next(r for r in why["reasons"] if "documents_add" in r)
     assert "role user" in reason and "switched on by carol at 20" in reason, reason
 
 
-@promise("| View documents | ✅ | ✅ | ✅ | If enabled in user settings | -- the condition is inside the User "
-         "column: a setting switched on for someone without the role grants nothing")
+@promise(
+    "| View documents | ✅ | ✅ | ✅ | If enabled in user settings | -- the condition is inside the User "
+    "column: a setting switched on for someone without the role grants nothing"
+)
 async def a_setting_on_without_the_role_gives_nothing(people: People) -> None:
     alice, bob = await people("alice"), await people("bob")
-    code, body, _ = await alice.call("PUT", f"{API}/user-settings/bob",
-                                     json={"settings": ["documents_view", "documents_add", "documents_edit"]},
-                                     headers={"If-Match": '"v0"'})
+    code, body, _ = await alice.call(
+        "PUT",
+        f"{API}/user-settings/bob",
+        json={"settings": ["documents_view", "documents_add", "documents_edit"]},
+        headers={"If-Match": '"v0"'},
+    )
     assert code == 200, body
     assert body["preview"]["changes"] == [], "nobody gains anything"
-    for method, path in (("GET", "/buildings/a/documents/d1"), ("POST", "/buildings/a/documents"),
-                         ("PUT", "/buildings/b/documents/d1")):
+    for method, path in (
+        ("GET", "/buildings/a/documents/d1"),
+        ("POST", "/buildings/a/documents"),
+        ("PUT", "/buildings/b/documents/d1"),
+    ):
         assert await status(bob, method, path) == 403, (method, path)
 
 
-@promise("| Manage vacancy in rooms | ✅ | If enabled in user settings | If enabled in user settings | "
-         "If enabled in user settings |")
+@promise(
+    "| Manage vacancy in rooms | ✅ | If enabled in user settings | If enabled in user settings | "
+    "If enabled in user settings |"
+)
 async def responsible_switches_vacancy_for_a_risk_assessor_at_their_building(people: People) -> None:
     carol, dave = await people("carol"), await people("dave")
     assert await status(dave, "PUT", "/buildings/a/rooms/r1/vacancy") == 403
-    code, body, _ = await carol.call("PUT", f"{API}/user-settings/dave",
-                                     json={"settings": ["vacancy"], "scope": "building:a"}, headers={"If-Match": '"v0"'})
+    code, body, _ = await carol.call(
+        "PUT",
+        f"{API}/user-settings/dave",
+        json={"settings": ["vacancy"], "scope": "building:a"},
+        headers={"If-Match": '"v0"'},
+    )
     assert code == 200, body
     assert await status(dave, "PUT", "/buildings/a/rooms/r1/vacancy") == 200
     assert await status(dave, "PUT", "/buildings/b/rooms/r1/vacancy") == 403
 
 
-@promise("| Perform control measures | If added to a task | If added to a task | If added to a task | If added to "
-         "a task | -- \"Yes, you can assign users to specific tasks via task settings.\"")
+@promise(
+    "| Perform control measures | If added to a task | If added to a task | If added to a task | If added to "
+    'a task | -- "Yes, you can assign users to specific tasks via task settings."'
+)
 async def responsible_adds_someone_to_a_task_in_their_building(people: People) -> None:
     carol, heidi = await people("carol"), await people("heidi")
     assert await status(heidi, "POST", "/tasks/42/controls/c1/perform") == 403
-    code, body, _ = await carol.call("POST", f"{API}/grants", json={"user": "heidi", "permission": "controls:perform",
-                                                                  "object": "task:42"})
+    code, body, _ = await carol.call(
+        "POST", f"{API}/grants", json={"user": "heidi", "permission": "controls:perform", "object": "task:42"}
+    )
     assert code == 201 and body["resource"]["scope"] == "building:a", body
     assert await status(heidi, "POST", "/tasks/42/controls/c1/perform") == 200, "heidi performs on task 42"
     assert await status(heidi, "POST", "/tasks/77/controls/c1/perform") == 403, "task 42 only"
 
 
-@promise("| Perform control measures | If added to a task | ... | -- a task in another building is not the "
-         "responsible's to assign (\"user roles are defined per building\")")
+@promise(
+    "| Perform control measures | If added to a task | ... | -- a task in another building is not the "
+    'responsible\'s to assign ("user roles are defined per building")'
+)
 async def responsible_cannot_assign_a_task_of_another_building(people: People) -> None:
     carol, trent = await people("carol"), await people("trent")
     for grant in ({"object": "task:77"}, {"object": "task:77", "scope": "building:a"}):
-        code, body, _ = await carol.call("POST", f"{API}/grants", json={"user": "trent",
-                                                                      "permission": "controls:perform", **grant})
+        code, body, _ = await carol.call(
+            "POST", f"{API}/grants", json={"user": "trent", "permission": "controls:perform", **grant}
+        )
         assert code == 403 and "building:b" in body["message"], body
     assert await status(trent, "POST", "/tasks/77/controls/c1/perform") == 403
     # A task that lies nowhere known is refused, with the reason, whatever is held.
-    code, body, _ = await carol.call("POST", f"{API}/grants", json={"user": "trent", "permission": "controls:perform",
-                                                                  "object": "task:99"})
+    code, body, _ = await carol.call(
+        "POST", f"{API}/grants", json={"user": "trent", "permission": "controls:perform", "object": "task:99"}
+    )
     assert code == 403 and "task:99 lies in no known building" in body["message"], body
     alice = await people("alice")
-    code, why, _ = await alice.call("POST", f"{API}/explain", json={"user": "trent", "method": "POST",
-                                                                  "url": "/tasks/99/controls/c1/perform"})
+    code, why, _ = await alice.call(
+        "POST", f"{API}/explain", json={"user": "trent", "method": "POST", "url": "/tasks/99/controls/c1/perform"}
+    )
     assert not why["allowed"] and any("task:99 lies in no known building" in r for r in why["reasons"]), why
 
 
 # -- seed 000: field service -------------------------------------------------------------------------------------
 
-@promise("An installation company gives technicians access only to their work orders and customer data in the app "
-         "but not to price lists or invoices. -- \"When you update a user's role in OutSmart, their permissions "
-         "change immediately — no re-login or manual update is required.\"", FS)
+
+@promise(
+    "An installation company gives technicians access only to their work orders and customer data in the app "
+    "but not to price lists or invoices. -- \"When you update a user's role in OutSmart, their permissions "
+    'change immediately — no re-login or manual update is required."',
+    FS,
+)
 async def administrator_binds_a_technician_who_sees_prices_hidden_at_his_next_request(people: People) -> None:
     alice, walter = await people("alice"), await people("walter")
     assert await status(walter, "GET", "/workorders/1") == 403
@@ -224,22 +265,30 @@ async def administrator_binds_a_technician_who_sees_prices_hidden_at_his_next_re
     assert await status(walter, "GET", "/pricelists") == 403
 
 
-@promise("Yes. OutSmart allows you to create custom roles tailored to your organisation [...] each with a precisely "
-         "defined set of permissions.", FS)
+@promise(
+    "Yes. OutSmart allows you to create custom roles tailored to your organisation [...] each with a precisely "
+    "defined set of permissions.",
+    FS,
+)
 async def administrator_defines_a_role_with_business_permissions_and_binds_it(people: People) -> None:
     alice, trent = await people("alice"), await people("trent")
-    role = {"name": "field_engineer", "description": "Field engineer", "permissions": ["workorders:view",
-                                                                                        "planning:view"]}
+    role = {
+        "name": "field_engineer",
+        "description": "Field engineer",
+        "permissions": ["workorders:view", "planning:view"],
+    }
     code, body, _ = await alice.call("POST", f"{API}/roles", json=role)
     assert code == 201, body
-    code, body, _ = await alice.call("POST", f"{API}/bindings", json={"user": "trent", "role": "field_engineer",
-                                                                    "scope": "customer:c100"})
+    code, body, _ = await alice.call(
+        "POST", f"{API}/bindings", json={"user": "trent", "role": "field_engineer", "scope": "customer:c100"}
+    )
     assert code == 201, body
     assert await status(trent, "GET", "/customers/c100/workorders/1") == 200
 
 
-@promise("| Compliance | No audit trail of who changed what | All changes logged per user — full audit trail "
-         "available |", FS)
+@promise(
+    "| Compliance | No audit trail of who changed what | All changes logged per user — full audit trail available |", FS
+)
 async def every_change_is_in_the_audit_trail_with_who_made_it(people: People) -> None:
     alice = await people("alice")
     code, body, _ = await alice.call("POST", f"{API}/bindings", json={"user": "judy", "role": "dispatcher"})
@@ -249,8 +298,11 @@ async def every_change_is_in_the_audit_trail_with_who_made_it(people: People) ->
     assert any(e["user"] == "alice" and (e.get("after") or {}).get("user") == "judy" for e in events["items"]), events
 
 
-@promise("| Admin settings | Any user can accidentally change system configuration | Admin functions restricted to "
-         "designated administrators only |", FS)
+@promise(
+    "| Admin settings | Any user can accidentally change system configuration | Admin functions restricted to "
+    "designated administrators only |",
+    FS,
+)
 async def nobody_but_administrators_administers(people: People) -> None:
     olivia = await people("olivia")
     code, body, _ = await olivia.call("POST", f"{API}/bindings", json={"user": "olivia", "role": "finance"})
@@ -272,8 +324,11 @@ async def a_regional_manager_sees_their_region_only(people: People) -> None:
     assert await status(grace, "GET", "/regions/south/workorders/x") == 403
 
 
-@promise("a regional manager can see only the customers and jobs within their territory -- jobs by id, as the app "
-         "names them (issue 19: the app registered where each work order lies)", FS)
+@promise(
+    "a regional manager can see only the customers and jobs within their territory -- jobs by id, as the app "
+    "names them (issue 19: the app registered where each work order lies)",
+    FS,
+)
 async def a_regional_manager_reaches_their_regions_work_orders_by_id(people: People) -> None:
     grace = await people("grace")
     code, order = await proxy(grace, "GET", "/workorders/1")
@@ -283,8 +338,9 @@ async def a_regional_manager_reaches_their_regions_work_orders_by_id(people: Peo
     assert await status(grace, "GET", "/workorders/3") == 403, "south (c201)"
     assert await status(grace, "GET", "/workorders/99") == 403, "unknown to the app: refused"
     alice = await people("alice")
-    code, why, _ = await alice.call("POST", f"{API}/explain", json={"user": "grace", "method": "GET",
-                                                                  "url": "/workorders/99"})
+    code, why, _ = await alice.call(
+        "POST", f"{API}/explain", json={"user": "grace", "method": "GET", "url": "/workorders/99"}
+    )
     assert code == 200 and why["reasons"] == ["deny: workorder:99 is not registered in the object directory"], why
 
 

@@ -49,8 +49,9 @@ async def sign_in(config_path: Path, username: str, groups: list[str]) -> tuple[
     stage = IdentityStage(config, base_dir=config_path.parent, store=store)
     try:
         await stage.open()
-        principal = Principal(username=username, email=f"{username}@example.com", groups=frozenset(groups),
-                              subject=username)
+        principal = Principal(
+            username=username, email=f"{username}@example.com", groups=frozenset(groups), subject=username
+        )
         session_id, tag, _ = await stage.sessions.create(claims={}, principal=principal, tokens={}, issuer="test")
         name = config.session.cookie_name
         sealed = stage.cookie_sealer.seal({"i": session_id, "u": tag}, name=name, ttl=3600)
@@ -129,15 +130,28 @@ async def test_what_is_remembered_never_outranks_a_bearer_token_or_a_second_cook
 
         # The same cookie with a bearer token claiming to be rolegate's (an oversized one, refused as
         # such): the token is judged first (401), not what the cookie's last request found.
-        headers = CIMultiDict({"Host": "127.0.0.1:1", "Cookie": alice_cookie,
-                               "Authorization": "Bearer " + "a" * (MAX_TOKEN_CHARS + 1), "Accept": "application/json"})
-        forged = await check_access(runtime, make_mocked_request("GET", PATH, headers=headers), "GET",
-                                    "127.0.0.1:1", PATH)
+        headers = CIMultiDict(
+            {
+                "Host": "127.0.0.1:1",
+                "Cookie": alice_cookie,
+                "Authorization": "Bearer " + "a" * (MAX_TOKEN_CHARS + 1),
+                "Accept": "application/json",
+            }
+        )
+        forged = await check_access(
+            runtime, make_mocked_request("GET", PATH, headers=headers), "GET", "127.0.0.1:1", PATH
+        )
         assert forged.error is not None and forged.error.status == 401
 
         # Two Cookie headers (alice's first, bob's second): never answered from what alice's header found.
-        two = CIMultiDict([("Host", "127.0.0.1:1"), ("Cookie", alice_cookie), ("Cookie", bob_cookie.split(";")[0]),
-                           ("Accept", "application/json")])
+        two = CIMultiDict(
+            [
+                ("Host", "127.0.0.1:1"),
+                ("Cookie", alice_cookie),
+                ("Cookie", bob_cookie.split(";")[0]),
+                ("Accept", "application/json"),
+            ]
+        )
         before = dict(runtime.access_memo.known)
         both = await check_access(runtime, make_mocked_request("GET", PATH, headers=two), "GET", "127.0.0.1:1", PATH)
         assert both.error is None and "rolegate_session" not in both.set_headers.get("Cookie", "")
@@ -180,17 +194,37 @@ async def test_a_day_pass_and_a_bearer_token_are_remembered_like_a_session(tmp_p
     config_path = write_config(tmp_path)
     config = json.loads(config_path.read_text())
     config["scopes"] = {"building": {}}
-    config["routes"].append({"path": "/site/{building}/**", "mode": "enforce", "permission": "things:view",
-                             "scope": "building:{building}", "upstream": "app"})
-    config["daypass"] = {"templates": {"visit": {"role": "viewer", "scopes": ["building"], "max_lifetime": "24h",
-                                                 "expires": "8h", "devices": 1}}}
+    config["routes"].append(
+        {
+            "path": "/site/{building}/**",
+            "mode": "enforce",
+            "permission": "things:view",
+            "scope": "building:{building}",
+            "upstream": "app",
+        }
+    )
+    config["daypass"] = {
+        "templates": {
+            "visit": {"role": "viewer", "scopes": ["building"], "max_lifetime": "24h", "expires": "8h", "devices": 1}
+        }
+    }
     config_path.write_text(json.dumps(config))
     runtime = await Runtime.create(load_config(str(config_path)), base_dir=tmp_path)
     try:
         now = time.time()
-        issued = await issue_pass(runtime.store, runtime.board, runtime.config, template="visit", scope="building:a",
-                                  name="Sam", company="Fixit", reason="boiler", issuer="test", issuer_may_issue=None,
-                                  now=now)
+        issued = await issue_pass(
+            runtime.store,
+            runtime.board,
+            runtime.config,
+            template="visit",
+            scope="building:a",
+            name="Sam",
+            company="Fixit",
+            reason="boiler",
+            issuer="test",
+            issuer_may_issue=None,
+            now=now,
+        )
         claimed = await claim_device(runtime.store, issued.code, via="link", client="127.0.0.1", now=now)
         service = daypass_service(runtime.identity)
         value, _ = await service.start_session(claimed.record, 1, now)
@@ -207,8 +241,10 @@ async def test_a_day_pass_and_a_bearer_token_are_remembered_like_a_session(tmp_p
             return await authenticate(request)
 
         runtime.identity.authenticate = counted
-        asks = {"day pass": ("/site/a/x", {"Cookie": pass_cookie}, f"daypass:{issued.id}"),
-                "bearer token": (PATH, {"Authorization": f"Bearer {token}"}, "bob")}
+        asks = {
+            "day pass": ("/site/a/x", {"Cookie": pass_cookie}, f"daypass:{issued.id}"),
+            "bearer token": (PATH, {"Authorization": f"Bearer {token}"}, "bob"),
+        }
         for kind, (path, credential, user) in asks.items():
             awaited.clear()
             for _ in range(5):

@@ -92,8 +92,10 @@ def test_a_target_written_again_is_cleared_and_another_one_still_failing_stays(a
 
 # -- /readyz holds "writes_unavailable" until the master's probe has seen the database answer --------------
 
-async def test_readyz_stays_503_until_the_probe_sees_the_database_after_the_audit_failed(audit, aiohttp_client,
-                                                                                       monkeypatch) -> None:
+
+async def test_readyz_stays_503_until_the_probe_sees_the_database_after_the_audit_failed(
+    audit, aiohttp_client, monkeypatch
+) -> None:
     """The audit gauge is one signal, the master's probe (once a second) the other. The gauge can lose a
     failing share while the database is still away (a worker that died with it, a moment between two labels)
     and the probe may not have looked yet: /readyz must not go back to 200 on that alone."""
@@ -104,8 +106,11 @@ async def test_readyz_stays_503_until_the_probe_sees_the_database_after_the_audi
     probe = {"database": "ok", "sent_at": time.monotonic()}  # the probe's view: it has not looked since the stop
 
     def readiness() -> dict:
-        return {"ready": True, "status": "ok", "checks": {"storage": {"state": probe["database"],
-                                                                      "database": probe["database"]}}}
+        return {
+            "ready": True,
+            "status": "ok",
+            "checks": {"storage": {"state": probe["database"], "database": probe["database"]}},
+        }
 
     client = await aiohttp_client(build_internal_app(readiness, database_answered=lambda: probe["sent_at"]))
 

@@ -44,13 +44,22 @@ def test_the_masters_directory_gauges_are_in_the_metrics(tmp_path, lab_slapd, la
     expected = directory_users(lab_slapd)
     assert expected > 0
     config = {
-        "server": {"listen": "127.0.0.1:0", "public_url": "http://127.0.0.1:8080", "internal_listen": "127.0.0.1:0",
-                   "workers": 2},
+        "server": {
+            "listen": "127.0.0.1:0",
+            "public_url": "http://127.0.0.1:8080",
+            "internal_listen": "127.0.0.1:0",
+            "workers": 2,
+        },
         "storage": {"url": f"sqlite:///{tmp_path}/rolegate.db"},
-        "directory": {"url": lab_slapd.url, "bind_dn": lab_slapd.service_dn,
-                      "bind_password": lab_slapd.service_password,
-                      "users": {"base": f"ou=people,{lab_slapd.base_dn}"},
-                      "groups": {"base": f"ou=groups,{lab_slapd.base_dn}"}, "interval": "2s", "full_interval": "1h"},
+        "directory": {
+            "url": lab_slapd.url,
+            "bind_dn": lab_slapd.service_dn,
+            "bind_password": lab_slapd.service_password,
+            "users": {"base": f"ou=people,{lab_slapd.base_dn}"},
+            "groups": {"base": f"ou=groups,{lab_slapd.base_dn}"},
+            "interval": "2s",
+            "full_interval": "1h",
+        },
         "permissions": ["workorders:view"],
         "upstreams": {"app": {"url": lab_backend.url}},
         "routes": [{"path": "/public/**", "mode": "public", "upstream": "app"}],
@@ -68,9 +77,11 @@ def test_the_masters_directory_gauges_are_in_the_metrics(tmp_path, lab_slapd, la
 
         families = scrape(served)
         users = families.get("rolegate_directory_users")
-        assert users, ("rolegate_directory_users is not in /metrics: the master's value never reached its metrics "
-                       f"file (prometheus-client imported before PROMETHEUS_MULTIPROC_DIR was set?)\n"
-                       f"families: {sorted(families)}")
+        assert users, (
+            "rolegate_directory_users is not in /metrics: the master's value never reached its metrics "
+            f"file (prometheus-client imported before PROMETHEUS_MULTIPROC_DIR was set?)\n"
+            f"families: {sorted(families)}"
+        )
         assert [s.value for s in users] == [expected]
         refused = families.get("rolegate_directory_refused_deletions")
         assert refused and [s.value for s in refused] == [0.0], refused

@@ -126,8 +126,9 @@ async def test_upstream_down_is_a_clear_502(tmp_path):
                 # ops see which upstream failed, and how (the counter was declared but never counted)
                 async with http.get(proc.internal_url + "/metrics") as resp:
                     text = await resp.text()
-                assert 'rolegate_upstream_errors_total{kind="bad_gateway",upstream="app"} 1.0' in text, \
-                    [line for line in text.splitlines() if "upstream_errors" in line]
+                assert 'rolegate_upstream_errors_total{kind="bad_gateway",upstream="app"} 1.0' in text, [
+                    line for line in text.splitlines() if "upstream_errors" in line
+                ]
                 async with http.get(proc.url + "/public/x", headers={"Accept": "application/json"}) as resp:
                     assert resp.status == 502
                     assert (await resp.json())["error"] == "bad_gateway"
@@ -135,6 +136,7 @@ async def test_upstream_down_is_a_clear_502(tmp_path):
 
 async def test_https_upstream_is_verified_against_its_ca_file(tmp_path):
     ca = TestCA(tmp_path)
+
     async def public(request: web.Request) -> web.Response:
         return web.json_response({"path": request.path, "tls": request.secure})
 
@@ -176,9 +178,22 @@ async def test_limits_answer_413_and_431(tmp_path, lab_backend):
 
 
 HOSTILE_TARGETS = [
-    "/public/%2e%2e/admin/x", "/public/..%2fadmin", "/public/%2Fadmin", "/public/a%00b", "/public/a;x=1",
-    "/public/a%5c..%5cadmin", "/public/%c0%ae%c0%ae/", "/public/%ff", "/../admin/x", "/public/%",
-    "/public/%zz", "//evil.example/x", "/.rolegate%2fadmin", "/public/" + "a" * 9000, "*", "/public/\x7f",
+    "/public/%2e%2e/admin/x",
+    "/public/..%2fadmin",
+    "/public/%2Fadmin",
+    "/public/a%00b",
+    "/public/a;x=1",
+    "/public/a%5c..%5cadmin",
+    "/public/%c0%ae%c0%ae/",
+    "/public/%ff",
+    "/../admin/x",
+    "/public/%",
+    "/public/%zz",
+    "//evil.example/x",
+    "/.rolegate%2fadmin",
+    "/public/" + "a" * 9000,
+    "*",
+    "/public/\x7f",
 ]
 
 
@@ -217,8 +232,12 @@ async def test_hostile_paths_and_headers_never_reach_upstream_or_crash(served):
         assert answer == b"" or answer[:10] in (b"HTTP/1.1 4", b"HTTP/1.0 4"), (raw[:60], answer[:200])
     # Spoofed identity headers never reach the upstream.
     async with aiohttp.ClientSession() as http:
-        headers = [("X-Rolegate-User", "admin"), ("x-rolegate-user", "root"), ("X-ROLEGATE-ASSERTION", "e30."),
-                   ("Connection", "X-Forwarded-For")]
+        headers = [
+            ("X-Rolegate-User", "admin"),
+            ("x-rolegate-user", "root"),
+            ("X-ROLEGATE-ASSERTION", "e30."),
+            ("Connection", "X-Forwarded-For"),
+        ]
         async with http.get(served.url + "/public/who", headers=headers) as resp:
             assert resp.status == 200
             seen = {k.lower() for k in (await resp.json())["headers"]}

@@ -69,8 +69,9 @@ async def forget_prefix(prefix: str) -> None:
         await client.aclose()
 
 
-def storage_config(kind: str, tmp_path: Path, *, db_url: str | None = None, prefix: str | None = None,
-                   **extra: object) -> StorageConfig:
+def storage_config(
+    kind: str, tmp_path: Path, *, db_url: str | None = None, prefix: str | None = None, **extra: object
+) -> StorageConfig:
     """The config a person would write for this backend."""
     if kind == "sqlite":
         return StorageConfig(url=f"sqlite:///{tmp_path / 'rolegate.db'}", **extra)

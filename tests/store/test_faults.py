@@ -50,8 +50,7 @@ async def test_postgres_blackhole_is_bounded_by_the_connect_timeout() -> None:
 async def test_redis_unreachable_at_open_is_a_cache_that_is_not_there(tmp_path: Path) -> None:
     """Redis is optional at run time: the store opens without it, reads go to the database, and what
     needs it (a session write, which must drop the cached copy) fails fast with StoreUnavailable."""
-    store = CachedStore(SQLiteStore(f"sqlite:///{tmp_path}/rg.db"), f"redis://127.0.0.1:{closed_port()}/0",
-                        timeout=2)
+    store = CachedStore(SQLiteStore(f"sqlite:///{tmp_path}/rg.db"), f"redis://127.0.0.1:{closed_port()}/0", timeout=2)
     await store.open()
     try:
         assert await store.get("sessions", "s") is None
@@ -68,8 +67,12 @@ async def test_redis_outage_after_open(tmp_path: Path) -> None:
     proxy = await TcpProxy.start(6379)
     prefix = f"rg_test_fault_{int(time.time() * 1000)}:"
     try:
-        config = StorageConfig(url=f"sqlite:///{tmp_path}/rg.db", cache_url=f"redis://127.0.0.1:{proxy.port}/0",
-                               cache_prefix=prefix, connect_timeout="1s")
+        config = StorageConfig(
+            url=f"sqlite:///{tmp_path}/rg.db",
+            cache_url=f"redis://127.0.0.1:{proxy.port}/0",
+            cache_prefix=prefix,
+            connect_timeout="1s",
+        )
         async with opened(config) as store:
             await store.put("sessions", "s", "v")
             assert (await store.get("sessions", "s")).value == "v"
@@ -181,5 +184,8 @@ async def test_postgres_restart_fails_fast_then_recovers(tmp_path: Path) -> None
 
 def test_make_store_never_connects() -> None:
     # Building a store is free; only open() touches the network (so config checks stay offline).
-    make_store(StorageConfig(url=f"postgresql://u@127.0.0.1:{closed_port()}/db",
-                             cache_url=f"redis://127.0.0.1:{closed_port()}/0"))
+    make_store(
+        StorageConfig(
+            url=f"postgresql://u@127.0.0.1:{closed_port()}/db", cache_url=f"redis://127.0.0.1:{closed_port()}/0"
+        )
+    )

@@ -57,7 +57,11 @@ async def test_migrate_is_idempotent_and_safe_to_run_twice_at_once() -> None:
     async with fresh_database() as url:
         config = StorageConfig(url=url)
         first, second = await asyncio.gather(migrate(config), migrate(config))
-        assert sorted(first + second) == ["0001_initial", "0002_rate_windows", "0003_audit_event_id"]  # each applied exactly once
+        assert sorted(first + second) == [
+            "0001_initial",
+            "0002_rate_windows",
+            "0003_audit_event_id",
+        ]  # each applied exactly once
         assert await migrate(config) == []
 
 
@@ -80,8 +84,9 @@ def test_migrate_command_prints_what_it_applied(tmp_path: Path, capsys: pytest.C
     asyncio.run(run_with_database())
 
 
-def test_migrate_command_on_sqlite_and_on_an_unreachable_server(tmp_path: Path,
-                                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_migrate_command_on_sqlite_and_on_an_unreachable_server(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config_file = tmp_path / "rolegate.yaml"
     config_file.write_text(CONFIG.format(url=f"sqlite:///{tmp_path}/rg.db"))
     assert main(["migrate", "-c", str(config_file)]) == 0

@@ -52,8 +52,10 @@ def test_the_window_slides_and_refusals_do_not_extend_it() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(gaps=st.lists(st.floats(min_value=0.0, max_value=40.0, allow_nan=False), min_size=1, max_size=60),
-       limit=st.integers(min_value=1, max_value=6))
+@given(
+    gaps=st.lists(st.floats(min_value=0.0, max_value=40.0, allow_nan=False), min_size=1, max_size=60),
+    limit=st.integers(min_value=1, max_value=6),
+)
 def test_no_window_anywhere_holds_more_than_the_limit(gaps: list[float], limit: int) -> None:
     counter = WindowCounter()
     now, allowed = EDGE - 100.0, []
@@ -78,6 +80,7 @@ def test_memory_stays_bounded_under_a_flood_of_keys() -> None:
 
 # -- the shared limiters, per backend ------------------------------------------------------------------------
 
+
 async def test_store_hit_slides_across_a_window_edge(store: Store) -> None:
     before = [await store.hit("addr:203.0.113.9", LIMIT, WINDOW, now=EDGE - 0.1 + i * 0.001) for i in range(LIMIT)]
     after = [await store.hit("addr:203.0.113.9", LIMIT, WINDOW, now=EDGE + 0.1 + i * 0.001) for i in range(LIMIT)]
@@ -88,8 +91,9 @@ async def test_store_hit_slides_across_a_window_edge(store: Store) -> None:
     assert await store.hit("addr:198.51.100.1", LIMIT, WINDOW, now=EDGE) is True  # another key
 
 
-async def test_store_hit_holds_between_instances_racing_for_the_last_places(store: Store,
-                                                                            other_instance: Store) -> None:
+async def test_store_hit_holds_between_instances_racing_for_the_last_places(
+    store: Store, other_instance: Store
+) -> None:
     async def attempt(s: Store, i: int) -> bool:
         return await s.hit("pass:abc", LIMIT, WINDOW, now=EDGE - 1.0 + i * 0.01)
 

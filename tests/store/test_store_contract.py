@@ -20,6 +20,7 @@ from . import workers
 
 # -- documents -----------------------------------------------------------------------------------------------
 
+
 async def test_put_get_versions(store: Store) -> None:
     assert await store.get("ns", "k") is None
     assert await store.put("ns", "k", {"a": 1}) == 1
@@ -30,8 +31,16 @@ async def test_put_get_versions(store: Store) -> None:
 
 
 async def test_values_round_trip_as_json(store: Store) -> None:
-    value = {"s": "žluťoučký 🐴 \"quoted\"", "i": 2**62, "f": 1.5, "neg": -0.25, "t": True, "n": None,
-             "list": [1, "two", [3.0]], "nested": {"z": 1, "a": {"b": []}}}
+    value = {
+        "s": 'žluťoučký 🐴 "quoted"',
+        "i": 2**62,
+        "f": 1.5,
+        "neg": -0.25,
+        "t": True,
+        "n": None,
+        "list": [1, "two", [3.0]],
+        "nested": {"z": 1, "a": {"b": []}},
+    }
     await store.put("ns", "doc", value)
     assert (await store.get("ns", "doc")).value == value
     for scalar in ("just a string", 42, [1, 2], None):
@@ -132,17 +141,18 @@ async def test_concurrent_conditional_writers_one_wins(store: Store, other_insta
 
 # -- counters ------------------------------------------------------------------------------------------------
 
+
 async def test_counters(store: Store, other_instance: Store) -> None:
     assert await store.counter("policy") == 0
     assert await store.incr("policy") == 1
     assert await other_instance.incr("policy") == 2
     await asyncio.gather(*(s.incr("sessions") for s in [store, other_instance] * 25))
     assert await store.counter("sessions") == 50
-    assert await other_instance.counters(["policy", "sessions", "never"]) == {"policy": 2, "sessions": 50,
-                                                                             "never": 0}
+    assert await other_instance.counters(["policy", "sessions", "never"]) == {"policy": 2, "sessions": 50, "never": 0}
 
 
 # -- audit chain ---------------------------------------------------------------------------------------------
+
 
 def verify_chain(rows: list[dict]) -> None:
     prev = GENESIS
@@ -190,8 +200,9 @@ async def test_audit_appenders_in_several_processes_never_fork(store: Store, sto
     processes, batches, batch_size = 4, 15, 4
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(processes) as pool:
-        results = pool.starmap(workers.append_audit,
-                               [(storage.model_dump_json(), w, batches, batch_size) for w in range(processes)])
+        results = pool.starmap(
+            workers.append_audit, [(storage.model_dump_json(), w, batches, batch_size) for w in range(processes)]
+        )
     all_seqs = sorted(s for seqs in results for s in seqs)
     total = processes * batches * batch_size
     assert all_seqs == list(range(1, total + 1))  # no seq handed out twice
@@ -201,6 +212,7 @@ async def test_audit_appenders_in_several_processes_never_fork(store: Store, sto
 
 
 # -- leader lease --------------------------------------------------------------------------------------------
+
 
 async def test_leader_lock_is_exclusive(store: Store, other_instance: Store) -> None:
     async with store.leader_lock("directory-sync") as lease:
@@ -214,8 +226,7 @@ async def test_leader_lock_is_exclusive(store: Store, other_instance: Store) -> 
         assert lease
 
 
-async def test_leader_lock_taken_over_when_holder_dies(store: Store, storage: StorageConfig,
-                                                       tmp_path: Path) -> None:
+async def test_leader_lock_taken_over_when_holder_dies(store: Store, storage: StorageConfig, tmp_path: Path) -> None:
     ready = tmp_path / "holder.state"
     ctx = multiprocessing.get_context("spawn")
     holder = ctx.Process(target=workers.hold_lease, args=(storage.model_dump_json(), "directory-sync", str(ready)))
@@ -246,6 +257,7 @@ async def test_leader_lock_taken_over_when_holder_dies(store: Store, storage: St
 
 # -- notifications -------------------------------------------------------------------------------------------
 
+
 async def test_publish_reaches_subscribers(store: Store, other_instance: Store) -> None:
     # Without shared notifications a message only reaches subscribers of the same store object.
     listener = other_instance if store.shared_notifications else store
@@ -273,6 +285,7 @@ async def test_counter_bump_reaches_other_instance_watchers(store: Store, other_
 
 
 # -- rate limiting -------------------------------------------------------------------------------------------
+
 
 async def test_hit_limits_per_key_and_window(store: Store) -> None:
     assert [await store.hit("login:alice", 3, 60) for _ in range(5)] == [True, True, True, False, False]

@@ -34,8 +34,11 @@ START_ATTEMPTS = 3
 
 def postgres_bin() -> Path | None:
     """The newest installed PostgreSQL's bin directory (Debian layout), or the one on PATH; None: none."""
-    found = [Path(d) for d in glob("/usr/lib/postgresql/*/bin") if (Path(d) / "initdb").is_file()
-             and (Path(d) / "pg_ctl").is_file()]
+    found = [
+        Path(d)
+        for d in glob("/usr/lib/postgresql/*/bin")
+        if (Path(d) / "initdb").is_file() and (Path(d) / "pg_ctl").is_file()
+    ]
     if found:
         return max(found, key=lambda d: [int(p) for p in re.findall(r"\d+", d.parent.name)] or [0])
     on_path = shutil.which("initdb")
@@ -80,15 +83,34 @@ class PrivatePostgres:
             self._user = "postgres"
             entry = pwd.getpwnam("postgres")
             os.chown(self.root, entry.pw_uid, entry.pw_gid)
-        self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync",
-                  "--no-instructions", timeout=120)
+        self._run(
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--no-instructions",
+            timeout=120,
+        )
 
     def _run(self, tool: str, *args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess:
-        done = subprocess.run([str(self.bin / tool), *args], cwd=self.root, user=self._user,
-                              capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(
+            [str(self.bin / tool), *args],
+            cwd=self.root,
+            user=self._user,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if check and done.returncode != 0:
-            raise RuntimeError(f"{tool} {' '.join(args)} failed ({done.returncode}):\n{done.stdout}{done.stderr}"
-                               f"\n{self.log()[-2000:]}")
+            raise RuntimeError(
+                f"{tool} {' '.join(args)} failed ({done.returncode}):\n{done.stdout}{done.stderr}\n{self.log()[-2000:]}"
+            )
         return done
 
     @property
@@ -102,9 +124,15 @@ class PrivatePostgres:
             return ""
 
     def _configure(self, port: int) -> None:
-        settings = {"listen_addresses": "'127.0.0.1'", "port": str(port),
-                    "unix_socket_directories": f"'{self.root}'", "fsync": "off", "full_page_writes": "off",
-                    "shared_buffers": "16MB", "max_connections": "100"}
+        settings = {
+            "listen_addresses": "'127.0.0.1'",
+            "port": str(port),
+            "unix_socket_directories": f"'{self.root}'",
+            "fsync": "off",
+            "full_page_writes": "off",
+            "shared_buffers": "16MB",
+            "max_connections": "100",
+        }
         # postgresql.auto.conf is read last: these win over whatever initdb wrote.
         text = "".join(f"{k} = {v}\n" for k, v in settings.items())
         (self.data / "postgresql.auto.conf").write_text(text)
@@ -116,8 +144,19 @@ class PrivatePostgres:
             if self.port == 0 or attempt:
                 self.port = free_port()
                 self._configure(self.port)
-            done = self._run("pg_ctl", "-D", str(self.data), "-l", str(self.logfile), "-w", "-t", "60", "start",
-                             timeout=90, check=False)
+            done = self._run(
+                "pg_ctl",
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.logfile),
+                "-w",
+                "-t",
+                "60",
+                "start",
+                timeout=90,
+                check=False,
+            )
             if done.returncode == 0 and self.is_up():
                 return self
         raise RuntimeError(f"private PostgreSQL did not start on port {self.port}:\n{self.log()[-3000:]}")
@@ -134,8 +173,9 @@ class PrivatePostgres:
         """Stop the server if it runs (immediately: it is thrown away) and remove its directory."""
         try:
             if (self.data / "postmaster.pid").exists():
-                self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "-t", "60", "stop", timeout=90,
-                          check=False)
+                self._run(
+                    "pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "-t", "60", "stop", timeout=90, check=False
+                )
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
 
@@ -166,10 +206,27 @@ class PrivateRedis:
             if self.port == 0 or attempt:
                 self.port = free_port()
             self.proc = subprocess.Popen(
-                ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-                 "--appendonly", "no", "--dir", str(self.root), "--logfile", str(self.root / "redis.log"),
-                 "--daemonize", "no"],
-                cwd=self.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                [
+                    "redis-server",
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(self.root),
+                    "--logfile",
+                    str(self.root / "redis.log"),
+                    "--daemonize",
+                    "no",
+                ],
+                cwd=self.root,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             deadline = time.monotonic() + 15
             while time.monotonic() < deadline and self.proc.poll() is None:
                 if self.is_up():

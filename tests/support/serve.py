@@ -60,7 +60,12 @@ class RolegateProcess:
     def start(self, timeout: float = 60) -> "RolegateProcess":
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "rolegate", "serve", "-c", str(self.config_path)],
-            cwd=self.workdir, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            cwd=self.workdir,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         deadline = time.monotonic() + timeout
@@ -131,8 +136,13 @@ def _is_worker(pid: int) -> bool:
 def minimal_config(upstream_url: str, **server: object) -> dict:
     """A small valid config with a public, an authenticated and an enforce route."""
     return {
-        "server": {"listen": "127.0.0.1:0", "public_url": "http://127.0.0.1:8080",
-                   "internal_listen": "127.0.0.1:0", "workers": 1, **server},
+        "server": {
+            "listen": "127.0.0.1:0",
+            "public_url": "http://127.0.0.1:8080",
+            "internal_listen": "127.0.0.1:0",
+            "workers": 1,
+            **server,
+        },
         "permissions": ["workorders:view"],
         "upstreams": {"app": {"url": upstream_url, "connect_timeout": "2s", "timeout": "5s"}},
         "routes": [

@@ -42,8 +42,12 @@ def _inode_of_connection_from(client_port: int, server_port: int | None = None) 
             fields = line.split()
             remote_port = int(fields[2].rsplit(":", 1)[1], 16)
             local_port = int(fields[1].rsplit(":", 1)[1], 16)
-            if (remote_port == client_port and fields[3] == "01" and fields[9] != "0"
-                    and (server_port is None or local_port == server_port)):
+            if (
+                remote_port == client_port
+                and fields[3] == "01"
+                and fields[9] != "0"
+                and (server_port is None or local_port == server_port)
+            ):
                 return fields[9]
     return None
 
@@ -67,8 +71,12 @@ async def _ask(url: str, method: str, headers: dict[str, str], workers: list[int
     reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
     try:
         target = parts.path + (f"?{parts.query}" if parts.query else "")
-        lines = [f"{method} {target} HTTP/1.1", f"Host: {parts.netloc}", "Content-Length: 0",
-                 *(f"{k}: {v}" for k, v in headers.items())]
+        lines = [
+            f"{method} {target} HTTP/1.1",
+            f"Host: {parts.netloc}",
+            "Content-Length: 0",
+            *(f"{k}: {v}" for k, v in headers.items()),
+        ]
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         await writer.drain()
         status_line = await asyncio.wait_for(reader.readline(), 15)
@@ -79,9 +87,16 @@ async def _ask(url: str, method: str, headers: dict[str, str], workers: list[int
         writer.close()
 
 
-async def on_every_worker(proc, http: aiohttp.ClientSession | None, method: str, url: str, *,
-                          headers: dict[str, str] | None = None, each: int = 2,
-                          attempts: int = 80) -> list[tuple[int, int]]:
+async def on_every_worker(
+    proc,
+    http: aiohttp.ClientSession | None,
+    method: str,
+    url: str,
+    *,
+    headers: dict[str, str] | None = None,
+    each: int = 2,
+    attempts: int = 80,
+) -> list[tuple[int, int]]:
     """Send ``method url`` on fresh connections (with ``http``'s cookies) until every worker of ``proc``
     has answered ``each`` times; returns every (worker pid, status) seen. Fails when a worker is never
     reached within ``attempts`` requests (the kernel spreads new connections over SO_REUSEPORT sockets)."""

@@ -89,6 +89,14 @@ def version() -> Version:
 
 @pytest.fixture
 def service(keyring, store, board, clock, version) -> TokenService:
-    return TokenService(keyring=keyring, store=store, issuer=ISSUER, current_version=version, lifetime=300,
-                        refresh_lifetime=12 * 3600, board=board, clock=clock,
-                        grants=lambda p: (["user"], ["dashboard:view", "documents:view"]))
+    return TokenService(
+        keyring=keyring,
+        store=store,
+        issuer=ISSUER,
+        current_version=version,
+        lifetime=300,
+        refresh_lifetime=12 * 3600,
+        board=board,
+        clock=clock,
+        grants=lambda p: (["user"], ["dashboard:view", "documents:view"]),
+    )

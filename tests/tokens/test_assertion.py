@@ -11,14 +11,29 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from rolegate.tokens import (ASSERTION_HEADER, AssertionMinter, AssertionTooLarge, InvalidToken, TokenVerifier,
-                             has_permission, header_value)
+from rolegate.tokens import (
+    ASSERTION_HEADER,
+    AssertionMinter,
+    AssertionTooLarge,
+    InvalidToken,
+    TokenVerifier,
+    has_permission,
+    header_value,
+)
 
 from .conftest import ISSUER
 
-CALLER = dict(sub="alice", name="Alice Zoë", email="alice@example.com", roles=["user", "responsible"],
-              scope="building:a", perms=["dashboard:view", "documents:view", "rolegate:daypass:issue"],
-              sid="sess-1", ver=7, aud="app")
+CALLER = dict(
+    sub="alice",
+    name="Alice Zoë",
+    email="alice@example.com",
+    roles=["user", "responsible"],
+    scope="building:a",
+    perms=["dashboard:view", "documents:view", "rolegate:daypass:issue"],
+    sid="sess-1",
+    ver=7,
+    aud="app",
+)
 
 
 def verifier(minter: AssertionMinter, clock) -> TokenVerifier:
@@ -62,10 +77,15 @@ def test_cache_is_bounded(keyring, clock) -> None:
 
 
 def test_headers_are_cached_and_safe(minter) -> None:
-    headers = minter.assertion_headers(**{**CALLER, "sub": "bob\r\nX-Evil: 1", "email": "zoë@例え.jp",
-                                          "roles": ["a,b", "user"]})
-    assert minter.assertion_headers(**{**CALLER, "sub": "bob\r\nX-Evil: 1", "email": "zoë@例え.jp",
-                                       "roles": ["a,b", "user"]}) is headers
+    headers = minter.assertion_headers(
+        **{**CALLER, "sub": "bob\r\nX-Evil: 1", "email": "zoë@例え.jp", "roles": ["a,b", "user"]}
+    )
+    assert (
+        minter.assertion_headers(
+            **{**CALLER, "sub": "bob\r\nX-Evil: 1", "email": "zoë@例え.jp", "roles": ["a,b", "user"]}
+        )
+        is headers
+    )
     for value in headers.values():
         value.encode("latin-1")
         assert "\r" not in value and "\n" not in value
@@ -83,10 +103,17 @@ def test_500_groups_and_200_permissions_fit_one_8k_header(minter, clock) -> None
     perms = [f"{r}:{a}" for r in resources for a in actions]
     groups = [f"cn=group-{i:03d},ou=groups,dc=example,dc=com" for i in range(500)]
     roles = [f"building_role_number_{i:02d}" for i in range(30)]
-    headers = minter.assertion_headers(sub="a.very.long.username@subsidiary.example.com", name="A" * 80,
-                                       email="a.very.long.username@subsidiary.example.com", roles=roles,
-                                       scope="building:headquarters-north-wing", perms=perms,
-                                       sid="x" * 32, ver=123456, aud="maintenance-app")
+    headers = minter.assertion_headers(
+        sub="a.very.long.username@subsidiary.example.com",
+        name="A" * 80,
+        email="a.very.long.username@subsidiary.example.com",
+        roles=roles,
+        scope="building:headquarters-north-wing",
+        perms=perms,
+        sid="x" * 32,
+        ver=123456,
+        aud="maintenance-app",
+    )
     line = f"{ASSERTION_HEADER}: {headers[ASSERTION_HEADER]}\r\n"
     assert len(line.encode()) < 8 * 1024, len(line)
     claims = verifier(minter, clock).verify(headers[ASSERTION_HEADER], audience="maintenance-app", typ="JWT")
@@ -104,8 +131,7 @@ def _b64(data: bytes) -> str:
 
 def _claims(clock, **over):
     now = int(clock())
-    return {"iss": ISSUER, "aud": "app", "sub": "mallory", "iat": now, "nbf": now, "exp": now + 300, "jti": "j",
-            **over}
+    return {"iss": ISSUER, "aud": "app", "sub": "mallory", "iat": now, "nbf": now, "exp": now + 300, "jti": "j", **over}
 
 
 def _expect_refused(minter, clock, token: str) -> None:
@@ -139,19 +165,23 @@ def test_unknown_kid_refused(minter, clock) -> None:
     token = jwt.encode(_claims(clock), stranger, algorithm="EdDSA", headers={"kid": "nope", "typ": "JWT"})
     _expect_refused(minter, clock, token)
     # The right kid with someone else's signature.
-    token = jwt.encode(_claims(clock), stranger, algorithm="EdDSA",
-                       headers={"kid": minter.keyring.signing_key.kid, "typ": "JWT"})
+    token = jwt.encode(
+        _claims(clock), stranger, algorithm="EdDSA", headers={"kid": minter.keyring.signing_key.kid, "typ": "JWT"}
+    )
     _expect_refused(minter, clock, token)
 
 
-@pytest.mark.parametrize("over", [
-    {"exp": -1000},          # expired (relative, see below)
-    {"nbf": 3600},           # not yet valid
-    {"iat": 3600},           # issued in the future
-    {"aud": "billing"},      # for another upstream
-    {"aud": ["app", "billing"]},
-    {"iss": "https://evil.example.com"},
-])
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"exp": -1000},  # expired (relative, see below)
+        {"nbf": 3600},  # not yet valid
+        {"iat": 3600},  # issued in the future
+        {"aud": "billing"},  # for another upstream
+        {"aud": ["app", "billing"]},
+        {"iss": "https://evil.example.com"},
+    ],
+)
 def test_time_audience_issuer_refused(minter, clock, over) -> None:
     claims = _claims(clock)
     for name, value in over.items():
@@ -181,8 +211,9 @@ def test_missing_claims_and_wrong_type_refused(minter, clock) -> None:
     _expect_refused(minter, clock, minter.keyring.signing_key.sign(claims))
     # An access token is not an assertion (and vice versa).
     with pytest.raises(InvalidToken):
-        verifier(minter, clock).verify(minter.keyring.signing_key.sign(_claims(clock), typ="at+jwt"),
-                                       audience="app", typ="JWT")
+        verifier(minter, clock).verify(
+            minter.keyring.signing_key.sign(_claims(clock), typ="at+jwt"), audience="app", typ="JWT"
+        )
 
 
 def test_one_mebibyte_token_refused_before_decoding(minter, clock) -> None:

@@ -43,8 +43,17 @@ async def rolegate(aiohttp_server, store, board):
     return issuer, ring, AssertionMinter(ring, issuer, 300)
 
 
-CALLER = dict(sub="alice", name="Alice", email="alice@example.com", roles=["responsible"], scope="building:a",
-              perms=["dashboard:view", "controls:activate"], sid="sess-1", ver=3, aud="app")
+CALLER = dict(
+    sub="alice",
+    name="Alice",
+    email="alice@example.com",
+    roles=["responsible"],
+    scope="building:a",
+    perms=["dashboard:view", "controls:activate"],
+    sid="sess-1",
+    ver=3,
+    aud="app",
+)
 
 
 async def test_jwks_endpoint(rolegate) -> None:

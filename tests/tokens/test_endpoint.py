@@ -22,9 +22,14 @@ async def client(aiohttp_client, service, keyring, clock):
     async def authenticate_session(request: web.Request) -> Principal | None:
         if request.cookies.get("sess") != "good":
             return None
-        return Principal(username="alice", name="Alice", email="alice@example.com",
-                         groups=frozenset({"staff", "building-a-responsible"}), session_id="s1",
-                         expires_at=clock() + 3600)
+        return Principal(
+            username="alice",
+            name="Alice",
+            email="alice@example.com",
+            groups=frozenset({"staff", "building-a-responsible"}),
+            session_id="s1",
+            expires_at=clock() + 3600,
+        )
 
     async def redeem_daypass(request: web.Request, code: str) -> Principal | None:
         if code != "PASS-1":
@@ -41,20 +46,28 @@ async def client(aiohttp_client, service, keyring, clock):
             return web.json_response({"error": exc.code}, status=401, headers={"WWW-Authenticate": challenge})
         if principal is None:
             return web.json_response({"error": "none"}, status=401)
-        return web.json_response({"user": principal.username, "groups": sorted(principal.groups),
-                                  "auth": principal.auth, "sid": principal.session_id})
+        return web.json_response(
+            {
+                "user": principal.username,
+                "groups": sorted(principal.groups),
+                "auth": principal.auth,
+                "sid": principal.session_id,
+            }
+        )
 
     app = web.Application()
-    TokenEndpoint(service, public_url=ISSUER, authenticate_session=authenticate_session,
-                  redeem_daypass=redeem_daypass).add_routes(app)
+    TokenEndpoint(
+        service, public_url=ISSUER, authenticate_session=authenticate_session, redeem_daypass=redeem_daypass
+    ).add_routes(app)
     app.router.add_get(JWKS_PATH, jwks_handler(keyring))
     app.router.add_get("/api/me", protected)
     return await aiohttp_client(app)
 
 
 async def exchange(client, **headers):
-    return await client.post(TOKEN_PATH, data={"grant_type": "urn:rolegate:session"},
-                             headers={**XHR, **headers}, cookies={"sess": "good"})
+    return await client.post(
+        TOKEN_PATH, data={"grant_type": "urn:rolegate:session"}, headers={**XHR, **headers}, cookies={"sess": "good"}
+    )
 
 
 async def me(client, token: str):
@@ -74,18 +87,26 @@ async def test_session_exchange_and_bearer_use(client) -> None:
     assert jwt.get_unverified_header(body["access_token"])["typ"] == "at+jwt"
     resp = await me(client, body["access_token"])
     assert resp.status == 200
-    assert await resp.json() == {"user": "alice", "groups": ["building-a-responsible", "staff"],
-                                 "auth": "rolegate_token", "sid": claims["sid"]}
+    assert await resp.json() == {
+        "user": "alice",
+        "groups": ["building-a-responsible", "staff"],
+        "auth": "rolegate_token",
+        "sid": claims["sid"],
+    }
 
 
-@pytest.mark.parametrize("headers,cookie", [
-    ({}, "good"),                                                    # no X-Requested-With: a plain form post
-    ({"X-Requested-With": "x", "Origin": "https://evil.example"}, "good"),
-    ({"X-Requested-With": "x", "Sec-Fetch-Site": "cross-site"}, "good"),
-])
+@pytest.mark.parametrize(
+    "headers,cookie",
+    [
+        ({}, "good"),  # no X-Requested-With: a plain form post
+        ({"X-Requested-With": "x", "Origin": "https://evil.example"}, "good"),
+        ({"X-Requested-With": "x", "Sec-Fetch-Site": "cross-site"}, "good"),
+    ],
+)
 async def test_session_exchange_refused_cross_site(client, headers, cookie) -> None:
-    resp = await client.post(TOKEN_PATH, data={"grant_type": "urn:rolegate:session"}, headers=headers,
-                             cookies={"sess": cookie})
+    resp = await client.post(
+        TOKEN_PATH, data={"grant_type": "urn:rolegate:session"}, headers=headers, cookies={"sess": cookie}
+    )
     assert resp.status == 403
     assert (await resp.json())["error"] == "invalid_request"
 
@@ -99,11 +120,15 @@ async def test_session_exchange_needs_a_session_and_post(client) -> None:
 async def test_bad_requests(client) -> None:
     resp = await client.post(TOKEN_PATH, data={"grant_type": "password"})
     assert resp.status == 400 and (await resp.json())["error"] == "unsupported_grant_type"
-    resp = await client.post(TOKEN_PATH, data="grant_type=refresh_token&grant_type=refresh_token",
-                             headers={"Content-Type": "application/x-www-form-urlencoded"})
+    resp = await client.post(
+        TOKEN_PATH,
+        data="grant_type=refresh_token&grant_type=refresh_token",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert (await resp.json())["error"] == "invalid_request"
-    resp = await client.post(TOKEN_PATH, data="x=" + "a" * 20000,
-                             headers={"Content-Type": "application/x-www-form-urlencoded"})
+    resp = await client.post(
+        TOKEN_PATH, data="x=" + "a" * 20000, headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
     assert resp.status == 413
     resp = await client.post(TOKEN_PATH, data=b"[" * 2000 + b"]" * 2000, headers={"Content-Type": "application/json"})
     assert resp.status == 400 and (await resp.json())["error"] == "invalid_request"  # nested past the limit
@@ -138,8 +163,9 @@ async def test_a_guessed_refresh_token_does_not_revoke_the_family(client) -> Non
 
 async def test_refresh_tokens_are_stored_only_as_hashes(client, store) -> None:
     first = await (await exchange(client)).json()
-    second = await (await client.post(TOKEN_PATH, data={"grant_type": "refresh_token",
-                                                         "refresh_token": first["refresh_token"]})).json()
+    second = await (
+        await client.post(TOKEN_PATH, data={"grant_type": "refresh_token", "refresh_token": first["refresh_token"]})
+    ).json()
     dump = repr(await store.list("token_families"))
     for token in (first["refresh_token"], second["refresh_token"]):
         assert token.split(".")[2] not in dump
@@ -175,11 +201,13 @@ async def test_permission_change_makes_tokens_stale_until_refreshed(client, vers
     version.value = 2  # an admin changed a role: next request, not next login
     resp = await me(client, body["access_token"])
     assert resp.status == 401
-    assert resp.headers["WWW-Authenticate"] == ('Bearer realm="rolegate", error="invalid_token", '
-                                                'error_description="permissions changed; refresh the token"')
+    assert resp.headers["WWW-Authenticate"] == (
+        'Bearer realm="rolegate", error="invalid_token", error_description="permissions changed; refresh the token"'
+    )
     assert (await resp.json())["error"] == StaleToken.code
-    fresh = await (await client.post(TOKEN_PATH, data={"grant_type": "refresh_token",
-                                                        "refresh_token": body["refresh_token"]})).json()
+    fresh = await (
+        await client.post(TOKEN_PATH, data={"grant_type": "refresh_token", "refresh_token": body["refresh_token"]})
+    ).json()
     assert jwt.decode(fresh["access_token"], options={"verify_signature": False})["ver"] == 2
     assert (await me(client, fresh["access_token"])).status == 200
 
@@ -223,8 +251,9 @@ async def test_foreign_tokens_are_left_to_other_authenticators(service) -> None:
 async def test_revocation_is_seen_by_another_worker(client, service, keyring, store, board, clock, version) -> None:
     from rolegate.tokens import TokenService
 
-    other_worker = TokenService(keyring=keyring, store=store, issuer=ISSUER, current_version=version, board=board,
-                                clock=clock)
+    other_worker = TokenService(
+        keyring=keyring, store=store, issuer=ISSUER, current_version=version, board=board, clock=clock
+    )
     body = await (await exchange(client)).json()
     assert (await other_worker.authenticate(body["access_token"])).username == "alice"
     await service.revoke(body["refresh_token"])

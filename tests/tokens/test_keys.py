@@ -145,6 +145,7 @@ class _Away:
             from rolegate.store import StoreUnavailable
 
             raise StoreUnavailable("PostgreSQL at postgresql://db is unavailable: [Errno 111] Connection refused")
+
         return unavailable
 
 

@@ -22,8 +22,15 @@ async def test_refresh_rereads_the_identity(keyring, store, board, clock, versio
             return None  # disabled or deleted: the family ends
         return Principal(username=principal.username, groups=groups, auth=principal.auth)
 
-    service = TokenService(keyring=keyring, store=store, issuer=ISSUER, current_version=version, board=board,
-                           clock=clock, reload_identity=reload)
+    service = TokenService(
+        keyring=keyring,
+        store=store,
+        issuer=ISSUER,
+        current_version=version,
+        board=board,
+        clock=clock,
+        reload_identity=reload,
+    )
     grant = await service.issue(ALICE)
     assert (await service.authenticate(grant.access_token)).groups == {"staff"}
     grant = await service.refresh(grant.refresh_token)

@@ -21,40 +21,66 @@ from .test_backend_verify import load_example, rolegate  # noqa: F401 - the real
 
 CONFIG = make_config(
     permissions=["workorders:view", "customers:view", "invoices:view"],
-    roles={"technician": {"on_assigned": {"workorder": ["workorders:view"], "customer": ["customers:view"]}},
-           "regional_manager": {"permissions": ["workorders:view", "customers:view"]},
-           "blocked": {"deny": ["workorders:view"]},
-           "office": {"permissions": ["workorders:view"]}},
-    bindings=[{"group": "technicians", "role": "technician"},
-              {"group": "north", "role": "regional_manager", "scope": "region:north"},
-              {"user": "grace", "role": "blocked", "scope": "customer:c101"},
-              {"group": "office", "role": "office"}],
-    scopes={"region": {}, "customer": {"parent": "region", "members": {"c100": "north", "c101": "north",
-                                                                      "c200": "south"}},
-            "workorder": {"parent": "customer"}})
+    roles={
+        "technician": {"on_assigned": {"workorder": ["workorders:view"], "customer": ["customers:view"]}},
+        "regional_manager": {"permissions": ["workorders:view", "customers:view"]},
+        "blocked": {"deny": ["workorders:view"]},
+        "office": {"permissions": ["workorders:view"]},
+    },
+    bindings=[
+        {"group": "technicians", "role": "technician"},
+        {"group": "north", "role": "regional_manager", "scope": "region:north"},
+        {"user": "grace", "role": "blocked", "scope": "customer:c101"},
+        {"group": "office", "role": "office"},
+    ],
+    scopes={
+        "region": {},
+        "customer": {"parent": "region", "members": {"c100": "north", "c101": "north", "c200": "south"}},
+        "workorder": {"parent": "customer"},
+    },
+)
 PLACED = {"workorder:1": "customer:c100", "workorder:2": "customer:c100", "workorder:3": "customer:c200"}
 BOB, GRACE, OLIVIA = Identity("bob", ["technicians"]), Identity("grace", ["north"]), Identity("olivia", ["office"])
 NOW = time.time()
 
 
 def policy(assigned=None):
-    return compile_policy(CONFIG, scope_parents=PLACED, assignments=assigned if assigned is not None else {
-        "workorder:1": [Assigned("bob", "app:fieldservice")], "workorder:3": ["bob"], "workorder:2": ["trent"]})
+    return compile_policy(
+        CONFIG,
+        scope_parents=PLACED,
+        assignments=assigned
+        if assigned is not None
+        else {"workorder:1": [Assigned("bob", "app:fieldservice")], "workorder:3": ["bob"], "workorder:2": ["trent"]},
+    )
 
 
 def test_where_names_scopes_and_assigned_objects():
     p = policy()
     assert where_held(p, BOB, "workorders:view", NOW) == {
-        "perm": "workorders:view", "all": False, "scopes": [], "assigned": ["workorder:1", "workorder:3"]}
+        "perm": "workorders:view",
+        "all": False,
+        "scopes": [],
+        "assigned": ["workorder:1", "workorder:3"],
+    }
     # customers:view reaches the customers his work orders lie in, not the work orders themselves.
     assert where_held(p, BOB, "customers:view", NOW)["assigned"] == ["customer:c100", "customer:c200"]
     assert where_held(p, GRACE, "workorders:view", NOW) == {
-        "perm": "workorders:view", "all": False, "scopes": ["region:north"], "assigned": [],
-        "except": ["customer:c101"]}
+        "perm": "workorders:view",
+        "all": False,
+        "scopes": ["region:north"],
+        "assigned": [],
+        "except": ["customer:c101"],
+    }
     assert where_held(p, OLIVIA, "workorders:view", NOW) == {
-        "perm": "workorders:view", "all": True, "scopes": [], "assigned": []}
-    assert where_held(p, BOB, "invoices:view", NOW)["scopes"] == [] and not where_held(p, BOB, "invoices:view",
-                                                                                       NOW)["assigned"]
+        "perm": "workorders:view",
+        "all": True,
+        "scopes": [],
+        "assigned": [],
+    }
+    assert (
+        where_held(p, BOB, "invoices:view", NOW)["scopes"] == []
+        and not where_held(p, BOB, "invoices:view", NOW)["assigned"]
+    )
     # Only on a route without a scope that needs a permission.
     route = SimpleNamespace(permission="workorders:view", mode="enforce")
     assert where_for_route(p, BOB, route, None, NOW)["assigned"] == ["workorder:1", "workorder:3"]
@@ -72,8 +98,17 @@ def test_capped_with_a_flag():
 
 def test_minter_carries_it_and_keys_the_cache_on_it(keyring, clock):
     minter = AssertionMinter(keyring, ISSUER, 300, clock=clock)
-    caller = dict(sub="bob", name="Bob", email="bob@example.com", roles=["technician"], scope="", perms=[],
-                  sid="s1", ver=3, aud="app")
+    caller = dict(
+        sub="bob",
+        name="Bob",
+        email="bob@example.com",
+        roles=["technician"],
+        scope="",
+        perms=[],
+        sid="s1",
+        ver=3,
+        aud="app",
+    )
     p = policy()
     views = minter.mint(**caller, where=where_held(p, BOB, "workorders:view", NOW))
     customers = minter.mint(**caller, where=where_held(p, BOB, "customers:view", NOW))
@@ -120,7 +155,16 @@ def test_a_full_where_claim_still_mints(keyring, clock):
     """The cap is what keeps the assertion mintable: 500 long assignments still give one header."""
     p = policy({f"workorder:{'x' * 180}{i}": ["bob"] for i in range(500)})
     minter = AssertionMinter(keyring, ISSUER, 300, clock=clock)
-    token = minter.mint(sub="bob", name="Bob", email="bob@example.com", roles=["technician"], scope="",
-                        perms=[f"p{i}:view" for i in range(100)], sid="s", ver=1, aud="app",
-                        where=where_held(p, BOB, "workorders:view", NOW))
+    token = minter.mint(
+        sub="bob",
+        name="Bob",
+        email="bob@example.com",
+        roles=["technician"],
+        scope="",
+        perms=[f"p{i}:view" for i in range(100)],
+        sid="s",
+        ver=1,
+        aud="app",
+        where=where_held(p, BOB, "workorders:view", NOW),
+    )
     assert len(token) < 8 * 1024

@@ -13,11 +13,37 @@ from rolegate.admin import views
 from rolegate.admin.delegation import AUDIT_VIEW
 from rolegate.admin.errors import AdminError, Denied, Invalid, Missing, Unauthorized, from_validation
 from rolegate.admin.guard import CSRF_HEADER, Actor, check_csrf, current_actor
-from rolegate.admin.models import (NAME, AuditOut, AuditQuery, BindingIn, BindingList, BindingOut, BindingQuery, DryRun,
-                                   ExplainIn, ExplainOut, GroupList, ListQuery, MatrixOut, MatrixQuery,
-                                   PreviewIn, PreviewOut, RoleCreate, RoleIn, RoleList, RoleOut, ScopeMemberIn,
-                                   ScopeMemberList, ScopeMemberQuery, SyncStatusOut, UserDetail,
-                                   UserList, UserSettingsIn, UserSettingsOut, valid_id)
+from rolegate.admin.models import (
+    NAME,
+    AuditOut,
+    AuditQuery,
+    BindingIn,
+    BindingList,
+    BindingOut,
+    BindingQuery,
+    DryRun,
+    ExplainIn,
+    ExplainOut,
+    GroupList,
+    ListQuery,
+    MatrixOut,
+    MatrixQuery,
+    PreviewIn,
+    PreviewOut,
+    RoleCreate,
+    RoleIn,
+    RoleList,
+    RoleOut,
+    ScopeMemberIn,
+    ScopeMemberList,
+    ScopeMemberQuery,
+    SyncStatusOut,
+    UserDetail,
+    UserList,
+    UserSettingsIn,
+    UserSettingsOut,
+    valid_id,
+)
 from rolegate.admin.objects import MAX_ITEMS, PlacementsIn, PlacementsOut, put_scope_members
 from rolegate.admin.openapi import API_PREFIX, build_openapi
 from rolegate.admin.request_models import MeWithRequestsOut
@@ -32,9 +58,12 @@ log = logging.getLogger("rolegate.admin")
 
 API = Registry()
 op = API.add
-SECURITY_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
-                    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
-                    "Referrer-Policy": "no-referrer"}
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+}
 NAME_PATTERN = NAME
 
 
@@ -82,8 +111,12 @@ class Call:
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(status=status, text=json.dumps(data, ensure_ascii=False, default=str),
-                        content_type="application/json", headers={**SECURITY_HEADERS, **(headers or {})})
+    return web.Response(
+        status=status,
+        text=json.dumps(data, ensure_ascii=False, default=str),
+        content_type="application/json",
+        headers={**SECURITY_HEADERS, **(headers or {})},
+    )
 
 
 def _error(exc: AdminError) -> web.Response:
@@ -109,11 +142,15 @@ def _wrap(operation: Operation, holder: Any):
             if not operation.public:
                 actor = await current_actor(request, runtime)
                 if actor is None:
-                    raise Unauthorized("sign in first (session cookie or Authorization: Bearer)",
-                                       headers={"WWW-Authenticate": 'Bearer realm="rolegate"'})
+                    raise Unauthorized(
+                        "sign in first (session cookie or Authorization: Bearer)",
+                        headers={"WWW-Authenticate": 'Bearer realm="rolegate"'},
+                    )
                 if actor.is_app and not operation.apps:
-                    raise Denied(f"{actor.username} is an app: it may only write the object directory "
-                                 f"(scope placement, assignments), not {operation.method} {operation.path}")
+                    raise Denied(
+                        f"{actor.username} is an app: it may only write the object directory "
+                        f"(scope placement, assignments), not {operation.method} {operation.path}"
+                    )
             query = None
             if operation.query is not None:
                 raw = {k: v for k, v in request.query.items() if k in operation.query.model_fields}
@@ -149,11 +186,17 @@ def _write(change: Change, created: bool = False) -> web.Response:
 
 # -- who am I ------------------------------------------------------------------------------------------------
 
-@op("GET", "/me", "What I may access: roles and permissions per scope, and until when", "me",
+
+@op(
+    "GET",
+    "/me",
+    "What I may access: roles and permissions per scope, and until when",
+    "me",
     response=MeWithRequestsOut,
     description="Open to every signed-in user, day-pass holders included. The X-Rolegate-CSRF response header "
-                "carries the token that writes from this session must send back. With access requests on, "
-                "also your pending requests and the access granted on request, with the time left.")
+    "carries the token that writes from this session must send back. With access requests on, "
+    "also your pending requests and the access granted on request, with the time left.",
+)
 async def get_me(call: Call) -> web.Response:
     assert call.actor is not None
     data = {**views.me(call.actor), **await AccessRequests(call.runtime, call.actor).for_me()}
@@ -162,16 +205,26 @@ async def get_me(call: Call) -> web.Response:
 
 # -- roles ---------------------------------------------------------------------------------------------------
 
+
 @op("GET", "/roles", "Every role: config roles (read-only) and API roles", "roles", response=RoleList)
 async def list_roles(call: Call) -> web.Response:
     call.require_admin()
     return _json({"items": await call.service.roles()})
 
 
-@op("POST", "/roles", "Define a role (needs rolegate:roles:edit globally)", "roles", body=RoleCreate,
-    response=WriteOut, status=201, etag=True, query=DryRun,
+@op(
+    "POST",
+    "/roles",
+    "Define a role (needs rolegate:roles:edit globally)",
+    "roles",
+    body=RoleCreate,
+    response=WriteOut,
+    status=201,
+    etag=True,
+    query=DryRun,
     description="Any catalogue permissions; rolegate's own only those you hold everywhere, and manages no more "
-                "than you manage everywhere. Nobody changes or deletes a role they hold.")
+    "than you manage everywhere. Nobody changes or deletes a role they hold.",
+)
 async def create_role(call: Call) -> web.Response:
     return _write(await call.service.create_role(call.body, dry_run=call.dry_run), created=True)
 
@@ -183,21 +236,42 @@ async def get_role(call: Call) -> web.Response:
     return _json(role, headers={"ETag": etag(role["version"])})
 
 
-@op("PUT", "/roles/{name}", "Replace an API role", "roles", body=RoleIn, response=WriteOut, etag=True,
-    if_match=True, query=DryRun)
+@op(
+    "PUT",
+    "/roles/{name}",
+    "Replace an API role",
+    "roles",
+    body=RoleIn,
+    response=WriteOut,
+    etag=True,
+    if_match=True,
+    query=DryRun,
+)
 async def update_role(call: Call) -> web.Response:
-    return _write(await call.service.update_role(call.param("name"), call.body, call.request.headers.get("If-Match"),
-                                                 dry_run=call.dry_run))
+    return _write(
+        await call.service.update_role(
+            call.param("name"), call.body, call.request.headers.get("If-Match"), dry_run=call.dry_run
+        )
+    )
 
 
-@op("DELETE", "/roles/{name}", "Delete an API role no binding uses", "roles", response=WriteOut, if_match=True,
-    query=DryRun)
+@op(
+    "DELETE",
+    "/roles/{name}",
+    "Delete an API role no binding uses",
+    "roles",
+    response=WriteOut,
+    if_match=True,
+    query=DryRun,
+)
 async def delete_role(call: Call) -> web.Response:
-    return _write(await call.service.delete_role(call.param("name"), call.request.headers.get("If-Match"),
-                                                 dry_run=call.dry_run))
+    return _write(
+        await call.service.delete_role(call.param("name"), call.request.headers.get("If-Match"), dry_run=call.dry_run)
+    )
 
 
 # -- bindings (group-to-role mappings, user bindings) and object grants --------------------------------------
+
 
 def _filter(items: list[dict[str, Any]], query: BindingQuery | None) -> list[dict[str, Any]]:
     if query is None:
@@ -209,18 +283,33 @@ def _filter(items: list[dict[str, Any]], query: BindingQuery | None) -> list[dic
     return items
 
 
-@op("GET", "/bindings", "Group-to-role mappings and user bindings (config ones are read-only)", "bindings",
-    query=BindingQuery, response=BindingList)
+@op(
+    "GET",
+    "/bindings",
+    "Group-to-role mappings and user bindings (config ones are read-only)",
+    "bindings",
+    query=BindingQuery,
+    response=BindingList,
+)
 async def list_bindings(call: Call) -> web.Response:
     call.require_admin()
     return _json({"items": _filter(await call.service.bindings(grants=False), call.query)})
 
 
-@op("POST", "/bindings", "Bind a group or user to a role, optionally at a scope and until a time", "bindings",
-    body=BindingIn, response=WriteOut, status=201, etag=True, query=DryRun,
+@op(
+    "POST",
+    "/bindings",
+    "Bind a group or user to a role, optionally at a scope and until a time",
+    "bindings",
+    body=BindingIn,
+    response=WriteOut,
+    status=201,
+    etag=True,
+    query=DryRun,
     description="Delegated by roles: a role you hold at the binding's scope (or above) manages the role bound "
-                "(manages.roles), and you hold every rolegate:* permission it gives there. ?dry_run=1 answers the "
-                "preview without writing.")
+    "(manages.roles), and you hold every rolegate:* permission it gives there. ?dry_run=1 answers the "
+    "preview without writing.",
+)
 async def create_binding(call: Call) -> web.Response:
     return _write(await call.service.create_binding(call.body, dry_run=call.dry_run), created=True)
 
@@ -232,32 +321,61 @@ async def get_binding(call: Call) -> web.Response:
     return _json(binding, headers={"ETag": etag(binding["version"])})
 
 
-@op("PUT", "/bindings/{id}", "Replace a binding or object grant", "bindings", body=BindingIn, response=WriteOut,
-    etag=True, if_match=True, query=DryRun)
+@op(
+    "PUT",
+    "/bindings/{id}",
+    "Replace a binding or object grant",
+    "bindings",
+    body=BindingIn,
+    response=WriteOut,
+    etag=True,
+    if_match=True,
+    query=DryRun,
+)
 async def update_binding(call: Call) -> web.Response:
-    return _write(await call.service.update_binding(call.param("id"), call.body,
-                                                    call.request.headers.get("If-Match"), dry_run=call.dry_run))
+    return _write(
+        await call.service.update_binding(
+            call.param("id"), call.body, call.request.headers.get("If-Match"), dry_run=call.dry_run
+        )
+    )
 
 
-@op("DELETE", "/bindings/{id}", "Remove a binding or object grant", "bindings", response=WriteOut, if_match=True,
-    query=DryRun)
+@op(
+    "DELETE",
+    "/bindings/{id}",
+    "Remove a binding or object grant",
+    "bindings",
+    response=WriteOut,
+    if_match=True,
+    query=DryRun,
+)
 async def delete_binding(call: Call) -> web.Response:
-    return _write(await call.service.delete_binding(call.param("id"), call.request.headers.get("If-Match"),
-                                                    dry_run=call.dry_run))
+    return _write(
+        await call.service.delete_binding(call.param("id"), call.request.headers.get("If-Match"), dry_run=call.dry_run)
+    )
 
 
-@op("GET", "/grants", "Object grants (\"if added to a task\")", "grants", query=BindingQuery, response=BindingList)
+@op("GET", "/grants", 'Object grants ("if added to a task")', "grants", query=BindingQuery, response=BindingList)
 async def list_grants(call: Call) -> web.Response:
     call.require_admin()
     return _json({"items": _filter(await call.service.bindings(grants=True), call.query)})
 
 
-@op("POST", "/grants", "Grant one permission on one object to a user or group", "grants", body=BindingIn,
-    response=WriteOut, status=201, etag=True, query=DryRun,
+@op(
+    "POST",
+    "/grants",
+    "Grant one permission on one object to a user or group",
+    "grants",
+    body=BindingIn,
+    response=WriteOut,
+    status=201,
+    etag=True,
+    query=DryRun,
     description="Needs a role held where the object lies (or at the given scope, which must contain it) that "
-                "manages the permission (manages.assigns). Without a scope the grant is made where your power "
-                "comes from (a responsible's building). An object of a nested type that lies nowhere known is "
-                "refused. Change or remove it through /bindings/{id}.")
+    "manages the permission (manages.assigns). Without a scope the grant is made where your power "
+    "comes from (a responsible's building). An object of a nested type that lies nowhere known is "
+    "refused. Change or remove it through /bindings/{id}.",
+)
 async def create_grant(call: Call) -> web.Response:
     if call.body.permission is None:
         raise Invalid.field("permission", "an object grant names a permission and an object")
@@ -266,24 +384,42 @@ async def create_grant(call: Call) -> web.Response:
 
 # -- user settings ---------------------------------------------------------------------------------------------
 
-@op("GET", "/user-settings/{user}", "The user settings switched on for a user", "user settings",
-    response=UserSettingsOut, etag=True, path_patterns={"user": NAME_PATTERN})
+
+@op(
+    "GET",
+    "/user-settings/{user}",
+    "The user settings switched on for a user",
+    "user settings",
+    response=UserSettingsOut,
+    etag=True,
+    path_patterns={"user": NAME_PATTERN},
+)
 async def get_user_settings(call: Call) -> web.Response:
     call.require_admin()
     data = await call.service.user_settings(call.param("user"))
     return _json(data, headers={"ETag": etag(data["version"])})
 
 
-@op("PUT", "/user-settings/{user}", "Set which user settings are on for a user at one scope (If-Match \"v0\" the "
-    "first time)", "user settings", body=UserSettingsIn, response=WriteOut, etag=True, if_match=True, query=DryRun,
+@op(
+    "PUT",
+    "/user-settings/{user}",
+    'Set which user settings are on for a user at one scope (If-Match "v0" the first time)',
+    "user settings",
+    body=UserSettingsIn,
+    response=WriteOut,
+    etag=True,
+    if_match=True,
+    query=DryRun,
     path_patterns={"user": NAME_PATTERN},
     description="Replaces the settings on at body.scope (null: everywhere); other scopes keep theirs. Each one "
-                "switched on or off needs a role you hold there that manages it (manages.settings). A setting "
-                "grants nothing by itself: roles the user holds there list what it adds (if_setting).")
+    "switched on or off needs a role you hold there that manages it (manages.settings). A setting "
+    "grants nothing by itself: roles the user holds there list what it adds (if_setting).",
+)
 async def put_user_settings(call: Call) -> web.Response:
     user = call.param("user")
-    change = await call.service.put_user_settings(user, call.body, call.request.headers.get("If-Match"),
-                                                  dry_run=call.dry_run)
+    change = await call.service.put_user_settings(
+        user, call.body, call.request.headers.get("If-Match"), dry_run=call.dry_run
+    )
     if change.resource is not None:
         change.resource = {"user": user, **change.resource}
     return _write(change)
@@ -291,46 +427,89 @@ async def put_user_settings(call: Call) -> web.Response:
 
 # -- scope membership: an app registers its tasks -------------------------------------------------------------
 
-@op("GET", "/scope-members", "Where scopes lie: config members (read-only) and those registered through the API",
-    "scopes", query=ScopeMemberQuery, response=ScopeMemberList)
+
+@op(
+    "GET",
+    "/scope-members",
+    "Where scopes lie: config members (read-only) and those registered through the API",
+    "scopes",
+    query=ScopeMemberQuery,
+    response=ScopeMemberList,
+)
 async def list_scope_members(call: Call) -> web.Response:
     call.require_admin()
     return _json({"items": await call.service.scope_members(call.query.type if call.query else None)})
 
 
-@op("PUT", "/scope-members/{scope}", "Place a scope in its parent, e.g. task:42 in building:a", "scopes",
-    body=ScopeMemberIn, response=WriteOut, etag=True, query=DryRun, apps=True,
+@op(
+    "PUT",
+    "/scope-members/{scope}",
+    "Place a scope in its parent, e.g. task:42 in building:a",
+    "scopes",
+    body=ScopeMemberIn,
+    response=WriteOut,
+    etag=True,
+    query=DryRun,
+    apps=True,
     description="An app registers its tasks: grants made at a building reach the tasks that lie in it. Needs a "
-                "role at the parent (and, when moving, at the old one) that manages something there. If-Match "
-                "with the ETag when it was registered before.")
+    "role at the parent (and, when moving, at the old one) that manages something there. If-Match "
+    "with the ETag when it was registered before.",
+)
 async def put_scope_member(call: Call) -> web.Response:
     scope = call.param("scope")
-    change = await call.service.put_scope_member(scope, call.body, call.request.headers.get("If-Match"),
-                                                 dry_run=call.dry_run)
+    change = await call.service.put_scope_member(
+        scope, call.body, call.request.headers.get("If-Match"), dry_run=call.dry_run
+    )
     return _write(change, created=change.version == 1)
 
 
-@op("PUT", "/scope-members", "Place or move many objects at once (the object directory's bulk upsert)", "scopes",
-    body=PlacementsIn, response=PlacementsOut, query=DryRun, apps=True,
+@op(
+    "PUT",
+    "/scope-members",
+    "Place or move many objects at once (the object directory's bulk upsert)",
+    "scopes",
+    body=PlacementsIn,
+    response=PlacementsOut,
+    query=DryRun,
+    apps=True,
     description=f"items: [{{scope, parent}}], at most {MAX_ITEMS} (413 beyond). Idempotent: what already lies "
-                "where it says is unchanged, and a call changing nothing writes, bumps and audits nothing. "
-                "Atomic: validated and authorized whole, then written in one transaction. One audit event "
-                "per change. Needs what PUT /scope-members/{scope} needs, for each change.")
+    "where it says is unchanged, and a call changing nothing writes, bumps and audits nothing. "
+    "Atomic: validated and authorized whole, then written in one transaction. One audit event "
+    "per change. Needs what PUT /scope-members/{scope} needs, for each change.",
+)
 async def put_scope_members_bulk(call: Call) -> web.Response:
     return _json(await put_scope_members(call.service, call.body, dry_run=call.dry_run))
 
 
-@op("DELETE", "/scope-members/{scope}", "Forget where a registered scope lies (grants made at a scope stop "
-    "reaching it)", "scopes", response=WriteOut, if_match=True, query=DryRun, apps=True)
+@op(
+    "DELETE",
+    "/scope-members/{scope}",
+    "Forget where a registered scope lies (grants made at a scope stop reaching it)",
+    "scopes",
+    response=WriteOut,
+    if_match=True,
+    query=DryRun,
+    apps=True,
+)
 async def delete_scope_member(call: Call) -> web.Response:
-    return _write(await call.service.delete_scope_member(call.param("scope"), call.request.headers.get("If-Match"),
-                                                         dry_run=call.dry_run))
+    return _write(
+        await call.service.delete_scope_member(
+            call.param("scope"), call.request.headers.get("If-Match"), dry_run=call.dry_run
+        )
+    )
 
 
 # -- preview ---------------------------------------------------------------------------------------------------
 
-@op("POST", "/preview", "Dry-run any change: who gains or loses which permission at which scope", "preview",
-    body=PreviewIn, response=WriteOut)
+
+@op(
+    "POST",
+    "/preview",
+    "Dry-run any change: who gains or loses which permission at which scope",
+    "preview",
+    body=PreviewIn,
+    response=WriteOut,
+)
 async def preview(call: Call) -> web.Response:
     body: PreviewIn = call.body
     service, value, if_match = call.service, body.value or {}, call.request.headers.get("If-Match")
@@ -355,8 +534,9 @@ async def preview(call: Call) -> web.Response:
     else:
         if body.action == "delete":
             value = {"settings": []}
-        change = await service.put_user_settings(body.id or "", _parse_in(UserSettingsIn, value), if_match,
-                                                 dry_run=True)
+        change = await service.put_user_settings(
+            body.id or "", _parse_in(UserSettingsIn, value), if_match, dry_run=True
+        )
     return _write(change)
 
 
@@ -369,28 +549,56 @@ def _parse_in(model: type[BaseModel], value: dict[str, Any]) -> Any:
 
 # -- users, groups, explain, matrix ------------------------------------------------------------------------------
 
-@op("GET", "/users", "Users (directory snapshot, or sign-ins without a directory)", "directory", query=ListQuery,
-    response=UserList)
+
+@op(
+    "GET",
+    "/users",
+    "Users (directory snapshot, or sign-ins without a directory)",
+    "directory",
+    query=ListQuery,
+    response=UserList,
+)
 async def list_users(call: Call) -> web.Response:
     call.require_admin()
     people = await call.service.people()
     q = (call.query.q or "").casefold()
-    items = [{"username": p.username, "name": p.name, "email": p.email, "disabled": p.disabled,
-              "groups": sorted(p.groups), "source": people.source}
-             for p in people.people if q in p.username.casefold() or q in (p.name or "").casefold()]
+    items = [
+        {
+            "username": p.username,
+            "name": p.name,
+            "email": p.email,
+            "disabled": p.disabled,
+            "groups": sorted(p.groups),
+            "source": people.source,
+        }
+        for p in people.people
+        if q in p.username.casefold() or q in (p.name or "").casefold()
+    ]
     return _json({"items": items[: call.query.limit], "source": people.source})
 
 
-@op("GET", "/users/{username}", "A user: groups, roles and effective permissions per scope", "directory",
-    response=UserDetail, path_patterns={"username": NAME_PATTERN})
+@op(
+    "GET",
+    "/users/{username}",
+    "A user: groups, roles and effective permissions per scope",
+    "directory",
+    response=UserDetail,
+    path_patterns={"username": NAME_PATTERN},
+)
 async def get_user(call: Call) -> web.Response:
     call.require_admin()
     people = await call.service.people()
     return _json(views.user_detail(people, call.actor.policy, call.param("username")))
 
 
-@op("GET", "/groups", "Groups and their members (nested groups resolved)", "directory", query=ListQuery,
-    response=GroupList)
+@op(
+    "GET",
+    "/groups",
+    "Groups and their members (nested groups resolved)",
+    "directory",
+    query=ListQuery,
+    response=GroupList,
+)
 async def list_groups(call: Call) -> web.Response:
     call.require_admin()
     people = await call.service.people()
@@ -399,17 +607,30 @@ async def list_groups(call: Call) -> web.Response:
     return _json({"items": items[: call.query.limit], "source": people.source})
 
 
-@op("POST", "/explain", "Why is (or would) this be allowed or denied?", "explain", body=ExplainIn,
-    response=ExplainOut, description="Yourself always; other users (or what-if groups) need rolegate:audit:view, "
-                                     "or rolegate:bindings:edit at the scope asked about.")
+@op(
+    "POST",
+    "/explain",
+    "Why is (or would) this be allowed or denied?",
+    "explain",
+    body=ExplainIn,
+    response=ExplainOut,
+    description="Yourself always; other users (or what-if groups) need rolegate:audit:view, "
+    "or rolegate:bindings:edit at the scope asked about.",
+)
 async def explain(call: Call) -> web.Response:
     assert call.actor is not None
     people = await call.service.people()
     return _json(views.explain_for(call.runtime, call.actor, people, call.body))
 
 
-@op("GET", "/matrix", "The role x permission matrix (json, md, csv or html)", "matrix", query=MatrixQuery,
-    response=MatrixOut)
+@op(
+    "GET",
+    "/matrix",
+    "The role x permission matrix (json, md, csv or html)",
+    "matrix",
+    query=MatrixQuery,
+    response=MatrixOut,
+)
 async def matrix(call: Call) -> web.Response:
     call.require_admin()
     _state, policy = await call.service.snapshot()
@@ -427,22 +648,38 @@ async def matrix(call: Call) -> web.Response:
 async def export(call: Call) -> web.Response:
     call.require_admin()
     state = await load_state(call.runtime.store)
-    return web.Response(text=views.export_yaml(call.runtime.config, state), content_type="application/yaml",
-                        charset="utf-8", headers=SECURITY_HEADERS)
+    return web.Response(
+        text=views.export_yaml(call.runtime.config, state),
+        content_type="application/yaml",
+        charset="utf-8",
+        headers=SECURITY_HEADERS,
+    )
 
 
 # -- audit and sync ------------------------------------------------------------------------------------------------
 
-@op("GET", "/audit", "Audit events, newest first (needs rolegate:audit:view)", "audit", query=AuditQuery,
-    response=AuditOut)
+
+@op(
+    "GET",
+    "/audit",
+    "Audit events, newest first (needs rolegate:audit:view)",
+    "audit",
+    query=AuditQuery,
+    response=AuditOut,
+)
 async def audit(call: Call) -> web.Response:
     assert call.actor is not None
     call.actor.require(AUDIT_VIEW, None, "read the audit trail")
     return _json({"items": await views.audit_events(call.runtime.store, call.query)})
 
 
-@op("GET", "/sync/status", "Directory sync: the snapshot serving and the latest runs", "directory",
-    response=SyncStatusOut)
+@op(
+    "GET",
+    "/sync/status",
+    "Directory sync: the snapshot serving and the latest runs",
+    "directory",
+    response=SyncStatusOut,
+)
 async def sync_status(call: Call) -> web.Response:
     call.require_admin()
     return _json(await views.sync_status(call.runtime))
@@ -475,21 +712,38 @@ def add_api_routes(reserved: web.Application, holder: Any) -> None:
 from rolegate.admin import daypasses as _daypasses  # noqa: E402 - kept beside the endpoints that use it
 
 
-@op("GET", "/daypasses", "Day passes issued at scopes where you may issue them", "day passes",
-    response=_daypasses.DaypassList)
+@op(
+    "GET",
+    "/daypasses",
+    "Day passes issued at scopes where you may issue them",
+    "day passes",
+    response=_daypasses.DaypassList,
+)
 async def list_daypasses(call: Call) -> web.Response:
     return _json(await _daypasses.list_passes(call.runtime, call.actor))
 
 
-@op("POST", "/daypasses", "Issue a day pass: one-time link and QR code", "day passes", body=_daypasses.DaypassIn,
-    response=_daypasses.DaypassIssued, status=201,
-    description="Needs rolegate:daypass:issue at the pass's scope. The link is shown once.")
+@op(
+    "POST",
+    "/daypasses",
+    "Issue a day pass: one-time link and QR code",
+    "day passes",
+    body=_daypasses.DaypassIn,
+    response=_daypasses.DaypassIssued,
+    status=201,
+    description="Needs rolegate:daypass:issue at the pass's scope. The link is shown once.",
+)
 async def issue_daypass(call: Call) -> web.Response:
     return _json(await _daypasses.issue(call.runtime, call.actor, call.body), 201)
 
 
-@op("DELETE", "/daypasses/{id}", "Revoke a day pass (its sessions end at their next request)", "day passes",
-    response=_daypasses.DaypassOut)
+@op(
+    "DELETE",
+    "/daypasses/{id}",
+    "Revoke a day pass (its sessions end at their next request)",
+    "day passes",
+    response=_daypasses.DaypassOut,
+)
 async def revoke_daypass(call: Call) -> web.Response:
     return _json(await _daypasses.revoke(call.runtime, call.actor, call.param("id")))
 

@@ -62,8 +62,9 @@ def _own(permissions: frozenset[str]) -> frozenset[str]:
     return frozenset(p for p in permissions if p.startswith(OWN_PREFIX))
 
 
-def plan_for_role(policy: Policy, role: FlatRole, manages: Delegation, held: frozenset[str],
-                  permission: str) -> Plan | None:
+def plan_for_role(
+    policy: Policy, role: FlatRole, manages: Delegation, held: frozenset[str], permission: str
+) -> Plan | None:
     """The grant of ``role`` that gives ``permission``, by someone who ``manages`` this and holds ``held``
     at the scope; None when the role cannot give it or they may not hand it out."""
     if role.name not in manages.roles or permission in role.deny:
@@ -90,8 +91,11 @@ def plans_for(policy: Policy, manages: Delegation, held: frozenset[str], permiss
     ``permission``, least first."""
     if not manages.roles:
         return []
-    found = [plan for role in policy.roles.values()
-             if (plan := plan_for_role(policy, role, manages, held, permission)) is not None]
+    found = [
+        plan
+        for role in policy.roles.values()
+        if (plan := plan_for_role(policy, role, manages, held, permission)) is not None
+    ]
     return sorted(found, key=lambda p: (p.size, len(p.settings), p.role))
 
 
@@ -119,8 +123,16 @@ def levels_of(policy: Policy, scope: str | None) -> list[str | None]:
     return [*(policy.scopes.chain(scope) if scope is not None else ()), None]
 
 
-def approvers(policy: Policy, people: People, permission: str, scope: str | None, now: float, *,
-              requester: str | None = None, limit: int = 50) -> list[Approver]:
+def approvers(
+    policy: Policy,
+    people: People,
+    permission: str,
+    scope: str | None,
+    now: float,
+    *,
+    requester: str | None = None,
+    limit: int = 50,
+) -> list[Approver]:
     """The people who may grant ``permission`` at ``scope``, closest scope first (then by username)."""
     levels = levels_of(policy, scope)
     rank_of = {level: i for i, level in enumerate(levels)}
@@ -151,15 +163,26 @@ def approvers(policy: Policy, people: People, permission: str, scope: str | None
         plans = plans_of(policy, identity, permission, scope, now)
         if not plans:
             continue
-        found.append((_power_rank(policy, identity, permission, levels, now, closest[name]), name.casefold(),
-                      Approver(person.username if person else name, person.name if person else None,
-                               person.email if person else None, None, tuple(plans))))
+        found.append(
+            (
+                _power_rank(policy, identity, permission, levels, now, closest[name]),
+                name.casefold(),
+                Approver(
+                    person.username if person else name,
+                    person.name if person else None,
+                    person.email if person else None,
+                    None,
+                    tuple(plans),
+                ),
+            )
+        )
     found.sort(key=lambda item: (item[0], item[1]))
     return [_at(approver, levels[rank]) for rank, _, approver in found[:limit]]
 
 
-def _power_rank(policy: Policy, identity: Identity, permission: str, levels: list[str | None], now: float,
-                fallback: int) -> int:
+def _power_rank(
+    policy: Policy, identity: Identity, permission: str, levels: list[str | None], now: float, fallback: int
+) -> int:
     """The closest level where one binding of ``identity`` lets them grant it; ``fallback`` (their closest
     managing binding) when only several together do."""
     subjects = set(identity.subjects)
@@ -182,5 +205,14 @@ def may_approve(policy: Policy, identity: Identity, permission: str, scope: str 
     return bool(plans_of(policy, identity, permission, scope, now))
 
 
-__all__ = ["Approver", "Plan", "approvers", "levels_of", "manages_at", "may_approve", "plan_for_role", "plans_for",
-           "plans_of"]
+__all__ = [
+    "Approver",
+    "Plan",
+    "approvers",
+    "levels_of",
+    "manages_at",
+    "may_approve",
+    "plan_for_role",
+    "plans_for",
+    "plans_of",
+]

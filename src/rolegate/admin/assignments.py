@@ -47,8 +47,9 @@ class TooMany(AdminError):
 
 
 class AssignmentIn(Body):
-    users: list[str] = Field(max_length=MAX_USERS, description=f"who is assigned to the object now (at most "
-                                                                f"{MAX_USERS}; [] assigns nobody)")
+    users: list[str] = Field(
+        max_length=MAX_USERS, description=f"who is assigned to the object now (at most {MAX_USERS}; [] assigns nobody)"
+    )
 
 
 class AssignmentItem(AssignmentIn):
@@ -92,8 +93,9 @@ def unlocked_by(policy: Any, config: Any, obj_type: str) -> frozenset[str]:
     ``on_assigned`` for the object itself (``*`` or its type) or for the type it lies in directly."""
     declared = config.scopes.get(obj_type)
     types = {"*", obj_type} | ({declared.parent} if declared is not None and declared.parent else set())
-    return frozenset().union(*(perms for role in policy.roles.values()
-                               for t, perms in role.on_assigned.items() if t in types))
+    return frozenset().union(
+        *(perms for role in policy.roles.values() for t, perms in role.on_assigned.items() if t in types)
+    )
 
 
 def _check_person(actor: Any, obj: str, unlocked: frozenset[str]) -> None:
@@ -102,12 +104,13 @@ def _check_person(actor: Any, obj: str, unlocked: frozenset[str]) -> None:
     than they could grant on the object directly."""
     assigns = actor.assigns_at(obj)
     if not assigns:
-        raise Denied(f"you cannot assign people to {obj}: no role you hold there manages assignments "
-                     f"(manages.assigns)")
+        raise Denied(f"you cannot assign people to {obj}: no role you hold there manages assignments (manages.assigns)")
     missing = sorted(p for p in unlocked if p not in assigns)
     if missing:
-        raise Denied(f"you cannot assign people to {obj}: an assignment there grants {', '.join(missing)} "
-                     f"(on_assigned), which no role you hold there manages (manages.assigns)")
+        raise Denied(
+            f"you cannot assign people to {obj}: an assignment there grants {', '.join(missing)} "
+            f"(on_assigned), which no role you hold there manages (manages.assigns)"
+        )
 
 
 async def put_assignments(service: Any, items: list[AssignmentItem], *, dry_run: bool) -> dict[str, Any]:
@@ -124,8 +127,12 @@ async def put_assignments(service: Any, items: list[AssignmentItem], *, dry_run:
             errors.append({"field": f"items[{i}].object", "message": f"{item.object} is listed twice"})
         seen.add(item.object)
         if obj_type not in config.scopes:
-            errors.append({"field": f"items[{i}].object",
-                           "message": f"object type {obj_type!r} is not declared (declare it under scopes:)"})
+            errors.append(
+                {
+                    "field": f"items[{i}].object",
+                    "message": f"object type {obj_type!r} is not declared (declare it under scopes:)",
+                }
+            )
         for j, user in enumerate(item.users):
             if not isinstance(user, str) or not name.match(user):
                 errors.append({"field": f"items[{i}].users[{j}]", "message": "not a user name"})
@@ -148,22 +155,35 @@ async def put_assignments(service: Any, items: list[AssignmentItem], *, dry_run:
             _check_person(actor, item.object, unlocked_by(before, config, item.object.split(":", 1)[0]))
         # Who stays keeps when and by whom they were assigned; who is new is assigned by this caller, now.
         users = [current.get(u) or Assigned(u, actor.username, at) for u in wanted]
-        changes.append((item.object, {"users": [u.to_json() for u in users]}, old.value if old else None,
-                        old.version if old else 0))
+        changes.append(
+            (
+                item.object,
+                {"users": [u.to_json() for u in users]},
+                old.value if old else None,
+                old.version if old else 0,
+            )
+        )
     result: dict[str, Any] = {"changed": [], "unchanged": unchanged}
     if not changes:
         result["applied"] = False
-        result["preview"] = {"dry_run": dry_run, "summary": "nothing to change: everyone is assigned as listed",
-                             "changes": [], "users_considered": 0, "notes": []}
+        result["preview"] = {
+            "dry_run": dry_run,
+            "summary": "nothing to change: everyone is assigned as listed",
+            "changes": [],
+            "users_considered": 0,
+            "notes": [],
+        }
         return result
     docs = dict(state.assignments)
     for obj, value, _, expected in changes:
         docs[obj] = Doc(value, expected + 1)
-    after = compile_state(config, replace(state, assignments=docs),
-                          extra=await daypass_bindings(service.store, config, time.time()))
+    after = compile_state(
+        config, replace(state, assignments=docs), extra=await daypass_bindings(service.store, config, time.time())
+    )
     affected = {a.user for obj, value, old, _ in changes for doc in (value, old) for a in assigned_of(obj, doc)}
-    result["preview"] = await service.preview(before, after, [("user", u) for u in sorted(affected)],
-                                              f"assign people to {len(changes)} object(s)")
+    result["preview"] = await service.preview(
+        before, after, [("user", u) for u in sorted(affected)], f"assign people to {len(changes)} object(s)"
+    )
     if dry_run:
         result["changed"] = [{"object": o, "users": v["users"], "version": e + 1} for o, v, _, e in changes]
         result["applied"] = False
@@ -184,14 +204,19 @@ def register(op: Any, Call: Any, json_out: Any) -> None:
             raise Missing("no such object (type:id, e.g. workorder:1)")
         return obj
 
-    @op("GET", "/assignments", "Who is assigned to which object (apps mark it; on_assigned roles grant there)",
-        "assignments", query=AssignmentQuery, apps=True)
+    @op(
+        "GET",
+        "/assignments",
+        "Who is assigned to which object (apps mark it; on_assigned roles grant there)",
+        "assignments",
+        query=AssignmentQuery,
+        apps=True,
+    )
     async def get_assignments(call: Any) -> web.Response:
         if not call.actor.is_app:
             call.require_admin()
         q = call.query
-        return json_out({"items": await list_assignments(call.service, q.object if q else None,
-                                                         q.user if q else None)})
+        return json_out({"items": await list_assignments(call.service, q.object if q else None, q.user if q else None)})
 
     @op("GET", "/assignments/{object}", "Who is assigned to one object", "assignments", apps=True)
     async def get_assignment(call: Any) -> web.Response:
@@ -203,11 +228,17 @@ def register(op: Any, Call: Any, json_out: Any) -> None:
         items = await list_assignments(call.service, obj)
         return json_out(items[0] if items else {"object": obj, "users": [], "version": 0})
 
-    @op("PUT", "/assignments/{object}", "Set who is assigned to one object, e.g. workorder:1 -> [bob]",
-        "assignments", body=AssignmentIn, apps=True,
+    @op(
+        "PUT",
+        "/assignments/{object}",
+        "Set who is assigned to one object, e.g. workorder:1 -> [bob]",
+        "assignments",
+        body=AssignmentIn,
+        apps=True,
         description="Replaces the list (idempotent: the same list again changes nothing). Roles grant what they "
-                    "list under on_assigned only on objects assigned to the user. An app needs the object type in "
-                    "its may.assign; a person a role at the object that manages assignments (manages.assigns).")
+        "list under on_assigned only on objects assigned to the user. An app needs the object type in "
+        "its may.assign; a person a role at the object that manages assignments (manages.assigns).",
+    )
     async def put_assignment(call: Any) -> web.Response:
         obj = _object(call)
         item = AssignmentItem(object=obj, users=call.body.users)
@@ -216,12 +247,19 @@ def register(op: Any, Call: Any, json_out: Any) -> None:
     @op("DELETE", "/assignments/{object}", "Assign nobody to one object", "assignments", apps=True)
     async def delete_assignment(call: Any) -> web.Response:
         obj = _object(call)
-        return json_out(await put_assignments(call.service, [AssignmentItem(object=obj, users=[])],
-                                              dry_run=call.dry_run))
+        return json_out(
+            await put_assignments(call.service, [AssignmentItem(object=obj, users=[])], dry_run=call.dry_run)
+        )
 
-    @op("PUT", "/assignments", "Set who is assigned to many objects at once (bulk, atomic)", "assignments",
-        body=AssignmentsIn, apps=True,
+    @op(
+        "PUT",
+        "/assignments",
+        "Set who is assigned to many objects at once (bulk, atomic)",
+        "assignments",
+        body=AssignmentsIn,
+        apps=True,
         description=f"items: [{{object, users}}], at most {MAX_ITEMS} (413 beyond), each object once. Idempotent "
-                    "and atomic; one audit event per object changed and one policy bump per call.")
+        "and atomic; one audit event per object changed and one policy bump per call.",
+    )
     async def put_assignments_bulk(call: Any) -> web.Response:
         return json_out(await put_assignments(call.service, call.body.items, dry_run=call.dry_run))

@@ -63,11 +63,22 @@ def _iso(ts: float | None) -> str | None:
 
 
 def pass_out(record: Any, now: float) -> dict[str, Any]:
-    return {"id": record.id, "template": record.template, "role": record.role, "scope": record.scope,
-            "name": record.name, "company": record.company, "reason": record.reason, "issued_by": record.issued_by,
-            "issued_at": _iso(record.issued_at), "expires_at": _iso(record.expires_at),
-            "status": record.status(now), "devices": record.devices, "devices_left": record.devices_left,
-            "revoked_by": record.revoked_by}
+    return {
+        "id": record.id,
+        "template": record.template,
+        "role": record.role,
+        "scope": record.scope,
+        "name": record.name,
+        "company": record.company,
+        "reason": record.reason,
+        "issued_by": record.issued_by,
+        "issued_at": _iso(record.issued_at),
+        "expires_at": _iso(record.expires_at),
+        "status": record.status(now),
+        "devices": record.devices,
+        "devices_left": record.devices_left,
+        "revoked_by": record.revoked_by,
+    }
 
 
 def _enabled(runtime: Any) -> Any:
@@ -84,9 +95,16 @@ async def list_passes(runtime: Any, actor: Actor) -> dict[str, Any]:
     records = await daypass_stage.list_passes(runtime.store)
     mine = [r for r in records if actor.holds(DAYPASS_ISSUE, r.scope)]
     mine.sort(key=lambda r: r.issued_at, reverse=True)
-    templates = {name: {"role": t.role, "scopes": list(t.scopes), "require": list(t.require),
-                        "max_lifetime": t.max_lifetime.total_seconds(), "expires": t.expires}
-                 for name, t in daypass.templates.items()}
+    templates = {
+        name: {
+            "role": t.role,
+            "scopes": list(t.scopes),
+            "require": list(t.require),
+            "max_lifetime": t.max_lifetime.total_seconds(),
+            "expires": t.expires,
+        }
+        for name, t in daypass.templates.items()
+    }
     return {"items": [pass_out(r, now) for r in mine], "templates": templates}
 
 
@@ -94,15 +112,27 @@ async def issue(runtime: Any, actor: Actor, body: DaypassIn) -> dict[str, Any]:
     _enabled(runtime)
     try:
         issued = await daypass_stage.issue_pass(
-            runtime.store, runtime.board, runtime.config, template=body.template, scope=body.scope, name=body.name,
-            company=body.company, reason=body.reason, issuer=actor.username,
-            issuer_may_issue=lambda scope: actor.holds(DAYPASS_ISSUE, scope), now=time.time(), audit=runtime.audit)
+            runtime.store,
+            runtime.board,
+            runtime.config,
+            template=body.template,
+            scope=body.scope,
+            name=body.name,
+            company=body.company,
+            reason=body.reason,
+            issuer=actor.username,
+            issuer_may_issue=lambda scope: actor.holds(DAYPASS_ISSUE, scope),
+            now=time.time(),
+            audit=runtime.audit,
+        )
     except RolegateError as exc:
         if exc.status == 403:
             raise Denied(exc.public_message) from None
         if exc.status == 400:
-            field = next((f for f in ("template", "scope", "name", "company", "reason")
-                          if f in exc.public_message.lower()), "body")
+            field = next(
+                (f for f in ("template", "scope", "name", "company", "reason") if f in exc.public_message.lower()),
+                "body",
+            )
             raise Invalid.field(field, exc.public_message) from None
         raise
     out = pass_out(issued.record, time.time())
@@ -118,6 +148,7 @@ async def revoke(runtime: Any, actor: Actor, pass_id: str) -> dict[str, Any]:
     record, _version = found
     if not actor.holds(DAYPASS_ISSUE, record.scope):
         raise Denied(f"revoking passes at {record.scope} needs rolegate:daypass:issue there")
-    record, _changed = await daypass_stage.revoke_pass(runtime.store, runtime.board, pass_id, by=actor.username,
-                                                      now=time.time(), audit=runtime.audit)
+    record, _changed = await daypass_stage.revoke_pass(
+        runtime.store, runtime.board, pass_id, by=actor.username, now=time.time(), audit=runtime.audit
+    )
     return pass_out(record, time.time())

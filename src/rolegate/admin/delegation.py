@@ -58,8 +58,10 @@ def check_own_permissions(actor: Actor, permissions: Iterable[str], scope: str |
     own = {p for p in permissions if p.startswith(OWN_PREFIX)}
     missing = sorted(own - actor.permissions_at(scope))
     if missing:
-        raise Denied(f"you cannot {what}: it hands out rolegate's own permissions you do not hold "
-                     f"{_where(scope)}: {', '.join(missing)}")
+        raise Denied(
+            f"you cannot {what}: it hands out rolegate's own permissions you do not hold "
+            f"{_where(scope)}: {', '.join(missing)}"
+        )
 
 
 def check_binding(actor: Actor, policy: Policy, binding: Binding, verb: str = "grant") -> None:
@@ -72,8 +74,10 @@ def check_binding(actor: Actor, policy: Policy, binding: Binding, verb: str = "g
         raise Invalid.field("role", f"unknown role {binding.role!r}")
     scope = binding.scope
     if role.name not in actor.manages_at(scope).roles:
-        raise Denied(f"you cannot {verb} role {role.name} {_where(scope)}: no role you hold there manages it "
-                     f"({_managed(actor, scope)})")
+        raise Denied(
+            f"you cannot {verb} role {role.name} {_where(scope)}: no role you hold there manages it "
+            f"({_managed(actor, scope)})"
+        )
     check_own_permissions(actor, gives(role), scope, f"{verb} role {role.name} {_where(scope)}")
 
 
@@ -98,8 +102,10 @@ def check_object_grant(actor: Actor, policy: Policy, binding: Binding, verb: str
     if permission not in actor.manages_at(where).assigns:
         place = policy.scopes.chain(where)[1:] if where == obj else ()
         inside = f" ({obj} lies in {' in '.join(place)})" if place else ""
-        raise Denied(f"you cannot {verb} {permission} on {obj}: no role you hold {_where(where)}{inside} manages it "
-                     f"(manages.assigns; {_managed(actor, where)})")
+        raise Denied(
+            f"you cannot {verb} {permission} on {obj}: no role you hold {_where(where)}{inside} manages it "
+            f"(manages.assigns; {_managed(actor, where)})"
+        )
     check_own_permissions(actor, (permission,), where, f"{verb} {permission} on {obj}")
 
 
@@ -120,8 +126,10 @@ def grant_scope(actor: Actor, policy: Policy, binding: Binding) -> str | None:
 def check_setting(actor: Actor, policy: Policy, setting: str, scope: str | None, verb: str = "switch") -> None:
     """May ``actor`` switch ``setting`` on or off for someone at ``scope`` (None: everywhere)?"""
     if setting not in actor.manages_at(scope).settings:
-        raise Denied(f"you cannot {verb} user setting {setting} {_where(scope)}: no role you hold there manages it "
-                     f"({_managed(actor, scope)})")
+        raise Denied(
+            f"you cannot {verb} user setting {setting} {_where(scope)}: no role you hold there manages it "
+            f"({_managed(actor, scope)})"
+        )
     check_own_permissions(actor, policy.settings.get(setting, ()), scope, f"{verb} user setting {setting}")
 
 
@@ -131,8 +139,10 @@ def check_role_definition(actor: Actor, after: Policy, name: str) -> None:
     check_own_permissions(actor, gives(role), None, f"define role {name} this way")
     mine = actor.manages_at(None)
     if not role.manages.within(mine):
-        raise Denied(f"you cannot define role {name} to manage {role.manages.describe()}: you manage "
-                     f"{mine.describe()} everywhere, and a role cannot hand out more than its author")
+        raise Denied(
+            f"you cannot define role {name} to manage {role.manages.describe()}: you manage "
+            f"{mine.describe()} everywhere, and a role cannot hand out more than its author"
+        )
 
 
 def check_not_own_powers(actor: Actor, policy: Policy, name: str, verb: str) -> None:
@@ -140,16 +150,21 @@ def check_not_own_powers(actor: Actor, policy: Policy, name: str, verb: str) -> 
     held = actor.roles_held()
     mine = sorted(r for r in held if r == name or name in policy.roles[r].ancestors) if name in policy.roles else []
     if mine:
-        raise Denied(f"you cannot {verb} role {name}: you hold {', '.join(mine)}, so it defines your own powers; "
-                     f"another administrator must change it")
+        raise Denied(
+            f"you cannot {verb} role {name}: you hold {', '.join(mine)}, so it defines your own powers; "
+            f"another administrator must change it"
+        )
 
 
 def delegations(actor: Actor) -> list[tuple[str | None, Delegation]]:
     """Where the actor manages what: one (scope, what its role there manages) per binding that manages
     anything, broadest first (None: everywhere). The admin UI offers exactly this."""
     subjects = set(actor.identity.subjects)
-    found = [(b.scope, b.role.manages) for b in actor.policy.bindings
-             if f"{b.subject_kind[0]}:{b.subject}" in subjects and actor.now < b.until and b.role.manages]
+    found = [
+        (b.scope, b.role.manages)
+        for b in actor.policy.bindings
+        if f"{b.subject_kind[0]}:{b.subject}" in subjects and actor.now < b.until and b.role.manages
+    ]
     return sorted(found, key=lambda item: (item[0] is not None, item[0] or ""))
 
 
@@ -185,7 +200,23 @@ def may_register_member(actor: Actor, child: str, parent: str | None, verb: str 
         raise Denied(f"you cannot {verb} {child} in {parent}: no role you hold there manages anything")
 
 
-__all__ = ["ALL", "AUDIT_VIEW", "BINDINGS_EDIT", "DAYPASS_ISSUE", "Delegation", "ROLES_EDIT", "check_binding",
-           "check_not_own_powers", "check_object_grant", "check_own_permissions", "check_role_definition",
-           "check_setting", "choices", "delegations", "gives", "grant_scope", "manages_anything",
-           "may_register_member"]
+__all__ = [
+    "ALL",
+    "AUDIT_VIEW",
+    "BINDINGS_EDIT",
+    "DAYPASS_ISSUE",
+    "Delegation",
+    "ROLES_EDIT",
+    "check_binding",
+    "check_not_own_powers",
+    "check_object_grant",
+    "check_own_permissions",
+    "check_role_definition",
+    "check_setting",
+    "choices",
+    "delegations",
+    "gives",
+    "grant_scope",
+    "manages_anything",
+    "may_register_member",
+]

@@ -13,8 +13,9 @@ class AdminError(Exception):
     status = 400
     code = "bad_request"
 
-    def __init__(self, message: str, *, errors: list[dict[str, str]] | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, message: str, *, errors: list[dict[str, str]] | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.errors = errors
@@ -79,6 +80,10 @@ def from_validation(exc: ValidationError, prefix: str = "") -> Invalid:
     for err in exc.errors(include_url=False, include_input=False):
         # Model-level validators have an empty loc: the message names the fields itself.
         name = field_path(tuple(err.get("loc", ())))
-        errors.append({"field": f"{prefix}{name}" if prefix and name != "body" else name,
-                       "message": str(err.get("msg", "invalid"))})
+        errors.append(
+            {
+                "field": f"{prefix}{name}" if prefix and name != "body" else name,
+                "message": str(err.get("msg", "invalid")),
+            }
+        )
     return Invalid(errors)

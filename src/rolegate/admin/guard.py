@@ -28,8 +28,14 @@ from rolegate.admin.errors import Denied, Unauthorized
 from rolegate.admin.holdings import admin_scopes
 from rolegate.authz import Identity, Policy, decide, effective_permissions, holdings_of
 from rolegate.authz.roles import NOTHING, Delegation
-from rolegate.identity.app_credentials import (KEY_PREFIX, AppCaller, AppCredentialRefused, check_client_token,
-                                               check_key, claims_an_app)
+from rolegate.identity.app_credentials import (
+    KEY_PREFIX,
+    AppCaller,
+    AppCredentialRefused,
+    check_client_token,
+    check_key,
+    claims_an_app,
+)
 from rolegate.identity.authenticator import bearer_token
 from rolegate.identity.origin import identified_by_cookie, started_here
 
@@ -70,8 +76,9 @@ class Actor:
 
     __slots__ = ("principal", "identity", "policy", "now", "csrf_token", "_rights", "app_may")
 
-    def __init__(self, principal: Any, identity: Identity, policy: Policy, csrf_token: str,
-                 app_may: Any = None) -> None:
+    def __init__(
+        self, principal: Any, identity: Identity, policy: Policy, csrf_token: str, app_may: Any = None
+    ) -> None:
         self.principal = principal
         self.identity = identity
         self.policy = policy
@@ -138,8 +145,11 @@ class Actor:
     def roles_held(self) -> frozenset[str]:
         """Every role this actor holds anywhere, now (bindings of the user, their groups, their day pass)."""
         subjects = set(self.identity.subjects)
-        return frozenset(b.role.name for b in self.policy.bindings
-                         if f"{b.subject_kind[0]}:{b.subject}" in subjects and self.now < b.until)
+        return frozenset(
+            b.role.name
+            for b in self.policy.bindings
+            if f"{b.subject_kind[0]}:{b.subject}" in subjects and self.now < b.until
+        )
 
     def admin_rights(self) -> dict[str, list[str | None]]:
         """rolegate's own permissions and the scopes where this actor holds each (None: everywhere)."""
@@ -183,8 +193,10 @@ async def app_actor(request: web.Request, runtime: Any) -> Actor | None:
             return None
     except AppCredentialRefused as exc:
         log.info("app credential refused: %s", exc)  # the detail names a key id at most, never a secret
-        raise Unauthorized("the app credential was not accepted",
-                           headers={"WWW-Authenticate": 'Bearer realm="rolegate", error="invalid_token"'}) from None
+        raise Unauthorized(
+            "the app credential was not accepted",
+            headers={"WWW-Authenticate": 'Bearer realm="rolegate", error="invalid_token"'},
+        ) from None
     return Actor.for_app(caller, config.apps[caller.app].may, await runtime.current_policy())
 
 

@@ -51,23 +51,34 @@ def scope_holdings(policy: Policy, identity: Identity, now: float) -> list[dict[
         if scope is not None and not perms:
             continue
         holdings = entry.holdings if entry is not None else ()
-        rows.append({
-            "scope": scope,
-            "roles": sorted({b.role.name for b in holdings}),
-            "permissions": sorted(perms),
-            "until": _until([b.until for b in holdings]),
-            "granted_by": [b.describe() for b in holdings]
-                          + [f"role {b.role.name} with {s.describe()}: {', '.join(sorted(perms))}"
-                             for b, s, perms in (entry.conditional if entry else ())],
-        })
+        rows.append(
+            {
+                "scope": scope,
+                "roles": sorted({b.role.name for b in holdings}),
+                "permissions": sorted(perms),
+                "until": _until([b.until for b in holdings]),
+                "granted_by": [b.describe() for b in holdings]
+                + [
+                    f"role {b.role.name} with {s.describe()}: {', '.join(sorted(perms))}"
+                    for b, s, perms in (entry.conditional if entry else ())
+                ],
+            }
+        )
     return rows
 
 
 def object_grants_of(policy: Policy, identity: Identity, now: float) -> list[dict[str, Any]]:
     subjects = set(identity.subjects)
-    return [{"permission": g.permission, "object": g.object, "scope": g.scope,
-             "until": None if g.until == math.inf else format_until(g.until)}
-            for g in policy.object_grants if f"{g.subject_kind[0]}:{g.subject}" in subjects and now < g.until]
+    return [
+        {
+            "permission": g.permission,
+            "object": g.object,
+            "scope": g.scope,
+            "until": None if g.until == math.inf else format_until(g.until),
+        }
+        for g in policy.object_grants
+        if f"{g.subject_kind[0]}:{g.subject}" in subjects and now < g.until
+    ]
 
 
 MAX_ASSIGNMENTS = 200  # listed on /me and a user's page; more are counted, not listed
@@ -83,8 +94,15 @@ def assignments_of(policy: Policy, identity: Identity, now: float) -> list[dict[
     out = []
     for obj in objects:
         a = index._assigned[(identity.username, obj)]
-        out.append({"object": obj, "lies_in": policy.scopes.parents.get(obj), "by": a.by, "at": a.at,
-                    "permissions": [p for p in perms if decide(policy, identity, p, obj, now=now).allowed]})
+        out.append(
+            {
+                "object": obj,
+                "lies_in": policy.scopes.parents.get(obj),
+                "by": a.by,
+                "at": a.at,
+                "permissions": [p for p in perms if decide(policy, identity, p, obj, now=now).allowed],
+            }
+        )
     return out
 
 
@@ -94,10 +112,18 @@ def settings_of(policy: Policy, identity: Identity) -> list[str]:
 
 def switches_of_user(policy: Policy, identity: Identity) -> list[dict[str, Any]]:
     """Each setting switched on for the user: where (None: everywhere), by whom and when, from where."""
-    return [{"setting": s.name, "scope": s.scope, "by": s.by, "at": s.at,
-             "until": None if s.until == math.inf else format_until(s.until),
-             "source": "config" if s.source.startswith("config") else "api"}
-            for s in policy.setting_grants if s.username == identity.username]
+    return [
+        {
+            "setting": s.name,
+            "scope": s.scope,
+            "by": s.by,
+            "at": s.at,
+            "until": None if s.until == math.inf else format_until(s.until),
+            "source": "config" if s.source.startswith("config") else "api",
+        }
+        for s in policy.setting_grants
+        if s.username == identity.username
+    ]
 
 
 def admin_scopes(policy: Policy, identity: Identity, now: float) -> dict[str, list[str | None]]:
@@ -112,8 +138,9 @@ def admin_scopes(policy: Policy, identity: Identity, now: float) -> dict[str, li
     return out
 
 
-def permission_diff(before: Policy, after: Policy, identities: list[Identity], now: float,
-                    limit: int = 2000) -> list[dict[str, Any]]:
+def permission_diff(
+    before: Policy, after: Policy, identities: list[Identity], now: float, limit: int = 2000
+) -> list[dict[str, Any]]:
     """Who gains or loses which permission at which scope between two policies."""
     scopes = known_scopes(before, after)
     changes: list[dict[str, Any]] = []
@@ -132,8 +159,7 @@ def permission_diff(before: Policy, after: Policy, identities: list[Identity], n
             parents = [*after.scopes.chain(scope)[1:], None] if scope is not None else []
             if any(diffs.get(p) == (gains, loses) for p in parents):
                 continue
-            changes.append({"user": identity.username, "scope": scope,
-                            "gains": sorted(gains), "loses": sorted(loses)})
+            changes.append({"user": identity.username, "scope": scope, "gains": sorted(gains), "loses": sorted(loses)})
             if len(changes) >= limit:
                 return changes
     return changes

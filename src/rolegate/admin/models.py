@@ -25,6 +25,7 @@ class Out(BaseModel):
 
 # -- errors ------------------------------------------------------------------------------------------
 
+
 class FieldError(Out):
     field: str
     message: str
@@ -37,6 +38,7 @@ class ErrorOut(Out):
 
 
 # -- bindings and object grants ----------------------------------------------------------------------
+
 
 class BindingIn(Body):
     """Subject (exactly one of group, user) -> role, or -> permission on an object (an object grant)."""
@@ -82,16 +84,21 @@ class BindingList(Out):
 
 # -- roles -----------------------------------------------------------------------------------------
 
+
 class ManagesIn(Body):
     """What holders hand out and take away where they hold the role and below ("all" or names)."""
 
-    roles: Literal["all"] | list[str] = Field(default_factory=list, max_length=200,
-                                              description="roles they bind people to")
-    settings: Literal["all"] | list[str] = Field(default_factory=list, max_length=200,
-                                                 description="user settings they switch on and off")
-    assigns: Literal["all"] | list[str] = Field(default_factory=list, max_length=500,
-                                                description="permissions they grant on one object (add someone to "
-                                                            "a task), without holding them")
+    roles: Literal["all"] | list[str] = Field(
+        default_factory=list, max_length=200, description="roles they bind people to"
+    )
+    settings: Literal["all"] | list[str] = Field(
+        default_factory=list, max_length=200, description="user settings they switch on and off"
+    )
+    assigns: Literal["all"] | list[str] = Field(
+        default_factory=list,
+        max_length=500,
+        description="permissions they grant on one object (add someone to a task), without holding them",
+    )
 
 
 class RoleIn(Body):
@@ -99,13 +106,17 @@ class RoleIn(Body):
     permissions: list[str] = Field(default_factory=list, max_length=500)
     inherits: list[str] = Field(default_factory=list, max_length=50)
     deny: list[str] = Field(default_factory=list, max_length=500)
-    if_setting: dict[str, list[str]] = Field(default_factory=dict, max_length=100,
-                                             description="user setting -> permissions granted only where the holder "
-                                                         "has that setting switched on")
+    if_setting: dict[str, list[str]] = Field(
+        default_factory=dict,
+        max_length=100,
+        description="user setting -> permissions granted only where the holder has that setting switched on",
+    )
     manages: ManagesIn = Field(default_factory=ManagesIn)
     on_assigned: dict[str, list[str]] | list[str] = Field(
-        default_factory=dict, description="scope type (or a plain list: the assigned object itself) -> permissions "
-                                          "granted only on objects assigned to the holder (docs/admin-api.md)")
+        default_factory=dict,
+        description="scope type (or a plain list: the assigned object itself) -> permissions "
+        "granted only on objects assigned to the holder (docs/admin-api.md)",
+    )
     assigns: None = Field(None, description="moved to manages.assigns", json_schema_extra={"deprecated": True})
 
     @field_validator("assigns", mode="before")
@@ -130,12 +141,14 @@ class RoleOut(Out):
     deny: list[str]
     if_setting: dict[str, list[str]] = Field(default_factory=dict)
     manages: dict[str, Any] = Field(default_factory=dict, description="roles, settings, assigns: 'all' or names")
-    on_assigned: dict[str, list[str]] = Field(default_factory=dict, description="scope type ('*': the assigned "
-                                                                                "object itself) -> permissions")
+    on_assigned: dict[str, list[str]] = Field(
+        default_factory=dict, description="scope type ('*': the assigned object itself) -> permissions"
+    )
     effective: list[str] = Field(description="what a holder gets: inherited permissions folded in, denies removed")
-    conditional: dict[str, list[str]] = Field(default_factory=dict,
-                                              description="user setting -> what a holder gets with it on (inherited "
-                                                          "conditions folded in)")
+    conditional: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="user setting -> what a holder gets with it on (inherited conditions folded in)",
+    )
     version: int = 0
 
 
@@ -144,6 +157,7 @@ class RoleList(Out):
 
 
 # -- user settings -----------------------------------------------------------------------------------
+
 
 class UserSettingsIn(Body):
     """The settings on for one user at one scope (replacing what is on there); other scopes keep theirs."""
@@ -167,13 +181,16 @@ class UserSettingsOut(Out):
     settings: list[str] = Field(description="switched on everywhere through the API")
     from_config: list[str] = Field(description="switched on in the config file (read-only)")
     available: dict[str, list[str]] = Field(description="every setting and what some role grants with it")
-    roles: dict[str, dict[str, list[str]]] = Field(default_factory=dict,
-                                                   description="setting -> permission -> the roles that grant it with "
-                                                               "the setting on (a setting alone grants nothing)")
+    roles: dict[str, dict[str, list[str]]] = Field(
+        default_factory=dict,
+        description="setting -> permission -> the roles that grant it with "
+        "the setting on (a setting alone grants nothing)",
+    )
     version: int = 0
 
 
 # -- scope membership ("an app registers its tasks") --------------------------------------------------
+
 
 class ScopeMemberIn(Body):
     parent: str = Field(pattern=SCOPE, description="the scope it lies in, e.g. building:a for task:42")
@@ -200,6 +217,7 @@ class ScopeMemberQuery(Body):
 
 # -- preview ------------------------------------------------------------------------------------------
 
+
 class PermissionChange(Out):
     user: str
     scope: str | None
@@ -224,6 +242,7 @@ class PreviewIn(Body):
 
 # -- who has what ------------------------------------------------------------------------------------
 
+
 class ScopeHoldings(Out):
     scope: str | None = Field(description="null: everywhere")
     roles: list[str]
@@ -244,8 +263,9 @@ class AssignedOut(Out):
     lies_in: str | None = Field(description="where the object directory places it; null: nowhere")
     by: str | None
     at: str | None
-    permissions: list[str] = Field(description="what roles granting on assigned objects (on_assigned) give the "
-                                               "user on it now")
+    permissions: list[str] = Field(
+        description="what roles granting on assigned objects (on_assigned) give the user on it now"
+    )
 
 
 class MeOut(Out):
@@ -260,9 +280,12 @@ class MeOut(Out):
     object_grants: list[ObjectGrantOut]
     settings: list[str] = Field(description="names of the user settings switched on, somewhere")
     settings_on: list[SettingSwitchOut] = Field(default_factory=list, description="each, with where, by whom, when")
-    assignments: list[AssignedOut] = Field(default_factory=list, description="objects assigned to the user (at "
-                                                                             "most 200, sorted)")
-    admin: dict[str, list[str | None]] = Field(description="rolegate permission -> scopes where held (null: everywhere)")
+    assignments: list[AssignedOut] = Field(
+        default_factory=list, description="objects assigned to the user (at most 200, sorted)"
+    )
+    admin: dict[str, list[str | None]] = Field(
+        description="rolegate permission -> scopes where held (null: everywhere)"
+    )
     policy_version: int
 
 
@@ -285,8 +308,9 @@ class UserDetail(UserOut):
     object_grants: list[ObjectGrantOut]
     settings: list[str] = Field(description="names of the user settings switched on, somewhere")
     settings_on: list[SettingSwitchOut] = Field(default_factory=list, description="each, with where, by whom, when")
-    assignments: list[AssignedOut] = Field(default_factory=list, description="objects assigned to the user (at "
-                                                                             "most 200, sorted)")
+    assignments: list[AssignedOut] = Field(
+        default_factory=list, description="objects assigned to the user (at most 200, sorted)"
+    )
 
 
 class GroupOut(Out):
@@ -300,6 +324,7 @@ class GroupList(Out):
 
 
 # -- explain, matrix, audit, sync ------------------------------------------------------------------------
+
 
 class ExplainIn(Body):
     user: str | None = Field(None, pattern=NAME, description="default: yourself")

@@ -30,8 +30,7 @@ from rolegate.admin.errors import AdminError, Invalid
 from rolegate.admin.models import SCOPE, Body, Out, PreviewOut
 from rolegate.admin.state import SCOPE_MEMBERS, Doc, compile_state, daypass_bindings, write_many
 
-__all__ = ["MAX_ITEMS", "Placement", "PlacementChange", "PlacementsIn", "PlacementsOut", "TooMany",
-           "put_scope_members"]
+__all__ = ["MAX_ITEMS", "Placement", "PlacementChange", "PlacementsIn", "PlacementsOut", "TooMany", "put_scope_members"]
 
 MAX_ITEMS = 1000
 
@@ -79,11 +78,19 @@ async def put_scope_members(service: Any, body: PlacementsIn, *, dry_run: bool) 
             errors.append({"field": f"items[{i}].scope", "message": f"{item.scope} is listed twice"})
         seen.add(item.scope)
         if declared is None or declared.parent is None:
-            errors.append({"field": f"items[{i}].scope",
-                           "message": f"scope type {child_type!r} is not declared with a parent type"})
+            errors.append(
+                {
+                    "field": f"items[{i}].scope",
+                    "message": f"scope type {child_type!r} is not declared with a parent type",
+                }
+            )
         elif parent_type != declared.parent:
-            errors.append({"field": f"items[{i}].parent",
-                           "message": f"a {child_type} lies in a {declared.parent}, not in a {parent_type}"})
+            errors.append(
+                {
+                    "field": f"items[{i}].parent",
+                    "message": f"a {child_type} lies in a {declared.parent}, not in a {parent_type}",
+                }
+            )
     if errors:
         raise Invalid(errors)  # nothing is written
 
@@ -102,8 +109,13 @@ async def put_scope_members(service: Any, body: PlacementsIn, *, dry_run: bool) 
         changes.append((item.scope, item.parent, old_parent, old.version if old is not None else 0))
     result: dict[str, Any] = {"changed": [], "unchanged": unchanged}
     if not changes:
-        result["preview"] = {"dry_run": dry_run, "summary": "nothing to change: every object lies where it says",
-                             "changes": [], "users_considered": 0, "notes": []}
+        result["preview"] = {
+            "dry_run": dry_run,
+            "summary": "nothing to change: every object lies where it says",
+            "changes": [],
+            "users_considered": 0,
+            "notes": [],
+        }
         result["applied"] = False
         return result
 
@@ -126,11 +138,16 @@ async def put_scope_members(service: Any, body: PlacementsIn, *, dry_run: bool) 
         result["applied"] = False
         return result
     old_values = {scope: state.members[scope].value if scope in state.members else None for scope in values}
-    versions = await write_many(service, actor, SCOPE_MEMBERS,
-                                [(scope, values[scope], old_values[scope], expected) for scope, _, _, expected in changes],
-                                "a placement")
+    versions = await write_many(
+        service,
+        actor,
+        SCOPE_MEMBERS,
+        [(scope, values[scope], old_values[scope], expected) for scope, _, _, expected in changes],
+        "a placement",
+    )
     result["preview"]["dry_run"] = False
-    result["changed"] = [{"scope": s, "parent": p, "before": o, "version": v}
-                         for (s, p, o, _), v in zip(changes, versions)]
+    result["changed"] = [
+        {"scope": s, "parent": p, "before": o, "version": v} for (s, p, o, _), v in zip(changes, versions)
+    ]
     result["applied"] = True
     return result

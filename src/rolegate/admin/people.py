@@ -64,8 +64,9 @@ async def load_people(runtime: Any) -> People:
         return People([Person(u.username, u.name, u.email, u.disabled, u.groups) for u in snapshot], "directory")
     seen: dict[str, Person] = {}
     if runtime.store is not None:
-        events = await query_events(runtime.store, AuditFilters(kind="signin", limit=SIGNINS_SCANNED,
-                                                                newest_first=True))
+        events = await query_events(
+            runtime.store, AuditFilters(kind="signin", limit=SIGNINS_SCANNED, newest_first=True)
+        )
         for event in events:
             user = event.get("user")
             if not isinstance(user, str) or event.get("outcome") != "ok" or user.casefold() in seen:

@@ -146,14 +146,24 @@ class TemporaryAccessOut(Out):
     seconds_left: int
 
 
-
 class MeWithRequestsOut(MeOut):
     """``GET /me``, with the caller's access requests when the feature is on."""
 
     pending_requests: list[AccessRequestOut] = Field(default_factory=list, description="your requests still open")
-    temporary_access: list[TemporaryAccessOut] = Field(default_factory=list,
-                                                       description="access granted on request, with the time left")
+    temporary_access: list[TemporaryAccessOut] = Field(
+        default_factory=list, description="access granted on request, with the time left"
+    )
 
 
-__all__ = ["STATUSES", "AccessRequestCreated", "AccessRequestIn", "AccessRequestList", "AccessRequestOut",
-           "ApprovalOut", "ApproveIn", "DenyIn", "MeWithRequestsOut", "TemporaryAccessOut"]
+__all__ = [
+    "STATUSES",
+    "AccessRequestCreated",
+    "AccessRequestIn",
+    "AccessRequestList",
+    "AccessRequestOut",
+    "ApprovalOut",
+    "ApproveIn",
+    "DenyIn",
+    "MeWithRequestsOut",
+    "TemporaryAccessOut",
+]

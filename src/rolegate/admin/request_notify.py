@@ -33,9 +33,11 @@ _senders: list[Any] = [None, None, None]  # (notify config, webhook sender, mail
 
 def _transport(notify_config: Any) -> tuple[WebhookSender | None, Mailer | None]:
     if _senders[0] is not notify_config:
-        _senders[:] = [notify_config,
-                       WebhookSender(notify_config.webhook) if notify_config.webhook is not None else None,
-                       Mailer(notify_config.email) if notify_config.email is not None else None]
+        _senders[:] = [
+            notify_config,
+            WebhookSender(notify_config.webhook) if notify_config.webhook is not None else None,
+            Mailer(notify_config.email) if notify_config.email is not None else None,
+        ]
     return _senders[1], _senders[2]
 
 
@@ -45,9 +47,28 @@ def review_url(config: Any, key: str) -> str:
 
 def public(config: Any, doc: dict[str, Any]) -> dict[str, Any]:
     """The request as receivers see it: no e-mail addresses, the words people read."""
-    out = {k: doc.get(k) for k in ("id", "user", "name", "permission", "scope", "method", "path", "reason",
-                                   "duration", "status", "created_at", "expires_at", "approvers", "decided_by",
-                                   "decided_at", "answer", "grant")}
+    out = {
+        k: doc.get(k)
+        for k in (
+            "id",
+            "user",
+            "name",
+            "permission",
+            "scope",
+            "method",
+            "path",
+            "reason",
+            "duration",
+            "status",
+            "created_at",
+            "expires_at",
+            "approvers",
+            "decided_by",
+            "decided_at",
+            "answer",
+            "grant",
+        )
+    }
     out["what"] = attempt_words(config, doc["permission"], doc.get("scope"))
     return out
 
@@ -70,8 +91,7 @@ def notify(runtime: Any, event: str, doc: dict[str, Any], approvers: list[Approv
             for to, subject, text in _mails(config, event, doc, notified):
                 DELIVERIES.spawn(mailer.send(to, subject, text), f"mail {event} {doc['id']}")
     except Exception as exc:  # noqa: BLE001 - telling people must never fail the answer itself
-        log.warning("access request %s: could not notify (%s): %s: %s", doc.get("id"), event,
-                    type(exc).__name__, exc)
+        log.warning("access request %s: could not notify (%s): %s: %s", doc.get("id"), event, type(exc).__name__, exc)
 
 
 def _closest(approvers: list[Approver]) -> list[Approver]:
@@ -89,10 +109,12 @@ def _mails(config: Any, event: str, doc: dict[str, Any], approvers: list[Approve
     link = review_url(config, doc["id"])
     mails: list[tuple[str, str, str]] = []
     if event == "access_request.created":
-        text = (f"{who} asks for access: {what}, for {duration_words(float(doc['duration']))}.\n\n"
-                f"Reason: {doc['reason']}\n\n"
-                f"Approve or deny it (you see what approving changes first):\n{link}\n\n"
-                f"It expires unanswered on {local_text(doc['expires_at'], zone)}.\n")
+        text = (
+            f"{who} asks for access: {what}, for {duration_words(float(doc['duration']))}.\n\n"
+            f"Reason: {doc['reason']}\n\n"
+            f"Approve or deny it (you see what approving changes first):\n{link}\n\n"
+            f"It expires unanswered on {local_text(doc['expires_at'], zone)}.\n"
+        )
         for approver in approvers:
             if approver.email and _ADDRESS.match(approver.email):
                 mails.append((approver.email, f"Access request: {who} - {what}", text))
@@ -101,8 +123,10 @@ def _mails(config: Any, event: str, doc: dict[str, Any], approvers: list[Approve
         if email and _ADDRESS.match(email):
             if event == "access_request.approved":
                 until = (doc.get("grant") or {}).get("until")
-                text = (f"{doc.get('decided_by')} approved your request: {what}, until "
-                        f"{local_text(until, zone, until=True)}.\nIt ends by itself then.\n")
+                text = (
+                    f"{doc.get('decided_by')} approved your request: {what}, until "
+                    f"{local_text(until, zone, until=True)}.\nIt ends by itself then.\n"
+                )
                 subject = f"Access granted: {what}"
             else:
                 text = f"{doc.get('decided_by')} denied your request: {what}.\n\nWhy: {doc.get('answer')}\n"

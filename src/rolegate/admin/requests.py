@@ -84,16 +84,42 @@ def request_out(config: Any, doc: dict[str, Any], now: float, plans: list[Plan] 
     """A stored request as the API answers it (``AccessRequestOut``)."""
     grant = doc.get("grant")
     until = timestamp(grant.get("until")) if isinstance(grant, dict) else 0.0
-    out = {k: doc.get(k) for k in ("id", "user", "permission", "scope", "method", "path", "reason", "status",
-                                   "created_at", "expires_at", "decided_by", "decided_at", "answer")}
-    out.update(name=doc.get("name") or "", duration=int(doc.get("duration") or 0),
-               what=attempt_words(config, doc["permission"], doc.get("scope")),
-               approvers=list(doc.get("approvers") or ()), active=doc.get("status") == "approved" and now < until,
-               grant=None, plans=None)
+    out = {
+        k: doc.get(k)
+        for k in (
+            "id",
+            "user",
+            "permission",
+            "scope",
+            "method",
+            "path",
+            "reason",
+            "status",
+            "created_at",
+            "expires_at",
+            "decided_by",
+            "decided_at",
+            "answer",
+        )
+    }
+    out.update(
+        name=doc.get("name") or "",
+        duration=int(doc.get("duration") or 0),
+        what=attempt_words(config, doc["permission"], doc.get("scope")),
+        approvers=list(doc.get("approvers") or ()),
+        active=doc.get("status") == "approved" and now < until,
+        grant=None,
+        plans=None,
+    )
     if isinstance(grant, dict):
-        out["grant"] = {"role": grant.get("role"), "scope": grant.get("scope"),
-                        "settings": list(grant.get("settings") or ()), "until": grant.get("until"),
-                        "binding": grant.get("binding"), "seconds_left": max(0, int(until - now))}
+        out["grant"] = {
+            "role": grant.get("role"),
+            "scope": grant.get("scope"),
+            "settings": list(grant.get("settings") or ()),
+            "until": grant.get("until"),
+            "binding": grant.get("binding"),
+            "seconds_left": max(0, int(until - now)),
+        }
     if plans is not None:
         out["plans"] = [p.to_json() for p in plans]
     return out
@@ -101,6 +127,7 @@ def request_out(config: Any, doc: dict[str, Any], now: float, plans: list[Plan] 
 
 # -- who may grant it, for the 403 page (cached: a flood of 403s must not rescan the directory) -----------
 # (Kept by the Runtime, runtime.people and runtime.approvers: a reload drops them with the policy they read.)
+
 
 async def people_of(runtime: Any) -> People:
     """Who exists (``load_people``), reused while the directory snapshot is the same (a minute without one)."""
@@ -114,8 +141,9 @@ async def people_of(runtime: Any) -> People:
     return people
 
 
-async def approvers_for(runtime: Any, policy: Policy, permission: str, scope: str | None,
-                        requester: str) -> list[Approver]:
+async def approvers_for(
+    runtime: Any, policy: Policy, permission: str, scope: str | None, requester: str
+) -> list[Approver]:
     """The approvers of (permission, scope) for ``requester``, closest scope first."""
     people = await people_of(runtime)
     key = (id(policy), policy.version, id(people), permission, scope)
@@ -129,6 +157,7 @@ async def approvers_for(runtime: Any, policy: Policy, permission: str, scope: st
 
 
 # -- the service --------------------------------------------------------------------------------------------
+
 
 class AccessRequests:
     """One caller's view of the access requests (built per request; cheap)."""
@@ -158,8 +187,9 @@ class AccessRequests:
             return record
         expired = {**doc, "status": "expired", "decided_at": iso(time.time())}
         try:
-            version = await self.store.put(NAMESPACE, record.key, expired, expected_version=record.version,
-                                           expires_at=record.expires_at)
+            version = await self.store.put(
+                NAMESPACE, record.key, expired, expected_version=record.version, expires_at=record.expires_at
+            )
         except VersionConflict:  # somebody else settled or answered it meanwhile: read what they wrote
             fresh = await self.store.get(NAMESPACE, record.key)
             return fresh if fresh is not None else record
@@ -169,8 +199,7 @@ class AccessRequests:
 
     def _may_view(self, doc: dict[str, Any], plans: list[Plan]) -> bool:
         actor = self.actor
-        return (doc.get("user", "").casefold() == actor.username.casefold() or bool(plans)
-                or actor.holds(AUDIT_VIEW))
+        return doc.get("user", "").casefold() == actor.username.casefold() or bool(plans) or actor.holds(AUDIT_VIEW)
 
     def _plans(self, doc: dict[str, Any], policy: Policy | None = None) -> list[Plan]:
         """What the actor could grant for this request (nothing for the requester themselves)."""
@@ -216,13 +245,25 @@ class AccessRequests:
         me, now = self.actor.username.casefold(), time.time()
         mine = []
         for record in await self.store.list(NAMESPACE):
-            if isinstance(record.value, dict) and record.value.get("user", "").casefold() == me \
-                    and "permission" in record.value:
+            if (
+                isinstance(record.value, dict)
+                and record.value.get("user", "").casefold() == me
+                and "permission" in record.value
+            ):
                 mine.append(request_out(self.config, (await self._settle(record)).value, now))
         mine.sort(key=lambda r: r["created_at"], reverse=True)
-        temporary = [{"request": r["id"], "what": r["what"], "role": r["grant"]["role"], "scope": r["grant"]["scope"],
-                      "until": r["grant"]["until"], "seconds_left": r["grant"]["seconds_left"]}
-                     for r in mine if r["active"]]
+        temporary = [
+            {
+                "request": r["id"],
+                "what": r["what"],
+                "role": r["grant"]["role"],
+                "scope": r["grant"]["scope"],
+                "until": r["grant"]["until"],
+                "seconds_left": r["grant"]["seconds_left"],
+            }
+            for r in mine
+            if r["active"]
+        ]
         return {"pending_requests": [r for r in mine if r["status"] == "pending"], "temporary_access": temporary}
 
     # -- asking --------------------------------------------------------------------------------------------
@@ -254,8 +295,13 @@ class AccessRequests:
             raise Conflict(f"you may {words.lower()} already")
         for record in await self.store.list(NAMESPACE):  # the same request, still open: answered again
             doc = record.value
-            if (isinstance(doc, dict) and doc.get("status") == "pending" and doc.get("permission") == permission
-                    and doc.get("scope") == scope and doc.get("user", "").casefold() == actor.username.casefold()):
+            if (
+                isinstance(doc, dict)
+                and doc.get("status") == "pending"
+                and doc.get("permission") == permission
+                and doc.get("scope") == scope
+                and doc.get("user", "").casefold() == actor.username.casefold()
+            ):
                 record = await self._settle(record)
                 if record.value.get("status") == "pending":
                     return False, request_out(self.config, record.value, now)
@@ -264,17 +310,32 @@ class AccessRequests:
             raise Conflict(f"nobody can grant this ({words}); ask your administrator")
         limit, window = settings.rate_limit
         if not await self.store.hit(f"access-request:{actor.username.casefold()}", limit, window):
-            raise TooManyRequests(f"you asked {limit} times within {duration_words(window)}; wait a while",
-                                  headers={"Retry-After": str(int(window))})
+            raise TooManyRequests(
+                f"you asked {limit} times within {duration_words(window)}; wait a while",
+                headers={"Retry-After": str(int(window))},
+            )
         key = "r_" + secrets.token_urlsafe(12).replace("-", "x").replace("_", "y")
         expires = now + settings.expire_after.total_seconds()
-        doc = {"id": key, "user": actor.username, "name": actor.principal.name or "",
-               "email": actor.principal.email or "", "permission": permission, "scope": scope,
-               "method": body.method, "path": body.path, "reason": body.reason, "duration": int(seconds),
-               "status": "pending", "created_at": iso(now), "expires_at": iso(expires),
-               "approvers": [a.to_json() for a in found], "decided_by": None, "decided_at": None, "answer": None}
-        await self.store.put(NAMESPACE, key, doc, expected_version=0,
-                             expires_at=expires + longest + RETENTION)
+        doc = {
+            "id": key,
+            "user": actor.username,
+            "name": actor.principal.name or "",
+            "email": actor.principal.email or "",
+            "permission": permission,
+            "scope": scope,
+            "method": body.method,
+            "path": body.path,
+            "reason": body.reason,
+            "duration": int(seconds),
+            "status": "pending",
+            "created_at": iso(now),
+            "expires_at": iso(expires),
+            "approvers": [a.to_json() for a in found],
+            "decided_by": None,
+            "decided_at": None,
+            "answer": None,
+        }
+        await self.store.put(NAMESPACE, key, doc, expected_version=0, expires_at=expires + longest + RETENTION)
         await self._audit("request", key, None, doc)
         notify(self.runtime, "access_request.created", doc, found)
         return True, request_out(self.config, doc, now)
@@ -303,12 +364,15 @@ class AccessRequests:
         plans = plans_of(before, actor.identity, permission, scope, now)
         where = f"at {scope}" if scope else "everywhere"
         if not plans:
-            raise Denied(f"you cannot grant this ({words}): no role you hold {where} manages a role that gives "
-                         f"{permission}")
+            raise Denied(
+                f"you cannot grant this ({words}): no role you hold {where} manages a role that gives {permission}"
+            )
         plan = plans[0] if body.role is None else next((p for p in plans if p.role == body.role), None)
         if plan is None:
-            raise Denied(f"you cannot grant this with role {body.role}; you may grant it with: "
-                         f"{', '.join(p.role for p in plans)}")
+            raise Denied(
+                f"you cannot grant this with role {body.role}; you may grant it with: "
+                f"{', '.join(p.role for p in plans)}"
+            )
         wished = float(doc.get("duration") or 0)
         seconds = body.seconds if body.seconds is not None else wished
         if seconds > wished:
@@ -323,8 +387,13 @@ class AccessRequests:
 
         until = round(now + seconds)
         until_iso = iso(until)
-        binding_in = BindingIn(user=user, role=plan.role, scope=scope, until=datetime.fromtimestamp(until, timezone.utc),
-                               note=f"access request {key}")
+        binding_in = BindingIn(
+            user=user,
+            role=plan.role,
+            scope=scope,
+            until=datetime.fromtimestamp(until, timezone.utc),
+            note=f"access request {key}",
+        )
         binding = service._validate_binding(binding_in, before)
         check_binding(actor, before, binding)  # the delegation guards, as for any binding
         for setting in plan.settings:
@@ -340,28 +409,63 @@ class AccessRequests:
         after = compile_state(self.config, after_state, extra=await daypass_bindings(self.store, self.config, now))
         outcome = decide(after, identity, permission, scope, None, now)
         if not outcome.allowed:
-            raise Conflict(f"approving with role {plan.role} would not let {user} {words.lower()}: "
-                           f"{'; '.join(outcome.reasons)}")
-        summary = f"{user} gets role {plan.role} {where}" + (
-            f" with {', '.join(plan.settings)} on" if plan.settings else "") + f", for {duration_words(seconds)}"
+            raise Conflict(
+                f"approving with role {plan.role} would not let {user} {words.lower()}: {'; '.join(outcome.reasons)}"
+            )
+        summary = (
+            f"{user} gets role {plan.role} {where}"
+            + (f" with {', '.join(plan.settings)} on" if plan.settings else "")
+            + f", for {duration_words(seconds)}"
+        )
         preview = await service.preview(before, after, [("user", user)], summary)
-        grant = {"role": plan.role, "scope": scope, "settings": list(plan.settings), "until": until_iso,
-                 "binding": binding_key}
+        grant = {
+            "role": plan.role,
+            "scope": scope,
+            "settings": list(plan.settings),
+            "until": until_iso,
+            "binding": binding_key,
+        }
         if dry_run:
-            return {"applied": False, "request": request_out(self.config, doc, now, plans), "plan": plan.to_json(),
-                    "until": until_iso, "preview": preview}
+            return {
+                "applied": False,
+                "request": request_out(self.config, doc, now, plans),
+                "plan": plan.to_json(),
+                "until": until_iso,
+                "preview": preview,
+            }
 
         # Claim it first: of two approvers answering at once, one wins and the other is told.
-        answered = {**doc, "status": "approved", "decided_by": actor.username, "decided_at": iso(now),
-                    "answer": body.note or None, "grant": grant}
+        answered = {
+            **doc,
+            "status": "approved",
+            "decided_by": actor.username,
+            "decided_at": iso(now),
+            "answer": body.note or None,
+            "grant": grant,
+        }
         try:
-            version = await self.store.put(NAMESPACE, key, answered, expected_version=record.version,
-                                           expires_at=max(record.expires_at or 0, until + RETENTION))
+            version = await self.store.put(
+                NAMESPACE,
+                key,
+                answered,
+                expected_version=record.version,
+                expires_at=max(record.expires_at or 0, until + RETENTION),
+            )
         except VersionConflict:
             raise Conflict("someone answered this request meanwhile; open it again") from None
         try:
-            await service._apply(BINDINGS, binding_key, state, before, None, binding_value, expected=0,
-                                 dry_run=False, subjects=[("user", user)], action="create")
+            await service._apply(
+                BINDINGS,
+                binding_key,
+                state,
+                before,
+                None,
+                binding_value,
+                expected=0,
+                dry_run=False,
+                subjects=[("user", user)],
+                action="create",
+            )
             if added:
                 await self._switch_on(service, user, added)
         except BaseException:
@@ -373,8 +477,13 @@ class AccessRequests:
             raise
         await self._audit("approve", key, doc, answered)
         notify(self.runtime, "access_request.approved", answered)
-        return {"applied": True, "request": request_out(self.config, answered, time.time()),
-                "plan": plan.to_json(), "until": until_iso, "preview": {**preview, "dry_run": False}}
+        return {
+            "applied": True,
+            "request": request_out(self.config, answered, time.time()),
+            "plan": plan.to_json(),
+            "until": until_iso,
+            "preview": {**preview, "dry_run": False},
+        }
 
     async def _switch_on(self, service: AdminService, user: str, added: list[Switch]) -> None:
         """Switch the plan's settings on for ``user`` until the grant ends (other switches kept)."""
@@ -385,11 +494,20 @@ class AccessRequests:
             value = {"on": [s.to_json() for s in (*switches, *added)]}
             version = old.version if old else 0
             try:
-                await service._apply(USER_SETTINGS, user, state, before, old.value if old else None, value,
-                                     expected=version, dry_run=False, subjects=[("user", user)], action="update",
-                                     current=version,
-                                     summary=f"user settings of {user}: {', '.join(s.setting for s in added)} on "
-                                             f"until {added[0].until}")
+                await service._apply(
+                    USER_SETTINGS,
+                    user,
+                    state,
+                    before,
+                    old.value if old else None,
+                    value,
+                    expected=version,
+                    dry_run=False,
+                    subjects=[("user", user)],
+                    action="update",
+                    current=version,
+                    summary=f"user settings of {user}: {', '.join(s.setting for s in added)} on until {added[0].until}",
+                )
                 return
             except AdminError as exc:
                 if exc.status != 412:
@@ -405,15 +523,17 @@ class AccessRequests:
         if doc["user"].casefold() == actor.username.casefold():
             raise Denied("nobody answers their own request")
         if not self._plans(doc):
-            raise Denied("you cannot answer this request: no role you hold there manages a role that gives "
-                         f"{doc['permission']}")
+            raise Denied(
+                f"you cannot answer this request: no role you hold there manages a role that gives {doc['permission']}"
+            )
         reason = " ".join(body.reason.split())
         if not reason:
             raise Invalid.field("reason", "say why")
         answered = {**doc, "status": "denied", "decided_by": actor.username, "decided_at": iso(now), "answer": reason}
         try:
-            await self.store.put(NAMESPACE, key, answered, expected_version=record.version,
-                                 expires_at=record.expires_at)
+            await self.store.put(
+                NAMESPACE, key, answered, expected_version=record.version, expires_at=record.expires_at
+            )
         except VersionConflict:
             raise Conflict("someone answered this request meanwhile; open it again") from None
         await self._audit("deny", key, doc, answered)
@@ -422,14 +542,23 @@ class AccessRequests:
 
     # -- the trail -----------------------------------------------------------------------------------------
 
-    async def _audit(self, action: str, key: str, before: dict[str, Any] | None, after: dict[str, Any],
-                     actor: str | None | bool = True) -> None:
+    async def _audit(
+        self,
+        action: str,
+        key: str,
+        before: dict[str, Any] | None,
+        after: dict[str, Any],
+        actor: str | None | bool = True,
+    ) -> None:
         audit = self.runtime.audit
         if audit is None:
             return
         who = self.actor.username if actor is True else actor
-        await audit.emit_durable(admin_change_event(actor=who, target=f"{NAMESPACE}/{key}", action=action,
-                                                    before=before, after=after, via="access-request"))
+        await audit.emit_durable(
+            admin_change_event(
+                actor=who, target=f"{NAMESPACE}/{key}", action=action, before=before, after=after, via="access-request"
+            )
+        )
 
 
 __all__ = ["NAMESPACE", "AccessRequests", "TooManyRequests", "approvers_for", "people_of", "request_out", "section"]

@@ -15,16 +15,31 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from rolegate.admin.delegation import (ROLES_EDIT, check_binding, check_not_own_powers, check_role_definition,
-                                       check_setting, grant_scope, may_register_member)
-from rolegate.admin.errors import (Conflict, Invalid, Missing, PreconditionFailed, PreconditionRequired,
-                                   from_validation)
+from rolegate.admin.delegation import (
+    ROLES_EDIT,
+    check_binding,
+    check_not_own_powers,
+    check_role_definition,
+    check_setting,
+    grant_scope,
+    may_register_member,
+)
+from rolegate.admin.errors import Conflict, Invalid, Missing, PreconditionFailed, PreconditionRequired, from_validation
 from rolegate.admin.guard import Actor
 from rolegate.admin.holdings import permission_diff
 from rolegate.admin.models import BindingIn, RoleCreate, RoleIn, ScopeMemberIn, UserSettingsIn
 from rolegate.admin.people import People, load_people
-from rolegate.admin.state import (BINDINGS, ROLES, SCOPE_MEMBERS, USER_SETTINGS, DynamicState, binding_of,
-                                  compile_state, daypass_bindings, load_state)
+from rolegate.admin.state import (
+    BINDINGS,
+    ROLES,
+    SCOPE_MEMBERS,
+    USER_SETTINGS,
+    DynamicState,
+    binding_of,
+    compile_state,
+    daypass_bindings,
+    load_state,
+)
 from rolegate.audit import admin_change_event
 from rolegate.authz import Identity, Policy
 from rolegate.authz.roles import expand
@@ -62,9 +77,15 @@ def _iso(value: Any) -> str | None:
 
 
 def binding_out(key: str, value: dict[str, Any], version: int, source: str = "api") -> dict[str, Any]:
-    out = {"id": key, "source": source, "readonly": source == "config", "version": version,
-           "note": value.get("note") or "", "created_by": value.get("created_by"),
-           "created_at": value.get("created_at")}
+    out = {
+        "id": key,
+        "source": source,
+        "readonly": source == "config",
+        "version": version,
+        "note": value.get("note") or "",
+        "created_by": value.get("created_by"),
+        "created_at": value.get("created_at"),
+    }
     for name in ("group", "user", "daypass", "role", "permission", "object", "scope"):
         out[name] = value.get(name)
     out["until"] = _iso(value.get("until"))
@@ -108,8 +129,10 @@ class AdminService:
     async def bindings(self, *, grants: bool | None = None) -> list[dict[str, Any]]:
         """Config bindings (read-only, ids ``config-<n>``) then API bindings, by id."""
         state = await load_state(self.store)
-        out = [binding_out(f"{CONFIG_PREFIX}{i}", _config_binding_value(b), 0, "config")
-               for i, b in enumerate(self.config.bindings)]
+        out = [
+            binding_out(f"{CONFIG_PREFIX}{i}", _config_binding_value(b), 0, "config")
+            for i, b in enumerate(self.config.bindings)
+        ]
         out += [binding_out(k, d.value, d.version) for k, d in sorted(state.bindings.items())]
         if grants is not None:
             out = [b for b in out if (b["permission"] is not None) == grants]
@@ -117,7 +140,7 @@ class AdminService:
 
     async def binding(self, key: str) -> dict[str, Any]:
         if key.startswith(CONFIG_PREFIX):
-            index = key[len(CONFIG_PREFIX):]
+            index = key[len(CONFIG_PREFIX) :]
             if index.isdigit() and int(index) < len(self.config.bindings):
                 return binding_out(key, _config_binding_value(self.config.bindings[int(index)]), 0, "config")
             raise Missing(f"no binding {key}")
@@ -147,8 +170,13 @@ class AdminService:
         for name in ("scope",):
             value = getattr(body, name)
             if value is not None and scope_types and value.split(":", 1)[0] not in scope_types:
-                errors.append({"field": name, "message": f"scope type {value.split(':', 1)[0]!r} is not declared "
-                                                         f"(declared: {', '.join(scope_types)})"})
+                errors.append(
+                    {
+                        "field": name,
+                        "message": f"scope type {value.split(':', 1)[0]!r} is not declared "
+                        f"(declared: {', '.join(scope_types)})",
+                    }
+                )
         if errors:
             raise Invalid(errors)
         try:
@@ -157,8 +185,7 @@ class AdminService:
             raise from_validation(exc) from None
 
     def _binding_value(self, body: BindingIn, created: dict[str, Any] | None = None) -> dict[str, Any]:
-        value: dict[str, Any] = {k: v for k, v in body.model_dump(mode="json").items()
-                                 if v is not None and k != "note"}
+        value: dict[str, Any] = {k: v for k, v in body.model_dump(mode="json").items() if v is not None and k != "note"}
         value["note"] = body.note
         if created is None:
             value["created_by"] = self.actor.username
@@ -182,8 +209,18 @@ class AdminService:
                 binding = self._validate_binding(body, before)
         key = "b_" + secrets.token_urlsafe(9).replace("-", "x").replace("_", "y")
         value = self._binding_value(body)
-        return await self._apply(BINDINGS, key, state, before, None, value, expected=0, dry_run=dry_run,
-                                 subjects=[binding.subject], action="create")
+        return await self._apply(
+            BINDINGS,
+            key,
+            state,
+            before,
+            None,
+            value,
+            expected=0,
+            dry_run=dry_run,
+            subjects=[binding.subject],
+            action="create",
+        )
 
     async def update_binding(self, key: str, body: BindingIn, if_match: str | None, *, dry_run: bool) -> Change:
         state, before = await self.snapshot()
@@ -194,9 +231,19 @@ class AdminService:
         binding = self._validate_binding(body, before)
         check_binding(self.actor, before, binding)
         value = self._binding_value(body, created=old.value)
-        return await self._apply(BINDINGS, key, state, before, old.value, value, expected=expected, dry_run=dry_run,
-                                 subjects=[old_binding.subject, binding.subject], action="update",
-                                 current=old.version)
+        return await self._apply(
+            BINDINGS,
+            key,
+            state,
+            before,
+            old.value,
+            value,
+            expected=expected,
+            dry_run=dry_run,
+            subjects=[old_binding.subject, binding.subject],
+            action="update",
+            current=old.version,
+        )
 
     async def delete_binding(self, key: str, if_match: str | None, *, dry_run: bool) -> Change:
         state, before = await self.snapshot()
@@ -204,8 +251,19 @@ class AdminService:
         expected = parse_if_match(if_match)
         old_binding = binding_of(old.value)
         check_binding(self.actor, before, old_binding, "remove")
-        return await self._apply(BINDINGS, key, state, before, old.value, None, expected=expected, dry_run=dry_run,
-                                 subjects=[old_binding.subject], action="delete", current=old.version)
+        return await self._apply(
+            BINDINGS,
+            key,
+            state,
+            before,
+            old.value,
+            None,
+            expected=expected,
+            dry_run=dry_run,
+            subjects=[old_binding.subject],
+            action="delete",
+            current=old.version,
+        )
 
     def _existing_binding(self, state: DynamicState, key: str) -> Any:
         if key.startswith(CONFIG_PREFIX):
@@ -239,15 +297,24 @@ class AdminService:
         manages = value.get("manages") or {}
         if value.get("assigns") and not manages:  # stored before manages existed (read as manages.assigns)
             manages = {"assigns": value["assigns"]}
-        return {"name": name, "source": source, "readonly": source == "config", "version": version,
-                "description": value.get("description") or "", "permissions": list(value.get("permissions") or ()),
-                "inherits": list(value.get("inherits") or ()), "deny": list(value.get("deny") or ()),
-                "if_setting": {k: list(v) for k, v in (value.get("if_setting") or {}).items()},
-                "manages": {k: v if v == "all" else list(v) for k, v in manages.items() if v},
-                "on_assigned": {k: list(v) for k, v in Role.model_validate(
-                    {"on_assigned": value.get("on_assigned") or {}}).on_assigned.items()},
-                "effective": sorted(flat.allow) if flat else [],
-                "conditional": {k: sorted(v) for k, v in flat.conditional.items()} if flat else {}}
+        return {
+            "name": name,
+            "source": source,
+            "readonly": source == "config",
+            "version": version,
+            "description": value.get("description") or "",
+            "permissions": list(value.get("permissions") or ()),
+            "inherits": list(value.get("inherits") or ()),
+            "deny": list(value.get("deny") or ()),
+            "if_setting": {k: list(v) for k, v in (value.get("if_setting") or {}).items()},
+            "manages": {k: v if v == "all" else list(v) for k, v in manages.items() if v},
+            "on_assigned": {
+                k: list(v)
+                for k, v in Role.model_validate({"on_assigned": value.get("on_assigned") or {}}).on_assigned.items()
+            },
+            "effective": sorted(flat.allow) if flat else [],
+            "conditional": {k: sorted(v) for k, v in flat.conditional.items()} if flat else {},
+        }
 
     def _validate_role(self, body: RoleIn, policy: Policy, name: str) -> dict[str, Any]:
         errors: list[dict[str, str]] = []
@@ -289,8 +356,12 @@ class AdminService:
                 known(f"manages.assigns[{i}]", perm)
         if errors:
             raise Invalid(errors)
-        value: dict[str, Any] = {"description": body.description, "permissions": body.permissions,
-                                 "inherits": body.inherits, "deny": body.deny}
+        value: dict[str, Any] = {
+            "description": body.description,
+            "permissions": body.permissions,
+            "inherits": body.inherits,
+            "deny": body.deny,
+        }
         if body.if_setting:
             value["if_setting"] = body.if_setting
         if on_assigned:
@@ -319,8 +390,9 @@ class AdminService:
         expected = parse_if_match(if_match)
         check_not_own_powers(self.actor, before, name, "change")
         value = self._validate_role(body, before, name)
-        return await self._apply_role(state, before, name, old.value, value, expected, dry_run, "update",
-                                      current=old.version)
+        return await self._apply_role(
+            state, before, name, old.value, value, expected, dry_run, "update", current=old.version
+        )
 
     async def delete_role(self, name: str, if_match: str | None, *, dry_run: bool) -> Change:
         self.actor.require(ROLES_EDIT, None, "delete roles")
@@ -337,12 +409,22 @@ class AdminService:
         heirs = [r for r, flat in before.roles.items() if name in flat.ancestors]
         if users or heirs:
             raise Conflict(f"role {name} is still used by bindings {users} / inherited by {heirs}; remove those first")
-        return await self._apply_role(state, before, name, old.value, None, expected, dry_run, "delete",
-                                      current=old.version)
+        return await self._apply_role(
+            state, before, name, old.value, None, expected, dry_run, "delete", current=old.version
+        )
 
-    async def _apply_role(self, state: DynamicState, before: Policy, name: str, old: dict[str, Any] | None,
-                          value: dict[str, Any] | None, expected: int, dry_run: bool, action: str,
-                          current: int | None = None) -> Change:
+    async def _apply_role(
+        self,
+        state: DynamicState,
+        before: Policy,
+        name: str,
+        old: dict[str, Any] | None,
+        value: dict[str, Any] | None,
+        expected: int,
+        dry_run: bool,
+        action: str,
+        current: int | None = None,
+    ) -> Change:
         after_state = state.with_doc(ROLES, name, value)
         after = compile_state(self.config, after_state)
         if value is not None:
@@ -351,8 +433,20 @@ class AdminService:
         touched = {r for r, flat in after.roles.items() if r == name or name in flat.ancestors}
         touched |= {r for r, flat in before.roles.items() if r == name or name in flat.ancestors}
         subjects = [(b.subject_kind, b.subject) for b in (*before.bindings, *after.bindings) if b.role.name in touched]
-        return await self._apply(ROLES, name, state, before, old, value, expected=expected, dry_run=dry_run,
-                                 subjects=subjects, action=action, current=current, after_state=after_state)
+        return await self._apply(
+            ROLES,
+            name,
+            state,
+            before,
+            old,
+            value,
+            expected=expected,
+            dry_run=dry_run,
+            subjects=subjects,
+            action=action,
+            current=current,
+            after_state=after_state,
+        )
 
     # -- user settings -------------------------------------------------------------------------------------
 
@@ -364,29 +458,40 @@ class AdminService:
         on += [{**sw.to_json(), "source": "api"} for sw in switches]
         _state, policy = await self.snapshot()
         described = self.config.user_settings
-        return {"user": user, "on": on, "version": record.version if record else 0,
-                "settings": sorted({sw.setting for sw in switches if sw.scope is None}),
-                "from_config": sorted({sw.setting for sw in self._config_switches(user)}),
-                "available": {n: sorted(policy.settings.get(n, ())) for n in described},
-                "roles": {n: {p: list(r) for p, r in policy.unlocks.get(n, {}).items()} for n in described}}
+        return {
+            "user": user,
+            "on": on,
+            "version": record.version if record else 0,
+            "settings": sorted({sw.setting for sw in switches if sw.scope is None}),
+            "from_config": sorted({sw.setting for sw in self._config_switches(user)}),
+            "available": {n: sorted(policy.settings.get(n, ())) for n in described},
+            "roles": {n: {p: list(r) for p, r in policy.unlocks.get(n, {}).items()} for n in described},
+        }
 
     def _config_switches(self, user: str) -> list[Switch]:
         entry = self.config.users.get(user)
         if entry is None:
             return []
-        return [Switch(name, None if scope == EVERYWHERE else scope)
-                for scope, names in entry.settings.items() for name in names]
+        return [
+            Switch(name, None if scope == EVERYWHERE else scope)
+            for scope, names in entry.settings.items()
+            for name in names
+        ]
 
-    async def put_user_settings(self, user: str, body: UserSettingsIn, if_match: str | None, *,
-                                dry_run: bool) -> Change:
+    async def put_user_settings(
+        self, user: str, body: UserSettingsIn, if_match: str | None, *, dry_run: bool
+    ) -> Change:
         """Set which settings are on for ``user`` at ``body.scope`` (None: everywhere); other scopes keep theirs.
 
         Each setting switched on or off there must be one a role the actor holds there manages.
         """
         expected = parse_if_match(if_match)
         state, before = await self.snapshot()
-        errors = [{"field": f"settings[{i}]", "message": f"unknown user setting {n!r}"}
-                  for i, n in enumerate(body.settings) if n not in self.config.user_settings]
+        errors = [
+            {"field": f"settings[{i}]", "message": f"unknown user setting {n!r}"}
+            for i, n in enumerate(body.settings)
+            if n not in self.config.user_settings
+        ]
         scope = body.scope
         if scope is not None and scope.split(":", 1)[0] not in self.config.scopes:
             errors.append({"field": "scope", "message": f"scope type {scope.split(':', 1)[0]!r} is not declared"})
@@ -404,10 +509,20 @@ class AdminService:
         added = [Switch(name, scope, self.actor.username, now) for name in sorted(wanted - set(here))]
         value = {"on": [sw.to_json() for sw in (*kept, *added)]}
         where = f" at {scope}" if scope else " everywhere"
-        return await self._apply(USER_SETTINGS, user, state, before, old.value if old else None, value,
-                                 expected=expected, dry_run=dry_run, subjects=[("user", user)],
-                                 action="update", current=old.version if old else 0,
-                                 summary=f"user settings of {user}{where}: {', '.join(sorted(wanted)) or 'none'}")
+        return await self._apply(
+            USER_SETTINGS,
+            user,
+            state,
+            before,
+            old.value if old else None,
+            value,
+            expected=expected,
+            dry_run=dry_run,
+            subjects=[("user", user)],
+            action="update",
+            current=old.version if old else 0,
+            summary=f"user settings of {user}{where}: {', '.join(sorted(wanted)) or 'none'}",
+        )
 
     # -- scope membership (an app registers its tasks) ---------------------------------------------------
 
@@ -421,19 +536,36 @@ class AdminService:
             for child, parent in declared.members.items():
                 key = f"{type_name}:{child}"
                 api = state.members.get(key)
-                out.append({"scope": key, "parent": f"{declared.parent}:{parent}", "source": "config",
-                            "readonly": True, "version": 0, "by": None, "at": None,
-                            "overridden_by_api": api is not None})
+                out.append(
+                    {
+                        "scope": key,
+                        "parent": f"{declared.parent}:{parent}",
+                        "source": "config",
+                        "readonly": True,
+                        "version": 0,
+                        "by": None,
+                        "at": None,
+                        "overridden_by_api": api is not None,
+                    }
+                )
         for key, doc in sorted(state.members.items()):
             if scope_type and key.split(":", 1)[0] != scope_type:
                 continue
-            out.append({"scope": key, "parent": doc.value.get("parent"), "source": "api", "readonly": False,
-                        "version": doc.version, "by": doc.value.get("by"), "at": doc.value.get("at"),
-                        "overridden_by_api": False})
+            out.append(
+                {
+                    "scope": key,
+                    "parent": doc.value.get("parent"),
+                    "source": "api",
+                    "readonly": False,
+                    "version": doc.version,
+                    "by": doc.value.get("by"),
+                    "at": doc.value.get("at"),
+                    "overridden_by_api": False,
+                }
+            )
         return out
 
-    async def put_scope_member(self, child: str, body: ScopeMemberIn, if_match: str | None, *,
-                               dry_run: bool) -> Change:
+    async def put_scope_member(self, child: str, body: ScopeMemberIn, if_match: str | None, *, dry_run: bool) -> Change:
         """Place ``child`` (task:42) in ``body.parent`` (building:a): where grants made at the parent reach it."""
         state, before = await self.snapshot()
         child_type, parent_type = child.split(":", 1)[0], body.parent.split(":", 1)[0]
@@ -448,12 +580,25 @@ class AdminService:
         may_register_member(self.actor, child, body.parent)
         if old_parent and old_parent != body.parent:
             may_register_member(self.actor, child, old_parent, "move")
-        value = {"parent": body.parent, "by": self.actor.username,
-                 "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        value = {
+            "parent": body.parent,
+            "by": self.actor.username,
+            "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
         subjects = [(g.subject_kind, g.subject) for g in before.object_grants if g.object == child]
-        return await self._apply(SCOPE_MEMBERS, child, state, before, old.value if old else None, value,
-                                 expected=expected, dry_run=dry_run, subjects=subjects,
-                                 action="update" if old else "create", current=old.version if old else 0)
+        return await self._apply(
+            SCOPE_MEMBERS,
+            child,
+            state,
+            before,
+            old.value if old else None,
+            value,
+            expected=expected,
+            dry_run=dry_run,
+            subjects=subjects,
+            action="update" if old else "create",
+            current=old.version if old else 0,
+        )
 
     async def delete_scope_member(self, child: str, if_match: str | None, *, dry_run: bool) -> Change:
         state, before = await self.snapshot()
@@ -465,15 +610,39 @@ class AdminService:
         expected = parse_if_match(if_match)
         may_register_member(self.actor, child, old.value.get("parent"), "remove")
         subjects = [(g.subject_kind, g.subject) for g in before.object_grants if g.object == child]
-        return await self._apply(SCOPE_MEMBERS, child, state, before, old.value, None, expected=expected,
-                                 dry_run=dry_run, subjects=subjects, action="delete", current=old.version)
+        return await self._apply(
+            SCOPE_MEMBERS,
+            child,
+            state,
+            before,
+            old.value,
+            None,
+            expected=expected,
+            dry_run=dry_run,
+            subjects=subjects,
+            action="delete",
+            current=old.version,
+        )
 
     # -- the common path of every change ---------------------------------------------------------------------
 
-    async def _apply(self, namespace: str, key: str, state: DynamicState, before: Policy,
-                     old: dict[str, Any] | None, value: dict[str, Any] | None, *, expected: int, dry_run: bool,
-                     subjects: list[tuple[str, str]], action: str, current: int | None = None,
-                     after_state: DynamicState | None = None, summary: str | None = None) -> Change:
+    async def _apply(
+        self,
+        namespace: str,
+        key: str,
+        state: DynamicState,
+        before: Policy,
+        old: dict[str, Any] | None,
+        value: dict[str, Any] | None,
+        *,
+        expected: int,
+        dry_run: bool,
+        subjects: list[tuple[str, str]],
+        action: str,
+        current: int | None = None,
+        after_state: DynamicState | None = None,
+        summary: str | None = None,
+    ) -> Change:
         if current is not None and expected != current:
             raise PreconditionFailed(f"{namespace}/{key} changed since you read it (now v{current}); read it again")
         after_state = after_state or state.with_doc(namespace, key, value)
@@ -495,9 +664,16 @@ class AdminService:
             raise PreconditionFailed(f"{namespace}/{key} changed since you read it; read it again") from None
         audit = self.runtime.audit
         if audit is not None:
-            await audit.emit_durable(admin_change_event(
-                actor=self.actor.username, target=f"{namespace}/{key}", action=action, before=old, after=value,
-                via="api"))
+            await audit.emit_durable(
+                admin_change_event(
+                    actor=self.actor.username,
+                    target=f"{namespace}/{key}",
+                    action=action,
+                    before=old,
+                    after=value,
+                    via="api",
+                )
+            )
         await bump(self.store, self.runtime.board, "policy")
         preview["dry_run"] = False
         return Change(self._resource(namespace, key, value, version), version, preview)
@@ -514,8 +690,9 @@ class AdminService:
             return {"scope": key, **value, "source": "api", "version": version}
         return {**value, "version": version}
 
-    async def preview(self, before: Policy, after: Policy, subjects: list[tuple[str, str]],
-                      summary: str) -> dict[str, Any]:
+    async def preview(
+        self, before: Policy, after: Policy, subjects: list[tuple[str, str]], summary: str
+    ) -> dict[str, Any]:
         """Who gains or loses what: the users behind ``subjects``, diffed between both policies."""
         people = await self.people()
         identities: dict[str, Identity] = {}
@@ -536,5 +713,10 @@ class AdminService:
         changes = permission_diff(before, after, list(identities.values()), time.time())
         if not changes:
             notes.append("nobody gains or loses any permission")
-        return {"dry_run": True, "summary": summary, "changes": changes, "users_considered": len(identities),
-                "notes": notes}
+        return {
+            "dry_run": True,
+            "summary": summary,
+            "changes": changes,
+            "users_considered": len(identities),
+            "notes": notes,
+        }

@@ -48,8 +48,13 @@ class DynamicState:
 
     def with_doc(self, namespace: str, key: str, value: dict[str, Any] | None) -> "DynamicState":
         """A copy with ``key`` set to ``value`` (None: removed) in ``namespace``."""
-        attr = {BINDINGS: "bindings", USER_SETTINGS: "settings", ROLES: "roles", SCOPE_MEMBERS: "members",
-                ASSIGNED: "assignments"}[namespace]
+        attr = {
+            BINDINGS: "bindings",
+            USER_SETTINGS: "settings",
+            ROLES: "roles",
+            SCOPE_MEMBERS: "members",
+            ASSIGNED: "assignments",
+        }[namespace]
         docs = dict(getattr(self, attr))
         if value is None:
             docs.pop(key, None)
@@ -61,11 +66,17 @@ class DynamicState:
 
 async def load_state(store: Any) -> DynamicState:
     async def docs(namespace: str) -> dict[str, Doc]:
-        return {r.key: Doc(r.value if isinstance(r.value, dict) else {}, r.version)
-                for r in await store.list(namespace)}
+        return {
+            r.key: Doc(r.value if isinstance(r.value, dict) else {}, r.version) for r in await store.list(namespace)
+        }
 
-    return DynamicState(await docs(BINDINGS), await docs(USER_SETTINGS), await docs(ROLES), await docs(SCOPE_MEMBERS),
-                        await docs(ASSIGNED))
+    return DynamicState(
+        await docs(BINDINGS),
+        await docs(USER_SETTINGS),
+        await docs(ROLES),
+        await docs(SCOPE_MEMBERS),
+        await docs(ASSIGNED),
+    )
 
 
 def binding_of(value: dict[str, Any]) -> Binding:
@@ -87,8 +98,14 @@ def effective_config(config: Any, state: DynamicState) -> Any:
     return config.model_copy(update={"roles": {**api_roles, **config.roles}})
 
 
-def compile_state(config: Any, state: DynamicState, *, extra: list[tuple[Binding, str]] = (),  # type: ignore[assignment]
-                  version: int = 0, scope_parents: dict[str, str] | None = None) -> Policy:
+def compile_state(
+    config: Any,
+    state: DynamicState,
+    *,
+    extra: list[tuple[Binding, str]] = (),  # type: ignore[assignment]
+    version: int = 0,
+    scope_parents: dict[str, str] | None = None,
+) -> Policy:
     """Compile config + ``state`` (+ ``extra`` bindings such as active day passes) into a Policy."""
     bindings: list[tuple[Binding, str]] = list(extra)
     grants: list[tuple[Binding, str]] = []
@@ -105,8 +122,15 @@ def compile_state(config: Any, state: DynamicState, *, extra: list[tuple[Binding
         if member is not None:
             members.setdefault(*member)
     assignments = {key: assigned_of(key, doc.value) for key, doc in state.assignments.items()}
-    return compile_policy(effective_config(config, state), extra_bindings=bindings, enabled_settings=settings,
-                          object_grants=grants, scope_parents=members, assignments=assignments, version=version)
+    return compile_policy(
+        effective_config(config, state),
+        extra_bindings=bindings,
+        enabled_settings=settings,
+        object_grants=grants,
+        scope_parents=members,
+        assignments=assignments,
+        version=version,
+    )
 
 
 async def daypass_bindings(store: Any, config: Any, now: float) -> list[tuple[Binding, str]]:
@@ -120,21 +144,36 @@ async def daypass_bindings(store: Any, config: Any, now: float) -> list[tuple[Bi
     return [(b, f"daypass:{b.daypass}") for b in await active_pass_bindings(store, config, now)]
 
 
-async def write_many(service: Any, actor: Any, namespace: str, changes: list[tuple[str, Any, Any, int]],
-                     what: str) -> list[int]:
+async def write_many(
+    service: Any, actor: Any, namespace: str, changes: list[tuple[str, Any, Any, int]], what: str
+) -> list[int]:
     """Write every ``(key, value, old value, expected version)`` in one Store transaction (a conflict on any
     writes none: 412), audit each change as the actor's, and bump the policy so that every worker compiles
     it before its next request. Returns the new versions, in order."""
     try:
-        versions = await service.store.put_many(namespace, [(key, value, expected)
-                                                            for key, value, _, expected in changes])
+        versions = await service.store.put_many(
+            namespace, [(key, value, expected) for key, value, _, expected in changes]
+        )
     except VersionConflict as exc:
-        raise PreconditionFailed(f"{what} changed while this call ran ({exc}); nothing was written: send the "
-                                 f"list again") from None
+        raise PreconditionFailed(
+            f"{what} changed while this call ran ({exc}); nothing was written: send the list again"
+        ) from None
     audit = service.runtime.audit
     if audit is not None:
-        await asyncio.gather(*(audit.emit_durable(admin_change_event(
-            actor=actor.username, target=f"{namespace}/{key}", action="update" if old is not None else "create",
-            before=old, after=value, via="api")) for key, value, old, _ in changes))
+        await asyncio.gather(
+            *(
+                audit.emit_durable(
+                    admin_change_event(
+                        actor=actor.username,
+                        target=f"{namespace}/{key}",
+                        action="update" if old is not None else "create",
+                        before=old,
+                        after=value,
+                        via="api",
+                    )
+                )
+                for key, value, old, _ in changes
+            )
+        )
     await bump(service.store, service.runtime.board, "policy")
     return versions

@@ -33,13 +33,22 @@ def _iso(ts: float | None) -> str | None:
 def me(actor: Actor) -> dict[str, Any]:
     """Everything the caller may do, per scope, and until when (staff and day-pass holders alike)."""
     p, identity, policy, now = actor.principal, actor.identity, actor.policy, actor.now
-    return {"user": p.username, "name": p.name or "", "email": p.email or "", "auth": str(p.auth),
-            "daypass": identity.daypass, "groups": sorted(identity.groups),
-            "signed_in_until": _iso(p.expires_at), "scopes": scope_holdings(policy, identity, now),
-            "object_grants": object_grants_of(policy, identity, now), "settings": settings_of(policy, identity),
-            "settings_on": switches_of_user(policy, identity), "assignments": assignments_of(policy, identity, now),
-            "admin": actor.admin_rights(),
-            "policy_version": policy.version}
+    return {
+        "user": p.username,
+        "name": p.name or "",
+        "email": p.email or "",
+        "auth": str(p.auth),
+        "daypass": identity.daypass,
+        "groups": sorted(identity.groups),
+        "signed_in_until": _iso(p.expires_at),
+        "scopes": scope_holdings(policy, identity, now),
+        "object_grants": object_grants_of(policy, identity, now),
+        "settings": settings_of(policy, identity),
+        "settings_on": switches_of_user(policy, identity),
+        "assignments": assignments_of(policy, identity, now),
+        "admin": actor.admin_rights(),
+        "policy_version": policy.version,
+    }
 
 
 def is_admin(actor: Actor) -> bool:
@@ -59,19 +68,29 @@ def user_detail(people: People, policy: Policy, username: str) -> dict[str, Any]
     if person is None:
         raise Missing(f"no user {username} ({people.source})")
     identity, now = person.identity(), time.time()
-    return {"username": person.username, "name": person.name, "email": person.email, "disabled": person.disabled,
-            "groups": sorted(person.groups), "source": people.source,
-            "scopes": scope_holdings(policy, identity, now), "object_grants": object_grants_of(policy, identity, now),
-            "settings": settings_of(policy, identity), "settings_on": switches_of_user(policy, identity),
-            "assignments": assignments_of(policy, identity, now)}
+    return {
+        "username": person.username,
+        "name": person.name,
+        "email": person.email,
+        "disabled": person.disabled,
+        "groups": sorted(person.groups),
+        "source": people.source,
+        "scopes": scope_holdings(policy, identity, now),
+        "object_grants": object_grants_of(policy, identity, now),
+        "settings": settings_of(policy, identity),
+        "settings_on": switches_of_user(policy, identity),
+        "assignments": assignments_of(policy, identity, now),
+    }
 
 
 def explain_for(runtime: Any, actor: Actor, people: People, body: ExplainIn) -> dict[str, Any]:
     target = body.user or actor.username
     if target != actor.username or body.groups is not None:
         if not can_inspect(actor, body.scope):
-            raise Denied("to explain another user's access you need rolegate:audit:view, or "
-                         "rolegate:bindings:edit at the scope asked about")
+            raise Denied(
+                "to explain another user's access you need rolegate:audit:view, or "
+                "rolegate:bindings:edit at the scope asked about"
+            )
     if target == actor.username and body.groups is None:
         identity = actor.identity
     else:
@@ -86,8 +105,9 @@ def explain_for(runtime: Any, actor: Actor, people: People, body: ExplainIn) -> 
         method = (body.method or "GET").upper()
         match = runtime.routes.match(method, parts.hostname if parts.scheme else None, split_segments(path))
         query = parse_qs(parts.query, keep_blank_values=True)
-        result = explain_route(policy, identity, match, method, path,
-                               lambda n: (query.get(n) or [None])[0], lambda _: None, now)
+        result = explain_route(
+            policy, identity, match, method, path, lambda n: (query.get(n) or [None])[0], lambda _: None, now
+        )
     elif body.permission:
         result = explain(policy, identity, body.permission, body.scope, body.object, now)
     else:
@@ -110,8 +130,11 @@ def matrix_of(policy: Policy, roles: str | None, scope: str | None, fmt: str) ->
 def export_yaml(config: Any, state: DynamicState) -> str:
     """The live policy in config shape: config plus everything the API added (day passes left out)."""
     data: dict[str, Any] = {}
-    dumped = config.model_dump(mode="json", exclude_defaults=True, include={"scopes", "permissions", "roles",
-                                                                            "user_settings", "users", "bindings"})
+    dumped = config.model_dump(
+        mode="json",
+        exclude_defaults=True,
+        include={"scopes", "permissions", "roles", "user_settings", "users", "bindings"},
+    )
     scopes = dumped.get("scopes", {})
     for key, doc in sorted(state.members.items()):  # tasks the API placed
         child_type, _, child = key.partition(":")
@@ -126,8 +149,9 @@ def export_yaml(config: Any, state: DynamicState) -> str:
             roles[name] = {k: v for k, v in doc.value.items() if v not in ("", [], None)}
     data["roles"] = roles
     data["user_settings"] = {name: dict(value) for name, value in dumped.get("user_settings", {}).items()}
-    users: dict[str, Any] = {name: {"settings": dict(value.get("settings", {}))}
-                             for name, value in dumped.get("users", {}).items()}
+    users: dict[str, Any] = {
+        name: {"settings": dict(value.get("settings", {}))} for name, value in dumped.get("users", {}).items()
+    }
     for user, doc in sorted(state.settings.items()):
         for switch in switches_of(doc.value):
             where = users.setdefault(user, {"settings": {}})["settings"].setdefault(switch.scope or EVERYWHERE, [])
@@ -142,9 +166,11 @@ def export_yaml(config: Any, state: DynamicState) -> str:
             continue
         bindings.append({k: v for k, v in binding.model_dump(mode="json").items() if v is not None})
     data["bindings"] = bindings
-    header = (f"# rolegate live policy, exported {datetime.now(timezone.utc).isoformat(timespec='seconds')}\n"
-              "# config file + admin API state (roles, bindings, object grants, user settings, scope members); "
-              "day passes omitted\n")
+    header = (
+        f"# rolegate live policy, exported {datetime.now(timezone.utc).isoformat(timespec='seconds')}\n"
+        "# config file + admin API state (roles, bindings, object grants, user settings, scope members); "
+        "day passes omitted\n"
+    )
     return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
@@ -154,9 +180,17 @@ async def audit_events(store: Any, query: AuditQuery) -> list[dict[str, Any]]:
         until = parse_time(query.until) if query.until else None
     except ValueError as exc:
         raise Invalid.field("since" if query.since and "since" in str(exc) else "until", str(exc)) from None
-    filters = AuditFilters(user=query.user, path_prefix=query.path_prefix, decision=query.decision,
-                           kind=query.kind, since=since, until=until, after_seq=query.after_seq, limit=query.limit,
-                           newest_first=True)
+    filters = AuditFilters(
+        user=query.user,
+        path_prefix=query.path_prefix,
+        decision=query.decision,
+        kind=query.kind,
+        since=since,
+        until=until,
+        after_seq=query.after_seq,
+        limit=query.limit,
+        newest_first=True,
+    )
     problems = filters.problems()
     if problems:
         raise Invalid.field("decision" if query.decision else "kind", "; ".join(problems))
@@ -168,10 +202,18 @@ async def sync_status(runtime: Any) -> dict[str, Any]:
     recent = await query_events(runtime.store, AuditFilters(kind="sync", limit=5, newest_first=True))
     info = None
     if snapshot is not None:
-        info = {"users": len(snapshot.users), "groups": len(snapshot.groups), "taken_at": _iso(snapshot.taken_at),
-                "full_at": _iso(snapshot.full_at), "issues": len(snapshot.issues)}
-    return {"configured": runtime.config.directory is not None, "snapshot": info,
-            "recent": [{k: e.get(k) for k in ("seq", "time", "result", "mode", "summary", "error")} for e in recent]}
+        info = {
+            "users": len(snapshot.users),
+            "groups": len(snapshot.groups),
+            "taken_at": _iso(snapshot.taken_at),
+            "full_at": _iso(snapshot.full_at),
+            "issues": len(snapshot.issues),
+        }
+    return {
+        "configured": runtime.config.directory is not None,
+        "snapshot": info,
+        "recent": [{k: e.get(k) for k in ("seq", "time", "result", "mode", "summary", "error")} for e in recent],
+    }
 
 
 def identity_label(identity: Identity) -> str:

@@ -23,14 +23,16 @@ def _field(data: bytes) -> bytes:
 
 def canonical(prev_hash: str, seq: int, ts: float, kind: str, body: str) -> bytes:
     """The exact bytes that are hashed for one event."""
-    return b"".join((
-        _field(CHAIN_DOMAIN),
-        _field(prev_hash.encode("ascii", "backslashreplace")),
-        _field(b"%d" % seq),
-        _field(b"%.6f" % ts),
-        _field(kind.encode("utf-8", "backslashreplace")),
-        _field(body.encode("utf-8", "backslashreplace")),
-    ))
+    return b"".join(
+        (
+            _field(CHAIN_DOMAIN),
+            _field(prev_hash.encode("ascii", "backslashreplace")),
+            _field(b"%d" % seq),
+            _field(b"%.6f" % ts),
+            _field(kind.encode("utf-8", "backslashreplace")),
+            _field(body.encode("utf-8", "backslashreplace")),
+        )
+    )
 
 
 _DOMAIN_FIELD = _field(CHAIN_DOMAIN)
@@ -46,6 +48,7 @@ def chain_hash(prev_hash: str, seq: int, ts: float, kind: str, body: str) -> str
     ts_b = b"%.6f" % ts
     kind_b = kind.encode("utf-8", "backslashreplace")
     body_b = body.encode("utf-8", "backslashreplace")
-    return hashlib.sha256(b"%s%d:%s,%d:%s,%d:%s,%d:%s,%d:%s," % (
-        _DOMAIN_FIELD, len(prev), prev, len(seq_b), seq_b, len(ts_b), ts_b, len(kind_b), kind_b,
-        len(body_b), body_b)).hexdigest()
+    return hashlib.sha256(
+        b"%s%d:%s,%d:%s,%d:%s,%d:%s,%d:%s,"
+        % (_DOMAIN_FIELD, len(prev), prev, len(seq_b), seq_b, len(ts_b), ts_b, len(kind_b), kind_b, len(body_b), body_b)
+    ).hexdigest()

@@ -50,8 +50,15 @@ class Checkpoint:
     sig: str = ""
 
     def _message(self) -> bytes:
-        return b"|".join((_DOMAIN, b"%d" % self.seq, self.hash.encode("ascii", "replace"),
-                          b"%.6f" % self.ts, b"%.6f" % self.pruned_at))
+        return b"|".join(
+            (
+                _DOMAIN,
+                b"%d" % self.seq,
+                self.hash.encode("ascii", "replace"),
+                b"%.6f" % self.ts,
+                b"%.6f" % self.pruned_at,
+            )
+        )
 
     def signed(self, key: bytes) -> Checkpoint:
         sig = hmac.new(key, self._message(), hashlib.sha256).hexdigest()

@@ -28,13 +28,14 @@ DecisionVerdict = Literal["allow", "deny", "would-deny"]
 DaypassAction = Literal["issue", "redeem", "use", "expire", "revoke"]
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-MAX_TEXT = 2048          # longest string kept in any field
-MAX_ITEMS = 1000         # longest list kept (sync details); the rest is counted, not listed
+MAX_TEXT = 2048  # longest string kept in any field
+MAX_ITEMS = 1000  # longest list kept (sync details); the rest is counted, not listed
 MAX_DEPTH = 8
 REDACTED = "[redacted]"
 # Keys whose values are credentials wherever they appear in before/after/details.
-_SECRET_KEY = re.compile(r"secret|password|passwd|token|cookie|authorization|api[_-]?key|credential|private",
-                         re.IGNORECASE)
+_SECRET_KEY = re.compile(
+    r"secret|password|passwd|token|cookie|authorization|api[_-]?key|credential|private", re.IGNORECASE
+)
 # The day-pass code in a redemption path is a bearer credential.
 _PASS_PATH = re.compile(r"^(/\.rolegate/pass/)[^/]+")
 
@@ -44,8 +45,7 @@ class AuditEvent:
 
     __slots__ = ("kind", "ts", "body", "droppable")
 
-    def __init__(self, kind: str, body: dict[str, Any], *, ts: float | None = None,
-                 droppable: bool = False) -> None:
+    def __init__(self, kind: str, body: dict[str, Any], *, ts: float | None = None, droppable: bool = False) -> None:
         self.kind = kind
         # Microsecond precision: the chain hashes ts as fixed 6-decimal text, identical in every store.
         self.ts = round(time.time() if ts is None else float(ts), 6)
@@ -90,8 +90,9 @@ def encode_body(body: Mapping[str, Any]) -> str:
     """
     if _orjson_dumps is not None and body.__class__ is dict:
         types = set(map(type, body.values()))
-        if types <= _SCALARS or (types <= _FLAT and all(set(map(type, v)) <= _STRS
-                                                        for v in body.values() if v.__class__ is list)):
+        if types <= _SCALARS or (
+            types <= _FLAT and all(set(map(type, v)) <= _STRS for v in body.values() if v.__class__ is list)
+        ):
             try:
                 raw = _orjson_dumps(body, option=_SORT_KEYS)
             except TypeError:  # non-str keys, ints beyond 64 bits, lone surrogates: the stdlib's rules
@@ -123,10 +124,11 @@ def new_event_id() -> str:
         _id_hex = secrets.token_hex(8 * _ID_BLOCK)
         pos = 0
     _id_pos = pos + 16
-    return _id_hex[pos:pos + 16]
+    return _id_hex[pos : pos + 16]
 
 
 # -- cleaning helpers: total functions, never raise ------------------------------------------------
+
 
 def _text(value: Any) -> str | None:
     if value is None:
@@ -201,39 +203,69 @@ def scrub(value: Any, depth: int = 0) -> Any:
 
 
 def _body(user: Any, ref: Any = None, client: Any = None, event_id: str | None = None) -> dict[str, Any]:
-    return {"v": SCHEMA_VERSION, "id": event_id or new_event_id(), "user": _text(user),
-            "ref": _text(ref), "client": _text(client)}
+    return {
+        "v": SCHEMA_VERSION,
+        "id": event_id or new_event_id(),
+        "user": _text(user),
+        "ref": _text(ref),
+        "client": _text(client),
+    }
 
 
 # -- builders, one per kind ------------------------------------------------------------------------
 
-def decision_event(*, decision: DecisionVerdict, user: str | None, method: str, path: str,
-                   permission: str | None = None, scope: str | None = None, object: str | None = None,
-                   route: str | None = None, mode: str = "enforce", roles: Iterable[str] = (),
-                   reasons: Iterable[str] | str = (), latency_us: int | None = None, ref: str | None = None,
-                   client: str | None = None, auth: str | None = None, ts: float | None = None) -> AuditEvent:
+
+def decision_event(
+    *,
+    decision: DecisionVerdict,
+    user: str | None,
+    method: str,
+    path: str,
+    permission: str | None = None,
+    scope: str | None = None,
+    object: str | None = None,
+    route: str | None = None,
+    mode: str = "enforce",
+    roles: Iterable[str] = (),
+    reasons: Iterable[str] | str = (),
+    latency_us: int | None = None,
+    ref: str | None = None,
+    client: str | None = None,
+    auth: str | None = None,
+    ts: float | None = None,
+) -> AuditEvent:
     """Every authorization decision: ``allow``, ``deny``, or ``would-deny`` (mode log: allowed, recorded)."""
     verdict = decision if decision in ("allow", "deny", "would-deny") else "deny"
     method_text = (_text(method) or "").upper()
     # One per request: plain short strings (the common case) are taken as they are, anything
     # else goes through the cleaning helpers, so the body is the same either way.
-    body = {"v": SCHEMA_VERSION, "id": new_event_id(),
-            "user": user if user.__class__ is str and len(user) <= MAX_TEXT else _text(user),
-            "ref": None if ref is None else _text(ref),
-            "client": client if client.__class__ is str and len(client) <= MAX_TEXT else _text(client),
-            "decision": verdict, "method": method_text,
-            "path": (path if path.__class__ is str and len(path) <= MAX_TEXT and "?" not in path and "#" not in path
-                     and not path.startswith("/.rolegate/pass/") else clean_path(path)),
-            "permission": permission if permission.__class__ is str and len(permission) <= MAX_TEXT
-            else _text(permission),
-            "scope": None if scope is None else _text(scope),
-            "object": None if object is None else _text(object),
-            "route": route if route.__class__ is str and len(route) <= MAX_TEXT else _text(route),
-            "mode": mode if mode.__class__ is str and len(mode) <= MAX_TEXT else _text(mode),
-            "roles": [] if roles == () else _texts(roles),
-            "reasons": _short_texts(reasons),
-            "latency_us": latency_us if latency_us.__class__ is int else _int(latency_us),
-            "auth": auth if auth.__class__ is str and len(auth) <= MAX_TEXT else _text(auth)}
+    body = {
+        "v": SCHEMA_VERSION,
+        "id": new_event_id(),
+        "user": user if user.__class__ is str and len(user) <= MAX_TEXT else _text(user),
+        "ref": None if ref is None else _text(ref),
+        "client": client if client.__class__ is str and len(client) <= MAX_TEXT else _text(client),
+        "decision": verdict,
+        "method": method_text,
+        "path": (
+            path
+            if path.__class__ is str
+            and len(path) <= MAX_TEXT
+            and "?" not in path
+            and "#" not in path
+            and not path.startswith("/.rolegate/pass/")
+            else clean_path(path)
+        ),
+        "permission": permission if permission.__class__ is str and len(permission) <= MAX_TEXT else _text(permission),
+        "scope": None if scope is None else _text(scope),
+        "object": None if object is None else _text(object),
+        "route": route if route.__class__ is str and len(route) <= MAX_TEXT else _text(route),
+        "mode": mode if mode.__class__ is str and len(mode) <= MAX_TEXT else _text(mode),
+        "roles": [] if roles == () else _texts(roles),
+        "reasons": _short_texts(reasons),
+        "latency_us": latency_us if latency_us.__class__ is int else _int(latency_us),
+        "auth": auth if auth.__class__ is str and len(auth) <= MAX_TEXT else _text(auth),
+    }
     return AuditEvent("decision", body, ts=ts, droppable=verdict == "allow" and method_text in READ_METHODS)
 
 
@@ -248,60 +280,137 @@ def _short_texts(values: Any) -> list[str]:
     return _texts(values)
 
 
-def request_event(*, user: str | None, method: str, path: str, status: int | None,
-                  route: str | None = None, upstream: str | None = None, latency_us: int | None = None,
-                  ref: str | None = None, client: str | None = None, ts: float | None = None) -> AuditEvent:
+def request_event(
+    *,
+    user: str | None,
+    method: str,
+    path: str,
+    status: int | None,
+    route: str | None = None,
+    upstream: str | None = None,
+    latency_us: int | None = None,
+    ref: str | None = None,
+    client: str | None = None,
+    ts: float | None = None,
+) -> AuditEvent:
     """A write request (anything but GET/HEAD/OPTIONS) that was let through, with the upstream's status."""
     body = _body(user, ref, client)
-    body.update(method=(_text(method) or "").upper(), path=clean_path(path), status=_int(status),
-                route=_text(route), upstream=_text(upstream), latency_us=_int(latency_us))
+    body.update(
+        method=(_text(method) or "").upper(),
+        path=clean_path(path),
+        status=_int(status),
+        route=_text(route),
+        upstream=_text(upstream),
+        latency_us=_int(latency_us),
+    )
     return AuditEvent("request", body, ts=ts)
 
 
-def admin_change_event(*, actor: str | None, target: str, action: str, before: Any, after: Any,
-                       via: str = "api", ref: str | None = None, client: str | None = None,
-                       ts: float | None = None) -> AuditEvent:
+def admin_change_event(
+    *,
+    actor: str | None,
+    target: str,
+    action: str,
+    before: Any,
+    after: Any,
+    via: str = "api",
+    ref: str | None = None,
+    client: str | None = None,
+    ts: float | None = None,
+) -> AuditEvent:
     """A change to roles, bindings, settings or grants, with the state before and after it."""
     body = _body(actor, ref, client)
-    body.update(target=_text(target), action=_text(action), before=scrub(before), after=scrub(after),
-                via=_text(via))
+    body.update(target=_text(target), action=_text(action), before=scrub(before), after=scrub(after), via=_text(via))
     return AuditEvent("admin_change", body, ts=ts)
 
 
-def daypass_event(*, action: DaypassAction, pass_id: str, user: str | None, template: str | None = None,
-                  scope: str | None = None, holder: Mapping[str, Any] | None = None, reason: str | None = None,
-                  expires_at: float | None = None, method: str | None = None, path: str | None = None,
-                  ref: str | None = None, client: str | None = None, ts: float | None = None) -> AuditEvent:
+def daypass_event(
+    *,
+    action: DaypassAction,
+    pass_id: str,
+    user: str | None,
+    template: str | None = None,
+    scope: str | None = None,
+    holder: Mapping[str, Any] | None = None,
+    reason: str | None = None,
+    expires_at: float | None = None,
+    method: str | None = None,
+    path: str | None = None,
+    ref: str | None = None,
+    client: str | None = None,
+    ts: float | None = None,
+) -> AuditEvent:
     """A day pass issued, redeemed, used, expired or revoked. ``pass_id`` is the id, never the code."""
     body = _body(user, ref, client)
-    body.update(action=_text(action), pass_id=_text(pass_id), template=_text(template), scope=_text(scope),
-                holder=scrub(dict(holder)) if holder else None, reason=_text(reason),
-                expires_at=_float(expires_at), method=_text(method.upper()) if isinstance(method, str) else None,
-                path=clean_path(path))
+    body.update(
+        action=_text(action),
+        pass_id=_text(pass_id),
+        template=_text(template),
+        scope=_text(scope),
+        holder=scrub(dict(holder)) if holder else None,
+        reason=_text(reason),
+        expires_at=_float(expires_at),
+        method=_text(method.upper()) if isinstance(method, str) else None,
+        path=clean_path(path),
+    )
     return AuditEvent("daypass", body, ts=ts)
 
 
-def sync_event(*, result: str, mode: str, summary: Mapping[str, Any], details: Mapping[str, Any] | None = None,
-               error: str | None = None, user: str | None = None, ts: float | None = None) -> AuditEvent:
+def sync_event(
+    *,
+    result: str,
+    mode: str,
+    summary: Mapping[str, Any],
+    details: Mapping[str, Any] | None = None,
+    error: str | None = None,
+    user: str | None = None,
+    ts: float | None = None,
+) -> AuditEvent:
     """A directory sync: ``result`` applied / refused / failed / dry-run, counts and (bounded) details."""
     body = _body(user)
-    body.update(result=_text(result), mode=_text(mode), summary=scrub(summary),
-                details=scrub(details) if details is not None else None, error=_text(error))
+    body.update(
+        result=_text(result),
+        mode=_text(mode),
+        summary=scrub(summary),
+        details=scrub(details) if details is not None else None,
+        error=_text(error),
+    )
     return AuditEvent("sync", body, ts=ts)
 
 
-def signin_event(*, user: str | None, method: str, outcome: str = "ok", reason: str | None = None,
-                 session_id: str | None = None, groups: Iterable[str] = (), ref: str | None = None,
-                 client: str | None = None, ts: float | None = None) -> AuditEvent:
+def signin_event(
+    *,
+    user: str | None,
+    method: str,
+    outcome: str = "ok",
+    reason: str | None = None,
+    session_id: str | None = None,
+    groups: Iterable[str] = (),
+    ref: str | None = None,
+    client: str | None = None,
+    ts: float | None = None,
+) -> AuditEvent:
     """A sign-in attempt (``outcome`` ok / failed). ``session_id`` must be the opaque hash, not the cookie."""
     body = _body(user, ref, client)
-    body.update(method=_text(method), outcome=_text(outcome), reason=_text(reason), session=_text(session_id),
-                groups=_texts(groups))
+    body.update(
+        method=_text(method),
+        outcome=_text(outcome),
+        reason=_text(reason),
+        session=_text(session_id),
+        groups=_texts(groups),
+    )
     return AuditEvent("signin", body, ts=ts)
 
 
-def signout_event(*, user: str | None, reason: str = "user", session_id: str | None = None,
-                  ref: str | None = None, client: str | None = None, ts: float | None = None) -> AuditEvent:
+def signout_event(
+    *,
+    user: str | None,
+    reason: str = "user",
+    session_id: str | None = None,
+    ref: str | None = None,
+    client: str | None = None,
+    ts: float | None = None,
+) -> AuditEvent:
     """A session ended: ``reason`` user / expired / idle / disabled / revoked."""
     body = _body(user, ref, client)
     body.update(reason=_text(reason), session=_text(session_id))

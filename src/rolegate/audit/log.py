@@ -131,28 +131,78 @@ def _encode(event: AuditEvent) -> str:
         return event.encode()
     except (TypeError, ValueError) as exc:
         # A caller built a body JSON cannot hold (NaN, odd keys): keep a trace rather than lose the event.
-        return encode_body({"v": 1, "id": new_event_id(), "user": None, "unencodable": str(exc)[:200],
-                            "repr": repr(event.body)[:2000]})
+        return encode_body(
+            {"v": 1, "id": new_event_id(), "user": None, "unencodable": str(exc)[:200], "repr": repr(event.body)[:2000]}
+        )
 
 
 class AuditLog:
     """Batched, chained audit writer for one worker. ``start()`` it in the worker's loop; ``close()`` flushes."""
 
-    __slots__ = ("_store", "_sinks", "_queue", "_queue_size", "_read_limit", "_batch_size", "durable_writes",
-                 "should_record_read", "_wait_timeout", "_durable_timeout", "_wake", "_space", "_progress",
-                 "_task", "_closing", "_closed", "_executor", "_retention_seconds", "_retention_key", "_linger",
-                 "_urgent",
-                 "_retention_interval", "_retention_task", "_sampler", "on_failure", "unwritable", "dropped",
-                 "sink_dropped", "_backlog", "_retry_at", "_retry_delay", "observer", "observer_state",
-                 "_summary_at", "_summarized",
-                 "queued", "written", "batches", "dropped_reads", "rejected", "failed_batches", "sink_errors")
+    __slots__ = (
+        "_store",
+        "_sinks",
+        "_queue",
+        "_queue_size",
+        "_read_limit",
+        "_batch_size",
+        "durable_writes",
+        "should_record_read",
+        "_wait_timeout",
+        "_durable_timeout",
+        "_wake",
+        "_space",
+        "_progress",
+        "_task",
+        "_closing",
+        "_closed",
+        "_executor",
+        "_retention_seconds",
+        "_retention_key",
+        "_linger",
+        "_urgent",
+        "_retention_interval",
+        "_retention_task",
+        "_sampler",
+        "on_failure",
+        "unwritable",
+        "dropped",
+        "sink_dropped",
+        "_backlog",
+        "_retry_at",
+        "_retry_delay",
+        "observer",
+        "observer_state",
+        "_summary_at",
+        "_summarized",
+        "queued",
+        "written",
+        "batches",
+        "dropped_reads",
+        "rejected",
+        "failed_batches",
+        "sink_errors",
+    )
 
-    def __init__(self, store: Store, *, queue_size: int = 10000, batch_size: int = 256, durable_writes: bool = True,
-                 reads_enabled: bool = True, read_sample: float = 1.0, sinks: list[Sink] | None = None,
-                 wait_timeout: float = 5.0, durable_timeout: float = 10.0, retention_seconds: float | None = None,
-                 retention_key: bytes | None = None, retention_interval: float = 3600.0,
-                 linger: float = LINGER, on_failure: OnFailure = "serve",
-                 observer: Callable[[AuditLog], None] | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        queue_size: int = 10000,
+        batch_size: int = 256,
+        durable_writes: bool = True,
+        reads_enabled: bool = True,
+        read_sample: float = 1.0,
+        sinks: list[Sink] | None = None,
+        wait_timeout: float = 5.0,
+        durable_timeout: float = 10.0,
+        retention_seconds: float | None = None,
+        retention_key: bytes | None = None,
+        retention_interval: float = 3600.0,
+        linger: float = LINGER,
+        on_failure: OnFailure = "serve",
+        observer: Callable[[AuditLog], None] | None = None,
+    ) -> None:
         self._store = store
         self._sinks = list(sinks or ())
         self._queue: deque[_Item] = deque()
@@ -165,11 +215,11 @@ class AuditLog:
         self._sampler = read_sampler(reads_enabled, read_sample)
         self.should_record_read: Callable[[], bool] = self._sampler
         self.on_failure = on_failure
-        self.unwritable: dict[str, str] = {}       # "store" or a sink's name -> why it cannot be written
-        self.dropped: Counter[tuple[str, str]] = Counter()       # (kind, reason) never in the Store
+        self.unwritable: dict[str, str] = {}  # "store" or a sink's name -> why it cannot be written
+        self.dropped: Counter[tuple[str, str]] = Counter()  # (kind, reason) never in the Store
         self.sink_dropped: Counter[tuple[str, str]] = Counter()  # (sink, kind) in the Store, not in the sink
         self._backlog: dict[str, deque[Row]] = {sink.name: deque() for sink in self._sinks}
-        self._retry_at: dict[str, float] = {}     # when a sink that failed is offered its backlog again
+        self._retry_at: dict[str, float] = {}  # when a sink that failed is offered its backlog again
         self._retry_delay: dict[str, float] = {}
         self.observer = observer
         self.observer_state: Any = None  # the observer's own bookkeeping
@@ -191,17 +241,18 @@ class AuditLog:
         self._retention_key = retention_key
         self._retention_interval = retention_interval
         self._retention_task: asyncio.Task[None] | None = None
-        self.queued = 0          # events accepted into the queue
-        self.written = 0         # events committed to the Store
-        self.batches = 0         # batches committed
-        self.dropped_reads = 0   # sampled reads shed because the queue was three quarters full
-        self.rejected = 0        # essential events refused with 503 (logged at ERROR, never silent)
+        self.queued = 0  # events accepted into the queue
+        self.written = 0  # events committed to the Store
+        self.batches = 0  # batches committed
+        self.dropped_reads = 0  # sampled reads shed because the queue was three quarters full
+        self.rejected = 0  # essential events refused with 503 (logged at ERROR, never silent)
         self.failed_batches = 0  # Store writes that failed and were retried
-        self.sink_errors = 0     # JSONL/stdout writes that failed (kept and retried; the Store has them)
+        self.sink_errors = 0  # JSONL/stdout writes that failed (kept and retried; the Store has them)
 
     @classmethod
-    def from_config(cls, store: Store, config: Any, *, base_dir: Path | None = None, run_retention: bool = False,
-                    **overrides: Any) -> AuditLog:
+    def from_config(
+        cls, store: Store, config: Any, *, base_dir: Path | None = None, run_retention: bool = False, **overrides: Any
+    ) -> AuditLog:
         """Build from a full rolegate Config; ``run_retention`` on the one worker that should prune."""
         audit = config.audit
         retention = audit.retention.total_seconds() if audit.retention is not None and run_retention else None
@@ -210,11 +261,17 @@ class AuditLog:
         from rolegate.server.audit_health import publish
 
         options: dict[str, Any] = dict(
-            queue_size=audit.queue_size, batch_size=audit.batch_size, durable_writes=audit.durable_writes,
-            reads_enabled=audit.reads.enabled, read_sample=audit.reads.sample,
-            sinks=open_sinks(audit.sinks, base_dir), retention_seconds=retention,
+            queue_size=audit.queue_size,
+            batch_size=audit.batch_size,
+            durable_writes=audit.durable_writes,
+            reads_enabled=audit.reads.enabled,
+            read_sample=audit.reads.sample,
+            sinks=open_sinks(audit.sinks, base_dir),
+            retention_seconds=retention,
             retention_key=checkpoint_key(config) if retention is not None else None,
-            on_failure=audit.on_failure, observer=publish)
+            on_failure=audit.on_failure,
+            observer=publish,
+        )
         options.update(overrides)
         return cls(store, **options)
 
@@ -230,10 +287,17 @@ class AuditLog:
         return self._closed
 
     def stats(self) -> dict[str, int]:
-        return {"depth": self.depth, "queued": self.queued, "written": self.written, "batches": self.batches,
-                "dropped_reads": self.dropped_reads, "rejected": self.rejected,
-                "failed_batches": self.failed_batches, "sink_errors": self.sink_errors,
-                "sink_backlog": sum(len(b) for b in self._backlog.values())}
+        return {
+            "depth": self.depth,
+            "queued": self.queued,
+            "written": self.written,
+            "batches": self.batches,
+            "dropped_reads": self.dropped_reads,
+            "rejected": self.rejected,
+            "failed_batches": self.failed_batches,
+            "sink_errors": self.sink_errors,
+            "sink_backlog": sum(len(b) for b in self._backlog.values()),
+        }
 
     def _mark(self, target: str, error: str | None) -> None:
         """Record that ``target`` (the Store or a sink) failed with ``error``, or (None) works again."""
@@ -248,8 +312,11 @@ class AuditLog:
     def _refuse_read(self) -> bool:
         """``audit.on_failure: refuse``: no read is answered while the audit cannot record it."""
         self.dropped[("decision", "refused")] += 1
-        raise AuditUnavailable("the audit trail cannot be written (" + "; ".join(
-            f"{target}: {why}" for target, why in self.unwritable.items()) + "); audit.on_failure is refuse")
+        raise AuditUnavailable(
+            "the audit trail cannot be written ("
+            + "; ".join(f"{target}: {why}" for target, why in self.unwritable.items())
+            + "); audit.on_failure is refuse"
+        )
 
     def _observe(self) -> None:
         """Hand counts and state to the observer; log what was dropped, at most every SUMMARY_SECONDS."""
@@ -262,10 +329,16 @@ class AuditLog:
         if now - self._summary_at < SUMMARY_SECONDS and not self._closed:
             return
         seen = self._summarized
-        parts = [f"{n - seen[('store', kind, reason)]} {kind} ({reason})"
-                 for (kind, reason), n in sorted(self.dropped.items()) if n > seen[("store", kind, reason)]]
-        parts += [f"{n - seen[('sink', sink, kind)]} {kind} not copied to {sink}"
-                  for (sink, kind), n in sorted(self.sink_dropped.items()) if n > seen[("sink", sink, kind)]]
+        parts = [
+            f"{n - seen[('store', kind, reason)]} {kind} ({reason})"
+            for (kind, reason), n in sorted(self.dropped.items())
+            if n > seen[("store", kind, reason)]
+        ]
+        parts += [
+            f"{n - seen[('sink', sink, kind)]} {kind} not copied to {sink}"
+            for (sink, kind), n in sorted(self.sink_dropped.items())
+            if n > seen[("sink", sink, kind)]
+        ]
         if not parts:
             return
         self._summary_at = now
@@ -273,9 +346,11 @@ class AuditLog:
             seen[("store", kind, reason)] = n
         for (sink, kind), n in self.sink_dropped.items():
             seen[("sink", sink, kind)] = n
-        log.error("audit events not recorded since the last report: %s%s", ", ".join(parts),
-                  "; unwritable: " + "; ".join(f"{t}: {e}" for t, e in self.unwritable.items())
-                  if self.unwritable else "")
+        log.error(
+            "audit events not recorded since the last report: %s%s",
+            ", ".join(parts),
+            "; unwritable: " + "; ".join(f"{t}: {e}" for t, e in self.unwritable.items()) if self.unwritable else "",
+        )
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -284,11 +359,14 @@ class AuditLog:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._writer(), name="rolegate-audit-writer")
         if self._retention_seconds is not None and self._retention_key is not None and self._retention_task is None:
-            self._retention_task = asyncio.get_running_loop().create_task(self._retention(),
-                                                                          name="rolegate-audit-retention")
+            self._retention_task = asyncio.get_running_loop().create_task(
+                self._retention(), name="rolegate-audit-retention"
+            )
         elif self._retention_seconds is not None and self._retention_key is None:
-            log.error("audit.retention is set but no key signs the checkpoint (set audit.checkpoint_secret or "
-                      "session.secret): old events are kept")
+            log.error(
+                "audit.retention is set but no key signs the checkpoint (set audit.checkpoint_secret or "
+                "session.secret): old events are kept"
+            )
 
     async def flush(self) -> None:
         """Return once every event accepted before this call is committed."""
@@ -324,8 +402,10 @@ class AuditLog:
         while self._queue:
             item = self._queue.popleft()
             self.dropped[(item.kind, "shutdown")] += 1
-            overflow_log.error("audit event not written before shutdown: %s",
-                               f'{{"ts":{item.ts:.6f},"kind":"{item.kind}","event":{item.body}}}')
+            overflow_log.error(
+                "audit event not written before shutdown: %s",
+                f'{{"ts":{item.ts:.6f},"kind":"{item.kind}","event":{item.body}}}',
+            )
             if item.future is not None and not item.future.done():
                 item.future.set_exception(AuditUnavailable("the audit log closed before the event was written"))
         if self._executor is not None:
@@ -337,8 +417,14 @@ class AuditLog:
                 if backlog:
                     for row in backlog:
                         self.sink_dropped[(name, row[2])] += 1
-                    log.error("audit: %d events (seq %d..%d) are in the store but were never copied to %s: %s",
-                              len(backlog), backlog[0][0], backlog[-1][0], name, self.unwritable.get(name, "?"))
+                    log.error(
+                        "audit: %d events (seq %d..%d) are in the store but were never copied to %s: %s",
+                        len(backlog),
+                        backlog[0][0],
+                        backlog[-1][0],
+                        name,
+                        self.unwritable.get(name, "?"),
+                    )
                     backlog.clear()
             for sink in self._sinks:
                 await loop.run_in_executor(self._executor, sink.close)
@@ -399,8 +485,9 @@ class AuditLog:
                 # committed right now was encoded already; only a commit landing at this very moment
                 # keeps the allowed version.)
                 item.body = _mark_refused(item.body)
-            raise AuditUnavailable(f"audit event {event.body.get('id')} not committed within "
-                                   f"{self._durable_timeout:g}s") from None
+            raise AuditUnavailable(
+                f"audit event {event.body.get('id')} not committed within {self._durable_timeout:g}s"
+            ) from None
 
     async def emit_write(self, event: AuditEvent) -> int | None:
         """For a write request: durable when ``audit.durable_writes`` is on, else a plain emit."""
@@ -446,8 +533,11 @@ class AuditLog:
     def _refuse(self, event: AuditEvent, why: str) -> None:
         self.rejected += 1
         self.dropped[(event.kind, "refused")] += 1
-        overflow_log.error("%s; refusing the request. Event: %s", why,
-                           f'{{"ts":{event.ts:.6f},"kind":"{event.kind}","event":{_encode(event)}}}')
+        overflow_log.error(
+            "%s; refusing the request. Event: %s",
+            why,
+            f'{{"ts":{event.ts:.6f},"kind":"{event.kind}","event":{_encode(event)}}}',
+        )
         raise AuditUnavailable(why)
 
     # -- writing --------------------------------------------------------------------------------
@@ -456,7 +546,7 @@ class AuditLog:
         try:
             await self._write_loop()
         finally:
-            self._progress.set()   # let flush() see the writer has stopped
+            self._progress.set()  # let flush() see the writer has stopped
 
     async def _write_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -484,8 +574,13 @@ class AuditLog:
                     self._observe()
                 continue
             urgent = self._urgent
-            if (self._linger and not urgent.is_set() and len(queue) < self._batch_size and not self._closing
-                    and not any(i.future is not None for i in islice(queue, self._batch_size))):
+            if (
+                self._linger
+                and not urgent.is_set()
+                and len(queue) < self._batch_size
+                and not self._closing
+                and not any(i.future is not None for i in islice(queue, self._batch_size))
+            ):
                 # Nobody waits for these events (sampled reads, denials): let the batch grow for a
                 # moment so one commit (and fsync) carries many of them instead of a handful.
                 timer = loop.call_later(self._linger, urgent.set)
@@ -503,7 +598,7 @@ class AuditLog:
 
             def chain(prev_hash: str, seq: int, ts: float, kind: str, body: str) -> str:
                 digest = chain_hash(prev_hash, seq, ts, kind, body)
-                links[seq] = (prev_hash, digest)   # remembered for the sinks' copy
+                links[seq] = (prev_hash, digest)  # remembered for the sinks' copy
                 return digest
 
             try:
@@ -529,16 +624,18 @@ class AuditLog:
                 self._mark("store", None)
             for _ in batch:
                 queue.popleft()
-            corrections = [c for i in batch if i.sent is not None and i.sent != i.body
-                           and (c := _correction(i)) is not None]
+            corrections = [
+                c for i in batch if i.sent is not None and i.sent != i.body and (c := _correction(i)) is not None
+            ]
             queue.extend(corrections)  # written with the next batch
             self.queued += len(corrections)
             self.written += len(batch)
             self.batches += 1
             self._space.set()
             if self._sinks:
-                rows: list[Row] = [(seq, i.ts, i.kind, i.body, *links[seq]) for i, seq in zip(batch, seqs)
-                                   if seq in links]
+                rows: list[Row] = [
+                    (seq, i.ts, i.kind, i.body, *links[seq]) for i, seq in zip(batch, seqs) if seq in links
+                ]
                 await self._copy(rows, any(i.future is not None for i in batch))
             links.clear()
             for item, seq in zip(batch, seqs):
@@ -579,10 +676,17 @@ class AuditLog:
             delay = self._retry_delay[sink.name] = min(self._retry_delay.get(sink.name, 0.025) * 2, RETRY_MAX)
             self._retry_at[sink.name] = time.monotonic() + delay
             why = describe_error(error)
-            backlog.extend(pending[getattr(error, "rows_written", 0):])
+            backlog.extend(pending[getattr(error, "rows_written", 0) :])
             if backlog and self.unwritable.get(sink.name) != why:
-                log.error("audit sink %s cannot be written (%s); %d events (seq %d..%d) are in the store and "
-                          "kept to try again", sink.name, why, len(backlog), backlog[0][0], backlog[-1][0])
+                log.error(
+                    "audit sink %s cannot be written (%s); %d events (seq %d..%d) are in the store and "
+                    "kept to try again",
+                    sink.name,
+                    why,
+                    len(backlog),
+                    backlog[0][0],
+                    backlog[-1][0],
+                )
             self._trim(sink.name)
             self._mark(sink.name, why)
 
@@ -613,11 +717,13 @@ class AuditLog:
         await asyncio.sleep(min(60.0, self._retention_interval))
         while True:
             try:
-                result = await prune_expired(self._store, retention_seconds=self._retention_seconds,
-                                             key=self._retention_key, now=time.time())
+                result = await prune_expired(
+                    self._store, retention_seconds=self._retention_seconds, key=self._retention_key, now=time.time()
+                )
                 if result.deleted:
-                    log.info("audit retention pruned %d events (checkpoint at seq %s)", result.deleted,
-                             result.checkpoint_seq)
+                    log.info(
+                        "audit retention pruned %d events (checkpoint at seq %s)", result.deleted, result.checkpoint_seq
+                    )
                 elif result.skipped and "invalid" in result.skipped:
                     log.error("audit retention: %s", result.skipped)
             except asyncio.CancelledError:

@@ -23,11 +23,11 @@ class AuditFilters:
 
     user: str | None = None
     path_prefix: str | None = None
-    decision: str | None = None          # allow | deny | would-deny
+    decision: str | None = None  # allow | deny | would-deny
     kind: str | None = None
-    since: float | None = None           # epoch seconds, inclusive
-    until: float | None = None           # epoch seconds, exclusive
-    after_seq: int = 0                   # paging: continue after this seq
+    since: float | None = None  # epoch seconds, inclusive
+    until: float | None = None  # epoch seconds, exclusive
+    after_seq: int = 0  # paging: continue after this seq
     limit: int = 1000
     newest_first: bool = False
 
@@ -57,8 +57,9 @@ def parse_time(text: str, now: float | None = None) -> float:
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise ValueError(f"{text!r} is not a time; write 2025-01-31T08:00:00Z, epoch seconds or an age like 24h"
-                         ) from None
+        raise ValueError(
+            f"{text!r} is not a time; write 2025-01-31T08:00:00Z, epoch seconds or an age like 24h"
+        ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return moment.timestamp()
@@ -94,7 +95,14 @@ async def query_events(store: Store, filters: AuditFilters) -> list[dict[str, An
         equals["user"] = filters.user
     if filters.path_prefix:
         prefixes["path"] = filters.path_prefix
-    rows = await store.audit_find(after_seq=filters.after_seq, limit=filters.limit, kinds=kinds,
-                                  since=filters.since, until=filters.until, equals=equals, prefixes=prefixes,
-                                  newest_first=filters.newest_first)
+    rows = await store.audit_find(
+        after_seq=filters.after_seq,
+        limit=filters.limit,
+        kinds=kinds,
+        since=filters.since,
+        until=filters.until,
+        equals=equals,
+        prefixes=prefixes,
+        newest_first=filters.newest_first,
+    )
     return [row_to_event(r) for r in rows]

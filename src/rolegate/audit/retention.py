@@ -15,12 +15,13 @@ PAGE = 5000
 @dataclass(frozen=True, slots=True)
 class PruneResult:
     deleted: int
-    checkpoint_seq: int | None   # the checkpoint now in force (None: nothing was ever pruned)
-    skipped: str | None = None   # why nothing was done, when so
+    checkpoint_seq: int | None  # the checkpoint now in force (None: nothing was ever pruned)
+    skipped: str | None = None  # why nothing was done, when so
 
 
-async def prune(store: Store, *, before_ts: float, key: bytes, max_events: int = 1_000_000,
-                now: float | None = None) -> PruneResult:
+async def prune(
+    store: Store, *, before_ts: float, key: bytes, max_events: int = 1_000_000, now: float | None = None
+) -> PruneResult:
     """Delete the leading run of events older than ``before_ts`` (at most ``max_events`` per call),
     except the newest of them, which the signed checkpoint names and which stays as the chain's anchor.
 
@@ -51,11 +52,13 @@ async def prune(store: Store, *, before_ts: float, key: bytes, max_events: int =
         after = page[-1]["seq"]
     if last is None:
         return PruneResult(0, current.seq if current else None, "no event is old enough")
-    anchor = cp.Checkpoint(last["seq"], last["hash"], float(last["ts"]),
-                           round(time.time() if now is None else now, 6)).signed(key)
+    anchor = cp.Checkpoint(
+        last["seq"], last["hash"], float(last["ts"]), round(time.time() if now is None else now, 6)
+    ).signed(key)
     try:
-        await store.put(cp.NAMESPACE, cp.KEY, anchor.to_json(),
-                        expected_version=record.version if record is not None else 0)
+        await store.put(
+            cp.NAMESPACE, cp.KEY, anchor.to_json(), expected_version=record.version if record is not None else 0
+        )
     except VersionConflict:
         return PruneResult(0, current.seq if current else None, "another process is pruning")
     # The checkpoint's own event stays: the table is never emptied, so the Store keeps extending the

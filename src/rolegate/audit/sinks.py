@@ -32,8 +32,10 @@ def format_line(row: Row) -> bytes:
     seq, ts, kind, body, prev_hash, hash_ = row
     when = datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
     # body is already canonical JSON: splice it in rather than parse and dump it again.
-    return (f'{{"seq":{seq},"ts":{ts:.6f},"time":"{when}","kind":"{kind}","prev_hash":"{prev_hash}",'
-            f'"hash":"{hash_}","event":{body}}}\n').encode("utf-8", "backslashreplace")
+    return (
+        f'{{"seq":{seq},"ts":{ts:.6f},"time":"{when}","kind":"{kind}","prev_hash":"{prev_hash}",'
+        f'"hash":"{hash_}","event":{body}}}\n'
+    ).encode("utf-8", "backslashreplace")
 
 
 class Sink(Protocol):
@@ -82,8 +84,9 @@ class JsonlSink:
                     break
                 end = start
             os.ftruncate(fd, end)
-            log.warning("audit sink %s: cut a torn last line (%d bytes) left by an interrupted write",
-                        self.name, size - end)
+            log.warning(
+                "audit sink %s: cut a torn last line (%d bytes) left by an interrupted write", self.name, size - end
+            )
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
 
@@ -144,7 +147,7 @@ class StdoutSink:
     def _write_all(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
-            view = view[os.write(self._fd, view):]
+            view = view[os.write(self._fd, view) :]
 
     def close(self) -> None:
         pass
@@ -157,7 +160,7 @@ def open_sinks(names: tuple[str, ...], base_dir: Path | None = None) -> list[Sin
         if name == "stdout":
             sinks.append(StdoutSink())
         elif name.startswith("jsonl:"):
-            path = Path(name[len("jsonl:"):])
+            path = Path(name[len("jsonl:") :])
             if not path.is_absolute() and base_dir is not None:
                 path = base_dir / path
             sinks.append(JsonlSink(path))

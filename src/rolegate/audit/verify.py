@@ -35,18 +35,23 @@ class Problem:
 @dataclass(slots=True)
 class VerifyReport:
     ok: bool = True
-    checked: int = 0                      # events whose hash and link were checked
+    checked: int = 0  # events whose hash and link were checked
     first_seq: int | None = None
     last_seq: int | None = None
-    checkpoint_seq: int | None = None     # events up to here were pruned under a signed checkpoint
+    checkpoint_seq: int | None = None  # events up to here were pruned under a signed checkpoint
     problem: Problem | None = None
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "checked": self.checked, "first_seq": self.first_seq, "last_seq": self.last_seq,
-                "checkpoint_seq": self.checkpoint_seq,
-                "problem": {"seq": self.problem.seq, "what": self.problem.what} if self.problem else None,
-                "notes": self.notes}
+        return {
+            "ok": self.ok,
+            "checked": self.checked,
+            "first_seq": self.first_seq,
+            "last_seq": self.last_seq,
+            "checkpoint_seq": self.checkpoint_seq,
+            "problem": {"seq": self.problem.seq, "what": self.problem.what} if self.problem else None,
+            "notes": self.notes,
+        }
 
 
 class CannotVerify(Exception):
@@ -78,8 +83,9 @@ def _event_id(body: Any) -> str | None:
     return event_id if isinstance(event_id, str) and event_id else None
 
 
-def _judge(row: dict[str, Any], expected_seq: int, expected_prev: str, prev_seq: int | None,
-           next_row: dict[str, Any] | None) -> Problem | None:
+def _judge(
+    row: dict[str, Any], expected_seq: int, expected_prev: str, prev_seq: int | None, next_row: dict[str, Any] | None
+) -> Problem | None:
     seq = row["seq"]
     if seq != expected_seq:
         missing = f"{expected_seq}" if seq == expected_seq + 1 else f"{expected_seq}..{seq - 1}"
@@ -97,8 +103,9 @@ def _judge(row: dict[str, Any], expected_seq: int, expected_prev: str, prev_seq:
             return Problem(seq, "its stored hash was edited (the contents still match the next event's link)")
         return Problem(seq, "its contents (ts, kind or body) or its hash were edited after it was written")
     if self_ok and not link_ok:
-        return Problem(seq, f"it does not link to {before}: an event was inserted or reordered here, "
-                            f"or {before} was rewritten")
+        return Problem(
+            seq, f"it does not link to {before}: an event was inserted or reordered here, or {before} was rewritten"
+        )
     return Problem(seq, f"it neither links to {before} nor matches its own hash: inserted, moved or edited")
 
 
@@ -115,12 +122,15 @@ async def verify_chain(store: Store, key: bytes | None) -> VerifyReport:
             report.ok, report.problem = False, Problem(None, f"malformed ({exc}): tampered")
             return report
         if key is None:
-            raise CannotVerify("a retention checkpoint exists but no key is configured to check its signature "
-                               "(set audit.checkpoint_secret or session.secret as when it was written)")
+            raise CannotVerify(
+                "a retention checkpoint exists but no key is configured to check its signature "
+                "(set audit.checkpoint_secret or session.secret as when it was written)"
+            )
         if not anchor.valid(key):
             report.ok = False
-            report.problem = Problem(None, f"its signature does not match (seq {anchor.seq}): tampered, "
-                                           "or signed with another key")
+            report.problem = Problem(
+                None, f"its signature does not match (seq {anchor.seq}): tampered, or signed with another key"
+            )
             return report
         report.checkpoint_seq = anchor.seq
         expected_seq, expected_prev = anchor.seq + 1, anchor.hash
@@ -137,8 +147,11 @@ async def verify_chain(store: Store, key: bytes | None) -> VerifyReport:
         problem = _judge(row, expected_seq, expected_prev, prev_seq, next_row)
         event_id = _event_id(row["body"]) if problem is None else None
         if event_id is not None and event_id in seen:
-            problem = Problem(row["seq"], f"its event id {event_id} is stored already at seq {seen[event_id]}: "
-                                          "the same event recorded twice (a retried write)")
+            problem = Problem(
+                row["seq"],
+                f"its event id {event_id} is stored already at seq {seen[event_id]}: "
+                "the same event recorded twice (a retried write)",
+            )
         if problem is not None:
             report.ok, report.problem = False, problem
             return False
@@ -162,8 +175,9 @@ async def verify_chain(store: Store, key: bytes | None) -> VerifyReport:
                 anchor_seen = True
                 if row["hash"] != anchor.hash or _rehash(row) != anchor.hash:
                     report.ok = False
-                    report.problem = Problem(row["seq"], "it differs from the event the signed checkpoint names: "
-                                                         "edited")
+                    report.problem = Problem(
+                        row["seq"], "it differs from the event the signed checkpoint names: edited"
+                    )
                     return report
             continue
         if not anchor_seen:
@@ -182,8 +196,11 @@ async def verify_chain(store: Store, key: bytes | None) -> VerifyReport:
         report.problem = Problem(anchor.seq, "the event the signed checkpoint names is missing: deleted")
         return report
     if report.ok and report.checked == 0:
-        report.notes.append("the audit log is empty" if anchor is None else
-                            f"only the checkpoint's event (seq {anchor.seq}) is kept; every older one was pruned")
+        report.notes.append(
+            "the audit log is empty"
+            if anchor is None
+            else f"only the checkpoint's event (seq {anchor.seq}) is kept; every older one was pruned"
+        )
     return report
 
 
@@ -197,10 +214,14 @@ def last_copied(path: str) -> tuple[int, str] | None:
             start = max(0, size - len(data) - block)
             handle.seek(start)
             data = handle.read(size - start)
-            for line in reversed(data.split(b"\n")[1 if start else 0:]):
+            for line in reversed(data.split(b"\n")[1 if start else 0 :]):
                 try:
                     copy = json.loads(line)
-                    if isinstance(copy, dict) and isinstance(copy.get("seq"), int) and isinstance(copy.get("hash"), str):
+                    if (
+                        isinstance(copy, dict)
+                        and isinstance(copy.get("seq"), int)
+                        and isinstance(copy.get("hash"), str)
+                    ):
                         return copy["seq"], copy["hash"]
                 except ValueError:
                     continue
@@ -218,8 +239,11 @@ async def compare_with_copy(store: Store, path: str) -> Problem | None:
     rows = await store.audit_rows(after_seq=seq - 1, limit=1)
     if not rows or rows[0]["seq"] != seq:
         tail = await store.audit_tail()
-        return Problem(seq, f"missing from the store, but {path} recorded it (the store ends at seq "
-                            f"{tail['seq'] if tail else 0}): events were cut off the end")
+        return Problem(
+            seq,
+            f"missing from the store, but {path} recorded it (the store ends at seq "
+            f"{tail['seq'] if tail else 0}): events were cut off the end",
+        )
     if rows[0]["hash"] != hash_:
         return Problem(seq, f"its hash differs from the copy in {path}: the chain was rewritten")
     return None
@@ -239,11 +263,11 @@ class CopyReport:
     """What ``verify_copy`` found in one JSONL copy: every line checked, gaps and torn lines named."""
 
     sink: str
-    lines: int = 0                        # whole, well-formed event lines
+    lines: int = 0  # whole, well-formed event lines
     first_seq: int | None = None
     last_seq: int | None = None
     problems: list[str] = field(default_factory=list)
-    unlisted: int = 0                     # problems beyond COPY_PROBLEMS_LISTED
+    unlisted: int = 0  # problems beyond COPY_PROBLEMS_LISTED
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -257,9 +281,16 @@ class CopyReport:
             self.unlisted += 1
 
     def to_json(self) -> dict[str, Any]:
-        return {"sink": self.sink, "ok": self.ok, "lines": self.lines, "first_seq": self.first_seq,
-                "last_seq": self.last_seq, "problems": self.problems, "unlisted_problems": self.unlisted,
-                "notes": self.notes}
+        return {
+            "sink": self.sink,
+            "ok": self.ok,
+            "lines": self.lines,
+            "first_seq": self.first_seq,
+            "last_seq": self.last_seq,
+            "problems": self.problems,
+            "unlisted_problems": self.unlisted,
+            "notes": self.notes,
+        }
 
 
 class _Seqs:
@@ -336,18 +367,27 @@ def _read_line(line: bytes) -> tuple[int, str] | str:
         return "it is not an event line"
     seq, hash_, prev, ts, kind = (copy.get(k) for k in ("seq", "hash", "prev_hash", "ts", "kind"))
     at = line.find(_EVENT_FIELD)
-    if (not isinstance(seq, int) or isinstance(seq, bool) or not isinstance(hash_, str) or not isinstance(prev, str)
-            or not isinstance(kind, str) or not isinstance(ts, (int, float)) or isinstance(ts, bool) or at < 0
-            or not line.endswith(b"}\n")):
+    if (
+        not isinstance(seq, int)
+        or isinstance(seq, bool)
+        or not isinstance(hash_, str)
+        or not isinstance(prev, str)
+        or not isinstance(kind, str)
+        or not isinstance(ts, (int, float))
+        or isinstance(ts, bool)
+        or at < 0
+        or not line.endswith(b"}\n")
+    ):
         return "it lacks seq, ts, kind, prev_hash, hash or event: not an event line"
-    body = line[at + len(_EVENT_FIELD):-2].decode("utf-8", "surrogateescape")
+    body = line[at + len(_EVENT_FIELD) : -2].decode("utf-8", "surrogateescape")
     if chain_hash(prev, seq, float(ts), kind, body) != hash_:
         return f"seq {seq}: its hash does not match its contents: edited"
     return seq, hash_
 
 
-async def _against_store(store: Store, lines: list[tuple[int, str, int]], span: tuple[int, int] | None,
-                         report: CopyReport) -> None:
+async def _against_store(
+    store: Store, lines: list[tuple[int, str, int]], span: tuple[int, int] | None, report: CopyReport
+) -> None:
     """Compare copied (seq, hash, line number) with the store's rows, a run of nearby seqs per query."""
     lines.sort()
     index = 0
@@ -359,15 +399,19 @@ async def _against_store(store: Store, lines: list[tuple[int, str, int]], span: 
         last = lines[end][0]
         rows = await store.audit_rows(after_seq=first - 1, limit=last - first + 1)
         held = {row["seq"]: row["hash"] for row in rows}
-        for seq, hash_, number in lines[index:end + 1]:
+        for seq, hash_, number in lines[index : end + 1]:
             stored = held.get(seq)
             if stored is not None:
                 if stored != hash_:
-                    report.problem(f"seq {seq} (line {number}) differs from the store's event: one of them was "
-                                   "edited or the chain rewritten")
+                    report.problem(
+                        f"seq {seq} (line {number}) differs from the store's event: one of them was "
+                        "edited or the chain rewritten"
+                    )
             elif span is None or seq > span[1]:
-                report.problem(f"seq {seq} (line {number}) is missing from the store, which ends at seq "
-                               f"{span[1] if span else 0}: events were cut off the end")
+                report.problem(
+                    f"seq {seq} (line {number}) is missing from the store, which ends at seq "
+                    f"{span[1] if span else 0}: events were cut off the end"
+                )
             elif seq >= span[0]:
                 report.problem(f"seq {seq} (line {number}) is missing from the store: deleted")
         index = end + 1
@@ -410,11 +454,15 @@ async def verify_copy(store: Store, path: str | Path) -> CopyReport:
     for first, last in seen.missing():
         count = last - first + 1
         held = "" if span is None or last < span[0] or first > span[1] else " (the store has them)"
-        report.problem(f"events {first}..{last} ({count}) are missing from the copy{held}: a write that "
-                       "failed, or lines deleted" if count > 1 else
-                       f"event {first} is missing from the copy{held}: a write that failed, or a line deleted")
+        report.problem(
+            f"events {first}..{last} ({count}) are missing from the copy{held}: a write that failed, or lines deleted"
+            if count > 1
+            else f"event {first} is missing from the copy{held}: a write that failed, or a line deleted"
+        )
     if span is not None and (seen.high is None or span[1] > seen.high):
         after = seen.high + 1 if seen.high is not None else span[0]
-        report.notes.append(f"the store holds seq {max(after, span[0])}..{span[1]}, newer than the copy's last "
-                            "line: not copied yet, or owed by a sink that cannot be written")
+        report.notes.append(
+            f"the store holds seq {max(after, span[0])}..{span[1]}, newer than the copy's last "
+            "line: not copied yet, or owed by a sink that cannot be written"
+        )
     return report

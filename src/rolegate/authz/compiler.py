@@ -106,8 +106,7 @@ def compile_policy(
             if binding.permission not in catalogue or binding.object is None or not is_scope(binding.object):
                 problems.append(f"{source}: object grant of {binding.permission!r} on {binding.object!r} ignored")
                 return
-            grants.append(ObjectGrant(kind, subject, binding.permission, binding.object, binding.scope, until,
-                                      source))
+            grants.append(ObjectGrant(kind, subject, binding.permission, binding.object, binding.scope, until, source))
             return
         role = roles.get(binding.role or "")
         if role is None:
@@ -131,8 +130,15 @@ def compile_policy(
     setting_grants: list[SettingGrant] = []
     seen: set[tuple[str, str, str | None, float]] = set()
 
-    def switch_on(user: str, name: str, scope: str | None, source: str, by: str | None = None,
-                  at: str | None = None, until: str | None = None) -> None:
+    def switch_on(
+        user: str,
+        name: str,
+        scope: str | None,
+        source: str,
+        by: str | None = None,
+        at: str | None = None,
+        until: str | None = None,
+    ) -> None:
         ends = _switch_until(until)
         if name not in declared_settings:
             problems.append(f"{source}: user setting {name!r} switched on for {user} is not in config; ignored")
@@ -163,7 +169,17 @@ def compile_policy(
             who = Assigned(user_item) if isinstance(user_item, str) else Assigned(*user_item)
             compiled.append(Assignment(obj, who.user, who.by, who.at))
 
-    return Policy(version=version, catalogue_order=catalogue_order, roles=roles, bindings=tuple(bindings),
-                  scopes=scopes, settings=declared_settings, setting_grants=tuple(setting_grants),
-                  object_grants=tuple(grants), problems=tuple(problems), config=config, cache_size=cache_size,
-                  assignments=tuple(compiled))
+    return Policy(
+        version=version,
+        catalogue_order=catalogue_order,
+        roles=roles,
+        bindings=tuple(bindings),
+        scopes=scopes,
+        settings=declared_settings,
+        setting_grants=tuple(setting_grants),
+        object_grants=tuple(grants),
+        problems=tuple(problems),
+        config=config,
+        cache_size=cache_size,
+        assignments=tuple(compiled),
+    )

@@ -11,8 +11,9 @@ _new = tuple.__new__
 
 
 class _Reasoner(Protocol):
-    def reasons(self, identity: Any, scope: str | None, at: float, permission: str,
-                allowed: bool) -> tuple[str, ...]: ...
+    def reasons(
+        self, identity: Any, scope: str | None, at: float, permission: str, allowed: bool
+    ) -> tuple[str, ...]: ...
 
 
 class Decision(tuple[bool, str, str | None, tuple[str, ...] | None, float, float, _Reasoner | None, Any, float]):
@@ -35,9 +36,18 @@ class Decision(tuple[bool, str, str | None, tuple[str, ...] | None, float, float
     not_before: float = property(itemgetter(4))  # type: ignore[assignment]
     expires: float = property(itemgetter(5))  # type: ignore[assignment]
 
-    def __new__(cls, allowed: bool, permission: str, scope: str | None,
-                reasons: tuple[str, ...] | None = None, not_before: float = 0.0, expires: float = 0.0,
-                reasoner: _Reasoner | None = None, identity: Any = None, at: float = 0.0) -> Decision:
+    def __new__(
+        cls,
+        allowed: bool,
+        permission: str,
+        scope: str | None,
+        reasons: tuple[str, ...] | None = None,
+        not_before: float = 0.0,
+        expires: float = 0.0,
+        reasoner: _Reasoner | None = None,
+        identity: Any = None,
+        at: float = 0.0,
+    ) -> Decision:
         return _new(cls, (allowed, permission, scope, reasons, not_before, expires, reasoner, identity, at))
 
     @property

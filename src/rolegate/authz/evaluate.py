@@ -52,8 +52,14 @@ def timestamp(now: float | int | datetime | None) -> float:
     return float(now)
 
 
-def decide(policy: Policy, identity: Identity, permission: str, scope: str | None = None,
-           object: str | None = None, now: float | datetime | None = None) -> Decision:
+def decide(
+    policy: Policy,
+    identity: Identity,
+    permission: str,
+    scope: str | None = None,
+    object: str | None = None,
+    now: float | datetime | None = None,
+) -> Decision:
     """May ``identity`` use ``permission`` at ``scope`` (on ``object``) at ``now``?
 
     Every request's decision comes through here, so the two lookups it is made of are
@@ -106,8 +112,9 @@ def decide(policy: Policy, identity: Identity, permission: str, scope: str | Non
             if verdict:
                 allowed = True
         if not (allowed or denied) and (
-                (permission in index.conditional and identity.username in index.settings_by_user)
-                or (permission in index.assigned_perms and identity.username in index.assigned_users)):
+            (permission in index.conditional and identity.username in index.settings_by_user)
+            or (permission in index.assigned_perms and identity.username in index.assigned_users)
+        ):
             # A role may grant it with one of this user's settings, or on an object assigned to this user
             # (on_assigned): the entry pairs them up.
             entry = policy.entry(identity, scope, now)
@@ -123,13 +130,17 @@ def decide(policy: Policy, identity: Identity, permission: str, scope: str | Non
             return decision
         return _decide_object(policy, policy.entry(identity, scope, now), identity, permission, scope, object, now)
     except Exception as exc:  # fail closed: a bug or hostile input must never become an allow
-        return Decision(False, permission if isinstance(permission, str) else repr(permission),
-                        scope if isinstance(scope, str) else None,
-                        (f"deny: could not evaluate ({type(exc).__name__})",))
+        return Decision(
+            False,
+            permission if isinstance(permission, str) else repr(permission),
+            scope if isinstance(scope, str) else None,
+            (f"deny: could not evaluate ({type(exc).__name__})",),
+        )
 
 
-def decide_in(policy: Policy, identity: Identity, permission: str, obj: str, parent: str,
-              now: float | datetime | None = None) -> Decision:
+def decide_in(
+    policy: Policy, identity: Identity, permission: str, obj: str, parent: str, now: float | datetime | None = None
+) -> Decision:
     """``decide`` at ``obj`` placed in ``parent`` for this decision only (a lookup's answer, not in the
     tree): what is held at ``obj``, at ``parent`` and above, and globally. Not memoized."""
     try:
@@ -138,22 +149,25 @@ def decide_in(policy: Policy, identity: Identity, permission: str, obj: str, par
             return Decision(False, permission, obj, _DISABLED)
         entry = policy.entry_in(identity, obj, parent, now)
         allowed = permission in entry.allow
-        return Decision(allowed, permission, obj, entry.reasons_for(permission, allowed), entry.not_before,
-                        entry.expires)
+        return Decision(
+            allowed, permission, obj, entry.reasons_for(permission, allowed), entry.not_before, entry.expires
+        )
     except Exception as exc:  # fail closed
         return Decision(False, str(permission), obj, (f"deny: could not evaluate ({type(exc).__name__})",))
 
 
-def _decide_malformed_scope(policy: Policy, identity: Identity, permission: str, scope: str | None,
-                            object: str | None, now: float) -> Decision:
+def _decide_malformed_scope(
+    policy: Policy, identity: Identity, permission: str, scope: str | None, object: str | None, now: float
+) -> Decision:
     entry = policy.entry(identity, scope, now)  # holds nothing, and a note saying why
     if object is None:
         return Decision(False, permission, scope, entry.reasons_for(permission, False))  # its note
     return _decide_object(policy, entry, identity, permission, scope, object, now)
 
 
-def _decide_object(policy: Policy, entry: Entry, identity: Identity, permission: str | None,
-                   scope: str | None, obj: str, now: float) -> Decision:
+def _decide_object(
+    policy: Policy, entry: Entry, identity: Identity, permission: str | None, scope: str | None, obj: str, now: float
+) -> Decision:
     if not isinstance(obj, str):
         return Decision(False, str(permission), scope, ("deny: the object is not a string",))
     label = permission if permission is not None else f"(any permission on {obj})"
@@ -166,19 +180,31 @@ def _decide_object(policy: Policy, entry: Entry, identity: Identity, permission:
         assigned = policy.assigned_on(entry, identity, permission, obj)
         if assigned is not None:
             b, a = assigned
-            return Decision(True, label, scope, (f"allow: role {b.role.name} grants {permission} on objects "
-                                                 f"assigned to its holder: {a.describe()}; {b.describe()}",))
+            return Decision(
+                True,
+                label,
+                scope,
+                (
+                    f"allow: role {b.role.name} grants {permission} on objects "
+                    f"assigned to its holder: {a.describe()}; {b.describe()}",
+                ),
+            )
     if not grants:
         base = entry.reasons_for(label, False) if permission is not None else ()
         return Decision(False, label, scope, (*base, f"deny: no object grant of {label} on {obj}"))
     if permission is not None and permission in entry.deny:
-        return Decision(False, label, scope, (*entry.reasons_for(permission, False),
-                                              *(f"overruled allow: {g.describe()}" for g in grants)))
+        return Decision(
+            False,
+            label,
+            scope,
+            (*entry.reasons_for(permission, False), *(f"overruled allow: {g.describe()}" for g in grants)),
+        )
     return Decision(True, label, scope, tuple(f"allow: {g.describe()}" for g in grants))
 
 
-def decide_object_only(policy: Policy, identity: Identity, obj: str, scope: str | None = None,
-                       now: float | datetime | None = None) -> Decision:
+def decide_object_only(
+    policy: Policy, identity: Identity, obj: str, scope: str | None = None, now: float | datetime | None = None
+) -> Decision:
     """For routes with an ``object`` but no ``permission``: any unexpired grant on ``obj`` allows."""
     now = timestamp(now)
     if identity.disabled:
@@ -187,11 +213,14 @@ def decide_object_only(policy: Policy, identity: Identity, obj: str, scope: str 
         entry = policy.entry(identity, scope, now)
         return _decide_object(policy, entry, identity, None, scope, obj, now)
     except Exception as exc:
-        return Decision(False, f"(any permission on {obj})", None, (f"deny: could not evaluate ({type(exc).__name__})",))
+        return Decision(
+            False, f"(any permission on {obj})", None, (f"deny: could not evaluate ({type(exc).__name__})",)
+        )
 
 
-def effective_permissions(policy: Policy, identity: Identity, scope: str | None = None,
-                          now: float | datetime | None = None) -> frozenset[str]:
+def effective_permissions(
+    policy: Policy, identity: Identity, scope: str | None = None, now: float | datetime | None = None
+) -> frozenset[str]:
     """Everything ``identity`` may do at ``scope`` (object grants excluded): the token's ``perms``."""
     if identity.disabled:
         return frozenset()
@@ -201,8 +230,9 @@ def effective_permissions(policy: Policy, identity: Identity, scope: str | None 
         return frozenset()
 
 
-def holdings_of(policy: Policy, identity: Identity, scope: str | None = None,
-                now: float | datetime | None = None) -> tuple[CompiledBinding, ...]:
+def holdings_of(
+    policy: Policy, identity: Identity, scope: str | None = None, now: float | datetime | None = None
+) -> tuple[CompiledBinding, ...]:
     """The bindings that apply to ``identity`` at ``scope`` (role, scope, until, source): for ``/me``."""
     if identity.disabled:
         return ()
@@ -212,7 +242,8 @@ def holdings_of(policy: Policy, identity: Identity, scope: str | None = None,
         return ()
 
 
-def roles_of(policy: Policy, identity: Identity, scope: str | None = None,
-             now: float | datetime | None = None) -> tuple[str, ...]:
+def roles_of(
+    policy: Policy, identity: Identity, scope: str | None = None, now: float | datetime | None = None
+) -> tuple[str, ...]:
     """Names of the roles ``identity`` holds at ``scope``, sorted: the token's ``roles``."""
     return tuple(sorted({b.role.name for b in holdings_of(policy, identity, scope, now)}))

@@ -24,8 +24,9 @@ __all__ = ["Explanation", "Requirement", "decide_route", "explain", "explain_rou
 _AUTHENTICATED = Decision(True, "", None, ("allow: any signed-in user (mode authenticated)",))
 
 
-def decide_route(policy: Policy, identity: Identity | None, requirement: Requirement,
-                 now: float | datetime | None = None) -> Decision:
+def decide_route(
+    policy: Policy, identity: Identity | None, requirement: Requirement, now: float | datetime | None = None
+) -> Decision:
     """The decision for a route requirement (``log`` mode: the would-be decision; the caller allows)."""
     perm = requirement.permission
     if perm is None:
@@ -58,8 +59,9 @@ def decide_route(policy: Policy, identity: Identity | None, requirement: Require
     return decision
 
 
-def decide_listed(policy: Policy, identity: Identity, permission: str, everywhere: Decision,
-                  now: float | datetime | None = None) -> Decision:
+def decide_listed(
+    policy: Policy, identity: Identity, permission: str, everywhere: Decision, now: float | datetime | None = None
+) -> Decision:
     """A list route (``lists: true``) for a caller who lacks ``permission`` globally: allowed when they hold it
     somewhere - at a scope, or on an assigned object - for the backend shows only what the assertion's
     ``where`` claim names (rolegate.authz.where). Held nowhere: denied, with why it is not held globally."""
@@ -76,21 +78,39 @@ def decide_listed(policy: Policy, identity: Identity, permission: str, everywher
     ends += [s.until for s in policy.setting_grants if s.username == identity.username and s.until > ts]
     until = min(ends, default=math.inf)
     if not held:
-        decision = Decision(False, permission, None, (*everywhere.reasons, f"note: {permission} is held nowhere, "
-                                                      "not at any scope nor on any assigned object (a list route)"),
-                            ts, until)
+        decision = Decision(
+            False,
+            permission,
+            None,
+            (
+                *everywhere.reasons,
+                f"note: {permission} is held nowhere, not at any scope nor on any assigned object (a list route)",
+            ),
+            ts,
+            until,
+        )
     else:
         shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
         shown += " and more (truncated)" if where.get("truncated") else ""
-        decision = Decision(True, permission, None, (f"allow: a list route (lists: true): {identity.username} holds "
-                                                     f"{permission} at {shown}; the backend shows only what the "
-                                                     f"assertion's where claim names",), ts, until)
+        decision = Decision(
+            True,
+            permission,
+            None,
+            (
+                f"allow: a list route (lists: true): {identity.username} holds "
+                f"{permission} at {shown}; the backend shows only what the "
+                f"assertion's where claim names",
+            ),
+            ts,
+            until,
+        )
     policy.memoize(key, decision)
     return decision
 
 
-def decide_unplaced(policy: Policy, identity: Identity, requirement: Requirement,
-                    now: float | datetime | None = None) -> Decision:
+def decide_unplaced(
+    policy: Policy, identity: Identity, requirement: Requirement, now: float | datetime | None = None
+) -> Decision:
     """An ``of`` route's object the object directory does not place: refused with the reason, unless a
     lookup on the miss placed it for this request (``requirement.parent``); never judged at a broader scope."""
     perm = requirement.permission or f"(any permission on {requirement.object})"
@@ -130,10 +150,20 @@ class Explanation:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "allowed": self.allowed, "outcome": self.outcome, "permission": self.permission,
-            "scope": self.scope, "object": self.object, "mode": self.mode, "route": self.route,
-            "user": self.user, "groups": self.groups, "daypass": self.daypass, "roles": self.roles,
-            "reasons": self.reasons, "notes": self.notes, "policy_version": self.policy_version,
+            "allowed": self.allowed,
+            "outcome": self.outcome,
+            "permission": self.permission,
+            "scope": self.scope,
+            "object": self.object,
+            "mode": self.mode,
+            "route": self.route,
+            "user": self.user,
+            "groups": self.groups,
+            "daypass": self.daypass,
+            "roles": self.roles,
+            "reasons": self.reasons,
+            "notes": self.notes,
+            "policy_version": self.policy_version,
         }
 
     def to_text(self) -> str:
@@ -143,11 +173,15 @@ class Explanation:
         if self.route is not None:
             r = self.route
             source = r.get("source")
-            lines.append(f"  route:      {r['label']}" + (f"  [{source}]" if source and source not in r["label"] else ""))
+            lines.append(
+                f"  route:      {r['label']}" + (f"  [{source}]" if source and source not in r["label"] else "")
+            )
             lines.append(f"  mode:       {self.mode}; upstream: {r.get('upstream')}")
         if self.permission:
-            lines.append(f"  needs:      {self.permission} at {self.scope or '(global)'}"
-                         + (f" on {self.object}" if self.object else ""))
+            lines.append(
+                f"  needs:      {self.permission} at {self.scope or '(global)'}"
+                + (f" on {self.object}" if self.object else "")
+            )
         lines.append(f"  roles here: {', '.join(self.roles) or '(none)'}")
         for reason in self.reasons:
             lines.append(f"  - {reason}")
@@ -156,20 +190,32 @@ class Explanation:
         return "\n".join(lines)
 
 
-def _explanation(policy: Policy, identity: Identity, decision: Decision, scope: str | None,
-                 obj: str | None, now: float) -> Explanation:
+def _explanation(
+    policy: Policy, identity: Identity, decision: Decision, scope: str | None, obj: str | None, now: float
+) -> Explanation:
     return Explanation(
         allowed=decision.allowed,
         outcome="allowed" if decision.allowed else "denied",
-        permission=decision.permission or None, scope=scope, object=obj,
-        user=identity.username, groups=sorted(identity.groups), daypass=identity.daypass,
+        permission=decision.permission or None,
+        scope=scope,
+        object=obj,
+        user=identity.username,
+        groups=sorted(identity.groups),
+        daypass=identity.daypass,
         roles=list(roles_of(policy, identity, scope if scope is None or isinstance(scope, str) else None, now)),
-        reasons=list(decision.reasons), policy_version=policy.version,
+        reasons=list(decision.reasons),
+        policy_version=policy.version,
     )
 
 
-def explain(policy: Policy, identity: Identity, permission: str, scope: str | None = None,
-            object: str | None = None, now: float | datetime | None = None) -> Explanation:
+def explain(
+    policy: Policy,
+    identity: Identity,
+    permission: str,
+    scope: str | None = None,
+    object: str | None = None,
+    now: float | datetime | None = None,
+) -> Explanation:
     """Explain ``decide(policy, identity, permission, scope, object, now)``."""
     ts = timestamp(now)
     decision = decide(policy, identity, permission, scope, object, ts)
@@ -179,28 +225,60 @@ def explain(policy: Policy, identity: Identity, permission: str, scope: str | No
     return result
 
 
-def explain_route(policy: Policy, identity: Identity, match: Any | None, method: str = "GET",
-                  path: str = "", query_get: Getter = absent, header_get: Getter = absent,
-                  now: float | datetime | None = None) -> Explanation:
+def explain_route(
+    policy: Policy,
+    identity: Identity,
+    match: Any | None,
+    method: str = "GET",
+    path: str = "",
+    query_get: Getter = absent,
+    header_get: Getter = absent,
+    now: float | datetime | None = None,
+) -> Explanation:
     """Explain the decision for a request that matched ``match`` (a route table ``Match``, or None)."""
     ts = timestamp(now)
     if match is None:
-        return Explanation(False, f"no route matches {method} {path}; unmatched requests are denied",
-                           None, None, None, identity.username, sorted(identity.groups), identity.daypass, [],
-                           policy_version=policy.version)
+        return Explanation(
+            False,
+            f"no route matches {method} {path}; unmatched requests are denied",
+            None,
+            None,
+            None,
+            identity.username,
+            sorted(identity.groups),
+            identity.daypass,
+            [],
+            policy_version=policy.version,
+        )
     route = match.route
     route_info = {
-        "label": getattr(route, "label", route.path), "path": route.path, "name": route.name or None,
-        "methods": sorted(route.methods) if route.methods else None, "host": route.host,
-        "upstream": route.upstream, "source": getattr(route, "source", None), "params": dict(match.params),
+        "label": getattr(route, "label", route.path),
+        "path": route.path,
+        "name": route.name or None,
+        "methods": sorted(route.methods) if route.methods else None,
+        "host": route.host,
+        "upstream": route.upstream,
+        "source": getattr(route, "source", None),
+        "params": dict(match.params),
         "redact": list(route.redact.fields) if route.redact else None,
         "redact_unless": route.redact.unless if route.redact else None,
     }
     if not match.method_allowed:
         allowed = sorted(match.allowed_methods or ())
-        return Explanation(False, f"method {method} is not allowed on this route (405; allowed: {allowed})",
-                           route.permission, None, None, identity.username, sorted(identity.groups),
-                           identity.daypass, [], mode=route.mode, route=route_info, policy_version=policy.version)
+        return Explanation(
+            False,
+            f"method {method} is not allowed on this route (405; allowed: {allowed})",
+            route.permission,
+            None,
+            None,
+            identity.username,
+            sorted(identity.groups),
+            identity.daypass,
+            [],
+            mode=route.mode,
+            route=route_info,
+            policy_version=policy.version,
+        )
     req = requirement_of(match, query_get, header_get)
     decision = decide_route(policy, identity, req, ts)
     result = _explanation(policy, identity, decision, req.scope, req.object, ts)
@@ -209,9 +287,11 @@ def explain_route(policy: Policy, identity: Identity, match: Any | None, method:
         declared = getattr(getattr(policy, "config", None), "scopes", {}).get(req.scope.split(":", 1)[0])
         lookup = getattr(declared, "lookup", None)
         if lookup is not None:  # explain and `rolegate test` judge what is registered; they never ask the app
-            result.notes.append(f"{req.scope} is not registered: rolegate serve would ask the object lookup "
-                                f"({lookup.upstream} {lookup.path}) on this miss; explain and rolegate test never "
-                                f"ask it")
+            result.notes.append(
+                f"{req.scope} is not registered: rolegate serve would ask the object lookup "
+                f"({lookup.upstream} {lookup.path}) on this miss; explain and rolegate test never "
+                f"ask it"
+            )
     if req.mode == "log" and not decision.allowed:
         result.allowed = True
         result.outcome = "allowed (mode log: would have been denied; recorded in the audit trail)"
@@ -220,8 +300,10 @@ def explain_route(policy: Policy, identity: Identity, match: Any | None, method:
     if route.redact is not None and result.allowed:
         unless = route.redact.unless
         if unless is None or not decide(policy, identity, unless, req.scope, None, ts).allowed:
-            result.notes.append(f"response fields {list(route.redact.fields)} will be removed"
-                                + (f" (caller lacks {unless})" if unless else ""))
+            result.notes.append(
+                f"response fields {list(route.redact.fields)} will be removed"
+                + (f" (caller lacks {unless})" if unless else "")
+            )
         else:
             result.notes.append(f"response not redacted: caller holds {unless}")
     return result

@@ -31,8 +31,9 @@ class Identity:
     key: str
     subjects: tuple[str, ...]
 
-    def __init__(self, username: str, groups: Iterable[str] = (), daypass: str | None = None,
-                 disabled: bool = False) -> None:
+    def __init__(
+        self, username: str, groups: Iterable[str] = (), daypass: str | None = None, disabled: bool = False
+    ) -> None:
         groups = groups if isinstance(groups, frozenset) else frozenset(groups)
         object.__setattr__(self, "username", username)
         object.__setattr__(self, "groups", groups)

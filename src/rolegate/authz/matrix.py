@@ -78,8 +78,9 @@ def _article(word: str) -> str:
     return f"an {word}" if word[:1].lower() in "aeiou" else f"a {word}"
 
 
-def build_matrix(config: Any, roles: Sequence[str] | None = None, scope: str | None = None,
-                 policy: Policy | None = None) -> Matrix:
+def build_matrix(
+    config: Any, roles: Sequence[str] | None = None, scope: str | None = None, policy: Policy | None = None
+) -> Matrix:
     """Build the matrix for ``roles`` (default: every role, config order).
 
     With ``scope``, only roles that some config binding gives at that scope (globally, at
@@ -150,8 +151,9 @@ def build_matrix(config: Any, roles: Sequence[str] | None = None, scope: str | N
             extension = extension_condition(role, perm)
             if extension is not None:
                 conditions.append(extension)
-            cells[(perm, role)] = (Cell("conditional", "; ".join(conditions), ", ".join(settings)) if conditions
-                                   else Cell("none", NONE))
+            cells[(perm, role)] = (
+                Cell("conditional", "; ".join(conditions), ", ".join(settings)) if conditions else Cell("none", NONE)
+            )
     return Matrix(policy.catalogue_order, tuple(names), cells, tuple(notes))
 
 
@@ -172,31 +174,37 @@ def render(matrix: Matrix, fmt: str = "md") -> str:
     def md(text: str) -> str:
         return text.replace("|", "\\|")
 
-    lines = [f"| Permission | {' | '.join(md(r) for r in matrix.roles)} |",
-             f"|---|{'---|' * len(matrix.roles)}"]
+    lines = [f"| Permission | {' | '.join(md(r) for r in matrix.roles)} |", f"|---|{'---|' * len(matrix.roles)}"]
     for p in matrix.permissions:
         lines.append(f"| {md(p)} | {' | '.join(md(matrix.cells[(p, r)].text) for r in matrix.roles)} |")
     return "\n".join(lines) + "\n"
 
 
-_CSS = ("body{font-family:system-ui,sans-serif;margin:2rem;color:#222}"
-        "table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:.35rem .6rem;text-align:center}"
-        "th:first-child,td:first-child{text-align:left;font-family:monospace}"
-        "thead th{background:#f3f3f3}td.conditional{background:#fff8e1;font-size:.9em}"
-        "td.allow{background:#eef9ee}")
+_CSS = (
+    "body{font-family:system-ui,sans-serif;margin:2rem;color:#222}"
+    "table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:.35rem .6rem;text-align:center}"
+    "th:first-child,td:first-child{text-align:left;font-family:monospace}"
+    "thead th{background:#f3f3f3}td.conditional{background:#fff8e1;font-size:.9em}"
+    "td.allow{background:#eef9ee}"
+)
 
 
 def _html(matrix: Matrix) -> str:
     e = html.escape
-    head = "".join(f"<th scope=\"col\">{e(r)}</th>" for r in matrix.roles)
+    head = "".join(f'<th scope="col">{e(r)}</th>' for r in matrix.roles)
     rows = []
     for p in matrix.permissions:
-        cells = "".join(f"<td class=\"{e(matrix.cells[(p, r)].kind)}\" title=\"{e(matrix.cells[(p, r)].title)}\">"
-                        f"{e(matrix.cells[(p, r)].text)}</td>" for r in matrix.roles)
-        rows.append(f"<tr><th scope=\"row\">{e(p)}</th>{cells}</tr>")
+        cells = "".join(
+            f'<td class="{e(matrix.cells[(p, r)].kind)}" title="{e(matrix.cells[(p, r)].title)}">'
+            f"{e(matrix.cells[(p, r)].text)}</td>"
+            for r in matrix.roles
+        )
+        rows.append(f'<tr><th scope="row">{e(p)}</th>{cells}</tr>')
     notes = "".join(f"<p>{e(n)}</p>" for n in matrix.notes)
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            "<title>Permissions by role</title>"
-            f"<style>{_CSS}</style></head><body><h1>Permissions by role</h1>{notes}"
-            f"<table><thead><tr><th scope=\"col\">Permission</th>{head}</tr></thead>"
-            f"<tbody>{''.join(rows)}</tbody></table></body></html>\n")
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        "<title>Permissions by role</title>"
+        f"<style>{_CSS}</style></head><body><h1>Permissions by role</h1>{notes}"
+        f'<table><thead><tr><th scope="col">Permission</th>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></body></html>\n"
+    )

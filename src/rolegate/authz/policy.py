@@ -35,8 +35,9 @@ class CompiledBinding:
 
     __slots__ = ("subject_kind", "subject", "role", "scope", "until", "allow", "deny", "source")
 
-    def __init__(self, subject_kind: str, subject: str, role: FlatRole, scope: str | None,
-                 until: float, source: str) -> None:
+    def __init__(
+        self, subject_kind: str, subject: str, role: FlatRole, scope: str | None, until: float, source: str
+    ) -> None:
         self.subject_kind = subject_kind
         self.subject = subject
         self.role = role
@@ -60,8 +61,16 @@ class ObjectGrant:
 
     __slots__ = ("subject_kind", "subject", "permission", "object", "scope", "until", "source")
 
-    def __init__(self, subject_kind: str, subject: str, permission: str, object: str,
-                 scope: str | None, until: float, source: str) -> None:
+    def __init__(
+        self,
+        subject_kind: str,
+        subject: str,
+        permission: str,
+        object: str,
+        scope: str | None,
+        until: float,
+        source: str,
+    ) -> None:
         self.subject_kind = subject_kind
         self.subject = subject
         self.permission = permission
@@ -73,8 +82,10 @@ class ObjectGrant:
     def describe(self) -> str:
         where = f" within {self.scope}" if self.scope else ""
         until = f" until {format_until(self.until)}" if self.until != INF else ""
-        return (f"{self.subject_kind} {self.subject} was added to {self.object}: "
-                f"{self.permission}{where}{until} ({self.source})")
+        return (
+            f"{self.subject_kind} {self.subject} was added to {self.object}: "
+            f"{self.permission}{where}{until} ({self.source})"
+        )
 
 
 class SettingGrant:
@@ -87,8 +98,16 @@ class SettingGrant:
 
     __slots__ = ("name", "username", "scope", "source", "by", "at", "until")
 
-    def __init__(self, name: str, username: str, scope: str | None, source: str,
-                 by: str | None = None, at: str | None = None, until: float = INF) -> None:
+    def __init__(
+        self,
+        name: str,
+        username: str,
+        scope: str | None,
+        source: str,
+        by: str | None = None,
+        at: str | None = None,
+        until: float = INF,
+    ) -> None:
         self.name = name
         self.username = username
         self.scope = scope
@@ -110,8 +129,9 @@ class Assignment:
 
     __slots__ = ("object", "username", "by", "at", "source")
 
-    def __init__(self, object: str, username: str, by: str | None = None, at: str | None = None,
-                 source: str = "admin API") -> None:
+    def __init__(
+        self, object: str, username: str, by: str | None = None, at: str | None = None, source: str = "admin API"
+    ) -> None:
         self.object = object
         self.username = username
         self.by = by
@@ -136,13 +156,36 @@ Unlocks = Mapping[str, Mapping[str, tuple[str, ...]]]
 class Entry:
     """What one identity shape holds at one scope; valid while ``not_before <= now < expires``."""
 
-    __slots__ = ("allow", "deny", "holdings", "settings", "conditional", "scope", "not_before", "expires", "used",
-                 "note", "unlocks", "assigned", "_reasons")
+    __slots__ = (
+        "allow",
+        "deny",
+        "holdings",
+        "settings",
+        "conditional",
+        "scope",
+        "not_before",
+        "expires",
+        "used",
+        "note",
+        "unlocks",
+        "assigned",
+        "_reasons",
+    )
 
-    def __init__(self, allow: frozenset[str], deny: frozenset[str], holdings: tuple[CompiledBinding, ...],
-                 settings: tuple[SettingGrant, ...], scope: str | None, not_before: float, expires: float,
-                 note: str | None = None, conditional: tuple[Conditional, ...] = (),
-                 unlocks: Unlocks | None = None, assigned: tuple[Assigned, ...] = ()) -> None:
+    def __init__(
+        self,
+        allow: frozenset[str],
+        deny: frozenset[str],
+        holdings: tuple[CompiledBinding, ...],
+        settings: tuple[SettingGrant, ...],
+        scope: str | None,
+        not_before: float,
+        expires: float,
+        note: str | None = None,
+        conditional: tuple[Conditional, ...] = (),
+        unlocks: Unlocks | None = None,
+        assigned: tuple[Assigned, ...] = (),
+    ) -> None:
         self.allow = allow
         self.deny = deny
         self.holdings = holdings
@@ -169,43 +212,59 @@ class Entry:
         if self.note is not None:
             return (self.note,)
         granting = [f"allow: {b.describe()}" for b in self.holdings if permission in b.allow]
-        granting += [f"allow: role {b.role.name} grants {permission} with {s.describe()}; {b.describe()}"
-                     for b, s, perms in self.conditional if permission in perms]
-        granting += [f"allow: role {b.role.name} grants {permission} on objects assigned to its holder "
-                     f"({'the object itself' if how == 'itself' else f'{where}, where {a.object} lies'}): "
-                     f"{a.describe()}; {b.describe()}"
-                     for b, a, how, perms in self.assigned if permission in perms]
+        granting += [
+            f"allow: role {b.role.name} grants {permission} with {s.describe()}; {b.describe()}"
+            for b, s, perms in self.conditional
+            if permission in perms
+        ]
+        granting += [
+            f"allow: role {b.role.name} grants {permission} on objects assigned to its holder "
+            f"({'the object itself' if how == 'itself' else f'{where}, where {a.object} lies'}): "
+            f"{a.describe()}; {b.describe()}"
+            for b, a, how, perms in self.assigned
+            if permission in perms
+        ]
         if allowed:
             return tuple(granting)
-        denying = [f"deny: role {b.role.name} denies {permission}; {b.describe()}"
-                   for b in self.holdings if permission in b.deny]
+        denying = [
+            f"deny: role {b.role.name} denies {permission}; {b.describe()}"
+            for b in self.holdings
+            if permission in b.deny
+        ]
         if denying:
             overruled = [f"overruled {g}" for g in granting]
             return (*denying, *overruled)
         held = ", ".join(sorted({b.role.name for b in self.holdings})) or "no role"
-        reasons = [f"deny: no binding, user setting or object grant gives {permission} at {where} "
-                   f"(holds here: {held})"]
+        reasons = [f"deny: no binding, user setting or object grant gives {permission} at {where} (holds here: {held})"]
         on = {s.name for s in self.settings}
         for b in self.holdings:  # the role would give it with a setting that is off here
             for setting, perms in b.role.conditional.items():
                 if permission in perms and setting not in on:
-                    reasons.append(f"note: role {b.role.name} grants {permission} only with user setting "
-                                   f"{setting!r} switched on, and it is off here")
+                    reasons.append(
+                        f"note: role {b.role.name} grants {permission} only with user setting "
+                        f"{setting!r} switched on, and it is off here"
+                    )
         held_roles = {b.role.name for b in self.holdings}
         for s in self.settings:  # the setting is on, but grants it only with a role not held here
             roles = self.unlocks.get(s.name, {}).get(permission)
             if roles and not held_roles & set(roles):
-                reasons.append(f"note: {s.describe()}, but it grants {permission} only with role "
-                               f"{' or '.join(roles)}, not held here (a setting alone grants nothing)")
+                reasons.append(
+                    f"note: {s.describe()}, but it grants {permission} only with role "
+                    f"{' or '.join(roles)}, not held here (a setting alone grants nothing)"
+                )
         for b in self.holdings:  # the role would give it on an object assigned to the user: not this one
             for type_name, perms in b.role.on_assigned.items():
                 if permission in perms and type_name == "*":
-                    reasons.append(f"note: role {b.role.name} grants {permission} only on objects assigned to the "
-                                   f"user (on_assigned), and {where} is not assigned to them")
+                    reasons.append(
+                        f"note: role {b.role.name} grants {permission} only on objects assigned to the "
+                        f"user (on_assigned), and {where} is not assigned to them"
+                    )
                 elif permission in perms:
-                    reasons.append(f"note: role {b.role.name} grants {permission} only at a {type_name} assigned to "
-                                   f"the user or holding an object assigned to them (on_assigned.{type_name}), and "
-                                   f"{where} is neither")
+                    reasons.append(
+                        f"note: role {b.role.name} grants {permission} only at a {type_name} assigned to "
+                        f"the user or holding an object assigned to them (on_assigned.{type_name}), and "
+                        f"{where} is neither"
+                    )
         return tuple(dict.fromkeys(reasons))
 
 
@@ -225,13 +284,36 @@ class BindingIndex:
     may point back at it without keeping its policy alive.
     """
 
-    __slots__ = ("scopes", "cache", "cache_size", "holds", "held_by", "may_deny", "settings_by_user", "chains",
-                 "conditional", "unlocks", "_chains_limit", "_at", "assigned_perms", "assigned_users", "_assigned",
-                 "_assigned_near", "assigned_objects", "scopes_by_subject")
+    __slots__ = (
+        "scopes",
+        "cache",
+        "cache_size",
+        "holds",
+        "held_by",
+        "may_deny",
+        "settings_by_user",
+        "chains",
+        "conditional",
+        "unlocks",
+        "_chains_limit",
+        "_at",
+        "assigned_perms",
+        "assigned_users",
+        "_assigned",
+        "_assigned_near",
+        "assigned_objects",
+        "scopes_by_subject",
+    )
 
-    def __init__(self, bindings: tuple[CompiledBinding, ...], setting_grants: tuple[SettingGrant, ...],
-                 scopes: ScopeTree, cache_size: int, unlocks: Unlocks | None = None,
-                 assignments: tuple[Assignment, ...] = ()) -> None:
+    def __init__(
+        self,
+        bindings: tuple[CompiledBinding, ...],
+        setting_grants: tuple[SettingGrant, ...],
+        scopes: ScopeTree,
+        cache_size: int,
+        unlocks: Unlocks | None = None,
+        assignments: tuple[Assignment, ...] = (),
+    ) -> None:
         self.scopes = scopes
         self.cache_size = max(16, cache_size)
         by_user: dict[str, list[SettingGrant]] = {}
@@ -246,8 +328,12 @@ class BindingIndex:
         # sight for others, up to ``cache_size`` of them (scopes come from request paths).
         self.chains: dict[str | None, tuple[str | None, ...] | None] = {None: (None,)}
         self._chains_limit = 0
-        for scope in {*(b.scope for b in bindings), *(g.scope for g in setting_grants), *scopes.parents,
-                      *scopes.parents.values()}:
+        for scope in {
+            *(b.scope for b in bindings),
+            *(g.scope for g in setting_grants),
+            *scopes.parents,
+            *scopes.parents.values(),
+        }:
             self.chain(scope)
         self._chains_limit = len(self.chains) + self.cache_size
         # (subject, scope) -> the bindings held exactly there. Keys are interned, as are
@@ -321,8 +407,9 @@ class BindingIndex:
         entry.used = now
         return entry
 
-    def reasons(self, identity: Identity, scope: str | None, at: float, permission: str,
-                allowed: bool) -> tuple[str, ...]:
+    def reasons(
+        self, identity: Identity, scope: str | None, at: float, permission: str, allowed: bool
+    ) -> tuple[str, ...]:
         """Why a decision made at ``at`` went the way it did (read lazily by ``Decision.reasons``)."""
         return self.entry(identity, scope, at).reasons_for(permission, allowed)
 
@@ -333,8 +420,9 @@ class BindingIndex:
         for key, _ in ordered[: len(ordered) // 2 + 1]:
             cache.pop(key, None)
 
-    def compute_entry(self, identity: Identity, scope: str | None, now: float,
-                      chain: tuple[str | None, ...] | None = None) -> Entry:
+    def compute_entry(
+        self, identity: Identity, scope: str | None, now: float, chain: tuple[str | None, ...] | None = None
+    ) -> Entry:
         """Everything ``identity`` holds at ``scope`` (and its parents, and globally) at ``now``.
 
         ``chain`` replaces the tree's chain of ``scope``: an object a lookup placed for one request
@@ -343,16 +431,25 @@ class BindingIndex:
         if chain is None:
             chain = self.chain(scope)
         if chain is None:
-            return Entry(frozenset(), frozenset(), (), (), scope, -INF, INF,
-                         note=f"deny: {scope!r} is not a valid scope (type:id)")
+            return Entry(
+                frozenset(),
+                frozenset(),
+                (),
+                (),
+                scope,
+                -INF,
+                INF,
+                note=f"deny: {scope!r} is not a valid scope (type:id)",
+            )
         levels = set(chain)
         allow: set[str] = set()
         deny: set[str] = set()
         holdings: list[CompiledBinding] = []
         not_before, expires = -INF, INF
         at = self._at
-        for bindings in (at[key] for subject in identity.subjects for level in chain
-                         if (key := (subject, level)) in at):
+        for bindings in (
+            at[key] for subject in identity.subjects for level in chain if (key := (subject, level)) in at
+        ):
             live, not_before, expires = _live(bindings, now, not_before, expires)
             for b in live:
                 allow |= b.allow
@@ -400,12 +497,23 @@ class BindingIndex:
                             allow |= perms
                             assigned.append((b, near[0], "parent", perms))
         allow -= deny
-        return Entry(frozenset(allow), frozenset(deny), tuple(holdings), settings, scope, not_before, expires,
-                     conditional=tuple(conditional), unlocks=self.unlocks, assigned=tuple(assigned))
+        return Entry(
+            frozenset(allow),
+            frozenset(deny),
+            tuple(holdings),
+            settings,
+            scope,
+            not_before,
+            expires,
+            conditional=tuple(conditional),
+            unlocks=self.unlocks,
+            assigned=tuple(assigned),
+        )
 
 
-def _live(bindings: tuple[CompiledBinding, ...], now: float, not_before: float,
-          expires: float) -> tuple[list[CompiledBinding], float, float]:
+def _live(
+    bindings: tuple[CompiledBinding, ...], now: float, not_before: float, expires: float
+) -> tuple[list[CompiledBinding], float, float]:
     """The bindings still holding at ``now``, and the validity window (not_before, expires) narrowed
     to them. An expired binding grants and denies nothing; the window must not outlive a clock
     going back, so it starts no earlier than the latest expiry passed."""
@@ -471,17 +579,45 @@ def _intern(scope: str | None) -> str | None:
 class Policy:
     """A compiled, immutable authorization policy with a ``version``."""
 
-    __slots__ = ("version", "catalogue", "catalogue_order", "roles", "bindings", "scopes", "settings", "unlocks",
-                 "setting_grants", "object_grants", "problems", "config", "assignments",
-                 "_index", "_grants", "_grants_by_object", "_cache", "_decisions", "_decisions_size",
-                 "_cache_size")
+    __slots__ = (
+        "version",
+        "catalogue",
+        "catalogue_order",
+        "roles",
+        "bindings",
+        "scopes",
+        "settings",
+        "unlocks",
+        "setting_grants",
+        "object_grants",
+        "problems",
+        "config",
+        "assignments",
+        "_index",
+        "_grants",
+        "_grants_by_object",
+        "_cache",
+        "_decisions",
+        "_decisions_size",
+        "_cache_size",
+    )
 
-    def __init__(self, *, version: int, catalogue_order: tuple[str, ...], roles: dict[str, FlatRole],
-                 bindings: tuple[CompiledBinding, ...], scopes: ScopeTree,
-                 settings: Iterable[str], setting_grants: tuple[SettingGrant, ...],
-                 object_grants: tuple[ObjectGrant, ...], problems: tuple[str, ...],
-                 config: object = None, cache_size: int = DEFAULT_CACHE_SIZE,
-                 assignments: tuple[Assignment, ...] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        version: int,
+        catalogue_order: tuple[str, ...],
+        roles: dict[str, FlatRole],
+        bindings: tuple[CompiledBinding, ...],
+        scopes: ScopeTree,
+        settings: Iterable[str],
+        setting_grants: tuple[SettingGrant, ...],
+        object_grants: tuple[ObjectGrant, ...],
+        problems: tuple[str, ...],
+        config: object = None,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+        assignments: tuple[Assignment, ...] = (),
+    ) -> None:
         self.version = version
         self.catalogue_order = catalogue_order
         self.catalogue = frozenset(catalogue_order)
@@ -522,8 +658,10 @@ class Policy:
         object.__setattr__(self, name, value)
 
     def __repr__(self) -> str:
-        return (f"<Policy v{self.version}: {len(self.roles)} roles, {len(self.bindings)} bindings, "
-                f"{len(self.object_grants)} object grants>")
+        return (
+            f"<Policy v{self.version}: {len(self.roles)} roles, {len(self.bindings)} bindings, "
+            f"{len(self.object_grants)} object grants>"
+        )
 
     # --- evaluation support (used by rolegate.authz.evaluate) ------------------------
 
@@ -560,8 +698,9 @@ class Policy:
         self._decisions.clear()
         self._index.cache.clear()
 
-    def assigned_on(self, entry: Entry, identity: Identity, permission: str,
-                    obj: str) -> tuple[CompiledBinding, Assignment] | None:
+    def assigned_on(
+        self, entry: Entry, identity: Identity, permission: str, obj: str
+    ) -> tuple[CompiledBinding, Assignment] | None:
         """A role held where ``entry`` is that grants ``permission`` on ``obj`` because ``obj`` is assigned to
         the user (``on_assigned``, for the object itself or its type), and that assignment; else None."""
         assignment = self._index._assigned.get((identity.username, obj))
@@ -574,8 +713,9 @@ class Policy:
                     return b, assignment
         return None
 
-    def object_grants_for(self, identity: Identity, permission: str | None, obj: str, scope: str | None,
-                          now: float) -> list[ObjectGrant]:
+    def object_grants_for(
+        self, identity: Identity, permission: str | None, obj: str, scope: str | None, now: float
+    ) -> list[ObjectGrant]:
         """Unexpired grants of ``permission`` (any permission if None) on ``obj`` held by ``identity``."""
         if permission is None:
             candidates = self._grants_by_object.get(obj, ())
@@ -591,6 +731,10 @@ class Policy:
             chain = self.scopes.chain(obj) if self.scopes.unplaced(obj) is None else ()
         else:
             chain = self.scopes.chain(scope) if scope is not None and is_scope(scope) else ()
-        return [g for g in candidates
-                if f"{g.subject_kind[0]}:{g.subject}" in subjects and now < g.until
-                and (g.scope is None or g.scope in chain)]
+        return [
+            g
+            for g in candidates
+            if f"{g.subject_kind[0]}:{g.subject}" in subjects
+            and now < g.until
+            and (g.scope is None or g.scope in chain)
+        ]

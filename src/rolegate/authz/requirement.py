@@ -50,13 +50,16 @@ def requirement_of(match: Any, query_get: Getter = absent, header_get: Getter = 
         # The usual shape, ``building:{building}``, filled in one step.
         value = match.params.get(template.param)
         if value:
-            return _requirement(Requirement, (route.mode, route.permission, template.prefix + value, None, None,
-                                              route.placed, None, False))
+            return _requirement(
+                Requirement,
+                (route.mode, route.permission, template.prefix + value, None, None, route.placed, None, False),
+            )
     elif not route.scope and not route.object:  # nothing to fill in: one shared answer per route
         requirement = route.requirement  # made once, kept on the route (a reload makes new routes)
         if requirement is None:
-            requirement = route.requirement = Requirement(route.mode, route.permission, None, None,
-                                                          listed=getattr(route, "lists", False))
+            requirement = route.requirement = Requirement(
+                route.mode, route.permission, None, None, listed=getattr(route, "lists", False)
+            )
         return requirement  # type: ignore[no-any-return]  # Route.requirement is typed Any: proxy sits below authz
     scope = obj = None
     problem = None
@@ -72,6 +75,9 @@ def requirement_of(match: Any, query_get: Getter = absent, header_get: Getter = 
 
 
 def _fill(route: Any, text: str, template: Any, params: Any, query_get: Getter, header_get: Getter) -> str | None:
-    filled: str | None = (template.resolve(params, query_get, header_get) if template is not None  # compiled
-                          else route.resolve(text, params, query_get, header_get))
+    filled: str | None = (
+        template.resolve(params, query_get, header_get)
+        if template is not None  # compiled
+        else route.resolve(text, params, query_get, header_get)
+    )
     return filled

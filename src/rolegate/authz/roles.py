@@ -64,16 +64,20 @@ class Delegation:
         self.assigns = assigns
 
     def __or__(self, other: "Delegation") -> "Delegation":
-        return Delegation(_union(self.roles, other.roles), _union(self.settings, other.settings),
-                          _union(self.assigns, other.assigns))
+        return Delegation(
+            _union(self.roles, other.roles), _union(self.settings, other.settings), _union(self.assigns, other.assigns)
+        )
 
     def __bool__(self) -> bool:
         return bool(self.roles or self.settings or self.assigns)
 
     def within(self, other: "Delegation") -> bool:
         """Manages nothing that ``other`` does not."""
-        return (_within(self.roles, other.roles) and _within(self.settings, other.settings)
-                and _within(self.assigns, other.assigns))
+        return (
+            _within(self.roles, other.roles)
+            and _within(self.settings, other.settings)
+            and _within(self.assigns, other.assigns)
+        )
 
     def describe(self) -> str:
         parts = []
@@ -99,9 +103,16 @@ class FlatRole:
 
     __slots__ = ("name", "allow", "deny", "ancestors", "conditional", "manages", "on_assigned")
 
-    def __init__(self, name: str, allow: frozenset[str], deny: frozenset[str],
-                 ancestors: tuple[str, ...], conditional: Mapping[str, frozenset[str]] | None = None,
-                 manages: Delegation = NOTHING, on_assigned: Mapping[str, frozenset[str]] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        allow: frozenset[str],
+        deny: frozenset[str],
+        ancestors: tuple[str, ...],
+        conditional: Mapping[str, frozenset[str]] | None = None,
+        manages: Delegation = NOTHING,
+        on_assigned: Mapping[str, frozenset[str]] | None = None,
+    ) -> None:
         self.name = name
         self.allow = allow
         self.deny = deny
@@ -181,8 +192,10 @@ def flatten_roles(roles: Mapping[str, Role], catalogue: frozenset[str]) -> dict[
                 conditional.setdefault(setting, set()).update(perms)
         allow_set = expand(allow, catalogue) - deny_set
         # A permission the role grants anyway needs no setting; a denied one is not granted by any.
-        conditions = {setting: frozenset(expand(perms, catalogue) - deny_set - allow_set)
-                      for setting, perms in conditional.items()}
+        conditions = {
+            setting: frozenset(expand(perms, catalogue) - deny_set - allow_set)
+            for setting, perms in conditional.items()
+        }
         manages = NOTHING
         for role in lineage:
             manages = manages | _delegation(role, catalogue)
@@ -192,9 +205,15 @@ def flatten_roles(roles: Mapping[str, Role], catalogue: frozenset[str]) -> dict[
                 assigned.setdefault(type_name, set()).update(perms)
         # As with settings: what the role grants anyway needs no assignment; a denied one is granted by none.
         on_assigned = {t: frozenset(expand(perms, catalogue) - deny_set - allow_set) for t, perms in assigned.items()}
-        flat[name] = FlatRole(name, allow_set, deny_set, ancestors,
-                              {s: p for s, p in conditions.items() if p}, manages,
-                              {t: p for t, p in on_assigned.items() if p})
+        flat[name] = FlatRole(
+            name,
+            allow_set,
+            deny_set,
+            ancestors,
+            {s: p for s, p in conditions.items() if p},
+            manages,
+            {t: p for t, p in on_assigned.items() if p},
+        )
     return flat
 
 

@@ -31,8 +31,7 @@ class ScopeTree:
 
     __slots__ = ("parents", "types", "parent_types", "problems", "complete")
 
-    def __init__(self, scope_types: Mapping[str, ScopeType],
-                 scope_parents: Mapping[str, str] | None = None) -> None:
+    def __init__(self, scope_types: Mapping[str, ScopeType], scope_parents: Mapping[str, str] | None = None) -> None:
         parents: dict[str, str] = {}
         problems: list[str] = []
         for type_name, scope_type in scope_types.items():
@@ -48,8 +47,10 @@ class ScopeTree:
             declared = scope_types.get(child_type)
             if declared is None or declared.parent != parent_type:
                 expected = declared.parent if declared is not None else None
-                problems.append(f"scope membership {child} -> {parent} ignored: "
-                                f"scope type {child_type!r} has parent type {expected!r}")
+                problems.append(
+                    f"scope membership {child} -> {parent} ignored: "
+                    f"scope type {child_type!r} has parent type {expected!r}"
+                )
                 continue
             parents[child] = parent
         self.parents = parents
@@ -81,8 +82,10 @@ class ScopeTree:
             return None
         scope_type = scope.split(":", 1)[0]
         if scope_type not in self.parent_types:
-            return (f"{scope} is not an object of the object directory (scope type {scope_type!r} lies inside no "
-                    f"other type)")
+            return (
+                f"{scope} is not an object of the object directory (scope type {scope_type!r} lies inside no "
+                f"other type)"
+            )
         missing = self._missing(scope)
         if missing is None or missing == scope:
             return f"{scope} is not registered in the object directory"
@@ -98,8 +101,10 @@ class ScopeTree:
         parent_type = self.parent_types.get(scope_type)
         if parent_type is None or scope in self.parents:
             return None
-        return (f"{scope} lies in no known {parent_type} (scope type {scope_type} lies inside {parent_type}: "
-                f"list it under scopes.{scope_type}.members or register it through the admin API)")
+        return (
+            f"{scope} lies in no known {parent_type} (scope type {scope_type} lies inside {parent_type}: "
+            f"list it under scopes.{scope_type}.members or register it through the admin API)"
+        )
 
     def chain(self, scope: str) -> tuple[str, ...]:
         """``scope`` and its ancestors, nearest first; stops at a cycle or at MAX_DEPTH."""

@@ -72,8 +72,15 @@ def switches_of(value: Any) -> list[Switch]:
             by, at, until = record.get("by"), record.get("at"), record.get("until")
             if until is not None and not isinstance(until, str):
                 continue  # an end that cannot be read must not become "no end"
-            out.append(Switch(record["setting"], scope, by if isinstance(by, str) else None,
-                              at if isinstance(at, str) else None, until))
+            out.append(
+                Switch(
+                    record["setting"],
+                    scope,
+                    by if isinstance(by, str) else None,
+                    at if isinstance(at, str) else None,
+                    until,
+                )
+            )
     return list(dict.fromkeys(out))
 
 
@@ -105,6 +112,8 @@ def assigned_of(key: str, value: Any) -> list[Assigned]:
         if not isinstance(record, dict) or not isinstance(record.get("user"), str) or not USER.match(record["user"]):
             continue
         by, at = record.get("by"), record.get("at")
-        out.setdefault(record["user"], Assigned(record["user"], by if isinstance(by, str) else None,
-                                                at if isinstance(at, str) else None))
+        out.setdefault(
+            record["user"],
+            Assigned(record["user"], by if isinstance(by, str) else None, at if isinstance(at, str) else None),
+        )
     return list(out.values())

@@ -32,8 +32,14 @@ MAX_ENTRIES = 100  # names in scopes + assigned + except together
 MAX_BYTES = 3072  # their total length: the assertion must stay well inside one 8 KiB header
 
 
-def where_held(policy: Policy, identity: Identity, permission: str, now: float,
-               max_entries: int = MAX_ENTRIES, max_bytes: int = MAX_BYTES) -> dict[str, Any]:
+def where_held(
+    policy: Policy,
+    identity: Identity,
+    permission: str,
+    now: float,
+    max_entries: int = MAX_ENTRIES,
+    max_bytes: int = MAX_BYTES,
+) -> dict[str, Any]:
     """The ``where`` claim for ``permission`` (see the module doc)."""
     out: dict[str, Any] = {"perm": permission, "all": False, "scopes": [], "assigned": []}
     if identity.disabled:
@@ -50,8 +56,13 @@ def where_held(policy: Policy, identity: Identity, permission: str, now: float,
     chains = {s: index.chain(s) or (s,) for s in held}
     scopes = [s for s in held if not any(a in held for a in chains[s][1:])]
     inside = set(scopes)
-    denied = sorted(s for s in bound if s not in inside and any(a in inside for a in (index.chain(s) or ())[1:])
-                    and not decide(policy, identity, permission, s, now=now).allowed)
+    denied = sorted(
+        s
+        for s in bound
+        if s not in inside
+        and any(a in inside for a in (index.chain(s) or ())[1:])
+        and not decide(policy, identity, permission, s, now=now).allowed
+    )
     assigned: list[str] = []
     for obj in index.assigned_objects.get(identity.username, ()):
         for target in (obj, policy.scopes.parents.get(obj)):
@@ -79,8 +90,9 @@ def where_held(policy: Policy, identity: Identity, permission: str, now: float,
     return out
 
 
-def where_for_route(policy: Policy, identity: Identity, route: Any, scope: str | None,
-                    now: float) -> dict[str, Any] | None:
+def where_for_route(
+    policy: Policy, identity: Identity, route: Any, scope: str | None, now: float
+) -> dict[str, Any] | None:
     """The claim for a request on ``route``: only on a route without a scope that needs a permission."""
     if scope is not None or not route.permission or route.mode not in ("enforce", "log"):
         return None

@@ -76,8 +76,10 @@ def load_or_exit(path: str):
 
 
 def print_config_error(exc: ConfigError) -> None:
-    print(f"rolegate: invalid configuration ({len(exc.problems)} problem{'s' if len(exc.problems) != 1 else ''}):",
-          file=sys.stderr)
+    print(
+        f"rolegate: invalid configuration ({len(exc.problems)} problem{'s' if len(exc.problems) != 1 else ''}):",
+        file=sys.stderr,
+    )
     for problem in exc.problems:
         print(f"  {problem}", file=sys.stderr)
 

@@ -59,15 +59,20 @@ def run_create(args: argparse.Namespace) -> int:
         print(f"rolegate: apps key create: no app {args.app!r} under apps: ({known})", file=sys.stderr)
         return EXIT_ERROR
     if not app.api_keys:
-        print(f"rolegate: apps key create: app {args.app!r} does not accept API keys (set api_keys: true)",
-              file=sys.stderr)
+        print(
+            f"rolegate: apps key create: app {args.app!r} does not accept API keys (set api_keys: true)",
+            file=sys.stderr,
+        )
         return EXIT_ERROR
     from rolegate.identity.app_credentials import create_key  # lazy: identity, cryptography (see rolegate.cli)
 
     async def create(store: Any, board: Any, audit: Any) -> int:
         key, record = await create_key(store, args.app, by=operator(), label=args.label, audit=audit)
-        print(f"API key {record.id} created for app {args.app}; it is shown once, below. Send it as "
-              "'Authorization: Bearer <key>'.", file=sys.stderr)
+        print(
+            f"API key {record.id} created for app {args.app}; it is shown once, below. Send it as "
+            "'Authorization: Bearer <key>'.",
+            file=sys.stderr,
+        )
         print(key)
         return EXIT_OK
 
@@ -85,12 +90,17 @@ def run_list(args: argparse.Namespace) -> int:
                 continue
             shown += 1
             if args.json:
-                print(json.dumps({**record.public(), "status": "revoked" if record.revoked_at else "active"},
-                                 sort_keys=True))
+                print(
+                    json.dumps(
+                        {**record.public(), "status": "revoked" if record.revoked_at else "active"}, sort_keys=True
+                    )
+                )
                 continue
             status = f"revoked {_when(record.revoked_at)} by {record.revoked_by}" if record.revoked_at else "active"
-            print(f"{record.id}  {record.app:<16} {status:<10} created {_when(record.created_at)} by "
-                  f"{record.created_by}  {record.label}")
+            print(
+                f"{record.id}  {record.app:<16} {status:<10} created {_when(record.created_at)} by "
+                f"{record.created_by}  {record.label}"
+            )
         if not shown and not args.json:
             print("no API keys" if args.all else "no active API keys")
         return EXIT_OK
@@ -106,8 +116,10 @@ def run_revoke(args: argparse.Namespace) -> int:
     parsed = parse_key(args.key)
     key_id = parsed[0] if parsed is not None else args.key
     if len(key_id) != 16 or any(c not in "0123456789abcdef" for c in key_id):
-        print("rolegate: apps key revoke: give the key id (16 hex digits, from 'rolegate apps key list') or the key",
-              file=sys.stderr)
+        print(
+            "rolegate: apps key revoke: give the key id (16 hex digits, from 'rolegate apps key list') or the key",
+            file=sys.stderr,
+        )
         return EXIT_ERROR
 
     async def revoke(store: Any, board: Any, audit: Any) -> int:

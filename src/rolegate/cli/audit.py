@@ -19,8 +19,25 @@ from rolegate.cli import EXIT_ERROR, EXIT_OK, add_config_argument, load_or_exit
 from rolegate.store import StoreUnavailable, open_store
 
 EXIT_TAMPERED = 1
-CSV_COLUMNS = ("seq", "time", "kind", "user", "decision", "method", "path", "status", "permission", "scope",
-               "object", "reasons", "client", "ref", "id", "hash", "details")
+CSV_COLUMNS = (
+    "seq",
+    "time",
+    "kind",
+    "user",
+    "decision",
+    "method",
+    "path",
+    "status",
+    "permission",
+    "scope",
+    "object",
+    "reasons",
+    "client",
+    "ref",
+    "id",
+    "hash",
+    "details",
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -66,7 +83,7 @@ def run_verify(args: argparse.Namespace) -> int:
     from rolegate.audit.verify import CannotVerify, CopyReport, compare_with_copy, verify_chain, verify_copy
 
     base_dir = Path(args.config).resolve().parent
-    copies = [Path(name[len("jsonl:"):]) for name in config.audit.sinks if name.startswith("jsonl:")]
+    copies = [Path(name[len("jsonl:") :]) for name in config.audit.sinks if name.startswith("jsonl:")]
     copies = [p if p.is_absolute() else base_dir / p for p in copies]
     checked: list[CopyReport] = []
 
@@ -95,8 +112,12 @@ def run_verify(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     copies_ok = all(copy.ok for copy in checked)
     if args.json:
-        print(json.dumps({**report.to_json(), "ok": report.ok and copies_ok,
-                          "copies": [copy.to_json() for copy in checked]}, indent=2))
+        print(
+            json.dumps(
+                {**report.to_json(), "ok": report.ok and copies_ok, "copies": [copy.to_json() for copy in checked]},
+                indent=2,
+            )
+        )
         return EXIT_OK if report.ok and copies_ok else EXIT_TAMPERED
     if report.ok:
         span = f"seq {report.first_seq}..{report.last_seq}" if report.checked else "no events"
@@ -113,8 +134,10 @@ def run_verify(args: argparse.Namespace) -> int:
             print(f"copy {copy.sink} OK: {copy.lines} lines ({span})")
         else:
             more = f", {copy.unlisted} more not listed" if copy.unlisted else ""
-            print(f"copy {copy.sink} DAMAGED: {len(copy.problems) + copy.unlisted} problems in {copy.lines} "
-                  f"good lines ({span}){more}")
+            print(
+                f"copy {copy.sink} DAMAGED: {len(copy.problems) + copy.unlisted} problems in {copy.lines} "
+                f"good lines ({span}){more}"
+            )
             for problem in copy.problems:
                 print(f"  {problem}")
         for note in copy.notes:
@@ -128,10 +151,16 @@ def run_query(args: argparse.Namespace) -> int:
     from rolegate.audit.query import AuditFilters, parse_time, query_events
 
     try:
-        filters = AuditFilters(user=args.user, path_prefix=args.path_prefix, decision=args.decision, kind=args.kind,
-                               since=parse_time(args.since) if args.since else None,
-                               until=parse_time(args.until) if args.until else None,
-                               limit=args.limit, newest_first=args.newest_first)
+        filters = AuditFilters(
+            user=args.user,
+            path_prefix=args.path_prefix,
+            decision=args.decision,
+            kind=args.kind,
+            since=parse_time(args.since) if args.since else None,
+            until=parse_time(args.until) if args.until else None,
+            limit=args.limit,
+            newest_first=args.newest_first,
+        )
         problems = filters.problems()
         if problems:
             raise ValueError("; ".join(problems))
@@ -160,9 +189,13 @@ def _csv_row(event: dict[str, Any]) -> list[str]:
         if value is None or value == {} or value == []:
             row.append("")
         elif isinstance(value, (list, dict)):
-            row.append(json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-                       if column == "details" else "; ".join(map(str, value)) if isinstance(value, list)
-                       else json.dumps(value))
+            row.append(
+                json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+                if column == "details"
+                else "; ".join(map(str, value))
+                if isinstance(value, list)
+                else json.dumps(value)
+            )
         else:
             text = str(value)
             # Cells starting with = + - @ are formulas to a spreadsheet: defuse them.
@@ -178,8 +211,10 @@ def run_prune(args: argparse.Namespace) -> int:
 
     key = checkpoint_key(config)
     if key is None:
-        print("rolegate: audit prune: no key signs the checkpoint; set audit.checkpoint_secret or session.secret",
-              file=sys.stderr)
+        print(
+            "rolegate: audit prune: no key signs the checkpoint; set audit.checkpoint_secret or session.secret",
+            file=sys.stderr,
+        )
         return EXIT_ERROR
     if args.older_than:
         try:

@@ -137,10 +137,13 @@ class Outcome:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("test", help="run policy cases (CI): exit 0 all hold, 1 any fails",
-                            description="Run policy cases against the config (and the Store's state when one "
-                                        "exists); exit 0 when every case holds, 1 when any fails, 2 on an "
-                                        "invalid config or case file.")
+    parser = sub.add_parser(
+        "test",
+        help="run policy cases (CI): exit 0 all hold, 1 any fails",
+        description="Run policy cases against the config (and the Store's state when one "
+        "exists); exit 0 when every case holds, 1 when any fails, 2 on an "
+        "invalid config or case file.",
+    )
     add_config_argument(parser)
     parser.add_argument("cases", metavar="CASES.yaml", help="the case file")
     parser.add_argument("--junit", metavar="FILE", help="also write JUnit XML to FILE")
@@ -174,8 +177,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         case_file = load_cases(args.cases)
     except ConfigError as exc:
-        print(f"rolegate test: invalid case file ({len(exc.problems)} problem{'s' if len(exc.problems) != 1 else ''}):",
-              file=sys.stderr)
+        print(
+            f"rolegate test: invalid case file ({len(exc.problems)} problem{'s' if len(exc.problems) != 1 else ''}):",
+            file=sys.stderr,
+        )
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return EXIT_ERROR
@@ -219,8 +224,9 @@ async def run_cases(config_path: str, config: Any, cases: tuple[Case, ...]) -> t
         else:
             person = snapshot.user(who.user) if snapshot is not None else None
             groups = sorted(person.groups) if person is not None else []
-            identity = Identity(who.user, groups, daypass=who.daypass,
-                                disabled=bool(person.disabled) if person is not None else False)
+            identity = Identity(
+                who.user, groups, daypass=who.daypass, disabled=bool(person.disabled) if person is not None else False
+            )
         what = case.what
         if what.permission is not None:
             result = explain(policy, identity, what.permission, what.scope, what.object, now)
@@ -234,8 +240,10 @@ async def run_cases(config_path: str, config: Any, cases: tuple[Case, ...]) -> t
             redacted = any("will be removed" in n for n in result.notes)
             if redacted != case.redacted:
                 passed = False
-                detail.append(f"expected the response {'' if case.redacted else 'not '}to be redacted; it "
-                              f"{'is' if redacted else 'is not'}")
+                detail.append(
+                    f"expected the response {'' if case.redacted else 'not '}to be redacted; it "
+                    f"{'is' if redacted else 'is not'}"
+                )
         if not passed:
             detail += [f"- {r}" for r in result.reasons] + [f"note: {n}" for n in result.notes]
         outcomes.append(Outcome(case, got, passed, detail, time.perf_counter() - started))
@@ -255,8 +263,11 @@ def _with_given(state: Any, given: Given, index: int) -> Any:
             by_scope = {EVERYWHERE: by_scope}
         old = state.settings.get(user)
         on = [s.to_json() for s in switches_of(old.value if old else None)]
-        on += [{"setting": name, "scope": None if scope == EVERYWHERE else scope, "by": "rolegate test"}
-               for scope, names in by_scope.items() for name in names]
+        on += [
+            {"setting": name, "scope": None if scope == EVERYWHERE else scope, "by": "rolegate test"}
+            for scope, names in by_scope.items()
+            for name in names
+        ]
         state = state.with_doc(USER_SETTINGS, user, {"on": on})
     for child, parent in given.members.items():
         state = state.with_doc(SCOPE_MEMBERS, child, {"parent": parent})
@@ -299,12 +310,17 @@ def write_junit(path: str, suite: str, outcomes: list[Outcome]) -> None:
     """JUnit XML: one ``testsuite`` named after the case file, one ``testcase`` per case."""
     failures = sum(not o.passed for o in outcomes)
     root = ET.Element("testsuites", tests=str(len(outcomes)), failures=str(failures))
-    element = ET.SubElement(root, "testsuite", name=Path(suite).name, tests=str(len(outcomes)),
-                            failures=str(failures), errors="0",
-                            time=f"{sum(o.seconds for o in outcomes):.6f}")
+    element = ET.SubElement(
+        root,
+        "testsuite",
+        name=Path(suite).name,
+        tests=str(len(outcomes)),
+        failures=str(failures),
+        errors="0",
+        time=f"{sum(o.seconds for o in outcomes):.6f}",
+    )
     for o in outcomes:
-        case = ET.SubElement(element, "testcase", classname=Path(suite).stem, name=o.case.name,
-                             time=f"{o.seconds:.6f}")
+        case = ET.SubElement(element, "testcase", classname=Path(suite).stem, name=o.case.name, time=f"{o.seconds:.6f}")
         if not o.passed:
             failure = ET.SubElement(case, "failure", message=o.detail[0] if o.detail else "failed", type="policy")
             failure.text = "\n".join(o.detail)

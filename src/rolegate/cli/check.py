@@ -27,6 +27,8 @@ def run(args: argparse.Namespace) -> int:
     from rolegate.server.runtime import Compiled  # lazy: the server, aiohttp (see rolegate.cli)
 
     Compiled(config)  # ConfigError: printed with every problem, exit 2 (see rolegate.cli.main)
-    print(f"{args.config}: OK ({len(config.routes)} routes, {len(config.roles)} roles, "
-          f"{len(config.permissions)} permissions, {len(config.upstreams)} upstreams)")
+    print(
+        f"{args.config}: OK ({len(config.routes)} routes, {len(config.roles)} roles, "
+        f"{len(config.permissions)} permissions, {len(config.upstreams)} upstreams)"
+    )
     return EXIT_OK

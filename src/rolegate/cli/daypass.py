@@ -94,9 +94,20 @@ def run_issue(args: argparse.Namespace) -> int:
 
     async def issue(store: Any, board: Any, audit: Any) -> int:
         try:
-            issued = await issue_pass(store, board, config, template=args.template, scope=args.scope,
-                                      name=args.name, company=args.company, reason=args.reason, issuer=operator(),
-                                      issuer_may_issue=None, now=time.time(), audit=audit)
+            issued = await issue_pass(
+                store,
+                board,
+                config,
+                template=args.template,
+                scope=args.scope,
+                name=args.name,
+                company=args.company,
+                reason=args.reason,
+                issuer=operator(),
+                issuer_may_issue=None,
+                now=time.time(),
+                audit=audit,
+            )
         except RolegateError as exc:
             print(f"rolegate: daypass issue: {exc.public_message} ({exc.detail})", file=sys.stderr)
             return EXIT_ERROR
@@ -108,8 +119,10 @@ def run_issue(args: argparse.Namespace) -> int:
         _write_private(svg, issued.qr_svg.encode())
         zone = config.daypass.templates[args.template].timezone
         rec = issued.record
-        print(f"Day pass {issued.id} issued: template {rec.template}, role {rec.role} at {rec.scope}, "
-              f"for {rec.name or '-'} ({rec.company or '-'}), valid until {format_local(rec.expires_at, zone)}")
+        print(
+            f"Day pass {issued.id} issued: template {rec.template}, role {rec.role} at {rec.scope}, "
+            f"for {rec.name or '-'} ({rec.company or '-'}), valid until {format_local(rec.expires_at, zone)}"
+        )
         print(f"Link: {issued.link}")
         print(f"QR code written to {png} and {svg}")
         return EXIT_OK
@@ -144,8 +157,10 @@ def run_list(args: argparse.Namespace) -> int:
                 continue
             tpl = config.daypass.templates.get(rec.template)
             zone = tpl.timezone if tpl is not None else "UTC"
-            print(f"{rec.id}  {status:<8} {rec.template:<14} {rec.scope:<16} until {format_local(rec.expires_at, zone)}"
-                  f"  devices {len(rec.redeemed)}/{rec.devices}  {rec.name} ({rec.company})  by {rec.issued_by}")
+            print(
+                f"{rec.id}  {status:<8} {rec.template:<14} {rec.scope:<16} until {format_local(rec.expires_at, zone)}"
+                f"  devices {len(rec.redeemed)}/{rec.devices}  {rec.name} ({rec.company})  by {rec.issued_by}"
+            )
         if not shown and not args.json:
             print("no active day passes" if not args.all else "no day passes")
         return EXIT_OK
@@ -162,8 +177,11 @@ def _token_service(config: Any, store: Any, board: Any) -> Any:
 
         return TokenStage(config, store, board=board, current_version=lambda: 0).service
     except Exception as exc:  # noqa: BLE001 - the pass is revoked either way; its binding is gone
-        print(f"rolegate: daypass revoke: app tokens of the pass not revoked ({exc}); they lose all access "
-              "with the pass's binding", file=sys.stderr)
+        print(
+            f"rolegate: daypass revoke: app tokens of the pass not revoked ({exc}); they lose all access "
+            "with the pass's binding",
+            file=sys.stderr,
+        )
         return None
 
 
@@ -181,14 +199,23 @@ def run_revoke(args: argparse.Namespace) -> int:
 
     async def revoke(store: Any, board: Any, audit: Any) -> int:
         try:
-            rec, changed = await revoke_pass(store, board, pass_id, by=operator(), now=time.time(),
-                                             reason=args.reason or None, audit=audit,
-                                             tokens=_token_service(config, store, board))
+            rec, changed = await revoke_pass(
+                store,
+                board,
+                pass_id,
+                by=operator(),
+                now=time.time(),
+                reason=args.reason or None,
+                audit=audit,
+                tokens=_token_service(config, store, board),
+            )
         except PassNotFound:
             print(f"rolegate: daypass revoke: no day pass {pass_id}", file=sys.stderr)
             return EXIT_NOT_FOUND
-        print(f"Day pass {rec.id} {'revoked' if changed else 'was already revoked'} "
-              f"({rec.name}, {rec.company}, {rec.scope})")
+        print(
+            f"Day pass {rec.id} {'revoked' if changed else 'was already revoked'} "
+            f"({rec.name}, {rec.company}, {rec.scope})"
+        )
         return EXIT_OK
 
     return asyncio.run(_with_state(config, args.config, revoke))

@@ -22,8 +22,11 @@ EXIT_DENIED = 3
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("explain", help="explain an authorization decision",
-                            description="Explain whether a user may make a request (exit 0 allowed, 3 denied).")
+    parser = sub.add_parser(
+        "explain",
+        help="explain an authorization decision",
+        description="Explain whether a user may make a request (exit 0 allowed, 3 denied).",
+    )
     add_config_argument(parser)
     parser.add_argument("--user", required=True, help="username")
     parser.add_argument("--groups", help="comma-separated groups; stand in for the directory ('what if')")
@@ -69,18 +72,24 @@ def run(args: argparse.Namespace) -> int:
         notes.append("groups from --groups stand in for the directory")
     elif config.directory is None:
         groups = []
-        notes.append("no --groups given and no directory configured: evaluated with no groups "
-                     "(the proxy uses the IdP's groups claim)")
+        notes.append(
+            "no --groups given and no directory configured: evaluated with no groups "
+            "(the proxy uses the IdP's groups claim)"
+        )
     elif user is None:
         groups = []
         disabled = True
-        notes.append(f"{args.user!r} is not in the synced directory snapshot: the proxy refuses unknown users; "
-                     "pass --groups to ask 'what if'")
+        notes.append(
+            f"{args.user!r} is not in the synced directory snapshot: the proxy refuses unknown users; "
+            "pass --groups to ask 'what if'"
+        )
     else:
         groups = sorted(user.groups)
         disabled = user.disabled
-        notes.append(f"groups from the synced directory: {', '.join(groups) or '(none)'}"
-                     + ("; the account is DISABLED" if disabled else ""))
+        notes.append(
+            f"groups from the synced directory: {', '.join(groups) or '(none)'}"
+            + ("; the account is DISABLED" if disabled else "")
+        )
     identity = Identity(args.user, groups, daypass=args.daypass, disabled=disabled)
     notes.extend(f"policy: {p}" for p in policy.problems)
 
@@ -108,10 +117,19 @@ def explain_request(config, policy, identity, method: str, url: str, now=None, t
     try:
         path = normalize_path(raw_path)
     except AmbiguousPath as exc:
-        return Explanation(False, f"the path {raw_path!r} is rejected (400)", None, None, None, identity.username,
-                           sorted(identity.groups), identity.daypass, [],
-                           reasons=[f"deny: the path is rejected as ambiguous (400): {exc.detail}"],
-                           policy_version=policy.version)
+        return Explanation(
+            False,
+            f"the path {raw_path!r} is rejected (400)",
+            None,
+            None,
+            None,
+            identity.username,
+            sorted(identity.groups),
+            identity.daypass,
+            [],
+            reasons=[f"deny: the path is rejected as ambiguous (400): {exc.detail}"],
+            policy_version=policy.version,
+        )
     if table is None:
         table, _problems = compile_routes(config)
     match = table.match(method, host, split_segments(path))

@@ -126,13 +126,17 @@ def print_report(result: Any, out: TextIO) -> None:
     if result.issues:
         section("directory data problems (skipped or ignored)", list(result.issues), str)
     if result.refused:
-        print(f"REFUSED: {result.refusal}. Nothing was applied. Check the directory and the "
-              f"users filter; run again with --force to apply anyway.", file=out)
+        print(
+            f"REFUSED: {result.refusal}. Nothing was applied. Check the directory and the "
+            f"users filter; run again with --force to apply anyway.",
+            file=out,
+        )
     elif result.dry_run:
         print("dry run: nothing was applied", file=out)
     elif result.applied:
-        print("applied" + (" (forced past max_deletions)" if result.forced and result.pending_deletions else ""),
-              file=out)
+        print(
+            "applied" + (" (forced past max_deletions)" if result.forced and result.pending_deletions else ""), file=out
+        )
 
 
 def _short(value: Any) -> str:

@@ -83,8 +83,9 @@ def format_path(path: KeyPath) -> str:
     return out or "(top level)"
 
 
-def _interpolate(value: Any, path: KeyPath, source: SourceMap, base_dir: Path, problems: list[str],
-                 env: Mapping[str, str]) -> Any:
+def _interpolate(
+    value: Any, path: KeyPath, source: SourceMap, base_dir: Path, problems: list[str], env: Mapping[str, str]
+) -> Any:
     """``value`` with ``${NAME}`` read from ``env`` and ``${file:PATH}`` from files (relative to ``base_dir``)."""
     if isinstance(value, dict):
         return {k: _interpolate(v, (*path, k), source, base_dir, problems, env) for k, v in value.items()}
@@ -137,8 +138,9 @@ def parse_yaml(text: str, file: str) -> tuple[Any, SourceMap]:
         line = f"{mark.line + 1}" if mark else "?"
         raise ConfigError(f"{file}:{line}: invalid YAML: {exc.problem or exc}") from None
     except yaml.reader.ReaderError as exc:
-        raise ConfigError(f"{file}: invalid YAML: character #x{exc.character:04x} is not allowed "
-                          f"(position {exc.position})") from None
+        raise ConfigError(
+            f"{file}: invalid YAML: character #x{exc.character:04x} is not allowed (position {exc.position})"
+        ) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{file}: invalid YAML: {exc}") from None
     except RecursionError:
@@ -178,8 +180,9 @@ def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None =
     return load_config_text(text, file=file, base_dir=Path(path).resolve().parent, env=env)
 
 
-def load_config_text(text: str, *, file: str = "<config>", base_dir: Path | None = None,
-                     env: Mapping[str, str] | None = None) -> "Config":
+def load_config_text(
+    text: str, *, file: str = "<config>", base_dir: Path | None = None, env: Mapping[str, str] | None = None
+) -> "Config":
     from rolegate.config.schema import Config  # schema imports this module (SourceMap): a cycle at the top
 
     data, source = parse_yaml(text, file)

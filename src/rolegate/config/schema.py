@@ -96,8 +96,10 @@ class Config(Section):
                 current = self.scopes[current].parent
             else:
                 if len(chain) >= MAX_SCOPE_DEPTH:
-                    bad(("scopes", name, "parent"),
-                        f"scope types nest {len(chain)} deep ({' -> '.join(chain)}); at most {MAX_SCOPE_DEPTH - 1}")
+                    bad(
+                        ("scopes", name, "parent"),
+                        f"scope types nest {len(chain)} deep ({' -> '.join(chain)}); at most {MAX_SCOPE_DEPTH - 1}",
+                    )
 
         def check_scope(path: tuple[Any, ...], scope: str) -> None:
             scope_type = scope.split(":", 1)[0]
@@ -117,15 +119,19 @@ class Config(Section):
             for setting, perms in role.if_setting.items():
                 conditioned.add(setting)
                 if setting not in self.user_settings:
-                    bad(("roles", name, "if_setting", setting),
-                        f"unknown user setting {setting!r} (declare it under user_settings:)")
+                    bad(
+                        ("roles", name, "if_setting", setting),
+                        f"unknown user setting {setting!r} (declare it under user_settings:)",
+                    )
                 for i, perm in enumerate(perms):
                     check_perm(("roles", name, "if_setting", setting, i), perm)
             for type_name, perms in role.on_assigned.items():
                 if type_name != ASSIGNED_ITSELF and type_name not in self.scopes:
-                    bad(("roles", name, "on_assigned", type_name),
+                    bad(
+                        ("roles", name, "on_assigned", type_name),
                         f"unknown scope type {type_name!r} (declare it under scopes:, or give a plain list: "
-                        f"the permissions on the assigned object itself)")
+                        f"the permissions on the assigned object itself)",
+                    )
                 for i, perm in enumerate(perms):
                     check_perm(("roles", name, "on_assigned", type_name, i), perm)
             manages = role.manages
@@ -147,8 +153,11 @@ class Config(Section):
             if not NAME.match(name):
                 bad(("user_settings", name), f"{name!r} is not a valid user setting name")
             elif name not in conditioned:
-                bad(("user_settings", name), f"no role lists {name!r} under if_setting, so switching it on would "
-                                             "grant nothing (a setting is a condition inside a role)")
+                bad(
+                    ("user_settings", name),
+                    f"no role lists {name!r} under if_setting, so switching it on would "
+                    "grant nothing (a setting is a condition inside a role)",
+                )
         for user, entry in self.users.items():
             if not NAME.match(user):
                 bad(("users", user), f"{user!r} is not a valid user name")
@@ -171,11 +180,12 @@ class Config(Section):
         for type_name, scope_type in self.scopes.items():
             if scope_type.lookup is not None:
                 if scope_type.parent is None:
-                    bad(("scopes", type_name, "lookup"), f"a lookup answers where a {type_name} lies: give "
-                        f"scopes.{type_name} a parent type")
+                    bad(
+                        ("scopes", type_name, "lookup"),
+                        f"a lookup answers where a {type_name} lies: give scopes.{type_name} a parent type",
+                    )
                 if scope_type.lookup.upstream not in self.upstreams:
-                    bad(("scopes", type_name, "lookup", "upstream"),
-                        f"unknown upstream {scope_type.lookup.upstream!r}")
+                    bad(("scopes", type_name, "lookup", "upstream"), f"unknown upstream {scope_type.lookup.upstream!r}")
 
         for i, route in enumerate(self.routes):
             if route.upstream is not None and route.upstream not in self.upstreams:
@@ -189,8 +199,11 @@ class Config(Section):
                 if scope_type not in self.scopes:
                     bad(("routes", i, "scope"), f"unknown scope type {scope_type!r} (declare it under scopes:)")
                 elif placed and self.scopes[scope_type].parent is None:
-                    bad(("routes", i, "scope"), f"'of {scope_type}:...' decides where the object directory places "
-                        f"a {scope_type}: give scopes.{scope_type} a parent type")
+                    bad(
+                        ("routes", i, "scope"),
+                        f"'of {scope_type}:...' decides where the object directory places "
+                        f"a {scope_type}: give scopes.{scope_type} a parent type",
+                    )
 
         if self.daypass is not None:
             for name, template in self.daypass.templates.items():
@@ -220,7 +233,7 @@ def _inherit_cycles(roles: dict[str, Role]) -> list[tuple[tuple[Any, ...], str]]
             if parent not in roles:
                 continue
             if state.get(parent) == 1:
-                cycle = stack[stack.index(parent):] + [parent] if parent in stack else [name, parent]
+                cycle = stack[stack.index(parent) :] + [parent] if parent in stack else [name, parent]
                 found.append((("roles", name, "inherits"), f"roles inherit in a cycle: {' -> '.join(cycle)}"))
             elif state.get(parent) is None:
                 visit(parent, [*stack, parent])

@@ -11,8 +11,20 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*\Z")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(B|KB|KiB|MB|MiB|GB|GiB|k|K|M|G)?\s*\Z")
-_SIZE_UNITS = {None: 1, "B": 1, "KB": 1000, "MB": 10**6, "GB": 10**9, "k": 1024, "K": 1024,
-               "KiB": 1024, "M": 1024**2, "MiB": 1024**2, "G": 1024**3, "GiB": 1024**3}
+_SIZE_UNITS = {
+    None: 1,
+    "B": 1,
+    "KB": 1000,
+    "MB": 10**6,
+    "GB": 10**9,
+    "k": 1024,
+    "K": 1024,
+    "KiB": 1024,
+    "M": 1024**2,
+    "MiB": 1024**2,
+    "G": 1024**3,
+    "GiB": 1024**3,
+}
 
 
 class Section(BaseModel):
@@ -87,8 +99,11 @@ def parse_listen(value: Any) -> tuple[str, int]:
     return host, int(port_text)
 
 
-Listen = Annotated[tuple[str, int], BeforeValidator(parse_listen),
-                   PlainSerializer(lambda v: f"[{v[0]}]:{v[1]}" if ":" in v[0] else f"{v[0]}:{v[1]}")]
+Listen = Annotated[
+    tuple[str, int],
+    BeforeValidator(parse_listen),
+    PlainSerializer(lambda v: f"[{v[0]}]:{v[1]}" if ":" in v[0] else f"{v[0]}:{v[1]}"),
+]
 
 
 def parse_share(value: Any) -> float:

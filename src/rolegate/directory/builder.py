@@ -70,16 +70,23 @@ class Issues:
         return tuple(self.items)
 
 
-def build_snapshot(users: Iterable[RawUser], groups: Iterable[RawGroup], *, issues: Issues | None = None,
-                   taken_at: float = 0.0, since: str | None = None,
-                   reuse: DirectorySnapshot | None = None) -> DirectorySnapshot:
+def build_snapshot(
+    users: Iterable[RawUser],
+    groups: Iterable[RawGroup],
+    *,
+    issues: Issues | None = None,
+    taken_at: float = 0.0,
+    since: str | None = None,
+    reuse: DirectorySnapshot | None = None,
+) -> DirectorySnapshot:
     """A full snapshot from every entry (a full sync).
 
     ``reuse``: the snapshot serving now. A user that comes out exactly as it is there is that very
     object (and equal group sets are its sets), so old and new share memory instead of doubling it.
     """
-    return apply_changes(EMPTY_SNAPSHOT, users, groups, issues=issues, taken_at=taken_at,
-                         full_at=taken_at, since=since, reuse=reuse)
+    return apply_changes(
+        EMPTY_SNAPSHOT, users, groups, issues=issues, taken_at=taken_at, full_at=taken_at, since=since, reuse=reuse
+    )
 
 
 def share_values(raw: RawUser, current: DirectoryUser) -> None:
@@ -97,10 +104,18 @@ def share_values(raw: RawUser, current: DirectoryUser) -> None:
         raw.attributes = current.attributes  # type: ignore[assignment]
 
 
-def apply_changes(old: DirectorySnapshot, changed_users: Iterable[RawUser], changed_groups: Iterable[RawGroup],
-                  *, issues: Issues | None = None, taken_at: float = 0.0, full_at: float | None = None,
-                  since: str | None = None, reuse: DirectorySnapshot | None = None,
-                  departures: "Departures | None" = None) -> DirectorySnapshot:
+def apply_changes(
+    old: DirectorySnapshot,
+    changed_users: Iterable[RawUser],
+    changed_groups: Iterable[RawGroup],
+    *,
+    issues: Issues | None = None,
+    taken_at: float = 0.0,
+    full_at: float | None = None,
+    since: str | None = None,
+    reuse: DirectorySnapshot | None = None,
+    departures: "Departures | None" = None,
+) -> DirectorySnapshot:
     """``old`` with changed (or new) entries applied; entries are matched by stable id, so a
     renamed or moved entry replaces its old self. ``departures`` (an incremental read's) says which
     known entries have left: deleted, moved out of the bases or filtered out; they are dropped, and
@@ -121,8 +136,14 @@ def apply_changes(old: DirectorySnapshot, changed_users: Iterable[RawUser], chan
         seen_users.add(raw.id)
         previous = users.get(raw.id)
         users[raw.id] = DirectoryUser(
-            id=raw.id, dn=raw.dn, username=raw.username, email=raw.email, name=raw.name,
-            disabled=raw.disabled, groups=previous.groups if previous else EMPTY, attributes=raw.attributes,
+            id=raw.id,
+            dn=raw.dn,
+            username=raw.username,
+            email=raw.email,
+            name=raw.name,
+            disabled=raw.disabled,
+            groups=previous.groups if previous else EMPTY,
+            attributes=raw.attributes,
             direct_groups=previous.direct_groups if previous else EMPTY,
             member_of_groups=previous.member_of_groups if previous else EMPTY,
         )
@@ -146,10 +167,14 @@ def apply_changes(old: DirectorySnapshot, changed_users: Iterable[RawUser], chan
             # OpenLDAP's refint) or its members no longer resolve: either way, what a full sync would show.
             for gid, group in list(groups.items()):
                 if not group.member_users.isdisjoint(gone_users) or not group.member_groups.isdisjoint(gone_groups):
-                    groups[gid] = DirectoryGroup(id=gid, dn=group.dn, name=group.name,
-                                                 member_users=group.member_users - gone_users,
-                                                 member_groups=group.member_groups - gone_groups,
-                                                 unresolved=group.unresolved)
+                    groups[gid] = DirectoryGroup(
+                        id=gid,
+                        dn=group.dn,
+                        name=group.name,
+                        member_users=group.member_users - gone_users,
+                        member_groups=group.member_groups - gone_groups,
+                        unresolved=group.unresolved,
+                    )
 
     user_by_dn = {normalize_dn(u.dn): u.id for u in users.values()}
     user_by_name: dict[str, str | None] = {}
@@ -181,8 +206,14 @@ def apply_changes(old: DirectorySnapshot, changed_users: Iterable[RawUser], chan
         previous = groups.get(raw.id)
         if previous is not None:
             touched_groups.update(previous.member_groups)
-        groups[raw.id] = DirectoryGroup(id=raw.id, dn=raw.dn, name=raw.name, member_users=member_users,
-                                        member_groups=member_groups, unresolved=unresolved)
+        groups[raw.id] = DirectoryGroup(
+            id=raw.id,
+            dn=raw.dn,
+            name=raw.name,
+            member_users=member_users,
+            member_groups=member_groups,
+            unresolved=unresolved,
+        )
         touched_groups.add(raw.id)
         old_members = previous.member_users if previous else EMPTY
         for uid in member_users - old_members:
@@ -195,14 +226,23 @@ def apply_changes(old: DirectorySnapshot, changed_users: Iterable[RawUser], chan
         for gid, group in list(groups.items()):
             if gid in done or not group.unresolved:
                 continue
-            probe = RawGroup(id=gid, dn=group.dn, name=group.name,
-                             member_dns=tuple(v for v in group.unresolved if "=" in v),
-                             member_uids=tuple(v for v in group.unresolved if "=" not in v))
+            probe = RawGroup(
+                id=gid,
+                dn=group.dn,
+                name=group.name,
+                member_dns=tuple(v for v in group.unresolved if "=" in v),
+                member_uids=tuple(v for v in group.unresolved if "=" not in v),
+            )
             more_users, more_groups, still = _resolve(probe, user_by_dn, user_by_name, group_by_dn)
             if more_users or more_groups:
-                groups[gid] = DirectoryGroup(id=gid, dn=group.dn, name=group.name,
-                                             member_users=group.member_users | more_users,
-                                             member_groups=group.member_groups | more_groups, unresolved=still)
+                groups[gid] = DirectoryGroup(
+                    id=gid,
+                    dn=group.dn,
+                    name=group.name,
+                    member_users=group.member_users | more_users,
+                    member_groups=group.member_groups | more_groups,
+                    unresolved=still,
+                )
                 touched_groups.add(gid)
                 for uid in more_users - group.member_users:
                     delta.setdefault(uid, []).append((gid, True))
@@ -241,12 +281,21 @@ def apply_changes(old: DirectorySnapshot, changed_users: Iterable[RawUser], chan
             member_of = frozenset(g for dn in pending_member_of[uid] if (g := group_by_dn.get(dn)) is not None)
         frozen_direct = frozenset(direct)
         current = reuse_users.get(uid)
-        if (current is not None and current.direct_groups == frozen_direct
-                and current.member_of_groups == member_of
-                and all(g in stable for g in frozen_direct) and all(g in stable for g in member_of)):
-            if (current.dn == user.dn and current.username == user.username and current.email == user.email
-                    and current.name == user.name and current.disabled == user.disabled
-                    and current.attributes == user.attributes):
+        if (
+            current is not None
+            and current.direct_groups == frozen_direct
+            and current.member_of_groups == member_of
+            and all(g in stable for g in frozen_direct)
+            and all(g in stable for g in member_of)
+        ):
+            if (
+                current.dn == user.dn
+                and current.username == user.username
+                and current.email == user.email
+                and current.name == user.name
+                and current.disabled == user.disabled
+                and current.attributes == user.attributes
+            ):
                 users[uid] = current
                 continue
             frozen_direct, member_of, closure = current.direct_groups, current.member_of_groups, current.groups
@@ -255,18 +304,31 @@ def apply_changes(old: DirectorySnapshot, changed_users: Iterable[RawUser], chan
         else:
             closure = cache.of(frozen_direct | member_of)
         users[uid] = DirectoryUser(
-            id=user.id, dn=user.dn, username=user.username, email=user.email, name=user.name,
-            disabled=user.disabled, groups=closure, attributes=user.attributes,
-            direct_groups=frozen_direct, member_of_groups=member_of,
+            id=user.id,
+            dn=user.dn,
+            username=user.username,
+            email=user.email,
+            name=user.name,
+            disabled=user.disabled,
+            groups=closure,
+            attributes=user.attributes,
+            direct_groups=frozen_direct,
+            member_of_groups=member_of,
         )
 
-    return DirectorySnapshot(users, groups, taken_at=taken_at,
-                             full_at=old.full_at if full_at is None else full_at,
-                             since=since if since is not None else old.since, issues=issues.freeze())
+    return DirectorySnapshot(
+        users,
+        groups,
+        taken_at=taken_at,
+        full_at=old.full_at if full_at is None else full_at,
+        since=since if since is not None else old.since,
+        issues=issues.freeze(),
+    )
 
 
-def _resolve(raw: RawGroup, user_by_dn: Mapping[str, str], user_by_name: Mapping[str, str | None],
-             group_by_dn: Mapping[str, str]) -> tuple[frozenset[str], frozenset[str], tuple[str, ...]]:
+def _resolve(
+    raw: RawGroup, user_by_dn: Mapping[str, str], user_by_name: Mapping[str, str | None], group_by_dn: Mapping[str, str]
+) -> tuple[frozenset[str], frozenset[str], tuple[str, ...]]:
     member_users: set[str] = set()
     member_groups: set[str] = set()
     unresolved: list[str] = []

@@ -27,10 +27,10 @@ def make_server(config: DirectoryConfig) -> ldap3.Server:
     if config.url.startswith("ldaps://") or config.start_tls:
         # Always verify the directory's certificate: a sync over an unverified channel would let
         # anyone on the path rewrite group memberships.
-        tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, version=ssl.PROTOCOL_TLS_CLIENT,
-                        ca_certs_file=config.ca_file)
-    return ldap3.Server(config.url, tls=tls, get_info=ldap3.NONE,
-                        connect_timeout=max(0.1, config.connect_timeout.total_seconds()))
+        tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, version=ssl.PROTOCOL_TLS_CLIENT, ca_certs_file=config.ca_file)
+    return ldap3.Server(
+        config.url, tls=tls, get_info=ldap3.NONE, connect_timeout=max(0.1, config.connect_timeout.total_seconds())
+    )
 
 
 def open_connection(config: DirectoryConfig) -> ldap3.Connection:
@@ -38,11 +38,16 @@ def open_connection(config: DirectoryConfig) -> ldap3.Connection:
     password = config.bind_password.get_secret_value() if config.bind_password else None
     try:
         conn = ldap3.Connection(
-            make_server(config), user=config.bind_dn, password=password,
+            make_server(config),
+            user=config.bind_dn,
+            password=password,
             authentication=ldap3.SIMPLE if config.bind_dn else ldap3.ANONYMOUS,
-            auto_bind=ldap3.AUTO_BIND_NONE, read_only=True, raise_exceptions=True,
+            auto_bind=ldap3.AUTO_BIND_NONE,
+            read_only=True,
+            raise_exceptions=True,
             # ldap3 packs this into SO_RCVTIMEO as whole seconds
-            receive_timeout=max(1, math.ceil(config.timeout.total_seconds())), return_empty_attributes=False,
+            receive_timeout=max(1, math.ceil(config.timeout.total_seconds())),
+            return_empty_attributes=False,
             auto_referrals=False,
             # We read raw values only; skipping ldap3's per-value formatting halves the decode cost.
             # Filters and DNs we send are built with escape_filter_chars, not checked names.

@@ -80,14 +80,19 @@ def read_departures(conn: ldap3.Connection, schema: DirectorySchema, since: str,
             departures = Departures("tombstones")
             for nc in contexts:
                 query = f"({schema.change_attribute}>={escape_filter_chars(since)})"
-                for dn, attrs in paged(conn, nc, query, [schema.id_attribute], page_size,
-                                       controls=[(SHOW_DELETED, True, None)]):
+                for dn, attrs in paged(
+                    conn, nc, query, [schema.id_attribute], page_size, controls=[(SHOW_DELETED, True, None)]
+                ):
                     departures.changed.add(entry_id(schema, dn, attrs, Issues()))
             return departures
-        _warn_once("tombstones", schema.users_base,
-                   "directory: the service account sees no deleted objects in CN=Deleted Objects of %s, so every "
-                   "incremental sync lists all ids to find deletions; grant it List Contents and Read Property "
-                   "there (see docs/directory.md) to make this cheap", ", ".join(contexts))
+        _warn_once(
+            "tombstones",
+            schema.users_base,
+            "directory: the service account sees no deleted objects in CN=Deleted Objects of %s, so every "
+            "incremental sync lists all ids to find deletions; grant it List Contents and Read Property "
+            "there (see docs/directory.md) to make this cheap",
+            ", ".join(contexts),
+        )
     elif schema.accesslog:
         found = _accesslog(conn, schema, since, page_size)
         if found is not None:
@@ -132,8 +137,14 @@ def tombstones_visible(conn: ldap3.Connection, nc: str) -> bool:
     account without the right, and both get the id listing, which is correct either way.
     """
     try:
-        conn.search(f"<WKGUID={DELETED_OBJECTS_WKGUID},{nc}>", "(isDeleted=TRUE)", search_scope=ldap3.LEVEL,
-                    attributes=["objectGUID"], size_limit=1, controls=[(SHOW_DELETED, True, None)])
+        conn.search(
+            f"<WKGUID={DELETED_OBJECTS_WKGUID},{nc}>",
+            "(isDeleted=TRUE)",
+            search_scope=ldap3.LEVEL,
+            attributes=["objectGUID"],
+            size_limit=1,
+            controls=[(SHOW_DELETED, True, None)],
+        )
     except LDAPOperationResult:
         return False  # the server answered no (no such container, not AD at all): list the ids instead
     except LDAPException as exc:
@@ -155,13 +166,17 @@ def _accesslog(conn: ldap3.Connection, schema: DirectorySchema, since: str, page
     except LDAPException as exc:
         raise DirectoryUnavailable(f"search of the accesslog {log_base} failed: {describe(exc)}") from None
     if not readable:
-        _warn_once("accesslog", log_base, "directory: the accesslog %s cannot be read by the service account; "
-                   "every incremental sync lists all ids to find deletions until it can", log_base)
+        _warn_once(
+            "accesslog",
+            log_base,
+            "directory: the accesslog %s cannot be read by the service account; "
+            "every incremental sync lists all ids to find deletions until it can",
+            log_base,
+        )
         return None
     departures = Departures("accesslog")
     query = f"(&{ACCESSLOG_WRITES}(reqStart>={escape_filter_chars(since)}))"
-    for _dn, attrs in paged(conn, log_base, query, ["reqEntryUUID", "reqResult"], page_size,
-                           scope=ldap3.LEVEL):
+    for _dn, attrs in paged(conn, log_base, query, ["reqEntryUUID", "reqResult"], page_size, scope=ldap3.LEVEL):
         result = attrs.get("reqresult")
         if result and result[0] not in (b"0", "0"):
             continue  # a write the server refused changed nothing
@@ -169,8 +184,13 @@ def _accesslog(conn: ldap3.Connection, schema: DirectorySchema, since: str, page
         if not values:
             # Without reqEntryUUID (OpenLDAP before 2.5) a write cannot be tied to a known entry: the
             # listing is the only safe answer.
-            _warn_once("accesslog-uuid", log_base, "directory: the accesslog %s records no reqEntryUUID "
-                       "(OpenLDAP 2.5 or later does); listing all ids to find deletions instead", log_base)
+            _warn_once(
+                "accesslog-uuid",
+                log_base,
+                "directory: the accesslog %s records no reqEntryUUID "
+                "(OpenLDAP 2.5 or later does); listing all ids to find deletions instead",
+                log_base,
+            )
             return None
         text = decode_text(values[0])
         if text:

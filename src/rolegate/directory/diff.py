@@ -69,8 +69,14 @@ class SyncDiff:
 
     @property
     def empty(self) -> bool:
-        return not (self.users_added or self.users_removed or self.users_changed
-                    or self.groups_added or self.groups_removed or self.groups_changed)
+        return not (
+            self.users_added
+            or self.users_removed
+            or self.users_changed
+            or self.groups_added
+            or self.groups_removed
+            or self.groups_changed
+        )
 
     @property
     def newly_disabled(self) -> list[UserChange]:
@@ -78,9 +84,12 @@ class SyncDiff:
 
     def counts(self) -> dict[str, int]:
         return {
-            "users_added": len(self.users_added), "users_removed": len(self.users_removed),
-            "users_changed": len(self.users_changed), "users_disabled": len(self.newly_disabled),
-            "groups_added": len(self.groups_added), "groups_removed": len(self.groups_removed),
+            "users_added": len(self.users_added),
+            "users_removed": len(self.users_removed),
+            "users_changed": len(self.users_changed),
+            "users_disabled": len(self.newly_disabled),
+            "groups_added": len(self.groups_added),
+            "groups_removed": len(self.groups_removed),
             "groups_changed": len(self.groups_changed),
         }
 
@@ -111,24 +120,28 @@ def diff(old: DirectorySnapshot, new: DirectorySnapshot, *, describe_roles: Role
     for uid, after in new.users.items():
         before = old.users.get(uid)
         if before is None:
-            result.users_added.append(UserChange(after.username, uid, groups_added=sorted(after.groups),
-                                                 roles=roles(None, after)))
+            result.users_added.append(
+                UserChange(after.username, uid, groups_added=sorted(after.groups), roles=roles(None, after))
+            )
         elif not before.same_as(after):
             change = UserChange(after.username, uid)
             for name in _FIELDS:
                 if getattr(before, name) != getattr(after, name):
                     change.fields[name] = (getattr(before, name), getattr(after, name))
             if dict(before.attributes) != dict(after.attributes):
-                change.fields["attributes"] = ({k: list(v) for k, v in before.attributes.items()},
-                                               {k: list(v) for k, v in after.attributes.items()})
+                change.fields["attributes"] = (
+                    {k: list(v) for k, v in before.attributes.items()},
+                    {k: list(v) for k, v in after.attributes.items()},
+                )
             change.groups_added = sorted(after.groups - before.groups)
             change.groups_removed = sorted(before.groups - after.groups)
             change.roles = roles(before, after)
             result.users_changed.append(change)
     for uid, before in old.users.items():
         if uid not in new.users:
-            result.users_removed.append(UserChange(before.username, uid, groups_removed=sorted(before.groups),
-                                                   roles=roles(before, None)))
+            result.users_removed.append(
+                UserChange(before.username, uid, groups_removed=sorted(before.groups), roles=roles(before, None))
+            )
 
     def member_names(snapshot: DirectorySnapshot, group: DirectoryGroup) -> set[str]:
         names = {u.username for i in group.member_users if (u := snapshot.users.get(i)) is not None}
@@ -138,21 +151,26 @@ def diff(old: DirectorySnapshot, new: DirectorySnapshot, *, describe_roles: Role
     for gid, after_group in new.groups.items():
         before_group = old.groups.get(gid)
         if before_group is None:
-            result.groups_added.append(GroupChange(after_group.name, gid,
-                                                   members_added=sorted(member_names(new, after_group))))
+            result.groups_added.append(
+                GroupChange(after_group.name, gid, members_added=sorted(member_names(new, after_group)))
+            )
         elif before_group is not after_group:
             old_members, new_members = member_names(old, before_group), member_names(new, after_group)
-            change = GroupChange(after_group.name, gid,
-                                 renamed_from=before_group.name if before_group.name != after_group.name else None,
-                                 dn_changed=before_group.dn != after_group.dn,
-                                 members_added=sorted(new_members - old_members),
-                                 members_removed=sorted(old_members - new_members))
+            change = GroupChange(
+                after_group.name,
+                gid,
+                renamed_from=before_group.name if before_group.name != after_group.name else None,
+                dn_changed=before_group.dn != after_group.dn,
+                members_added=sorted(new_members - old_members),
+                members_removed=sorted(old_members - new_members),
+            )
             if change.renamed_from or change.dn_changed or change.members_added or change.members_removed:
                 result.groups_changed.append(change)
     for gid, before_group in old.groups.items():
         if gid not in new.groups:
-            result.groups_removed.append(GroupChange(before_group.name, gid,
-                                                     members_removed=sorted(member_names(old, before_group))))
+            result.groups_removed.append(
+                GroupChange(before_group.name, gid, members_removed=sorted(member_names(old, before_group)))
+            )
     for changes in (result.users_added, result.users_removed, result.users_changed):
         changes.sort(key=lambda c: c.username)
     for group_changes in (result.groups_added, result.groups_removed, result.groups_changed):

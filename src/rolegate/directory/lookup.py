@@ -35,8 +35,12 @@ OR_CHUNK = 50  # member values per OR filter
 
 def acceptable_username(username: Any) -> bool:
     """Cheap checks before a directory round trip: text, a sane length, no control characters."""
-    return (isinstance(username, str) and 0 < len(username) <= MAX_USERNAME and username.strip() == username
-            and not any(ord(ch) < 32 or ord(ch) == 127 for ch in username))
+    return (
+        isinstance(username, str)
+        and 0 < len(username) <= MAX_USERNAME
+        and username.strip() == username
+        and not any(ord(ch) < 32 or ord(ch) == 127 for ch in username)
+    )
 
 
 async def lookup_user(config: Any, username: str) -> DirectoryUser | None:
@@ -69,9 +73,16 @@ def _lookup(config: Any, schema: DirectorySchema, username: str) -> DirectoryUse
         if schema.disabled_filter and _matches(conn, dn, schema.disabled_filter):
             disabled_ids.add(raw.id)
         names = _group_names(conn, schema, dn, raw.username, raw.member_of)
-    return DirectoryUser(id=raw.id, dn=raw.dn, username=raw.username, email=raw.email, name=raw.name,
-                         disabled=raw.disabled or raw.id in disabled_ids, groups=frozenset(names),
-                         attributes=raw.attributes)
+    return DirectoryUser(
+        id=raw.id,
+        dn=raw.dn,
+        username=raw.username,
+        email=raw.email,
+        name=raw.name,
+        disabled=raw.disabled or raw.id in disabled_ids,
+        groups=frozenset(names),
+        attributes=raw.attributes,
+    )
 
 
 def _matches(conn: ldap3.Connection, dn: str, search_filter: str) -> bool:
@@ -88,8 +99,9 @@ def _or_filter(schema: DirectorySchema, dns: Iterable[str], uids: Iterable[str])
     return f"(&{schema.groups_filter}(|{''.join(parts)}))"
 
 
-def _group_names(conn: ldap3.Connection, schema: DirectorySchema, dn: str, username: str,
-                 member_of: tuple[str, ...]) -> set[str]:
+def _group_names(
+    conn: ldap3.Connection, schema: DirectorySchema, dn: str, username: str, member_of: tuple[str, ...]
+) -> set[str]:
     """Names of the groups holding ``dn``, then of the groups holding those, level by level."""
     names: set[str] = set()
     seen: set[str] = set()
@@ -100,7 +112,7 @@ def _group_names(conn: ldap3.Connection, schema: DirectorySchema, dn: str, usern
         found: list[str] = []
         values = [(d, None) for d in frontier_dns] + [(None, u) for u in frontier_uids]
         for i in range(0, len(values), OR_CHUNK):
-            chunk = values[i:i + OR_CHUNK]
+            chunk = values[i : i + OR_CHUNK]
             query = _or_filter(schema, [d for d, _ in chunk if d], [u for _, u in chunk if u])
             for group_dn, attrs in paged(conn, schema.groups_base, query, [schema.group_name_attribute], 500):
                 key = normalize_dn(group_dn)
@@ -121,8 +133,9 @@ def _group_names(conn: ldap3.Connection, schema: DirectorySchema, dn: str, usern
     return names
 
 
-def _member_of_groups(conn: ldap3.Connection, schema: DirectorySchema, member_of: tuple[str, ...],
-                      seen: set[str], names: set[str]) -> list[str]:
+def _member_of_groups(
+    conn: ldap3.Connection, schema: DirectorySchema, member_of: tuple[str, ...], seen: set[str], names: set[str]
+) -> list[str]:
     """Groups named by the user's memberOf that the member-side search did not find."""
     found: list[str] = []
     base = normalize_dn(schema.groups_base)
@@ -131,8 +144,9 @@ def _member_of_groups(conn: ldap3.Connection, schema: DirectorySchema, member_of
         if group_dn in seen or not (group_dn == base or group_dn.endswith("," + base)):
             continue
         try:
-            conn.search(group_dn, schema.groups_filter, search_scope=ldap3.BASE,
-                        attributes=[schema.group_name_attribute])
+            conn.search(
+                group_dn, schema.groups_filter, search_scope=ldap3.BASE, attributes=[schema.group_name_attribute]
+            )
         except LDAPException:
             continue  # outside our reach or gone: not a group we count
         for item in conn.response or ():

@@ -22,7 +22,9 @@ class DirectoryUser:
     name: str | None
     disabled: bool
     groups: frozenset[str]  # every group name the user is in, directly or through nesting
-    attributes: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: NO_ATTRIBUTES)  # mapped (beyond email, name) + scope attributes
+    attributes: Mapping[str, tuple[str, ...]] = field(
+        default_factory=lambda: NO_ATTRIBUTES
+    )  # mapped (beyond email, name) + scope attributes
     # Group ids the user is a direct member of (group side / memberOf side); kept for incremental sync.
     direct_groups: frozenset[str] = EMPTY
     member_of_groups: frozenset[str] = EMPTY
@@ -30,16 +32,27 @@ class DirectoryUser:
     def same_as(self, other: "DirectoryUser") -> bool:
         """True when nothing a caller can see differs (direct memberships are bookkeeping)."""
         return self is other or (
-            self.dn == other.dn and self.username == other.username and self.email == other.email
-            and self.name == other.name and self.disabled == other.disabled and self.groups == other.groups
+            self.dn == other.dn
+            and self.username == other.username
+            and self.email == other.email
+            and self.name == other.name
+            and self.disabled == other.disabled
+            and self.groups == other.groups
             and self.attributes == other.attributes
         )
 
     def public(self) -> dict[str, object]:
         """A JSON-ready view (for the CLI, the admin API and audit)."""
-        return {"id": self.id, "dn": self.dn, "username": self.username, "email": self.email,
-                "name": self.name, "disabled": self.disabled, "groups": sorted(self.groups),
-                "attributes": {k: list(v) for k, v in self.attributes.items()}}
+        return {
+            "id": self.id,
+            "dn": self.dn,
+            "username": self.username,
+            "email": self.email,
+            "name": self.name,
+            "disabled": self.disabled,
+            "groups": sorted(self.groups),
+            "attributes": {k: list(v) for k, v in self.attributes.items()},
+        }
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -57,12 +70,29 @@ class DirectoryGroup:
 class DirectorySnapshot:
     """An immutable, complete view of the directory; lookups by username or id are O(1)."""
 
-    __slots__ = ("users", "groups", "taken_at", "full_at", "since", "issues", "_by_username",
-                 "_incremental_ready", "_stored")
+    __slots__ = (
+        "users",
+        "groups",
+        "taken_at",
+        "full_at",
+        "since",
+        "issues",
+        "_by_username",
+        "_incremental_ready",
+        "_stored",
+    )
 
-    def __init__(self, users: Mapping[str, DirectoryUser], groups: Mapping[str, DirectoryGroup], *,
-                 taken_at: float = 0.0, full_at: float = 0.0, since: str | None = None,
-                 issues: tuple[str, ...] = (), incremental_ready: bool = True) -> None:
+    def __init__(
+        self,
+        users: Mapping[str, DirectoryUser],
+        groups: Mapping[str, DirectoryGroup],
+        *,
+        taken_at: float = 0.0,
+        full_at: float = 0.0,
+        since: str | None = None,
+        issues: tuple[str, ...] = (),
+        incremental_ready: bool = True,
+    ) -> None:
         self.users = users  # id -> user
         self.groups = groups  # id -> group
         self.taken_at = taken_at  # when this snapshot was read (epoch seconds)

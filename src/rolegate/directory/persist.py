@@ -64,14 +64,39 @@ def encode_snapshot(snapshot: DirectorySnapshot) -> dict[str, Any]:
             position = closure_index[user.groups] = len(closures)
             closures.append(sorted(user.groups))
         attributes = user.attributes
-        append([user.id, user.dn, user.username, user.email, user.name, int(user.disabled), position,
-                {k: list(v) for k, v in attributes.items()} if attributes else None])
-    groups = [[g.id, g.dn, g.name, sorted(user_index[u] for u in g.member_users if u in user_index),
-               sorted(group_index[c] for c in g.member_groups if c in group_index), list(g.unresolved)]
-              for g in snapshot.groups.values()]
-    return {"format": FORMAT, "taken_at": snapshot.taken_at, "full_at": snapshot.full_at,
-            "since": snapshot.since, "issues": list(snapshot.issues), "closures": closures,
-            "users": users, "groups": groups}
+        append(
+            [
+                user.id,
+                user.dn,
+                user.username,
+                user.email,
+                user.name,
+                int(user.disabled),
+                position,
+                {k: list(v) for k, v in attributes.items()} if attributes else None,
+            ]
+        )
+    groups = [
+        [
+            g.id,
+            g.dn,
+            g.name,
+            sorted(user_index[u] for u in g.member_users if u in user_index),
+            sorted(group_index[c] for c in g.member_groups if c in group_index),
+            list(g.unresolved),
+        ]
+        for g in snapshot.groups.values()
+    ]
+    return {
+        "format": FORMAT,
+        "taken_at": snapshot.taken_at,
+        "full_at": snapshot.full_at,
+        "since": snapshot.since,
+        "issues": list(snapshot.issues),
+        "closures": closures,
+        "users": users,
+        "groups": groups,
+    }
 
 
 def decode_snapshot(data: Any) -> DirectorySnapshot:
@@ -84,18 +109,37 @@ def decode_snapshot(data: Any) -> DirectorySnapshot:
         ids: list[str] = []
         for uid, dn, username, email, name, disabled, position, attributes in data["users"]:
             ids.append(uid)
-            users[uid] = DirectoryUser(id=uid, dn=dn, username=username, email=email, name=name,
-                                       disabled=bool(disabled), groups=closures[position],
-                                       attributes={k: tuple(v) for k, v in attributes.items()}
-                                       if attributes else NO_ATTRIBUTES)
+            users[uid] = DirectoryUser(
+                id=uid,
+                dn=dn,
+                username=username,
+                email=email,
+                name=name,
+                disabled=bool(disabled),
+                groups=closures[position],
+                attributes={k: tuple(v) for k, v in attributes.items()} if attributes else NO_ATTRIBUTES,
+            )
         group_ids = [g[0] for g in data["groups"]]
-        groups = {gid: DirectoryGroup(id=gid, dn=dn, name=name, member_users=frozenset(ids[i] for i in members),
-                                      member_groups=frozenset(group_ids[i] for i in nested),
-                                      unresolved=tuple(unresolved))
-                  for gid, dn, name, members, nested, unresolved in data["groups"]}
-        return DirectorySnapshot(users, groups, taken_at=float(data["taken_at"]), full_at=float(data["full_at"]),
-                                 since=data.get("since"), issues=tuple(data.get("issues") or ()),
-                                 incremental_ready=False)
+        groups = {
+            gid: DirectoryGroup(
+                id=gid,
+                dn=dn,
+                name=name,
+                member_users=frozenset(ids[i] for i in members),
+                member_groups=frozenset(group_ids[i] for i in nested),
+                unresolved=tuple(unresolved),
+            )
+            for gid, dn, name, members, nested, unresolved in data["groups"]
+        }
+        return DirectorySnapshot(
+            users,
+            groups,
+            taken_at=float(data["taken_at"]),
+            full_at=float(data["full_at"]),
+            since=data.get("since"),
+            issues=tuple(data.get("issues") or ()),
+            incremental_ready=False,
+        )
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise ValueError(f"damaged directory snapshot: {type(exc).__name__}") from exc
 
@@ -128,15 +172,27 @@ class _Rows:
             position = self._index[user.groups] = len(self.closures)
             self.closures.append(sorted(user.groups))
         attributes = user.attributes
-        self.rows.append([user.id, user.dn, user.username, user.email, user.name, int(user.disabled), position,
-                          {k: list(v) for k, v in attributes.items()} if attributes else None, sorted(tokens)])
+        self.rows.append(
+            [
+                user.id,
+                user.dn,
+                user.username,
+                user.email,
+                user.name,
+                int(user.disabled),
+                position,
+                {k: list(v) for k, v in attributes.items()} if attributes else None,
+                sorted(tokens),
+            ]
+        )
 
     def document(self, **extra: Any) -> dict[str, Any]:
         return {"format": LAYOUT, "closures": self.closures, "users": self.rows, **extra}
 
 
-def _memberships(groups: Iterable[DirectoryGroup], tokens: dict[str, int],
-                 only: set[str] | None = None) -> dict[str, list[int]]:
+def _memberships(
+    groups: Iterable[DirectoryGroup], tokens: dict[str, int], only: set[str] | None = None
+) -> dict[str, list[int]]:
     """user id -> numbers of the groups listing the user as a direct member (group side: the truth)."""
     found: dict[str, list[int]] = {}
     for group in groups:
@@ -152,17 +208,46 @@ def _memberships(groups: Iterable[DirectoryGroup], tokens: dict[str, int],
 
 
 def _groups_document(groups: Iterable[DirectoryGroup], tokens: dict[str, int]) -> dict[str, Any]:
-    return {"format": LAYOUT, "groups": [
-        [tokens[g.id], g.id, g.dn, g.name, sorted(tokens[c] for c in g.member_groups if c in tokens),
-         list(g.unresolved)] for g in groups]}
+    return {
+        "format": LAYOUT,
+        "groups": [
+            [
+                tokens[g.id],
+                g.id,
+                g.dn,
+                g.name,
+                sorted(tokens[c] for c in g.member_groups if c in tokens),
+                list(g.unresolved),
+            ]
+            for g in groups
+        ],
+    }
 
 
-def _pointer(snapshot: DirectorySnapshot, generation: int, chunks: list[str], delta: str | None, groups: str,
-             next_token: int, retired: list[str]) -> dict[str, Any]:
-    return {"format": LAYOUT, "generation": generation, "taken_at": snapshot.taken_at,
-            "full_at": snapshot.full_at, "since": snapshot.since, "issues": list(snapshot.issues),
-            "users": len(snapshot.users), "groups": len(snapshot.groups), "chunks": chunks, "delta": delta,
-            "group_doc": groups, "next_token": next_token, "retired": retired}
+def _pointer(
+    snapshot: DirectorySnapshot,
+    generation: int,
+    chunks: list[str],
+    delta: str | None,
+    groups: str,
+    next_token: int,
+    retired: list[str],
+) -> dict[str, Any]:
+    return {
+        "format": LAYOUT,
+        "generation": generation,
+        "taken_at": snapshot.taken_at,
+        "full_at": snapshot.full_at,
+        "since": snapshot.since,
+        "issues": list(snapshot.issues),
+        "users": len(snapshot.users),
+        "groups": len(snapshot.groups),
+        "chunks": chunks,
+        "delta": delta,
+        "group_doc": groups,
+        "next_token": next_token,
+        "retired": retired,
+    }
 
 
 def _referenced(pointer: Any) -> list[str]:
@@ -219,8 +304,12 @@ def _delta(layout: StoredLayout, basis: DirectorySnapshot, new: DirectorySnapsho
             groups_changed = True
             dirty.update(group.member_users)
             continue
-        if (before.dn != group.dn or before.name != group.name or before.member_groups != group.member_groups
-                or before.unresolved != group.unresolved):
+        if (
+            before.dn != group.dn
+            or before.name != group.name
+            or before.member_groups != group.member_groups
+            or before.unresolved != group.unresolved
+        ):
             groups_changed = True
         if before.member_users != group.member_users:
             dirty.update(before.member_users ^ group.member_users)
@@ -259,8 +348,7 @@ def adopt(store: Any, previous: DirectorySnapshot | None, new: DirectorySnapshot
     if change.dirty or change.removed or change.groups_changed:
         return False
     # Every stored row and group is what ``new`` would write: the stored documents describe ``new`` too.
-    new._stored = StoredLayout(store, layout.version, layout.pointer, layout.tokens, layout.delta_ids,
-                               layout.removed)
+    new._stored = StoredLayout(store, layout.version, layout.pointer, layout.tokens, layout.delta_ids, layout.removed)
     return True
 
 
@@ -321,8 +409,9 @@ async def _collect(store: Any, old_pointer: Any) -> None:
             log.warning("directory: could not delete the old snapshot document %s: %s", key, exc)
 
 
-async def _save_delta(store: Any, snapshot: DirectorySnapshot, layout: StoredLayout, basis: DirectorySnapshot
-                      ) -> tuple[dict[str, Any], StoredLayout] | None:
+async def _save_delta(
+    store: Any, snapshot: DirectorySnapshot, layout: StoredLayout, basis: DirectorySnapshot
+) -> tuple[dict[str, Any], StoredLayout] | None:
     """Write only the delta (and groups when they changed); None when a full write is due instead."""
     record = await store.get(NAMESPACE, SNAPSHOT_KEY)
     if record is None or record.version != layout.version:
@@ -351,8 +440,9 @@ async def _save_delta(store: Any, snapshot: DirectorySnapshot, layout: StoredLay
             await store.put(NAMESPACE, groups_key, _groups_document(snapshot.groups.values(), change.tokens))
             written.append(groups_key)
         replaced = [k for k in (old.get("delta"), old["group_doc"]) if k and k not in (delta_key, groups_key)]
-        pointer = _pointer(snapshot, generation, list(old["chunks"]), delta_key, groups_key, change.next_token,
-                           replaced)
+        pointer = _pointer(
+            snapshot, generation, list(old["chunks"]), delta_key, groups_key, change.next_token, replaced
+        )
         version = await store.put(NAMESPACE, SNAPSHOT_KEY, pointer, expected_version=layout.version)
     except VersionConflict:
         await _discard(store, written)
@@ -363,8 +453,9 @@ async def _save_delta(store: Any, snapshot: DirectorySnapshot, layout: StoredLay
     return old, StoredLayout(store, version, pointer, change.tokens, frozenset(delta_ids), frozenset(removed))
 
 
-async def _save_full(store: Any, snapshot: DirectorySnapshot, *, expected: int | None = None
-                     ) -> tuple[dict[str, Any], StoredLayout] | None:
+async def _save_full(
+    store: Any, snapshot: DirectorySnapshot, *, expected: int | None = None
+) -> tuple[dict[str, Any], StoredLayout] | None:
     """Write every document afresh (first save, a delta grown large, or a store someone else wrote).
 
     ``expected``: flip the pointer only if it still has this version (else discard and return None).
@@ -400,8 +491,9 @@ async def _save_full(store: Any, snapshot: DirectorySnapshot, *, expected: int |
             retired = _referenced(old)
             pointer = _pointer(snapshot, generation, chunks, None, groups_key, len(tokens), retired)
             try:
-                version = await store.put(NAMESPACE, SNAPSHOT_KEY, pointer,
-                                          expected_version=record.version if record is not None else 0)
+                version = await store.put(
+                    NAMESPACE, SNAPSHOT_KEY, pointer, expected_version=record.version if record is not None else 0
+                )
                 break
             except VersionConflict:
                 if expected is not None:
@@ -413,8 +505,9 @@ async def _save_full(store: Any, snapshot: DirectorySnapshot, *, expected: int |
     except BaseException:
         await _discard(store, written)
         raise
-    return (old if isinstance(old, dict) else {}), StoredLayout(store, version, pointer, tokens, frozenset(),
-                                                              frozenset())
+    return (old if isinstance(old, dict) else {}), StoredLayout(
+        store, version, pointer, tokens, frozenset(), frozenset()
+    )
 
 
 async def _discard(store: Any, keys: list[str]) -> None:
@@ -496,10 +589,16 @@ async def _load_layout(store: Any, record: Any) -> DirectorySnapshot:
                     continue
                 if uid in users:
                     raise ValueError(f"user {uid} stored twice")
-                users[uid] = DirectoryUser(id=uid, dn=dn, username=username, email=email, name=name,
-                                           disabled=bool(disabled), groups=closures[position],
-                                           attributes={k: tuple(v) for k, v in attributes.items()}
-                                           if attributes else NO_ATTRIBUTES)
+                users[uid] = DirectoryUser(
+                    id=uid,
+                    dn=dn,
+                    username=username,
+                    email=email,
+                    name=name,
+                    disabled=bool(disabled),
+                    groups=closures[position],
+                    attributes={k: tuple(v) for k, v in attributes.items()} if attributes else NO_ATTRIBUTES,
+                )
                 for token in tokens:
                     members[token].append(uid)
 
@@ -512,8 +611,9 @@ async def _load_layout(store: Any, record: Any) -> DirectorySnapshot:
             for position in range(len(chunks)):
                 assert pending is not None
                 document = await pending
-                pending = (asyncio.ensure_future(_fetch(store, chunks[position + 1]))
-                           if position + 1 < len(chunks) else None)
+                pending = (
+                    asyncio.ensure_future(_fetch(store, chunks[position + 1])) if position + 1 < len(chunks) else None
+                )
                 decode(document)
                 del document
         finally:
@@ -523,19 +623,33 @@ async def _load_layout(store: Any, record: Any) -> DirectorySnapshot:
         if delta_doc is not None:
             skip = set()
             decode(delta_doc)
-        groups = {gid: DirectoryGroup(id=gid, dn=dn, name=name, member_users=frozenset(members[token]),
-                                      member_groups=frozenset(token_gid[t] for t in nested),
-                                      unresolved=tuple(unresolved))
-                  for token, gid, dn, name, nested, unresolved in raw_groups}
+        groups = {
+            gid: DirectoryGroup(
+                id=gid,
+                dn=dn,
+                name=name,
+                member_users=frozenset(members[token]),
+                member_groups=frozenset(token_gid[t] for t in nested),
+                unresolved=tuple(unresolved),
+            )
+            for token, gid, dn, name, nested, unresolved in raw_groups
+        }
         if len(users) != pointer["users"] or len(groups) != pointer["groups"]:
             raise ValueError("user or group count differs from the pointer")
-        snapshot = DirectorySnapshot(users, groups, taken_at=float(pointer["taken_at"]),
-                                     full_at=float(pointer["full_at"]), since=pointer.get("since"),
-                                     issues=tuple(pointer.get("issues") or ()), incremental_ready=False)
+        snapshot = DirectorySnapshot(
+            users,
+            groups,
+            taken_at=float(pointer["taken_at"]),
+            full_at=float(pointer["full_at"]),
+            since=pointer.get("since"),
+            issues=tuple(pointer.get("issues") or ()),
+            incremental_ready=False,
+        )
         delta_ids = frozenset(row[0] for row in delta_doc["users"]) if delta_doc is not None else frozenset()
         removed = frozenset(delta_doc.get("removed") or ()) if delta_doc is not None else frozenset()
-        snapshot._stored = StoredLayout(store, record.version, pointer, {gid: t for t, gid in token_gid.items()},
-                                        delta_ids, removed)
+        snapshot._stored = StoredLayout(
+            store, record.version, pointer, {gid: t for t, gid in token_gid.items()}, delta_ids, removed
+        )
         return snapshot
     except (_Missing, ValueError):
         raise

@@ -40,8 +40,13 @@ class DirectorySchema:
 
     def user_attributes(self) -> list[str]:
         """The attributes to request for a user entry."""
-        names = {self.id_attribute, self.username_attribute, self.change_attribute,
-                 *self.attribute_map.values(), *self.scope_attributes.values()}
+        names = {
+            self.id_attribute,
+            self.username_attribute,
+            self.change_attribute,
+            *self.attribute_map.values(),
+            *self.scope_attributes.values(),
+        }
         if self.uac_attribute:
             names.add(self.uac_attribute)
         if self.member_of_attribute:
@@ -50,8 +55,15 @@ class DirectorySchema:
 
     def group_attributes(self) -> list[str]:
         """The attributes to request for a group entry."""
-        return sorted({self.id_attribute, self.group_name_attribute, self.change_attribute,
-                       *self.dn_member_attributes, *self.uid_member_attributes})
+        return sorted(
+            {
+                self.id_attribute,
+                self.group_name_attribute,
+                self.change_attribute,
+                *self.dn_member_attributes,
+                *self.uid_member_attributes,
+            }
+        )
 
 
 _UID_MEMBER_ATTRIBUTES = {"memberuid"}

@@ -68,15 +68,28 @@ def since_filter(schema: DirectorySchema, base: str, since: str | None) -> str:
     return f"(&{base}({schema.change_attribute}>={escape_filter_chars(since)}))"
 
 
-def paged(conn: ldap3.Connection, base: str, search_filter: str, attributes: list[str], page_size: int,
-          *, scope: Any = ldap3.SUBTREE, controls: list[tuple[str, bool, Any]] | None = None,
-          ) -> Iterator[tuple[str, dict[str, list[bytes]]]]:
+def paged(
+    conn: ldap3.Connection,
+    base: str,
+    search_filter: str,
+    attributes: list[str],
+    page_size: int,
+    *,
+    scope: Any = ldap3.SUBTREE,
+    controls: list[tuple[str, bool, Any]] | None = None,
+) -> Iterator[tuple[str, dict[str, list[bytes]]]]:
     """(dn, raw attributes keyed in lower case) for every entry; raises DirectoryUnavailable."""
     try:
         # paged_criticality: a server that cannot page must fail, not truncate at its size limit.
         for item in conn.extend.standard.paged_search(
-            base, search_filter, search_scope=scope, attributes=attributes, paged_size=page_size,
-            paged_criticality=True, generator=True, controls=controls,
+            base,
+            search_filter,
+            search_scope=scope,
+            attributes=attributes,
+            paged_size=page_size,
+            paged_criticality=True,
+            generator=True,
+            controls=controls,
         ):
             if item.get("type") != "searchResEntry":
                 continue  # continuation references: we never chase referrals during a sync
@@ -99,8 +112,13 @@ def entry_id(schema: DirectorySchema, dn: str, attrs: Mapping[str, list[bytes]],
     return "dn:" + normalize_dn(dn)
 
 
-def to_user(schema: DirectorySchema, dn: str, attrs: Mapping[str, list[bytes]], issues: Issues,
-            disabled_ids: set[str] | None = None) -> RawUser | None:
+def to_user(
+    schema: DirectorySchema,
+    dn: str,
+    attrs: Mapping[str, list[bytes]],
+    issues: Issues,
+    disabled_ids: set[str] | None = None,
+) -> RawUser | None:
     """A RawUser, or None (reported) when the entry cannot be a user: no username, not UTF-8."""
     names = attrs.get(schema.username_attribute.lower())
     username = decode_text(names[0]) if names else None
@@ -122,19 +140,32 @@ def to_user(schema: DirectorySchema, dn: str, attrs: Mapping[str, list[bytes]], 
         disabled = True
     member_of: tuple[str, ...] = ()
     if schema.member_of_attribute:
-        member_of = tuple(normalize_dn(t) for raw in attrs.get(schema.member_of_attribute.lower(), ())
-                          if (t := decode_text(raw)))
+        member_of = tuple(
+            normalize_dn(t) for raw in attrs.get(schema.member_of_attribute.lower(), ()) if (t := decode_text(raw))
+        )
     # email and name are fields of their own; keeping them out of ``attributes`` saves a dict and
     # two tuples per user, which adds up at 100k users.
     email = mapped.pop("email", None)
     name = mapped.pop("name", None)
-    return RawUser(id=uid, dn=dn, username=username.strip(), email=email[0] if email else None,
-                   name=name[0] if name else None, disabled=disabled, attributes=mapped or NO_ATTRIBUTES,
-                   member_of=member_of)
+    return RawUser(
+        id=uid,
+        dn=dn,
+        username=username.strip(),
+        email=email[0] if email else None,
+        name=name[0] if name else None,
+        disabled=disabled,
+        attributes=mapped or NO_ATTRIBUTES,
+        member_of=member_of,
+    )
 
 
-def to_group(schema: DirectorySchema, dn: str, attrs: Mapping[str, list[bytes]], issues: Issues,
-             fetch_range: Callable[[str], Mapping[str, Sequence[bytes]]]) -> RawGroup | None:
+def to_group(
+    schema: DirectorySchema,
+    dn: str,
+    attrs: Mapping[str, list[bytes]],
+    issues: Issues,
+    fetch_range: Callable[[str], Mapping[str, Sequence[bytes]]],
+) -> RawGroup | None:
     """A RawGroup with every member (ranged answers followed), or None (reported)."""
     names = attrs.get(schema.group_name_attribute.lower())
     name = decode_text(names[0]) if names else None
@@ -176,6 +207,7 @@ def _range_fetcher(conn: ldap3.Connection, dn: str) -> Callable[[str], Mapping[s
             if item.get("type") == "searchResEntry":
                 return {str(k): list(v) for k, v in (item.get("raw_attributes") or {}).items()}
         return {}
+
     return fetch
 
 
@@ -192,9 +224,15 @@ def highest_committed_usn(conn: ldap3.Connection) -> int | None:
     return None
 
 
-def read_directory(conn: ldap3.Connection, schema: DirectorySchema, page_size: int, *, since: str | None = None,
-                   progress: Progress | None = None, known: Mapping[str, DirectoryUser] | None = None
-                   ) -> ReadResult:
+def read_directory(
+    conn: ldap3.Connection,
+    schema: DirectorySchema,
+    page_size: int,
+    *,
+    since: str | None = None,
+    progress: Progress | None = None,
+    known: Mapping[str, DirectoryUser] | None = None,
+) -> ReadResult:
     """Users and groups (all, or changed since ``since``); raises DirectoryUnavailable on any failure.
 
     ``known``: the users serving now, by id; values read that equal theirs are kept as their copies.
@@ -218,8 +256,9 @@ def read_directory(conn: ldap3.Connection, schema: DirectorySchema, page_size: i
             disabled_ids.add(entry_id(schema, dn, attrs, Issues()))
 
     count = 0
-    for dn, attrs in paged(conn, schema.users_base, since_filter(schema, schema.users_filter, since),
-                           schema.user_attributes(), page_size):
+    for dn, attrs in paged(
+        conn, schema.users_base, since_filter(schema, schema.users_filter, since), schema.user_attributes(), page_size
+    ):
         watermark.see(attrs.get(change_key))
         user = to_user(schema, dn, attrs, result.issues, disabled_ids)
         if user is not None:
@@ -235,8 +274,13 @@ def read_directory(conn: ldap3.Connection, schema: DirectorySchema, page_size: i
         progress("users", count)
 
     count = 0
-    for dn, attrs in paged(conn, schema.groups_base, since_filter(schema, schema.groups_filter, since),
-                           schema.group_attributes(), page_size):
+    for dn, attrs in paged(
+        conn,
+        schema.groups_base,
+        since_filter(schema, schema.groups_filter, since),
+        schema.group_attributes(),
+        page_size,
+    ):
         watermark.see(attrs.get(change_key))
         group = to_group(schema, dn, attrs, result.issues, _range_fetcher(conn, dn))
         if group is not None:

@@ -26,10 +26,15 @@ class DeletionCheck:
         return self.losing > self.allowed
 
     def explain(self) -> str:
-        named = "; ".join(f"{kind}: {_names(names)}" for kind, names in
-                          (("removed", self.removed), ("disabled", self.disabled)) if names)
-        return (f"the sync would remove or disable {self.losing} of {self.current} users"
-                f"{f' ({named})' if named else ''}; max_deletions allows {self.allowed}")
+        named = "; ".join(
+            f"{kind}: {_names(names)}"
+            for kind, names in (("removed", self.removed), ("disabled", self.disabled))
+            if names
+        )
+        return (
+            f"the sync would remove or disable {self.losing} of {self.current} users"
+            f"{f' ({named})' if named else ''}; max_deletions allows {self.allowed}"
+        )
 
 
 def _names(names: tuple[str, ...]) -> str:

@@ -61,9 +61,16 @@ def directory_config(config: Any) -> DirectoryConfig:
 class DirectorySync:
     """Keeps the Store's directory snapshot in step with LDAP / Active Directory."""
 
-    def __init__(self, config: Any, store: Any, *, clock: Callable[[], float] = time.time,
-                 describe_roles: RolesHook | None = None, progress: Progress | None = None,
-                 audit: AuditSink | None = None) -> None:
+    def __init__(
+        self,
+        config: Any,
+        store: Any,
+        *,
+        clock: Callable[[], float] = time.time,
+        describe_roles: RolesHook | None = None,
+        progress: Progress | None = None,
+        audit: AuditSink | None = None,
+    ) -> None:
         self.config = directory_config(config)
         self.schema: DirectorySchema = resolve_schema(self.config)
         self.store = store
@@ -107,8 +114,12 @@ class DirectorySync:
         failures = 0
         while True:
             last_full = self.status.last_full
-            full = (self.snapshot is None or not self.snapshot.incremental_ready or last_full is None
-                    or self.clock() - last_full >= full_every)
+            full = (
+                self.snapshot is None
+                or not self.snapshot.incremental_ready
+                or last_full is None
+                or self.clock() - last_full >= full_every
+            )
             result = await self.sync_now(full=full)
             if result.error is not None:
                 failures += 1
@@ -190,22 +201,30 @@ class DirectorySync:
             self._failed(result.error or "unknown error")
         return result
 
-    def _read_and_build(self, old: DirectorySnapshot, full: bool, began: float
-                        ) -> tuple[DirectorySnapshot, ReadResult]:
+    def _read_and_build(self, old: DirectorySnapshot, full: bool, began: float) -> tuple[DirectorySnapshot, ReadResult]:
         since = None if full else old.since
         started = time.monotonic()
         with paused_gc(), connection(self.config) as conn:
             start_usn = highest_committed_usn(conn) if self.schema.change_is_integer else None
-            read = read_directory(conn, self.schema, self.config.page_size, since=since, progress=self.progress,
-                                  known=old.users)
+            read = read_directory(
+                conn, self.schema, self.config.page_size, since=since, progress=self.progress, known=old.users
+            )
         next_since = self._next_since(since, read, start_usn, time.monotonic() - started)
         with paused_gc():
             if full:
-                new = build_snapshot(read.users, read.groups, issues=read.issues, taken_at=began,
-                                     since=next_since, reuse=old)
+                new = build_snapshot(
+                    read.users, read.groups, issues=read.issues, taken_at=began, since=next_since, reuse=old
+                )
             else:
-                new = apply_changes(old, read.users, read.groups, issues=read.issues, taken_at=began,
-                                    since=next_since, departures=read.departures)
+                new = apply_changes(
+                    old,
+                    read.users,
+                    read.groups,
+                    issues=read.issues,
+                    taken_at=began,
+                    since=next_since,
+                    departures=read.departures,
+                )
         for issue in read.issues.items[:20]:
             log.info("directory: %s", issue)
         read.entries = len(read.users) + len(read.groups)
@@ -236,15 +255,23 @@ class DirectorySync:
             s.last_full = began
         s.users, s.groups, s.pending_deletions, s.issues = len(new.users), len(new.groups), 0, len(new.issues)
         counts = result.diff.counts()
-        log.info("directory: %s sync applied: %d users, %d groups (%s) in %.2fs",
-                 "full" if result.full else "incremental", s.users, s.groups,
-                 ", ".join(f"{k} {v}" for k, v in counts.items() if v) or "no changes", result.duration)
+        log.info(
+            "directory: %s sync applied: %d users, %d groups (%s) in %.2fs",
+            "full" if result.full else "incremental",
+            s.users,
+            s.groups,
+            ", ".join(f"{k} {v}" for k, v in counts.items() if v) or "no changes",
+            result.duration,
+        )
 
     def _refused(self, result: SyncResult, losing: int, why: str) -> None:
         s = self.status
         s.state, s.pending_deletions, s.last_error = "refused", losing, f"refused: {why}"
-        log.error("directory: sync refused, nothing applied: %s. Fix the directory or filters, "
-                  "or run `rolegate sync --force` to apply it.", why)
+        log.error(
+            "directory: sync refused, nothing applied: %s. Fix the directory or filters, "
+            "or run `rolegate sync --force` to apply it.",
+            why,
+        )
 
     def _failed(self, error: str) -> None:
         s = self.status
@@ -257,8 +284,12 @@ class DirectorySync:
         for key, value in body.items():
             if isinstance(value, list) and len(value) > AUDIT_LIST_LIMIT:
                 body[key] = value[:AUDIT_LIST_LIMIT] + [{"truncated": len(value) - AUDIT_LIST_LIMIT}]
-        body.update(kind="full" if result.full else "incremental", forced=result.forced,
-                    users=result.users, groups=result.groups)
+        body.update(
+            kind="full" if result.full else "incremental",
+            forced=result.forced,
+            users=result.users,
+            groups=result.groups,
+        )
         try:
             if self.audit is not None:
                 await self.audit("directory.sync", body)

@@ -34,11 +34,20 @@ class SyncStatus:
         return self.last_success is not None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"state": self.state, "ready": self.ready, "last_success": self.last_success,
-                "last_full": self.last_full, "last_attempt": self.last_attempt, "last_error": self.last_error,
-                "consecutive_failures": self.consecutive_failures, "users": self.users, "groups": self.groups,
-                "pending_deletions": self.pending_deletions, "issues": self.issues,
-                "next_attempt": self.next_attempt}
+        return {
+            "state": self.state,
+            "ready": self.ready,
+            "last_success": self.last_success,
+            "last_full": self.last_full,
+            "last_attempt": self.last_attempt,
+            "last_error": self.last_error,
+            "consecutive_failures": self.consecutive_failures,
+            "users": self.users,
+            "groups": self.groups,
+            "pending_deletions": self.pending_deletions,
+            "issues": self.issues,
+            "next_attempt": self.next_attempt,
+        }
 
 
 @dataclass(slots=True)
@@ -65,8 +74,20 @@ class SyncResult:
         return self.error is None and not self.refused
 
     def as_dict(self) -> dict[str, Any]:
-        return {"kind": "full" if self.full else "incremental", "ok": self.ok, "applied": self.applied,
-                "dry_run": self.dry_run, "refused": self.refused, "forced": self.forced, "error": self.error,
-                "refusal": self.refusal, "pending_deletions": self.pending_deletions, "users": self.users,
-                "groups": self.groups, "entries_read": self.entries_read, "issues": list(self.issues),
-                "duration": round(self.duration, 3), "diff": self.diff.as_dict()}
+        return {
+            "kind": "full" if self.full else "incremental",
+            "ok": self.ok,
+            "applied": self.applied,
+            "dry_run": self.dry_run,
+            "refused": self.refused,
+            "forced": self.forced,
+            "error": self.error,
+            "refusal": self.refusal,
+            "pending_deletions": self.pending_deletions,
+            "users": self.users,
+            "groups": self.groups,
+            "entries_read": self.entries_read,
+            "issues": list(self.issues),
+            "duration": round(self.duration, 3),
+            "diff": self.diff.as_dict(),
+        }

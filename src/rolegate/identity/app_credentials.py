@@ -60,6 +60,7 @@ class AppCaller:
 
 # -- API keys ------------------------------------------------------------------------------------------------
 
+
 def _hash(secret: str) -> str:
     return hashlib.sha256(b"rolegate-app-key\0" + secret.encode()).hexdigest()
 
@@ -68,8 +69,8 @@ def parse_key(token: str) -> tuple[str, str] | None:
     """(key id, secret) of an ``rgk_`` key, or None when the text is not shaped like one."""
     if not token.startswith(KEY_PREFIX):
         return None
-    rest = token[len(KEY_PREFIX):]
-    key_id, sep, secret = rest[:_ID_HEX], rest[_ID_HEX:_ID_HEX + 1], rest[_ID_HEX + 1:]
+    rest = token[len(KEY_PREFIX) :]
+    key_id, sep, secret = rest[:_ID_HEX], rest[_ID_HEX : _ID_HEX + 1], rest[_ID_HEX + 1 :]
     if sep != "_" or len(key_id) != _ID_HEX or any(c not in "0123456789abcdef" for c in key_id) or len(secret) < 32:
         return None
     return key_id, secret
@@ -89,18 +90,32 @@ class KeyRecord:
     def from_value(cls, key_id: str, value: Any) -> "KeyRecord | None":
         if not isinstance(value, dict) or not isinstance(value.get("app"), str):
             return None
-        return cls(id=key_id, app=value["app"], label=str(value.get("label") or ""),
-                   created_at=float(value.get("created_at") or 0), created_by=str(value.get("created_by") or ""),
-                   revoked_at=value.get("revoked_at"), revoked_by=value.get("revoked_by"))
+        return cls(
+            id=key_id,
+            app=value["app"],
+            label=str(value.get("label") or ""),
+            created_at=float(value.get("created_at") or 0),
+            created_by=str(value.get("created_by") or ""),
+            revoked_at=value.get("revoked_at"),
+            revoked_by=value.get("revoked_by"),
+        )
 
     def public(self) -> dict[str, Any]:
         """What lists and the audit trail show: everything but the hash."""
-        return {"id": self.id, "app": self.app, "label": self.label, "created_at": self.created_at,
-                "created_by": self.created_by, "revoked_at": self.revoked_at, "revoked_by": self.revoked_by}
+        return {
+            "id": self.id,
+            "app": self.app,
+            "label": self.label,
+            "created_at": self.created_at,
+            "created_by": self.created_by,
+            "revoked_at": self.revoked_at,
+            "revoked_by": self.revoked_by,
+        }
 
 
-async def create_key(store: Store, app: str, *, by: str, label: str = "", audit: AuditLog | None = None,
-                     now: float | None = None) -> tuple[str, KeyRecord]:
+async def create_key(
+    store: Store, app: str, *, by: str, label: str = "", audit: AuditLog | None = None, now: float | None = None
+) -> tuple[str, KeyRecord]:
     """A new key for ``app``: (the key text, shown once; its record). Only the secret's hash is stored."""
     now = time.time() if now is None else now
     while True:
@@ -115,8 +130,9 @@ async def create_key(store: Store, app: str, *, by: str, label: str = "", audit:
     return f"{KEY_PREFIX}{key_id}_{secret}", record
 
 
-async def revoke_key(store: Store, key_id: str, *, by: str, audit: AuditLog | None = None,
-                     now: float | None = None) -> tuple[KeyRecord, bool] | None:
+async def revoke_key(
+    store: Store, key_id: str, *, by: str, audit: AuditLog | None = None, now: float | None = None
+) -> tuple[KeyRecord, bool] | None:
     """Revoke a key by id: (its record, whether it changed now); None when there is no such key."""
     found = await store.get(NAMESPACE, key_id)
     record = KeyRecord.from_value(key_id, found.value) if found is not None else None
@@ -141,8 +157,11 @@ async def list_keys(store: Store) -> list[KeyRecord]:
 async def _audit(audit: AuditLog | None, by: str, key_id: str, action: str, before: Any, after: Any) -> None:
     if audit is None:
         return
-    await audit.emit_durable(admin_change_event(actor=by, target=f"{NAMESPACE}/{key_id}", action=action,
-                                                before=before, after=after, via="cli"))
+    await audit.emit_durable(
+        admin_change_event(
+            actor=by, target=f"{NAMESPACE}/{key_id}", action=action, before=before, after=after, via="cli"
+        )
+    )
 
 
 async def check_key(store: Store, config: Config, token: str) -> AppCaller:
@@ -170,6 +189,7 @@ async def check_key(store: Store, config: Config, token: str) -> AppCaller:
 
 
 # -- IdP client-credentials tokens ---------------------------------------------------------------------------
+
 
 def app_audiences(config: Config) -> dict[str, str]:
     """client_id -> the audience its tokens must carry, for every app with a client_id."""

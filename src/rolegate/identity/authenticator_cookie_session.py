@@ -114,9 +114,11 @@ class CookieSessionAuthenticator(Authenticator):
             claims = None
             if isinstance(tokens.get("id_token"), str):
                 claims = await stage.provider_tokens.verify_refreshed_id_token(
-                    tokens["id_token"], subject=session.data["sub"])
-                principal = principal_from_claims(claims, username_claim=oidc.username_claim,
-                                                  groups_claim=oidc.groups_claim, auth="session")
+                    tokens["id_token"], subject=session.data["sub"]
+                )
+                principal = principal_from_claims(
+                    claims, username_claim=oidc.username_claim, groups_claim=oidc.groups_claim, auth="session"
+                )
         except TokenRefused as exc:
             log.info("session %s ended: the provider refused its refresh (%s)", session.principal.session_id, exc.error)
             await sessions.end(session.key)

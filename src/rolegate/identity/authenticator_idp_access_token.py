@@ -44,9 +44,13 @@ class IdPAccessTokenAuthenticator(BearerAuthenticator):
             claims = await stage.provider_tokens.verify_access_token(token, oidc.access_token_audience)
             if _an_apps_own(stage.config, claims):
                 raise ValueError("a client-credentials token of an app (apps:) is not a user's")
-            principal = principal_from_claims(claims, username_claim=oidc.username_claim,
-                                              groups_claim=oidc.groups_claim, auth="bearer",
-                                              expires_at=float(claims["exp"]))
+            principal = principal_from_claims(
+                claims,
+                username_claim=oidc.username_claim,
+                groups_claim=oidc.groups_claim,
+                auth="bearer",
+                expires_at=float(claims["exp"]),
+            )
         except (InvalidProviderToken, ValueError) as exc:
             raise SignInRequired(f"provider access token refused: {exc}", bearer_error="invalid_token") from None
         # An opaque reference for logs/audit: a hash of the jti (or of the token) never the token itself..
@@ -58,8 +62,11 @@ def _an_apps_own(config: Config, claims: dict[str, Any]) -> bool:
     """A configured app's client-credentials token (``sub`` = its ``client_id``): never a user, whatever the
     username claim says (an app authenticates to the admin API only, as itself)."""
     client = claims.get("client_id")
-    return (isinstance(client, str) and claims.get("sub") == client
-            and any(app.client_id == client for app in getattr(config, "apps", {}).values()))
+    return (
+        isinstance(client, str)
+        and claims.get("sub") == client
+        and any(app.client_id == client for app in getattr(config, "apps", {}).values())
+    )
 
 
 def _token_ref(jti: object, token: str) -> str:
@@ -72,5 +79,3 @@ def _factory(stage: "IdentityStage") -> Authenticator | None:
     if stage.config.oidc is None:
         return None
     return IdPAccessTokenAuthenticator(stage)
-
-

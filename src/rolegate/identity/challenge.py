@@ -31,8 +31,9 @@ def is_browser_navigation(request: web.BaseRequest, method: str | None = None) -
     return (method or request.method).upper() in _NAVIGATION_METHODS and wants_html(request)
 
 
-def challenge_response(request: web.BaseRequest, error: Unauthenticated, *, method: str | None = None,
-                       redirect: bool = True) -> web.Response:
+def challenge_response(
+    request: web.BaseRequest, error: Unauthenticated, *, method: str | None = None, redirect: bool = True
+) -> web.Response:
     """302 to the login URL for a browser navigation, else 401 + WWW-Authenticate (HTML or JSON body)."""
     login_url = getattr(error, "login_url", None)
     if redirect and login_url and is_browser_navigation(request, method):

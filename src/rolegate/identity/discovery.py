@@ -89,7 +89,9 @@ class ProviderMetadata:
             raise ProviderUnavailable(f"discovery {url}: {exc}") from None
         # OIDC Discovery §4.3: the issuer in the document must be exactly the one configured.
         if not isinstance(doc, dict) or doc.get("issuer", "").rstrip("/") != self.issuer:
-            raise ProviderUnavailable(f"discovery {url}: issuer mismatch ({doc.get('issuer') if isinstance(doc, dict) else doc!r})")
+            raise ProviderUnavailable(
+                f"discovery {url}: issuer mismatch ({doc.get('issuer') if isinstance(doc, dict) else doc!r})"
+            )
         for field in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
             if not isinstance(doc.get(field), str):
                 raise ProviderUnavailable(f"discovery {url}: no {field}")
@@ -108,15 +110,18 @@ class HttpSource:
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                headers={"User-Agent": "rolegate"}, cookie_jar=aiohttp.DummyCookieJar())
+                headers={"User-Agent": "rolegate"}, cookie_jar=aiohttp.DummyCookieJar()
+            )
         return self._session
 
     async def get_json(self, url: str, *, timeout: float, headers: dict[str, str] | None = None) -> Any:
-        async with self.session.get(url, headers=headers, allow_redirects=False,
-                                    timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+        async with self.session.get(
+            url, headers=headers, allow_redirects=False, timeout=aiohttp.ClientTimeout(total=timeout)
+        ) as resp:
             if resp.status != 200:
-                raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status,
-                                                  message=f"HTTP {resp.status}")
+                raise aiohttp.ClientResponseError(
+                    resp.request_info, (), status=resp.status, message=f"HTTP {resp.status}"
+                )
             return await resp.json(content_type=None)
 
     async def close(self) -> None:

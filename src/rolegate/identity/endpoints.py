@@ -42,7 +42,9 @@ LOGGED_OUT_PATH = "/.rolegate/logged-out"
 _USED_STATES = "login_states_used"
 _USED_LOGOUT_JTIS = "logout_jtis_used"
 # Claims from userinfo never override the ID token's protocol claims.
-_PROTOCOL_CLAIMS = frozenset({"iss", "aud", "exp", "iat", "nbf", "nonce", "azp", "at_hash", "c_hash", "sid", "auth_time"})
+_PROTOCOL_CLAIMS = frozenset(
+    {"iss", "aud", "exp", "iat", "nbf", "nonce", "azp", "at_hash", "c_hash", "sid", "auth_time"}
+)
 
 _SIGNED_OUT_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
@@ -87,8 +89,12 @@ class IdentityEndpoints:
     def _cookie_args(self, stage: "IdentityStage", *, path: str = "/") -> dict[str, Any]:
         session = stage.config.session
         assert session is not None
-        args: dict[str, Any] = {"path": path, "httponly": True, "secure": stage.config.server.secure_cookies,
-                "samesite": session.same_site}
+        args: dict[str, Any] = {
+            "path": path,
+            "httponly": True,
+            "secure": stage.config.server.secure_cookies,
+            "samesite": session.same_site,
+        }
         if session.domain:
             args["domain"] = session.domain
         return args
@@ -100,8 +106,9 @@ class IdentityEndpoints:
             rd = request.query.get("rd")
             target = stage.redirects.safe_target(rd) if rd else stage.redirects.public_url + "/"
             if target is None:
-                raise BadRequest(f"login with a refused return target {rd!r}",
-                                 public_message="That return address is not allowed.")
+                raise BadRequest(
+                    f"login with a refused return target {rd!r}", public_message="That return address is not allowed."
+                )
             assert stage.client is not None and stage.login_sealer is not None and stage.metadata is not None
             await stage.metadata.reachable()  # a provider that is down gets the clear 503 page, not a dead link
             login = LoginRequest(target)
@@ -112,8 +119,12 @@ class IdentityEndpoints:
         name = LOGIN_COOKIE_PREFIX + _state_tag(login.state)
         sealed = stage.login_sealer.seal(login.to_dict(), name=name, ttl=LOGIN_TTL)
         # Only the callback ever needs it; it expires on its own if the sign-in is abandoned.
-        response.set_cookie(name, sealed, max_age=int(LOGIN_TTL),
-                            **{**self._cookie_args(stage, path="/.rolegate/callback"), "samesite": "Lax"})
+        response.set_cookie(
+            name,
+            sealed,
+            max_age=int(LOGIN_TTL),
+            **{**self._cookie_args(stage, path="/.rolegate/callback"), "samesite": "Lax"},
+        )
         return response
 
     # -- /.rolegate/callback ------------------------------------------------------------------
@@ -131,8 +142,16 @@ class IdentityEndpoints:
         try:
             return await self._callback(request)
         except RolegateError as exc:
-            self._audit(signin_event(user=None, method="oidc", outcome="failed", reason=exc.detail or exc.code,
-                                     ref=exc.reference, client=request.remote))
+            self._audit(
+                signin_event(
+                    user=None,
+                    method="oidc",
+                    outcome="failed",
+                    reason=exc.detail or exc.code,
+                    ref=exc.reference,
+                    client=request.remote,
+                )
+            )
             extra = ""
             if isinstance(exc, SignInFailed) and wants_html(request):
                 extra = '<p><a href="/.rolegate/login">Sign in again</a></p>'
@@ -160,8 +179,13 @@ class IdentityEndpoints:
         await stage.open()
         # One use per state, across workers: a replayed callback stops here.
         try:
-            await stage.store.put(_USED_STATES, hashlib.sha256(state.encode()).hexdigest(), 1,
-                                  expected_version=0, expires_at=time.time() + LOGIN_TTL + 60)
+            await stage.store.put(
+                _USED_STATES,
+                hashlib.sha256(state.encode()).hexdigest(),
+                1,
+                expected_version=0,
+                expires_at=time.time() + LOGIN_TTL + 60,
+            )
         except VersionConflict:
             raise SignInFailed("replayed callback (state already used)") from None
         except StoreUnavailable as exc:
@@ -174,8 +198,9 @@ class IdentityEndpoints:
         if not isinstance(id_token, str):
             raise SignInFailed("token response without an ID token")
         try:
-            claims = await stage.provider_tokens.verify_id_token(id_token, nonce=login.nonce,
-                                                                 access_token=tokens.get("access_token"))
+            claims = await stage.provider_tokens.verify_id_token(
+                id_token, nonce=login.nonce, access_token=tokens.get("access_token")
+            )
         except InvalidProviderToken as exc:
             raise SignInFailed(f"ID token rejected: {exc}") from None
         if oidc.userinfo:
@@ -184,26 +209,38 @@ class IdentityEndpoints:
                 raise SignInFailed("userinfo names another subject")
             claims = {**claims, **{k: v for k, v in info.items() if k not in _PROTOCOL_CLAIMS}}
         try:
-            principal = principal_from_claims(claims, username_claim=oidc.username_claim,
-                                              groups_claim=oidc.groups_claim, auth="session")
+            principal = principal_from_claims(
+                claims, username_claim=oidc.username_claim, groups_claim=oidc.groups_claim, auth="session"
+            )
         except ValueError as exc:
             raise SignInFailed(str(exc)) from None
         try:
-            session_id, tag, session = await stage.sessions.create(claims=claims, principal=principal,
-                                                                   tokens=tokens, issuer=oidc.issuer)
+            session_id, tag, session = await stage.sessions.create(
+                claims=claims, principal=principal, tokens=tokens, issuer=oidc.issuer
+            )
         except StoreUnavailable as exc:
             raise ProviderUnavailable(f"store: {exc}") from None
         log.info("signed in %s (session %s)", principal.username, session.principal.session_id)
-        self._audit(signin_event(user=principal.username, method="oidc", session_id=session.principal.session_id,
-                                 groups=sorted(principal.groups), client=request.remote))
+        self._audit(
+            signin_event(
+                user=principal.username,
+                method="oidc",
+                session_id=session.principal.session_id,
+                groups=sorted(principal.groups),
+                client=request.remote,
+            )
+        )
         response = web.Response(status=302, headers={"Location": login.return_to, "Cache-Control": "no-store"})
         session_config = stage.config.session
         assert session_config is not None and stage.cookie_sealer is not None
         cookie_name = session_config.cookie_name
         lifetime = session_config.lifetime.total_seconds()
-        response.set_cookie(cookie_name, stage.cookie_sealer.seal({"i": session_id, "u": tag}, name=cookie_name,
-                                                                  ttl=lifetime),
-                            max_age=int(lifetime), **self._cookie_args(stage))
+        response.set_cookie(
+            cookie_name,
+            stage.cookie_sealer.seal({"i": session_id, "u": tag}, name=cookie_name, ttl=lifetime),
+            max_age=int(lifetime),
+            **self._cookie_args(stage),
+        )
         response.del_cookie(name, path="/.rolegate/callback", domain=session_config.domain)
         return response
 
@@ -211,10 +248,16 @@ class IdentityEndpoints:
     async def logout(self, request: web.Request) -> web.StreamResponse:
         if _sent_by_another_site(request, self.holder.runtime.config.server):
             # Signing out is a change: another site may not make it on the user's behalf (logout CSRF).
-            return web.Response(text=_CONFIRM_SIGN_OUT_PAGE, content_type="text/html",
-                                headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY",
-                                         "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
-                                                                    "form-action 'self'; frame-ancestors 'none'"})
+            return web.Response(
+                text=_CONFIRM_SIGN_OUT_PAGE,
+                content_type="text/html",
+                headers={
+                    "Cache-Control": "no-store",
+                    "X-Frame-Options": "DENY",
+                    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+                    "form-action 'self'; frame-ancestors 'none'",
+                },
+            )
         try:
             stage = self._stage()
             session = await stage.session_from_request(request)
@@ -223,8 +266,14 @@ class IdentityEndpoints:
                 id_token = stage.sessions.id_token(session)
                 await stage.sessions.end(session.key)
                 log.info("signed out %s (session %s)", session.principal.username, session.principal.session_id)
-                self._audit(signout_event(user=session.principal.username, reason="user",
-                                          session_id=session.principal.session_id, client=request.remote))
+                self._audit(
+                    signout_event(
+                        user=session.principal.username,
+                        reason="user",
+                        session_id=session.principal.session_id,
+                        client=request.remote,
+                    )
+                )
         except RolegateError as exc:
             return error_response(request, exc)
         except StoreUnavailable as exc:
@@ -241,18 +290,24 @@ class IdentityEndpoints:
                 params["id_token_hint"] = id_token
             location = endpoint + ("&" if "?" in endpoint else "?") + urlencode(params)
         if wants_html(request) or request.method == "GET":
-            response: web.Response = web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
+            response: web.Response = web.Response(
+                status=302, headers={"Location": location, "Cache-Control": "no-store"}
+            )
         else:
-            response = web.json_response({"signed_out": True, "end_session_url": location},
-                                         headers={"Cache-Control": "no-store"})
+            response = web.json_response(
+                {"signed_out": True, "end_session_url": location}, headers={"Cache-Control": "no-store"}
+            )
         response.del_cookie(session_config.cookie_name, path="/", domain=session_config.domain)
         return response
 
     async def logged_out(self, request: web.Request) -> web.StreamResponse:
         stage = getattr(self.holder.runtime, "identity", None)
         home = stage.redirects.public_url + "/" if stage is not None else "/"
-        return web.Response(text=_SIGNED_OUT_PAGE.format(home=html.escape(home)), content_type="text/html",
-                            headers={"Cache-Control": "no-store"})
+        return web.Response(
+            text=_SIGNED_OUT_PAGE.format(home=html.escape(home)),
+            content_type="text/html",
+            headers={"Cache-Control": "no-store"},
+        )
 
     # -- /.rolegate/logout/backchannel --------------------------------------------------------
     async def backchannel_logout(self, request: web.Request) -> web.StreamResponse:
@@ -273,28 +328,41 @@ class IdentityEndpoints:
             claims = await stage.provider_tokens.verify_logout_token(token)
             await stage.open()
             try:
-                await stage.store.put(_USED_LOGOUT_JTIS, hashlib.sha256(str(claims["jti"]).encode()).hexdigest(), 1,
-                                      expected_version=0, expires_at=time.time() + 3600)
+                await stage.store.put(
+                    _USED_LOGOUT_JTIS,
+                    hashlib.sha256(str(claims["jti"]).encode()).hexdigest(),
+                    1,
+                    expected_version=0,
+                    expires_at=time.time() + 3600,
+                )
             except VersionConflict:
                 raise BadRequest("replayed logout token") from None
             sub = claims.get("sub") if isinstance(claims.get("sub"), str) else None
             sid = claims.get("sid") if isinstance(claims.get("sid"), str) else None
             ended = await stage.sessions.end_matching(sub=sub, idp_sid=sid, issuer=stage.config.oidc.issuer)
             log.info("back-channel logout ended %d session(s)", ended)
-            self._audit(signout_event(user=sub, reason="revoked", session_id=f"idp-sid:{sid}" if sid else None,
-                                      client=request.remote))
+            self._audit(
+                signout_event(
+                    user=sub, reason="revoked", session_id=f"idp-sid:{sid}" if sid else None, client=request.remote
+                )
+            )
             return web.Response(status=200, headers=headers)
         except InvalidProviderToken as exc:
             error = BadRequest(f"invalid logout token: {exc}")
             _malformed.info("back-channel logout refused ref=%s: %s", error.reference, error.detail)
-            return web.json_response({"error": "invalid_request", "error_description": "invalid logout token",
-                                      "reference": error.reference}, status=400, headers=headers)
+            return web.json_response(
+                {"error": "invalid_request", "error_description": "invalid logout token", "reference": error.reference},
+                status=400,
+                headers=headers,
+            )
         except RolegateError as exc:
             status = 501 if isinstance(exc, NotFound) else 400 if exc.status < 500 else exc.status
-            (_malformed if status == 400 else log).info("back-channel logout refused ref=%s: %s", exc.reference,
-                                                        exc.detail)
-            return web.json_response({"error": "invalid_request", "reference": exc.reference}, status=status,
-                                     headers=headers)
+            (_malformed if status == 400 else log).info(
+                "back-channel logout refused ref=%s: %s", exc.reference, exc.detail
+            )
+            return web.json_response(
+                {"error": "invalid_request", "reference": exc.reference}, status=status, headers=headers
+            )
         except StoreUnavailable as exc:
             log.warning("back-channel logout failed: store unavailable: %s", exc)
             return web.json_response({"error": "temporarily_unavailable"}, status=503, headers=headers)

@@ -96,8 +96,10 @@ class Original:
 def _one(request: web.BaseRequest, name: str, proxy: str) -> str:
     values = request.headers.getall(name, ())
     if len(values) != 1 or not values[0]:
-        raise RoutingInputError(f"proxy {proxy}: expected one {name} header, got {len(values)}"
-                                + (" (empty)" if values and not values[0] else ""))
+        raise RoutingInputError(
+            f"proxy {proxy}: expected one {name} header, got {len(values)}"
+            + (" (empty)" if values and not values[0] else "")
+        )
     return values[0]
 
 
@@ -106,7 +108,7 @@ def _path_after_endpoint(request: web.BaseRequest) -> str:
     raw = request.raw_path
     if not raw.startswith(ENDPOINT):
         raise RoutingInputError("forward-auth reached through a non-canonical path")
-    rest = raw[len(ENDPOINT):]
+    rest = raw[len(ENDPOINT) :]
     return rest if rest.startswith("/") else ""
 
 
@@ -134,14 +136,16 @@ def read_original(request: web.BaseRequest, proxy: str) -> Original:
     for name in _URI_HEADERS:
         if name != convention.uri and name in headers:
             if any(value != uri for value in headers.getall(name)):
-                raise RoutingInputError(f"proxy {proxy}: {name} names another target than "
-                                        f"{convention.uri or 'the path'}")
+                raise RoutingInputError(
+                    f"proxy {proxy}: {name} names another target than {convention.uri or 'the path'}"
+                )
             ignored.append(name)
     for name in _METHOD_HEADERS:
         if name != convention.method and name in headers:
             if any(value.upper() != method for value in headers.getall(name)):
-                raise RoutingInputError(f"proxy {proxy}: {name} names another method than "
-                                        f"{convention.method or 'the request'}")
+                raise RoutingInputError(
+                    f"proxy {proxy}: {name} names another method than {convention.method or 'the request'}"
+                )
             ignored.append(name)
     if convention.host != "X-Forwarded-Host" and "X-Forwarded-Host" in headers:
         if any(value.lower() != host.lower() for value in headers.getall("X-Forwarded-Host")):
@@ -222,22 +226,36 @@ class ForwardAuth:
         runtime = self.holder.runtime
         server = runtime.config.server
         if server.forward_auth is None:
-            self._log.log(logging.WARNING, "off", "forward-auth asked by %s, but server.forward_auth is not "
-                          "configured: answered 404", request.remote)
+            self._log.log(
+                logging.WARNING,
+                "off",
+                "forward-auth asked by %s, but server.forward_auth is not configured: answered 404",
+                request.remote,
+            )
             return error_response(request, NotFound())
         proxy = server.forward_auth.proxy
         nginx = proxy == "nginx"
         if not trusted_peer(request.remote, server.trusted_proxies):
-            self._log.log(logging.WARNING, "untrusted", "forward-auth refused %s: not a trusted proxy "
-                          "(server.trusted_proxies, or loopback when that is empty)", request.remote)
+            self._log.log(
+                logging.WARNING,
+                "untrusted",
+                "forward-auth refused %s: not a trusted proxy (server.trusted_proxies, or loopback when that is empty)",
+                request.remote,
+            )
             return error_response(request, Forbidden())
         try:
             original = read_original(request, proxy)
         except RoutingInputError as exc:
             return error_response(request, exc)
         if original.ignored:
-            self._log.log(logging.INFO, "ignored", "forward-auth (proxy %s): ignored %s from %s, copies that "
-                          "the proxy does not set", proxy, ", ".join(original.ignored), request.remote)
+            self._log.log(
+                logging.INFO,
+                "ignored",
+                "forward-auth (proxy %s): ignored %s from %s, copies that the proxy does not set",
+                proxy,
+                ", ".join(original.ignored),
+                request.remote,
+            )
         method, uri, host, scheme = original.method, original.uri, original.host, original.scheme
         try:
             if method not in _METHODS:
@@ -253,10 +271,16 @@ class ForwardAuth:
             # The route hides fields from this caller, and the answer will never pass through rolegate:
             # the front proxy would relay it whole. Refused, never allowed with the fields in it.
             route = access.route
-            return self._refuse(request, Forbidden(
-                f"route {route.name if route is not None else '?'} hides response fields from "
-                f"{access.principal.username if access.principal is not None else 'anonymous callers'}; "
-                "forward-auth cannot redact: serve this route through rolegate's proxy"), method=method, nginx=nginx)
+            return self._refuse(
+                request,
+                Forbidden(
+                    f"route {route.name if route is not None else '?'} hides response fields from "
+                    f"{access.principal.username if access.principal is not None else 'anonymous callers'}; "
+                    "forward-auth cannot redact: serve this route through rolegate's proxy"
+                ),
+                method=method,
+                nginx=nginx,
+            )
         known = access.known
         if known is None:
             return web.Response(status=200, headers=_answer(access))
@@ -267,8 +291,17 @@ class ForwardAuth:
             out = known.answer = CIMultiDict(_answer(access))
         return web.Response(status=200, headers=out)
 
-    def _refuse(self, request: web.Request, error: RolegateError, *, method: str, nginx: bool,
-                scheme: str | None = None, host: str = "", uri: str = "") -> web.Response:
+    def _refuse(
+        self,
+        request: web.Request,
+        error: RolegateError,
+        *,
+        method: str,
+        nginx: bool,
+        scheme: str | None = None,
+        host: str = "",
+        uri: str = "",
+    ) -> web.Response:
         if isinstance(error, Unauthenticated):
             if nginx:
                 # auth_request only understands 2xx/401/403: the redirect is nginx's to make; we say where.

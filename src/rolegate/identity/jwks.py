@@ -24,8 +24,9 @@ class ProviderKeys:
 
     __slots__ = ("_metadata", "_http", "_min_refresh", "_keys", "_fetched_at", "_lock", "_timeout")
 
-    def __init__(self, metadata: ProviderMetadata, http: HttpSource, *, min_refresh: float,
-                 timeout: float = 10.0) -> None:
+    def __init__(
+        self, metadata: ProviderMetadata, http: HttpSource, *, min_refresh: float, timeout: float = 10.0
+    ) -> None:
         self._metadata = metadata
         self._http = http
         self._min_refresh = min_refresh
@@ -40,8 +41,7 @@ class ProviderKeys:
             return key
         async with self._lock:
             key = self._keys.get(kid)
-            if key is None and (self._fetched_at is None
-                                or time.monotonic() - self._fetched_at >= self._min_refresh):
+            if key is None and (self._fetched_at is None or time.monotonic() - self._fetched_at >= self._min_refresh):
                 await self._refresh()
                 key = self._keys.get(kid)
         if key is None:

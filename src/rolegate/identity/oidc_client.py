@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 import aiohttp
+
 # authlib ships no type hints (no py.typed, no types-Authlib among the dev dependencies): its names are Any here.
 from authlib.common.security import generate_token  # type: ignore[import-untyped]
 from authlib.oauth2.auth import ClientAuth  # type: ignore[import-untyped]
@@ -75,14 +76,22 @@ class OIDCClient:
     async def authorization_url(self, login: LoginRequest) -> str:
         doc = await self.metadata.get()
         url: str = prepare_grant_uri(
-            doc["authorization_endpoint"], self.config.client_id, "code", redirect_uri=self.redirect_uri,
-            scope=list(self.config.scopes), state=login.state, nonce=login.nonce,
-            code_challenge=create_s256_code_challenge(login.code_verifier), code_challenge_method="S256")
+            doc["authorization_endpoint"],
+            self.config.client_id,
+            "code",
+            redirect_uri=self.redirect_uri,
+            scope=list(self.config.scopes),
+            state=login.state,
+            nonce=login.nonce,
+            code_challenge=create_s256_code_challenge(login.code_verifier),
+            code_challenge_method="S256",
+        )
         return url
 
     async def exchange_code(self, code: str, login: LoginRequest) -> dict[str, Any]:
-        body = prepare_token_request("authorization_code", redirect_uri=self.redirect_uri, code=code,
-                                     code_verifier=login.code_verifier)
+        body = prepare_token_request(
+            "authorization_code", redirect_uri=self.redirect_uri, code=code, code_verifier=login.code_verifier
+        )
         return await self._token_request(body)
 
     async def refresh(self, refresh_token: str) -> dict[str, Any]:
@@ -95,8 +104,9 @@ class OIDCClient:
         if not isinstance(endpoint, str):
             raise ProviderUnavailable("the provider advertises no userinfo_endpoint")
         try:
-            data = await self.http.get_json(endpoint, timeout=self._timeout,
-                                            headers={"Authorization": f"Bearer {access_token}"})
+            data = await self.http.get_json(
+                endpoint, timeout=self._timeout, headers={"Authorization": f"Bearer {access_token}"}
+            )
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
             raise ProviderUnavailable(f"userinfo: {exc}") from None
         if not isinstance(data, dict):
@@ -117,8 +127,13 @@ class OIDCClient:
         headers = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
         endpoint, headers, body = self._auth.prepare("POST", endpoint, headers, body)
         try:
-            async with self.http.session.post(endpoint, data=body.encode(), headers=headers, allow_redirects=False,
-                                              timeout=aiohttp.ClientTimeout(total=self._timeout)) as resp:
+            async with self.http.session.post(
+                endpoint,
+                data=body.encode(),
+                headers=headers,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=self._timeout),
+            ) as resp:
                 status = resp.status
                 try:
                     data = await resp.json(content_type=None)

@@ -10,12 +10,32 @@ AuthKind = Literal["session", "bearer", "rolegate_token", "daypass"]
 class Principal:
     """An authenticated caller. ``session_id`` is an opaque hash, safe to log; never a credential."""
 
-    __slots__ = ("username", "name", "email", "groups", "session_id", "auth", "expires_at", "idp_sid",
-                 "subject", "rolegate_bearer")
+    __slots__ = (
+        "username",
+        "name",
+        "email",
+        "groups",
+        "session_id",
+        "auth",
+        "expires_at",
+        "idp_sid",
+        "subject",
+        "rolegate_bearer",
+    )
 
-    def __init__(self, *, username: str, name: str = "", email: str = "",
-                 groups: frozenset[str] = frozenset(), session_id: str = "", auth: AuthKind = "session",
-                 expires_at: float | None = None, idp_sid: str | None = None, subject: str = "") -> None:
+    def __init__(
+        self,
+        *,
+        username: str,
+        name: str = "",
+        email: str = "",
+        groups: frozenset[str] = frozenset(),
+        session_id: str = "",
+        auth: AuthKind = "session",
+        expires_at: float | None = None,
+        idp_sid: str | None = None,
+        subject: str = "",
+    ) -> None:
         self.username = username
         self.name = name
         self.email = email
@@ -34,8 +54,15 @@ class Principal:
         return f"<Principal {self.username!r} via {self.auth} groups={sorted(self.groups)}>"
 
 
-def principal_from_claims(claims: dict[str, Any], *, username_claim: str, groups_claim: str, auth: AuthKind,
-                          session_id: str = "", expires_at: float | None = None) -> Principal:
+def principal_from_claims(
+    claims: dict[str, Any],
+    *,
+    username_claim: str,
+    groups_claim: str,
+    auth: AuthKind,
+    session_id: str = "",
+    expires_at: float | None = None,
+) -> Principal:
     """Build a Principal from ID-token / access-token / userinfo claims (raises ValueError without a username)."""
     username = claims.get(username_claim)
     if not isinstance(username, str) or not username:
@@ -48,10 +75,17 @@ def principal_from_claims(claims: dict[str, Any], *, username_claim: str, groups
     email = claims.get("email")
     sid = claims.get("sid")
     sub = claims.get("sub")
-    return Principal(username=username, name=name if isinstance(name, str) else "",
-                     email=email if isinstance(email, str) else "", groups=groups, session_id=session_id,
-                     auth=auth, expires_at=expires_at, idp_sid=sid if isinstance(sid, str) else None,
-                     subject=sub if isinstance(sub, str) else "")
+    return Principal(
+        username=username,
+        name=name if isinstance(name, str) else "",
+        email=email if isinstance(email, str) else "",
+        groups=groups,
+        session_id=session_id,
+        auth=auth,
+        expires_at=expires_at,
+        idp_sid=sid if isinstance(sid, str) else None,
+        subject=sub if isinstance(sub, str) else "",
+    )
 
 
 def _header_safe(value: str) -> str:
@@ -62,5 +96,8 @@ def _header_safe(value: str) -> str:
 def identity_headers(principal: Principal) -> dict[str, str]:
     """The plain convenience headers for upstreams / forward-auth (X-Rolegate-User, -Email, -Groups)."""
     groups = ",".join(sorted(g for g in principal.groups if "," not in g))
-    return {"X-Rolegate-User": _header_safe(principal.username), "X-Rolegate-Email": _header_safe(principal.email),
-            "X-Rolegate-Groups": _header_safe(groups)}
+    return {
+        "X-Rolegate-User": _header_safe(principal.username),
+        "X-Rolegate-Email": _header_safe(principal.email),
+        "X-Rolegate-Groups": _header_safe(groups),
+    }

@@ -33,16 +33,18 @@ class ProviderTokens:
 
     __slots__ = ("issuer", "client_id", "algorithms", "leeway", "keys")
 
-    def __init__(self, *, issuer: str, client_id: str, algorithms: tuple[str, ...], leeway: float,
-                 keys: ProviderKeys) -> None:
+    def __init__(
+        self, *, issuer: str, client_id: str, algorithms: tuple[str, ...], leeway: float, keys: ProviderKeys
+    ) -> None:
         self.issuer = issuer
         self.client_id = client_id
         self.algorithms = list(algorithms)
         self.leeway = leeway
         self.keys = keys
 
-    async def _verify(self, token: str, *, audience: str | list[str] | None, require: list[str],
-                      types: frozenset[str] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    async def _verify(
+        self, token: str, *, audience: str | list[str] | None, require: list[str], types: frozenset[str] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         try:
             header = jwt.get_unverified_header(token)
         except (jwt.PyJWTError, RecursionError) as exc:  # RecursionError: JSON nested past the parser's limit
@@ -60,9 +62,15 @@ class ProviderTokens:
         except UnknownKey as exc:
             raise InvalidProviderToken(str(exc)) from None
         try:
-            claims = jwt.decode(token, key, algorithms=self.algorithms, audience=audience, issuer=self.issuer,
-                                leeway=self.leeway,
-                                options={"require": require, "verify_aud": audience is not None})
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=self.algorithms,
+                audience=audience,
+                issuer=self.issuer,
+                leeway=self.leeway,
+                options={"require": require, "verify_aud": audience is not None},
+            )
         except RecursionError:
             raise InvalidProviderToken("unreadable JWT: claims nested too deep") from None
         except jwt.PyJWTError as exc:
@@ -75,8 +83,12 @@ class ProviderTokens:
         found = claims.get("nonce")
         if not isinstance(found, str) or not hmac.compare_digest(found.encode(), nonce.encode()):
             raise InvalidProviderToken("nonce mismatch")
-        id_token = CodeIDToken(claims, header, options={"iss": {"essential": True, "value": self.issuer}},
-                               params={"nonce": nonce, "client_id": self.client_id, "access_token": access_token})
+        id_token = CodeIDToken(
+            claims,
+            header,
+            options={"iss": {"essential": True, "value": self.issuer}},
+            params={"nonce": nonce, "client_id": self.client_id, "access_token": access_token},
+        )
         try:
             id_token.validate(now=int(time.time()), leeway=int(self.leeway))
         except JoseError as exc:
@@ -99,15 +111,17 @@ class ProviderTokens:
         """Claims of one of the provider's JWT access tokens meant for one of ``audiences``."""
         if not audiences:
             raise InvalidProviderToken("no access_token_audience configured: provider access tokens are not accepted")
-        claims, _ = await self._verify(token, audience=list(audiences), require=["iss", "sub", "aud", "exp"],
-                                       types=_ACCESS_TOKEN_TYPES)
+        claims, _ = await self._verify(
+            token, audience=list(audiences), require=["iss", "sub", "aud", "exp"], types=_ACCESS_TOKEN_TYPES
+        )
         return claims
 
     async def verify_client_token(self, token: str, audience: str) -> dict[str, Any]:
         """Claims of a JWT access token from the client-credentials grant (RFC 9068 §2.2: ``sub`` is the
         client's id) meant for ``audience``. A user's token (``sub`` is the user) is refused whatever its aud."""
-        claims, _ = await self._verify(token, audience=audience, require=["iss", "sub", "aud", "exp"],
-                                       types=_ACCESS_TOKEN_TYPES)
+        claims, _ = await self._verify(
+            token, audience=audience, require=["iss", "sub", "aud", "exp"], types=_ACCESS_TOKEN_TYPES
+        )
         client = claims.get("client_id")
         if not isinstance(client, str) or not client:
             raise InvalidProviderToken("access token without client_id")
@@ -125,7 +139,10 @@ class ProviderTokens:
             raise InvalidProviderToken("a logout token must not carry a nonce")
         iat = claims.get("iat")
         now = time.time()
-        if not isinstance(iat, (int, float)) or not now - LOGOUT_TOKEN_MAX_AGE - self.leeway <= iat <= now + self.leeway:
+        if (
+            not isinstance(iat, (int, float))
+            or not now - LOGOUT_TOKEN_MAX_AGE - self.leeway <= iat <= now + self.leeway
+        ):
             raise InvalidProviderToken("logout token issued too long ago or in the future")
         sid, sub = claims.get("sid"), claims.get("sub")
         if not (isinstance(sid, str) and sid) and not (isinstance(sub, str) and sub):

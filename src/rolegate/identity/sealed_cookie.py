@@ -28,8 +28,9 @@ MAX_SEALED_LENGTH = 3800
 
 def derive_key(secret: str, purpose: str) -> bytes:
     """A 256-bit key for one purpose, derived from the configured secret with HKDF-SHA256."""
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=b"rolegate/identity/v1",
-                info=purpose.encode()).derive(secret.encode())
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=b"rolegate/identity/v1", info=purpose.encode()).derive(
+        secret.encode()
+    )
 
 
 class CookieSealer:
@@ -65,7 +66,7 @@ class CookieSealer:
         if len(raw) < 1 + _NONCE_BYTES + 16 or raw[:1] != _VERSION:
             return None
         try:
-            body = self._aead.decrypt(raw[1:1 + _NONCE_BYTES], raw[1 + _NONCE_BYTES:], self._aad(name))
+            body = self._aead.decrypt(raw[1 : 1 + _NONCE_BYTES], raw[1 + _NONCE_BYTES :], self._aad(name))
             data = json.loads(body)
         except (InvalidTag, ValueError):
             return None

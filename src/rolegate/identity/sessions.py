@@ -52,10 +52,16 @@ class Session:
         self.version = version
         self.seen_written = float(data.get("seen", 0))
         self.principal = Principal(
-            username=data["username"], name=data.get("name", ""), email=data.get("email", ""),
-            groups=frozenset(data.get("groups", ())), session_id=key.rsplit(".", 1)[-1][:32],
-            auth="session", expires_at=float(data["expires"]), idp_sid=data.get("idp_sid"),
-            subject=data.get("sub", ""))
+            username=data["username"],
+            name=data.get("name", ""),
+            email=data.get("email", ""),
+            groups=frozenset(data.get("groups", ())),
+            session_id=key.rsplit(".", 1)[-1][:32],
+            auth="session",
+            expires_at=float(data["expires"]),
+            idp_sid=data.get("idp_sid"),
+            subject=data.get("sub", ""),
+        )
 
     def alive(self, now: float, idle_timeout: float) -> bool:
         return now < float(self.data["expires"]) and now < float(self.data.get("seen", 0)) + idle_timeout
@@ -64,11 +70,21 @@ class Session:
 class SessionStore:
     """Create, find, refresh and end sessions; a per-worker cache is kept honest by RevocationWatch."""
 
-    __slots__ = ("store", "watch", "lifetime", "idle_timeout", "_token_sealer", "_cache", "_cache_version",
-                 "locks", "_keys")
+    __slots__ = (
+        "store",
+        "watch",
+        "lifetime",
+        "idle_timeout",
+        "_token_sealer",
+        "_cache",
+        "_cache_version",
+        "locks",
+        "_keys",
+    )
 
-    def __init__(self, store: Store, watch: RevocationWatch, *, secret: str, lifetime: float,
-                 idle_timeout: float) -> None:
+    def __init__(
+        self, store: Store, watch: RevocationWatch, *, secret: str, lifetime: float, idle_timeout: float
+    ) -> None:
         self.store = store
         self.watch = watch
         self.lifetime = lifetime
@@ -82,21 +98,28 @@ class SessionStore:
         self._keys: BoundedCache[tuple[str, str], str] = BoundedCache(SESSIONS)
 
     # -- creation ---------------------------------------------------------------------------
-    async def create(self, *, claims: dict[str, Any], principal: Principal, tokens: dict[str, Any],
-                     issuer: str) -> tuple[str, str, Session]:
+    async def create(
+        self, *, claims: dict[str, Any], principal: Principal, tokens: dict[str, Any], issuer: str
+    ) -> tuple[str, str, Session]:
         """Store a new session; returns (raw session id, subject tag, session) for the cookie."""
         now = time.time()
         session_id = secrets.token_urlsafe(32)
         tag = subject_tag(principal.subject)
         key = session_key(tag, session_id)
         data: dict[str, Any] = {
-            "sub": principal.subject, "username": principal.username, "name": principal.name,
-            "email": principal.email, "groups": sorted(principal.groups), "idp_sid": principal.idp_sid,
-            "iss": issuer, "created": now, "seen": now, "expires": now + self.lifetime,
+            "sub": principal.subject,
+            "username": principal.username,
+            "name": principal.name,
+            "email": principal.email,
+            "groups": sorted(principal.groups),
+            "idp_sid": principal.idp_sid,
+            "iss": issuer,
+            "created": now,
+            "seen": now,
+            "expires": now + self.lifetime,
         }
         self._put_tokens(data, key, tokens, now)
-        version = await self.store.put(NAMESPACE, key, data, expected_version=0,
-                                       expires_at=self._expiry(data, now))
+        version = await self.store.put(NAMESPACE, key, data, expected_version=0, expires_at=self._expiry(data, now))
         session = Session(key, data, version)
         return session_id, tag, session
 
@@ -183,8 +206,12 @@ class SessionStore:
     def is_current(self, session: Session) -> bool:
         """True while ``session`` is still what ``find`` would return from memory (no revocation since)."""
         version = self.watch.current_now()
-        return (version is not None and version >= 0 and version == self._cache_version
-                and self._cache.get(session.key) is session)
+        return (
+            version is not None
+            and version >= 0
+            and version == self._cache_version
+            and self._cache.get(session.key) is session
+        )
 
     def touch_at(self, session: Session) -> float:
         """When ``session``'s last-seen time is next written back to the Store."""
@@ -205,13 +232,15 @@ class SessionStore:
         data = dict(record.value)
         data["seen"] = max(float(data.get("seen", 0)), now)
         try:
-            session.version = await self.store.put(NAMESPACE, session.key, data, expected_version=record.version,
-                                                   expires_at=self._expiry(data, now))
+            session.version = await self.store.put(
+                NAMESPACE, session.key, data, expected_version=record.version, expires_at=self._expiry(data, now)
+            )
         except Exception as exc:  # a concurrent write (refresh, other worker) is fine: it also is "seen"
             log.debug("touch of session %s skipped: %s", session.principal.session_id, type(exc).__name__)
 
-    async def replace_tokens(self, session: Session, *, tokens: dict[str, Any],
-                             claims: dict[str, Any] | None, principal: Principal | None) -> Session | None:
+    async def replace_tokens(
+        self, session: Session, *, tokens: dict[str, Any], claims: dict[str, Any] | None, principal: Principal | None
+    ) -> Session | None:
         """Write refreshed provider tokens (and refreshed identity claims); None when the session is gone."""
         record = await self.store.get(NAMESPACE, session.key)
         if record is None:
@@ -222,11 +251,13 @@ class SessionStore:
         if "refresh_token" not in tokens:
             data["rt"] = record.value.get("rt")
         if principal is not None:
-            data.update(username=principal.username, name=principal.name, email=principal.email,
-                        groups=sorted(principal.groups))
+            data.update(
+                username=principal.username, name=principal.name, email=principal.email, groups=sorted(principal.groups)
+            )
         data["seen"] = max(float(data.get("seen", 0)), now)
-        version = await self.store.put(NAMESPACE, session.key, data, expected_version=record.version,
-                                       expires_at=self._expiry(data, now))
+        version = await self.store.put(
+            NAMESPACE, session.key, data, expected_version=record.version, expires_at=self._expiry(data, now)
+        )
         fresh = Session(session.key, data, version)
         self._cache[session.key] = fresh
         return fresh

@@ -62,8 +62,16 @@ _MISSING: Final = _Missing.MISSING
 class IdentityStage:
     """Authenticates requests (``await authenticate(request)``) and backs the sign-in endpoints."""
 
-    def __init__(self, config: Config, *, base_dir: Path | None = None, store: Store | None = None,
-                 board: Any = None, audit: AuditLog | None = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        base_dir: Path | None = None,
+        store: Store | None = None,
+        board: Any = None,
+        audit: AuditLog | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.config = config
         self.board = board
         self.audit = audit  # sign-in, day-pass use and expiry events (None: a stage without I/O, in tests)
@@ -83,11 +91,16 @@ class IdentityStage:
         if oidc is not None:
             timeout = oidc.timeout.total_seconds()
             self.metadata = ProviderMetadata(oidc.issuer, self.http, timeout=timeout)
-            keys = ProviderKeys(self.metadata, self.http, min_refresh=oidc.jwks_min_refresh.total_seconds(),
-                                timeout=timeout)
-            self.provider_tokens = ProviderTokens(issuer=oidc.issuer, client_id=oidc.client_id,
-                                                  algorithms=oidc.algorithms,
-                                                  leeway=oidc.clock_skew.total_seconds(), keys=keys)
+            keys = ProviderKeys(
+                self.metadata, self.http, min_refresh=oidc.jwks_min_refresh.total_seconds(), timeout=timeout
+            )
+            self.provider_tokens = ProviderTokens(
+                issuer=oidc.issuer,
+                client_id=oidc.client_id,
+                algorithms=oidc.algorithms,
+                leeway=oidc.clock_skew.total_seconds(),
+                keys=keys,
+            )
             self.client = OIDCClient(oidc, self.metadata, self.http, config.server.public_url + CALLBACK_PATH)
         session = config.session
         self.cookie_sealer: CookieSealer | None = None
@@ -112,8 +125,9 @@ class IdentityStage:
             own |= {config.daypass.cookie_name, config.daypass.cookie_name + "_confirm"}
         self._own_cookies = frozenset(own)
         self.authenticators: list[Authenticator] = build_authenticators(self)
-        self._cookie_sessions = next((a for a in self.authenticators if isinstance(a, CookieSessionAuthenticator)),
-                                     None)
+        self._cookie_sessions = next(
+            (a for a in self.authenticators if isinstance(a, CookieSessionAuthenticator)), None
+        )
 
     def use_tokens(self, service: TokenService) -> None:
         """Enable the ``rolegate_token`` bearer authenticator with the Runtime's open token service."""
@@ -141,8 +155,12 @@ class IdentityStage:
             session = self.config.session
             if session is not None:
                 self._sessions = SessionStore(
-                    self._store, RevocationWatch(self._store, board=self.board), secret=session.secret.get_secret_value(),
-                    lifetime=session.lifetime.total_seconds(), idle_timeout=session.idle_timeout.total_seconds())
+                    self._store,
+                    RevocationWatch(self._store, board=self.board),
+                    secret=session.secret.get_secret_value(),
+                    lifetime=session.lifetime.total_seconds(),
+                    idle_timeout=session.idle_timeout.total_seconds(),
+                )
 
     @property
     def store(self) -> Store:

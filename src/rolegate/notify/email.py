@@ -38,8 +38,9 @@ class Mailer:
         timeout = config.timeout.total_seconds()
         try:
             if config.security == "tls":
-                smtp: smtplib.SMTP = smtplib.SMTP_SSL(config.host, config.port, timeout=timeout,
-                                                      context=ssl.create_default_context())
+                smtp: smtplib.SMTP = smtplib.SMTP_SSL(
+                    config.host, config.port, timeout=timeout, context=ssl.create_default_context()
+                )
             else:
                 smtp = smtplib.SMTP(config.host, config.port, timeout=timeout)
             with smtp:
@@ -62,5 +63,6 @@ class Mailer:
         async def attempt(n: int) -> None:
             await asyncio.to_thread(self._send_now, msg)
 
-        return await with_retries(attempt, attempts=ATTEMPTS, backoff=BACKOFF, max_backoff=BACKOFF * 4,
-                                  what=f"mail to {to}")
+        return await with_retries(
+            attempt, attempts=ATTEMPTS, backoff=BACKOFF, max_backoff=BACKOFF * 4, what=f"mail to {to}"
+        )

@@ -17,8 +17,9 @@ class DeliveryFailed(Exception):
         self.retry = retry
 
 
-async def with_retries(attempt: Callable[[int], Awaitable[None]], *, attempts: int, backoff: float,
-                       max_backoff: float, what: str) -> bool:
+async def with_retries(
+    attempt: Callable[[int], Awaitable[None]], *, attempts: int, backoff: float, max_backoff: float, what: str
+) -> bool:
     """Run ``attempt(n)`` until it succeeds, at most ``attempts`` times, waiting ``backoff`` seconds after the
     first failure and twice as long after each next one (at most ``max_backoff``). True when delivered.
 

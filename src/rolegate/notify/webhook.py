@@ -40,16 +40,20 @@ class WebhookSender:
     async def deliver(self, event: str, payload: dict[str, Any]) -> bool:
         """Post ``payload`` (retried as configured); True once a 2xx answer came."""
         config = self.config
-        body = json.dumps({"event": event, **payload}, ensure_ascii=False, separators=(",", ":"),
-                          default=str).encode()
+        body = json.dumps({"event": event, **payload}, ensure_ascii=False, separators=(",", ":"), default=str).encode()
         delivery = secrets.token_hex(12)
         timeout = aiohttp.ClientTimeout(total=config.timeout.total_seconds())
 
         async def attempt(n: int) -> None:
             timestamp = str(int(time.time()))
-            headers = {"Content-Type": "application/json", "User-Agent": "rolegate-webhook",
-                       "X-Rolegate-Event": event, "X-Rolegate-Delivery": delivery,
-                       "X-Rolegate-Timestamp": timestamp, "X-Rolegate-Signature": sign(self._secret, timestamp, body)}
+            headers = {
+                "Content-Type": "application/json",
+                "User-Agent": "rolegate-webhook",
+                "X-Rolegate-Event": event,
+                "X-Rolegate-Delivery": delivery,
+                "X-Rolegate-Timestamp": timestamp,
+                "X-Rolegate-Signature": sign(self._secret, timestamp, body),
+            }
             try:
                 async with aiohttp.ClientSession(timeout=timeout) as http:
                     async with http.post(config.url, data=body, headers=headers, allow_redirects=False) as resp:
@@ -61,6 +65,10 @@ class WebhookSender:
                 return
             raise DeliveryFailed(f"answered {status}", retry=status >= 500 or status in _RETRIED)
 
-        return await with_retries(attempt, attempts=config.attempts, backoff=config.backoff.total_seconds(),
-                                  max_backoff=config.max_backoff.total_seconds(),
-                                  what=f"webhook {event} (delivery {delivery})")
+        return await with_retries(
+            attempt,
+            attempts=config.attempts,
+            backoff=config.backoff.total_seconds(),
+            max_backoff=config.max_backoff.total_seconds(),
+            what=f"webhook {event} (delivery {delivery})",
+        )

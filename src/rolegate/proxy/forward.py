@@ -94,8 +94,15 @@ ResponseFilter = Callable[[int, CIMultiDictProxy[str]], BodyTransform | None]
 class Forwarder:
     """Sends requests to named upstreams over pooled keep-alive connections."""
 
-    __slots__ = ("_upstreams", "_pools", "max_body", "ws_max_msg_size", "_ws_session", "trusted_proxies",
-                 "drop_underscore_headers")
+    __slots__ = (
+        "_upstreams",
+        "_pools",
+        "max_body",
+        "ws_max_msg_size",
+        "_ws_session",
+        "trusted_proxies",
+        "drop_underscore_headers",
+    )
 
     def __init__(
         self,
@@ -155,9 +162,7 @@ class Forwarder:
         fwd_host = request.host
 
         if is_websocket_upgrade(request):
-            return await self._forward_websocket(
-                request, up, target, client_addr, proto, fwd_host, set_headers
-            )
+            return await self._forward_websocket(request, up, target, client_addr, proto, fwd_host, set_headers)
 
         method = request.method
         headers = request.headers
@@ -175,9 +180,9 @@ class Forwarder:
         raw_headers = request.raw_headers
         if response_filter is not None:
             # The transform must see plain bytes.
-            raw_headers = tuple(
-                (n, v) for n, v in raw_headers if n.lower() != b"accept-encoding"
-            ) + ((b"Accept-Encoding", b"identity"),)
+            raw_headers = tuple((n, v) for n, v in raw_headers if n.lower() != b"accept-encoding") + (
+                (b"Accept-Encoding", b"identity"),
+            )
         head = upstream_request_head(
             method,
             target,
@@ -193,12 +198,8 @@ class Forwarder:
         )
         has_body = chunked or bool(length)
 
-        conn, message, payload, request_complete = await self._exchange(
-            pool, request, method, head, has_body, chunked
-        )
-        return await self._respond(
-            request, conn, message, payload, request_complete, response_filter
-        )
+        conn, message, payload, request_complete = await self._exchange(pool, request, method, head, has_body, chunked)
+        return await self._respond(request, conn, message, payload, request_complete, response_filter)
 
     # -- request side --------------------------------------------------------
 
@@ -228,13 +229,7 @@ class Forwarder:
                 # connection just as we reused it. Safe to replay only when
                 # nothing of the client's body was consumed and the method is
                 # idempotent, and only once, on a brand-new connection.
-                if (
-                    reused
-                    and not retried
-                    and not has_body
-                    and method in _IDEMPOTENT
-                    and conn.bytes_in_exchange == 0
-                ):
+                if reused and not retried and not has_body and method in _IDEMPOTENT and conn.bytes_in_exchange == 0:
                     retried = True
                     continue
                 raise
@@ -295,8 +290,12 @@ class Forwarder:
     ) -> web.StreamResponse:
         status = message.code
         upstream_headers = message.headers
-        bodiless = (payload is EMPTY_PAYLOAD or status in (204, 304) or request.method == "HEAD"
-                    or upstream_headers.get("Content-Length") == "0")
+        bodiless = (
+            payload is EMPTY_PAYLOAD
+            or status in (204, 304)
+            or request.method == "HEAD"
+            or upstream_headers.get("Content-Length") == "0"
+        )
 
         if response_filter is not None and not bodiless:
             try:
@@ -305,9 +304,7 @@ class Forwarder:
                 conn.abort()
                 raise
             if transform is not None:
-                return await self._respond_filtered(
-                    request, conn, message, payload, request_complete, transform
-                )
+                return await self._respond_filtered(request, conn, message, payload, request_complete, transform)
 
         if payload is EMPTY_PAYLOAD or payload.is_eof():
             # Fast path: the body is already here (or there is none).
@@ -330,16 +327,19 @@ class Forwarder:
         return await self._respond_streamed(request, conn, message, payload, request_complete)
 
     async def _respond_filtered(
-        self, request: web.BaseRequest, conn: UpstreamConnection, message: RawResponseMessage, payload: StreamReader,
-        request_complete: bool, transform: BodyTransform,
+        self,
+        request: web.BaseRequest,
+        conn: UpstreamConnection,
+        message: RawResponseMessage,
+        payload: StreamReader,
+        request_complete: bool,
+        transform: BodyTransform,
     ) -> web.StreamResponse:
         limit = transform.limit
         declared = message.headers.get("Content-Length")
         try:
             if declared is not None and declared.isdigit() and int(declared) > limit:
-                raise UpstreamUnavailable(
-                    f"response of {declared} bytes exceeds the filter limit {limit}"
-                )
+                raise UpstreamUnavailable(f"response of {declared} bytes exceeds the filter limit {limit}")
             parts = []
             size = 0
             while True:
@@ -350,8 +350,11 @@ class Forwarder:
                 parts.append(chunk)
                 if size > limit:
                     oversize = getattr(transform, "oversize", None)
-                    error = (UpstreamUnavailable(f"response exceeds the filter limit {limit}")
-                             if oversize is None else oversize(size))
+                    error = (
+                        UpstreamUnavailable(f"response exceeds the filter limit {limit}")
+                        if oversize is None
+                        else oversize(size)
+                    )
                     if error is not None:
                         raise error
                     break  # the filter lets it through unfiltered
@@ -372,8 +375,13 @@ class Forwarder:
         )
 
     async def _respond_streamed(
-        self, request: web.BaseRequest, conn: UpstreamConnection, message: RawResponseMessage, payload: StreamReader,
-        request_complete: bool, prefix: Sequence[bytes] = (),
+        self,
+        request: web.BaseRequest,
+        conn: UpstreamConnection,
+        message: RawResponseMessage,
+        payload: StreamReader,
+        request_complete: bool,
+        prefix: Sequence[bytes] = (),
     ) -> web.StreamResponse:
         response = web.StreamResponse(
             status=message.code,
@@ -427,7 +435,13 @@ class Forwarder:
         return any(address in net for net in self.trusted_proxies)
 
     async def _forward_websocket(
-        self, request: web.BaseRequest, up: Upstream, target: bytes, client_addr: str, proto: str, fwd_host: str,
+        self,
+        request: web.BaseRequest,
+        up: Upstream,
+        target: bytes,
+        client_addr: str,
+        proto: str,
+        fwd_host: str,
         set_headers: Mapping[str, str],
     ) -> web.StreamResponse:
         headers = websocket_request_headers(
@@ -447,7 +461,10 @@ class Forwarder:
             )
         # The target is already validated ASCII; keep it byte-for-byte (no requoting).
         url = URL.build(
-            scheme=up.scheme, host=up.host, port=up.port, encoded=True,
+            scheme=up.scheme,
+            host=up.host,
+            port=up.port,
+            encoded=True,
             path=target.decode("ascii").split("?", 1)[0],
             query_string=target.decode("ascii").split("?", 1)[1] if b"?" in target else "",
         )

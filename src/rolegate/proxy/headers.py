@@ -41,36 +41,57 @@ __all__ = [
 RESERVED_PREFIX = b"x-rolegate-"
 
 # RFC 9110 §7.6.1 plus the legacy ones proxies have always removed.
-HOP_BY_HOP: frozenset[bytes] = frozenset({
-    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
-    b"transfer-encoding", b"upgrade",
-})
+HOP_BY_HOP: frozenset[bytes] = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
 
 # Request headers rolegate never copies because it writes its own value
 # (framing, Host, forwarding chain) or because they are answered here
 # (Expect: aiohttp already sent 100 Continue to the client).
-_REQUEST_REWRITTEN: frozenset[bytes] = HOP_BY_HOP | frozenset({
-    b"content-length", b"host", b"expect",
-    b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host",
-    # Other client-supplied forwarding claims: never passed on, rolegate states the chain itself.
-    b"forwarded", b"x-real-ip",
-})
+_REQUEST_REWRITTEN: frozenset[bytes] = HOP_BY_HOP | frozenset(
+    {
+        b"content-length",
+        b"host",
+        b"expect",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        # Other client-supplied forwarding claims: never passed on, rolegate states the chain itself.
+        b"forwarded",
+        b"x-real-ip",
+    }
+)
 
 # "Treat this GET as a DELETE" to frameworks that honour them (Symfony, Rails middleware, Express's
 # method-override, ASP.NET): the backend would act on a method rolegate never authorized.
-_METHOD_OVERRIDE: frozenset[bytes] = frozenset({
-    b"x-http-method-override", b"x-http-method", b"x-method-override",
-})
+_METHOD_OVERRIDE: frozenset[bytes] = frozenset(
+    {
+        b"x-http-method-override",
+        b"x-http-method",
+        b"x-method-override",
+    }
+)
 
 # Handshake headers aiohttp's ws_connect generates itself.
-_WS_HANDSHAKE: frozenset[bytes] = frozenset({
-    b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-extensions",
-    b"sec-websocket-protocol", b"sec-websocket-accept",
-})
+_WS_HANDSHAKE: frozenset[bytes] = frozenset(
+    {
+        b"sec-websocket-key",
+        b"sec-websocket-version",
+        b"sec-websocket-extensions",
+        b"sec-websocket-protocol",
+        b"sec-websocket-accept",
+    }
+)
 
-_RESPONSE_DROPPED: frozenset[str] = frozenset(
-    n.decode() for n in HOP_BY_HOP
-) | {"content-length"}
+_RESPONSE_DROPPED: frozenset[str] = frozenset(n.decode() for n in HOP_BY_HOP) | {"content-length"}
 
 # Origin-form path plus query, already normalized: visible ASCII only, so no
 # space, CR, LF or NUL can ever split the request line we write.

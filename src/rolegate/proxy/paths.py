@@ -48,16 +48,12 @@ _RAW_REJECT = frozenset(";\\?#")
 
 # Fast path: plain segments of pchar (no "%", no ";"), no empty segment, no dot
 # segment; an optional trailing slash. Such a path is already canonical.
-_CANONICAL_PLAIN = re.compile(
-    r"(?:/(?!\.\.?(?:/|\Z))[A-Za-z0-9\-._~!$&'()*+,=:@]+)+/?|/"
-)
+_CANONICAL_PLAIN = re.compile(r"(?:/(?!\.\.?(?:/|\Z))[A-Za-z0-9\-._~!$&'()*+,=:@]+)+/?|/")
 _HEX_BYTE = [f"%{b:02X}" for b in range(256)]
 # What an encoded ASCII byte becomes: unreserved characters decoded, controls
 # and separators refused (None), everything else kept encoded.
 _ESCAPED_ASCII: list[str | None] = [
-    chr(b) if chr(b) in _UNRESERVED
-    else None if b < 0x20 or b == 0x7F or chr(b) in "/\\"
-    else _HEX_BYTE[b]
+    chr(b) if chr(b) in _UNRESERVED else None if b < 0x20 or b == 0x7F or chr(b) in "/\\" else _HEX_BYTE[b]
     for b in range(128)
 ]
 # A segment as tokens: plain runs, runs of well-formed escapes, any other character.

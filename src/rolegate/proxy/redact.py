@@ -32,8 +32,7 @@ from multidict import CIMultiDictProxy
 
 from rolegate.errors import ConfigError, RolegateError, UpstreamUnavailable
 
-__all__ = ["RedactionFilter", "Redactor", "UnreadableBody", "Unredactable", "compile_redaction",
-           "parse_field_path"]
+__all__ = ["RedactionFilter", "Redactor", "UnreadableBody", "Unredactable", "compile_redaction", "parse_field_path"]
 
 log = logging.getLogger("rolegate.redact")
 

@@ -16,21 +16,23 @@ def route_specs(config: Config) -> list[RouteSpec]:
         if source is not None:
             line = source.line_of(("routes", index))
             where = f"{source.file}:{line}" if line else source.file
-        specs.append(RouteSpec(
-            path=route.path,
-            methods=frozenset(route.methods) if route.methods else None,
-            host=route.host,
-            upstream=route.upstream,
-            mode=route.mode,
-            permission=route.permission,
-            scope=route.scope,
-            object=route.object,
-            redact=route.redact,
-            lists=route.lists,
-            name=route.name or "",
-            index=index,
-            source=where,
-        ))
+        specs.append(
+            RouteSpec(
+                path=route.path,
+                methods=frozenset(route.methods) if route.methods else None,
+                host=route.host,
+                upstream=route.upstream,
+                mode=route.mode,
+                permission=route.permission,
+                scope=route.scope,
+                object=route.object,
+                redact=route.redact,
+                lists=route.lists,
+                name=route.name or "",
+                index=index,
+                source=where,
+            )
+        )
     return specs
 
 

@@ -150,9 +150,7 @@ class Template:
         rest = text[pos:]
         if rest:
             parts.append(intern(rest))
-        if "{" in rest or "}" in rest or any(
-            isinstance(p, str) and ("{" in p or "}" in p) for p in parts
-        ):
+        if "{" in rest or "}" in rest or any(isinstance(p, str) and ("{" in p or "}" in p) for p in parts):
             problems.append(f"template {text!r}: unbalanced '{{' or '}}'")
         if problems:
             return None, problems
@@ -327,9 +325,7 @@ class _Methods:
         # HEAD is a GET without a body: serve it by the GET route unless HEAD is listed.
         if "GET" in self.by_method and "HEAD" not in self.by_method:
             self.by_method["HEAD"] = self.by_method["GET"]
-        self.allowed: frozenset[str] | None = (
-            None if self.fallback is not None else frozenset(self.by_method)
-        )
+        self.allowed: frozenset[str] | None = None if self.fallback is not None else frozenset(self.by_method)
 
     def pick(self, method: str) -> Route | None:
         r = self.by_method.get(method)
@@ -621,8 +617,7 @@ def _chain(root: _Node) -> None:
         seg, child = edges[0]
         if child.tail is not None:
             node.tail, node.end = (seg, *child.tail), child.end
-        elif (child.terminal is not None and child.catchall is None
-              and not child.literals and child.param is None):
+        elif child.terminal is not None and child.catchall is None and not child.literals and child.param is None:
             node.tail, node.end = (seg,), child.terminal
 
 
@@ -734,10 +729,7 @@ def _table_problems(routes: list[Route]) -> list[tuple[int, str]]:
             names = ", ".join(o.label for _, o in others)
             verbs = " ".join(sorted(clash))
             if len(clash) == len(r.methods):
-                msg = (
-                    f"{r.label}: can never match: methods {verbs} are already taken by {names}"
-                    " with equal specificity"
-                )
+                msg = f"{r.label}: can never match: methods {verbs} are already taken by {names} with equal specificity"
             else:
                 msg = (
                     f"{r.label}: ambiguous with {names}: same path shape and host, both list"
@@ -793,7 +785,7 @@ def placed_scope(text: str | None) -> tuple[bool, str | None]:
     """``"of workorder:{id}"`` -> (True, ``"workorder:{id}"``): the route's scope is the object itself, placed
     by the object directory; any other text -> (False, text)."""
     if text is not None and text.startswith(OF):
-        return True, text[len(OF):].strip()
+        return True, text[len(OF) :].strip()
     return False, text
 
 
@@ -820,8 +812,7 @@ def _parse_pattern(path: str, errs: list[str]) -> tuple[tuple[str | None, ...] |
             name = m.group(1)
             if not _PARAM_NAME.fullmatch(name):
                 errs.append(
-                    f"path {path!r}: bad parameter name {{{name}}}"
-                    " (letters, digits and '_', not starting with a digit)"
+                    f"path {path!r}: bad parameter name {{{name}}} (letters, digits and '_', not starting with a digit)"
                 )
             elif name in params:
                 errs.append(f"path {path!r}: parameter {{{name}}} appears twice")
@@ -838,9 +829,7 @@ def _parse_pattern(path: str, errs: list[str]) -> tuple[tuple[str | None, ...] |
         elif "*" in seg:
             errs.append(f"path {path!r}: '*' is only allowed as a whole '**' last segment")
         elif "{" in seg or "}" in seg:
-            errs.append(
-                f"path {path!r}: segment {seg!r}: a parameter must be a whole segment ('{{name}}')"
-            )
+            errs.append(f"path {path!r}: segment {seg!r}: a parameter must be a whole segment ('{{name}}')")
         elif any(c in _FORBIDDEN_LITERAL for c in seg):
             errs.append(
                 f"path {path!r}: segment {seg!r} contains a character a normalized path"

@@ -59,8 +59,19 @@ class Upstream:
     """One backend rolegate forwards to, as configured under ``upstreams``."""
 
     __slots__ = (
-        "name", "url", "scheme", "host", "port", "base_path", "host_header",
-        "connect_timeout", "read_timeout", "pool_size", "idle_timeout", "preserve_host", "ssl",
+        "name",
+        "url",
+        "scheme",
+        "host",
+        "port",
+        "base_path",
+        "host_header",
+        "connect_timeout",
+        "read_timeout",
+        "pool_size",
+        "idle_timeout",
+        "preserve_host",
+        "ssl",
     )
 
     def __init__(
@@ -112,8 +123,9 @@ def tls_context(name: str, ca_file: str | None) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=ca_file)
     except (OSError, ssl.SSLError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ValueError(f"upstream {name!r}: ca_file {ca_file!r} could not be read as PEM CA certificates:"
-                         f" {reason}") from None
+        raise ValueError(
+            f"upstream {name!r}: ca_file {ca_file!r} could not be read as PEM CA certificates: {reason}"
+        ) from None
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
 
@@ -127,9 +139,21 @@ class UpstreamConnection(BaseProtocol):
     """
 
     __slots__ = (
-        "pool", "_waiter", "_message", "_payload", "_closed", "_idle_since",
-        "_timeout", "_timer", "_last_activity", "_suspended", "_failure",
-        "exchanges", "bytes_in_exchange", "should_close", "_extra_messages",
+        "pool",
+        "_waiter",
+        "_message",
+        "_payload",
+        "_closed",
+        "_idle_since",
+        "_timeout",
+        "_timer",
+        "_last_activity",
+        "_suspended",
+        "_failure",
+        "exchanges",
+        "bytes_in_exchange",
+        "should_close",
+        "_extra_messages",
     )
 
     def __init__(self, loop: asyncio.AbstractEventLoop, pool: "UpstreamPool") -> None:
@@ -208,14 +232,11 @@ class UpstreamConnection(BaseProtocol):
             except Exception as parse_exc:
                 payload = self._payload
                 if payload is not None and payload is not EMPTY_PAYLOAD and not payload.is_eof():
-                    payload.set_exception(
-                        UpstreamUnavailable(f"upstream closed mid-body: {parse_exc}")
-                    )
+                    payload.set_exception(UpstreamUnavailable(f"upstream closed mid-body: {parse_exc}"))
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             failure = self._failure or UpstreamClosed(
-                "upstream closed the connection before responding"
-                + (f": {exc!r}" if exc else "")
+                "upstream closed the connection before responding" + (f": {exc!r}" if exc else "")
             )
             waiter.set_exception(failure)
         payload = self._payload
@@ -239,11 +260,15 @@ class UpstreamConnection(BaseProtocol):
         # A fresh parser per exchange: HEAD changes body expectations and the
         # parser must not carry state from the previous response.
         self._parser = _ResponseParser(
-            self, loop, READ_LIMIT,
-            max_line_size=MAX_LINE_SIZE, max_headers=MAX_HEADERS,
+            self,
+            loop,
+            READ_LIMIT,
+            max_line_size=MAX_LINE_SIZE,
+            max_headers=MAX_HEADERS,
             max_field_size=MAX_FIELD_SIZE,
             response_with_body=method != "HEAD",
-            read_until_eof=True, auto_decompress=False,
+            read_until_eof=True,
+            auto_decompress=False,
         )
         self._waiter = loop.create_future()
         self._message = None
@@ -317,8 +342,7 @@ class UpstreamConnection(BaseProtocol):
             and not self._extra_messages
             and self._failure is None
             and not self.closed
-            and (payload is None or payload is EMPTY_PAYLOAD
-                 or (payload.is_eof() and payload.exception() is None))
+            and (payload is None or payload is EMPTY_PAYLOAD or (payload.is_eof() and payload.exception() is None))
         ):
             self.exchanges += 1
             if self._reading_paused:
@@ -368,8 +392,7 @@ class UpstreamConnection(BaseProtocol):
         if now < deadline:
             self._timer = self._loop.call_at(deadline, self._on_timer)
             return
-        self._fail(UpstreamTimeout(f"no data from upstream {self.pool.upstream.name} "
-                                   f"for {self._timeout:g}s"))
+        self._fail(UpstreamTimeout(f"no data from upstream {self.pool.upstream.name} for {self._timeout:g}s"))
 
     def _fail(self, exc: BaseException) -> None:
         if self._failure is None:
@@ -429,19 +452,19 @@ class UpstreamPool:
         try:
             async with asyncio.timeout(up.connect_timeout):
                 _transport, conn = await loop.create_connection(
-                    lambda: UpstreamConnection(loop, self), up.host, up.port,
-                    family=socket.AF_UNSPEC, ssl=up.ssl,
+                    lambda: UpstreamConnection(loop, self),
+                    up.host,
+                    up.port,
+                    family=socket.AF_UNSPEC,
+                    ssl=up.ssl,
                     server_hostname=up.host if up.ssl is not None else None,
                 )
         except TimeoutError:
             raise UpstreamUnavailable(
-                f"connect to upstream {up.name} ({up.host}:{up.port}) timed out "
-                f"after {up.connect_timeout:g}s"
+                f"connect to upstream {up.name} ({up.host}:{up.port}) timed out after {up.connect_timeout:g}s"
             ) from None
         except OSError as exc:
-            raise UpstreamUnavailable(
-                f"connect to upstream {up.name} ({up.host}:{up.port}) failed: {exc}"
-            ) from None
+            raise UpstreamUnavailable(f"connect to upstream {up.name} ({up.host}:{up.port}) failed: {exc}") from None
         self._all.add(conn)
         return conn
 

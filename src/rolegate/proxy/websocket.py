@@ -125,9 +125,7 @@ async def proxy_websocket(
     to_upstream = asyncio.ensure_future(pump(client_ws, upstream_ws))
     to_client = asyncio.ensure_future(pump(upstream_ws, client_ws))
     try:
-        done, pending = await asyncio.wait(
-            (to_upstream, to_client), return_when=asyncio.FIRST_COMPLETED
-        )
+        done, pending = await asyncio.wait((to_upstream, to_client), return_when=asyncio.FIRST_COMPLETED)
         # The other direction has just been told to close; give it a moment to
         # finish the closing handshake, then stop waiting.
         if pending:

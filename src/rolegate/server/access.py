@@ -42,8 +42,11 @@ from rolegate.tokens import audience_for
 
 _NO_HEADERS: dict[str, str] = {}
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-_DECISIONS = {(d, m): metrics.buffered(metrics.DECISIONS.labels(d, m)) for d in ("allow", "deny", "would-deny")
-              for m in ("enforce", "log", "authenticated", "public")}
+_DECISIONS = {
+    (d, m): metrics.buffered(metrics.DECISIONS.labels(d, m))
+    for d in ("allow", "deny", "would-deny")
+    for m in ("enforce", "log", "authenticated", "public")
+}
 
 
 _ALLOWED = {m: _DECISIONS[("allow", m)] for m in ("enforce", "log", "authenticated", "public")}
@@ -57,8 +60,19 @@ def _read_recorded(runtime: Runtime) -> bool:
 class Access:
     """The outcome of check_access: either ``error`` is set, or the request may be forwarded."""
 
-    __slots__ = ("route", "path_qs", "principal", "identity", "set_headers", "error", "allow_header",
-                 "response_filter", "write", "scope", "known")
+    __slots__ = (
+        "route",
+        "path_qs",
+        "principal",
+        "identity",
+        "set_headers",
+        "error",
+        "allow_header",
+        "response_filter",
+        "write",
+        "scope",
+        "known",
+    )
 
     def __init__(self) -> None:
         self.route: Route | None = None
@@ -90,8 +104,7 @@ def _query_getter(query: str) -> Callable[[str], str | None]:
     return get
 
 
-async def check_access(runtime: Runtime, request: web.BaseRequest, method: str, host: str,
-                       raw_target: str) -> Access:
+async def check_access(runtime: Runtime, request: web.BaseRequest, method: str, host: str, raw_target: str) -> Access:
     """Decide whether ``method raw_target`` on ``host`` may pass, for the caller of ``request``."""
     access = Access()
     started = time.perf_counter()
@@ -110,8 +123,7 @@ async def check_access(runtime: Runtime, request: web.BaseRequest, method: str, 
         identity_stage = runtime.identity
         if route.mode == "public":
             if identity_stage is not None:
-                access.set_headers = _public_headers(runtime.access_memo or _memo_for(runtime), identity_stage,
-                                                     request)
+                access.set_headers = _public_headers(runtime.access_memo or _memo_for(runtime), identity_stage, request)
             if "Authorization" in request.headers:
                 access.set_headers = _without_own_bearer(runtime, request, access.set_headers)
             # Nobody is identified here, so nobody holds `unless`: a public route's redaction applies to all.
@@ -146,8 +158,12 @@ async def check_access(runtime: Runtime, request: web.BaseRequest, method: str, 
             if isinstance(principal, Pending):
                 principal = await identity_stage.authenticate(request)
             if principal is None:
-                raise identity_stage.sign_in_required(f"{route.mode} route {route.name} needs a signed-in user",
-                                                      scheme=None, host=host, raw_target=raw_target)
+                raise identity_stage.sign_in_required(
+                    f"{route.mode} route {route.name} needs a signed-in user",
+                    scheme=None,
+                    host=host,
+                    raw_target=raw_target,
+                )
             # The policy first: bringing it up to date also loads a newer directory snapshot and forgets
             # the identities worked out from the old one, so a disabled account or a removed membership
             # counts from this request, not the next one.
@@ -159,19 +175,44 @@ async def check_access(runtime: Runtime, request: web.BaseRequest, method: str, 
                 identity = await runtime.identity_for(principal)
             if identity.disabled:
                 access.principal = principal
-                _audit(runtime, "deny", method, path, route, principal, None, ("deny: the account is disabled",),
-                       started, request)
+                _audit(
+                    runtime,
+                    "deny",
+                    method,
+                    path,
+                    route,
+                    principal,
+                    None,
+                    ("deny: the account is disabled",),
+                    started,
+                    request,
+                )
                 raise AccountDisabled(f"{principal.username} is disabled or unknown in the directory")
         access.principal = principal
         access.identity = identity
 
         # -- a WebSocket any site's page opens carries the cookie too: Cross-Site WebSocket Hijacking ------
-        if is_websocket_upgrade(request) and identified_by_cookie(principal) and not (
-                started_here(request, runtime.config.server)):
-            _audit(runtime, "deny", method, path, route, principal, None,
-                   ("deny: cross-site WebSocket upgrade identified by a cookie",), started, request)
-            raise Forbidden(f"{principal.username} {method} {path}: WebSocket upgrade from origin "
-                            f"{request.headers.get('Origin', '')[:200]!r} refused (not one of rolegate's origins)")
+        if (
+            is_websocket_upgrade(request)
+            and identified_by_cookie(principal)
+            and not (started_here(request, runtime.config.server))
+        ):
+            _audit(
+                runtime,
+                "deny",
+                method,
+                path,
+                route,
+                principal,
+                None,
+                ("deny: cross-site WebSocket upgrade identified by a cookie",),
+                started,
+                request,
+            )
+            raise Forbidden(
+                f"{principal.username} {method} {path}: WebSocket upgrade from origin "
+                f"{request.headers.get('Origin', '')[:200]!r} refused (not one of rolegate's origins)"
+            )
 
         # -- authorize against the current compiled policy -----------------------------------------------
         if route.placed and runtime.object_lookup is not None and scope not in policy.scopes.complete:
@@ -181,8 +222,7 @@ async def check_access(runtime: Runtime, request: web.BaseRequest, method: str, 
             if route.mode == "enforce":
                 _audit(runtime, "deny", method, path, route, principal, decision, decision.reasons, started, request)
                 raise Forbidden(f"{principal.username} {method} {path}: {'; '.join(decision.reasons)}")
-            _audit(runtime, "would-deny", method, path, route, principal, decision, decision.reasons, started,
-                   request)
+            _audit(runtime, "would-deny", method, path, route, principal, decision, decision.reasons, started, request)
         elif not access.write and _read_recorded(runtime):
             _audit(runtime, "allow", method, path, route, principal, decision, None, started, request)
         else:
@@ -197,24 +237,37 @@ async def check_access(runtime: Runtime, request: web.BaseRequest, method: str, 
             headers_key = _headers_key(request, principal, identity, policy, route, scope)
             cached = memo.headers.get(headers_key)
             tokens = runtime.tokens
-            if cached is not None and cached.not_before <= time.time() < cached.until and (
-                    tokens is None or tokens.minter is None or tokens.keyring.in_step()):
+            if (
+                cached is not None
+                and cached.not_before <= time.time() < cached.until
+                and (tokens is None or tokens.minter is None or tokens.keyring.in_step())
+            ):
                 access.set_headers = cached.headers
             else:
-                access.set_headers = await _upstream_headers(runtime, memo, request, identity_stage, principal,
-                                                             identity, policy, route, scope, headers_key)
+                access.set_headers = await _upstream_headers(
+                    runtime, memo, request, identity_stage, principal, identity, policy, route, scope, headers_key
+                )
             if epoch is not None and credential is not None:  # one short credential on a runtime with a board
-                access.known = memo.remember(runtime, identity_stage, credential, route, scope, principal,
-                                             identity, policy, headers_key, epoch)
+                access.known = memo.remember(
+                    runtime, identity_stage, credential, route, scope, principal, identity, policy, headers_key, epoch
+                )
 
         # -- redaction: fields hidden unless the caller holds the route's `unless` permission -------------------
         redact = cast("RedactConfig | None", route.redact)  # (typed ``object`` in proxy, below config)
         if redact is not None:
             unless = redact.unless
             # At the same place: an object the lookup placed is judged where it lies, not at itself alone.
-            if unless is None or not decide_route(policy, identity, Requirement(
-                    "enforce", unless, requirement.scope, None, None, requirement.placed, requirement.parent),
-                    runtime.clock()).allowed:
+            if (
+                unless is None
+                or not decide_route(
+                    policy,
+                    identity,
+                    Requirement(
+                        "enforce", unless, requirement.scope, None, None, requirement.placed, requirement.parent
+                    ),
+                    runtime.clock(),
+                ).allowed
+            ):
                 access.response_filter = runtime.redaction_filter(route.index)
         return access
     except RolegateError as exc:
@@ -271,8 +324,16 @@ class _Known:
 
     __slots__ = ("principal", "identity", "policy", "headers", "until", "expires", "epoch", "answer", "wire")
 
-    def __init__(self, principal: Principal, identity: Identity, policy: Policy, headers: EncodedHeaders, until: float,
-                 expires: float, epoch: object) -> None:
+    def __init__(
+        self,
+        principal: Principal,
+        identity: Identity,
+        policy: Policy,
+        headers: EncodedHeaders,
+        until: float,
+        expires: float,
+        epoch: object,
+    ) -> None:
         self.principal = principal
         self.identity = identity
         self.policy = policy
@@ -326,13 +387,25 @@ class AccessMemo:
 
     @staticmethod
     def valid(known: _Known, epoch: object, runtime: Runtime) -> bool:
-        return known.epoch is epoch and time.time() < known.until and (
-            known.expires == math.inf or runtime.clock() < known.expires)
+        return (
+            known.epoch is epoch
+            and time.time() < known.until
+            and (known.expires == math.inf or runtime.clock() < known.expires)
+        )
 
-    def remember(self, runtime: Runtime, identity_stage: IdentityStage, credential: tuple[str, str], route: Route,
-                 scope: str | None, principal: Principal, identity: Identity, policy: Policy,
-                 headers_key: tuple[Any, ...],
-                 epoch: object) -> _Known | None:
+    def remember(
+        self,
+        runtime: Runtime,
+        identity_stage: IdentityStage,
+        credential: tuple[str, str],
+        route: Route,
+        scope: str | None,
+        principal: Principal,
+        identity: Identity,
+        policy: Policy,
+        headers_key: tuple[Any, ...],
+        epoch: object,
+    ) -> _Known | None:
         """Keep what this check found for the next request with the same credential: a browser session
         answered from memory, a day-pass session or a rolegate bearer token (never an IdP's token, which
         only the provider can vouch for, nor a session with something to write back or refresh)."""
@@ -365,12 +438,15 @@ class AccessMemo:
         now = time.time()
         if until <= now or cached.not_before > now or runtime.clock() >= expires:
             return None
-        return self.known.put((credential, route.upstream, _scope_key(route, scope)), _Known(
-            principal, identity, policy, cached.headers, until, expires, epoch))
+        return self.known.put(
+            (credential, route.upstream, _scope_key(route, scope)),
+            _Known(principal, identity, policy, cached.headers, until, expires, epoch),
+        )
 
 
-def remembered_target(runtime: Runtime, request: Any, method: str, host: str,
-                      raw_target: str) -> tuple[Any, ...] | None:
+def remembered_target(
+    runtime: Runtime, request: Any, method: str, host: str, raw_target: str
+) -> tuple[Any, ...] | None:
     """What ``remembered`` reads of a request before the memo: the memo key, the route, the requirement, the
     path. A function of the request's headers and the Runtime's routes only (the lean listener keeps it per
     distinct subrequest head); None when nothing may be answered from memory (no single short credential,
@@ -393,12 +469,18 @@ def remembered_target(runtime: Runtime, request: Any, method: str, host: str,
             requirement = requirement_of(match)
     except RolegateError:
         return None
-    return ((credential, route.upstream, _scope_key(route, requirement.scope)), route, requirement, path,
-            path + sep + query)
+    return (
+        (credential, route.upstream, _scope_key(route, requirement.scope)),
+        route,
+        requirement,
+        path,
+        path + sep + query,
+    )
 
 
-def remembered(runtime: Runtime, request: Any, method: str, host: str, raw_target: str,
-               target: tuple[Any, ...] | None = None) -> Access | None:
+def remembered(
+    runtime: Runtime, request: Any, method: str, host: str, raw_target: str, target: tuple[Any, ...] | None = None
+) -> Access | None:
     """check_access for the lean forward-auth listener, when its answer is an allowing one from a valid
     remembered entry: the same look-up, the same validity rule (one epoch read), the same decision, counted and
     sampled for the audit the same way (check_access's remembered path, allowing branch). None, with nothing
@@ -467,8 +549,9 @@ def _credential_of(request: web.BaseRequest) -> tuple[str, str] | None:
     return (cookie, authorization)
 
 
-def _headers_key(request: web.BaseRequest, principal: Principal, identity: Identity, policy: Policy,
-                 route: Route, scope: str | None) -> tuple[Any, ...]:
+def _headers_key(
+    request: web.BaseRequest, principal: Principal, identity: Identity, policy: Policy, route: Route, scope: str | None
+) -> tuple[Any, ...]:
     """Everything the upstream headers depend on (see ``_upstream_headers``)."""
     cookies = request.headers.getall("Cookie", ())
     # identity.key: its groups (a string with a cached hash); a disabled identity never gets this far
@@ -481,9 +564,18 @@ def _scope_key(route: Route, scope: str | None) -> str | None:
     return scope if scope is not None or route.permission is None else f"where {route.permission}"
 
 
-async def _upstream_headers(runtime: Runtime, memo: AccessMemo, request: web.BaseRequest,
-                            identity_stage: IdentityStage, principal: Principal, identity: Identity, policy: Policy,
-                            route: Route, scope: str | None, key: tuple[Any, ...]) -> EncodedHeaders:
+async def _upstream_headers(
+    runtime: Runtime,
+    memo: AccessMemo,
+    request: web.BaseRequest,
+    identity_stage: IdentityStage,
+    principal: Principal,
+    identity: Identity,
+    policy: Policy,
+    route: Route,
+    scope: str | None,
+    key: tuple[Any, ...],
+) -> EncodedHeaders:
     """Identity headers, the caller's own cookies and the signed assertion, built once and reused.
 
     The key (``_headers_key``) holds everything the answer depends on: the principal object (a
@@ -513,11 +605,17 @@ async def _upstream_headers(runtime: Runtime, memo: AccessMemo, request: web.Bas
         # A route naming no upstream (the front proxy forwards it) mints ``aud`` null, as it always has.
         aud = audience_for(route.upstream, runtime.config.upstreams.get(route.upstream))  # type: ignore[arg-type]
         assertion, refresh_at = minter.assertion_headers_until(
-            sub=principal.username, name=principal.name or principal.username, email=principal.email or "",
-            roles=roles_of(policy, identity, scope, now), scope=scope or "",
-            perms=effective_permissions(policy, identity, scope, now), sid=principal.session_id or "",
-            ver=policy.version, aud=aud,
-            where=where_for_route(policy, identity, route, scope, now))
+            sub=principal.username,
+            name=principal.name or principal.username,
+            email=principal.email or "",
+            roles=roles_of(policy, identity, scope, now),
+            scope=scope or "",
+            perms=effective_permissions(policy, identity, scope, now),
+            sid=principal.session_id or "",
+            ver=policy.version,
+            aud=aud,
+            where=where_for_route(policy, identity, route, scope, now),
+        )
         headers = {**headers, **assertion}
         until = min(until, refresh_at)
         if not principal.session_id:
@@ -528,9 +626,18 @@ async def _upstream_headers(runtime: Runtime, memo: AccessMemo, request: web.Bas
     return encoded
 
 
-def _audit(runtime: Runtime, verdict: DecisionVerdict, method: str, path: str, route: Route, principal: Principal,
-           decision: Decision | None, reasons: Sequence[str] | None, started: float,
-           request: web.BaseRequest) -> None:
+def _audit(
+    runtime: Runtime,
+    verdict: DecisionVerdict,
+    method: str,
+    path: str,
+    route: Route,
+    principal: Principal,
+    decision: Decision | None,
+    reasons: Sequence[str] | None,
+    started: float,
+    request: web.BaseRequest,
+) -> None:
     """Hand a decision to the audit log: every denial, and the allowed reads the caller sampled."""
     _DECISIONS[(verdict, route.mode)].inc()
     audit = runtime.audit
@@ -539,12 +646,23 @@ def _audit(runtime: Runtime, verdict: DecisionVerdict, method: str, path: str, r
     if reasons is None:
         assert decision is not None  # a caller without a decision names the reasons
         reasons = decision.reasons  # worked out only for events that are recorded
-    audit.emit(decision_event(
-        decision=verdict, user=principal.username, method=method, path=path,
-        permission=decision.permission if decision is not None else route.permission,
-        scope=decision.scope if decision is not None else None, route=route.name, mode=route.mode,
-        reasons=reasons, latency_us=int((time.perf_counter() - started) * 1e6),
-        ref=request.headers.get("X-Request-Id"), client=request.remote, auth=getattr(principal, "auth", None)))
+    audit.emit(
+        decision_event(
+            decision=verdict,
+            user=principal.username,
+            method=method,
+            path=path,
+            permission=decision.permission if decision is not None else route.permission,
+            scope=decision.scope if decision is not None else None,
+            route=route.name,
+            mode=route.mode,
+            reasons=reasons,
+            latency_us=int((time.perf_counter() - started) * 1e6),
+            ref=request.headers.get("X-Request-Id"),
+            client=request.remote,
+            auth=getattr(principal, "auth", None),
+        )
+    )
 
 
 async def record_write(runtime: Runtime, request: web.BaseRequest, access: Access, method: str) -> None:
@@ -555,15 +673,26 @@ async def record_write(runtime: Runtime, request: web.BaseRequest, access: Acces
     if audit is None or route is None:
         return
     principal = access.principal
-    await audit.emit_write(decision_event(
-        decision="allow", user=principal.username if principal is not None else None, method=method,
-        path=access.path_qs.partition("?")[0], permission=route.permission, scope=access.scope,
-        route=route.name, mode=route.mode, ref=request.headers.get("X-Request-Id"), client=request.remote,
-        auth=getattr(principal, "auth", None) if principal is not None else "public"))
+    await audit.emit_write(
+        decision_event(
+            decision="allow",
+            user=principal.username if principal is not None else None,
+            method=method,
+            path=access.path_qs.partition("?")[0],
+            permission=route.permission,
+            scope=access.scope,
+            route=route.name,
+            mode=route.mode,
+            ref=request.headers.get("X-Request-Id"),
+            client=request.remote,
+            auth=getattr(principal, "auth", None) if principal is not None else "public",
+        )
+    )
 
 
-def record_outcome(runtime: Runtime, request: web.BaseRequest, access: Access, method: str, status: int,
-                   started: float) -> None:
+def record_outcome(
+    runtime: Runtime, request: web.BaseRequest, access: Access, method: str, status: int, started: float
+) -> None:
     """The upstream's answer to a write that passed (method, path, status)."""
     audit = runtime.audit
     route = access.route
@@ -571,10 +700,18 @@ def record_outcome(runtime: Runtime, request: web.BaseRequest, access: Access, m
         return
     principal = access.principal
     try:
-        audit.emit(request_event(
-            user=principal.username if principal is not None else None, method=method,
-            path=access.path_qs.partition("?")[0], status=status, route=route.name, upstream=route.upstream,
-            latency_us=int((time.perf_counter() - started) * 1e6), ref=request.headers.get("X-Request-Id"),
-            client=request.remote))
+        audit.emit(
+            request_event(
+                user=principal.username if principal is not None else None,
+                method=method,
+                path=access.path_qs.partition("?")[0],
+                status=status,
+                route=route.name,
+                upstream=route.upstream,
+                latency_us=int((time.perf_counter() - started) * 1e6),
+                ref=request.headers.get("X-Request-Id"),
+                client=request.remote,
+            )
+        )
     except RolegateError:
         pass  # the durable decision event already holds this write; a full queue must not fail the response

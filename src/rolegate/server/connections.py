@@ -39,8 +39,10 @@ log = logging.getLogger("rolegate.connections")
 # Shortest time between two log lines that sum up the connections closed for being slow or surplus.
 SUMMARY_SECONDS = 10.0
 # What a connection past the cap is told before it is closed.
-_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nRetry-After: 1\r\n"
-         b"Connection: close\r\nContent-Length: 37\r\n\r\nToo many connections; try again soon.")
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nRetry-After: 1\r\n"
+    b"Connection: close\r\nContent-Length: 37\r\n\r\nToo many connections; try again soon."
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,9 +55,12 @@ class Limits:
     @classmethod
     def from_config(cls, server: ServerConfig) -> Limits:
         timeouts = server.timeouts
-        return cls(header=timeouts.header.total_seconds(), idle=timeouts.idle.total_seconds(),
-                   body=timeouts.body.total_seconds(),
-                   max_connections=server.max_connections or default_max_connections())
+        return cls(
+            header=timeouts.header.total_seconds(),
+            idle=timeouts.idle.total_seconds(),
+            body=timeouts.body.total_seconds(),
+            max_connections=server.max_connections or default_max_connections(),
+        )
 
 
 def default_max_connections() -> int:
@@ -82,8 +87,12 @@ class _Closures:
     def report(self) -> None:
         self._flush = None
         if self.pending:
-            log.info("closed %d client connections in the last %.0f s: %s", sum(self.pending.values()),
-                     SUMMARY_SECONDS, ", ".join(f"{reason} {n}" for reason, n in sorted(self.pending.items())))
+            log.info(
+                "closed %d client connections in the last %.0f s: %s",
+                sum(self.pending.values()),
+                SUMMARY_SECONDS,
+                ", ".join(f"{reason} {n}" for reason, n in sorted(self.pending.items())),
+            )
             self.pending.clear()
 
 
@@ -92,7 +101,7 @@ class _GuardedServer(web.Server):
 
     limits: Limits
     closures: _Closures
-    silent: dict[_GuardedHandler, None]   # connections that have not sent a byte, oldest first
+    silent: dict[_GuardedHandler, None]  # connections that have not sent a byte, oldest first
 
     def __call__(self) -> RequestHandler:
         return _GuardedHandler(self, loop=self._loop, **self._kwargs)

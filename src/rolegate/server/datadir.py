@@ -44,7 +44,8 @@ def check_data_dir(config: Config, base_dir: Path, *, config_file: str = "<confi
         raise ConfigError(
             f"{config_file}: {key}: cannot write the data directory {folder} as user {_user()}: "
             f"{exc.strerror or exc}; make it writable by that user (a volume in a container, StateDirectory= "
-            f"in systemd) or point storage.data_dir (or ROLEGATE_DATA) at one that is") from None
+            f"in systemd) or point storage.data_dir (or ROLEGATE_DATA) at one that is"
+        ) from None
 
 
 def _user() -> str:

@@ -60,15 +60,23 @@ class DirectoryRunner:
         s = self.sync.status
         metrics.DIRECTORY_USERS.set(s.users)
         metrics.DIRECTORY_PENDING_DELETIONS.set(s.pending_deletions)
-        return {"state": s.state, "leader": True, "users": s.users, "groups": s.groups,
-                "last_success": s.last_success, "last_error": s.last_error,
-                "pending_deletions": s.pending_deletions, "consecutive_failures": s.consecutive_failures}
+        return {
+            "state": s.state,
+            "leader": True,
+            "users": s.users,
+            "groups": s.groups,
+            "last_success": s.last_success,
+            "last_error": s.last_error,
+            "pending_deletions": s.pending_deletions,
+            "consecutive_failures": s.consecutive_failures,
+        }
 
     async def _audit_sync(self, kind: str, body: dict[str, Any]) -> None:
         summary = {k: body.get(k) for k in ("kind", "users", "groups", "forced")}
         assert self.audit is not None  # opened before the sync that calls this is made
-        await self.audit.emit_durable(sync_event(result="applied", mode=body.get("kind", "full"), summary=summary,
-                                                 details=body))
+        await self.audit.emit_durable(
+            sync_event(result="applied", mode=body.get("kind", "full"), summary=summary, details=body)
+        )
 
     async def _run(self) -> None:
         from rolegate.directory import DirectorySync  # ldap3: loaded only in the process that runs the directory

@@ -51,10 +51,12 @@ class _Prog(ctypes.Structure):
 # (the final ACK of a handshake under way, and, on connections accepted later, their traffic).
 _BPF_LD_B_ABS, _BPF_JMP_JSET_K, _BPF_RET_K = 0x30, 0x45, 0x06
 _TCP_FLAGS_OFFSET, _TCP_ACK = 13, 0x10
-_NO_NEW_SYNS = ((_BPF_LD_B_ABS, 0, 0, _TCP_FLAGS_OFFSET),
-                (_BPF_JMP_JSET_K, 1, 0, _TCP_ACK),   # ACK set: jump to "accept"
-                (_BPF_RET_K, 0, 0, 0),               # drop
-                (_BPF_RET_K, 0, 0, 0xFFFFFFFF))      # accept the whole segment
+_NO_NEW_SYNS = (
+    (_BPF_LD_B_ABS, 0, 0, _TCP_FLAGS_OFFSET),
+    (_BPF_JMP_JSET_K, 1, 0, _TCP_ACK),  # ACK set: jump to "accept"
+    (_BPF_RET_K, 0, 0, 0),  # drop
+    (_BPF_RET_K, 0, 0, 0xFFFFFFFF),
+)  # accept the whole segment
 
 
 class Listener:

@@ -15,8 +15,11 @@ from prometheus_client import multiprocess
 from rolegate.server.audit_health import with_audit
 
 
-def build_internal_app(readiness: Callable[[], dict[str, Any]], collectors: Iterable[Any] = (),
-                       database_answered: Callable[[], float | None] | None = None) -> web.Application:
+def build_internal_app(
+    readiness: Callable[[], dict[str, Any]],
+    collectors: Iterable[Any] = (),
+    database_answered: Callable[[], float | None] | None = None,
+) -> web.Application:
     """``readiness()`` returns {"ready": bool, "checks": {...}}; it must be cheap. ``collectors``: the
     master's own Prometheus collectors (objects with ``collect()``), e.g. the worker supervisor's.
     ``database_answered()``: when (monotonic) the master's probe last sent a query the database answered
@@ -33,8 +36,9 @@ def build_internal_app(readiness: Callable[[], dict[str, Any]], collectors: Iter
         serving = bool(state.get("ready"))  # False: no worker, stopping, or past storage.max_staleness
         state = with_audit(state)
         checks = state.get("checks", {})
-        writes_down = (checks.get("storage", {}).get("database") == "unavailable"
-                       or "store" in checks.get("audit", {}).get("targets", {}))
+        writes_down = checks.get("storage", {}).get("database") == "unavailable" or "store" in checks.get(
+            "audit", {}
+        ).get("targets", {})
         if database_answered is not None:
             # Two signals, from different processes at different moments: the audit's gauge can lose a
             # failing process's share (a worker that died, a label between two values) while the probe has
@@ -57,8 +61,9 @@ def build_internal_app(readiness: Callable[[], dict[str, Any]], collectors: Iter
             state["ready"] = False
             # Not serving at all already says why (unavailable, or waiting_for_storage at the start).
             state["status"] = "writes_unavailable" if serving else state.get("status", "unavailable")
-        return web.Response(status=200 if state.get("ready") else 503, text=json.dumps(state),
-                            content_type="application/json")
+        return web.Response(
+            status=200 if state.get("ready") else 503, text=json.dumps(state), content_type="application/json"
+        )
 
     async def metrics(request: web.Request) -> web.Response:
         registry = CollectorRegistry()

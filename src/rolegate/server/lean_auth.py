@@ -39,8 +39,7 @@ import httptools
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from rolegate.identity.forward_auth import _MAX_URI, _METHODS, ENDPOINT, RoutingInputError, \
-    read_original, trusted_peer
+from rolegate.identity.forward_auth import _MAX_URI, _METHODS, ENDPOINT, RoutingInputError, read_original, trusted_peer
 from rolegate.limits import FORWARD_AUTH_HEADS
 from rolegate.memo import BoundedCache
 from rolegate.server.access import remembered, remembered_target
@@ -55,21 +54,34 @@ log = logging.getLogger("rolegate.lean_auth")
 _MAX_HEAD = 96 * 1024
 _MAX_BODY = 1024 * 1024
 _UNKNOWN = object()
-_BAD_REQUEST = (b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 11\r\n"
-                b"Connection: close\r\n\r\nBad Request")
-_TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain; charset=utf-8\r\n"
-              b"Content-Length: 31\r\nConnection: close\r\n\r\nRequest Header Fields Too Large")
-_BODY_TOO_LARGE = (b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                   b"Content-Length: 24\r\nConnection: close\r\n\r\nRequest Entity Too Large")
-_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nRetry-After: 1\r\n"
-         b"Connection: close\r\nContent-Length: 37\r\n\r\nToo many connections; try again soon.")
-_UNAVAILABLE = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                b"Content-Length: 11\r\nConnection: close\r\n\r\nUnavailable")
+_BAD_REQUEST = (
+    b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 11\r\n"
+    b"Connection: close\r\n\r\nBad Request"
+)
+_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: 31\r\nConnection: close\r\n\r\nRequest Header Fields Too Large"
+)
+_BODY_TOO_LARGE = (
+    b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: 24\r\nConnection: close\r\n\r\nRequest Entity Too Large"
+)
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nRetry-After: 1\r\n"
+    b"Connection: close\r\nContent-Length: 37\r\n\r\nToo many connections; try again soon."
+)
+_UNAVAILABLE = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: 11\r\nConnection: close\r\n\r\nUnavailable"
+)
 # Bytes a header may hold on the lean path: visible ASCII, space and tab. Anything else is aiohttp's to judge.
 _PLAIN = bytes(range(0x20, 0x7F)) + b"\t"
 _ENDPOINT = ENDPOINT.encode()
-_SERVER = f"Server: Python/{'.'.join(map(str, __import__('sys').version_info[:2]))} aiohttp/" \
-          f"{__import__('aiohttp').__version__}\r\n".encode()
+_SERVER = (
+    f"Server: Python/{'.'.join(map(str, __import__('sys').version_info[:2]))} aiohttp/"
+    f"{__import__('aiohttp').__version__}\r\n".encode()
+)
+
 
 class _Date:
     """The Date header, formatted once a second (as aiohttp does)."""
@@ -148,7 +160,7 @@ class LeanServer:
         self._timeouts_of: Runtime | None = None
         self.loop: asyncio.AbstractEventLoop = asyncio.get_running_loop()
         self.answered = 0  # remembered answers written here (tests read these)
-        self.relayed = 0   # requests handed to aiohttp
+        self.relayed = 0  # requests handed to aiohttp
         self.peers: dict[Any, str] = {}  # relay RequestHandler -> the lean connection's peer address
         main = runner.server
         assert main is not None
@@ -224,8 +236,14 @@ class LeanServer:
 
     def answer(self, message: _Message, peer: str) -> bytes | None:
         """The bytes of a remembered answer to ``message``, or None: not this listener's to decide."""
-        if message.body or message.upgrade or message.chunked or not message.keep_alive \
-                or message.version != "1.1" or message.url != _ENDPOINT:
+        if (
+            message.body
+            or message.upgrade
+            or message.chunked
+            or not message.keep_alive
+            or message.version != "1.1"
+            or message.url != _ENDPOINT
+        ):
             return None
         runtime = self.holder.runtime
         server = runtime.config.server
@@ -310,8 +328,8 @@ class _Connection(asyncio.Protocol):
         self.size = 0
         self.queue: deque[_Message] = deque()
         self.relay: _Relay | None = None
-        self.busy = False      # a request is with aiohttp
-        self.tunnel = False    # upgraded: every byte goes to aiohttp unparsed
+        self.busy = False  # a request is with aiohttp
+        self.tunnel = False  # upgraded: every byte goes to aiohttp unparsed
         self.failed: bytes | None = None  # the answer to bytes that did not parse, after those queued before
         self.timer: asyncio.TimerHandle | None = None
         self.closing = False
@@ -352,7 +370,7 @@ class _Connection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
-            rest = data[upgrade.args[0]:] if upgrade.args and isinstance(upgrade.args[0], int) else b""
+            rest = data[upgrade.args[0] :] if upgrade.args and isinstance(upgrade.args[0], int) else b""
             if self.message is not None:  # the upgrade request's head: relayed, then the rest unparsed
                 self.message.upgrade = True
                 self.queue.append(self.message)
@@ -360,8 +378,9 @@ class _Connection(asyncio.Protocol):
             self.pending_tunnel = rest
         except httptools.HttpParserError:
             if self.failed is None:
-                self.failed = _TOO_LARGE if self.size > _MAX_HEAD else (
-                    _BODY_TOO_LARGE if self.size < 0 else _BAD_REQUEST)
+                self.failed = (
+                    _TOO_LARGE if self.size > _MAX_HEAD else (_BODY_TOO_LARGE if self.size < 0 else _BAD_REQUEST)
+                )
         self._serve()
 
     def eof_received(self) -> bool | None:

@@ -119,8 +119,9 @@ class StoreProbe:
             while True:
                 self.attempts += 1
                 sent = time.monotonic()
-                attempt = asyncio.ensure_future(asyncio.wait_for(
-                    open_store(self.config.storage, base_dir=self.base_dir), timeout))
+                attempt = asyncio.ensure_future(
+                    asyncio.wait_for(open_store(self.config.storage, base_dir=self.base_dir), timeout)
+                )
                 await asyncio.wait({attempt, stopped}, return_when=asyncio.FIRST_COMPLETED)
                 if not attempt.done():
                     attempt.cancel()
@@ -134,16 +135,23 @@ class StoreProbe:
                     self._failed("database", str(exc) or type(exc).__name__)
                     delay = START_RETRY_SECONDS[min(self.attempts - 1, len(START_RETRY_SECONDS) - 1)]
                     self.retry_at = time.monotonic() + delay
-                    log.warning("storage %s unreachable (%s); retrying in %.0fs (waiting %.0fs; no worker starts "
-                                "until it answers)", where, _why(exc), delay, time.monotonic() - self.wait_started)
+                    log.warning(
+                        "storage %s unreachable (%s); retrying in %.0fs (waiting %.0fs; no worker starts "
+                        "until it answers)",
+                        where,
+                        _why(exc),
+                        delay,
+                        time.monotonic() - self.wait_started,
+                    )
                     await asyncio.wait({stopped}, timeout=delay)
                     if stop.is_set():
                         return False
                     continue
                 self._answered("database", sent)
                 if self.attempts > 1:
-                    log.warning("storage %s answers after %.0fs; starting workers", where,
-                                time.monotonic() - self.wait_started)
+                    log.warning(
+                        "storage %s answers after %.0fs; starting workers", where, time.monotonic() - self.wait_started
+                    )
                 return True
         finally:
             self.waiting, self.retry_at = False, None
@@ -163,18 +171,28 @@ class StoreProbe:
 
     def collect(self) -> Iterator[Metric]:
         """Prometheus metric families for the internal listener (what /readyz's storage check knows)."""
-        up = GaugeMetricFamily("rolegate_storage_up", "1 while the master's probe finds this backend answering "
-                               "(database: PostgreSQL, cache: Redis)", labels=["backend"])
-        down_for = GaugeMetricFamily("rolegate_storage_unavailable_seconds",
-                                     "Seconds since this backend last answered, while it does not (else 0)",
-                                     labels=["backend"])
-        last_error = GaugeMetricFamily("rolegate_storage_last_error_timestamp_seconds",
-                                       "When the probe last found this backend not answering (Unix time)",
-                                       labels=["backend"])
-        writes = GaugeMetricFamily("rolegate_storage_writes_unavailable",
-                                   "1 while the database does not answer: writes are refused (503), /readyz 503")
-        waiting = GaugeMetricFamily("rolegate_storage_start_waiting",
-                                    "1 while the master waits for the database before starting any worker")
+        up = GaugeMetricFamily(
+            "rolegate_storage_up",
+            "1 while the master's probe finds this backend answering (database: PostgreSQL, cache: Redis)",
+            labels=["backend"],
+        )
+        down_for = GaugeMetricFamily(
+            "rolegate_storage_unavailable_seconds",
+            "Seconds since this backend last answered, while it does not (else 0)",
+            labels=["backend"],
+        )
+        last_error = GaugeMetricFamily(
+            "rolegate_storage_last_error_timestamp_seconds",
+            "When the probe last found this backend not answering (Unix time)",
+            labels=["backend"],
+        )
+        writes = GaugeMetricFamily(
+            "rolegate_storage_writes_unavailable",
+            "1 while the database does not answer: writes are refused (503), /readyz 503",
+        )
+        waiting = GaugeMetricFamily(
+            "rolegate_storage_start_waiting", "1 while the master waits for the database before starting any worker"
+        )
         now = time.monotonic()
         for name, state in sorted(self.state.items()):
             up.add_metric([name], 1.0 if state == "ok" else 0.0)
@@ -188,9 +206,12 @@ class StoreProbe:
 
     def status(self) -> dict[str, Any]:
         if self.waiting:
-            out: dict[str, Any] = {"state": "waiting", **self.state,
-                                   "waiting_for": round(time.monotonic() - self.wait_started, 1),
-                                   "attempts": self.attempts}
+            out: dict[str, Any] = {
+                "state": "waiting",
+                **self.state,
+                "waiting_for": round(time.monotonic() - self.wait_started, 1),
+                "attempts": self.attempts,
+            }
             if self.retry_at is not None:
                 out["retry_in"] = round(max(0.0, self.retry_at - time.monotonic()), 1)
             if self.error:
@@ -206,16 +227,19 @@ class StoreProbe:
 
     def stale(self) -> bool:
         """The database has not answered for longer than the workers may serve from memory."""
-        return (self.state.get("database") == "unavailable"
-                and time.monotonic() - self.database_ok_at > self.config.storage.max_staleness.total_seconds())
+        return (
+            self.state.get("database") == "unavailable"
+            and time.monotonic() - self.database_ok_at > self.config.storage.max_staleness.total_seconds()
+        )
 
     async def _run(self) -> None:
         timeout = (self.config.storage.connect_timeout + self.config.storage.command_timeout).total_seconds()
         while True:
             if self.store is None:
                 try:
-                    self.store = await asyncio.wait_for(open_store(self.config.storage, base_dir=self.base_dir),
-                                                        timeout)
+                    self.store = await asyncio.wait_for(
+                        open_store(self.config.storage, base_dir=self.base_dir), timeout
+                    )
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - StoreUnavailable names the server that failed
@@ -255,15 +279,17 @@ def _runner_view(config: Config) -> tuple[Any, ...]:
 
 
 class Master:
-    def __init__(self, config_path: str, config: Config, log_level: str = "INFO",
-                 run_dir: RunDir | None = None) -> None:
+    def __init__(
+        self, config_path: str, config: Config, log_level: str = "INFO", run_dir: RunDir | None = None
+    ) -> None:
         self.config_path = config_path
         self.config = config
         self.log_level = log_level
         self.run_dir = run_dir
         self.ctx = multiprocessing.get_context("spawn")
-        self.supervisor = Supervisor(config.server.worker_count, self.spawn, on_dead=self._mark_dead,
-                                     generation=lambda: self.generation)
+        self.supervisor = Supervisor(
+            config.server.worker_count, self.spawn, on_dead=self._mark_dead, generation=lambda: self.generation
+        )
         self.generation = 0  # counts applied reloads: a worker that started before one gets a SIGHUP
         self.host = config.server.listen[0]
         self.stopping = False
@@ -292,10 +318,12 @@ class Master:
         """
         parent, child = self.ctx.Pipe(duplex=True)
         run_dir = str(self.run_dir.path) if self.run_dir is not None else None
-        proc = self.ctx.Process(target=worker_main, name=f"rolegate-worker-{index}",
-                                args=(self.config_path, self.host, self.port, index, child, self.log_level,
-                                      self.config, run_dir),
-                                daemon=False)
+        proc = self.ctx.Process(
+            target=worker_main,
+            name=f"rolegate-worker-{index}",
+            args=(self.config_path, self.host, self.port, index, child, self.log_level, self.config, run_dir),
+            daemon=False,
+        )
         proc.start()
         child.close()
         return proc, parent
@@ -317,8 +345,12 @@ class Master:
         if self.storage is not None:
             storage = checks["storage"] = self.storage.status()
             degraded = degraded or storage["state"] != "ok"
-        ready = (workers["alive"] > 0 and not self.stopping and not workers.get("not_ready")
-                 and not (self.storage is not None and self.storage.stale()))
+        ready = (
+            workers["alive"] > 0
+            and not self.stopping
+            and not workers.get("not_ready")
+            and not (self.storage is not None and self.storage.stale())
+        )
         status = ("degraded" if degraded else "ok") if ready else "unavailable"
         if self.storage is not None and self.storage.waiting and not self.stopping:
             status = "waiting_for_storage"  # no worker yet: started while the database does not answer
@@ -337,8 +369,9 @@ class Master:
             Compiled(config)  # routes, upstreams and redactions must compile too
         except ConfigError as exc:
             self.last_reload_error = "; ".join(exc.problems)
-            log.error("config reload (%s) rejected, keeping the running config:\n  %s", reason,
-                      "\n  ".join(exc.problems))
+            log.error(
+                "config reload (%s) rejected, keeping the running config:\n  %s", reason, "\n  ".join(exc.problems)
+            )
             return False
         if config.server.listen != self.config.server.listen or config.server.workers != self.config.server.workers:
             log.warning("server.listen and server.workers take effect only after a restart")
@@ -404,8 +437,9 @@ class Master:
             collectors: list[Any] = [self.supervisor, *([self.storage] if self.storage is not None else [])]
             storage = self.storage
             answered = (lambda: storage.database_sent_at) if storage is not None else None
-            internal_runner = web.AppRunner(build_internal_app(self.readiness, collectors=collectors,
-                                                               database_answered=answered), access_log=None)
+            internal_runner = web.AppRunner(
+                build_internal_app(self.readiness, collectors=collectors, database_answered=answered), access_log=None
+            )
             await internal_runner.setup()
             ihost, iport = self.config.server.internal_listen
             isite = web.TCPSite(internal_runner, ihost, iport)
@@ -447,8 +481,11 @@ class Master:
             await self.shutdown(internal_runner)
             return 1 if ok is not None else 0
         shown = f"[{host}]" if ":" in host else host
-        print(f"rolegate: serving http://{shown}:{self.port} with {count} worker(s)"
-              + (f"; internal listener on port {self.internal_port}" if self.internal_port else ""), flush=True)
+        print(
+            f"rolegate: serving http://{shown}:{self.port} with {count} worker(s)"
+            + (f"; internal listener on port {self.internal_port}" if self.internal_port else ""),
+            flush=True,
+        )
         tasks = [asyncio.ensure_future(self.watch_file())]
         self._start_directory(self.config)
         await stop.wait()

@@ -51,8 +51,10 @@ def _reserve(fd: int, size: int, filename: str) -> None:
     except OSError as exc:
         if exc.errno in _UNSUPPORTED:
             return
-        raise OSError(exc.errno, f"cannot reserve {size} bytes for the metrics file {filename} "
-                                 f"(server.runtime_dir): {exc.strerror}") from None
+        raise OSError(
+            exc.errno,
+            f"cannot reserve {size} bytes for the metrics file {filename} (server.runtime_dir): {exc.strerror}",
+        ) from None
 
 
 def install() -> None:

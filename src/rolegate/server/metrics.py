@@ -14,29 +14,38 @@ metric_files.install()  # before the first value: a full disk must not SIGBUS a 
 
 REQUESTS = Counter("rolegate_requests_total", "Requests answered by the proxy listener", ["outcome"])
 DECISIONS = Counter("rolegate_decisions_total", "Authorization decisions", ["decision", "mode"])
-UPSTREAM_ERRORS = Counter("rolegate_upstream_errors_total",
-                          "Requests answered 502/504 because the upstream failed before its answer began",
-                          ["upstream", "kind"])
+UPSTREAM_ERRORS = Counter(
+    "rolegate_upstream_errors_total",
+    "Requests answered 502/504 because the upstream failed before its answer began",
+    ["upstream", "kind"],
+)
 CONFIG_RELOADS = Counter("rolegate_config_reloads_total", "Config reload attempts", ["result"])
-DIRECTORY_USERS = Gauge("rolegate_directory_users", "Users in the applied directory snapshot",
-                        multiprocess_mode="max")
-DIRECTORY_PENDING_DELETIONS = Gauge("rolegate_directory_refused_deletions",
-                                    "Users a refused sync would have removed", multiprocess_mode="max")
+DIRECTORY_USERS = Gauge("rolegate_directory_users", "Users in the applied directory snapshot", multiprocess_mode="max")
+DIRECTORY_PENDING_DELETIONS = Gauge(
+    "rolegate_directory_refused_deletions", "Users a refused sync would have removed", multiprocess_mode="max"
+)
 AUDIT_QUEUE = Gauge("rolegate_audit_queue_depth", "Audit events waiting to be written", multiprocess_mode="livesum")
 # Set by rolegate.server.audit_health from each AuditLog's counts (see there; /readyz reads the gauge).
-AUDIT_DROPPED = Counter("rolegate_audit_dropped_total", "Audit events that never reached the Store",
-                        ["kind", "reason"])
-AUDIT_SINK_DROPPED = Counter("rolegate_audit_sink_dropped_total",
-                             "Audit events in the Store that a sink never received", ["sink", "kind"])
-AUDIT_SINK_BACKLOG = Gauge("rolegate_audit_sink_backlog", "Audit events a failing sink still owes, kept to retry",
-                           multiprocess_mode="livesum")
-CONNECTIONS_CLOSED = Counter("rolegate_connections_closed_total",
-                             "Client connections closed for being too slow or past server.max_connections",
-                             ["reason"])
+AUDIT_DROPPED = Counter("rolegate_audit_dropped_total", "Audit events that never reached the Store", ["kind", "reason"])
+AUDIT_SINK_DROPPED = Counter(
+    "rolegate_audit_sink_dropped_total", "Audit events in the Store that a sink never received", ["sink", "kind"]
+)
+AUDIT_SINK_BACKLOG = Gauge(
+    "rolegate_audit_sink_backlog", "Audit events a failing sink still owes, kept to retry", multiprocess_mode="livesum"
+)
+CONNECTIONS_CLOSED = Counter(
+    "rolegate_connections_closed_total",
+    "Client connections closed for being too slow or past server.max_connections",
+    ["reason"],
+)
 # livesum: how many live processes cannot write the target (a dead worker's share goes with it); its
 # file exists from the start (AUDIT_QUEUE), so a full disk never has to make one (see metric_files).
-AUDIT_UNWRITABLE = Gauge("rolegate_audit_unwritable", "Processes that cannot write the audit to this target",
-                         ["target", "error"], multiprocess_mode="livesum")
+AUDIT_UNWRITABLE = Gauge(
+    "rolegate_audit_unwritable",
+    "Processes that cannot write the audit to this target",
+    ["target", "error"],
+    multiprocess_mode="livesum",
+)
 
 
 class BufferedCounter:

@@ -35,14 +35,27 @@ from rolegate.server import metrics  # noqa: F401  (metric files first, see role
 
 log = logging.getLogger("rolegate.objects")
 
-OBJECT_LOOKUPS = Counter("rolegate_object_lookup_total", "Object directory misses answered by the app's lookup",
-                         ["type", "result"])
+OBJECT_LOOKUPS = Counter(
+    "rolegate_object_lookup_total", "Object directory misses answered by the app's lookup", ["type", "result"]
+)
 MAX_BODY = 4096
 
 
 class _Type:
-    __slots__ = ("name", "parent_type", "url", "path", "ttl", "negative_ttl", "timeout", "max_entries", "slots",
-                 "cache", "inflight", "ssl")
+    __slots__ = (
+        "name",
+        "parent_type",
+        "url",
+        "path",
+        "ttl",
+        "negative_ttl",
+        "timeout",
+        "max_entries",
+        "slots",
+        "cache",
+        "inflight",
+        "ssl",
+    )
 
     def __init__(self, name: str, parent_type: str, upstream_name: str, upstream: Any, lookup: Any) -> None:
         self.name = name
@@ -71,10 +84,11 @@ class ObjectLookups:
 
     @classmethod
     def from_config(cls, config: Any) -> "ObjectLookups | None":
-        types = {name: _Type(name, t.parent, t.lookup.upstream, config.upstreams[t.lookup.upstream], t.lookup)
-                 for name, t in config.scopes.items()
-                 if getattr(t, "lookup", None) is not None and t.parent is not None
-                 and t.lookup.upstream in config.upstreams}
+        types = {
+            name: _Type(name, t.parent, t.lookup.upstream, config.upstreams[t.lookup.upstream], t.lookup)
+            for name, t in config.scopes.items()
+            if getattr(t, "lookup", None) is not None and t.parent is not None and t.lookup.upstream in config.upstreams
+        }
         return cls(types) if types else None
 
     async def close(self) -> None:
@@ -112,8 +126,13 @@ class ObjectLookups:
             return answer
         except BaseException as exc:  # cancelled: the waiters get a refusal, never a hang
             if not future.done():
-                future.set_result((None, f"{obj} is not registered in the object directory, and its lookup was "
-                                         f"interrupted ({type(exc).__name__})"))
+                future.set_result(
+                    (
+                        None,
+                        f"{obj} is not registered in the object directory, and its lookup was "
+                        f"interrupted ({type(exc).__name__})",
+                    )
+                )
             raise
         finally:
             kind.inflight.pop(obj, None)
@@ -141,8 +160,9 @@ class ObjectLookups:
         except (ValueError, UnicodeDecodeError, AttributeError, RecursionError):
             parent = None
         if not (is_scope(parent) and parent.split(":", 1)[0] == kind.parent_type):
-            return self._failed(kind, obj, f"the lookup at {where} did not answer "
-                                           f'{{"parent": "{kind.parent_type}:<id>"}}')
+            return self._failed(
+                kind, obj, f'the lookup at {where} did not answer {{"parent": "{kind.parent_type}:<id>"}}'
+            )
         self._keep(kind, obj, parent, kind.ttl)
         OBJECT_LOOKUPS.labels(kind.name, "found").inc()
         return parent, None
@@ -151,9 +171,14 @@ class ObjectLookups:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=sum(t.slots._value for t in self.types.values()) or 16),
-                auto_decompress=False)
-        async with self._session.get(url, headers={"Accept": "application/json"}, allow_redirects=False,
-                                     ssl=kind.ssl if kind.ssl is not None else True) as resp:
+                auto_decompress=False,
+            )
+        async with self._session.get(
+            url,
+            headers={"Accept": "application/json"},
+            allow_redirects=False,
+            ssl=kind.ssl if kind.ssl is not None else True,
+        ) as resp:
             body = await resp.content.read(MAX_BODY + 1)
             if len(body) > MAX_BODY:
                 return 0, b""

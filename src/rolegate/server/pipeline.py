@@ -10,8 +10,14 @@ import time
 
 from aiohttp import web
 
-from rolegate.errors import (HeadersTooLarge, RolegateError, ServiceUnavailable, Unauthenticated, UpstreamTimeout,
-                             UpstreamUnavailable)
+from rolegate.errors import (
+    HeadersTooLarge,
+    RolegateError,
+    ServiceUnavailable,
+    Unauthenticated,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from rolegate.identity.challenge import challenge_response
 from rolegate.identity.daypass.refusal import outside_pass_page_for
 from rolegate.proxy.headers import check_host
@@ -71,8 +77,10 @@ class Pipeline:
                     return challenge_response(request, access.error)
                 if (page := await outside_pass_page_for(runtime, request, access)) is not None:
                     return page  # a day-pass holder's browser: what the pass covers, the way back
-                if access.principal is not None and (
-                        page := await refusal_page_for(runtime, request, access)) is not None:
+                if (
+                    access.principal is not None
+                    and (page := await refusal_page_for(runtime, request, access)) is not None
+                ):
                     return page  # a signed-in person: who they are, what they tried, whom to ask
                 headers = {"Allow": access.allow_header} if access.allow_header else None
                 return error_response(request, access.error, headers=headers)
@@ -81,16 +89,20 @@ class Pipeline:
             if access.write:
                 started = time.perf_counter()
                 await record_write(runtime, request, access, request.method)
-            response = await runtime.forwarder.forward(request, _upstream_of(route), access.path_qs,
-                                                       access.set_headers, access.response_filter)
+            response = await runtime.forwarder.forward(
+                request, _upstream_of(route), access.path_qs, access.set_headers, access.response_filter
+            )
             _FORWARDED.inc()
             if access.write:
                 record_outcome(runtime, request, access, request.method, response.status, started)
             return response
         except RolegateError as exc:
             (_DENIED if exc.status < 500 else _ERRORED).inc()
-            if isinstance(exc, (UpstreamUnavailable, UpstreamTimeout)) and access is not None and (
-                    access.route is not None):
+            if (
+                isinstance(exc, (UpstreamUnavailable, UpstreamTimeout))
+                and access is not None
+                and (access.route is not None)
+            ):
                 metrics.UPSTREAM_ERRORS.labels(access.route.upstream, exc.code).inc()
             retry = getattr(exc, "retry_after", None)  # e.g. AuditUnavailable: the audit store is away
             return error_response(request, exc, headers={"Retry-After": str(retry)} if retry else None)
@@ -109,6 +121,7 @@ class Pipeline:
             # the client gets, in rolegate's own error page rather than aiohttp's bare 500.
             _ERRORED.inc()
             error = RolegateError(f"unexpected {type(exc).__name__}")
-            log.exception("%s %s -> 500 ref=%s", request.method, printable(loggable_path(request.path)),
-                          error.reference)
+            log.exception(
+                "%s %s -> 500 ref=%s", request.method, printable(loggable_path(request.path)), error.reference
+            )
             return error_response(request, error, logged=True)

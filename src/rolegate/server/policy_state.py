@@ -51,8 +51,15 @@ async def compile_live_policy(config: Config, store: Store, now: float, version:
         for binding in await active_pass_bindings(store, config, now):
             bindings.append((binding, f"daypass:{binding.daypass}"))
     effective = config.model_copy(update={"roles": {**api_roles, **config.roles}}) if api_roles else config
-    policy = compile_policy(effective, extra_bindings=bindings, enabled_settings=settings, object_grants=grants,
-                            scope_parents=members, assignments=assignments, version=version)
+    policy = compile_policy(
+        effective,
+        extra_bindings=bindings,
+        enabled_settings=settings,
+        object_grants=grants,
+        scope_parents=members,
+        assignments=assignments,
+        version=version,
+    )
     for problem in policy.problems:
         log.warning("policy: %s", problem)
     return policy

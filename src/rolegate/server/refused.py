@@ -45,8 +45,10 @@ e = html.escape
 
 
 def _sign_out_links() -> str:
-    return (f'<a href="{LOGOUT}" id="sign-out">Sign out</a> · '
-            f'<a href="{LOGOUT}" id="switch-account">Sign in as someone else</a>')
+    return (
+        f'<a href="{LOGOUT}" id="sign-out">Sign out</a> · '
+        f'<a href="{LOGOUT}" id="switch-account">Sign in as someone else</a>'
+    )
 
 
 async def refusal_page_for(runtime: Runtime, request: web.BaseRequest, access: Access) -> web.Response | None:
@@ -54,8 +56,13 @@ async def refusal_page_for(runtime: Runtime, request: web.BaseRequest, access: A
     try:
         return await _refusal(runtime, request, access)
     except Exception as exc:  # noqa: BLE001 - never worse than the plain 403
-        log.warning("%s %s: the signed-in 403 page failed (%s: %s); answered the plain one", request.method,
-                    request.path[:200], type(exc).__name__, exc)
+        log.warning(
+            "%s %s: the signed-in 403 page failed (%s: %s); answered the plain one",
+            request.method,
+            request.path[:200],
+            type(exc).__name__,
+            exc,
+        )
         return None
 
 
@@ -64,10 +71,15 @@ async def _refusal(runtime: Runtime, request: web.BaseRequest, access: Access) -
     if principal is None or getattr(principal, "daypass_id", None) is not None:
         return None
     if isinstance(error, AccountDisabled):
-        return error_response(request, error, extra_html=f'<p>{_sign_out_links()}</p>', fields={"sign_out": LOGOUT})
+        return error_response(request, error, extra_html=f"<p>{_sign_out_links()}</p>", fields={"sign_out": LOGOUT})
     route, identity = access.route, access.identity
-    if type(error) is not Forbidden or route is None or identity is None or route.mode != "enforce" \
-            or route.permission is None:
+    if (
+        type(error) is not Forbidden
+        or route is None
+        or identity is None
+        or route.mode != "enforce"
+        or route.permission is None
+    ):
         return None
     from rolegate.admin.wording import attempt_words  # server -> admin: a known exception (tests/test_layers.py)
 
@@ -79,24 +91,47 @@ async def _refusal(runtime: Runtime, request: web.BaseRequest, access: Access) -
     what = attempt_words(config, permission, scope)
     name = principal.name or principal.username
     fields: dict[str, Any] = {
-        "signed_in_as": {"user": principal.username, "name": name}, "sign_out": LOGOUT,
-        "tried": {"permission": permission, "scope": scope, "what": what, "method": request.method,
-                  "path": access.path_qs.partition("?")[0]}}
-    extra = (f'<p class="who">Signed in as <strong>{e(name)}</strong> ({e(principal.username)}) · '
-             f'{_sign_out_links()}</p><p>You tried to: <strong id="tried">{e(what)}</strong></p>')
+        "signed_in_as": {"user": principal.username, "name": name},
+        "sign_out": LOGOUT,
+        "tried": {
+            "permission": permission,
+            "scope": scope,
+            "what": what,
+            "method": request.method,
+            "path": access.path_qs.partition("?")[0],
+        },
+    }
+    extra = (
+        f'<p class="who">Signed in as <strong>{e(name)}</strong> ({e(principal.username)}) · '
+        f'{_sign_out_links()}</p><p>You tried to: <strong id="tried">{e(what)}</strong></p>'
+    )
     offer = await _offer(runtime, policy, principal.username, permission, scope, route, request, access)
     if offer is not None:
         names, link, approvers = offer
-        fields["request_access"] = {"url": REQUEST_API, "form": link, "approvers": approvers,
-                                    "max_duration": _max_duration(config),
-                                    "body": {"permission": permission, "scope": scope}}
-        extra += (f'<p id="approvers">{e(names)} can grant it.</p>'
-                  f'<p><a class="button" id="request-access" href="{e(link)}">Request access</a></p>')
+        fields["request_access"] = {
+            "url": REQUEST_API,
+            "form": link,
+            "approvers": approvers,
+            "max_duration": _max_duration(config),
+            "body": {"permission": permission, "scope": scope},
+        }
+        extra += (
+            f'<p id="approvers">{e(names)} can grant it.</p>'
+            f'<p><a class="button" id="request-access" href="{e(link)}">Request access</a></p>'
+        )
     return error_response(request, error, extra_html=extra, fields=fields)
 
 
-async def _offer(runtime: Runtime, policy: Policy, username: str, permission: str, scope: str | None, route: Route,
-                 request: web.BaseRequest, access: Access) -> tuple[str, str, list[dict[str, Any]]] | None:
+async def _offer(
+    runtime: Runtime,
+    policy: Policy,
+    username: str,
+    permission: str,
+    scope: str | None,
+    route: Route,
+    request: web.BaseRequest,
+    access: Access,
+) -> tuple[str, str, list[dict[str, Any]]] | None:
     """Whom to ask and where: only with access requests on, a store, someone to ask, and no object."""
     if getattr(runtime.config, "access_requests", None) is None or runtime.store is None or route.object:
         return None

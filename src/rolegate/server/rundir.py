@@ -38,7 +38,7 @@ def runtime_root(config: Config, base_dir: Path) -> Path:
         return path if path.is_absolute() else base_dir / path
     url = config.storage.url
     if url.startswith("sqlite:///"):
-        db = Path(url[len("sqlite:///"):])
+        db = Path(url[len("sqlite:///") :])
         return (db if db.is_absolute() else base_dir / db).parent / "run"
     return Path.cwd() / "run"
 
@@ -70,8 +70,7 @@ class RunDir:
             (path / "metrics").mkdir(mode=0o700)
             os.replace(lock_path, path / LOCK)
         except OSError as exc:
-            raise ConfigError(f"{config_file}: server.runtime_dir: cannot use {root}: "
-                              f"{exc.strerror or exc}") from None
+            raise ConfigError(f"{config_file}: server.runtime_dir: cannot use {root}: {exc.strerror or exc}") from None
         return cls(path, fd)
 
     @classmethod

@@ -64,9 +64,14 @@ class Compiled:
         self.upstreams: dict[str, Upstream] = {}
         for name, up in config.upstreams.items():
             try:
-                self.upstreams[name] = Upstream(name, up.url, connect_timeout=up.connect_timeout.total_seconds(),
-                                                read_timeout=up.timeout.total_seconds(), pool_size=up.pool_size,
-                                                ca_file=up.ca_file)
+                self.upstreams[name] = Upstream(
+                    name,
+                    up.url,
+                    connect_timeout=up.connect_timeout.total_seconds(),
+                    read_timeout=up.timeout.total_seconds(),
+                    pool_size=up.pool_size,
+                    ca_file=up.ca_file,
+                )
             except ValueError as exc:
                 source = getattr(config, "source", None)
                 where = source.where(("upstreams", name)) if source is not None else f"upstreams.{name}"
@@ -78,7 +83,8 @@ class Compiled:
             if redact is not None:
                 try:
                     self.redactors[route.index] = RedactionFilter(
-                        compile_redaction(redact.fields), redact.max_bytes, redact.on_unredactable, route.label)
+                        compile_redaction(redact.fields), redact.max_bytes, redact.on_unredactable, route.label
+                    )
                 except ConfigError as exc:
                     problems.extend(f"{route.label}: redact: {p}" for p in exc.problems)
         if config.daypass is not None:  # a landing the pass could not open would strand its holder on a 403
@@ -96,22 +102,62 @@ EPOCH_SECONDS = 1.0
 class Runtime:
     """The compiled view of a config for the request path, plus the worker's live resources."""
 
-    __slots__ = ("config", "base_dir", "routes", "forwarder", "redactors", "generation", "max_header_size",
-                 "identity", "tokens", "store", "board", "audit", "policy", "directory", "_seen",
-                 "_refresh_lock", "_identities", "_live_users", "approvers", "people", "_poller", "clock", "_closed", "store_ok_at",
-                 "max_staleness", "_epoch", "_epoch_board", "_epoch_until", "access_memo", "object_lookup")
+    __slots__ = (
+        "config",
+        "base_dir",
+        "routes",
+        "forwarder",
+        "redactors",
+        "generation",
+        "max_header_size",
+        "identity",
+        "tokens",
+        "store",
+        "board",
+        "audit",
+        "policy",
+        "directory",
+        "_seen",
+        "_refresh_lock",
+        "_identities",
+        "_live_users",
+        "approvers",
+        "people",
+        "_poller",
+        "clock",
+        "_closed",
+        "store_ok_at",
+        "max_staleness",
+        "_epoch",
+        "_epoch_board",
+        "_epoch_until",
+        "access_memo",
+        "object_lookup",
+    )
 
-    def __init__(self, config: Config, compiled: Compiled, *, generation: int = 1, base_dir: Path | None = None,
-                 store: Store | None = None, board: VersionBoard | None = None,
-                 identity: IdentityStage | None = None, audit: AuditLog | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: Config,
+        compiled: Compiled,
+        *,
+        generation: int = 1,
+        base_dir: Path | None = None,
+        store: Store | None = None,
+        board: VersionBoard | None = None,
+        identity: IdentityStage | None = None,
+        audit: AuditLog | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.config = config
         self.base_dir = base_dir
         self.routes = compiled.routes
         self.redactors = compiled.redactors
-        self.forwarder = Forwarder(compiled.upstreams, max_body=config.server.max_body,
-                                   trusted_proxies=config.server.trusted_proxies,
-                                   drop_underscore_headers=config.server.drop_underscore_headers)
+        self.forwarder = Forwarder(
+            compiled.upstreams,
+            max_body=config.server.max_body,
+            trusted_proxies=config.server.trusted_proxies,
+            drop_underscore_headers=config.server.drop_underscore_headers,
+        )
         self.generation = generation
         self.max_header_size = config.server.max_header_size
         self.store = store
@@ -153,8 +199,9 @@ class Runtime:
         return cls(config, Compiled(config), generation=generation, base_dir=base_dir, identity=identity)
 
     @classmethod
-    async def create(cls, config: Config, *, base_dir: Path | None = None, generation: int = 1,
-                     audit_retention: bool = False) -> "Runtime":
+    async def create(
+        cls, config: Config, *, base_dir: Path | None = None, generation: int = 1, audit_retention: bool = False
+    ) -> "Runtime":
         """The full worker Runtime: opens the Store, the board, the audit log and every stage."""
         compiled = Compiled(config)
         store = await open_store(config.storage, base_dir=base_dir)
@@ -166,21 +213,34 @@ class Runtime:
             identity = None
             if config.oidc or config.session:
                 identity = IdentityStage(config, base_dir=base_dir, store=store, board=board, audit=audit)
-            runtime = cls(config, compiled, generation=generation, base_dir=base_dir, store=store, board=board,
-                          identity=identity, audit=audit)
+            runtime = cls(
+                config,
+                compiled,
+                generation=generation,
+                base_dir=base_dir,
+                store=store,
+                board=board,
+                identity=identity,
+                audit=audit,
+            )
             audit.start()
             await runtime.refresh(force=True)
             if config.session is not None or config.tokens.key_secret is not None:
                 from rolegate.identity.daypass import daypass_token_redeemer  # day passes: loaded only when used
 
                 runtime.tokens = TokenStage(
-                    config, store, board=board, current_version=runtime.permission_version,
+                    config,
+                    store,
+                    board=board,
+                    current_version=runtime.permission_version,
                     grants=runtime.unscoped_grants,
                     authenticate_session=identity.authenticate if identity is not None else None,
                     redeem_daypass=daypass_token_redeemer(runtime) if config.daypass is not None else None,
                     # every grant re-checks its subject as a request would: session, directory (and pass)
-                    reload_identity=subject_check(runtime), audit=audit,
-                    clock=runtime.clock)
+                    reload_identity=subject_check(runtime),
+                    audit=audit,
+                    clock=runtime.clock,
+                )
                 await runtime.tokens.open()
                 if identity is not None:
                     identity.use_tokens(runtime.tokens.service)
@@ -256,8 +316,10 @@ class Runtime:
         if self.board is not None and self._board_versions() != self._seen:
             await self.refresh()
         if self.store is not None and time.monotonic() - self.store_ok_at > self.max_staleness:
-            raise ServiceUnavailable(f"the store has not answered for {time.monotonic() - self.store_ok_at:.0f}s "
-                                     f"(max_staleness {self.max_staleness:.0f}s)")
+            raise ServiceUnavailable(
+                f"the store has not answered for {time.monotonic() - self.store_ok_at:.0f}s "
+                f"(max_staleness {self.max_staleness:.0f}s)"
+            )
         return self.policy
 
     async def refresh(self, *, force: bool = False) -> None:
@@ -301,7 +363,8 @@ class Runtime:
     def unscoped_grants(self, principal: Principal) -> tuple[tuple[str, ...], frozenset[str]]:
         """Roles and permissions held globally, for access tokens (scoped ones are decided per request)."""
         identity = self._identities.get((principal.username,)) or self._identities.get(
-            (principal.username, principal.groups))
+            (principal.username, principal.groups)
+        )
         if identity is None:
             daypass = getattr(principal, "daypass_id", None)
             identity = Identity(principal.username, () if daypass else principal.groups, daypass=daypass)

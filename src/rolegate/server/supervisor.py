@@ -69,8 +69,23 @@ def _iso(ts: float | None) -> str | None:
 class Slot:
     """One worker position: the process filling it now and what happened to the ones before it."""
 
-    __slots__ = ("index", "proc", "conn", "state", "since", "ready_at", "restarts", "failures", "last_exit",
-                 "last_exit_code", "last_exit_at", "retry_at", "exits", "generation", "down_since")
+    __slots__ = (
+        "index",
+        "proc",
+        "conn",
+        "state",
+        "since",
+        "ready_at",
+        "restarts",
+        "failures",
+        "last_exit",
+        "last_exit_code",
+        "last_exit_at",
+        "retry_at",
+        "exits",
+        "generation",
+        "down_since",
+    )
 
     def __init__(self, index: int) -> None:
         self.index = index
@@ -95,12 +110,17 @@ class Slot:
             return None
         down = now - self.down_since
         if self.failures >= CRASH_LOOP_DEATHS:
-            out: dict[str, Any] = {"worker": self.index, "reason": "crash_loop",
-                                   "detail": f"died {self.failures} times in a row, each within "
-                                             f"{STABLE_SECONDS:.0f}s of serving"}
+            out: dict[str, Any] = {
+                "worker": self.index,
+                "reason": "crash_loop",
+                "detail": f"died {self.failures} times in a row, each within {STABLE_SECONDS:.0f}s of serving",
+            }
         elif down > MISSING_SECONDS:
-            out = {"worker": self.index, "reason": "missing",
-                   "detail": f"no worker serving for {down:.0f}s (bound {MISSING_SECONDS:.0f}s)"}
+            out = {
+                "worker": self.index,
+                "reason": "missing",
+                "detail": f"no worker serving for {down:.0f}s (bound {MISSING_SECONDS:.0f}s)",
+            }
         else:
             return None
         out["down_for"] = round(down, 1)
@@ -115,10 +135,16 @@ class Slot:
         return self.proc.pid if self.proc is not None else None
 
     def status(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"index": self.index, "pid": self.pid if self.state != "backoff" else None,
-                               "state": self.state, "since": _iso(self.since), "restarts": self.restarts}
-        stable = self.state == "serving" and self.ready_at is not None and \
-            time.monotonic() - self.ready_at >= STABLE_SECONDS
+        out: dict[str, Any] = {
+            "index": self.index,
+            "pid": self.pid if self.state != "backoff" else None,
+            "state": self.state,
+            "since": _iso(self.since),
+            "restarts": self.restarts,
+        }
+        stable = (
+            self.state == "serving" and self.ready_at is not None and time.monotonic() - self.ready_at >= STABLE_SECONDS
+        )
         if self.failures and not stable:  # deaths in a row so far (a stable worker starts the count over)
             out["deaths_in_a_row"] = self.failures
         if self.last_exit is not None:
@@ -131,8 +157,14 @@ class Slot:
 class Supervisor:
     """Keeps ``count`` workers serving; ``spawn(index)`` starts one and returns it with the master's pipe end."""
 
-    def __init__(self, count: int, spawn: Spawn, *, on_dead: Callable[[int], None] = lambda pid: None,
-                 generation: Callable[[], int] = lambda: 0) -> None:
+    def __init__(
+        self,
+        count: int,
+        spawn: Spawn,
+        *,
+        on_dead: Callable[[int], None] = lambda pid: None,
+        generation: Callable[[], int] = lambda: 0,
+    ) -> None:
         self.slots = [Slot(i) for i in range(count)]
         self._spawn = spawn
         self._on_dead = on_dead
@@ -152,9 +184,12 @@ class Supervisor:
 
     def status(self) -> dict[str, Any]:
         serving = self.serving()
-        out: dict[str, Any] = {"alive": serving, "expected": len(self.slots),
-                               "state": "ok" if serving == len(self.slots) else "degraded",
-                               "processes": [slot.status() for slot in self.slots]}
+        out: dict[str, Any] = {
+            "alive": serving,
+            "expected": len(self.slots),
+            "state": "ok" if serving == len(self.slots) else "degraded",
+            "processes": [slot.status() for slot in self.slots],
+        }
         not_ready = self.not_ready()
         if not_ready:
             out["state"] = "unavailable"
@@ -164,18 +199,27 @@ class Supervisor:
     def collect(self) -> Iterator[Metric]:
         """Prometheus metric families (a custom collector for the internal listener's registry)."""
         up = GaugeMetricFamily("rolegate_worker_up", "1 while the worker in this slot serves", labels=["worker"])
-        restarts = CounterMetricFamily("rolegate_worker_restarts", "Workers started to replace one that died",
-                                       labels=["worker"])
-        exits = CounterMetricFamily("rolegate_worker_exits", "Worker deaths by reason (signal or exit status)",
-                                    labels=["worker", "reason"])
-        backoff = GaugeMetricFamily("rolegate_worker_backoff_seconds",
-                                    "Seconds until a dead worker is started again (0 unless waiting)",
-                                    labels=["worker"])
-        last = GaugeMetricFamily("rolegate_worker_last_exit_timestamp_seconds",
-                                 "When the worker in this slot last died (Unix time)", labels=["worker", "reason"])
-        looping = GaugeMetricFamily("rolegate_worker_not_ready",
-                                    "1 while this slot makes /readyz 503: a crash loop, or no worker serving for "
-                                    "longer than the bound", labels=["worker", "reason"])
+        restarts = CounterMetricFamily(
+            "rolegate_worker_restarts", "Workers started to replace one that died", labels=["worker"]
+        )
+        exits = CounterMetricFamily(
+            "rolegate_worker_exits", "Worker deaths by reason (signal or exit status)", labels=["worker", "reason"]
+        )
+        backoff = GaugeMetricFamily(
+            "rolegate_worker_backoff_seconds",
+            "Seconds until a dead worker is started again (0 unless waiting)",
+            labels=["worker"],
+        )
+        last = GaugeMetricFamily(
+            "rolegate_worker_last_exit_timestamp_seconds",
+            "When the worker in this slot last died (Unix time)",
+            labels=["worker", "reason"],
+        )
+        looping = GaugeMetricFamily(
+            "rolegate_worker_not_ready",
+            "1 while this slot makes /readyz 503: a crash loop, or no worker serving for longer than the bound",
+            labels=["worker", "reason"],
+        )
         now = time.monotonic()
         for slot in self.slots:
             worker = str(slot.index)
@@ -279,8 +323,9 @@ class Supervisor:
             if slot.state == "serving":
                 await _exited(proc)
             elif proc.exitcode is None:  # started but never ready in time: a failed start
-                log.error("worker %d (pid %s) was not ready within %.0fs; killing it", slot.index, proc.pid,
-                          START_TIMEOUT)
+                log.error(
+                    "worker %d (pid %s) was not ready within %.0fs; killing it", slot.index, proc.pid, START_TIMEOUT
+                )
                 proc.kill()
                 await _exited(proc, 5.0)
             if self.stopping:
@@ -288,8 +333,7 @@ class Supervisor:
             self._record_exit(slot, proc)
             delay = BACKOFF[min(slot.failures, len(BACKOFF) - 1)]
             slot.failures += 1
-            log.error("worker %d (pid %s) %s; starting another in %.1fs", slot.index, proc.pid, slot.last_exit,
-                      delay)
+            log.error("worker %d (pid %s) %s; starting another in %.1fs", slot.index, proc.pid, slot.last_exit, delay)
             slot.state, slot.retry_at = "backoff", time.monotonic() + delay
             await asyncio.sleep(delay)
             if self.stopping:

@@ -29,8 +29,16 @@ from rolegate.store import StoreUnavailable
 log = logging.getLogger("rolegate.worker")
 
 
-def worker_main(config_path: str, host: str, port: int, index: int, ready: Connection | None, log_level: str,
-                config: Config | None = None, run_dir: str | None = None) -> None:
+def worker_main(
+    config_path: str,
+    host: str,
+    port: int,
+    index: int,
+    ready: Connection | None,
+    log_level: str,
+    config: Config | None = None,
+    run_dir: str | None = None,
+) -> None:
     """Entry point of a spawned worker process.
 
     ``config``: the master's running config (a replacement worker starts with it even when the file
@@ -57,8 +65,12 @@ async def reload_runtime(holder: RuntimeHolder) -> bool:
     old = holder.runtime
     try:
         config = load_config(holder.config_path)
-        new = await Runtime.create(config, base_dir=holder.base_dir, generation=old.generation + 1,
-                                   audit_retention=old.audit is not None and old.audit._retention_seconds is not None)
+        new = await Runtime.create(
+            config,
+            base_dir=holder.base_dir,
+            generation=old.generation + 1,
+            audit_retention=old.audit is not None and old.audit._retention_seconds is not None,
+        )
     except ConfigError as exc:
         metrics.CONFIG_RELOADS.labels("rejected").inc()
         log.error("config reload rejected, keeping the running config:\n  %s", "\n  ".join(exc.problems))
@@ -76,8 +88,9 @@ async def reload_runtime(holder: RuntimeHolder) -> bool:
 RUNTIME_RETRY_SECONDS = (1.0, 2.0, 5.0)
 
 
-async def _create_runtime(config: Config, base_dir: Path, index: int, ready: Connection | None,
-                          stop: asyncio.Event) -> Runtime | None:
+async def _create_runtime(
+    config: Config, base_dir: Path, index: int, ready: Connection | None, stop: asyncio.Event
+) -> Runtime | None:
     """``Runtime.create``, waiting out a Store that does not answer: one log line per attempt, and the master
     is told once (``("waiting", index, pid, why)``) so the wait is not taken for a stuck or failed start.
     None: stopped (SIGTERM, or the master gone) while waiting."""
@@ -101,8 +114,9 @@ async def _create_runtime(config: Config, base_dir: Path, index: int, ready: Con
             pass
 
 
-async def _serve(config_path: str, host: str, port: int, index: int, ready: Connection | None,
-                 config: Config | None) -> None:
+async def _serve(
+    config_path: str, host: str, port: int, index: int, ready: Connection | None, config: Config | None
+) -> None:
     from rolegate.app import build_app  # server -> app: a known exception (tests/test_layers.py), kept lazy
 
     config = config if config is not None else load_config(config_path)
@@ -124,11 +138,13 @@ async def _serve(config_path: str, host: str, port: int, index: int, ready: Conn
     listener = Listener(host, port)
     # logger: a request aiohttp's parser refuses is one rate-limited INFO line, not a traceback (see malformed).
     # GuardedRunner: server.timeouts and server.max_connections (slow and surplus clients are closed).
-    runner = GuardedRunner(app, Limits.from_config(config.server), handle_signals=False, access_log=None,
-                           logger=ServerLog())
+    runner = GuardedRunner(
+        app, Limits.from_config(config.server), handle_signals=False, access_log=None, logger=ServerLog()
+    )
     await runner.setup()
-    site = web.SockSite(runner, listener.sock, backlog=2048,
-                        shutdown_timeout=config.server.drain_timeout.total_seconds())
+    site = web.SockSite(
+        runner, listener.sock, backlog=2048, shutdown_timeout=config.server.drain_timeout.total_seconds()
+    )
     await site.start()
     lean = await start_lean(holder, runner)  # server.forward_auth.listen, else None
 

@@ -46,19 +46,26 @@ def make_store(storage_config: StorageSettings, *, base_dir: Path | None = None)
     elif url.startswith(("postgresql:", "postgres:")):
         from rolegate.store.postgres import PostgresStore  # lazily: asyncpg is only needed for PostgreSQL
 
-        store = PostgresStore(url, pool_size=storage_config.pool_size,
-                              connect_timeout=storage_config.connect_timeout.total_seconds(),
-                              command_timeout=storage_config.command_timeout.total_seconds())
+        store = PostgresStore(
+            url,
+            pool_size=storage_config.pool_size,
+            connect_timeout=storage_config.connect_timeout.total_seconds(),
+            command_timeout=storage_config.command_timeout.total_seconds(),
+        )
     else:
         raise ValueError(f"storage.url {url!r}: use sqlite:///path or postgresql://user@host/db")
     if storage_config.cache_url:
         from rolegate.store.redis_cache import CachedStore  # lazily: redis is only needed with a cache_url
 
         timeouts = storage_config.connect_timeout + storage_config.command_timeout
-        store = CachedStore(store, storage_config.cache_url, prefix=storage_config.cache_prefix,
-                            cache_ttl=storage_config.cache_ttl.total_seconds(),
-                            timeout=storage_config.connect_timeout.total_seconds(),
-                            tombstone_ttl=timeouts.total_seconds() + 1)
+        store = CachedStore(
+            store,
+            storage_config.cache_url,
+            prefix=storage_config.cache_prefix,
+            cache_ttl=storage_config.cache_ttl.total_seconds(),
+            timeout=storage_config.connect_timeout.total_seconds(),
+            tombstone_ttl=timeouts.total_seconds() + 1,
+        )
     return store
 
 
@@ -78,8 +85,9 @@ async def migrate(storage_config: StorageSettings, *, base_dir: Path | None = No
     if url.startswith(("postgresql:", "postgres:")):
         from rolegate.store.postgres import connect  # lazily: asyncpg is only needed for PostgreSQL
 
-        conn = await connect(url, timeout=storage_config.connect_timeout.total_seconds(),
-                             application_name="rolegate-migrate")
+        conn = await connect(
+            url, timeout=storage_config.connect_timeout.total_seconds(), application_name="rolegate-migrate"
+        )
         try:
             return [m.label for m in await migrations.apply(conn)]
         finally:
@@ -90,5 +98,16 @@ async def migrate(storage_config: StorageSettings, *, base_dir: Path | None = No
     return []
 
 
-__all__ = ["Lease", "MigrationRequired", "Record", "Store", "StoreUnavailable", "Subscription", "VersionConflict",
-           "make_store", "migrate", "open_store", "watch_counters"]
+__all__ = [
+    "Lease",
+    "MigrationRequired",
+    "Record",
+    "Store",
+    "StoreUnavailable",
+    "Subscription",
+    "VersionConflict",
+    "make_store",
+    "migrate",
+    "open_store",
+    "watch_counters",
+]

@@ -67,8 +67,15 @@ class Store(abc.ABC):
         """The document, or None when absent or expired."""
 
     @abc.abstractmethod
-    async def put(self, namespace: str, key: str, value: Any, *, expected_version: int | None = None,
-                  expires_at: float | None = None) -> int:
+    async def put(
+        self,
+        namespace: str,
+        key: str,
+        value: Any,
+        *,
+        expected_version: int | None = None,
+        expires_at: float | None = None,
+    ) -> int:
         """Write a document and return its new version.
 
         ``expected_version`` = 0 means "must not exist yet"; a positive number must equal the current
@@ -129,8 +136,7 @@ class Store(abc.ABC):
     # concurrent writers (workers, instances) can never fork the chain; the hash function is the
     # audit package's, passed in, so the store knows nothing of the event format.
     @abc.abstractmethod
-    async def append_audit(self, entries: builtins.list[tuple[float, str, str]],
-                           chain: ChainFn) -> builtins.list[int]:
+    async def append_audit(self, entries: builtins.list[tuple[float, str, str]], chain: ChainFn) -> builtins.list[int]:
         """Append (ts, kind, body) entries durably in one transaction; return their seq numbers.
 
         For each entry: seq = tail seq + 1, hash = chain(prev_hash, seq, ts, kind, body).
@@ -141,18 +147,33 @@ class Store(abc.ABC):
         """The last audit row (seq, ts, kind, body, prev_hash, hash), or None."""
 
     @abc.abstractmethod
-    async def audit_rows(self, *, after_seq: int = 0, limit: int = 1000, kind: str | None = None,
-                         since: float | None = None, until: float | None = None) -> builtins.list[dict[str, Any]]:
+    async def audit_rows(
+        self,
+        *,
+        after_seq: int = 0,
+        limit: int = 1000,
+        kind: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> builtins.list[dict[str, Any]]:
         """Audit rows in order of seq."""
 
     @abc.abstractmethod
     async def audit_delete_before(self, seq: int) -> int:
         """Prune rows with a smaller seq; return how many."""
 
-    async def audit_find(self, *, after_seq: int = 0, limit: int = 1000, kinds: tuple[str, ...] = (),
-                         since: float | None = None, until: float | None = None,
-                         equals: dict[str, str] | None = None, prefixes: dict[str, str] | None = None,
-                         newest_first: bool = False) -> builtins.list[dict[str, Any]]:
+    async def audit_find(
+        self,
+        *,
+        after_seq: int = 0,
+        limit: int = 1000,
+        kinds: tuple[str, ...] = (),
+        since: float | None = None,
+        until: float | None = None,
+        equals: dict[str, str] | None = None,
+        prefixes: dict[str, str] | None = None,
+        newest_first: bool = False,
+    ) -> builtins.list[dict[str, Any]]:
         """Audit rows filtered on top-level body fields: ``equals`` {field: value}, ``prefixes``
         {field: text the value starts with}; field names match ``[a-z_]+``. Ordered by seq (or newest first).
 
@@ -173,7 +194,8 @@ class Store(abc.ABC):
                 if not isinstance(body, dict):
                     continue
                 if all(body.get(k) == v for k, v in equals.items()) and all(
-                        isinstance(body.get(k), str) and body[k].startswith(v) for k, v in prefixes.items()):
+                    isinstance(body.get(k), str) and body[k].startswith(v) for k, v in prefixes.items()
+                ):
                     found.append(row)
             if len(page) < 5000:
                 break

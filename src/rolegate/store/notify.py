@@ -115,8 +115,9 @@ class _LocalSubscription(Subscription):
                 del self._broker._queues[self._channel]
 
 
-async def watch_counters(store: "Store", names: list[str], *, poll_interval: float = 1.0,
-                         shared_poll_interval: float = 30.0) -> AsyncIterator[dict[str, int]]:
+async def watch_counters(
+    store: "Store", names: list[str], *, poll_interval: float = 1.0, shared_poll_interval: float = 30.0
+) -> AsyncIterator[dict[str, int]]:
     """Yield the counters now, then again whenever one of them changes.
 
     With shared notifications a change arrives as a message (and a slow poll guards against a lost

@@ -63,8 +63,12 @@ AUDIT_LOCK = 0x726F6C65_61756474  # "roleaudt"
 _CHANNEL_PREFIX = "rolegate."
 # Dead peers are noticed by the server within ~idle + interval * count seconds, so a lease held
 # by a vanished host is released in bounded time.
-_LEASE_SESSION = {"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5", "tcp_keepalives_count": "3",
-                  "application_name": "rolegate-lease"}
+_LEASE_SESSION = {
+    "tcp_keepalives_idle": "10",
+    "tcp_keepalives_interval": "5",
+    "tcp_keepalives_count": "3",
+    "application_name": "rolegate-lease",
+}
 
 
 # pg_advisory_xact_lock(class, hashtext(key)) serializes the rate limiter's hits on one key.
@@ -108,18 +112,19 @@ async def connect(url: str, *, timeout: float = 2.0, **settings: str) -> Connect
     """One connection outside the pool (migrations, leases, LISTEN); StoreUnavailable when unreachable."""
     try:
         conn: Connection = await asyncio.wait_for(
-            asyncpg.connect(url, timeout=timeout, server_settings=settings or None), timeout + 1)
+            asyncpg.connect(url, timeout=timeout, server_settings=settings or None), timeout + 1
+        )
     except _UNAVAILABLE as exc:
-        raise StoreUnavailable(f"PostgreSQL at {redact_url(url)} is unreachable: {exc or type(exc).__name__}") \
-            from exc
+        raise StoreUnavailable(f"PostgreSQL at {redact_url(url)} is unreachable: {exc or type(exc).__name__}") from exc
     return conn
 
 
 class PostgresStore(Store):
     shared_notifications = True
 
-    def __init__(self, url: str, *, pool_size: int = 10, connect_timeout: float = 2.0,
-                 command_timeout: float = 10.0) -> None:
+    def __init__(
+        self, url: str, *, pool_size: int = 10, connect_timeout: float = 2.0, command_timeout: float = 10.0
+    ) -> None:
         self.url = url
         self.pool_size = pool_size
         self.connect_timeout = connect_timeout
@@ -130,11 +135,19 @@ class PostgresStore(Store):
 
     async def open(self) -> None:
         try:
-            pool: Pool = await asyncio.wait_for(asyncpg.create_pool(
-                self.url, min_size=1, max_size=self.pool_size, timeout=self.connect_timeout,
-                command_timeout=self.command_timeout, init=_init_connection,
-                # A broken connection is replaced on next acquire; idle ones are recycled.
-                max_inactive_connection_lifetime=300), self.connect_timeout * 2)
+            pool: Pool = await asyncio.wait_for(
+                asyncpg.create_pool(
+                    self.url,
+                    min_size=1,
+                    max_size=self.pool_size,
+                    timeout=self.connect_timeout,
+                    command_timeout=self.command_timeout,
+                    init=_init_connection,
+                    # A broken connection is replaced on next acquire; idle ones are recycled.
+                    max_inactive_connection_lifetime=300,
+                ),
+                self.connect_timeout * 2,
+            )
         except _UNAVAILABLE as exc:
             raise self._unavailable(exc) from exc
         try:
@@ -150,7 +163,8 @@ class PostgresStore(Store):
             have = max(done, default=0)
             raise migrations.MigrationRequired(
                 f"the PostgreSQL schema at {redact_url(self.url)} is at version {have}, this rolegate needs "
-                f"{latest}: run `rolegate migrate -c <your config>` first")
+                f"{latest}: run `rolegate migrate -c <your config>` first"
+            )
         self._pool = pool
 
     async def close(self) -> None:
@@ -182,11 +196,22 @@ class PostgresStore(Store):
         async with self._conn() as conn:
             row = await conn.fetchrow(
                 "SELECT value, version, expires_at FROM kv WHERE namespace=$1 AND key=$2 "
-                "AND (expires_at IS NULL OR expires_at>$3)", namespace, key, time.time())
+                "AND (expires_at IS NULL OR expires_at>$3)",
+                namespace,
+                key,
+                time.time(),
+            )
         return None if row is None else Record(key, row[0], row[1], row[2])
 
-    async def put(self, namespace: str, key: str, value: Any, *, expected_version: int | None = None,
-                  expires_at: float | None = None) -> int:
+    async def put(
+        self,
+        namespace: str,
+        key: str,
+        value: Any,
+        *,
+        expected_version: int | None = None,
+        expires_at: float | None = None,
+    ) -> int:
         now = time.time()
         value = _dumps(value)
         async with self._conn() as conn:
@@ -194,23 +219,42 @@ class PostgresStore(Store):
                 version = await conn.fetchval(
                     "INSERT INTO kv VALUES ($1,$2,$3,1,$4) ON CONFLICT (namespace, key) DO UPDATE "
                     "SET value=EXCLUDED.value, version=kv.version+1, expires_at=EXCLUDED.expires_at "
-                    "RETURNING version", namespace, key, value, expires_at)
+                    "RETURNING version",
+                    namespace,
+                    key,
+                    value,
+                    expires_at,
+                )
             elif expected_version == 0:
                 # Must not exist: only an expired row may be overwritten (its version still counts up).
                 version = await conn.fetchval(
                     "INSERT INTO kv VALUES ($1,$2,$3,1,$4) ON CONFLICT (namespace, key) DO UPDATE "
                     "SET value=EXCLUDED.value, version=kv.version+1, expires_at=EXCLUDED.expires_at "
                     "WHERE kv.expires_at IS NOT NULL AND kv.expires_at<=$5 RETURNING version",
-                    namespace, key, value, expires_at, now)
+                    namespace,
+                    key,
+                    value,
+                    expires_at,
+                    now,
+                )
             else:
                 version = await conn.fetchval(
                     "UPDATE kv SET value=$3, version=version+1, expires_at=$4 WHERE namespace=$1 AND key=$2 "
                     "AND version=$5 AND (expires_at IS NULL OR expires_at>$6) RETURNING version",
-                    namespace, key, value, expires_at, expected_version, now)
+                    namespace,
+                    key,
+                    value,
+                    expires_at,
+                    expected_version,
+                    now,
+                )
             if version is None:
                 current = await conn.fetchval(
-                    "SELECT version FROM kv WHERE namespace=$1 AND key=$2 "
-                    "AND (expires_at IS NULL OR expires_at>$3)", namespace, key, now)
+                    "SELECT version FROM kv WHERE namespace=$1 AND key=$2 AND (expires_at IS NULL OR expires_at>$3)",
+                    namespace,
+                    key,
+                    now,
+                )
                 raise VersionConflict(namespace, key, expected_version, current)
         return int(version)
 
@@ -225,18 +269,30 @@ class PostgresStore(Store):
                     version = await conn.fetchval(
                         "INSERT INTO kv VALUES ($1,$2,$3,1,NULL) ON CONFLICT (namespace, key) DO UPDATE "
                         "SET value=EXCLUDED.value, version=kv.version+1, expires_at=NULL RETURNING version",
-                        namespace, key, value)
+                        namespace,
+                        key,
+                        value,
+                    )
                 elif expected_version == 0:
                     version = await conn.fetchval(
                         "INSERT INTO kv VALUES ($1,$2,$3,1,NULL) ON CONFLICT (namespace, key) DO UPDATE "
                         "SET value=EXCLUDED.value, version=kv.version+1, expires_at=NULL "
                         "WHERE kv.expires_at IS NOT NULL AND kv.expires_at<=$4 RETURNING version",
-                        namespace, key, value, now)
+                        namespace,
+                        key,
+                        value,
+                        now,
+                    )
                 else:
                     version = await conn.fetchval(
                         "UPDATE kv SET value=$3, version=version+1, expires_at=NULL WHERE namespace=$1 AND key=$2 "
                         "AND version=$4 AND (expires_at IS NULL OR expires_at>$5) RETURNING version",
-                        namespace, key, value, expected_version, now)
+                        namespace,
+                        key,
+                        value,
+                        expected_version,
+                        now,
+                    )
                 if version is None:  # raising rolls the whole transaction back
                     raise VersionConflict(namespace, key, expected_version, None)
                 versions.append(int(version))
@@ -247,11 +303,11 @@ class PostgresStore(Store):
             if expected_version is None:
                 status = await conn.execute("DELETE FROM kv WHERE namespace=$1 AND key=$2", namespace, key)
                 return status != "DELETE 0"
-            status = await conn.execute("DELETE FROM kv WHERE namespace=$1 AND key=$2 AND version=$3",
-                                        namespace, key, expected_version)
+            status = await conn.execute(
+                "DELETE FROM kv WHERE namespace=$1 AND key=$2 AND version=$3", namespace, key, expected_version
+            )
             if status == "DELETE 0":
-                current = await conn.fetchval("SELECT version FROM kv WHERE namespace=$1 AND key=$2",
-                                              namespace, key)
+                current = await conn.fetchval("SELECT version FROM kv WHERE namespace=$1 AND key=$2", namespace, key)
                 raise VersionConflict(namespace, key, expected_version, current)
             return True
 
@@ -260,7 +316,11 @@ class PostgresStore(Store):
             rows = await conn.fetch(
                 "SELECT key, value, version, expires_at FROM kv WHERE namespace=$1 AND key>=$2 AND key<$3 "
                 "AND (expires_at IS NULL OR expires_at>$4) ORDER BY key",
-                namespace, prefix, prefix + "\U0010ffff", time.time())
+                namespace,
+                prefix,
+                prefix + "\U0010ffff",
+                time.time(),
+            )
         return [Record(r[0], r[1], r[2], r[3]) for r in rows]
 
     async def purge_expired(self, now: float | None = None) -> int:
@@ -279,7 +339,9 @@ class PostgresStore(Store):
                 "WITH c AS (INSERT INTO counters VALUES ($1, 1) ON CONFLICT (name) "
                 "DO UPDATE SET value=counters.value+1 RETURNING value) "
                 "SELECT value FROM c, pg_notify($2, $1 || '=' || value)",
-                name, _CHANNEL_PREFIX + COUNTERS_CHANNEL)
+                name,
+                _CHANNEL_PREFIX + COUNTERS_CHANNEL,
+            )
         return int(value)
 
     async def counter(self, name: str) -> int:
@@ -295,8 +357,7 @@ class PostgresStore(Store):
 
     # -- audit chain -------------------------------------------------------------------------------------
 
-    async def append_audit(self, entries: builtins.list[tuple[float, str, str]],
-                           chain: ChainFn) -> builtins.list[int]:
+    async def append_audit(self, entries: builtins.list[tuple[float, str, str]], chain: ChainFn) -> builtins.list[int]:
         if not entries:
             return []
         ids = _event_ids(entries)
@@ -305,8 +366,12 @@ class PostgresStore(Store):
             await conn.execute("SELECT pg_advisory_xact_lock($1)", AUDIT_LOCK)
             # A retry after an ambiguous commit (the connection dropped after COMMIT was sent) may carry
             # events that are already stored: their id decides, and they keep the seq they got then.
-            stored = {r[0]: r[1] for r in await conn.fetch(
-                "SELECT event_id, seq FROM audit WHERE event_id = ANY($1::text[])", [i for i in ids if i])}
+            stored = {
+                r[0]: r[1]
+                for r in await conn.fetch(
+                    "SELECT event_id, seq FROM audit WHERE event_id = ANY($1::text[])", [i for i in ids if i]
+                )
+            }
             tail = await conn.fetchrow("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
             seq, prev = (tail[0], tail[1]) if tail else (0, GENESIS)
             rows, seqs = [], []
@@ -321,17 +386,26 @@ class PostgresStore(Store):
                 prev = digest
             if rows:
                 await conn.copy_records_to_table(
-                    "audit", records=rows, columns=["seq", "ts", "kind", "body", "prev_hash", "hash", "event_id"])
+                    "audit", records=rows, columns=["seq", "ts", "kind", "body", "prev_hash", "hash", "event_id"]
+                )
         return seqs
 
     async def audit_tail(self) -> dict[str, Any] | None:
         async with self._conn() as conn:
-            row = await conn.fetchrow("SELECT seq, ts, kind, body, prev_hash, hash FROM audit "
-                                      "ORDER BY seq DESC LIMIT 1")
+            row = await conn.fetchrow(
+                "SELECT seq, ts, kind, body, prev_hash, hash FROM audit ORDER BY seq DESC LIMIT 1"
+            )
         return dict(row) if row else None
 
-    async def audit_rows(self, *, after_seq: int = 0, limit: int = 1000, kind: str | None = None,
-                         since: float | None = None, until: float | None = None) -> builtins.list[dict[str, Any]]:
+    async def audit_rows(
+        self,
+        *,
+        after_seq: int = 0,
+        limit: int = 1000,
+        kind: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> builtins.list[dict[str, Any]]:
         sql = "SELECT seq, ts, kind, body, prev_hash, hash FROM audit WHERE seq>$1"
         args: list[Any] = [after_seq]
         for clause, value in (("kind=", kind), ("ts>=", since), ("ts<", until)):
@@ -393,12 +467,16 @@ class PostgresStore(Store):
             # two-key form is a lock space of its own: it never meets a leader lock (lock_key).
             await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _RATE_LOCK_CLASS, slot)
             hits = await conn.fetchval(
-                "SELECT coalesce(sum(hits), 0) FROM rate_windows WHERE key=$1 AND window_end>$2", slot, now)
+                "SELECT coalesce(sum(hits), 0) FROM rate_windows WHERE key=$1 AND window_end>$2", slot, now
+            )
             if hits >= limit:
                 return False
             await conn.execute(
                 "INSERT INTO rate_windows VALUES ($1, $2, 1) ON CONFLICT (key, window_end) "
-                "DO UPDATE SET hits=rate_windows.hits+1", slot, now + window_seconds)
+                "DO UPDATE SET hits=rate_windows.hits+1",
+                slot,
+                now + window_seconds,
+            )
         return True
 
 
@@ -429,8 +507,7 @@ class _ListenSubscription(Subscription):
         self._queue: asyncio.Queue[str | None] = asyncio.Queue()  # payloads; None once the connection is lost
 
     async def _start(self) -> None:
-        conn = await connect(self._store.url, timeout=self._store.connect_timeout,
-                             application_name="rolegate-listen")
+        conn = await connect(self._store.url, timeout=self._store.connect_timeout, application_name="rolegate-listen")
         conn.add_termination_listener(lambda _conn: self._queue.put_nowait(None))
         try:
             await conn.add_listener(self._channel, self._on_notify)

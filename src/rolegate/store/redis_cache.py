@@ -65,8 +65,17 @@ class CachedStore(Store):
 
     shared_notifications = True
 
-    def __init__(self, wrapped: Store, redis_url: str, *, prefix: str = "rolegate:", cache_ttl: float = 30.0,
-                 timeout: float = 2.0, tombstone_ttl: float = 15.0, max_connections: int = 50) -> None:
+    def __init__(
+        self,
+        wrapped: Store,
+        redis_url: str,
+        *,
+        prefix: str = "rolegate:",
+        cache_ttl: float = 30.0,
+        timeout: float = 2.0,
+        tombstone_ttl: float = 15.0,
+        max_connections: int = 50,
+    ) -> None:
         self.wrapped = wrapped
         self.url = wrapped.url
         self.redis_url = redis_url
@@ -93,9 +102,14 @@ class CachedStore(Store):
         # A blocking pool: a burst of requests waits (up to timeout) for a connection instead of
         # failing with "Too many connections" while Redis itself is fine.
         pool = aioredis.BlockingConnectionPool.from_url(
-            self.redis_url, max_connections=self.max_connections, timeout=self.timeout,
-            socket_connect_timeout=self.timeout, socket_timeout=self.timeout,
-            health_check_interval=30, decode_responses=True)
+            self.redis_url,
+            max_connections=self.max_connections,
+            timeout=self.timeout,
+            socket_connect_timeout=self.timeout,
+            socket_timeout=self.timeout,
+            health_check_interval=30,
+            decode_responses=True,
+        )
         self._redis = aioredis.Redis(connection_pool=pool)
         self._hit = self._redis.register_script(_HIT)
         self._cache_if_newer = self._redis.register_script(_CACHE_IF_NEWER)
@@ -105,8 +119,11 @@ class CachedStore(Store):
             # Redis is a cache: without it sessions are read from the database, watchers poll, rate
             # limits count in the database, and session writes are refused (a cached copy could not be
             # dropped). The client reconnects by itself once the server is back.
-            log.warning("%s; going on without it (sessions read from the database, changes polled, rate "
-                        "limits counted in the database) until it is back", str(self._unavailable(exc)).rstrip("."))
+            log.warning(
+                "%s; going on without it (sessions read from the database, changes polled, rate "
+                "limits counted in the database) until it is back",
+                str(self._unavailable(exc)).rstrip("."),
+            )
         try:
             await self.wrapped.open()
         except BaseException:
@@ -163,26 +180,41 @@ class CachedStore(Store):
             return
         text = json.dumps({"value": record.value, "expires_at": record.expires_at}, separators=(",", ":"))
         try:
-            await self._cache_if_newer(keys=[self._doc_key(namespace, record.key)],
-                                       args=[record.version, text, max(1, int(ttl * 1000))])
+            await self._cache_if_newer(
+                keys=[self._doc_key(namespace, record.key)], args=[record.version, text, max(1, int(ttl * 1000))]
+            )
         except _UNAVAILABLE as exc:
             if warn:
-                log.warning("could not refresh cached %s/%s (a stale copy lives at most %ss): %s",
-                            namespace, record.key, self.cache_ttl, exc)
+                log.warning(
+                    "could not refresh cached %s/%s (a stale copy lives at most %ss): %s",
+                    namespace,
+                    record.key,
+                    self.cache_ttl,
+                    exc,
+                )
 
-    async def put(self, namespace: str, key: str, value: Any, *, expected_version: int | None = None,
-                  expires_at: float | None = None) -> int:
+    async def put(
+        self,
+        namespace: str,
+        key: str,
+        value: Any,
+        *,
+        expected_version: int | None = None,
+        expires_at: float | None = None,
+    ) -> int:
         if namespace not in CACHED_NAMESPACES:
-            return await self.wrapped.put(namespace, key, value, expected_version=expected_version,
-                                          expires_at=expires_at)
+            return await self.wrapped.put(
+                namespace, key, value, expected_version=expected_version, expires_at=expires_at
+            )
         # Drop the cached copy first, and refuse the write when Redis cannot: otherwise a revoked or
         # changed session would keep being served from the cache.
         try:
             await self._client().delete(self._doc_key(namespace, key))
         except _UNAVAILABLE as exc:
             raise self._unavailable(exc) from exc
-        version = await self.wrapped.put(namespace, key, value, expected_version=expected_version,
-                                         expires_at=expires_at)
+        version = await self.wrapped.put(
+            namespace, key, value, expected_version=expected_version, expires_at=expires_at
+        )
         # Write-through: readers that raced the write can only have cached a lower version.
         await self._cache(namespace, Record(key, value, version, expires_at), warn=True)
         return version
@@ -247,9 +279,10 @@ class CachedStore(Store):
         redis_key = f"{self.prefix}rate:{window_seconds:g}:{key}"
         member = f"{now!r}:{secrets.token_hex(6)}"  # two hits at the same instant are two hits
         try:
-            allowed = await self._hit(keys=[redis_key],
-                                      args=[repr(now), repr(window_seconds), limit, member,
-                                            int(window_seconds * 1000) + 1000])
+            allowed = await self._hit(
+                keys=[redis_key],
+                args=[repr(now), repr(window_seconds), limit, member, int(window_seconds * 1000) + 1000],
+            )
         except _UNAVAILABLE as exc:
             # Count in the database meanwhile (hits split between the two while Redis is away: a limit
             # may let up to twice its number through across the outage, never none).
@@ -262,8 +295,7 @@ class CachedStore(Store):
     def leader_lock(self, name: str) -> AbstractAsyncContextManager[Lease]:
         return self.wrapped.leader_lock(name)
 
-    async def append_audit(self, entries: builtins.list[tuple[float, str, str]],
-                           chain: ChainFn) -> builtins.list[int]:
+    async def append_audit(self, entries: builtins.list[tuple[float, str, str]], chain: ChainFn) -> builtins.list[int]:
         return await self.wrapped.append_audit(entries, chain)
 
     async def audit_tail(self) -> dict[str, Any] | None:

@@ -47,7 +47,7 @@ def sqlite_path(url: str) -> Path:
     """sqlite:///relative/path or sqlite:////absolute/path -> Path."""
     if not url.startswith("sqlite:///"):
         raise ValueError("expected sqlite:///path")
-    return Path(url[len("sqlite:///"):])
+    return Path(url[len("sqlite:///") :])
 
 
 class SQLiteStore(Store):
@@ -131,24 +131,33 @@ class SQLiteStore(Store):
         now = time.time()
 
         def q(db: sqlite3.Connection) -> Record | None:
-            row = db.execute("SELECT value, version, expires_at FROM kv WHERE namespace=? AND key=?",
-                             (namespace, key)).fetchone()
+            row = db.execute(
+                "SELECT value, version, expires_at FROM kv WHERE namespace=? AND key=?", (namespace, key)
+            ).fetchone()
             if row is None or (row[2] is not None and row[2] <= now):
                 return None
             return Record(key, json.loads(row[0]), row[1], row[2])
 
         return await self._run(q)
 
-    async def put(self, namespace: str, key: str, value: Any, *, expected_version: int | None = None,
-                  expires_at: float | None = None) -> int:
+    async def put(
+        self,
+        namespace: str,
+        key: str,
+        value: Any,
+        *,
+        expected_version: int | None = None,
+        expires_at: float | None = None,
+    ) -> int:
         text = json.dumps(value, separators=(",", ":"), sort_keys=True)
         now = time.time()
 
         def q(db: sqlite3.Connection) -> int:
             db.execute("BEGIN IMMEDIATE")
             try:
-                row = db.execute("SELECT version, expires_at FROM kv WHERE namespace=? AND key=?",
-                                 (namespace, key)).fetchone()
+                row = db.execute(
+                    "SELECT version, expires_at FROM kv WHERE namespace=? AND key=?", (namespace, key)
+                ).fetchone()
                 live = row is not None and (row[1] is None or row[1] > now)
                 current = row[0] if live else None
                 if expected_version is not None:
@@ -157,8 +166,7 @@ class SQLiteStore(Store):
                     if expected_version > 0 and current != expected_version:
                         raise VersionConflict(namespace, key, expected_version, current)
                 version = (row[0] + 1) if row is not None else 1
-                db.execute("INSERT OR REPLACE INTO kv VALUES (?,?,?,?,?)",
-                           (namespace, key, text, version, expires_at))
+                db.execute("INSERT OR REPLACE INTO kv VALUES (?,?,?,?,?)", (namespace, key, text, version, expires_at))
                 db.execute("COMMIT")
                 return version
             except BaseException:
@@ -169,8 +177,9 @@ class SQLiteStore(Store):
 
     async def put_many(self, namespace: str, items: list[tuple[str, Any, int | None]]) -> list[int]:
         """Several ``put``s in one transaction: all or none."""
-        texts = [(key, json.dumps(value, separators=(",", ":"), sort_keys=True), expected)
-                 for key, value, expected in items]
+        texts = [
+            (key, json.dumps(value, separators=(",", ":"), sort_keys=True), expected) for key, value, expected in items
+        ]
         now = time.time()
 
         def q(db: sqlite3.Connection) -> list[int]:
@@ -178,12 +187,14 @@ class SQLiteStore(Store):
             try:
                 versions = []
                 for key, text, expected_version in texts:
-                    row = db.execute("SELECT version, expires_at FROM kv WHERE namespace=? AND key=?",
-                                     (namespace, key)).fetchone()
+                    row = db.execute(
+                        "SELECT version, expires_at FROM kv WHERE namespace=? AND key=?", (namespace, key)
+                    ).fetchone()
                     live = row is not None and (row[1] is None or row[1] > now)
                     current = row[0] if live else None
                     if expected_version is not None and (
-                            (expected_version == 0 and live) or (expected_version > 0 and current != expected_version)):
+                        (expected_version == 0 and live) or (expected_version > 0 and current != expected_version)
+                    ):
                         raise VersionConflict(namespace, key, expected_version, current)
                     version = (row[0] + 1) if row is not None else 1
                     db.execute("INSERT OR REPLACE INTO kv VALUES (?,?,?,?,?)", (namespace, key, text, version, None))
@@ -219,15 +230,19 @@ class SQLiteStore(Store):
         def q(db: sqlite3.Connection) -> list[Record]:
             rows = db.execute(
                 "SELECT key, value, version, expires_at FROM kv WHERE namespace=? AND key>=? AND key<? "
-                "AND (expires_at IS NULL OR expires_at>?) ORDER BY key", (namespace, prefix, upper, now)).fetchall()
+                "AND (expires_at IS NULL OR expires_at>?) ORDER BY key",
+                (namespace, prefix, upper, now),
+            ).fetchall()
             return [Record(k, json.loads(v), ver, exp) for k, v, ver, exp in rows]
 
         return await self._run(q)
 
     async def incr(self, name: str) -> int:
         def q(db: sqlite3.Connection) -> int:
-            row = db.execute("INSERT INTO counters VALUES (?, 1) ON CONFLICT(name) DO UPDATE SET value=value+1 "
-                             "RETURNING value", (name,)).fetchone()
+            row = db.execute(
+                "INSERT INTO counters VALUES (?, 1) ON CONFLICT(name) DO UPDATE SET value=value+1 RETURNING value",
+                (name,),
+            ).fetchone()
             return int(row[0])
 
         return await self._run(q)
@@ -241,6 +256,7 @@ class SQLiteStore(Store):
 
     async def counters(self, names: builtins.list[str]) -> dict[str, int]:
         """Several counters in one round trip (workers poll these)."""
+
         def q(db: sqlite3.Connection) -> dict[str, int]:
             marks = ",".join("?" * len(names))
             found = dict(db.execute(f"SELECT name, value FROM counters WHERE name IN ({marks})", names).fetchall())
@@ -250,8 +266,9 @@ class SQLiteStore(Store):
 
     async def purge_expired(self, now: float | None = None) -> int:
         cutoff = time.time() if now is None else now
-        return await self._run(lambda db: db.execute(
-            "DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at<=?", (cutoff,)).rowcount)
+        return await self._run(
+            lambda db: db.execute("DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at<=?", (cutoff,)).rowcount
+        )
 
     async def hit(self, key: str, limit: int, window_seconds: float, *, now: float | None = None) -> bool:
         # The sliding log as a document in the database file, read and written in one IMMEDIATE
@@ -262,14 +279,22 @@ class SQLiteStore(Store):
         def q(db: sqlite3.Connection) -> bool:
             db.execute("BEGIN IMMEDIATE")
             try:
-                row = db.execute("SELECT value, version FROM kv WHERE namespace=? AND key=?",
-                                 (RATE_NAMESPACE, doc_key)).fetchone()
+                row = db.execute(
+                    "SELECT value, version FROM kv WHERE namespace=? AND key=?", (RATE_NAMESPACE, doc_key)
+                ).fetchone()
                 times = admit(json.loads(row[0]) if row else None, limit, window_seconds, now)
                 if times is not None:
                     # The Store forgets in real time; the log itself decides on ``now``.
-                    db.execute("INSERT OR REPLACE INTO kv VALUES (?,?,?,?,?)",
-                               (RATE_NAMESPACE, doc_key, json.dumps({"t": times}), (row[1] + 1) if row else 1,
-                                time.time() + window_seconds + 1))
+                    db.execute(
+                        "INSERT OR REPLACE INTO kv VALUES (?,?,?,?,?)",
+                        (
+                            RATE_NAMESPACE,
+                            doc_key,
+                            json.dumps({"t": times}),
+                            (row[1] + 1) if row else 1,
+                            time.time() + window_seconds + 1,
+                        ),
+                    )
                 db.execute("COMMIT")
                 return times is not None
             except BaseException:
@@ -278,8 +303,7 @@ class SQLiteStore(Store):
 
         return await self._run(q)
 
-    async def append_audit(self, entries: builtins.list[tuple[float, str, str]],
-                           chain: ChainFn) -> builtins.list[int]:
+    async def append_audit(self, entries: builtins.list[tuple[float, str, str]], chain: ChainFn) -> builtins.list[int]:
         def q(db: sqlite3.Connection) -> list[int]:
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -303,14 +327,22 @@ class SQLiteStore(Store):
 
     async def audit_tail(self) -> dict[str, Any] | None:
         def q(db: sqlite3.Connection) -> dict[str, Any] | None:
-            row = db.execute("SELECT seq, ts, kind, body, prev_hash, hash FROM audit ORDER BY seq DESC LIMIT 1"
-                             ).fetchone()
+            row = db.execute(
+                "SELECT seq, ts, kind, body, prev_hash, hash FROM audit ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
             return _audit_row(row) if row else None
 
         return await self._run(q)
 
-    async def audit_rows(self, *, after_seq: int = 0, limit: int = 1000, kind: str | None = None,
-                         since: float | None = None, until: float | None = None) -> builtins.list[dict[str, Any]]:
+    async def audit_rows(
+        self,
+        *,
+        after_seq: int = 0,
+        limit: int = 1000,
+        kind: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> builtins.list[dict[str, Any]]:
         sql = "SELECT seq, ts, kind, body, prev_hash, hash FROM audit WHERE seq>?"
         args: list[Any] = [after_seq]
         if kind is not None:
@@ -333,10 +365,18 @@ class SQLiteStore(Store):
     async def audit_delete_before(self, seq: int) -> int:
         return await self._run(lambda db: db.execute("DELETE FROM audit WHERE seq<?", (seq,)).rowcount)
 
-    async def audit_find(self, *, after_seq: int = 0, limit: int = 1000, kinds: tuple[str, ...] = (),
-                         since: float | None = None, until: float | None = None,
-                         equals: dict[str, str] | None = None, prefixes: dict[str, str] | None = None,
-                         newest_first: bool = False) -> builtins.list[dict[str, Any]]:
+    async def audit_find(
+        self,
+        *,
+        after_seq: int = 0,
+        limit: int = 1000,
+        kinds: tuple[str, ...] = (),
+        since: float | None = None,
+        until: float | None = None,
+        equals: dict[str, str] | None = None,
+        prefixes: dict[str, str] | None = None,
+        newest_first: bool = False,
+    ) -> builtins.list[dict[str, Any]]:
         sql = "SELECT seq, ts, kind, body, prev_hash, hash FROM audit WHERE seq>?"
         args: list[Any] = [after_seq]
         if kinds:

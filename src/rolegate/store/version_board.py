@@ -30,7 +30,7 @@ _POLICY = struct.Struct("<q8xq8xq")
 def board_path_for(storage_url: str, base_dir: Path | None = None) -> Path:
     """Where the board of a store lives: beside a SQLite file, else in /dev/shm (or the temp dir)."""
     if storage_url.startswith("sqlite:///"):
-        db = Path(storage_url[len("sqlite:///"):])
+        db = Path(storage_url[len("sqlite:///") :])
         if not db.is_absolute() and base_dir is not None:
             db = base_dir / db
         return db.with_name(db.name + ".board")

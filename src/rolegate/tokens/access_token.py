@@ -18,12 +18,30 @@ from rolegate.tokens.verify import MAX_TOKEN_CHARS
 ACCESS_TYP = "at+jwt"
 
 
-def mint_access_token(keyring: KeyRing, *, issuer: str, sub: str, family: str, ver: int, now: float,
-                      expires: float, extra: dict[str, Any] | None = None) -> str:
+def mint_access_token(
+    keyring: KeyRing,
+    *,
+    issuer: str,
+    sub: str,
+    family: str,
+    ver: int,
+    now: float,
+    expires: float,
+    extra: dict[str, Any] | None = None,
+) -> str:
     """A signed access token for family ``family`` valid until ``expires``."""
     iat = int(now)
-    claims: dict[str, Any] = {"iss": issuer, "aud": issuer, "sub": sub, "iat": iat, "nbf": iat, "exp": int(expires),
-                              "jti": base64.urlsafe_b64encode(os.urandom(12)).decode(), "sid": family, "ver": ver}
+    claims: dict[str, Any] = {
+        "iss": issuer,
+        "aud": issuer,
+        "sub": sub,
+        "iat": iat,
+        "nbf": iat,
+        "exp": int(expires),
+        "jti": base64.urlsafe_b64encode(os.urandom(12)).decode(),
+        "sid": family,
+        "ver": ver,
+    }
     if extra:
         claims.update(extra)
     return keyring.signing_key.sign(claims, typ=ACCESS_TYP)

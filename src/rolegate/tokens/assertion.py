@@ -62,8 +62,16 @@ def _jti() -> str:
 class _Entry:
     __slots__ = ("token", "refresh_at", "perms", "roles", "sub", "email", "headers", "where")
 
-    def __init__(self, token: str, refresh_at: float, perms: frozenset[str], roles: frozenset[str], sub: str,
-                 email: str, where: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        token: str,
+        refresh_at: float,
+        perms: frozenset[str],
+        roles: frozenset[str],
+        sub: str,
+        email: str,
+        where: dict[str, Any] | None = None,
+    ) -> None:
         self.token = token
         self.refresh_at = refresh_at
         self.perms = perms
@@ -83,8 +91,15 @@ class AssertionMinter:
 
     __slots__ = ("keyring", "issuer", "lifetime", "max_entries", "_cache", "_clock", "hits", "misses")
 
-    def __init__(self, keyring: KeyRing, issuer: str, lifetime: float = 300.0, *, max_entries: int = 10000,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        keyring: KeyRing,
+        issuer: str,
+        lifetime: float = 300.0,
+        *,
+        max_entries: int = 10000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         if lifetime < 30:
             raise ValueError("assertion lifetime must be at least 30s")
         self.keyring = keyring
@@ -96,22 +111,51 @@ class AssertionMinter:
         self.hits = 0
         self.misses = 0
 
-    def mint(self, *, sub: str, name: str, email: str, roles: Iterable[str], scope: str, perms: Iterable[str],
-             sid: str, ver: int, aud: str, where: dict[str, Any] | None = None) -> str:
+    def mint(
+        self,
+        *,
+        sub: str,
+        name: str,
+        email: str,
+        roles: Iterable[str],
+        scope: str,
+        perms: Iterable[str],
+        sid: str,
+        ver: int,
+        aud: str,
+        where: dict[str, Any] | None = None,
+    ) -> str:
         """The assertion for this caller at this scope for upstream ``aud`` (cached when ``sid`` is set)."""
         return self._entry(sub, name, email, roles, scope, perms, sid, ver, aud, where).token
 
-    def _entry(self, sub: str, name: str, email: str, roles: Iterable[str], scope: str, perms: Iterable[str],
-               sid: str, ver: int, aud: str, where: dict[str, Any] | None = None) -> _Entry:
+    def _entry(
+        self,
+        sub: str,
+        name: str,
+        email: str,
+        roles: Iterable[str],
+        scope: str,
+        perms: Iterable[str],
+        sid: str,
+        ver: int,
+        aud: str,
+        where: dict[str, Any] | None = None,
+    ) -> _Entry:
         perms = perms if isinstance(perms, frozenset) else frozenset(perms)
         roles = roles if isinstance(roles, frozenset) else frozenset(roles)
         now = self._clock()
         key = (sid, scope, ver, aud, where["perm"] if where else "")
         cache = self._cache
         entry = cache.get(key) if sid else None
-        if (entry is not None and now < entry.refresh_at and entry.sub == sub and entry.email == email
-                and (entry.perms is perms or entry.perms == perms) and (entry.roles is roles or entry.roles == roles)
-                and entry.where == where):
+        if (
+            entry is not None
+            and now < entry.refresh_at
+            and entry.sub == sub
+            and entry.email == email
+            and (entry.perms is perms or entry.perms == perms)
+            and (entry.roles is roles or entry.roles == roles)
+            and entry.where == where
+        ):
             cache.move_to_end(key)
             self.hits += 1
             return entry
@@ -119,15 +163,30 @@ class AssertionMinter:
         signing = self.keyring.signing_key
         iat = int(now)
         exp = iat + int(self.lifetime)
-        claims = {"iss": self.issuer, "aud": aud, "sub": sub, "iat": iat, "nbf": iat, "exp": exp, "jti": _jti(),
-                  "name": name, "email": email, "roles": sorted(roles), "scope": scope, "perms": compact_permissions(perms),
-                  "sid": sid, "ver": ver}
+        claims = {
+            "iss": self.issuer,
+            "aud": aud,
+            "sub": sub,
+            "iat": iat,
+            "nbf": iat,
+            "exp": exp,
+            "jti": _jti(),
+            "name": name,
+            "email": email,
+            "roles": sorted(roles),
+            "scope": scope,
+            "perms": compact_permissions(perms),
+            "sid": sid,
+            "ver": ver,
+        }
         if where is not None:  # on a route without a scope: where the caller holds its permission (lists)
             claims["where"] = where
         token = signing.sign(claims, typ=ASSERTION_TYP)
         if len(token) > MAX_HEADER_BYTES - len(ASSERTION_HEADER) - 4:
-            raise AssertionTooLarge(f"assertion of {len(token)} bytes for {len(perms)} permissions and "
-                                    f"{len(roles)} roles exceeds one {MAX_HEADER_BYTES}-byte header")
+            raise AssertionTooLarge(
+                f"assertion of {len(token)} bytes for {len(perms)} permissions and "
+                f"{len(roles)} roles exceeds one {MAX_HEADER_BYTES}-byte header"
+            )
         # Refresh once less than a third of the lifetime is left: the backend always gets minutes.
         entry = _Entry(token, now + self.lifetime * 2 / 3, perms, roles, sub, email, where)
         if sid:
@@ -145,19 +204,51 @@ class AssertionMinter:
     def clear(self) -> None:
         self._cache.clear()
 
-    def assertion_headers(self, *, sub: str, name: str, email: str, roles: Iterable[str], scope: str,
-                          perms: Iterable[str], sid: str, ver: int, aud: str,
-                          where: dict[str, Any] | None = None) -> dict[str, str]:
+    def assertion_headers(
+        self,
+        *,
+        sub: str,
+        name: str,
+        email: str,
+        roles: Iterable[str],
+        scope: str,
+        perms: Iterable[str],
+        sid: str,
+        ver: int,
+        aud: str,
+        where: dict[str, Any] | None = None,
+    ) -> dict[str, str]:
         """The four headers to add upstream (after stripping any incoming ``ASSERTION_HEADERS``).
 
         The dict is cached with the assertion: treat it as read-only.
         """
-        return self.assertion_headers_until(sub=sub, name=name, email=email, roles=roles, scope=scope, perms=perms,
-                                            sid=sid, ver=ver, aud=aud, where=where)[0]
+        return self.assertion_headers_until(
+            sub=sub,
+            name=name,
+            email=email,
+            roles=roles,
+            scope=scope,
+            perms=perms,
+            sid=sid,
+            ver=ver,
+            aud=aud,
+            where=where,
+        )[0]
 
-    def assertion_headers_until(self, *, sub: str, name: str, email: str, roles: Iterable[str], scope: str,
-                                perms: Iterable[str], sid: str, ver: int, aud: str,
-                                where: dict[str, Any] | None = None) -> tuple[dict[str, str], float]:
+    def assertion_headers_until(
+        self,
+        *,
+        sub: str,
+        name: str,
+        email: str,
+        roles: Iterable[str],
+        scope: str,
+        perms: Iterable[str],
+        sid: str,
+        ver: int,
+        aud: str,
+        where: dict[str, Any] | None = None,
+    ) -> tuple[dict[str, str], float]:
         """``assertion_headers`` and the time until which this exact answer would be given again
         (the cached assertion's refresh time), for callers that keep the headers themselves."""
         entry = self._entry(sub, name, email, roles, scope, perms, sid, ver, aud, where)
@@ -181,5 +272,9 @@ def header_value(value: str) -> str:
 
 def assertion_headers(token: str, *, user: str, email: str, roles: Iterable[str]) -> dict[str, str]:
     """Header dict for an already minted assertion; plain headers percent-encoded (decode with unquote)."""
-    return {ASSERTION_HEADER: token, USER_HEADER: header_value(user), EMAIL_HEADER: header_value(email),
-            ROLES_HEADER: ",".join(header_value(r) for r in sorted(roles))}
+    return {
+        ASSERTION_HEADER: token,
+        USER_HEADER: header_value(user),
+        EMAIL_HEADER: header_value(email),
+        ROLES_HEADER: ",".join(header_value(r) for r in sorted(roles)),
+    }

@@ -107,8 +107,15 @@ class TokenEndpoint:
 
     __slots__ = ("service", "authenticate_session", "redeem_daypass", "public_origin", "audit")
 
-    def __init__(self, service: TokenService, *, public_url: str, authenticate_session: SessionFn | None = None,
-                 redeem_daypass: DaypassFn | None = None, audit: Any = None) -> None:
+    def __init__(
+        self,
+        service: TokenService,
+        *,
+        public_url: str,
+        authenticate_session: SessionFn | None = None,
+        redeem_daypass: DaypassFn | None = None,
+        audit: Any = None,
+    ) -> None:
         self.service = service
         self.authenticate_session = authenticate_session
         self.redeem_daypass = redeem_daypass
@@ -132,11 +139,13 @@ class TokenEndpoint:
             elif grant_type == SESSION_GRANT:
                 grant = await self.service.issue(await self._session_principal(request), refused=SESSION_REFUSED)
             elif grant_type == DAYPASS_GRANT:
-                grant = await self.service.issue(await self._daypass_principal(request, params.get("code", "")),
-                                                 refused=DAYPASS_REFUSED)
+                grant = await self.service.issue(
+                    await self._daypass_principal(request, params.get("code", "")), refused=DAYPASS_REFUSED
+                )
             else:
-                raise GrantError("unsupported_grant_type", "Use refresh_token, urn:rolegate:session or "
-                                                           "urn:rolegate:daypass.")
+                raise GrantError(
+                    "unsupported_grant_type", "Use refresh_token, urn:rolegate:session or urn:rolegate:daypass."
+                )
         except GrantError as exc:
             self._refused(request, grant_type, exc.code, exc.detail, exc.user)
             return _error(exc.code, exc.description, exc.status)
@@ -154,16 +163,25 @@ class TokenEndpoint:
             return _error("server_error", _UNAVAILABLE, 503)
         return web.json_response(grant.to_json(), headers=_NO_STORE)
 
-    def _refused(self, request: web.Request, grant_type: str, code: str, detail: str, user: str | None,
-                 ref: str | None = None) -> None:
+    def _refused(
+        self, request: web.Request, grant_type: str, code: str, detail: str, user: str | None, ref: str | None = None
+    ) -> None:
         """Record a refused token request as a failed sign-in (never fails the answer)."""
         audit = self.audit
         if audit is None:
             return
         grant = grant_type if grant_type in _REFUSED else "other"
         try:
-            audit.emit(signin_event(user=user, method="token", outcome="failed", reason=f"{grant}: {code}: {detail}",
-                                    ref=ref or request.headers.get("X-Request-Id"), client=request.remote))
+            audit.emit(
+                signin_event(
+                    user=user,
+                    method="token",
+                    outcome="failed",
+                    reason=f"{grant}: {code}: {detail}",
+                    ref=ref or request.headers.get("X-Request-Id"),
+                    client=request.remote,
+                )
+            )
         except RolegateError as exc:
             log.error("audit: could not record a refused token request: %s", exc.detail)
 
@@ -193,14 +211,21 @@ class TokenEndpoint:
 
     async def _session_principal(self, request: web.Request) -> Principal:
         if not self._same_site(request):
-            raise GrantError("invalid_request", "Cross-site token requests are refused; send X-Requested-With "
-                                                "from the same origin.", status=403)
+            raise GrantError(
+                "invalid_request",
+                "Cross-site token requests are refused; send X-Requested-With from the same origin.",
+                status=403,
+            )
         principal = await self.authenticate_session(request) if self.authenticate_session is not None else None
         if principal is None:
             raise GrantError("invalid_grant", SESSION_REFUSED, detail="no signed-in session")
         if principal.auth not in _BROWSER_AUTH or principal.rolegate_bearer:
-            raise GrantError("invalid_grant", SESSION_REFUSED, user=principal.username,
-                             detail=f"a {principal.auth} credential is not a browser session")
+            raise GrantError(
+                "invalid_grant",
+                SESSION_REFUSED,
+                user=principal.username,
+                detail=f"a {principal.auth} credential is not a browser session",
+            )
         return principal
 
     async def _daypass_principal(self, request: web.Request, code: str) -> Principal:

@@ -17,8 +17,9 @@ class StaleToken(TokenStale):
 
     @property
     def www_authenticate(self) -> str:
-        return (f'Bearer realm="rolegate", error="{self.bearer_error}", '
-                f'error_description="{self.bearer_error_description}"')
+        return (
+            f'Bearer realm="rolegate", error="{self.bearer_error}", error_description="{self.bearer_error_description}"'
+        )
 
 
 class GrantError(Exception):
@@ -28,8 +29,9 @@ class GrantError(Exception):
     ``user`` (whom the refused grant was for, when known) never reach it.
     """
 
-    def __init__(self, code: str, description: str, *, status: int = 400, detail: str | None = None,
-                 user: str | None = None) -> None:
+    def __init__(
+        self, code: str, description: str, *, status: int = 400, detail: str | None = None, user: str | None = None
+    ) -> None:
         super().__init__(description)
         self.code = code
         self.description = description

@@ -18,8 +18,10 @@ def jwks_handler(keyring: KeyRing, *, max_age: int = MAX_AGE) -> Callable[[web.R
 
     async def handle(request: web.Request) -> web.Response:
         await keyring.sync()
-        return web.Response(body=keyring.jwks_body(), content_type="application/jwk-set+json",
-                            headers={"Cache-Control": f"public, max-age={max_age}",
-                                     "Access-Control-Allow-Origin": "*"})
+        return web.Response(
+            body=keyring.jwks_body(),
+            content_type="application/jwk-set+json",
+            headers={"Cache-Control": f"public, max-age={max_age}", "Access-Control-Allow-Origin": "*"},
+        )
 
     return handle

@@ -32,8 +32,12 @@ class KeySealer:
         raw = secret.encode() if isinstance(secret, str) else secret
         if len(raw) < 32:
             raise ValueError("the key-encryption secret must be at least 32 characters")
-        derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"rolegate/tokens",
-                       info=b"rolegate signing keys at rest " + _VERSION).derive(raw)
+        derived = HKDF(
+            algorithm=hashes.SHA256(),
+            length=32,
+            salt=b"rolegate/tokens",
+            info=b"rolegate signing keys at rest " + _VERSION,
+        ).derive(raw)
         self._aead = AESGCM(derived)
 
     def seal(self, plaintext: bytes, *, context: str) -> str:

@@ -71,8 +71,9 @@ class SigningKey:
 
     __slots__ = ("name", "kid", "alg", "private", "public", "jwk", "not_before", "rotate_at", "publish_until")
 
-    def __init__(self, *, name: str, alg: str, private: Any, not_before: float, rotate_at: float,
-                 publish_until: float) -> None:
+    def __init__(
+        self, *, name: str, alg: str, private: Any, not_before: float, rotate_at: float, publish_until: float
+    ) -> None:
         self.name = name
         self.alg = alg
         self.private = private
@@ -98,13 +99,37 @@ class KeyRing:
     period boundary passed or another worker rotated (``keys`` counter on the board).
     """
 
-    __slots__ = ("store", "board", "algorithm", "rotate_every", "retain", "prepublish", "_sealer", "_clock",
-                 "_keys", "_by_kid", "_signing", "_next_check", "_seen", "_store_away", "_lock", "_jwks_body")
+    __slots__ = (
+        "store",
+        "board",
+        "algorithm",
+        "rotate_every",
+        "retain",
+        "prepublish",
+        "_sealer",
+        "_clock",
+        "_keys",
+        "_by_kid",
+        "_signing",
+        "_next_check",
+        "_seen",
+        "_store_away",
+        "_lock",
+        "_jwks_body",
+    )
 
-    def __init__(self, store: Store, *, secret: str | bytes, algorithm: str = "EdDSA",
-                 rotate_every: float = 7 * 86400.0, max_token_lifetime: float = 12 * 3600.0,
-                 skew: float = 60.0, board: VersionBoard | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        secret: str | bytes,
+        algorithm: str = "EdDSA",
+        rotate_every: float = 7 * 86400.0,
+        max_token_lifetime: float = 12 * 3600.0,
+        skew: float = 60.0,
+        board: VersionBoard | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         if algorithm not in ALGORITHMS:
             raise ValueError(f"unsupported signing algorithm {algorithm!r}; use EdDSA or ES256")
         if rotate_every < 60:
@@ -129,17 +154,31 @@ class KeyRing:
         self._jwks_body = b'{"keys":[]}'
 
     @classmethod
-    def from_config(cls, store: Store, config: Any, *, board: VersionBoard | None = None, skew: float = 60.0,
-                    clock: Callable[[], float] = time.time) -> "KeyRing":
+    def from_config(
+        cls,
+        store: Store,
+        config: Any,
+        *,
+        board: VersionBoard | None = None,
+        skew: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ) -> "KeyRing":
         """A KeyRing from a loaded rolegate Config (``tokens`` + ``session`` sections)."""
         tokens = config.tokens
         secret = tokens.key_secret or (config.session.secret if config.session is not None else None)
         if secret is None:
             raise ConfigError("tokens: set tokens.key_secret (or session.secret) to encrypt signing keys at rest")
         lifetime = max(tokens.lifetime.total_seconds(), tokens.refresh_lifetime.total_seconds())
-        return cls(store, secret=secret.get_secret_value(), algorithm=tokens.algorithm,
-                   rotate_every=tokens.rotate_every.total_seconds(), max_token_lifetime=lifetime, skew=skew,
-                   board=board, clock=clock)
+        return cls(
+            store,
+            secret=secret.get_secret_value(),
+            algorithm=tokens.algorithm,
+            rotate_every=tokens.rotate_every.total_seconds(),
+            max_token_lifetime=lifetime,
+            skew=skew,
+            board=board,
+            clock=clock,
+        )
 
     # -- reading (hot path: no awaits, no allocation) ----------------------------------------------
     @property
@@ -191,8 +230,10 @@ class KeyRing:
                 if self._signing is None or self._keys.get(self._name(self._period(now))) is not self._signing:
                     raise
                 if not self._store_away:
-                    log.warning("signing keys not reloaded (the store is unavailable); signing with kid %s "
-                                "until it answers", self._signing.kid)
+                    log.warning(
+                        "signing keys not reloaded (the store is unavailable); signing with kid %s until it answers",
+                        self._signing.kid,
+                    )
                 self._store_away = True
                 self._next_check = now + _RETRY_SECONDS
                 if self.board is not None:
@@ -253,13 +294,26 @@ class KeyRing:
         private = _generate(self.algorithm)
         not_before = period * self.rotate_every
         rotate_at = not_before + self.rotate_every
-        key = SigningKey(name=name, alg=self.algorithm, private=private, not_before=not_before,
-                         rotate_at=rotate_at, publish_until=rotate_at + self.retain)
-        der = private.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption())
-        doc = {"alg": key.alg, "kid": key.kid, "not_before": not_before, "rotate_at": rotate_at,
-               "publish_until": key.publish_until, "public_jwk": key.jwk,
-               "sealed": self._sealer.seal(der, context=f"{name}/{key.kid}")}
+        key = SigningKey(
+            name=name,
+            alg=self.algorithm,
+            private=private,
+            not_before=not_before,
+            rotate_at=rotate_at,
+            publish_until=rotate_at + self.retain,
+        )
+        der = private.private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        doc = {
+            "alg": key.alg,
+            "kid": key.kid,
+            "not_before": not_before,
+            "rotate_at": rotate_at,
+            "publish_until": key.publish_until,
+            "public_jwk": key.jwk,
+            "sealed": self._sealer.seal(der, context=f"{name}/{key.kid}"),
+        }
         try:
             await self.store.put(NAMESPACE, name, doc, expected_version=0, expires_at=key.publish_until)
         except VersionConflict:
@@ -275,8 +329,14 @@ class KeyRing:
         try:
             der = self._sealer.open(doc["sealed"], context=f"{name}/{doc['kid']}")
             private = serialization.load_der_private_key(der, password=None)
-            key = SigningKey(name=name, alg=doc["alg"], private=private, not_before=float(doc["not_before"]),
-                             rotate_at=float(doc["rotate_at"]), publish_until=float(doc["publish_until"]))
+            key = SigningKey(
+                name=name,
+                alg=doc["alg"],
+                private=private,
+                not_before=float(doc["not_before"]),
+                rotate_at=float(doc["rotate_at"]),
+                publish_until=float(doc["publish_until"]),
+            )
         except Exception as exc:  # noqa: BLE001 - a bad record must not take the ring down
             log.error("signing key %s cannot be opened (wrong tokens.key_secret?): %s", name, type(exc).__name__)
             return None

@@ -90,8 +90,14 @@ class RefreshFamilies:
             expires = min(expires, not_after)
         key = f"{subject_tag(identity['username'])}-{secrets.token_urlsafe(16)}"
         token = self._new_token(key)
-        data = {"identity": identity, "created": now, "expires": expires, "current": _hash(token), "used": [],
-                "revoked": False}
+        data = {
+            "identity": identity,
+            "created": now,
+            "expires": expires,
+            "current": _hash(token),
+            "used": [],
+            "revoked": False,
+        }
         version = await self.store.put(NAMESPACE, key, data, expected_version=0, expires_at=expires)
         return Family(key, data, version), token
 
@@ -101,8 +107,9 @@ class RefreshFamilies:
             return None
         return Family(key, record.value, record.version)
 
-    async def rotate(self, token: str, *,
-                     check: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None) -> tuple[Family, str]:
+    async def rotate(
+        self, token: str, *, check: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None
+    ) -> tuple[Family, str]:
         """Exchange a live refresh token for its successor; InvalidGrant otherwise (reuse revokes the family).
 
         ``check`` is called with the family's identity once the token proved to be the live one, before
@@ -137,8 +144,9 @@ class RefreshFamilies:
             updated["current"] = _hash(successor)
             updated["identity"] = identity
             try:
-                version = await self.store.put(NAMESPACE, key, updated, expected_version=family.version,
-                                               expires_at=family.expires)
+                version = await self.store.put(
+                    NAMESPACE, key, updated, expected_version=family.version, expires_at=family.expires
+                )
             except VersionConflict:
                 continue  # someone rotated concurrently: re-read; our token is now a reused one
             return Family(key, updated, version), successor
@@ -154,8 +162,9 @@ class RefreshFamilies:
                 return family
             updated = {**family.data, "revoked": True}
             try:
-                await self.store.put(NAMESPACE, key, updated, expected_version=family.version,
-                                     expires_at=family.expires)
+                await self.store.put(
+                    NAMESPACE, key, updated, expected_version=family.version, expires_at=family.expires
+                )
                 return family
             except VersionConflict:
                 continue

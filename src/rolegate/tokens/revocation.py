@@ -25,8 +25,9 @@ class RevocationList:
 
     __slots__ = ("store", "board", "_clock", "_jtis", "_families", "_seen", "_checked_at", "_lock")
 
-    def __init__(self, store: Store, *, board: VersionBoard | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, store: Store, *, board: VersionBoard | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
         self.store = store
         self.board = board
         self._clock = clock

@@ -62,8 +62,13 @@ class TokenGrant:
     refresh_expires_in: int
 
     def to_json(self) -> dict[str, Any]:
-        return {"access_token": self.access_token, "token_type": "Bearer", "expires_in": self.expires_in,
-                "refresh_token": self.refresh_token, "refresh_expires_in": self.refresh_expires_in}
+        return {
+            "access_token": self.access_token,
+            "token_type": "Bearer",
+            "expires_in": self.expires_in,
+            "refresh_token": self.refresh_token,
+            "refresh_expires_in": self.refresh_expires_in,
+        }
 
 
 def snapshot(principal: Principal) -> dict[str, Any]:
@@ -73,15 +78,22 @@ def snapshot(principal: Principal) -> dict[str, Any]:
     its revocation), never as a user. A browser session's family keeps the session's opaque id, so
     every refresh can ask whether that session still lives.
     """
-    data = {"username": principal.username, "name": principal.name, "email": principal.email,
-            "groups": sorted(principal.groups), "subject": principal.subject, "origin": principal.auth,
-            "expires_at": principal.expires_at}
+    data = {
+        "username": principal.username,
+        "name": principal.name,
+        "email": principal.email,
+        "groups": sorted(principal.groups),
+        "subject": principal.subject,
+        "origin": principal.auth,
+        "expires_at": principal.expires_at,
+    }
     if principal.auth == "session":
         data["session"] = principal.session_id
     daypass_id = getattr(principal, "daypass_id", None)
     if daypass_id is not None:
-        data.update(daypass_id=daypass_id, company=getattr(principal, "company", ""),
-                    scope=getattr(principal, "scope", ""))
+        data.update(
+            daypass_id=daypass_id, company=getattr(principal, "company", ""), scope=getattr(principal, "scope", "")
+        )
     return data
 
 
@@ -93,12 +105,24 @@ def origin_principal(identity: dict[str, Any]) -> Principal:
     if isinstance(daypass_id, str) and daypass_id:
         from rolegate.identity.daypass import DaypassPrincipal  # day passes: loaded only when used
 
-        return DaypassPrincipal(pass_id=daypass_id, name=identity.get("name", ""), company=identity.get("company", ""),
-                                scope=identity.get("scope", ""), session_id="", expires_at=expires_at or 0.0)
-    return Principal(username=identity["username"], name=identity.get("name", ""), email=identity.get("email", ""),
-                     groups=frozenset(identity.get("groups", ())), session_id=identity.get("session", ""),
-                     auth=identity.get("origin", "session"), expires_at=expires_at,
-                     subject=identity.get("subject", ""))
+        return DaypassPrincipal(
+            pass_id=daypass_id,
+            name=identity.get("name", ""),
+            company=identity.get("company", ""),
+            scope=identity.get("scope", ""),
+            session_id="",
+            expires_at=expires_at or 0.0,
+        )
+    return Principal(
+        username=identity["username"],
+        name=identity.get("name", ""),
+        email=identity.get("email", ""),
+        groups=frozenset(identity.get("groups", ())),
+        session_id=identity.get("session", ""),
+        auth=identity.get("origin", "session"),
+        expires_at=expires_at,
+        subject=identity.get("subject", ""),
+    )
 
 
 def principal_of(identity: dict[str, Any], *, family: str, expires_at: float | None) -> Principal:
@@ -106,14 +130,25 @@ def principal_of(identity: dict[str, Any], *, family: str, expires_at: float | N
     if isinstance(daypass_id, str) and daypass_id:
         from rolegate.identity.daypass import DaypassPrincipal  # day passes: loaded only when used
 
-        principal: Principal = DaypassPrincipal(pass_id=daypass_id, name=identity.get("name", ""),
-                                                company=identity.get("company", ""), scope=identity.get("scope", ""),
-                                                session_id=family, expires_at=expires_at or 0.0)
+        principal: Principal = DaypassPrincipal(
+            pass_id=daypass_id,
+            name=identity.get("name", ""),
+            company=identity.get("company", ""),
+            scope=identity.get("scope", ""),
+            session_id=family,
+            expires_at=expires_at or 0.0,
+        )
     else:
-        principal = Principal(username=identity["username"], name=identity.get("name", ""),
-                              email=identity.get("email", ""), groups=frozenset(identity.get("groups", ())),
-                              session_id=family, auth="rolegate_token", expires_at=expires_at,
-                              subject=identity.get("subject", ""))
+        principal = Principal(
+            username=identity["username"],
+            name=identity.get("name", ""),
+            email=identity.get("email", ""),
+            groups=frozenset(identity.get("groups", ())),
+            session_id=family,
+            auth="rolegate_token",
+            expires_at=expires_at,
+            subject=identity.get("subject", ""),
+        )
     principal.rolegate_bearer = True
     return principal
 
@@ -121,15 +156,38 @@ def principal_of(identity: dict[str, Any], *, family: str, expires_at: float | N
 class TokenService:
     """Everything behind ``/.rolegate/token`` and ``Authorization: Bearer <rolegate access token>``."""
 
-    __slots__ = ("keyring", "store", "issuer", "lifetime", "families", "revocations", "verifier",
-                 "current_version", "grants", "reload_identity", "passes", "_clock", "_principals",
-                 "_max_principals")
+    __slots__ = (
+        "keyring",
+        "store",
+        "issuer",
+        "lifetime",
+        "families",
+        "revocations",
+        "verifier",
+        "current_version",
+        "grants",
+        "reload_identity",
+        "passes",
+        "_clock",
+        "_principals",
+        "_max_principals",
+    )
 
-    def __init__(self, *, keyring: KeyRing, store: Store, issuer: str, current_version: Callable[[], int],
-                 lifetime: float = 300.0, refresh_lifetime: float = 12 * 3600.0,
-                 board: VersionBoard | None = None, grants: GrantsFn | None = None,
-                 reload_identity: ReloadFn | None = None, leeway: float = 30.0,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        *,
+        keyring: KeyRing,
+        store: Store,
+        issuer: str,
+        current_version: Callable[[], int],
+        lifetime: float = 300.0,
+        refresh_lifetime: float = 12 * 3600.0,
+        board: VersionBoard | None = None,
+        grants: GrantsFn | None = None,
+        reload_identity: ReloadFn | None = None,
+        leeway: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.keyring = keyring
         self.store = store
         self.issuer = issuer
@@ -158,8 +216,9 @@ class TokenService:
             return principal
         fresh = await self.reload_identity(principal)
         if fresh is None:
-            raise SubjectEnded(f"{principal.username}: the session ended, or the directory disables or "
-                               "does not know the account")
+            raise SubjectEnded(
+                f"{principal.username}: the session ended, or the directory disables or does not know the account"
+            )
         return fresh
 
     async def issue(self, principal: Principal, *, refused: str = ISSUE_REFUSED) -> TokenGrant:
@@ -194,15 +253,17 @@ class TokenService:
             if exc.reused and exc.family:
                 await self.revocations.revoke_family(exc.family, self._clock() + self.lifetime + self.verifier.leeway)
                 log.warning("refresh token reuse: family %s revoked", exc.family)
-            raise GrantError("invalid_grant", REFRESH_REFUSED, detail=str(exc),
-                             user=await self._user_of(exc.family)) from None
+            raise GrantError(
+                "invalid_grant", REFRESH_REFUSED, detail=str(exc), user=await self._user_of(exc.family)
+            ) from None
         except SubjectEnded as exc:
             key = parse(refresh_token)
             assert key is not None  # rotate checks the subject only of a live token it parsed
             await self.revoke_family(key)
             log.info("token family %s ended at refresh: %s", key, exc)
-            raise GrantError("invalid_grant", REFRESH_REFUSED, detail=f"{exc}; family revoked",
-                             user=await self._user_of(key)) from None
+            raise GrantError(
+                "invalid_grant", REFRESH_REFUSED, detail=f"{exc}; family revoked", user=await self._user_of(key)
+            ) from None
         principal = principal_of(family.data["identity"], family=family.key, expires_at=family.expires)
         return self._grant(family, successor, principal)
 
@@ -219,8 +280,16 @@ class TokenService:
             roles, perms = self.grants(principal)
             extra["roles"] = sorted(roles)
             extra["perms"] = compact_permissions(perms)
-        token = mint_access_token(self.keyring, issuer=self.issuer, sub=principal.username, family=family.key,
-                                  ver=self.current_version(), now=now, expires=expires, extra=extra)
+        token = mint_access_token(
+            self.keyring,
+            issuer=self.issuer,
+            sub=principal.username,
+            family=family.key,
+            ver=self.current_version(),
+            now=now,
+            expires=expires,
+            extra=extra,
+        )
         return TokenGrant(token, max(0, int(expires - now)), refresh_token, max(0, int(family.expires - now)))
 
     # -- revoking (RFC 7009) ----------------------------------------------------------------------
@@ -305,8 +374,9 @@ class TokenService:
         pass_id = getattr(principal, "daypass_id", None)
         if pass_id is not None and not await self.passes.in_force(pass_id):
             self._principals.pop(token, None)
-            raise SignInRequired(f"rolegate access token of day pass {pass_id}, which ended",
-                                 bearer_error="invalid_token")
+            raise SignInRequired(
+                f"rolegate access token of day pass {pass_id}, which ended", bearer_error="invalid_token"
+            )
         if ver < self.current_version():
             raise StaleToken(f"token ver {ver} behind the permission version")
         return principal

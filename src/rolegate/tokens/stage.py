@@ -38,11 +38,20 @@ class TokenStage:
 
     __slots__ = ("keyring", "minter", "service", "endpoint", "issuer")
 
-    def __init__(self, config: Any, store: Store, *, board: VersionBoard | None = None,
-                 current_version: Callable[[], int], grants: GrantsFn | None = None,
-                 reload_identity: ReloadFn | None = None, authenticate_session: SessionFn | None = None,
-                 redeem_daypass: DaypassFn | None = None, audit: Any = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: Any,
+        store: Store,
+        *,
+        board: VersionBoard | None = None,
+        current_version: Callable[[], int],
+        grants: GrantsFn | None = None,
+        reload_identity: ReloadFn | None = None,
+        authenticate_session: SessionFn | None = None,
+        redeem_daypass: DaypassFn | None = None,
+        audit: Any = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         tokens = config.tokens
         skew = tokens.clock_skew.total_seconds()
         self.issuer: str = config.server.public_url.rstrip("/")
@@ -50,15 +59,29 @@ class TokenStage:
         lifetime = tokens.lifetime.total_seconds()
         self.minter: AssertionMinter | None = None
         if tokens.assertion:
-            self.minter = AssertionMinter(self.keyring, self.issuer, lifetime,
-                                          max_entries=tokens.assertion_cache_size, clock=clock)
-        self.service = TokenService(keyring=self.keyring, store=store, issuer=self.issuer,
-                                    current_version=current_version, lifetime=lifetime,
-                                    refresh_lifetime=tokens.refresh_lifetime.total_seconds(), board=board,
-                                    grants=grants, reload_identity=reload_identity, leeway=skew, clock=clock)
-        self.endpoint = TokenEndpoint(self.service, public_url=self.issuer,
-                                      authenticate_session=authenticate_session, redeem_daypass=redeem_daypass,
-                                      audit=audit)
+            self.minter = AssertionMinter(
+                self.keyring, self.issuer, lifetime, max_entries=tokens.assertion_cache_size, clock=clock
+            )
+        self.service = TokenService(
+            keyring=self.keyring,
+            store=store,
+            issuer=self.issuer,
+            current_version=current_version,
+            lifetime=lifetime,
+            refresh_lifetime=tokens.refresh_lifetime.total_seconds(),
+            board=board,
+            grants=grants,
+            reload_identity=reload_identity,
+            leeway=skew,
+            clock=clock,
+        )
+        self.endpoint = TokenEndpoint(
+            self.service,
+            public_url=self.issuer,
+            authenticate_session=authenticate_session,
+            redeem_daypass=redeem_daypass,
+            audit=audit,
+        )
 
     async def open(self) -> None:
         """Load (or, first of the fleet, create) the signing keys; call inside the worker's event loop."""

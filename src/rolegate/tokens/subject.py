@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("rolegate.tokens")
 
 
-
 class PassCheck:
     """``await in_force(pass_id)``: whether a day pass still works now (neither revoked, expired nor gone).
 

@@ -45,8 +45,9 @@ class TokenVerifier:
 
     __slots__ = ("keyring", "issuer", "leeway", "_jwt", "_clock")
 
-    def __init__(self, keyring: KeyRing, issuer: str, *, leeway: float = 30.0,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, keyring: KeyRing, issuer: str, *, leeway: float = 30.0, clock: Callable[[], float] = time.time
+    ) -> None:
         self.keyring = keyring
         self.issuer = issuer
         self.leeway = leeway
@@ -69,9 +70,19 @@ class TokenVerifier:
             raise InvalidToken("algorithm does not match the key")
         try:
             claims = self._jwt.decode(
-                token, key.public, algorithms=[key.alg], audience=audience, issuer=self.issuer,
-                options={"require": ["exp", "iat", "nbf", "iss", "aud", "sub", "jti", *require],
-                         "strict_aud": True, "verify_exp": False, "verify_nbf": False, "verify_iat": False})
+                token,
+                key.public,
+                algorithms=[key.alg],
+                audience=audience,
+                issuer=self.issuer,
+                options={
+                    "require": ["exp", "iat", "nbf", "iss", "aud", "sub", "jti", *require],
+                    "strict_aud": True,
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                },
+            )
         except jwt.PyJWTError as exc:
             raise InvalidToken(f"refused: {type(exc).__name__}: {exc}") from None
         # Times are checked here, against the ring's clock, so every stage agrees on "now".

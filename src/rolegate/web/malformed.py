@@ -65,7 +65,11 @@ class ServerLog(logging.LoggerAdapter):
     def log(self, level: int, msg: object, *args: Any, exc_info: Any = None, **kwargs: Any) -> None:
         if isinstance(exc_info, HttpProcessingError) and level > logging.INFO:  # not aiohttp's debug lines
             remote = args[0] if args else "?"
-            log.info("malformed request from %s: %s %s", remote, exc_info.code,
-                     printable(exc_info.message if isinstance(exc_info.message, str) else repr(exc_info.message)))
+            log.info(
+                "malformed request from %s: %s %s",
+                remote,
+                exc_info.code,
+                printable(exc_info.message if isinstance(exc_info.message, str) else repr(exc_info.message)),
+            )
             return
         super().log(level, msg, *args, exc_info=exc_info, **kwargs)

@@ -19,10 +19,19 @@ log = logging.getLogger("rolegate.errors")
 # Answers to requests rolegate could not read: logged on the rate-limited malformed-request logger.
 _MALFORMED = frozenset({400, 431})
 
-_TITLES = {400: "Bad request", 401: "Sign-in required", 403: "Access denied", 404: "Not found",
-           405: "Method not allowed", 413: "Request too large", 429: "Too many requests",
-           431: "Request headers too large", 502: "Application unreachable", 503: "Unavailable",
-           504: "Application timed out"}
+_TITLES = {
+    400: "Bad request",
+    401: "Sign-in required",
+    403: "Access denied",
+    404: "Not found",
+    405: "Method not allowed",
+    413: "Request too large",
+    429: "Too many requests",
+    431: "Request headers too large",
+    502: "Application unreachable",
+    503: "Unavailable",
+    504: "Application timed out",
+}
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
@@ -61,14 +70,27 @@ def log_error(request: web.BaseRequest, error: RolegateError) -> None:
     status = error.status
     if status >= 500 or error.detail:
         logger = malformed.log if status in _MALFORMED else log
-        logger.log(logging.WARNING if status >= 500 else logging.INFO, "%s %s -> %d %s ref=%s: %s",
-                   request.method, malformed.printable(loggable_path(request.path)), status, error.code,
-                   error.reference, malformed.printable(error.detail or "-"))
+        logger.log(
+            logging.WARNING if status >= 500 else logging.INFO,
+            "%s %s -> %d %s ref=%s: %s",
+            request.method,
+            malformed.printable(loggable_path(request.path)),
+            status,
+            error.code,
+            error.reference,
+            malformed.printable(error.detail or "-"),
+        )
 
 
-def error_response(request: web.BaseRequest, error: RolegateError, *, extra_html: str = "",
-                   headers: dict[str, str] | None = None, logged: bool = False,
-                   fields: dict[str, object] | None = None) -> web.Response:
+def error_response(
+    request: web.BaseRequest,
+    error: RolegateError,
+    *,
+    extra_html: str = "",
+    headers: dict[str, str] | None = None,
+    logged: bool = False,
+    fields: dict[str, object] | None = None,
+) -> web.Response:
     """Render ``error`` for this client; log its detail under its reference id (unless the caller ``logged`` it).
 
     ``extra_html`` goes below the message on the page, ``fields`` into the JSON answer (the same things)."""
@@ -80,9 +102,12 @@ def error_response(request: web.BaseRequest, error: RolegateError, *, extra_html
         out_headers.update(headers)
     if wants_html(request):
         title = _TITLES.get(status, "Error")
-        body = _PAGE.format(title=html.escape(title), message=html.escape(error.public_message),
-                            extra=extra_html, reference=html.escape(error.reference))
+        body = _PAGE.format(
+            title=html.escape(title),
+            message=html.escape(error.public_message),
+            extra=extra_html,
+            reference=html.escape(error.reference),
+        )
         return web.Response(status=status, text=body, content_type="text/html", headers=out_headers)
     payload = {**(fields or {}), "error": error.code, "message": error.public_message, "reference": error.reference}
-    return web.Response(status=status, text=json.dumps(payload), content_type="application/json",
-                        headers=out_headers)
+    return web.Response(status=status, text=json.dumps(payload), content_type="application/json", headers=out_headers)

@@ -115,8 +115,13 @@ class EmailConfig(Section):
     def problems(self) -> list[tuple[tuple[Any, ...], str]]:
         out: list[tuple[tuple[Any, ...], str]] = []
         if self.security == "none" and not _loopback(self.host):
-            out.append((("host",), "security: none sends mail (and a password) in clear: only to a relay on "
-                                   "127.0.0.1 / ::1 / localhost; use starttls or tls"))
+            out.append(
+                (
+                    ("host",),
+                    "security: none sends mail (and a password) in clear: only to a relay on "
+                    "127.0.0.1 / ::1 / localhost; use starttls or tls",
+                )
+            )
         if (self.username is None) != (self.password is None):
             out.append((("username",), "give both username and password, or neither"))
         return out
@@ -161,22 +166,26 @@ class AccessRequestsConfig(Section):
         """``rate`` as (requests, window seconds)."""
         return parse_rate(self.rate)
 
-    def cross_check(self, catalogue: frozenset[str], scope_types: dict[str, Any],
-                    bad: Callable[[tuple[Any, ...], str], None]) -> None:
+    def cross_check(
+        self, catalogue: frozenset[str], scope_types: dict[str, Any], bad: Callable[[tuple[Any, ...], str], None]
+    ) -> None:
         """Labels name known permissions, scope types or scopes of a declared type; e-mail settings agree."""
         base = ("access_requests",)
         for key, words in self.labels.items():
             path = (*base, "labels", key)
             kind, sep, rest = key.partition(":")
-            if not ((sep and key in catalogue) or (not sep and key in scope_types)
-                    or (sep and kind in scope_types and rest)):
+            if not (
+                (sep and key in catalogue) or (not sep and key in scope_types) or (sep and kind in scope_types and rest)
+            ):
                 bad(path, f"{key!r} is no declared permission, scope type or scope (type:id) of a declared type")
             if not words.strip() or len(words) > 120 or any(ord(c) < 0x20 or ord(c) == 0x7F for c in words):
                 bad(path, "a label is one line of 1 to 120 characters")
             names = _LABEL_TEMPLATE.findall(words)
             if names and (sep or names != ["id"] * len(names)):
-                bad(path, "only a scope type's label may hold a placeholder, and only {id} "
-                          "(e.g. building: \"Building {id}\")")
+                bad(
+                    path,
+                    'only a scope type\'s label may hold a placeholder, and only {id} (e.g. building: "Building {id}")',
+                )
         if self.notify.email is not None:
             for path, message in self.notify.email.problems():
                 bad((*base, "notify", "email", *path), message)

@@ -123,6 +123,7 @@ class DirectoryConfig(Section):
         if self.interval.total_seconds() <= 0 or self.full_interval.total_seconds() <= 0:
             raise ValueError("interval and full_interval must be positive")
         if self.accesslog is not None and self.preset == "active_directory":
-            raise ValueError("accesslog is OpenLDAP's; Active Directory's deletions are read from its "
-                             "Deleted Objects container")
+            raise ValueError(
+                "accesslog is OpenLDAP's; Active Directory's deletions are read from its Deleted Objects container"
+            )
         return self

@@ -107,8 +107,13 @@ class DaypassTemplate(Section):
         # A path on our own host only: an open redirect after redemption would be a phishing aid.
         if value is None:
             return None
-        if not value.startswith("/") or value.startswith("//") or "\\" in value or "#" in value or any(
-                c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        if (
+            not value.startswith("/")
+            or value.startswith("//")
+            or "\\" in value
+            or "#" in value
+            or any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in value)
+        ):
             raise ValueError("landing must be a path on public_url, e.g. /buildings/{building}/dashboard")
         return value
 
@@ -124,19 +129,22 @@ class DaypassTemplate(Section):
             raise ValueError(f"landing {self.landing!r}: unbalanced '{{' or '}}'")
         for name in names:
             if name not in self.scopes:
-                raise ValueError(f"landing {self.landing!r} names {{{name}}}; only the pass's scope id can be "
-                                 f"filled in: {', '.join('{' + s + '}' for s in self.scopes)}")
+                raise ValueError(
+                    f"landing {self.landing!r} names {{{name}}}; only the pass's scope id can be "
+                    f"filled in: {', '.join('{' + s + '}' for s in self.scopes)}"
+                )
             others = [s for s in self.scopes if s != name]
             if others:
-                raise ValueError(f"landing {self.landing!r} names {{{name}}}, which a pass for a {others[0]} "
-                                 f"cannot fill; leave landing out (passes land on their home page) or allow "
-                                 f"one scope type")
+                raise ValueError(
+                    f"landing {self.landing!r} names {{{name}}}, which a pass for a {others[0]} "
+                    f"cannot fill; leave landing out (passes land on their home page) or allow "
+                    f"one scope type"
+                )
         return self
 
 
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(s|sec|second|m|min|minute|h|hour|[0-9.]+(?:ms|s|m|h|d))\s*$")
-_RATE_UNITS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0, "h": 3600.0,
-               "hour": 3600.0}
+_RATE_UNITS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0, "h": 3600.0, "hour": 3600.0}
 
 
 def parse_rate(value: str) -> tuple[int, float]:
@@ -208,8 +216,9 @@ class AuditConfig(Section):
             if sink not in ("store", "stdout") and not (sink.startswith("jsonl:") and len(sink) > 6):
                 raise ValueError(f"unknown audit sink {sink!r}; use store, stdout or jsonl:/path/file.jsonl")
         if "store" not in value:
-            raise ValueError("the store sink holds the hash chain and cannot be left out; "
-                             "list it first, e.g. [store, stdout]")
+            raise ValueError(
+                "the store sink holds the hash chain and cannot be left out; list it first, e.g. [store, stdout]"
+            )
         if len(set(value)) != len(value):
             raise ValueError("an audit sink is listed twice")
         return value

@@ -89,9 +89,12 @@ class Role(Section):
     # Replaced by manages.assigns (delegation by roles); kept only to say so.
     assigns: None = None
 
-    _assigns_moved = field_validator("assigns", mode="before")(_moved(
-        "assigns moved under manages: write manages: {assigns: [...]}; a role now says which roles, user "
-        "settings and object permissions its holders hand out (manages: {roles, settings, assigns})"))
+    _assigns_moved = field_validator("assigns", mode="before")(
+        _moved(
+            "assigns moved under manages: write manages: {assigns: [...]}; a role now says which roles, user "
+            "settings and object permissions its holders hand out (manages: {roles, settings, assigns})"
+        )
+    )
 
     @field_validator("on_assigned", mode="before")
     @classmethod
@@ -106,8 +109,10 @@ class Role(Section):
     def _assigned_types(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
         for key in value:
             if key != ASSIGNED_ITSELF and not TYPE.match(key):
-                raise ValueError(f"on_assigned: {key!r} is not a scope type name (or give a plain list: "
-                                 f"the permissions on the assigned object itself)")
+                raise ValueError(
+                    f"on_assigned: {key!r} is not a scope type name (or give a plain list: "
+                    f"the permissions on the assigned object itself)"
+                )
         return value
 
     @classmethod
@@ -129,13 +134,19 @@ class UserSetting(Section):
     permissions: None = None
     users: None = None
 
-    _permissions_moved = field_validator("permissions", mode="before")(_moved(
-        "a user setting no longer grants permissions by itself: list them under the roles they are a condition "
-        "of, roles.<role>.if_setting.<setting>: [...] (granted only where the user holds that role and has the "
-        "setting on there), and switch the setting on per user under users.<name>.settings"))
-    _users_moved = field_validator("users", mode="before")(_moved(
-        "who has a setting on moved to the top-level users: section, per scope: "
-        "users: {heidi: {settings: {\"building:a\": [setting]}}} (a plain list means everywhere)"))
+    _permissions_moved = field_validator("permissions", mode="before")(
+        _moved(
+            "a user setting no longer grants permissions by itself: list them under the roles they are a condition "
+            "of, roles.<role>.if_setting.<setting>: [...] (granted only where the user holds that role and has the "
+            "setting on there), and switch the setting on per user under users.<name>.settings"
+        )
+    )
+    _users_moved = field_validator("users", mode="before")(
+        _moved(
+            "who has a setting on moved to the top-level users: section, per scope: "
+            'users: {heidi: {settings: {"building:a": [setting]}}} (a plain list means everywhere)'
+        )
+    )
 
 
 EVERYWHERE = "*"
@@ -163,8 +174,10 @@ class UserEntry(Section):
     def _scopes(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
         for scope in value:
             if scope != EVERYWHERE and not SCOPE.match(scope):
-                raise ValueError(f"{scope!r}: settings are switched on at a scope (type:id, e.g. building:a) "
-                                 f"or everywhere ({EVERYWHERE!r}, or give a plain list)")
+                raise ValueError(
+                    f"{scope!r}: settings are switched on at a scope (type:id, e.g. building:a) "
+                    f"or everywhere ({EVERYWHERE!r}, or give a plain list)"
+                )
         return value
 
 

@@ -103,8 +103,14 @@ class RouteConfig(Section):
             raise ValueError(f"a route in mode {self.mode!r} needs a permission")
         if self.upstream is None:
             raise ValueError("a route needs an upstream")
-        if self.lists and (self.scope is not None or self.object is not None or self.permission is None
-                           or self.mode not in ("enforce", "log")):
-            raise ValueError("lists: true is for a list route without scope or object, with a permission "
-                             "(mode enforce or log): the backend filters it with the assertion's where claim")
+        if self.lists and (
+            self.scope is not None
+            or self.object is not None
+            or self.permission is None
+            or self.mode not in ("enforce", "log")
+        ):
+            raise ValueError(
+                "lists: true is for a list route without scope or object, with a permission "
+                "(mode enforce or log): the backend filters it with the assertion's where claim"
+            )
         return self

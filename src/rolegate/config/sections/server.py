@@ -82,11 +82,13 @@ class ServerConfig(Section):
             if lean[1] == 0:
                 raise ValueError("server.forward_auth.listen needs a port of its own (not 0), e.g. 127.0.0.1:9091")
             if lean[1] in {address[1] for address in (self.listen, self.internal_listen) if address is not None}:
-                raise ValueError("server.forward_auth.listen must use another port than server.listen and "
-                                 "server.internal_listen")
+                raise ValueError(
+                    "server.forward_auth.listen must use another port than server.listen and server.internal_listen"
+                )
             if self.forward_auth.proxy == "envoy":
-                raise ValueError("server.forward_auth.listen serves nginx, traefik and caddy; Envoy's ext_authz "
-                                 "asks server.listen")
+                raise ValueError(
+                    "server.forward_auth.listen serves nginx, traefik and caddy; Envoy's ext_authz asks server.listen"
+                )
         return self
 
     @field_validator("public_url")

@@ -11,12 +11,31 @@ from rolegate.identity.daypass.record import PassRecord
 log = logging.getLogger("rolegate.daypass")
 
 
-def pass_event(action: DaypassAction, record: PassRecord, *, user: str | None, reason: str | None = None,
-               client: str | None = None, method: str | None = None, path: str | None = None,
-               ts: float | None = None) -> AuditEvent:
-    return daypass_event(action=action, pass_id=record.id, user=user, template=record.template, scope=record.scope,
-                         holder=record.holder, reason=reason if reason is not None else record.reason,
-                         expires_at=record.expires_at, method=method, path=path, client=client, ts=ts)
+def pass_event(
+    action: DaypassAction,
+    record: PassRecord,
+    *,
+    user: str | None,
+    reason: str | None = None,
+    client: str | None = None,
+    method: str | None = None,
+    path: str | None = None,
+    ts: float | None = None,
+) -> AuditEvent:
+    return daypass_event(
+        action=action,
+        pass_id=record.id,
+        user=user,
+        template=record.template,
+        scope=record.scope,
+        holder=record.holder,
+        reason=reason if reason is not None else record.reason,
+        expires_at=record.expires_at,
+        method=method,
+        path=path,
+        client=client,
+        ts=ts,
+    )
 
 
 async def record_durably(audit: AuditLog | None, event: AuditEvent) -> None:

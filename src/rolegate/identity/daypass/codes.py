@@ -60,7 +60,7 @@ def code_from_link(value: str) -> str | None:
     """The code inside a redemption link (or a bare code); None when there is none."""
     path = urlsplit(value.strip()).path if "://" in value else value.strip()
     if path.startswith(PASS_PATH):
-        path = path[len(PASS_PATH):]
+        path = path[len(PASS_PATH) :]
     path = path.strip("/")
     return path if well_formed(path) else None
 

@@ -112,8 +112,9 @@ class DaypassEndpoints:
             return True
         return not await allow_attempt(store, _code_key(code), limit, window)
 
-    async def _checked(self, request: web.Request, runtime: "Runtime", service: DaypassService,
-                       code: str) -> tuple[Lookup | None, web.Response | None, str]:
+    async def _checked(
+        self, request: web.Request, runtime: "Runtime", service: DaypassService, code: str
+    ) -> tuple[Lookup | None, web.Response | None, str]:
         client = client_address(request, runtime.config.server.trusted_proxies)
         if await self._limited(runtime, service, client, code):
             return None, ended_page("rate_limited", service.contact), client
@@ -146,8 +147,9 @@ class DaypassEndpoints:
                 return no_pass_page(service.contact)
             _principal, rec = held
             links = await links_of(runtime, service, rec)
-            return home_page(rec, self._zone(runtime, rec.template), links, now=service.clock(),
-                             contact=service.contact)
+            return home_page(
+                rec, self._zone(runtime, rec.template), links, now=service.clock(), contact=service.contact
+            )
         except RolegateError as exc:
             return error_response(request, exc)
 
@@ -168,10 +170,16 @@ class DaypassEndpoints:
                 return ended_page("used_up", service.contact)
             nonce = secrets.token_urlsafe(24)
             response = confirm_page(rec, zone, csrf=nonce, action=request.path)
-            sealed = service.csrf_sealer.seal({"n": nonce, "p": rec.id}, name=service.csrf_cookie_name,
-                                              ttl=CONFIRM_TTL)
-            response.set_cookie(service.csrf_cookie_name, sealed, max_age=CONFIRM_TTL, path=codes.PASS_PATH,
-                                httponly=True, secure=runtime.config.server.secure_cookies, samesite="Strict")
+            sealed = service.csrf_sealer.seal({"n": nonce, "p": rec.id}, name=service.csrf_cookie_name, ttl=CONFIRM_TTL)
+            response.set_cookie(
+                service.csrf_cookie_name,
+                sealed,
+                max_age=CONFIRM_TTL,
+                path=codes.PASS_PATH,
+                httponly=True,
+                secure=runtime.config.server.secure_cookies,
+                samesite="Strict",
+            )
             return response
         except RolegateError as exc:
             return error_response(request, exc)
@@ -200,8 +208,12 @@ class DaypassEndpoints:
             rec = claimed.record
             device = rec.redeemed[-1]["device"]
             cookie, max_age = await service.start_session(rec, device, now)
-            await record_durably(service.audit, pass_event("redeem", rec, user=f"daypass:{rec.id}", client=client,
-                                                           reason=f"device {device} (browser)", ts=now))
+            await record_durably(
+                service.audit,
+                pass_event(
+                    "redeem", rec, user=f"daypass:{rec.id}", client=client, reason=f"device {device} (browser)", ts=now
+                ),
+            )
             response = _see_other(landing)
             response.set_cookie(service.cookie_name, cookie, max_age=max_age, **service.cookie_args())
             response.del_cookie(service.csrf_cookie_name, path=codes.PASS_PATH)
@@ -210,8 +222,9 @@ class DaypassEndpoints:
         except RolegateError as exc:
             return error_response(request, exc)
 
-    async def _confirmation_valid(self, request: web.Request, runtime: "Runtime", service: DaypassService,
-                                  pass_id: str) -> bool:
+    async def _confirmation_valid(
+        self, request: web.Request, runtime: "Runtime", service: DaypassService, pass_id: str
+    ) -> bool:
         """The POST comes from the page we served for this pass, in this browser, recently."""
         public = urlsplit(runtime.config.server.public_url)
         origin = request.headers.get("Origin")
@@ -225,8 +238,9 @@ class DaypassEndpoints:
             return False
         form = await request.post()
         submitted = form.get("csrf")
-        payload = service.csrf_sealer.unseal(request.cookies.get(service.csrf_cookie_name),
-                                             name=service.csrf_cookie_name)
+        payload = service.csrf_sealer.unseal(
+            request.cookies.get(service.csrf_cookie_name), name=service.csrf_cookie_name
+        )
         if not isinstance(submitted, str) or payload is None or payload.get("p") != pass_id:
             return False
         nonce = payload.get("n")
@@ -251,10 +265,20 @@ class DaypassEndpoints:
         rec = claimed.record
         assert rec is not None  # claimed: the updated record
         device = rec.redeemed[-1]["device"]
-        await record_durably(service.audit, pass_event("redeem", rec, user=f"daypass:{rec.id}", client=client,
-                                                       reason=f"device {device} (app token)", ts=now))
-        return DaypassPrincipal(pass_id=rec.id, name=rec.name, company=rec.company, scope=rec.scope,
-                                session_id=f"{rec.id}.{device}", expires_at=rec.expires_at)
+        await record_durably(
+            service.audit,
+            pass_event(
+                "redeem", rec, user=f"daypass:{rec.id}", client=client, reason=f"device {device} (app token)", ts=now
+            ),
+        )
+        return DaypassPrincipal(
+            pass_id=rec.id,
+            name=rec.name,
+            company=rec.company,
+            scope=rec.scope,
+            session_id=f"{rec.id}.{device}",
+            expires_at=rec.expires_at,
+        )
 
 
 def pass_identity(pass_id: str) -> Identity:
@@ -278,8 +302,7 @@ async def links_of(runtime: "Runtime", service: DaypassService, rec: PassRecord)
     if cached is not None and cached[0] is policy and cached[1] is runtime.routes:
         return cached[2]
     host = canonical_host(runtime.config.server.public_host)
-    links = pass_links(runtime.config, runtime.routes, policy, pass_identity(rec.id), rec.scope, host,
-                       runtime.clock())
+    links = pass_links(runtime.config, runtime.routes, policy, pass_identity(rec.id), rec.scope, host, runtime.clock())
     service.links.put(key, (policy, runtime.routes, links))
     return links
 
@@ -310,5 +333,3 @@ def daypass_token_redeemer(source: "RuntimeHolder | Runtime") -> TokenRedeemer:
     """The callable for ``TokenStage(..., redeem_daypass=...)``, from a RuntimeHolder or a Runtime."""
     holder = source if hasattr(source, "runtime") else _FixedRuntime(source)
     return DaypassEndpoints(holder).redeem_for_token  # type: ignore[arg-type]
-
-

@@ -39,8 +39,10 @@ class IssuedPass:
 def _clean(field: str, value: str | None, required: bool) -> str:
     text = " ".join((value or "").split())
     if len(text) > MAX_FIELD:
-        raise InvalidPassRequest(f"{field} longer than {MAX_FIELD} characters",
-                                 public_message=f"{field} is too long (at most {MAX_FIELD} characters).")
+        raise InvalidPassRequest(
+            f"{field} longer than {MAX_FIELD} characters",
+            public_message=f"{field} is too long (at most {MAX_FIELD} characters).",
+        )
     if required and not text:
         raise InvalidPassRequest(f"{field} missing", public_message=f"{field} is required for this day pass.")
     return text
@@ -56,10 +58,21 @@ def render_qr(link: str) -> tuple[bytes, str]:
     return png.getvalue(), svg.getvalue().decode()
 
 
-async def issue_pass(store: Store, board: VersionBoard | None, config: Config, *, template: str, scope: str,
-                     name: str | None, company: str | None, reason: str | None, issuer: str,
-                     issuer_may_issue: Callable[[str], bool] | None, now: float,
-                     audit: AuditLog | None = None) -> IssuedPass:
+async def issue_pass(
+    store: Store,
+    board: VersionBoard | None,
+    config: Config,
+    *,
+    template: str,
+    scope: str,
+    name: str | None,
+    company: str | None,
+    reason: str | None,
+    issuer: str,
+    issuer_may_issue: Callable[[str], bool] | None,
+    now: float,
+    audit: AuditLog | None = None,
+) -> IssuedPass:
     """Issue a pass from ``template`` at ``scope``.
 
     ``issuer_may_issue(scope)`` answers whether the issuer holds rolegate:daypass:issue there (the admin
@@ -71,27 +84,43 @@ async def issue_pass(store: Store, board: VersionBoard | None, config: Config, *
         raise InvalidPassRequest("daypass section absent", public_message="Day passes are not enabled.")
     tpl = daypass.templates.get(template)
     if tpl is None:
-        raise InvalidPassRequest(f"unknown template {template!r}",
-                                 public_message=f"There is no day pass template {template!r}.")
+        raise InvalidPassRequest(
+            f"unknown template {template!r}", public_message=f"There is no day pass template {template!r}."
+        )
     if not isinstance(scope, str) or not SCOPE.match(scope):
-        raise InvalidPassRequest(f"bad scope {scope!r}", public_message="The scope must look like type:id, e.g. building:a.")
+        raise InvalidPassRequest(
+            f"bad scope {scope!r}", public_message="The scope must look like type:id, e.g. building:a."
+        )
     scope_type = scope.partition(":")[0]
     if scope_type not in tpl.scopes:
-        raise IssueRefused(f"{issuer}: template {template} is for {list(tpl.scopes)}, not {scope_type}",
-                           public_message=f"Passes of template {template!r} can only be issued for "
-                                          f"{', '.join(tpl.scopes)}.")
+        raise IssueRefused(
+            f"{issuer}: template {template} is for {list(tpl.scopes)}, not {scope_type}",
+            public_message=f"Passes of template {template!r} can only be issued for {', '.join(tpl.scopes)}.",
+        )
     if issuer_may_issue is not None and not issuer_may_issue(scope):
-        raise IssueRefused(f"{issuer} lacks {ISSUE_PERMISSION} at {scope}",
-                           public_message=f"You may not issue day passes for {scope}.")
+        raise IssueRefused(
+            f"{issuer} lacks {ISSUE_PERMISSION} at {scope}", public_message=f"You may not issue day passes for {scope}."
+        )
     holder_name = _clean("name", name, "name" in tpl.require)
     holder_company = _clean("company", company, "company" in tpl.require)
     why = _clean("reason", reason, "reason" in tpl.require)
 
     for _attempt in range(3):  # a 64-bit id collision is next to impossible; never overwrite one anyway
         code = codes.new_code()
-        record = PassRecord(id=codes.pass_id_of(code), code_hash=codes.code_hash(code), template=template,
-                            role=tpl.role, scope=scope, name=holder_name, company=holder_company, reason=why,
-                            issued_by=issuer, issued_at=now, expires_at=pass_expiry(tpl, now), devices=tpl.devices)
+        record = PassRecord(
+            id=codes.pass_id_of(code),
+            code_hash=codes.code_hash(code),
+            template=template,
+            role=tpl.role,
+            scope=scope,
+            name=holder_name,
+            company=holder_company,
+            reason=why,
+            issued_by=issuer,
+            issued_at=now,
+            expires_at=pass_expiry(tpl, now),
+            devices=tpl.devices,
+        )
         try:
             await save_pass(store, record, expected_version=0, now=now)
             break
@@ -103,5 +132,6 @@ async def issue_pass(store: Store, board: VersionBoard | None, config: Config, *
     await bump(store, board, "daypass")
     link = codes.link_for(config.server.public_url, code)
     png, svg = render_qr(link)
-    return IssuedPass(id=record.id, code=code, link=link, expires_at=record.expires_at, qr_png=png, qr_svg=svg,
-                      record=record)
+    return IssuedPass(
+        id=record.id, code=code, link=link, expires_at=record.expires_at, qr_png=png, qr_svg=svg, record=record
+    )

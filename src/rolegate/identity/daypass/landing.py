@@ -79,7 +79,8 @@ def landing_problems(config: Any, routes: RouteTable) -> list[str]:
                 problems.append(
                     f"{where}: a pass of template {name!r} (role {template.role} at one {scope_type}) cannot "
                     f"open {shown}: {reason}. Use a page the pass opens (its scope id is {placeholder}), or "
-                    f"leave landing out: the pass then lands on its home page, {PASS_HOME}, which lists them")
+                    f"leave landing out: the pass then lands on its home page, {PASS_HOME}, which lists them"
+                )
                 break
     return problems
 

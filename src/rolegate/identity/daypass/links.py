@@ -95,8 +95,9 @@ def _scope_ids(scope_type: str, pass_scope: str, tree: Any) -> list[str]:
     if own_type == scope_type:
         return [own_id]
     parents = getattr(tree, "parents", None) or {}
-    inside = sorted(child for child in parents
-                    if child.startswith(scope_type + ":") and pass_scope in tree.chain(child)[1:])
+    inside = sorted(
+        child for child in parents if child.startswith(scope_type + ":") and pass_scope in tree.chain(child)[1:]
+    )
     return [child.partition(":")[2] for child in inside[:MAX_LINKS]]
 
 
@@ -165,8 +166,17 @@ def _title(config: Any, route: Route, target: str) -> str:
     return words[:1].upper() + words[1:] if words else target
 
 
-def pass_links(config: Any, routes: RouteTable, policy: Policy, identity: Identity, pass_scope: str, host: str | None,
-               now: float, *, limit: int = MAX_LINKS) -> list[PassLink]:
+def pass_links(
+    config: Any,
+    routes: RouteTable,
+    policy: Policy,
+    identity: Identity,
+    pass_scope: str,
+    host: str | None,
+    now: float,
+    *,
+    limit: int = MAX_LINKS,
+) -> list[PassLink]:
     """The pages a pass at ``pass_scope`` opens, in config order, each verified with ``opens``."""
     links: list[PassLink] = []
     seen: set[str] = set()

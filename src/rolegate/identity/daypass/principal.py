@@ -10,10 +10,17 @@ class DaypassPrincipal(Principal):
 
     __slots__ = ("daypass_id", "company", "scope")
 
-    def __init__(self, *, pass_id: str, name: str, company: str, scope: str, session_id: str,
-                 expires_at: float) -> None:
-        super().__init__(username=f"daypass:{pass_id}", name=name, groups=frozenset(), session_id=session_id,
-                         auth="daypass", expires_at=expires_at)
+    def __init__(
+        self, *, pass_id: str, name: str, company: str, scope: str, session_id: str, expires_at: float
+    ) -> None:
+        super().__init__(
+            username=f"daypass:{pass_id}",
+            name=name,
+            groups=frozenset(),
+            session_id=session_id,
+            auth="daypass",
+            expires_at=expires_at,
+        )
         self.daypass_id = pass_id
         self.company = company
         self.scope = scope

@@ -85,8 +85,12 @@ class PassRecord:
 
     def binding(self) -> Binding:
         """The policy binding this pass stands for: its template's role at its scope, until its expiry."""
-        return Binding(daypass=self.id, role=self.role, scope=self.scope,
-                       until=datetime.fromtimestamp(self.expires_at, timezone.utc))
+        return Binding(
+            daypass=self.id,
+            role=self.role,
+            scope=self.scope,
+            until=datetime.fromtimestamp(self.expires_at, timezone.utc),
+        )
 
 
 async def load_pass(store: Store, pass_id: str) -> tuple[PassRecord, int] | None:
@@ -102,8 +106,9 @@ async def load_pass(store: Store, pass_id: str) -> tuple[PassRecord, int] | None
 
 
 async def save_pass(store: Store, record: PassRecord, *, expected_version: int | None, now: float) -> int:
-    return await store.put(NAMESPACE, record.id, record.to_dict(), expected_version=expected_version,
-                           expires_at=record.store_expiry(now))
+    return await store.put(
+        NAMESPACE, record.id, record.to_dict(), expected_version=expected_version, expires_at=record.store_expiry(now)
+    )
 
 
 async def pass_status(store: Store, pass_id: str, now: float) -> PassStatus:
@@ -139,8 +144,13 @@ async def active_pass_bindings(store: Store, config: Config, now: float) -> list
         if record.status(now) != "active":
             continue
         if not template_still_grants(config, record):
-            log.warning("day pass %s grants nothing: template %r no longer allows role %s at %s",
-                        record.id, record.template, record.role, record.scope)
+            log.warning(
+                "day pass %s grants nothing: template %r no longer allows role %s at %s",
+                record.id,
+                record.template,
+                record.role,
+                record.scope,
+            )
             continue
         try:
             bindings.append(record.binding())

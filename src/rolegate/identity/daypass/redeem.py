@@ -64,8 +64,9 @@ async def claim_device(store: Store, code: str, *, via: str, client: str | None,
     return Lookup("used_up", found.record, found.version)
 
 
-async def note_expiry(store: Store, audit: AuditLog | None, rec: PassRecord, version: int, *, client: str | None,
-                      now: float) -> None:
+async def note_expiry(
+    store: Store, audit: AuditLog | None, rec: PassRecord, version: int, *, client: str | None, now: float
+) -> None:
     """Record a pass's expiry in the audit trail the first time anyone notices it (once per pass)."""
     if rec.expiry_audited or rec.revoked_at is not None:
         return

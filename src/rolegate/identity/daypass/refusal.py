@@ -51,7 +51,14 @@ async def outside_pass_page_for(runtime: "Runtime", request: web.BaseRequest, ac
     except RolegateError:
         return None  # the pass ended meanwhile, or the store is away: the usual answer
     # The line error_response would have written: the detail under the reference the holder can quote.
-    log.info("%s %s -> 403 %s ref=%s: %s", request.method, printable(request.path), error.code, error.reference,
-             printable(error.detail or "-"))
-    return outside_pass_page(record, pass_zone(runtime.config, record.template), links,
-                             contact=service.contact, reference=error.reference)
+    log.info(
+        "%s %s -> 403 %s ref=%s: %s",
+        request.method,
+        printable(request.path),
+        error.code,
+        error.reference,
+        printable(error.detail or "-"),
+    )
+    return outside_pass_page(
+        record, pass_zone(runtime.config, record.template), links, contact=service.contact, reference=error.reference
+    )

@@ -16,9 +16,17 @@ if TYPE_CHECKING:
     from rolegate.tokens.service import TokenService
 
 
-async def revoke_pass(store: Store, board: VersionBoard | None, pass_id: str, *, by: str, now: float,
-                      reason: str | None = None, audit: AuditLog | None = None,
-                      tokens: "TokenService | None" = None) -> tuple[PassRecord, bool]:
+async def revoke_pass(
+    store: Store,
+    board: VersionBoard | None,
+    pass_id: str,
+    *,
+    by: str,
+    now: float,
+    reason: str | None = None,
+    audit: AuditLog | None = None,
+    tokens: "TokenService | None" = None,
+) -> tuple[PassRecord, bool]:
     """Revoke ``pass_id``; returns (record, changed). Revoking twice is harmless (changed False).
 
     ``tokens``: the TokenService, so an app's refresh-token families from this pass end too.

@@ -56,14 +56,12 @@ class DaypassService:
         self.csrf_sealer = CookieSealer(secret, "daypass-confirm")
         # (pass id, session id) -> (session, record, record version): valid while the board's
         # ``daypass`` counter stands still (every issue and revocation moves it).
-        self._cache: BoundedCache[tuple[str, str], tuple[PassSession, PassRecord, int]] = BoundedCache(
-            DAYPASS_SESSIONS)
+        self._cache: BoundedCache[tuple[str, str], tuple[PassSession, PassRecord, int]] = BoundedCache(DAYPASS_SESSIONS)
         self._cache_version = -2
         # (pass id, scope) -> (policy, route table, links): a pass holder's every 403 shows the list, and working
         # it out walks the whole route table; it only changes with the policy or the routes (a new object each).
         # Owned here, so per Runtime: a reload (a new stage, a new service) drops it.
-        self.links: BoundedCache[tuple[str, str], tuple[Policy, RouteTable, list[PassLink]]] = BoundedCache(
-            PASS_LINKS)
+        self.links: BoundedCache[tuple[str, str], tuple[Policy, RouteTable, list[PassLink]]] = BoundedCache(PASS_LINKS)
 
     # -- what the Runtime provides ------------------------------------------------------------------
     @property
@@ -117,8 +115,9 @@ class DaypassService:
 
     async def start_session(self, rec: PassRecord, device: int, now: float) -> tuple[str, int]:
         """A session for a device that just redeemed ``rec``: (cookie value, cookie max-age)."""
-        session_id, _session = await create_session(self.store, rec.id, device=device, expires_at=rec.expires_at,
-                                                    now=now)
+        session_id, _session = await create_session(
+            self.store, rec.id, device=device, expires_at=rec.expires_at, now=now
+        )
         ttl = max(1.0, rec.expires_at - now) + ENDED_NOTICE_SECONDS
         return self.seal_cookie(rec.id, session_id, ttl), int(ttl)
 
@@ -148,8 +147,7 @@ class DaypassService:
         return session, rec, version
 
     def _ended(self, kind: str, pass_id: str) -> PassEnded:
-        return PassEnded(f"day pass {pass_id}: {kind}", public_message=ended_message(kind, self.contact),
-                         kind=kind)
+        return PassEnded(f"day pass {pass_id}: {kind}", public_message=ended_message(kind, self.contact), kind=kind)
 
     async def authenticate(self, request: web.BaseRequest) -> DaypassPrincipal | None:
         """The pass holder's Principal; None without a pass cookie; PassEnded once the pass stopped working."""
@@ -181,11 +179,26 @@ class DaypassService:
             # The pass works, but not on this device any more (its session was ended).
             raise self._ended("used_up", pass_id)
         if not session.used and await mark_used(self.store, session, now):
-            record(self.audit, pass_event("use", rec, user=f"daypass:{rec.id}", client=request.remote,
-                                          method=request.method, path=request.path, ts=now))
-        return DaypassPrincipal(pass_id=rec.id, name=rec.name, company=rec.company, scope=rec.scope,
-                                session_id=session.public_id,
-                                expires_at=min(rec.expires_at, session.expires_at)), rec
+            record(
+                self.audit,
+                pass_event(
+                    "use",
+                    rec,
+                    user=f"daypass:{rec.id}",
+                    client=request.remote,
+                    method=request.method,
+                    path=request.path,
+                    ts=now,
+                ),
+            )
+        return DaypassPrincipal(
+            pass_id=rec.id,
+            name=rec.name,
+            company=rec.company,
+            scope=rec.scope,
+            session_id=session.public_id,
+            expires_at=min(rec.expires_at, session.expires_at),
+        ), rec
 
     async def live_session(self, request: web.BaseRequest, pass_id: str) -> bool:
         """Whether this browser already holds a live session of ``pass_id`` (re-opening the link)."""
@@ -194,8 +207,7 @@ class DaypassService:
             return False
         session, rec, _version = await self._load(*cookie)
         now = self.clock()
-        return (session is not None and rec is not None and rec.status(now) == "active"
-                and now < session.expires_at)
+        return session is not None and rec is not None and rec.status(now) == "active" and now < session.expires_at
 
 
 def daypass_service(stage: "IdentityStage") -> DaypassService:

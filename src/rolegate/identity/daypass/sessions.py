@@ -42,14 +42,26 @@ class PassSession:
         if not isinstance(value, dict):
             return None
         try:
-            return cls(key, str(value["pass_id"]), int(value["device"]), float(value["created"]),
-                       float(value["expires_at"]), bool(value.get("used", False)), version)
+            return cls(
+                key,
+                str(value["pass_id"]),
+                int(value["device"]),
+                float(value["created"]),
+                float(value["expires_at"]),
+                bool(value.get("used", False)),
+                version,
+            )
         except (KeyError, TypeError, ValueError):
             return None
 
     def value(self) -> dict[str, Any]:
-        return {"pass_id": self.pass_id, "device": self.device, "created": self.created,
-                "expires_at": self.expires_at, "used": self.used}
+        return {
+            "pass_id": self.pass_id,
+            "device": self.device,
+            "created": self.created,
+            "expires_at": self.expires_at,
+            "used": self.used,
+        }
 
 
 def _store_expiry(expires_at: float, now: float) -> float:
@@ -57,14 +69,16 @@ def _store_expiry(expires_at: float, now: float) -> float:
     return time.time() + max(0.0, expires_at - now) + 60.0
 
 
-async def create_session(store: Store, pass_id: str, *, device: int, expires_at: float,
-                         now: float) -> tuple[str, PassSession]:
+async def create_session(
+    store: Store, pass_id: str, *, device: int, expires_at: float, now: float
+) -> tuple[str, PassSession]:
     """A new session for one device; returns (raw session id for the cookie, session)."""
     session_id = secrets.token_urlsafe(32)
     key = session_key(pass_id, session_id)
     session = PassSession(key, pass_id, device, now, expires_at, False, 0)
-    session.version = await store.put(NAMESPACE, key, session.value(), expected_version=0,
-                                      expires_at=_store_expiry(expires_at, now))
+    session.version = await store.put(
+        NAMESPACE, key, session.value(), expected_version=0, expires_at=_store_expiry(expires_at, now)
+    )
     return session_id, session
 
 
@@ -81,9 +95,13 @@ async def mark_used(store: Store, session: PassSession, now: float) -> bool:
     """Record the session's first request; False when another worker did it first."""
     session.used = True
     try:
-        session.version = await store.put(NAMESPACE, session.key, session.value(),
-                                          expected_version=session.version,
-                                          expires_at=_store_expiry(session.expires_at, now))
+        session.version = await store.put(
+            NAMESPACE,
+            session.key,
+            session.value(),
+            expected_version=session.version,
+            expires_at=_store_expiry(session.expires_at, now),
+        )
     except VersionConflict:
         return False
     return True
