@@ -69,6 +69,13 @@ def test_bad_values_are_explained():
     assert any(p.startswith("c.yaml:8: upstreams.app.timeout:") and "duration" in p for p in found)
 
 
+@pytest.mark.parametrize("value", ["1e400", "1e96", ".inf", ".nan", "99999999999999999999d"])
+def test_a_duration_too_long_to_hold_is_a_config_error(value):
+    """Not an OverflowError out of timedelta (a crash of `rolegate check`/serve/reload): a problem naming the key."""
+    found = problems_of(BASE.replace("timeout: 30s", f"timeout: {value}"))
+    assert any(p.startswith("c.yaml:8: upstreams.app.timeout:") and "duration" in p for p in found), found
+
+
 def test_cross_references_are_checked():
     text = (
         BASE

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
 from typing import Annotated, Any
@@ -10,6 +11,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer
 
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*\Z")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+# Longer than anything a person means (about 31,700 years) and well inside timedelta's range (999,999,999 days).
+_LONGEST_DURATION = 1e12
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(B|KB|KiB|MB|MiB|GB|GiB|k|K|M|G)?\s*\Z")
 _SIZE_UNITS = {
     None: 1,
@@ -47,6 +50,9 @@ def parse_duration(value: Any) -> timedelta:
         raise ValueError(f"{value!r} is not a duration; write e.g. 30s, 5m, 12h or 7d")
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
+    if not math.isfinite(seconds) or seconds > _LONGEST_DURATION:
+        # timedelta would raise OverflowError (not a ValueError): a config error or an API 400, never a crash.
+        raise ValueError(f"{value!r} is not a duration rolegate can hold (at most {_LONGEST_DURATION:.0f} seconds)")
     return timedelta(seconds=seconds)
 
 
