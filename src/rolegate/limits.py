@@ -34,6 +34,9 @@ PASS_LINKS: Final = 1000
 APPROVERS: Final = 512
 # (user[, groups]) -> the authz Identity (server/runtime.py): one per user of the directory, which can be large.
 IDENTITIES: Final = 50_000
+# User number -> the decoded user of a mapped directory snapshot (directory/mapped.py), and closure number ->
+# its group names: the users one worker serves, decoded once per snapshot version.
+MAPPED_USERS: Final = 50_000
 # User -> a live directory lookup of a user the snapshot lacks (server/runtime.py): new hires, briefly.
 LIVE_USERS: Final = 10_000
 # Forward-auth subrequest head -> its parse (server/lean_auth.py): one per (credential, target) a proxy asks.

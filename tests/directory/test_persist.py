@@ -195,7 +195,7 @@ async def test_a_reader_rides_out_a_save_that_retires_what_it_was_reading(store,
     snap = build_snapshot(users, groups, taken_at=1.0)
     await save_snapshot(store, snap)
     newer = apply_changes(snap, [raw_user(2, email="n@x")], [], taken_at=2.0)
-    fetch = persist._fetch
+    fetch = persist.fetch_document
     flipped = []
 
     async def slow_fetch(store_, key):
@@ -207,7 +207,7 @@ async def test_a_reader_rides_out_a_save_that_retires_what_it_was_reading(store,
                 await store.delete(NAMESPACE, k)
         return await fetch(store_, key)
 
-    monkeypatch.setattr(persist, "_fetch", slow_fetch)
+    monkeypatch.setattr(persist, "fetch_document", slow_fetch)
     loaded = await load_snapshot(store)
     assert flipped and loaded is not None and loaded.taken_at == 3.0
 

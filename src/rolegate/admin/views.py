@@ -204,7 +204,7 @@ async def sync_status(runtime: Any) -> dict[str, Any]:
     if snapshot is not None:
         info = {
             "users": len(snapshot.users),
-            "groups": len(snapshot.groups),
+            "groups": snapshot.group_count,
             "taken_at": _iso(snapshot.taken_at),
             "full_at": _iso(snapshot.full_at),
             "issues": len(snapshot.issues),

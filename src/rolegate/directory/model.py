@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Protocol
 
 EMPTY: frozenset[str] = frozenset()
 # Most users have no attributes beyond email and name: they all share this one empty mapping.
@@ -120,8 +121,33 @@ class DirectorySnapshot:
     def incremental_ready(self) -> bool:
         return self._incremental_ready
 
+    @property
+    def group_count(self) -> int:
+        return len(self.groups)
+
     def __repr__(self) -> str:
         return f"<DirectorySnapshot {len(self.users)} users, {len(self.groups)} groups>"
+
+
+class SnapshotView(Protocol):
+    """What a worker reads of a snapshot: ``DirectorySnapshot`` (built by the sync) or the file every worker
+    maps (``mapped.MappedSnapshot``)."""
+
+    taken_at: float
+    full_at: float
+    issues: tuple[str, ...]
+
+    @property
+    def users(self) -> Mapping[str, DirectoryUser]: ...
+
+    @property
+    def group_count(self) -> int: ...
+
+    def user(self, username: str) -> DirectoryUser | None: ...
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[DirectoryUser]: ...
 
 
 def username_index(users: "Iterator[DirectoryUser] | object") -> dict[str, DirectoryUser]:

@@ -519,7 +519,7 @@ async def _discard(store: Any, keys: list[str]) -> None:
             pass
 
 
-class _Missing(Exception):
+class Missing(Exception):
     """A document the pointer names is gone (a newer save retired it, or damage)."""
 
 
@@ -536,7 +536,7 @@ async def load_snapshot(store: Any) -> DirectorySnapshot | None:
                 if isinstance(record.value, dict) and record.value.get("format") == LAYOUT:
                     return await _load_layout(store, record)
                 return decode_snapshot(record.value)
-        except _Missing as exc:
+        except Missing as exc:
             again = await store.get(NAMESPACE, SNAPSHOT_KEY)
             if again is not None and again.version == record.version:
                 log.error("directory snapshot in the store is unreadable: %s is missing", exc)
@@ -549,12 +549,12 @@ async def load_snapshot(store: Any) -> DirectorySnapshot | None:
     return None
 
 
-async def _fetch(store: Any, key: Any) -> Any:
+async def fetch_document(store: Any, key: Any) -> Any:
     if not isinstance(key, str):
         raise ValueError("damaged directory snapshot: a document key is not text")
     found = await store.get(NAMESPACE, key)
     if found is None:
-        raise _Missing(key)
+        raise Missing(key)
     if not isinstance(found.value, dict) or found.value.get("format") != LAYOUT:
         raise ValueError(f"damaged directory snapshot: {key} is not a snapshot document")
     return found.value
@@ -563,8 +563,8 @@ async def _fetch(store: Any, key: Any) -> Any:
 async def _load_layout(store: Any, record: Any) -> DirectorySnapshot:
     pointer = record.value
     try:
-        groups_doc = await _fetch(store, pointer["group_doc"])
-        delta_doc = await _fetch(store, pointer["delta"]) if pointer.get("delta") is not None else None
+        groups_doc = await fetch_document(store, pointer["group_doc"])
+        delta_doc = await fetch_document(store, pointer["delta"]) if pointer.get("delta") is not None else None
         token_gid: dict[int, str] = {}
         raw_groups = groups_doc["groups"]
         for token, gid, *_rest in raw_groups:
@@ -606,13 +606,15 @@ async def _load_layout(store: Any, record: Any) -> DirectorySnapshot:
         if not isinstance(chunks, list):
             raise ValueError("damaged directory snapshot: chunks is not a list")
         # The store parses the next chunk (in its thread) while this one is decoded here.
-        pending = asyncio.ensure_future(_fetch(store, chunks[0])) if chunks else None
+        pending = asyncio.ensure_future(fetch_document(store, chunks[0])) if chunks else None
         try:
             for position in range(len(chunks)):
                 assert pending is not None
                 document = await pending
                 pending = (
-                    asyncio.ensure_future(_fetch(store, chunks[position + 1])) if position + 1 < len(chunks) else None
+                    asyncio.ensure_future(fetch_document(store, chunks[position + 1]))
+                    if position + 1 < len(chunks)
+                    else None
                 )
                 decode(document)
                 del document
@@ -651,7 +653,7 @@ async def _load_layout(store: Any, record: Any) -> DirectorySnapshot:
             store, record.version, pointer, {gid: t for t, gid in token_gid.items()}, delta_ids, removed
         )
         return snapshot
-    except (_Missing, ValueError):
+    except (Missing, ValueError):
         raise
     except (KeyError, TypeError, IndexError, AttributeError) as exc:
         raise ValueError(f"damaged directory snapshot: {type(exc).__name__}") from exc

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,7 +40,8 @@ from rolegate.tokens import TokenStage
 from rolegate.tokens.subject import subject_check
 
 if TYPE_CHECKING:
-    from rolegate.directory import DirectorySnapshot, DirectoryUser  # at run time only with a directory: ldap3
+    from rolegate.directory import DirectoryUser  # at run time only with a directory: ldap3
+    from rolegate.directory.model import SnapshotView
     from rolegate.server.access import AccessMemo  # access imports this module
     from rolegate.admin.approvers import Approver  # admin is above server: its types only
     from rolegate.admin.people import People
@@ -117,6 +120,8 @@ class Runtime:
         "audit",
         "policy",
         "directory",
+        "snapshot_dir",
+        "_private_snapshot_dir",
         "_seen",
         "_refresh_lock",
         "_identities",
@@ -147,6 +152,7 @@ class Runtime:
         identity: IdentityStage | None = None,
         audit: AuditLog | None = None,
         clock: Callable[[], float] = time.time,
+        snapshot_dir: Path | None = None,
     ) -> None:
         self.config = config
         self.base_dir = base_dir
@@ -166,7 +172,11 @@ class Runtime:
         self.tokens: TokenStage | None = None
         self.audit = audit
         self.policy: Policy = compile_policy(config)
-        self.directory: DirectorySnapshot | None = None
+        # The directory snapshot every worker of this server maps from ``snapshot_dir`` (directory/mapped.py);
+        # without one (a Runtime of its own, in tests) a private directory made on first use.
+        self.directory: SnapshotView | None = None
+        self.snapshot_dir = snapshot_dir
+        self._private_snapshot_dir: Path | None = None
         self._seen: tuple[int, ...] = (-1,) * len(POLICY_COUNTERS)
         self._refresh_lock = asyncio.Lock()
         self._identities: BoundedCache[tuple[Any, ...], Identity] = BoundedCache(IDENTITIES)
@@ -174,7 +184,7 @@ class Runtime:
         # Who may grant a permission, for 403 pages and access requests (admin/requests.py approvers_for): the
         # people last loaded (directory snapshot, People, loaded at) and (policy, people, permission, scope) ->
         # (worked out at, approvers). Per Runtime: a reload drops them with the policy they were read from.
-        self.people: tuple[DirectorySnapshot | None, People | None, float] = (None, None, 0.0)
+        self.people: tuple[SnapshotView | None, People | None, float] = (None, None, 0.0)
         self.approvers: BoundedCache[tuple[Any, ...], tuple[float, list[Approver]]] = BoundedCache(APPROVERS)
         self._poller: asyncio.Task[None] | None = None
         self.clock = clock
@@ -200,7 +210,13 @@ class Runtime:
 
     @classmethod
     async def create(
-        cls, config: Config, *, base_dir: Path | None = None, generation: int = 1, audit_retention: bool = False
+        cls,
+        config: Config,
+        *,
+        base_dir: Path | None = None,
+        generation: int = 1,
+        audit_retention: bool = False,
+        snapshot_dir: Path | None = None,
     ) -> "Runtime":
         """The full worker Runtime: opens the Store, the board, the audit log and every stage."""
         compiled = Compiled(config)
@@ -222,6 +238,7 @@ class Runtime:
                 board=board,
                 identity=identity,
                 audit=audit,
+                snapshot_dir=snapshot_dir,
             )
             audit.start()
             await runtime.refresh(force=True)
@@ -275,6 +292,17 @@ class Runtime:
             await self.store.close()
         if self.board is not None:
             self.board.close()
+        self.directory = None  # the mapping goes when the last request holding it does
+        if self._private_snapshot_dir is not None:
+            shutil.rmtree(self._private_snapshot_dir, ignore_errors=True)
+
+    def _directory_files(self) -> Path:
+        """Where this server's workers share the mapped directory snapshot."""
+        if self.snapshot_dir is not None:
+            return self.snapshot_dir
+        if self._private_snapshot_dir is None:
+            self._private_snapshot_dir = Path(tempfile.mkdtemp(prefix="rolegate-directory-"))
+        return self._private_snapshot_dir
 
     # -- keeping the policy current ---------------------------------------------------------------
 
@@ -338,9 +366,9 @@ class Runtime:
                         self.board.raise_to(name, value)
                 versions = tuple(max(counters[n], v) for n, v in zip(POLICY_COUNTERS, versions))
                 if self.config.directory is not None and (force or versions[1] != self._seen[1]):
-                    from rolegate.directory import load_snapshot  # ldap3: only with a directory configured
+                    from rolegate.directory.shared import map_snapshot  # ldap3: only with a directory configured
 
-                    self.directory = await load_snapshot(store)
+                    self.directory = await map_snapshot(store, self._directory_files())
                     self._identities.clear()
                 self.policy = await self._compile(store, sum(versions))
                 self.store_ok_at = time.monotonic()

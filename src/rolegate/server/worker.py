@@ -53,7 +53,8 @@ def worker_main(
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         pass
     try:
-        asyncio.run(_serve(config_path, host, port, index, ready, config))
+        snapshots = Path(run_dir) / "directory" if run_dir is not None else None
+        asyncio.run(_serve(config_path, host, port, index, ready, config, snapshots))
     finally:
         if held is not None:
             held.release()
@@ -70,6 +71,7 @@ async def reload_runtime(holder: RuntimeHolder) -> bool:
             base_dir=holder.base_dir,
             generation=old.generation + 1,
             audit_retention=old.audit is not None and old.audit._retention_seconds is not None,
+            snapshot_dir=old.snapshot_dir,
         )
     except ConfigError as exc:
         metrics.CONFIG_RELOADS.labels("rejected").inc()
@@ -89,7 +91,12 @@ RUNTIME_RETRY_SECONDS = (1.0, 2.0, 5.0)
 
 
 async def _create_runtime(
-    config: Config, base_dir: Path, index: int, ready: Connection | None, stop: asyncio.Event
+    config: Config,
+    base_dir: Path,
+    index: int,
+    ready: Connection | None,
+    stop: asyncio.Event,
+    snapshot_dir: Path | None = None,
 ) -> Runtime | None:
     """``Runtime.create``, waiting out a Store that does not answer: one log line per attempt, and the master
     is told once (``("waiting", index, pid, why)``) so the wait is not taken for a stuck or failed start.
@@ -97,7 +104,9 @@ async def _create_runtime(
     attempts = 0
     while True:
         try:
-            return await Runtime.create(config, base_dir=base_dir, audit_retention=index == 0)
+            return await Runtime.create(
+                config, base_dir=base_dir, audit_retention=index == 0, snapshot_dir=snapshot_dir
+            )
         except StoreUnavailable as exc:
             delay = RUNTIME_RETRY_SECONDS[min(attempts, len(RUNTIME_RETRY_SECONDS) - 1)]
             attempts += 1
@@ -115,7 +124,13 @@ async def _create_runtime(
 
 
 async def _serve(
-    config_path: str, host: str, port: int, index: int, ready: Connection | None, config: Config | None
+    config_path: str,
+    host: str,
+    port: int,
+    index: int,
+    ready: Connection | None,
+    config: Config | None,
+    snapshot_dir: Path | None = None,
 ) -> None:
     from rolegate.app import build_app  # server -> app: a known exception (tests/test_layers.py), kept lazy
 
@@ -127,7 +142,7 @@ async def _serve(
     loop.add_signal_handler(signal.SIGINT, stop.set)
     if ready is not None:  # the master gone while this worker waits for the Store: stop waiting
         loop.add_reader(ready.fileno(), stop.set)
-    runtime = await _create_runtime(config, base_dir, index, ready, stop)
+    runtime = await _create_runtime(config, base_dir, index, ready, stop, snapshot_dir)
     if ready is not None:
         loop.remove_reader(ready.fileno())
     if runtime is None:

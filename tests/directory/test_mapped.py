@@ -1,0 +1,272 @@
+"""The mapped snapshot (issue 24): one file per stored version, shared by the workers of a server.
+
+What a worker reads through it must be what ``load_snapshot`` gives (users by name and id, closures,
+flags, attributes, meta), built once per version however many workers ask, and never more permissive
+than the Store: a name two entries share signs in nobody, damage builds the file again or fails closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from store.backends import BACKENDS, backend_config, opened
+
+from rolegate.directory import persist, shared
+from rolegate.directory.builder import RawGroup, RawUser, apply_changes, build_snapshot
+from rolegate.directory.mapped import MappedSnapshot, write_snapshot_file
+from rolegate.directory.model import DirectorySnapshot, DirectoryUser
+from rolegate.directory.persist import NAMESPACE, SNAPSHOT_KEY, load_snapshot, save_snapshot
+from rolegate.directory.shared import map_snapshot
+
+PEOPLE = "ou=people,dc=x"
+
+
+def raw_user(i: int, **extra: Any) -> RawUser:
+    fields: dict[str, Any] = dict(
+        id=f"id-{i}",
+        dn=f"uid=u{i},{PEOPLE}",
+        username=f"u{i}",
+        email=f"u{i}@x" if i % 7 else None,
+        name=f"User {i}" if i % 11 else None,
+        disabled=i % 13 == 0,
+        attributes={"building": (f"b{i % 3}", "hq")} if i % 5 == 0 else {},
+    )
+    fields.update(extra)
+    return RawUser(**fields)
+
+
+def raw_group(name: str, members: list[int], nested: tuple[str, ...] = ()) -> RawGroup:
+    dns = tuple(f"uid=u{i},{PEOPLE}" for i in members) + tuple(f"cn={g},ou=groups,dc=x" for g in nested)
+    return RawGroup(id=f"gid-{name}", dn=f"cn={name},ou=groups,dc=x", name=name, member_dns=dns)
+
+
+def directory(users: int = 60) -> tuple[list[RawUser], list[RawGroup]]:
+    groups = [
+        raw_group("top", [0], nested=("mid",)),
+        raw_group("mid", [1, 2], nested=("leaf",)),
+        raw_group("leaf", list(range(0, users, 2))),
+        raw_group("odd", list(range(1, users, 2))),
+        raw_group("Gebäude Süd", [3, 4]),
+    ]
+    return [raw_user(i) for i in range(users)], groups
+
+
+def seen(user: DirectoryUser | None) -> tuple[Any, ...] | None:
+    if user is None:
+        return None
+    return (user.id, user.dn, user.username, user.email, user.name, user.disabled, user.groups, dict(user.attributes))
+
+
+def same(expected: DirectorySnapshot, got: MappedSnapshot) -> None:
+    """Everything a worker reads is equal: by name, by id, in order, counts and meta."""
+    assert len(got) == len(expected) and len(got.users) == len(expected.users)
+    assert [seen(u) for u in got] == [seen(u) for u in expected]
+    for user in expected:
+        assert seen(got.user(user.username)) == seen(expected.user(user.username))
+        assert seen(got.user(user.username.upper())) == seen(expected.user(user.username.upper()))
+        assert seen(got.users[user.id]) == seen(user)
+    assert sorted(got.users) == sorted(expected.users)
+    assert got.group_count == expected.group_count
+    assert sorted(g[0] for g in got.groups()) == sorted(expected.groups)
+    assert (got.taken_at, got.full_at, got.since, got.issues) == (
+        expected.taken_at,
+        expected.full_at,
+        expected.since,
+        expected.issues,
+    )
+
+
+def test_a_written_file_reads_back_as_the_snapshot(tmp_path: Path) -> None:
+    users, groups = directory()
+    snapshot = build_snapshot(users, groups, taken_at=5.0, since="20240101000000Z")
+    got = MappedSnapshot(write_snapshot_file(snapshot, tmp_path / "s.map"))
+    same(snapshot, got)
+    assert got.user("nobody") is None and "missing" not in got.users
+    with pytest.raises(KeyError):
+        got.users["missing"]
+    assert got.user("u3") is not None and got.user("u3").groups == frozenset({"odd", "Gebäude Süd"})
+
+
+def test_an_empty_directory(tmp_path: Path) -> None:
+    got = MappedSnapshot(write_snapshot_file(build_snapshot([], []), tmp_path / "e.map"))
+    assert len(got) == 0 and got.user("u1") is None and list(got) == [] and got.group_count == 0
+
+
+def test_names_are_matched_as_the_snapshot_matches_them(tmp_path: Path) -> None:
+    """Case-insensitive (casefold: ß is ss), any text the directory gave kept as it was, a shared name refused."""
+    users = [
+        raw_user(1, username="Straße"),
+        raw_user(2, username="Anna"),
+        raw_user(3, username="ANNA"),  # shares a name with u2 once case is ignored: signs in nobody
+        raw_user(4, username="weird\udcff", dn="uid=weird\udcff,ou=people,dc=x"),  # not UTF-8 in the directory
+        raw_user(5, username="zoë"),
+    ]
+    snapshot = build_snapshot(users, [raw_group("g", [1, 4])])
+    got = MappedSnapshot(write_snapshot_file(snapshot, tmp_path / "n.map"))
+    assert seen(got.user("STRASSE")) == seen(snapshot.user("STRASSE")) != None  # noqa: E711
+    assert got.user("anna") is None and got.user("Anna") is None and snapshot.user("anna") is None
+    assert seen(got.user("WEIRD\udcff")) == seen(snapshot.user("weird\udcff")) != None  # noqa: E711
+    assert got.user("weird\ufffd") is None
+    assert seen(got.user("Zoë")) == seen(snapshot.user("zoë"))
+    assert seen(got.users["id-2"]) == seen(snapshot.users["id-2"])  # still there by id
+
+
+def test_many_users_collide_in_the_index_and_are_all_found(tmp_path: Path) -> None:
+    users = [raw_user(i) for i in range(5000)]
+    snapshot = build_snapshot(users, [raw_group("all", list(range(5000)))])
+    got = MappedSnapshot(write_snapshot_file(snapshot, tmp_path / "m.map"))
+    for i in range(0, 5000, 7):
+        assert got.user(f"U{i}").id == f"id-{i}"
+    assert got.user("u5000") is None
+
+
+def test_a_damaged_file_is_refused(tmp_path: Path) -> None:
+    users, groups = directory()
+    path = write_snapshot_file(build_snapshot(users, groups), tmp_path / "d.map")
+    data = path.read_bytes()
+    for broken in (b"", data[:40], b"X" + data[1:], data[: len(data) // 2]):
+        path.write_bytes(broken)
+        with pytest.raises(ValueError):
+            MappedSnapshot(path)
+
+
+# -- from the Store, shared by workers ------------------------------------------------------------------------
+
+
+@pytest.fixture(params=BACKENDS)
+async def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    """SQLite, PostgreSQL and PostgreSQL behind the Redis cache."""
+    async with backend_config(request.param, tmp_path) as config, opened(config) as store:
+        yield store
+
+
+@pytest.fixture(autouse=True)
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(persist, "CHUNK_USERS", 7)
+    monkeypatch.setattr(persist, "DELTA_MIN", 10)
+
+
+def files(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".map"))
+
+
+async def test_the_stored_snapshot_is_mapped_as_load_snapshot_reads_it(any_store: Any, tmp_path: Path) -> None:
+    store, where = any_store, tmp_path / "shared"
+    assert await map_snapshot(store, where) is None  # nothing stored yet
+    users, groups = directory()
+    first = build_snapshot(users, groups, taken_at=1.0, since="20240101000000Z")
+    await save_snapshot(store, first)
+    got = await map_snapshot(store, where)
+    assert got is not None
+    same(first, got)
+    # A delta (changed, added and removed users) is read over the base, as load_snapshot reads it.
+    changed = [raw_user(3, email="new@x", disabled=True), raw_user(99)]
+    kept = [u for u in users[:50] if u.id not in ("id-3", "id-7")]
+    second = build_snapshot([*kept, *changed], groups, taken_at=2.0, since="20240102000000Z")
+    await save_snapshot(store, second, previous=first)
+    loaded = await load_snapshot(store)
+    assert loaded is not None
+    again = await map_snapshot(store, where)
+    assert again is not None and again.path != got.path
+    same(loaded, again)
+    assert again.user("u3").disabled and again.user("u7") is None and again.user("u99") is not None
+    assert files(where) == [again.path.name]  # the older file is removed; got still reads its pages
+    assert got.user("u7") is not None
+
+
+async def test_workers_build_one_file_per_version(
+    any_store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, where = any_store, tmp_path / "shared"
+    users, groups = directory()
+    await save_snapshot(store, build_snapshot(users, groups, taken_at=1.0))
+    builds = []
+    build = shared._build
+
+    async def counted(*args: Any) -> None:
+        builds.append(args[2])
+        await asyncio.sleep(0.05)  # the others arrive while this one builds
+        await build(*args)
+
+    monkeypatch.setattr(shared, "_build", counted)
+    mapped_by_workers = await asyncio.gather(*(map_snapshot(store, where) for _ in range(6)))
+    assert len(builds) == 1
+    assert {m.path for m in mapped_by_workers if m is not None} == {builds[0]}
+    mtime = builds[0].stat().st_mtime_ns
+    assert (await map_snapshot(store, where)).path == builds[0] and builds[0].stat().st_mtime_ns == mtime
+    assert len(builds) == 1
+
+
+async def test_a_damaged_or_half_written_file_is_built_again(any_store: Any, tmp_path: Path) -> None:
+    store, where = any_store, tmp_path / "shared"
+    users, groups = directory()
+    snapshot = build_snapshot(users, groups, taken_at=1.0)
+    await save_snapshot(store, snapshot)
+    path = (await map_snapshot(store, where)).path
+    path.write_bytes(path.read_bytes()[:100])
+    (where / f".{path.name}.4242.tmp").write_bytes(b"left by a builder killed with -9")
+    got = await map_snapshot(store, where)
+    assert got is not None
+    same(snapshot, got)
+    assert [p.name for p in where.iterdir() if p.name.endswith(".tmp")] == []
+
+
+async def test_a_damaged_store_document_fails_closed(any_store: Any, tmp_path: Path) -> None:
+    store, where = any_store, tmp_path / "shared"
+    users, groups = directory()
+    await save_snapshot(store, build_snapshot(users, groups, taken_at=1.0))
+    pointer = (await store.get(NAMESPACE, SNAPSHOT_KEY)).value
+    chunk = pointer["chunks"][1]
+    saved = (await store.get(NAMESPACE, chunk)).value
+    for damage in ("garbage", {**saved, "users": [r[:3] for r in saved["users"]]}, {**saved, "users": []}):
+        await store.put(NAMESPACE, chunk, damage)
+        assert await map_snapshot(store, where) is None
+        assert files(where) == []
+    await store.delete(NAMESPACE, chunk)
+    assert await map_snapshot(store, where) is None
+
+
+async def test_a_builder_rides_out_a_save_that_retires_what_it_reads(
+    any_store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = any_store
+    users, groups = directory()
+    snap = build_snapshot(users, groups, taken_at=1.0)
+    await save_snapshot(store, snap)
+    newer = apply_changes(snap, [raw_user(2, email="n@x")], [], taken_at=2.0)
+    fetch = shared.fetch_document
+    flipped: list[str] = []
+
+    async def slow_fetch(store_: Any, key: Any) -> Any:
+        if not flipped:  # the master saves twice while this worker builds: its documents are deleted
+            flipped.append(key)
+            await save_snapshot(store, newer, previous=snap)
+            await save_snapshot(store, build_snapshot(users, groups, taken_at=3.0))
+            for k in persist._referenced(snap._stored.pointer):
+                await store.delete(NAMESPACE, k)
+        return await fetch(store_, key)
+
+    monkeypatch.setattr(shared, "fetch_document", slow_fetch)
+    got = await map_snapshot(store, tmp_path / "shared")
+    assert flipped and got is not None and got.taken_at == 3.0
+
+
+def test_another_process_finds_the_users_a_file_holds(tmp_path: Path) -> None:
+    """The index must not depend on the writing process (``hash()`` of a str is salted per process)."""
+    users, groups = directory()
+    path = write_snapshot_file(build_snapshot(users, groups), tmp_path / "p.map")
+    code = (
+        "import sys; from pathlib import Path; from rolegate.directory.mapped import MappedSnapshot;"
+        "m = MappedSnapshot(Path(sys.argv[1])); print(m.user('U17').id, m.users['id-4'].username)"
+    )
+    for seed in ("1", "2"):
+        env = dict(os.environ, PYTHONHASHSEED=seed)
+        out = subprocess.run([sys.executable, "-c", code, str(path)], env=env, capture_output=True, text=True)
+        assert out.stdout.split() == ["id-17", "u4"], out.stderr
