@@ -36,7 +36,7 @@ ALLOWED: dict[str, frozenset[str]] = {
         "notify": {"config"},
         "proxy": {"config", "errors", "limits", "memo"},
         "audit": {"errors", "store"},
-        "directory": {"config", "errors", "store"},
+        "directory": {"config", "errors", "limits", "memo", "store"},
         # Sign-in, sessions, forward-auth, day passes: never server or admin (the server hands check_access in).
         "identity": {"audit", "authz", "config", "display_time", "errors", "limits", "memo", "proxy", "store", "web"},
         "tokens": {"audit", "errors", "identity", "limits", "memo", "store"},
