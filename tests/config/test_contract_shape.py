@@ -1,7 +1,7 @@
 """The config file as ops teams write it (the contract's config-shape.yaml) is accepted, with its meaning.
 
-The test reads the vendored copy beside it (tests/config/config-shape.yaml, kept verbatim in step with the
-contract): nothing in the project reads outside the repository at test time.
+The test reads the project's own copy, config/examples/reference.yaml (kept verbatim in step with the contract
+but for its header): nothing in the project reads outside the repository at test time.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from rolegate.authz import Identity, compile_policy, decide
 from rolegate.config import load_config_text
 from rolegate.server.runtime import Compiled
 
-SHAPE = Path(__file__).resolve().parent / "config-shape.yaml"
+SHAPE = Path(__file__).resolve().parents[2] / "config" / "examples" / "reference.yaml"
 HEADER_LINES = 4  # the vendored copy's header comment; the rest is the contract byte for byte
 
 
