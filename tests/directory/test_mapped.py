@@ -24,6 +24,7 @@ from rolegate.directory.mapped import MappedSnapshot, write_snapshot_file
 from rolegate.directory.model import DirectorySnapshot, DirectoryUser
 from rolegate.directory.persist import NAMESPACE, SNAPSHOT_KEY, load_snapshot, save_snapshot
 from rolegate.directory.shared import map_snapshot
+from tests.support.disks import small_disk_at
 
 PEOPLE = "ou=people,dc=x"
 
@@ -256,6 +257,23 @@ async def test_a_builder_rides_out_a_save_that_retires_what_it_reads(
     monkeypatch.setattr(shared, "fetch_document", slow_fetch)
     got = await map_snapshot(store, tmp_path / "shared")
     assert flipped and got is not None and got.taken_at == 3.0
+
+
+async def test_a_full_disk_keeps_the_snapshot_in_the_workers_memory(tmp_path: Path) -> None:
+    """The runtime directory's disk is full: the worker reads the snapshot into its own memory (correct, bigger),
+    leaves nothing half written behind, and maps the file once the disk has room."""
+    async with backend_config("sqlite", tmp_path) as config, opened(config) as store:
+        users = [raw_user(i) for i in range(3000)]
+        snapshot = build_snapshot(users, [raw_group("all", list(range(0, 3000, 3)))], taken_at=4.0)
+        await save_snapshot(store, snapshot)
+        with small_disk_at(tmp_path / "full", "64k") as where:
+            got = await map_snapshot(store, where)
+            assert isinstance(got, DirectorySnapshot)  # in memory: the file did not fit
+            assert seen(got.user("U7")) == seen(snapshot.user("u7")) and len(got) == 3000
+            assert list(where.iterdir()) == [where / "build.lock"]
+        room = await map_snapshot(store, tmp_path / "room")
+        assert isinstance(room, MappedSnapshot)
+        same(snapshot, room)
 
 
 def test_another_process_finds_the_users_a_file_holds(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from rolegate_lab import free_port, lab_client_session
+from tests.support.disks import small_disk_at
 from tests.support.serve import RolegateProcess
 
 pytestmark = pytest.mark.lab
@@ -37,27 +38,11 @@ READS_WHILE_FULL = 1500
 CONCURRENCY = 16
 
 
-def mount_tmpfs(where: Path, size: str):
-    where.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)], capture_output=True, text=True
-    )
-    if mounted.returncode != 0:
-        pytest.fail(
-            f"this test fills a small disk and needs to mount a tmpfs (root or CAP_SYS_ADMIN); "
-            f"`mount -t tmpfs` on {where} failed: {mounted.stderr.strip() or mounted.returncode}"
-        )
-
-
 @pytest.fixture
 def small_disk(tmp_path: Path):
     """A DISK-sized tmpfs mounted on tmp_path/data, unmounted after the test."""
-    data = tmp_path / "data"
-    mount_tmpfs(data, DISK)
-    try:
+    with small_disk_at(tmp_path / "data", DISK) as data:
         yield data
-    finally:
-        subprocess.run(["umount", "-l", str(data)], capture_output=True)
 
 
 def config(data: Path, port: int, backend_url: str, on_failure: str) -> dict:
@@ -269,13 +254,9 @@ print("alive")
 def test_metric_files_do_not_kill_a_process_when_the_disk_fills(tmp_path) -> None:
     """Prometheus's per-process files are memory-mapped: writing a page with no block behind it on a full
     disk is SIGBUS. rolegate reserves their blocks; a file that cannot get them is an OSError."""
-    disk = tmp_path / "disk"
-    mount_tmpfs(disk, "1m")
-    try:
+    with small_disk_at(tmp_path / "disk", "1m") as disk:
         child = subprocess.run(
             [sys.executable, "-c", METRIC_FILES_CHILD, str(disk)], capture_output=True, text=True, timeout=60
         )
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
     assert child.returncode == 0, f"exit {child.returncode} (-7 is SIGBUS): {child.stderr[-2000:]}"
     assert "alive" in child.stdout and "new file: ENOSPC" in child.stdout, child.stdout + child.stderr

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from rolegate.directory.gcpause import paused_gc
+from rolegate.directory.model import SnapshotView
 from rolegate.directory.mapped import FILE_PREFIX, FILE_SUFFIX, MappedSnapshot, SnapshotWriter, write_snapshot_file
 from rolegate.directory.persist import (
     LAYOUT,
@@ -35,6 +36,7 @@ from rolegate.directory.persist import (
     Missing,
     decode_snapshot,
     fetch_document,
+    load_snapshot,
 )
 
 log = logging.getLogger("rolegate.directory")
@@ -48,10 +50,12 @@ def file_name(pointer_version: int, pointer: Any) -> str:
     return f"{FILE_PREFIX}{pointer_version:010d}-{digest}{FILE_SUFFIX}"
 
 
-async def map_snapshot(store: Any, directory: Path) -> MappedSnapshot | None:
+async def map_snapshot(store: Any, directory: Path) -> SnapshotView | None:
     """The stored snapshot, mapped from ``directory`` (built there first when no worker has yet).
 
-    None when the Store holds none, or it cannot be read (fail closed, as ``load_snapshot``)."""
+    None when the Store holds none, or it cannot be read (fail closed, as ``load_snapshot``). When the file
+    cannot be written or mapped (a full disk, a runtime directory gone), the snapshot is read into this worker's
+    memory as before the shared file existed: correct answers first, the memory saving when the disk allows."""
     record = await store.get(NAMESPACE, SNAPSHOT_KEY)
     for _attempt in range(LOAD_ATTEMPTS):
         if record is None:
@@ -81,6 +85,15 @@ async def map_snapshot(store: Any, directory: Path) -> MappedSnapshot | None:
         except ValueError as exc:
             log.error("directory snapshot in the store is unreadable: %s", exc)
             return None
+        except OSError as exc:
+            log.error(
+                "directory: cannot write or map the shared snapshot file in %s (%s: %s); this worker reads the "
+                "snapshot into its own memory until it can",
+                directory,
+                type(exc).__name__,
+                exc,
+            )
+            return await load_snapshot(store)
     log.error("directory snapshot in the store kept changing while read; giving up for now")
     return None
 
