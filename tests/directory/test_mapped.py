@@ -75,6 +75,9 @@ def same(expected: DirectorySnapshot, got: MappedSnapshot) -> None:
         assert seen(got.users[user.id]) == seen(user)
     assert sorted(got.users) == sorted(expected.users)
     assert got.group_count == expected.group_count
+    names = {name for user in expected for name in user.groups} | {"no such group"}
+    for name in names:  # the members index: nesting resolved, as each user's groups say
+        assert sorted(u.id for u in got.members(name)) == sorted(u.id for u in expected.members(name))
     assert sorted(g[0] for g in got.groups()) == sorted(expected.groups)
     assert (got.taken_at, got.full_at, got.since, got.issues) == (
         expected.taken_at,
@@ -288,3 +291,28 @@ def test_another_process_finds_the_users_a_file_holds(tmp_path: Path) -> None:
         env = dict(os.environ, PYTHONHASHSEED=seed)
         out = subprocess.run([sys.executable, "-c", code, str(path)], env=env, capture_output=True, text=True)
         assert out.stdout.split() == ["id-17", "u4"], out.stderr
+
+
+def test_who_may_grant_is_read_without_a_pass_over_the_directory(tmp_path: Path) -> None:
+    """A 403 page's approvers (admin/people.py DirectoryPeople): a few users and one group's members, never
+    every user of a large directory turned into objects in the worker (issue 24: 1.5 GB at 1,000,000 users)."""
+    from rolegate.admin.people import DirectoryPeople
+
+    users = [raw_user(i) for i in range(5000)]
+    snapshot = build_snapshot(users, [raw_group("approvers", [10, 20, 30]), raw_group("all", list(range(5000)))])
+    mapped = MappedSnapshot(write_snapshot_file(snapshot, tmp_path / "a.map"))
+
+    class NoPass:
+        """The mapped snapshot, refusing a pass over every user."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(mapped, name)
+
+        def __iter__(self) -> Any:
+            raise AssertionError("a pass over every user")
+
+    people = DirectoryPeople(NoPass())
+    assert [p.username for p in people.members("approvers")] == ["u10", "u20", "u30"]
+    assert people.user("U20").groups == frozenset({"approvers", "all"}) and people.user("nobody") is None
+    assert people.identity_for("u30").groups == frozenset({"approvers", "all"})
+    assert len(DirectoryPeople(mapped).people) == 5000  # the admin's list, when asked for

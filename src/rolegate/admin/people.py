@@ -58,10 +58,41 @@ class People:
         return person.identity()
 
 
+def _person(user: Any) -> Person:
+    return Person(user.username, user.name, user.email, user.disabled, user.groups)
+
+
+class DirectoryPeople(People):
+    """People over the directory snapshot, read on demand.
+
+    A 403 page's approvers look up a few users and the members of the groups bound to managing roles; they must
+    not turn a directory of a million into a million objects in the worker (the snapshot's members index answers
+    a group). The full sorted list (the admin's people pages) is made only when asked for, and kept.
+    """
+
+    def __init__(self, snapshot: Any) -> None:  # noqa: D107 - no People.__init__: nothing is read up front
+        self.source = "directory"
+        self._snapshot = snapshot
+        self._all: list[Person] | None = None
+
+    @property  # type: ignore[override]  # People keeps a list; here it is made on first use
+    def people(self) -> list[Person]:
+        if self._all is None:
+            self._all = sorted((_person(u) for u in self._snapshot), key=lambda p: p.username.casefold())
+        return self._all
+
+    def user(self, username: str) -> Person | None:
+        found = self._snapshot.user(username)
+        return _person(found) if found is not None else None
+
+    def members(self, group: str) -> list[Person]:
+        return sorted((_person(u) for u in self._snapshot.members(group)), key=lambda p: p.username.casefold())
+
+
 async def load_people(runtime: Any) -> People:
     snapshot = runtime.directory
     if runtime.config.directory is not None and snapshot is not None:
-        return People([Person(u.username, u.name, u.email, u.disabled, u.groups) for u in snapshot], "directory")
+        return DirectoryPeople(snapshot)
     seen: dict[str, Person] = {}
     if runtime.store is not None:
         events = await query_events(

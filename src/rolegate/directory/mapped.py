@@ -47,7 +47,7 @@ from rolegate.memo import BoundedCache
 
 log = logging.getLogger("rolegate.directory")
 
-MAGIC = b"RGDSNAP\x01"
+MAGIC = b"RGDSNAP\x02"
 NONE = 0xFFFFFFFF
 DISABLED = 1
 SHARED_NAME = 2  # the casefolded username is another entry's too: the name signs in nobody
@@ -55,6 +55,7 @@ _FIELDS = (
     "users_at", "user_count", "groups_at", "group_count", "names_at", "name_count",
     "starts_at", "closure_count", "items_at", "item_count", "by_name_at", "name_slots",
     "by_id_at", "id_slots", "blob_at", "blob_size", "meta_at", "meta_size",
+    "member_starts_at", "member_items_at", "member_count",
 )  # fmt: skip
 HEADER = struct.Struct("<8s" + "Q" * len(_FIELDS))
 REF = struct.Struct("<QI")
@@ -106,7 +107,6 @@ class SnapshotWriter:
         self._groups = bytearray()
         self._name_numbers: dict[str, int] = {}
         self._names = bytearray()
-        self._closure_numbers: dict[frozenset[str], int] = {}
         self._starts = array("I", [0])
         self._items = array("I")
 
@@ -129,19 +129,20 @@ class SnapshotWriter:
         self._pending.clear()
 
     def closure(self, names: Iterable[str]) -> int:
-        """The number of this set of group names (equal sets share one)."""
-        key = frozenset(names)
-        number = self._closure_numbers.get(key)
-        if number is None:
-            number = self._closure_numbers[key] = len(self._starts) - 1
-            for name in sorted(key):
-                index = self._name_numbers.get(name)
-                if index is None:
-                    index = self._name_numbers[name] = len(self._name_numbers)
-                    self._names += REF.pack(*self._text(name))
-                self._items.append(index)
-            self._starts.append(len(self._items))
-        return number
+        """Add one set of group names (a user's groups, nesting resolved); returns its number.
+
+        Not deduplicated here (a dict of every distinct set would cost more than the sets: in a directory where
+        everyone is in a few teams of thousands, nearly every user's set is their own); callers pass each set
+        once per document, where the Store's documents already share them."""
+        numbers = self._name_numbers
+        for name in sorted(set(names)):
+            index = numbers.get(name)
+            if index is None:
+                index = numbers[name] = len(numbers)
+                self._names += REF.pack(*self._text(name))
+            self._items.append(index)
+        self._starts.append(len(self._items))
+        return len(self._starts) - 2
 
     def add_user(
         self,
@@ -169,16 +170,13 @@ class SnapshotWriter:
     def add_snapshot(self, snapshot: DirectorySnapshot) -> None:
         for group in snapshot.groups.values():
             self.add_group(group.id, group.dn, group.name)
+        closures: dict[frozenset[str], int] = {}  # the snapshot's users share equal sets: one number each
         for user in snapshot.users.values():
+            closure = closures.get(user.groups)
+            if closure is None:
+                closure = closures[user.groups] = self.closure(user.groups)
             self.add_user(
-                user.id,
-                user.dn,
-                user.username,
-                user.email,
-                user.name,
-                user.disabled,
-                self.closure(user.groups),
-                user.attributes,
+                user.id, user.dn, user.username, user.email, user.name, user.disabled, closure, user.attributes
             )
 
     def finish(self, path: Path, meta: Mapping[str, Any]) -> Path:
@@ -189,6 +187,7 @@ class SnapshotWriter:
         users = self._users
         count = len(users) // USER.size
         by_name, by_id = self._indexes(count)
+        member_starts, member_items = self._members(count)
         sections: list[tuple[str, bytes | bytearray | array[int]]] = [
             ("users_at", users),
             ("groups_at", self._groups),
@@ -197,6 +196,8 @@ class SnapshotWriter:
             ("items_at", self._items),
             ("by_name_at", by_name),
             ("by_id_at", by_id),
+            ("member_starts_at", member_starts),
+            ("member_items_at", member_items),
         ]
         at = _align(HEADER.size)
         places: dict[str, int] = {}
@@ -216,6 +217,7 @@ class SnapshotWriter:
             blob_size=self._blob_size,
             meta_at=meta_at,
             meta_size=meta_size,
+            member_count=len(member_items),
         )
         header = HEADER.pack(MAGIC, *(values[f] for f in _FIELDS))
         temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -237,6 +239,22 @@ class SnapshotWriter:
         finally:
             self.close()
         return path
+
+    def _members(self, count: int) -> tuple[array[int], array[int]]:
+        """CSR of group name number -> user numbers (users in the group, nesting resolved), so the members of
+        one group (a 403 page's approvers) are read without a pass over every user."""
+        lists = [array("I") for _ in range(len(self._name_numbers))]
+        starts, items, users = self._starts, self._items, self._users
+        for number in range(count):
+            closure = USER.unpack_from(users, number * USER.size)[12]
+            for position in range(starts[closure], starts[closure + 1]):
+                lists[items[position]].append(number)
+        member_starts = array("I", [0])
+        member_items = array("I")
+        for members in lists:
+            member_items.extend(members)
+            member_starts.append(len(member_items))
+        return member_starts, member_items
 
     def _indexes(self, count: int) -> tuple[array[int], array[int]]:
         """The username and id tables, probing with the strings read back from the blob."""
@@ -308,7 +326,7 @@ class MappedSnapshot:
 
     __slots__ = (
         "path", "users", "taken_at", "full_at", "since", "issues", "group_count",
-        "_mm", "_head", "_decoded", "_closures", "_names",
+        "_mm", "_head", "_decoded", "_closures", "_names", "_name_numbers",
     )  # fmt: skip
 
     def __init__(self, path: Path) -> None:
@@ -332,6 +350,8 @@ class MappedSnapshot:
             ("by_name_at", head["name_slots"] * 4),
             ("by_id_at", head["id_slots"] * 4),
             ("blob_at", head["blob_size"]),
+            ("member_starts_at", (head["name_count"] + 1) * 4),
+            ("member_items_at", head["member_count"] * 4),
         )
         for field, length in extents:
             if head[field] + length > size:
@@ -351,6 +371,7 @@ class MappedSnapshot:
         self._decoded: BoundedCache[int, DirectoryUser] = BoundedCache(MAPPED_USERS)
         self._closures: BoundedCache[int, frozenset[str]] = BoundedCache(MAPPED_USERS)
         self._names: dict[int, str] = {}
+        self._name_numbers: dict[str, int] | None = None
         self.users = MappedUsers(self)
 
     # -- what DirectorySnapshot offers ---------------------------------------------------------------------------
@@ -375,6 +396,27 @@ class MappedSnapshot:
         if self._mm[self._head["users_at"] + number * USER.size + _FLAGS_AT] & SHARED_NAME:
             return None
         return self._user_at(number)
+
+    def members(self, group: str) -> Iterator[DirectoryUser]:
+        """The users in the group named ``group`` (nesting resolved), read from the members index."""
+        numbers = self._name_numbers
+        if numbers is None:
+            head = self._head
+            numbers = self._name_numbers = {}
+            for index in range(head["name_count"]):
+                at, size = REF.unpack_from(self._mm, head["names_at"] + REF.size * index)
+                numbers[self._text(at, size) or ""] = index
+        index = numbers.get(group)
+        if index is None:
+            return
+        head, mm = self._head, self._mm
+        start = U32.unpack_from(mm, head["member_starts_at"] + 4 * index)[0]
+        end = U32.unpack_from(mm, head["member_starts_at"] + 4 * index + 4)[0]
+        for position in range(start, end):
+            number = U32.unpack_from(mm, head["member_items_at"] + 4 * position)[0]
+            if number >= head["user_count"]:
+                raise ValueError(f"damaged directory snapshot file {self.path.name}: a member names no user")
+            yield self._user_at(number, remember=False)
 
     def groups(self) -> list[tuple[str, str, str]]:
         """(id, dn, name) of every group."""

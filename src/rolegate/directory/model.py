@@ -125,6 +125,10 @@ class DirectorySnapshot:
     def group_count(self) -> int:
         return len(self.groups)
 
+    def members(self, group: str) -> Iterator[DirectoryUser]:
+        """The users in the group named ``group`` (nesting resolved): a pass over every user."""
+        return (user for user in self.users.values() if group in user.groups)
+
     def __repr__(self) -> str:
         return f"<DirectorySnapshot {len(self.users)} users, {len(self.groups)} groups>"
 
@@ -144,6 +148,8 @@ class SnapshotView(Protocol):
     def group_count(self) -> int: ...
 
     def user(self, username: str) -> DirectoryUser | None: ...
+
+    def members(self, group: str) -> Iterator[DirectoryUser]: ...
 
     def __len__(self) -> int: ...
 

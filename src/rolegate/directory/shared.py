@@ -190,7 +190,7 @@ async def _stream(store: Any, pointer: dict[str, Any], writer: SnapshotWriter) -
 
     def write(document: dict[str, Any], skip: set[str]) -> None:
         nonlocal written
-        closures = [writer.closure(names) for names in document["closures"]]
+        closures = [writer.closure(names) for names in document["closures"]]  # shared within the document
         for uid, dn, username, email, name, disabled, position, attributes, _tokens in document["users"]:
             if uid in skip:
                 continue
