@@ -24,12 +24,13 @@ group gaining a member rewrites that member's row only. Format 1 (one document) 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import secrets
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from rolegate.store.base import VersionConflict
 
@@ -37,6 +38,7 @@ from rolegate.directory.gcpause import paused_gc
 from rolegate.directory.model import NO_ATTRIBUTES, DirectoryGroup, DirectorySnapshot, DirectoryUser
 
 log = logging.getLogger("rolegate.directory")
+T = TypeVar("T")
 
 NAMESPACE = "directory"
 SNAPSHOT_KEY = "snapshot"
@@ -525,17 +527,30 @@ class Missing(Exception):
 
 async def load_snapshot(store: Any) -> DirectorySnapshot | None:
     """The last good snapshot, or None when there is none (or it cannot be read: fail closed)."""
+
+    async def load(record: Any) -> DirectorySnapshot:
+        # 100k objects and no cycles among them: collections (also while the store parses a
+        # document in its thread) would walk the whole heap to find nothing.
+        with paused_gc():
+            if isinstance(record.value, dict) and record.value.get("format") == LAYOUT:
+                return await _load_layout(store, record)
+            return decode_snapshot(record.value)
+
+    return await read_stored(store, load)
+
+
+async def read_stored(store: Any, read: Callable[[Any], Awaitable[T]]) -> T | None:
+    """``read(pointer record)`` of the stored snapshot, riding out saves that retire what it reads.
+
+    A document the pointer names gone missing (``Missing``) means a newer save retired it while ``read`` ran:
+    the new pointer is read again, up to LOAD_ATTEMPTS times. None when nothing is stored, or the snapshot
+    cannot be read (damage: logged; fail closed)."""
     record = await store.get(NAMESPACE, SNAPSHOT_KEY)
     for _attempt in range(LOAD_ATTEMPTS):
         if record is None:
             return None
         try:
-            # 100k objects and no cycles among them: collections (also while the store parses a
-            # document in its thread) would walk the whole heap to find nothing.
-            with paused_gc():
-                if isinstance(record.value, dict) and record.value.get("format") == LAYOUT:
-                    return await _load_layout(store, record)
-                return decode_snapshot(record.value)
+            return await read(record)
         except Missing as exc:
             again = await store.get(NAMESPACE, SNAPSHOT_KEY)
             if again is not None and again.version == record.version:
@@ -547,6 +562,26 @@ async def load_snapshot(store: Any) -> DirectorySnapshot | None:
             return None
     log.error("directory snapshot in the store kept changing while read; giving up for now")
     return None
+
+
+async def chunk_documents(store: Any, pointer: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    """The base chunks a pointer names, in order; the store parses the next one (in its thread) while the
+    caller works on this one. Use under ``contextlib.aclosing`` so a caller that stops cancels the fetch."""
+    chunks = pointer["chunks"]
+    if not isinstance(chunks, list):
+        raise ValueError("damaged directory snapshot: chunks is not a list")
+    pending = asyncio.ensure_future(fetch_document(store, chunks[0])) if chunks else None
+    try:
+        for position in range(len(chunks)):
+            assert pending is not None
+            document = await pending
+            following = position + 1 < len(chunks)
+            pending = asyncio.ensure_future(fetch_document(store, chunks[position + 1])) if following else None
+            yield document
+    finally:
+        if pending is not None:
+            pending.cancel()
+            await asyncio.gather(pending, return_exceptions=True)
 
 
 async def fetch_document(store: Any, key: Any) -> Any:
@@ -602,26 +637,10 @@ async def _load_layout(store: Any, record: Any) -> DirectorySnapshot:
                 for token in tokens:
                     members[token].append(uid)
 
-        chunks = pointer["chunks"]
-        if not isinstance(chunks, list):
-            raise ValueError("damaged directory snapshot: chunks is not a list")
-        # The store parses the next chunk (in its thread) while this one is decoded here.
-        pending = asyncio.ensure_future(fetch_document(store, chunks[0])) if chunks else None
-        try:
-            for position in range(len(chunks)):
-                assert pending is not None
-                document = await pending
-                pending = (
-                    asyncio.ensure_future(fetch_document(store, chunks[position + 1]))
-                    if position + 1 < len(chunks)
-                    else None
-                )
+        async with contextlib.aclosing(chunk_documents(store, pointer)) as documents:
+            async for document in documents:
                 decode(document)
                 del document
-        finally:
-            if pending is not None:
-                pending.cancel()
-                await asyncio.gather(pending, return_exceptions=True)
         if delta_doc is not None:
             skip = set()
             decode(delta_doc)

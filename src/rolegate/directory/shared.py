@@ -30,13 +30,11 @@ from rolegate.directory.model import SnapshotView
 from rolegate.directory.mapped import FILE_PREFIX, FILE_SUFFIX, MappedSnapshot, SnapshotWriter, write_snapshot_file
 from rolegate.directory.persist import (
     LAYOUT,
-    LOAD_ATTEMPTS,
-    NAMESPACE,
-    SNAPSHOT_KEY,
-    Missing,
+    chunk_documents,
     decode_snapshot,
     fetch_document,
     load_snapshot,
+    read_stored,
 )
 
 log = logging.getLogger("rolegate.directory")
@@ -56,46 +54,35 @@ async def map_snapshot(store: Any, directory: Path) -> SnapshotView | None:
     None when the Store holds none, or it cannot be read (fail closed, as ``load_snapshot``). When the file
     cannot be written or mapped (a full disk, a runtime directory gone), the snapshot is read into this worker's
     memory as before the shared file existed: correct answers first, the memory saving when the disk allows."""
-    record = await store.get(NAMESPACE, SNAPSHOT_KEY)
-    for _attempt in range(LOAD_ATTEMPTS):
-        if record is None:
-            return None
+
+    async def mapped(record: Any) -> MappedSnapshot:
         path = directory / file_name(record.version, record.value)
+        found = _open(path)
+        if found is not None:
+            return found
+        fd = await _lock(directory)
         try:
-            found = _open(path)
-            if found is not None:
-                return found
-            fd = await _lock(directory)
-            try:
-                found = _open(path)  # built by another worker while this one waited
-                if found is None:
-                    await _build(store, record, path)
-                    _give_back_memory()
-                    _sweep(directory, keep=path.name)
-                    found = MappedSnapshot(path)
-                return found
-            finally:
-                _unlock(fd)
-        except Missing as exc:
-            again = await store.get(NAMESPACE, SNAPSHOT_KEY)
-            if again is not None and again.version == record.version:
-                log.error("directory snapshot in the store is unreadable: %s is missing", exc)
-                return None
-            record = again  # the pointer moved on while we read: read the new one
-        except ValueError as exc:
-            log.error("directory snapshot in the store is unreadable: %s", exc)
-            return None
-        except OSError as exc:
-            log.error(
-                "directory: cannot write or map the shared snapshot file in %s (%s: %s); this worker reads the "
-                "snapshot into its own memory until it can",
-                directory,
-                type(exc).__name__,
-                exc,
-            )
-            return await load_snapshot(store)
-    log.error("directory snapshot in the store kept changing while read; giving up for now")
-    return None
+            found = _open(path)  # built by another worker while this one waited
+            if found is None:
+                await _build(store, record, path)
+                _give_back_memory()
+                _sweep(directory, keep=path.name)
+                found = MappedSnapshot(path)
+            return found
+        finally:
+            _unlock(fd)
+
+    try:
+        return await read_stored(store, mapped)
+    except OSError as exc:
+        log.error(
+            "directory: cannot write or map the shared snapshot file in %s (%s: %s); this worker reads the "
+            "snapshot into its own memory until it can",
+            directory,
+            type(exc).__name__,
+            exc,
+        )
+        return await load_snapshot(store)
 
 
 def _give_back_memory() -> None:
@@ -197,23 +184,10 @@ async def _stream(store: Any, pointer: dict[str, Any], writer: SnapshotWriter) -
             writer.add_user(uid, dn, username, email, name, bool(disabled), closures[position], attributes)
             written += 1
 
-    chunks = pointer["chunks"]
-    if not isinstance(chunks, list):
-        raise ValueError("damaged directory snapshot: chunks is not a list")
-    # The store parses the next chunk (in its thread) while this one is written here.
-    pending = asyncio.ensure_future(fetch_document(store, chunks[0])) if chunks else None
-    try:
-        for position in range(len(chunks)):
-            assert pending is not None
-            document = await pending
-            following = position + 1 < len(chunks)
-            pending = asyncio.ensure_future(fetch_document(store, chunks[position + 1])) if following else None
+    async with contextlib.aclosing(chunk_documents(store, pointer)) as documents:
+        async for document in documents:
             write(document, skip)
             del document
-    finally:
-        if pending is not None:
-            pending.cancel()
-            await asyncio.gather(pending, return_exceptions=True)
     if delta_doc is not None:
         write(delta_doc, set())
     return written
