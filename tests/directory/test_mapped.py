@@ -96,6 +96,7 @@ def test_a_written_file_reads_back_as_the_snapshot(tmp_path: Path) -> None:
     with pytest.raises(KeyError):
         got.users["missing"]
     assert got.user("u3") is not None and got.user("u3").groups == frozenset({"odd", "Gebäude Süd"})
+    assert got.path.stat().st_mode & 0o777 == 0o600  # every user's name and email: the server's only
 
 
 def test_an_empty_directory(tmp_path: Path) -> None:

@@ -222,7 +222,8 @@ class SnapshotWriter:
         header = HEADER.pack(MAGIC, *(values[f] for f in _FIELDS))
         temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            with open(temporary, "wb") as out:
+            # 0600: the file holds every user's name and email (its directory is the server's, 0700, too)
+            with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
                 out.write(header)
                 for name, data in sections:
                     out.seek(places[name])
