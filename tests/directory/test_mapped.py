@@ -317,3 +317,36 @@ def test_who_may_grant_is_read_without_a_pass_over_the_directory(tmp_path: Path)
     assert people.user("U20").groups == frozenset({"approvers", "all"}) and people.user("nobody") is None
     assert people.identity_for("u30").groups == frozenset({"approvers", "all"})
     assert len(DirectoryPeople(mapped).people) == 5000  # the admin's list, when asked for
+
+
+RSS_CHILD = """
+import random, sys
+from pathlib import Path
+from rolegate.directory.mapped import MappedSnapshot, SnapshotWriter
+
+def file_rss():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("RssFile")) // 1024
+
+where = Path(sys.argv[1])
+writer = SnapshotWriter(where)
+for i in range(200_000):
+    uid = f"user{i:06d}"
+    closure = writer.closure({f"team{i % 997}", f"site{i % 89}", "staff"})
+    writer.add_user(f"id-{i:08d}", f"uid={uid},ou=people,dc=x", uid, f"{uid}@x", f"User {i}", False, closure, None)
+snapshot = MappedSnapshot(writer.finish(where / "big.map", {}))
+before = file_rss()
+rng = random.Random(3)
+for _ in range(300):
+    assert snapshot.user(f"USER{rng.randrange(200_000):06d}") is not None
+print(file_rss() - before)
+"""
+
+
+def test_a_worker_s_memory_stays_flat_as_it_reads_users(tmp_path: Path) -> None:
+    """Look-ups map no pages beyond the one in progress: the file's pages stay in the kernel's cache, shared, not
+    in the worker's RSS (which large page-cache folios would otherwise grow by megabytes per user)."""
+    out = subprocess.run([sys.executable, "-c", RSS_CHILD, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    grown = int(out.stdout.split()[-1])
+    assert grown < 8, f"the worker's file-backed RSS grew by {grown} MiB over 300 look-ups"

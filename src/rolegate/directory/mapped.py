@@ -64,6 +64,8 @@ GROUP = struct.Struct("<" + "QI" * 3)
 U32 = struct.Struct("<I")
 _FLAGS_AT = USER.size - 1
 _BLOB_FLUSH = 1 << 20
+_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
+_RELEASE_EVERY = 4096  # users read in a pass over all of them between two releases  # Linux; elsewhere touched pages stay mapped
 FILE_PREFIX = "snapshot-"
 FILE_SUFFIX = ".map"
 LOCK_NAME = "build.lock"
@@ -385,18 +387,26 @@ class MappedSnapshot:
         return int(self._head["user_count"])
 
     def __iter__(self) -> Iterator[DirectoryUser]:
-        for number in range(len(self)):
-            yield self._user_at(number, remember=False)
+        try:
+            for number in range(len(self)):
+                if number % _RELEASE_EVERY == 0:
+                    self._release()
+                yield self._user_at(number, remember=False)
+        finally:
+            self._release()
 
     def user(self, username: str) -> DirectoryUser | None:
         """The user signing in as ``username`` (case-insensitive); None if unknown or the name is shared."""
         key = username.casefold()
-        number = self._find("by_name_at", "name_slots", _encode(key), 4, casefold=True)
-        if number is None:
-            return None
-        if self._mm[self._head["users_at"] + number * USER.size + _FLAGS_AT] & SHARED_NAME:
-            return None
-        return self._user_at(number)
+        try:
+            number = self._find("by_name_at", "name_slots", _encode(key), 4, casefold=True)
+            if number is None:
+                return None
+            if self._mm[self._head["users_at"] + number * USER.size + _FLAGS_AT] & SHARED_NAME:
+                return None
+            return self._user_at(number)
+        finally:
+            self._release()
 
     def members(self, group: str) -> Iterator[DirectoryUser]:
         """The users in the group named ``group`` (nesting resolved), read from the members index."""
@@ -413,11 +423,16 @@ class MappedSnapshot:
         head, mm = self._head, self._mm
         start = U32.unpack_from(mm, head["member_starts_at"] + 4 * index)[0]
         end = U32.unpack_from(mm, head["member_starts_at"] + 4 * index + 4)[0]
-        for position in range(start, end):
-            number = U32.unpack_from(mm, head["member_items_at"] + 4 * position)[0]
-            if number >= head["user_count"]:
-                raise ValueError(f"damaged directory snapshot file {self.path.name}: a member names no user")
-            yield self._user_at(number, remember=False)
+        try:
+            for position in range(start, end):
+                if (position - start) % _RELEASE_EVERY == 0:
+                    self._release()
+                number = U32.unpack_from(mm, head["member_items_at"] + 4 * position)[0]
+                if number >= head["user_count"]:
+                    raise ValueError(f"damaged directory snapshot file {self.path.name}: a member names no user")
+                yield self._user_at(number, remember=False)
+        finally:
+            self._release()
 
     def groups(self) -> list[tuple[str, str, str]]:
         """(id, dn, name) of every group."""
@@ -431,6 +446,16 @@ class MappedSnapshot:
     def close(self) -> None:
         """Release the mapping now (otherwise: when the last reference goes)."""
         self._mm.close()
+
+    def _release(self) -> None:
+        """Unmap from this process the pages a look-up touched; the kernel keeps them cached for every worker.
+
+        The page cache hands a fault large folios (up to 2 MiB each on this kernel): without this, each user
+        decoded maps megabytes into the worker (400 look-ups at 1,000,000 users: +200 MB RSS), so its RSS would
+        grow toward the file's size. With it RSS stays flat; a look-up (a memo miss: a user's first request per
+        snapshot version) costs ~67 us instead of ~19."""
+        if _DONTNEED is not None:
+            self._mm.madvise(_DONTNEED)
 
     def __repr__(self) -> str:
         return f"<MappedSnapshot {len(self)} users, {self.group_count} groups, {self.path.name}>"
@@ -506,8 +531,11 @@ class MappedSnapshot:
         return self._closures.put(number, frozenset(names))
 
     def _by_id(self, uid: str) -> DirectoryUser | None:
-        number = self._find("by_id_at", "id_slots", _encode(uid), 0)
-        return None if number is None else self._user_at(number)
+        try:
+            number = self._find("by_id_at", "id_slots", _encode(uid), 0)
+            return None if number is None else self._user_at(number)
+        finally:
+            self._release()
 
 
 class MappedUsers(Mapping[str, DirectoryUser]):
