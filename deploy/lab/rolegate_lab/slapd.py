@@ -164,7 +164,7 @@ class Slapd(LabProcess):
                 "",
                 *self._accesslog_database(),
                 "database mdb",
-                "maxsize 1073741824",
+                "maxsize 8589934592",  # a map size limit, not an allocation: room for the 1M-user bench
                 f'suffix "{self.base_dn}"',
                 f'rootdn "{self.admin_dn}"',
                 f"rootpw {rootpw}",
