@@ -13,6 +13,7 @@ import json
 import signal
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 import yaml
@@ -124,6 +125,36 @@ async def test_nested_membership_grants_and_its_removal_bites_at_the_next_reques
         # Every worker, each on connections of its own (one keep-alive connection reaches one worker).
         seen = await on_every_worker(proc, http, "GET", proc.url + "/workorders/1", headers=JSON)
         assert {code for _, code in seen} == {403}, seen
+    finally:
+        await http.close()
+
+
+async def test_the_workers_map_one_shared_snapshot_file(served, tmp_path):
+    """Issue 24: the workers read the directory from one file in the runtime directory, each mapping it, and map
+    the next version's file after a change (the change biting at the next request, as above)."""
+    proc, slapd = served
+    http = await signed_in(proc.url, "bob")
+    try:
+        assert (await status(http, proc.url + "/workorders/1"))[0] == 200
+        (first,) = tmp_path.glob("run/rolegate-*/directory/snapshot-*.map")
+        assert first.stat().st_mode & 0o777 == 0o600
+
+        def mapping(path) -> list[int]:
+            return [pid for pid in proc.worker_pids() if str(path) in Path(f"/proc/{pid}/maps").read_text()]
+
+        await on_every_worker(proc, http, "GET", proc.url + "/workorders/1", headers=JSON)
+        assert sorted(mapping(first)) == sorted(proc.worker_pids()) and len(proc.worker_pids()) == 2
+        slapd.ldapmodify(
+            f"dn: uid=bob,ou=people,{slapd.base_dn}\nchangetype: modify\nreplace: mail\nmail: bob@new.example.com\n"
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and first.exists():
+            await on_every_worker(proc, http, "GET", proc.url + "/workorders/1", headers=JSON)
+            await asyncio.sleep(0.2)
+        (second,) = tmp_path.glob("run/rolegate-*/directory/snapshot-*.map")
+        assert second != first  # the next version's file; the first one removed
+        await on_every_worker(proc, http, "GET", proc.url + "/workorders/1", headers=JSON)
+        assert sorted(mapping(second)) == sorted(proc.worker_pids())
     finally:
         await http.close()
 
