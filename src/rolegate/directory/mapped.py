@@ -41,7 +41,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from rolegate.directory.model import NO_ATTRIBUTES, DirectoryGroup, DirectorySnapshot, DirectoryUser
+from rolegate.directory.model import NO_ATTRIBUTES, DirectorySnapshot, DirectoryUser
 from rolegate.limits import MAPPED_USERS
 from rolegate.memo import BoundedCache
 
@@ -563,19 +563,10 @@ class MappedUsers(Mapping[str, DirectoryUser]):
         return iter(self._snapshot)
 
 
-def group_records(snapshot: MappedSnapshot) -> dict[str, DirectoryGroup]:
-    """The groups as records without members (the mapped file keeps each user's closure, not member lists)."""
-    return {
-        gid: DirectoryGroup(id=gid, dn=dn, name=name, member_users=frozenset(), member_groups=frozenset())
-        for gid, dn, name in snapshot.groups()
-    }
-
-
 __all__ = [
     "MappedSnapshot",
     "MappedUsers",
     "SnapshotWriter",
-    "group_records",
     "snapshot_meta",
     "write_snapshot_file",
 ]
