@@ -67,6 +67,26 @@ def audit() -> AuditLog:
     return AuditLog()
 
 
+def retiring_fetch(store: Any, fetch: Callable[..., Any], stored: Any, saves: list[tuple[Any, Any]]):
+    """``fetch`` (of a snapshot document) that, at its first call, lets the master save each (snapshot, previous)
+    of ``saves`` in turn and then delete the documents ``stored`` was saved in: what a worker reading the stored
+    snapshot meanwhile meets. Returns the wrapper and the list of keys it flipped at (one, once it has)."""
+    from rolegate.directory import persist
+
+    flipped: list[str] = []
+
+    async def slow_fetch(store_: Any, key: Any) -> Any:
+        if not flipped:
+            flipped.append(key)
+            for snapshot, previous in saves:
+                await persist.save_snapshot(store, snapshot, previous=previous)
+            for k in persist._referenced(stored._stored.pointer):
+                await store.delete(persist.NAMESPACE, k)
+        return await fetch(store_, key)
+
+    return slow_fetch, flipped
+
+
 def people_ldif(names: list[str], *, extra: str = "") -> str:
     """inetOrgPerson entries under ou=people."""
     return "".join(

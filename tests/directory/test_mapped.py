@@ -24,6 +24,8 @@ from rolegate.directory.mapped import MappedSnapshot, write_snapshot_file
 from rolegate.directory.model import DirectorySnapshot, DirectoryUser
 from rolegate.directory.persist import NAMESPACE, SNAPSHOT_KEY, load_snapshot, save_snapshot
 from rolegate.directory.shared import map_snapshot
+
+from .conftest import retiring_fetch
 from tests.support.disks import small_disk_at
 
 PEOPLE = "ou=people,dc=x"
@@ -246,18 +248,10 @@ async def test_a_builder_rides_out_a_save_that_retires_what_it_reads(
     snap = build_snapshot(users, groups, taken_at=1.0)
     await save_snapshot(store, snap)
     newer = apply_changes(snap, [raw_user(2, email="n@x")], [], taken_at=2.0)
-    fetch = shared.fetch_document
-    flipped: list[str] = []
-
-    async def slow_fetch(store_: Any, key: Any) -> Any:
-        if not flipped:  # the master saves twice while this worker builds: its documents are deleted
-            flipped.append(key)
-            await save_snapshot(store, newer, previous=snap)
-            await save_snapshot(store, build_snapshot(users, groups, taken_at=3.0))
-            for k in persist._referenced(snap._stored.pointer):
-                await store.delete(NAMESPACE, k)
-        return await fetch(store_, key)
-
+    # the master saves twice while this worker reads: the documents it was reading are deleted
+    slow_fetch, flipped = retiring_fetch(
+        store, shared.fetch_document, snap, [(newer, snap), (build_snapshot(users, groups, taken_at=3.0), None)]
+    )
     monkeypatch.setattr(shared, "fetch_document", slow_fetch)
     got = await map_snapshot(store, tmp_path / "shared")
     assert flipped and got is not None and got.taken_at == 3.0

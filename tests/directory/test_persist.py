@@ -15,6 +15,8 @@ from rolegate.directory.diff import diff
 from rolegate.directory.model import DirectorySnapshot
 from rolegate.directory.persist import COUNTER, NAMESPACE, SNAPSHOT_KEY, adopt, load_snapshot, save_snapshot
 
+from .conftest import retiring_fetch
+
 PEOPLE = "ou=people,dc=x"
 
 
@@ -195,18 +197,10 @@ async def test_a_reader_rides_out_a_save_that_retires_what_it_was_reading(store,
     snap = build_snapshot(users, groups, taken_at=1.0)
     await save_snapshot(store, snap)
     newer = apply_changes(snap, [raw_user(2, email="n@x")], [], taken_at=2.0)
-    fetch = persist.fetch_document
-    flipped = []
-
-    async def slow_fetch(store_, key):
-        if not flipped:  # the master saves twice while this worker reads: its documents are deleted
-            flipped.append(key)
-            await save_snapshot(store, newer, previous=snap)
-            await save_snapshot(store, build_snapshot(users, groups, taken_at=3.0))
-            for k in persist._referenced(snap._stored.pointer):
-                await store.delete(NAMESPACE, k)
-        return await fetch(store_, key)
-
+    # the master saves twice while this worker reads: the documents it was reading are deleted
+    slow_fetch, flipped = retiring_fetch(
+        store, persist.fetch_document, snap, [(newer, snap), (build_snapshot(users, groups, taken_at=3.0), None)]
+    )
     monkeypatch.setattr(persist, "fetch_document", slow_fetch)
     loaded = await load_snapshot(store)
     assert flipped and loaded is not None and loaded.taken_at == 3.0
