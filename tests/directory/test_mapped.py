@@ -344,3 +344,41 @@ def test_a_worker_s_memory_stays_flat_as_it_reads_users(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr[-2000:]
     grown = int(out.stdout.split()[-1])
     assert grown < 8, f"the worker's file-backed RSS grew by {grown} MiB over 300 look-ups"
+
+
+KILLED_BUILDER = """
+import asyncio, sys, time
+from pathlib import Path
+from rolegate.directory import shared
+
+async def main():
+    where = Path(sys.argv[1])
+    await shared._lock(where)  # the build lock, held as a builder holds it
+    (where / ".snapshot-0000000001-x.map.4242.tmp").write_bytes(b"half a file" * 1000)
+    print("building", flush=True)
+    time.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_builder_killed_with_kill_9_holds_up_nobody(tmp_path: Path) -> None:
+    """A worker killed (-9) while it builds: its lock goes with it, the next worker builds and maps the file, and
+    the half-written file is swept."""
+    where = tmp_path / "shared"
+    where.mkdir()
+    child = subprocess.Popen([sys.executable, "-c", KILLED_BUILDER, str(where)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "building"
+        os.kill(child.pid, 9)
+        child.wait(timeout=10)
+        async with backend_config("sqlite", tmp_path) as config, opened(config) as store:
+            users, groups = directory()
+            snapshot = build_snapshot(users, groups, taken_at=1.0)
+            await save_snapshot(store, snapshot)
+            got = await asyncio.wait_for(map_snapshot(store, where), 20)
+            assert isinstance(got, MappedSnapshot)
+            same(snapshot, got)
+            assert [p.name for p in where.iterdir() if p.name.endswith(".tmp")] == []
+    finally:
+        child.kill()
