@@ -21,8 +21,7 @@ from ldap3.utils.conv import to_unicode
 
 from rolegate.config.sections.directory import DirectoryConfig
 from rolegate.directory.errors import DirectoryUnavailable
-
-SEARCH_RESULT_ENTRY = 4  # LDAPMessage protocolOp of a searchResEntry (RFC 4511, [APPLICATION 4])
+from rolegate.directory.wire import SEARCH_RESULT_ENTRY, ParsedEntry, install
 
 
 def make_server(config: DirectoryConfig) -> ldap3.Server:
@@ -92,23 +91,25 @@ def read_raw_entries(conn: ldap3.Connection) -> None:
         return
 
     def decode(message: Any) -> Any:
-        if message["protocolOp"] != SEARCH_RESULT_ENTRY:
+        if isinstance(message, ParsedEntry):
+            _, raw_dn, raw = message.entry
+        elif message["protocolOp"] == SEARCH_RESULT_ENTRY:
+            payload = message["payload"]
+            raw_dn = payload[0][3]
+            raw = {}
+            for attribute in payload[1][3]:
+                parts = attribute[3]
+                raw[to_unicode(parts[0][3], from_server=True).lower()] = [bytes(value[3]) for value in parts[1][3]]
+        else:
             return own(message)
-        payload = message["payload"]
-        raw_dn = payload[0][3]
-        raw: dict[str, list[bytes]] = {}
-        for attribute in payload[1][3]:
-            parts = attribute[3]
-            raw[to_unicode(parts[0][3], from_server=True).lower()] = [bytes(value[3]) for value in parts[1][3]]
-        return {
-            "type": "searchResEntry",
-            "raw_dn": raw_dn,
-            "dn": to_unicode(raw_dn, from_server=True),
-            "raw_attributes": raw,
-            "attributes": {},
-        }
+        try:
+            dn = raw_dn.decode("utf-8")
+        except UnicodeDecodeError:
+            dn = to_unicode(raw_dn, from_server=True)  # ldap3's fallback encodings, as its own decoder would
+        return {"type": "searchResEntry", "raw_dn": raw_dn, "dn": dn, "raw_attributes": raw, "attributes": {}}
 
     strategy.decode_response_fast = decode
+    install()  # entries parsed off the wire (rolegate.directory.wire), the rest as ldap3 decodes them
 
 
 @contextmanager

@@ -1,0 +1,142 @@
+"""Search result entries read straight off the wire: the one LDAP message a full sync receives a million of.
+
+ldap3's fast decoder walks every message through a generic BER decoder, a function call and a four-item tuple per
+element: at a million users that is about forty seconds of a sync's sixty. A search result entry has one fixed
+shape (RFC 4511 4.5.2)::
+
+    LDAPMessage ::= SEQUENCE { messageID INTEGER,
+                               [APPLICATION 4] SEQUENCE { objectName OCTET STRING,
+                                                          attributes SEQUENCE OF SEQUENCE {
+                                                              type OCTET STRING, vals SET OF OCTET STRING } },
+                               [0] Controls OPTIONAL }
+
+``parse_entry`` reads exactly that shape and nothing else; every other message, and any entry that does not follow
+the shape to the byte (an indefinite length, a tag out of place, a length past its end), goes to ldap3's decoder as
+before. ``decode_message`` is what ldap3's sync strategy calls instead of its own: for an entry it answers a
+``ParsedEntry``, a dict that holds the parsed entry and, asked for anything ldap3's dict would hold that it does
+not (the payload, the controls), decodes the message the ldap3 way first, so any other reader of ldap3's messages
+sees what it always saw. tests/directory/test_wire.py holds the parse equal to ldap3's on every shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import ldap3.strategy.sync as ldap3_sync
+
+SEQUENCE, INTEGER, OCTET_STRING, SET = 0x30, 0x02, 0x04, 0x31
+SEARCH_RESULT_ENTRY_TAG = 0x64  # [APPLICATION 4], constructed
+SEARCH_RESULT_ENTRY = 4  # its protocolOp number in ldap3's decoded messages
+MAX_LENGTH_OCTETS = 4  # a length of more than 4 GiB is not an LDAP message rolegate reads
+
+Entry = tuple[int, bytes, dict[str, list[bytes]]]  # message id, raw DN, raw values by attribute name (lower case)
+
+
+class Malformed(Exception):
+    """Not the shape of a search result entry: the message goes to ldap3's own decoder."""
+
+
+def _long_length(message: bytes, at: int) -> tuple[int, int]:
+    """A long-form BER length whose first octet is at ``at``: (length, index of the value)."""
+    count = message[at] & 0x7F
+    if count == 0 or count > MAX_LENGTH_OCTETS:
+        raise Malformed("indefinite or oversized length")
+    end = at + 1 + count
+    if end > len(message):
+        raise Malformed("truncated length")
+    return int.from_bytes(message[at + 1 : end], "big"), end
+
+
+def _element(message: bytes, at: int, tag: int, stop: int) -> tuple[int, int]:
+    """The element at ``at`` must have ``tag`` and end by ``stop``: (index of its value, index past its end)."""
+    if at + 2 > stop or message[at] != tag:
+        raise Malformed(f"expected tag {tag:#x} at {at}")
+    length = message[at + 1]
+    if length < 0x80:
+        start = at + 2
+    else:
+        length, start = _long_length(message, at + 1)
+    end = start + length
+    if end > stop:
+        raise Malformed(f"element at {at} runs past its container")
+    return start, end
+
+
+def parse_entry(message: bytes) -> Entry | None:
+    """(message id, raw DN, values by attribute) of a search result entry; None for any other message.
+
+    Raises Malformed for a message that starts like an entry but does not follow the shape.
+    """
+    stop = len(message)
+    start, end = _element(message, 0, SEQUENCE, stop)
+    if end != stop:
+        raise Malformed("bytes after the message")
+    id_start, at = _element(message, start, INTEGER, end)
+    if at >= end or message[at] != SEARCH_RESULT_ENTRY_TAG:
+        return None
+    if id_start == at or at - id_start > 4:
+        raise Malformed("message id")
+    message_id = int.from_bytes(message[id_start:at], "big", signed=True)
+    op_start, op_end = _element(message, at, SEARCH_RESULT_ENTRY_TAG, end)
+    dn_start, at = _element(message, op_start, OCTET_STRING, op_end)
+    raw_dn = message[dn_start:at]
+    at, attributes_end = _element(message, at, SEQUENCE, op_end)
+    if attributes_end != op_end:
+        raise Malformed("bytes after the attributes")
+    attributes: dict[str, list[bytes]] = {}
+    while at < attributes_end:
+        at, attribute_end = _element(message, at, SEQUENCE, attributes_end)
+        name_start, at = _element(message, at, OCTET_STRING, attribute_end)
+        name = message[name_start:at]
+        at, values_end = _element(message, at, SET, attribute_end)
+        if values_end != attribute_end:
+            raise Malformed("bytes after an attribute's values")
+        values = []
+        while at < values_end:
+            value_start, at = _element(message, at, OCTET_STRING, values_end)
+            values.append(message[value_start:at])
+        try:
+            key = name.decode("ascii").lower()
+        except UnicodeDecodeError:
+            raise Malformed("an attribute name that is not ASCII") from None
+        attributes[key] = values
+    return message_id, raw_dn, attributes
+
+
+class ParsedEntry(dict[str, Any]):
+    """ldap3's decoded message for a search result entry, parsed by ``parse_entry``.
+
+    Holds ``messageID`` and ``protocolOp``; any other key (``payload``, ``controls``) is decoded the ldap3 way on
+    first use, so a reader that is not rolegate's gets ldap3's own answer.
+    """
+
+    __slots__ = ("entry", "message")
+
+    def __init__(self, entry: Entry, message: bytes) -> None:
+        super().__init__(messageID=entry[0], protocolOp=SEARCH_RESULT_ENTRY)
+        self.entry = entry
+        self.message = message
+
+    def __missing__(self, key: str) -> Any:
+        self.update(LDAP3_DECODE(self.message))
+        return self[key]
+
+
+LDAP3_DECODE: Callable[[bytes], dict[str, Any]] = ldap3_sync.decode_message_fast
+
+
+def decode_message(message: bytes) -> dict[str, Any]:
+    """ldap3's ``decode_message_fast``, with search result entries parsed by ``parse_entry``."""
+    try:
+        entry = parse_entry(message)
+    except (Malformed, IndexError):
+        entry = None
+    if entry is None:
+        return LDAP3_DECODE(message)
+    return ParsedEntry(entry, message)
+
+
+def install() -> None:
+    """Route ldap3's sync strategy through ``decode_message`` (idempotent; transparent to other readers)."""
+    ldap3_sync.decode_message_fast = decode_message
