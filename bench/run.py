@@ -244,6 +244,16 @@ def nginx_auth_ceiling_cmd(tmp: Path, port: int, upstream: str) -> list[str]:
     return shlex.split(script)
 
 
+def nginx_auth_python_floor_cmd(tmp: Path, port: int, upstream: str) -> list[str]:
+    """nginx ``auth_request`` as above, asking bench/_floor.py: a Python asyncio protocol (uvloop) that answers
+    every subrequest 200 without parsing or deciding anything: the most a forward-auth server written in Python
+    could reach behind nginx on this machine."""
+    auth_port = free_port()
+    script = nginx_auth_front(tmp, port, upstream, auth_port)
+    floor = [PYTHON, str(BENCH / "_floor.py"), str(auth_port)]
+    return ["sh", "-c", f"{' '.join(map(_quote, floor))} & exec {script}"]
+
+
 def caddy_auth_front(tmp: Path, port: int, upstream: str, rolegate_port: int) -> str:
     """Caddy ``forward_auth`` as deploy/caddy/Caddyfile sets it up."""
     host = upstream.removeprefix("http://")
@@ -320,6 +330,8 @@ def default_targets(workers2: bool) -> list[Target]:
                session=True, credential="daypass", path=SITE_PATH, group="front", shared="nginx-lean"),
         Target("nginx auth_request -> nginx return 200", nginx_auth_ceiling_cmd, group="front",
                note="the ceiling: a forward-auth answer that costs nothing"),
+        Target("nginx auth_request -> Python floor", nginx_auth_python_floor_cmd, group="front",
+               note="bench/_floor.py: a Python protocol answering 200, no parse, no decision"),
         Target("caddy reverse_proxy", caddy_proxy_cmd, group="front"),
         Target("caddy forward_auth -> rolegate, SSO", _rolegate_and(caddy_auth_front, "caddy"), session=True,
                group="front"),
@@ -384,6 +396,10 @@ RATIOS = [
      "nginx proxy_pass", 0.50),
     ("nginx + lean listener (SSO) / nginx + a free answer", "nginx auth_request -> lean listener, SSO",
      "nginx auth_request -> nginx return 200", 0.50),
+    ("nginx + the Python floor / nginx alone (what Python can reach)", "nginx auth_request -> Python floor",
+     "nginx proxy_pass", 0.50),
+    ("nginx + lean listener (SSO) / nginx + the Python floor", "nginx auth_request -> lean listener, SSO",
+     "nginx auth_request -> Python floor", 0.50),
     ("nginx + lean listener (day pass) / nginx alone (issue 21)", "nginx auth_request -> lean listener, day pass",
      "nginx proxy_pass", 0.50),
     ("caddy + lean listener (SSO) / caddy alone (issue 21)", "caddy forward_auth -> lean listener, SSO",
