@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from rolegate.directory import DirectorySync, load_snapshot
+from rolegate.directory import DirectorySync, load_snapshot, service
 from rolegate.directory.persist import COUNTER
 
 from .conftest import add_in_chunks, group_dn, group_ldif, user_dn
@@ -155,3 +155,17 @@ async def test_member_of_attribute_as_a_source(lab_slapd, config_for, store) -> 
     sync = DirectorySync(config, store)
     assert (await sync.sync_now(full=True)).ok
     assert sync.snapshot.user("bob").groups == {"technicians", "staff"}
+
+
+async def test_the_audit_of_a_large_sync_lists_the_first_changes_and_counts_all(
+    lab_slapd, config_for, store, audit, monkeypatch
+) -> None:
+    """A first sync of a million users is a million changes: the event lists AUDIT_LIST_LIMIT of each, counts all."""
+    monkeypatch.setattr(service, "AUDIT_LIST_LIMIT", 5)
+    sync = DirectorySync(config_for(lab_slapd), store, audit=audit)
+    result = await sync.sync_now(full=True)
+    assert result.ok and len(result.diff.users_added) > 10  # the result itself keeps every change
+    (kind, body), *_ = audit.events
+    assert kind == "directory.sync" and body["counts"]["users_added"] == len(result.diff.users_added)
+    assert body["users_added"][:5] == [c.as_dict() for c in result.diff.users_added[:5]]
+    assert body["users_added"][5:] == [{"truncated": len(result.diff.users_added) - 5}]

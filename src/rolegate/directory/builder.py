@@ -269,24 +269,31 @@ def apply_changes(
         user = users.get(uid)
         if user is None:
             continue  # a member id of an old group version whose user is gone
-        direct = set(user.direct_groups)
-        for gid, added in delta.get(uid, ()):
-            (direct.add if added else direct.discard)(gid)
+        moves = delta.get(uid)
         # Membership test per id: intersection_update(groups) would walk every group for every user.
-        direct = {gid for gid in direct if gid in groups}
+        if moves is None:
+            frozen_direct = user.direct_groups
+            if frozen_direct and not all(gid in groups for gid in frozen_direct):
+                frozen_direct = frozenset(gid for gid in frozen_direct if gid in groups)
+        elif not user.direct_groups:  # a full sync: every user's groups arrive as additions
+            frozen_direct = frozenset(gid for gid, added in moves if added and gid in groups)
+        else:
+            direct = set(user.direct_groups)
+            for gid, added in moves:
+                (direct.add if added else direct.discard)(gid)
+            frozen_direct = frozenset(gid for gid in direct if gid in groups)
         member_of = user.member_of_groups
         if gone_groups and not member_of.isdisjoint(gone_groups):
             member_of = member_of - gone_groups
-        if uid in pending_member_of:
-            member_of = frozenset(g for dn in pending_member_of[uid] if (g := group_by_dn.get(dn)) is not None)
-        frozen_direct = frozenset(direct)
+        if (names := pending_member_of.get(uid)) is not None:
+            member_of = frozenset(g for dn in names if (g := group_by_dn.get(dn)) is not None) if names else EMPTY
         current = reuse_users.get(uid)
         if (
             current is not None
             and current.direct_groups == frozen_direct
             and current.member_of_groups == member_of
-            and all(g in stable for g in frozen_direct)
-            and all(g in stable for g in member_of)
+            and stable.issuperset(frozen_direct)
+            and stable.issuperset(member_of)
         ):
             if (
                 current.dn == user.dn

@@ -93,15 +93,22 @@ class SyncDiff:
             "groups_changed": len(self.groups_changed),
         }
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, limit: int | None = None) -> dict[str, Any]:
+        """JSON-ready; ``limit``: at most that many entries a list, then ``{"truncated": <how many more>}``."""
+
+        def listed(changes: list[Any]) -> list[dict[str, Any]]:
+            if limit is None or len(changes) <= limit:
+                return [c.as_dict() for c in changes]
+            return [c.as_dict() for c in changes[:limit]] + [{"truncated": len(changes) - limit}]
+
         return {
             "counts": self.counts(),
-            "users_added": [c.as_dict() for c in self.users_added],
-            "users_removed": [c.as_dict() for c in self.users_removed],
-            "users_changed": [c.as_dict() for c in self.users_changed],
-            "groups_added": [c.as_dict() for c in self.groups_added],
-            "groups_removed": [c.as_dict() for c in self.groups_removed],
-            "groups_changed": [c.as_dict() for c in self.groups_changed],
+            "users_added": listed(self.users_added),
+            "users_removed": listed(self.users_removed),
+            "users_changed": listed(self.users_changed),
+            "groups_added": listed(self.groups_added),
+            "groups_removed": listed(self.groups_removed),
+            "groups_changed": listed(self.groups_changed),
         }
 
 
