@@ -270,3 +270,31 @@ def test_a_full_build_after_a_restart_shares_closures_with_the_loaded_snapshot()
     assert diff(loaded, new).empty and new.incremental_ready
     assert all(new.users[u.id].groups is u.groups for u in loaded)
     assert new.user("bob").direct_groups == old.user("bob").direct_groups
+
+
+def test_the_watermark_is_the_latest_stamp_whatever_its_form() -> None:
+    """Plain stamps are compared as bytes and parsed only when higher; the answer is the latest of them all."""
+    import random
+
+    from rolegate.directory.reader import Watermark
+
+    rng = random.Random(3)
+    forms = []
+    for _ in range(3000):
+        year, month, day = rng.randrange(2020, 2027), rng.randrange(1, 13), rng.randrange(1, 29)
+        hms = f"{rng.randrange(24):02d}{rng.randrange(60):02d}{rng.randrange(60):02d}"
+        roll = rng.random()
+        if roll < 0.7:
+            forms.append(f"{year}{month:02d}{day:02d}{hms}Z")
+        elif roll < 0.8:
+            forms.append(f"{year}{month:02d}{day:02d}{hms}.5Z")
+        elif roll < 0.9:
+            forms.append(f"{year}{month:02d}{day:02d}{hms}+0230")
+        else:
+            forms.append(rng.choice(["2026999999999Z", "x0261207120000Z", "20261207120000z", "", "20271399999999Z"]))
+    mark = Watermark(integer=False)
+    for form in forms:
+        mark.see([form.encode()])
+    parsed = [v for f in forms if (v := parse_change_time(f)) is not None]
+    assert mark.highest == max(parsed)
+    assert Watermark(integer=False).highest is None

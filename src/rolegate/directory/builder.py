@@ -151,6 +151,7 @@ def apply_changes(
 
     raw_groups = list(changed_groups)
     gone_groups: set[str] = set()
+    gone_users: set[str] = set()
     touched_groups: set[str] = set()
     if departures is not None:
         kept = seen_users | {raw.id for raw in raw_groups}
@@ -176,11 +177,8 @@ def apply_changes(
                         unresolved=group.unresolved,
                     )
 
-    user_by_dn = {normalize_dn(u.dn): u.id for u in users.values()}
-    user_by_name: dict[str, str | None] = {}
-    for user in users.values():
-        key = user.username.casefold()
-        user_by_name[key] = None if key in user_by_name else user.id  # memberUid of an ambiguous name: nobody
+    # memberUid of an ambiguous name resolves to nobody (None), as signing in with it does
+    user_by_dn, user_by_name = _indexes(old, users, seen_users, gone_users)
 
     # 2. groups: replace by id, resolving members against the users as they are now
     seen_groups: set[str] = set()
@@ -330,7 +328,40 @@ def apply_changes(
         full_at=old.full_at if full_at is None else full_at,
         since=since if since is not None else old.since,
         issues=issues.freeze(),
+        by_username=user_by_name,
+        by_dn=user_by_dn,
+        # Every user not in these is the object ``old`` holds: the diff and the Store's delta look at these only.
+        derived=old.serial_with(seen_users | affected | gone_users) if old.users else None,
     )
+
+
+def _indexes(
+    old: DirectorySnapshot, users: Mapping[str, DirectoryUser], changed: set[str], gone: set[str]
+) -> tuple[dict[str, str], dict[str, str | None]]:
+    """(normalized DN -> id, casefolded username -> id or None when shared) for ``users``: ``old``'s indexes with
+    the changed and departed users moved, or built from every user when ``old`` has none."""
+    carried = old.indexes()
+    before = [u for uid in changed | gone if (u := old.users.get(uid)) is not None]
+    # A departing name several users shared may now belong to one: that takes every user to work out (rare).
+    if carried is None or any(carried[1].get(u.username.casefold(), "") is None for u in before):
+        by_name: dict[str, str | None] = {}
+        for user in users.values():
+            key = user.username.casefold()
+            by_name[key] = None if key in by_name else user.id
+        return {normalize_dn(u.dn): u.id for u in users.values()}, by_name
+    by_dn, by_name = dict(carried[0]), dict(carried[1])
+    for user in before:
+        key, dn = user.username.casefold(), normalize_dn(user.dn)
+        if by_name.get(key) == user.id:
+            del by_name[key]
+        if by_dn.get(dn) == user.id:
+            del by_dn[dn]
+    for uid in changed:
+        user = users[uid]
+        key = user.username.casefold()
+        by_name[key] = None if key in by_name else uid
+        by_dn[normalize_dn(user.dn)] = uid
+    return by_dn, by_name
 
 
 def _resolve(

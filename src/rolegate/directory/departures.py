@@ -28,7 +28,7 @@ left after it is seen by the next run (the watermark was taken before both).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -63,10 +63,12 @@ class Departures:
     changed: set[str] = field(default_factory=set)  # ids changed anywhere since the watermark
     listed: set[str] | None = None  # every user and group id in scope now (the id listing)
 
-    def gone(self, known: Iterable[str], kept: set[str] | frozenset[str]) -> list[str]:
+    def gone(self, known: Collection[str], kept: set[str] | frozenset[str]) -> list[str]:
         """Which of the ``known`` ids have left, given the ids this run read and ``kept``."""
         listed, changed = self.listed, self.changed
-        return [i for i in known if i not in kept and (i in changed or (listed is not None and i not in listed))]
+        if listed is None:  # only an entry that changed can have left: no pass over a million known ids
+            return [i for i in changed if i in known and i not in kept]
+        return [i for i in known if i not in kept and (i in changed or i not in listed)]
 
 
 def read_departures(conn: ldap3.Connection, schema: DirectorySchema, since: str, page_size: int) -> Departures:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,9 +124,25 @@ def diff(old: DirectorySnapshot, new: DirectorySnapshot, *, describe_roles: Role
         except Exception as exc:  # noqa: BLE001 - a broken hook must not break the sync report
             return [f"(roles unavailable: {type(exc).__name__})"]
 
-    for uid, after in new.users.items():
-        before = old.users.get(uid)
-        if before is None:
+    def pairs() -> Iterator[tuple[str, DirectoryUser | None, DirectoryUser | None]]:
+        ids = new.changed_since(old)
+        if ids is None:
+            for uid, after in new.users.items():
+                yield uid, old.users.get(uid), after
+            for uid, before in old.users.items():
+                if uid not in new.users:
+                    yield uid, before, None
+        else:  # ``new`` was made from ``old``: every user not in ``ids`` is the same object in both
+            for uid in ids:
+                yield uid, old.users.get(uid), new.users.get(uid)
+
+    for uid, before, after in pairs():
+        if after is None:
+            if before is not None:
+                result.users_removed.append(
+                    UserChange(before.username, uid, groups_removed=sorted(before.groups), roles=roles(before, None))
+                )
+        elif before is None:
             result.users_added.append(
                 UserChange(after.username, uid, groups_added=sorted(after.groups), roles=roles(None, after))
             )
@@ -144,11 +160,6 @@ def diff(old: DirectorySnapshot, new: DirectorySnapshot, *, describe_roles: Role
             change.groups_removed = sorted(before.groups - after.groups)
             change.roles = roles(before, after)
             result.users_changed.append(change)
-    for uid, before in old.users.items():
-        if uid not in new.users:
-            result.users_removed.append(
-                UserChange(before.username, uid, groups_removed=sorted(before.groups), roles=roles(before, None))
-            )
 
     def member_names(snapshot: DirectorySnapshot, group: DirectoryGroup) -> set[str]:
         names = {u.username for i in group.member_users if (u := snapshot.users.get(i)) is not None}
@@ -178,8 +189,9 @@ def diff(old: DirectorySnapshot, new: DirectorySnapshot, *, describe_roles: Role
             result.groups_removed.append(
                 GroupChange(before_group.name, gid, members_removed=sorted(member_names(old, before_group)))
             )
+    # by name, then id: two entries may share a name, and either walk above must list them alike
     for changes in (result.users_added, result.users_removed, result.users_changed):
-        changes.sort(key=lambda c: c.username)
+        changes.sort(key=lambda c: (c.username, c.id))
     for group_changes in (result.groups_added, result.groups_removed, result.groups_changed):
-        group_changes.sort(key=lambda c: c.name)
+        group_changes.sort(key=lambda c: (c.name, c.id))
     return result

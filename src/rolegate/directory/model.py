@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import itertools
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Protocol
@@ -79,8 +80,11 @@ class DirectorySnapshot:
         "since",
         "issues",
         "_by_username",
+        "_by_dn",
         "_incremental_ready",
         "_stored",
+        "_serial",
+        "_derived",
     )
 
     def __init__(
@@ -93,6 +97,9 @@ class DirectorySnapshot:
         since: str | None = None,
         issues: tuple[str, ...] = (),
         incremental_ready: bool = True,
+        by_username: dict[str, str | None] | None = None,
+        by_dn: dict[str, str] | None = None,
+        derived: tuple[int, frozenset[str]] | None = None,
     ) -> None:
         self.users = users  # id -> user
         self.groups = groups  # id -> group
@@ -102,14 +109,41 @@ class DirectorySnapshot:
         self.issues = issues  # odd data met while building it (reported, never fatal)
         # Snapshots read back from the store carry no direct memberships: a full sync comes first.
         self._incremental_ready = incremental_ready
-        self._by_username = username_index(users.values())
+        # username (casefolded) -> id; None for a name two users share. ``by_username``: built by the caller
+        # (the builder, which needs the same index to resolve memberUid values).
+        self._by_username = by_username if by_username is not None else username_index(users.values())
+        # normalized DN -> id, kept by the builder so the next incremental run updates it instead of building it
+        self._by_dn = by_dn
+        self._serial = next(_SERIALS)
+        # (serial of the snapshot this one was made from, the ids whose user may differ from it): see changed_since
+        self._derived = derived
         # How this snapshot sits in a Store once saved or loaded (persist.StoredLayout): lets the next
         # save write only what changed. Never part of what the snapshot says.
         self._stored: object = None
 
     def user(self, username: str) -> DirectoryUser | None:
         """The user signing in as ``username`` (case-insensitive); None if unknown or ambiguous."""
-        return self._by_username.get(username.casefold())
+        uid = self._by_username.get(username.casefold())
+        return self.users.get(uid) if uid is not None else None
+
+    def indexes(self) -> tuple[dict[str, str], dict[str, str | None]] | None:
+        """(normalized DN -> id, casefolded username -> id or None) as the builder left them, or None."""
+        if self._by_dn is None:
+            return None
+        return self._by_dn, self._by_username
+
+    def serial_with(self, ids: set[str]) -> tuple[int, frozenset[str]]:
+        """What a snapshot made from this one by changing ``ids`` records of it (see changed_since)."""
+        return self._serial, frozenset(ids)
+
+    def changed_since(self, base: "DirectorySnapshot") -> frozenset[str] | None:
+        """The ids whose user may differ from ``base``'s (changed, added, removed) when this snapshot was made
+        from ``base`` by ``apply_changes``: every other user is the very object ``base`` holds. None when it was
+        not: compare every user."""
+        derived = self._derived
+        if derived is not None and derived[0] == base._serial:
+            return derived[1]
+        return None
 
     def __len__(self) -> int:
         return len(self.users)
@@ -156,17 +190,15 @@ class SnapshotView(Protocol):
     def __iter__(self) -> Iterator[DirectoryUser]: ...
 
 
-def username_index(users: "Iterator[DirectoryUser] | object") -> dict[str, DirectoryUser]:
-    """username (casefolded) -> user; a name two entries share maps to nobody (fail closed)."""
-    index: dict[str, DirectoryUser] = {}
-    taken: set[str] = set()
-    for user in users:  # type: ignore[attr-defined]
+_SERIALS = itertools.count(1)
+
+
+def username_index(users: Iterable[DirectoryUser]) -> dict[str, str | None]:
+    """username (casefolded) -> id; a name two entries share maps to None: nobody (fail closed)."""
+    index: dict[str, str | None] = {}
+    for user in users:
         key = user.username.casefold()
-        if key in index or key in taken:
-            index.pop(key, None)
-            taken.add(key)
-        else:
-            index[key] = user
+        index[key] = None if key in index else user.id
     return index
 
 

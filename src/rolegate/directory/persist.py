@@ -322,18 +322,28 @@ def _delta(layout: StoredLayout, basis: DirectorySnapshot, new: DirectorySnapsho
                 dirty.update(before.member_users)
     added = 0
     base_users = basis.users
-    for uid, user in new.users.items():
-        before = base_users.get(uid)
-        if before is user:
-            continue
-        if before is None:
-            added += 1
-            dirty.add(uid)
-        elif not user.same_as(before):
-            dirty.add(uid)
     removed: set[str] = set()
-    if len(base_users) + added != len(new.users):
-        removed = {uid for uid in base_users if uid not in new.users}
+    ids = new.changed_since(basis)
+    if ids is not None:  # ``new`` was made from ``basis``: only these users can differ
+        for uid in ids:
+            user, before = new.users.get(uid), base_users.get(uid)
+            if user is None:
+                if before is not None:
+                    removed.add(uid)
+            elif before is None or (before is not user and not user.same_as(before)):
+                dirty.add(uid)
+    else:
+        for uid, user in new.users.items():
+            before = base_users.get(uid)
+            if before is user:
+                continue
+            if before is None:
+                added += 1
+                dirty.add(uid)
+            elif not user.same_as(before):
+                dirty.add(uid)
+        if len(base_users) + added != len(new.users):
+            removed = {uid for uid in base_users if uid not in new.users}
     dirty.intersection_update(new.users.keys())
     return _Delta(dirty, removed, groups_changed, tokens, next_token)
 

@@ -41,11 +41,24 @@ class Watermark:
 
     integer: bool
     highest: float | None = None
+    # The largest value seen in the plain form ``YYYYMMDDHHMMSSZ`` (every one OpenLDAP writes): such values order
+    # as their bytes do, so an entry whose stamp is not above it costs a comparison, not a parse (a million a run).
+    plain: bytes = b""
 
     def see(self, raw: Sequence[bytes] | None) -> None:
         if not raw:
             return
-        text = decode_text(raw[0]) or ""
+        first = raw[0]
+        if not self.integer and len(first) == 15 and first[14] == 0x5A and first[:14].isdigit():
+            if first <= self.plain:
+                return
+            value = parse_change_time(first.decode("ascii"))
+            if value is not None:
+                self.plain = first
+                if self.highest is None or value > self.highest:
+                    self.highest = value
+            return
+        text = decode_text(first) or ""
         value = parse_int(text) if self.integer else parse_change_time(text)
         if value is not None and (self.highest is None or value > self.highest):
             self.highest = float(value)

@@ -20,7 +20,7 @@ from rolegate.directory.builder import apply_changes, build_snapshot
 from rolegate.directory.connection import connection
 from rolegate.directory.diff import RolesHook, SyncDiff, diff
 from rolegate.directory.errors import DirectoryUnavailable
-from rolegate.directory.gcpause import paused_gc
+from rolegate.directory.gcpause import paused_gc, settle, thaw
 from rolegate.directory.model import EMPTY_SNAPSHOT, DirectorySnapshot
 from rolegate.directory.persist import adopt, compact_snapshot, load_snapshot, needs_compaction, save_snapshot
 from rolegate.directory.presets import DirectorySchema, resolve_schema
@@ -152,6 +152,8 @@ class DirectorySync:
         if not full and not old.incremental_ready:
             full = True  # the incremental bookkeeping lives only in a snapshot this process built
         result = SyncResult(full=full, dry_run=dry_run, forced=force)
+        if full:
+            thaw()
         try:
             new, read = await asyncio.to_thread(self._read_and_build, old, full, began)
             result.entries_read = read.entries
@@ -188,6 +190,7 @@ class DirectorySync:
                     except Exception as exc:  # noqa: BLE001 - the delta keeps serving; the next run tries again
                         log.warning("directory: could not rewrite the stored snapshot: %s", exc)
             self.snapshot = new
+            settle()  # the new snapshot's objects: out of the collector's sight (see gcpause.settle)
             result.applied = True
             result.duration = time.monotonic() - started
             self._succeeded(result, new, began)
