@@ -298,3 +298,59 @@ def test_the_watermark_is_the_latest_stamp_whatever_its_form() -> None:
     parsed = [v for f in forms if (v := parse_change_time(f)) is not None]
     assert mark.highest == max(parsed)
     assert Watermark(integer=False).highest is None
+
+
+def test_group_changes_match_a_comparison_of_every_member_by_name() -> None:
+    """diff skips turning a group's members into names when its ids are the same and no member was renamed, added
+    or removed: what it reports must equal a comparison of every group's member names."""
+    import random
+
+    rng = random.Random(11)
+
+    def snapshot(names: dict[str, str], listing: dict[str, list[str]], group_names: dict[str, str]):
+        users = [user(n, uid=uid) for uid, n in names.items()]
+        groups = [
+            RawGroup(
+                id=gid,
+                dn=f"cn={gid},ou=groups,dc=x",
+                name=group_names[gid],
+                member_dns=tuple(
+                    normalize_dn(m if m.startswith("cn=") else f"uid={names[m]},ou=people,dc=x") for m in members
+                ),
+            )
+            for gid, members in listing.items()
+        ]
+        return build_snapshot(users, groups)
+
+    def names_of(snap, group) -> set[str]:
+        found = {snap.users[i].username for i in group.member_users if i in snap.users}
+        return found | {f"group:{snap.groups[i].name}" for i in group.member_groups if i in snap.groups}
+
+    for _ in range(200):
+        names = {f"id{i}": f"user{i}" for i in range(12)}
+        group_names = {f"g{j}": f"group{j}" for j in range(5)}
+        listing = {gid: rng.sample(sorted(names), 4) for gid in group_names}
+        listing["g0"].append("cn=g1,ou=groups,dc=x")
+        old = snapshot(names, listing, group_names)
+        for _ in range(rng.randrange(3)):  # renames, a group renamed, a member moved, a user gone
+            roll, uid = rng.random(), rng.choice(sorted(names))
+            if roll < 0.3:
+                names[uid] = f"renamed{rng.randrange(99)}"
+            elif roll < 0.5:
+                group_names[rng.choice(sorted(group_names))] += "-new"
+            elif roll < 0.8:
+                gid = rng.choice(sorted(listing))
+                if uid not in listing[gid]:
+                    listing[gid].append(uid)
+            else:
+                del names[uid]
+                listing = {g: [m for m in ms if m != uid] for g, ms in listing.items()}
+        new = snapshot(names, listing, group_names)
+        expected = []
+        for gid, after in new.groups.items():
+            before = old.groups[gid]
+            was, now = names_of(old, before), names_of(new, after)
+            if before.name != after.name or before.dn != after.dn or was != now:
+                expected.append((after.name, sorted(now - was), sorted(was - now)))
+        got = [(c.name, c.members_added, c.members_removed) for c in diff(old, new).groups_changed]
+        assert got == sorted(expected)

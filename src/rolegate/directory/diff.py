@@ -166,13 +166,29 @@ def diff(old: DirectorySnapshot, new: DirectorySnapshot, *, describe_roles: Role
         names.update(f"group:{g.name}" for i in group.member_groups if (g := snapshot.groups.get(i)) is not None)
         return names
 
+    # A group that lists the same ids as before can still change in the report: a member renamed, added or removed
+    # (its name then appears or goes), a nested group renamed. Anything else with equal ids reads the same, and is
+    # not turned into names: a full sync makes every group anew, each listing thousands of members.
+    named_anew = {c.id for c in (*result.users_changed, *result.users_added, *result.users_removed)}
+    groups_renamed = {
+        gid for gid, g in new.groups.items() if (b := old.groups.get(gid)) is not None and b.name != g.name
+    }
+    groups_renamed.update(gid for gid in old.groups if gid not in new.groups)
+    groups_renamed.update(gid for gid in new.groups if gid not in old.groups)
     for gid, after_group in new.groups.items():
         before_group = old.groups.get(gid)
         if before_group is None:
             result.groups_added.append(
                 GroupChange(after_group.name, gid, members_added=sorted(member_names(new, after_group)))
             )
-        elif before_group is not after_group:
+        elif before_group is not after_group and not (
+            before_group.name == after_group.name
+            and before_group.dn == after_group.dn
+            and before_group.member_users == after_group.member_users
+            and before_group.member_groups == after_group.member_groups
+            and after_group.member_users.isdisjoint(named_anew)
+            and after_group.member_groups.isdisjoint(groups_renamed)
+        ):
             old_members, new_members = member_names(old, before_group), member_names(new, after_group)
             change = GroupChange(
                 after_group.name,
