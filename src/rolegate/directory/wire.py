@@ -63,6 +63,20 @@ def _element(message: bytes, at: int, tag: int, stop: int) -> tuple[int, int]:
     return start, end
 
 
+def _octets(message: bytes, at: int, stop: int) -> tuple[bytes, int]:
+    """The OCTET STRING at ``at``: (its value, index past it)."""
+    start, end = _element(message, at, OCTET_STRING, stop)
+    return message[start:end], end
+
+
+def _last(message: bytes, at: int, tag: int, stop: int) -> int:
+    """The element at ``at`` must fill its container up to ``stop``: the index of its value."""
+    start, end = _element(message, at, tag, stop)
+    if end != stop:
+        raise Malformed(f"bytes after the element at {at}")
+    return start
+
+
 def parse_entry(message: bytes) -> Entry | None:
     """(message id, raw DN, values by attribute) of a search result entry; None for any other message.
 
@@ -79,23 +93,17 @@ def parse_entry(message: bytes) -> Entry | None:
         raise Malformed("message id")
     message_id = int.from_bytes(message[id_start:at], "big", signed=True)
     op_start, op_end = _element(message, at, SEARCH_RESULT_ENTRY_TAG, end)
-    dn_start, at = _element(message, op_start, OCTET_STRING, op_end)
-    raw_dn = message[dn_start:at]
-    at, attributes_end = _element(message, at, SEQUENCE, op_end)
-    if attributes_end != op_end:
-        raise Malformed("bytes after the attributes")
+    raw_dn, at = _octets(message, op_start, op_end)
+    at = _last(message, at, SEQUENCE, op_end)  # the attributes
     attributes: dict[str, list[bytes]] = {}
-    while at < attributes_end:
-        at, attribute_end = _element(message, at, SEQUENCE, attributes_end)
-        name_start, at = _element(message, at, OCTET_STRING, attribute_end)
-        name = message[name_start:at]
-        at, values_end = _element(message, at, SET, attribute_end)
-        if values_end != attribute_end:
-            raise Malformed("bytes after an attribute's values")
+    while at < op_end:
+        at, attribute_end = _element(message, at, SEQUENCE, op_end)
+        name, at = _octets(message, at, attribute_end)
+        at = _last(message, at, SET, attribute_end)  # its values
         values = []
-        while at < values_end:
-            value_start, at = _element(message, at, OCTET_STRING, values_end)
-            values.append(message[value_start:at])
+        while at < attribute_end:
+            value, at = _octets(message, at, attribute_end)
+            values.append(value)
         try:
             key = name.decode("ascii").lower()
         except UnicodeDecodeError:
