@@ -12,7 +12,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from rolegate.directory.closure import ClosureCache, group_closures, users_below
-from rolegate.directory.model import EMPTY, EMPTY_SNAPSHOT, DirectoryGroup, DirectorySnapshot, DirectoryUser
+from rolegate.directory.model import (
+    EMPTY,
+    EMPTY_SNAPSHOT,
+    DirectoryGroup,
+    DirectorySnapshot,
+    DirectoryUser,
+    username_index,
+)
 from rolegate.directory.values import normalize_dn
 
 if TYPE_CHECKING:
@@ -344,11 +351,7 @@ def _indexes(
     before = [u for uid in changed | gone if (u := old.users.get(uid)) is not None]
     # A departing name several users shared may now belong to one: that takes every user to work out (rare).
     if carried is None or any(carried[1].get(u.username.casefold(), "") is None for u in before):
-        by_name: dict[str, str | None] = {}
-        for user in users.values():
-            key = user.username.casefold()
-            by_name[key] = None if key in by_name else user.id
-        return {normalize_dn(u.dn): u.id for u in users.values()}, by_name
+        return {normalize_dn(u.dn): u.id for u in users.values()}, username_index(users.values())
     by_dn, by_name = dict(carried[0]), dict(carried[1])
     for user in before:
         key, dn = user.username.casefold(), normalize_dn(user.dn)
