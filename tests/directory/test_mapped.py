@@ -20,8 +20,9 @@ from store.backends import BACKENDS, backend_config, opened
 
 from rolegate.directory import persist, shared
 from rolegate.directory.builder import RawGroup, RawUser, apply_changes, build_snapshot
+from rolegate.directory.layered import LayeredSnapshot
 from rolegate.directory.mapped import MappedSnapshot, write_snapshot_file
-from rolegate.directory.model import DirectorySnapshot, DirectoryUser
+from rolegate.directory.model import DirectorySnapshot, DirectoryUser, SnapshotView
 from rolegate.directory.persist import NAMESPACE, SNAPSHOT_KEY, load_snapshot, save_snapshot
 from rolegate.directory.shared import map_snapshot
 
@@ -67,10 +68,10 @@ def seen(user: DirectoryUser | None) -> tuple[Any, ...] | None:
     return (user.id, user.dn, user.username, user.email, user.name, user.disabled, user.groups, dict(user.attributes))
 
 
-def same(expected: DirectorySnapshot, got: MappedSnapshot) -> None:
-    """Everything a worker reads is equal: by name, by id, in order, counts and meta."""
+def same(expected: DirectorySnapshot, got: SnapshotView) -> None:
+    """Everything a worker reads is equal: by name, by id, a pass over all (in any order), counts and meta."""
     assert len(got) == len(expected) and len(got.users) == len(expected.users)
-    assert [seen(u) for u in got] == [seen(u) for u in expected]
+    assert sorted(map(seen, got), key=str) == sorted(map(seen, expected), key=str)
     for user in expected:
         assert seen(got.user(user.username)) == seen(expected.user(user.username))
         assert seen(got.user(user.username.upper())) == seen(expected.user(user.username.upper()))
@@ -184,7 +185,10 @@ async def test_the_stored_snapshot_is_mapped_as_load_snapshot_reads_it(any_store
     assert again is not None and again.path != got.path
     same(loaded, again)
     assert again.user("u3").disabled and again.user("u7") is None and again.user("u99") is not None
-    assert files(where) == [again.path.name]  # the older file is removed; got still reads its pages
+    # the base is the first version's (the chunks did not change); the older top is removed, got reads on
+    assert isinstance(got, LayeredSnapshot) and isinstance(again, LayeredSnapshot)
+    assert again.lower.path == got.lower.path
+    assert files(where) == sorted([again.path.name, again.lower.path.name])
     assert got.user("u7") is not None
 
 
@@ -195,14 +199,14 @@ async def test_workers_build_one_file_per_version(
     users, groups = directory()
     await save_snapshot(store, build_snapshot(users, groups, taken_at=1.0))
     builds = []
-    build = shared._build
+    build = shared._build_top
 
     async def counted(*args: Any) -> None:
         builds.append(args[2])
         await asyncio.sleep(0.05)  # the others arrive while this one builds
         await build(*args)
 
-    monkeypatch.setattr(shared, "_build", counted)
+    monkeypatch.setattr(shared, "_build_top", counted)
     mapped_by_workers = await asyncio.gather(*(map_snapshot(store, where) for _ in range(6)))
     assert len(builds) == 1
     assert {m.path for m in mapped_by_workers if m is not None} == {builds[0]}
@@ -270,7 +274,7 @@ async def test_a_full_disk_keeps_the_snapshot_in_the_workers_memory(tmp_path: Pa
             assert seen(got.user("U7")) == seen(snapshot.user("u7")) and len(got) == 3000
             assert list(where.iterdir()) == [where / "build.lock"]
         room = await map_snapshot(store, tmp_path / "room")
-        assert isinstance(room, MappedSnapshot)
+        assert isinstance(room, LayeredSnapshot)
         same(snapshot, room)
 
 
@@ -377,8 +381,173 @@ async def test_a_builder_killed_with_kill_9_holds_up_nobody(tmp_path: Path) -> N
             snapshot = build_snapshot(users, groups, taken_at=1.0)
             await save_snapshot(store, snapshot)
             got = await asyncio.wait_for(map_snapshot(store, where), 20)
-            assert isinstance(got, MappedSnapshot)
+            assert isinstance(got, LayeredSnapshot)
             same(snapshot, got)
             assert [p.name for p in where.iterdir() if p.name.endswith(".tmp")] == []
     finally:
         child.kill()
+
+
+# -- a new version over the same base (the stack) -------------------------------------------------------------
+
+
+async def test_a_new_version_over_the_same_base_reads_no_base_chunk(tmp_path: Path) -> None:
+    """An incremental sync's version costs the workers its delta, not the whole directory again: no base chunk is
+    read from the Store (before the stack, each version rebuilt the whole file: 16 s at 1,000,000 users, with
+    requests waiting)."""
+    async with backend_config("sqlite", tmp_path) as config, opened(config) as store:
+        where = tmp_path / "shared"
+        users, groups = directory()
+        first = build_snapshot(users, groups, taken_at=1.0)
+        await save_snapshot(store, first)
+        assert await map_snapshot(store, where) is not None
+        second = build_snapshot([*users[1:], raw_user(0, email="moved@x")], groups, taken_at=2.0)
+        await save_snapshot(store, second, previous=first)
+        chunks = set((await store.get(NAMESPACE, SNAPSHOT_KEY)).value["chunks"])
+        assert chunks
+        read: list[str] = []
+        get = store.get
+
+        async def counted(namespace: str, key: str) -> Any:
+            read.append(key)
+            return await get(namespace, key)
+
+        store.get = counted
+        try:
+            got = await map_snapshot(store, where)
+        finally:
+            store.get = get
+        assert got is not None and got.user("u0").email == "moved@x" and got.taken_at == 2.0
+        assert chunks.isdisjoint(read), f"read {len(chunks & set(read))} base chunks for a one-user change"
+
+
+NAMES = ["anna", "ANNA", "Anna", "bert", "Straße", "STRASSE", "carl", "Zoë", "zoë"]
+
+
+def rounds_of_changes(seed: int, count: int) -> list[DirectorySnapshot]:
+    """Snapshots a directory goes through: users renamed onto and off each other's names (case and ß too),
+    disabled, removed, added back, moved between groups; groups renamed, added and dropped."""
+    import random
+
+    rng = random.Random(seed)
+    people = {i: raw_user(i) for i in range(40)}
+    teams = {"leaf": list(range(0, 40, 2)), "odd": list(range(1, 40, 2)), "Gebäude Süd": [3, 4]}
+    made = []
+    for step in range(count):
+        for _ in range(rng.randint(1, 5)):
+            i = rng.randrange(48)
+            roll = rng.random()
+            if roll < 0.35:
+                people[i] = raw_user(i, username=rng.choice(NAMES + [f"u{i}"]))
+            elif roll < 0.5:
+                people.pop(i, None)
+            elif roll < 0.65:
+                people[i] = raw_user(i, disabled=rng.random() < 0.5, email=f"{step}@x")
+            elif roll < 0.8:
+                team = rng.choice(sorted(teams))
+                teams[team] = sorted(set(teams[team]) ^ {i})
+            elif roll < 0.9 and len(teams) > 2:
+                old = rng.choice(sorted(teams))
+                teams[f"{old}-{step}" if rng.random() < 0.7 else old.upper()] = teams.pop(old)
+            else:
+                teams[f"new-{step}"] = rng.sample(range(48), 5)
+        kept = sorted(people)
+        groups = [raw_group("top", [0], nested=("mid",)), raw_group("mid", [1, 2], nested=("leaf",))]
+        groups += [raw_group(name, [m for m in members if m in people]) for name, members in sorted(teams.items())]
+        made.append(build_snapshot([people[i] for i in kept], groups, taken_at=float(step + 1)))
+    return made
+
+
+@pytest.mark.parametrize("seed", range(4))
+async def test_the_stack_reads_as_the_stored_snapshot_through_many_versions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    """Version after version (deltas growing, now and then folded into a new base, or a new base written when
+    much changed), what a worker reads through base + top is exactly ``load_snapshot``'s: names one entry holds
+    resolve, names two hold (counting the base's hidden entries out) sign in nobody; the base file is built
+    again only when the Store's base chunks change."""
+    bases: list[Path] = []
+    build_base = shared._build_base
+
+    async def counted(store: Any, pointer: Any, path: Path) -> None:
+        bases.append(path)
+        await build_base(store, pointer, path)
+
+    monkeypatch.setattr(shared, "_build_base", counted)
+    async with backend_config("sqlite", tmp_path) as config, opened(config) as store:
+        where, previous, mapped = tmp_path / "shared", None, None
+        chunk_sets = []
+        for snapshot in rounds_of_changes(seed, 30):
+            await save_snapshot(store, snapshot, previous=previous)
+            if persist.needs_compaction(store, snapshot) and snapshot.taken_at % 3 == 0:
+                await persist.compact_snapshot(store, snapshot)
+            previous = snapshot
+            loaded = await load_snapshot(store)
+            mapped = await map_snapshot(store, where, mapped)
+            assert loaded is not None and mapped is not None
+            same(loaded, mapped)
+            for name in NAMES:
+                assert seen(mapped.user(name)) == seen(loaded.user(name)), name
+            chunk_sets.append(tuple((await store.get(NAMESPACE, SNAPSHOT_KEY)).value["chunks"]))
+        assert len(bases) == len(set(chunk_sets)) < len(chunk_sets)  # one build per base, not per version
+        assert sorted(files(where)) == sorted([mapped.path.name, mapped.lower.path.name])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_after_a_compaction_the_folded_version_stands_for_the_new_base(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str
+) -> None:
+    """A compaction writes a new base holding what the version before it held, without telling the workers. The
+    next version's mapping stands the previous version's stack (base + top files they have) for the new base and
+    reads none of its chunks, so no request waits for the whole directory; the base file is built in the
+    background, and the version after maps it."""
+    async with backend_config(backend, tmp_path) as config, opened(config) as store:
+        where = tmp_path / "shared"
+        users, groups = directory()
+        first = build_snapshot(users, groups, taken_at=1.0)
+        await save_snapshot(store, first)
+        mapped = await map_snapshot(store, where)
+        changed = [raw_user(i, email=f"{i}@new") for i in range(15)]  # past DELTA_MIN: due for compaction
+        second = build_snapshot([*changed, *users[15:]], groups, taken_at=2.0)
+        await save_snapshot(store, second, previous=first)
+        mapped = await map_snapshot(store, where, mapped)
+        assert persist.needs_compaction(store, second) and await persist.compact_snapshot(store, second)
+        third = apply_changes(second, [raw_user(5, username="anna"), raw_user(6, username="ANNA")], [], taken_at=3.0)
+        await save_snapshot(store, third, previous=second)
+        pointer = (await store.get(NAMESPACE, SNAPSHOT_KEY)).value
+        chunks = set(pointer["chunks"])
+        read: list[str] = []
+        get = store.get
+
+        async def counted(namespace: str, key: str) -> Any:
+            read.append(key)
+            return await get(namespace, key)
+
+        later = []
+        monkeypatch.setattr(shared, "_build_later", lambda *args: later.append(args[2]))
+        store.get = counted
+        try:
+            stood = await map_snapshot(store, where, mapped)
+        finally:
+            store.get = get
+        assert stood is not None and chunks.isdisjoint(read)
+        assert isinstance(stood, LayeredSnapshot) and isinstance(stood.lower, LayeredSnapshot)
+        same(await load_snapshot(store), stood)
+        assert stood.user("anna") is None and stood.user("u7").email == "7@new"
+        # another worker (nothing mapped before) finds the same stack from the files alone
+        other = await map_snapshot(store, where)
+        assert isinstance(other, LayeredSnapshot) and isinstance(other.lower, LayeredSnapshot)
+        same(await load_snapshot(store), other)
+        # the base file, built in the background (as _build_later does), is what the next version maps
+        assert set(later) == {where / shared.base_name(pointer)}  # asked by each worker; one builds it
+        monkeypatch.undo()
+        shared._build_later(store, pointer, later[0])
+        await asyncio.wait_for(asyncio.gather(*shared._LATER.values()), 30)
+        assert later[0].exists()
+        fourth = apply_changes(third, [raw_user(6, username="bert")], [], taken_at=4.0)
+        await save_snapshot(store, fourth, previous=third)
+        last = await map_snapshot(store, where, stood)
+        assert isinstance(last, LayeredSnapshot) and isinstance(last.lower, MappedSnapshot)
+        assert last.lower.path == later[0] and last.user("anna").id == "id-5"
+        same(await load_snapshot(store), last)
+        assert files(where) == sorted([last.path.name, later[0].name])

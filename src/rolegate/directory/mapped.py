@@ -19,11 +19,14 @@ of ``NONE`` meaning None):
     names      one REF per distinct group name met in a closure
     closures   CSR: ``closure_count + 1`` u32 starts into ``items``; ``items``: u32 name numbers
     by_name    open addressing, ``name_slots`` u32 slots: user number + 1 (0: empty), probed linearly from
-               crc32(casefolded username) — the same in every process, unlike ``hash()``
+               crc32(casefolded username) — the same in every process, unlike ``hash()``; every entry is
+               in it, so all entries of one name lie on its probe run (a layer above needs them all)
     by_id      the same over user ids
     blob       every string, UTF-8 (``surrogatepass``: whatever text the directory gave comes back unchanged)
 
 A name two entries share is found but refused (None), as ``DirectorySnapshot.user`` refuses it: fail closed.
+The file is one layer of what a worker reads (``layered``): a base of the Store's chunks, or the small top
+holding the groups, the users changed since that base, and (in its meta) the ids removed since.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ import zlib
 from array import array
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from rolegate.directory.model import NO_ATTRIBUTES, DirectorySnapshot, DirectoryUser
 from rolegate.limits import MAPPED_USERS
@@ -47,7 +50,7 @@ from rolegate.memo import BoundedCache
 
 log = logging.getLogger("rolegate.directory")
 
-MAGIC = b"RGDSNAP\x02"
+MAGIC = b"RGDSNAP\x03"  # 3: every entry of a shared name in by_name (2 held the first only)
 NONE = 0xFFFFFFFF
 DISABLED = 1
 SHARED_NAME = 2  # the casefolded username is another entry's too: the name signs in nobody
@@ -290,10 +293,9 @@ class SnapshotWriter:
                     other = USER.unpack_from(users, other_number * USER.size)
                     if _encode(text(other[4], other[5]).decode("utf-8", "surrogatepass").casefold()) == key:
                         users[other_number * USER.size + _FLAGS_AT] |= SHARED_NAME
-                        break
+                        users[number * USER.size + _FLAGS_AT] |= SHARED_NAME
                     slot = (slot + 1) & name_mask
-                else:
-                    by_name[slot] = number + 1
+                by_name[slot] = number + 1
         return by_name, by_id
 
 
@@ -328,7 +330,7 @@ class MappedSnapshot:
     """
 
     __slots__ = (
-        "path", "users", "taken_at", "full_at", "since", "issues", "group_count",
+        "path", "users", "meta", "taken_at", "full_at", "since", "issues", "group_count",
         "_mm", "_head", "_decoded", "_closures", "_names", "_name_numbers",
     )  # fmt: skip
 
@@ -364,6 +366,9 @@ class MappedSnapshot:
                 raise ValueError(f"damaged directory snapshot file {path.name}: {slots} is not a power of two")
         try:
             meta = json.loads(self._text(head["meta_at"], head["meta_size"]) or "{}")
+            if not isinstance(meta, dict):
+                raise TypeError("meta is not an object")
+            self.meta: dict[str, Any] = meta
             self.taken_at = float(meta.get("taken_at") or 0.0)
             self.full_at = float(meta.get("full_at") or 0.0)
             self.since: str | None = meta.get("since")
@@ -399,12 +404,33 @@ class MappedSnapshot:
         """The user signing in as ``username`` (case-insensitive); None if unknown or the name is shared."""
         key = username.casefold()
         try:
-            number = self._find("by_name_at", "name_slots", _encode(key), 4, casefold=True)
+            number = next(self._matches("by_name_at", "name_slots", _encode(key), 4, casefold=True), None)
             if number is None:
                 return None
             if self._mm[self._head["users_at"] + number * USER.size + _FLAGS_AT] & SHARED_NAME:
                 return None
             return self._user_at(number)
+        finally:
+            self._release()
+
+    # -- what a layer above reads (``layered``) ------------------------------------------------------------------
+
+    def named(self, key: str) -> list[DirectoryUser]:
+        """Every entry whose casefolded username is ``key``, a shared name's too (the layer above decides)."""
+        try:
+            return [
+                self._user_at(number)
+                for number in self._matches("by_name_at", "name_slots", _encode(key), 4, casefold=True)
+            ]
+        finally:
+            self._release()
+
+    def find_id(self, uid: str) -> DirectoryUser | None:
+        return self._by_id(uid)
+
+    def contains_id(self, uid: str) -> bool:
+        try:
+            return next(self._matches("by_id_at", "id_slots", _encode(uid), 0), None) is not None
         finally:
             self._release()
 
@@ -468,7 +494,10 @@ class MappedSnapshot:
         start = self._head["blob_at"] + at
         return self._mm[start : start + size].decode("utf-8", "surrogatepass")
 
-    def _find(self, table: str, slots_field: str, key: bytes, field: int, *, casefold: bool = False) -> int | None:
+    def _matches(
+        self, table: str, slots_field: str, key: bytes, field: int, *, casefold: bool = False
+    ) -> Iterator[int]:
+        """The numbers of the users whose ``field`` is ``key``, along its probe run (ids are unique: one)."""
         head, mm = self._head, self._mm
         mask = head[slots_field] - 1
         base, users_at, blob_at = head[table], head["users_at"], head["blob_at"]
@@ -476,7 +505,7 @@ class MappedSnapshot:
         for _probe in range(mask + 1):
             entry = U32.unpack_from(mm, base + 4 * slot)[0]
             if not entry:
-                return None
+                return
             number = entry - 1
             if number >= head["user_count"]:
                 raise ValueError(f"damaged directory snapshot file {self.path.name}: index names no user")
@@ -486,9 +515,8 @@ class MappedSnapshot:
             if casefold:
                 stored = _encode(stored.decode("utf-8", "surrogatepass").casefold())
             if stored == key:
-                return number
+                yield number
             slot = (slot + 1) & mask
-        return None
 
     def _user_at(self, number: int, *, remember: bool = True) -> DirectoryUser:
         user = self._decoded.get(number)
@@ -532,22 +560,30 @@ class MappedSnapshot:
 
     def _by_id(self, uid: str) -> DirectoryUser | None:
         try:
-            number = self._find("by_id_at", "id_slots", _encode(uid), 0)
+            number = next(self._matches("by_id_at", "id_slots", _encode(uid), 0), None)
             return None if number is None else self._user_at(number)
         finally:
             self._release()
 
 
+class _ById(Protocol):
+    def find_id(self, uid: str) -> DirectoryUser | None: ...
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[DirectoryUser]: ...
+
+
 class MappedUsers(Mapping[str, DirectoryUser]):
-    """id -> user over a mapped snapshot (``snapshot.users``), decoded on demand."""
+    """id -> user over a mapped snapshot or a stack of them (``snapshot.users``), decoded on demand."""
 
     __slots__ = ("_snapshot",)
 
-    def __init__(self, snapshot: MappedSnapshot) -> None:
+    def __init__(self, snapshot: _ById) -> None:
         self._snapshot = snapshot
 
     def __getitem__(self, uid: str) -> DirectoryUser:
-        user = self._snapshot._by_id(uid) if isinstance(uid, str) else None
+        user = self._snapshot.find_id(uid) if isinstance(uid, str) else None
         if user is None:
             raise KeyError(uid)
         return user

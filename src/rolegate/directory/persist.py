@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
+import json
 import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -234,8 +236,9 @@ def _pointer(
     groups: str,
     next_token: int,
     retired: list[str],
+    folded: list[Any] | None = None,
 ) -> dict[str, Any]:
-    return {
+    pointer = {
         "format": LAYOUT,
         "generation": generation,
         "taken_at": snapshot.taken_at,
@@ -250,6 +253,14 @@ def _pointer(
         "next_token": next_token,
         "retired": retired,
     }
+    if folded is not None:
+        pointer["folded"] = folded
+    return pointer
+
+
+def pointer_digest(pointer: Any) -> str:
+    """A short digest of a pointer document (with its version, what names one stored snapshot)."""
+    return hashlib.sha256(json.dumps(pointer, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _referenced(pointer: Any) -> list[str]:
@@ -399,7 +410,9 @@ async def compact_snapshot(store: Any, snapshot: DirectorySnapshot) -> bool:
     layout = _layout_for(store, snapshot)
     if layout is None:
         return False
-    written = await _save_full(store, snapshot, expected=layout.version)
+    # The workers have the version this folds mapped as base + top: they stand it for the new base meanwhile.
+    folded = [layout.version, pointer_digest(layout.pointer)]
+    written = await _save_full(store, snapshot, expected=layout.version, folded=folded)
     if written is None:
         return False
     old_pointer, snapshot._stored = written
@@ -453,7 +466,14 @@ async def _save_delta(
             written.append(groups_key)
         replaced = [k for k in (old.get("delta"), old["group_doc"]) if k and k not in (delta_key, groups_key)]
         pointer = _pointer(
-            snapshot, generation, list(old["chunks"]), delta_key, groups_key, change.next_token, replaced
+            snapshot,
+            generation,
+            list(old["chunks"]),
+            delta_key,
+            groups_key,
+            change.next_token,
+            replaced,
+            old.get("folded"),  # the same base: still the content of the version it was folded from
         )
         version = await store.put(NAMESPACE, SNAPSHOT_KEY, pointer, expected_version=layout.version)
     except VersionConflict:
@@ -466,11 +486,12 @@ async def _save_delta(
 
 
 async def _save_full(
-    store: Any, snapshot: DirectorySnapshot, *, expected: int | None = None
+    store: Any, snapshot: DirectorySnapshot, *, expected: int | None = None, folded: list[Any] | None = None
 ) -> tuple[dict[str, Any], StoredLayout] | None:
     """Write every document afresh (first save, a delta grown large, or a store someone else wrote).
 
     ``expected``: flip the pointer only if it still has this version (else discard and return None).
+    ``folded``: [version, digest] of the pointer whose content the new base is (a compaction's).
     """
     record = await store.get(NAMESPACE, SNAPSHOT_KEY)
     if expected is not None and (record is None or record.version != expected):
@@ -501,7 +522,7 @@ async def _save_full(
         for _attempt in range(5):
             old = record.value if record is not None else None
             retired = _referenced(old)
-            pointer = _pointer(snapshot, generation, chunks, None, groups_key, len(tokens), retired)
+            pointer = _pointer(snapshot, generation, chunks, None, groups_key, len(tokens), retired, folded)
             try:
                 version = await store.put(
                     NAMESPACE, SNAPSHOT_KEY, pointer, expected_version=record.version if record is not None else 0

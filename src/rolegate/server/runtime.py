@@ -368,7 +368,7 @@ class Runtime:
                 if self.config.directory is not None and (force or versions[1] != self._seen[1]):
                     from rolegate.directory.shared import map_snapshot  # ldap3: only with a directory configured
 
-                    self.directory = await map_snapshot(store, self._directory_files())
+                    self.directory = await map_snapshot(store, self._directory_files(), self.directory)
                     self._identities.clear()
                 self.policy = await self._compile(store, sum(versions))
                 self.store_ok_at = time.monotonic()
