@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -330,20 +331,12 @@ async def _build(store: Any, record: Any, path: Path) -> None:
 
 async def _build_base(store: Any, pointer: dict[str, Any], path: Path) -> None:
     """Every user of the pointer's base chunks, as they are stored (the delta is the top's)."""
-    writer = SnapshotWriter(path.parent)
-    try:
-        with paused_gc():
-            async with contextlib.aclosing(chunk_documents(store, pointer)) as documents:
-                async for document in documents:
-                    _write_users(writer, document)
-                    del document
+    with _writing(path.parent) as writer, paused_gc():
+        async with contextlib.aclosing(chunk_documents(store, pointer)) as documents:
+            async for document in documents:
+                _write_users(writer, document)
+                del document
         writer.finish(path, {})
-    except (KeyError, TypeError, IndexError, AttributeError) as exc:
-        writer.close()
-        raise ValueError(f"damaged directory snapshot: {type(exc).__name__}") from exc
-    except BaseException:
-        writer.close()
-        raise
 
 
 async def _build_top(
@@ -353,8 +346,7 @@ async def _build_top(
     ``base_file``, or the stack of ``folded`` standing for it); checked to add up to the pointer's counts (a
     damaged or mismatched document fails closed)."""
     pointer = record.value
-    writer = SnapshotWriter(path.parent)
-    try:
+    with _writing(path.parent) as writer:
         groups_doc = await fetch_document(store, pointer["group_doc"])
         delta_doc = await fetch_document(store, pointer["delta"]) if pointer.get("delta") is not None else None
         with paused_gc():
@@ -374,6 +366,15 @@ async def _build_top(
                 raise ValueError("user count differs from the pointer")
             meta = {k: pointer.get(k) for k in ("taken_at", "full_at", "since", "issues")}
             writer.finish(path, {**meta, "users": count, "removed": removed, "base": base_file, "folded": folded})
+
+
+@contextlib.contextmanager
+def _writing(directory: Path) -> Iterator[SnapshotWriter]:
+    """A file writer, closed (its scratch file gone) on any failure; a stored document of the wrong shape is
+    damage: ValueError, which fails closed."""
+    writer = SnapshotWriter(directory)
+    try:
+        yield writer
     except (KeyError, TypeError, IndexError, AttributeError) as exc:
         writer.close()
         raise ValueError(f"damaged directory snapshot: {type(exc).__name__}") from exc
