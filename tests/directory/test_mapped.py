@@ -551,3 +551,40 @@ async def test_after_a_compaction_the_folded_version_stands_for_the_new_base(
         assert last.lower.path == later[0] and last.user("anna").id == "id-5"
         same(await load_snapshot(store), last)
         assert files(where) == sorted([last.path.name, later[0].name])
+
+
+BACKGROUND_BUILDER = """
+import asyncio, sys, time
+from pathlib import Path
+from rolegate.directory import shared
+
+async def main():
+    where = Path(sys.argv[1])
+    await shared._lock(where, shared.BASE_LOCK_NAME)  # held as a background base builder holds it
+    (where / ".snapshot-base-0123456789abcdef.map.4242.tmp").write_bytes(b"half a base" * 1000)
+    print("building", flush=True)
+    time.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+def test_a_background_base_build_keeps_its_file_until_it_is_killed(tmp_path: Path) -> None:
+    """A version built meanwhile sweeps half-written files, but not the base a live background builder is
+    writing; once that builder is killed with -9 its lock goes and the next sweep removes what it left."""
+    where = tmp_path / "shared"
+    where.mkdir()
+    child = subprocess.Popen([sys.executable, "-c", BACKGROUND_BUILDER, str(where)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "building"
+        half = where / ".snapshot-base-0123456789abcdef.map.4242.tmp"
+        killed_top = where / ".snapshot-0000000007-0123456789abcdef.map.4243.tmp"
+        killed_top.write_bytes(b"left by a top builder killed with -9")
+        shared._sweep(where, keep=set())
+        assert half.exists() and not killed_top.exists()
+        os.kill(child.pid, 9)
+        child.wait(timeout=10)
+        shared._sweep(where, keep=set())
+        assert not half.exists()
+    finally:
+        child.kill()
