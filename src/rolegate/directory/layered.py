@@ -104,6 +104,7 @@ class LayeredSnapshot:
         return self.count
 
     def close(self) -> None:
+        """Release every mapping of the stack now; only for a stack no newer one stands on (they share layers)."""
         self.top.close()
         self.lower.close()
 

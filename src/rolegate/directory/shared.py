@@ -193,8 +193,7 @@ class _Shelf:
         if lower is None and isinstance(meta.get("folded"), str) and depth < MAX_FOLDS:
             lower = self.stack(meta["folded"], depth + 1)
         if lower is None:
-            top.close()
-            return None
+            return None  # not closed: the mapping may be one ``previous`` still serves; it goes with its last user
         try:
             return _layers(lower, top)
         except ValueError as exc:
