@@ -69,6 +69,7 @@ _FLAGS_AT = USER.size - 1
 _BLOB_FLUSH = 1 << 20
 _DONTNEED = getattr(mmap, "MADV_DONTNEED", None)  # Linux; elsewhere touched pages stay mapped
 _RELEASE_EVERY = 4096  # users read in a pass over all of them between two releases
+_KEEP_MAPPED = 4 << 20  # a file this small stays mapped as touched (a top file): at most its size in the RSS
 FILE_PREFIX = "snapshot-"
 FILE_SUFFIX = ".map"
 LOCK_NAME = "build.lock"
@@ -331,7 +332,7 @@ class MappedSnapshot:
 
     __slots__ = (
         "path", "users", "meta", "taken_at", "full_at", "since", "issues", "group_count",
-        "_mm", "_head", "_decoded", "_closures", "_names", "_name_numbers",
+        "_mm", "_head", "_decoded", "_closures", "_names", "_name_numbers", "_releases",
     )  # fmt: skip
 
     def __init__(self, path: Path) -> None:
@@ -341,6 +342,7 @@ class MappedSnapshot:
             if size < HEADER.size:
                 raise ValueError(f"damaged directory snapshot file {path.name}: too short")
             self._mm = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        self._releases = _DONTNEED is not None and size > _KEEP_MAPPED
         magic, *values = HEADER.unpack_from(self._mm, 0)
         if magic != MAGIC:
             raise ValueError(f"damaged directory snapshot file {path.name}: not a snapshot file")
@@ -417,11 +419,14 @@ class MappedSnapshot:
 
     def named(self, key: str) -> list[DirectoryUser]:
         """Every entry whose casefolded username is ``key``, a shared name's too (the layer above decides)."""
+        found = []
+        flags_at = self._head["users_at"] + _FLAGS_AT
         try:
-            return [
-                self._user_at(number)
-                for number in self._matches("by_name_at", "name_slots", _encode(key), 4, casefold=True)
-            ]
+            for number in self._matches("by_name_at", "name_slots", _encode(key), 4, casefold=True):
+                found.append(self._user_at(number))
+                if not self._mm[flags_at + number * USER.size] & SHARED_NAME:
+                    break  # a name no other entry has: the rest of the probe run cannot hold it
+            return found
         finally:
             self._release()
 
@@ -479,9 +484,10 @@ class MappedSnapshot:
         The page cache hands a fault large folios (up to 2 MiB each on this kernel): without this, each user
         decoded maps megabytes into the worker (400 look-ups at 1,000,000 users: +200 MB RSS), so its RSS would
         grow toward the file's size. With it RSS stays flat; a look-up (a memo miss: a user's first request per
-        snapshot version) costs ~67 us instead of ~19."""
-        if _DONTNEED is not None:
-            self._mm.madvise(_DONTNEED)
+        snapshot version) costs ~67 us instead of ~19. A file of 4 MiB or less (a top file) is left mapped as
+        touched: it can add no more than its size."""
+        if self._releases:
+            self._mm.madvise(_DONTNEED)  # type: ignore[arg-type]  # not None: see __init__
 
     def __repr__(self) -> str:
         return f"<MappedSnapshot {len(self)} users, {self.group_count} groups, {self.path.name}>"
