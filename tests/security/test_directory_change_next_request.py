@@ -83,6 +83,11 @@ CHANGES = {
 }
 
 
+def mapped_bases(proc: RolegateProcess) -> list[tuple[str, int]]:
+    """The base files the server's workers map (docs/directory.md: A new version costs the workers its delta)."""
+    return sorted((p.name, p.stat().st_ino) for p in proc.workdir.rglob("snapshot-base-*.map"))
+
+
 @pytest.mark.parametrize("change", CHANGES, ids=list(CHANGES))
 async def test_the_first_request_after_the_sync_is_refused(served_one_worker, change):
     proc, slapd = served_one_worker
@@ -91,11 +96,15 @@ async def test_the_first_request_after_the_sync_is_refused(served_one_worker, ch
     url = proc.url + path
     try:
         await warm(http, url)
+        bases = mapped_bases(proc)
+        assert len(bases) == 1, bases
         slapd.ldapmodify(ldif.format(base=slapd.base_dn))
         sync_now(proc)
         time.sleep(POLL_BOUND + MARGIN)
         answers = [await status(http, url) for _ in range(3)]
         assert [code for code, _ in answers] == [403, 403, 403], f"after the sync and the poll bound: {answers}"
         assert json.loads(answers[0][1])["error"] == error
+        # the worker read the change as a top file over the base it had: the base was not built again
+        assert mapped_bases(proc) == bases
     finally:
         await http.close()
