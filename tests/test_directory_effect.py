@@ -130,20 +130,24 @@ async def test_nested_membership_grants_and_its_removal_bites_at_the_next_reques
 
 
 async def test_the_workers_map_one_shared_snapshot_file(served, tmp_path):
-    """Issue 24: the workers read the directory from one file in the runtime directory, each mapping it, and map
-    the next version's file after a change (the change biting at the next request, as above)."""
+    """Issue 24: the workers read the directory from files in the runtime directory — a base and a top per version
+    — each mapping them, and map the next version's top over the same base after a change (the change biting at
+    the next request, as above)."""
     proc, slapd = served
     http = await signed_in(proc.url, "bob")
     try:
         assert (await status(http, proc.url + "/workorders/1"))[0] == 200
-        (first,) = tmp_path.glob("run/rolegate-*/directory/snapshot-*.map")
-        assert first.stat().st_mode & 0o777 == 0o600
+        (base,) = tmp_path.glob("run/rolegate-*/directory/snapshot-base-*.map")
+        (first,) = (p for p in tmp_path.glob("run/rolegate-*/directory/snapshot-*.map") if p != base)
+        assert first.stat().st_mode & 0o777 == 0o600 and base.stat().st_mode & 0o777 == 0o600
+        inode = base.stat().st_ino
 
         def mapping(path) -> list[int]:
             return [pid for pid in proc.worker_pids() if str(path) in Path(f"/proc/{pid}/maps").read_text()]
 
         await on_every_worker(proc, http, "GET", proc.url + "/workorders/1", headers=JSON)
-        assert sorted(mapping(first)) == sorted(proc.worker_pids()) and len(proc.worker_pids()) == 2
+        assert len(proc.worker_pids()) == 2
+        assert sorted(mapping(first)) == sorted(mapping(base)) == sorted(proc.worker_pids())
         slapd.ldapmodify(
             f"dn: uid=bob,ou=people,{slapd.base_dn}\nchangetype: modify\nreplace: mail\nmail: bob@new.example.com\n"
         )
@@ -151,10 +155,11 @@ async def test_the_workers_map_one_shared_snapshot_file(served, tmp_path):
         while time.monotonic() < deadline and first.exists():
             await on_every_worker(proc, http, "GET", proc.url + "/workorders/1", headers=JSON)
             await asyncio.sleep(0.2)
-        (second,) = tmp_path.glob("run/rolegate-*/directory/snapshot-*.map")
-        assert second != first  # the next version's file; the first one removed
+        (second,) = (p for p in tmp_path.glob("run/rolegate-*/directory/snapshot-*.map") if p != base)
+        assert second != first  # the next version's top; the first one removed
+        assert base.stat().st_ino == inode  # over the same base, not built again
         await on_every_worker(proc, http, "GET", proc.url + "/workorders/1", headers=JSON)
-        assert sorted(mapping(second)) == sorted(proc.worker_pids())
+        assert sorted(mapping(second)) == sorted(mapping(base)) == sorted(proc.worker_pids())
     finally:
         await http.close()
 

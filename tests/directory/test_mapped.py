@@ -541,8 +541,11 @@ async def test_after_a_compaction_the_folded_version_stands_for_the_new_base(
         # the base file, built in the background (as _build_later does), is what the next version maps
         assert set(later) == {where / shared.base_name(pointer)}  # asked by each worker; one builds it
         monkeypatch.undo()
-        shared._build_later(store, pointer, later[0])
-        await asyncio.wait_for(asyncio.gather(*shared._LATER.values()), 30)
+        builds: set[asyncio.Task[None]] = set()
+        shared._build_later(store, pointer, later[0], builds)
+        shared._build_later(store, pointer, later[0], builds)  # asked again meanwhile: one task
+        assert len(builds) == 1
+        await asyncio.wait_for(asyncio.gather(*builds), 30)
         assert later[0].exists()
         fourth = apply_changes(third, [raw_user(6, username="bert")], [], taken_at=4.0)
         await save_snapshot(store, fourth, previous=third)

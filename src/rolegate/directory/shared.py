@@ -73,14 +73,20 @@ def _folded_name(pointer: dict[str, Any]) -> str | None:
     return None
 
 
-async def map_snapshot(store: Any, directory: Path, previous: SnapshotView | None = None) -> SnapshotView | None:
+async def map_snapshot(
+    store: Any,
+    directory: Path,
+    previous: SnapshotView | None = None,
+    background: set[asyncio.Task[None]] | None = None,
+) -> SnapshotView | None:
     """The stored snapshot, mapped from ``directory`` (built there first when no worker has yet).
 
     A format-2 snapshot is read as a stack (``layered``): the base file, built when the Store's base chunks
     change, and a small top file per stored version. After a compaction (a new base holding what the version
     before it held), the stack of that version stands for the new base until its file is built in the
-    background, so no request waits for it. ``previous`` (what this worker mapped last) lends its mappings,
-    decoded users and all, where the files are the same.
+    background (its task kept in ``background``, the caller's: the Runtime's; without it, the stack serves
+    until the base file is there), so no request waits for it. ``previous`` (what this worker mapped last)
+    lends its mappings, decoded users and all, where the files are the same.
 
     None when the Store holds none, or it cannot be read (fail closed, as ``load_snapshot``). When a file
     cannot be written or mapped (a full disk, a runtime directory gone), the snapshot is read into this worker's
@@ -102,7 +108,7 @@ async def map_snapshot(store: Any, directory: Path, previous: SnapshotView | Non
             finally:
                 _unlock(fd)
         if not isinstance(found.lower, MappedSnapshot):  # a folded stack stands for the base: build it meanwhile
-            _build_later(store, pointer, directory / base_name(pointer))
+            _build_later(store, pointer, directory / base_name(pointer), background)
         return found
 
     async def _single(store: Any, record: Any, path: Path) -> SnapshotView:
@@ -226,16 +232,14 @@ def _done(directory: Path, keep: set[str]) -> None:
     _sweep(directory, keep)
 
 
-_LATER: dict[Path, asyncio.Task[None]] = {}
-
-
-def _build_later(store: Any, pointer: dict[str, Any], path: Path) -> None:
-    """Build a base file in the background (one task per file in this process; one builder per machine)."""
-    if path in _LATER or path.exists():
+def _build_later(store: Any, pointer: dict[str, Any], path: Path, background: set[asyncio.Task[None]] | None) -> None:
+    """Build a base file in the background, its task kept in ``background`` (one task per file in a process;
+    one builder per machine: the base lock)."""
+    if background is None or path.exists() or any(task.get_name() == str(path) for task in background):
         return
-    task = asyncio.get_running_loop().create_task(_base_in_background(store, pointer, path))
-    _LATER[path] = task
-    task.add_done_callback(lambda _task: _LATER.pop(path, None))
+    task = asyncio.get_running_loop().create_task(_base_in_background(store, pointer, path), name=str(path))
+    background.add(task)
+    task.add_done_callback(background.discard)
 
 
 async def _base_in_background(store: Any, pointer: dict[str, Any], path: Path) -> None:

@@ -120,6 +120,7 @@ class Runtime:
         "audit",
         "policy",
         "directory",
+        "directory_builds",
         "snapshot_dir",
         "_private_snapshot_dir",
         "_seen",
@@ -175,6 +176,7 @@ class Runtime:
         # The directory snapshot every worker of this server maps from ``snapshot_dir`` (directory/mapped.py);
         # without one (a Runtime of its own, in tests) a private directory made on first use.
         self.directory: SnapshotView | None = None
+        self.directory_builds: set[asyncio.Task[None]] = set()  # base files built in the background (``shared``)
         self.snapshot_dir = snapshot_dir
         self._private_snapshot_dir: Path | None = None
         self._seen: tuple[int, ...] = (-1,) * len(POLICY_COUNTERS)
@@ -279,6 +281,8 @@ class Runtime:
         self._closed = True
         if self._poller is not None:
             self._poller.cancel()
+        for build in self.directory_builds:  # before the store they read goes
+            build.cancel()
         await self.forwarder.close()
         if self.object_lookup is not None:
             await self.object_lookup.close()
@@ -368,7 +372,9 @@ class Runtime:
                 if self.config.directory is not None and (force or versions[1] != self._seen[1]):
                     from rolegate.directory.shared import map_snapshot  # ldap3: only with a directory configured
 
-                    self.directory = await map_snapshot(store, self._directory_files(), self.directory)
+                    self.directory = await map_snapshot(
+                        store, self._directory_files(), self.directory, self.directory_builds
+                    )
                     self._identities.clear()
                 self.policy = await self._compile(store, sum(versions))
                 self.store_ok_at = time.monotonic()
