@@ -259,7 +259,8 @@ def _pointer(
 
 
 def pointer_digest(pointer: Any) -> str:
-    """A short digest of a pointer document (with its version, what names one stored snapshot)."""
+    """A short digest of a pointer document (with its version, what names one stored snapshot), or of a part of
+    one (its chunk keys: what names a base)."""
     return hashlib.sha256(json.dumps(pointer, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

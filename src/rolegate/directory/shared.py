@@ -21,8 +21,6 @@ import asyncio
 import contextlib
 import ctypes
 import fcntl
-import hashlib
-import json
 import logging
 import os
 from collections.abc import Iterator
@@ -61,8 +59,7 @@ def _top_name(version: int, digest: str) -> str:
 
 def base_name(pointer: dict[str, Any]) -> str:
     """The file of a pointer's base chunks (the same for every version that keeps them)."""
-    digest = hashlib.sha256(json.dumps(pointer.get("chunks"), default=str).encode()).hexdigest()[:16]
-    return f"{FILE_PREFIX}base-{digest}{FILE_SUFFIX}"
+    return f"{FILE_PREFIX}base-{pointer_digest(pointer.get('chunks'))}{FILE_SUFFIX}"
 
 
 def _folded_name(pointer: dict[str, Any]) -> str | None:
