@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from rolegate.directory.closure import ClosureCache, group_closures, users_below
+from rolegate.directory.closure import ClosureCache, GroupIds, group_closures, users_below
 from rolegate.directory.model import (
     EMPTY,
     EMPTY_SNAPSHOT,
@@ -20,7 +20,7 @@ from rolegate.directory.model import (
     DirectoryUser,
     username_index,
 )
-from rolegate.directory.values import normalize_dn
+from rolegate.directory.values import fold_name, normalize_dn
 
 if TYPE_CHECKING:
     from rolegate.directory.departures import Departures
@@ -85,6 +85,7 @@ def build_snapshot(
     taken_at: float = 0.0,
     since: str | None = None,
     reuse: DirectorySnapshot | None = None,
+    dns: Mapping[str, str] | None = None,
 ) -> DirectorySnapshot:
     """A full snapshot from every entry (a full sync).
 
@@ -92,7 +93,15 @@ def build_snapshot(
     object (and equal group sets are its sets), so old and new share memory instead of doubling it.
     """
     return apply_changes(
-        EMPTY_SNAPSHOT, users, groups, issues=issues, taken_at=taken_at, full_at=taken_at, since=since, reuse=reuse
+        EMPTY_SNAPSHOT,
+        users,
+        groups,
+        issues=issues,
+        taken_at=taken_at,
+        full_at=taken_at,
+        since=since,
+        reuse=reuse,
+        dns=dns,
     )
 
 
@@ -122,11 +131,12 @@ def apply_changes(
     since: str | None = None,
     reuse: DirectorySnapshot | None = None,
     departures: "Departures | None" = None,
+    dns: Mapping[str, str] | None = None,
 ) -> DirectorySnapshot:
     """``old`` with changed (or new) entries applied; entries are matched by stable id, so a
     renamed or moved entry replaces its old self. ``departures`` (an incremental read's) says which
     known entries have left: deleted, moved out of the bases or filtered out; they are dropped, and
-    with them their memberships."""
+    with them their memberships. ``dns``: normalized DN -> the copy of it the read kept (the DN index's keys)."""
     if not old.incremental_ready:
         raise ValueError("this snapshot was loaded from the store; run a full sync first")
     issues = issues if issues is not None else Issues()
@@ -151,10 +161,11 @@ def apply_changes(
             disabled=raw.disabled,
             groups=previous.groups if previous else EMPTY,
             attributes=raw.attributes,
-            direct_groups=previous.direct_groups if previous else EMPTY,
+            direct_groups=previous.direct_groups if previous else (),
             member_of_groups=previous.member_of_groups if previous else EMPTY,
         )
-        pending_member_of[raw.id] = raw.member_of
+        if raw.member_of or (previous is not None and previous.member_of_groups):
+            pending_member_of[raw.id] = raw.member_of  # (a user read with none, and none before, keeps EMPTY)
 
     raw_groups = list(changed_groups)
     gone_groups: set[str] = set()
@@ -185,7 +196,7 @@ def apply_changes(
                     )
 
     # memberUid of an ambiguous name resolves to nobody (None), as signing in with it does
-    user_by_dn, user_by_name = _indexes(old, users, seen_users, gone_users)
+    user_by_dn, user_by_name = _indexes(old, users, seen_users, gone_users, dns or {})
 
     # 2. groups: replace by id, resolving members against the users as they are now
     seen_groups: set[str] = set()
@@ -201,7 +212,9 @@ def apply_changes(
     for raw in raw_groups:
         if raw.id in seen_groups:
             group_by_dn[normalize_dn(raw.dn)] = raw.id
-    delta: dict[str, list[tuple[str, bool]]] = {}  # user id -> [(group id, added?)]
+    # user id -> ids of the groups that now list / no longer list the user (a group comes up once a user)
+    joined: dict[str, list[str]] = {}
+    left: dict[str, list[str]] = {}
     done: set[str] = set()
     for raw in raw_groups:
         if raw.id not in seen_groups or raw.id in done:
@@ -222,9 +235,9 @@ def apply_changes(
         touched_groups.add(raw.id)
         old_members = previous.member_users if previous else EMPTY
         for uid in member_users - old_members:
-            delta.setdefault(uid, []).append((raw.id, True))
+            joined.setdefault(uid, []).append(raw.id)
         for uid in old_members - member_users:
-            delta.setdefault(uid, []).append((raw.id, False))
+            left.setdefault(uid, []).append(raw.id)
 
     # 3. unchanged groups whose dangling members now name a new or renamed entry
     if seen_users:
@@ -250,10 +263,13 @@ def apply_changes(
                 )
                 touched_groups.add(gid)
                 for uid in more_users - group.member_users:
-                    delta.setdefault(uid, []).append((gid, True))
+                    joined.setdefault(uid, []).append(gid)
 
     # 4. who can be affected: changed users, users whose direct groups moved, everyone below a touched group
-    affected = set(seen_users) | set(delta) | users_below(groups, touched_groups)
+    affected = set(seen_users)
+    affected.update(joined)
+    affected.update(left)
+    affected.update(users_below(groups, touched_groups))
     if old.groups:
         affected |= users_below(old.groups, touched_groups)
     if gone_groups:
@@ -274,19 +290,19 @@ def apply_changes(
         user = users.get(uid)
         if user is None:
             continue  # a member id of an old group version whose user is gone
-        moves = delta.get(uid)
+        joins, leaves = joined.pop(uid, None), left.pop(uid, None)  # (each list freed once read: a full sync's peak)
         # Membership test per id: intersection_update(groups) would walk every group for every user.
-        if moves is None:
+        if joins is None and leaves is None:
             frozen_direct = user.direct_groups
             if frozen_direct and not all(gid in groups for gid in frozen_direct):
-                frozen_direct = frozenset(gid for gid in frozen_direct if gid in groups)
+                frozen_direct = tuple(gid for gid in frozen_direct if gid in groups)
         elif not user.direct_groups:  # a full sync: every user's groups arrive as additions
-            frozen_direct = frozenset(gid for gid, added in moves if added and gid in groups)
+            frozen_direct = tuple(sorted({gid for gid in joins or () if gid in groups}))
         else:
             direct = set(user.direct_groups)
-            for gid, added in moves:
-                (direct.add if added else direct.discard)(gid)
-            frozen_direct = frozenset(gid for gid in direct if gid in groups)
+            direct.update(joins or ())
+            direct.difference_update(leaves or ())
+            frozen_direct = tuple(sorted(gid for gid in direct if gid in groups))
         member_of = user.member_of_groups
         if gone_groups and not member_of.isdisjoint(gone_groups):
             member_of = member_of - gone_groups
@@ -312,9 +328,9 @@ def apply_changes(
                 continue
             frozen_direct, member_of, closure = current.direct_groups, current.member_of_groups, current.groups
         elif (loaded := share_users.get(uid)) is not None:
-            closure = cache.prefer(frozen_direct | member_of, loaded.groups)
+            closure = cache.prefer(_joined(frozen_direct, member_of), loaded.groups)
         else:
-            closure = cache.of(frozen_direct | member_of)
+            closure = cache.of(_joined(frozen_direct, member_of))
         users[uid] = DirectoryUser(
             id=user.id,
             dn=user.dn,
@@ -343,7 +359,11 @@ def apply_changes(
 
 
 def _indexes(
-    old: DirectorySnapshot, users: Mapping[str, DirectoryUser], changed: set[str], gone: set[str]
+    old: DirectorySnapshot,
+    users: Mapping[str, DirectoryUser],
+    changed: set[str],
+    gone: set[str],
+    dns: Mapping[str, str],
 ) -> tuple[dict[str, str], dict[str, str | None]]:
     """(normalized DN -> id, casefolded username -> id or None when shared) for ``users``: ``old``'s indexes with
     the changed and departed users moved, or built from every user when ``old`` has none."""
@@ -351,7 +371,7 @@ def _indexes(
     before = [u for uid in changed | gone if (u := old.users.get(uid)) is not None]
     # A departing name several users shared may now belong to one: that takes every user to work out (rare).
     if carried is None or any(carried[1].get(u.username.casefold(), "") is None for u in before):
-        return {normalize_dn(u.dn): u.id for u in users.values()}, username_index(users.values())
+        return {_dn_key(dns, u.dn): u.id for u in users.values()}, username_index(users.values())
     by_dn, by_name = dict(carried[0]), dict(carried[1])
     for user in before:
         key, dn = user.username.casefold(), normalize_dn(user.dn)
@@ -361,10 +381,23 @@ def _indexes(
             del by_dn[dn]
     for uid in changed:
         user = users[uid]
-        key = user.username.casefold()
+        key = fold_name(user.username)
         by_name[key] = None if key in by_name else uid
-        by_dn[normalize_dn(user.dn)] = uid
+        by_dn[_dn_key(dns, user.dn)] = uid
     return by_dn, by_name
+
+
+def _joined(direct: tuple[str, ...], member_of: frozenset[str]) -> GroupIds:
+    """Every direct group, either side's: the closure cache's key. One side is nearly always empty, and the other is
+    then the key itself (a union is a new set a user: 200 MB at a million users)."""
+    if not member_of:
+        return direct
+    return member_of if not direct else member_of.union(direct)
+
+
+def _dn_key(dns: Mapping[str, str], dn: str) -> str:
+    key = normalize_dn(dn)
+    return dns.get(key, key)
 
 
 def _resolve(

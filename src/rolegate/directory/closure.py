@@ -6,6 +6,9 @@ from collections.abc import Iterable, Mapping
 
 from rolegate.directory.model import DirectoryGroup
 
+# A user's direct group ids: a sorted tuple (DirectoryUser.direct_groups), or a set when memberOf adds some.
+GroupIds = tuple[str, ...] | frozenset[str]
+
 
 def group_parents(groups: Mapping[str, DirectoryGroup]) -> dict[str, list[str]]:
     """group id -> ids of the groups that list it as a member."""
@@ -63,9 +66,9 @@ class ClosureCache:
 
     def __init__(self, closures: Mapping[str, frozenset[str]]) -> None:
         self._closures = closures
-        self._cache: dict[frozenset[str], frozenset[str]] = {}
+        self._cache: dict[GroupIds, frozenset[str]] = {}
 
-    def of(self, direct: frozenset[str]) -> frozenset[str]:
+    def of(self, direct: GroupIds) -> frozenset[str]:
         hit = self._cache.get(direct)
         if hit is None:
             names: set[str] = set()
@@ -74,7 +77,7 @@ class ClosureCache:
             hit = self._cache[direct] = frozenset(names)
         return hit
 
-    def prefer(self, direct: frozenset[str], existing: frozenset[str]) -> frozenset[str]:
+    def prefer(self, direct: GroupIds, existing: frozenset[str]) -> frozenset[str]:
         """``of(direct)``, answered from now on with ``existing`` when equal (an older snapshot's set)."""
         hit = self.of(direct)
         if hit is not existing and hit == existing:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 from rolegate.directory.model import DirectoryGroup, DirectorySnapshot, DirectoryUser
 
@@ -36,6 +36,46 @@ class UserChange:
         return out
 
 
+class UserChanges(Sequence[UserChange]):
+    """Users added or removed, in report order, each made a ``UserChange`` when asked for.
+
+    A first full sync of a million users adds a million; the audit trail keeps the first thousand and the CLI shows
+    the first few (``--json``: all). Made up front they were 6 s and 400 MB of that sync at a million users.
+    """
+
+    __slots__ = ("_ids", "_make")
+
+    def __init__(self, ids: list[str], make: Callable[[str], UserChange]) -> None:
+        self._ids = ids
+        self._make = make
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    @overload
+    def __getitem__(self, index: int) -> UserChange: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[UserChange]: ...
+
+    def __getitem__(self, index: int | slice) -> UserChange | list[UserChange]:
+        if isinstance(index, slice):
+            return [self._make(uid) for uid in self._ids[index]]
+        return self._make(self._ids[index])
+
+    def __iter__(self) -> Iterator[UserChange]:
+        return (self._make(uid) for uid in self._ids)
+
+    def ids(self) -> list[str]:
+        return self._ids
+
+    def __repr__(self) -> str:
+        return f"<UserChanges: {len(self._ids)}>"
+
+
+NO_USERS = UserChanges([], lambda uid: UserChange("", uid))
+
+
 @dataclass(slots=True)
 class GroupChange:
     name: str
@@ -60,8 +100,8 @@ class GroupChange:
 
 @dataclass(slots=True)
 class SyncDiff:
-    users_added: list[UserChange] = field(default_factory=list)
-    users_removed: list[UserChange] = field(default_factory=list)
+    users_added: Sequence[UserChange] = NO_USERS
+    users_removed: Sequence[UserChange] = NO_USERS
     users_changed: list[UserChange] = field(default_factory=list)
     groups_added: list[GroupChange] = field(default_factory=list)
     groups_removed: list[GroupChange] = field(default_factory=list)
@@ -96,7 +136,7 @@ class SyncDiff:
     def as_dict(self, limit: int | None = None) -> dict[str, Any]:
         """JSON-ready; ``limit``: at most that many entries a list, then ``{"truncated": <how many more>}``."""
 
-        def listed(changes: list[Any]) -> list[dict[str, Any]]:
+        def listed(changes: Sequence[Any]) -> list[dict[str, Any]]:
             if limit is None or len(changes) <= limit:
                 return [c.as_dict() for c in changes]
             return [c.as_dict() for c in changes[:limit]] + [{"truncated": len(changes) - limit}]
@@ -136,16 +176,22 @@ def diff(old: DirectorySnapshot, new: DirectorySnapshot, *, describe_roles: Role
             for uid in ids:
                 yield uid, old.users.get(uid), new.users.get(uid)
 
+    def added(uid: str) -> UserChange:
+        after = new.users[uid]
+        return UserChange(after.username, uid, groups_added=sorted(after.groups), roles=roles(None, after))
+
+    def removed(uid: str) -> UserChange:
+        before = old.users[uid]
+        return UserChange(before.username, uid, groups_removed=sorted(before.groups), roles=roles(before, None))
+
+    added_ids: list[str] = []
+    removed_ids: list[str] = []
     for uid, before, after in pairs():
         if after is None:
             if before is not None:
-                result.users_removed.append(
-                    UserChange(before.username, uid, groups_removed=sorted(before.groups), roles=roles(before, None))
-                )
+                removed_ids.append(uid)
         elif before is None:
-            result.users_added.append(
-                UserChange(after.username, uid, groups_added=sorted(after.groups), roles=roles(None, after))
-            )
+            added_ids.append(uid)
         elif not before.same_as(after):
             change = UserChange(after.username, uid)
             for name in _FIELDS:
@@ -169,7 +215,10 @@ def diff(old: DirectorySnapshot, new: DirectorySnapshot, *, describe_roles: Role
     # A group that lists the same ids as before can still change in the report: a member renamed, added or removed
     # (its name then appears or goes), a nested group renamed. Anything else with equal ids reads the same, and is
     # not turned into names: a full sync makes every group anew, each listing thousands of members.
-    named_anew = {c.id for c in (*result.users_changed, *result.users_added, *result.users_removed)}
+    # (Only groups in both snapshots ask: a first sync, a million additions, has none.)
+    named_anew = {c.id for c in result.users_changed}
+    if old.groups and new.groups:
+        named_anew.update(added_ids, removed_ids)
     groups_renamed = {
         gid for gid, g in new.groups.items() if (b := old.groups.get(gid)) is not None and b.name != g.name
     }
@@ -206,8 +255,10 @@ def diff(old: DirectorySnapshot, new: DirectorySnapshot, *, describe_roles: Role
                 GroupChange(before_group.name, gid, members_removed=sorted(member_names(old, before_group)))
             )
     # by name, then id: two entries may share a name, and either walk above must list them alike
-    for changes in (result.users_added, result.users_removed, result.users_changed):
-        changes.sort(key=lambda c: (c.username, c.id))
+    added_ids.sort(key=lambda uid: (new.users[uid].username, uid))
+    removed_ids.sort(key=lambda uid: (old.users[uid].username, uid))
+    result.users_added, result.users_removed = UserChanges(added_ids, added), UserChanges(removed_ids, removed)
+    result.users_changed.sort(key=lambda c: (c.username, c.id))
     for group_changes in (result.groups_added, result.groups_removed, result.groups_changed):
         group_changes.sort(key=lambda c: (c.name, c.id))
     return result

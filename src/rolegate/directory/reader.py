@@ -72,6 +72,7 @@ class ReadResult:
     watermark: Watermark | None = None
     entries: int = 0  # entries read (kept after the lists are handed over and cleared)
     departures: Departures | None = None  # incremental runs: what may have left (see departures)
+    dns: dict[str, str] = field(default_factory=dict)  # normalized DN -> its one copy (see intern_dn)
 
 
 def since_filter(schema: DirectorySchema, base: str, since: str | None) -> str:
@@ -131,8 +132,12 @@ def to_user(
     attrs: Mapping[str, list[bytes]],
     issues: Issues,
     disabled_ids: set[str] | None = None,
+    dns: dict[str, str] | None = None,
 ) -> RawUser | None:
-    """A RawUser, or None (reported) when the entry cannot be a user: no username, not UTF-8."""
+    """A RawUser, or None (reported) when the entry cannot be a user: no username, not UTF-8.
+
+    ``dns``: normalized DN -> the one copy of it kept for this read (see ``intern_dn``).
+    """
     names = attrs.get(schema.username_attribute.lower())
     username = decode_text(names[0]) if names else None
     if not username or not username.strip() or "\x00" in username:
@@ -154,7 +159,9 @@ def to_user(
     member_of: tuple[str, ...] = ()
     if schema.member_of_attribute:
         member_of = tuple(
-            normalize_dn(t) for raw in attrs.get(schema.member_of_attribute.lower(), ()) if (t := decode_text(raw))
+            intern_dn(dns, normalize_dn(t))
+            for raw in attrs.get(schema.member_of_attribute.lower(), ())
+            if (t := decode_text(raw))
         )
     # email and name are fields of their own; keeping them out of ``attributes`` saves a dict and
     # two tuples per user, which adds up at 100k users.
@@ -178,8 +185,12 @@ def to_group(
     attrs: Mapping[str, list[bytes]],
     issues: Issues,
     fetch_range: Callable[[str], Mapping[str, Sequence[bytes]]],
+    dns: dict[str, str] | None = None,
 ) -> RawGroup | None:
-    """A RawGroup with every member (ranged answers followed), or None (reported)."""
+    """A RawGroup with every member (ranged answers followed), or None (reported).
+
+    ``dns``: normalized DN -> the one copy of it kept for this read (see ``intern_dn``).
+    """
     names = attrs.get(schema.group_name_attribute.lower())
     name = decode_text(names[0]) if names else None
     if not name or "\x00" in name:
@@ -198,7 +209,7 @@ def to_group(
             if text is None:
                 issues.add(f"{dn}: a {attribute} value is not UTF-8; ignored")
             else:
-                member_dns.append(normalize_dn(text))
+                member_dns.append(intern_dn(dns, normalize_dn(text)))
     member_uids: list[str] = []
     for attribute in schema.uid_member_attributes:
         for raw in attrs.get(attribute.lower(), ()):
@@ -208,6 +219,18 @@ def to_group(
             else:
                 member_uids.append(text.strip())
     return RawGroup(id=gid, dn=dn, name=name, member_dns=tuple(member_dns), member_uids=tuple(member_uids))
+
+
+def intern_dn(dns: dict[str, str] | None, dn: str) -> str:
+    """The copy of ``dn`` that ``dns`` keeps (``dn`` itself, kept, when it holds none).
+
+    A full sync of a million users reads three million member values, nearly all naming a user read before; and in
+    Active Directory every user's memberOf names a group every other user names too. One string per DN instead of
+    one per value: at 1,000,000 users that was 300 MB of a sync's peak.
+    """
+    if dns is None:
+        return dn
+    return dns.setdefault(dn, dn)
 
 
 def _range_fetcher(conn: ldap3.Connection, dn: str) -> Callable[[str], Mapping[str, Sequence[bytes]]]:
@@ -269,12 +292,14 @@ def read_directory(
             disabled_ids.add(entry_id(schema, dn, attrs, Issues()))
 
     count = 0
+    dns = result.dns
     for dn, attrs in paged(
         conn, schema.users_base, since_filter(schema, schema.users_filter, since), schema.user_attributes(), page_size
     ):
         watermark.see(attrs.get(change_key))
-        user = to_user(schema, dn, attrs, result.issues, disabled_ids)
+        user = to_user(schema, dn, attrs, result.issues, disabled_ids, dns)
         if user is not None:
+            intern_dn(dns, normalize_dn(user.dn))  # the key members name it by, and the builder's index key
             if known is not None and (current := known.get(user.id)) is not None:
                 share_values(user, current)
             result.users.append(user)
@@ -295,7 +320,7 @@ def read_directory(
         page_size,
     ):
         watermark.see(attrs.get(change_key))
-        group = to_group(schema, dn, attrs, result.issues, _range_fetcher(conn, dn))
+        group = to_group(schema, dn, attrs, result.issues, _range_fetcher(conn, dn), dns)
         if group is not None:
             result.groups.append(group)
         elif left is not None:

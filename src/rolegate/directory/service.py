@@ -218,7 +218,13 @@ class DirectorySync:
         with paused_gc():
             if full:
                 new = build_snapshot(
-                    read.users, read.groups, issues=read.issues, taken_at=began, since=next_since, reuse=old
+                    read.users,
+                    read.groups,
+                    issues=read.issues,
+                    taken_at=began,
+                    since=next_since,
+                    reuse=old,
+                    dns=read.dns,
                 )
             else:
                 new = apply_changes(
@@ -229,11 +235,12 @@ class DirectorySync:
                     taken_at=began,
                     since=next_since,
                     departures=read.departures,
+                    dns=read.dns,
                 )
         for issue in read.issues.items[:20]:
             log.info("directory: %s", issue)
         read.entries = len(read.users) + len(read.groups)
-        read.users, read.groups = [], []  # the raw entries are in ``new`` now: free them before the diff
+        read.users, read.groups, read.dns = [], [], {}  # the raw entries are in ``new`` now: free them first
         return new, read
 
     def _diff(self, old: DirectorySnapshot, new: DirectorySnapshot) -> SyncDiff:

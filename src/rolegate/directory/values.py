@@ -54,7 +54,17 @@ def normalize_dn(dn: str) -> str:
         dn = _UNIQUE_MEMBER_UID.sub("", dn)  # uniqueMember may carry "#'0101'B"
     if " " in dn:  # most DNs have no blanks at all: skip the regex (it runs per member value)
         dn = _DN_SEPARATOR_SPACE.sub(r"\1", dn)
-    return dn.lower()
+    return same_if_equal(dn, dn.lower())
+
+
+def fold_name(username: str) -> str:
+    """``username`` casefolded, as every name index keys it (the object itself when already folded)."""
+    return same_if_equal(username, username.casefold())
+
+
+def same_if_equal(text: str, derived: str) -> str:
+    """``text`` itself when ``derived`` equals it: a million index keys then cost no second copy of the string."""
+    return text if derived == text else derived
 
 
 def parse_change_time(text: str) -> float | None:

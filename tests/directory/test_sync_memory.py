@@ -1,0 +1,159 @@
+"""What a full sync holds per user (issue 24): one copy of each DN, small direct-group records, no diff per user.
+
+Sizes are counted by tracemalloc (bytes allocated, the same on every run of the same code), never timed.
+"""
+
+from __future__ import annotations
+
+import gc
+import random
+import tracemalloc
+
+import pytest
+
+from rolegate.directory.builder import RawGroup, RawUser, build_snapshot
+from rolegate.directory.connection import connection
+from rolegate.directory.diff import diff
+from rolegate.directory.model import EMPTY_SNAPSHOT
+from rolegate.directory.presets import resolve_schema
+from rolegate.directory.reader import read_directory, to_group
+from rolegate.directory.builder import Issues
+from rolegate.directory.values import fold_name, normalize_dn
+
+USERS = 3000
+# Bytes a full build allocates per user at its peak (the snapshot: user, closure, direct groups, indexes, group member
+# sets; and what the build holds meanwhile). Measured 1,457 here, 2,261 before issue 24's sharing; a set per user's
+# direct groups (+~150), a union made per user as the closure cache's key (+~215) or a second copy of each DN and
+# name as index keys (+~135) goes past it.
+BYTES_PER_USER = 1520
+
+
+def directory(users: int = USERS, seed: int = 5) -> tuple[list[RawUser], list[RawGroup]]:
+    """Users in three of 300 leaf groups, nested under 30 middle and 3 top groups (the bench's shape, smaller)."""
+    rng = random.Random(seed)
+    tops = [f"cn=top{i},ou=groups,dc=x" for i in range(3)]
+    mids = [f"cn=mid{i},ou=groups,dc=x" for i in range(30)]
+    leaves = [f"cn=leaf{i},ou=groups,dc=x" for i in range(300)]
+    members: dict[str, list[str]] = {dn: [] for dn in tops + mids + leaves}
+    for i, mid in enumerate(mids):
+        members[tops[i % 3]].append(mid)
+    for i, leaf in enumerate(leaves):
+        members[mids[i % 30]].append(leaf)
+    raw_users = []
+    for i in range(users):
+        dn = f"uid=user{i:06d},ou=people,dc=x"
+        raw_users.append(
+            RawUser(
+                id=f"{i:08d}-0000-4000-8000-000000000000",
+                dn=dn,
+                username=f"user{i:06d}",
+                email=f"user{i:06d}@example.com",
+                name=f"User {i}",
+                disabled=False,
+            )
+        )
+        for leaf in rng.sample(leaves, 3):
+            members[leaf].append(normalize_dn(dn))
+    raw_groups = [
+        RawGroup(id=f"g-{dn}", dn=dn, name=dn.split(",")[0][3:], member_dns=tuple(values))
+        for dn, values in members.items()
+    ]
+    return raw_users, raw_groups
+
+
+def test_a_full_build_costs_a_bounded_number_of_bytes_per_user() -> None:
+    raw_users, raw_groups = directory()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        snapshot = build_snapshot(raw_users, raw_groups)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(snapshot.users) == USERS and snapshot.user("user000007") is not None
+    per_user = (peak - before) / USERS
+    assert per_user <= BYTES_PER_USER, f"{per_user:.0f} bytes a user"
+
+
+def test_direct_groups_are_sorted_tuples_and_key_the_closure() -> None:
+    raw_users, raw_groups = directory(users=200)
+    snapshot = build_snapshot(raw_users, raw_groups)
+    user = snapshot.user("user000003")
+    assert isinstance(user.direct_groups, tuple) and list(user.direct_groups) == sorted(set(user.direct_groups))
+    assert len(user.direct_groups) == 3
+    # leaf, middle and top names of each of the three leaves (some may share a middle or top group)
+    assert {n for n in user.groups if n.startswith("leaf")} == {
+        g[len("g-cn=") :].split(",")[0] for g in user.direct_groups
+    }
+
+
+def test_index_keys_are_the_values_themselves_when_already_normal() -> None:
+    dn, name = "uid=ann,ou=people,dc=x", "ann"
+    assert normalize_dn(dn) is dn and fold_name(name) is name
+    assert normalize_dn("UID=Ann, OU=People,dc=x") == "uid=ann,ou=people,dc=x"
+    assert fold_name("Ann") == "ann"
+    raw_users, raw_groups = directory(users=50)
+    snapshot = build_snapshot(raw_users, raw_groups)
+    by_dn, by_name = snapshot.indexes()
+    for key in by_dn:
+        assert key is snapshot.users[by_dn[key]].dn
+    for key, uid in by_name.items():
+        assert uid is not None and key is snapshot.users[uid].username
+
+
+def test_members_naming_the_same_dn_share_one_string() -> None:
+    schema_dns: dict[str, str] = {}
+    fetch = lambda request: {}  # noqa: E731 - no ranged values here
+    schema = _schema()
+    values = [b"uid=Ann,ou=People,dc=x", b"uid=bob,ou=people,dc=x"]
+    first = to_group(schema, "cn=a,dc=x", {"cn": [b"a"], "member": values}, Issues(), fetch, schema_dns)
+    second = to_group(schema, "cn=b,dc=x", {"cn": [b"b"], "member": values[::-1]}, Issues(), fetch, schema_dns)
+    assert first is not None and second is not None
+    assert first.member_dns == ("uid=ann,ou=people,dc=x", "uid=bob,ou=people,dc=x")
+    assert first.member_dns[0] is second.member_dns[1] and first.member_dns[1] is second.member_dns[0]
+
+
+@pytest.mark.lab
+def test_a_read_from_slapd_keeps_one_copy_of_each_member_dn(lab_slapd, config_for) -> None:
+    config = config_for(lab_slapd)
+    with connection(config) as conn:
+        read = read_directory(conn, resolve_schema(config), config.page_size)
+    members = [dn for group in read.groups for dn in group.member_dns]
+    assert members and len(read.users) >= 15
+    seen: dict[str, str] = {}
+    for dn in members:
+        assert seen.setdefault(dn, dn) is dn, f"two copies of {dn}"
+    keys = {normalize_dn(u.dn) for u in read.users}
+    shared = [dn for dn in members if dn in keys]
+    assert shared and all(read.dns[dn] is dn for dn in shared)
+
+
+def test_a_first_sync_diff_makes_no_change_record_per_user_until_asked() -> None:
+    raw_users, raw_groups = directory(users=500)
+    new = build_snapshot(raw_users, raw_groups)
+    asked: list[str] = []
+
+    def describe(before, after):
+        asked.append(after.username)
+        return ["+ user"]
+
+    changes = diff(EMPTY_SNAPSHOT, new, describe_roles=describe)
+    assert len(changes.users_added) == 500 and changes.counts()["users_added"] == 500
+    assert asked == []  # nothing made yet
+    first = changes.users_added[:3]
+    assert [c.username for c in first] == ["user000000", "user000001", "user000002"] and len(asked) == 3
+    assert first[0].roles == ["+ user"] and first[0].groups_added == sorted(new.user("user000000").groups)
+    body = changes.as_dict(limit=5)
+    assert len(body["users_added"]) == 6 and body["users_added"][-1] == {"truncated": 495}
+    assert [c.id for c in changes.users_added][-1] == new.user("user000499").id
+
+
+def _schema():
+    from rolegate.config.sections.directory import DirectoryConfig
+
+    return resolve_schema(
+        DirectoryConfig.model_validate(
+            {"url": "ldap://127.0.0.1:1", "users": {"base": "ou=people,dc=x"}, "groups": {"base": "ou=groups,dc=x"}}
+        )
+    )
