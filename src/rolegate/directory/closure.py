@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from rolegate.directory.model import DirectoryGroup
+from rolegate.directory.model import DirectoryGroup, GroupNames
 
 # A user's direct group ids: a sorted tuple (DirectoryUser.direct_groups), or a set when memberOf adds some.
 GroupIds = tuple[str, ...] | frozenset[str]
@@ -66,18 +66,18 @@ class ClosureCache:
 
     def __init__(self, closures: Mapping[str, frozenset[str]]) -> None:
         self._closures = closures
-        self._cache: dict[GroupIds, frozenset[str]] = {}
+        self._cache: dict[GroupIds, GroupNames | frozenset[str]] = {}
 
-    def of(self, direct: GroupIds) -> frozenset[str]:
+    def of(self, direct: GroupIds) -> GroupNames | frozenset[str]:
         hit = self._cache.get(direct)
         if hit is None:
             names: set[str] = set()
             for gid in direct:
                 names.update(self._closures.get(gid, ()))
-            hit = self._cache[direct] = frozenset(names)
+            hit = self._cache[direct] = GroupNames(names)
         return hit
 
-    def prefer(self, direct: GroupIds, existing: frozenset[str]) -> frozenset[str]:
+    def prefer(self, direct: GroupIds, existing: GroupNames | frozenset[str]) -> GroupNames | frozenset[str]:
         """``of(direct)``, answered from now on with ``existing`` when equal (an older snapshot's set)."""
         hit = self.of(direct)
         if hit is not existing and hit == existing:

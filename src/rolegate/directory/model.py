@@ -3,16 +3,71 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator, Mapping
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Mapping, Set
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Protocol
+from typing import Any, Protocol
 
 from rolegate.directory.values import fold_name
 
 EMPTY: frozenset[str] = frozenset()
 # Most users have no attributes beyond email and name: they all share this one empty mapping.
 NO_ATTRIBUTES: Mapping[str, tuple[str, ...]] = MappingProxyType({})
+
+
+class GroupNames(tuple[str, ...], Set[str]):  # type: ignore[misc]  # (tuple's and Set's comparisons differ)
+    """An immutable set of group names held as a sorted tuple: a user's closure in the sync's snapshot.
+
+    A frozenset of nine names takes about 700 bytes (its own hash table), this tuple 130; at a million users, each
+    in groups no other user's combination matches, that is 570 MB of a full sync's peak. Equal to, hashed like and
+    combined with (``-``, ``&``, ``|``) frozensets of the same names; ``in`` is a binary search.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, names: Iterable[str] = ()) -> "GroupNames":
+        return super().__new__(cls, sorted(set(names)))
+
+    @classmethod
+    def _from_iterable(cls, names: Iterable[str]) -> "GroupNames":
+        return cls(names)
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        at = bisect_left(self, name)
+        return at < len(self) and self[at] == name
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self))  # a frozenset's hash: the two stand for each other as keys
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, GroupNames):
+            return tuple.__eq__(self, other)  # both sorted, both without repeats
+        if isinstance(other, (set, frozenset)):
+            return frozenset(self) == other
+        if isinstance(other, Set):
+            return Set.__eq__(self, other)
+        return False  # not NotImplemented: a plain tuple of the same names would then answer equal, as tuples do
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    def __le__(self, other: Any) -> bool:
+        return Set.__le__(self, other)
+
+    def __lt__(self, other: Any) -> bool:
+        return Set.__lt__(self, other)
+
+    def __ge__(self, other: Any) -> bool:
+        return Set.__ge__(self, other)
+
+    def __gt__(self, other: Any) -> bool:
+        return Set.__gt__(self, other)
+
+    def __repr__(self) -> str:
+        return f"GroupNames({list(self)!r})"
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -25,7 +80,7 @@ class DirectoryUser:
     email: str | None
     name: str | None
     disabled: bool
-    groups: frozenset[str]  # every group name the user is in, directly or through nesting
+    groups: frozenset[str] | GroupNames  # every group name the user is in, directly or through nesting
     attributes: Mapping[str, tuple[str, ...]] = field(
         default_factory=lambda: NO_ATTRIBUTES
     )  # mapped (beyond email, name) + scope attributes
