@@ -214,3 +214,54 @@ async def test_the_single_document_format_is_still_read(store) -> None:
     assert not diff(snap, loaded).users_changed and loaded.user("u4").groups == snap.user("u4").groups
     await save_snapshot(store, snap, previous=loaded)  # upgraded to the new layout on the next save
     same(snap, await load_snapshot(store))
+
+
+async def test_direct_groups_are_the_group_side_memberships_over_random_rounds(store) -> None:
+    """A full save writes each user's direct groups as the builder carries them: after any round of members joining
+    and leaving, groups nested, renamed and departed, users departed, they are exactly the groups listing the user,
+    and the Store reads back what was built."""
+    import random
+
+    from rolegate.directory.departures import Departures
+
+    rng = random.Random(7)
+    users = {i: raw_user(i) for i in range(30)}
+    names = [f"g{j}" for j in range(8)]
+    members = {name: sorted(rng.sample(sorted(users), 6)) for name in names}
+    nested: dict[str, tuple[str, ...]] = {name: () for name in names}
+
+    def groups_now(only: list[str]) -> list[RawGroup]:
+        return [raw_group(name, members[name], nested=nested[name]) for name in only]
+
+    snap = build_snapshot(list(users.values()), groups_now(names))
+    for round_ in range(40):
+        changed = [n for n in names if rng.random() < 0.3]
+        for name in changed:
+            roll = rng.random()
+            if roll < 0.5:
+                members[name] = sorted(set(members[name]) | {rng.choice(sorted(users))})
+            elif roll < 0.8 and members[name]:
+                members[name] = sorted(set(members[name]) - {rng.choice(members[name])})
+            else:
+                nested[name] = (rng.choice(names),)
+        gone_users = {rng.choice(sorted(users))} if rng.random() < 0.2 else set()
+        for i in gone_users:
+            del users[i]
+            for name in names:
+                members[name] = [m for m in members[name] if m != i]
+        gone_groups = {rng.choice(names)} if rng.random() < 0.1 and len(names) > 3 else set()
+        for name in gone_groups:
+            names.remove(name)
+            changed = [n for n in changed if n != name]
+        for name in names:
+            nested[name] = tuple(n for n in nested[name] if n not in gone_groups)
+        departed = {f"id-{i}" for i in gone_users} | {f"gid-{n}" for n in gone_groups}
+        snap = apply_changes(
+            snap, [], groups_now(changed), departures=Departures("accesslog", changed=departed), taken_at=float(round_)
+        )
+        for uid, user in snap.users.items():
+            listing = {gid for gid, group in snap.groups.items() if uid in group.member_users}
+            assert set(user.direct_groups) == listing, (round_, uid)
+        if round_ % 8 == 7:
+            await save_snapshot(store, snap)  # a full save each time: no ``previous``
+            same(snap, await load_snapshot(store))

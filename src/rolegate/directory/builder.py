@@ -7,15 +7,17 @@ closures only for the users those changes can reach.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from rolegate.directory.closure import ClosureCache, GroupIds, group_closures, users_below
 from rolegate.directory.model import (
     EMPTY,
     EMPTY_SNAPSHOT,
     DirectoryGroup,
+    NameSet,
     DirectorySnapshot,
     DirectoryUser,
     username_index,
@@ -24,6 +26,8 @@ from rolegate.directory.values import fold_name, normalize_dn
 
 if TYPE_CHECKING:
     from rolegate.directory.departures import Departures
+
+T = TypeVar("T")
 
 # Reported odd data is capped so a badly broken directory cannot flood logs or the snapshot.
 MAX_ISSUES = 200
@@ -85,7 +89,7 @@ def build_snapshot(
     taken_at: float = 0.0,
     since: str | None = None,
     reuse: DirectorySnapshot | None = None,
-    dns: Mapping[str, str] | None = None,
+    dns: dict[str, str] | None = None,
 ) -> DirectorySnapshot:
     """A full snapshot from every entry (a full sync).
 
@@ -103,6 +107,15 @@ def build_snapshot(
         reuse=reuse,
         dns=dns,
     )
+
+
+def drain(items: list[T]) -> Iterator[T]:
+    """Each item of ``items``, the list's own reference dropped as it is handed out: a full sync's raw entries are
+    freed one by one as the builder turns them into users instead of all at its end (100 MB at a million users)."""
+    for at in range(len(items)):
+        item = items[at]
+        items[at] = None  # type: ignore[assignment]
+        yield item
 
 
 def share_values(raw: RawUser, current: DirectoryUser) -> None:
@@ -131,12 +144,13 @@ def apply_changes(
     since: str | None = None,
     reuse: DirectorySnapshot | None = None,
     departures: "Departures | None" = None,
-    dns: Mapping[str, str] | None = None,
+    dns: dict[str, str] | None = None,
 ) -> DirectorySnapshot:
     """``old`` with changed (or new) entries applied; entries are matched by stable id, so a
     renamed or moved entry replaces its old self. ``departures`` (an incremental read's) says which
     known entries have left: deleted, moved out of the bases or filtered out; they are dropped, and
-    with them their memberships. ``dns``: normalized DN -> the copy of it the read kept (the DN index's keys)."""
+    with them their memberships. ``dns``: normalized DN -> the copy of it the read kept (the DN index's keys), emptied once
+    the indexes are made: a million entries are 40 MB of a full sync's peak, and nothing needs them after."""
     if not old.incremental_ready:
         raise ValueError("this snapshot was loaded from the store; run a full sync first")
     issues = issues if issues is not None else Issues()
@@ -144,13 +158,16 @@ def apply_changes(
     groups: dict[str, DirectoryGroup] = dict(old.groups)
 
     # 1. users: replace by id, keeping their direct memberships until groups say otherwise
-    seen_users: set[str] = set()
+    # Built from no users, the users read are the users dict's keys: no second set of a million ids (32 MB).
+    fresh = not users
+    seen: set[str] = set()
     pending_member_of: dict[str, tuple[str, ...]] = {}
     for raw in changed_users:
-        if raw.id in seen_users:
+        if raw.id in (users if fresh else seen):
             issues.add(f"duplicate id {raw.id}: {raw.dn} ignored")
             continue
-        seen_users.add(raw.id)
+        if not fresh:
+            seen.add(raw.id)
         previous = users.get(raw.id)
         users[raw.id] = DirectoryUser(
             id=raw.id,
@@ -167,6 +184,7 @@ def apply_changes(
         if raw.member_of or (previous is not None and previous.member_of_groups):
             pending_member_of[raw.id] = raw.member_of  # (a user read with none, and none before, keeps EMPTY)
 
+    seen_users: AbstractSet[str] = users.keys() if fresh else seen
     raw_groups = list(changed_groups)
     gone_groups: set[str] = set()
     gone_users: set[str] = set()
@@ -197,6 +215,8 @@ def apply_changes(
 
     # memberUid of an ambiguous name resolves to nobody (None), as signing in with it does
     user_by_dn, user_by_name = _indexes(old, users, seen_users, gone_users, dns or {})
+    if dns is not None:
+        dns.clear()
 
     # 2. groups: replace by id, resolving members against the users as they are now
     seen_groups: set[str] = set()
@@ -234,10 +254,11 @@ def apply_changes(
         )
         touched_groups.add(raw.id)
         old_members = previous.member_users if previous else EMPTY
-        for uid in member_users - old_members:
+        for uid in member_users - old_members if old_members else member_users:
             joined.setdefault(uid, []).append(raw.id)
         for uid in old_members - member_users:
             left.setdefault(uid, []).append(raw.id)
+    del raw_groups  # (their member values: a full sync's caller hands them over with ``drain``)
 
     # 3. unchanged groups whose dangling members now name a new or renamed entry
     if seen_users:
@@ -266,15 +287,22 @@ def apply_changes(
                     joined.setdefault(uid, []).append(gid)
 
     # 4. who can be affected: changed users, users whose direct groups moved, everyone below a touched group
-    affected = set(seen_users)
-    affected.update(joined)
-    affected.update(left)
-    affected.update(users_below(groups, touched_groups))
-    if old.groups:
-        affected |= users_below(old.groups, touched_groups)
-    if gone_groups:
-        # ... and whoever named a departed group in memberOf (such members are on no group's list)
-        affected.update(uid for uid, u in users.items() if not u.member_of_groups.isdisjoint(gone_groups))
+    affected: AbstractSet[str]
+    if fresh:
+        # Built from no users: every user is one read now, and every member one of them (the indexes hold no other).
+        # Not copied: at a million users a set of them is 32 MB of the peak.
+        affected = seen_users
+    else:
+        grown = set(seen_users)
+        grown.update(joined)
+        grown.update(left)
+        grown.update(users_below(groups, touched_groups))
+        if old.groups:
+            grown |= users_below(old.groups, touched_groups)
+        if gone_groups:
+            # ... and whoever named a departed group in memberOf (such members are on no group's list)
+            grown.update(uid for uid, u in users.items() if not u.member_of_groups.isdisjoint(gone_groups))
+        affected = grown
     closures = group_closures(groups)
     cache = ClosureCache(closures)
     # Groups whose closure is what it was in ``reuse``: a user whose direct groups are all such
@@ -361,7 +389,7 @@ def apply_changes(
 def _indexes(
     old: DirectorySnapshot,
     users: Mapping[str, DirectoryUser],
-    changed: set[str],
+    changed: AbstractSet[str],
     gone: set[str],
     dns: Mapping[str, str],
 ) -> tuple[dict[str, str], dict[str, str | None]]:
@@ -402,7 +430,7 @@ def _dn_key(dns: Mapping[str, str], dn: str) -> str:
 
 def _resolve(
     raw: RawGroup, user_by_dn: Mapping[str, str], user_by_name: Mapping[str, str | None], group_by_dn: Mapping[str, str]
-) -> tuple[frozenset[str], frozenset[str], tuple[str, ...]]:
+) -> tuple[NameSet, frozenset[str], tuple[str, ...]]:
     member_users: set[str] = set()
     member_groups: set[str] = set()
     unresolved: list[str] = []
@@ -422,4 +450,4 @@ def _resolve(
             member_users.add(uid)
         else:
             unresolved.append(name)
-    return frozenset(member_users), frozenset(member_groups), tuple(unresolved)
+    return NameSet(member_users), frozenset(member_groups), tuple(unresolved)

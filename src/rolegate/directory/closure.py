@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from rolegate.directory.model import DirectoryGroup, GroupNames
+from rolegate.directory.model import DirectoryGroup, NameSet
 
 # A user's direct group ids: a sorted tuple (DirectoryUser.direct_groups), or a set when memberOf adds some.
 GroupIds = tuple[str, ...] | frozenset[str]
@@ -59,6 +59,11 @@ def users_below(groups: Mapping[str, DirectoryGroup], starts: Iterable[str]) -> 
     return users
 
 
+# Distinct direct-group combinations a ClosureCache remembers: where most users' combination is their own, a
+# remembered one per user would be 40 MB of a full sync's peak at a million users, for no sharing.
+CACHE_LIMIT = 65536
+
+
 class ClosureCache:
     """User closure = union of the closures of their direct groups, shared between equal sets."""
 
@@ -66,18 +71,20 @@ class ClosureCache:
 
     def __init__(self, closures: Mapping[str, frozenset[str]]) -> None:
         self._closures = closures
-        self._cache: dict[GroupIds, GroupNames | frozenset[str]] = {}
+        self._cache: dict[GroupIds, NameSet | frozenset[str]] = {}
 
-    def of(self, direct: GroupIds) -> GroupNames | frozenset[str]:
+    def of(self, direct: GroupIds) -> NameSet | frozenset[str]:
         hit = self._cache.get(direct)
         if hit is None:
             names: set[str] = set()
             for gid in direct:
                 names.update(self._closures.get(gid, ()))
-            hit = self._cache[direct] = GroupNames(names)
+            if len(self._cache) >= CACHE_LIMIT:
+                self._cache.clear()  # combinations nobody else has: sharing is only lost for those
+            hit = self._cache[direct] = NameSet(names)
         return hit
 
-    def prefer(self, direct: GroupIds, existing: GroupNames | frozenset[str]) -> GroupNames | frozenset[str]:
+    def prefer(self, direct: GroupIds, existing: NameSet | frozenset[str]) -> NameSet | frozenset[str]:
         """``of(direct)``, answered from now on with ``existing`` when equal (an older snapshot's set)."""
         hit = self.of(direct)
         if hit is not existing and hit == existing:

@@ -255,8 +255,11 @@ def diff(old: DirectorySnapshot, new: DirectorySnapshot, *, describe_roles: Role
                 GroupChange(before_group.name, gid, members_removed=sorted(member_names(old, before_group)))
             )
     # by name, then id: two entries may share a name, and either walk above must list them alike
-    added_ids.sort(key=lambda uid: (new.users[uid].username, uid))
-    removed_ids.sort(key=lambda uid: (old.users[uid].username, uid))
+    # Two stable sorts, by id and then by name, instead of a (name, id) key tuple for each of a million users.
+    added_ids.sort()
+    added_ids.sort(key=lambda uid: new.users[uid].username)
+    removed_ids.sort()
+    removed_ids.sort(key=lambda uid: old.users[uid].username)
     result.users_added, result.users_removed = UserChanges(added_ids, added), UserChanges(removed_ids, removed)
     result.users_changed.sort(key=lambda c: (c.username, c.id))
     for group_changes in (result.groups_added, result.groups_removed, result.groups_changed):

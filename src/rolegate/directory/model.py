@@ -16,21 +16,22 @@ EMPTY: frozenset[str] = frozenset()
 NO_ATTRIBUTES: Mapping[str, tuple[str, ...]] = MappingProxyType({})
 
 
-class GroupNames(tuple[str, ...], Set[str]):  # type: ignore[misc]  # (tuple's and Set's comparisons differ)
-    """An immutable set of group names held as a sorted tuple: a user's closure in the sync's snapshot.
+class NameSet(tuple[str, ...], Set[str]):  # type: ignore[misc]  # (tuple's and Set's comparisons differ)
+    """An immutable set of names held as a sorted tuple: a user's closure, a group's member ids in the sync's snapshot.
 
     A frozenset of nine names takes about 700 bytes (its own hash table), this tuple 130; at a million users, each
-    in groups no other user's combination matches, that is 570 MB of a full sync's peak. Equal to, hashed like and
-    combined with (``-``, ``&``, ``|``) frozensets of the same names; ``in`` is a binary search.
+    in groups no other user's combination matches, that is 570 MB of a full sync's peak, and a group of 170 members
+    8 KB against 1.4 KB. Equal to, hashed like and combined with (``-``, ``&``, ``|``) frozensets of the same
+    names; ``in`` is a binary search. The workers' mapped snapshot keeps frozensets: their look-ups are the hot path.
     """
 
     __slots__ = ()
 
-    def __new__(cls, names: Iterable[str] = ()) -> "GroupNames":
+    def __new__(cls, names: Iterable[str] = ()) -> "NameSet":
         return super().__new__(cls, sorted(set(names)))
 
     @classmethod
-    def _from_iterable(cls, names: Iterable[str]) -> "GroupNames":
+    def _from_iterable(cls, names: Iterable[str]) -> "NameSet":
         return cls(names)
 
     def __contains__(self, name: object) -> bool:
@@ -43,7 +44,7 @@ class GroupNames(tuple[str, ...], Set[str]):  # type: ignore[misc]  # (tuple's a
         return hash(frozenset(self))  # a frozenset's hash: the two stand for each other as keys
 
     def __eq__(self, other: object) -> bool:
-        if isinstance(other, GroupNames):
+        if isinstance(other, NameSet):
             return tuple.__eq__(self, other)  # both sorted, both without repeats
         if isinstance(other, (set, frozenset)):
             return frozenset(self) == other
@@ -66,8 +67,20 @@ class GroupNames(tuple[str, ...], Set[str]):  # type: ignore[misc]  # (tuple's a
     def __gt__(self, other: Any) -> bool:
         return Set.__gt__(self, other)
 
+    def isdisjoint(self, other: Iterable[Any]) -> bool:
+        if isinstance(other, (set, frozenset)):
+            return other.isdisjoint(self)  # walks this tuple, looks each name up in the set
+        return not any(name in self for name in other)
+
+    def __and__(self, other: Any) -> "NameSet":
+        if isinstance(other, (set, frozenset)):
+            return NameSet(other.intersection(self))  # (Set's walks ``other``: a delta's ids, per group)
+        return NameSet(Set.__and__(self, other))
+
+    __rand__ = __and__
+
     def __repr__(self) -> str:
-        return f"GroupNames({list(self)!r})"
+        return f"NameSet({list(self)!r})"
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -80,7 +93,7 @@ class DirectoryUser:
     email: str | None
     name: str | None
     disabled: bool
-    groups: frozenset[str] | GroupNames  # every group name the user is in, directly or through nesting
+    groups: frozenset[str] | NameSet  # every group name the user is in, directly or through nesting
     attributes: Mapping[str, tuple[str, ...]] = field(
         default_factory=lambda: NO_ATTRIBUTES
     )  # mapped (beyond email, name) + scope attributes
@@ -122,7 +135,7 @@ class DirectoryGroup:
     id: str
     dn: str
     name: str
-    member_users: frozenset[str]  # user ids
+    member_users: frozenset[str] | NameSet  # user ids
     member_groups: frozenset[str]  # group ids (nesting)
     unresolved: tuple[str, ...] = ()  # member values that name no known entry (normalized DNs / uids)
 

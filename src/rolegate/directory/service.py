@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from rolegate.config.sections.directory import DirectoryConfig
-from rolegate.directory.builder import apply_changes, build_snapshot
+from rolegate.directory.builder import apply_changes, build_snapshot, drain
 from rolegate.directory.connection import connection
 from rolegate.directory.diff import RolesHook, SyncDiff, diff
 from rolegate.directory.errors import DirectoryUnavailable
@@ -218,8 +218,8 @@ class DirectorySync:
         with paused_gc():
             if full:
                 new = build_snapshot(
-                    read.users,
-                    read.groups,
+                    drain(read.users),
+                    drain(read.groups),
                     issues=read.issues,
                     taken_at=began,
                     since=next_since,
