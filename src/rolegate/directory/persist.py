@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 from rolegate.store.base import VersionConflict
 
 from rolegate.directory.gcpause import paused_gc
-from rolegate.directory.model import NO_ATTRIBUTES, DirectoryGroup, DirectorySnapshot, DirectoryUser
+from rolegate.directory.model import NO_ATTRIBUTES, DirectoryGroup, DirectorySnapshot, DirectoryUser, NameSet
 
 log = logging.getLogger("rolegate.directory")
 T = TypeVar("T")
@@ -644,7 +644,9 @@ async def _load_layout(store: Any, record: Any) -> DirectorySnapshot:
                 raise ValueError("bad group number")
             token_gid[token] = gid
         members: dict[int, list[str]] = {t: [] for t in token_gid}
-        interned: dict[frozenset[str], frozenset[str]] = {}
+        # Closures as NameSets, as the builder holds them (a quarter of a frozenset's memory: a master loads the
+        # stored snapshot of a million users at start, and a sync builds the next one beside it).
+        interned: dict[NameSet, NameSet] = {}
         users: dict[str, DirectoryUser] = {}
         skip: set[str] = set()
         if delta_doc is not None:
@@ -653,8 +655,8 @@ async def _load_layout(store: Any, record: Any) -> DirectorySnapshot:
 
         def decode(document: dict[str, Any]) -> None:
             closures = []
-            for names in document["closures"]:
-                names = frozenset(names)
+            for listed in document["closures"]:
+                names = NameSet(listed)
                 closures.append(interned.setdefault(names, names))
             for uid, dn, username, email, name, disabled, position, attributes, tokens in document["users"]:
                 if uid in skip:
@@ -686,7 +688,7 @@ async def _load_layout(store: Any, record: Any) -> DirectorySnapshot:
                 id=gid,
                 dn=dn,
                 name=name,
-                member_users=frozenset(members[token]),
+                member_users=NameSet(members[token]),
                 member_groups=frozenset(token_gid[t] for t in nested),
                 unresolved=tuple(unresolved),
             )
