@@ -22,7 +22,7 @@ from rolegate.directory.values import fold_name, normalize_dn
 
 USERS = 3000
 # Bytes a full build allocates per user at its peak (the snapshot: user, closure, direct groups, indexes, group member
-# sets; and what the build holds meanwhile). Measured 677 here, 2,261 before issue 24's trimming; a closure held as
+# sets; and what the build holds meanwhile). Measured 633 here, 2,261 before issue 24's trimming; a closure held as
 # a frozenset (+~550), a set per user's direct groups (+~150), a union made per user as the closure cache's key
 # (+~215), a second copy of each DN and name as index keys (+~135) or groups' members held as frozensets (+~100)
 # goes past it.
