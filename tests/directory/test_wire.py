@@ -109,6 +109,31 @@ def test_every_truncation_and_a_thousand_corruptions_fail_cleanly() -> None:
             assert parsed == ldap3_reading(bytes(broken))  # a flip that keeps the shape reads as ldap3 reads it
 
 
+def test_an_element_longer_than_its_container_is_malformed() -> None:
+    """Each container's length bounds what it holds: an operation, a DN, an attribute or a value claiming more is
+    Malformed, never bytes of the next element (here the controls after the entry) read as its own."""
+    message = entry_message(1, b"uid=a,dc=x", [(b"uid", [b"a"]), (b"cn", [b"A"])])
+    assert message[0] == 0x30 and message[2] == 0x02 and message[5] == 0x64  # short lengths throughout
+    op_at, dn_at = 5, 7
+    for at in (op_at, dn_at, len(message) - 3):  # the operation, the DN, the last value ("A")
+        longer = bytearray(message)
+        longer[at + 1] += 3
+        with pytest.raises(wire.Malformed):
+            wire.parse_entry(bytes(longer))
+    # The last attribute (and its values) made 4 bytes longer, over controls shaped like a value: read as an
+    # attribute of the entry, they would add "zz" to cn.
+    controls = bytes([0xA0, 0x02, 0x04, 0x00])
+    assert wire.parse_entry(entry_message(1, b"uid=a,dc=x", [(b"uid", [b"a"])], controls=controls)) is not None
+    smuggled = bytearray(entry_message(1, b"uid=a,dc=x", [(b"uid", [b"a"]), (b"cn", [b"A"])], controls=controls))
+    cn_at = len(smuggled) - len(controls) - 11  # 30 09 | 04 02 "cn" | 31 03 | 04 01 "A"
+    assert smuggled[cn_at : cn_at + 3] == bytes([0x30, 0x09, 0x04]) and smuggled[cn_at + 6] == 0x31
+    smuggled[cn_at + 1] += 4
+    smuggled[cn_at + 7] += 4  # the SET
+    smuggled[-4:] = bytes([0x04, 0x02]) + b"zz"
+    with pytest.raises(wire.Malformed):
+        wire.parse_entry(bytes(smuggled))
+
+
 def test_indefinite_and_absurd_lengths_are_not_read() -> None:
     message = bytearray(entry_message(1, b"dc=x", [(b"uid", [b"a"])]))
     message[1] = 0x80  # indefinite length

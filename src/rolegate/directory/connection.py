@@ -73,6 +73,11 @@ def open_connection(config: DirectoryConfig) -> ldap3.Connection:
     return conn
 
 
+# Set in an entry whose raw_attributes are a plain dict of lists keyed in lower case (``read_raw_entries``): a
+# reader can take it as it is instead of copying it (a million entries a full sync).
+RAW_IN_LOWER_CASE = "rolegate_raw_in_lower_case"
+
+
 def read_raw_entries(conn: ldap3.Connection) -> None:
     """Entries of this connection's searches carry their raw values only (``raw_attributes``, names in lower
     case), not ldap3's formatted ``attributes`` too, which rolegate never reads.
@@ -106,7 +111,14 @@ def read_raw_entries(conn: ldap3.Connection) -> None:
             dn = raw_dn.decode("utf-8")
         except UnicodeDecodeError:
             dn = to_unicode(raw_dn, from_server=True)  # ldap3's fallback encodings, as its own decoder would
-        return {"type": "searchResEntry", "raw_dn": raw_dn, "dn": dn, "raw_attributes": raw, "attributes": {}}
+        return {
+            "type": "searchResEntry",
+            "raw_dn": raw_dn,
+            "dn": dn,
+            "raw_attributes": raw,
+            "attributes": {},
+            RAW_IN_LOWER_CASE: True,
+        }
 
     strategy.decode_response_fast = decode
     install()  # entries parsed off the wire (rolegate.directory.wire), the rest as ldap3 decodes them

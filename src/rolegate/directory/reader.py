@@ -17,7 +17,7 @@ from ldap3.utils.conv import escape_filter_chars
 
 from rolegate.directory.builder import Issues, RawGroup, RawUser, share_values
 from rolegate.directory.model import NO_ATTRIBUTES, DirectoryUser
-from rolegate.directory.connection import describe
+from rolegate.directory.connection import RAW_IN_LOWER_CASE, describe
 from rolegate.directory.departures import Departures, read_departures
 from rolegate.directory.errors import DirectoryUnavailable
 from rolegate.directory.presets import AD_ACCOUNT_DISABLED, DirectorySchema
@@ -108,7 +108,9 @@ def paged(
             if item.get("type") != "searchResEntry":
                 continue  # continuation references: we never chase referrals during a sync
             raw = item.get("raw_attributes") or {}
-            yield item.get("dn") or "", {str(k).lower(): list(v) for k, v in raw.items()}
+            if not item.get(RAW_IN_LOWER_CASE):
+                raw = {str(k).lower(): list(v) for k, v in raw.items()}
+            yield item.get("dn") or "", raw
     except LDAPException as exc:
         raise DirectoryUnavailable(f"search of {base} failed: {describe(exc)}") from None
     except OSError as exc:
@@ -126,6 +128,28 @@ def entry_id(schema: DirectorySchema, dn: str, attrs: Mapping[str, list[bytes]],
     return "dn:" + normalize_dn(dn)
 
 
+@dataclass(frozen=True, slots=True)
+class UserKeys:
+    """The attribute names ``to_user`` looks up, in lower case (as entries are keyed), worked out once a read."""
+
+    username: str
+    fields: tuple[tuple[str, str], ...]  # (field name, attribute): the attribute map's, then the scopes'
+    uac: str | None
+    member_of: str | None
+
+    @classmethod
+    def of(cls, schema: DirectorySchema) -> "UserKeys":
+        return cls(
+            username=schema.username_attribute.lower(),
+            fields=tuple(
+                (name, attribute.lower())
+                for name, attribute in (*schema.attribute_map.items(), *schema.scope_attributes.items())
+            ),
+            uac=schema.uac_attribute.lower() if schema.uac_attribute else None,
+            member_of=schema.member_of_attribute.lower() if schema.member_of_attribute else None,
+        )
+
+
 def to_user(
     schema: DirectorySchema,
     dn: str,
@@ -133,35 +157,45 @@ def to_user(
     issues: Issues,
     disabled_ids: set[str] | None = None,
     dns: dict[str, str] | None = None,
+    keys: UserKeys | None = None,
 ) -> RawUser | None:
     """A RawUser, or None (reported) when the entry cannot be a user: no username, not UTF-8.
 
-    ``dns``: normalized DN -> the one copy of it kept for this read (see ``intern_dn``).
+    ``dns``: normalized DN -> the one copy of it kept for this read (see ``intern_dn``). ``keys``: ``UserKeys.of``
+    the schema (a read of a million entries works them out once).
     """
-    names = attrs.get(schema.username_attribute.lower())
+    if keys is None:
+        keys = UserKeys.of(schema)
+    names = attrs.get(keys.username)
     username = decode_text(names[0]) if names else None
     if not username or not username.strip() or "\x00" in username:
         issues.add(f"{dn}: no usable {schema.username_attribute}; user skipped")
         return None
     uid = entry_id(schema, dn, attrs, issues)
     mapped: dict[str, tuple[str, ...]] = {}
-    for field_name, attribute in (*schema.attribute_map.items(), *schema.scope_attributes.items()):
-        values = tuple(v for raw in attrs.get(attribute.lower(), ()) if (v := decode_lenient(raw)) is not None)
+    for field_name, attribute in keys.fields:
+        raw_values = attrs.get(attribute)
+        if not raw_values:
+            continue
+        if len(raw_values) == 1:  # (nearly every one: a generator per field was a tenth of a read)
+            value = decode_lenient(raw_values[0])
+            if value is not None:
+                mapped[field_name] = (value,)
+            continue
+        values = tuple(v for raw in raw_values if (v := decode_lenient(raw)) is not None)
         if values:
             mapped[field_name] = values
     disabled = False
-    if schema.uac_attribute:
-        uac = attrs.get(schema.uac_attribute.lower())
+    if keys.uac:
+        uac = attrs.get(keys.uac)
         flags = parse_int(decode_text(uac[0])) if uac else None
         disabled = flags is not None and bool(flags & AD_ACCOUNT_DISABLED)
     if disabled_ids is not None and uid in disabled_ids:
         disabled = True
     member_of: tuple[str, ...] = ()
-    if schema.member_of_attribute:
+    if keys.member_of:
         member_of = tuple(
-            intern_dn(dns, normalize_dn(t))
-            for raw in attrs.get(schema.member_of_attribute.lower(), ())
-            if (t := decode_text(raw))
+            intern_dn(dns, normalize_dn(t)) for raw in attrs.get(keys.member_of, ()) if (t := decode_text(raw))
         )
     # email and name are fields of their own; keeping them out of ``attributes`` saves a dict and
     # two tuples per user, which adds up at 100k users.
@@ -198,6 +232,7 @@ def to_group(
         return None
     gid = entry_id(schema, dn, attrs, issues)
     member_dns: list[str] = []
+    read_dns: Mapping[str, str] = dns if dns is not None else {}
     for attribute in schema.dn_member_attributes:
         try:
             values = collect_values(attrs, attribute, fetch_range)
@@ -208,6 +243,11 @@ def to_group(
             text = decode_text(raw)
             if text is None:
                 issues.add(f"{dn}: a {attribute} value is not UTF-8; ignored")
+            elif (known := read_dns.get(text)) is not None and "#" not in text:
+                # A DN this read already holds, as written (the common case: a member DN as the server wrote the
+                # user's): a normalized DN without "#" is its own normal form, so this is what intern_dn would
+                # answer, without normalizing it first (three million values at a million users).
+                member_dns.append(known)
             else:
                 member_dns.append(intern_dn(dns, normalize_dn(text)))
     member_uids: list[str] = []
@@ -293,11 +333,12 @@ def read_directory(
 
     count = 0
     dns = result.dns
+    keys = UserKeys.of(schema)
     for dn, attrs in paged(
         conn, schema.users_base, since_filter(schema, schema.users_filter, since), schema.user_attributes(), page_size
     ):
         watermark.see(attrs.get(change_key))
-        user = to_user(schema, dn, attrs, result.issues, disabled_ids, dns)
+        user = to_user(schema, dn, attrs, result.issues, disabled_ids, dns, keys)
         if user is not None:
             intern_dn(dns, normalize_dn(user.dn))  # the key members name it by, and the builder's index key
             if known is not None and (current := known.get(user.id)) is not None:
