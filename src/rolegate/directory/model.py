@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import itertools
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Mapping, Set
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping, Set
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any, Protocol
 
@@ -126,6 +126,46 @@ class DirectoryUser:
             "groups": sorted(self.groups),
             "attributes": {k: list(v) for k, v in self.attributes.items()},
         }
+
+
+def _user_maker() -> Callable[..., DirectoryUser]:
+    assert [f.name for f in fields(DirectoryUser)] == list(DirectoryUser.__slots__)
+    set_id, set_dn, set_username, set_email, set_name, set_disabled, set_groups, set_attributes, set_direct, set_of = (
+        getattr(DirectoryUser, name).__set__ for name in DirectoryUser.__slots__
+    )
+    new = object.__new__
+
+    def make_user(
+        id: str,
+        dn: str,
+        username: str,
+        email: str | None,
+        name: str | None,
+        disabled: bool,
+        groups: frozenset[str] | NameSet,
+        attributes: Mapping[str, tuple[str, ...]],
+        direct_groups: tuple[str, ...],
+        member_of_groups: frozenset[str],
+    ) -> DirectoryUser:
+        user = new(DirectoryUser)
+        set_id(user, id)
+        set_dn(user, dn)
+        set_username(user, username)
+        set_email(user, email)
+        set_name(user, name)
+        set_disabled(user, disabled)
+        set_groups(user, groups)
+        set_attributes(user, attributes)
+        set_direct(user, direct_groups)
+        set_of(user, member_of_groups)
+        return user
+
+    return make_user
+
+
+# DirectoryUser(...) with every field, in order, at half the cost of its frozen __init__ (which sets each field
+# through object.__setattr__ by name): the builder makes two a user, a million users a full sync.
+make_user = _user_maker()
 
 
 @dataclass(frozen=True, slots=True, eq=False)
