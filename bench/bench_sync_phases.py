@@ -52,6 +52,7 @@ async def main():
     sync = DirectorySync(DirectoryConfig.model_validate(settings), store)
     DirectorySync._read_and_build = timed("read + build", DirectorySync._read_and_build)
     DirectorySync._diff = timed("diff", DirectorySync._diff)
+    service.build_snapshot = timed("(build)", service.build_snapshot)
     save = service.save_snapshot
     async def saved(*args, **kwargs):
         began = time.monotonic()
@@ -90,8 +91,18 @@ def main() -> int:
         slapd.stop()
         ldif = workdir / "bulk.ldif"
         generator.say(f"writing and loading {args.users:,} users, {groups:,} groups (once, kept in {workdir})")
-        generator.run([sys.executable, generator.__file__, "--write-ldif", str(ldif), "--users", str(args.users),
-                       "--groups", str(groups)])
+        generator.run(
+            [
+                sys.executable,
+                generator.__file__,
+                "--write-ldif",
+                str(ldif),
+                "--users",
+                str(args.users),
+                "--groups",
+                str(groups),
+            ]
+        )
         generator.run(["/usr/sbin/slapadd", "-q", "-f", str(slapd.conf_path), "-b", slapd.base_dn, "-l", str(ldif)])
         ldif.unlink()
         loaded.write_text(f"{args.users} {groups}\n")
@@ -99,15 +110,23 @@ def main() -> int:
     slapd.start()
     try:
         settings = {
-            "url": slapd.url, "bind_dn": slapd.service_dn, "bind_password": slapd.service_password,
+            "url": slapd.url,
+            "bind_dn": slapd.service_dn,
+            "bind_password": slapd.service_password,
             "users": {"base": generator.PEOPLE, "disabled_filter": "(employeeType=disabled)"},
-            "groups": {"base": generator.GROUPS}, "page_size": 1000, "timeout": "60s",
+            "groups": {"base": generator.GROUPS},
+            "page_size": 1000,
+            "timeout": "60s",
         }
         store = workdir / "state.db"
         for old in workdir.glob("state.db*"):
             old.unlink()
-        out = subprocess.run([sys.executable, "-c", PHASES, str(args.src), json.dumps(settings), f"sqlite:///{store}"],
-                             capture_output=True, text=True, timeout=generator.STEP_TIMEOUT)
+        out = subprocess.run(
+            [sys.executable, "-c", PHASES, str(args.src), json.dumps(settings), f"sqlite:///{store}"],
+            capture_output=True,
+            text=True,
+            timeout=generator.STEP_TIMEOUT,
+        )
     finally:
         slapd.stop()
     if out.returncode != 0:

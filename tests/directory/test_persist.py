@@ -173,6 +173,45 @@ async def test_another_writer_in_between_forces_a_whole_write(any_store) -> None
     same(mine, await load_snapshot(store))
 
 
+@pytest.mark.parametrize("failing", ["the store", "the encoding"])
+async def test_a_save_failing_part_way_leaves_the_last_snapshot_and_no_chunk(any_store, monkeypatch, failing) -> None:
+    """A whole write fails at its fourth chunk, in the Store's write (a full disk, a lost connection) or while the next
+    chunk is made with the last one's write in flight: the error reaches the caller, every chunk of that save is
+    gone, the snapshot stored before is read back whole."""
+    store = any_store
+    users, groups = directory()
+    first = build_snapshot(users, groups, taken_at=1.0)
+    await save_snapshot(store, first)
+    before = sorted(r.key for r in await store.list(NAMESPACE))
+    second = build_snapshot(users[:55], groups, taken_at=2.0)
+    real_put, real_add = store.put, persist._Rows.add
+    puts: list[str] = []
+
+    async def put(namespace: str, key: str, value: Any, **kwargs: Any) -> int:
+        if namespace == NAMESPACE and key.rsplit(".", 1)[-1].startswith("u"):
+            puts.append(key)
+            if failing == "the store" and len(puts) == 4:
+                raise OSError(28, "No space left on device")
+        return await real_put(namespace, key, value, **kwargs)
+
+    made = 0
+
+    def add(rows: Any, user: Any, tokens: list[int]) -> None:
+        nonlocal made
+        made += 1
+        if failing == "the encoding" and made == 3 * persist.CHUNK_USERS + 1:
+            raise RuntimeError("made to fail")
+        real_add(rows, user, tokens)
+
+    monkeypatch.setattr(store, "put", put)
+    monkeypatch.setattr(persist._Rows, "add", add)
+    with pytest.raises(OSError if failing == "the store" else RuntimeError):
+        await save_snapshot(store, second)
+    assert len(puts) == (4 if failing == "the store" else 3)
+    assert sorted(r.key for r in await store.list(NAMESPACE)) == before
+    same(first, await load_snapshot(store))
+
+
 async def test_a_missing_or_damaged_document_fails_closed(store) -> None:
     users, groups = directory()
     snap = build_snapshot(users, groups, taken_at=1.0)
