@@ -256,9 +256,9 @@ async def test_the_single_document_format_is_still_read(store) -> None:
 
 
 async def test_direct_groups_are_the_group_side_memberships_over_random_rounds(store) -> None:
-    """A full save writes each user's direct groups as the builder carries them: after any round of members joining
-    and leaving, groups nested, renamed and departed, users departed, they are exactly the groups listing the user,
-    and the Store reads back what was built."""
+    """A save, whole or a delta, writes each user's direct groups as the builder carries them: after any round of
+    members joining and leaving, groups nested, renamed and departed, users departed, they are exactly the groups
+    listing the user, and the Store reads back what was built."""
     import random
 
     from rolegate.directory.departures import Departures
@@ -273,6 +273,7 @@ async def test_direct_groups_are_the_group_side_memberships_over_random_rounds(s
         return [raw_group(name, members[name], nested=nested[name]) for name in only]
 
     snap = build_snapshot(list(users.values()), groups_now(names))
+    saved: DirectorySnapshot | None = None
     for round_ in range(40):
         changed = [n for n in names if rng.random() < 0.3]
         for name in changed:
@@ -302,5 +303,9 @@ async def test_direct_groups_are_the_group_side_memberships_over_random_rounds(s
             listing = {gid for gid, group in snap.groups.items() if uid in group.member_users}
             assert set(user.direct_groups) == listing, (round_, uid)
         if round_ % 8 == 7:
-            await save_snapshot(store, snap)  # a full save each time: no ``previous``
+            await save_snapshot(store, snap)  # a full save: no ``previous``
             same(snap, await load_snapshot(store))
+        elif saved is not None:
+            await save_snapshot(store, snap, previous=saved)  # a delta over the last one saved
+            same(snap, await load_snapshot(store))
+        saved = snap

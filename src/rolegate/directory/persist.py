@@ -458,10 +458,18 @@ async def _save_delta(
     delta_key, groups_key = old.get("delta"), old["group_doc"]
     try:
         if change.dirty or change.removed:
-            memberships = _memberships(snapshot.groups.values(), change.tokens, delta_ids)
             rows = _Rows()
-            for uid in delta_ids:
-                rows.add(snapshot.users[uid], memberships.get(uid, []))
+            if snapshot.incremental_ready:
+                # The builder's users carry their direct groups (the group side's): no walk of every group's
+                # members for the few users written (0.4 s of an incremental run at a million users).
+                tokens = change.tokens
+                for uid in delta_ids:
+                    user = snapshot.users[uid]
+                    rows.add(user, list(map(tokens.__getitem__, user.direct_groups)))
+            else:
+                memberships = _memberships(snapshot.groups.values(), change.tokens, delta_ids)
+                for uid in delta_ids:
+                    rows.add(snapshot.users[uid], memberships.get(uid, []))
             delta_key = _key(generation, nonce, "delta")
             await store.put(NAMESPACE, delta_key, rows.document(removed=sorted(removed)))
             written.append(delta_key)
