@@ -139,6 +139,32 @@ def test_members_naming_the_same_dn_share_one_string() -> None:
     assert first.member_dns[0] is second.member_dns[1] and first.member_dns[1] is second.member_dns[0]
 
 
+def test_a_member_dn_taken_as_written_is_the_one_normalizing_would_give() -> None:
+    """A member value that is a DN the read holds is taken without normalizing it: over 2,000 values written every
+    way a server may (case, blanks around separators, uniqueMember's #'...'B, a DN ending as another's suffix),
+    the members are exactly the normalized, interned ones, and the held copies themselves."""
+    rng = random.Random(3)
+    schema = _schema()
+    fetch = lambda request: {}  # noqa: E731 - no ranged values here
+    held = ["uid=ann,ou=people,dc=x", "uid=bob,ou=people,dc=x", "uid=x#'0'b,dc=x", "cn=g,ou=groups,dc=x"]
+    variants = []
+    for dn in held:
+        variants += [dn, dn.upper(), dn.replace(",", " , "), f" {dn}", dn + "#'0101'B", dn + "#'1'B#'0'B", dn.title()]
+    variants += ["uid=carol,ou=people,dc=x", "uid=x,dc=x#'0'B"]
+    for _ in range(20):
+        dns = {dn: dn for dn in (normalize_dn(d) for d in held)}
+        values = [rng.choice(variants) for _ in range(100)]
+        group = to_group(
+            schema, "cn=a,dc=x", {"cn": [b"a"], "member": [v.encode() for v in values]}, Issues(), fetch, dns
+        )
+        assert group is not None
+        expected_dns = {dn: dn for dn in (normalize_dn(d) for d in held)}
+        expected = tuple(expected_dns.setdefault(n, n) for n in (normalize_dn(v) for v in values))
+        assert group.member_dns == expected
+        for member in group.member_dns:
+            assert member is dns[member]  # one copy, the one the read holds
+
+
 @pytest.mark.lab
 def test_a_read_from_slapd_keeps_one_copy_of_each_member_dn(lab_slapd, config_for) -> None:
     config = config_for(lab_slapd)
