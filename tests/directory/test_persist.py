@@ -212,6 +212,41 @@ async def test_a_save_failing_part_way_leaves_the_last_snapshot_and_no_chunk(any
     same(first, await load_snapshot(store))
 
 
+async def test_a_save_that_fills_the_disk_leaves_the_last_snapshot(tmp_path) -> None:
+    """A real full disk (a 2 MiB tmpfs under the SQLite Store): a whole save too big for it fails with the Store's
+    error, and the snapshot saved before reads back whole, from the same Store and from a new one opened on it."""
+    from rolegate.config.sections.storage import StorageConfig
+    from rolegate.store import open_store
+    from rolegate.store.base import StoreUnavailable
+    from tests.support.disks import small_disk_at
+
+    with small_disk_at(tmp_path / "disk", "2m") as disk:
+        url = f"sqlite:///{disk / 'rolegate.db'}"
+        store = await open_store(StorageConfig(url=url))
+        try:
+            users, groups = directory()
+            first = build_snapshot(users, groups, taken_at=1.0)
+            await save_snapshot(store, first)
+            big = [
+                RawUser(
+                    id=f"id-{i}", dn=f"uid=u{i},{PEOPLE}", username=f"u{i}", email=None, name="x" * 2000, disabled=False
+                )
+                for i in range(3000)
+            ]
+            with pytest.raises((StoreUnavailable, OSError)):
+                await save_snapshot(store, build_snapshot(big, groups, taken_at=2.0))
+            same(first, await load_snapshot(store))
+            # (The chunks it wrote before the disk filled stay: deleting them needs room too. Known, not yet swept:
+            # docs/directory.md, What a full sync holds.)
+        finally:
+            await store.close()
+        reopened = await open_store(StorageConfig(url=url))
+        try:
+            same(first, await load_snapshot(reopened))
+        finally:
+            await reopened.close()
+
+
 async def test_a_missing_or_damaged_document_fails_closed(store) -> None:
     users, groups = directory()
     snap = build_snapshot(users, groups, taken_at=1.0)
