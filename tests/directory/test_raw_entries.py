@@ -39,7 +39,8 @@ def test_raw_entries_equal_what_ldap3_decodes(fresh_slapd, config_for) -> None:
     config = config_for(fresh_slapd)
     ours = open_connection(config)
     plain = open_connection(config)
-    plain.strategy.decode_response_fast = type(plain.strategy).decode_response_fast.__get__(plain.strategy)
+    for hook in ("decode_response_fast", "_get_response"):  # ldap3's own decoding and receive loop
+        del vars(plain.strategy)[hook]
     try:
         base = PEOPLE.split(",", 1)[1]
         got, want = entries(ours, base), entries(plain, base)
@@ -61,6 +62,14 @@ def test_the_ldap3_internals_the_hook_replaces_are_there() -> None:
     assert hasattr(BaseStrategy, "decode_response_fast"), f"{version}: BaseStrategy.decode_response_fast moved"
     source = __import__("inspect").getsource(SyncStrategy._get_response)
     assert "self.decode_response_fast(" in source, f"{version}: SyncStrategy no longer decodes through the method"
+    # what rolegate.directory.receive stands in for, and answers as
+    assert list(__import__("inspect").signature(SyncStrategy._get_response).parameters) == [
+        "self",
+        "message_id",
+        "timeout",
+    ], f"{version}: SyncStrategy._get_response takes other arguments"
+    assert "self.connection.socket.recv(" in __import__("inspect").getsource(SyncStrategy.receiving)
+    assert "RESPONSE_COMPLETE" in source and "SESSION_TERMINATED_BY_SERVER" in source, f"{version}: answers moved"
     from ldap3.operation import search
 
     entry = __import__("inspect").getsource(search.search_result_entry_response_to_dict_fast)
@@ -70,7 +79,7 @@ def test_the_ldap3_internals_the_hook_replaces_are_there() -> None:
 
 def test_connections_of_a_sync_use_the_hook(lab_slapd, config_for) -> None:
     with connection(config_for(lab_slapd)) as conn:
-        assert "decode_response_fast" in vars(conn.strategy)
+        assert "decode_response_fast" in vars(conn.strategy) and "_get_response" in vars(conn.strategy)
         conn.search(PEOPLE, "(uid=bob)", attributes=["uid"])
         (bob,) = [e for e in conn.response if e["type"] == "searchResEntry"]
         assert bob["raw_attributes"] == {"uid": [b"bob"]} and bob["dn"] == user_dn("bob")

@@ -21,7 +21,8 @@ from ldap3.utils.conv import to_unicode
 
 from rolegate.config.sections.directory import DirectoryConfig
 from rolegate.directory.errors import DirectoryUnavailable
-from rolegate.directory.wire import SEARCH_RESULT_ENTRY, ParsedEntry, install
+from rolegate.directory.receive import install_receiver
+from rolegate.directory.wire import SEARCH_RESULT_ENTRY
 
 
 def make_server(config: DirectoryConfig) -> ldap3.Server:
@@ -96,32 +97,34 @@ def read_raw_entries(conn: ldap3.Connection) -> None:
         return
 
     def decode(message: Any) -> Any:
-        if isinstance(message, ParsedEntry):
-            _, raw_dn, raw = message.entry
-        elif message["protocolOp"] == SEARCH_RESULT_ENTRY:
-            payload = message["payload"]
-            raw_dn = payload[0][3]
-            raw = {}
-            for attribute in payload[1][3]:
-                parts = attribute[3]
-                raw[to_unicode(parts[0][3], from_server=True).lower()] = [bytes(value[3]) for value in parts[1][3]]
-        else:
+        if message["protocolOp"] != SEARCH_RESULT_ENTRY:
             return own(message)
-        try:
-            dn = raw_dn.decode("utf-8")
-        except UnicodeDecodeError:
-            dn = to_unicode(raw_dn, from_server=True)  # ldap3's fallback encodings, as its own decoder would
-        return {
-            "type": "searchResEntry",
-            "raw_dn": raw_dn,
-            "dn": dn,
-            "raw_attributes": raw,
-            "attributes": {},
-            RAW_IN_LOWER_CASE: True,
-        }
+        payload = message["payload"]
+        raw = {}
+        for attribute in payload[1][3]:
+            parts = attribute[3]
+            raw[to_unicode(parts[0][3], from_server=True).lower()] = [bytes(value[3]) for value in parts[1][3]]
+        return raw_entry(payload[0][3], raw)
 
     strategy.decode_response_fast = decode
-    install()  # entries parsed off the wire (rolegate.directory.wire), the rest as ldap3 decodes them
+    # Entries parsed off the wire (rolegate.directory.wire) by rolegate's receive loop; the rest decoded as above.
+    install_receiver(conn, raw_entry)
+
+
+def raw_entry(raw_dn: bytes, raw: dict[str, list[bytes]]) -> dict[str, Any]:
+    """ldap3's dict of a search result entry, with raw values only (keyed in lower case)."""
+    try:
+        dn = raw_dn.decode("utf-8")
+    except UnicodeDecodeError:
+        dn = to_unicode(raw_dn, from_server=True)  # ldap3's fallback encodings, as its own decoder would
+    return {
+        "type": "searchResEntry",
+        "raw_dn": raw_dn,
+        "dn": dn,
+        "raw_attributes": raw,
+        "attributes": {},
+        RAW_IN_LOWER_CASE: True,
+    }
 
 
 @contextmanager

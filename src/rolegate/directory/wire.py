@@ -12,23 +12,17 @@ shape (RFC 4511 4.5.2)::
 
 ``parse_entry`` reads exactly that shape and nothing else; every other message, and any entry that does not follow
 the shape to the byte (an indefinite length, a tag out of place, a length past its end), goes to ldap3's decoder as
-before. ``decode_message`` is what ldap3's sync strategy calls instead of its own: for an entry it answers a
-``ParsedEntry``, a dict that holds the parsed entry and, asked for anything ldap3's dict would hold that it does
-not (the payload, the controls), decodes the message the ldap3 way first, so any other reader of ldap3's messages
-sees what it always saw. tests/directory/test_wire.py holds the parse equal to ldap3's on every shape.
+before (``rolegate.directory.receive`` decides which). tests/directory/test_wire.py holds the parse equal to
+ldap3's on every shape.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from typing import Any
-
-import ldap3.strategy.sync as ldap3_sync
 
 SEQUENCE, INTEGER, OCTET_STRING, SET = 0x30, 0x02, 0x04, 0x31
 SEARCH_RESULT_ENTRY_TAG = 0x64  # [APPLICATION 4], constructed
 SEARCH_RESULT_ENTRY = 4  # its protocolOp number in ldap3's decoded messages
 MAX_LENGTH_OCTETS = 4  # a length of more than 4 GiB is not an LDAP message rolegate reads
+MAX_NAMES = 256  # attribute names remembered a read (a sync asks for a dozen; a server sending more gets no more room)
 
 Entry = tuple[int, bytes, dict[str, list[bytes]]]  # message id, raw DN, raw values by attribute name (lower case)
 
@@ -69,41 +63,74 @@ def _octets(message: bytes, at: int, stop: int) -> tuple[bytes, int]:
     return message[start:end], end
 
 
-def _last(message: bytes, at: int, tag: int, stop: int) -> int:
-    """The element at ``at`` must fill its container up to ``stop``: the index of its value."""
-    start, end = _element(message, at, tag, stop)
-    if end != stop:
-        raise Malformed(f"bytes after the element at {at}")
-    return start
-
-
-def parse_entry(message: bytes) -> Entry | None:
+def parse_entry(message: bytes, names: dict[bytes, str] | None = None) -> Entry | None:
     """(message id, raw DN, values by attribute) of a search result entry; None for any other message.
 
-    Raises Malformed for a message that starts like an entry but does not follow the shape.
+    Raises Malformed (or IndexError, for a header cut short) for a message that starts like an entry but does not
+    follow the shape. ``names``: attribute names as sent -> as keyed, kept across the entries of one read.
     """
+    # Every header is read inline, with the checks ``_element`` makes: a million entries of eight attributes are
+    # thirty million elements, and a call apiece was half the parse. Lengths of one and two octets (every entry
+    # and attribute of a directory's users) are read in place; longer ones by ``_long_length``.
     stop = len(message)
-    start, end = _element(message, 0, SEQUENCE, stop)
-    if end != stop:
+    if stop < 2 or message[0] != SEQUENCE:
+        raise Malformed("expected the message's SEQUENCE")
+    length = message[1]
+    if length < 0x80:
+        at = 2
+    elif length == 0x81:
+        length, at = message[2], 3
+    elif length == 0x82:
+        length, at = (message[2] << 8) | message[3], 4
+    else:
+        length, at = _long_length(message, 1)
+    if at + length != stop:
         raise Malformed("bytes after the message")
-    id_start, at = _element(message, start, INTEGER, end)
-    if at >= end or message[at] != SEARCH_RESULT_ENTRY_TAG:
+    id_start, at = _element(message, at, INTEGER, stop)
+    if at >= stop or message[at] != SEARCH_RESULT_ENTRY_TAG:
         return None
     if id_start == at or at - id_start > 4:
         raise Malformed("message id")
     message_id = int.from_bytes(message[id_start:at], "big", signed=True)
-    op_start, op_end = _element(message, at, SEARCH_RESULT_ENTRY_TAG, end)
-    raw_dn, at = _octets(message, op_start, op_end)
-    at = _last(message, at, SEQUENCE, op_end)  # the attributes
+    length = message[at + 1]
+    if length < 0x80:
+        at += 2
+    elif length == 0x81:
+        length, at = message[at + 2], at + 3
+    elif length == 0x82:
+        length, at = (message[at + 2] << 8) | message[at + 3], at + 4
+    else:
+        length, at = _long_length(message, at + 1)
+    op_end = at + length
+    if op_end > stop:
+        raise Malformed("the entry runs past its message")
+    raw_dn, at = _octets(message, at, op_end)
+    if at + 2 > op_end or message[at] != SEQUENCE:
+        raise Malformed(f"expected the attributes at {at}")
+    length = message[at + 1]
+    if length < 0x80:
+        at += 2
+    elif length == 0x81:
+        length, at = message[at + 2], at + 3
+    elif length == 0x82:
+        length, at = (message[at + 2] << 8) | message[at + 3], at + 4
+    else:
+        length, at = _long_length(message, at + 1)
+    if at + length != op_end:
+        raise Malformed("the attributes do not fill the entry")
     attributes: dict[str, list[bytes]] = {}
-    # Each attribute is read inline, element by element, with the checks ``_element`` makes: a million entries of
-    # eight attributes are thirty million elements, and a call apiece was half the parse.
+    if names is None:
+        names = {}
     while at < op_end:
         if at + 2 > op_end or message[at] != SEQUENCE:
             raise Malformed(f"expected an attribute at {at}")
         length = message[at + 1]
         if length < 0x80:
             at += 2
+        elif length == 0x81:
+            length, at = message[at + 2], at + 3
+        elif length == 0x82:
+            length, at = (message[at + 2] << 8) | message[at + 3], at + 4
         else:
             length, at = _long_length(message, at + 1)
         attribute_end = at + length
@@ -123,6 +150,10 @@ def parse_entry(message: bytes) -> Entry | None:
         length = message[at + 1]
         if length < 0x80:
             at += 2
+        elif length == 0x81:
+            length, at = message[at + 2], at + 3
+        elif length == 0x82:
+            length, at = (message[at + 2] << 8) | message[at + 3], at + 4
         else:
             length, at = _long_length(message, at + 1)
         if at + length != attribute_end:
@@ -141,47 +172,13 @@ def parse_entry(message: bytes) -> Entry | None:
                 raise Malformed(f"a value at {at} runs past its attribute")
             values.append(message[at:end])
             at = end
-        try:
-            key = name.decode("ascii").lower()
-        except UnicodeDecodeError:
-            raise Malformed("an attribute name that is not ASCII") from None
+        key = names.get(name)
+        if key is None:
+            try:
+                key = name.decode("ascii").lower()
+            except UnicodeDecodeError:
+                raise Malformed("an attribute name that is not ASCII") from None
+            if len(names) < MAX_NAMES:
+                names[name] = key
         attributes[key] = values
     return message_id, raw_dn, attributes
-
-
-class ParsedEntry(dict[str, Any]):
-    """ldap3's decoded message for a search result entry, parsed by ``parse_entry``.
-
-    Holds ``messageID`` and ``protocolOp``; any other key (``payload``, ``controls``) is decoded the ldap3 way on
-    first use, so a reader that is not rolegate's gets ldap3's own answer.
-    """
-
-    __slots__ = ("entry", "message")
-
-    def __init__(self, entry: Entry, message: bytes) -> None:
-        super().__init__(messageID=entry[0], protocolOp=SEARCH_RESULT_ENTRY)
-        self.entry = entry
-        self.message = message
-
-    def __missing__(self, key: str) -> Any:
-        self.update(LDAP3_DECODE(self.message))
-        return self[key]
-
-
-LDAP3_DECODE: Callable[[bytes], dict[str, Any]] = ldap3_sync.decode_message_fast
-
-
-def decode_message(message: bytes) -> dict[str, Any]:
-    """ldap3's ``decode_message_fast``, with search result entries parsed by ``parse_entry``."""
-    try:
-        entry = parse_entry(message)
-    except (Malformed, IndexError):
-        entry = None
-    if entry is None:
-        return LDAP3_DECODE(message)
-    return ParsedEntry(entry, message)
-
-
-def install() -> None:
-    """Route ldap3's sync strategy through ``decode_message`` (idempotent; transparent to other readers)."""
-    ldap3_sync.decode_message_fast = decode_message
