@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from rolegate.store.base import VersionConflict
+from rolegate.store.codec import FloatFree
 
 from rolegate.directory.gcpause import paused_gc
 from rolegate.directory.model import NO_ATTRIBUTES, DirectoryGroup, DirectorySnapshot, DirectoryUser, NameSet
@@ -195,7 +196,8 @@ class _Rows:
         )
 
     def document(self, **extra: Any) -> dict[str, Any]:
-        return {"format": LAYOUT, "closures": self.closures, "users": self.rows, **extra}
+        # Ids, names, numbers and None only: the Store may write it with orjson (a million rows: 3.2 s -> 0.15 s).
+        return FloatFree(format=LAYOUT, closures=self.closures, users=self.rows, **extra)
 
 
 def _memberships(

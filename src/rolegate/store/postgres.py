@@ -24,6 +24,7 @@ import asyncpg  # type: ignore[import-untyped]  # no type information: asyncpg_t
 from rolegate.store import migrations
 from rolegate.store.asyncpg_types import Connection, Pool
 from rolegate.store.base import GENESIS, ChainFn, Record, Store, StoreUnavailable, VersionConflict
+from rolegate.store.codec import dumps
 from rolegate.store.lease import Lease, check_lock_name
 from rolegate.store.notify import COUNTERS_CHANNEL, Subscription
 from rolegate.store.urls import redact_url
@@ -100,7 +101,7 @@ def _event_ids(entries: list[tuple[float, str, str]]) -> list[str | None]:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    return dumps(value)
 
 
 async def _init_connection(conn: Connection) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from rolegate.store.base import GENESIS, ChainFn, Record, Store, StoreUnavailable, VersionConflict
+from rolegate.store.codec import dumps
 from rolegate.store.lease import Lease, file_lease
 from rolegate.store.ratelimit import NAMESPACE as RATE_NAMESPACE, admit
 
@@ -149,7 +150,7 @@ class SQLiteStore(Store):
         expected_version: int | None = None,
         expires_at: float | None = None,
     ) -> int:
-        text = json.dumps(value, separators=(",", ":"), sort_keys=True)
+        text = dumps(value)
         now = time.time()
 
         def q(db: sqlite3.Connection) -> int:
@@ -177,9 +178,7 @@ class SQLiteStore(Store):
 
     async def put_many(self, namespace: str, items: list[tuple[str, Any, int | None]]) -> list[int]:
         """Several ``put``s in one transaction: all or none."""
-        texts = [
-            (key, json.dumps(value, separators=(",", ":"), sort_keys=True), expected) for key, value, expected in items
-        ]
+        texts = [(key, dumps(value), expected) for key, value, expected in items]
         now = time.time()
 
         def q(db: sqlite3.Connection) -> list[int]:
