@@ -149,6 +149,23 @@ async def test_openldap_member_forms_and_odd_data(fresh_slapd, config_for, store
     assert dangling.unresolved == ("uid=deleted,ou=people,dc=example,dc=com",)
 
 
+async def test_a_user_whose_dn_is_in_mixed_case_is_the_member_a_group_names_in_another_form(
+    fresh_slapd, config_for, store
+) -> None:
+    """The read keys each user by their DN in normal form (the builder's index): a group naming
+    ``UID=casey , OU=People,...`` finds the user the server returns as ``uid=Casey,ou=people,...``."""
+    slapd = fresh_slapd
+    slapd.ldapadd(
+        "dn: uid=Casey,ou=people,dc=example,dc=com\nobjectClass: inetOrgPerson\nuid: Casey\ncn: Casey\nsn: C\n\n"
+        + group_ldif("case-blind", ["UID=casey , OU=People,dc=example,dc=com"])
+    )
+    sync = DirectorySync(config_for(slapd), store)
+    result = await sync.sync_now(full=True)
+    assert result.ok, result.error
+    group = next(g for g in sync.snapshot.groups.values() if g.name == "case-blind")
+    assert group.unresolved == () and "case-blind" in sync.snapshot.user("casey").groups
+
+
 async def test_member_of_attribute_as_a_source(lab_slapd, config_for, store) -> None:
     # memberOf (maintained by the lab's overlay) alongside the group side: the same answer.
     config = config_for(lab_slapd, users={"member_of": "memberOf"})

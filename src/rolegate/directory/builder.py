@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TYPE_CHECKING, ClassVar, TypeVar, cast
 
 from rolegate.directory.closure import ClosureCache, GroupIds, group_closures, users_below
 from rolegate.directory.model import (
@@ -46,11 +46,18 @@ class RawUser:
     disabled: bool
     attributes: dict[str, tuple[str, ...]] = field(default_factory=dict)
     member_of: tuple[str, ...] = ()  # normalized group DNs from the user side (memberOf)
-    # Unused: they make a RawUser the size of a DirectoryUser (ten slots), so each one a full build frees is taken
+    # The DN in normal form, the copy the read keeps (``reader.intern_dn``): the builder's DN index key, worked out
+    # once a user. None: the builder works it out.
+    dn_key: str | None = field(default=None, repr=False, compare=False)
+    # Unused: it makes a RawUser the size of a DirectoryUser (ten slots), so each one a full build frees is taken
     # by the DirectoryUser made next. Of a size of its own, the million freed in a build were a million blocks of a
     # size nothing after takes: 98 MB of the sync's peak at a million users (see docs/directory.md).
-    _room: None = field(default=None, repr=False, compare=False)
     _room_too: None = field(default=None, repr=False, compare=False)
+
+    # A build from no users keeps each RawUser as the stand-in of its user until the last step makes the user: these
+    # are what that step reads of a user made before (a new user has neither).
+    direct_groups: ClassVar[tuple[str, ...]] = ()
+    member_of_groups: ClassVar[frozenset[str]] = EMPTY
 
 
 @dataclass(slots=True)
@@ -168,27 +175,37 @@ def apply_changes(
     fresh = not users
     seen: set[str] = set()
     pending_member_of: dict[str, tuple[str, ...]] = {}
-    for raw in changed_users:
-        if raw.id in (users if fresh else seen):
-            issues.add(f"duplicate id {raw.id}: {raw.dn} ignored")
-            continue
-        if not fresh:
+    if fresh:
+        # Each RawUser stands in for its user until step 4 makes it once (it has every field steps 2 to 4 read):
+        # a million users made twice was a second of a full build.
+        for raw in changed_users:
+            if raw.id in users:
+                issues.add(f"duplicate id {raw.id}: {raw.dn} ignored")
+                continue
+            users[raw.id] = cast(DirectoryUser, raw)
+            if raw.member_of:
+                pending_member_of[raw.id] = raw.member_of
+    else:
+        for raw in changed_users:
+            if raw.id in seen:
+                issues.add(f"duplicate id {raw.id}: {raw.dn} ignored")
+                continue
             seen.add(raw.id)
-        previous = None if fresh else users.get(raw.id)
-        users[raw.id] = make_user(
-            raw.id,
-            raw.dn,
-            raw.username,
-            raw.email,
-            raw.name,
-            raw.disabled,
-            previous.groups if previous else EMPTY,
-            raw.attributes,
-            previous.direct_groups if previous else (),
-            previous.member_of_groups if previous else EMPTY,
-        )
-        if raw.member_of or (previous is not None and previous.member_of_groups):
-            pending_member_of[raw.id] = raw.member_of  # (a user read with none, and none before, keeps EMPTY)
+            previous = users.get(raw.id)
+            users[raw.id] = make_user(
+                raw.id,
+                raw.dn,
+                raw.username,
+                raw.email,
+                raw.name,
+                raw.disabled,
+                previous.groups if previous else EMPTY,
+                raw.attributes,
+                previous.direct_groups if previous else (),
+                previous.member_of_groups if previous else EMPTY,
+            )
+            if raw.member_of or (previous is not None and previous.member_of_groups):
+                pending_member_of[raw.id] = raw.member_of  # (a user read with none, and none before, keeps EMPTY)
 
     seen_users: AbstractSet[str] = users.keys() if fresh else seen
     raw_groups = list(changed_groups)
@@ -406,7 +423,9 @@ def _indexes(
     before = [u for uid in changed | gone if (u := old.users.get(uid)) is not None]
     # A departing name several users shared may now belong to one: that takes every user to work out (rare).
     if carried is None or any(carried[1].get(u.username.casefold(), "") is None for u in before):
-        return {_dn_key(dns, u.dn): u.id for u in users.values()}, username_index(users.values())
+        return {getattr(u, "dn_key", None) or _dn_key(dns, u.dn): u.id for u in users.values()}, username_index(
+            users.values()
+        )
     by_dn, by_name = dict(carried[0]), dict(carried[1])
     for user in before:
         key, dn = user.username.casefold(), normalize_dn(user.dn)
@@ -461,4 +480,4 @@ def _resolve(
             member_users.add(uid)
         else:
             unresolved.append(name)
-    return NameSet(member_users), frozenset(member_groups), tuple(unresolved)
+    return NameSet.of_set(member_users), frozenset(member_groups), tuple(unresolved)

@@ -77,11 +77,12 @@ class ClosureCache:
         hit = self._cache.get(direct)
         if hit is None:
             names: set[str] = set()
+            closures = self._closures
             for gid in direct:
-                names.update(self._closures.get(gid, ()))
+                names.update(closures.get(gid, ()))
             if len(self._cache) >= CACHE_LIMIT:
                 self._cache.clear()  # combinations nobody else has: sharing is only lost for those
-            hit = self._cache[direct] = NameSet(names)
+            hit = self._cache[direct] = NameSet.of_set(names)
         return hit
 
     def prefer(self, direct: GroupIds, existing: NameSet | frozenset[str]) -> NameSet | frozenset[str]:

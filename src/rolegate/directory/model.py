@@ -31,6 +31,12 @@ class NameSet(tuple[str, ...], Set[str]):  # type: ignore[misc]  # (tuple's and 
         return super().__new__(cls, sorted(set(names)))
 
     @classmethod
+    def of_set(cls, names: "set[str] | frozenset[str]") -> "NameSet":
+        """``NameSet(names)`` for names already in a set (no repeats): no second set made on the way (a full sync
+        makes a million closures)."""
+        return tuple.__new__(cls, sorted(names))
+
+    @classmethod
     def _from_iterable(cls, names: Iterable[str]) -> "NameSet":
         return cls(names)
 

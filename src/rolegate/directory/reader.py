@@ -373,7 +373,7 @@ def read_directory(
         watermark.see(attrs.get(change_key))
         user = to_user(schema, dn, attrs, result.issues, disabled_ids, dns, keys)
         if user is not None:
-            intern_dn(dns, normalize_dn(user.dn))  # the key members name it by, and the builder's index key
+            user.dn_key = intern_dn(dns, normalize_dn(user.dn))  # the key members name it by, the builder's index key
             if known is not None and (current := known.get(user.id)) is not None:
                 share_values(user, current)
             result.users.append(user)
