@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -212,9 +214,12 @@ async def test_a_save_failing_part_way_leaves_the_last_snapshot_and_no_chunk(any
     same(first, await load_snapshot(store))
 
 
-async def test_a_save_that_fills_the_disk_leaves_the_last_snapshot(tmp_path) -> None:
+async def test_a_save_that_fills_the_disk_leaves_the_last_snapshot_and_a_later_one_sweeps(
+    tmp_path, monkeypatch
+) -> None:
     """A real full disk (a 2 MiB tmpfs under the SQLite Store): a whole save too big for it fails with the Store's
-    error, and the snapshot saved before reads back whole, from the same Store and from a new one opened on it."""
+    error, and the snapshot saved before reads back whole, from the same Store and from a new one opened on it; once
+    the disk has room again, the next save that lands deletes what the failed one left (a day old)."""
     from rolegate.config.sections.storage import StorageConfig
     from rolegate.store import open_store
     from rolegate.store.base import StoreUnavailable
@@ -236,15 +241,119 @@ async def test_a_save_that_fills_the_disk_leaves_the_last_snapshot(tmp_path) -> 
             with pytest.raises((StoreUnavailable, OSError)):
                 await save_snapshot(store, build_snapshot(big, groups, taken_at=2.0))
             same(first, await load_snapshot(store))
-            # (The chunks it wrote before the disk filled stay: deleting them needs room too. Known, not yet swept:
-            # docs/directory.md, What a full sync holds.)
+            strays = await unnamed(store)
+            assert strays  # the chunks it wrote before the disk filled: deleting them needed room too
         finally:
             await store.close()
         reopened = await open_store(StorageConfig(url=url))
         try:
             same(first, await load_snapshot(reopened))
+            # The operator grows the disk; a day later the next save that lands sweeps what the failed one left.
+            subprocess.run(["mount", "-o", "remount,size=16m", str(disk)], check=True)
+            monkeypatch.setattr(persist, "STRAY_AGE", 0)
+            third = build_snapshot(users[:50], groups, taken_at=3.0)
+            await save_snapshot(reopened, third)
+            assert await unnamed(reopened) == set() and strays.isdisjoint(await keys(reopened))
+            same(third, await load_snapshot(reopened))
         finally:
             await reopened.close()
+
+
+async def unnamed(store) -> set[str]:
+    """The snapshot documents the stored pointer names neither as its own nor as retired."""
+    pointer = (await store.get(NAMESPACE, SNAPSHOT_KEY)).value
+    named = set(persist._referenced(pointer)) | set(pointer.get("retired") or ())
+    return {k for k in await store.keys(NAMESPACE, SNAPSHOT_KEY + ".")} - named
+
+
+SAVE_AND_STALL = """
+import asyncio, sys
+sys.path[:0] = sys.argv[3:]
+from rolegate.config.sections.storage import StorageConfig
+from rolegate.directory import persist
+from rolegate.directory.builder import build_snapshot
+from rolegate.store import open_store
+from directory.test_persist import directory
+
+async def main():
+    persist.CHUNK_USERS = 7
+    store = await open_store(StorageConfig(url=sys.argv[1]))
+    put, chunks = store.put, []
+    async def stalling(namespace, key, value, **kwargs):
+        version = await put(namespace, key, value, **kwargs)
+        chunks.append(key)
+        if len(chunks) == 4:
+            print("stalled", flush=True)
+            await asyncio.sleep(3600)  # killed here, its pointer never flipped
+        return version
+    store.put = stalling
+    users, groups = directory(int(sys.argv[2]))
+    await persist.save_snapshot(store, build_snapshot(users, groups, taken_at=9.0))
+
+asyncio.run(main())
+"""
+
+
+async def test_a_save_killed_part_way_leaves_strays_that_a_later_save_sweeps_once_a_day_old(
+    tmp_path, monkeypatch
+) -> None:
+    """kill -9 in the middle of a whole save (its chunks written, its pointer not flipped): the snapshot saved before
+    reads back whole; the next save leaves the dead one's documents while they may be a save still under way
+    (younger than ``STRAY_AGE``) and deletes them once older; the documents the pointer names are never touched."""
+    from rolegate.config.sections.storage import StorageConfig
+    from rolegate.store import open_store
+
+    url = f"sqlite:///{tmp_path / 'rolegate.db'}"
+    store = await open_store(StorageConfig(url=url))
+    try:
+        users, groups = directory()
+        first = build_snapshot(users, groups, taken_at=1.0)
+        await save_snapshot(store, first)
+        tests = Path(__file__).resolve().parent.parent
+        child = subprocess.Popen(
+            [sys.executable, "-c", SAVE_AND_STALL, url, "80", str(tests), *sys.path],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert child.stdout is not None and child.stdout.readline().strip() == "stalled"
+        finally:
+            child.kill()
+            child.wait(timeout=30)
+        strays = await unnamed(store)
+        assert len(strays) == 4  # the groups document and three chunks
+        same(first, await load_snapshot(store))
+
+        second = build_snapshot(users[:59], groups, taken_at=2.0)
+        await save_snapshot(store, second, previous=first)
+        assert await unnamed(store) == strays  # young: maybe a save still writing, on another instance
+
+        monkeypatch.setattr(persist, "STRAY_AGE", 0)  # a day later
+        third = build_snapshot(users[:58], groups, taken_at=3.0)
+        await save_snapshot(store, third, previous=second)
+        assert await unnamed(store) == set()
+        same(third, await load_snapshot(store))
+    finally:
+        await store.close()
+
+
+async def test_a_sweep_never_takes_a_document_a_pointer_names_however_old(store, monkeypatch) -> None:
+    """A base written long ago is still the live base under every delta: a sweep keeps it (and what the pointer
+    retired, which the next save deletes), whatever its age."""
+    nonce = persist._nonce
+    monkeypatch.setattr(persist, "_nonce", lambda: f"{1_000_000:x}-0badc0de")  # the base's save, long ago
+    users, groups = directory()
+    first = build_snapshot(users, groups, taken_at=1.0)
+    await save_snapshot(store, first)
+    base = set(persist._referenced((await store.get(NAMESPACE, SNAPSHOT_KEY)).value))
+    assert {persist._written_at(k) for k in base} == {1_000_000}
+    monkeypatch.setattr(persist, "_nonce", nonce)
+    monkeypatch.setattr(persist, "STRAY_AGE", 0)
+    second = apply_changes(first, [raw_user(3, email="new@x")], [], taken_at=2.0)
+    await save_snapshot(store, second, previous=first)
+    pointer = (await store.get(NAMESPACE, SNAPSHOT_KEY)).value
+    assert pointer["delta"] and set(pointer["chunks"]) <= base <= await keys(store)
+    same(second, await load_snapshot(store))
 
 
 async def test_a_missing_or_damaged_document_fails_closed(store) -> None:

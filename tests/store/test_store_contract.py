@@ -91,7 +91,7 @@ async def test_expiry(store: Store) -> None:
     await store.put("ns", "forever", "z")
     assert await store.get("ns", "gone") is None
     assert (await store.get("ns", "live")).expires_at == pytest.approx(now + 3600)
-    assert [r.key for r in await store.list("ns")] == ["forever", "live"]
+    assert [r.key for r in await store.list("ns")] == ["forever", "live"] == await store.keys("ns")
     # An expired document does not exist for expected_version=0, and its version keeps counting.
     with pytest.raises(VersionConflict):
         await store.put("ns", "gone", "again", expected_version=1)
@@ -112,6 +112,8 @@ async def test_list_by_prefix_in_code_point_order(store: Store) -> None:
     assert [r.value for r in await store.list("ns", "ab")] == ["ab", "abc"]
     assert await store.list("ns", "zzz") == []
     assert await store.list("empty") == []
+    for prefix in ("", "a", "a/", "ab", "zzz"):  # the keys alone, as list answers them
+        assert await store.keys("ns", prefix) == [r.key for r in await store.list("ns", prefix)]
 
 
 async def test_concurrent_conditional_writers_one_wins(store: Store, other_instance: Store) -> None:

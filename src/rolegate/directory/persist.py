@@ -9,7 +9,9 @@ reader sees the old snapshot or the new one, never a mix. Documents the pointer 
 deleted one save later, so a reader still fetching the previous generation finds them; a reader
 that does miss one re-reads the pointer and starts again, and fails closed when the pointer has
 not moved (damage). A save that fails before its flip deletes what it wrote; one whose process
-dies there leaves those documents behind, unnamed by any pointer and so never read.
+dies there, or that cannot delete (a full disk), leaves those documents behind, unnamed by any
+pointer and so never read: every save that lands sweeps such strays once they are a day old
+(``_sweep``; a younger one may be a save still under way on another instance).
 
 An incremental sync that changed 100 users writes one delta document (every user changed since the
 base, so it stays small) and the groups document only when a group itself changed. When the delta
@@ -30,6 +32,7 @@ import itertools
 import json
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -53,6 +56,9 @@ DELTA_SHARE = 0.05  # past this share of the users, the delta is folded into a n
 DELTA_MIN = 2000  # ... but small directories keep deltas up to this many users
 DELTA_LIMIT = 4  # a delta this many times the share is never written: the save writes a new base at once
 LOAD_ATTEMPTS = 4  # pointer flips a reader rides out before it gives up
+# A document no pointer names is a stray once this old (seconds): younger, it may be a save still writing (a
+# million users' save takes a minute or two; one stalled for a day is not coming back).
+STRAY_AGE = 24 * 3600
 
 
 def encode_snapshot(snapshot: DirectorySnapshot) -> dict[str, Any]:
@@ -283,6 +289,24 @@ def _key(generation: int, nonce: str, part: str) -> str:
     return f"{SNAPSHOT_KEY}.{generation:08d}.{nonce}.{part}"
 
 
+def _nonce() -> str:
+    """A save's own part of its documents' keys: when it began (hex epoch seconds, what ``_sweep`` reads) and 32
+    random bits."""
+    return f"{int(time.time()):x}-{secrets.token_hex(4)}"
+
+
+def _written_at(key: str) -> int | None:
+    """When the save that wrote ``key`` began; None for a key without that stamp (written before it existed)."""
+    parts = key.split(".")
+    if len(parts) != 4 or parts[0] != SNAPSHOT_KEY:
+        return None
+    stamp, dash, _ = parts[2].partition("-")
+    try:
+        return int(stamp, 16) if dash else None
+    except ValueError:
+        return None
+
+
 def _generation(pointer: Any) -> int:
     if isinstance(pointer, dict) and isinstance(pointer.get("generation"), int):
         return pointer["generation"] + 1
@@ -398,6 +422,7 @@ async def save_snapshot(store: Any, snapshot: DirectorySnapshot, *, previous: Di
     snapshot._stored = new_layout
     version = await store.incr(COUNTER)
     await _collect(store, old_pointer)
+    await _sweep(store, new_layout.pointer)
     return version
 
 
@@ -424,6 +449,7 @@ async def compact_snapshot(store: Any, snapshot: DirectorySnapshot) -> bool:
         return False
     old_pointer, snapshot._stored = written
     await _collect(store, old_pointer)
+    await _sweep(store, snapshot._stored.pointer)
     return True
 
 
@@ -441,6 +467,37 @@ async def _collect(store: Any, old_pointer: Any) -> None:
             log.warning("directory: could not delete the old snapshot document %s: %s", key, exc)
 
 
+async def _sweep(store: Any, written: dict[str, Any]) -> int:
+    """Delete the documents no pointer names and no save can still be writing: a day old, named neither by the
+    pointer just ``written`` nor by the one the Store holds now (another instance's), as a chunk or as retired (the
+    next save's ``_collect`` deletes those). A newer pointer only ever names documents its own save wrote (young)
+    or its predecessor's, so nothing it may name goes. Best effort: the number deleted."""
+    try:
+        keys = await store.keys(NAMESPACE, SNAPSHOT_KEY + ".")
+        record = await store.get(NAMESPACE, SNAPSHOT_KEY)
+    except Exception as exc:  # noqa: BLE001 - strays cost room, not correctness: the next save tries again
+        log.warning("directory: could not list the stored snapshot documents: %s", exc)
+        return 0
+    named: set[str] = set()
+    for pointer in (written, record.value if record is not None else None):
+        if isinstance(pointer, dict):
+            named.update(_referenced(pointer))
+            named.update(k for k in pointer.get("retired") or () if isinstance(k, str))
+    before = time.time() - STRAY_AGE
+    deleted = 0
+    for key in keys:
+        if key in named or (born := _written_at(key)) is None or born > before:
+            continue
+        try:
+            deleted += bool(await store.delete(NAMESPACE, key))
+        except Exception as exc:  # noqa: BLE001 - as above
+            log.warning("directory: could not delete the stray snapshot document %s: %s", key, exc)
+            break
+    if deleted:
+        log.info("directory: deleted %d snapshot documents no save named (left by a save that died or failed)", deleted)
+    return deleted
+
+
 async def _save_delta(
     store: Any, snapshot: DirectorySnapshot, layout: StoredLayout, basis: DirectorySnapshot
 ) -> tuple[dict[str, Any], StoredLayout] | None:
@@ -455,7 +512,7 @@ async def _save_delta(
         return None  # far too much changed for a delta: write a fresh base
     old = layout.pointer
     generation = _generation(old)
-    nonce = secrets.token_hex(4)
+    nonce = _nonce()
     written: list[str] = []
     delta_key, groups_key = old.get("delta"), old["group_doc"]
     try:
@@ -512,7 +569,7 @@ async def _save_full(
     if expected is not None and (record is None or record.version != expected):
         return None
     generation = _generation(record.value if record else None)
-    nonce = secrets.token_hex(4)
+    nonce = _nonce()
     tokens = {gid: i for i, gid in enumerate(snapshot.groups)}
     written: list[str] = []
     writing: asyncio.Future[int] | None = None

@@ -116,6 +116,10 @@ class Store(abc.ABC):
     async def list(self, namespace: str, prefix: str = "") -> list[Record]:
         """All live documents of a namespace whose key starts with prefix, by key."""
 
+    async def keys(self, namespace: str, prefix: str = "") -> builtins.list[str]:
+        """The keys ``list`` would answer, without reading the documents (stores answer this from their index)."""
+        return [record.key for record in await self.list(namespace, prefix)]
+
     @abc.abstractmethod
     async def incr(self, name: str) -> int:
         """Atomically add one to a counter and return the new value."""

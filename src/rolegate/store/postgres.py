@@ -324,6 +324,18 @@ class PostgresStore(Store):
             )
         return [Record(r[0], r[1], r[2], r[3]) for r in rows]
 
+    async def keys(self, namespace: str, prefix: str = "") -> builtins.list[str]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT key FROM kv WHERE namespace=$1 AND key>=$2 AND key<$3 "
+                "AND (expires_at IS NULL OR expires_at>$4) ORDER BY key",
+                namespace,
+                prefix,
+                prefix + "\U0010ffff",
+                time.time(),
+            )
+        return [r[0] for r in rows]
+
     async def purge_expired(self, now: float | None = None) -> int:
         cutoff = time.time() if now is None else now
         async with self._conn() as conn:

@@ -244,6 +244,9 @@ class CachedStore(Store):
     async def list(self, namespace: str, prefix: str = "") -> list[Record]:
         return await self.wrapped.list(namespace, prefix)
 
+    async def keys(self, namespace: str, prefix: str = "") -> builtins.list[str]:
+        return await self.wrapped.keys(namespace, prefix)
+
     async def purge_expired(self, now: float | None = None) -> int:
         # Cached copies carry a TTL no longer than their document's, so they expire on their own.
         return await self.wrapped.purge_expired(now)

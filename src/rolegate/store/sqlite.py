@@ -236,6 +236,19 @@ class SQLiteStore(Store):
 
         return await self._run(q)
 
+    async def keys(self, namespace: str, prefix: str = "") -> builtins.list[str]:
+        now = time.time()
+
+        def q(db: sqlite3.Connection) -> builtins.list[str]:
+            rows = db.execute(
+                "SELECT key FROM kv WHERE namespace=? AND key>=? AND key<? "
+                "AND (expires_at IS NULL OR expires_at>?) ORDER BY key",
+                (namespace, prefix, prefix + "\U0010ffff", now),
+            ).fetchall()
+            return [row[0] for row in rows]
+
+        return await self._run(q)
+
     async def incr(self, name: str) -> int:
         def q(db: sqlite3.Connection) -> int:
             row = db.execute(
