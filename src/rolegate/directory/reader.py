@@ -284,14 +284,16 @@ def to_group(
 def _bulk_texts(values: Sequence[bytes]) -> tuple[list[str], str] | None:
     """(each value as text, all of them joined by newlines) when every value is UTF-8 and none holds a newline: one
     decode for a group's members instead of one a value. None otherwise (then decode value by value)."""
+    if not values:
+        return [], ""
     joined = b"\n".join(values)
-    if joined.count(b"\n") != len(values) - 1 and values:
+    if joined.count(b"\n") != len(values) - 1:
         return None
     try:
         text = joined.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    return (text.split("\n") if values else []), text
+    return text.split("\n"), text
 
 
 def intern_dn(dns: dict[str, str] | None, dn: str) -> str:

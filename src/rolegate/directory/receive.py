@@ -28,12 +28,12 @@ from typing import Any
 from ldap3 import DIGEST_MD5
 from ldap3.core.exceptions import LDAPExtensionError, LDAPSocketReceiveError
 from ldap3.strategy.base import RESPONSE_COMPLETE, SESSION_TERMINATED_BY_SERVER, TRANSACTION_ERROR
+from ldap3.strategy.sync import SyncStrategy
 from ldap3.utils.asn1 import decode_message_fast
 
-from rolegate.directory.wire import Malformed, parse_entry
+from rolegate.directory.wire import MAX_LENGTH_OCTETS, Malformed, parse_entry
 
 READ_SIZE = 256 * 1024
-MAX_LENGTH_OCTETS = 4
 DISCONNECTION = "1.3.6.1.4.1.1466.20036"  # RFC 4511 4.4.1: Notice of Disconnection
 NOVELL_TRANSACTION_ERROR = "2.16.840.1.113719.1.27.103.4"
 CONTINUING = frozenset({"searchResEntry", "searchResRef", "intermediateResponse"})
@@ -92,7 +92,7 @@ def install_receiver(conn: Any, entry: Entry) -> bool:
     """Route this connection's responses through ``receive_response``; ``entry(raw_dn, raw_attributes)`` makes a
     parsed entry's dict. False (ldap3's loop kept) for a strategy that is not ldap3's sync one."""
     strategy = conn.strategy
-    if type(strategy).__name__ != "SyncStrategy" or not hasattr(strategy, "_get_response"):
+    if type(strategy) is not SyncStrategy:  # (its subclasses receive their own way)
         return False
     own = strategy._get_response
 

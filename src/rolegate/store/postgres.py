@@ -82,6 +82,12 @@ def lock_key(name: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
+# The live documents of a namespace ($1) whose key starts with a prefix ($2; $3 the prefix + U+10FFFF), $4 now.
+_LIVE_BY_PREFIX = (
+    "FROM kv WHERE namespace=$1 AND key>=$2 AND key<$3 AND (expires_at IS NULL OR expires_at>$4) ORDER BY key"
+)
+
+
 def _event_ids(entries: list[tuple[float, str, str]]) -> list[str | None]:
     """Each audit entry's event id (its body's ``id``), None when it has none or repeats one earlier in
     the batch (stored without an id rather than lost, or refused by the unique index forever)."""
@@ -100,12 +106,8 @@ def _event_ids(entries: list[tuple[float, str, str]]) -> list[str | None]:
     return ids
 
 
-def _dumps(value: Any) -> str:
-    return dumps(value)
-
-
 async def _init_connection(conn: Connection) -> None:
-    # Values are encoded by the caller (_dumps) so that a JSON null is text "null", not SQL NULL.
+    # Values are encoded by the caller (store.codec.dumps) so that a JSON null is text "null", not SQL NULL.
     await conn.set_type_codec("jsonb", encoder=str, decoder=json.loads, schema="pg_catalog")
 
 
@@ -214,7 +216,7 @@ class PostgresStore(Store):
         expires_at: float | None = None,
     ) -> int:
         now = time.time()
-        value = _dumps(value)
+        value = dumps(value)
         async with self._conn() as conn:
             if expected_version is None:
                 version = await conn.fetchval(
@@ -265,7 +267,7 @@ class PostgresStore(Store):
         versions = []
         async with self._conn() as conn, conn.transaction():
             for key, value, expected_version in items:
-                value = _dumps(value)
+                value = dumps(value)
                 if expected_version is None:
                     version = await conn.fetchval(
                         "INSERT INTO kv VALUES ($1,$2,$3,1,NULL) ON CONFLICT (namespace, key) DO UPDATE "
@@ -315,8 +317,7 @@ class PostgresStore(Store):
     async def list(self, namespace: str, prefix: str = "") -> list[Record]:
         async with self._conn() as conn:
             rows = await conn.fetch(
-                "SELECT key, value, version, expires_at FROM kv WHERE namespace=$1 AND key>=$2 AND key<$3 "
-                "AND (expires_at IS NULL OR expires_at>$4) ORDER BY key",
+                "SELECT key, value, version, expires_at " + _LIVE_BY_PREFIX,
                 namespace,
                 prefix,
                 prefix + "\U0010ffff",
@@ -327,8 +328,7 @@ class PostgresStore(Store):
     async def keys(self, namespace: str, prefix: str = "") -> builtins.list[str]:
         async with self._conn() as conn:
             rows = await conn.fetch(
-                "SELECT key FROM kv WHERE namespace=$1 AND key>=$2 AND key<$3 "
-                "AND (expires_at IS NULL OR expires_at>$4) ORDER BY key",
+                "SELECT key " + _LIVE_BY_PREFIX,
                 namespace,
                 prefix,
                 prefix + "\U0010ffff",

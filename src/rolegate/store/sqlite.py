@@ -51,6 +51,10 @@ def sqlite_path(url: str) -> Path:
     return Path(url[len("sqlite:///") :])
 
 
+# The live documents of a namespace whose key starts with a prefix: (namespace, prefix, prefix + U+10FFFF, now).
+_LIVE_BY_PREFIX = "FROM kv WHERE namespace=? AND key>=? AND key<? AND (expires_at IS NULL OR expires_at>?) ORDER BY key"
+
+
 class SQLiteStore(Store):
     def __init__(self, url: str, *, base_dir: Path | None = None) -> None:
         self.url = url
@@ -228,8 +232,7 @@ class SQLiteStore(Store):
 
         def q(db: sqlite3.Connection) -> list[Record]:
             rows = db.execute(
-                "SELECT key, value, version, expires_at FROM kv WHERE namespace=? AND key>=? AND key<? "
-                "AND (expires_at IS NULL OR expires_at>?) ORDER BY key",
+                "SELECT key, value, version, expires_at " + _LIVE_BY_PREFIX,
                 (namespace, prefix, upper, now),
             ).fetchall()
             return [Record(k, json.loads(v), ver, exp) for k, v, ver, exp in rows]
@@ -241,8 +244,7 @@ class SQLiteStore(Store):
 
         def q(db: sqlite3.Connection) -> builtins.list[str]:
             rows = db.execute(
-                "SELECT key FROM kv WHERE namespace=? AND key>=? AND key<? "
-                "AND (expires_at IS NULL OR expires_at>?) ORDER BY key",
+                "SELECT key " + _LIVE_BY_PREFIX,
                 (namespace, prefix, prefix + "\U0010ffff", now),
             ).fetchall()
             return [row[0] for row in rows]
